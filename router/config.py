@@ -1,0 +1,276 @@
+"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+
+Every problem is reported as a `ConfigIssue` naming the file, the line of the
+offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
+check` can print all of them at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from router.errors import ConfigError, ConfigIssue
+from router.policy.specs import OrderedSpec, PolicySpec
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+
+class Price(_Model):
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for one turn."""
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class Timeouts(_Model):
+    connect_s: float = Field(2.0, gt=0.0)
+    first_token_s: float = Field(5.0, gt=0.0)
+    idle_s: float = Field(30.0, gt=0.0)
+    total_s: float | None = Field(None, gt=0.0)
+
+
+TargetKind = Literal["vllm", "openai", "litellm"]
+
+
+class TargetConfig(_Model):
+    name: str = Field(min_length=1)
+    kind: TargetKind
+    base_url: str | None = None
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    price: Price = Price()
+    timeouts: Timeouts = Timeouts()
+    #: the prior for TTFT before anything is measured
+    expected_ttft_ms: float = Field(500.0, gt=0.0)
+    max_context_tokens: int | None = Field(None, gt=0)
+    #: local limits, enforced by the router itself
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    #: vLLM only: where its Prometheus metrics live (default: base_url's host + /metrics)
+    metrics_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+    def engine_metrics_url(self) -> str | None:
+        if self.kind != "vllm":
+            return None
+        if self.metrics_url:
+            return self.metrics_url
+        assert self.base_url is not None
+        root = self.base_url.removesuffix("/v1")
+        return f"{root}/metrics"
+
+
+class Slo(_Model):
+    ttft_ms: float = Field(gt=0.0)
+    quantile: float = Field(0.9, gt=0.0, lt=1.0)
+
+
+class Hedge(_Model):
+    #: delay before a second target is started: milliseconds, or `adaptive`
+    #: (the chosen target's own predicted p90 TTFT)
+    after_ms: float | Literal["adaptive"] = 250.0
+    max_extra: int = Field(1, ge=1, le=3)
+    #: at most this fraction of turns may be hedged (a budget over recent turns)
+    max_rate: float = Field(0.1, gt=0.0, le=1.0)
+    #: bounds on the adaptive delay
+    min_ms: float = Field(20.0, ge=0.0)
+    max_ms: float = Field(5000.0, gt=0.0)
+
+
+class Affinity(_Model):
+    enabled: bool = True
+    #: how long a conversation remembers the target that served it
+    ttl_s: float = Field(600.0, gt=0.0)
+
+
+class RouteConfig(_Model):
+    name: str = Field(min_length=1)
+    targets: tuple[str, ...] = Field(min_length=1)
+    policy: PolicySpec = OrderedSpec()
+    slo: Slo | None = None
+    hedge: Hedge | None = None
+    affinity: Affinity = Affinity()
+    #: share of turns that probe a target other than the best (so recovery is noticed)
+    exploration: float = Field(0.02, ge=0.0, le=0.5)
+
+
+class SignalsConfig(_Model):
+    engine_scrape_interval_s: float = Field(0.25, gt=0.0)
+    engine_stale_after_s: float = Field(2.0, gt=0.0)
+    #: peak-EWMA decay time constant
+    ewma_tau_s: float = Field(10.0, gt=0.0)
+    #: consecutive failures that open a target's breaker
+    breaker_failures: int = Field(3, ge=1)
+    breaker_base_s: float = Field(1.0, gt=0.0)
+    breaker_max_s: float = Field(60.0, gt=0.0)
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    signals: SignalsConfig = SignalsConfig()
+    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    routes: tuple[RouteConfig, ...] = Field(min_length=1)
+
+    def target(self, name: str) -> TargetConfig:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def route(self, name: str) -> RouteConfig | None:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        return None
+
+
+# -- loading ------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+def _fmt_path(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
+    lines: dict[Path_, int] = {}
+
+    def walk(node: yaml.Node, path: Path_) -> Any:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = walk(value_node, (*path, key))
+                lines[(*path, key)] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
+        return yaml.safe_load(yaml.serialize(node))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
+    if root is None:
+        return {}, lines
+    return walk(root, ()), lines
+
+
+def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
+    path = tuple(loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def _semantic_issues(
+    cfg: Config, file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+
+    def issue(loc: Path_, msg: str) -> None:
+        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+
+    seen: set[str] = set()
+    for i, t in enumerate(cfg.targets):
+        if t.name in seen:
+            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
+        seen.add(t.name)
+        if t.kind in ("vllm", "openai") and t.base_url is None:
+            issue(("targets", i), f"a '{t.kind}' target needs base_url")
+    route_names: set[str] = set()
+    for i, r in enumerate(cfg.routes):
+        if r.name in route_names:
+            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
+        route_names.add(r.name)
+        for j, name in enumerate(r.targets):
+            if name not in seen:
+                issue(("routes", i, "targets", j), f"unknown target '{name}'")
+        if len(set(r.targets)) != len(r.targets):
+            issue(("routes", i, "targets"), "a target is listed twice")
+    return issues
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Validate a policy file's text; raise ConfigError listing every problem."""
+    data, lines = _compose(text, file)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        errors = exc.errors()
+        for err in errors:
+            loc = [p for p in err["loc"] if not _is_union_tag(p)]
+            if err["type"] == "too_short" and any(
+                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
+            ):
+                continue  # an item failed, so the tuple came out short: say it once
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
+            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        raise ConfigError(issues) from exc
+    issues = _semantic_issues(cfg, file, lines)
+    if issues:
+        raise ConfigError(issues)
+    return cfg
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic puts the discriminator's value into loc (`policy.latency.quantile`).
+    return isinstance(part, str) and part in {
+        "ordered", "round_robin", "random", "latency", "p2c", "slo_cost", "weighted"
+    }
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
+    return parse_config(text, str(path))
+
+
+def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
+    """Messages for every `api_key_env` that names an unset variable."""
+    return [
+        f"target '{t.name}': environment variable {t.api_key_env} (api_key_env) is not set"
+        for t in cfg.targets
+        if t.api_key_env and not environ.get(t.api_key_env)
+    ]

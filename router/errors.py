@@ -1,0 +1,223 @@
+"""The one exception tree of FirstToken, and its OpenAI-style rendering.
+
+    FirstTokenError
+    ├── ConfigError                  a policy file is invalid (carries file:line issues)
+    ├── RequestError                 the client's request is at fault (4xx, never retried)
+    │   ├── BadRequest               400 invalid_request_error
+    │   ├── Unauthorized             401
+    │   ├── Forbidden                403
+    │   ├── ModelNotFound            404 model_not_found
+    │   ├── MethodNotAllowed         405
+    │   ├── PayloadTooLarge          413
+    │   └── ClientRateLimited        429 (a client key over its own limit)
+    ├── NoTargetAvailable            503: every target of the route was filtered out
+    ├── UpstreamError                one attempt at one target failed (decides fallback)
+    │   ├── UpstreamConnectError     could not connect / connection reset
+    │   ├── UpstreamTimeout          connect, first-token or idle deadline passed
+    │   ├── UpstreamStatusError      a non-2xx status from the target
+    │   └── UpstreamProtocolError    a malformed frame, or the stream ended early
+    └── AllTargetsFailed             every attempt of a turn failed: 502, 504, or the
+                                     last upstream's own 4xx when the request was bad
+
+Third-party exceptions (httpx, aiohttp, litellm, pydantic) are translated into this
+tree in exactly one place each (`upstream/`, `config.py`), always with `from exc`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class FirstTokenError(Exception):
+    """Base of every error FirstToken raises on purpose."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a policy file, located by file, line and field path."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(FirstTokenError):
+    status = 500
+    type = "config_error"
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class RequestError(FirstTokenError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BadRequest(RequestError):
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(RequestError):
+    status = 403
+    type = "permission_error"
+    code = "route_not_allowed"
+
+
+class ModelNotFound(RequestError):
+    status = 404
+    code = "model_not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ClientRateLimited(RequestError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NoTargetAvailable(FirstTokenError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_target_available"
+
+
+class UpstreamError(FirstTokenError):
+    """One attempt at one target failed. `retryable` decides whether the turn moves on."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+    #: what the breaker and metrics call it: connect, timeout, status, protocol, ...
+    cause = "error"
+
+    def __init__(self, message: str, *, target: str = "") -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect_error"
+    cause = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    cause = "timeout"
+
+    def __init__(self, message: str, *, target: str = "", phase: str = "first_token") -> None:
+        super().__init__(message, target=target)
+        self.phase = phase
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-2xx answer. 408, 429 and 5xx are retried elsewhere; other 4xx mean the
+    request itself is bad, so the client gets that status and body."""
+
+    code = "upstream_status"
+    cause = "status"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str = "",
+        upstream_status: int,
+        body: bytes = b"",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, target=target)
+        self.upstream_status = upstream_status
+        self.body = body
+        self.retry_after_s = retry_after_s
+        self.retryable = upstream_status in (408, 409, 425, 429) or upstream_status >= 500
+        if upstream_status == 429 and b"insufficient_quota" in body:
+            # Out of credit is not transient: retrying it elsewhere is right, waiting is not.
+            self.retry_after_s = None
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+    cause = "protocol"
+
+
+class AllTargetsFailed(FirstTokenError):
+    """Every attempt failed. The status follows the last meaningful failure."""
+
+    type = "upstream_error"
+    code = "all_targets_failed"
+
+    def __init__(self, message: str, failures: Sequence[UpstreamError]) -> None:
+        super().__init__(message)
+        self.failures = tuple(failures)
+        last = self.failures[-1] if self.failures else None
+        if isinstance(last, UpstreamStatusError) and not last.retryable:
+            self.status = last.upstream_status
+            self.type = "invalid_request_error"
+            self.code = "upstream_rejected_request"
+        elif self.failures and all(isinstance(f, UpstreamTimeout) for f in self.failures):
+            self.status = 504
+            self.code = "upstream_timeout"
+        else:
+            self.status = 502
+
+    def to_dict(self) -> dict[str, object]:
+        last = self.failures[-1] if self.failures else None
+        if isinstance(last, UpstreamStatusError) and not last.retryable:
+            # The request itself was bad: give the client the upstream's own explanation.
+            try:
+                parsed = json.loads(last.body)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+                return parsed
+        return super().to_dict()

@@ -1,0 +1,134 @@
+"""What policies see and return: typed requests, immutable target snapshots, plans.
+
+Policies are pure: they take a `RoutingRequest` and `TargetView` snapshots (made by
+`signals/`) and return a ranked `Plan`. No I/O, no clock of their own; randomness
+comes in through `PlanContext.rng`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from router.config import Price, Slo
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+#: the quantile points every TTFT sketch reports
+QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    """One conversational turn, as far as routing cares."""
+
+    route: str
+    prompt_tokens: int
+    max_output_tokens: int | None = None
+    stream: bool = True
+    #: a stable key for the conversation (x-session-id, `user`, or a prefix hash)
+    session_key: str | None = None
+    #: the target that served this conversation's previous turn, if still remembered
+    affinity_target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineView:
+    """The last scrape of a vLLM engine's /metrics."""
+
+    waiting: float
+    running: float
+    kv_usage: float
+    age_s: float
+    stale: bool
+    #: mean TTFT over the last scrape interval, from histogram _sum/_count deltas
+    recent_ttft_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """An immutable snapshot of one target's live signals."""
+
+    name: str
+    kind: str
+    price: Price
+    breaker: BreakerState = "closed"
+    #: the breaker lets an attempt through now (closed, or the half-open probe is free)
+    available: bool = True
+    in_flight: int = 0
+    #: peak-EWMA of TTFT in seconds (the prior until measured)
+    ttft_ewma_s: float = 0.5
+    #: (quantile, seconds) pairs for QUANTILES, from the decaying sketch (or the prior)
+    ttft_quantiles: tuple[tuple[float, float], ...] = ()
+    ttft_samples: int = 0
+    #: TTFT seen when the target had nothing queued: the base of the queueing model
+    unloaded_ttft_s: float = 0.5
+    #: seconds per output token after the first
+    tpot_s: float | None = None
+    #: turns completed per second, recently (the service rate behind the queue model)
+    completion_rate: float | None = None
+    mean_output_tokens: float | None = None
+    #: 1.0 = all of the provider's rate limit left, 0.0 = none (1.0 if unknown)
+    ratelimit_headroom: float = 1.0
+    #: the router's own rpm/tpm limits still allow a turn
+    within_local_limits: bool = True
+    max_context_tokens: int | None = None
+    engine: EngineView | None = None
+    #: the YAML prior, expected_ttft_ms in seconds
+    prior_ttft_s: float = 0.5
+
+    def ttft_quantile(self, q: float) -> float:
+        """TTFT at quantile q, interpolated between the sketch's points."""
+        points = self.ttft_quantiles
+        if not points:
+            return self.ttft_ewma_s
+        if q <= points[0][0]:
+            return points[0][1]
+        for (q0, v0), (q1, v1) in zip(points, points[1:], strict=False):
+            if q <= q1:
+                return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
+        return points[-1][1]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A target that passed the filters, with what the policy predicted for it."""
+
+    name: str
+    predicted_ttft_s: float
+    expected_cost_usd: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Targets best-first (the order of fallback and hedging), and why."""
+
+    candidates: tuple[Candidate, ...]
+    reason: str
+    #: (target, why it was filtered out)
+    rejected: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.candidates)
+
+
+@dataclass(slots=True)
+class PlanContext:
+    """What a policy may use besides the request and the views."""
+
+    rng: random.Random
+    slo: Slo | None = None
+    exploration: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Policy(Protocol):
+    """Ranks the eligible targets of a route for one turn."""
+
+    def plan(
+        self, request: RoutingRequest, targets: Sequence[TargetView], ctx: PlanContext
+    ) -> Plan: ...

@@ -1,0 +1,63 @@
+"""The one seam between a turn and a target: `Upstream.send` -> `UpstreamResponse`.
+
+An upstream talks and never decides. It translates its transport's exceptions into
+`router.errors` (in exactly one place per implementation) and hands back OpenAI
+bytes: a raw SSE stream for `stream=True`, one JSON body otherwise. Providers that
+do not speak OpenAI's protocol re-frame their answers as OpenAI chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Endpoint = Literal["chat", "completions"]
+
+ENDPOINT_PATHS: dict[Endpoint, str] = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """What to send: the client's body with `model` already set to the target's."""
+
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    stream: bool
+    #: headers to pass along (request id, ...); never the client's own API key
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class UpstreamResponse(Protocol):
+    """A 2xx answer whose body has not been read yet."""
+
+    status: int
+    #: lower-cased header names
+    headers: Mapping[str, str]
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: OpenAI SSE bytes when streaming."""
+        ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None:
+        """Close the connection now; the target sees a cancel if the body is unread."""
+        ...
+
+
+class Upstream(Protocol):
+    name: str
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Open the request and return once the status and headers are in.
+
+        Raises `UpstreamConnectError`, `UpstreamTimeout` (connect phase) or
+        `UpstreamStatusError` (non-2xx, with the body and any Retry-After).
+        """
+        ...
+
+    async def aclose(self) -> None: ...
