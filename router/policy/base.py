@@ -7,6 +7,7 @@ comes in through `PlanContext.rng`.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class TargetView:
     #: (quantile, seconds) pairs for QUANTILES, from the decaying sketch (or the prior)
     ttft_quantiles: tuple[tuple[float, float], ...] = ()
     ttft_samples: int = 0
+    #: seconds since the last TTFT sample (None: never measured); exploration uses it
+    ttft_age_s: float | None = None
     #: TTFT seen when the target had nothing queued: the base of the queueing model
     unloaded_ttft_s: float = 0.5
     #: seconds per output token after the first
@@ -86,7 +89,7 @@ class TargetView:
             return self.ttft_ewma_s
         if q <= points[0][0]:
             return points[0][1]
-        for (q0, v0), (q1, v1) in zip(points, points[1:], strict=False):
+        for (q0, v0), (q1, v1) in itertools.pairwise(points):
             if q <= q1:
                 return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
         return points[-1][1]

@@ -1,0 +1,88 @@
+"""Pickers on predicted TTFT: `latency` (fastest first) and `slo_cost` (cheapest
+target that meets the route's SLO, so free local GPUs take traffic until their
+queue would break the SLO, then it spills to hosted APIs, and returns as it drains).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
+from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
+from router.policy.rank import (
+    finish_plan,
+    fmt_ms,
+    fmt_q,
+    fmt_slo,
+    fmt_usd,
+    make_candidate,
+    ratio_score,
+)
+
+
+def _by_predicted_ttft(
+    targets: Sequence[TargetView], request: RoutingRequest, q: float
+) -> list[Candidate]:
+    """Fastest first (ties keep the listed order); score = best prediction / own."""
+    preds = [predict_ttft_s(v, q) for v in targets]
+    best = min(preds)
+    cands = [
+        make_candidate(v, request, p, ratio_score(best, p))
+        for v, p in zip(targets, preds, strict=True)
+    ]
+    return sorted(cands, key=lambda c: c.predicted_ttft_s)
+
+
+class LatencyPolicy:
+    """Lowest predicted TTFT at `quantile` first."""
+
+    def __init__(self, quantile: float = DEFAULT_QUANTILE) -> None:
+        self.quantile = quantile
+
+    def plan(
+        self, request: RoutingRequest, targets: Sequence[TargetView], ctx: PlanContext
+    ) -> Plan:
+        ranked = _by_predicted_ttft(targets, request, self.quantile)
+        pred = fmt_ms(ranked[0].predicted_ttft_s)
+        body = f"lowest predicted {fmt_q(self.quantile)} (pred {pred})"
+        return finish_plan("latency", ranked, targets, request, ctx, body=body)
+
+
+class SloCostPolicy:
+    """Among targets meeting the SLO, the cheapest first (ties: faster); then the rest
+    by predicted TTFT. If none meets it, the fastest first. Without an SLO: `latency`."""
+
+    def plan(
+        self, request: RoutingRequest, targets: Sequence[TargetView], ctx: PlanContext
+    ) -> Plan:
+        slo = ctx.slo
+        if slo is None:
+            ranked = _by_predicted_ttft(targets, request, DEFAULT_QUANTILE)
+            body = (
+                f"no SLO configured, lowest predicted {fmt_q(DEFAULT_QUANTILE)}"
+                f" (pred {fmt_ms(ranked[0].predicted_ttft_s)})"
+            )
+            return finish_plan("slo_cost", ranked, targets, request, ctx, body=body)
+
+        budget_s = slo.ttft_ms / 1000.0
+        by_ttft = _by_predicted_ttft(targets, request, slo.quantile)
+        meeting = sorted(
+            (c for c in by_ttft if c.predicted_ttft_s <= budget_s),
+            key=lambda c: (c.expected_cost_usd, c.predicted_ttft_s),
+        )
+        rest = [c for c in by_ttft if c.predicted_ttft_s > budget_s]
+        n = len(by_ttft)
+        # Positional score: the ranking is lexicographic, not a single metric.
+        ranked = [
+            Candidate(c.name, c.predicted_ttft_s, c.expected_cost_usd, (n - i) / n)
+            for i, c in enumerate([*meeting, *rest])
+        ]
+        first = ranked[0]
+        if meeting:
+            body = (
+                f"cheapest meeting {fmt_slo(slo)}"
+                f" (pred {fmt_ms(first.predicted_ttft_s)}, {fmt_usd(first.expected_cost_usd)})"
+            )
+        else:
+            body = f"none meets {fmt_slo(slo)}, fastest (pred {fmt_ms(first.predicted_ttft_s)})"
+        return finish_plan("slo_cost", ranked, targets, request, ctx, body=body)

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from router.policy.latency import LatencyPolicy, SloCostPolicy
+from router.policy.p2c import PowerOfTwoChoicesPolicy
+from router.policy.registry import plan_turn
+from router.policy.simple import OrderedPolicy, RandomPolicy, RoundRobinPolicy
+from tests.policy.views import PRICEY, ctx, hosted, request, vllm
+
+ABC = [hosted("a", 0.6), hosted("b", 0.3), hosted("c", 0.9)]
+
+
+def test_ordered_keeps_the_listed_order_and_skips_the_filtered() -> None:
+    plan = plan_turn(OrderedPolicy(), request(), ABC, ctx())
+    assert plan.order == ("a", "b", "c")
+    assert plan.reason == "ordered: first available in listed order"
+    down = [hosted("a", 0.6, breaker="open", available=False), *ABC[1:]]
+    plan = plan_turn(OrderedPolicy(), request(), down, ctx())
+    assert plan.order == ("b", "c")
+    assert plan.rejected == (("a", "breaker open"),)
+    assert [c.score for c in plan.candidates] == pytest.approx([1.0, 0.5])
+
+
+def test_round_robin_rotates_one_place_per_turn() -> None:
+    policy = RoundRobinPolicy()
+    orders = [plan_turn(policy, request(), ABC, ctx()).order for _ in range(4)]
+    assert orders == [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
+    assert plan_turn(policy, request(), ABC, ctx()).reason == "round_robin: place 2 of 3"
+
+
+def test_random_is_a_seeded_shuffle() -> None:
+    policy = RandomPolicy()
+    first = Counter(plan_turn(policy, request(), ABC, ctx(seed)).order[0] for seed in range(300))
+    assert set(first) == {"a", "b", "c"}
+    assert min(first.values()) > 60
+    assert plan_turn(policy, request(), ABC, ctx(7)).order == (
+        plan_turn(policy, request(), ABC, ctx(7)).order
+    )
+
+
+def test_latency_orders_by_predicted_ttft_at_its_quantile() -> None:
+    plan = plan_turn(LatencyPolicy(0.9), request(), ABC, ctx())
+    assert plan.order == ("b", "a", "c")
+    assert plan.reason == "latency: lowest predicted p90 (pred 300ms)"
+    assert [c.predicted_ttft_s for c in plan.candidates] == pytest.approx([0.3, 0.6, 0.9])
+    assert [c.score for c in plan.candidates] == pytest.approx([1.0, 0.5, 1 / 3])
+    # A fast median does not help a heavy tail when the policy looks at p90.
+    tail = [hosted("steady", 0.3, p50=0.25), hosted("spiky", 0.5, p50=0.1)]
+    assert plan_turn(LatencyPolicy(0.9), request(), tail, ctx()).order == ("steady", "spiky")
+    assert plan_turn(LatencyPolicy(0.5), request(), tail, ctx()).order == ("spiky", "steady")
+
+
+def test_latency_avoids_a_stale_engine_yet_a_stale_only_fleet_routes() -> None:
+    fleet = [vllm("gpu", stale=True), hosted("api", 0.8)]
+    assert plan_turn(LatencyPolicy(), request(), fleet, ctx()).order == ("api", "gpu")
+    stale_only = [vllm("gpu1", stale=True, in_flight=3), vllm("gpu2", stale=True)]
+    assert plan_turn(LatencyPolicy(), request(), stale_only, ctx()).order == ("gpu2", "gpu1")
+
+
+def test_p2c_leads_with_the_lighter_of_the_two_sampled() -> None:
+    # peak-EWMA x (in-flight + 1): a 0.1, b 0.3, c 0.5, d 0.7
+    fleet = [
+        hosted(n, 0.3, ttft_ewma_s=0.1, in_flight=k)
+        for n, k in zip("abcd", (0, 2, 4, 6), strict=True)
+    ]
+    policy = PowerOfTwoChoicesPolicy()
+    for seed in range(50):
+        i, j = random.Random(seed).sample(range(4), 2)
+        plan = plan_turn(policy, request(), fleet, ctx(seed))
+        assert plan.order[0] == "abcd"[min(i, j)]
+        rest = [n for n in "abcd" if n != plan.order[0]]
+        assert plan.order[1:] == tuple(rest)
+    assert plan.reason.startswith("p2c: lighter of two sampled (load ")
+
+
+def test_p2c_distribution_favours_the_lighter_target() -> None:
+    fleet = [
+        hosted(n, 0.3, ttft_ewma_s=0.1, in_flight=k) for n, k in zip("abc", (0, 2, 4), strict=True)
+    ]
+    policy = PowerOfTwoChoicesPolicy()
+    first = Counter(plan_turn(policy, request(), fleet, ctx(s)).order[0] for s in range(3000))
+    # pairs {a,b} and {a,c} go to a, {b,c} to b; c never leads
+    assert first["c"] == 0
+    assert 0.62 < first["a"] / 3000 < 0.71
+    assert 0.29 < first["b"] / 3000 < 0.38
+
+
+def test_slo_cost_keeps_local_while_short_spills_when_queued_returns_when_drained() -> None:
+    policy = SloCostPolicy()
+    c = ctx(slo_ms=300)
+    api = hosted("api", 0.25)
+    orders = []
+    reasons = []
+    for waiting in (0, 1, 3, 8, 1, 0):
+        plan = plan_turn(policy, request(), [vllm("gpu", waiting=waiting), api], c)
+        orders.append(plan.order[0])
+        reasons.append(plan.reason)
+    assert orders == ["gpu", "gpu", "api", "api", "gpu", "gpu"]
+    assert reasons[0] == "slo_cost: cheapest meeting p90<=300ms (pred 100ms, $0)"
+    assert reasons[2] == "slo_cost: cheapest meeting p90<=300ms (pred 250ms, $0.00021)"
+
+
+def test_slo_cost_prefers_the_cheaper_of_two_meeting_and_ranks_the_rest_by_ttft() -> None:
+    fleet = [
+        hosted("pricey_fast", 0.1, price=PRICEY),
+        hosted("slow", 0.9),
+        hosted("cheap_ok", 0.28),
+        hosted("slower", 2.0),
+    ]
+    plan = plan_turn(SloCostPolicy(), request(), fleet, ctx(slo_ms=300))
+    assert plan.order == ("cheap_ok", "pricey_fast", "slow", "slower")
+    assert [c.expected_cost_usd for c in plan.candidates[:2]] == pytest.approx([0.00021, 0.00042])
+
+
+def test_slo_cost_when_none_meets_takes_the_fastest() -> None:
+    fleet = [vllm("gpu", waiting=20), hosted("api", 0.6), hosted("api2", 0.5, price=PRICEY)]
+    plan = plan_turn(SloCostPolicy(), request(), fleet, ctx(slo_ms=300))
+    assert plan.order == ("api2", "api", "gpu")
+    assert plan.reason == "slo_cost: none meets p90<=300ms, fastest (pred 500ms)"
+
+
+def test_slo_cost_without_slo_behaves_like_latency_and_says_so() -> None:
+    plan = plan_turn(SloCostPolicy(), request(), ABC, ctx())
+    assert plan.order == plan_turn(LatencyPolicy(), request(), ABC, ctx()).order
+    assert plan.reason == "slo_cost: no SLO configured, lowest predicted p90 (pred 300ms)"
+
+
+@pytest.mark.parametrize("policy", [LatencyPolicy(), SloCostPolicy(), PowerOfTwoChoicesPolicy()])
+def test_affinity_leads_while_it_meets_the_slo(
+    policy: LatencyPolicy | SloCostPolicy | PowerOfTwoChoicesPolicy,
+) -> None:
+    fast = hosted("fast", 0.1, ttft_ewma_s=0.05)
+    warm_ok = vllm("warm", waiting=1, in_flight=3)  # pred 200ms, the heavier in p2c
+    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_ok], ctx(slo_ms=300))
+    assert plan.order == ("warm", "fast")
+    assert "affinity" in plan.reason
+    assert plan.reason.endswith("affinity (pred 200ms, within p90<=300ms)")
+
+    warm_slow = vllm("warm", waiting=4, in_flight=3)  # pred 500ms
+    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx(slo_ms=300))
+    assert plan.order == ("fast", "warm")
+    assert plan.reason.endswith("affinity warm dropped (pred 500ms > p90<=300ms)")
+
+    # no SLO: affinity always holds
+    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx())
+    assert plan.order == ("warm", "fast")
+
+
+def test_affinity_to_a_filtered_target_is_ignored() -> None:
+    fleet = [hosted("fast", 0.1), hosted("warm", 0.2, breaker="open", available=False)]
+    plan = plan_turn(LatencyPolicy(), request(affinity="warm"), fleet, ctx(slo_ms=300))
+    assert plan.order == ("fast",)
+    assert "affinity" not in plan.reason
+
+
+def test_exploration_rate_is_roughly_as_configured() -> None:
+    fleet = [hosted("known", 0.1), hosted("new", 0.5, ttft_samples=3)]
+    rng_ctx = ctx(seed=11, exploration=0.1)
+    policy = LatencyPolicy()
+    plans = [plan_turn(policy, request(), fleet, rng_ctx) for _ in range(3000)]
+    explored = [p for p in plans if p.order[0] == "new"]
+    assert 0.08 < len(explored) / 3000 < 0.12
+    assert explored[0].reason == (
+        "latency: explore new (3 samples) instead of lowest predicted p90 (pred 100ms)"
+    )
+    assert plan_turn(policy, request(), fleet, ctx(exploration=0.0)).order[0] == "known"
+
+
+def test_exploration_picks_few_samples_else_the_least_recently_measured() -> None:
+    always = 1.0
+    fleet = [
+        hosted("best", 0.1),
+        hosted("recent", 0.2, ttft_age_s=1.0),
+        hosted("old", 0.3, ttft_age_s=120.0),
+    ]
+    plan = plan_turn(LatencyPolicy(), request(), fleet, ctx(exploration=always))
+    assert plan.order == ("old", "best", "recent")
+    assert "explore old (least recently measured)" in plan.reason
+    fleet.append(hosted("fresh", 0.4, ttft_samples=0))
+    plan = plan_turn(LatencyPolicy(), request(), fleet, ctx(exploration=always))
+    assert plan.order[0] == "fresh"

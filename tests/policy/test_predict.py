@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+
+from router.policy.base import EngineView, TargetView
+from router.policy.predict import (
+    DEFAULT_OUTPUT_TOKENS,
+    STALE_PENALTY_S,
+    expected_cost_usd,
+    expected_wait_s,
+    load,
+    predict_ttft_s,
+    ratelimit_factor,
+)
+from tests.policy.views import CHEAP, hosted, request, vllm
+
+
+def test_hosted_prediction_is_the_measured_sketch() -> None:
+    view = hosted("gpt", p50=0.4, p90=0.6, p99=1.2)
+    assert predict_ttft_s(view, 0.5) == pytest.approx(0.4)
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.6)
+    # interpolated between the sketch's points
+    assert predict_ttft_s(view, 0.95) == pytest.approx(0.6 + 0.6 * (0.05 / 0.09))
+
+
+def test_hosted_near_its_rate_limit_predicts_slower() -> None:
+    plenty = hosted("gpt", p90=0.6, ratelimit_headroom=0.5)
+    near = hosted("gpt", p90=0.6, ratelimit_headroom=0.1)
+    none_left = hosted("gpt", p90=0.6, ratelimit_headroom=0.0)
+    assert predict_ttft_s(plenty, 0.9) == pytest.approx(0.6)
+    assert predict_ttft_s(near, 0.9) == pytest.approx(0.6 * 2.5)
+    assert predict_ttft_s(none_left, 0.9) == pytest.approx(0.6 * 4.0)
+    assert ratelimit_factor(0.2) == 1.0
+
+
+def test_vllm_prediction_is_unloaded_plus_queue_wait_plus_spread() -> None:
+    # 0.05 unloaded + 3 waiting / 10 per s + (0.15 - 0.10) spread at p90
+    assert predict_ttft_s(vllm("local", waiting=3), 0.9) == pytest.approx(0.40)
+    assert predict_ttft_s(vllm("local", waiting=0), 0.9) == pytest.approx(0.10)
+    assert predict_ttft_s(vllm("local", waiting=0), 0.5) == pytest.approx(0.05)
+
+
+def test_vllm_counts_the_routers_own_newer_turns_as_waiting() -> None:
+    # The scrape saw 4 running and nothing waiting; the router has sent 10 since.
+    view = vllm("local", waiting=0, running=4, in_flight=10)
+    assert expected_wait_s(view) == pytest.approx(0.6)
+    assert load(view) == pytest.approx(16.0)
+    # When the engine reports more waiting (other clients), the engine wins.
+    busy = vllm("local", waiting=8, running=4, in_flight=10)
+    assert expected_wait_s(busy) == pytest.approx(0.8)
+
+
+def test_vllm_without_measured_rate_uses_littles_law() -> None:
+    # 4 running turns each lasting 0.05 + 100 x 0.01 s complete at 4 / 1.05 per s
+    view = vllm("local", waiting=2, running=4, rate=None, mean_output_tokens=100.0, tpot_s=0.01)
+    assert expected_wait_s(view) == pytest.approx(2 * 1.05 / 4)
+
+
+def test_stale_engine_counts_as_saturated_but_finite() -> None:
+    stale = vllm("local", waiting=0, stale=True)
+    predicted = predict_ttft_s(stale, 0.9)
+    assert predicted == pytest.approx(0.05 + STALE_PENALTY_S + 0.05)
+    assert predicted < float("inf")
+    assert predict_ttft_s(vllm("local", stale=True, in_flight=5), 0.9) > predicted
+
+
+def test_vllm_before_its_first_scrape_has_no_queue() -> None:
+    view = TargetView(
+        name="local",
+        kind="vllm",
+        price=CHEAP,
+        unloaded_ttft_s=0.05,
+        ttft_quantiles=((0.5, 0.1), (0.9, 0.15), (0.99, 0.3)),
+        in_flight=3,
+    )
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.10)
+    fresh = vllm("local", engine=EngineView(0, 0, 0, 0, stale=False))
+    assert predict_ttft_s(fresh, 0.9) == pytest.approx(0.10)
+
+
+def test_expected_cost_per_turn() -> None:
+    view = hosted("gpt", p90=0.6, price=CHEAP)
+    # 1000 x $0.15/M + 100 x $0.60/M
+    assert expected_cost_usd(view, request(1000, 100)) == pytest.approx(0.00021)
+    # no max_output_tokens: the target's observed mean
+    observed = hosted("gpt", p90=0.6, price=CHEAP, mean_output_tokens=50.0)
+    assert expected_cost_usd(observed, request(1000, None)) == pytest.approx(0.00018)
+    # nothing known: the default
+    assert expected_cost_usd(view, request(0, None)) == pytest.approx(
+        DEFAULT_OUTPUT_TOKENS * 0.6 / 1e6
+    )
+    assert expected_cost_usd(vllm("local"), request(1000, 100)) == 0.0
