@@ -35,7 +35,9 @@ class Price(_Model):
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 class Timeouts(_Model):
@@ -196,9 +198,7 @@ def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | Non
     return lines.get(())
 
 
-def _semantic_issues(
-    cfg: Config, file: str, lines: Mapping[Path_, int]
-) -> list[ConfigIssue]:
+def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
@@ -254,7 +254,13 @@ def parse_config(text: str, file: str = "<config>") -> Config:
 def _is_union_tag(part: str | int) -> bool:
     # pydantic puts the discriminator's value into loc (`policy.latency.quantile`).
     return isinstance(part, str) and part in {
-        "ordered", "round_robin", "random", "latency", "p2c", "slo_cost", "weighted"
+        "ordered",
+        "round_robin",
+        "random",
+        "latency",
+        "p2c",
+        "slo_cost",
+        "weighted",
     }
 
 

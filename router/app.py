@@ -1,0 +1,340 @@
+"""build_app(config): wiring and lifespan. No singletons: everything hangs off `Router`.
+
+`Router` holds the current `Runtime` (config, compiled routes, upstreams) as one
+reference that a reload swaps atomically: a turn takes the runtime once at its
+start and finishes on it, so streams in flight finish on the plan they began with.
+Live signals outlive runtimes; a reload keeps those of targets that still exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
+from router.errors import ConfigError, ConfigIssue, ModelNotFound
+from router.hedge import HedgeBudget
+from router.metrics import Metrics
+from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
+from router.policy.registry import build_policy, plan_turn
+from router.request import ParsedRequest
+from router.signals import engine
+from router.signals.registry import SignalsRegistry
+from router.turn import Sink, TargetRuntime, Turn, TurnRequest, TurnResult
+from router.upstream.base import Upstream
+from router.upstream.openai import OpenAIUpstream
+
+log = logging.getLogger("firsttoken")
+
+UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
+
+
+def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
+    if config.kind == "litellm":
+        from router.upstream.litellm import LitellmUpstream  # heavy: only when used
+
+        return LitellmUpstream(config, api_key)
+    return OpenAIUpstream(config, api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRuntime:
+    config: RouteConfig
+    policy: Policy
+    budget: HedgeBudget
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    routes: Mapping[str, RouteRuntime]
+    targets: Mapping[str, TargetRuntime]
+    signals: SignalsRegistry
+
+
+class Router:
+    """The application core: routes turns, owns signals, swaps configs."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        environ: Mapping[str, str] | None = None,
+        upstream_factory: UpstreamFactory = default_upstream,
+        config_path: str | None = None,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.environ = os.environ if environ is None else environ
+        self.config_path = config_path
+        self._upstream_factory = upstream_factory
+        self.metrics = Metrics(views=self.views)
+        self.last_plans: dict[str, Plan] = {}
+        self.ready = False
+        self.draining = False
+        self._retiring: list[TargetRuntime] = []
+        self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
+
+    # -- runtimes ----------------------------------------------------------------------
+
+    def _compile(
+        self, config: Config, signals: SignalsRegistry, previous: Runtime | None
+    ) -> Runtime:
+        missing = missing_secrets(config, self.environ)
+        if missing:
+            raise ConfigError(
+                [ConfigIssue(self.config_path or "<config>", None, "", m) for m in missing]
+            )
+        targets: dict[str, TargetRuntime] = {}
+        for t in config.targets:
+            old = previous.targets.get(t.name) if previous else None
+            if old is not None and old.config == t:
+                upstream = old.upstream  # unchanged target: keep its warm connection pool
+            else:
+                key = self.environ.get(t.api_key_env) if t.api_key_env else None
+                upstream = self._upstream_factory(t, key)
+            targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
+        routes = {}
+        for r in config.routes:
+            old_route = previous.routes.get(r.name) if previous else None
+            keep = old_route is not None and old_route.config == r
+            routes[r.name] = RouteRuntime(
+                r,
+                old_route.policy if keep and old_route else build_policy(r.policy),
+                old_route.budget
+                if keep and old_route
+                else HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
+            )
+        return Runtime(config, routes, targets, signals)
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new config atomically; turns in flight keep the runtime they took."""
+        previous = self.runtime
+        missing = missing_secrets(config, self.environ)
+        if missing:
+            self.metrics.reloaded("invalid")
+            raise ConfigError(
+                [ConfigIssue(self.config_path or "<config>", None, "", m) for m in missing]
+            )
+        self.runtime = self._compile(config, previous.signals.rebuilt(config), previous)
+        kept = {id(t.upstream) for t in self.runtime.targets.values()}
+        self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
+        self.metrics.reloaded("ok")
+        log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
+
+    async def reload_from_file(self) -> None:
+        """Re-read the policy file (SIGHUP, POST /admin/reload); keep serving if invalid."""
+        if self.config_path is None:
+            raise ConfigError([ConfigIssue("<config>", None, "", "no policy file to reload")])
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as err:
+            self.metrics.reloaded("invalid")
+            log.error("reload rejected, the old config keeps serving:\n%s", err.message)
+            raise
+        self.reload(config)
+
+    async def _watch_sighup(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                # An invalid file is logged and counted; the old config keeps serving.
+                with contextlib.suppress(ConfigError):
+                    await self.reload_from_file()
+
+    def admin_view(self) -> dict[str, object]:
+        """Every target's live signals, and each route's last decision."""
+        runtime = self.runtime
+        targets = []
+        for view in self.views():
+            cfg = runtime.targets[view.name].config
+            targets.append(
+                {
+                    "name": view.name,
+                    "kind": view.kind,
+                    "model": cfg.model,
+                    "breaker": view.breaker,
+                    "available": view.available,
+                    "in_flight": view.in_flight,
+                    "ttft_ewma_ms": round(view.ttft_ewma_s * 1000, 2),
+                    "ttft_ms": {
+                        f"p{round(q * 100)}": round(v * 1000, 2) for q, v in view.ttft_quantiles
+                    },
+                    "ttft_samples": view.ttft_samples,
+                    "unloaded_ttft_ms": round(view.unloaded_ttft_s * 1000, 2),
+                    "tpot_ms": None if view.tpot_s is None else round(view.tpot_s * 1000, 3),
+                    "completion_rate_per_s": view.completion_rate,
+                    "ratelimit_headroom": view.ratelimit_headroom,
+                    "within_local_limits": view.within_local_limits,
+                    "price": cfg.price.model_dump(),
+                    "engine": None
+                    if view.engine is None
+                    else {
+                        "waiting": view.engine.waiting,
+                        "running": view.engine.running,
+                        "kv_cache_usage_perc": view.engine.kv_usage,
+                        "age_s": round(view.engine.age_s, 3),
+                        "stale": view.engine.stale,
+                        "recent_ttft_ms": None
+                        if view.engine.recent_ttft_s is None
+                        else round(view.engine.recent_ttft_s * 1000, 2),
+                    },
+                }
+            )
+        routes = {}
+        for name, route in runtime.routes.items():
+            plan = self.last_plans.get(name)
+            routes[name] = {
+                "policy": route.config.policy.type,
+                "targets": list(route.config.targets),
+                "hedge_rate": round(route.budget.rate, 4),
+                "last_decision": None
+                if plan is None
+                else {
+                    "reason": plan.reason,
+                    "candidates": [
+                        {
+                            "target": c.name,
+                            "predicted_ttft_ms": round(c.predicted_ttft_s * 1000, 2),
+                            "expected_cost_usd": c.expected_cost_usd,
+                            "score": round(c.score, 4),
+                        }
+                        for c in plan.candidates
+                    ],
+                    "rejected": [{"target": t, "why": why} for t, why in plan.rejected],
+                },
+            }
+        return {"targets": targets, "routes": routes}
+
+    def views(self) -> list[TargetView]:
+        return list(self.runtime.signals.views())
+
+    # -- turns -------------------------------------------------------------------------
+
+    def plan(
+        self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
+    ) -> tuple[Plan, dict[str, TargetView]]:
+        views = {name: runtime.targets[name].signals.view() for name in route.config.targets}
+        ctx = PlanContext(rng=self.rng, slo=route.config.slo, exploration=route.config.exploration)
+        plan = plan_turn(route.policy, request, list(views.values()), ctx)
+        self.last_plans[route.config.name] = plan
+        self.metrics.decided(route.config.name, plan)
+        return plan, views
+
+    async def handle(
+        self, parsed: ParsedRequest, sink: Sink, forward_headers: Mapping[str, str], arrived: float
+    ) -> TurnResult:
+        runtime = self.runtime
+        route = runtime.routes.get(parsed.model)
+        if route is None:
+            raise ModelNotFound(
+                f"the model '{parsed.model}' does not exist; "
+                f"routes here: {', '.join(runtime.routes)}"
+            )
+        affinity_target = None
+        if route.config.affinity.enabled and parsed.session_key:
+            affinity_target = runtime.signals.affinity.get(parsed.session_key)
+        routing = RoutingRequest(
+            route=route.config.name,
+            prompt_tokens=parsed.prompt_tokens,
+            max_output_tokens=parsed.max_output_tokens,
+            stream=parsed.stream,
+            session_key=parsed.session_key,
+            affinity_target=affinity_target,
+        )
+        plan, views = self.plan(runtime, route, routing)
+        turn = Turn(
+            route=route.config,
+            plan=plan,
+            views=views,
+            targets=runtime.targets,
+            budget=route.budget,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        request = TurnRequest(
+            endpoint=parsed.endpoint,
+            body=parsed.body,
+            stream=parsed.stream,
+            client_wants_usage=parsed.client_wants_usage,
+            routing=routing,
+            forward_headers=forward_headers,
+        )
+        self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
+        try:
+            result = await turn.run(request, sink)
+        finally:
+            r = turn.result
+            if r.target is not None:
+                self.metrics.turn_done(
+                    r.route,
+                    r.target,
+                    r.outcome,
+                    ttft_s=r.ttft_s,
+                    duration_s=self.clock() - arrived,
+                    prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens,
+                    cost_usd=r.cost_usd,
+                )
+            else:
+                self.metrics.requests.labels(r.route, "none", "error").inc()
+        if parsed.session_key and result.target and result.outcome != "error":
+            runtime.signals.affinity.put(
+                parsed.session_key, result.target, ttl_s=route.config.affinity.ttl_s
+            )
+        return result
+
+    # -- lifespan ----------------------------------------------------------------------
+
+    def engine_targets(self) -> Iterable[TargetConfig]:
+        return (t for t in self.runtime.config.targets if t.kind == "vllm")
+
+    async def run_background(self, tg: TaskGroup) -> None:
+        """Start the engine scrapers (one per vLLM target) and the upstream retirer."""
+        interval = self.runtime.config.signals.engine_scrape_interval_s
+        client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
+        self._scrape_client = client
+        for t in self.engine_targets():
+            url = t.engine_metrics_url()
+            assert url is not None
+            tg.start_soon(
+                engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
+            )
+        tg.start_soon(self._retire_loop)
+        if self.config_path is not None:
+            tg.start_soon(self._watch_sighup)
+        self.ready = True
+
+    async def _retire_loop(self) -> None:
+        # Upstreams dropped by a reload close once no stream uses them (bounded wait).
+        while True:
+            await anyio.sleep(5.0)
+            still = []
+            for old in self._retiring:
+                if old.signals.in_flight.count == 0:
+                    await old.upstream.aclose()
+                else:
+                    still.append(old)
+            self._retiring = still
+
+    async def aclose(self) -> None:
+        self.ready = False
+        with anyio.CancelScope(shield=True):
+            for t in self.runtime.targets.values():
+                await t.upstream.aclose()
+            for old in self._retiring:
+                await old.upstream.aclose()
+            client = getattr(self, "_scrape_client", None)
+            if client is not None:
+                await client.aclose()

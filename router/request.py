@@ -1,0 +1,133 @@
+"""From a client's bytes to a typed turn request, with OpenAI-style 400s.
+
+Only what routing needs is read: the model (the route), stream flags, token
+estimates and the conversation key. The body is otherwise forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import BadRequest
+from router.upstream.base import Endpoint
+
+#: rough characters per token for estimates before the target counts for real
+CHARS_PER_TOKEN = 4
+MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    endpoint: Endpoint
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    client_wants_usage: bool
+    prompt_tokens: int
+    max_output_tokens: int | None
+    session_key: str | None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, stopping early once past `limit` (no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _text_chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+    return 0
+
+
+def _estimate_prompt_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
+    if endpoint == "chat":
+        messages = body.get("messages", [])
+        chars = sum(_text_chars(m.get("content")) for m in messages if isinstance(m, dict))
+        return max(1, chars // CHARS_PER_TOKEN + 4 * len(messages))
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list):
+        return max(1, sum(len(p) if isinstance(p, str) else 1 for p in prompt) // CHARS_PER_TOKEN)
+    return max(1, len(str(prompt)) // CHARS_PER_TOKEN)
+
+
+def _session_key(endpoint: Endpoint, body: Mapping[str, Any], header: str | None) -> str | None:
+    """x-session-id, else `user`, else a hash of the conversation's opening messages."""
+    if header:
+        return "h:" + header[:200]
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return "u:" + user[:200]
+    if endpoint != "chat":
+        return None
+    messages = body.get("messages", [])
+    if len(messages) < 2:  # a first turn has no previous target to prefer
+        return None
+    opening = json.dumps(messages[:2], sort_keys=True, default=str).encode()
+    return "p:" + hashlib.sha256(opening).hexdigest()[:24]
+
+
+def _optional_int(body: Mapping[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequest(f"'{name}' must be a non-negative integer")
+        return value
+    return None
+
+
+def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) -> ParsedRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("the request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("missing required field 'model' (a string)")
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("missing required field 'messages' (a non-empty list)")
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            raise BadRequest("each message must be an object with a 'role'")
+    elif not isinstance(body.get("prompt"), str | list):
+        raise BadRequest("missing required field 'prompt'")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object")
+    wants_usage = bool(stream and options and options.get("include_usage") is True)
+    return ParsedRequest(
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        stream=stream,
+        client_wants_usage=wants_usage,
+        prompt_tokens=_estimate_prompt_tokens(endpoint, body),
+        max_output_tokens=_optional_int(body, "max_completion_tokens", "max_tokens"),
+        session_key=_session_key(endpoint, body, session_header),
+    )

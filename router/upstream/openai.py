@@ -1,0 +1,161 @@
+"""OpenAI-compatible targets (vLLM, OpenAI, Groq, Together, ...): a raw byte relay.
+
+The request body goes out as JSON; the answer comes back untouched: SSE bytes for
+streams, one JSON body otherwise. This module is the one place where httpx's
+exceptions become `router.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from router.config import TargetConfig
+from router.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
+from router.upstream.transport import AiohttpTransport
+
+_RETRY_IN = re.compile(rb"try again in ([0-9.]+)(ms|s)")
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str], body: bytes = b"", now: float = 0.0
+) -> float | None:
+    """Seconds to stay away, from Retry-After (seconds or HTTP date) or OpenAI's 429 text."""
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    match = _RETRY_IN.search(body)
+    if match:
+        amount = float(match.group(1))
+        return amount / 1000 if match.group(2) == b"ms" else amount
+    return None
+
+
+def translate(exc: httpx.HTTPError, target: str, phase: str) -> UpstreamError:
+    """httpx's exceptions, in our tree. The message names the target, never a key."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
+        return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamConnectError(f"{target}: cannot connect ({kind})", target=target)
+    return UpstreamConnectError(
+        f"{target}: connection failed during {phase} ({kind})", target=target
+    )
+
+
+class OpenAIResponse:
+    """A 2xx answer; the body is read (or relayed) by the caller."""
+
+    def __init__(self, response: httpx.Response, target: str) -> None:
+        self._response = response
+        self._target = target
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # Iterate the transport's stream itself: httpx's aiter_raw would wrap each
+        # chunk again, and this is the per-chunk hot path.
+        try:
+            async for chunk in self._response.stream:  # type: ignore[union-attr]
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise translate(exc, self._target, "stream") from exc
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise translate(exc, self._target, "body") from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class OpenAIUpstream:
+    """One target, one `httpx.AsyncClient` (one keep-alive pool)."""
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        assert config.base_url is not None, "validated by config"
+        self.name = config.name
+        self._config = config
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream, application/json",
+        }
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        t = config.timeouts
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url,
+            headers=headers,
+            transport=transport or AiohttpTransport(),
+            timeout=httpx.Timeout(
+                connect=t.connect_s, read=t.idle_s, write=t.idle_s, pool=t.connect_s
+            ),
+        )
+
+    async def send(self, request: UpstreamRequest) -> OpenAIResponse:
+        http_request = self._client.build_request(
+            "POST",
+            ENDPOINT_PATHS[request.endpoint],
+            content=json.dumps(request.body, separators=(",", ":")).encode(),
+            headers=dict(request.headers),
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name, "connect") from exc
+        if response.status_code >= 300:
+            try:
+                body = (await response.aread())[:65536]
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise UpstreamStatusError(
+                f"{self.name}: upstream answered {response.status_code}",
+                target=self.name,
+                upstream_status=response.status_code,
+                body=body,
+                retry_after_s=retry_after_seconds(response.headers, body),
+            )
+        return OpenAIResponse(response, self.name)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def client_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
+    """The client's body for one target: its model, and usage asked for on streams."""
+    out = dict(body)
+    out["model"] = model
+    if stream:
+        options = out.get("stream_options")
+        out["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    return out

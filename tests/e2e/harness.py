@@ -1,0 +1,172 @@
+"""Real servers on 127.0.0.1 for e2e tests: simulator upstreams and the router itself.
+
+Everything runs on one event loop in a background thread, so tests can drive it
+with the official `openai` SDK, sync or async, exactly as a user would, and read
+the simulators' request records to see what the upstreams saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import uvicorn
+
+from router.app import Router
+from router.config import parse_config
+from router.server import Server
+from router.sim.behaviour import Behaviour
+from router.sim.openai_server import OpenAISim
+from router.sim.server import SimServer
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop running forever in a daemon thread (tests only)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class RunningRouter:
+    router: Router
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+async def start_router(
+    config_text: str, *, environ: Mapping[str, str] | None = None, config_path: str | None = None
+) -> RunningRouter:
+    config = parse_config(config_text, config_path or "<test>")
+    router = Router(config, environ=environ or {}, config_path=config_path)
+    app = Server(router, reload=router.reload_from_file)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
+        )
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return RunningRouter(router, server, task, port)
+
+
+async def stop_router(running: RunningRouter) -> None:
+    running.server.should_exit = True
+    await asyncio.wait_for(running.task, 10)
+
+
+@dataclass
+class Fleet:
+    """Simulators by name plus a router in front of them."""
+
+    loop: LoopThread
+    sims: dict[str, SimServer] = field(default_factory=dict)
+    running: RunningRouter | None = None
+
+    @property
+    def router(self) -> RunningRouter:
+        assert self.running is not None
+        return self.running
+
+    def sim(self, name: str) -> SimServer:
+        return self.sims[name]
+
+    def set_behaviour(self, name: str, behaviour: Behaviour) -> None:
+        self.loop.run(self.sims[name].set_behaviour(behaviour))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.loop.call(predicate):
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def target_yaml(name: str, base_url: str, kind: str = "openai", extra: str = "") -> str:
+    lines = [
+        f"  - name: {name}",
+        f"    kind: {kind}",
+        f"    base_url: {base_url}",
+        f"    model: {name}-model",
+    ]
+    lines += [f"    {line}" for line in extra.strip().splitlines()]
+    return "\n".join(lines)
+
+
+def start_fleet(
+    loop: LoopThread,
+    behaviours: Mapping[str, Behaviour],
+    routes_yaml: str,
+    *,
+    target_extra: Mapping[str, str] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    header: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> Fleet:
+    """Start one OpenAISim per behaviour and a router with `routes_yaml`."""
+    fleet = Fleet(loop)
+
+    async def up() -> None:
+        for name, behaviour in behaviours.items():
+            sim = OpenAISim(behaviour, model=f"{name}-model")
+            await sim.start()
+            fleet.sims[name] = sim
+        targets = "\n".join(
+            target_yaml(
+                n, s.base_url, (kinds or {}).get(n, "openai"), (target_extra or {}).get(n, "")
+            )
+            for n, s in fleet.sims.items()
+        )
+        text = f"{header}\ntargets:\n{targets}\n{routes_yaml}"
+        fleet.running = await start_router(text, environ=environ)
+
+    loop.run(up())
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    async def down() -> None:
+        if fleet.running is not None:
+            await stop_router(fleet.running)
+        for sim in fleet.sims.values():
+            await sim.stop()
+
+    fleet.loop.run(down())
