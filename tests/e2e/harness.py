@@ -73,7 +73,13 @@ async def start_router(
     app = Server(router, reload=router.reload_from_file)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
         )
     )
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -1,0 +1,322 @@
+"""Providers that do not speak OpenAI (Anthropic, Gemini, Bedrock, ...), through litellm.
+
+`LitellmUpstream.send` calls `litellm.acompletion` and hands back OpenAI bytes:
+`data: {chat.completion.chunk}` frames re-framed from litellm's chunks, the usage
+chunk when the client asked for it, then `data: [DONE]`; or one `chat.completion`
+body. `send` returns only once the first chunk is in, so a 429, 529 or 5xx, a
+refused connection and a hang before the first token all surface from `send`.
+`send` is bounded by the target's `first_token_s` (streams). litellm's exceptions
+become ours in `litellm_errors.translate`; litellm's objects become OpenAI bytes in
+`litellm_frames`.
+
+Decisions worth knowing:
+
+- Only `/v1/chat/completions`. The legacy `completions` endpoint is refused with a
+  non-retryable 400 (`unsupported_endpoint`): litellm would turn a prompt into a
+  chat turn and back, which is not what a `completions` client asked for.
+- Only OpenAI's own chat parameters are passed on (`CHAT_PARAMS`). litellm takes
+  its plumbing as keyword arguments too (`api_base`, `api_key`, `mock_response`,
+  ...): passing the client's body through would let a client redirect the call and
+  its API key.
+- Each target owns one litellm `AsyncHTTPHandler` (one connection pool). Its httpx
+  response hook records the raw response of each call: litellm keeps neither the
+  provider's real status (a 529 comes back as a 500) nor a way to close a stream's
+  connection (`CustomStreamWrapper.aclose` does not reach the socket for
+  Anthropic). With the raw response, the real status and headers are known and
+  `aclose` cuts the connection, so the provider sees the cancel.
+- litellm is imported on the first `LitellmUpstream` (it takes a second or more),
+  with `LITELLM_LOCAL_MODEL_COST_MAP`, `LITELLM_TELEMETRY` and `LITELLM_LOG` set
+  first unless already set, and `suppress_debug_info` on (it prints to stdout).
+- The API key is never logged, never in a repr and scrubbed from every message
+  carried over from litellm; if litellm's own exception text holds it, the
+  exception is not chained (`from None`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+import anyio
+import httpx
+
+from router.config import TargetConfig
+from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from router.upstream.base import UpstreamRequest
+from router.upstream.litellm_errors import Phase, chain, translate
+from router.upstream.litellm_frames import (
+    DONE,
+    chunk_payload,
+    completion_payload,
+    json_bytes,
+    provider_headers,
+    sse,
+    usage_dict,
+    usage_payload,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_DEFAULTS: Mapping[str, str] = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOG": "ERROR",
+}
+
+#: OpenAI chat parameters passed on to litellm; anything else in the body is dropped
+CHAT_PARAMS: frozenset[str] = frozenset({
+    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls",
+    "prediction", "presence_penalty", "reasoning_effort", "response_format", "seed",
+    "service_tier", "stop", "store", "temperature", "thinking", "tool_choice", "tools",
+    "top_logprobs", "top_p", "user", "web_search_options",
+})
+_FRAMING = frozenset({"model", "messages", "stream", "stream_options"})
+
+#: the raw httpx responses of the litellm call running in this context
+_responses: ContextVar[list[httpx.Response] | None] = ContextVar(
+    "firsttoken_litellm_responses", default=None
+)
+
+
+def load_litellm() -> Any:
+    """Import litellm quietly (see the module docstring); cheap after the first call."""
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import litellm  # lazy: the import costs more than a second
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+async def _record_response(response: httpx.Response) -> None:
+    seen = _responses.get()
+    if seen is not None:
+        seen.append(response)
+
+
+class LitellmStreamResponse:
+    """A streamed answer whose first frame is already in hand."""
+
+    status = 200
+
+    def __init__(self, *, first: bytes, frames: AsyncIterator[bytes], stream: Any,
+                 http_response: httpx.Response | None, headers: Mapping[str, str]) -> None:
+        self.headers = headers
+        self._first: bytes | None = first
+        self._frames = frames
+        self._stream = stream
+        self._http = http_response
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for frame in self._frames:
+            yield frame
+
+    async def aread(self) -> bytes:
+        return b"".join([frame async for frame in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        await _close(self._frames, self._stream, self._http)
+
+
+class LitellmJsonResponse:
+    """A non-streamed answer, already read."""
+
+    status = 200
+
+    def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
+        self.headers = headers
+        self._body = body
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    async def aread(self) -> bytes:
+        return self._body
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _close(frames: AsyncIterator[bytes], stream: Any, http: httpx.Response | None) -> None:
+    # Shielded: a cancelled turn must still cut the connection, or the provider
+    # keeps generating. The socket goes first; litellm's own close only tidies up.
+    with anyio.CancelScope(shield=True):
+        if http is not None:
+            await http.aclose()
+        aclose = getattr(frames, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await stream.aclose()
+
+
+class LitellmUpstream:
+    """One litellm target: `config.model` is litellm's model name
+    (`anthropic/claude-3-5-haiku-20241022`), `config.base_url` its `api_base` (for
+    Anthropic the host root; litellm appends `/v1/messages`). With `api_key=None`
+    litellm falls back to the provider's usual environment variable."""
+
+    def __init__(self, config: TargetConfig, api_key: str | None = None) -> None:
+        litellm = load_litellm()
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        self.name = config.name
+        self._config = config
+        self._api_key = api_key
+        self._acompletion = litellm.acompletion
+        t = config.timeouts
+        self._http: Any = AsyncHTTPHandler(
+            timeout=httpx.Timeout(connect=t.connect_s, read=t.idle_s, write=t.idle_s,
+                                  pool=t.connect_s),
+            event_hooks={"response": [_record_response]},
+        )
+
+    def __repr__(self) -> str:
+        c = self._config
+        return f"LitellmUpstream(name={c.name!r}, model={c.model!r}, base_url={c.base_url!r})"
+
+    async def send(self, request: UpstreamRequest) -> LitellmStreamResponse | LitellmJsonResponse:
+        if request.endpoint != "chat":
+            message = (f"target '{self.name}' (litellm) serves only /v1/chat/completions, "
+                       f"not /v1/{request.endpoint}")
+            raise UpstreamStatusError(
+                f"{self.name}: unsupported endpoint {request.endpoint}", target=self.name,
+                upstream_status=400,
+                body=json_bytes({"error": {"message": message, "type": "invalid_request_error",
+                                           "code": "unsupported_endpoint"}}),
+            )
+        seen: list[httpx.Response] = []
+        token = _responses.set(seen)
+        try:
+            if not request.stream:
+                return await self._complete(request, seen)
+            deadline = self._config.timeouts.first_token_s
+            try:
+                with anyio.fail_after(deadline):
+                    return await self._open_stream(request, seen)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(
+                    f"{self.name}: no first token within {deadline:g}s", target=self.name,
+                    phase="first_token") from exc
+        finally:
+            _responses.reset(token)
+
+    async def aclose(self) -> None:
+        await self._http.close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
+        body = request.body
+        kwargs = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+        dropped = sorted(set(body) - CHAT_PARAMS - _FRAMING)
+        if dropped:
+            log.debug("%s: parameters not passed to litellm: %s", self.name, dropped)
+        t = self._config.timeouts
+        kwargs.update(
+            model=self._config.model,
+            messages=body.get("messages"),
+            stream=request.stream,
+            api_base=self._config.base_url,
+            api_key=self._api_key,
+            # per read; the first-token deadline is enforced around `send`
+            timeout=t.idle_s if request.stream else (t.total_s or max(t.idle_s, t.first_token_s)),
+            client=self._http,
+        )
+        if request.stream:
+            kwargs["stream_options"] = {"include_usage": True}
+        if request.headers:
+            kwargs["extra_headers"] = dict(request.headers)
+        return kwargs
+
+    def _raise(self, exc: BaseException, phase: Phase, seen: list[httpx.Response]) -> NoReturn:
+        err = translate(exc, target=self.name, phase=phase,
+                        response=seen[-1] if seen else None, secret=self._api_key)
+        key = self._api_key
+        if key and any(key in str(e) or key in repr(e.args) for e in chain(exc)):
+            raise err from None  # litellm's text holds the key: do not carry it along
+        raise err from exc
+
+    async def _complete(self, request: UpstreamRequest, seen: list[httpx.Response]
+                        ) -> LitellmJsonResponse:
+        try:
+            response = await self._acompletion(**self._kwargs(request))
+        except Exception as exc:  # the litellm boundary: translated below
+            self._raise(exc, "send", seen)
+        headers = provider_headers(seen[-1].headers if seen else None,
+                                   getattr(response, "_hidden_params", None))
+        return LitellmJsonResponse(json_bytes(completion_payload(response)), headers)
+
+    async def _open_stream(self, request: UpstreamRequest, seen: list[httpx.Response]
+                           ) -> LitellmStreamResponse:
+        try:
+            stream = await self._acompletion(**self._kwargs(request))
+        except Exception as exc:  # the litellm boundary: translated below
+            self._raise(exc, "send", seen)
+        http = seen[-1] if seen else None
+        options = request.body.get("stream_options")
+        include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        frames = self._frames(stream, include_usage, seen)
+        try:
+            first = await frames.__anext__()
+        except BaseException:
+            await _close(frames, stream, http)
+            raise
+        headers = provider_headers(http.headers if http is not None else None,
+                                   getattr(stream, "_hidden_params", None))
+        return LitellmStreamResponse(first=first, frames=frames, stream=stream,
+                                     http_response=http, headers=headers)
+
+    async def _frames(self, stream: Any, include_usage: bool, seen: list[httpx.Response]
+                      ) -> AsyncIterator[bytes]:
+        """OpenAI SSE frames from litellm's chunks. Frames before the first content are
+        held back, so the first frame out is the first token. A stream that ends without
+        a finish reason is an error, never a silent truncation."""
+        chunks = stream.__aiter__()
+        held: list[bytes] | None = []  # frames before the first content; None after
+        usage: dict[str, Any] | None = None
+        finished = False
+        last: Any = None
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the litellm boundary: translated below
+                self._raise(exc, "stream" if held is None else "send", seen)
+            last = chunk
+            usage = usage_dict(getattr(chunk, "usage", None)) or usage
+            payload = chunk_payload(chunk)
+            if payload is None:
+                continue
+            finished = finished or any(c["finish_reason"] for c in payload["choices"])
+            frame = sse(payload)
+            if held is not None and not any(set(c["delta"]) - {"role"}
+                                            for c in payload["choices"]):
+                held.append(frame)
+                continue
+            if held:
+                for early in held:
+                    yield early
+            held = None
+            yield frame
+        if not finished:
+            raise UpstreamProtocolError(
+                f"{self.name}: the stream ended before a finish reason", target=self.name)
+        if held is not None:
+            if usage is None:
+                # litellm skips frames it cannot parse and then invents `finish_reason:
+                # stop`; a real answer always reports usage (we always ask for it).
+                raise UpstreamProtocolError(
+                    f"{self.name}: the stream had no content and no usage", target=self.name)
+            for early in held:
+                yield early
+        if include_usage and usage is not None and last is not None:
+            yield sse(usage_payload(last.id, last.created, last.model, usage))
+        yield DONE
