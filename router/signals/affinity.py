@@ -1,0 +1,62 @@
+"""Conversation affinity: which target served a conversation's last turn.
+
+A bounded LRU map with a time-to-live per entry, in the spirit of the prefix-cache
+aware routing of vLLM's production-stack router and the Gateway API Inference
+Extension's prefix scorer: sending the next turn of a conversation to the engine
+that served the last one lets it reuse the KV cache of the shared prefix. The map
+only remembers; policies decide how much that is worth.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+
+class AffinityMap:
+    """conversation key -> (target, expiry), evicting the least recently used."""
+
+    __slots__ = ("_clock", "_entries", "max_size", "ttl_s")
+
+    def __init__(
+        self, clock: Callable[[], float], *, ttl_s: float = 600.0, max_size: int = 100_000
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._clock = clock
+        self.ttl_s = ttl_s
+        self.max_size = max_size
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> str | None:
+        """The target that served `key`'s last turn, if remembered and not expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        target, expires = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return target
+
+    def put(self, key: str, target: str, *, ttl_s: float | None = None) -> None:
+        """Remember that `target` served `key` now (for `ttl_s`, or the default)."""
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        self._entries[key] = (target, self._clock() + ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def forget_targets(self, targets: Iterable[str]) -> None:
+        """Drop every conversation served by one of `targets` (removed on reload)."""
+        gone = set(targets)
+        if gone:
+            for key in [k for k, (t, _) in self._entries.items() if t in gone]:
+                del self._entries[key]

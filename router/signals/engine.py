@@ -1,0 +1,180 @@
+"""vLLM engine load, scraped from its Prometheus `/metrics`.
+
+Reads the gauges the vLLM docs list under "Production Metrics"
+(docs.vllm.ai/en/latest/usage/metrics.html): `vllm:num_requests_waiting`,
+`vllm:num_requests_running`, `vllm:kv_cache_usage_perc` (a 0-1 fraction; older
+releases call it `vllm:gpu_cache_usage_perc`), and the `_sum`/`_count` of the
+`vllm:time_to_first_token_seconds` histogram, whose deltas between scrapes give
+the engine's own mean TTFT over the interval.
+
+Parsing is a line scan of the text exposition format (prometheus.io/docs/
+instrumenting/exposition_formats) that looks only at the few names needed, since
+each engine is scraped every 250 ms; `prometheus_client`'s full parser is the
+reference it is tested against. Several label sets (model_name, engine index of a
+data-parallel server) are summed, except the KV-cache fraction, whose maximum
+(the fullest engine) is kept.
+
+A page without the queue gauges is an error, not zero load: the last good stats
+then age into staleness, which policies treat as saturation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import anyio
+import httpx
+
+from router.policy.base import EngineView
+
+log = logging.getLogger(__name__)
+
+WAITING = "vllm:num_requests_waiting"
+RUNNING = "vllm:num_requests_running"
+KV_USAGE = "vllm:kv_cache_usage_perc"
+KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
+TTFT_SUM = "vllm:time_to_first_token_seconds_sum"
+TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
+_WANTED = frozenset({WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT})
+_MAXED = frozenset({KV_USAGE, KV_USAGE_OLD})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSample:
+    """One scrape of an engine, as parsed (no time attached)."""
+
+    waiting: float
+    running: float
+    kv_usage: float
+    ttft_sum: float | None = None
+    ttft_count: float | None = None
+
+
+def parse_metrics(text: str) -> EngineSample:
+    """The engine's load from a /metrics page; ValueError if the queue gauges are missing."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace != -1 and (space == -1 or brace < space):
+            name = line[:brace]
+            rest = line[line.rfind("}") + 1 :]
+        elif space != -1:
+            name = line[:space]
+            rest = line[space:]
+        else:
+            continue
+        if name not in _WANTED:
+            continue
+        fields = rest.split()
+        if not fields:
+            raise ValueError(f"no value on line: {line!r}")
+        value = float(fields[0])
+        if math.isnan(value):
+            continue
+        if name in found:
+            found[name] = max(found[name], value) if name in _MAXED else found[name] + value
+        else:
+            found[name] = value
+    if WAITING not in found or RUNNING not in found:
+        raise ValueError(f"no {WAITING} / {RUNNING} on the metrics page")
+    return EngineSample(
+        waiting=found[WAITING],
+        running=found[RUNNING],
+        kv_usage=found.get(KV_USAGE, found.get(KV_USAGE_OLD, 0.0)),
+        ttft_sum=found.get(TTFT_SUM),
+        ttft_count=found.get(TTFT_COUNT),
+    )
+
+
+class EngineTracker:
+    """The last scrape of one engine, its age, and its TTFT over the last interval."""
+
+    __slots__ = ("_base", "_clock", "_created", "_last", "_last_at", "_recent", "stale_after_s")
+
+    def __init__(self, stale_after_s: float, clock: Callable[[], float]) -> None:
+        self.stale_after_s = stale_after_s
+        self._clock = clock
+        self._created = clock()
+        self._last: EngineSample | None = None
+        self._last_at = 0.0
+        #: (sum, count) of the TTFT histogram when it last moved
+        self._base: tuple[float, float] | None = None
+        self._recent: float | None = None
+
+    @property
+    def scraped(self) -> bool:
+        return self._last is not None
+
+    def update(self, sample: EngineSample) -> None:
+        self._last = sample
+        self._last_at = self._clock()
+        total, count = sample.ttft_sum, sample.ttft_count
+        if total is None or count is None:
+            self._base, self._recent = None, None
+            return
+        base = self._base
+        if base is None or count < base[1] or total < base[0]:
+            # First sight, or the engine restarted and its counters began again.
+            self._base, self._recent = (total, count), None
+        elif count > base[1]:
+            self._recent = (total - base[0]) / (count - base[1])
+            self._base = (total, count)
+        # No new first tokens in this interval: the last interval's mean still stands.
+
+    def view(self) -> EngineView:
+        """The last stats; before any scrape, an empty view that is already stale."""
+        now = self._clock()
+        last = self._last
+        if last is None:
+            return EngineView(0.0, 0.0, 0.0, age_s=max(now - self._created, 0.0), stale=True)
+        age = max(now - self._last_at, 0.0)
+        return EngineView(
+            waiting=last.waiting,
+            running=last.running,
+            kv_usage=last.kv_usage,
+            age_s=age,
+            stale=age > self.stale_after_s,
+            recent_ttft_s=self._recent,
+        )
+
+
+async def scrape(client: httpx.AsyncClient, url: str, *, timeout_s: float = 1.0) -> EngineSample:
+    """Fetch and parse one /metrics page; raises httpx.HTTPError or ValueError."""
+    response = await client.get(url, timeout=timeout_s)
+    response.raise_for_status()
+    return parse_metrics(response.text)
+
+
+async def run(
+    client: httpx.AsyncClient,
+    url: str,
+    interval_s: float,
+    sink: Callable[[EngineSample], None],
+    *,
+    timeout_s: float = 1.0,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> NoReturn:
+    """Scrape `url` every `interval_s` forever, pushing each good sample into `sink`.
+
+    Meant for an anyio task group (`tg.start_soon(run, client, url, 0.25,
+    signals.engine_update)`). A failed scrape is logged at debug and leaves the old
+    stats to age into staleness; only cancellation ends the loop.
+    """
+    while True:
+        try:
+            sample = await scrape(client, url, timeout_s=timeout_s)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("scrape of %s failed: %r", url, exc)
+        except Exception:
+            # Any transport's surprise must not end the scraper; it is a bug to see.
+            log.warning("scrape of %s failed unexpectedly", url, exc_info=True)
+        else:
+            sink(sample)
+        await sleep(interval_s)

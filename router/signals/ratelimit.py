@@ -1,0 +1,245 @@
+"""Rate limits: the provider's (from response headers) and the router's own (rpm/tpm).
+
+Provider headroom is read from the headers every response carries:
+
+- OpenAI and Groq: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, resets
+  as Go-style durations (`1s`, `6m0s`, `12ms`, `1m30.5s`); also the unsuffixed
+  `x-ratelimit-{limit,remaining,reset}` some OpenAI-compatible hosts send.
+- Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+  {limit,remaining,reset}`, resets as RFC 3339 instants.
+- `retry-after` (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date.
+
+Both providers document their limits as token buckets that refill continuously
+until "reset" (fully replenished), so a window's headroom `remaining / limit`
+recovers linearly to 1.0 at its reset time; headroom is the least over windows.
+A Retry-After holds it at 0 until it passes.
+
+The local limits are a sliding-window log (exact counts over the last 60 s; the
+"sliding log" of Figma's and Stripe's rate-limiter write-ups).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+Clock = Callable[[], float]
+
+#: how long a window with no reset header is trusted
+DEFAULT_RESET_S = 60.0
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|μs|ns|m|s)")
+_UNIT_S = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ns": 1e-9,
+}
+#: a bare number larger than this is an epoch timestamp, not a delay
+_EPOCH_THRESHOLD = 1e9
+
+_ANTHROPIC_DIMENSIONS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`6m0s`, `1m30.5s`, `12ms`) or a bare number."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    total, pos = 0.0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) else None
+
+
+def parse_http_date(text: str) -> float | None:
+    """Epoch seconds of an RFC 9110 HTTP-date, or None."""
+    try:
+        parsed = parsedate_to_datetime(text.strip())
+    except (ValueError, TypeError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """Epoch seconds of an RFC 3339 instant (`2024-05-01T12:00:30Z`), or None."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_retry_after(text: str, wall_now: float) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date."""
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return seconds
+    at = parse_http_date(text)
+    return None if at is None else max(at - wall_now, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    fraction: float
+    seen_at: float
+    reset_at: float
+
+    def headroom(self, now: float) -> float:
+        if now >= self.reset_at:
+            return 1.0
+        span = self.reset_at - self.seen_at
+        return self.fraction + (1.0 - self.fraction) * (now - self.seen_at) / span
+
+
+class ProviderLimits:
+    """Headroom in [0, 1] left under a provider's rate limits, from its headers."""
+
+    __slots__ = ("_blocked_until", "_clock", "_wall", "_windows")
+
+    def __init__(self, clock: Clock, wall_clock: Clock) -> None:
+        self._clock = clock
+        self._wall = wall_clock
+        self._windows: dict[str, _Window] = {}
+        self._blocked_until = -math.inf
+
+    def headroom(self) -> float:
+        now = self._clock()
+        if now < self._blocked_until:
+            return 0.0
+        return min((w.headroom(now) for w in self._windows.values()), default=1.0)
+
+    def exhausted_for_s(self) -> float | None:
+        """Seconds until every window now at zero has reset (None if none is at zero)."""
+        now = self._clock()
+        waits = [
+            w.reset_at - now
+            for w in self._windows.values()
+            if w.fraction <= 0.0 and w.reset_at > now
+        ]
+        if now < self._blocked_until:
+            waits.append(self._blocked_until - now)
+        return max(waits) if waits else None
+
+    def block_for(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def update(self, headers: Mapping[str, str]) -> None:
+        """Read one response's headers (names in any case)."""
+        h = {k.lower(): v for k, v in headers.items()}
+        now = self._clock()
+        for dim in ("requests", "tokens"):
+            self._read(f"openai:{dim}", h, f"x-ratelimit-{{}}-{dim}", now, absolute=False)
+        self._read("openai", h, "x-ratelimit-{}", now, absolute=False)
+        for dim in _ANTHROPIC_DIMENSIONS:
+            self._read(f"anthropic:{dim}", h, f"anthropic-ratelimit-{dim}-{{}}", now, absolute=True)
+        retry_after = h.get("retry-after")
+        if retry_after is not None:
+            seconds = parse_retry_after(retry_after, self._wall())
+            if seconds is not None:
+                self.block_for(seconds)
+
+    def _read(
+        self, key: str, h: Mapping[str, str], pattern: str, now: float, *, absolute: bool
+    ) -> None:
+        """One window from the `limit`, `remaining` and `reset` headers named by `pattern`."""
+        limit_text = h.get(pattern.format("limit"))
+        remaining_text = h.get(pattern.format("remaining"))
+        if limit_text is None or remaining_text is None:
+            return
+        try:
+            limit, remaining = float(limit_text), float(remaining_text)
+        except ValueError:
+            return
+        if not (limit > 0 and math.isfinite(limit) and math.isfinite(remaining)):
+            return
+        reset_in = self._reset_in(h.get(pattern.format("reset")), absolute=absolute)
+        fraction = min(max(remaining / limit, 0.0), 1.0)
+        self._windows[key] = _Window(fraction, now, now + reset_in)
+
+    def _reset_in(self, text: str | None, *, absolute: bool) -> float:
+        if text is None:
+            return DEFAULT_RESET_S
+        if absolute:
+            at = parse_rfc3339(text)
+            return DEFAULT_RESET_S if at is None else max(at - self._wall(), 0.0)
+        seconds = parse_duration(text)
+        if seconds is None:
+            return DEFAULT_RESET_S
+        if seconds > _EPOCH_THRESHOLD:
+            return max(seconds - self._wall(), 0.0)
+        return seconds
+
+
+class LocalLimits:
+    """The router's own requests-per-minute and tokens-per-minute for one target."""
+
+    __slots__ = ("_clock", "_log", "_requests", "_tokens", "_window", "rpm", "tpm")
+
+    def __init__(
+        self, rpm: int | None, tpm: int | None, clock: Clock, *, window_s: float = 60.0
+    ) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self._clock = clock
+        self._window = window_s
+        self._log: deque[tuple[float, int, int]] = deque()
+        self._requests = 0
+        self._tokens = 0
+
+    def usage(self) -> tuple[int, int]:
+        """(requests, tokens) recorded over the last window."""
+        self._expire()
+        return self._requests, self._tokens
+
+    def allow(self, tokens: int = 0) -> bool:
+        """Would one more request of `tokens` tokens stay within the limits?"""
+        requests, used = self.usage()
+        if self.rpm is not None and requests + 1 > self.rpm:
+            return False
+        return self.tpm is None or used + tokens <= self.tpm
+
+    @property
+    def within(self) -> bool:
+        """Some budget is left for another request (whatever its size)."""
+        requests, used = self.usage()
+        return (self.rpm is None or requests < self.rpm) and (self.tpm is None or used < self.tpm)
+
+    def record(self, tokens: int, *, requests: int = 1) -> None:
+        """Count a request and its tokens (`requests=0` adds tokens to the window only)."""
+        if self.rpm is None and self.tpm is None:
+            return
+        self._expire()
+        self._log.append((self._clock(), requests, tokens))
+        self._requests += requests
+        self._tokens += tokens
+
+    def _expire(self) -> None:
+        horizon = self._clock() - self._window
+        log = self._log
+        while log and log[0][0] <= horizon:
+            _, requests, tokens = log.popleft()
+            self._requests -= requests
+            self._tokens -= tokens

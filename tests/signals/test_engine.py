@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import logging
+
+import anyio
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.policy.base import EngineView
+from router.signals.engine import EngineSample, EngineTracker, parse_metrics, run
+from tests.signals.conftest import FakeClock
+from tests.signals.vllm_metrics import metrics_page
+
+URL = "http://gpu-a:8000/metrics"
+
+
+def test_parses_a_vllm_metrics_page_summing_label_sets() -> None:
+    sample = parse_metrics(metrics_page())
+    assert sample == EngineSample(
+        waiting=5.0, running=5.0, kv_usage=0.42, ttft_sum=15.0, ttft_count=75.0
+    )
+
+
+def test_agrees_with_prometheus_client_parser() -> None:
+    text = metrics_page(waiting=(7.0, 2.0), running=(16.0, 9.0), kv=(0.31, 0.93))
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "vllm:kv_cache_usage_perc":
+                totals[s.name] = max(totals.get(s.name, 0.0), s.value)
+            else:
+                totals[s.name] = totals.get(s.name, 0.0) + s.value
+    sample = parse_metrics(text)
+    assert sample.waiting == totals["vllm:num_requests_waiting"] == 9.0
+    assert sample.running == totals["vllm:num_requests_running"] == 25.0
+    assert sample.kv_usage == totals["vllm:kv_cache_usage_perc"] == 0.93
+    assert sample.ttft_sum == totals["vllm:time_to_first_token_seconds_sum"]
+    assert sample.ttft_count == totals["vllm:time_to_first_token_seconds_count"]
+
+
+def test_accepts_the_old_kv_cache_name() -> None:
+    sample = parse_metrics(metrics_page(kv_name="vllm:gpu_cache_usage_perc", kv=(0.5, 0.25)))
+    assert sample.kv_usage == 0.5
+
+
+def test_prefers_the_new_kv_cache_name_when_both_are_served() -> None:
+    text = metrics_page(kv=(0.2, 0.1)) + 'vllm:gpu_cache_usage_perc{engine="0"} 0.9\n'
+    assert parse_metrics(text).kv_usage == 0.2
+
+
+def test_unlabelled_lines_and_timestamps() -> None:
+    text = (
+        "vllm:num_requests_waiting 2 1700000000000\n"
+        "vllm:num_requests_running 1\n"
+        "vllm:num_requests_running NaN\n"
+    )
+    assert parse_metrics(text) == EngineSample(2.0, 1.0, 0.0)
+
+
+def test_a_page_without_queue_gauges_is_an_error() -> None:
+    with pytest.raises(ValueError, match="num_requests_waiting"):
+        parse_metrics("# HELP up\nup 1\nvllm:kv_cache_usage_perc 0.5\n")
+    with pytest.raises(ValueError):
+        parse_metrics("vllm:num_requests_waiting{} not-a-number\nvllm:num_requests_running 1\n")
+
+
+def test_tracker_reports_ttft_over_the_interval_and_ages_into_staleness(
+    clock: FakeClock,
+) -> None:
+    tracker = EngineTracker(stale_after_s=2.0, clock=clock)
+    assert not tracker.scraped
+    clock.advance(0.5)
+    assert tracker.view() == EngineView(0.0, 0.0, 0.0, age_s=0.5, stale=True)
+    tracker.update(EngineSample(1.0, 2.0, 0.3, ttft_sum=10.0, ttft_count=40.0))
+    assert tracker.view().recent_ttft_s is None  # nothing to take a delta against yet
+    clock.advance(0.25)
+    tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
+    assert tracker.view() == EngineView(3.0, 4.0, 0.5, age_s=0.0, stale=False, recent_ttft_s=0.5)
+    clock.advance(0.25)
+    tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
+    assert tracker.view().recent_ttft_s == 0.5  # no new first tokens: the last mean stands
+    clock.advance(2.0)
+    view = tracker.view()
+    assert (view.age_s, view.stale) == (2.0, False)
+    clock.advance(0.01)
+    assert tracker.view().stale
+    tracker.update(EngineSample(0.0, 0.0, 0.0, ttft_sum=0.2, ttft_count=1.0))
+    assert tracker.view().recent_ttft_s is None  # counters went back: the engine restarted
+
+
+@pytest.mark.anyio
+async def test_scraper_pushes_good_scrapes_and_survives_bad_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pages = [
+        httpx.Response(200, text=metrics_page()),
+        httpx.Response(500, text="boom"),
+        httpx.Response(200, text="<html>not metrics</html>"),
+        None,  # the connection fails
+        httpx.Response(200, text=metrics_page(waiting=(0.0, 0.0))),
+    ]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        page = pages[len(seen) - 1]
+        if page is None:
+            raise httpx.ConnectError("refused", request=request)
+        return page
+
+    samples: list[EngineSample] = []
+    sleeps: list[float] = []
+
+    caplog.set_level(logging.DEBUG, logger="router.signals.engine")
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            if len(sleeps) == len(pages):
+                tg.cancel_scope.cancel()
+            await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(lambda: run(client, URL, 0.25, samples.append, sleep=sleep))
+
+    assert seen == [URL] * 5
+    assert sleeps == [0.25] * 5
+    assert [s.waiting for s in samples] == [5.0, 0.0]
+    failures = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(failures) == 3

@@ -1,0 +1,423 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.config import Price, SignalsConfig, TargetConfig
+from router.errors import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from router.policy.base import EngineView, TargetView
+from router.signals.engine import EngineSample
+from router.signals.target import TargetSignals
+from tests.signals.conftest import FakeClock
+
+WALL = 1714564800.0
+
+
+class Cancelled(BaseException):
+    """Stands in for asyncio.CancelledError / trio.Cancelled."""
+
+
+def target(**over: Any) -> TargetConfig:
+    data: dict[str, Any] = {
+        "name": "hosted",
+        "kind": "openai",
+        "base_url": "https://api.example.com/v1",
+        "model": "m",
+        "expected_ttft_ms": 400,
+        "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+    }
+    return TargetConfig.model_validate({**data, **over})
+
+
+SIGNALS = SignalsConfig.model_validate(
+    {"ewma_tau_s": 10.0, "breaker_failures": 2, "breaker_base_s": 1.0, "breaker_max_s": 8.0}
+)
+
+
+def make(clock: FakeClock, **over: Any) -> TargetSignals:
+    return TargetSignals(target(**over), SIGNALS, clock, wall_clock=lambda: WALL)
+
+
+def status(code: int, retry_after_s: float | None = None) -> UpstreamStatusError:
+    return UpstreamStatusError("x", upstream_status=code, retry_after_s=retry_after_s)
+
+
+def test_an_unmeasured_target_shows_its_prior(clock: FakeClock) -> None:
+    view = make(clock, max_context_tokens=8192).view()
+    assert view == TargetView(
+        name="hosted",
+        kind="openai",
+        price=Price.model_validate({"input_per_mtok": 0.15, "output_per_mtok": 0.6}),
+        breaker="closed",
+        available=True,
+        in_flight=0,
+        ttft_ewma_s=0.4,
+        ttft_quantiles=((0.5, 0.4), (0.9, 0.4), (0.99, 0.4)),
+        ttft_samples=0,
+        unloaded_ttft_s=0.4,
+        tpot_s=None,
+        completion_rate=None,
+        mean_output_tokens=None,
+        ratelimit_headroom=1.0,
+        within_local_limits=True,
+        max_context_tokens=8192,
+        engine=None,
+        prior_ttft_s=0.4,
+    )
+
+
+def test_a_full_turn_records_ttft_tpot_completion_and_output_length(clock: FakeClock) -> None:
+    signals = make(clock)
+    attempt = signals.begin(100)
+    assert attempt.admitted
+    assert signals.view().in_flight == 1
+    clock.advance(0.25)
+    attempt.first_token()
+    clock.advance(0.05)
+    attempt.first_token()  # only the first one counts
+    assert attempt.ttft_s == 0.25
+    clock.advance(0.95)
+    attempt.finished(prompt_tokens=100, completion_tokens=11)
+    attempt.release()
+    attempt.release()
+    view = signals.view()
+    assert view.in_flight == 0
+    assert view.ttft_ewma_s == 0.25
+    assert view.ttft_quantiles == ((0.5, 0.25), (0.9, 0.25), (0.99, 0.25))
+    assert view.ttft_samples == 1
+    assert view.unloaded_ttft_s == 0.25
+    assert view.tpot_s == pytest.approx(0.1, rel=1e-12)
+    assert view.mean_output_tokens == 11.0
+    assert view.completion_rate == 0.1  # one turn over the 10 s window
+    clock.advance(10.0)
+    assert signals.view().completion_rate is None
+
+
+def test_token_count_stands_in_for_missing_usage(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as attempt:
+        clock.advance(0.1)
+        attempt.first_token()
+        attempt.token_count(5)
+        clock.advance(0.4)
+        attempt.finished()
+    assert signals.view().tpot_s == pytest.approx(0.1, rel=1e-12)
+    assert signals.view().mean_output_tokens == 5.0
+
+
+def test_unloaded_ttft_only_learns_from_attempts_that_ran_alone(clock: FakeClock) -> None:
+    signals = make(clock)
+    alone = signals.begin(10)
+    crowded = signals.begin(10)
+    clock.advance(0.125)
+    alone.first_token()
+    clock.advance(0.375)
+    crowded.first_token()
+    for a in (alone, crowded):
+        a.finished()
+        a.release()
+    view = signals.view()
+    assert view.unloaded_ttft_s == 0.125
+    assert view.ttft_ewma_s == 0.5
+    assert view.ttft_samples == 2
+
+
+def test_unloaded_falls_back_to_the_median_when_never_alone(clock: FakeClock) -> None:
+    signals = make(clock)
+    first = signals.begin(10)
+    for _ in range(2):
+        with signals.begin(10) as a:
+            clock.advance(0.25)
+            a.first_token()
+            a.finished()
+    first.release()
+    assert signals.view().unloaded_ttft_s == 0.25  # min(prior 0.4, median 0.25)
+
+
+def test_vllm_unloaded_needs_an_empty_fresh_queue(clock: FakeClock) -> None:
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1")
+    assert signals.view().engine == EngineView(0.0, 0.0, 0.0, age_s=0.0, stale=True)
+    signals.engine_update(EngineSample(waiting=3.0, running=4.0, kv_usage=0.5))
+    with signals.begin(10) as a:
+        clock.advance(0.9)
+        a.first_token()
+        a.finished()
+    assert signals.view().unloaded_ttft_s == 0.4  # the prior: that sample was queued
+    signals.engine_update(EngineSample(waiting=0.0, running=1.0, kv_usage=0.1))
+    with signals.begin(10) as a:
+        clock.advance(0.0625)
+        a.first_token()
+        a.finished()
+    view = signals.view()
+    assert view.unloaded_ttft_s == 0.0625
+    assert view.engine is not None
+    assert (view.engine.waiting, view.engine.stale) == (0.0, False)
+    clock.advance(2.5)
+    assert view.engine is not None
+    engine = signals.view().engine
+    assert engine is not None
+    assert engine.stale
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamTimeout("slow", phase="connect"),
+        UpstreamConnectError("refused"),
+        UpstreamProtocolError("garbled"),
+        UpstreamStatusError("x", upstream_status=503),
+        UpstreamStatusError("x", upstream_status=408),
+    ],
+)
+def test_target_faults_open_the_breaker(clock: FakeClock, error: Exception) -> None:
+    signals = make(clock)
+    for _ in range(2):
+        with signals.begin(10) as a:
+            assert isinstance(
+                error,
+                UpstreamConnectError
+                | UpstreamTimeout
+                | UpstreamStatusError
+                | UpstreamProtocolError,
+            )
+            a.failed(error)
+    view = signals.view()
+    assert (view.breaker, view.available, view.in_flight) == ("open", False, 0)
+    assert not signals.begin(10).admitted
+
+
+def test_client_faults_do_not_penalise_the_target(clock: FakeClock) -> None:
+    signals = make(clock)
+    for code in (400, 401, 404, 413, 422):
+        with signals.begin(10) as a:
+            a.failed(status(code))
+    assert signals.breaker.consecutive_failures == 0
+    assert signals.view().breaker == "closed"
+
+
+def test_a_429_opens_for_its_retry_after(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.failed(status(429, retry_after_s=7.0))
+    view = signals.view()
+    assert (view.breaker, view.ratelimit_headroom) == ("open", 0.0)
+    assert signals.breaker.open_remaining_s() == 7.0
+    clock.advance(7.0)
+    view = signals.view()
+    assert (view.breaker, view.available, view.ratelimit_headroom) == ("half_open", True, 1.0)
+
+
+def test_a_429_without_retry_after_waits_for_the_exhausted_window(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.headers(
+            {
+                "x-ratelimit-limit-tokens": "1000",
+                "x-ratelimit-remaining-tokens": "0",
+                "x-ratelimit-reset-tokens": "20s",
+            }
+        )
+        a.failed(status(429))
+    assert signals.breaker.open_remaining_s() == 20.0
+
+
+def test_a_429_with_no_hint_counts_as_a_failure(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.failed(status(429))
+    assert signals.breaker.consecutive_failures == 1
+    assert signals.view().breaker == "closed"
+
+
+def test_a_503_with_retry_after_opens_without_touching_headroom(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.failed(status(503, retry_after_s=3.0))
+    assert signals.breaker.open_remaining_s() == 3.0
+    assert signals.view().ratelimit_headroom == 1.0
+
+
+def test_success_resets_consecutive_failures(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.failed(UpstreamConnectError("refused"))
+    with signals.begin(10) as a:
+        a.finished()
+    with signals.begin(10) as a:
+        a.failed(UpstreamConnectError("refused"))
+    assert signals.view().breaker == "closed"
+
+
+def test_a_failure_after_the_first_token_still_penalises(clock: FakeClock) -> None:
+    signals = make(clock)
+    for _ in range(2):
+        with signals.begin(10) as a:
+            clock.advance(0.1)
+            a.first_token()
+            a.failed(UpstreamProtocolError("stream ended early"))
+    view = signals.view()
+    assert view.breaker == "open"
+    assert view.ttft_samples == 2
+    assert view.completion_rate is None
+
+
+def test_half_open_admits_one_probe_and_its_verdict_decides(clock: FakeClock) -> None:
+    signals = make(clock)
+    signals.breaker.open_for(1.0)
+    clock.advance(1.0)
+    probe = signals.begin(10)
+    assert probe.admitted and probe.is_probe
+    other = signals.begin(10)
+    assert not other.admitted and not other.is_probe
+    other.release()
+    assert not signals.view().available
+    probe.finished()
+    probe.release()
+    assert signals.view().breaker == "closed"
+
+
+def test_a_cancelled_probe_frees_the_slot(clock: FakeClock) -> None:
+    signals = make(clock)
+    signals.breaker.open_for(1.0)
+    clock.advance(1.0)
+    with signals.begin(10) as probe:
+        probe.cancelled()
+    assert signals.view().available
+    with signals.begin(10) as probe:
+        assert probe.is_probe
+        probe.failed(status(400))  # the client's fault: no verdict either
+    assert signals.view().available
+
+
+def test_a_failed_probe_reopens_with_the_next_backoff(clock: FakeClock) -> None:
+    signals = make(clock)
+    for _ in range(2):
+        with signals.begin(10) as a:
+            a.failed(UpstreamConnectError("refused"))
+    assert signals.breaker.open_remaining_s() == 1.0
+    clock.advance(1.0)
+    with signals.begin(10) as probe:
+        probe.failed(UpstreamTimeout("slow", phase="connect"))
+    assert signals.breaker.open_remaining_s() == 2.0
+
+
+def test_a_hedge_loser_that_waited_past_the_estimate_pushes_it_up(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        clock.advance(0.25)
+        a.first_token()
+        a.finished()
+    with signals.begin(10) as loser:
+        clock.advance(0.125)
+        loser.cancelled()  # shorter than the estimate: says nothing
+    assert (signals.view().ttft_ewma_s, signals.view().ttft_samples) == (0.25, 1)
+    with signals.begin(10) as loser:
+        clock.advance(0.75)
+        loser.cancelled()
+        loser.finished()  # ignored: the first outcome stands
+    view = signals.view()
+    assert view.ttft_ewma_s == 0.75
+    assert view.ttft_samples == 2
+    # the older sample weighs a little less, so the newer one is the median
+    assert view.ttft_quantiles == ((0.5, 0.75), (0.9, 0.75), (0.99, 0.75))
+    assert view.breaker == "closed"
+    assert view.completion_rate == 0.1  # the loser did not complete
+
+
+def test_a_first_token_timeout_is_a_censored_sample_and_a_failure(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        clock.advance(5.0)
+        a.failed(UpstreamTimeout("no first token", phase="first_token"))
+    view = signals.view()
+    assert view.ttft_ewma_s == 5.0
+    assert signals.breaker.consecutive_failures == 1
+
+
+def test_cancellation_after_the_first_token_records_nothing_more(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        clock.advance(0.375)
+        a.first_token()
+        clock.advance(5.0)
+        a.cancelled()
+    view = signals.view()
+    assert (view.ttft_ewma_s, view.ttft_samples, view.tpot_s) == (0.375, 1, None)
+
+
+def test_context_manager_books_escaping_errors(clock: FakeClock) -> None:
+    signals = make(clock)
+    with pytest.raises(UpstreamConnectError), signals.begin(10) as a:
+        raise UpstreamConnectError("refused")
+    assert a.outcome == "failed"
+    assert signals.breaker.consecutive_failures == 1
+    with pytest.raises(Cancelled), signals.begin(10) as b:
+        clock.advance(2.0)
+        raise Cancelled
+    assert b.outcome == "cancelled"
+    assert signals.view().ttft_ewma_s == 2.0
+    with pytest.raises(KeyError), signals.begin(10) as c:
+        raise KeyError("a bug of ours")
+    assert c.outcome is None
+    assert signals.view().in_flight == 0
+
+
+def test_local_limits_count_begun_turns_and_their_usage(clock: FakeClock) -> None:
+    signals = make(clock, rpm=2, tpm=1000)
+    with signals.begin(100) as a:
+        a.finished(prompt_tokens=120, completion_tokens=80)
+    assert signals.local_limits.usage() == (1, 200)
+    assert signals.view().within_local_limits
+    signals.begin(100).release()
+    assert not signals.view().within_local_limits
+    clock.advance(60.0)
+    assert signals.view().within_local_limits
+
+
+def test_rate_limit_headers_reach_the_view(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.headers(
+            {
+                "x-ratelimit-limit-requests": "10",
+                "x-ratelimit-remaining-requests": "4",
+                "x-ratelimit-reset-requests": "6s",
+            }
+        )
+        a.finished()
+    assert signals.view().ratelimit_headroom == 0.4
+    clock.advance(3.0)
+    assert signals.view().ratelimit_headroom == pytest.approx(0.7, rel=1e-12)
+
+
+def test_reconfigure_keeps_measurements_and_takes_new_settings(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        clock.advance(0.375)
+        a.first_token()
+        a.finished()
+    faster = SignalsConfig.model_validate({"ewma_tau_s": 1.0, "breaker_failures": 1})
+    signals.reconfigure(target(expected_ttft_ms=900, rpm=1), faster)
+    view = signals.view()
+    assert (view.prior_ttft_s, view.ttft_ewma_s) == (0.9, 0.375)
+    with signals.begin(10) as a:
+        clock.advance(1.0)
+        a.first_token()
+        clock.advance(1.0)
+        a.failed(UpstreamConnectError("reset"))
+    assert signals.view().breaker == "open"  # one failure is enough now
+    assert not signals.view().within_local_limits
+    assert signals.ttft.value == 1.0  # a peak
+
+
+def test_a_client_fault_with_retry_after_does_not_open_the_breaker(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10) as a:
+        a.failed(status(400, retry_after_s=30.0))
+    assert signals.view().breaker == "closed"
