@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from router import sse
 from router.config import RouteConfig, TargetConfig
@@ -112,6 +113,88 @@ class TurnResult:
     failures: list[UpstreamError] = field(default_factory=list)
 
 
+class _Race:
+    """The attempts of one turn racing to the first token.
+
+    One attempt runs at first. A retryable failure with nothing else running starts
+    the next target (fall back); a hedge delay passing with no first token starts
+    the next target beside the running ones (hedge), within `max_extra` and the
+    route's budget. The first attempt to prime wins; the task group's cancellation
+    closes every other one.
+    """
+
+    def __init__(
+        self,
+        turn: Turn,
+        request: TurnRequest,
+        order: Sequence[TargetRuntime],
+        tg: TaskGroup,
+        send: MemoryObjectSendStream[Primed | UpstreamError],
+    ) -> None:
+        self._turn = turn
+        self._request = request
+        self._order = order
+        self._tg = tg
+        self._send = send
+        self._launched = 0
+        self._running = 0
+        self._extra = 0
+
+    def _launch(self, kind: str) -> bool:
+        turn = self._turn
+        if self._launched >= len(self._order):
+            return False
+        runtime = self._order[self._launched]
+        route = turn._route.name
+        if kind == "fallback":
+            last = turn.result.failures[-1]
+            turn._metrics.fell_back(route, last.target, runtime.config.name, last.cause)
+            turn.result.fell_back = True
+        elif kind == "hedge":
+            turn._metrics.hedge(route, "started")
+            turn.result.hedged = True
+            self._extra += 1
+        self._launched += 1
+        self._running += 1
+        turn.result.attempts += 1
+        self._tg.start_soon(turn._prime, runtime, self._request, self._send.clone())
+        return True
+
+    def _hedge_delay(self) -> float:
+        hedge = self._turn._route.hedge
+        if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
+            return math.inf
+        latest = self._order[self._launched - 1].config.name
+        return hedge_delay_s(hedge, self._turn._views[latest])
+
+    async def run(
+        self, receive: MemoryObjectReceiveStream[Primed | UpstreamError]
+    ) -> Primed | None:
+        turn = self._turn
+        self._launch("first")
+        while self._running:
+            with anyio.move_on_after(self._hedge_delay()):
+                outcome = await receive.receive()
+                self._running -= 1
+                if isinstance(outcome, Primed):
+                    for _ in range(self._running):
+                        turn._metrics.hedge(turn._route.name, "cancelled")
+                    self._tg.cancel_scope.cancel()
+                    return outcome
+                turn.result.failures.append(outcome)
+                turn._metrics.attempt_failed(turn._route.name, outcome)
+                if not outcome.retryable:  # the request itself is bad: no other target helps
+                    self._tg.cancel_scope.cancel()
+                    return None
+                if self._running == 0:
+                    self._launch("fallback")
+                continue
+            # The hedge delay passed with no first token: start the next target too.
+            if not (turn._budget.try_spend() and self._launch("hedge")):
+                self._extra = len(self._order)  # budget spent: no more hedges this turn
+        return None
+
+
 class Turn:
     """Runs one request against a plan. Made per request by the app."""
 
@@ -139,6 +222,15 @@ class Turn:
     # -- racing to the first token -----------------------------------------------------
 
     async def _prime(
+        self,
+        runtime: TargetRuntime,
+        request: TurnRequest,
+        out: MemoryObjectSendStream[Primed | UpstreamError],
+    ) -> None:
+        with out:
+            await self._attempt(runtime, request, out)
+
+    async def _attempt(
         self,
         runtime: TargetRuntime,
         request: TurnRequest,
@@ -254,62 +346,11 @@ class Turn:
     async def _race(self, request: TurnRequest) -> Primed:
         """Attempts in plan order; a failure falls back, a late first token hedges."""
         order = [self._targets[name] for name in self._plan.order]
-        hedge = self._route.hedge
         send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(order))
-        winner: Primed | None = None
-        failures = self.result.failures
         with send, receive:
             async with anyio.create_task_group() as tg:
-                launched = 0
-                running = 0
-                extra = 0
-
-                def launch(kind: str) -> bool:
-                    nonlocal launched, running
-                    if launched >= len(order):
-                        return False
-                    runtime = order[launched]
-                    if kind == "fallback":
-                        last = failures[-1]
-                        self._metrics.fell_back(
-                            self._route.name, last.target, runtime.config.name, last.cause
-                        )
-                    elif kind == "hedge":
-                        self._metrics.hedge(self._route.name, "started")
-                    launched += 1
-                    running += 1
-                    self.result.attempts += 1
-                    tg.start_soon(self._prime, runtime, request, send.clone())
-                    return True
-
-                launch("first")
-                while running:
-                    delay = math.inf
-                    if hedge is not None and extra < hedge.max_extra and launched < len(order):
-                        delay = hedge_delay_s(hedge, self._views[order[launched - 1].config.name])
-                    with anyio.move_on_after(delay):
-                        outcome = await receive.receive()
-                        running -= 1
-                        if isinstance(outcome, UpstreamError):
-                            failures.append(outcome)
-                            self._metrics.attempt_failed(self._route.name, outcome)
-                            if not outcome.retryable:
-                                tg.cancel_scope.cancel()
-                                break
-                            if running == 0 and launch("fallback"):
-                                self.result.fell_back = True
-                            continue
-                        winner = outcome
-                        for _ in range(running):
-                            self._metrics.hedge(self._route.name, "cancelled")
-                        tg.cancel_scope.cancel()
-                        break
-                    # The hedge delay passed with no first token: start the next target too.
-                    if self._budget.try_spend() and launch("hedge"):
-                        extra += 1
-                        self.result.hedged = True
-                    else:
-                        extra = hedge.max_extra if hedge else 0
+                race = _Race(self, request, order, tg, send)
+                winner = await race.run(receive)
             # A second attempt may have primed in the same instant: close it.
             while True:
                 try:
@@ -321,7 +362,7 @@ class Turn:
                     late.attempt.release()
                     await late.aclose()
         if winner is None:
-            raise AllTargetsFailed(self._failure_message(), failures)
+            raise AllTargetsFailed(self._failure_message(), self.result.failures)
         if self.result.hedged:
             hedge_won = winner.target.config.name != order[0].config.name
             self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
