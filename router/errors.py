@@ -15,6 +15,7 @@
     │   ├── UpstreamConnectError     could not connect / connection reset
     │   ├── UpstreamTimeout          connect, first-token or idle deadline passed
     │   ├── UpstreamStatusError      a non-2xx status from the target
+    │   ├── TargetUnavailable        skipped: its breaker opened since the plan was made
     │   └── UpstreamProtocolError    a malformed frame, or the stream ended early
     └── AllTargetsFailed             every attempt of a turn failed: 502, 504, or the
                                      last upstream's own 4xx when the request was bad
@@ -26,7 +27,7 @@ tree in exactly one place each (`upstream/`, `config.py`), always with `from exc
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -174,15 +175,25 @@ class UpstreamStatusError(UpstreamError):
         upstream_status: int,
         body: bytes = b"",
         retry_after_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, target=target)
         self.upstream_status = upstream_status
         self.body = body
+        #: the response's headers, lower-cased (rate-limit state rides on a 429)
+        self.headers: Mapping[str, str] = headers or {}
         self.retry_after_s = retry_after_s
         self.retryable = upstream_status in (408, 409, 425, 429) or upstream_status >= 500
         if upstream_status == 429 and b"insufficient_quota" in body:
             # Out of credit is not transient: retrying it elsewhere is right, waiting is not.
             self.retry_after_s = None
+
+
+class TargetUnavailable(UpstreamError):
+    """The target's breaker closed the door between planning and attempting."""
+
+    code = "target_unavailable"
+    cause = "breaker_open"
 
 
 class UpstreamProtocolError(UpstreamError):

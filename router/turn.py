@@ -28,6 +28,7 @@ from router import sse
 from router.config import RouteConfig, TargetConfig
 from router.errors import (
     AllTargetsFailed,
+    TargetUnavailable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -238,6 +239,11 @@ class Turn:
     ) -> None:
         cfg = runtime.config
         attempt = runtime.signals.begin(request.routing.prompt_tokens)
+        if not attempt.admitted:
+            # Its breaker opened (or its half-open probe was taken) since the plan was made.
+            attempt.release()
+            out.send_nowait(TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name))
+            return
         started = self._clock()
         response: UpstreamResponse | None = None
         handed_over = False
@@ -256,7 +262,8 @@ class Turn:
                     primed = await self._read_to_first_token(runtime, attempt, response, started)
                 else:
                     primed = await self._read_whole(runtime, attempt, response, started)
-            attempt.first_token()
+            if request.stream:  # a unary answer's latency is not a time to first token
+                attempt.first_token()
             out.send_nowait(primed)
             handed_over = True
         except TimeoutError:
@@ -405,7 +412,8 @@ class Turn:
         primed = await self._race(request)
         result = self.result
         result.target = primed.target.config.name
-        result.ttft_s = primed.first_token_at - primed.started_at
+        if request.stream:  # a unary answer has no first token of its own
+            result.ttft_s = primed.first_token_at - primed.started_at
         if result.hedged and result.target != self._plan.order[0]:
             result.outcome = "hedged_won"
         elif result.hedged:

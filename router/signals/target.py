@@ -201,6 +201,8 @@ class TargetSignals:
         if isinstance(error, UpstreamStatusError):
             if not error.retryable:
                 return False  # the request was bad, not the target
+            if error.headers:
+                self.provider_limits.update(error.headers)
             wait = error.retry_after_s
             if wait is None and error.upstream_status == 429:
                 wait = self.provider_limits.exhausted_for_s()

@@ -141,6 +141,7 @@ class OpenAIUpstream:
                 upstream_status=response.status_code,
                 body=body,
                 retry_after_s=retry_after_seconds(response.headers, body),
+                headers=dict(response.headers),
             )
         return OpenAIResponse(response, self.name)
 

@@ -139,7 +139,7 @@ def target_yaml(name: str, base_url: str, kind: str = "openai", extra: str = "")
 
 def start_fleet(
     loop: LoopThread,
-    behaviours: Mapping[str, Behaviour],
+    behaviours: Mapping[str, Behaviour | SimServer],
     routes_yaml: str,
     *,
     target_extra: Mapping[str, str] | None = None,
@@ -147,12 +147,16 @@ def start_fleet(
     header: str = "",
     environ: Mapping[str, str] | None = None,
 ) -> Fleet:
-    """Start one OpenAISim per behaviour and a router with `routes_yaml`."""
+    """Start one simulator per name (an OpenAISim for a bare Behaviour) and a router."""
     fleet = Fleet(loop)
 
     async def up() -> None:
         for name, behaviour in behaviours.items():
-            sim = OpenAISim(behaviour, model=f"{name}-model")
+            sim = (
+                behaviour
+                if isinstance(behaviour, SimServer)
+                else OpenAISim(behaviour, model=f"{name}-model")
+            )
             await sim.start()
             fleet.sims[name] = sim
         targets = "\n".join(
