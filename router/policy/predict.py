@@ -8,9 +8,14 @@ A vLLM target is a queue. A new turn waits behind the engine's waiting requests,
 which drain at the engine's measured completion rate, then pays the engine's
 unloaded TTFT:
 
-    predicted(q) = unloaded_ttft + waiting / completion_rate + (sketch(q) - sketch(p50))
+    predicted(q) = unloaded_ttft + waiting / service_rate + min(sketch(q) - sketch(p50), unloaded_ttft)
 
-The last term adds the spread the sketch has seen at the asked quantile. TTFT grows
+The last term adds the spread the sketch has seen at the asked quantile, bounded by
+the unloaded TTFT itself: most of a busy engine's spread is queueing, which the
+wait term already counts, and an uncapped spread would keep a drained engine
+looking slow long after its queue emptied. The service rate is the larger of the
+measured completion rate (on a quiet engine that is only the arrival rate) and
+Little's law over the running batch. TTFT grows
 with the waiting queue, not with the running batch (llm-d, 2025-09: mean queue 0.1
 -> p90 0.54 s, queue 8 -> 31 s). Stale engine stats count as saturated: a large
 penalty, never infinity, so a fleet whose scrapes are all stale still routes.
@@ -65,18 +70,18 @@ def ratelimit_factor(headroom: float) -> float:
 
 
 def completion_rate(view: TargetView) -> float:
-    """Turns per second the target completes: measured, else Little's law on its batch.
+    """Turns per second the target can complete: the measured rate or Little's law.
 
-    Without a measurement, a batch of `running` turns (at least one) each lasting
-    unloaded TTFT + mean output x time per token completes at running / duration.
+    A batch of `running` turns (at least one) each lasting unloaded TTFT + mean
+    output x time per token completes at running / duration. A measured rate only
+    says how fast turns arrived on a quiet engine, so it never lowers that bound.
     """
-    if view.completion_rate is not None and view.completion_rate > 0.0:
-        return view.completion_rate
+    measured = view.completion_rate or 0.0
     running = view.engine.running if view.engine is not None and not view.engine.stale else 0.0
     out = view.mean_output_tokens if view.mean_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
     tpot = view.tpot_s if view.tpot_s is not None else DEFAULT_TPOT_S
     duration = max(view.unloaded_ttft_s + out * tpot, 1e-3)
-    return max(running, 1.0) / duration
+    return max(measured, max(running, 1.0) / duration)
 
 
 def waiting_ahead(view: TargetView) -> float:
@@ -112,7 +117,7 @@ def predict_ttft_s(view: TargetView, q: float) -> float:
     if not is_queue_modelled(view):
         return view.ttft_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
     spread = max(view.ttft_quantile(q) - view.ttft_quantile(0.5), 0.0)
-    return view.unloaded_ttft_s + expected_wait_s(view) + spread
+    return view.unloaded_ttft_s + expected_wait_s(view) + min(spread, view.unloaded_ttft_s)
 
 
 def load(view: TargetView) -> float:

@@ -90,3 +90,18 @@ def test_expected_cost_per_turn() -> None:
         DEFAULT_OUTPUT_TOKENS * 0.6 / 1e6
     )
     assert expected_cost_usd(vllm("local"), request(1000, 100)) == 0.0
+
+
+def test_a_drained_engine_is_not_held_back_by_the_spread_its_queue_caused() -> None:
+    # After a burst the sketch remembers a 1.2 s p90, but the queue is empty now:
+    # the spread is bounded by the unloaded TTFT, so the engine predicts 2x unloaded.
+    view = vllm("gpu", waiting=0, running=0, unloaded=0.03, p50=0.3, p90=1.2)
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.03 + 0.0 + 0.03)
+
+
+def test_a_quiet_engines_arrival_rate_does_not_undercut_its_capacity() -> None:
+    # 1 turn/s measured on a quiet engine is the arrival rate; Little's law over a
+    # batch of 4 turns of 0.05 + 100 x 0.01 s says it can do 4 / 1.05 per second.
+    view = vllm("gpu", waiting=4, running=4, unloaded=0.05, rate=1.0, p50=0.05, p90=0.05,
+                tpot_s=0.01, mean_output_tokens=100.0)
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + 4 / (4 / 1.05))
