@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from router.config import Config, load_config, missing_secrets
 from router.errors import ConfigError
+from router.sim import commands
 
 
 def _is_loopback(host: str) -> bool:
@@ -60,39 +61,28 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from router.app import Router
-    from router.server import Server
+    from router.serving import run
 
     try:
         cfg = load_config(args.config)
         host = args.host or cfg.server.host
         port = args.port if args.port is not None else cfg.server.port
         router = Router(cfg, config_path=args.config)
+        router.reload_on_sighup = True
     except ConfigError as err:
         for issue in err.issues:
             print(issue, file=sys.stderr)
         return 1
-    if not _is_loopback(host) and not args.insecure_public:
+    if not _is_loopback(host) and not router.runtime.auth.enabled and not args.insecure_public:
         print(
-            f"refusing to bind {host}: FirstToken has no client auth configured here; "
-            "bind to loopback or pass --insecure-public",
+            f"refusing to bind {host}: no client keys are configured (auth.keys), so anyone "
+            "who can reach it could spend your upstream budget; bind to loopback, configure "
+            "auth, or pass --insecure-public",
             file=sys.stderr,
         )
         return 1
-    server = Server(router, reload=router.reload_from_file)
-    uvicorn.run(
-        server,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    run(router, host, port, args.log_level)
     return 0
 
 
@@ -113,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a policy file")
     check.add_argument("path")
     check.set_defaults(func=cmd_check)
+
+    commands.register(sub)
     return parser
 
 
