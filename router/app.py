@@ -21,13 +21,15 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from router.auth import Authenticator, Client
 from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
-from router.errors import ConfigError, ConfigIssue, ModelNotFound
+from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.hedge import HedgeBudget
-from router.metrics import Metrics
+from router.metrics import FirstByteClock, Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
 from router.request import ParsedRequest
+from router.shared import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
 from router.turn import Sink, TargetRuntime, Turn, TurnRequest, TurnResult
@@ -60,6 +62,7 @@ class Runtime:
     routes: Mapping[str, RouteRuntime]
     targets: Mapping[str, TargetRuntime]
     signals: SignalsRegistry
+    auth: Authenticator
 
 
 class Router:
@@ -79,13 +82,23 @@ class Router:
         self.rng = rng or random.Random()
         self.environ = os.environ if environ is None else environ
         self.config_path = config_path
+        #: `firsttoken serve` listens for SIGHUP (only a main thread can)
+        self.reload_on_sighup = False
         self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
+        #: turns between arrival and their last byte (what a drain waits for)
+        self.active_turns = 0
         self._retiring: list[TargetRuntime] = []
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
+        self.metrics.configure(config)
+        #: cooldowns and global limits shared with the other replicas (Redis), if configured
+        self.shared = SharedState(config.state, clock=clock) if config.state else None
+        if self.shared is not None:
+            self.shared.attach(self.runtime.signals)
+            self.metrics.registry.register(SharedStateCollector(self.shared))
 
     # -- runtimes ----------------------------------------------------------------------
 
@@ -117,7 +130,10 @@ class Router:
                 if keep and old_route
                 else HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
             )
-        return Runtime(config, routes, targets, signals)
+        auth = Authenticator(
+            config.auth, self.environ, self.clock, previous.auth if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -129,8 +145,13 @@ class Router:
                 [ConfigIssue(self.config_path or "<config>", None, "", m) for m in missing]
             )
         self.runtime = self._compile(config, previous.signals.rebuilt(config), previous)
+        if self.shared is not None:
+            self.shared.attach(self.runtime.signals)
+        if config.state != previous.config.state:
+            log.warning("the state block changed: it takes effect at the next restart")
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
+        self.metrics.configure(config)
         self.metrics.reloaded("ok")
         log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
 
@@ -233,8 +254,15 @@ class Router:
         return plan, views
 
     async def handle(
-        self, parsed: ParsedRequest, sink: Sink, forward_headers: Mapping[str, str], arrived: float
+        self,
+        parsed: ParsedRequest,
+        sink: Sink,
+        forward_headers: Mapping[str, str],
+        arrived: float,
+        client: Client | None = None,
     ) -> TurnResult:
+        if self.draining:
+            raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
         route = runtime.routes.get(parsed.model)
         if route is None:
@@ -253,7 +281,17 @@ class Router:
             session_key=parsed.session_key,
             affinity_target=affinity_target,
         )
-        plan, views = self.plan(runtime, route, routing)
+        runtime.auth.admit(client, route.config.name, parsed.prompt_tokens)
+        try:
+            plan, views = self.plan(runtime, route, routing)
+            if self.shared is not None:
+                quota = None
+                if client is not None and client.limits is not None:
+                    quota = ClientQuota(client.name, client.limits.rpm, client.limits.tpm)
+                plan = await self.shared.admit(plan, parsed.prompt_tokens, quota)
+        except NoTargetAvailable:
+            self.metrics.turn_unanswered(route.config.name, cancelled=False)
+            raise
         turn = Turn(
             route=route.config,
             plan=plan,
@@ -272,23 +310,36 @@ class Router:
             forward_headers=forward_headers,
         )
         self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
+        timed = FirstByteClock(sink, self.clock)  # TTFT as the client sees it
+        cancelled = False
+        self.active_turns += 1
         try:
-            result = await turn.run(request, sink)
+            result = await turn.run(request, timed)
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
         finally:
+            self.active_turns -= 1
             r = turn.result
             if r.target is not None:
                 self.metrics.turn_done(
                     r.route,
                     r.target,
                     r.outcome,
-                    ttft_s=r.ttft_s,
+                    ttft_s=None if timed.started_at is None else timed.started_at - arrived,
                     duration_s=self.clock() - arrived,
                     prompt_tokens=r.prompt_tokens,
                     completion_tokens=r.completion_tokens,
                     cost_usd=r.cost_usd,
                 )
             else:
-                self.metrics.requests.labels(r.route, "none", "error").inc()
+                self.metrics.turn_unanswered(r.route, cancelled=cancelled)
+        if client is not None:
+            self.metrics.client_usage(
+                client.name, result.prompt_tokens, result.completion_tokens, result.cost_usd
+            )
+            if client.limits is not None:
+                client.limits.record(result.completion_tokens, requests=0)
         if parsed.session_key and result.target and result.outcome != "error":
             runtime.signals.affinity.put(
                 parsed.session_key, result.target, ttl_s=route.config.affinity.ttl_s
@@ -312,7 +363,9 @@ class Router:
                 engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
             )
         tg.start_soon(self._retire_loop)
-        if self.config_path is not None:
+        if self.shared is not None:
+            tg.start_soon(self.shared.run)
+        if self.reload_on_sighup and self.config_path is not None:
             tg.start_soon(self._watch_sighup)
         self.ready = True
 
@@ -338,3 +391,5 @@ class Router:
             client = getattr(self, "_scrape_client", None)
             if client is not None:
                 await client.aclose()
+            if self.shared is not None:
+                await self.shared.aclose()

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
@@ -27,6 +34,35 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    #: serve /metrics on its own port too (e.g. for a scraper on another network)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    #: on SIGTERM: readiness turns false, streams in flight get this long to finish
+    drain_s: float = Field(30.0, ge=0.0)
+
+
+class ClientKey(_Model):
+    """One client of the router: its key (by env var or SHA-256), routes and limits."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    key_env: str | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    #: the routes this key may use (all when absent)
+    routes: tuple[str, ...] | None = None
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ClientKey:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key_env or key_sha256")
+        return self
+
+
+class AuthConfig(_Model):
+    keys: tuple[ClientKey, ...] = ()
+    #: /admin/* needs this key (by env var or SHA-256); without one, /admin is closed
+    admin_key_env: str | None = None
+    admin_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Price(_Model):
@@ -129,9 +165,32 @@ class SignalsConfig(_Model):
     breaker_max_s: float = Field(60.0, gt=0.0)
 
 
+class StateConfig(_Model):
+    """State shared by replicas through Redis (router/shared): breaker cooldowns and
+    global rpm/tpm counters. Without this block every replica keeps its own."""
+
+    #: redis://[:password@]host:port/db, rediss://..., or unix:///path/redis.sock
+    redis_url: str = Field(min_length=1)
+    #: prepended to every key and channel, so several routers can share one Redis
+    key_prefix: str = "firsttoken:"
+    #: bound on the per-turn limit check; past it the turn uses local limits
+    timeout_ms: float = Field(5.0, gt=0.0, le=1000.0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return v
+
+
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     signals: SignalsConfig = SignalsConfig()
+    #: shared state between replicas (Redis); optional
+    state: StateConfig | None = None
+    #: client keys; without this block the router is open (and binds loopback only)
+    auth: AuthConfig | None = None
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
 
@@ -221,6 +280,15 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
                 issue(("routes", i, "targets", j), f"unknown target '{name}'")
         if len(set(r.targets)) != len(r.targets):
             issue(("routes", i, "targets"), "a target is listed twice")
+    if cfg.auth is not None:
+        key_names: set[str] = set()
+        for i, k in enumerate(cfg.auth.keys):
+            if k.name in key_names:
+                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
+            key_names.add(k.name)
+            for j, route in enumerate(k.routes or ()):
+                if route not in route_names:
+                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
     return issues
 
 
@@ -274,9 +342,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
-    """Messages for every `api_key_env` that names an unset variable."""
+    """Messages for every secret's env var (targets' and clients' keys) that is unset."""
+    wanted = [(f"target '{t.name}'", "api_key_env", t.api_key_env) for t in cfg.targets]
+    if cfg.auth is not None:
+        wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
+        wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
     return [
-        f"target '{t.name}': environment variable {t.api_key_env} (api_key_env) is not set"
-        for t in cfg.targets
-        if t.api_key_env and not environ.get(t.api_key_env)
+        f"{who}: environment variable {var} ({field}) is not set"
+        for who, field, var in wanted
+        if var and not environ.get(var)
     ]

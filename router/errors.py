@@ -11,6 +11,7 @@
     │   ├── PayloadTooLarge          413
     │   └── ClientRateLimited        429 (a client key over its own limit)
     ├── NoTargetAvailable            503: every target of the route was filtered out
+    ├── Draining                     503: this replica is shutting down
     ├── UpstreamError                one attempt at one target failed (decides fallback)
     │   ├── UpstreamConnectError     could not connect / connection reset
     │   ├── UpstreamTimeout          connect, first-token or idle deadline passed
@@ -64,8 +65,9 @@ class ConfigIssue:
 
 
 class ConfigError(FirstTokenError):
-    status = 500
-    type = "config_error"
+    status = 400  # as an answer to POST /admin/reload
+    type = "invalid_request_error"
+    code = "invalid_config"
 
     def __init__(self, issues: Sequence[ConfigIssue]) -> None:
         self.issues = tuple(issues)
@@ -128,6 +130,14 @@ class NoTargetAvailable(FirstTokenError):
     status = 503
     type = "service_unavailable"
     code = "no_target_available"
+
+
+class Draining(FirstTokenError):
+    """This replica is shutting down: new turns go elsewhere."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "draining"
 
 
 class UpstreamError(FirstTokenError):

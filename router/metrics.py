@@ -1,23 +1,37 @@
-"""Prometheus metrics, one registry per app (no globals).
+"""Prometheus metrics, one registry per app (no globals). The table is docs/metrics.md.
 
-Labels carry only configured names (routes, targets) and small fixed vocabularies
-(outcome, cause, status class); never user input such as session ids or prompts.
+Labels carry only configured names (routes, targets, policy types) and small fixed
+vocabularies (outcome, cause, status class, event); never user input such as
+session ids, prompts or the model name a client asked for. Every label value that
+does not come from the config is forced into its vocabulary here, so a new error
+class or a typo in a caller cannot grow a label without bound.
+
 Live per-target state (breaker, in-flight, engine queue) is read from the signals
-at scrape time by a collector, so it can never be stale or drift.
+at scrape time by a collector, so it can never be stale or drift. `configure` is
+called with every config the router runs (start and reload): it publishes which
+targets serve which route and creates the series a route will have, at zero, so
+`rate()` sees a turn's first increase and dashboards show 0 rather than no data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from router.config import Config
 from router.errors import UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
+from router.policy.registry import FACTORIES
 
-# 10 ms .. 30 s, denser where voice SLOs live (200-800 ms).
+if TYPE_CHECKING:
+    from router.turn import Header, Sink
+
+# 10 ms .. 30 s, denser where voice SLOs live (200-800 ms). 0.5 is the bucket the
+# deploy rules use as the TTFT SLO threshold: keep it (rules need an exact `le`).
 TTFT_BUCKETS = (
     0.01,
     0.025,
@@ -42,22 +56,71 @@ TTFT_BUCKETS = (
     20.0,
     30.0,
 )
+SLO_TTFT_BUCKET = 0.5
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
+# The vocabularies of the labels that are not configured names.
+OUTCOMES = ("ok", "fell_back", "hedged_won", "hedged_lost", "client_cancelled", "error")
+HEDGE_EVENTS = ("started", "won", "lost", "cancelled")
+CAUSES = ("connect", "timeout", "status", "protocol", "error")
+OVERHEAD_PHASES = ("pre_upstream", "first_token_relay")
+RELOAD_OUTCOMES = ("ok", "invalid")
+#: the target label of a turn that no target answered (all failed, none eligible, or
+#: the client left before the first token)
+NO_TARGET = "none"
+
 BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
+def _bounded(value: str, allowed: Sequence[str], other: str) -> str:
+    return value if value in allowed else other
+
+
 def status_class(err: UpstreamError) -> str:
+    """`4xx` / `5xx` for a status from the target, else the cause (connect, timeout...)."""
     if isinstance(err, UpstreamStatusError):
-        return f"{err.upstream_status // 100}xx"
-    return err.cause
+        klass = err.upstream_status // 100
+        return f"{klass}xx" if 1 <= klass <= 5 else "error"
+    return _bounded(err.cause, CAUSES, "error")
+
+
+def policy_type(reason: str) -> str:
+    """The decision label: the policy type that prefixes a plan's reason, or `other`."""
+    prefix = reason.split(":", 1)[0].split(" ", 1)[0]
+    return _bounded(prefix, tuple(FACTORIES), "other")
+
+
+class FirstByteClock:
+    """A `Sink` in front of another that notes when the response starts.
+
+    The response starts at the commit point, so `started_at - arrival` is the time
+    to first token as the client sees it: fallbacks, hedge delays and the router's
+    own overhead included. Writes go straight to the inner sink (no extra frame per
+    chunk on the hot path).
+    """
+
+    __slots__ = ("_clock", "_sink", "finish", "started_at", "write")
+
+    def __init__(self, sink: Sink, clock: Callable[[], float]) -> None:
+        self._sink = sink
+        self._clock = clock
+        self.started_at: float | None = None
+        self.write: Callable[[bytes], Coroutine[Any, Any, None]] = sink.write
+        self.finish: Callable[[], Coroutine[Any, Any, None]] = sink.finish
+
+    async def start(self, status: int, headers: Sequence[Header]) -> None:
+        self.started_at = self._clock()
+        await self._sink.start(status, headers)
 
 
 class _SignalsCollector(Collector):
     def __init__(self, views: Callable[[], Iterable[TargetView]]) -> None:
         self._views = views
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # the views may not exist yet at registration
 
     def collect(self) -> Iterator[Metric]:
         breaker = GaugeMetricFamily(
@@ -86,7 +149,7 @@ class _SignalsCollector(Collector):
         )
         age = GaugeMetricFamily(
             "firsttoken_engine_scrape_age_seconds",
-            "Seconds since the last good engine scrape",
+            "Seconds since the last good engine scrape (since start if none yet)",
             labels=["target"],
         )
         stale = GaugeMetricFamily(
@@ -112,13 +175,14 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "firsttoken_requests",
-            "Turns by route, target and outcome",
+            "Turns by route, target that answered (none if no target did) and outcome",
             ["route", "target", "outcome"],
             registry=r,
         )
         self.ttft = Histogram(
             "firsttoken_ttft_seconds",
-            "Time to first token seen by the client",
+            "Time to first token as the client sees it: arrival to response start "
+            "(fallbacks and hedge delays included; a whole answer when not streaming)",
             ["route", "target"],
             buckets=TTFT_BUCKETS,
             registry=r,
@@ -147,16 +211,19 @@ class Metrics:
         )
         self.predicted_ttft = Gauge(
             "firsttoken_predicted_ttft_seconds",
-            "Predicted TTFT at the last decision",
+            "Predicted TTFT of each candidate at the route's last decision",
             ["route", "target"],
             registry=r,
         )
         self.score = Gauge(
-            "firsttoken_score", "Policy score at the last decision", ["route", "target"], registry=r
+            "firsttoken_score",
+            "Policy score of each candidate at the route's last decision",
+            ["route", "target"],
+            registry=r,
         )
         self.decisions = Counter(
             "firsttoken_decisions",
-            "First choice of each plan, by policy reason",
+            "First choice of each plan, by policy type",
             ["route", "target", "reason"],
             registry=r,
         )
@@ -192,7 +259,7 @@ class Metrics:
         )
         self.rejections = Counter(
             "firsttoken_rejected_requests",
-            "Requests refused before routing, by HTTP status",
+            "Requests answered with an error status before or instead of a turn",
             ["status"],
             registry=r,
         )
@@ -202,18 +269,103 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.route_target = Gauge(
+            "firsttoken_route_target_info",
+            "1 for each target a route lists, from the running config",
+            ["route", "target"],
+            registry=r,
+        )
+        self.target_info = Gauge(
+            "firsttoken_target_info",
+            "1 for each configured target, with its kind and upstream model",
+            ["target", "kind", "model"],
+            registry=r,
+        )
+        self.route_slo = Gauge(
+            "firsttoken_route_slo_ttft_seconds",
+            "The TTFT SLO a route's policy aims at (routes with an slo only)",
+            ["route"],
+            registry=r,
+        )
+        self.client_tokens = Counter(
+            "firsttoken_client_tokens",
+            "Tokens by client key name (never the key) and direction (input, output)",
+            ["client", "direction"],
+            registry=r,
+        )
+        self.client_cost = Counter(
+            "firsttoken_client_cost_usd",
+            "Spend in US dollars by client key name (never the key)",
+            ["client"],
+            registry=r,
+        )
+        self._planned: dict[str, set[str]] = {}
+        for phase in OVERHEAD_PHASES:
+            self.overhead.labels(phase)
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
         if views is not None:
             r.register(_SignalsCollector(views))
+
+    # -- the running config ------------------------------------------------------------
+
+    def configure(self, config: Config) -> None:
+        """Publish route membership and create each route's series at zero.
+
+        Called at start and after every good reload. Series of routes and targets a
+        reload removed stay (a counter must not go backwards) except the per-decision
+        gauges and the info gauges, which describe the present only.
+        """
+        self.route_target.clear()
+        self.target_info.clear()
+        self.route_slo.clear()
+        for t in config.targets:
+            self.target_info.labels(t.name, t.kind, t.model).set(1)
+        routes = {r.name: r for r in config.routes}
+        for route, planned in list(self._planned.items()):
+            keep = set(routes[route].targets) if route in routes else set()
+            self._forget(route, planned - keep)
+        for r in config.routes:
+            if r.slo is not None:
+                self.route_slo.labels(r.name).set(r.slo.ttft_ms / 1000.0)
+            for target in r.targets:
+                self.route_target.labels(r.name, target).set(1)
+                for outcome in OUTCOMES:
+                    self.requests.labels(r.name, target, outcome)
+                self.ttft.labels(r.name, target)
+                self.tpot.labels(r.name, target)
+                self.duration.labels(r.name, target)
+                self.tokens.labels(r.name, target, "input")
+                self.tokens.labels(r.name, target, "output")
+                self.cost.labels(r.name, target)
+                self.decisions.labels(r.name, target, policy_type(r.policy.type))
+            for outcome in ("error", "client_cancelled"):
+                self.requests.labels(r.name, NO_TARGET, outcome)
+            if r.hedge is not None:
+                for event in HEDGE_EVENTS:
+                    self.hedges.labels(r.name, event)
+
+    def _forget(self, route: str, targets: Iterable[str]) -> None:
+        planned = self._planned.get(route, set())
+        for target in targets:
+            self.predicted_ttft.remove(route, target)
+            self.score.remove(route, target)
+            planned.discard(target)
 
     # -- decisions ---------------------------------------------------------------------
 
     def decided(self, route: str, plan: Plan) -> None:
+        names = set()
         for c in plan.candidates:
+            names.add(c.name)
             self.predicted_ttft.labels(route, c.name).set(c.predicted_ttft_s)
             self.score.labels(route, c.name).set(c.score)
+        planned = self._planned.setdefault(route, set())
+        if planned - names:  # filtered out this time: no prediction was made for them
+            self._forget(route, planned - names)
+        planned |= names
         if plan.candidates:
-            reason = plan.reason.split(":", 1)[0].split(" ", 1)[0] or "none"
-            self.decisions.labels(route, plan.candidates[0].name, reason).inc()
+            self.decisions.labels(route, plan.candidates[0].name, policy_type(plan.reason)).inc()
 
     # -- attempts ----------------------------------------------------------------------
 
@@ -221,10 +373,10 @@ class Metrics:
         self.upstream_errors.labels(err.target or "unknown", status_class(err)).inc()
 
     def fell_back(self, route: str, from_target: str, to_target: str, cause: str) -> None:
-        self.fallbacks.labels(route, from_target, to_target, cause).inc()
+        self.fallbacks.labels(route, from_target, to_target, _bounded(cause, CAUSES, "error")).inc()
 
     def hedge(self, route: str, event: str) -> None:
-        self.hedges.labels(route, event).inc()
+        self.hedges.labels(route, _bounded(event, HEDGE_EVENTS, "started")).inc()
 
     # -- turns -------------------------------------------------------------------------
 
@@ -240,7 +392,8 @@ class Metrics:
         completion_tokens: int,
         cost_usd: float,
     ) -> None:
-        self.requests.labels(route, target, outcome).inc()
+        """One turn that a target answered (`ttft_s` from arrival to response start)."""
+        self.requests.labels(route, target, _bounded(outcome, OUTCOMES, "error")).inc()
         if ttft_s is not None:
             self.ttft.labels(route, target).observe(ttft_s)
             if completion_tokens > 1:
@@ -254,11 +407,25 @@ class Metrics:
         if cost_usd:
             self.cost.labels(route, target).inc(cost_usd)
 
+    def turn_unanswered(self, route: str, *, cancelled: bool) -> None:
+        """A turn no target answered: all failed or none was eligible, or the client left
+        before the first token."""
+        outcome = "client_cancelled" if cancelled else "error"
+        self.requests.labels(route, NO_TARGET, outcome).inc()
+
     def overhead_observed(self, phase: str, seconds: float) -> None:
-        self.overhead.labels(phase).observe(seconds)
+        self.overhead.labels(_bounded(phase, OVERHEAD_PHASES, "pre_upstream")).observe(seconds)
 
     def rejected(self, status: int) -> None:
-        self.rejections.labels(str(status)).inc()
+        self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()
+
+    def client_usage(
+        self, client: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> None:
+        """Usage of one client key, labelled by its configured name."""
+        self.client_tokens.labels(client, "input").inc(prompt_tokens)
+        self.client_tokens.labels(client, "output").inc(completion_tokens)
+        self.client_cost.labels(client).inc(cost_usd)
 
     def reloaded(self, outcome: str) -> None:
-        self.reloads.labels(outcome).inc()
+        self.reloads.labels(_bounded(outcome, RELOAD_OUTCOMES, "invalid")).inc()

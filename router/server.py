@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from router.app import Router
 from router.errors import (
     ClientRateLimited,
+    Draining,
     FirstTokenError,
     MethodNotAllowed,
     NoTargetAvailable,
@@ -87,10 +88,17 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _error_headers(err: FirstTokenError) -> list[Header]:
     if isinstance(err, ClientRateLimited) and err.retry_after_s is not None:
         return [(b"retry-after", str(max(1, round(err.retry_after_s))).encode())]
-    if isinstance(err, NoTargetAvailable):
+    if isinstance(err, NoTargetAvailable | Draining):
         return [(b"retry-after", b"1")]
     return []
 
@@ -155,6 +163,8 @@ class Server:
             "/metrics": self._metrics,
             "/admin/targets": self._admin_targets,
         }
+        if path.startswith("/admin/"):
+            self.router.runtime.auth.check_admin(_header(scope, b"authorization"))
         if path in getters:
             if method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{path} takes GET, not {method}")
@@ -194,6 +204,7 @@ class Server:
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
     ) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = self.router.runtime.auth.client(headers.get("authorization"))
         raw = await self._read_body(scope, receive)
         parsed = parse_request(endpoint, raw, headers.get("x-session-id"))
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
@@ -213,7 +224,7 @@ class Server:
             tg.start_soon(watch_disconnect, tg.cancel_scope)
             try:
                 result = await self.router.handle(
-                    parsed, sink, {"x-request-id": request_id}, arrived
+                    parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
                 log.info(
                     "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import uvicorn
 
@@ -47,6 +47,16 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+
+def wait_until(loop: LoopThread, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `predicate` on the servers' loop until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if loop.call(predicate):
+            return True
+        time.sleep(0.005)
+    return False
 
 
 @dataclass
@@ -118,12 +128,7 @@ class Fleet:
         self.loop.run(self.sims[name].set_behaviour(behaviour))
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.loop.call(predicate):
-                return True
-            time.sleep(0.01)
-        return False
+        return wait_until(self.loop, predicate, timeout)
 
 
 def target_yaml(name: str, base_url: str, kind: str = "openai", extra: str = "") -> str:
@@ -178,5 +183,84 @@ def stop_fleet(fleet: Fleet) -> None:
             await stop_router(fleet.running)
         for sim in fleet.sims.values():
             await sim.stop()
+
+    fleet.loop.run(down())
+
+
+# -- any mix of servers (OpenAI-compatible, hosted-like, Anthropic-protocol) ---------------
+
+
+class Startable(Protocol):
+    """A simulator the harness can start and stop (`SimServer`, `AnthropicSim`, ...)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@dataclass
+class MixedFleet:
+    """Simulators of any kind by name, and a router whose config was written after they
+    started (so it can name their ports)."""
+
+    loop: LoopThread
+    servers: dict[str, Startable] = field(default_factory=dict)
+    running: RunningRouter | None = None
+
+    @property
+    def router(self) -> RunningRouter:
+        assert self.running is not None
+        return self.running
+
+    def server(self, name: str, kind: type[S]) -> S:
+        server = self.servers[name]
+        assert isinstance(server, kind)
+        return server
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        return wait_until(self.loop, predicate, timeout)
+
+
+async def warm_up(running: RunningRouter) -> None:
+    """Warm every upstream that can be warmed (litellm's first call costs ~0.4 s),
+    as the app's lifespan should before it reports ready."""
+    for target in running.router.runtime.targets.values():
+        warm = getattr(target.upstream, "warm_up", None)
+        if warm is not None:
+            await warm()
+
+
+def start_mixed_fleet(
+    loop: LoopThread,
+    servers: Mapping[str, Startable],
+    config: Callable[[Mapping[str, Startable]], str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    warm: bool = True,
+) -> MixedFleet:
+    """Start `servers`, then a router on `config(servers)` (called once they listen)."""
+    fleet = MixedFleet(loop)
+
+    async def up() -> None:
+        for name, server in servers.items():
+            await server.start()
+            fleet.servers[name] = server
+        fleet.running = await start_router(config(fleet.servers), environ=environ)
+        if warm:
+            await warm_up(fleet.running)
+
+    loop.run(up())
+    return fleet
+
+
+def stop_mixed_fleet(fleet: MixedFleet) -> None:
+    async def down() -> None:
+        if fleet.running is not None:
+            await stop_router(fleet.running)
+        for server in fleet.servers.values():
+            await server.stop()
 
     fleet.loop.run(down())
