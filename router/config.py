@@ -38,6 +38,10 @@ class ServerConfig(_Model):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     #: on SIGTERM: readiness turns false, streams in flight get this long to finish
     drain_s: float = Field(30.0, ge=0.0)
+    #: a client must send its request head, and then its body, within this long
+    client_timeout_s: float = Field(10.0, gt=0.0)
+    #: the largest request head (request line and headers) accepted
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
 
 
 class ClientKey(_Model):

@@ -8,6 +8,7 @@
     │   ├── Forbidden                403
     │   ├── ModelNotFound            404 model_not_found
     │   ├── MethodNotAllowed         405
+    │   ├── RequestTimeout           408: the request was not sent in time
     │   ├── PayloadTooLarge          413
     │   └── ClientRateLimited        429 (a client key over its own limit)
     ├── NoTargetAvailable            503: every target of the route was filtered out
@@ -109,6 +110,11 @@ class MethodNotAllowed(RequestError):
 class NotFound(RequestError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(RequestError):

@@ -18,6 +18,12 @@ from router.upstream.base import Endpoint
 #: rough characters per token for estimates before the target counts for real
 CHARS_PER_TOKEN = 4
 MAX_JSON_DEPTH = 64
+#: no model writes more in one turn; larger values are mistakes (or attacks)
+MAX_OUTPUT_TOKENS = 2**31 - 1
+
+
+def _no_constants(name: str) -> Any:
+    raise BadRequest(f"the request body contains {name}, which is not valid JSON")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +58,18 @@ def _text_chars(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+        return sum(len(p["text"]) for p in content if isinstance(p, dict) and "text" in p)
     return 0
+
+
+def _check_content_parts(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and "text" in part and not isinstance(part["text"], str):
+                raise BadRequest("a content part's 'text' must be a string")
 
 
 def _estimate_prompt_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
@@ -90,13 +106,15 @@ def _optional_int(body: Mapping[str, Any], *names: str) -> int | None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BadRequest(f"'{name}' must be a non-negative integer")
+        if value > MAX_OUTPUT_TOKENS:
+            raise BadRequest(f"'{name}' is larger than {MAX_OUTPUT_TOKENS}")
         return value
     return None
 
 
 def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) -> ParsedRequest:
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise BadRequest("the request body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -112,6 +130,7 @@ def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) ->
             raise BadRequest("missing required field 'messages' (a non-empty list)")
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             raise BadRequest("each message must be an object with a 'role'")
+        _check_content_parts(messages)
     elif not isinstance(body.get("prompt"), str | list):
         raise BadRequest("missing required field 'prompt'")
     stream = body.get("stream", False)

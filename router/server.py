@@ -7,6 +7,7 @@ group; when the client goes away the listener cancels the group, and the turn's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -25,7 +26,9 @@ from router.errors import (
     NoTargetAvailable,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
 )
+from router.openapi import openapi_spec
 from router.request import parse_request
 from router.upstream.base import Endpoint
 
@@ -125,6 +128,11 @@ class Server:
             return
         except FirstTokenError as err:
             await self._error(send, err)
+        except Exception:
+            # A bug of ours: log it, and still answer in OpenAI's shape if we can.
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            with contextlib.suppress(Exception):  # the response may have started already
+                await self._error(send, FirstTokenError("internal error in the router"))
 
     async def _error(self, send: Send, err: FirstTokenError) -> None:
         self.router.metrics.rejected(err.status)
@@ -162,6 +170,7 @@ class Server:
             "/readyz": self._readyz,
             "/metrics": self._metrics,
             "/admin/targets": self._admin_targets,
+            "/openapi.json": self._openapi,
         }
         if path.startswith("/admin/"):
             self.router.runtime.auth.check_admin(_header(scope, b"authorization"))
@@ -182,6 +191,14 @@ class Server:
     # -- turns -------------------------------------------------------------------------
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        timeout = self.router.runtime.config.server.client_timeout_s
+        try:
+            with anyio.fail_after(timeout):
+                return await self._read_body_in_time(scope, receive)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
+
+    async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.router.runtime.config.server.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -263,6 +280,9 @@ class Server:
 
     async def _metrics(self) -> tuple[int, bytes, bytes]:
         return 200, generate_latest(self.router.metrics.registry), CONTENT_TYPE_LATEST.encode()
+
+    async def _openapi(self) -> tuple[int, bytes, bytes]:
+        return 200, json.dumps(openapi_spec()).encode(), b"application/json"
 
     async def _admin_targets(self) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(self.router.admin_view(), default=str).encode(), b"application/json"

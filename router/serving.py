@@ -17,9 +17,10 @@ from typing import Literal
 import uvicorn
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from router.app import Router
-from router.errors import NotFound
+from router.errors import NotFound, RequestTimeout
 from router.server import Message, Receive, Scope, Send, Server
 
 log = logging.getLogger("firsttoken")
@@ -56,17 +57,83 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class HeadTooLarge(Exception):
+    """Raised inside the parser: uvicorn answers 400 and closes the connection."""
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the two guards it lacks (the fault suite
+    found both): a bound on the size of a request head, and a deadline for it, so a
+    slowloris client cannot hold a connection (and a file descriptor) for ever. The
+    body's deadline is the app's (`Server._read_body`)."""
+
+    max_head_bytes = 64 * 1024
+    head_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_head_bytes:
+            raise HeadTooLarge
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        body = RequestTimeout("the request head did not arrive in time").to_json()
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
 class MetricsApp:
     """A bare ASGI app serving only /metrics, for `server.metrics_port`."""
 
     def __init__(self, router: Router) -> None:
-        self._router = router
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] == "/metrics":
-            body = generate_latest(self._router.metrics.registry)
+            body = generate_latest(self.router.metrics.registry)
             status, ctype = 200, CONTENT_TYPE_LATEST.encode()
         else:
             body = NotFound("only /metrics is served on this port").to_json()
@@ -83,18 +150,26 @@ class MetricsApp:
 def _config(
     app: Server | MetricsApp, host: str, port: int, log_level: str, lifespan: Literal["on", "off"]
 ) -> uvicorn.Config:
+    server_cfg = app.router.runtime.config.server
+    protocol = type(
+        "GuardedHttpTools",
+        (GuardedHttpTools,),
+        {
+            "max_head_bytes": server_cfg.max_header_bytes,
+            "head_timeout_s": server_cfg.client_timeout_s,
+        },
+    )
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol,
         lifespan=lifespan,
         log_level=log_level,
         access_log=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=75,  # longer than a load balancer's usual 60 s idle timeout
         timeout_graceful_shutdown=5,
-        h11_max_incomplete_event_size=64 * 1024,
     )
 
 

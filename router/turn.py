@@ -445,40 +445,41 @@ class Turn:
 
     async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> None:
         assert primed.chunks is not None
+        name = primed.target.config.name
         keep_usage = request.client_wants_usage
         events_seen = 1
         buffer = primed.rest
         done = False
+        total_s = primed.target.config.timeouts.total_s
+        # One deadline for the whole stream (a single cancel scope, not one per chunk).
+        remaining = math.inf if total_s is None else primed.started_at + total_s - self._clock()
         try:
-            if buffer:
-                cut = buffer.rfind(b"\n\n")
-                if cut >= 0:
-                    block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                    done, events_seen = await self._forward(
-                        primed, block, keep_usage, sink, events_seen
-                    )
-            while not done:
-                chunk = await anext(primed.chunks, None)
-                if chunk is None:
-                    break
-                buffer += chunk
-                cut = buffer.rfind(b"\n\n")
-                if cut < 0:
-                    if b"\r" in buffer:  # a CRLF-framed upstream: normalise, rarely taken
+            with anyio.move_on_after(remaining) as deadline:
+                while not done:
+                    cut = buffer.rfind(b"\n\n")
+                    if cut >= 0:
+                        block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                        done, events_seen = await self._forward(
+                            primed, block, keep_usage, sink, events_seen
+                        )
+                        continue
+                    chunk = await anext(primed.chunks, None)
+                    if chunk is None:
+                        break
+                    buffer += chunk
+                    if b"\r" in chunk:  # a CRLF-framed upstream: normalise (rare)
                         buffer = buffer.replace(b"\r\n", b"\n")
-                    continue
-                block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                done, events_seen = await self._forward(
-                    primed, block, keep_usage, sink, events_seen
-                )
         except UpstreamError as err:
             await self._interrupted(primed, sink, err, events_seen)
             return
-        if not done:
-            cut_short = UpstreamProtocolError(
-                f"{primed.target.config.name}: stream ended without [DONE]",
-                target=primed.target.config.name,
+        if deadline.cancelled_caught:
+            late = UpstreamTimeout(
+                f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
             )
+            await self._interrupted(primed, sink, late, events_seen)
+            return
+        if not done:
+            cut_short = UpstreamProtocolError(f"{name}: stream ended without [DONE]", target=name)
             await self._interrupted(primed, sink, cut_short, events_seen)
             return
         self._account(primed, primed.usage, estimated_completion=events_seen)
@@ -503,9 +504,10 @@ class Turn:
             block = b"".join(kept)
         if found.has_error:
             name = primed.target.config.name
-            primed.attempt.failed(
-                UpstreamProtocolError(f"{name}: error event mid-stream", target=name)
-            )
+            err = UpstreamProtocolError(f"{name}: error event mid-stream", target=name)
+            primed.attempt.failed(err)
+            self._metrics.attempt_failed(self._route.name, err)
+            self.result.failures.append(err)
             self.result.outcome = "error"
         if block:
             await sink.write(block)
