@@ -7,39 +7,31 @@ starts the next one as a hedge; the first to produce a token wins and every othe
 attempt's connection is closed at once. After it, bytes are relayed as they
 arrive, and a failure ends the stream with an OpenAI-style error event.
 
-The turn is the only place that knows policy, signals and upstreams together.
-It never sees ASGI: it writes to a `Sink`.
+The turn is the only place that knows policy, signals and upstreams together; the
+race to the first token lives in `race.py`, the relay after it here. It never sees
+ASGI: it writes to a `Sink`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from router import sse
-from router.config import RouteConfig, TargetConfig
+from router.config import RouteConfig
 from router.errors import (
-    AllTargetsFailed,
-    TargetUnavailable,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.hedge import HedgeBudget, hedge_delay_s
+from router.hedge import HedgeBudget
 from router.metrics import Metrics
-from router.policy.base import Plan, RoutingRequest, TargetView
-from router.signals.target import Attempt, TargetSignals
-from router.upstream.base import Endpoint, Upstream, UpstreamRequest, UpstreamResponse
-from router.upstream.openai import client_body
+from router.policy.base import Plan, TargetView
+from router.race import Primed, Race, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
 
@@ -54,146 +46,6 @@ class Sink(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def finish(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRuntime:
-    config: TargetConfig
-    upstream: Upstream
-    signals: TargetSignals
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    endpoint: Endpoint
-    body: Mapping[str, Any]
-    stream: bool
-    #: the client asked for the usage chunk itself
-    client_wants_usage: bool
-    routing: RoutingRequest
-    #: request headers passed upstream (request id)
-    forward_headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Primed:
-    """An attempt that reached its commit point and now owns an open response."""
-
-    target: TargetRuntime
-    attempt: Attempt
-    response: UpstreamResponse
-    chunks: AsyncIterator[bytes] | None
-    #: bytes to send first: every event up to and including the first content
-    head: bytes
-    #: bytes after the head that do not yet form a complete event
-    rest: bytes
-    started_at: float
-    first_token_at: float
-    usage: dict[str, Any] | None = None
-
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.response.aclose()
-
-
-@dataclass(slots=True)
-class TurnResult:
-    """What happened, for logs, headers and metrics."""
-
-    route: str
-    target: str | None = None
-    attempts: int = 0
-    outcome: str = "error"
-    hedged: bool = False
-    fell_back: bool = False
-    ttft_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    reason: str = ""
-    failures: list[UpstreamError] = field(default_factory=list)
-
-
-class _Race:
-    """The attempts of one turn racing to the first token.
-
-    One attempt runs at first. A retryable failure with nothing else running starts
-    the next target (fall back); a hedge delay passing with no first token starts
-    the next target beside the running ones (hedge), within `max_extra` and the
-    route's budget. The first attempt to prime wins; the task group's cancellation
-    closes every other one.
-    """
-
-    def __init__(
-        self,
-        turn: Turn,
-        request: TurnRequest,
-        order: Sequence[TargetRuntime],
-        tg: TaskGroup,
-        send: MemoryObjectSendStream[Primed | UpstreamError],
-    ) -> None:
-        self._turn = turn
-        self._request = request
-        self._order = order
-        self._tg = tg
-        self._send = send
-        self._launched = 0
-        self._running = 0
-        self._extra = 0
-
-    def _launch(self, kind: str) -> bool:
-        turn = self._turn
-        if self._launched >= len(self._order):
-            return False
-        runtime = self._order[self._launched]
-        route = turn._route.name
-        if kind == "fallback":
-            last = turn.result.failures[-1]
-            turn._metrics.fell_back(route, last.target, runtime.config.name, last.cause)
-            turn.result.fell_back = True
-        elif kind == "hedge":
-            turn._metrics.hedge(route, "started")
-            turn.result.hedged = True
-            self._extra += 1
-        self._launched += 1
-        self._running += 1
-        turn.result.attempts += 1
-        self._tg.start_soon(turn._prime, runtime, self._request, self._send.clone())
-        return True
-
-    def _hedge_delay(self) -> float:
-        hedge = self._turn._route.hedge
-        if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
-            return math.inf
-        latest = self._order[self._launched - 1].config.name
-        return hedge_delay_s(hedge, self._turn._views[latest])
-
-    async def run(
-        self, receive: MemoryObjectReceiveStream[Primed | UpstreamError]
-    ) -> Primed | None:
-        turn = self._turn
-        self._launch("first")
-        while self._running:
-            with anyio.move_on_after(self._hedge_delay()):
-                outcome = await receive.receive()
-                self._running -= 1
-                if isinstance(outcome, Primed):
-                    for _ in range(self._running):
-                        turn._metrics.hedge(turn._route.name, "cancelled")
-                    self._tg.cancel_scope.cancel()
-                    return outcome
-                turn.result.failures.append(outcome)
-                turn._metrics.attempt_failed(turn._route.name, outcome)
-                if not outcome.retryable:  # the request itself is bad: no other target helps
-                    self._tg.cancel_scope.cancel()
-                    return None
-                if self._running == 0:
-                    self._launch("fallback")
-                continue
-            # The hedge delay passed with no first token: start the next target too.
-            if not (turn._budget.try_spend() and self._launch("hedge")):
-                self._extra = len(self._order)  # budget spent: no more hedges this turn
-        return None
 
 
 class Turn:
@@ -219,168 +71,6 @@ class Turn:
         self._clock = clock
         self.result = TurnResult(route=route.name, reason=plan.reason)
         self._prompt_estimate = 0
-
-    # -- racing to the first token -----------------------------------------------------
-
-    async def _prime(
-        self,
-        runtime: TargetRuntime,
-        request: TurnRequest,
-        out: MemoryObjectSendStream[Primed | UpstreamError],
-    ) -> None:
-        with out:
-            await self._attempt(runtime, request, out)
-
-    async def _attempt(
-        self,
-        runtime: TargetRuntime,
-        request: TurnRequest,
-        out: MemoryObjectSendStream[Primed | UpstreamError],
-    ) -> None:
-        cfg = runtime.config
-        attempt = runtime.signals.begin(request.routing.prompt_tokens)
-        if not attempt.admitted:
-            # Its breaker opened (or its half-open probe was taken) since the plan was made.
-            attempt.release()
-            out.send_nowait(TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name))
-            return
-        started = self._clock()
-        response: UpstreamResponse | None = None
-        handed_over = False
-        deadline = cfg.timeouts.first_token_s
-        if not request.stream:
-            deadline = cfg.timeouts.total_s or (cfg.timeouts.first_token_s + cfg.timeouts.idle_s)
-        try:
-            body = client_body(request.body, cfg.model, request.stream)
-            upstream_request = UpstreamRequest(
-                request.endpoint, body, request.stream, dict(request.forward_headers)
-            )
-            with anyio.fail_after(deadline):
-                response = await runtime.upstream.send(upstream_request)
-                attempt.headers(response.headers)
-                if request.stream:
-                    primed = await self._read_to_first_token(runtime, attempt, response, started)
-                else:
-                    primed = await self._read_whole(runtime, attempt, response, started)
-            if request.stream:  # a unary answer's latency is not a time to first token
-                attempt.first_token()
-            out.send_nowait(primed)
-            handed_over = True
-        except TimeoutError:
-            err = UpstreamTimeout(
-                f"{cfg.name}: no first token within {deadline:g}s", target=cfg.name
-            )
-            attempt.failed(err)
-            out.send_nowait(err)
-        except UpstreamError as err:
-            err.target = err.target or cfg.name
-            attempt.failed(err)
-            out.send_nowait(err)
-        except anyio.get_cancelled_exc_class():
-            attempt.cancelled()
-            raise
-        finally:
-            if not handed_over:
-                attempt.release()
-                if response is not None:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
-
-    async def _read_to_first_token(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
-    ) -> Primed:
-        name = runtime.config.name
-        chunks = response.aiter_bytes()
-        head: list[bytes] = []
-        buffer = b""
-        async for chunk in chunks:
-            events, buffer = sse.split_events(buffer + chunk)
-            for i, event in enumerate(events):
-                try:
-                    frame, parsed = sse.classify(event)
-                except sse.MalformedFrame as exc:
-                    raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
-                if frame is sse.Frame.ERROR:
-                    raise UpstreamStatusError(
-                        f"{name}: error event before the first token",
-                        target=name,
-                        upstream_status=502,
-                        body=json.dumps(parsed).encode(),
-                    )
-                if frame is sse.Frame.DONE:
-                    raise UpstreamProtocolError(
-                        f"{name}: stream ended before any token", target=name
-                    )
-                head.append(event)
-                if frame in (sse.Frame.CONTENT, sse.Frame.FINISH):
-                    rest = b"".join(events[i + 1 :]) + buffer
-                    return Primed(
-                        runtime,
-                        attempt,
-                        response,
-                        chunks,
-                        b"".join(head),
-                        rest,
-                        started,
-                        self._clock(),
-                    )
-        raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
-
-    async def _read_whole(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
-    ) -> Primed:
-        name = runtime.config.name
-        body = await response.aread()
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            raise UpstreamProtocolError(f"{name}: response is not JSON", target=name) from exc
-        if not isinstance(parsed, dict) or "choices" not in parsed:
-            raise UpstreamProtocolError(f"{name}: response has no choices", target=name)
-        usage = parsed.get("usage")
-        return Primed(
-            runtime,
-            attempt,
-            response,
-            None,
-            body,
-            b"",
-            started,
-            self._clock(),
-            usage=usage if isinstance(usage, dict) else None,
-        )
-
-    async def _race(self, request: TurnRequest) -> Primed:
-        """Attempts in plan order; a failure falls back, a late first token hedges."""
-        order = [self._targets[name] for name in self._plan.order]
-        send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(order))
-        with send, receive:
-            async with anyio.create_task_group() as tg:
-                race = _Race(self, request, order, tg, send)
-                winner = await race.run(receive)
-            # A second attempt may have primed in the same instant: close it.
-            while True:
-                try:
-                    late = receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-                if isinstance(late, Primed):
-                    late.attempt.cancelled()
-                    late.attempt.release()
-                    await late.aclose()
-        if winner is None:
-            raise AllTargetsFailed(self._failure_message(), self.result.failures)
-        if self.result.hedged:
-            hedge_won = winner.target.config.name != order[0].config.name
-            self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
-        return winner
-
-    def _failure_message(self) -> str:
-        failures = self.result.failures
-        if not failures:
-            return f"route '{self._route.name}': no attempt could be made"
-        parts = "; ".join(f.message for f in failures)
-        return f"route '{self._route.name}': all {len(failures)} attempts failed ({parts})"
 
     # -- after the commit point ---------------------------------------------------------
 
@@ -409,7 +99,17 @@ class Turn:
         """Race, commit, relay. Raises AllTargetsFailed before the commit point."""
         self._budget.record_turn()
         self._prompt_estimate = request.routing.prompt_tokens
-        primed = await self._race(request)
+        order = [self._targets[name] for name in self._plan.order]
+        race = Race(
+            route=self._route,
+            order=order,
+            views=self._views,
+            budget=self._budget,
+            metrics=self._metrics,
+            clock=self._clock,
+            result=self.result,
+        )
+        primed = await race.run(request)
         result = self.result
         result.target = primed.target.config.name
         if request.stream:  # a unary answer has no first token of its own

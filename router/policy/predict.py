@@ -8,7 +8,7 @@ A vLLM target is a queue. A new turn waits behind the engine's waiting requests,
 which drain at the engine's measured completion rate, then pays the engine's
 unloaded TTFT:
 
-    predicted(q) = unloaded_ttft + waiting / service_rate + min(sketch(q) - sketch(p50), unloaded_ttft)
+    predicted(q) = unloaded + waiting / service_rate + min(sketch(q) - sketch(p50), unloaded)
 
 The last term adds the spread the sketch has seen at the asked quantile, bounded by
 the unloaded TTFT itself: most of a busy engine's spread is queueing, which the

@@ -1,0 +1,350 @@
+"""Before the commit point: the attempts of one turn racing to the first token.
+
+One attempt runs at first. A retryable failure with nothing else running starts the
+next target of the plan (fall back); a hedge delay passing with no first token
+starts the next target beside the running ones (hedge), within the route's
+`max_extra` and budget. The first attempt to produce a content token (a tool-call
+delta, or a finished empty answer) wins; cancelling the task group closes every
+other attempt's connection at once, so the upstreams see the cancel.
+
+Before the commit point each SSE event is parsed as JSON (there are few of them),
+so a malformed first frame fails over like any other error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from router import sse
+from router.config import RouteConfig, TargetConfig
+from router.errors import (
+    AllTargetsFailed,
+    TargetUnavailable,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from router.hedge import HedgeBudget, hedge_delay_s
+from router.metrics import Metrics
+from router.policy.base import RoutingRequest, TargetView
+from router.signals.target import Attempt, TargetSignals
+from router.upstream.base import Endpoint, Upstream, UpstreamRequest, UpstreamResponse
+from router.upstream.openai import client_body
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRuntime:
+    config: TargetConfig
+    upstream: Upstream
+    signals: TargetSignals
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    stream: bool
+    #: the client asked for the usage chunk itself
+    client_wants_usage: bool
+    routing: RoutingRequest
+    #: request headers passed upstream (request id)
+    forward_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Primed:
+    """An attempt that reached its commit point and now owns an open response."""
+
+    target: TargetRuntime
+    attempt: Attempt
+    response: UpstreamResponse
+    chunks: AsyncIterator[bytes] | None
+    #: bytes to send first: every event up to and including the first content
+    head: bytes
+    #: bytes after the head that do not yet form a complete event
+    rest: bytes
+    started_at: float
+    first_token_at: float
+    usage: dict[str, Any] | None = None
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.response.aclose()
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What happened, for logs, headers and metrics."""
+
+    route: str
+    target: str | None = None
+    attempts: int = 0
+    outcome: str = "error"
+    hedged: bool = False
+    fell_back: bool = False
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    reason: str = ""
+    failures: list[UpstreamError] = field(default_factory=list)
+
+
+class Race:
+    """Runs the attempts of one turn until one primes or all fail."""
+
+    def __init__(
+        self,
+        *,
+        route: RouteConfig,
+        order: Sequence[TargetRuntime],
+        views: Mapping[str, TargetView],
+        budget: HedgeBudget,
+        metrics: Metrics,
+        clock: Clock,
+        result: TurnResult,
+    ) -> None:
+        self._route = route
+        self._order = order
+        self._views = views
+        self._budget = budget
+        self._metrics = metrics
+        self._clock = clock
+        self._result = result
+        self._launched = 0
+        self._running = 0
+        self._extra = 0
+
+    async def run(self, request: TurnRequest) -> Primed:
+        """The winner, or AllTargetsFailed."""
+        send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(self._order))
+        with send, receive:
+            async with anyio.create_task_group() as tg:
+                winner = await self._race(request, tg, send, receive)
+            # A second attempt may have primed in the same instant: close it.
+            while True:
+                try:
+                    late = receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                if isinstance(late, Primed):
+                    late.attempt.cancelled()
+                    late.attempt.release()
+                    await late.aclose()
+        if winner is None:
+            raise AllTargetsFailed(self._failure_message(), self._result.failures)
+        if self._result.hedged:
+            hedge_won = winner.target.config.name != self._order[0].config.name
+            self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
+        return winner
+
+    def _failure_message(self) -> str:
+        failures = self._result.failures
+        if not failures:
+            return f"route '{self._route.name}': no attempt could be made"
+        parts = "; ".join(f.message for f in failures)
+        return f"route '{self._route.name}': all {len(failures)} attempts failed ({parts})"
+
+    async def _race(
+        self,
+        request: TurnRequest,
+        tg: TaskGroup,
+        send: MemoryObjectSendStream[Primed | UpstreamError],
+        receive: MemoryObjectReceiveStream[Primed | UpstreamError],
+    ) -> Primed | None:
+        result = self._result
+        self._launch("first", request, tg, send)
+        while self._running:
+            with anyio.move_on_after(self._hedge_delay()):
+                outcome = await receive.receive()
+                self._running -= 1
+                if isinstance(outcome, Primed):
+                    for _ in range(self._running):
+                        self._metrics.hedge(self._route.name, "cancelled")
+                    tg.cancel_scope.cancel()
+                    return outcome
+                result.failures.append(outcome)
+                self._metrics.attempt_failed(self._route.name, outcome)
+                if not outcome.retryable:  # the request itself is bad: no other target helps
+                    tg.cancel_scope.cancel()
+                    return None
+                if self._running == 0:
+                    self._launch("fallback", request, tg, send)
+                continue
+            # The hedge delay passed with no first token: start the next target too.
+            if not (self._budget.try_spend() and self._launch("hedge", request, tg, send)):
+                self._extra = len(self._order)  # budget spent: no more hedges this turn
+        return None
+
+    def _launch(
+        self,
+        kind: str,
+        request: TurnRequest,
+        tg: TaskGroup,
+        send: MemoryObjectSendStream[Primed | UpstreamError],
+    ) -> bool:
+        if self._launched >= len(self._order):
+            return False
+        runtime = self._order[self._launched]
+        route, result = self._route.name, self._result
+        if kind == "fallback":
+            last = result.failures[-1]
+            self._metrics.fell_back(route, last.target, runtime.config.name, last.cause)
+            result.fell_back = True
+        elif kind == "hedge":
+            self._metrics.hedge(route, "started")
+            result.hedged = True
+            self._extra += 1
+        self._launched += 1
+        self._running += 1
+        result.attempts += 1
+        tg.start_soon(self._prime, runtime, request, send.clone())
+        return True
+
+    def _hedge_delay(self) -> float:
+        hedge = self._route.hedge
+        if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
+            return math.inf
+        latest = self._order[self._launched - 1].config.name
+        return hedge_delay_s(hedge, self._views[latest])
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _prime(
+        self,
+        runtime: TargetRuntime,
+        request: TurnRequest,
+        out: MemoryObjectSendStream[Primed | UpstreamError],
+    ) -> None:
+        with out:
+            await self._attempt(runtime, request, out)
+
+    async def _attempt(
+        self,
+        runtime: TargetRuntime,
+        request: TurnRequest,
+        out: MemoryObjectSendStream[Primed | UpstreamError],
+    ) -> None:
+        cfg = runtime.config
+        attempt = runtime.signals.begin(request.routing.prompt_tokens)
+        if not attempt.admitted:
+            # Its breaker opened (or its half-open probe was taken) since the plan was made.
+            attempt.release()
+            out.send_nowait(TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name))
+            return
+        started = self._clock()
+        response: UpstreamResponse | None = None
+        handed_over = False
+        deadline = cfg.timeouts.first_token_s
+        if not request.stream:
+            deadline = cfg.timeouts.total_s or (cfg.timeouts.first_token_s + cfg.timeouts.idle_s)
+        try:
+            body = client_body(request.body, cfg.model, request.stream)
+            upstream_request = UpstreamRequest(
+                request.endpoint, body, request.stream, dict(request.forward_headers)
+            )
+            with anyio.fail_after(deadline):
+                response = await runtime.upstream.send(upstream_request)
+                attempt.headers(response.headers)
+                if request.stream:
+                    primed = await self._read_to_first_token(runtime, attempt, response, started)
+                else:
+                    primed = await self._read_whole(runtime, attempt, response, started)
+            if request.stream:  # a unary answer's latency is not a time to first token
+                attempt.first_token()
+            out.send_nowait(primed)
+            handed_over = True
+        except TimeoutError:
+            err = UpstreamTimeout(
+                f"{cfg.name}: no first token within {deadline:g}s", target=cfg.name
+            )
+            attempt.failed(err)
+            out.send_nowait(err)
+        except UpstreamError as err:
+            err.target = err.target or cfg.name
+            attempt.failed(err)
+            out.send_nowait(err)
+        except anyio.get_cancelled_exc_class():
+            attempt.cancelled()
+            raise
+        finally:
+            if not handed_over:
+                attempt.release()
+                if response is not None:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+
+    async def _read_to_first_token(
+        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
+    ) -> Primed:
+        name = runtime.config.name
+        chunks = response.aiter_bytes()
+        head: list[bytes] = []
+        buffer = b""
+        async for chunk in chunks:
+            events, buffer = sse.split_events(buffer + chunk)
+            for i, event in enumerate(events):
+                try:
+                    frame, parsed = sse.classify(event)
+                except sse.MalformedFrame as exc:
+                    raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
+                if frame is sse.Frame.ERROR:
+                    raise UpstreamStatusError(
+                        f"{name}: error event before the first token",
+                        target=name,
+                        upstream_status=502,
+                        body=json.dumps(parsed).encode(),
+                    )
+                if frame is sse.Frame.DONE:
+                    raise UpstreamProtocolError(
+                        f"{name}: stream ended before any token", target=name
+                    )
+                head.append(event)
+                if frame in (sse.Frame.CONTENT, sse.Frame.FINISH):
+                    rest = b"".join(events[i + 1 :]) + buffer
+                    return Primed(
+                        runtime,
+                        attempt,
+                        response,
+                        chunks,
+                        b"".join(head),
+                        rest,
+                        started,
+                        self._clock(),
+                    )
+        raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
+
+    async def _read_whole(
+        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
+    ) -> Primed:
+        name = runtime.config.name
+        body = await response.aread()
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise UpstreamProtocolError(f"{name}: response is not JSON", target=name) from exc
+        if not isinstance(parsed, dict) or "choices" not in parsed:
+            raise UpstreamProtocolError(f"{name}: response has no choices", target=name)
+        usage = parsed.get("usage")
+        return Primed(
+            runtime,
+            attempt,
+            response,
+            None,
+            body,
+            b"",
+            started,
+            self._clock(),
+            usage=usage if isinstance(usage, dict) else None,
+        )
