@@ -28,11 +28,12 @@ from router.hedge import HedgeBudget
 from router.metrics import FirstByteClock, Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
+from router.race import TargetRuntime, TurnRequest, TurnResult
 from router.request import ParsedRequest
 from router.shared import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
-from router.turn import Sink, TargetRuntime, Turn, TurnRequest, TurnResult
+from router.turn import Sink, Turn
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
 

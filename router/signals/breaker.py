@@ -15,13 +15,21 @@ half-open probe of resilience4j / Envoy outlier detection:
 
 A success resets the count of consecutive failures. The breaker only measures: it
 never raises, and callers decide what to do with `available`.
+
+Replicas share openings: `on_open(seconds, cause)` is called whenever this
+breaker opens (`cause` is "retry_after" for `open_for`, "breaker" for a trip),
+and `open_remote` applies another replica's opening without calling it back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from router.policy.base import BreakerState
+
+OpenCause = Literal["retry_after", "breaker"]
+OnOpen = Callable[[float, OpenCause], None]
 
 
 class Breaker:
@@ -34,6 +42,7 @@ class Breaker:
         "_probe_out",
         "_threshold",
         "_trips",
+        "on_open",
     )
 
     def __init__(
@@ -49,6 +58,8 @@ class Breaker:
         #: None while closed
         self._open_until: float | None = None
         self._probe_out = False
+        #: called with (seconds, cause) whenever this breaker opens (shared state)
+        self.on_open: OnOpen | None = None
 
     def reconfigure(self, *, failures: int, base_s: float, max_s: float) -> None:
         self._threshold, self._base, self._max = failures, base_s, max_s
@@ -117,10 +128,28 @@ class Breaker:
         until = self._clock() + max(seconds, 0.0)
         if self._open_until is None or self.state != "open" or until > self._open_until:
             self._open_until = until
+            if self.on_open is not None:
+                self.on_open(seconds, "retry_after")
         self._probe_out = False
 
+    def open_remote(self, seconds: float) -> bool:
+        """Apply another replica's opening: open for `seconds` unless already open
+        longer. Does not call `on_open` and leaves this breaker's backoff alone.
+        Returns whether it changed anything."""
+        if seconds <= 0.0:
+            return False
+        until = self._clock() + seconds
+        if self.state == "open" and self._open_until is not None and until <= self._open_until:
+            return False
+        self._open_until = until
+        self._probe_out = False
+        return True
+
     def _trip(self) -> None:
-        self._open_until = self._clock() + self.next_backoff_s()
+        backoff = self.next_backoff_s()
+        self._open_until = self._clock() + backoff
         self._trips += 1
         self._failures = 0
         self._probe_out = False
+        if self.on_open is not None:
+            self.on_open(backoff, "breaker")

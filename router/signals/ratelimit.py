@@ -194,9 +194,25 @@ class ProviderLimits:
 
 
 class LocalLimits:
-    """The router's own requests-per-minute and tokens-per-minute for one target."""
+    """The router's own requests-per-minute and tokens-per-minute for one target.
 
-    __slots__ = ("_clock", "_log", "_requests", "_tokens", "_window", "rpm", "tpm")
+    With shared state (router/shared) the limits are global and counted in Redis;
+    these local counts are then the fallback, and `share` (this replica's part of a
+    global limit, 1/replicas) scales them while Redis is out of reach. `on_record`
+    sees every `record(tokens, requests=...)`, so shared state can count it too.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_log",
+        "_requests",
+        "_tokens",
+        "_window",
+        "on_record",
+        "rpm",
+        "share",
+        "tpm",
+    )
 
     def __init__(
         self, rpm: int | None, tpm: int | None, clock: Clock, *, window_s: float = 60.0
@@ -208,6 +224,17 @@ class LocalLimits:
         self._log: deque[tuple[float, int, int]] = deque()
         self._requests = 0
         self._tokens = 0
+        #: the fraction of `rpm`/`tpm` this replica may use on its own (0 < share <= 1)
+        self.share = 1.0
+        #: called with (tokens, requests) on every `record`
+        self.on_record: Callable[[int, int], None] | None = None
+
+    def limits(self) -> tuple[int | None, int | None]:
+        """(rpm, tpm) in force here: the configured limits times `share`, rounded down."""
+        share = self.share
+        rpm = None if self.rpm is None else max(math.floor(self.rpm * share), 1)
+        tpm = None if self.tpm is None else max(math.floor(self.tpm * share), 1)
+        return rpm, tpm
 
     def usage(self) -> tuple[int, int]:
         """(requests, tokens) recorded over the last window."""
@@ -217,15 +244,17 @@ class LocalLimits:
     def allow(self, tokens: int = 0) -> bool:
         """Would one more request of `tokens` tokens stay within the limits?"""
         requests, used = self.usage()
-        if self.rpm is not None and requests + 1 > self.rpm:
+        rpm, tpm = self.limits()
+        if rpm is not None and requests + 1 > rpm:
             return False
-        return self.tpm is None or used + tokens <= self.tpm
+        return tpm is None or used + tokens <= tpm
 
     @property
     def within(self) -> bool:
         """Some budget is left for another request (whatever its size)."""
         requests, used = self.usage()
-        return (self.rpm is None or requests < self.rpm) and (self.tpm is None or used < self.tpm)
+        rpm, tpm = self.limits()
+        return (rpm is None or requests < rpm) and (tpm is None or used < tpm)
 
     def record(self, tokens: int, *, requests: int = 1) -> None:
         """Count a request and its tokens (`requests=0` adds tokens to the window only)."""
@@ -235,6 +264,8 @@ class LocalLimits:
         self._log.append((self._clock(), requests, tokens))
         self._requests += requests
         self._tokens += tokens
+        if self.on_record is not None:
+            self.on_record(tokens, requests)
 
     def _expire(self) -> None:
         horizon = self._clock() - self._window

@@ -29,7 +29,7 @@ from typing import Literal
 from router.config import SignalsConfig, TargetConfig
 from router.errors import UpstreamError, UpstreamStatusError, UpstreamTimeout
 from router.policy.base import TargetView
-from router.signals.breaker import Breaker
+from router.signals.breaker import Breaker, OpenCause
 from router.signals.engine import EngineSample, EngineTracker
 from router.signals.inflight import InFlight, Lease
 from router.signals.ratelimit import LocalLimits, ProviderLimits
@@ -103,6 +103,14 @@ class TargetSignals:
         )
         self.local_limits.rpm, self.local_limits.tpm = config.rpm, config.tpm
         self.engine.stale_after_s = signals.engine_stale_after_s
+
+    def cooldown_from_peer(self, seconds: float, cause: OpenCause) -> bool:
+        """Another replica opened this target's breaker (router/shared): stay off it
+        for `seconds`; a provider's Retry-After also holds its headroom at zero.
+        Returns whether it changed anything."""
+        if cause == "retry_after":
+            self.provider_limits.block_for(seconds)
+        return self.breaker.open_remote(seconds)
 
     def engine_update(self, sample: EngineSample) -> None:
         """Where the engine scraper pushes each good scrape."""

@@ -1,0 +1,21 @@
+"""State shared by the replicas of one router, through Redis (optional).
+
+What is shared, and what stays local:
+
+- Breaker openings and Retry-After cooldowns: published to every replica (pub/sub)
+  and stored as keys whose TTL is the cooldown, read by a replica at start and
+  after an outage (`cooldowns`).
+- Per-target and per-client-key rpm/tpm: counted in Redis by one Lua script per
+  turn, so a limit holds across replicas (`limits`).
+- Live TTFT estimates stay local: they describe what this replica sees.
+
+Redis is never on a turn's critical path for more than `timeout_ms` (5 ms by
+default); when it is down or slow every replica keeps routing on local state
+(fail open), logs that once, exports it (`metrics`), and resyncs when it returns.
+"""
+
+from router.shared.limits import ClientQuota
+from router.shared.metrics import SharedStateCollector
+from router.shared.state import SharedState
+
+__all__ = ["ClientQuota", "SharedState", "SharedStateCollector"]
