@@ -85,6 +85,9 @@ class Timeouts(_Model):
     first_token_s: float = Field(5.0, gt=0.0)
     idle_s: float = Field(30.0, gt=0.0)
     total_s: float | None = Field(None, gt=0.0)
+    #: a stream slower than this (output tokens per second, after its first token) marks
+    #: the target degraded; by default the bar is relative to its own measured pace
+    min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
 TargetKind = Literal["vllm", "openai", "litellm"]
@@ -167,6 +170,8 @@ class SignalsConfig(_Model):
     breaker_failures: int = Field(3, ge=1)
     breaker_base_s: float = Field(1.0, gt=0.0)
     breaker_max_s: float = Field(60.0, gt=0.0)
+    #: a target whose stream slowed to a trickle is avoided this long
+    degraded_cooldown_s: float = Field(5.0, ge=0.0)
 
 
 class StateConfig(_Model):

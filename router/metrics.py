@@ -287,6 +287,13 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.slow_streams = Counter(
+            "firsttoken_slow_streams",
+            "Streams that slowed to a trickle after their first token; the target was "
+            "marked degraded",
+            ["route", "target"],
+            registry=r,
+        )
         self.client_tokens = Counter(
             "firsttoken_client_tokens",
             "Tokens by client key name (never the key) and direction (input, output)",
@@ -418,6 +425,9 @@ class Metrics:
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()
+
+    def stream_degraded(self, route: str, target: str) -> None:
+        self.slow_streams.labels(route, target).inc()
 
     def client_usage(
         self, client: str, prompt_tokens: int, completion_tokens: int, cost_usd: float

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 
 from router import sse
-from router.config import RouteConfig
+from router.config import RouteConfig, TargetConfig
 from router.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -35,6 +36,11 @@ from router.race import Primed, Race, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
 
+#: a wait for upstream bytes this many times the target's own time per token is slow
+SLOW_FACTOR = 20.0
+#: ... but never less than this
+SLOW_FLOOR_S = 0.1
+
 Header = tuple[bytes, bytes]
 
 
@@ -46,6 +52,36 @@ class Sink(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def finish(self) -> None: ...
+
+
+@dataclass(slots=True)
+class PaceGuard:
+    """Notices a stream that slows to a trickle after its first token.
+
+    Only the time spent waiting for upstream bytes counts (a slow client makes the
+    router read later, not the upstream answer later). Three waits in a row longer
+    than `max_wait_s` trip it, once.
+    """
+
+    max_wait_s: float
+    slow: int = 0
+    tripped: bool = False
+
+    @classmethod
+    def for_target(cls, config: TargetConfig, view: TargetView | None) -> PaceGuard | None:
+        if config.timeouts.min_tokens_per_s is not None:
+            return cls(1.0 / config.timeouts.min_tokens_per_s)
+        if view is not None and view.tpot_s is not None:
+            return cls(max(SLOW_FACTOR * view.tpot_s, SLOW_FLOOR_S))
+        return None  # no pace measured yet, none configured: nothing to compare with
+
+    def observe(self, waited_s: float) -> bool:
+        """True exactly once: when the stream has just turned out too slow."""
+        self.slow = self.slow + 1 if waited_s > self.max_wait_s else 0
+        if self.slow >= 3 and not self.tripped:
+            self.tripped = True
+            return True
+        return False
 
 
 class Turn:
@@ -150,6 +186,7 @@ class Turn:
         events_seen = 1
         buffer = primed.rest
         done = False
+        guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
         total_s = primed.target.config.timeouts.total_s
         # One deadline for the whole stream (a single cancel scope, not one per chunk).
         remaining = math.inf if total_s is None else primed.started_at + total_s - self._clock()
@@ -163,9 +200,12 @@ class Turn:
                             primed, block, keep_usage, sink, events_seen
                         )
                         continue
+                    asked = self._clock()
                     chunk = await anext(primed.chunks, None)
                     if chunk is None:
                         break
+                    if guard is not None and guard.observe(self._clock() - asked):
+                        self._degraded(primed, self._clock() - asked)
                     buffer += chunk
                     if b"\r" in chunk:  # a CRLF-framed upstream: normalise (rare)
                         buffer = buffer.replace(b"\r\n", b"\n")
@@ -212,6 +252,12 @@ class Turn:
         if block:
             await sink.write(block)
         return found.has_done or found.has_error, events_seen
+
+    def _degraded(self, primed: Primed, waited_s: float) -> None:
+        name = primed.target.config.name
+        log.warning("target %s slowed to %.0f ms between tokens mid-stream", name, waited_s * 1000)
+        primed.target.signals.degraded(waited_s)
+        self._metrics.stream_degraded(self._route.name, name)
 
     async def _interrupted(
         self, primed: Primed, sink: Sink, err: UpstreamError, events: int

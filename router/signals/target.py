@@ -77,6 +77,7 @@ class TargetSignals:
         self.local_limits = LocalLimits(config.rpm, config.tpm, clock)
         self.engine = EngineTracker(signals.engine_stale_after_s, clock)
         self.completion_window_s = tau
+        self._degraded_cooldown_s = signals.degraded_cooldown_s
         self._completions: deque[float] = deque()
 
     @property
@@ -103,6 +104,7 @@ class TargetSignals:
         )
         self.local_limits.rpm, self.local_limits.tpm = config.rpm, config.tpm
         self.engine.stale_after_s = signals.engine_stale_after_s
+        self._degraded_cooldown_s = signals.degraded_cooldown_s
 
     def cooldown_from_peer(self, seconds: float, cause: OpenCause) -> bool:
         """Another replica opened this target's breaker (router/shared): stay off it
@@ -111,6 +113,13 @@ class TargetSignals:
         if cause == "retry_after":
             self.provider_limits.block_for(seconds)
         return self.breaker.open_remote(seconds)
+
+    def degraded(self, seconds_per_token: float) -> None:
+        """A stream slowed to a trickle mid-answer: learn its pace, and stay off the
+        target for `degraded_cooldown_s` (then the breaker's half-open probe)."""
+        self.tpot.observe(seconds_per_token)
+        if self._degraded_cooldown_s > 0:
+            self.breaker.open_for(self._degraded_cooldown_s)
 
     def engine_update(self, sample: EngineSample) -> None:
         """Where the engine scraper pushes each good scrape."""

@@ -566,20 +566,39 @@ def test_total_limit_ends_an_endless_stream_with_an_error_event(loop_thread: Loo
         stop_rig(rig)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no tokens/s guard: a target that slows to a trickle mid-stream is neither "
-    "marked degraded nor avoided by the next turn",
-)
 def test_a_target_that_slows_mid_stream_is_marked_degraded(rig: Rig) -> None:
-    # 0.15 s per token is under idle_s (0.4 s) but 75x slower than its normal 2 ms.
+    # First a normal turn, so the router knows a's pace (about 2 ms per token) ...
+    assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "a"
+    # ... then 0.15 s per token: under idle_s (0.4 s) but 75x slower than its norm.
+    before = rig.scrape()
     rig.set(
         "a", Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6, fault=Fault("trickle", trickle_s=0.15))
     )
     seen = post(rig.url, BODY, stream=True)
     assert ok_turn(seen, True) == TEXT  # slow, but whole
+    after = rig.scrape()
+    assert delta(before, after, "firsttoken_slow_streams_total", target="a") == 1
     rig.set("a", FAST)
     assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
+
+
+def test_min_tokens_per_s_marks_a_target_degraded_without_history(
+    loop_thread: LoopThread,
+) -> None:
+    rig = start_rig(
+        loop_thread,
+        {
+            "a": Behaviour(ttft_s=0.01, tokens=6, fault=Fault("trickle", trickle_s=0.15)),
+            "b": FAST,
+            "c": CANARY,
+        },
+        target_extra={"a": "timeouts: {first_token_s: 0.4, idle_s: 0.4, min_tokens_per_s: 10}"},
+    )
+    try:
+        assert ok_turn(post(rig.url, BODY, stream=True), True) == TEXT
+        assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
+    finally:
+        stop_rig(rig)
 
 
 # -- a reload while streams are in flight ----------------------------------------------
