@@ -76,7 +76,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return 0
     _quiet()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how `--serve` ends
-        asyncio.run(serve_scenario(path))
+        asyncio.run(serve_scenario(path, host=args.host, base_port=args.base_port))
     return 0
 
 
@@ -114,4 +114,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = sub.add_parser("sim", help="run a scenario's simulated servers")
     sim.add_argument("--scenario", required=True, help="scenario file, or `demo`")
     sim.add_argument("--serve", action="store_true", help="start them and serve until Ctrl-C")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (with --serve)")
+    sim.add_argument(
+        "--base-port",
+        type=int,
+        default=0,
+        help="server i listens on BASE_PORT + i, in scenario order (default: any free port)",
+    )
     sim.set_defaults(func=cmd_sim)

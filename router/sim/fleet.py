@@ -37,16 +37,22 @@ from router.sim.server import SimServer
 from router.sim.vllm import VllmSim
 
 
-def build_server(spec: ServerSpec, seed: int, host: str = "127.0.0.1") -> SimServer:
+def build_server(spec: ServerSpec, seed: int, host: str = "127.0.0.1", port: int = 0) -> SimServer:
     if isinstance(spec, VllmServerSpec):
-        return VllmSim(spec.engine, Behaviour(tokens=spec.tokens), model=spec.model, host=host)
+        behaviour = Behaviour(tokens=spec.tokens)
+        return VllmSim(spec.engine, behaviour, model=spec.model, host=host, port=port)
     if isinstance(spec, HostedServerSpec):
         rng = random.Random(f"{seed}:{spec.name}")
         return HostedSim(
-            spec.hosted, Behaviour(tokens=spec.tokens), rng=rng, model=spec.model, host=host
+            spec.hosted,
+            Behaviour(tokens=spec.tokens),
+            rng=rng,
+            model=spec.model,
+            host=host,
+            port=port,
         )
     behaviour = Behaviour(spec.ttft_ms / 1000.0, spec.itl_ms / 1000.0, spec.tokens)
-    return OpenAISim(behaviour, model=spec.model, host=host)
+    return OpenAISim(behaviour, model=spec.model, host=host, port=port)
 
 
 def _expected_ttft_ms(spec: ServerSpec) -> float:
@@ -62,22 +68,28 @@ def fleet_targets(scenario: Scenario, base_urls: dict[str, str]) -> list[dict[st
     """Entries for a policy file's `targets:` (router.config.TargetConfig's fields)."""
     out: list[dict[str, Any]] = []
     for spec in scenario.servers:
-        out.append({
-            "name": spec.name,
-            "kind": "vllm" if isinstance(spec, VllmServerSpec) else "openai",
-            "base_url": base_urls[spec.name],
-            "model": spec.model,
-            "price": spec.price.model_dump(),
-            "expected_ttft_ms": round(_expected_ttft_ms(spec), 1),
-        })
+        out.append(
+            {
+                "name": spec.name,
+                "kind": "vllm" if isinstance(spec, VllmServerSpec) else "openai",
+                "base_url": base_urls[spec.name],
+                "model": spec.model,
+                "price": spec.price.model_dump(),
+                "expected_ttft_ms": round(_expected_ttft_ms(spec), 1),
+            }
+        )
     return out
 
 
 class Fleet:
-    def __init__(self, scenario: Scenario, host: str = "127.0.0.1") -> None:
+    """A scenario's servers. With `base_port`, server i listens on base_port + i (in
+    scenario order), for setups that need fixed ports (compose); else on any free one."""
+
+    def __init__(self, scenario: Scenario, host: str = "127.0.0.1", base_port: int = 0) -> None:
         self.scenario = scenario
         self.servers: dict[str, SimServer] = {
-            spec.name: build_server(spec, scenario.seed, host) for spec in scenario.servers
+            spec.name: build_server(spec, scenario.seed, host, base_port + i if base_port else 0)
+            for i, spec in enumerate(scenario.servers)
         }
 
     @property
@@ -123,11 +135,13 @@ async def serve_scenario(
     *,
     out: TextIO | None = None,
     on_ready: Callable[[Fleet], None] | None = None,
+    host: str = "127.0.0.1",
+    base_port: int = 0,
 ) -> None:
     """`firsttoken sim --scenario S --serve`: start the fleet, print its URLs, run
     until cancelled."""
     stream = out if out is not None else sys.stdout
-    async with Fleet(load_scenario(path)) as fleet:
+    async with Fleet(load_scenario(path), host=host, base_port=base_port) as fleet:
         for spec in fleet.scenario.servers:
             print(f"{spec.name:<16} {spec.kind:<7} {fleet.base_url(spec.name)}", file=stream)
         print(yaml.safe_dump({"targets": fleet.targets()}, sort_keys=False), file=stream)
