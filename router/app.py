@@ -40,6 +40,8 @@ from router.upstream.openai import OpenAIUpstream
 log = logging.getLogger("firsttoken")
 
 UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
+#: the longest a target's warm-up may hold back readiness
+WARM_UP_S = 10.0
 
 
 def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
@@ -166,7 +168,10 @@ class Router:
             self.metrics.reloaded("invalid")
             log.error("reload rejected, the old config keeps serving:\n%s", err.message)
             raise
+        previous = self.runtime
         self.reload(config)
+        kept = {id(t.upstream) for t in previous.targets.values()}
+        await self._warm_up(t for t in self.runtime.targets.values() if id(t.upstream) not in kept)
 
     async def _watch_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
@@ -276,6 +281,7 @@ class Router:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
         routing = RoutingRequest(
             route=route.config.name,
+            endpoint=parsed.endpoint,
             prompt_tokens=parsed.prompt_tokens,
             max_output_tokens=parsed.max_output_tokens,
             stream=parsed.stream,
@@ -363,12 +369,24 @@ class Router:
             tg.start_soon(
                 engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
             )
+        await self._warm_up(self.runtime.targets.values())
         tg.start_soon(self._retire_loop)
         if self.shared is not None:
             tg.start_soon(self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
             tg.start_soon(self._watch_sighup)
         self.ready = True
+
+    async def _warm_up(self, targets: Iterable[TargetRuntime]) -> None:
+        """Pay each upstream's first-call cost (litellm: ~0.4 s) before traffic does."""
+        for t in targets:
+            with anyio.move_on_after(WARM_UP_S) as scope:
+                try:
+                    await t.upstream.warm_up()
+                except Exception as exc:  # a failed warm-up only costs the first turn
+                    log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
+            if scope.cancelled_caught:
+                log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
 
     async def _retire_loop(self) -> None:
         # Upstreams dropped by a reload close once no stream uses them (bounded wait).

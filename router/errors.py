@@ -176,9 +176,12 @@ class UpstreamTimeout(UpstreamError):
         self.phase = phase
 
 
+RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+
+
 class UpstreamStatusError(UpstreamError):
-    """A non-2xx answer. 408, 429 and 5xx are retried elsewhere; other 4xx mean the
-    request itself is bad, so the client gets that status and body."""
+    """A non-2xx answer. 401/403 (our key), 408, 429 and 5xx are retried elsewhere;
+    other 4xx mean the request itself is bad, so the client gets that status and body."""
 
     code = "upstream_status"
     cause = "status"
@@ -199,7 +202,9 @@ class UpstreamStatusError(UpstreamError):
         #: the response's headers, lower-cased (rate-limit state rides on a 429)
         self.headers: Mapping[str, str] = headers or {}
         self.retry_after_s = retry_after_s
-        self.retryable = upstream_status in (408, 409, 425, 429) or upstream_status >= 500
+        # 401/403 mean the router's key for this target is wrong or lacks access:
+        # the target's fault, not the client's, so another target may serve the turn.
+        self.retryable = upstream_status in RETRYABLE_STATUSES or upstream_status >= 500
         if upstream_status == 429 and b"insufficient_quota" in body:
             # Out of credit is not transient: retrying it elsewhere is right, waiting is not.
             self.retry_after_s = None

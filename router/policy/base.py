@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from router.config import Price, Slo
+from router.upstream.base import Endpoint
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -33,6 +34,8 @@ class RoutingRequest:
     session_key: str | None = None
     #: the target that served this conversation's previous turn, if still remembered
     affinity_target: str | None = None
+    #: which OpenAI endpoint the client called (`completions` is the legacy one)
+    endpoint: Endpoint = "chat"
 
 
 @dataclass(frozen=True, slots=True)

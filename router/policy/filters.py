@@ -46,7 +46,29 @@ def context_filter(request: RoutingRequest, view: TargetView) -> str | None:
     return f"{asked} tokens > max_context_tokens {limit}"
 
 
-FILTERS: tuple[Filter, ...] = (breaker_filter, local_limits_filter, context_filter)
+def endpoint_filter(request: RoutingRequest, view: TargetView) -> str | None:
+    # litellm speaks chat only: a legacy completions turn would come back as a 400
+    # and, being the client's fault, would not fall back to a target that serves it.
+    if request.endpoint == "completions" and view.kind == "litellm":
+        return "litellm targets serve only /v1/chat/completions"
+    return None
+
+
+def ratelimit_filter(request: RoutingRequest, view: TargetView) -> str | None:
+    # Headroom inflates predicted TTFT as it shrinks; at zero the provider would
+    # answer 429 until its window resets, however slow the alternatives are.
+    if view.ratelimit_headroom <= 0.0:
+        return "provider rate limit exhausted until its window resets"
+    return None
+
+
+FILTERS: tuple[Filter, ...] = (
+    endpoint_filter,
+    breaker_filter,
+    local_limits_filter,
+    ratelimit_filter,
+    context_filter,
+)
 
 
 def filter_targets(

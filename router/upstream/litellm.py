@@ -67,13 +67,37 @@ ENV_DEFAULTS: Mapping[str, str] = {
 }
 
 #: OpenAI chat parameters passed on to litellm; anything else in the body is dropped
-CHAT_PARAMS: frozenset[str] = frozenset({
-    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls",
-    "prediction", "presence_penalty", "reasoning_effort", "response_format", "seed",
-    "service_tier", "stop", "store", "temperature", "thinking", "tool_choice", "tools",
-    "top_logprobs", "top_p", "user", "web_search_options",
-})
+CHAT_PARAMS: frozenset[str] = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "temperature",
+        "thinking",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "web_search_options",
+    }
+)
 _FRAMING = frozenset({"model", "messages", "stream", "stream_options"})
 
 #: the raw httpx responses of the litellm call running in this context
@@ -103,8 +127,15 @@ class LitellmStreamResponse:
 
     status = 200
 
-    def __init__(self, *, first: bytes, frames: AsyncIterator[bytes], stream: Any,
-                 http_response: httpx.Response | None, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        first: bytes,
+        frames: AsyncIterator[bytes],
+        stream: Any,
+        http_response: httpx.Response | None,
+        headers: Mapping[str, str],
+    ) -> None:
         self.headers = headers
         self._first: bytes | None = first
         self._frames = frames
@@ -172,8 +203,9 @@ class LitellmUpstream:
         self._acompletion = litellm.acompletion
         t = config.timeouts
         self._http: Any = AsyncHTTPHandler(
-            timeout=httpx.Timeout(connect=t.connect_s, read=t.idle_s, write=t.idle_s,
-                                  pool=t.connect_s),
+            timeout=httpx.Timeout(
+                connect=t.connect_s, read=t.idle_s, write=t.idle_s, pool=t.connect_s
+            ),
             event_hooks={"response": [_record_response]},
         )
 
@@ -183,13 +215,23 @@ class LitellmUpstream:
 
     async def send(self, request: UpstreamRequest) -> LitellmStreamResponse | LitellmJsonResponse:
         if request.endpoint != "chat":
-            message = (f"target '{self.name}' (litellm) serves only /v1/chat/completions, "
-                       f"not /v1/{request.endpoint}")
+            message = (
+                f"target '{self.name}' (litellm) serves only /v1/chat/completions, "
+                f"not /v1/{request.endpoint}"
+            )
             raise UpstreamStatusError(
-                f"{self.name}: unsupported endpoint {request.endpoint}", target=self.name,
+                f"{self.name}: unsupported endpoint {request.endpoint}",
+                target=self.name,
                 upstream_status=400,
-                body=json_bytes({"error": {"message": message, "type": "invalid_request_error",
-                                           "code": "unsupported_endpoint"}}),
+                body=json_bytes(
+                    {
+                        "error": {
+                            "message": message,
+                            "type": "invalid_request_error",
+                            "code": "unsupported_endpoint",
+                        }
+                    }
+                ),
             )
         seen: list[httpx.Response] = []
         token = _responses.set(seen)
@@ -202,10 +244,26 @@ class LitellmUpstream:
                     return await self._open_stream(request, seen)
             except TimeoutError as exc:
                 raise UpstreamTimeout(
-                    f"{self.name}: no first token within {deadline:g}s", target=self.name,
-                    phase="first_token") from exc
+                    f"{self.name}: no first token within {deadline:g}s",
+                    target=self.name,
+                    phase="first_token",
+                ) from exc
         finally:
             _responses.reset(token)
+
+    async def warm_up(self) -> None:
+        """Pay litellm's first-call cost (~0.4 s of lazy imports and provider set-up)
+        now rather than in a user's first turn: one `mock_response` call for this
+        target's model, which litellm answers without any network or API key."""
+        stream = await self._acompletion(
+            model=self._config.model,
+            messages=[{"role": "user", "content": "warm-up"}],
+            mock_response="ok",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for _ in stream:
+            pass
 
     async def aclose(self) -> None:
         await self._http.close()
@@ -236,25 +294,33 @@ class LitellmUpstream:
         return kwargs
 
     def _raise(self, exc: BaseException, phase: Phase, seen: list[httpx.Response]) -> NoReturn:
-        err = translate(exc, target=self.name, phase=phase,
-                        response=seen[-1] if seen else None, secret=self._api_key)
+        err = translate(
+            exc,
+            target=self.name,
+            phase=phase,
+            response=seen[-1] if seen else None,
+            secret=self._api_key,
+        )
         key = self._api_key
         if key and any(key in str(e) or key in repr(e.args) for e in chain(exc)):
             raise err from None  # litellm's text holds the key: do not carry it along
         raise err from exc
 
-    async def _complete(self, request: UpstreamRequest, seen: list[httpx.Response]
-                        ) -> LitellmJsonResponse:
+    async def _complete(
+        self, request: UpstreamRequest, seen: list[httpx.Response]
+    ) -> LitellmJsonResponse:
         try:
             response = await self._acompletion(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
             self._raise(exc, "send", seen)
-        headers = provider_headers(seen[-1].headers if seen else None,
-                                   getattr(response, "_hidden_params", None))
+        headers = provider_headers(
+            seen[-1].headers if seen else None, getattr(response, "_hidden_params", None)
+        )
         return LitellmJsonResponse(json_bytes(completion_payload(response)), headers)
 
-    async def _open_stream(self, request: UpstreamRequest, seen: list[httpx.Response]
-                           ) -> LitellmStreamResponse:
+    async def _open_stream(
+        self, request: UpstreamRequest, seen: list[httpx.Response]
+    ) -> LitellmStreamResponse:
         try:
             stream = await self._acompletion(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
@@ -268,13 +334,16 @@ class LitellmUpstream:
         except BaseException:
             await _close(frames, stream, http)
             raise
-        headers = provider_headers(http.headers if http is not None else None,
-                                   getattr(stream, "_hidden_params", None))
-        return LitellmStreamResponse(first=first, frames=frames, stream=stream,
-                                     http_response=http, headers=headers)
+        headers = provider_headers(
+            http.headers if http is not None else None, getattr(stream, "_hidden_params", None)
+        )
+        return LitellmStreamResponse(
+            first=first, frames=frames, stream=stream, http_response=http, headers=headers
+        )
 
-    async def _frames(self, stream: Any, include_usage: bool, seen: list[httpx.Response]
-                      ) -> AsyncIterator[bytes]:
+    async def _frames(
+        self, stream: Any, include_usage: bool, seen: list[httpx.Response]
+    ) -> AsyncIterator[bytes]:
         """OpenAI SSE frames from litellm's chunks. Frames before the first content are
         held back, so the first frame out is the first token. A stream that ends without
         a finish reason is an error, never a silent truncation."""
@@ -297,8 +366,7 @@ class LitellmUpstream:
                 continue
             finished = finished or any(c["finish_reason"] for c in payload["choices"])
             frame = sse(payload)
-            if held is not None and not any(set(c["delta"]) - {"role"}
-                                            for c in payload["choices"]):
+            if held is not None and not any(set(c["delta"]) - {"role"} for c in payload["choices"]):
                 held.append(frame)
                 continue
             if held:
@@ -308,13 +376,15 @@ class LitellmUpstream:
             yield frame
         if not finished:
             raise UpstreamProtocolError(
-                f"{self.name}: the stream ended before a finish reason", target=self.name)
+                f"{self.name}: the stream ended before a finish reason", target=self.name
+            )
         if held is not None:
             if usage is None:
                 # litellm skips frames it cannot parse and then invents `finish_reason:
                 # stop`; a real answer always reports usage (we always ask for it).
                 raise UpstreamProtocolError(
-                    f"{self.name}: the stream had no content and no usage", target=self.name)
+                    f"{self.name}: the stream had no content and no usage", target=self.name
+                )
             for early in held:
                 yield early
         if include_usage and usage is not None and last is not None:

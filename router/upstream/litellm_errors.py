@@ -71,8 +71,11 @@ def _is_timeout(e: BaseException) -> bool:
 
 def _is_connect(e: BaseException) -> bool:
     return isinstance(e, httpx.TransportError | ConnectionError) or type(e).__name__ in {
-        "APIConnectionError", "ClientConnectorError", "ClientConnectionError",
-        "ServerDisconnectedError", "ClientPayloadError",
+        "APIConnectionError",
+        "ClientConnectorError",
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ClientPayloadError",
     }
 
 
@@ -105,13 +108,13 @@ def translate(
         status = code if isinstance(code, int) and code >= 400 else None
     if status is None:
         _, message = _provider_error(links, None)
-        return UpstreamProtocolError(
-            f"{target}: {kind}: {_scrub(message, secret)}", target=target)
+        return UpstreamProtocolError(f"{target}: {kind}: {_scrub(message, secret)}", target=target)
     err_type, message = _provider_error(links, response if failed else None)
     message = _scrub(message, secret)
     body = json_bytes({"error": {"message": message, "type": err_type, "code": None}})
     headers: Mapping[str, str] = (
-        response.headers if failed and response is not None
+        response.headers
+        if failed and response is not None
         else getattr(exc, "litellm_response_headers", None) or {}
     )
     return UpstreamStatusError(
@@ -120,4 +123,6 @@ def translate(
         upstream_status=status,
         body=body,
         retry_after_s=retry_after_seconds(headers, body),
+        # the provider's rate-limit state rides on its 429 (anthropic-ratelimit-*, ...)
+        headers={k.lower(): v for k, v in headers.items()},
     )

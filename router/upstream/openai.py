@@ -101,6 +101,7 @@ class OpenAIUpstream:
         assert config.base_url is not None, "validated by config"
         self.name = config.name
         self._config = config
+        self._key = api_key.encode() if api_key else b""
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream, application/json",
@@ -135,6 +136,8 @@ class OpenAIUpstream:
                 body = b""
             finally:
                 await response.aclose()
+            if self._key and self._key in body:  # some APIs echo the key they rejected
+                body = body.replace(self._key, b"[redacted]")
             raise UpstreamStatusError(
                 f"{self.name}: upstream answered {response.status_code}",
                 target=self.name,
@@ -144,6 +147,9 @@ class OpenAIUpstream:
                 headers=dict(response.headers),
             )
         return OpenAIResponse(response, self.name)
+
+    async def warm_up(self) -> None:
+        """Nothing to pay up front: connections open with the first turn."""
 
     async def aclose(self) -> None:
         await self._client.aclose()

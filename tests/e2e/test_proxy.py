@@ -301,7 +301,7 @@ def _error(response: httpx.Response) -> dict[str, object]:
         "too-deep",
     ],
 )
-def test_bad_input_gets_status_and_openai_error_shape(
+def test_bad_input_gets_status_and_openai_error_shape(  # noqa: PLR0917
     fleet: Fleet, method: str, path: str, content: bytes, status: int, code: str
 ) -> None:
     with httpx.Client(base_url=fleet.router.url) as h:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -75,3 +76,20 @@ def test_nothing_left_raises_with_every_reason() -> None:
 def test_a_route_without_targets_raises() -> None:
     with pytest.raises(NoTargetAvailable, match="has no targets"):
         eligible_targets(request(), [])
+
+
+def test_keeps_litellm_targets_out_of_legacy_completions_turns() -> None:
+    views = [replace(hosted("claude", 0.3), kind="litellm"), hosted("oai", 0.3)]
+    survivors, rejected = filter_targets(replace(request(), endpoint="completions"), views)
+    assert names(survivors) == ["oai"]
+    assert rejected == (("claude", "litellm targets serve only /v1/chat/completions"),)
+    survivors, _ = filter_targets(request(), views)  # chat turns may use both
+    assert names(survivors) == ["claude", "oai"]
+
+
+def test_a_target_with_no_provider_headroom_left_is_filtered() -> None:
+    spent = hosted("spent", 0.1, ratelimit_headroom=0.0)
+    nearly = hosted("nearly", 0.1, ratelimit_headroom=0.05)
+    kept, rejected = filter_targets(request(), [spent, nearly])
+    assert [v.name for v in kept] == ["nearly"]  # low headroom only scores worse
+    assert rejected == (("spent", "provider rate limit exhausted until its window resets"),)

@@ -194,11 +194,20 @@ def test_target_faults_open_the_breaker(clock: FakeClock, error: Exception) -> N
 
 def test_client_faults_do_not_penalise_the_target(clock: FakeClock) -> None:
     signals = make(clock)
-    for code in (400, 401, 404, 413, 422):
+    for code in (400, 404, 413, 422):
         with signals.begin(10) as a:
             a.failed(status(code))
     assert signals.breaker.consecutive_failures == 0
     assert signals.view().breaker == "closed"
+
+
+def test_a_rejected_router_key_is_the_targets_fault(clock: FakeClock) -> None:
+    # 401/403 mean the key the router holds for this target is wrong: count it.
+    signals = make(clock)
+    for code in (401, 403, 401):
+        with signals.begin(10) as a:
+            a.failed(status(code))
+    assert signals.view().breaker == "open"
 
 
 def test_a_429_opens_for_its_retry_after(clock: FakeClock) -> None:
