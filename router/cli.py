@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from router.app import Router
     from router.serving import run
 
+    logging.getLogger().setLevel(args.log_level.upper())
     try:
         cfg = load_config(args.config)
         host = args.host or cfg.server.host

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -101,6 +101,20 @@ class TurnResult:
     failures: list[UpstreamError] = field(default_factory=list)
 
 
+class Outbox(Protocol):
+    """Where an attempt leaves its outcome: a memory stream when racing, a slot when not."""
+
+    def send_nowait(self, item: Primed | UpstreamError, /) -> None: ...
+
+
+@dataclass(slots=True)
+class _Slot:
+    outcome: Primed | UpstreamError | None = None
+
+    def send_nowait(self, item: Primed | UpstreamError, /) -> None:
+        self.outcome = item
+
+
 class Race:
     """Runs the attempts of one turn until one primes or all fail."""
 
@@ -128,6 +142,34 @@ class Race:
 
     async def run(self, request: TurnRequest) -> Primed:
         """The winner, or AllTargetsFailed."""
+        if self._route.hedge is None:
+            winner = await self._one_by_one(request)
+        else:
+            winner = await self._hedged(request)
+        if winner is None:
+            raise AllTargetsFailed(self._failure_message(), self._result.failures)
+        if self._result.hedged:
+            hedge_won = winner.target.config.name != self._order[0].config.name
+            self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
+        return winner
+
+    async def _one_by_one(self, request: TurnRequest) -> Primed | None:
+        """Without hedging only one attempt runs at a time: run it in this task (no
+        task group, stream or extra task per turn: the common case is the cheap one)."""
+        kind = "first"
+        while (runtime := self._next(kind)) is not None:
+            slot = _Slot()
+            await self._attempt(runtime, request, slot)
+            self._running -= 1
+            if isinstance(slot.outcome, Primed):
+                return slot.outcome
+            assert slot.outcome is not None
+            if not self._failed(slot.outcome):
+                return None
+            kind = "fallback"
+        return None
+
+    async def _hedged(self, request: TurnRequest) -> Primed | None:
         send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(self._order))
         with send, receive:
             async with anyio.create_task_group() as tg:
@@ -142,11 +184,6 @@ class Race:
                     late.attempt.cancelled()
                     late.attempt.release()
                     await late.aclose()
-        if winner is None:
-            raise AllTargetsFailed(self._failure_message(), self._result.failures)
-        if self._result.hedged:
-            hedge_won = winner.target.config.name != self._order[0].config.name
-            self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
         return winner
 
     def _failure_message(self) -> str:
@@ -163,7 +200,6 @@ class Race:
         send: MemoryObjectSendStream[Primed | UpstreamError],
         receive: MemoryObjectReceiveStream[Primed | UpstreamError],
     ) -> Primed | None:
-        result = self._result
         self._launch("first", request, tg, send)
         while self._running:
             with anyio.move_on_after(self._hedge_delay()):
@@ -174,9 +210,7 @@ class Race:
                         self._metrics.hedge(self._route.name, "cancelled")
                     tg.cancel_scope.cancel()
                     return outcome
-                result.failures.append(outcome)
-                self._metrics.attempt_failed(self._route.name, outcome)
-                if not outcome.retryable:  # the request itself is bad: no other target helps
+                if not self._failed(outcome):
                     tg.cancel_scope.cancel()
                     return None
                 if self._running == 0:
@@ -187,6 +221,12 @@ class Race:
                 self._extra = len(self._order)  # budget spent: no more hedges this turn
         return None
 
+    def _failed(self, err: UpstreamError) -> bool:
+        """Book a failed attempt; whether another target may still serve the turn."""
+        self._result.failures.append(err)
+        self._metrics.attempt_failed(self._route.name, err)
+        return err.retryable  # not retryable: the request itself is bad
+
     def _launch(
         self,
         kind: str,
@@ -194,8 +234,16 @@ class Race:
         tg: TaskGroup,
         send: MemoryObjectSendStream[Primed | UpstreamError],
     ) -> bool:
-        if self._launched >= len(self._order):
+        runtime = self._next(kind)
+        if runtime is None:
             return False
+        tg.start_soon(self._prime, runtime, request, send.clone())
+        return True
+
+    def _next(self, kind: str) -> TargetRuntime | None:
+        """The next target of the plan, with the books kept for how it starts."""
+        if self._launched >= len(self._order):
+            return None
         runtime = self._order[self._launched]
         route, result = self._route.name, self._result
         if kind == "fallback":
@@ -209,8 +257,7 @@ class Race:
         self._launched += 1
         self._running += 1
         result.attempts += 1
-        tg.start_soon(self._prime, runtime, request, send.clone())
-        return True
+        return runtime
 
     def _hedge_delay(self) -> float:
         hedge = self._route.hedge
@@ -230,12 +277,7 @@ class Race:
         with out:
             await self._attempt(runtime, request, out)
 
-    async def _attempt(
-        self,
-        runtime: TargetRuntime,
-        request: TurnRequest,
-        out: MemoryObjectSendStream[Primed | UpstreamError],
-    ) -> None:
+    async def _attempt(self, runtime: TargetRuntime, request: TurnRequest, out: Outbox) -> None:
         cfg = runtime.config
         attempt = runtime.signals.begin(request.routing.prompt_tokens)
         if not attempt.admitted:

@@ -56,6 +56,7 @@ class AsgiSink:
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self.finished = False
 
     async def start(self, status: int, headers: Sequence[Header]) -> None:
         self.started = True
@@ -68,6 +69,7 @@ class AsgiSink:
 
     async def finish(self) -> None:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.finished = True
 
 
 async def _respond(
@@ -233,8 +235,10 @@ class Server:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    gone = True
-                    cancel.cancel()
+                    # uvicorn also says so once a complete response is sent: not a cancel.
+                    gone = not sink.finished
+                    if gone:
+                        cancel.cancel()
                     return
 
         async with anyio.create_task_group() as tg:
@@ -243,7 +247,7 @@ class Server:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
-                log.info(
+                log.debug(
                     "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",
                     result.route,
                     result.target,
