@@ -1,0 +1,229 @@
+"""A cheap closed-loop load generator for streaming chat completions.
+
+    python benchmarks/loadgen.py --url http://127.0.0.1:P/v1/chat/completions \
+        --concurrency 64 --warmup 3 --duration 10 --model bench
+
+C workers each send one streaming request, read it to the end, and send the next.
+TTFT is the time from just before the request is sent to the arrival of the first
+SSE event whose `delta.content` (or completion `text`) is non-empty. The bytes are
+split into events and only events mentioning `"content"` or `"text"` are parsed
+as JSON, and only until the first token; after it the body is drained by chunks
+and only the tail is checked for `[DONE]`. One process, one aiohttp session,
+uvloop: it must be cheap because on a small machine it competes with the proxy
+and the upstream for the same cores.
+
+Stdout carries the protocol with the parent: `window-start` and `window-end` on
+their own lines at the edges of the measured window (so the parent can sample
+CPU counters of the proxy at the same instants), then one JSON line with the
+results. A sample belongs to the window when its request was *sent* inside it;
+a stream counts towards throughput when it *completed* inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+
+_CONTENT_KEYS = (b'"content"', b'"text"')
+
+
+@dataclass
+class Stats:
+    ttft_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    completed_in_window: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(text[:300])
+
+
+def _has_content(event: bytes) -> bool:
+    """True when one SSE event carries a non-empty content delta (or completion text)."""
+    if not any(key in event for key in _CONTENT_KEYS):
+        return False
+    for line in event.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return False
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return False
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list):
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and delta.get("content"):
+                return True
+            if choice.get("text"):
+                return True
+    return False
+
+
+@dataclass
+class Run:
+    """What every worker shares."""
+
+    session: aiohttp.ClientSession
+    urls: Sequence[str]
+    body: bytes
+    headers: dict[str, str]
+    stats: Stats
+    #: the measured window, in perf_counter seconds
+    window: tuple[float, float]
+
+
+async def _one(run: Run, url: str) -> None:
+    stats = run.stats
+    sent = time.perf_counter()
+    first: float | None = None
+    tail = b""
+    async with run.session.post(url, data=run.body, headers=run.headers) as response:
+        key = str(response.status)
+        stats.statuses[key] = stats.statuses.get(key, 0) + 1
+        if response.status != 200:
+            text = await response.read()
+            stats.error(f"{response.status}: {text[:200]!r}")
+            return
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            if first is None:
+                buffer += chunk.replace(b"\r\n", b"\n")
+                while first is None and (cut := buffer.find(b"\n\n")) >= 0:
+                    event, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                    if _has_content(event):
+                        first = time.perf_counter()
+                if first is not None:
+                    tail = buffer[-32:]
+            else:
+                tail = (tail + chunk)[-32:]
+    done = time.perf_counter()
+    if first is None:
+        stats.error("stream ended without a content token")
+        return
+    if b"[DONE]" not in tail:
+        stats.error("stream ended without [DONE]")
+        return
+    start, end = run.window
+    if start <= sent < end:
+        stats.ttft_s.append(first - sent)
+        stats.total_s.append(done - sent)
+    if start <= done < end:
+        stats.completed_in_window += 1
+
+
+async def _worker(index: int, run: Run) -> None:
+    n = index
+    while time.perf_counter() < run.window[1]:
+        url = run.urls[n % len(run.urls)]
+        n += 1
+        try:
+            await _one(run, url)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            run.stats.error(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.05)  # do not spin on a refused port
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    urls: list[str] = args.url
+    request: dict[str, Any] = {
+        "model": args.model,
+        "messages": [{"role": "user", "content": "Say something short."}],
+        "stream": True,
+        "max_tokens": args.max_tokens,
+    }
+    body = json.dumps(request).encode()
+    headers = {"content-type": "application/json"}
+    if args.api_key:
+        headers["authorization"] = f"Bearer {args.api_key}"
+    stats = Stats()
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    # sock_read bounds silence in a stream; total bounds one request (a saturated
+    # proxy can queue a request for seconds, so it is generous).
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout, sock_read=args.request_timeout)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
+        t0 = time.perf_counter()
+        window = (t0 + args.warmup, t0 + args.warmup + args.duration)
+        shared = Run(session, urls, body, headers, stats, window)
+        workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
+
+        async def markers() -> None:
+            await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+            _say("window-start")
+            await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+            _say("window-end")
+
+        marker_task = asyncio.create_task(markers())
+        # Workers stop sending at the end of the window; in-flight streams finish
+        # (bounded: a saturated proxy may hold them for a while).
+        _, pending = await asyncio.wait(
+            workers, timeout=args.warmup + args.duration + args.drain_timeout
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await marker_task
+        for task in workers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                stats.error(f"worker crashed: {task.exception()!r}")
+    result: dict[str, Any] = asdict(stats)
+    result["cancelled_at_end"] = len(pending)
+    result["window_s"] = args.duration
+    result["concurrency"] = args.concurrency
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--url", action="append", required=True, help="repeat: round robin")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--drain-timeout", type=float, default=30.0)
+    p.add_argument("--request-timeout", type=float, default=60.0)
+    p.add_argument("--model", default="bench")
+    p.add_argument("--max-tokens", type=int, default=20)
+    p.add_argument("--api-key", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a router dependency
+        runner = asyncio.run
+    result = runner(run(args))
+    _say(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

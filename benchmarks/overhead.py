@@ -1,0 +1,833 @@
+"""What does the router add to a stream? Direct vs through FirstToken, nginx, LiteLLM.
+
+    .venv/bin/python benchmarks/overhead.py --concurrency 1,16,64 --duration 10 \
+        --warmup 3 --peers nginx,litellm --out benchmarks/out/overhead.json
+
+One streaming workload (simulated OpenAI upstream: 50 ms TTFT, 10 ms between
+tokens, 20 tokens) is run direct and through each proxy at each concurrency:
+a closed loop of C streams, a warm-up, then a measured window. Reported per
+point: TTFT p50/p99 (send to the first non-empty `delta.content`, measured in the
+load generator), added TTFT (proxy minus direct at the same concurrency), streams
+per second and its ratio to direct, and the proxy's CPU time per streamed
+request (utime+stime from /proc of the proxy's process tree, sampled at the
+edges of the measured window).
+
+Every party is its own process, because on a small machine they compete for the
+same cores: the upstream (two `OpenAISim` ports in one uvloop process), the proxy
+(the router as `firsttoken serve`; nginx; the LiteLLM proxy from its own venv)
+and the load generator (`benchmarks/loadgen.py`, aiohttp + uvloop, raw SSE bytes).
+All on 127.0.0.1. Every process started here is stopped at the end, also on
+Ctrl-C or an exception.
+
+`--profile` adds one more run of the router at the highest concurrency with
+py-spy attached (non-blocking) for the measured window, and prints where the
+router's time goes (self and inclusive, % of samples). That run is not part of
+the table: sampling perturbs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEERS_DIR = HERE / "peers"
+LOADGEN = HERE / "loadgen.py"
+MODEL = "bench"
+LITELLM_KEY = "sk-firsttoken-bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# The issue's bars, for the router at these concurrencies.
+BAR_P50_MS = 1.0
+BAR_P99_MS = 5.0
+BAR_THROUGHPUT = 0.95
+BAR_CONCURRENCIES = (16, 64)
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+class Proc:
+    """A child in its own session: stopped with its whole group, logs to a file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        self._log.flush()
+        data = self.log_path.read_bytes()
+        return data[-n:].decode("utf-8", "replace")
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(grace_s)
+        else:
+            # the leader is gone; its group may not be (e.g. nginx workers)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, proc: Proc, timeout_s: float, headers: Mapping[str, str] = {}) -> None:
+    """Poll a GET until it answers 2xx; fail early if the process died."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            req = urllib.request.Request(url, headers=dict(headers))
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if 200 <= resp.status < 300:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not ready at {url} after {timeout_s}s ({last})")
+
+
+# -- /proc -----------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of these processes, in seconds."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+def cpu_pressure_us() -> int | None:
+    """/proc/pressure/cpu `some` total: microseconds during which a task waited for a CPU."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
+def rss_mib(pids: Sequence[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return total * PAGE_SIZE / 2**20
+
+
+# -- the parties -----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """Where the load generator sends its streams, and which process pays for them."""
+
+    name: str
+    urls: list[str]
+    proc: Proc | None = None
+    api_key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def start_upstream(workdir: Path, ports: Sequence[int], args: argparse.Namespace) -> Proc:
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_upstream",
+        "--ports",
+        ",".join(map(str, ports)),
+        "--ttft-ms",
+        str(args.ttft_ms),
+        "--itl-ms",
+        str(args.itl_ms),
+        "--tokens",
+        str(args.tokens),
+    ]
+    proc = Proc("upstream", argv, workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    for port in ports:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
+    return proc
+
+
+def router_config(ports: Sequence[int]) -> str:
+    lines = ["targets:"]
+    for i, port in enumerate(ports):
+        lines.append(
+            f"  - {{name: sim-{i}, kind: openai, base_url: 'http://127.0.0.1:{port}/v1',"
+            f" model: sim-model, expected_ttft_ms: 50,"
+            f" timeouts: {{connect_s: 5, first_token_s: 60, idle_s: 60}}}}"
+        )
+    names = ", ".join(f"sim-{i}" for i in range(len(ports)))
+    lines += [
+        "routes:",
+        f"  - {{name: {MODEL}, targets: [{names}], policy: {{type: round_robin}}}}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def start_firsttoken(
+    workdir: Path, ports: Sequence[int], name: str = "firsttoken", source: str | None = None
+) -> Target:
+    """The router as `firsttoken serve`; `source` puts another checkout's router first."""
+    cfg = workdir / "firsttoken.yaml"
+    cfg.write_text(router_config(ports))
+    exe = ROOT / ".venv" / "bin" / "firsttoken"
+    binary = str(exe) if exe.exists() else shutil.which("firsttoken")
+    if binary is None:
+        raise RuntimeError("firsttoken is not installed (make install)")
+    port = free_port()
+    argv = [binary, "serve", "--config", str(cfg), "--port", str(port), "--log-level", "warning"]
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    proc = Proc(name, argv, workdir, env=env, cwd=workdir)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
+    meta = {"source": source or str(ROOT)}
+    return Target(name, [f"http://127.0.0.1:{port}/v1/chat/completions"], proc, meta=meta)
+
+
+def start_nginx(workdir: Path, ports: Sequence[int]) -> Target:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise RuntimeError("nginx is not installed (apt-get install -y nginx-light)")
+    prefix = workdir / "nginx"
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+    text = (PEERS_DIR / "nginx.conf").read_text()
+    text = text.replace("@LISTEN_PORT@", str(port)).replace("@UPSTREAM_SERVERS@", servers)
+    if os.geteuid() == 0:  # workers would drop to `nobody` and lose the prefix
+        text = "user root;\n" + text
+    (prefix / "nginx.conf").write_text(text)
+    argv = [binary, "-p", f"{prefix}/", "-c", "nginx.conf", "-e", "error.log"]
+    proc = Proc("nginx", argv, workdir, cwd=prefix)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 20)
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+    return Target(
+        "nginx",
+        [f"http://127.0.0.1:{port}/v1/chat/completions"],
+        proc,
+        meta={"version": version.stderr.strip()},
+    )
+
+
+def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
+    binary = venv / "bin" / "litellm"
+    if not binary.exists():
+        raise RuntimeError(
+            f"{binary} not found: python3 -m venv {venv} && "
+            f"{venv}/bin/pip install 'litellm[proxy]==1.106.2'"
+        )
+    text = (PEERS_DIR / "litellm.yaml").read_text()
+    for i, p in enumerate(ports):
+        text = text.replace(f"@UPSTREAM_{i}@", f"http://127.0.0.1:{p}/v1")
+    cfg = workdir / "litellm.yaml"
+    cfg.write_text(text)
+    port = free_port()
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+        "NO_DOCS": "True",
+    }
+    argv = [str(binary), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+    proc = Proc("litellm", argv, workdir, env=env, cwd=workdir)
+    wait_http(
+        f"http://127.0.0.1:{port}/health/liveliness",
+        proc,
+        120,
+        headers={"authorization": f"Bearer {LITELLM_KEY}"},
+    )
+    version = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m;print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Target(
+        "litellm",
+        [f"http://127.0.0.1:{port}/v1/chat/completions"],
+        proc,
+        api_key=LITELLM_KEY,
+        meta={"version": version.stdout.strip()},
+    )
+
+
+# -- one point -------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 3)
+
+
+def run_point(
+    target: Target,
+    concurrency: int,
+    args: argparse.Namespace,
+    upstream: Proc,
+    on_window_start: Any = None,
+) -> dict[str, Any]:
+    """One closed-loop run; CPU of proxy, upstream and load generator over the window."""
+    argv = [
+        sys.executable,
+        str(LOADGEN),
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(args.warmup),
+        "--duration",
+        str(args.duration),
+        "--model",
+        MODEL,
+        "--max-tokens",
+        str(args.tokens),
+    ]
+    for url in target.urls:
+        argv += ["--url", url]
+    if target.api_key:
+        argv += ["--api-key", target.api_key]
+    proxy_pids = process_tree(target.proc.pid) if target.proc else []
+    up_pids = process_tree(upstream.pid)
+    gen = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        samples: dict[str, dict[str, float]] = {}
+        result: dict[str, Any] | None = None
+        wall: dict[str, float] = {}
+        assert gen.stdout is not None
+        for raw_line in gen.stdout:
+            line = raw_line.strip()
+            if line in ("window-start", "window-end"):
+                wall[line] = time.monotonic()
+                samples[line] = {
+                    "proxy": cpu_seconds(proxy_pids),
+                    "upstream": cpu_seconds(up_pids),
+                    "loadgen": cpu_seconds([gen.pid]),
+                    "pressure_us": float(cpu_pressure_us() or 0),
+                }
+                if line == "window-start" and on_window_start is not None:
+                    on_window_start()
+            elif line.startswith("{"):
+                result = json.loads(line)
+        gen.wait(30)
+        if result is None:
+            err = gen.stderr.read() if gen.stderr else ""
+            raise RuntimeError(f"load generator failed (exit {gen.returncode}):\n{err[-2000:]}")
+    finally:
+        if gen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(gen.pid, signal.SIGKILL)
+            gen.wait(5)
+    window_s = wall["window-end"] - wall["window-start"]
+    completed = result["completed_in_window"]
+    cpu = {k: samples["window-end"][k] - samples["window-start"][k] for k in samples["window-end"]}
+    pressure = cpu.pop("pressure_us") / 1e6
+    ttft = result["ttft_s"]
+    point: dict[str, Any] = {
+        "target": target.name,
+        "concurrency": concurrency,
+        "samples": len(ttft),
+        "completed": completed,
+        "errors": result["errors"],
+        "error_samples": result["error_samples"],
+        "statuses": result["statuses"],
+        "window_s": round(window_s, 3),
+        "streams_per_s": round(completed / args.duration, 2),
+        "ttft_p50_ms": _ms(percentile(ttft, 0.5)),
+        "ttft_p90_ms": _ms(percentile(ttft, 0.9)),
+        "ttft_p99_ms": _ms(percentile(ttft, 0.99)),
+        "ttft_max_ms": _ms(max(ttft) if ttft else None),
+        "stream_p50_ms": _ms(percentile(result["total_s"], 0.5)),
+        "proxy_cpu_s": round(cpu["proxy"], 3),
+        "proxy_cpu_pct": round(100 * cpu["proxy"] / window_s, 1) if target.proc else None,
+        "proxy_cpu_ms_per_stream": (
+            round(1000 * cpu["proxy"] / completed, 3) if target.proc and completed else None
+        ),
+        "proxy_rss_mib": round(rss_mib(proxy_pids), 1) if target.proc else None,
+        "upstream_cpu_pct": round(100 * cpu["upstream"] / window_s, 1),
+        "loadgen_cpu_pct": round(100 * cpu["loadgen"] / window_s, 1),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        # share of the window in which some runnable task waited for a CPU (PSI)
+        "cpu_pressure_pct": round(100 * pressure / window_s, 1),
+    }
+    return point
+
+
+# -- profile ---------------------------------------------------------------------------
+
+
+def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, from py-spy's collapsed stacks."""
+    self_c: Counter[str] = Counter()
+    incl_c: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = stack.split(";")
+        total += count
+        self_c[frames[-1]] += count
+        for f in set(frames):
+            incl_c[f] += count
+
+    def share(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(f, round(100 * n / total, 1)) for f, n in c.most_common(top)] if total else []
+
+    return {"samples": total, "self": share(self_c), "inclusive": share(incl_c)}
+
+
+def profile_router(
+    target: Target, concurrency: int, args: argparse.Namespace, upstream: Proc, out_dir: Path
+) -> dict[str, Any]:
+    spy = ROOT / ".venv" / "bin" / "py-spy"
+    binary = str(spy) if spy.exists() else shutil.which("py-spy")
+    if binary is None:
+        raise RuntimeError("py-spy not found: .venv/bin/pip install py-spy")
+    assert target.proc is not None
+    raw = out_dir / "overhead-profile.txt"
+    svg = out_dir / "overhead-profile.svg"
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def attach() -> None:
+        common = ["--pid", str(target.proc.pid), "--rate", "250", "--nonblocking"]  # type: ignore[union-attr]
+        common += ["--duration", str(int(args.duration))]
+        for fmt, path in (("raw", raw), ("flamegraph", svg)):
+            if fmt == "flamegraph" and not args.profile_svg:
+                continue
+            spies.append(
+                subprocess.Popen(
+                    [binary, "record", *common, "--format", fmt, "-o", str(path)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+    try:
+        point = run_point(target, concurrency, args, upstream, on_window_start=attach)
+        for s in spies:
+            s.wait(args.duration + 30)
+    finally:
+        for s in spies:
+            if s.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(s.pid, signal.SIGINT)
+                s.wait(10)
+    summary: dict[str, Any] = summarize_profile(raw) if raw.exists() else {"samples": 0}
+    summary["point"] = point
+    summary["raw"] = str(raw)
+    return summary
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    free = subprocess.run(["free", "-g"], capture_output=True, text=True, check=False).stdout
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "free_g": free.strip(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def add_deltas(points: list[dict[str, Any]]) -> None:
+    direct = {p["concurrency"]: p for p in points if p["target"] == "direct"}
+    for p in points:
+        d = direct.get(p["concurrency"])
+        if d is None or p["target"] == "direct":
+            continue
+        for q in ("p50", "p99"):
+            a, b = p[f"ttft_{q}_ms"], d[f"ttft_{q}_ms"]
+            p[f"added_ttft_{q}_ms"] = None if a is None or b is None else round(a - b, 2)
+        ratio = p["streams_per_s"] / d["streams_per_s"] if d["streams_per_s"] else None
+        p["throughput_ratio"] = None if ratio is None else round(ratio, 3)
+
+
+def bars(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for p in points:
+        if p["target"] != "firsttoken" or p["concurrency"] not in BAR_CONCURRENCIES:
+            continue
+        checks = [
+            ("added TTFT p50", p.get("added_ttft_p50_ms"), BAR_P50_MS, "ms", "<="),
+            ("added TTFT p99", p.get("added_ttft_p99_ms"), BAR_P99_MS, "ms", "<="),
+        ]
+        if p["concurrency"] == max(BAR_CONCURRENCIES):
+            checks.append(("throughput ratio", p.get("throughput_ratio"), BAR_THROUGHPUT, "", ">="))
+        for name, value, bar, unit, op in checks:
+            ok = value is not None and (value <= bar if op == "<=" else value >= bar)
+            out.append(
+                {
+                    "concurrency": p["concurrency"],
+                    "check": name,
+                    "value": value,
+                    "bar": f"{op} {bar}{unit}",
+                    "met": ok,
+                }
+            )
+    return out
+
+
+def _fmt(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:+.1f}" if signed else (f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}")
+    return str(v)
+
+
+def markdown(points: list[dict[str, Any]]) -> str:
+    head = (
+        "| target | C | TTFT p50 / p99 (ms) | added p50 / p99 (ms) | streams/s | vs direct "
+        "| proxy CPU ms/stream | proxy CPU % | RSS MiB | errors | CPU wait % |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [head]
+    for p in points:
+        added = (
+            "-"
+            if p["target"] == "direct"
+            else f"{_fmt(p.get('added_ttft_p50_ms'), True)} / "
+            f"{_fmt(p.get('added_ttft_p99_ms'), True)}"
+        )
+        ratio = p.get("throughput_ratio")
+        rows.append(
+            f"| {p['target']} | {p['concurrency']} "
+            f"| {_fmt(p['ttft_p50_ms'])} / {_fmt(p['ttft_p99_ms'])} | {added} "
+            f"| {_fmt(p['streams_per_s'])} | {'-' if ratio is None else f'{ratio:.1%}'} "
+            f"| {_fmt(p['proxy_cpu_ms_per_stream'])} | {_fmt(p['proxy_cpu_pct'])} "
+            f"| {_fmt(p['proxy_rss_mib'])} | {p['errors']} | {_fmt(p['cpu_pressure_pct'])} |"
+        )
+    return "\n".join(rows)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def managed(procs: list[Proc]) -> Iterator[list[Proc]]:
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        signal.signal(signal.SIGTERM, old)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    peers = [p for p in args.peers.split(",") if p]
+    for p in peers:
+        if p not in ("nginx", "litellm"):
+            raise SystemExit(f"unknown peer {p!r} (nginx, litellm)")
+    began = time.monotonic()
+    if args.nice:
+        # Inherited by every process started here: upstream, proxies, load generator
+        # alike, so the comparison stays fair while unrelated work on the machine
+        # (other jobs) gets less of the CPU.
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    workdir = Path(tempfile.mkdtemp(prefix="ft-overhead-"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(f"# overhead: {info['nproc']} cores, {info['cpu']}; logs in {workdir}", flush=True)
+    procs: list[Proc] = []
+    points: list[dict[str, Any]] = []
+    profile: dict[str, Any] | None = None
+    with managed(procs):
+        ports = [free_port(), free_port()]
+        upstream = start_upstream(workdir, ports, args)
+        procs.append(upstream)
+        targets = [Target("direct", [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports])]
+        starters: dict[str, Callable[[], Target]] = {
+            "firsttoken": lambda: start_firsttoken(workdir, ports),
+            "nginx": lambda: start_nginx(workdir, ports),
+            "litellm": lambda: start_litellm(workdir, ports, Path(args.litellm_venv)),
+        }
+        variants: dict[str, str] = {}
+        for spec in args.variant:
+            vname, _, path = spec.partition("=")
+            variants[f"firsttoken-{vname}"] = path
+        for vname, path in variants.items():
+            starters[vname] = functools.partial(start_firsttoken, workdir, ports, vname, path)
+        for name in ["firsttoken", *variants, *peers]:
+            t0 = time.monotonic()
+            target = starters[name]()
+            assert target.proc is not None
+            procs.append(target.proc)
+            target.meta["startup_s"] = round(time.monotonic() - t0, 1)
+            targets.append(target)
+            print(f"# started {name} in {target.meta['startup_s']} s", flush=True)
+        # Interleaved: at each concurrency, direct first, then every proxy, so that
+        # each delta compares runs minutes apart at most.
+        for c in concurrencies:
+            for target in targets:
+                point = run_point(target, c, args, upstream)
+                points.append(point)
+                print(
+                    f"# {target.name:<10} c={c:<3} p50 {point['ttft_p50_ms']} ms "
+                    f"p99 {point['ttft_p99_ms']} ms {point['streams_per_s']} streams/s "
+                    f"cpu {point['proxy_cpu_ms_per_stream']} ms/stream "
+                    f"errors {point['errors']} load {point['loadavg_1m']} "
+                    f"cpu-wait {point['cpu_pressure_pct']}%",
+                    flush=True,
+                )
+        if args.profile:
+            router = next(t for t in targets if t.name == "firsttoken")
+            profile = profile_router(router, max(concurrencies), args, upstream, out.parent)
+        router_log = workdir / "firsttoken.log"
+        router_log_bytes = router_log.stat().st_size if router_log.exists() else 0
+    add_deltas(points)
+    result = {
+        "machine": info,
+        "workload": {
+            "ttft_ms": args.ttft_ms,
+            "itl_ms": args.itl_ms,
+            "tokens": args.tokens,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "concurrency": concurrencies,
+            "nice": args.nice,
+        },
+        "peers": {t.name: t.meta for t in targets},
+        "points": points,
+        "bars": bars(points),
+        "profile": profile,
+        "router_log_bytes": router_log_bytes,
+        "run_time_s": round(time.monotonic() - began, 1),
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def print_report(result: dict[str, Any]) -> None:
+    print()
+    print(markdown(result["points"]))
+    print()
+    for b in result["bars"]:
+        mark = "met" if b["met"] else "MISSED"
+        print(
+            f"- firsttoken c={b['concurrency']}: {b['check']} {b['value']} (bar {b['bar']}): {mark}"
+        )
+    prof = result.get("profile")
+    if prof and prof.get("samples"):
+        print(f"\nrouter profile at c={prof['point']['concurrency']}: {prof['samples']} samples")
+        print("self:")
+        for frame, pct in prof["self"][:15]:
+            print(f"  {pct:5.1f}%  {frame}")
+        print("inclusive:")
+        for frame, pct in prof["inclusive"][:25]:
+            print(f"  {pct:5.1f}%  {frame}")
+    print(f"\nrun time {result['run_time_s']} s")
+
+
+# -- the upstream process --------------------------------------------------------------
+
+
+def upstream_main(argv: Sequence[str]) -> int:
+    """Two OpenAISim ports in one uvloop process, until SIGTERM/SIGINT."""
+    p = argparse.ArgumentParser(prog="overhead.py _upstream")
+    p.add_argument("--ports", required=True)
+    p.add_argument("--ttft-ms", type=float, default=50)
+    p.add_argument("--itl-ms", type=float, default=10)
+    p.add_argument("--tokens", type=int, default=20)
+    a = p.parse_args(argv)
+
+    import asyncio
+
+    import uvloop
+
+    from router.sim.behaviour import Behaviour
+    from router.sim.openai_server import OpenAISim
+
+    async def serve() -> None:
+        behaviour = Behaviour(ttft_s=a.ttft_ms / 1000, itl_s=a.itl_ms / 1000, tokens=a.tokens)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sims = [
+            OpenAISim(behaviour, port=int(port), max_records=1000) for port in a.ports.split(",")
+        ]
+        for sim in sims:
+            await sim.start()
+        print("ready", flush=True)
+        await stop.wait()
+        for sim in sims:
+            await sim.stop()
+
+    uvloop.run(serve())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--concurrency", default="1,16,64", help="comma-separated (default 1,16,64)")
+    p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
+    p.add_argument("--peers", default="nginx,litellm", help="any of nginx,litellm ('' for none)")
+    p.add_argument("--out", default="benchmarks/out/overhead.json")
+    p.add_argument("--ttft-ms", type=float, default=50.0)
+    p.add_argument("--itl-ms", type=float, default=10.0)
+    p.add_argument("--tokens", type=int, default=20)
+    p.add_argument(
+        "--litellm-venv", default=str(ROOT / ".venv-litellm-proxy"), help="where litellm[proxy] is"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="then profile the router at the top concurrency"
+    )
+    p.add_argument("--profile-svg", action="store_true", help="also write a flamegraph SVG")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run every party at this nice value (e.g. -10 as root, to shield the "
+        "measurement from unrelated load on a shared machine); default 0",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run the router from another checkout (DIR holds its router/), for A/B",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_upstream"]:
+        return upstream_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every process started here was stopped", file=sys.stderr)
+        return 130
+    print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
