@@ -8,9 +8,10 @@ group; when the client goes away the listener cancels the group, and the turn's
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -116,6 +117,9 @@ class Server:
     ) -> None:
         self.router = router
         self._reload = reload
+        # Request ids: unique per process start, and cheaper than a uuid4 per turn.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -226,7 +230,7 @@ class Server:
         client = self.router.runtime.auth.client(headers.get("authorization"))
         raw = await self._read_body(scope, receive)
         parsed = parse_request(endpoint, raw, headers.get("x-session-id"))
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
         sink = AsgiSink(send)
         gone = False
 

@@ -9,6 +9,7 @@ deadline passes. A second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from types import FrameType
@@ -175,6 +176,10 @@ def _config(
 
 def run(router: Router, host: str, port: int, log_level: str) -> None:
     """Serve until drained. Blocks; installs uvloop."""
+    # Everything built so far lives as long as the process: keep the cyclic GC from
+    # rescanning it on every collection (a source of tail latency under load).
+    gc.collect()
+    gc.freeze()
     server_cfg = router.runtime.config.server
     main = DrainingServer(
         _config(Server(router, reload=router.reload_from_file), host, port, log_level, "on"),
