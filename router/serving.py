@@ -169,6 +169,8 @@ def _config(
         lifespan=lifespan,
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # the router reads no client address; skip the middleware
+        server_header=False,
         timeout_keep_alive=75,  # longer than a load balancer's usual 60 s idle timeout
         timeout_graceful_shutdown=5,
     )
