@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -219,6 +219,7 @@ class Config(_Model):
 # -- loading ------------------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 def _fmt_path(path: Sequence[str | int]) -> str:
@@ -301,18 +302,19 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
     return issues
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
+def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
+    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
+    Returns the model and the line of every node, for checks made after it."""
     data, lines = _compose(text, file)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
     try:
-        cfg = Config.model_validate(data)
+        return model.model_validate(data), lines
     except ValidationError as exc:
         issues = []
         errors = exc.errors()
         for err in errors:
-            loc = [p for p in err["loc"] if not _is_union_tag(p)]
+            loc = _data_loc(data, err["loc"])
             if err["type"] == "too_short" and any(
                 e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
             ):
@@ -322,32 +324,43 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                 msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
             issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
         raise ConfigError(issues) from exc
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Validate a policy file's text; raise ConfigError listing every problem."""
+    cfg, lines = parse_yaml_model(Config, text, file)
     issues = _semantic_issues(cfg, file, lines)
     if issues:
         raise ConfigError(issues)
     return cfg
 
 
-def _is_union_tag(part: str | int) -> bool:
-    # pydantic puts the discriminator's value into loc (`policy.latency.quantile`).
-    return isinstance(part, str) and part in {
-        "ordered",
-        "round_robin",
-        "random",
-        "latency",
-        "p2c",
-        "slo_cost",
-        "weighted",
-    }
+def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
+    """pydantic's error location, as a path in the YAML: the tags it inserts for a
+    discriminated union (`policy.latency.quantile`) are not keys of the data."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        elif i < len(loc) - 1:
+            continue  # a union tag: not in the data
+        out.append(part)
+    return out
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-    return parse_config(text, str(path))
+    return parse_config(read_text(path), str(path))
 
 
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:

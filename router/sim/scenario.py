@@ -27,14 +27,11 @@ answer length (`Behaviour.tokens`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from router.config import Price
-from router.errors import ConfigError, ConfigIssue
+from router.config import Price, parse_yaml_model, read_text
 from router.sim.engine import EngineParams
 from router.sim.hosted import HostedParams
 
@@ -139,24 +136,9 @@ class Scenario(_Model):
 
 
 def parse_scenario(text: str, file: str = "<scenario>") -> Scenario:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(file, None, "", f"invalid YAML: {exc}")]) from exc
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        issues = [
-            ConfigIssue(file, None, ".".join(str(p) for p in err["loc"]), err["msg"])
-            for err in exc.errors()
-        ]
-        raise ConfigError(issues) from exc
+    """Validate a scenario's text; problems come back as file:line ConfigIssues."""
+    return parse_yaml_model(Scenario, text, file)[0]
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-    return parse_scenario(text, str(p))
+    return parse_scenario(read_text(path), str(path))

@@ -35,7 +35,7 @@ def test_hybrid_has_two_local_and_two_hosted() -> None:
 def test_unknown_keys_and_duplicate_names_are_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_scenario("name: x\nservers: [{name: a, kind: vllm, engine: {max_seqs: 3}}]\n")
-    assert "servers.0.vllm.engine.max_seqs" in str(info.value)
+    assert "<scenario>:2 servers[0].engine.max_seqs: unknown key" in str(info.value)
     with pytest.raises(ConfigError, match="duplicate server names: a"):
         parse_scenario("name: x\nservers: [{name: a, kind: openai}, {name: a, kind: vllm}]\n")
 

@@ -1,0 +1,127 @@
+"""Policy files: every error with file:line and field path; `firsttoken check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.config import load_config, missing_secrets, parse_config
+from router.errors import ConfigError
+
+VALID = """\
+server: {host: 127.0.0.1, port: 8080}
+targets:
+  - name: local-a
+    kind: vllm
+    base_url: http://127.0.0.1:8001/v1
+    model: tiny-llama
+    price: {input_per_mtok: 0.0, output_per_mtok: 0.0}
+    timeouts: {connect_s: 2, first_token_s: 5, idle_s: 30}
+  - name: hosted-a
+    kind: openai
+    base_url: https://api.example.com/v1
+    model: gpt-4o-mini
+    api_key_env: HOSTED_A_KEY
+    price: {input_per_mtok: 0.15, output_per_mtok: 0.60}
+routes:
+  - name: chat-fast
+    targets: [local-a, hosted-a]
+    policy: {type: ordered}
+"""
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "policies/x.yaml")
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_the_issues_example_file_is_valid() -> None:
+    cfg = parse_config(VALID)
+    assert [t.name for t in cfg.targets] == ["local-a", "hosted-a"]
+    assert cfg.target("local-a").engine_metrics_url() == "http://127.0.0.1:8001/metrics"
+    assert cfg.routes[0].policy.type == "ordered"
+
+
+def test_an_unknown_target_is_named_with_its_line_and_path() -> None:
+    text = VALID.replace("targets: [local-a, hosted-a]", "targets: [local-a, local-b]")
+    assert errors(text) == ["policies/x.yaml:17 routes[0].targets[1]: unknown target 'local-b'"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = (
+        VALID.replace("    model: tiny-llama\n", "    model: tiny-llama\n    bogus: 1\n")
+        .replace("{type: ordered}", "{type: latency, quantile: 2}")
+        .replace("first_token_s: 5", "first_token_s: -1")
+    )
+    assert errors(text) == [
+        "policies/x.yaml:9 targets[0].timeouts.first_token_s: Input should be greater than 0",
+        "policies/x.yaml:7 targets[0].bogus: unknown key 'bogus'",
+        "policies/x.yaml:19 routes[0].policy.quantile: Input should be less than 1",
+    ]
+
+
+def test_an_unknown_policy_type_and_bad_yaml() -> None:
+    assert errors(VALID.replace("{type: ordered}", "{type: fastest}"))[0].startswith(
+        "policies/x.yaml:18 routes[0].policy: Input tag 'fastest' found using 'type' does not match"
+    )
+    (issue,) = errors("targets: [\n")
+    assert issue.startswith("policies/x.yaml:2: invalid YAML")
+
+
+def test_duplicate_names_and_a_missing_base_url() -> None:
+    text = VALID.replace("name: hosted-a", "name: local-a").replace(
+        "    base_url: http://127.0.0.1:8001/v1\n", ""
+    )
+    assert errors(text) == [
+        "policies/x.yaml:3 targets[0]: a 'vllm' target needs base_url",
+        "policies/x.yaml:8 targets[1].name: duplicate target name 'local-a'",
+        "policies/x.yaml:16 routes[0].targets[1]: unknown target 'hosted-a'",
+    ]
+
+
+def test_secrets_are_named_by_env_var_and_checked_at_start() -> None:
+    cfg = parse_config(VALID)
+    assert missing_secrets(cfg, {}) == [
+        "target 'hosted-a': environment variable HOSTED_A_KEY (api_key_env) is not set"
+    ]
+    assert missing_secrets(cfg, {"HOSTED_A_KEY": "sk-x"}) == []
+    assert errors(VALID.replace("api_key_env: HOSTED_A_KEY", "api_key: sk-inline")) == [
+        "policies/x.yaml:13 targets[1].api_key: unknown key 'api_key'"
+    ]
+
+
+def test_check_prints_a_summary_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(VALID)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: valid" in out
+    assert "chat-fast" in out and "local-a, hosted-a" in out
+    assert "warning: target 'hosted-a': environment variable HOSTED_A_KEY" in out
+
+
+def test_check_prints_every_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(VALID.replace("[local-a, hosted-a]", "[local-a, local-b]"))
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:17 routes[0].targets[1]: unknown target 'local-b'" in err
+    assert main(["check", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_route_listing_a_target_twice(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(VALID.replace("[local-a, hosted-a]", "[local-a, local-a]"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(i) for i in info.value.issues] == [
+        f"{path}:17 routes[0].targets: a target is listed twice"
+    ]
