@@ -349,14 +349,21 @@ def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        ):
-            node = node[part]
+        found, child = _child(node, part)
+        if found:
+            node = child
         elif i < len(loc) - 1:
             continue  # a union tag: not in the data
         out.append(part)
     return out
+
+
+def _child(node: Any, part: str | int) -> tuple[bool, Any]:
+    if isinstance(node, dict) and part in node:
+        return True, node[part]
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return True, node[part]
+    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

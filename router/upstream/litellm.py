@@ -116,6 +116,14 @@ def load_litellm() -> Any:
     return litellm
 
 
+async def stop_logging_worker() -> None:
+    """litellm runs a process-wide logging task on the loop of its first call and
+    never stops it; stop it with the target (it starts again on the next call)."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    await GLOBAL_LOGGING_WORKER.stop()
+
+
 async def _record_response(response: httpx.Response) -> None:
     seen = _responses.get()
     if seen is not None:
@@ -267,6 +275,7 @@ class LitellmUpstream:
 
     async def aclose(self) -> None:
         await self._http.close()
+        await stop_logging_worker()
 
     # -- internals -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
 TEAM_KEY = "sk-team-a-5f2c9e0d1b7a4c3e"
 OTHER_KEY = "sk-team-b-8a1d6f3c0e9b2d4a"
 ADMIN_KEY = "sk-admin-3e7b1c9d5a0f2e8c"
-CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+CHAT: dict[str, object] = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 AUTH = f"""
 auth:

@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from router.sim.behaviour import Behaviour, Fault
-from router.sim.vllm import EngineParams, VllmSim
+from router.sim.engine import EngineParams
+from router.sim.vllm import VllmSim
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [

@@ -131,10 +131,15 @@ def test_sighup_reloads_and_sigterm_drains_in_flight_streams(
         workers = [threading.Thread(target=stream) for _ in range(2)]
         for w in workers:
             w.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while 'firsttoken_inflight{target="b"} 2.0' not in httpx.get(f"{served.url}/metrics").text:
+            assert time.monotonic() < deadline, "the two streams never reached the router"
+            time.sleep(0.02)
         served.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        assert httpx.get(f"{served.url}/readyz").status_code == 503
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{served.url}/readyz").status_code != 503:
+            assert time.monotonic() < deadline, "readiness did not turn false"
+            time.sleep(0.02)
         refused = httpx.post(f"{served.url}/v1/chat/completions", json=CHAT)
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "draining"
