@@ -19,10 +19,18 @@ DONE = b"data: [DONE]\n\n"
 _DELTA_FIELDS = ("role", "content", "reasoning_content", "refusal")
 _MESSAGE_FIELDS = ("role", "content", "reasoning_content", "refusal")
 #: transport-level headers that describe litellm's HTTP body, not ours
-_HOP_HEADERS = frozenset({
-    "content-length", "content-type", "content-encoding", "transfer-encoding",
-    "connection", "keep-alive", "date", "server",
-})
+_HOP_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+    }
+)
 _LITELLM_PREFIX = "llm_provider-"
 
 
@@ -89,19 +97,32 @@ def chunk_payload(chunk: Any) -> dict[str, Any] | None:
             delta["tool_calls"] = calls
         finish = getattr(choice, "finish_reason", None)
         if set(delta) - {"role"} or finish is not None:
-            choices.append({"index": choice.index, "delta": delta, "logprobs": None,
-                            "finish_reason": finish})
+            choices.append(
+                {"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            )
     if not choices:
         return None
-    return {"id": chunk.id, "object": "chat.completion.chunk", "created": chunk.created,
-            "model": chunk.model, "choices": choices}
+    return {
+        "id": chunk.id,
+        "object": "chat.completion.chunk",
+        "created": chunk.created,
+        "model": chunk.model,
+        "choices": choices,
+    }
 
 
-def usage_payload(chunk_id: str, created: int, model: str, usage: Mapping[str, Any]
-                  ) -> dict[str, Any]:
+def usage_payload(
+    chunk_id: str, created: int, model: str, usage: Mapping[str, Any]
+) -> dict[str, Any]:
     """OpenAI's final usage chunk (sent when `stream_options.include_usage` was asked)."""
-    return {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-            "model": model, "choices": [], "usage": dict(usage)}
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": dict(usage),
+    }
 
 
 def completion_payload(response: Any) -> dict[str, Any]:
@@ -109,8 +130,10 @@ def completion_payload(response: Any) -> dict[str, Any]:
     choices = []
     for choice in response.choices:
         msg = choice.message
-        message: dict[str, Any] = {"role": getattr(msg, "role", None) or "assistant",
-                                   "content": getattr(msg, "content", None)}
+        message: dict[str, Any] = {
+            "role": getattr(msg, "role", None) or "assistant",
+            "content": getattr(msg, "content", None),
+        }
         for name in _MESSAGE_FIELDS[2:]:
             value = getattr(msg, name, None)
             if value is not None:
@@ -118,11 +141,21 @@ def completion_payload(response: Any) -> dict[str, Any]:
         calls = _tool_calls(getattr(msg, "tool_calls", None))
         if calls:
             message["tool_calls"] = calls
-        choices.append({"index": choice.index, "message": message, "logprobs": None,
-                        "finish_reason": choice.finish_reason})
-    out: dict[str, Any] = {"id": response.id, "object": "chat.completion",
-                           "created": response.created, "model": response.model,
-                           "choices": choices}
+        choices.append(
+            {
+                "index": choice.index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+        )
+    out: dict[str, Any] = {
+        "id": response.id,
+        "object": "chat.completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": choices,
+    }
     usage = usage_dict(getattr(response, "usage", None))
     if usage is not None:
         out["usage"] = usage
@@ -140,6 +173,9 @@ def provider_headers(raw: Mapping[str, str] | None, hidden_params: Any) -> dict[
         items = [(k.lower(), v) for k, v in raw.items()]
     else:
         extra = hidden_params.get("additional_headers") if isinstance(hidden_params, dict) else None
-        items = [(k.lower().removeprefix(_LITELLM_PREFIX), str(v))
-                 for k, v in (extra or {}).items() if k.lower().startswith(_LITELLM_PREFIX)]
+        items = [
+            (k.lower().removeprefix(_LITELLM_PREFIX), str(v))
+            for k, v in (extra or {}).items()
+            if k.lower().startswith(_LITELLM_PREFIX)
+        ]
     return {k: v for k, v in items if k not in _HOP_HEADERS}
