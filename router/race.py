@@ -36,6 +36,7 @@ from router.errors import (
 from router.hedge import HedgeBudget, hedge_delay_s
 from router.metrics import Metrics
 from router.policy.base import RoutingRequest, TargetView
+from router.policy.predict import predict_ttft_s
 from router.signals.target import Attempt, TargetSignals
 from router.upstream.base import Endpoint, Upstream, UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
@@ -130,7 +131,7 @@ class Race:
         result: TurnResult,
     ) -> None:
         self._route = route
-        self._order = order
+        self._order = list(order)
         self._views = views
         self._budget = budget
         self._metrics = metrics
@@ -241,9 +242,18 @@ class Race:
         return True
 
     def _next(self, kind: str) -> TargetRuntime | None:
-        """The next target of the plan, with the books kept for how it starts."""
+        """The next target of the plan, with the books kept for how it starts.
+
+        A fallback takes the plan's order (the policy's choice: cheapest within the
+        SLO, say). A hedge is a bet on speed, so it takes the remaining target with
+        the lowest predicted median TTFT: for a cost-ordered plan the next in line
+        is often the twin engine queued by the same burst."""
         if self._launched >= len(self._order):
             return None
+        if kind == "hedge":
+            rest = range(self._launched, len(self._order))
+            fastest = min(rest, key=lambda i: self._median_ttft(self._order[i]))
+            self._order.insert(self._launched, self._order.pop(fastest))
         runtime = self._order[self._launched]
         route, result = self._route.name, self._result
         if kind == "fallback":
@@ -258,6 +268,9 @@ class Race:
         self._running += 1
         result.attempts += 1
         return runtime
+
+    def _median_ttft(self, runtime: TargetRuntime) -> float:
+        return predict_ttft_s(self._views[runtime.config.name], 0.5)
 
     def _hedge_delay(self) -> float:
         hedge = self._route.hedge

@@ -109,7 +109,10 @@ def expected_wait_s(view: TargetView) -> float:
     if engine.stale:
         # Saturated, but still ordered: the fewer of our own turns there, the better.
         return STALE_PENALTY_S + view.in_flight / rate
-    return waiting_ahead(view) / rate
+    ahead = waiting_ahead(view)
+    # A queue means the batch is full: the new turn waits for everyone ahead of it
+    # and then for one more running sequence to finish and free its slot.
+    return (ahead + 1.0) / rate if ahead > 0 else 0.0
 
 
 def predict_ttft_s(view: TargetView, q: float) -> float:

@@ -607,7 +607,15 @@ def test_min_tokens_per_s_marks_a_target_degraded_without_history(
 def test_reload_during_traffic(loop_thread: LoopThread, tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     slow = Behaviour(ttft_s=0.01, itl_s=0.02, tokens=20)
-    rig = start_rig(loop_thread, {"a": slow, "b": FAST, "c": CANARY}, config_path=path)
+    # This test is about the reload, not timeouts: generous ones, so that a loaded
+    # machine's pause between two tokens is not mistaken for a dead upstream.
+    relaxed = "timeouts: {first_token_s: 5.0, idle_s: 5.0}"
+    rig = start_rig(
+        loop_thread,
+        {"a": slow, "b": FAST, "c": CANARY},
+        config_path=path,
+        target_extra={"a": relaxed, "b": relaxed},
+    )
     canary = Canary(rig)
     canary.start()
     try:

@@ -134,13 +134,14 @@ def test_affinity_leads_while_it_meets_the_slo(
     policy: LatencyPolicy | SloCostPolicy | PowerOfTwoChoicesPolicy,
 ) -> None:
     fast = hosted("fast", 0.1, ttft_ewma_s=0.05)
-    warm_ok = vllm("warm", waiting=1, in_flight=3)  # pred 200ms, the heavier in p2c
+    # pred 0.05 + (1 + 1) / 10 + 0.05 = 300ms, the heavier in p2c
+    warm_ok = vllm("warm", waiting=1, in_flight=3)
     plan = plan_turn(policy, request(affinity="warm"), [fast, warm_ok], ctx(slo_ms=300))
     assert plan.order == ("warm", "fast")
     assert "affinity" in plan.reason
-    assert plan.reason.endswith("affinity (pred 200ms, within p90<=300ms)")
+    assert plan.reason.endswith("affinity (pred 300ms, within p90<=300ms)")
 
-    warm_slow = vllm("warm", waiting=4, in_flight=3)  # pred 500ms
+    warm_slow = vllm("warm", waiting=3, in_flight=3)  # pred 0.05 + (3 + 1) / 10 + 0.05 = 500ms
     plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx(slo_ms=300))
     assert plan.order == ("fast", "warm")
     assert plan.reason.endswith("affinity warm dropped (pred 500ms > p90<=300ms)")

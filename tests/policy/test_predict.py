@@ -34,8 +34,8 @@ def test_hosted_near_its_rate_limit_predicts_slower() -> None:
 
 
 def test_vllm_prediction_is_unloaded_plus_queue_wait_plus_spread() -> None:
-    # 0.05 unloaded + 3 waiting / 10 per s + (0.15 - 0.10) spread at p90
-    assert predict_ttft_s(vllm("local", waiting=3), 0.9) == pytest.approx(0.40)
+    # 0.05 unloaded + (3 waiting + the slot it needs) / 10 per s + (0.15 - 0.10) spread
+    assert predict_ttft_s(vllm("local", waiting=3), 0.9) == pytest.approx(0.50)
     assert predict_ttft_s(vllm("local", waiting=0), 0.9) == pytest.approx(0.10)
     assert predict_ttft_s(vllm("local", waiting=0), 0.5) == pytest.approx(0.05)
 
@@ -43,17 +43,17 @@ def test_vllm_prediction_is_unloaded_plus_queue_wait_plus_spread() -> None:
 def test_vllm_counts_the_routers_own_newer_turns_as_waiting() -> None:
     # The scrape saw 4 running and nothing waiting; the router has sent 10 since.
     view = vllm("local", waiting=0, running=4, in_flight=10)
-    assert expected_wait_s(view) == pytest.approx(0.6)
+    assert expected_wait_s(view) == pytest.approx((6 + 1) / 10)
     assert load(view) == pytest.approx(16.0)
     # When the engine reports more waiting (other clients), the engine wins.
     busy = vllm("local", waiting=8, running=4, in_flight=10)
-    assert expected_wait_s(busy) == pytest.approx(0.8)
+    assert expected_wait_s(busy) == pytest.approx((8 + 1) / 10)
 
 
 def test_vllm_without_measured_rate_uses_littles_law() -> None:
     # 4 running turns each lasting 0.05 + 100 x 0.01 s complete at 4 / 1.05 per s
     view = vllm("local", waiting=2, running=4, rate=None, mean_output_tokens=100.0, tpot_s=0.01)
-    assert expected_wait_s(view) == pytest.approx(2 * 1.05 / 4)
+    assert expected_wait_s(view) == pytest.approx((2 + 1) * 1.05 / 4)
 
 
 def test_stale_engine_counts_as_saturated_but_finite() -> None:
@@ -104,4 +104,4 @@ def test_a_quiet_engines_arrival_rate_does_not_undercut_its_capacity() -> None:
     # batch of 4 turns of 0.05 + 100 x 0.01 s says it can do 4 / 1.05 per second.
     view = vllm("gpu", waiting=4, running=4, unloaded=0.05, rate=1.0, p50=0.05, p90=0.05,
                 tpot_s=0.01, mean_output_tokens=100.0)
-    assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + 4 / (4 / 1.05))
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + (4 + 1) / (4 / 1.05))

@@ -9,7 +9,7 @@ from router.policy.weighted import WeightedPolicy
 from tests.policy.views import PRICEY, ctx, hosted, request, vllm
 
 # predicted p90 / expected cost: local 400ms / $0, fast 200ms / $0.00042, mid 300ms / $0.00021
-FLEET = [vllm("local", waiting=3), hosted("fast", 0.2, price=PRICEY), hosted("mid", 0.3)]
+FLEET = [vllm("local", waiting=2), hosted("fast", 0.2, price=PRICEY), hosted("mid", 0.3)]
 
 
 def weights(**kw: float) -> Weights:
