@@ -208,6 +208,7 @@ class Router:
                     "engine": None
                     if view.engine is None
                     else {
+                        "capacity": view.engine.capacity,
                         "waiting": view.engine.waiting,
                         "running": view.engine.running,
                         "kv_cache_usage_perc": view.engine.kv_usage,

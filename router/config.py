@@ -109,6 +109,8 @@ class TargetConfig(_Model):
     tpm: int | None = Field(None, gt=0)
     #: vLLM only: where its Prometheus metrics live (default: base_url's host + /metrics)
     metrics_url: str | None = None
+    #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
+    max_num_seqs: int | None = Field(None, gt=0)
 
     @field_validator("base_url")
     @classmethod

@@ -49,6 +49,9 @@ class EngineView:
     stale: bool
     #: mean TTFT over the last scrape interval, from histogram _sum/_count deltas
     recent_ttft_s: float | None = None
+    #: sequences the engine runs at once (its --max-num-seqs): from YAML, or learned
+    #: as the running count seen while requests waited; None while unknown
+    capacity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

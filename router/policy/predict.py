@@ -89,14 +89,21 @@ def waiting_ahead(view: TargetView) -> float:
 
     The scrape may be up to one interval old while the router's own in-flight count
     is live: turns sent since the scrape beyond what the engine was running are
-    counted as waiting too, whichever of the two says more. No scrape yet: unknown,
-    counted as none. A stale scrape: saturated.
+    counted as waiting too, whichever of the two says more. When the engine's batch
+    size is known (YAML `max_num_seqs`, or learned from a scrape that showed a
+    queue), only what exceeds it waits. No scrape yet: unknown, counted as none. A
+    stale scrape: saturated.
     """
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
         return 0.0
     if engine.stale:
         return STALE_WAITING
+    if engine.capacity is not None:
+        # Known batch size: of everything the engine holds now (what it reported, or
+        # the router's own turns if more were sent since), what does not fit waits.
+        holding = max(engine.running + engine.waiting, float(view.in_flight))
+        return max(engine.waiting, holding - engine.capacity, 0.0)
     return max(engine.waiting, view.in_flight - engine.running, 0.0)
 
 

@@ -96,10 +96,25 @@ def parse_metrics(text: str) -> EngineSample:
 class EngineTracker:
     """The last scrape of one engine, its age, and its TTFT over the last interval."""
 
-    __slots__ = ("_base", "_clock", "_created", "_last", "_last_at", "_recent", "stale_after_s")
+    __slots__ = (
+        "_base",
+        "_clock",
+        "_created",
+        "_last",
+        "_last_at",
+        "_learned",
+        "_recent",
+        "capacity",
+        "stale_after_s",
+    )
 
-    def __init__(self, stale_after_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, stale_after_s: float, clock: Callable[[], float], capacity: int | None = None
+    ) -> None:
         self.stale_after_s = stale_after_s
+        #: the engine's --max-num-seqs when configured; else learned (see `update`)
+        self.capacity = capacity
+        self._learned: float | None = None
         self._clock = clock
         self._created = clock()
         self._last: EngineSample | None = None
@@ -115,6 +130,10 @@ class EngineTracker:
     def update(self, sample: EngineSample) -> None:
         self._last = sample
         self._last_at = self._clock()
+        if sample.waiting > 0 and sample.running > 0:
+            # Requests wait only when the batch is full: what runs then is the capacity
+            # (the largest seen, since a scrape can land while a sequence is leaving).
+            self._learned = max(self._learned or 0.0, sample.running)
         total, count = sample.ttft_sum, sample.ttft_count
         if total is None or count is None:
             self._base, self._recent = None, None
@@ -142,6 +161,7 @@ class EngineTracker:
             age_s=age,
             stale=age > self.stale_after_s,
             recent_ttft_s=self._recent,
+            capacity=float(self.capacity) if self.capacity is not None else self._learned,
         )
 
 

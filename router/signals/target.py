@@ -75,7 +75,7 @@ class TargetSignals:
         )
         self.provider_limits = ProviderLimits(clock, wall_clock)
         self.local_limits = LocalLimits(config.rpm, config.tpm, clock)
-        self.engine = EngineTracker(signals.engine_stale_after_s, clock)
+        self.engine = EngineTracker(signals.engine_stale_after_s, clock, config.max_num_seqs)
         self.completion_window_s = tau
         self._degraded_cooldown_s = signals.degraded_cooldown_s
         self._completions: deque[float] = deque()
@@ -104,6 +104,7 @@ class TargetSignals:
         )
         self.local_limits.rpm, self.local_limits.tpm = config.rpm, config.tpm
         self.engine.stale_after_s = signals.engine_stale_after_s
+        self.engine.capacity = config.max_num_seqs
         self._degraded_cooldown_s = signals.degraded_cooldown_s
 
     def cooldown_from_peer(self, seconds: float, cause: OpenCause) -> bool:

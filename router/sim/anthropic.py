@@ -233,8 +233,13 @@ class AnthropicSim:
             return self._error(record, fault.status, fault.message, fault.retry_after_s)
         if fault.kind == "rate_limited":
             retry = fault.retry_after_s if fault.retry_after_s is not None else 1.0
-            return self._error(record, 429, "Number of request tokens has exceeded your "
-                               "per-minute rate limit", retry, exhausted=True)
+            return self._error(
+                record,
+                429,
+                "Number of request tokens has exceeded your per-minute rate limit",
+                retry,
+                exhausted=True,
+            )
 
         n_out = min(behaviour.tokens, body["max_tokens"])
         answer = _Answer(
@@ -263,36 +268,56 @@ class AnthropicSim:
 
     def _headers(self, *, exhausted: bool = False) -> dict[str, str]:
         self._serial += 1
-        reset = (datetime.now(UTC) + timedelta(seconds=self._limits.window_s)).isoformat(
-            timespec="seconds").replace("+00:00", "Z")
+        reset = (
+            (datetime.now(UTC) + timedelta(seconds=self._limits.window_s))
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z")
+        )
         lim = self._limits
         out = {"request-id": f"req_sim{self._serial:06d}"}
-        for kind, limit, used in (("requests", lim.requests, lim.used_requests),
-                                  ("tokens", lim.tokens, lim.used_tokens)):
+        for kind, limit, used in (
+            ("requests", lim.requests, lim.used_requests),
+            ("tokens", lim.tokens, lim.used_tokens),
+        ):
             remaining = 0 if exhausted else max(0, limit - used)
             out[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
             out[f"anthropic-ratelimit-{kind}-remaining"] = str(remaining)
             out[f"anthropic-ratelimit-{kind}-reset"] = reset
         return out
 
-    def _error(self, record: RecordedRequest, status: int, message: str,
-               retry_after_s: float | None = None, *, exhausted: bool = False) -> web.Response:
+    def _error(
+        self,
+        record: RecordedRequest,
+        status: int,
+        message: str,
+        retry_after_s: float | None = None,
+        *,
+        exhausted: bool = False,
+    ) -> web.Response:
         headers = self._headers(exhausted=exhausted or status == 429)
         if retry_after_s is not None:
             headers["retry-after"] = f"{retry_after_s:g}"
         record.status = status
         record.completed_at = self._clock()
-        return web.Response(status=status, body=error_body(status, message),
-                            content_type="application/json", headers=headers)
+        return web.Response(
+            status=status,
+            body=error_body(status, message),
+            content_type="application/json",
+            headers=headers,
+        )
 
     async def _json(self, record: RecordedRequest, b: Behaviour, a: _Answer) -> web.Response:
         await asyncio.sleep(b.ttft_s + max(0, a.output_tokens - 1) * self._gap(b))
         record.tokens_sent = a.output_tokens
         record.completed_at = self._clock()
         payload = {
-            "id": a.message_id, "type": "message", "role": "assistant", "model": a.model,
+            "id": a.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": a.model,
             "content": [{"type": "text", "text": "".join(a.texts)}],
-            "stop_reason": a.stop_reason, "stop_sequence": None,
+            "stop_reason": a.stop_reason,
+            "stop_sequence": None,
             "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens},
         }
         return web.json_response(payload, headers=self._headers())
@@ -301,13 +326,17 @@ class AnthropicSim:
     def _gap(b: Behaviour) -> float:
         return b.fault.trickle_s if b.fault.kind == "trickle" else b.itl_s
 
-    async def _stream(self, request: web.Request, record: RecordedRequest, b: Behaviour,
-                      a: _Answer) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, record: RecordedRequest, b: Behaviour, a: _Answer
+    ) -> web.StreamResponse:
         fault = b.fault
-        resp = web.StreamResponse(headers={
-            **self._headers(), "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-        })
+        resp = web.StreamResponse(
+            headers={
+                **self._headers(),
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+            }
+        )
         await resp.prepare(request)
         transport = request.transport
         if fault.kind == "reset_after_headers":
@@ -316,12 +345,30 @@ class AnthropicSim:
             await resp.write(b"event: message_start\ndata: {not json\n\n")
             return await self._finish(resp, record)
         await resp.write(
-            _sse("message_start", {"type": "message_start", "message": {
-                "id": a.message_id, "type": "message", "role": "assistant", "content": [],
-                "model": a.model, "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": a.input_tokens, "output_tokens": 1}}})
-            + _sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})
+            _sse(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": a.message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [],
+                        "model": a.model,
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+                    },
+                },
+            )
+            + _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
             + _sse("ping", {"type": "ping"})
         )
         if fault.kind == "hang_before_first_token":
@@ -335,34 +382,57 @@ class AnthropicSim:
                 break
             if i:
                 await asyncio.sleep(gap)
-            await resp.write(_sse("content_block_delta", {
-                "type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": text}}))
+            await resp.write(
+                _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": text},
+                    },
+                )
+            )
             record.tokens_sent = i + 1
         if fault.kind == "die_after":
             return self._cut(resp, transport, record)
         if fault.kind == "error_event_after":
-            await resp.write(_sse("error", {"type": "error", "error": {
-                "type": "overloaded_error", "message": fault.message}}))
+            await resp.write(
+                _sse(
+                    "error",
+                    {
+                        "type": "error",
+                        "error": {"type": "overloaded_error", "message": fault.message},
+                    },
+                )
+            )
             return await self._finish(resp, record)
         await resp.write(
             _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + _sse("message_delta", {
-                "type": "message_delta",
-                "delta": {"stop_reason": a.stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": a.output_tokens}})
+            + _sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": a.stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": a.output_tokens},
+                },
+            )
             + _sse("message_stop", {"type": "message_stop"})
         )
         return await self._finish(resp, record)
 
-    async def _finish(self, resp: web.StreamResponse, record: RecordedRequest
-                      ) -> web.StreamResponse:
+    async def _finish(
+        self, resp: web.StreamResponse, record: RecordedRequest
+    ) -> web.StreamResponse:
         await resp.write_eof()
         record.completed_at = self._clock()
         return resp
 
-    def _cut(self, resp: web.StreamResponse, transport: asyncio.BaseTransport | None,
-             record: RecordedRequest) -> web.StreamResponse:
+    def _cut(
+        self,
+        resp: web.StreamResponse,
+        transport: asyncio.BaseTransport | None,
+        record: RecordedRequest,
+    ) -> web.StreamResponse:
         record.completed_at = self._clock()
         if transport is not None:
             with contextlib.suppress(OSError):

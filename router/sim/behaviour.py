@@ -87,9 +87,13 @@ class Fault:
                 key, _, value = opt.partition("=")
                 values[key.strip()] = value.strip()
         if arg:
-            main = {"status": "status", "die_after": "after_tokens",
-                    "error_event_after": "after_tokens", "trickle": "trickle_s",
-                    "rate_limited": "retry_after"}.get(kind)
+            main = {
+                "status": "status",
+                "die_after": "after_tokens",
+                "error_event_after": "after_tokens",
+                "trickle": "trickle_s",
+                "rate_limited": "retry_after",
+            }.get(kind)
             if main is None:
                 raise FaultSyntaxError(f"fault {kind!r} takes no argument")
             values[main] = arg.strip()

@@ -67,14 +67,31 @@ class Sequence:
     """One request inside the engine; it is also the server's `Generation`."""
 
     __slots__ = (
-        "_engine", "_ready", "arrived_at", "cached_tokens", "consumed", "finish_reason",
-        "first_token_at", "headers", "last_token_at", "n_tokens", "prefix_keys", "produced",
-        "prompt_tokens", "state",
+        "_engine",
+        "_ready",
+        "arrived_at",
+        "cached_tokens",
+        "consumed",
+        "finish_reason",
+        "first_token_at",
+        "headers",
+        "last_token_at",
+        "n_tokens",
+        "prefix_keys",
+        "produced",
+        "prompt_tokens",
+        "state",
     )
 
     def __init__(
-        self, engine: Engine, *, prompt_tokens: int, n_tokens: int,
-        prefix_keys: tuple[tuple[str, int], ...], finish_reason: FinishedReason, now: float,
+        self,
+        engine: Engine,
+        *,
+        prompt_tokens: int,
+        n_tokens: int,
+        prefix_keys: tuple[tuple[str, int], ...],
+        finish_reason: FinishedReason,
+        now: float,
     ) -> None:
         self._engine = engine
         self._ready = asyncio.Event()
@@ -112,7 +129,9 @@ class Sequence:
 
 class Engine:
     def __init__(
-        self, params: EngineParams, observer: EngineObserver,
+        self,
+        params: EngineParams,
+        observer: EngineObserver,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.params = params
@@ -134,13 +153,20 @@ class Engine:
         return total <= self.params.max_model_len and total <= self.params.kv_cache_tokens
 
     def submit(
-        self, prompt_tokens: int, n_tokens: int, prefix_keys: tuple[tuple[str, int], ...],
+        self,
+        prompt_tokens: int,
+        n_tokens: int,
+        prefix_keys: tuple[tuple[str, int], ...],
         finish_reason: FinishedReason,
     ) -> Sequence:
         """Queue a request; the caller has checked `fits`."""
         seq = Sequence(
-            self, prompt_tokens=prompt_tokens, n_tokens=n_tokens, prefix_keys=prefix_keys,
-            finish_reason=finish_reason, now=self._clock(),
+            self,
+            prompt_tokens=prompt_tokens,
+            n_tokens=n_tokens,
+            prefix_keys=prefix_keys,
+            finish_reason=finish_reason,
+            now=self._clock(),
         )
         self.waiting.append(seq)
         self._work.set()

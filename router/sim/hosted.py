@@ -119,6 +119,11 @@ class HostedSim(SimServer):
     ) -> None:
         self.hosted = HostedBackend(params or HostedParams(), rng or random.Random(0), clock)
         super().__init__(
-            self.hosted, behaviour=behaviour, model=model, host=host, port=port, clock=clock,
+            self.hosted,
+            behaviour=behaviour,
+            model=model,
+            host=host,
+            port=port,
+            clock=clock,
             max_records=max_records,
         )

@@ -82,8 +82,8 @@ class FixedBackend:
 class OpenAISim(SimServer):
     """A fixed-timing OpenAI-compatible server.
 
-        async with OpenAISim(Behaviour(ttft_s=0.05, itl_s=0.01, tokens=20)) as sim:
-            client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="x")
+    async with OpenAISim(Behaviour(ttft_s=0.05, itl_s=0.01, tokens=20)) as sim:
+        client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="x")
     """
 
     def __init__(
@@ -97,6 +97,11 @@ class OpenAISim(SimServer):
         max_records: int = 10_000,
     ) -> None:
         super().__init__(
-            FixedBackend(), behaviour=behaviour, model=model, host=host, port=port,
-            clock=clock, max_records=max_records,
+            FixedBackend(),
+            behaviour=behaviour,
+            model=model,
+            host=host,
+            port=port,
+            clock=clock,
+            max_records=max_records,
         )

@@ -92,5 +92,4 @@ class RateLimiter:
             headers[f"x-ratelimit-limit-{kind}"] = str(int(bucket.limit))
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
             headers[f"x-ratelimit-reset-{kind}"] = openai_duration(bucket.reset_in())
-        return Decision(allowed, headers, 0.0 if allowed else wait,
-                        None if allowed else limited_by)
+        return Decision(allowed, headers, 0.0 if allowed else wait, None if allowed else limited_by)

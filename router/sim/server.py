@@ -191,8 +191,11 @@ class SimServer:
         now = self._clock()
         prefix = "chatcmpl-sim" if endpoint == "chat" else "cmpl-sim"
         record = RequestRecord(
-            id=f"{prefix}{next(self._ids)}", path=request.path, body=None,
-            headers={k.lower(): v for k, v in request.headers.items()}, received_at=now,
+            id=f"{prefix}{next(self._ids)}",
+            path=request.path,
+            body=None,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            received_at=now,
         )
         self.records.append(record)
         behaviour = self._behaviour
@@ -204,7 +207,10 @@ class SimServer:
             raise
 
     async def _serve(
-        self, request: web.Request, endpoint: Endpoint, record: RequestRecord,
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        record: RequestRecord,
         behaviour: Behaviour,
     ) -> web.StreamResponse:
         try:
@@ -213,8 +219,9 @@ class SimServer:
             fault_text = request.headers.get(FAULT_HEADER)
             fault = Fault.parse(fault_text) if fault_text else behaviour.fault
         except (ValueError, InvalidRequest, FaultSyntaxError) as exc:
-            return self._reject(record, Rejection(400, error_body(
-                str(exc), "invalid_request_error")))
+            return self._reject(
+                record, Rejection(400, error_body(str(exc), "invalid_request_error"))
+            )
         record.fault = fault.kind
         early = await self._early_fault(request, record, fault)
         if early is not None:
@@ -225,9 +232,11 @@ class SimServer:
         try:
             if sim_request.stream:
                 return await self._stream(
-                    request, record, sim_request, behaviour=behaviour, fault=fault, gen=outcome)
+                    request, record, sim_request, behaviour=behaviour, fault=fault, gen=outcome
+                )
             return await self._unary(
-                request, record, sim_request, behaviour=behaviour, fault=fault, gen=outcome)
+                request, record, sim_request, behaviour=behaviour, fault=fault, gen=outcome
+            )
         finally:
             outcome.close()
 
@@ -251,21 +260,28 @@ class SimServer:
         if fault.retry_after_s is not None:
             headers["Retry-After"] = f"{max(1, round(fault.retry_after_s))}"
         if kind == "status":
-            body = error_body(fault.message, "server_error" if fault.status >= 500
-                              else "invalid_request_error")
+            body = error_body(
+                fault.message, "server_error" if fault.status >= 500 else "invalid_request_error"
+            )
             return self._reject(record, Rejection(fault.status, body, headers))
         if kind == "rate_limited":
             retry = fault.retry_after_s if fault.retry_after_s is not None else 1.0
             headers["Retry-After"] = f"{max(1, round(retry))}"
-            headers.update({
-                "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
-                "x-ratelimit-reset-requests": f"{retry:g}s",
-                "x-ratelimit-limit-tokens": "100000", "x-ratelimit-remaining-tokens": "0",
-                "x-ratelimit-reset-tokens": f"{retry:g}s",
-            })
+            headers.update(
+                {
+                    "x-ratelimit-limit-requests": "60",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": f"{retry:g}s",
+                    "x-ratelimit-limit-tokens": "100000",
+                    "x-ratelimit-remaining-tokens": "0",
+                    "x-ratelimit-reset-tokens": f"{retry:g}s",
+                }
+            )
             body = error_body(
                 f"Rate limit reached (simulated). Please try again in {retry:g}s.",
-                "requests", "rate_limit_exceeded")
+                "requests",
+                "rate_limit_exceeded",
+            )
             return self._reject(record, Rejection(429, body, headers))
         return None
 
@@ -282,12 +298,22 @@ class SimServer:
         transport.close()
 
     async def _stream(
-        self, request: web.Request, record: RequestRecord, sim: SimRequest, *,
-        behaviour: Behaviour, fault: Fault, gen: Generation,
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        sim: SimRequest,
+        *,
+        behaviour: Behaviour,
+        fault: Fault,
+        gen: Generation,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **gen.headers,
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **gen.headers,
+            }
+        )
         record.status = 200
         await response.prepare(request)
         if fault.kind == "reset_after_headers":
@@ -329,8 +355,14 @@ class SimServer:
         return response
 
     async def _unary(
-        self, request: web.Request, record: RequestRecord, sim: SimRequest, *,
-        behaviour: Behaviour, fault: Fault, gen: Generation,
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        sim: SimRequest,
+        *,
+        behaviour: Behaviour,
+        fault: Fault,
+        gen: Generation,
     ) -> web.StreamResponse:
         if fault.kind == "hang_before_first_token":
             await _hang()
@@ -357,7 +389,8 @@ class SimServer:
         if fault.kind == "malformed":
             return web.Response(body=MALFORMED_FRAME, content_type="application/json")
         body = Encoder(record.id, sim.endpoint, sim.model).full(
-            n, _finish_reason(sim, behaviour, n), sim.prompt_tokens)
+            n, _finish_reason(sim, behaviour, n), sim.prompt_tokens
+        )
         return web.json_response(body, headers=dict(gen.headers))
 
 

@@ -32,8 +32,25 @@ from router.sim.server import SimServer
 from router.sim.wire import SimRequest, error_body
 
 _LATENCY_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
 )
 _ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 _REASONS: tuple[FinishedReason, ...] = ("stop", "length", "abort")
@@ -47,31 +64,57 @@ class VllmMetrics:
         labels = ["model_name"]
         r = self.registry
         self._model = model_name
-        self.running = Gauge("vllm:num_requests_running", "Requests in the batch.",
-                             labels, registry=r)
-        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting.",
-                             labels, registry=r)
-        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 means full.",
-                              labels, registry=r)
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed.",
-                                     labels, registry=r).labels(model_name)
-        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.",
-                                         labels, registry=r).labels(model_name)
-        self.prefix_queries = Counter("vllm:prefix_cache_queries", "Prefix-cache queries "
-                                      "(tokens).", labels, registry=r).labels(model_name)
-        self.prefix_hits = Counter("vllm:prefix_cache_hits", "Prefix-cache hits (tokens).",
-                                   labels, registry=r).labels(model_name)
-        success = Counter("vllm:request_success", "Finished requests.",
-                          [*labels, "finished_reason"], registry=r)
+        self.running = Gauge(
+            "vllm:num_requests_running", "Requests in the batch.", labels, registry=r
+        )
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting.", labels, registry=r)
+        self.kv_usage = Gauge(
+            "vllm:kv_cache_usage_perc", "KV-cache usage, 1 means full.", labels, registry=r
+        )
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prefill tokens processed.", labels, registry=r
+        ).labels(model_name)
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Tokens generated.", labels, registry=r
+        ).labels(model_name)
+        self.prefix_queries = Counter(
+            "vllm:prefix_cache_queries", "Prefix-cache queries (tokens).", labels, registry=r
+        ).labels(model_name)
+        self.prefix_hits = Counter(
+            "vllm:prefix_cache_hits", "Prefix-cache hits (tokens).", labels, registry=r
+        ).labels(model_name)
+        success = Counter(
+            "vllm:request_success", "Finished requests.", [*labels, "finished_reason"], registry=r
+        )
         self.success = {reason: success.labels(model_name, reason) for reason in _REASONS}
-        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.",
-                              labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
-        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end latency.",
-                             labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
-        self.queue = Histogram("vllm:request_queue_time_seconds", "Time in WAITING.",
-                               labels, buckets=_LATENCY_BUCKETS, registry=r).labels(model_name)
-        self.itl = Histogram("vllm:inter_token_latency_seconds", "Inter-token latency.",
-                             labels, buckets=_ITL_BUCKETS, registry=r).labels(model_name)
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "End-to-end latency.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.queue = Histogram(
+            "vllm:request_queue_time_seconds",
+            "Time in WAITING.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model_name)
+        self.itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Inter-token latency.",
+            labels,
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        ).labels(model_name)
 
     def watch(self, engine: Engine) -> None:
         """Read the gauges from the engine at scrape time."""
@@ -159,7 +202,12 @@ class VllmSim(SimServer):
     ) -> None:
         self.vllm = VllmBackend(params or EngineParams(), model, clock)
         super().__init__(
-            self.vllm, behaviour=behaviour, model=model, host=host, port=port, clock=clock,
+            self.vllm,
+            behaviour=behaviour,
+            model=model,
+            host=host,
+            port=port,
+            clock=clock,
             max_records=max_records,
         )
 

@@ -48,9 +48,7 @@ def _message_text(message: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) for part in content if isinstance(part, Mapping)
-        )
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
     return ""
 
 
@@ -158,16 +156,23 @@ class Encoder:
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return self._frame({
-            "id": self._id, "object": self._object, "created": self._created,
-            "model": self._model, "choices": choices, **extra,
-        })
+        return self._frame(
+            {
+                "id": self._id,
+                "object": self._object,
+                "created": self._created,
+                "model": self._model,
+                "choices": choices,
+                **extra,
+            }
+        )
 
     def role(self) -> bytes:
         if self._endpoint == "chat":
             delta = {"role": "assistant", "content": ""}
-            return self._chunk([{"index": 0, "delta": delta, "logprobs": None,
-                                 "finish_reason": None}])
+            return self._chunk(
+                [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+            )
         return self._chunk([{"index": 0, "text": "", "logprobs": None, "finish_reason": None}])
 
     def content(self, i: int) -> bytes:
@@ -192,16 +197,22 @@ class Encoder:
         text = completion_text(n)
         if self._endpoint == "chat":
             choice: dict[str, Any] = {
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": None, "finish_reason": reason,
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": reason,
             }
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
             obj = "text_completion"
         return {
-            "id": self._id, "object": obj, "created": self._created, "model": self._model,
-            "choices": [choice], "usage": _usage(prompt_tokens, n),
+            "id": self._id,
+            "object": obj,
+            "created": self._created,
+            "model": self._model,
+            "choices": [choice],
+            "usage": _usage(prompt_tokens, n),
         }
 
 

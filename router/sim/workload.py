@@ -105,16 +105,20 @@ def _new_session(sid: int, workload: Workload, rng: random.Random, system: str) 
         id=sid,
         prompts=[max(1, round(sample(workload.prompt_tokens, rng))) for _ in range(n)],
         outputs=[max(1, round(sample(workload.output_tokens, rng))) for _ in range(n)],
-        gaps=[workload.assumed_response_s + sample(workload.think_time_s, rng)
-              for _ in range(n - 1)],
+        gaps=[
+            workload.assumed_response_s + sample(workload.think_time_s, rng) for _ in range(n - 1)
+        ],
         system=system,
     )
 
 
 def turns(workload: Workload, rng: random.Random) -> Iterator[Turn]:
     """Every turn of the workload, in arrival order."""
-    system = _text("You are a concise assistant. ", workload.system_prompt_tokens) \
-        if workload.system_prompt_tokens else ""
+    system = (
+        _text("You are a concise assistant. ", workload.system_prompt_tokens)
+        if workload.system_prompt_tokens
+        else ""
+    )
     starts = session_starts(workload.arrivals, workload.duration_s, rng)
     order = itertools.count()
     pending: list[tuple[float, int, _Session, int]] = []

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from router.policy.base import EngineView, TargetView
@@ -102,6 +104,27 @@ def test_a_drained_engine_is_not_held_back_by_the_spread_its_queue_caused() -> N
 def test_a_quiet_engines_arrival_rate_does_not_undercut_its_capacity() -> None:
     # 1 turn/s measured on a quiet engine is the arrival rate; Little's law over a
     # batch of 4 turns of 0.05 + 100 x 0.01 s says it can do 4 / 1.05 per second.
-    view = vllm("gpu", waiting=4, running=4, unloaded=0.05, rate=1.0, p50=0.05, p90=0.05,
-                tpot_s=0.01, mean_output_tokens=100.0)
+    view = vllm(
+        "gpu",
+        waiting=4,
+        running=4,
+        unloaded=0.05,
+        rate=1.0,
+        p50=0.05,
+        p90=0.05,
+        tpot_s=0.01,
+        mean_output_tokens=100.0,
+    )
     assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + (4 + 1) / (4 / 1.05))
+
+
+def test_a_known_batch_size_counts_only_what_does_not_fit() -> None:
+    # Scraped: 1 running, nothing waiting; the router has sent 5 since. Unknown
+    # capacity: 4 of them count as waiting. A batch of 8: they all run.
+    unknown = vllm("big", waiting=0, running=1, in_flight=5)
+    assert unknown.engine is not None
+    roomy = replace(unknown, engine=replace(unknown.engine, capacity=8.0))
+    assert expected_wait_s(unknown) == pytest.approx((4 + 1) / 10)
+    assert expected_wait_s(roomy) == 0.0
+    small = replace(unknown, engine=replace(unknown.engine, capacity=2.0))
+    assert expected_wait_s(small) == pytest.approx((3 + 1) / 10)  # 5 held, 2 run

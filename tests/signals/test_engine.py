@@ -76,7 +76,10 @@ def test_tracker_reports_ttft_over_the_interval_and_ages_into_staleness(
     assert tracker.view().recent_ttft_s is None  # nothing to take a delta against yet
     clock.advance(0.25)
     tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
-    assert tracker.view() == EngineView(3.0, 4.0, 0.5, age_s=0.0, stale=False, recent_ttft_s=0.5)
+    # requests waited beside a batch of 4: that is the engine's capacity, learned
+    assert tracker.view() == EngineView(
+        3.0, 4.0, 0.5, age_s=0.0, stale=False, recent_ttft_s=0.5, capacity=4.0
+    )
     clock.advance(0.25)
     tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
     assert tracker.view().recent_ttft_s == 0.5  # no new first tokens: the last mean stands
@@ -131,3 +134,18 @@ async def test_scraper_pushes_good_scrapes_and_survives_bad_ones(
     assert [s.waiting for s in samples] == [5.0, 0.0]
     failures = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert len(failures) == 3
+
+
+def test_capacity_is_learned_from_a_scrape_with_a_queue(clock: FakeClock) -> None:
+    tracker = EngineTracker(2.0, clock)
+    tracker.update(EngineSample(waiting=0, running=3, kv_usage=0.1))
+    assert tracker.view().capacity is None  # no queue: the batch may hold more
+    tracker.update(EngineSample(waiting=4, running=8, kv_usage=0.9))
+    tracker.update(EngineSample(waiting=1, running=7, kv_usage=0.9))  # one leaving
+    assert tracker.view().capacity == 8.0
+
+
+def test_a_configured_capacity_wins(clock: FakeClock) -> None:
+    tracker = EngineTracker(2.0, clock, capacity=16)
+    tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))
+    assert tracker.view().capacity == 16.0
