@@ -201,10 +201,17 @@ class SimServer:
         behaviour = self._behaviour
         try:
             return await self._serve(request, endpoint, record, behaviour)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             if record.finished_at is None:
                 record.cancelled_at = self._clock()
             raise
+        except ConnectionResetError:
+            # The client went away while we wrote (a router closing a hedge loser or
+            # a cancelled turn): normal for a server, so say so as aiohttp expects,
+            # a cancellation, rather than as an error with a traceback.
+            if record.finished_at is None:
+                record.cancelled_at = self._clock()
+            raise asyncio.CancelledError from None
 
     async def _serve(
         self,
