@@ -2,8 +2,8 @@
 
 The budget follows tower's retry budget and Finagle's: hedges are a fraction of
 recent turns, counted with exponential decay so the window slides; one hedge may
-always be spent when the route has been quiet (a floor of one), so a lone late
-turn still gets help.
+be spent when the route has been quiet (a floor of one, not on top of the rate),
+so a lone late turn still gets help.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class HedgeBudget:
         self._hedges *= keep
 
     def try_spend(self) -> bool:
-        if self._hedges + 1.0 > self.max_rate * self._turns + 1.0:
+        # The floor of one lets a quiet route hedge; it is not added on top of the
+        # rate, so a busy route stays within `max_rate` of its turns.
+        if self._hedges + 1.0 > max(self.max_rate * self._turns, 1.0):
             return False
         self._hedges += 1.0
         return True
