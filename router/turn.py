@@ -200,12 +200,14 @@ class Turn:
                             primed, block, keep_usage, sink, events_seen
                         )
                         continue
-                    asked = self._clock()
+                    asked = self._clock() if guard is not None else 0.0
                     chunk = await anext(primed.chunks, None)
                     if chunk is None:
                         break
-                    if guard is not None and guard.observe(self._clock() - asked):
-                        self._degraded(primed, self._clock() - asked)
+                    if guard is not None:
+                        waited = self._clock() - asked
+                        if guard.observe(waited):
+                            self._degraded(primed, waited)
                     buffer += chunk
                     if b"\r" in chunk:  # a CRLF-framed upstream: normalise (rare)
                         buffer = buffer.replace(b"\r\n", b"\n")

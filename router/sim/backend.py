@@ -54,3 +54,16 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
     def add_routes(self, app: web.Application) -> None: ...
+
+
+class NoLifecycle:
+    """For backends with no task to run and no routes of their own."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def add_routes(self, app: web.Application) -> None:
+        return None

@@ -25,10 +25,9 @@ import random
 import time
 from collections.abc import Mapping
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.sim.backend import Clock, Generation, Rejection
+from router.sim.backend import Clock, Generation, NoLifecycle, Rejection
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import FixedGeneration, output_tokens
 from router.sim.ratelimit import RateLimiter
@@ -51,7 +50,7 @@ class HostedParams(BaseModel):
     error_status: int = Field(default=503, ge=500, le=599)
 
 
-class HostedBackend:
+class HostedBackend(NoLifecycle):
     def __init__(self, params: HostedParams, rng: random.Random, clock: Clock) -> None:
         self.params = params
         self._rng = rng
@@ -91,15 +90,6 @@ class HostedBackend:
         if self._rng.random() < p.stall_probability:
             ttft += p.stall_s
         return ttft
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def add_routes(self, app: web.Application) -> None:
-        pass
 
 
 class HostedSim(SimServer):

@@ -13,9 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from aiohttp import web
-
-from router.sim.backend import Clock, Generation
+from router.sim.backend import Clock, Generation, NoLifecycle
 from router.sim.behaviour import ITL_HEADER, TTFT_HEADER, Behaviour
 from router.sim.server import SimServer
 from router.sim.wire import SimRequest
@@ -59,7 +57,7 @@ class FixedGeneration:
         pass
 
 
-class FixedBackend:
+class FixedBackend(NoLifecycle):
     def begin(
         self, request: SimRequest, behaviour: Behaviour, headers: Mapping[str, str]
     ) -> Generation:
@@ -68,15 +66,6 @@ class FixedBackend:
             _ms_header(headers, TTFT_HEADER, behaviour.ttft_s),
             _ms_header(headers, ITL_HEADER, behaviour.itl_s),
         )
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def add_routes(self, app: web.Application) -> None:
-        pass
 
 
 class OpenAISim(SimServer):
