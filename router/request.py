@@ -119,7 +119,9 @@ def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) ->
         raise BadRequest("the request body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    # Nesting needs brackets: count them (in C) before walking the tree (in Python).
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > MAX_JSON_DEPTH and _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from types import FrameType
-from typing import Literal
+from typing import Any, Literal, cast
 
 import uvicorn
 import uvloop
@@ -62,17 +62,70 @@ class HeadTooLarge(Exception):
     """Raised inside the parser: uvicorn answers 400 and closes the connection."""
 
 
+class HeadCoalescingTransport:
+    """A connection's transport that sends a response head together with the body
+    bytes written right after it.
+
+    uvicorn writes the status line and headers as soon as the app sends
+    `http.response.start`, and the first body bytes in a second write: two TCP
+    segments, so the client wakes twice at the commit point and the first token
+    waits behind a second syscall. Here a head is held until the next write of the
+    same loop iteration (the router's commit writes the first token at once) and
+    both go out as one; a head with nothing after it goes out on the next loop
+    iteration. Interim heads (`100 Continue`) are never held. Everything else is the
+    wrapped transport's."""
+
+    __slots__ = ("_flush_handle", "_held", "_inner", "_loop")
+
+    def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data = self._held + data
+            self._drop_held()
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1"):
+            self._held = data
+            self._flush_handle = self._loop.call_soon(self._flush)
+            return
+        self._inner.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._inner.close()
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._drop_held()
+            self._inner.write(held)
+
+    def _drop_held(self) -> None:
+        self._held = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the two guards it lacks (the fault suite
     found both): a bound on the size of a request head, and a deadline for it, so a
     slowloris client cannot hold a connection (and a file descriptor) for ever. The
-    body's deadline is the app's (`Server._read_body`)."""
+    body's deadline is the app's (`Server._read_body`). Its transport sends each
+    response head with the first body bytes (`HeadCoalescingTransport`)."""
 
     max_head_bytes = 64 * 1024
     head_timeout_s = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        coalescing = HeadCoalescingTransport(transport, self.loop)
+        super().connection_made(cast(asyncio.Transport, coalescing))
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm()

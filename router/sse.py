@@ -103,7 +103,9 @@ def scan(block: bytes) -> Scan:
 
 
 def usage_of(event: bytes) -> tuple[dict[str, Any] | None, bool]:
-    """(usage, usage_only) of one event that mentions usage; parsed once per stream."""
+    """(usage, usage_only) of one event; only an event that mentions usage is parsed."""
+    if _USAGE not in event and _USAGE_SPACED not in event:
+        return None, False
     data = event_data(event)
     if data is None:
         return None, False

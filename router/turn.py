@@ -14,8 +14,8 @@ ASGI: it writes to a `Sink`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -188,10 +188,13 @@ class Turn:
         done = False
         guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
         total_s = primed.target.config.timeouts.total_s
-        # One deadline for the whole stream (a single cancel scope, not one per chunk).
-        remaining = math.inf if total_s is None else primed.started_at + total_s - self._clock()
+        # One deadline for the whole stream (one cancel scope, not one per chunk; none
+        # without `total_s`).
+        deadline = None
+        if total_s is not None:
+            deadline = anyio.move_on_after(primed.started_at + total_s - self._clock())
         try:
-            with anyio.move_on_after(remaining) as deadline:
+            with deadline or contextlib.nullcontext():
                 while not done:
                     cut = buffer.rfind(b"\n\n")
                     if cut >= 0:
@@ -214,7 +217,7 @@ class Turn:
         except UpstreamError as err:
             await self._interrupted(primed, sink, err, events_seen)
             return
-        if deadline.cancelled_caught:
+        if deadline is not None and deadline.cancelled_caught:
             late = UpstreamTimeout(
                 f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
             )

@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,7 +24,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
-from router.upstream.transport import AiohttpTransport
+from router.upstream.http1 import Http1Client, Http1Response
 
 _RETRY_IN = re.compile(rb"try again in ([0-9.]+)(ms|s)")
 
@@ -61,40 +62,62 @@ def translate(exc: httpx.HTTPError, target: str, phase: str) -> UpstreamError:
     )
 
 
-class OpenAIResponse:
-    """A 2xx answer; the body is read (or relayed) by the caller."""
+class _HttpxBody:
+    """An `httpx.Response` in `Http1Response`'s shape (an injected httpx transport:
+    `MockTransport` in unit tests, `ASGITransport`)."""
 
-    def __init__(self, response: httpx.Response, target: str) -> None:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._target = target
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        # Iterate the transport's stream itself: httpx's aiter_raw would wrap each
-        # chunk again, and this is the per-chunk hot path.
+        async for chunk in self._response.aiter_raw():
+            yield chunk
+
+    async def aread(self) -> bytes:
+        return await self._response.aread()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class OpenAIResponse:
+    """A 2xx answer; the body is read (or relayed) by the caller."""
+
+    __slots__ = ("_raw", "_target", "headers", "status")
+
+    def __init__(self, raw: Http1Response | _HttpxBody, target: str) -> None:
+        self._raw = raw
+        self._target = target
+        self.status = raw.status
+        self.headers: Mapping[str, str] = raw.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.stream:  # type: ignore[union-attr]
+            async for chunk in self._raw.aiter_bytes():
                 yield chunk
         except httpx.HTTPError as exc:
             raise translate(exc, self._target, "stream") from exc
 
     async def aread(self) -> bytes:
         try:
-            return await self._response.aread()
+            return await self._raw.aread()
         except httpx.HTTPError as exc:
             raise translate(exc, self._target, "body") from exc
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        await self._raw.aclose()
 
 
 class OpenAIUpstream:
-    """One target, one transport (one keep-alive pool).
+    """One target, one keep-alive pool.
 
-    Requests are `httpx.Request`s handed straight to the transport: the client's
-    layers above it (URL merging, cookies, auth, redirects, event hooks, a log line)
-    cost about 11% of the router's CPU per stream and do nothing for a relay."""
+    Requests go out through `Http1Client` (router/upstream/http1.py: the relay's
+    own small HTTP/1.1 client); an injected httpx transport (`MockTransport` in
+    unit tests) gets an `httpx.Request` instead."""
 
     def __init__(
         self,
@@ -112,29 +135,52 @@ class OpenAIUpstream:
         }
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._transport = transport or AiohttpTransport()
+        self._transport = transport
+        self._client = Http1Client(config.base_url) if transport is None else None
+        base = urlsplit(config.base_url)
+        query = f"?{base.query}" if base.query else ""  # e.g. Azure's api-version
+        self._paths = {
+            endpoint: base.path.rstrip("/") + path + query
+            for endpoint, path in ENDPOINT_PATHS.items()
+        }
         self._urls = {
             endpoint: httpx.URL(config.base_url + path) for endpoint, path in ENDPOINT_PATHS.items()
         }
         t = config.timeouts
+        self._connect_s, self._read_s = t.connect_s, t.idle_s
         timeout = httpx.Timeout(
             connect=t.connect_s, read=t.idle_s, write=t.idle_s, pool=t.connect_s
         )
         self._extensions = {"timeout": timeout.as_dict()}
 
-    async def send(self, request: UpstreamRequest) -> OpenAIResponse:
+    async def _open(self, request: UpstreamRequest) -> Http1Response | _HttpxBody:
+        headers = {**self._headers, **request.headers}
+        body = json.dumps(request.body, separators=(",", ":")).encode()
+        if self._client is not None:
+            return await self._client.open(
+                "POST",
+                self._paths[request.endpoint],
+                headers,
+                body,
+                connect_s=self._connect_s,
+                read_s=self._read_s,
+            )
+        assert self._transport is not None
         http_request = httpx.Request(
             "POST",
             self._urls[request.endpoint],
-            headers={**self._headers, **request.headers},
-            content=json.dumps(request.body, separators=(",", ":")).encode(),
+            headers=headers,
+            content=body,
             extensions=self._extensions,
         )
+        return _HttpxBody(await self._transport.handle_async_request(http_request))
+
+    async def send(self, request: UpstreamRequest) -> OpenAIResponse:
         try:
-            response = await self._transport.handle_async_request(http_request)
+            response = await self._open(request)
         except httpx.HTTPError as exc:
             raise translate(exc, self.name, "connect") from exc
-        if response.status_code >= 300:
+        if response.status >= 300:
             try:
                 body = (await response.aread())[:65536]
             except httpx.HTTPError:
@@ -144,12 +190,12 @@ class OpenAIUpstream:
             if self._key and self._key in body:  # some APIs echo the key they rejected
                 body = body.replace(self._key, b"[redacted]")
             raise UpstreamStatusError(
-                f"{self.name}: upstream answered {response.status_code}",
+                f"{self.name}: upstream answered {response.status}",
                 target=self.name,
-                upstream_status=response.status_code,
+                upstream_status=response.status,
                 body=body,
                 retry_after_s=retry_after_seconds(response.headers, body),
-                headers=dict(response.headers),
+                headers={k.lower(): v for k, v in response.headers.items()},
             )
         return OpenAIResponse(response, self.name)
 
@@ -157,7 +203,10 @@ class OpenAIUpstream:
         """Nothing to pay up front: connections open with the first turn."""
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
 
 def client_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
