@@ -78,6 +78,11 @@ class Keys:
     def replicas(self) -> str:
         return f"{self.prefix}replicas"
 
+    @property
+    def sequence(self) -> str:
+        """Counts the limit calls, so a replica can tell which of two replies is newer."""
+        return f"{self.prefix}rl:seq"
+
     def cooldown(self, target: str) -> str:
         return f"{self.prefix}cooldown:{target}"
 

@@ -6,6 +6,12 @@ firsttoken_shared_state_fallbacks_total    operations that used local state
                                            instead, by op (limit: a turn's
                                            limit check, publish, flush, sync)
 firsttoken_shared_state_outages_total      times the link went down
+firsttoken_shared_state_limit_decisions_total  turns' global-limit checks, by
+                                           path (view: on this replica's view
+                                           of the counters, no wait; redis: the
+                                           exact check in Redis)
+firsttoken_shared_state_limit_calls_total  limit calls sent to Redis (flushes
+                                           and batches of exact checks)
 """
 
 from __future__ import annotations
@@ -50,4 +56,16 @@ class SharedStateCollector(Collector):
             "Times the shared state became unavailable",
         )
         outages.add_metric([], float(state.link.outages))
-        yield from (up, replicas, fallbacks, outages)
+        decisions = CounterMetricFamily(
+            "firsttoken_shared_state_limit_decisions",
+            "Global-limit checks of turns, by path: this replica's view (no wait) or Redis",
+            labels=["path"],
+        )
+        for path in ("view", "redis"):
+            decisions.add_metric([path], float(state.limits.decided[path]))
+        calls = CounterMetricFamily(
+            "firsttoken_shared_state_limit_calls",
+            "Global-limit calls sent to Redis (flushes and batches of exact checks)",
+        )
+        calls.add_metric([], float(state.limits.calls))
+        yield from (up, replicas, fallbacks, outages, decisions, calls)

@@ -77,6 +77,7 @@ class SharedState:
             self.link,
             timeout_s=config.timeout_ms / 1000.0,
             wall_clock=wall_clock,
+            clock=clock,
         )
         self.cooldowns = SharedCooldowns(
             self._redis, self.keys, self.link, replica=self.replica, clock=clock
@@ -145,6 +146,7 @@ class SharedState:
 
     def _link_changed(self, up: bool) -> None:
         self._apply_share()
+        self.limits.forget()
         if up:
             # Resync both ways: send what opened here meanwhile, flush what was
             # counted here, and re-read the others' cooldowns.

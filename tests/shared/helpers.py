@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from router.config import StateConfig, parse_config
 from router.policy.base import Candidate, Plan
 from router.shared import SharedState
+from router.shared.link import BACKGROUND_TIMEOUT_S
 from router.signals.registry import SignalsRegistry
 
 CONFIG = """
@@ -64,3 +69,34 @@ async def running(
             tg.cancel_scope.cancel()
     finally:
         await state.aclose()
+
+
+class CountingRedis(Redis):
+    """redis-py's client, noting every command it sends (name, and a script's sha)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[tuple[str, str]] = []
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = str(args[0]).upper()
+        self.sent.append((name, str(args[1]) if name == "EVALSHA" else ""))
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def script_calls(self, script: str) -> int:
+        """How many times `script` was run so far (EVALSHA, the way redis-py runs one)."""
+        sha = hashlib.sha1(script.encode()).hexdigest()  # Redis names a script so
+        return sum(1 for name, arg in self.sent if name == "EVALSHA" and arg == sha)
+
+
+def counting_client(config: StateConfig) -> CountingRedis:
+    """A client set up as `router.shared.link.connect` sets up its own."""
+    client = CountingRedis.from_url(
+        config.redis_url,
+        socket_timeout=BACKGROUND_TIMEOUT_S,
+        socket_connect_timeout=BACKGROUND_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    assert isinstance(client, CountingRedis)
+    return client
