@@ -275,7 +275,13 @@ class _Connection(asyncio.Protocol):
 class Http1Client:
     """A keep-alive pool to one origin (`base_url`'s scheme, host and port)."""
 
-    def __init__(self, base_url: str, *, keepalive_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        keepalive_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -283,7 +289,9 @@ class Http1Client:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self._port == (443 if parts.scheme == "https" else 80)
         self._host_header = parts.netloc.rsplit("@", 1)[-1] if not default_port else self._host
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR apply)
+            self._ssl = ssl_context or ssl.create_default_context()
         self._keepalive_s = keepalive_s
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()

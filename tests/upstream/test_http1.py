@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import trustme
 
 from router.upstream.http1 import HIGH_WATER, Http1Client
 
@@ -218,6 +220,25 @@ async def test_a_refused_connection_and_a_garbled_answer_are_httpx_errors() -> N
         with pytest.raises(httpx.RemoteProtocolError):
             await post(client)
         await client.aclose()
+
+
+async def test_https_goes_over_tls_and_checks_the_certificate() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    raw = RawServer(lambda request, writer: writer.write(SSE_HEAD + chunked(b"data: tls\n\n")))
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        client = Http1Client(f"https://127.0.0.1:{port}/v1", ssl_context=trusting)
+        assert await post(client) == (200, b"data: tls\n\n")
+        await client.aclose()
+        with pytest.raises(httpx.ConnectError):  # the system CAs do not know this one
+            await post(Http1Client(f"https://127.0.0.1:{port}/v1"))
+    finally:
+        server.close()
 
 
 async def test_a_header_with_a_line_break_is_refused_before_sending() -> None:
