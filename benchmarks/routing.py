@@ -26,8 +26,12 @@ requests and their cost come from the simulators' request records (hedge losers
 and fallbacks included: a hosted attempt that streamed is billed for its prompt
 and the tokens it sent); hedges from the router's `firsttoken_hedges_total`.
 
-Output: a markdown table on stdout and in `<out>/routing.md`, all numbers in
-`<out>/routing.json`, TTFT CDFs in `<out>/routing.png`.
+Output: a markdown table on stdout and in `<out>/routing.md`, followed by where
+each configuration's SLO misses came from (which target served them, whether they
+were hedged or fell back, why the policy chose the target it did, whether that
+target was predicted to meet the SLO); all numbers, each miss with the local
+engines' state at its send time, in `<out>/routing.json`; TTFT CDFs in
+`<out>/routing.png`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import json
 import os
 import platform
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -70,6 +75,8 @@ HOSTED = ("hosted-a", "hosted-b")
 #: local shares of the fixed-split grid (the rest goes to hosted-a)
 SPLITS = (1.0, 0.9, 0.8, 0.7)
 SPLIT_SLOTS = 20
+#: the route's SLO in benchmarks/policies/routing.yaml (TTFT <= 500 ms)
+SLO_MS = 500.0
 #: the bars of the issue contract
 BAR_SLO = 0.99
 BAR_P99_VS_ORACLE = 1.3
@@ -268,6 +275,7 @@ def bind(run: RunConfig, base_urls: dict[str, str], port: int) -> dict[str, Any]
                 # `openai`, not `vllm`: `random` reads no engine stats, and scraping every
                 # duplicate's /metrics would cost CPU the other configs do not pay.
                 copy = dict(by_name[name], name=f"{name}~{k}", kind="openai")
+                copy.pop("max_num_seqs", None)  # a vLLM-only setting
                 targets.append(copy)
                 names.append(copy["name"])
         data["targets"] = targets
@@ -432,7 +440,10 @@ def run_one(
         # Cost by the server's price (a split's duplicates share their server's).
         o.target = real_name(o.target)
     server_prices = {real_name(n) or n: p for n, p in prices.items()}
-    summary = summarise(outcomes, 500.0, server_prices, [*LOCALS, *HOSTED])
+    summary = summarise(outcomes, SLO_MS, server_prices, [*LOCALS, *HOSTED])
+    misses = [
+        miss_record(o, admin) for o in outcomes if o.ttft_s is None or o.ttft_s * 1000 > SLO_MS
+    ]
     sent = sum(1 for o in outcomes if o.sent_s is not None)
     requests = sum(s["requests"] for s in upstream.values())
     upstream_cost = sum(s["cost_usd"] for s in upstream.values())
@@ -463,28 +474,77 @@ def run_one(
         "upstream": upstream,
         "admin_samples": admin,
         "ttft_ms": sorted(round(o.ttft_s * 1000, 1) for o in outcomes if o.ttft_s is not None),
-        "misses": [
-            {
-                "sent_s": None if o.sent_s is None else round(o.sent_s, 2),
-                "target": o.target,
-                "ttft_ms": _ms(o.ttft_s),
-                "attempts": o.attempts,
-                "reason": o.reason[:200],
-                "error": o.error,
-            }
-            for o in outcomes
-            if o.ttft_s is None or o.ttft_s * 1000 > 500.0
-        ],
-        "misses_by_target": dict(
-            Counter(
-                o.target or "error" for o in outcomes if o.ttft_s is None or o.ttft_s * 1000 > 500.0
-            )
-        ),
+        "misses": misses,
+        "miss_breakdown": miss_breakdown(misses, SLO_MS),
     }
 
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000.0, 1)
+
+
+# -- where the misses come from ---------------------------------------------------------
+
+_WINNER_PRED = re.compile(r"winner pred (\d+)ms")
+
+
+def pick_kind(reason: str) -> str:
+    """Why the policy put the serving target's plan first, from `x-firsttoken-reason`."""
+    body = reason.split("; winner pred", 1)[0]
+    if " explore " in f" {body}":
+        return "explore"
+    if ": affinity (" in body:
+        return "affinity"
+    if "none meets" in body:
+        return "none meets SLO"
+    if "cheapest meeting" in body:
+        return "meets SLO"
+    return body.split(":", 1)[0] or "none"
+
+
+def _engines_at(admin: Sequence[dict[str, Any]], t: float | None) -> dict[str, Any]:
+    """The local engines as the router saw them at the last admin sample before t."""
+    if t is None:
+        return {}
+    before = [a for a in admin if a["t"] <= t]
+    if not before:
+        return {}
+    last = before[-1]
+    return {
+        n: {k: last[n][k] for k in ("in_flight", "waiting", "running")} for n in LOCALS if n in last
+    }
+
+
+def miss_record(o: TurnOutcome, admin: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    pred = _WINNER_PRED.search(o.reason)
+    return {
+        "sent_s": None if o.sent_s is None else round(o.sent_s, 2),
+        "target": o.target,
+        "ttft_ms": _ms(o.ttft_s),
+        "attempts": o.attempts,
+        "hedged": o.hedged,
+        "fell_back": o.fell_back,
+        "pick": pick_kind(o.reason),
+        "winner_pred_ms": float(pred.group(1)) if pred else None,
+        "engines_at_send": _engines_at(admin, o.sent_s),
+        "reason": o.reason[:300],
+        "error": o.error,
+    }
+
+
+def miss_breakdown(misses: Sequence[dict[str, Any]], slo_ms: float) -> dict[str, Any]:
+    """Counts of the misses by serving target, hedged or not, fallback, and pick."""
+    predicted_ok = sum(
+        1 for m in misses if m["winner_pred_ms"] is not None and m["winner_pred_ms"] <= slo_ms
+    )
+    return {
+        "misses": len(misses),
+        "by_target": dict(Counter(m["target"] or "error" for m in misses)),
+        "hedged": sum(1 for m in misses if m["hedged"]),
+        "fell_back": sum(1 for m in misses if m["fell_back"]),
+        "by_pick": dict(Counter(m["pick"] for m in misses)),
+        "predicted_within_slo": predicted_ok,
+    }
 
 
 # -- aggregation, table, plot -----------------------------------------------------------
@@ -496,9 +556,11 @@ class Row:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def values(self, key: str) -> list[float]:
+        """A number of each run: the run's own (cost as the upstreams billed it, hedge
+        losers and fallbacks included), else the driver's summary's."""
         out = []
         for r in self.runs:
-            v = r["summary"][key] if key in r["summary"] else r[key]
+            v = r[key] if key in r else r["summary"][key]
             if v is not None:
                 out.append(float(v))
         return out
@@ -553,6 +615,38 @@ def table(rows: dict[str, Row], oracle: str | None) -> str:
             f" | {_cell(row.values('cost_per_1k_turns_usd'), '${:.4f}')}"
             f" | {_cell(extra, '{:.1f}%')} | {_cell(hedged, '{:.1f}%')}"
             f" | {_cell(local, '{:.0f}%')} | {_cell(errors, '{:.0f}')} |"
+        )
+    return "\n".join(lines)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def misses_table(rows: dict[str, Row]) -> str:
+    """Where each config's SLO misses came from, summed over its runs."""
+    head = (
+        "| config | misses | by serving target | hedged | fell back |"
+        " why the target led the plan | predicted within SLO |"
+    )
+    lines = [head, "|" + "---|" * 7]
+    for name, row in rows.items():
+        total: Counter[str] = Counter()
+        targets: Counter[str] = Counter()
+        picks: Counter[str] = Counter()
+        for r in row.runs:
+            b = r["miss_breakdown"]
+            total.update(
+                misses=b["misses"],
+                hedged=b["hedged"],
+                fell_back=b["fell_back"],
+                predicted=b["predicted_within_slo"],
+            )
+            targets.update(b["by_target"])
+            picks.update(b["by_pick"])
+        lines.append(
+            f"| {name} | {total['misses']} | {_counts(dict(targets))} | {total['hedged']}"
+            f" | {total['fell_back']} | {_counts(dict(picks))} | {total['predicted']} |"
         )
     return "\n".join(lines)
 
@@ -658,7 +752,8 @@ def run_all(
                 f"[{time.monotonic() - t0:6.0f}s] seed {seed} {run.name:<18}"
                 f" p50 {s['ttft_p50_ms']} p99 {s['ttft_p99_ms']} slo {s['slo_attainment']:.3f}"
                 f" ${r['cost_per_1k_turns_usd']:.4f}/1k extra {r['extra_upstream']:.3f}"
-                f" local {r['local_share']:.2f} load {r['load_avg_1m']}"
+                f" local {r['local_share']:.2f} misses {r['miss_breakdown']['by_target']}"
+                f" hedged {r['miss_breakdown']['hedged']} load {r['load_avg_1m']}"
                 f" cpu {r['cpu_share']} lag {r['driver_loop_lag_p99_ms']}",
                 file=sys.stderr,
                 flush=True,
@@ -720,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = [r for r in old if r["config"] not in fresh and r["seed"] in seeds] + results
     rows = group(results)
     oracle = pick_oracle(rows)
-    text = table(rows, oracle)
+    text = table(rows, oracle) + "\n\nSLO misses:\n\n" + misses_table(rows)
     verdict = bars(rows, oracle, "slo_cost+hedge")
     data = {
         "scenario": str(SCENARIO.relative_to(ROOT)),

@@ -135,11 +135,13 @@ class Slo(_Model):
 
 
 class Hedge(_Model):
-    #: delay before a second target is started: milliseconds, or `adaptive`
-    #: (the chosen target's own predicted p90 TTFT)
+    #: delay before a second target is started: milliseconds, or `adaptive` (the
+    #: running target's predicted TTFT at the SLO's quantile, p90 without an SLO,
+    #: but no later than the SLO minus the hedge target's own prediction)
     after_ms: float | Literal["adaptive"] = 250.0
     max_extra: int = Field(1, ge=1, le=3)
-    #: at most this fraction of turns may be hedged (a budget over recent turns)
+    #: extra upstream requests as a fraction of recent turns (a budget): hedges stop
+    #: at it; fallbacks are never refused but count against it
     max_rate: float = Field(0.1, gt=0.0, le=1.0)
     #: bounds on the adaptive delay
     min_ms: float = Field(20.0, ge=0.0)

@@ -1,11 +1,13 @@
 """Before the commit point: the attempts of one turn racing to the first token.
 
 One attempt runs at first. A retryable failure with nothing else running starts the
-next target of the plan (fall back); a hedge delay passing with no first token
-starts the next target beside the running ones (hedge), within the route's
-`max_extra` and budget. The first attempt to produce a content token (a tool-call
-delta, or a finished empty answer) wins; cancelling the task group closes every
-other attempt's connection at once, so the upstreams see the cancel.
+next target of the plan (fall back, charged to the route's budget); a hedge delay
+passing with no first token starts the fastest remaining target beside the running
+ones (hedge), within the route's `max_extra` and budget. The delay is counted from
+the start of the latest attempt (see `hedge.hedge_delay_s`). The first attempt to
+produce a content token (a tool-call delta, or a finished empty answer) wins;
+cancelling the task group closes every other attempt's connection at once, so the
+upstreams see the cancel.
 
 Before the commit point each SSE event is parsed as JSON (there are few of them),
 so a malformed first frame fails over like any other error.
@@ -36,7 +38,7 @@ from router.errors import (
 from router.hedge import HedgeBudget, hedge_delay_s
 from router.metrics import Metrics
 from router.policy.base import RoutingRequest, TargetView
-from router.policy.predict import predict_ttft_s
+from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.signals.target import Attempt, TargetSignals
 from router.upstream.base import Endpoint, Upstream, UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
@@ -140,6 +142,9 @@ class Race:
         self._launched = 0
         self._running = 0
         self._extra = 0
+        #: when the turn's first attempt started, and when the next hedge is due
+        self._started_at: float | None = None
+        self._hedge_at = math.inf
 
     async def run(self, request: TurnRequest) -> Primed:
         """The winner, or AllTargetsFailed."""
@@ -203,7 +208,7 @@ class Race:
     ) -> Primed | None:
         self._launch("first", request, tg, send)
         while self._running:
-            with anyio.move_on_after(self._hedge_delay()):
+            with anyio.move_on_after(max(self._hedge_at - self._clock(), 0.0)):
                 outcome = await receive.receive()
                 self._running -= 1
                 if isinstance(outcome, Primed):
@@ -220,6 +225,7 @@ class Race:
             # The hedge delay passed with no first token: start the next target too.
             if not (self._budget.try_spend() and self._launch("hedge", request, tg, send)):
                 self._extra = len(self._order)  # budget spent: no more hedges this turn
+                self._hedge_at = math.inf
         return None
 
     def _failed(self, err: UpstreamError) -> bool:
@@ -245,20 +251,22 @@ class Race:
         """The next target of the plan, with the books kept for how it starts.
 
         A fallback takes the plan's order (the policy's choice: cheapest within the
-        SLO, say). A hedge is a bet on speed, so it takes the remaining target with
-        the lowest predicted median TTFT: for a cost-ordered plan the next in line
-        is often the twin engine queued by the same burst."""
+        SLO, say) and is charged to the budget. A hedge is a bet on speed, so it
+        takes the remaining target with the lowest predicted TTFT at the SLO's
+        quantile: for a cost-ordered plan the next in line is often the twin
+        engine queued by the same burst, and a target with a heavy tail is a poor
+        insurance against a tail."""
         if self._launched >= len(self._order):
             return None
         if kind == "hedge":
-            rest = range(self._launched, len(self._order))
-            fastest = min(rest, key=lambda i: self._median_ttft(self._order[i]))
-            self._order.insert(self._launched, self._order.pop(fastest))
+            backup = self._backup_index()
+            self._order.insert(self._launched, self._order.pop(backup))
         runtime = self._order[self._launched]
         route, result = self._route.name, self._result
         if kind == "fallback":
             last = result.failures[-1]
             self._metrics.fell_back(route, last.target, runtime.config.name, last.cause)
+            self._budget.charge()
             result.fell_back = True
         elif kind == "hedge":
             self._metrics.hedge(route, "started")
@@ -267,17 +275,32 @@ class Race:
         self._launched += 1
         self._running += 1
         result.attempts += 1
+        self._schedule_hedge()
         return runtime
 
-    def _median_ttft(self, runtime: TargetRuntime) -> float:
-        return predict_ttft_s(self._views[runtime.config.name], 0.5)
+    def _predicted(self, runtime: TargetRuntime) -> float:
+        slo = self._route.slo
+        q = slo.quantile if slo is not None else DEFAULT_QUANTILE
+        return predict_ttft_s(self._views[runtime.config.name], q)
 
-    def _hedge_delay(self) -> float:
+    def _backup_index(self) -> int:
+        """Where in the plan the target a hedge would start is: the fastest remaining."""
+        rest = range(self._launched, len(self._order))
+        return min(rest, key=lambda i: self._predicted(self._order[i]))
+
+    def _schedule_hedge(self) -> None:
+        """Set when the next hedge is due, counted from the attempt just launched."""
+        now = self._clock()
+        if self._started_at is None:
+            self._started_at = now
         hedge = self._route.hedge
         if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
-            return math.inf
-        latest = self._order[self._launched - 1].config.name
-        return hedge_delay_s(hedge, self._views[latest])
+            self._hedge_at = math.inf
+            return
+        latest = self._views[self._order[self._launched - 1].config.name]
+        backup = self._views[self._order[self._backup_index()].config.name]
+        delay = hedge_delay_s(hedge, latest, backup, self._route.slo, now - self._started_at)
+        self._hedge_at = now + delay
 
     # -- one attempt ---------------------------------------------------------------------
 

@@ -2,13 +2,24 @@
 
 Hosted targets are elastic, so their measured TTFT sketch is the prediction; it is
 inflated as the provider's rate-limit headroom runs out, so a target near its limit
-loses traffic before it starts answering 429.
+loses traffic before it starts answering 429. A handful of samples says little about
+a tail and is biased towards the fast (a target seen only as a hedge is measured when
+it wins, the race it was fastest in), so until a target has `FEW_SAMPLES` of them its
+prediction is never better than its YAML prior: measurements may make it look
+slower at once, faster only once there are enough of them.
 
-A vLLM target is a queue. A new turn waits behind the engine's waiting requests,
-which drain at the engine's measured completion rate, then pays the engine's
-unloaded TTFT:
+A vLLM target is a queue. A new turn that finds the engine's batch full waits for
+`k` running sequences to finish (one per turn queued ahead of it, plus one for its
+own slot), then pays the engine's unloaded TTFT:
 
-    predicted(q) = unloaded + waiting / service_rate + min(sketch(q) - sketch(p50), unloaded)
+    predicted(q) = unloaded + wait_k(q) + min(sketch(q) - sketch(p50), unloaded)
+
+A full batch holds many independent sequences, so its departures are close to a
+Poisson stream (Palm-Khintchine: a superposition of independent renewal streams);
+the wait for `k` of them at rate `r` is then Erlang(k, r), and `wait_k(q)` is its
+q-quantile, not its mean: one slot at p90 is ln(10) / r, 2.3 times the mean. A
+route's SLO is a quantile, so the queue's own spread has to be in the prediction
+(a mean-based one "met" a p90 of 500 ms for turns that then waited 600 ms).
 
 The last term adds the spread the sketch has seen at the asked quantile, bounded by
 the unloaded TTFT itself: most of a busy engine's spread is queueing, which the
@@ -23,8 +34,12 @@ penalty, never infinity, so a fleet whose scrapes are all stale still routes.
 
 from __future__ import annotations
 
+import math
+
 from router.policy.base import RoutingRequest, TargetView
 
+#: below this many TTFT samples a target's sketch cannot beat its prior (and it is worth exploring)
+FEW_SAMPLES = 20
 #: the quantile reported by policies that do not choose one (and by routes without an SLO)
 DEFAULT_QUANTILE = 0.9
 #: output tokens assumed when neither the request nor the target's history says
@@ -107,8 +122,55 @@ def waiting_ahead(view: TargetView) -> float:
     return max(engine.waiting, view.in_flight - engine.running, 0.0)
 
 
+def slots_needed(view: TargetView) -> int:
+    """Running sequences that must finish before a new turn gets a slot (0: room now).
+
+    With the batch size known, a turn that would make the engine hold more than it
+    runs waits for the excess to drain, itself included: a batch that is exactly
+    full makes it wait for one. Unknown, a queue (seen, or inferred from the
+    router's own turns) means the batch is full: everyone ahead, plus its own slot.
+    """
+    engine = view.engine
+    if not is_queue_modelled(view) or engine is None or engine.stale:
+        return 0
+    if engine.capacity is not None:
+        # A learned batch size is a lower bound: an engine running more has more room.
+        capacity = max(engine.capacity, engine.running)
+        holding = max(engine.running + engine.waiting, float(view.in_flight))
+        return max(math.ceil(holding + 1.0 - capacity), 0)
+    ahead = waiting_ahead(view)
+    return math.ceil(ahead) + 1 if ahead > 0 else 0
+
+
+def erlang_quantile(k: int, q: float) -> float:
+    """The q-quantile of an Erlang(k, 1) time: k unit-rate Poisson events (0 for k=0).
+
+    P(T <= x) = P(Poisson(x) >= k); solved by bisection, which is exact to 1e-12 and
+    needs no special functions. Divide by the rate for seconds.
+    """
+    if k <= 0:
+        return 0.0
+    q = min(max(q, 1e-9), 1.0 - 1e-9)
+
+    def cdf(x: float) -> float:
+        term = total = math.exp(-x)
+        for i in range(1, k):
+            term *= x / i
+            total += term
+        return 1.0 - total
+
+    lo, hi = 0.0, k + 10.0 * math.sqrt(k) + 30.0
+    while hi - lo > 1e-12 * max(hi, 1.0):
+        mid = (lo + hi) / 2.0
+        if cdf(mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
 def expected_wait_s(view: TargetView) -> float:
-    """Seconds a new turn waits in a vLLM target's queue before its prefill starts."""
+    """Mean seconds a new turn waits in a vLLM target's queue before its prefill starts."""
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
         return 0.0
@@ -116,18 +178,33 @@ def expected_wait_s(view: TargetView) -> float:
     if engine.stale:
         # Saturated, but still ordered: the fewer of our own turns there, the better.
         return STALE_PENALTY_S + view.in_flight / rate
-    ahead = waiting_ahead(view)
-    # A queue means the batch is full: the new turn waits for everyone ahead of it
-    # and then for one more running sequence to finish and free its slot.
-    return (ahead + 1.0) / rate if ahead > 0 else 0.0
+    return slots_needed(view) / rate
+
+
+def wait_quantile_s(view: TargetView, q: float) -> float:
+    """Seconds a new turn waits for its slot, at quantile q: Erlang(k, rate)."""
+    engine = view.engine
+    if not is_queue_modelled(view) or engine is None:
+        return 0.0
+    if engine.stale:
+        return expected_wait_s(view)
+    return erlang_quantile(slots_needed(view), q) / completion_rate(view)
+
+
+def sketch_ttft_s(view: TargetView, q: float) -> float:
+    """The measured TTFT at quantile q, no better than the prior while samples are few."""
+    measured = view.ttft_quantile(q)
+    if view.ttft_samples < FEW_SAMPLES:
+        return max(measured, view.prior_ttft_s)
+    return measured
 
 
 def predict_ttft_s(view: TargetView, q: float) -> float:
     """Predicted time to first token, in seconds, at quantile q."""
     if not is_queue_modelled(view):
-        return view.ttft_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
+        return sketch_ttft_s(view, q) * ratelimit_factor(view.ratelimit_headroom)
     spread = max(view.ttft_quantile(q) - view.ttft_quantile(0.5), 0.0)
-    return view.unloaded_ttft_s + expected_wait_s(view) + min(spread, view.unloaded_ttft_s)
+    return view.unloaded_ttft_s + wait_quantile_s(view, q) + min(spread, view.unloaded_ttft_s)
 
 
 def load(view: TargetView) -> float:

@@ -6,7 +6,10 @@ policy has, in this order, and writes the reason:
 - affinity: the target that served the conversation's previous turn goes first
   (its prefix cache is warm) while its predicted TTFT still meets the route's SLO;
 - exploration: with probability `ctx.exploration`, a lightly measured target goes
-  first instead, so a recovered or new target is noticed.
+  first instead, so a recovered or new target is noticed. Like affinity it is
+  bounded by the SLO: only a target predicted to meet it is explored, since an
+  exploration turn is a real user's turn (a target that cannot meet the SLO is
+  still measured whenever it serves as a hedge or a fallback).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Mapping, Sequence
 
 from router.config import Slo
 from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
-from router.policy.predict import DEFAULT_QUANTILE, expected_cost_usd, predict_ttft_s
-
-#: a target with fewer TTFT samples than this is worth exploring
-FEW_SAMPLES = 20
+from router.policy.predict import (
+    DEFAULT_QUANTILE,
+    FEW_SAMPLES,
+    expected_cost_usd,
+    predict_ttft_s,
+)
 
 
 def fmt_q(q: float) -> str:
@@ -115,10 +120,13 @@ def apply_exploration(
     order: list[Candidate], views: Mapping[str, TargetView], ctx: PlanContext
 ) -> str | None:
     """With probability ctx.exploration, move a rarely or least recently measured
-    non-first candidate to the front; returns a reason fragment if it did."""
+    non-first candidate that meets the SLO to the front; returns a reason fragment
+    if it did."""
     if ctx.exploration <= 0.0 or len(order) < 2 or ctx.rng.random() >= ctx.exploration:
         return None
-    rest = order[1:]
+    rest = [c for c in order[1:] if meets_slo(views[c.name], ctx.slo)[0]]
+    if not rest:
+        return None
     few = [c for c in rest if views[c.name].ttft_samples < FEW_SAMPLES]
     if few:
         pick = ctx.rng.choice(few)

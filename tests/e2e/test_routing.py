@@ -118,6 +118,40 @@ def test_hedging_cuts_the_tail_and_cancels_the_stalled_upstream(
     assert 'firsttoken_requests_total{outcome="hedged_won",route="chat",target="b"} 1.0' in scrape
 
 
+def test_a_hedge_goes_to_the_fastest_remaining_target_in_time_to_meet_the_slo(
+    loop_thread: LoopThread, fleets: list[Fleet]
+) -> None:
+    # The plan is a (stalled), slow, fast. The hedge skips `slow` (prior 800 ms) for
+    # `fast` (prior 400 ms), and starts by the SLO (1 s) minus fast's 400 ms: 600 ms,
+    # not at a's own predicted p90 of 1.5 s.
+    fleet = start_fleet(
+        loop_thread,
+        {
+            "a": Behaviour(ttft_s=3.0, itl_s=0.002, tokens=3),
+            "slow": Behaviour(ttft_s=0.8, itl_s=0.002, tokens=3),
+            "fast": Behaviour(ttft_s=0.02, itl_s=0.002, tokens=3),
+        },
+        "routes:\n  - name: chat\n    targets: [a, slow, fast]\n    policy: {type: ordered}\n"
+        "    slo: {ttft_ms: 1000, quantile: 0.9}\n    exploration: 0.0\n"
+        "    hedge: {after_ms: adaptive, min_ms: 10, max_ms: 5000, max_rate: 1.0}\n",
+        target_extra={
+            "a": "expected_ttft_ms: 1500\ntimeouts: {first_token_s: 5}",
+            "slow": "expected_ttft_ms: 800",
+            "fast": "expected_ttft_ms: 400",
+        },
+    )
+    fleets.append(fleet)
+    target, _, headers = turn(fleet)
+    assert target == "fast"
+    assert "hedged" in headers["x-firsttoken-reason"]
+    assert len(fleet.sim("slow").records) == 0
+    (primary,) = fleet.sim("a").records
+    (hedge,) = fleet.sim("fast").records
+    started_after = hedge.received_at - primary.received_at
+    assert 0.55 < started_after < 1.4  # by 600 ms (loopback slack), well before 1.5 s
+    assert fleet.wait_for(lambda: fleet.sim("a").records[-1].cancelled_at is not None, timeout=2)
+
+
 def test_hedge_budget_caps_the_share_of_hedged_turns(
     loop_thread: LoopThread, fleets: list[Fleet]
 ) -> None:

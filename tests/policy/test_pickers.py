@@ -91,7 +91,7 @@ def test_p2c_distribution_favours_the_lighter_target() -> None:
 
 def test_slo_cost_keeps_local_while_short_spills_when_queued_returns_when_drained() -> None:
     policy = SloCostPolicy()
-    c = ctx(slo_ms=300)
+    c = ctx(slo_ms=500)
     api = hosted("api", 0.25)
     orders = []
     reasons = []
@@ -100,8 +100,10 @@ def test_slo_cost_keeps_local_while_short_spills_when_queued_returns_when_draine
         orders.append(plan.order[0])
         reasons.append(plan.reason)
     assert orders == ["gpu", "gpu", "api", "api", "gpu", "gpu"]
-    assert reasons[0] == "slo_cost: cheapest meeting p90<=300ms (pred 100ms, $0)"
-    assert reasons[2] == "slo_cost: cheapest meeting p90<=300ms (pred 250ms, $0.00021)"
+    assert reasons[0] == "slo_cost: cheapest meeting p90<=500ms (pred 100ms, $0)"
+    # 1 waiting: 2 slots to free at 10/s, Erlang(2) p90 = 3.89 / 10 s, + 0.05 + 0.05
+    assert reasons[1] == "slo_cost: cheapest meeting p90<=500ms (pred 489ms, $0)"
+    assert reasons[2] == "slo_cost: cheapest meeting p90<=500ms (pred 250ms, $0.00021)"
 
 
 def test_slo_cost_prefers_the_cheaper_of_two_meeting_and_ranks_the_rest_by_ttft() -> None:
@@ -134,17 +136,17 @@ def test_affinity_leads_while_it_meets_the_slo(
     policy: LatencyPolicy | SloCostPolicy | PowerOfTwoChoicesPolicy,
 ) -> None:
     fast = hosted("fast", 0.1, ttft_ewma_s=0.05)
-    # pred 0.05 + (1 + 1) / 10 + 0.05 = 300ms, the heavier in p2c
+    # pred 0.05 + Erlang(1 + 1) p90 / 10 + 0.05 = 0.1 + 0.389 s, the heavier in p2c
     warm_ok = vllm("warm", waiting=1, in_flight=3)
-    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_ok], ctx(slo_ms=300))
+    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_ok], ctx(slo_ms=500))
     assert plan.order == ("warm", "fast")
     assert "affinity" in plan.reason
-    assert plan.reason.endswith("affinity (pred 300ms, within p90<=300ms)")
+    assert plan.reason.endswith("affinity (pred 489ms, within p90<=500ms)")
 
-    warm_slow = vllm("warm", waiting=3, in_flight=3)  # pred 0.05 + (3 + 1) / 10 + 0.05 = 500ms
-    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx(slo_ms=300))
+    warm_slow = vllm("warm", waiting=3, in_flight=3)  # 0.1 + Erlang(3 + 1) p90 / 10 = 768ms
+    plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx(slo_ms=500))
     assert plan.order == ("fast", "warm")
-    assert plan.reason.endswith("affinity warm dropped (pred 500ms > p90<=300ms)")
+    assert plan.reason.endswith("affinity warm dropped (pred 768ms > p90<=500ms)")
 
     # no SLO: affinity always holds
     plan = plan_turn(policy, request(affinity="warm"), [fast, warm_slow], ctx())

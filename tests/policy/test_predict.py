@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -7,12 +8,16 @@ import pytest
 from router.policy.base import EngineView, TargetView
 from router.policy.predict import (
     DEFAULT_OUTPUT_TOKENS,
+    FEW_SAMPLES,
     STALE_PENALTY_S,
+    erlang_quantile,
     expected_cost_usd,
     expected_wait_s,
     load,
     predict_ttft_s,
     ratelimit_factor,
+    slots_needed,
+    wait_quantile_s,
 )
 from tests.policy.views import CHEAP, hosted, request, vllm
 
@@ -25,6 +30,17 @@ def test_hosted_prediction_is_the_measured_sketch() -> None:
     assert predict_ttft_s(view, 0.95) == pytest.approx(0.6 + 0.6 * (0.05 / 0.09))
 
 
+def test_a_few_fast_samples_do_not_make_a_target_look_faster_than_its_prior() -> None:
+    # Two lucky hedge wins at 180 ms against a 540 ms prior: still 540 ms ...
+    lucky = hosted("haiku", p90=0.18, p50=0.15, ttft_samples=2, prior_ttft_s=0.54)
+    assert predict_ttft_s(lucky, 0.9) == pytest.approx(0.54)
+    # ... while slow samples count at once ...
+    slow = replace(lucky, ttft_quantiles=((0.5, 0.6), (0.9, 1.1), (0.99, 3.0)))
+    assert predict_ttft_s(slow, 0.9) == pytest.approx(1.1)
+    # ... and with enough samples the sketch stands on its own.
+    assert predict_ttft_s(replace(lucky, ttft_samples=FEW_SAMPLES), 0.9) == pytest.approx(0.18)
+
+
 def test_hosted_near_its_rate_limit_predicts_slower() -> None:
     plenty = hosted("gpt", p90=0.6, ratelimit_headroom=0.5)
     near = hosted("gpt", p90=0.6, ratelimit_headroom=0.1)
@@ -35,9 +51,25 @@ def test_hosted_near_its_rate_limit_predicts_slower() -> None:
     assert ratelimit_factor(0.2) == 1.0
 
 
-def test_vllm_prediction_is_unloaded_plus_queue_wait_plus_spread() -> None:
-    # 0.05 unloaded + (3 waiting + the slot it needs) / 10 per s + (0.15 - 0.10) spread
-    assert predict_ttft_s(vllm("local", waiting=3), 0.9) == pytest.approx(0.50)
+def test_erlang_quantile_is_the_time_of_the_kth_poisson_event() -> None:
+    # One event: the exponential's quantile, -ln(1 - q).
+    assert erlang_quantile(1, 0.9) == pytest.approx(math.log(10), rel=1e-9)
+    assert erlang_quantile(1, 0.5) == pytest.approx(math.log(2), rel=1e-9)
+    # k events: twice the chi-square quantile with 2k degrees of freedom (13.362 for 8, p90).
+    assert 2 * erlang_quantile(4, 0.9) == pytest.approx(13.3616, abs=1e-4)
+    x = erlang_quantile(2, 0.9)  # P(T <= x) = 1 - e^-x (1 + x)
+    assert 1 - math.exp(-x) * (1 + x) == pytest.approx(0.9, abs=1e-9)
+    assert erlang_quantile(0, 0.9) == 0.0
+
+
+def test_vllm_prediction_is_unloaded_plus_queue_wait_quantile_plus_spread() -> None:
+    # 0.05 unloaded + the 4 slots (3 waiting + its own) freed at 10 per s, at p90,
+    # + (0.15 - 0.10) spread
+    queued = vllm("local", waiting=3)
+    assert slots_needed(queued) == 4
+    assert predict_ttft_s(queued, 0.9) == pytest.approx(0.05 + 6.6808 / 10 + 0.05, abs=1e-5)
+    assert predict_ttft_s(queued, 0.9) > 0.05 + expected_wait_s(queued) + 0.05  # > the mean
+    assert wait_quantile_s(queued, 0.5) == pytest.approx(erlang_quantile(4, 0.5) / 10)
     assert predict_ttft_s(vllm("local", waiting=0), 0.9) == pytest.approx(0.10)
     assert predict_ttft_s(vllm("local", waiting=0), 0.5) == pytest.approx(0.05)
 
@@ -115,7 +147,7 @@ def test_a_quiet_engines_arrival_rate_does_not_undercut_its_capacity() -> None:
         tpot_s=0.01,
         mean_output_tokens=100.0,
     )
-    assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + (4 + 1) / (4 / 1.05))
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.05 + erlang_quantile(4 + 1, 0.9) * 1.05 / 4)
 
 
 def test_a_known_batch_size_counts_only_what_does_not_fit() -> None:
@@ -128,3 +160,21 @@ def test_a_known_batch_size_counts_only_what_does_not_fit() -> None:
     assert expected_wait_s(roomy) == 0.0
     small = replace(unknown, engine=replace(unknown.engine, capacity=2.0))
     assert expected_wait_s(small) == pytest.approx((3 + 1) / 10)  # 5 held, 2 run
+
+
+def test_a_batch_that_is_exactly_full_makes_a_new_turn_wait_for_one_slot() -> None:
+    # 8 held by a batch of 8, nothing waiting: the ninth waits for one to finish,
+    # ln(10) / 10 s at p90. With 7 held it runs at once.
+    view = vllm("gpu", waiting=0, running=8, in_flight=8, p50=0.05, p90=0.05)
+    assert view.engine is not None
+    full = replace(view, engine=replace(view.engine, capacity=8.0))
+    assert slots_needed(full) == 1
+    assert expected_wait_s(full) == pytest.approx(1 / 10)
+    assert predict_ttft_s(full, 0.9) == pytest.approx(0.05 + math.log(10) / 10)
+    assert full.engine is not None
+    roomy = replace(full, in_flight=7, engine=replace(full.engine, running=7.0))
+    assert slots_needed(roomy) == 0
+    assert predict_ttft_s(roomy, 0.9) == pytest.approx(0.05)
+    # A batch size learned too small (4) is no smaller than what the engine runs now (8).
+    learned_low = replace(full, engine=replace(full.engine, capacity=4.0))
+    assert slots_needed(learned_low) == 1

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 
 from router.policy.registry import plan_turn
@@ -9,7 +12,15 @@ from router.policy.weighted import WeightedPolicy
 from tests.policy.views import PRICEY, ctx, hosted, request, vllm
 
 # predicted p90 / expected cost: local 400ms / $0, fast 200ms / $0.00042, mid 300ms / $0.00021
-FLEET = [vllm("local", waiting=2), hosted("fast", 0.2, price=PRICEY), hosted("mid", 0.3)]
+# (local: a full batch of 2, so one slot to wait for: Erlang(1) p90 = ln 10 / rate = 0.3 s,
+# plus 0.05 unloaded and 0.05 spread)
+FULL = vllm("local", running=2.0, rate=math.log(10) / 0.3)
+assert FULL.engine is not None
+FLEET = [
+    replace(FULL, in_flight=2, engine=replace(FULL.engine, capacity=2.0)),
+    hosted("fast", 0.2, price=PRICEY),
+    hosted("mid", 0.3),
+]
 
 
 def weights(**kw: float) -> Weights:

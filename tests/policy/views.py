@@ -47,8 +47,8 @@ def vllm(
     p90: float = 0.15,
     **kw: Any,
 ) -> TargetView:
-    """A local engine: predicted p90 = unloaded + (waiting + 1) / rate + (p90 - p50), the
-    wait term being 0 with nothing waiting."""
+    """A local engine: predicted p90 = unloaded + Erlang(waiting + 1) p90 / rate +
+    (p90 - p50), the wait term being 0 with nothing waiting."""
     fields: dict[str, Any] = {
         "ttft_quantiles": ((0.5, p50), (0.9, p90), (0.99, p90 * 2)),
         "ttft_samples": 100,
