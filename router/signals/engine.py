@@ -128,12 +128,15 @@ class EngineTracker:
         return self._last is not None
 
     def update(self, sample: EngineSample) -> None:
-        self._last = sample
+        previous, self._last = self._last, sample
         self._last_at = self._clock()
-        if sample.waiting > 0 and sample.running > 0:
-            # Requests wait only when the batch is full: what runs then is the capacity
-            # (the largest seen, since a scrape can land while a sequence is leaving).
-            self._learned = max(self._learned or 0.0, sample.running)
+        if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
+            # Requests wait when the batch is full: what runs then is the capacity (the
+            # largest seen, since a scrape can land while a sequence is leaving). One
+            # scrape with a queue is not enough: a request that just arrived waits until
+            # the scheduler's next step even beside a batch with room, and learning from
+            # it once kept an engine half idle in benchmarks/routing.py.
+            self._learned = max(self._learned or 0.0, sample.running, previous.running)
         total, count = sample.ttft_sum, sample.ttft_count
         if total is None or count is None:
             self._base, self._recent = None, None

@@ -145,7 +145,17 @@ def test_capacity_is_learned_from_a_scrape_with_a_queue(clock: FakeClock) -> Non
     assert tracker.view().capacity == 8.0
 
 
+def test_a_queue_in_one_scrape_only_teaches_nothing(clock: FakeClock) -> None:
+    # A request that just arrived waits for the scheduler's next step, batch full or not.
+    tracker = EngineTracker(2.0, clock)
+    tracker.update(EngineSample(waiting=0, running=3, kv_usage=0.1))
+    tracker.update(EngineSample(waiting=1, running=4, kv_usage=0.2))
+    tracker.update(EngineSample(waiting=0, running=5, kv_usage=0.2))
+    assert tracker.view().capacity is None
+
+
 def test_a_configured_capacity_wins(clock: FakeClock) -> None:
     tracker = EngineTracker(2.0, clock, capacity=16)
+    tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))
     tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))
     assert tracker.view().capacity == 16.0
