@@ -20,14 +20,15 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check router tests benchmarks
-	$(BIN)/ruff format --check router tests benchmarks || true
+	$(BIN)/ruff format --check router tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## make test: lint, types and the default test suite (pytest exit 5, no tests, fails)
+## make test: lint, format, types and the default test suite (pytest exit 5, no tests, fails)
 test: $(STAMP)
 	$(BIN)/ruff check router tests benchmarks
+	$(BIN)/ruff format --check router tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -70,8 +70,10 @@ def _summary(ms: list[float]) -> dict[str, float]:
 
 def _row(name: str, ms: list[float]) -> str:
     s = _summary(ms)
-    return (f"{name:<18} mean {s['mean']:6.2f}  p50 {s['p50']:6.2f}  p90 {s['p90']:6.2f}"
-            f"  p99 {s['p99']:6.2f} ms")
+    return (
+        f"{name:<18} mean {s['mean']:6.2f}  p50 {s['p50']:6.2f}  p90 {s['p90']:6.2f}"
+        f"  p99 {s['p99']:6.2f} ms"
+    )
 
 
 # -- direct, in one process -----------------------------------------------------------------
@@ -94,20 +96,30 @@ async def direct(n: int) -> None:
     print(f"import litellm: {(time.perf_counter() - t0) * 1000:.0f} ms")
     async with AnthropicSim(INSTANT) as sim:
         client = httpx.AsyncClient(base_url=sim.base_url)
-        body = {"model": MODEL.split("/", 1)[1], "max_tokens": 64, "messages": MESSAGES,
-                "stream": True}
+        body = {
+            "model": MODEL.split("/", 1)[1],
+            "max_tokens": 64,
+            "messages": MESSAGES,
+            "stream": True,
+        }
 
         async def raw() -> None:
-            async with client.stream("POST", "/v1/messages", json=body,
-                                     headers={"x-api-key": KEY}) as resp:
+            async with client.stream(
+                "POST", "/v1/messages", json=body, headers={"x-api-key": KEY}
+            ) as resp:
                 async for line in resp.aiter_lines():
                     if line.startswith("event: content_block_delta"):
                         break
 
         async def via_litellm() -> None:
             stream: Any = await litellm.acompletion(
-                model=MODEL, messages=MESSAGES, stream=True, api_base=sim.base_url,
-                api_key=KEY, max_tokens=64)
+                model=MODEL,
+                messages=MESSAGES,
+                stream=True,
+                api_base=sim.base_url,
+                api_key=KEY,
+                max_tokens=64,
+            )
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     break
@@ -125,8 +137,10 @@ async def direct(n: int) -> None:
         print(f"LitellmUpstream.warm_up(): {(time.perf_counter() - warm) * 1000:.0f} ms")
         cold = time.perf_counter()
         await via_upstream()
-        print(f"first LitellmUpstream.send after warm_up: "
-              f"{(time.perf_counter() - cold) * 1000:.0f} ms")
+        print(
+            f"first LitellmUpstream.send after warm_up: "
+            f"{(time.perf_counter() - cold) * 1000:.0f} ms"
+        )
         for name, fn in (("raw", raw), ("litellm", via_litellm), ("upstream", via_upstream)):
             print(_row(name, await _time(fn, n)))
         await up.aclose()
@@ -134,13 +148,17 @@ async def direct(n: int) -> None:
 
 
 def _upstream(base_url: str) -> LitellmUpstream:
-    return LitellmUpstream(TargetConfig(name="claude", kind="litellm", base_url=base_url,
-                                        model=MODEL), KEY)
+    return LitellmUpstream(
+        TargetConfig(name="claude", kind="litellm", base_url=base_url, model=MODEL), KEY
+    )
 
 
 def _request() -> UpstreamRequest:
-    return UpstreamRequest("chat", {"model": MODEL, "messages": MESSAGES, "max_tokens": 64,
-                                    "stream": True}, stream=True)
+    return UpstreamRequest(
+        "chat",
+        {"model": MODEL, "messages": MESSAGES, "max_tokens": 64, "stream": True},
+        stream=True,
+    )
 
 
 # -- profile: where a whole litellm stream spends its time ---------------------------------
@@ -181,19 +199,23 @@ async def profile(n: int, path: str) -> None:
         await up.aclose()
     prof.dump_stats(path)
     stats: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    print(f"\nwhole stream, unprofiled: mean {statistics.fmean(plain):.2f} ms "
-          f"(8 tokens, TTFT 0); profiled shares below (cProfile inflates absolute times)")
+    print(
+        f"\nwhole stream, unprofiled: mean {statistics.fmean(plain):.2f} ms "
+        f"(8 tokens, TTFT 0); profiled shares below (cProfile inflates absolute times)"
+    )
     whole = None
     for label, needles in PHASES:
         total = 0.0
         for (file, line, func), (_, _, _, cum, _) in stats.items():
             where = f"{os.path.basename(file)}:{line}({func})"
             if any(needle in where for needle in needles) or (
-                    needles == ("litellm_frames.py",) and file.endswith("litellm_frames.py")):
+                needles == ("litellm_frames.py",) and file.endswith("litellm_frames.py")
+            ):
                 total = max(total, cum) if needles != ("litellm_frames.py",) else total + cum
         if label.startswith("whole"):
-            total = max(cum for (f, _, fn), (_, _, _, cum, _) in stats.items()
-                        if fn == "one_stream")
+            total = max(
+                cum for (f, _, fn), (_, _, _, cum, _) in stats.items() if fn == "one_stream"
+            )
             whole = total
         share = f"{100 * total / whole:5.1f}%" if whole else ""
         print(f"  {label:<42} {total * 1000 / n:7.2f} ms/request {share}")
@@ -208,8 +230,9 @@ async def _serve_sims() -> None:
     anthropic_sim = AnthropicSim(INSTANT)
     await openai_sim.start()
     await anthropic_sim.start()
-    print(json.dumps({"openai": openai_sim.base_url, "anthropic": anthropic_sim.base_url}),
-          flush=True)
+    print(
+        json.dumps({"openai": openai_sim.base_url, "anthropic": anthropic_sim.base_url}), flush=True
+    )
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await openai_sim.stop()
     await anthropic_sim.stop()
@@ -249,8 +272,13 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _processes() -> Iterator[tuple[dict[str, str], str]]:
     python = sys.executable
-    sims = subprocess.Popen([python, __file__, "_sims"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    sims = subprocess.Popen(
+        [python, __file__, "_sims"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     router = None
     try:
         assert sims.stdout is not None
@@ -260,9 +288,19 @@ def _processes() -> Iterator[tuple[dict[str, str], str]]:
             f.write(CONFIG.format(port=port, model=MODEL, **urls))
         env = {**os.environ, "BENCH_ANTHROPIC_KEY": KEY}
         router = subprocess.Popen(
-            [str(Path(python).parent / "firsttoken"), "serve", "--config", f.name,
-             "--log-level", "warning"], env=env, cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(Path(python).parent / "firsttoken"),
+                "serve",
+                "--config",
+                f.name,
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         for _ in range(600):
             with contextlib.suppress(httpx.HTTPError):
@@ -279,8 +317,13 @@ def _processes() -> Iterator[tuple[dict[str, str], str]]:
         sims.wait(10)
 
 
-async def _first_token_ms(client: httpx.AsyncClient, url: str, body: dict[str, Any],
-                          headers: dict[str, str], marker: bytes) -> float:
+async def _first_token_ms(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    marker: bytes,
+) -> float:
     start = time.perf_counter()
     async with client.stream("POST", url, json=body, headers=headers) as resp:
         if resp.status_code != 200:
@@ -294,8 +337,15 @@ async def _first_token_ms(client: httpx.AsyncClient, url: str, body: dict[str, A
     return ms
 
 
-async def _load(url: str, body: dict[str, Any], headers: dict[str, str], marker: bytes,
-                *, n: int, concurrency: int) -> list[float]:
+async def _load(
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    marker: bytes,
+    *,
+    n: int,
+    concurrency: int,
+) -> list[float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
         for _ in range(max(10, concurrency)):
@@ -316,19 +366,39 @@ async def routed(n: int, concurrencies: list[int]) -> None:
         chat = {"messages": MESSAGES, "max_tokens": 64, "stream": True}
         cold_body = {**chat, "model": "litellm"}
         async with httpx.AsyncClient(timeout=30.0) as client:
-            cold = await _first_token_ms(client, f"{router}/v1/chat/completions", cold_body,
-                                         {}, b'"content":"t')
+            cold = await _first_token_ms(
+                client, f"{router}/v1/chat/completions", cold_body, {}, b'"content":"t'
+            )
         print(f"first litellm turn through a fresh router (no warm-up in app): {cold:.0f} ms")
         paths: tuple[tuple[str, str, dict[str, Any], dict[str, str], bytes], ...] = (
-            ("openai direct", f"{sims['openai']}/chat/completions",
-             {**chat, "model": "oai-model"}, {}, b'"content":"t'),
-            ("openai routed", f"{router}/v1/chat/completions",
-             {**chat, "model": "raw"}, {}, b'"content":"t'),
-            ("anthropic direct", f"{sims['anthropic']}/v1/messages",
-             {**chat, "model": MODEL.split("/", 1)[1]}, {"x-api-key": KEY},
-             b"content_block_delta"),
-            ("litellm routed", f"{router}/v1/chat/completions",
-             {**chat, "model": "litellm"}, {}, b'"content":"t'),
+            (
+                "openai direct",
+                f"{sims['openai']}/chat/completions",
+                {**chat, "model": "oai-model"},
+                {},
+                b'"content":"t',
+            ),
+            (
+                "openai routed",
+                f"{router}/v1/chat/completions",
+                {**chat, "model": "raw"},
+                {},
+                b'"content":"t',
+            ),
+            (
+                "anthropic direct",
+                f"{sims['anthropic']}/v1/messages",
+                {**chat, "model": MODEL.split("/", 1)[1]},
+                {"x-api-key": KEY},
+                b"content_block_delta",
+            ),
+            (
+                "litellm routed",
+                f"{router}/v1/chat/completions",
+                {**chat, "model": "litellm"},
+                {},
+                b'"content":"t',
+            ),
         )
         results: dict[tuple[str, int], list[float]] = {}
         for c in concurrencies:
@@ -337,12 +407,16 @@ async def routed(n: int, concurrencies: list[int]) -> None:
                 ms = await _load(url, body, headers, marker, n=n, concurrency=c)
                 results[(name, c)] = ms
                 print(_row(name, ms))
-            for routed_name, direct_name in (("openai routed", "openai direct"),
-                                             ("litellm routed", "anthropic direct")):
+            for routed_name, direct_name in (
+                ("openai routed", "openai direct"),
+                ("litellm routed", "anthropic direct"),
+            ):
                 r = _summary(results[(routed_name, c)])
                 d = _summary(results[(direct_name, c)])
-                print(f"  added by router, {routed_name.split()[0]:<8} p50 "
-                      f"{r['p50'] - d['p50']:6.2f}  p90 {r['p90'] - d['p90']:6.2f} ms")
+                print(
+                    f"  added by router, {routed_name.split()[0]:<8} p50 "
+                    f"{r['p50'] - d['p50']:6.2f}  p90 {r['p90'] - d['p90']:6.2f} ms"
+                )
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ def sse_events(text: str) -> list[Any]:
 
 
 async def open_raw_stream(
-    port: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+    port: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
     path: str = "/v1/chat/completions",
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Send a request over a bare socket, so a test decides exactly when to hang up."""
@@ -53,7 +55,8 @@ async def open_raw_stream(
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     writer.write(
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n{extra}\r\n".encode() + payload
+        f"Content-Length: {len(payload)}\r\n{extra}\r\n".encode()
+        + payload
     )
     await writer.drain()
     return reader, writer

@@ -42,11 +42,13 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def _post(sim: AnthropicSim, body: dict[str, Any], headers: dict[str, str] | None = None,
-                key: str = KEY) -> httpx.Response:
+async def _post(
+    sim: AnthropicSim, body: dict[str, Any], headers: dict[str, str] | None = None, key: str = KEY
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=sim.base_url) as client:
-        return await client.post("/v1/messages", json=body,
-                                 headers={"x-api-key": key, **(headers or {})})
+        return await client.post(
+            "/v1/messages", json=body, headers={"x-api-key": key, **(headers or {})}
+        )
 
 
 @pytest.mark.anyio
@@ -56,8 +58,15 @@ async def test_stream_sends_anthropics_events_in_order(sim: AnthropicSim) -> Non
     assert resp.headers["content-type"].startswith("text/event-stream")
     events = _events(resp.text)
     names = [name for name, _ in events]
-    assert names == ["message_start", "content_block_start", "ping", *["content_block_delta"] * 4,
-                     "content_block_stop", "message_delta", "message_stop"]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * 4,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert all(name == data["type"] for name, data in events)
     assert events[0][1]["message"]["usage"]["input_tokens"] == 3
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
@@ -89,12 +98,15 @@ async def test_rate_limit_headers_on_every_answer(sim: AnthropicSim) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "status", "kind"), [
-    ("rate_limited;retry_after=7", 429, "rate_limit_error"),
-    ("status=529", 529, "overloaded_error"),
-    ("status=500", 500, "api_error"),
-    ("status=400", 400, "invalid_request_error"),
-])
+@pytest.mark.parametrize(
+    ("fault", "status", "kind"),
+    [
+        ("rate_limited;retry_after=7", 429, "rate_limit_error"),
+        ("status=529", 529, "overloaded_error"),
+        ("status=500", 500, "api_error"),
+        ("status=400", 400, "invalid_request_error"),
+    ],
+)
 async def test_error_statuses_have_anthropics_body(
     sim: AnthropicSim, fault: str, status: int, kind: str
 ) -> None:
@@ -131,9 +143,10 @@ async def test_wrong_key_is_refused_and_keys_are_never_recorded(sim: AnthropicSi
 @pytest.mark.anyio
 async def test_client_disconnect_is_recorded_as_a_cancel() -> None:
     async with AnthropicSim(Behaviour(ttft_s=0.0, itl_s=0.05, tokens=100)) as sim:
-        async with httpx.AsyncClient(base_url=sim.base_url) as client, client.stream(
-            "POST", "/v1/messages", json={**BODY, "stream": True}
-        ) as resp:
+        async with (
+            httpx.AsyncClient(base_url=sim.base_url) as client,
+            client.stream("POST", "/v1/messages", json={**BODY, "stream": True}) as resp,
+        ):
             async for line in resp.aiter_lines():
                 if line.startswith("event: content_block_delta"):
                     break
@@ -148,10 +161,15 @@ async def test_client_disconnect_is_recorded_as_a_cancel() -> None:
 async def test_hang_before_first_token_sends_the_preamble_only() -> None:
     async with AnthropicSim(Behaviour(ttft_s=0.0, itl_s=0.0, tokens=3)) as sim:
         seen: list[str] = []
-        async with httpx.AsyncClient(base_url=sim.base_url) as client, client.stream(
-            "POST", "/v1/messages", json={**BODY, "stream": True},
-            headers={"x-sim-fault": "hang_before_first_token"},
-        ) as resp:
+        async with (
+            httpx.AsyncClient(base_url=sim.base_url) as client,
+            client.stream(
+                "POST",
+                "/v1/messages",
+                json={**BODY, "stream": True},
+                headers={"x-sim-fault": "hang_before_first_token"},
+            ) as resp,
+        ):
             assert resp.status_code == 200
             with anyio.move_on_after(0.3):
                 async for line in resp.aiter_lines():

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.anyio
 STREAM = chat_body(stream=True)
 
 
-async def post(client: httpx.AsyncClient, sim: OpenAISim, fault: str | None = None,
-               body: object = STREAM) -> httpx.Response:
+async def post(
+    client: httpx.AsyncClient, sim: OpenAISim, fault: str | None = None, body: object = STREAM
+) -> httpx.Response:
     headers = {"x-sim-fault": fault} if fault else {}
     return await client.post(f"{sim.base_url}/chat/completions", json=body, headers=headers)
 
@@ -36,9 +37,7 @@ async def test_bad_fault_header_is_a_400(sim: OpenAISim, client: httpx.AsyncClie
     assert (await post(client, sim, "explode")).status_code == 400
 
 
-async def test_status_per_request_and_per_server(
-    sim: OpenAISim, client: httpx.AsyncClient
-) -> None:
+async def test_status_per_request_and_per_server(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     r = await post(client, sim, "status=503;retry_after=2")
     assert r.status_code == 503
     assert r.headers["retry-after"] == "2"
@@ -64,8 +63,12 @@ async def test_rate_limited(sim: OpenAISim, client: httpx.AsyncClient) -> None:
 async def test_die_after_cuts_without_done(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     seen: list[str] = []
     with pytest.raises(httpx.RemoteProtocolError):
-        async with client.stream("POST", f"{sim.base_url}/chat/completions", json=STREAM,
-                                 headers={"x-sim-fault": "die_after=2"}) as r:
+        async with client.stream(
+            "POST",
+            f"{sim.base_url}/chat/completions",
+            json=STREAM,
+            headers={"x-sim-fault": "die_after=2"},
+        ) as r:
             async for line in r.aiter_lines():
                 seen.append(line)
     assert sum('"content":"t' in line for line in seen) == 2
@@ -93,15 +96,20 @@ async def test_malformed_first_frame(sim: OpenAISim, client: httpx.AsyncClient) 
 
 async def test_reset_after_headers(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
-        async with client.stream("POST", f"{sim.base_url}/chat/completions", json=STREAM,
-                                 headers={"x-sim-fault": "reset_after_headers"}) as r:
+        async with client.stream(
+            "POST",
+            f"{sim.base_url}/chat/completions",
+            json=STREAM,
+            headers={"x-sim-fault": "reset_after_headers"},
+        ) as r:
             assert r.status_code == 200
             await r.aread()
 
 
 async def test_hang_before_first_token_sends_role_then_nothing(sim: OpenAISim) -> None:
-    reader, writer = await open_raw_stream(sim.port, STREAM,
-                                           {"x-sim-fault": "hang_before_first_token"})
+    reader, writer = await open_raw_stream(
+        sim.port, STREAM, {"x-sim-fault": "hang_before_first_token"}
+    )
     head = await reader.readuntil(b'"role":"assistant"')
     assert head.startswith(b"HTTP/1.1 200")
     with pytest.raises(TimeoutError):
@@ -112,8 +120,12 @@ async def test_hang_before_first_token_sends_role_then_nothing(sim: OpenAISim) -
 
 async def test_hang_before_headers(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        await client.post(f"{sim.base_url}/chat/completions", json=STREAM,
-                          headers={"x-sim-fault": "hang_before_headers"}, timeout=0.2)
+        await client.post(
+            f"{sim.base_url}/chat/completions",
+            json=STREAM,
+            headers={"x-sim-fault": "hang_before_headers"},
+            timeout=0.2,
+        )
     await wait_for(lambda: sim.records[-1].cancelled_at is not None)
     assert sim.records[-1].status is None
 

@@ -76,8 +76,10 @@ async def test_token_limit_counts_prompt_and_max_tokens(client: httpx.AsyncClien
 async def test_error_bursts_come_in_runs(client: httpx.AsyncClient) -> None:
     params = HostedParams(error_burst_probability=1.0, error_burst_length=3, **FAST)
     async with HostedSim(params) as sim:
-        statuses = [(await client.post(f"{sim.base_url}/chat/completions",
-                                       json=chat_body())).status_code for _ in range(3)]
+        statuses = [
+            (await client.post(f"{sim.base_url}/chat/completions", json=chat_body())).status_code
+            for _ in range(3)
+        ]
         assert statuses == [503, 503, 503]
         assert sim.records[-1].status == 503
 

@@ -19,8 +19,14 @@ async def test_stream_is_shaped_like_openai(sim: OpenAISim, client: httpx.AsyncC
     role, *content, finish, usage, done = events
     assert role["object"] == "chat.completion.chunk"
     assert role["model"] == "my-model"
-    assert role["choices"] == [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}]
+    assert role["choices"] == [
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
     assert [c["choices"][0]["delta"]["content"] for c in content] == [f"t{i} " for i in range(5)]
     assert len({e["id"] for e in events[:-1]}) == 1
     assert finish["choices"][0]["finish_reason"] == "stop"
@@ -51,14 +57,18 @@ async def test_max_tokens_caps_the_answer_with_length(
 
 
 async def test_completions_endpoint_uses_text(sim: OpenAISim, client: httpx.AsyncClient) -> None:
-    body = {"model": "m", "prompt": "x" * 40, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "m",
+        "prompt": "x" * 40,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     r = await client.post(f"{sim.base_url}/completions", json=body)
     events = sse_events(r.text)
     assert {e["object"] for e in events[:-1]} == {"text_completion"}
     assert "".join(e["choices"][0]["text"] for e in events[:-2]) == completion_text(5)
     assert events[-2]["usage"]["prompt_tokens"] == 10
-    unary = (await client.post(f"{sim.base_url}/completions", json={"model": "m", "prompt": "hi"}))
+    unary = await client.post(f"{sim.base_url}/completions", json={"model": "m", "prompt": "hi"})
     assert unary.json()["choices"][0]["text"] == completion_text(5)
     assert unary.json()["object"] == "text_completion"
 
@@ -74,8 +84,9 @@ async def test_models_health_and_bad_requests(sim: OpenAISim, client: httpx.Asyn
 
 async def test_records_what_it_saw(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     body = chat_body(stream=True)
-    await client.post(f"{sim.base_url}/chat/completions", json=body,
-                      headers={"X-Request-Id": "abc"})
+    await client.post(
+        f"{sim.base_url}/chat/completions", json=body, headers={"X-Request-Id": "abc"}
+    )
     (record,) = sim.records
     assert record.body == body
     assert record.headers["x-request-id"] == "abc"
@@ -88,6 +99,7 @@ async def test_records_what_it_saw(sim: OpenAISim, client: httpx.AsyncClient) ->
 
 async def test_behaviour_changes_at_runtime(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     from dataclasses import replace
+
     sim.behaviour = replace(sim.behaviour, tokens=2)
     r = await client.post(f"{sim.base_url}/chat/completions", json=chat_body())
     assert r.json()["choices"][0]["message"]["content"] == "t0 t1 "

@@ -61,8 +61,11 @@ def test_workload_is_seeded_ordered_and_prefix_stable() -> None:
 
 
 def test_ramp_and_bursts_shape_the_rate() -> None:
-    arrivals = Arrivals(rate_per_s=10, ramp=Ramp(start_rate_per_s=0, duration_s=10),
-                        bursts=(Burst(at_s=20, duration_s=5, multiplier=3),))
+    arrivals = Arrivals(
+        rate_per_s=10,
+        ramp=Ramp(start_rate_per_s=0, duration_s=10),
+        bursts=(Burst(at_s=20, duration_s=5, multiplier=3),),
+    )
     assert rate_at(arrivals, 0) == 0
     assert rate_at(arrivals, 5) == 5
     assert rate_at(arrivals, 15) == 10

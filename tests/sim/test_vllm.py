@@ -66,7 +66,8 @@ async def test_metrics_agree_with_what_it_serves(client: httpx.AsyncClient) -> N
         assert after["vllm:kv_cache_usage_perc"] == 0
         assert after["vllm:generation_tokens_total"] == 60
         assert after["vllm:prompt_tokens_total"] == sum(
-            max(1, len(f"question {i}") // 4) for i in range(6))
+            max(1, len(f"question {i}") // 4) for i in range(6)
+        )
         assert after["vllm:request_success_total{stop}"] == 6
         assert after["vllm:time_to_first_token_seconds_count"] == 6
         assert after["vllm:inter_token_latency_seconds_count"] == 54
@@ -77,19 +78,18 @@ async def test_prefix_cache_hit_lowers_ttft(client: httpx.AsyncClient) -> None:
     params = EngineParams(prefill_s_per_token=0.0002, step_s=0.005)
     system = {"role": "system", "content": "s" * 8000}  # 2000 tokens: 0.4 s of prefill
     first = [system, {"role": "user", "content": "hi"}]
-    second = [*first, {"role": "assistant", "content": "t0 "},
-              {"role": "user", "content": "again"}]
+    second = [*first, {"role": "assistant", "content": "t0 "}, {"role": "user", "content": "again"}]
     async with VllmSim(params, Behaviour(tokens=1), model="sim-llama") as sim:
         for messages in (first, second):
             body = {"model": "m", "messages": messages, "stream": True}
             await client.post(f"{sim.base_url}/chat/completions", json=body)
-        cold, warm = (r.first_token_at - r.received_at for r in sim.records
-                      if r.first_token_at is not None)
+        cold, warm = (
+            r.first_token_at - r.received_at for r in sim.records if r.first_token_at is not None
+        )
         assert warm < cold / 2
         metrics = await scrape(client, sim)
         assert metrics["vllm:prefix_cache_hits_total"] >= 2000
-        assert metrics["vllm:prefix_cache_queries_total"] == metrics[
-            "vllm:prompt_tokens_total"]
+        assert metrics["vllm:prefix_cache_queries_total"] == metrics["vllm:prompt_tokens_total"]
 
 
 async def test_disconnect_aborts_running_and_waiting(client: httpx.AsyncClient) -> None:

@@ -45,8 +45,13 @@ async def sim() -> AsyncIterator[AnthropicSim]:
 
 
 def _config(base_url: str, first_token_s: float = 5.0) -> TargetConfig:
-    return TargetConfig(name="claude", kind="litellm", base_url=base_url, model=MODEL,
-                        timeouts=Timeouts(first_token_s=first_token_s))
+    return TargetConfig(
+        name="claude",
+        kind="litellm",
+        base_url=base_url,
+        model=MODEL,
+        timeouts=Timeouts(first_token_s=first_token_s),
+    )
 
 
 @pytest.fixture
@@ -59,8 +64,12 @@ async def upstream(sim: AnthropicSim) -> AsyncIterator[LitellmUpstream]:
 
 
 def _stream(fault: str | None = None, **body: Any) -> UpstreamRequest:
-    return UpstreamRequest("chat", {**BODY, "stream": True, **body}, stream=True,
-                           headers={"x-sim-fault": fault} if fault else {})
+    return UpstreamRequest(
+        "chat",
+        {**BODY, "stream": True, **body},
+        stream=True,
+        headers={"x-sim-fault": fault} if fault else {},
+    )
 
 
 def _frames(raw: bytes) -> list[Any]:
@@ -118,8 +127,9 @@ async def test_non_stream_is_one_openai_body(upstream: LitellmUpstream) -> None:
 async def test_plumbing_in_the_body_is_not_passed_to_litellm(upstream: LitellmUpstream) -> None:
     # A client must not be able to redirect the call (and our key) elsewhere.
     resp = await upstream.send(_stream(api_base="http://127.0.0.1:9", mock_response="hi"))
-    content = [c["choices"][0]["delta"].get("content") for c in _frames(await resp.aread())
-               if c["choices"]]
+    content = [
+        c["choices"][0]["delta"].get("content") for c in _frames(await resp.aread()) if c["choices"]
+    ]
     assert "".join(x for x in content if x) == "t0 t1 t2 t3"
 
 
@@ -145,8 +155,9 @@ async def test_400_is_not_retryable(upstream: LitellmUpstream) -> None:
     with pytest.raises(UpstreamStatusError) as info:
         await upstream.send(_stream("status=400;message=max_tokens too large"))
     assert (info.value.upstream_status, info.value.retryable) == (400, False)
-    assert json.loads(info.value.body) == {"error": {
-        "message": "max_tokens too large", "type": "invalid_request_error", "code": None}}
+    assert json.loads(info.value.body) == {
+        "error": {"message": "max_tokens too large", "type": "invalid_request_error", "code": None}
+    }
 
 
 @pytest.mark.anyio
@@ -190,10 +201,13 @@ async def test_malformed_first_frame_is_a_protocol_error(upstream: LitellmUpstre
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "error"), [
-    ("error_event_after=2", UpstreamStatusError),
-    ("die_after=2", UpstreamConnectError),
-])
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("error_event_after=2", UpstreamStatusError),
+        ("die_after=2", UpstreamConnectError),
+    ],
+)
 async def test_failure_after_first_token_raises_from_the_body(
     upstream: LitellmUpstream, fault: str, error: type[UpstreamError]
 ) -> None:
@@ -232,8 +246,15 @@ async def test_the_key_never_leaks(
     up = LitellmUpstream(_config(sim.base_url), KEY)
     messages = [repr(up)]
     try:
-        for fault in ("rate_limited", "status=529", "status=400", "status=500", "malformed",
-                      "error_event_after=1", "die_after=1"):
+        for fault in (
+            "rate_limited",
+            "status=529",
+            "status=400",
+            "status=500",
+            "malformed",
+            "error_event_after=1",
+            "die_after=1",
+        ):
             try:
                 resp = await up.send(_stream(fault))
                 await resp.aread()
