@@ -287,8 +287,8 @@ class Http1Client:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        default_port = self._port == (443 if parts.scheme == "https" else 80)
-        self._host_header = parts.netloc.rsplit("@", 1)[-1] if not default_port else self._host
+        # As written in the URL (an IPv6 address keeps its brackets), without userinfo
+        self._host_header = parts.netloc.rsplit("@", 1)[-1]
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR apply)
             self._ssl = ssl_context or ssl.create_default_context()

@@ -247,6 +247,16 @@ async def test_a_header_with_a_line_break_is_refused_before_sending() -> None:
         client.head("POST", "/x", {"x-id": "a\r\nx-injected: 1"}, 0)
 
 
+def test_the_host_header_is_the_urls_authority_without_userinfo() -> None:
+    for url, host in [
+        ("https://api.example.com/v1", "api.example.com"),
+        ("http://u:p@10.0.0.1:8000/v1", "10.0.0.1:8000"),
+        ("http://[::1]/v1", "[::1]"),
+    ]:
+        head = Http1Client(url).head("POST", "/v1/x", {}, 0)
+        assert head.split(b"\r\n")[1] == b"host: " + host.encode()
+
+
 async def test_a_large_body_read_slowly_arrives_intact_under_back_pressure() -> None:
     blob = bytes(range(256)) * (4 * HIGH_WATER // 256)
 
