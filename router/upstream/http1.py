@@ -38,10 +38,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
-#: unread bytes of one answer past which the socket is not read (and under which,
-#: once drained, it is read again)
+#: unread bytes of one answer past which the socket is not read until they are taken
 HIGH_WATER = 1 << 20
-LOW_WATER = 1 << 16
 
 
 class Http1Response:
@@ -117,7 +115,7 @@ class Http1Response:
                 chunks = self._chunks
                 data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
-                if self._size > LOW_WATER >= self._size - len(data):
+                if self._size > HIGH_WATER:  # reading was paused: all is taken now
                     self._conn.resume()
                 self._size = 0
                 yield data
