@@ -143,9 +143,9 @@ class OpenAIUpstream:
             endpoint: base.path.rstrip("/") + path + query
             for endpoint, path in ENDPOINT_PATHS.items()
         }
-        self._urls = {
-            endpoint: httpx.URL(config.base_url + path) for endpoint, path in ENDPOINT_PATHS.items()
-        }
+        # the same targets for an injected httpx transport
+        origin = f"{base.scheme}://{base.netloc}"
+        self._urls = {endpoint: httpx.URL(origin + path) for endpoint, path in self._paths.items()}
         t = config.timeouts
         self._connect_s, self._read_s = t.connect_s, t.idle_s
         timeout = httpx.Timeout(
