@@ -61,8 +61,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.app import Router
-    from router.serving import run
+    from router.gateway.serving import run
+    from router.runtime import Router
 
     logging.getLogger().setLevel(args.log_level.upper())
     try:

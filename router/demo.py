@@ -24,10 +24,10 @@ from typing import Any, Literal, TextIO
 
 import anyio
 
-from router.app import Router
 from router.config import Config, Price, RouteConfig
 from router.driver import TurnOutcome, drive, summarise
 from router.errors import ConfigError, ConfigIssue
+from router.runtime import Router
 from router.sim.fleet import Fleet
 from router.sim.scenario import load_scenario
 from router.sim.workload import turns

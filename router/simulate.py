@@ -27,11 +27,11 @@ import anyio
 import uvicorn
 import yaml
 
-from router.app import Router
 from router.config import Config, Price, RouteConfig, load_config, parse_config
 from router.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
 from router.errors import ConfigError, ConfigIssue
-from router.server import Server
+from router.gateway.server import Server
+from router.runtime import Router
 from router.sim.fleet import Fleet, fleet_targets
 from router.sim.scenario import Scenario, load_scenario
 from router.sim.workload import turns

@@ -42,11 +42,11 @@ import httpx
 import pytest
 import yaml
 
-from router.app import Router
 from router.cli import build_parser
 from router.config import Config, ServerConfig, missing_secrets, parse_config
+from router.gateway.server import Server
 from router.metrics import Metrics
-from router.server import Server
+from router.runtime import Router
 from router.sim.scenario import VllmServerSpec, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]

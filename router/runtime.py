@@ -1,4 +1,4 @@
-"""build_app(config): wiring and lifespan. No singletons: everything hangs off `Router`.
+"""`Router`: wiring, runtimes, reload and lifespan. No singletons: everything hangs off it.
 
 `Router` holds the current `Runtime` (config, compiled routes, upstreams) as one
 reference that a reload swaps atomically: a turn takes the runtime once at its
@@ -21,15 +21,15 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from router.auth import Authenticator, Client
 from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
+from router.gateway.auth import Authenticator, Client
+from router.gateway.request import ParsedRequest
 from router.hedge import HedgeBudget
 from router.metrics import FirstByteClock, Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
 from router.race import TargetRuntime, TurnRequest, TurnResult
-from router.request import ParsedRequest
 from router.shared import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
@@ -179,71 +179,6 @@ class Router:
                 # An invalid file is logged and counted; the old config keeps serving.
                 with contextlib.suppress(ConfigError):
                     await self.reload_from_file()
-
-    def admin_view(self) -> dict[str, object]:
-        """Every target's live signals, and each route's last decision."""
-        runtime = self.runtime
-        targets = []
-        for view in self.views():
-            cfg = runtime.targets[view.name].config
-            targets.append(
-                {
-                    "name": view.name,
-                    "kind": view.kind,
-                    "model": cfg.model,
-                    "breaker": view.breaker,
-                    "available": view.available,
-                    "in_flight": view.in_flight,
-                    "ttft_ewma_ms": round(view.ttft_ewma_s * 1000, 2),
-                    "ttft_ms": {
-                        f"p{round(q * 100)}": round(v * 1000, 2) for q, v in view.ttft_quantiles
-                    },
-                    "ttft_samples": view.ttft_samples,
-                    "unloaded_ttft_ms": round(view.unloaded_ttft_s * 1000, 2),
-                    "tpot_ms": None if view.tpot_s is None else round(view.tpot_s * 1000, 3),
-                    "completion_rate_per_s": view.completion_rate,
-                    "ratelimit_headroom": view.ratelimit_headroom,
-                    "within_local_limits": view.within_local_limits,
-                    "price": cfg.price.model_dump(),
-                    "engine": None
-                    if view.engine is None
-                    else {
-                        "capacity": view.engine.capacity,
-                        "waiting": view.engine.waiting,
-                        "running": view.engine.running,
-                        "kv_cache_usage_perc": view.engine.kv_usage,
-                        "age_s": round(view.engine.age_s, 3),
-                        "stale": view.engine.stale,
-                        "recent_ttft_ms": None
-                        if view.engine.recent_ttft_s is None
-                        else round(view.engine.recent_ttft_s * 1000, 2),
-                    },
-                }
-            )
-        routes = {}
-        for name, route in runtime.routes.items():
-            plan = self.last_plans.get(name)
-            routes[name] = {
-                "policy": route.config.policy.type,
-                "targets": list(route.config.targets),
-                "hedge_rate": round(route.budget.rate, 4),
-                "last_decision": None
-                if plan is None
-                else {
-                    "reason": plan.reason,
-                    "candidates": [
-                        {
-                            "target": c.name,
-                            "predicted_ttft_ms": round(c.predicted_ttft_s * 1000, 2),
-                            "expected_cost_usd": c.expected_cost_usd,
-                            "score": round(c.score, 4),
-                        }
-                        for c in plan.candidates
-                    ],
-                    "rejected": [{"target": t, "why": why} for t, why in plan.rejected],
-                },
-            }
-        return {"targets": targets, "routes": routes}
 
     def views(self) -> list[TargetView]:
         return list(self.runtime.signals.views())

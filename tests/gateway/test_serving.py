@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from router.serving import HeadCoalescingTransport
+from router.gateway.serving import HeadCoalescingTransport
 
 pytestmark = pytest.mark.anyio
 

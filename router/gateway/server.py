@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router.app import Router
 from router.errors import (
     ClientRateLimited,
     Draining,
@@ -30,8 +29,10 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from router.openapi import openapi_spec
-from router.request import parse_request
+from router.gateway.admin import admin_view
+from router.gateway.openapi import openapi_spec
+from router.gateway.request import parse_request
+from router.runtime import Router
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
@@ -298,4 +299,4 @@ class Server:
         return 200, json.dumps(openapi_spec()).encode(), b"application/json"
 
     async def _admin_targets(self) -> tuple[int, bytes, bytes]:
-        return 200, json.dumps(self.router.admin_view(), default=str).encode(), b"application/json"
+        return 200, json.dumps(admin_view(self.router), default=str).encode(), b"application/json"

@@ -20,9 +20,9 @@ import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from router.app import Router
 from router.errors import NotFound, RequestTimeout
-from router.server import Message, Receive, Scope, Send, Server
+from router.gateway.server import Message, Receive, Scope, Send, Server
+from router.runtime import Router
 
 log = logging.getLogger("firsttoken")
 
