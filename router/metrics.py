@@ -28,7 +28,7 @@ from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
 
 if TYPE_CHECKING:
-    from router.turn import Header, Sink
+    from router.turn.sink import Header, Sink
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 

@@ -25,15 +25,16 @@ from router.config import Config, RouteConfig, TargetConfig, load_config, missin
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
-from router.hedge import HedgeBudget
 from router.metrics import FirstByteClock, Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
-from router.race import TargetRuntime, TurnRequest, TurnResult
 from router.shared import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
-from router.turn import Sink, Turn
+from router.turn.hedge import HedgeBudget
+from router.turn.relay import Turn
+from router.turn.sink import Sink
+from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
 

@@ -33,6 +33,7 @@ from router.gateway.admin import admin_view
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
 from router.runtime import Router
+from router.turn.sink import Header
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
@@ -41,7 +42,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Header = tuple[bytes, bytes]
 
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from router.config import Hedge, Price, Slo
-from router.hedge import HedgeBudget, hedge_delay_s
 from router.policy.base import EngineView, TargetView
+from router.turn.hedge import HedgeBudget, hedge_delay_s
 from tests.policy.views import hosted, vllm
 
 

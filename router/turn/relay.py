@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
-from router import sse
 from router.config import RouteConfig, TargetConfig
 from router.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from router.hedge import HedgeBudget
 from router.metrics import Metrics
 from router.policy.base import Plan, TargetView
-from router.race import Primed, Race, TargetRuntime, TurnRequest, TurnResult
+from router.turn import sse
+from router.turn.hedge import HedgeBudget
+from router.turn.race import Race
+from router.turn.sink import Header, Sink
+from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
 
@@ -40,18 +42,6 @@ log = logging.getLogger("firsttoken.turn")
 SLOW_FACTOR = 20.0
 #: ... but never less than this
 SLOW_FLOOR_S = 0.1
-
-Header = tuple[bytes, bytes]
-
-
-class Sink(Protocol):
-    """Where a turn writes its answer (the server's ASGI `send`, in practice)."""
-
-    async def start(self, status: int, headers: Sequence[Header]) -> None: ...
-
-    async def write(self, data: bytes) -> None: ...
-
-    async def finish(self) -> None: ...
 
 
 @dataclass(slots=True)

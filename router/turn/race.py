@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from router import sse
-from router.config import RouteConfig, TargetConfig
+from router.config import RouteConfig
 from router.errors import (
     AllTargetsFailed,
     TargetUnavailable,
@@ -35,73 +34,17 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.hedge import HedgeBudget, hedge_delay_s
 from router.metrics import Metrics
-from router.policy.base import RoutingRequest, TargetView
+from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
-from router.signals.target import Attempt, TargetSignals
-from router.upstream.base import Endpoint, Upstream, UpstreamRequest, UpstreamResponse
+from router.signals.target import Attempt
+from router.turn import sse
+from router.turn.hedge import HedgeBudget, hedge_delay_s
+from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
+from router.upstream.base import UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
 
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRuntime:
-    config: TargetConfig
-    upstream: Upstream
-    signals: TargetSignals
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    endpoint: Endpoint
-    body: Mapping[str, Any]
-    stream: bool
-    #: the client asked for the usage chunk itself
-    client_wants_usage: bool
-    routing: RoutingRequest
-    #: request headers passed upstream (request id)
-    forward_headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Primed:
-    """An attempt that reached its commit point and now owns an open response."""
-
-    target: TargetRuntime
-    attempt: Attempt
-    response: UpstreamResponse
-    chunks: AsyncIterator[bytes] | None
-    #: bytes to send first: every event up to and including the first content
-    head: bytes
-    #: bytes after the head that do not yet form a complete event
-    rest: bytes
-    started_at: float
-    first_token_at: float
-    usage: dict[str, Any] | None = None
-
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.response.aclose()
-
-
-@dataclass(slots=True)
-class TurnResult:
-    """What happened, for logs, headers and metrics."""
-
-    route: str
-    target: str | None = None
-    attempts: int = 0
-    outcome: str = "error"
-    hedged: bool = False
-    fell_back: bool = False
-    ttft_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    reason: str = ""
-    failures: list[UpstreamError] = field(default_factory=list)
 
 
 class Outbox(Protocol):
