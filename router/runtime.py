@@ -28,7 +28,7 @@ from router.gateway.request import ParsedRequest
 from router.metrics import FirstByteClock, Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
-from router.shared import ClientQuota, SharedState, SharedStateCollector
+from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
 from router.turn.hedge import HedgeBudget

@@ -196,7 +196,7 @@ class ProviderLimits:
 class LocalLimits:
     """The router's own requests-per-minute and tokens-per-minute for one target.
 
-    With shared state (router/shared) the limits are global and counted in Redis;
+    With shared state (router/replicas) the limits are global and counted in Redis;
     these local counts are then the fallback, and `share` (this replica's part of a
     global limit, 1/replicas) scales them while Redis is out of reach. `on_record`
     sees every `record(tokens, requests=...)`, so shared state can count it too.

@@ -108,7 +108,7 @@ class TargetSignals:
         self._degraded_cooldown_s = signals.degraded_cooldown_s
 
     def cooldown_from_peer(self, seconds: float, cause: OpenCause) -> bool:
-        """Another replica opened this target's breaker (router/shared): stay off it
+        """Another replica opened this target's breaker (router/replicas): stay off it
         for `seconds`; a provider's Retry-After also holds its headroom at zero.
         Returns whether it changed anything."""
         if cause == "retry_after":

@@ -51,9 +51,9 @@ from redis.asyncio import Redis
 
 from router.errors import ClientRateLimited, NoTargetAvailable
 from router.policy.base import Plan
-from router.shared.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
-from router.shared.script import SYNC_LUA, CounterKey, Limited, SyncCall
-from router.shared.views import TICK_S, CounterView, Decision
+from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
+from router.replicas.script import SYNC_LUA, CounterKey, Limited, SyncCall
+from router.replicas.views import TICK_S, CounterView, Decision
 from router.signals.target import TargetSignals
 
 WINDOW_S = 60

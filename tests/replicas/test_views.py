@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.shared.views import STALE_S, CounterView, Decision
+from router.replicas.views import STALE_S, CounterView, Decision
 
 MINUTE = 28_600_000
 

@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 
 from router.config import StateConfig
 from router.policy.base import Plan
-from router.shared.cooldowns import SharedCooldowns
-from router.shared.limits import ClientQuota, SharedLimits
-from router.shared.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link, connect, redacted
+from router.replicas.cooldowns import SharedCooldowns
+from router.replicas.limits import ClientQuota, SharedLimits
+from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link, connect, redacted
 from router.signals.target import TargetSignals
 
 log = logging.getLogger("firsttoken.shared")

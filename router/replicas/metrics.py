@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from router.shared.link import OPS
-from router.shared.state import SharedState
+from router.replicas.link import OPS
+from router.replicas.state import SharedState
 
 
 class SharedStateCollector(Collector):

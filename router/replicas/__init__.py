@@ -17,8 +17,8 @@ default); when it is down or slow every replica keeps routing on local state
 (fail open), logs that once, exports it (`metrics`), and resyncs when it returns.
 """
 
-from router.shared.limits import ClientQuota
-from router.shared.metrics import SharedStateCollector
-from router.shared.state import SharedState
+from router.replicas.limits import ClientQuota
+from router.replicas.metrics import SharedStateCollector
+from router.replicas.state import SharedState
 
 __all__ = ["ClientQuota", "SharedState", "SharedStateCollector"]

@@ -15,8 +15,8 @@ from redis.backoff import NoBackoff
 
 from router.config import StateConfig, parse_config
 from router.policy.base import Candidate, Plan
-from router.shared import SharedState
-from router.shared.link import BACKGROUND_TIMEOUT_S
+from router.replicas import SharedState
+from router.replicas.link import BACKGROUND_TIMEOUT_S
 from router.signals.registry import SignalsRegistry
 
 CONFIG = """
@@ -90,7 +90,7 @@ class CountingRedis(Redis):
 
 
 def counting_client(config: StateConfig) -> CountingRedis:
-    """A client set up as `router.shared.link.connect` sets up its own."""
+    """A client set up as `router.replicas.link.connect` sets up its own."""
     client = CountingRedis.from_url(
         config.redis_url,
         socket_timeout=BACKGROUND_TIMEOUT_S,

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 
 from router.errors import ClientRateLimited, NoTargetAvailable
 from router.policy.base import Plan
-from router.shared import ClientQuota, SharedState
-from router.shared.limits import OVER_GLOBAL
-from router.shared.script import SYNC_LUA
-from tests.shared.helpers import (
+from router.replicas import ClientQuota, SharedState
+from router.replicas.limits import OVER_GLOBAL
+from router.replicas.script import SYNC_LUA
+from tests.replicas.helpers import (
     CountingRedis,
     counting_client,
     plan,
@@ -24,7 +24,7 @@ from tests.shared.helpers import (
     state_config,
     wait_until,
 )
-from tests.shared.redis_server import RedisServer
+from tests.replicas.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

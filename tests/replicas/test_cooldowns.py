@@ -7,9 +7,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.errors import UpstreamConnectError, UpstreamStatusError
-from router.shared import SharedStateCollector
-from tests.shared.helpers import registry, running, state_config, wait_until
-from tests.shared.redis_server import RedisServer
+from router.replicas import SharedStateCollector
+from tests.replicas.helpers import registry, running, state_config, wait_until
+from tests.replicas.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

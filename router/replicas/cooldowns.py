@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from router.shared.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
+from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
 from router.signals.breaker import OpenCause
 from router.signals.target import TargetSignals
 
