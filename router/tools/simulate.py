@@ -3,7 +3,7 @@
 For every policy file: a fresh fleet of the scenario's simulated servers (same
 seed, so the hosted servers draw the same randomness), the policy bound to the
 fleet's live base URLs (targets are matched to servers by name), the router
-in-process on uvicorn, and `router.driver.drive` replaying the scenario's turns
+in-process on uvicorn, and `router.tools.driver.drive` replaying the scenario's turns
 in real time. Runs are sequential so they never compete for the CPU.
 
 Also home to what `firsttoken demo` shares with it: `bind_policy` and
@@ -28,13 +28,13 @@ import uvicorn
 import yaml
 
 from router.config import Config, Price, RouteConfig, load_config, parse_config
-from router.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
 from router.errors import ConfigError, ConfigIssue
 from router.gateway.server import Server
 from router.runtime import Router
 from router.sim.fleet import Fleet, fleet_targets
 from router.sim.scenario import Scenario, load_scenario
 from router.sim.workload import turns
+from router.tools.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
 
 DEFAULT_SLO_MS = 500.0
 

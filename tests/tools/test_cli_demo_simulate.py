@@ -1,4 +1,4 @@
-"""`firsttoken demo`, `firsttoken simulate` and `firsttoken sim`, run as a user would."""
+"""The `firsttoken` command: what it offers, and demo, simulate and sim run as a user would."""
 
 from __future__ import annotations
 
@@ -11,12 +11,33 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from router.tools.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 SMOKE = ROOT / "benchmarks" / "scenarios" / "policies-smoke.yaml"
 TARGETS = ("local-a", "local-b", "hosted-a", "hosted-b")
+
+
+def test_the_help_names_exactly_the_commands_that_exist(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    offered = re.search(r"^\s*\{([a-z,]+)\}", out, re.MULTILINE)
+    assert offered is not None, out
+    names = offered.group(1).split(",")
+    assert names == ["serve", "check", "demo", "simulate", "sim"]
+    # The description names the same commands, and nothing else.
+    description = build_parser().description or ""
+    said = re.findall(r"\b(serve|check|demo|simulate|sim|bench)\b", description)
+    assert said == names
+    for name in names:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
 
 
 def test_demo_no_live_runs_green(capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,7 +109,7 @@ def test_simulate_rejects_a_policy_whose_targets_the_scenario_lacks(
 
 def test_sim_serve_prints_the_fleet_and_stops_on_ctrl_c() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "sim", "--scenario", "demo", "--serve"],
+        [sys.executable, "-m", "router.tools.cli", "sim", "--scenario", "demo", "--serve"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -3,7 +3,7 @@
 The fleet is the built-in `router/sim/demo.yaml` scenario (two vLLM-like engines,
 two hosted-like APIs) on ephemeral ports; the policy (`policies/hybrid.yaml` by
 default) is bound to their live base URLs by target name; the router listens on
-127.0.0.1 and `router.driver.drive` replays the scenario's sessions through it
+127.0.0.1 and `router.tools.driver.drive` replays the scenario's sessions through it
 over HTTP, all on one event loop. The live view (rich) shows per target the
 share of turns, TTFT, queue, breaker and cost, and fallbacks and hedges as they
 happen; `--no-live` prints the same numbers once at the end.
@@ -25,13 +25,13 @@ from typing import Any, Literal, TextIO
 import anyio
 
 from router.config import Config, Price, RouteConfig
-from router.driver import TurnOutcome, drive, summarise
 from router.errors import ConfigError, ConfigIssue
 from router.runtime import Router
 from router.sim.fleet import Fleet
 from router.sim.scenario import load_scenario
 from router.sim.workload import turns
-from router.simulate import bind_policy, builtin_scenario, pick_route, running_router
+from router.tools.driver import TurnOutcome, drive, summarise
+from router.tools.simulate import bind_policy, builtin_scenario, pick_route, running_router
 
 DEFAULT_POLICY = "policies/hybrid.yaml"
 EVENTS_SHOWN = 8

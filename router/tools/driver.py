@@ -19,7 +19,7 @@ say which target served the turn, how many attempts it took and why.
 The default client is httpx on its stock transport, plenty for demo-sized loads.
 Past ~200 streams/s the driver itself would become the bottleneck
 (notes/relay-floor.md); pass `client=httpx.AsyncClient(transport=
-router.upstream.transport.AiohttpTransport())` there.
+router.tools.transport.AiohttpTransport())` there.
 """
 
 from __future__ import annotations

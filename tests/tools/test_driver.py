@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from router.config import Price
-from router.driver import TurnOutcome, drive, percentile, summarise
 from router.sim.workload import Turn
+from router.tools.driver import TurnOutcome, drive, percentile, summarise
 
 pytestmark = pytest.mark.anyio
 
