@@ -2,9 +2,11 @@
 
 Labels carry only configured names (routes, targets, policy types) and small fixed
 vocabularies (outcome, cause, status class, event); never user input such as
-session ids, prompts or the model name a client asked for. Every label value that
-does not come from the config is forced into its vocabulary here, so a new error
-class or a typo in a caller cannot grow a label without bound.
+session ids, prompts or the model name a client asked for. The vocabularies are
+`Literal` types (`router.vocabulary`, `errors.Cause`), so mypy rejects a value
+outside them where it is made; what is not typed that way (a plan's free-text
+reason, an HTTP status) is folded into its vocabulary here, so no label can grow
+without bound.
 
 Live per-target state (breaker, in-flight, engine queue) is read from the signals
 at scrape time by a collector, so it can never be stale or drift. `configure` is
@@ -16,16 +18,17 @@ targets serve which route and creates the series a route will have, at zero, so
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from router.config import Config
-from router.errors import UpstreamError, UpstreamStatusError
+from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
+from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 if TYPE_CHECKING:
     from router.turn.sink import Header, Sink
@@ -88,12 +91,13 @@ TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
+ReloadOutcome = Literal["ok", "invalid"]
+
 # The vocabularies of the labels that are not configured names.
-OUTCOMES = ("ok", "fell_back", "hedged_won", "hedged_lost", "client_cancelled", "error")
-HEDGE_EVENTS = ("started", "won", "lost", "cancelled")
-CAUSES = ("connect", "timeout", "status", "protocol", "error")
-OVERHEAD_PHASES = ("pre_upstream", "first_token_relay")
-RELOAD_OUTCOMES = ("ok", "invalid")
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+HEDGE_EVENTS: tuple[HedgeEvent, ...] = get_args(HedgeEvent)
+OVERHEAD_PHASES: tuple[OverheadPhase, ...] = get_args(OverheadPhase)
+RELOAD_OUTCOMES: tuple[ReloadOutcome, ...] = get_args(ReloadOutcome)
 #: the target label of a turn that no target answered (all failed, none eligible, or
 #: the client left before the first token)
 NO_TARGET = "none"
@@ -101,8 +105,10 @@ NO_TARGET = "none"
 BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
-def _bounded(value: str, allowed: Sequence[str], other: str) -> str:
-    return value if value in allowed else other
+def cause_label(cause: Cause) -> str:
+    """The `cause` label: the cause itself, but a target skipped because its breaker
+    opened after the plan was made counts as `error` (no request reached it)."""
+    return "error" if cause == "breaker_open" else cause
 
 
 def status_class(err: UpstreamError) -> str:
@@ -110,13 +116,13 @@ def status_class(err: UpstreamError) -> str:
     if isinstance(err, UpstreamStatusError):
         klass = err.upstream_status // 100
         return f"{klass}xx" if 1 <= klass <= 5 else "error"
-    return _bounded(err.cause, CAUSES, "error")
+    return cause_label(err.cause)
 
 
 def policy_type(reason: str) -> str:
     """The decision label: the policy type that prefixes a plan's reason, or `other`."""
     prefix = reason.split(":", 1)[0].split(" ", 1)[0]
-    return _bounded(prefix, tuple(FACTORIES), "other")
+    return prefix if prefix in FACTORIES else "other"
 
 
 class FirstByteClock:
@@ -418,11 +424,11 @@ class Metrics:
     def attempt_failed(self, route: str, err: UpstreamError) -> None:
         self.upstream_errors.labels(err.target or "unknown", status_class(err)).inc()
 
-    def fell_back(self, route: str, from_target: str, to_target: str, cause: str) -> None:
-        self.fallbacks.labels(route, from_target, to_target, _bounded(cause, CAUSES, "error")).inc()
+    def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
+        self.fallbacks.labels(route, from_target, to_target, cause_label(cause)).inc()
 
-    def hedge(self, route: str, event: str) -> None:
-        self._hedges(route, _bounded(event, HEDGE_EVENTS, "started")).inc()
+    def hedge(self, route: str, event: HedgeEvent) -> None:
+        self._hedges(route, event).inc()
 
     # -- turns -------------------------------------------------------------------------
 
@@ -430,7 +436,7 @@ class Metrics:
         self,
         route: str,
         target: str,
-        outcome: str,
+        outcome: Outcome,
         *,
         ttft_s: float | None,
         duration_s: float,
@@ -439,7 +445,7 @@ class Metrics:
         cost_usd: float,
     ) -> None:
         """One turn that a target answered (`ttft_s` from arrival to response start)."""
-        self._requests(route, target, _bounded(outcome, OUTCOMES, "error")).inc()
+        self._requests(route, target, outcome).inc()
         if ttft_s is not None:
             self._ttft(route, target).observe(ttft_s)
             if completion_tokens > 1:
@@ -459,8 +465,8 @@ class Metrics:
         outcome = "client_cancelled" if cancelled else "error"
         self._requests(route, NO_TARGET, outcome).inc()
 
-    def overhead_observed(self, phase: str, seconds: float) -> None:
-        self._overhead(_bounded(phase, OVERHEAD_PHASES, "pre_upstream")).observe(seconds)
+    def overhead_observed(self, phase: OverheadPhase, seconds: float) -> None:
+        self._overhead(phase).observe(seconds)
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()
@@ -476,5 +482,5 @@ class Metrics:
         self.client_tokens.labels(client, "output").inc(completion_tokens)
         self.client_cost.labels(client).inc(cost_usd)
 
-    def reloaded(self, outcome: str) -> None:
-        self.reloads.labels(_bounded(outcome, RELOAD_OUTCOMES, "invalid")).inc()
+    def reloaded(self, outcome: ReloadOutcome) -> None:
+        self.reloads.labels(outcome).inc()

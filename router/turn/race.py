@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,6 +45,8 @@ from router.upstream.base import UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
 
 Clock = Callable[[], float]
+#: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
+AttemptKind = Literal["first", "fallback", "hedge"]
 
 
 class Outbox(Protocol):
@@ -105,7 +107,7 @@ class Race:
     async def _one_by_one(self, request: TurnRequest) -> Primed | None:
         """Without hedging only one attempt runs at a time: run it in this task (no
         task group, stream or extra task per turn: the common case is the cheap one)."""
-        kind = "first"
+        kind: AttemptKind = "first"
         while (runtime := self._next(kind)) is not None:
             slot = _Slot()
             await self._attempt(runtime, request, slot)
@@ -179,7 +181,7 @@ class Race:
 
     def _launch(
         self,
-        kind: str,
+        kind: AttemptKind,
         request: TurnRequest,
         tg: TaskGroup,
         send: MemoryObjectSendStream[Primed | UpstreamError],
@@ -190,7 +192,7 @@ class Race:
         tg.start_soon(self._prime, runtime, request, send.clone())
         return True
 
-    def _next(self, kind: str) -> TargetRuntime | None:
+    def _next(self, kind: AttemptKind) -> TargetRuntime | None:
         """The next target of the plan, with the books kept for how it starts.
 
         A fallback takes the plan's order (the policy's choice: cheapest within the

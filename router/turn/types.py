@@ -15,6 +15,7 @@ from router.errors import UpstreamError
 from router.policy.base import RoutingRequest
 from router.signals.target import Attempt, TargetSignals
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
+from router.vocabulary import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class TurnResult:
     route: str
     target: str | None = None
     attempts: int = 0
-    outcome: str = "error"
+    outcome: Outcome = "error"
     hedged: bool = False
     fell_back: bool = False
     ttft_s: float | None = None

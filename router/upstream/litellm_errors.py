@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from router.errors import (
+    TimeoutPhase,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -97,7 +98,9 @@ def translate(
     failed = response is not None and response.status_code >= 300
     if not failed and any(_is_timeout(e) for e in links):
         connect = any(isinstance(e, httpx.ConnectTimeout) for e in links)
-        which = "connect" if connect else ("first_token" if phase == "send" else "idle")
+        which: TimeoutPhase = (
+            "connect" if connect else ("first_token" if phase == "send" else "idle")
+        )
         return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
     if not failed and any(_is_connect(e) for e in links):
         where = "cannot connect" if response is None else "connection lost"

@@ -11,13 +11,14 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
 from router.config import TargetConfig
 from router.errors import (
+    TimeoutPhase,
     UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
@@ -27,6 +28,8 @@ from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
 from router.upstream.http1 import Http1Client, Http1Response
 
 _RETRY_IN = re.compile(rb"try again in ([0-9.]+)(ms|s)")
+#: where in a request a transport failure struck
+Phase = Literal["connect", "stream", "body"]
 
 
 def retry_after_seconds(
@@ -49,11 +52,11 @@ def retry_after_seconds(
     return None
 
 
-def translate(exc: httpx.HTTPError, target: str, phase: str) -> UpstreamError:
+def translate(exc: httpx.HTTPError, target: str, phase: Phase) -> UpstreamError:
     """httpx's exceptions, in our tree. The message names the target, never a key."""
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
+        which: TimeoutPhase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
         return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
     if isinstance(exc, httpx.ConnectError):
         return UpstreamConnectError(f"{target}: cannot connect ({kind})", target=target)
