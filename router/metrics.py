@@ -17,8 +17,8 @@ targets serve which route and creates the series a route will have, at zero, so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,9 +29,6 @@ from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
-
-if TYPE_CHECKING:
-    from router.turn.sink import Header, Sink
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -123,29 +120,6 @@ def policy_type(reason: str) -> str:
     """The decision label: the policy type that prefixes a plan's reason, or `other`."""
     prefix = reason.split(":", 1)[0].split(" ", 1)[0]
     return prefix if prefix in FACTORIES else "other"
-
-
-class FirstByteClock:
-    """A `Sink` in front of another that notes when the response starts.
-
-    The response starts at the commit point, so `started_at - arrival` is the time
-    to first token as the client sees it: fallbacks, hedge delays and the router's
-    own overhead included. Writes go straight to the inner sink (no extra frame per
-    chunk on the hot path).
-    """
-
-    __slots__ = ("_clock", "_sink", "finish", "started_at", "write")
-
-    def __init__(self, sink: Sink, clock: Callable[[], float]) -> None:
-        self._sink = sink
-        self._clock = clock
-        self.started_at: float | None = None
-        self.write: Callable[[bytes], Coroutine[Any, Any, None]] = sink.write
-        self.finish: Callable[[], Coroutine[Any, Any, None]] = sink.finish
-
-    async def start(self, status: int, headers: Sequence[Header]) -> None:
-        self.started_at = self._clock()
-        await self._sink.start(status, headers)
 
 
 class _SignalsCollector(Collector):

@@ -25,7 +25,7 @@ from router.config import Config, RouteConfig, TargetConfig, load_config, missin
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
-from router.metrics import FirstByteClock, Metrics
+from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
@@ -242,8 +242,9 @@ class Router:
             views=views,
             targets=runtime.targets,
             budget=route.budget,
-            metrics=self.metrics,
+            events=self.metrics,
             clock=self.clock,
+            arrived=arrived,
         )
         request = TurnRequest(
             endpoint=parsed.endpoint,
@@ -254,30 +255,11 @@ class Router:
             forward_headers=forward_headers,
         )
         self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
-        timed = FirstByteClock(sink, self.clock)  # TTFT as the client sees it
-        cancelled = False
         self.active_turns += 1
         try:
-            result = await turn.run(request, timed)
-        except anyio.get_cancelled_exc_class():
-            cancelled = True
-            raise
+            result = await turn.run(request, sink)
         finally:
             self.active_turns -= 1
-            r = turn.result
-            if r.target is not None:
-                self.metrics.turn_done(
-                    r.route,
-                    r.target,
-                    r.outcome,
-                    ttft_s=None if timed.started_at is None else timed.started_at - arrived,
-                    duration_s=self.clock() - arrived,
-                    prompt_tokens=r.prompt_tokens,
-                    completion_tokens=r.completion_tokens,
-                    cost_usd=r.cost_usd,
-                )
-            else:
-                self.metrics.turn_unanswered(r.route, cancelled=cancelled)
         if client is not None:
             self.metrics.client_usage(
                 client.name, result.prompt_tokens, result.completion_tokens, result.cost_usd

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.config import parse_config
 from router.errors import TargetUnavailable, UpstreamConnectError, UpstreamStatusError
-from router.metrics import OUTCOMES, FirstByteClock, Metrics, policy_type, status_class
+from router.metrics import OUTCOMES, Metrics, policy_type, status_class
 from router.policy.base import Candidate, Plan
 from router.sim.behaviour import Behaviour, Fault
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
@@ -172,30 +172,6 @@ def test_status_class() -> None:
     assert status_class(UpstreamStatusError("x", target="a", upstream_status=429)) == "4xx"
     assert status_class(UpstreamStatusError("x", target="a", upstream_status=999)) == "error"
     assert status_class(UpstreamConnectError("x", target="a")) == "connect"
-
-
-@pytest.mark.anyio
-async def test_first_byte_clock_notes_the_response_start_and_passes_everything_on() -> None:
-    sent: list[object] = []
-
-    class Inner:
-        async def start(self, status: int, headers: object) -> None:
-            sent.append(("start", status))
-
-        async def write(self, data: bytes) -> None:
-            sent.append(data)
-
-        async def finish(self) -> None:
-            sent.append("finish")
-
-    now = iter([7.5])
-    clock = FirstByteClock(Inner(), lambda: next(now))
-    assert clock.started_at is None
-    await clock.start(200, [])
-    await clock.write(b"x")
-    await clock.finish()
-    assert clock.started_at == 7.5
-    assert sent == [("start", 200), b"x", "finish"]
 
 
 # -- every outcome, from a real router ----------------------------------------------------

@@ -34,11 +34,11 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.metrics import Metrics
 from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.signals.target import Attempt
 from router.turn import sse
+from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
@@ -73,7 +73,7 @@ class Race:
         order: Sequence[TargetRuntime],
         views: Mapping[str, TargetView],
         budget: HedgeBudget,
-        metrics: Metrics,
+        events: TurnEvents,
         clock: Clock,
         result: TurnResult,
     ) -> None:
@@ -81,7 +81,7 @@ class Race:
         self._order = list(order)
         self._views = views
         self._budget = budget
-        self._metrics = metrics
+        self._events = events
         self._clock = clock
         self._result = result
         self._launched = 0
@@ -101,7 +101,7 @@ class Race:
             raise AllTargetsFailed(self._failure_message(), self._result.failures)
         if self._result.hedged:
             hedge_won = winner.target.config.name != self._order[0].config.name
-            self._metrics.hedge(self._route.name, "won" if hedge_won else "lost")
+            self._events.hedge(self._route.name, "won" if hedge_won else "lost")
         return winner
 
     async def _one_by_one(self, request: TurnRequest) -> Primed | None:
@@ -158,7 +158,7 @@ class Race:
                 self._running -= 1
                 if isinstance(outcome, Primed):
                     for _ in range(self._running):
-                        self._metrics.hedge(self._route.name, "cancelled")
+                        self._events.hedge(self._route.name, "cancelled")
                     tg.cancel_scope.cancel()
                     return outcome
                 if not self._failed(outcome):
@@ -176,7 +176,7 @@ class Race:
     def _failed(self, err: UpstreamError) -> bool:
         """Book a failed attempt; whether another target may still serve the turn."""
         self._result.failures.append(err)
-        self._metrics.attempt_failed(self._route.name, err)
+        self._events.attempt_failed(self._route.name, err)
         return err.retryable  # not retryable: the request itself is bad
 
     def _launch(
@@ -210,11 +210,11 @@ class Race:
         route, result = self._route.name, self._result
         if kind == "fallback":
             last = result.failures[-1]
-            self._metrics.fell_back(route, last.target, runtime.config.name, last.cause)
+            self._events.fell_back(route, last.target, runtime.config.name, last.cause)
             self._budget.charge()
             result.fell_back = True
         elif kind == "hedge":
-            self._metrics.hedge(route, "started")
+            self._events.hedge(route, "started")
             result.hedged = True
             self._extra += 1
         self._launched += 1

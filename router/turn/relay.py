@@ -9,7 +9,8 @@ arrive, and a failure ends the stream with an OpenAI-style error event.
 
 The turn is the only place that knows policy, signals and upstreams together; the
 race to the first token lives in `race.py`, the relay after it here. It never sees
-ASGI: it writes to a `Sink`.
+ASGI (it writes to a `Sink`) and never imports Prometheus (it reports to
+`TurnEvents`, as things happen and once at its end).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from router.metrics import Metrics
 from router.policy.base import Plan, TargetView
 from router.turn import sse
+from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget
 from router.turn.race import Race
-from router.turn.sink import Header, Sink
+from router.turn.sink import FirstByteClock, Header, Sink
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
@@ -75,7 +76,11 @@ class PaceGuard:
 
 
 class Turn:
-    """Runs one request against a plan. Made per request by the app."""
+    """Runs one request against a plan. Made per request by the runtime.
+
+    `arrived` is when the request reached the router (on `clock`): the turn reports
+    its time to first token and duration as the client sees them, from there.
+    """
 
     def __init__(
         self,
@@ -85,16 +90,18 @@ class Turn:
         views: Mapping[str, TargetView],
         targets: Mapping[str, TargetRuntime],
         budget: HedgeBudget,
-        metrics: Metrics,
+        events: TurnEvents,
         clock: Callable[[], float],
+        arrived: float,
     ) -> None:
         self._route = route
         self._plan = plan
         self._views = views
         self._targets = targets
         self._budget = budget
-        self._metrics = metrics
+        self._events = events
         self._clock = clock
+        self._arrived = arrived
         self.result = TurnResult(route=route.name, reason=plan.reason)
         self._prompt_estimate = 0
 
@@ -122,7 +129,34 @@ class Turn:
         ]
 
     async def run(self, request: TurnRequest, sink: Sink) -> TurnResult:
-        """Race, commit, relay. Raises AllTargetsFailed before the commit point."""
+        """Race, commit, relay, record. Raises AllTargetsFailed before the commit point."""
+        timed = FirstByteClock(sink, self._clock)  # TTFT as the client sees it
+        cancelled = False
+        try:
+            return await self._run(request, timed)
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
+        finally:
+            self._record(timed.started_at, cancelled=cancelled)
+
+    def _record(self, started_at: float | None, *, cancelled: bool) -> None:
+        r = self.result
+        if r.target is None:
+            self._events.turn_unanswered(r.route, cancelled=cancelled)
+            return
+        self._events.turn_done(
+            r.route,
+            r.target,
+            r.outcome,
+            ttft_s=None if started_at is None else started_at - self._arrived,
+            duration_s=self._clock() - self._arrived,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            cost_usd=r.cost_usd,
+        )
+
+    async def _run(self, request: TurnRequest, sink: Sink) -> TurnResult:
         self._budget.record_turn()
         self._prompt_estimate = request.routing.prompt_tokens
         order = [self._targets[name] for name in self._plan.order]
@@ -131,7 +165,7 @@ class Turn:
             order=order,
             views=self._views,
             budget=self._budget,
-            metrics=self._metrics,
+            events=self._events,
             clock=self._clock,
             result=self.result,
         )
@@ -150,7 +184,7 @@ class Turn:
             if request.stream:
                 await sink.start(200, self.headers(primed, b"text/event-stream"))
                 await sink.write(primed.head)
-                self._metrics.overhead_observed(
+                self._events.overhead_observed(
                     "first_token_relay", self._clock() - primed.first_token_at
                 )
                 await self._relay(primed, request, sink)
@@ -241,7 +275,7 @@ class Turn:
             name = primed.target.config.name
             err = UpstreamProtocolError(f"{name}: error event mid-stream", target=name)
             primed.attempt.failed(err)
-            self._metrics.attempt_failed(self._route.name, err)
+            self._events.attempt_failed(self._route.name, err)
             self.result.failures.append(err)
             self.result.outcome = "error"
         if block:
@@ -252,7 +286,7 @@ class Turn:
         name = primed.target.config.name
         log.warning("target %s slowed to %.0f ms between tokens mid-stream", name, waited_s * 1000)
         primed.target.signals.degraded(waited_s)
-        self._metrics.stream_degraded(self._route.name, name)
+        self._events.stream_degraded(self._route.name, name)
 
     async def _interrupted(
         self, primed: Primed, sink: Sink, err: UpstreamError, events: int
@@ -260,7 +294,7 @@ class Turn:
         """After the commit point a failure cannot be hidden: say so, end cleanly."""
         log.warning("turn on route %s: %s after the first token", self._route.name, err.message)
         primed.attempt.failed(err)
-        self._metrics.attempt_failed(self._route.name, err)
+        self._events.attempt_failed(self._route.name, err)
         self.result.outcome = "error"
         self.result.failures.append(err)
         self._account(primed, primed.usage, estimated_completion=events)
