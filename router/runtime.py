@@ -21,6 +21,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from router.clock import Clock
 from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
@@ -76,7 +77,7 @@ class Router:
         self,
         config: Config,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
         upstream_factory: UpstreamFactory = default_upstream,

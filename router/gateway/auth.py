@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from router.clock import Clock
 from router.config import AuthConfig
 from router.errors import ClientRateLimited, Forbidden, Unauthorized
 from router.signals.ratelimit import LocalLimits
-
-Clock = Callable[[], float]
 
 
 def digest(key: str) -> bytes:

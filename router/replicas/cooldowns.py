@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
+from router.clock import Clock
 from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
 from router.signals.breaker import OpenCause
 from router.signals.target import TargetSignals
@@ -55,7 +56,7 @@ class SharedCooldowns:
         link: Link,
         *,
         replica: str,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._redis = redis
         self._keys = keys

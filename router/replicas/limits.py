@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 from redis.asyncio import Redis
 
+from router.clock import Clock
 from router.errors import ClientRateLimited, NoTargetAvailable
 from router.policy.base import Plan
 from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link
@@ -101,8 +102,8 @@ class SharedLimits:
         link: Link,
         *,
         timeout_s: float,
-        wall_clock: Callable[[], float],
-        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Clock,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._redis = redis
         self._keys = keys

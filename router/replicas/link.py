@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from router.clock import Clock
 from router.config import StateConfig
 
 log = logging.getLogger("firsttoken.shared")
@@ -99,7 +100,7 @@ class Link:
         url_for_logs: str,
         *,
         on_change: Callable[[bool], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.up = False
         self.fallbacks: Counter[str] = Counter({op: 0 for op in OPS})

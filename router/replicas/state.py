@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import anyio
 from redis.asyncio import Redis
 
+from router.clock import Clock
 from router.config import StateConfig
 from router.policy.base import Plan
 from router.replicas.cooldowns import SharedCooldowns
@@ -58,8 +59,8 @@ class SharedState:
         self,
         config: StateConfig,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         replica: str | None = None,
         redis: Redis | None = None,
     ) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-Clock = Callable[[], float]
+from router.clock import Clock
 
 #: how long a window with no reset header is trusted
 DEFAULT_RESET_S = 60.0

@@ -34,13 +34,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from router.clock import Clock
 from router.sim.behaviour import (
     FAULT_HEADER,
     ITL_HEADER,
@@ -136,7 +137,7 @@ class AnthropicSim:
         behaviour: Behaviour | None = None,
         *,
         api_key: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         requests_limit: int = 1000,
         tokens_limit: int = 400_000,
     ) -> None:

@@ -31,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from router.clock import Clock
 
 FinishedReason = Literal["stop", "length", "abort"]
 
@@ -132,7 +134,7 @@ class Engine:
         self,
         params: EngineParams,
         observer: EngineObserver,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.params = params
         self._observer = observer

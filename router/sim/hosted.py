@@ -27,7 +27,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.sim.backend import Clock, Generation, NoLifecycle, Rejection
+from router.clock import Clock
+from router.sim.backend import Generation, NoLifecycle, Rejection
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import FixedGeneration, output_tokens
 from router.sim.ratelimit import RateLimiter

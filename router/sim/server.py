@@ -27,7 +27,8 @@ from typing import Self
 
 from aiohttp import web
 
-from router.sim.backend import Backend, Clock, Generation, Rejection
+from router.clock import Clock
+from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
 from router.sim.records import RequestRecord
 from router.sim.wire import (

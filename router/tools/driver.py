@@ -34,6 +34,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from router.clock import Clock
 from router.config import Price
 from router.sim.workload import Turn
 
@@ -92,7 +93,7 @@ async def _one(
     *,
     route: str,
     out: TurnOutcome,
-    now: Callable[[], float],
+    now: Clock,
 ) -> None:
     body = _request_body(turn, route)
     headers = {"content-type": "application/json", "x-session-id": f"s{turn.session_id}"}
@@ -152,7 +153,7 @@ async def drive(
     drain_s: float = 10.0,
     client: httpx.AsyncClient | None = None,
     on_outcome: Callable[[TurnOutcome], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
 ) -> list[TurnOutcome]:
     """Send every turn arriving before `duration_s` at its time; return them all.
 
@@ -210,7 +211,7 @@ async def drive(
 
 
 async def watch_loop_lag(
-    samples: list[float], interval_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+    samples: list[float], interval_s: float = 0.05, clock: Clock = time.monotonic
 ) -> None:
     """Append how late each `interval_s` sleep woke up, until cancelled.
 

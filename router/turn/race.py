@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from router.clock import Clock
 from router.config import RouteConfig
 from router.errors import (
     AllTargetsFailed,
@@ -44,7 +45,6 @@ from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
 
-Clock = Callable[[], float]
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
+from router.clock import Clock
 from router.config import RouteConfig, TargetConfig
 from router.errors import (
     UpstreamError,
@@ -91,7 +92,7 @@ class Turn:
         targets: Mapping[str, TargetRuntime],
         budget: HedgeBudget,
         events: TurnEvents,
-        clock: Callable[[], float],
+        clock: Clock,
         arrived: float,
     ) -> None:
         self._route = route

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+from router.clock import Clock
+
 Header = tuple[bytes, bytes]
 
 
@@ -32,7 +34,7 @@ class FirstByteClock:
 
     __slots__ = ("_clock", "_sink", "finish", "started_at", "write")
 
-    def __init__(self, sink: Sink, clock: Callable[[], float]) -> None:
+    def __init__(self, sink: Sink, clock: Clock) -> None:
         self._sink = sink
         self._clock = clock
         self.started_at: float | None = None
