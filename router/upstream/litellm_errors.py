@@ -25,7 +25,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.upstream.litellm_frames import json_bytes
-from router.upstream.openai import retry_after_seconds
+from router.upstream.openai import retry_after_s
 
 #: "send": before the first content token; "stream": after it
 Phase = Literal["send", "stream"]
@@ -87,11 +87,13 @@ def translate(
     phase: Phase,
     response: httpx.Response | None,
     secret: str | None,
+    wall_now: float,
 ) -> UpstreamError:
     """litellm's (and its transports') exceptions, in our tree. The one place.
 
     `response` is the raw HTTP response of the call, if one arrived: its status is
-    the provider's real one (litellm reports a 529 as a 500).
+    the provider's real one (litellm reports a 529 as a 500). `wall_now` (epoch
+    seconds) dates a Retry-After.
     """
     links = chain(exc)
     kind = type(exc).__name__
@@ -125,7 +127,7 @@ def translate(
         target=target,
         upstream_status=status,
         body=body,
-        retry_after_s=retry_after_seconds(headers, body),
+        retry_after_s=retry_after_s(headers, body, wall_now=wall_now),
         # the provider's rate-limit state rides on its 429 (anthropic-ratelimit-*, ...)
         headers={k.lower(): v for k, v in headers.items()},
     )
