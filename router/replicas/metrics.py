@@ -67,5 +67,5 @@ class SharedStateCollector(Collector):
             "firsttoken_shared_state_limit_calls",
             "Global-limit calls sent to Redis (flushes and batches of exact checks)",
         )
-        calls.add_metric([], float(state.limits.calls))
+        calls.add_metric([], float(state.limits.counters.calls))
         yield from (up, replicas, fallbacks, outages, decisions, calls)

@@ -26,6 +26,7 @@ from router.clock import Clock
 from router.config import StateConfig
 from router.policy.base import Plan
 from router.replicas.cooldowns import SharedCooldowns
+from router.replicas.counters import GlobalCounters
 from router.replicas.limits import ClientQuota, SharedLimits
 from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link, connect, redacted
 from router.signals.target import TargetSignals
@@ -72,7 +73,7 @@ class SharedState:
         self.keys = Keys(config.key_prefix)
         self.link = Link(redacted(config.redis_url), on_change=self._link_changed, clock=clock)
         self.replicas = 1
-        self.limits = SharedLimits(
+        counters = GlobalCounters(
             self._redis,
             self.keys,
             self.link,
@@ -80,6 +81,7 @@ class SharedState:
             wall_clock=wall_clock,
             clock=clock,
         )
+        self.limits = SharedLimits(counters, self.link, clock=clock)
         self.cooldowns = SharedCooldowns(
             self._redis, self.keys, self.link, replica=self.replica, clock=clock
         )
@@ -109,7 +111,7 @@ class SharedState:
             tg.start_soon(self._heartbeat_loop)
             tg.start_soon(self.cooldowns.listen_loop)
             tg.start_soon(self.cooldowns.publish_loop)
-            tg.start_soon(self.limits.flush_loop)
+            tg.start_soon(self.limits.counters.flush_loop)
 
     async def beat(self) -> bool:
         """One heartbeat: registers this replica and learns how many are alive."""
@@ -132,7 +134,7 @@ class SharedState:
                 return False
             try:
                 with anyio.fail_after(BACKGROUND_TIMEOUT_S * 2):
-                    await self.limits.warm(WARM_CONNECTIONS)
+                    await self.limits.counters.warm(WARM_CONNECTIONS)
             except REDIS_ERRORS as exc:
                 self.link.lost(exc)
                 return False
@@ -147,12 +149,12 @@ class SharedState:
 
     def _link_changed(self, up: bool) -> None:
         self._apply_share()
-        self.limits.forget()
+        self.limits.counters.forget()
         if up:
             # Resync both ways: send what opened here meanwhile, flush what was
             # counted here, and re-read the others' cooldowns.
             self.cooldowns.kick()
-            self.limits.kick()
+            self.limits.counters.kick()
 
     def _apply_share(self) -> None:
         share = 1.0 if self.link.up else 1.0 / max(self.replicas, 1)
@@ -160,6 +162,6 @@ class SharedState:
             signals.local_limits.share = share
 
     async def aclose(self) -> None:
-        self.limits.cancel_late()
+        self.limits.counters.cancel_late()
         with anyio.CancelScope(shield=True):
             await self._redis.aclose()
