@@ -9,25 +9,25 @@ reason, an HTTP status) is folded into its vocabulary here, so no label can grow
 without bound.
 
 Live per-target state (breaker, in-flight, engine queue) is read from the signals
-at scrape time by a collector, so it can never be stale or drift. `configure` is
-called with every config the router runs (start and reload): it publishes which
-targets serve which route and creates the series a route will have, at zero, so
-`rate()` sees a turn's first increase and dashboards show 0 rather than no data.
+at scrape time (`router.signals.metrics`), so it can never be stale or drift.
+`configure` is called with every config the router runs (start and reload): it
+publishes which targets serve which route and creates the series a route will
+have, at zero, so `rate()` sees a turn's first increase and dashboards show 0
+rather than no data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from router.config import Config
 from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
+from router.signals.metrics import SignalsCollector
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 M = TypeVar("M", Counter, Gauge, Histogram)
@@ -59,30 +59,12 @@ class Children(Generic[M]):
 
 # 10 ms .. 30 s, denser where voice SLOs live (200-800 ms). 0.5 is the bucket the
 # deploy rules use as the TTFT SLO threshold: keep it (rules need an exact `le`).
+# fmt: off
 TTFT_BUCKETS = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.25,
-    0.3,
-    0.4,
-    0.5,
-    0.65,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    5.0,
-    8.0,
-    12.0,
-    20.0,
-    30.0,
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0,
+    3.0, 5.0, 8.0, 12.0, 20.0, 30.0,
 )
+# fmt: on
 SLO_TTFT_BUCKET = 0.5
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -98,8 +80,6 @@ RELOAD_OUTCOMES: tuple[ReloadOutcome, ...] = get_args(ReloadOutcome)
 #: the target label of a turn that no target answered (all failed, none eligible, or
 #: the client left before the first token)
 NO_TARGET = "none"
-
-BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 def cause_label(cause: Cause) -> str:
@@ -120,59 +100,6 @@ def policy_type(reason: str) -> str:
     """The decision label: the policy type that prefixes a plan's reason, or `other`."""
     prefix = reason.split(":", 1)[0].split(" ", 1)[0]
     return prefix if prefix in FACTORIES else "other"
-
-
-class _SignalsCollector(Collector):
-    def __init__(self, views: Callable[[], Iterable[TargetView]]) -> None:
-        self._views = views
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # the views may not exist yet at registration
-
-    def collect(self) -> Iterator[Metric]:
-        breaker = GaugeMetricFamily(
-            "firsttoken_breaker_state",
-            "Breaker per target: 0 closed, 1 half-open, 2 open",
-            labels=["target"],
-        )
-        inflight = GaugeMetricFamily(
-            "firsttoken_inflight", "Turns in flight at the router per target", labels=["target"]
-        )
-        headroom = GaugeMetricFamily(
-            "firsttoken_ratelimit_headroom",
-            "Provider rate-limit headroom, 1 = all left",
-            labels=["target"],
-        )
-        waiting = GaugeMetricFamily(
-            "firsttoken_engine_waiting", "vLLM waiting requests as last scraped", labels=["target"]
-        )
-        running = GaugeMetricFamily(
-            "firsttoken_engine_running", "vLLM running requests as last scraped", labels=["target"]
-        )
-        kv = GaugeMetricFamily(
-            "firsttoken_engine_kv_usage",
-            "vLLM KV-cache usage (0-1) as last scraped",
-            labels=["target"],
-        )
-        age = GaugeMetricFamily(
-            "firsttoken_engine_scrape_age_seconds",
-            "Seconds since the last good engine scrape (since start if none yet)",
-            labels=["target"],
-        )
-        stale = GaugeMetricFamily(
-            "firsttoken_engine_stale", "1 when engine stats are too old to trust", labels=["target"]
-        )
-        for v in self._views():
-            breaker.add_metric([v.name], BREAKER_VALUE[v.breaker])
-            inflight.add_metric([v.name], float(v.in_flight))
-            headroom.add_metric([v.name], v.ratelimit_headroom)
-            if v.engine is not None:
-                waiting.add_metric([v.name], v.engine.waiting)
-                running.add_metric([v.name], v.engine.running)
-                kv.add_metric([v.name], v.engine.kv_usage)
-                age.add_metric([v.name], v.engine.age_s)
-                stale.add_metric([v.name], 1.0 if v.engine.stale else 0.0)
-        yield from (breaker, inflight, headroom, waiting, running, kv, age, stale)
 
 
 class Metrics:
@@ -331,7 +258,7 @@ class Metrics:
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
         if views is not None:
-            r.register(_SignalsCollector(views))
+            r.register(SignalsCollector(views))
 
     # -- the running config ------------------------------------------------------------
 
