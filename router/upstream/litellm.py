@@ -30,6 +30,10 @@ Decisions worth knowing:
 - The API key is never logged, never in a repr and scrubbed from every message
   carried over from litellm; if litellm's own exception text holds it, the
   exception is not chained (`from None`).
+
+Just over 400 lines, kept whole: one upstream is one file (`upstream/base.py`),
+and what could leave already has (errors in `litellm_errors`, bytes in
+`litellm_frames`); the rest is the one call and the two responses it returns.
 """
 
 from __future__ import annotations
