@@ -1,13 +1,15 @@
 """The rooms of `router/` stay apart, and stay readable.
 
 What a room may import (a turn never imports Prometheus; the metrics import
-nothing from the turn), how long a module may grow without saying why, and that
-`tests/` mirrors the packages of `router/`.
+nothing from the turn), how long a module may grow without saying why, that
+`tests/` mirrors the packages of `router/`, and that nothing cites a note a
+reader of this repository cannot open.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +61,19 @@ def test_tests_mirror_the_packages_of_router() -> None:
     packages = {p.parent.name for p in ROUTER.glob("*/__init__.py")}
     mirrored = {p.parent.name for p in (ROOT / "tests").glob("*/__init__.py")}
     assert packages <= mirrored, sorted(packages - mirrored)
+
+
+def test_no_file_cites_a_note_that_is_not_in_the_repository() -> None:
+    cited = re.compile(r"[\w./-]*notes/[\w.-]+\.md")
+    missing = []
+    folders = ("router", "tests", "benchmarks", "policies", "docs", "deploy")
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    files += [p for d in folders for p in (ROOT / d).rglob("*") if p.is_file()]
+    for path in files:
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ""}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for name in cited.findall(text):
+            if not (ROOT / name).exists():
+                missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not missing, missing

@@ -17,9 +17,9 @@ SSE frame with non-empty `delta.content`. The router's `x-firsttoken-*` headers
 say which target served the turn, how many attempts it took and why.
 
 The default client is httpx on its stock transport, plenty for demo-sized loads.
-Past ~200 streams/s the driver itself would become the bottleneck
-(notes/relay-floor.md); pass `client=httpx.AsyncClient(transport=
-router.tools.transport.AiohttpTransport())` there.
+Past ~200 streams/s the driver itself would become the bottleneck; pass
+`client=httpx.AsyncClient(transport=router.tools.transport.AiohttpTransport())`
+there.
 """
 
 from __future__ import annotations
