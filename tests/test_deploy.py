@@ -272,7 +272,8 @@ def test_dockerignore_sends_the_package_and_nothing_heavy() -> None:
         "pyproject.toml",
         "README.md",
         "router/tools/cli.py",
-        "router/sim/demo.yaml",
+        "router/tools/data/demo.yaml",
+        "router/tools/data/hybrid.yaml",
         "router/py.typed",
         "policies/hybrid.yaml",
     ):

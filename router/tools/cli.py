@@ -162,7 +162,11 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-live", action="store_true", help="no live view: print a plain summary at the end"
     )
     demo.add_argument("--port", type=int, default=0, help="the router's port (default: any free)")
-    demo.add_argument("--policy", default=None, help="policy file (default: policies/hybrid.yaml)")
+    demo.add_argument(
+        "--policy",
+        default=None,
+        help="policy file (default: policies/hybrid.yaml here, else the copy in the package)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser(

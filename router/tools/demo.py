@@ -1,8 +1,9 @@
 """`firsttoken demo`: a simulated fleet, the router and conversational load, in one command.
 
-The fleet is the built-in `router/sim/demo.yaml` scenario (two vLLM-like engines,
-two hosted-like APIs) on ephemeral ports; the policy (`policies/hybrid.yaml` by
-default) is bound to their live base URLs by target name; the router listens on
+The fleet is the built-in `demo` scenario (two vLLM-like engines, two hosted-like
+APIs) on ephemeral ports; the policy (`policies/hybrid.yaml` by default: the copy
+in this folder if there is one, else the one shipped in the package) is bound to
+their live base URLs by target name; the router listens on
 127.0.0.1 and `router.tools.driver.drive` replays the scenario's sessions through it
 over HTTP, all on one event loop. The live view (rich) shows per target the
 share of turns, TTFT, queue, breaker and cost, and fallbacks and hedges as they
@@ -25,36 +26,31 @@ from typing import Any, Literal, TextIO
 import anyio
 
 from router.config import Config, Price, RouteConfig
-from router.errors import ConfigError, ConfigIssue
 from router.runtime import Router
 from router.sim.fleet import Fleet
 from router.sim.scenario import load_scenario
 from router.sim.workload import turns
 from router.tools.driver import TurnOutcome, drive, summarise
-from router.tools.simulate import bind_policy, builtin_scenario, pick_route, running_router
+from router.tools.simulate import (
+    bind_policy,
+    builtin_scenario,
+    packaged,
+    pick_route,
+    running_router,
+)
 
 DEFAULT_POLICY = "policies/hybrid.yaml"
 EVENTS_SHOWN = 8
 
 
 def find_policy(policy: str | None) -> Path:
-    """The given file, or policies/hybrid.yaml here or next to the package (a checkout)."""
+    """The given file, else policies/hybrid.yaml here (a checkout, perhaps edited), else
+    the copy shipped in the package (`router/tools/data/hybrid.yaml`, kept equal to
+    the documented one by a test)."""
     if policy is not None:
         return Path(policy)
-    for candidate in (Path(DEFAULT_POLICY), Path(__file__).parents[1] / DEFAULT_POLICY):
-        if candidate.exists():
-            return candidate
-    raise ConfigError(
-        [
-            ConfigIssue(
-                DEFAULT_POLICY,
-                None,
-                "",
-                "not found here or next to the package; "
-                "pass --policy PATH (a checkout of FirstToken has it)",
-            )
-        ]
-    )
+    here = Path(DEFAULT_POLICY)
+    return here if here.exists() else packaged("hybrid.yaml")
 
 
 def examples(base_url: str, route: str) -> list[str]:

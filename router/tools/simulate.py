@@ -39,10 +39,14 @@ from router.tools.driver import TurnOutcome, drive, percentile, summarise, watch
 DEFAULT_SLO_MS = 500.0
 
 
+def packaged(name: str) -> Path:
+    """A file shipped with the package, in `router/tools/data/` (package data)."""
+    return Path(str(importlib.resources.files("router.tools").joinpath("data", name)))
+
+
 def builtin_scenario(name: str = "demo") -> Path:
-    """A scenario shipped with the package (`router/sim/<name>.yaml`)."""
-    resource = importlib.resources.files("router.sim").joinpath(f"{name}.yaml")
-    return Path(str(resource))
+    """A scenario shipped with the package (`router/tools/data/<name>.yaml`)."""
+    return packaged(f"{name}.yaml")
 
 
 def resolve_scenario(spec: str) -> Path:
