@@ -8,6 +8,7 @@ check` can print all of them at once.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -82,15 +83,48 @@ class Price(_Model):
 
 class Timeouts(_Model):
     connect_s: float = Field(2.0, gt=0.0)
+    #: a stream's first token of any kind (content, reasoning, refusal, tool call)
     first_token_s: float = Field(5.0, gt=0.0)
+    #: the longest silence between two reads of a stream
     idle_s: float = Field(30.0, gt=0.0)
-    total_s: float | None = Field(None, gt=0.0)
+    #: the whole answer: a stream from its start to its end, a unary answer entirely
+    total_s: float = Field(600.0, gt=0.0)
     #: a stream slower than this (output tokens per second, after its first token) marks
     #: the target degraded; by default the bar is relative to its own measured pace
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
 TargetKind = Literal["vllm", "openai", "litellm"]
+#: where a target's API key goes: `authorization: Bearer <key>`, or Azure's `api-key: <key>`
+AuthHeader = Literal["authorization", "api-key"]
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: headers the router itself writes on every upstream request
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "content-type", "te", "upgrade"}
+)
+
+
+def invalid_header_value(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value (RFC 9110 field-value), or None."""
+    if value != value.strip(" \t"):
+        return "it has leading or trailing whitespace"
+    for ch in value:
+        if ch in "\r\n\0":
+            return "it contains a line break or NUL"
+        if (ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F:
+            return "it contains a control character"
+        if ord(ch) > 0xFF:
+            return "it is not latin-1 text"
+    return None
+
+
+def _check_header_names(headers: Mapping[str, str]) -> None:
+    for name in headers:
+        if not _TOKEN.match(name):
+            raise ValueError(f"'{name}' is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"the router sets '{name}' itself")
 
 
 class TargetConfig(_Model):
@@ -111,6 +145,32 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
+    #: extra request headers (OpenAI-Organization, OpenRouter's HTTP-Referer, ...)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: extra request headers whose values come from env vars: {Header-Name: ENV_VAR}
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    #: where the API key goes: `authorization` (Bearer) or `api-key` (Azure OpenAI)
+    auth_header: AuthHeader = "authorization"
+    #: a PEM bundle of CAs to verify the target's TLS certificate (default: the system's)
+    ca_file: str | None = None
+    #: open connections to this target at most; past it turns wait up to `connect_s`
+    max_connections: int = Field(512, ge=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _static_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        _check_header_names(v)
+        for name, value in v.items():
+            why = invalid_header_value(value)
+            if why is not None:
+                raise ValueError(f"the value of header '{name}' is invalid: {why}")
+        return v
+
+    @field_validator("headers_env")
+    @classmethod
+    def _env_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        _check_header_names(v)
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -129,9 +189,15 @@ class TargetConfig(_Model):
         return f"{root}/metrics"
 
 
+#: what a route's SLO measures: the first token of any kind (reasoning included), or
+#: the first answer token (content or a tool call)
+SloOn = Literal["first_token", "first_answer"]
+
+
 class Slo(_Model):
     ttft_ms: float = Field(gt=0.0)
     quantile: float = Field(0.9, gt=0.0, lt=1.0)
+    on: SloOn = "first_token"
 
 
 class Hedge(_Model):
@@ -146,6 +212,8 @@ class Hedge(_Model):
     #: bounds on the adaptive delay
     min_ms: float = Field(20.0, ge=0.0)
     max_ms: float = Field(5000.0, gt=0.0)
+    #: hedge non-streamed turns too (they pay a whole answer per extra request)
+    unary: bool = False
 
 
 class Affinity(_Model):
@@ -163,6 +231,8 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
+    first_token_s: float | None = Field(None, gt=0.0)
 
 
 class SignalsConfig(_Model):
@@ -176,6 +246,20 @@ class SignalsConfig(_Model):
     breaker_max_s: float = Field(60.0, gt=0.0)
     #: a target whose stream slowed to a trickle is avoided this long
     degraded_cooldown_s: float = Field(5.0, ge=0.0)
+    #: the longest a target is benched for a Retry-After or a peer's cooldown
+    max_cooldown_s: float = Field(300.0, gt=0.0)
+
+
+class UpstreamConfig(_Model):
+    """Bounds on what the router reads from any target."""
+
+    #: the largest SSE event (a stream past it fails over before the first token, or
+    #: ends with an error event after it)
+    max_event_bytes: int = Field(1024 * 1024, ge=1024)
+    #: the largest non-streamed answer
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: idle keep-alive connections are closed after this long
+    keepalive_s: float = Field(30.0, gt=0.0)
 
 
 class StateConfig(_Model):
@@ -204,6 +288,7 @@ class Config(_Model):
     state: StateConfig | None = None
     #: client keys; without this block the router is open (and binds loopback only)
     auth: AuthConfig | None = None
+    upstream: UpstreamConfig = UpstreamConfig()
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
 
@@ -374,14 +459,39 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(read_text(path), str(path))
 
 
+def secret(environ: Mapping[str, str], var: str | None) -> str | None:
+    """An env var's value with surrounding whitespace removed (a key file mounted from
+    a Kubernetes secret often ends in a newline); None if unset or empty."""
+    if not var:
+        return None
+    value = environ.get(var, "").strip()
+    return value or None
+
+
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
-    """Messages for every secret's env var (targets' and clients' keys) that is unset."""
+    """Messages for every secret's env var that is unset, and every target secret that
+    cannot be sent as a header value even after stripping whitespace (never the value)."""
     wanted = [(f"target '{t.name}'", "api_key_env", t.api_key_env) for t in cfg.targets]
+    wanted += [
+        (f"target '{t.name}'", f"headers_env.{name}", var)
+        for t in cfg.targets
+        for name, var in t.headers_env.items()
+    ]
     if cfg.auth is not None:
         wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
         wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
-    return [
+    problems = [
         f"{who}: environment variable {var} ({field}) is not set"
         for who, field, var in wanted
-        if var and not environ.get(var)
+        if var and not secret(environ, var)
     ]
+    for who, field, var in wanted:
+        value = secret(environ, var)
+        if value is None or not field.startswith(("api_key_env", "headers_env")):
+            continue
+        why = invalid_header_value(value)
+        if why is not None:
+            problems.append(
+                f"{who}: environment variable {var} ({field}) cannot be sent as a header: {why}"
+            )
+    return problems

@@ -4,6 +4,13 @@
 reference that a reload swaps atomically: a turn takes the runtime once at its
 start and finishes on it, so streams in flight finish on the plan they began with.
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
+The upstreams a reload dropped close once the turns of the runtime they served
+are done (or after `server.drain_s`), counted in `firsttoken_upstream_pools`.
+
+Background tasks (engine scrapers, the retirer, Redis, SIGHUP) run guarded: one that
+dies logs why and takes the process down (`on_fatal`; `firsttoken serve` exits 1),
+rather than leaving a live process that never turns ready again. Reading a policy
+file and importing litellm run in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -14,15 +21,22 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 
 from router.clock import Clock
-from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
+from router.config import (
+    Config,
+    RouteConfig,
+    TargetConfig,
+    load_config,
+    missing_secrets,
+    secret,
+)
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
@@ -36,22 +50,54 @@ from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
-from router.upstream.base import Upstream
+from router.upstream.base import Upstream, UpstreamSetup
 from router.upstream.openai import OpenAIUpstream
 
 log = logging.getLogger("firsttoken")
 
-UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
+UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
 #: the longest a target's warm-up may hold back readiness
 WARM_UP_S = 10.0
+#: how often retiring upstreams are checked for turns still using them
+RETIRE_EVERY_S = 0.5
+HOSTED_EXTRA = "pip install 'firsttoken[hosted]'"
 
 
-def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
+def import_litellm_upstream() -> type[Upstream]:
+    """router.upstream.litellm (and litellm itself: a second or more), or a ConfigError
+    that says what to install."""
+    try:
+        from router.upstream.litellm import LitellmUpstream, load_litellm
+
+        load_litellm()
+    except ImportError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "<config>",
+                    None,
+                    "",
+                    f"a 'litellm' target needs litellm, which is not installed ({exc.name}): "
+                    f"{HOSTED_EXTRA}",
+                )
+            ]
+        ) from exc
+    return LitellmUpstream
+
+
+def default_upstream(config: TargetConfig, setup: UpstreamSetup) -> Upstream:
     if config.kind == "litellm":
-        from router.upstream.litellm import LitellmUpstream  # heavy: only when used
+        return import_litellm_upstream()(config, setup)  # type: ignore[call-arg]
+    return OpenAIUpstream(config, setup)
 
-        return LitellmUpstream(config, api_key)
-    return OpenAIUpstream(config, api_key)
+
+@dataclass(slots=True)
+class _Retiring:
+    """The upstreams a reload dropped, closed once their runtime's turns are done."""
+
+    runtime: Runtime
+    upstreams: list[Upstream]
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +107,15 @@ class RouteRuntime:
     budget: HedgeBudget
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Runtime:
     config: Config
     routes: Mapping[str, RouteRuntime]
     targets: Mapping[str, TargetRuntime]
     signals: SignalsRegistry
     auth: Authenticator
+    #: turns running on this runtime (a reload retires its upstreams when 0)
+    active: int = field(default=0)
 
 
 class Router:
@@ -96,9 +144,14 @@ class Router:
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
-        self._retiring: list[TargetRuntime] = []
+        self._retiring: list[_Retiring] = []
+        #: called once if a background task dies (`firsttoken serve` exits 1); the
+        #: reason is kept in `fatal`
+        self.on_fatal: Callable[[str], None] | None = None
+        self.fatal: str | None = None
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
+        self._count_pools()
         #: cooldowns and global limits shared with the other replicas (Redis), if configured
         self.shared = SharedState(config.state, clock=clock) if config.state else None
         if self.shared is not None:
@@ -118,11 +171,10 @@ class Router:
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
             old = previous.targets.get(t.name) if previous else None
-            if old is not None and old.config == t:
+            if old is not None and old.config == t and old.upstream not in self._closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
             else:
-                key = self.environ.get(t.api_key_env) if t.api_key_env else None
-                upstream = self._upstream_factory(t, key)
+                upstream = self._upstream_factory(t, self._setup(config, t))
             targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
         routes = {}
         for r in config.routes:
@@ -140,6 +192,29 @@ class Router:
         )
         return Runtime(config, routes, targets, signals, auth)
 
+    def _setup(self, config: Config, target: TargetConfig) -> UpstreamSetup:
+        """A target's secrets from the environment (checked by `missing_secrets`)."""
+        headers = dict(target.headers)
+        for name, var in target.headers_env.items():
+            value = secret(self.environ, var)
+            if value is not None:
+                headers[name] = value
+        return UpstreamSetup(
+            api_key=secret(self.environ, target.api_key_env),
+            headers=headers,
+            max_body_bytes=config.upstream.max_body_bytes,
+            keepalive_s=config.upstream.keepalive_s,
+            on_connection=self.metrics.connection_counter(target.name),
+        )
+
+    def _closing(self) -> list[Upstream]:
+        return [u for r in self._retiring for u in r.upstreams]
+
+    def _count_pools(self) -> None:
+        open_ = {id(t.upstream) for t in self.runtime.targets.values()}
+        open_ |= {id(u) for u in self._closing()}
+        self.metrics.upstream_pools.set(len(open_))
+
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
         previous = self.runtime
@@ -155,7 +230,11 @@ class Router:
         if config.state != previous.config.state:
             log.warning("the state block changed: it takes effect at the next restart")
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
-        self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
+        dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
+        if dropped:
+            deadline = self.clock() + config.server.drain_s
+            self._retiring.append(_Retiring(previous, dropped, deadline))
+        self._count_pools()
         self.metrics.configure(config)
         self.metrics.reloaded("ok")
         log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
@@ -165,7 +244,10 @@ class Router:
         if self.config_path is None:
             raise ConfigError([ConfigIssue("<config>", None, "", "no policy file to reload")])
         try:
-            config = load_config(self.config_path)
+            # Off the event loop: a large file, and litellm's import, take a while.
+            config = await anyio.to_thread.run_sync(load_config, self.config_path)
+            if any(t.kind == "litellm" for t in config.targets):
+                await anyio.to_thread.run_sync(import_litellm_upstream)
         except ConfigError as err:
             self.metrics.reloaded("invalid")
             log.error("reload rejected, the old config keeps serving:\n%s", err.message)
@@ -190,7 +272,9 @@ class Router:
     def plan(
         self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
     ) -> tuple[Plan, dict[str, TargetView]]:
-        views = {name: runtime.targets[name].signals.view() for name in route.config.targets}
+        slo = route.config.slo
+        on = slo.on if slo is not None else "first_token"
+        views = {name: runtime.targets[name].signals.view(on) for name in route.config.targets}
         ctx = PlanContext(rng=self.rng, slo=route.config.slo, exploration=route.config.exploration)
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
         self.last_plans[route.config.name] = plan
@@ -246,6 +330,7 @@ class Router:
             events=self.metrics,
             clock=self.clock,
             arrived=arrived,
+            max_event_bytes=runtime.config.upstream.max_event_bytes,
         )
         request = TurnRequest(
             endpoint=parsed.endpoint,
@@ -257,10 +342,12 @@ class Router:
         )
         self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
         self.active_turns += 1
+        runtime.active += 1
         try:
             result = await turn.run(request, sink)
         finally:
             self.active_turns -= 1
+            runtime.active -= 1
         if client is not None:
             self.metrics.client_usage(
                 client.name, result.prompt_tokens, result.completion_tokens, result.cost_usd
@@ -286,16 +373,47 @@ class Router:
         for t in self.engine_targets():
             url = t.engine_metrics_url()
             assert url is not None
+            update = self.runtime.signals[t.name].engine_update
             tg.start_soon(
-                engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
+                self._guarded,
+                f"engine scraper of {t.name}",
+                engine.run,
+                client,
+                url,
+                interval,
+                update,
             )
         await self._warm_up(self.runtime.targets.values())
-        tg.start_soon(self._retire_loop)
+        tg.start_soon(self._guarded, "upstream retirer", self._retire_loop)
         if self.shared is not None:
-            tg.start_soon(self.shared.run)
+            tg.start_soon(self._guarded, "shared state (Redis)", self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
-            tg.start_soon(self._watch_sighup)
+            tg.start_soon(self._guarded, "SIGHUP watcher", self._watch_sighup)
         self.ready = True
+
+    async def _guarded(
+        self, name: str, fn: Callable[..., Awaitable[object]], *args: object
+    ) -> None:
+        """Run one background task; if it ever ends or dies, the process goes down."""
+        try:
+            await fn(*args)
+            reason = f"background task '{name}' ended"
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            log.critical("background task '%s' died", name, exc_info=exc)
+            reason = f"background task '{name}' died: {type(exc).__name__}: {exc}"
+        self.die(reason)
+
+    def die(self, reason: str) -> None:
+        """Stop being ready and ask the server to exit non-zero (Kubernetes restarts us)."""
+        if self.fatal is not None:
+            return
+        self.fatal = reason
+        self.ready = False
+        log.critical("%s; exiting", reason)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     async def _warm_up(self, targets: Iterable[TargetRuntime]) -> None:
         """Pay each upstream's first-call cost (litellm: ~0.4 s) before traffic does."""
@@ -309,24 +427,40 @@ class Router:
                 log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
 
     async def _retire_loop(self) -> None:
-        # Upstreams dropped by a reload close once no stream uses them (bounded wait).
         while True:
-            await anyio.sleep(5.0)
-            still = []
-            for old in self._retiring:
-                if old.signals.in_flight.count == 0:
-                    await old.upstream.aclose()
-                else:
-                    still.append(old)
-            self._retiring = still
+            await anyio.sleep(RETIRE_EVERY_S)
+            await self.retire()
+
+    async def retire(self) -> None:
+        """Close the upstreams of reloaded runtimes whose turns are done (or whose
+        `drain_s` passed: a turn still on them then sees its stream end in an error)."""
+        now = self.clock()
+        due = [r for r in self._retiring if r.runtime.active == 0 or now >= r.deadline]
+        if not due:
+            return
+        self._retiring = [r for r in self._retiring if r not in due]
+        in_use = {id(t.upstream) for t in self.runtime.targets.values()}
+        in_use |= {id(u) for u in self._closing()}
+        for retiring in due:
+            if retiring.runtime.active:
+                log.warning(
+                    "closing the upstreams of a reloaded config with %d turns still on them",
+                    retiring.runtime.active,
+                )
+            for upstream in retiring.upstreams:
+                if id(upstream) not in in_use:
+                    await upstream.aclose()
+        self._count_pools()
 
     async def aclose(self) -> None:
         self.ready = False
         with anyio.CancelScope(shield=True):
             for t in self.runtime.targets.values():
                 await t.upstream.aclose()
-            for old in self._retiring:
-                await old.upstream.aclose()
+            for old in self._closing():
+                await old.aclose()
+            self._retiring = []
+            self._count_pools()
             client = getattr(self, "_scrape_client", None)
             if client is not None:
                 await client.aclose()

@@ -74,6 +74,7 @@ class FakeResponse:
         self.status = reply.status
         self.headers: Mapping[str, str] = {}
         self.closed = False
+        self.finished = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         reply = self._reply
@@ -92,6 +93,10 @@ class FakeResponse:
         return self._reply.body
 
     async def aclose(self) -> None:
+        self.closed = True
+
+    async def finish(self) -> None:
+        self.finished = True
         self.closed = True
 
 
@@ -155,6 +160,7 @@ class Done:
     target: str
     outcome: Outcome
     ttft_s: float | None
+    first_answer_s: float | None
     duration_s: float
     prompt_tokens: int
     completion_tokens: int
@@ -190,6 +196,7 @@ class RecordingEvents:
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
@@ -197,7 +204,16 @@ class RecordingEvents:
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
-            Done(target, outcome, ttft_s, duration_s, prompt_tokens, completion_tokens, cost_usd)
+            Done(
+                target,
+                outcome,
+                ttft_s,
+                first_answer_s,
+                duration_s,
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+            )
         )
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:
