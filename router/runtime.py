@@ -35,7 +35,6 @@ from router.config import (
     TargetConfig,
     load_config,
     missing_secrets,
-    secret,
 )
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
@@ -51,7 +50,8 @@ from router.turn.relay import Turn
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Upstream, UpstreamSetup
-from router.upstream.openai import OpenAIUpstream
+from router.upstream.factory import default_upstream, import_litellm_upstream, setup_for
+from router.upstream.retiring import Retirer
 
 log = logging.getLogger("firsttoken")
 
@@ -60,44 +60,6 @@ UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
 WARM_UP_S = 10.0
 #: how often retiring upstreams are checked for turns still using them
 RETIRE_EVERY_S = 0.5
-HOSTED_EXTRA = "pip install 'firsttoken[hosted]'"
-
-
-def import_litellm_upstream() -> type[Upstream]:
-    """router.upstream.litellm (and litellm itself: a second or more), or a ConfigError
-    that says what to install."""
-    try:
-        from router.upstream.litellm import LitellmUpstream, load_litellm
-
-        load_litellm()
-    except ImportError as exc:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    "<config>",
-                    None,
-                    "",
-                    f"a 'litellm' target needs litellm, which is not installed ({exc.name}): "
-                    f"{HOSTED_EXTRA}",
-                )
-            ]
-        ) from exc
-    return LitellmUpstream
-
-
-def default_upstream(config: TargetConfig, setup: UpstreamSetup) -> Upstream:
-    if config.kind == "litellm":
-        return import_litellm_upstream()(config, setup)  # type: ignore[call-arg]
-    return OpenAIUpstream(config, setup)
-
-
-@dataclass(slots=True)
-class _Retiring:
-    """The upstreams a reload dropped, closed once their runtime's turns are done."""
-
-    runtime: Runtime
-    upstreams: list[Upstream]
-    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +106,7 @@ class Router:
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
-        self._retiring: list[_Retiring] = []
+        self._retirer = Retirer(clock)
         #: called once if a background task dies (`firsttoken serve` exits 1); the
         #: reason is kept in `fatal`
         self.on_fatal: Callable[[str], None] | None = None
@@ -171,10 +133,11 @@ class Router:
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
             old = previous.targets.get(t.name) if previous else None
-            if old is not None and old.config == t and old.upstream not in self._closing():
+            if old is not None and old.config == t and old.upstream not in self._retirer.closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
             else:
-                upstream = self._upstream_factory(t, self._setup(config, t))
+                counter = self.metrics.connection_counter(t.name)
+                upstream = self._upstream_factory(t, setup_for(config, t, self.environ, counter))
             targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
         routes = {}
         for r in config.routes:
@@ -192,28 +155,9 @@ class Router:
         )
         return Runtime(config, routes, targets, signals, auth)
 
-    def _setup(self, config: Config, target: TargetConfig) -> UpstreamSetup:
-        """A target's secrets from the environment (checked by `missing_secrets`)."""
-        headers = dict(target.headers)
-        for name, var in target.headers_env.items():
-            value = secret(self.environ, var)
-            if value is not None:
-                headers[name] = value
-        return UpstreamSetup(
-            api_key=secret(self.environ, target.api_key_env),
-            headers=headers,
-            max_body_bytes=config.upstream.max_body_bytes,
-            keepalive_s=config.upstream.keepalive_s,
-            on_connection=self.metrics.connection_counter(target.name),
-        )
-
-    def _closing(self) -> list[Upstream]:
-        return [u for r in self._retiring for u in r.upstreams]
-
     def _count_pools(self) -> None:
-        open_ = {id(t.upstream) for t in self.runtime.targets.values()}
-        open_ |= {id(u) for u in self._closing()}
-        self.metrics.upstream_pools.set(len(open_))
+        current = (t.upstream for t in self.runtime.targets.values())
+        self.metrics.upstream_pools.set(self._retirer.count(current))
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -231,9 +175,7 @@ class Router:
             log.warning("the state block changed: it takes effect at the next restart")
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
-        if dropped:
-            deadline = self.clock() + config.server.drain_s
-            self._retiring.append(_Retiring(previous, dropped, deadline))
+        self._retirer.retire(previous, dropped, config.server.drain_s)
         self._count_pools()
         self.metrics.configure(config)
         self.metrics.reloaded("ok")
@@ -432,34 +374,17 @@ class Router:
             await self.retire()
 
     async def retire(self) -> None:
-        """Close the upstreams of reloaded runtimes whose turns are done (or whose
+        """Close the upstreams of reloaded configs whose turns are done (or whose
         `drain_s` passed: a turn still on them then sees its stream end in an error)."""
-        now = self.clock()
-        due = [r for r in self._retiring if r.runtime.active == 0 or now >= r.deadline]
-        if not due:
-            return
-        self._retiring = [r for r in self._retiring if r not in due]
-        in_use = {id(t.upstream) for t in self.runtime.targets.values()}
-        in_use |= {id(u) for u in self._closing()}
-        for retiring in due:
-            if retiring.runtime.active:
-                log.warning(
-                    "closing the upstreams of a reloaded config with %d turns still on them",
-                    retiring.runtime.active,
-                )
-            for upstream in retiring.upstreams:
-                if id(upstream) not in in_use:
-                    await upstream.aclose()
-        self._count_pools()
+        if await self._retirer.sweep(t.upstream for t in self.runtime.targets.values()):
+            self._count_pools()
 
     async def aclose(self) -> None:
         self.ready = False
         with anyio.CancelScope(shield=True):
             for t in self.runtime.targets.values():
                 await t.upstream.aclose()
-            for old in self._closing():
-                await old.aclose()
-            self._retiring = []
+            await self._retirer.aclose()
             self._count_pools()
             client = getattr(self, "_scrape_client", None)
             if client is not None:

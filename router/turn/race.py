@@ -14,9 +14,8 @@ attempt is running: a hedge's 400 never cancels a primary that would have answer
 Non-streamed turns are hedged only with `hedge.unary`, are bounded by the target's
 `total_s` and never feed the TTFT estimators (their latency is a whole answer's).
 
-Before the commit point each SSE event is parsed as JSON (there are few of them),
-so a malformed first frame, or an event past `upstream.max_event_bytes`, fails over
-like any other error.
+Before the commit point each SSE event is parsed as JSON (there are few of them): a
+malformed frame, or one past `upstream.max_event_bytes`, fails over like any error.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from router.errors import (
 )
 from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
-from router.signals.target import Attempt
+from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s

@@ -13,7 +13,8 @@ import anyio
 from router.config import TargetConfig
 from router.errors import UpstreamError
 from router.policy.base import RoutingRequest
-from router.signals.target import Attempt, TargetSignals
+from router.signals.attempt import Attempt
+from router.signals.target import TargetSignals
 from router.turn.sse import Framer
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
 from router.vocabulary import FirstTokenKind, Outcome

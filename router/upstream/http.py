@@ -120,9 +120,11 @@ class HttpPool:
         self.target = target
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
-        self._ca_file = ca_file
         self._on_connection = on_connection
-        self._proxy, self._proxy_auth = env_proxy(URL(base_url))
+        url = URL(base_url)
+        self._proxy, self._proxy_auth = env_proxy(url)
+        # made here, not on the first turn's path: loading the CA store takes ~20 ms
+        self._ssl: ssl.SSLContext | bool = ssl_context(ca_file) if url.scheme == "https" else True
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
 
@@ -139,7 +141,7 @@ class HttpPool:
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_s,
                 happy_eyeballs_delay=HAPPY_EYEBALLS_S,
-                ssl=ssl_context(self._ca_file),
+                ssl=self._ssl,
             )
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
