@@ -180,8 +180,11 @@ class Server:
             "/admin/targets": self._admin_targets,
             "/openapi.json": self._openapi,
         }
-        if path.startswith("/admin/"):
-            self.router.runtime.auth.check_admin(_header(scope, b"authorization"))
+        runtime = self.router.runtime
+        if path.startswith("/admin/") or (path == "/metrics" and runtime.config.auth is not None):
+            # With `auth`, /metrics on the main port shows spend per client key: admins
+            # only (`server.metrics_port` stays open for scrapers on their own network).
+            runtime.auth.check_admin(_header(scope, b"authorization"))
         if path in getters:
             if method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{path} takes GET, not {method}")

@@ -250,9 +250,6 @@ class Turn:
                     asked = self._clock() if guard is not None else 0.0
                     chunk = await anext(chunks, None)
                     if chunk is None:
-                        block = framer.flush()  # a CR-only stream's last line end
-                        if block:
-                            continue
                         break
                     if guard is not None:
                         waited = self._clock() - asked

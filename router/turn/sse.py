@@ -53,23 +53,23 @@ class EventTooLarge(ValueError):
 class Framer:
     """Complete SSE events out of a byte stream, with line ends normalised to LF."""
 
-    __slots__ = ("_buffer", "_cr", "max_event")
+    __slots__ = ("_buffer", "_skip_lf", "max_event")
 
     def __init__(self, max_event: int, rest: bytes = b"") -> None:
         self.max_event = max_event
         self._buffer = rest
-        #: the last byte read was a CR: it may be half of a CRLF
-        self._cr = False
+        #: the last read ended in a CR (a line end already): an LF first in the next
+        #: read is the other half of that CRLF
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The complete events the buffer now holds (b"" if none yet)."""
-        if self._cr:
-            chunk = b"\r" + chunk
-            self._cr = False
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
         if b"\r" in chunk:
-            if chunk[-1:] == b"\r":
-                chunk = chunk[:-1]
-                self._cr = True
+            self._skip_lf = chunk[-1:] == b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
         cut = buffer.rfind(b"\n\n")
@@ -80,13 +80,6 @@ class Framer:
         self._buffer = buffer[cut + 2 :]
         self._check()
         return buffer[: cut + 2]
-
-    def flush(self) -> bytes:
-        """At the end of the stream: a held CR ends its line."""
-        if not self._cr:
-            return b""
-        self._cr = False
-        return self.feed(b"\n")
 
     @property
     def pending(self) -> bytes:

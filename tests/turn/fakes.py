@@ -22,6 +22,7 @@ from router.turn.relay import Turn
 from router.turn.sink import Header
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest
+from router.upstream.rejections import rejection_reason
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 CONFIG = """
@@ -44,6 +45,14 @@ routes:
     targets: [a, b]
     policy: {type: ordered}
     hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0}
+  - name: hedged-unary
+    targets: [a, b]
+    policy: {type: ordered}
+    hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0, unary: true}
+  - name: reasoning
+    targets: [a, b]
+    policy: {type: ordered}
+    first_token_s: 0.05
 """
 
 
@@ -131,6 +140,7 @@ class FakeUpstream:
                 target=self.name,
                 upstream_status=reply.status,
                 body=reply.body,
+                rejection=rejection_reason(reply.status, reply.body),
             )
         response = FakeResponse(self.name, reply)
         self.responses.append(response)
