@@ -13,7 +13,7 @@ each inflated chunk). What this module adds is what a relay needs around it:
 - Proxies from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), resolved
   once per target with aiohttp's own rules rather than on every request.
 - Timeouts: `connect_s` bounds getting a connection (a wait for a free one at the cap
-  included); `read_s`, when given, each wait for bytes.
+  included); the turn bounds the rest (see `openai.OpenAIResponse` for `idle_s`).
 - A POST whose reused keep-alive connection turns out to have been closed by the
   server before any answer byte (the server's idle timeout raced our reuse) is sent
   once more on a new connection: nothing reached the target's application.
@@ -150,6 +150,8 @@ class HttpPool:
                 # a server that compresses anyway: the relay needs the plain bytes
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                # targets set no cookies a relay should keep (and a jar costs per turn)
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
         return session

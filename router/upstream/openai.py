@@ -10,6 +10,7 @@ streams, one JSON body otherwise. Every read is bounded: an error body to its fi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from yarl import URL
 
 from router.clock import Clock
 from router.config import TargetConfig
-from router.errors import UpstreamProtocolError, UpstreamStatusError
+from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest, UpstreamSetup
 from router.upstream.http import ERRORS, HttpPool, translate
@@ -71,26 +72,75 @@ async def read_bounded(content: aiohttp.StreamReader, limit: int) -> tuple[bytes
 
 
 class OpenAIResponse:
-    """A 2xx answer; the body is read (or relayed) by the caller."""
+    """A 2xx answer; the body is read (or relayed) by the caller.
 
-    __slots__ = ("_content", "_max_body", "_response", "_target", "headers", "status")
+    A stream's idle timeout (`idle_s`: the longest wait for the next bytes) is kept by
+    one lazy timer per stream rather than one per chunk: it fires at most once per
+    `idle_s`, and only closes the response if a read has been waiting that long. A
+    slow client (the relay reading later) is not an idle upstream."""
 
-    def __init__(self, response: aiohttp.ClientResponse, target: str, max_body: int) -> None:
+    __slots__ = (
+        "_content",
+        "_expired",
+        "_idle_s",
+        "_max_body",
+        "_response",
+        "_target",
+        "_timer",
+        "_waiting_since",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, target: str, max_body: int, idle_s: float
+    ) -> None:
         self._response = response
         self._content = response.content
         self._target = target
         self._max_body = max_body
+        self._idle_s = idle_s
+        self._waiting_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
         self.status = response.status
         #: case-insensitive
         self.headers: Mapping[str, str] = response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         content = self._content
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._idle_s, self._watch, loop)
         try:
-            while chunk := await content.readany():
+            while True:
+                self._waiting_since = loop.time()
+                chunk = await content.readany()
+                self._waiting_since = None
+                if not chunk:
+                    return
                 yield chunk
         except ERRORS as exc:
+            if self._expired:
+                raise UpstreamTimeout(
+                    f"{self._target}: idle timeout (no bytes for {self._idle_s:g}s)",
+                    target=self._target,
+                    phase="idle",
+                ) from exc
             raise translate(exc, self._target, "stream") from exc
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        since = self._waiting_since
+        now = loop.time()
+        if since is not None and now - since >= self._idle_s:
+            self._expired = True
+            self._timer = None
+            self._response.close()  # the waiting read raises; the target sees the close
+            return
+        due = (since if since is not None else now) + self._idle_s
+        self._timer = loop.call_at(due, self._watch, loop)
 
     async def aread(self) -> bytes:
         try:
@@ -166,12 +216,11 @@ class OpenAIUpstream:
         }
         self._max_body = setup.max_body_bytes
         t = config.timeouts
-        # A stream waits at most `idle_s` for each read; a unary answer may be silent
-        # until it is whole, so only the turn's `total_s` bounds it.
-        self._timeouts = {
-            True: aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.idle_s),
-            False: aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=None),
-        }
+        # The wait for the answer's head is bounded by the turn (`first_token_s`, or
+        # `total_s` for a unary answer, which may be silent until it is whole); a
+        # stream's reads by `idle_s`, in `OpenAIResponse`.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=None)
+        self._idle_s = t.idle_s
         self.pool = HttpPool(
             config.name,
             config.base_url,
@@ -184,12 +233,10 @@ class OpenAIUpstream:
     async def send(self, request: UpstreamRequest) -> OpenAIResponse:
         headers = {**self._headers, **request.headers} if request.headers else self._headers
         body = json.dumps(request.body, separators=(",", ":")).encode()
-        response = await self.pool.post(
-            self._urls[request.endpoint], headers, body, self._timeouts[request.stream]
-        )
+        response = await self.pool.post(self._urls[request.endpoint], headers, body, self._timeout)
         if response.status >= 300:
             raise await self._status_error(response)
-        return OpenAIResponse(response, self.name, self._max_body)
+        return OpenAIResponse(response, self.name, self._max_body, self._idle_s)
 
     async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamStatusError:
         """The error a non-2xx answer is: its first 64 KiB read, the connection closed

@@ -64,12 +64,20 @@ async def test_a_refused_connection_and_a_silent_server_are_connect_and_timeout_
     await up.aclose()
 
     async def silent(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + chunked(b"data: a\n\n")[:-5])  # then nothing more
+        await writer.drain()
         await asyncio.sleep(5)
 
     async with serving(silent) as server:
-        up = OpenAIUpstream(target(f"http://127.0.0.1:{server.port}/v1", timeouts={"idle_s": 0.1}))
-        with pytest.raises(UpstreamTimeout):
-            await up.send(REQUEST)
+        up = OpenAIUpstream(target(f"http://127.0.0.1:{server.port}/v1", timeouts={"idle_s": 0.2}))
+        response = await up.send(REQUEST)
+        chunks = response.aiter_bytes()
+        assert await anext(chunks) == b"data: a\n\n"
+        # a slow reader is not an idle upstream: the wait only counts while reading
+        await asyncio.sleep(0.3)
+        with pytest.raises(UpstreamTimeout, match="idle"):
+            await anext(chunks)
+        await response.aclose()
         await up.aclose()
 
 
