@@ -403,6 +403,7 @@ class Run:
         warmup = min(60.0, duration * 0.2)
         samples: list[Sample] = []
         reloads = Counter[str]()
+        after_reload: list[float] = []
         tasks: set[asyncio.Task[None]] = set()
         started = time.monotonic()
         next_sample = next_reload = 0.0
@@ -418,6 +419,8 @@ class Run:
                 write_text(config, policy(urls, port, variant))
                 r = await client.post("/admin/reload")
                 reloads[str(r.status_code)] += 1
+                # the old config's pools are still open while its turns finish
+                after_reload.append(upstream_pools((await client.get("/metrics")).text))
             if now >= next_reload:
                 next_reload += 20.0
             task = asyncio.create_task(one_turn(client, rng, tally))
@@ -462,7 +465,8 @@ class Run:
             "upstream_pools": {
                 "targets": len(urls),
                 "end": end.pools,
-                "max": max(s.pools for s in samples),
+                "max": max([s.pools for s in samples] + after_reload),
+                "after_reloads": after_reload[:20],
             },
             "samples": [asdict(s) for s in samples],
             "router_log": str(self.work / "router.log"),
