@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router.realtime.events import dumps
+from router.realtime.wire import dumps
 
 ItemKind = Literal["message", "function_call", "function_call_output"]
 Role = Literal["user", "assistant", "system"]

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from router.realtime.events import dumps
+from router.realtime.wire import dumps
 
 #: bytes of output audio per millisecond, by format type (24 kHz PCM16, G.711 at 8 kHz)
 _BYTES_PER_MS = {"audio/pcm": 48.0, "audio/pcmu": 8.0, "audio/pcma": 8.0}

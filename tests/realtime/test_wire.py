@@ -3,7 +3,7 @@ from __future__ import annotations
 import base64
 import json
 
-from router.realtime.events import (
+from router.realtime.wire import (
     b64_bytes,
     delta_b64_chars,
     error_event,
@@ -45,3 +45,24 @@ def test_written_events_have_openai_shapes() -> None:
     done = json.loads(failed_response_done("resp_1", "upstream_migrated", "moved"))
     assert done["response"]["status"] == "failed" and done["response"]["id"] == "resp_1"
     assert done["response"]["status_details"]["error"]["code"] == "upstream_migrated"
+
+
+def test_rate_limits_read_as_openai_headers() -> None:
+    from router.realtime.wire import rate_limit_headers
+
+    headers = rate_limit_headers(
+        [
+            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06},
+            {"name": "tokens", "limit": 200000, "remaining": 100000, "reset_seconds": 1.5},
+            {"name": "other", "limit": 1},
+        ]
+    )
+    assert headers == {
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "999",
+        "x-ratelimit-reset-requests": "0.06s",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-tokens": "100000",
+        "x-ratelimit-reset-tokens": "1.5s",
+    }
+    assert rate_limit_headers(None) == {}

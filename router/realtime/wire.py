@@ -25,29 +25,19 @@ from typing import Any
 _TYPE_AT_START = re.compile(r'\s*\{\s*"type"\s*:\s*"([^"\\]{1,200})"')
 _DELTA_KEY = '"delta":'
 
-#: client events the router decodes: configuration and conversation changes
-CLIENT_PARSED: frozenset[str] = frozenset(
-    {
-        "session.update",
-        "conversation.item.create",
-        "conversation.item.delete",
-        "conversation.item.truncate",
-        "response.create",
-    }
-)
+#: client events the router decodes: only the configuration (items, truncations and
+#: deletions are learned from the server's acknowledgements, which carry them whole)
+CLIENT_PARSED: frozenset[str] = frozenset({"session.update"})
 
-#: server events the router decodes: session state, items, usage, errors, limits
+#: server events the router decodes: items, usage, errors, rate limits
 SERVER_PARSED: frozenset[str] = frozenset(
     {
-        "session.created",
-        "session.updated",
         "conversation.item.added",
         "conversation.item.done",
         "conversation.item.deleted",
         "conversation.item.truncated",
         "conversation.item.input_audio_transcription.completed",
         "response.created",
-        "response.output_item.added",
         "response.done",
         "rate_limits.updated",
         "error",
@@ -102,6 +92,24 @@ def delta_b64_chars(text: str) -> int:
 def b64_bytes(chars: int) -> int:
     """Decoded size of `chars` base64 characters (padding ignored: off by at most 2)."""
     return chars * 3 // 4
+
+
+def rate_limit_headers(rate_limits: Any) -> dict[str, str]:
+    """A `rate_limits.updated` event's limits as the `x-ratelimit-*` headers they mirror,
+    so one parser reads both."""
+    headers: dict[str, str] = {}
+    if not isinstance(rate_limits, list):
+        return headers
+    for limit in rate_limits:
+        if not isinstance(limit, Mapping) or limit.get("name") not in ("requests", "tokens"):
+            continue
+        name = limit["name"]
+        for field in ("limit", "remaining"):
+            if isinstance(limit.get(field), int | float):
+                headers[f"x-ratelimit-{field}-{name}"] = str(limit[field])
+        if isinstance(limit.get("reset_seconds"), int | float):
+            headers[f"x-ratelimit-reset-{name}"] = f"{limit['reset_seconds']}s"
+    return headers
 
 
 def dumps(event: Mapping[str, Any]) -> str:
