@@ -77,6 +77,8 @@ async def migrate(session: Session, reason: MigrationReason) -> bool:
         if waited is not None:
             old.hold.no_audio(waited)
         again = session.pending_create
+        if again is not None and again is session.holding:
+            again = None  # the client pump delivers it to the new leg itself
         if again is None and interrupted is not None and session.limits.regenerate:
             again = session.create_frame or RESPONSE_CREATE
         new = await _open_and_replay(session, reason, old, again)
@@ -129,8 +131,8 @@ async def _open_and_replay(
             continue
         session.swallow_session_updated = 1 if config is not None else 0
         session.swallow_items = set(session.conversation.replayable_ids())
-        session.pending_create = again
         if again is not None:
+            session.pending_create = again
             session.response_clock.start()
         return new
     return None

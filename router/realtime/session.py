@@ -113,6 +113,8 @@ class Session:
         self.create_frame: str | None = None
         self.audio_item: str | None = None
         self.migrating = False
+        #: the client frame being delivered (a migration must not send it twice)
+        self.holding: str | None = None
         #: acknowledgements of a replay, not relayed
         self.swallow_items: set[str] = set()
         self.swallow_session_updated = 0
@@ -215,12 +217,12 @@ class Session:
                     self.config.update(session)
             elif kind == "response.create":
                 self.response_clock.start()
+                self.pending_create = frame  # before the send: the answer may come first
             await self._forward(frame)
-            if kind == "response.create":
-                self.pending_create = frame
 
     async def _forward(self, frame: str) -> None:
         """Send to the current upstream; across a migration, to the new one."""
+        self.holding = frame
         while True:
             leg = self.leg
             if self.migrating:
@@ -228,9 +230,10 @@ class Session:
                 continue
             try:
                 await leg.conn.send(frame)
-                return
+                break
             except UpstreamConnectError:
                 await leg.replaced.wait()  # the upstream pump sees the close and migrates
+        self.holding = None
 
     # -- upstream -> client -------------------------------------------------------------
 
