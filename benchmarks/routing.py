@@ -21,7 +21,7 @@ Configurations, each on a fresh fleet with the same seeded workload:
 
 Three processes, so they do not share an event loop: the fleet (this file's
 `fleet-worker` subcommand, which also samples the engines' queues), the router
-(`firsttoken serve`), and the driver (`router.driver.drive`, here). Upstream
+(`firsttoken serve`), and the driver (`router.tools.driver.drive`, here). Upstream
 requests and their cost come from the simulators' request records (hedge losers
 and fallbacks included: a hosted attempt that streamed is billed for its prompt
 and the tokens it sent); hedges from the router's `firsttoken_hedges_total`.
@@ -61,9 +61,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.config import Price, load_config
-from router.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
 from router.sim.scenario import Scenario, load_scenario
 from router.sim.workload import turns
+from router.tools.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "benchmarks/scenarios/routing.yaml"

@@ -179,7 +179,7 @@ class SignalsConfig(_Model):
 
 
 class StateConfig(_Model):
-    """State shared by replicas through Redis (router/shared): breaker cooldowns and
+    """State shared by replicas through Redis (router/replicas): breaker cooldowns and
     global rpm/tpm counters. Without this block every replica keeps its own."""
 
     #: redis://[:password@]host:port/db, rediss://..., or unix:///path/redis.sock

@@ -31,6 +31,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+#: why an attempt failed, as the breaker and the metrics call it
+Cause = Literal["connect", "timeout", "status", "protocol", "error", "breaker_open"]
+#: which deadline an `UpstreamTimeout` missed
+TimeoutPhase = Literal["connect", "first_token", "idle", "total"]
 
 
 class FirstTokenError(Exception):
@@ -154,7 +160,7 @@ class UpstreamError(FirstTokenError):
     code = "upstream_error"
     retryable = True
     #: what the breaker and metrics call it: connect, timeout, status, protocol, ...
-    cause = "error"
+    cause: ClassVar[Cause] = "error"
 
     def __init__(self, message: str, *, target: str = "") -> None:
         super().__init__(message)
@@ -163,15 +169,17 @@ class UpstreamError(FirstTokenError):
 
 class UpstreamConnectError(UpstreamError):
     code = "upstream_connect_error"
-    cause = "connect"
+    cause: ClassVar[Cause] = "connect"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
-    cause = "timeout"
+    cause: ClassVar[Cause] = "timeout"
 
-    def __init__(self, message: str, *, target: str = "", phase: str = "first_token") -> None:
+    def __init__(
+        self, message: str, *, target: str = "", phase: TimeoutPhase = "first_token"
+    ) -> None:
         super().__init__(message, target=target)
         self.phase = phase
 
@@ -184,7 +192,7 @@ class UpstreamStatusError(UpstreamError):
     other 4xx mean the request itself is bad, so the client gets that status and body."""
 
     code = "upstream_status"
-    cause = "status"
+    cause: ClassVar[Cause] = "status"
 
     def __init__(
         self,
@@ -214,12 +222,12 @@ class TargetUnavailable(UpstreamError):
     """The target's breaker closed the door between planning and attempting."""
 
     code = "target_unavailable"
-    cause = "breaker_open"
+    cause: ClassVar[Cause] = "breaker_open"
 
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
-    cause = "protocol"
+    cause: ClassVar[Cause] = "protocol"
 
 
 class AllTargetsFailed(FirstTokenError):

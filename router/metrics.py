@@ -2,33 +2,33 @@
 
 Labels carry only configured names (routes, targets, policy types) and small fixed
 vocabularies (outcome, cause, status class, event); never user input such as
-session ids, prompts or the model name a client asked for. Every label value that
-does not come from the config is forced into its vocabulary here, so a new error
-class or a typo in a caller cannot grow a label without bound.
+session ids, prompts or the model name a client asked for. The vocabularies are
+`Literal` types (`router.vocabulary`, `errors.Cause`), so mypy rejects a value
+outside them where it is made; what is not typed that way (a plan's free-text
+reason, an HTTP status) is folded into its vocabulary here, so no label can grow
+without bound.
 
 Live per-target state (breaker, in-flight, engine queue) is read from the signals
-at scrape time by a collector, so it can never be stale or drift. `configure` is
-called with every config the router runs (start and reload): it publishes which
-targets serve which route and creates the series a route will have, at zero, so
-`rate()` sees a turn's first increase and dashboards show 0 rather than no data.
+at scrape time (`router.signals.metrics`), so it can never be stale or drift.
+`configure` is called with every config the router runs (start and reload): it
+publishes which targets serve which route and creates the series a route will
+have, at zero, so `rate()` sees a turn's first increase and dashboards show 0
+rather than no data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from router.config import Config
-from router.errors import UpstreamError, UpstreamStatusError
+from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
-
-if TYPE_CHECKING:
-    from router.turn import Header, Sink
+from router.signals.metrics import SignalsCollector
+from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -59,50 +59,33 @@ class Children(Generic[M]):
 
 # 10 ms .. 30 s, denser where voice SLOs live (200-800 ms). 0.5 is the bucket the
 # deploy rules use as the TTFT SLO threshold: keep it (rules need an exact `le`).
+# fmt: off
 TTFT_BUCKETS = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.25,
-    0.3,
-    0.4,
-    0.5,
-    0.65,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    5.0,
-    8.0,
-    12.0,
-    20.0,
-    30.0,
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0,
+    3.0, 5.0, 8.0, 12.0, 20.0, 30.0,
 )
+# fmt: on
 SLO_TTFT_BUCKET = 0.5
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
+ReloadOutcome = Literal["ok", "invalid"]
+
 # The vocabularies of the labels that are not configured names.
-OUTCOMES = ("ok", "fell_back", "hedged_won", "hedged_lost", "client_cancelled", "error")
-HEDGE_EVENTS = ("started", "won", "lost", "cancelled")
-CAUSES = ("connect", "timeout", "status", "protocol", "error")
-OVERHEAD_PHASES = ("pre_upstream", "first_token_relay")
-RELOAD_OUTCOMES = ("ok", "invalid")
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+HEDGE_EVENTS: tuple[HedgeEvent, ...] = get_args(HedgeEvent)
+OVERHEAD_PHASES: tuple[OverheadPhase, ...] = get_args(OverheadPhase)
+RELOAD_OUTCOMES: tuple[ReloadOutcome, ...] = get_args(ReloadOutcome)
 #: the target label of a turn that no target answered (all failed, none eligible, or
 #: the client left before the first token)
 NO_TARGET = "none"
 
-BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
-
-def _bounded(value: str, allowed: Sequence[str], other: str) -> str:
-    return value if value in allowed else other
+def cause_label(cause: Cause) -> str:
+    """The `cause` label: the cause itself, but a target skipped because its breaker
+    opened after the plan was made counts as `error` (no request reached it)."""
+    return "error" if cause == "breaker_open" else cause
 
 
 def status_class(err: UpstreamError) -> str:
@@ -110,89 +93,13 @@ def status_class(err: UpstreamError) -> str:
     if isinstance(err, UpstreamStatusError):
         klass = err.upstream_status // 100
         return f"{klass}xx" if 1 <= klass <= 5 else "error"
-    return _bounded(err.cause, CAUSES, "error")
+    return cause_label(err.cause)
 
 
 def policy_type(reason: str) -> str:
     """The decision label: the policy type that prefixes a plan's reason, or `other`."""
     prefix = reason.split(":", 1)[0].split(" ", 1)[0]
-    return _bounded(prefix, tuple(FACTORIES), "other")
-
-
-class FirstByteClock:
-    """A `Sink` in front of another that notes when the response starts.
-
-    The response starts at the commit point, so `started_at - arrival` is the time
-    to first token as the client sees it: fallbacks, hedge delays and the router's
-    own overhead included. Writes go straight to the inner sink (no extra frame per
-    chunk on the hot path).
-    """
-
-    __slots__ = ("_clock", "_sink", "finish", "started_at", "write")
-
-    def __init__(self, sink: Sink, clock: Callable[[], float]) -> None:
-        self._sink = sink
-        self._clock = clock
-        self.started_at: float | None = None
-        self.write: Callable[[bytes], Coroutine[Any, Any, None]] = sink.write
-        self.finish: Callable[[], Coroutine[Any, Any, None]] = sink.finish
-
-    async def start(self, status: int, headers: Sequence[Header]) -> None:
-        self.started_at = self._clock()
-        await self._sink.start(status, headers)
-
-
-class _SignalsCollector(Collector):
-    def __init__(self, views: Callable[[], Iterable[TargetView]]) -> None:
-        self._views = views
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # the views may not exist yet at registration
-
-    def collect(self) -> Iterator[Metric]:
-        breaker = GaugeMetricFamily(
-            "firsttoken_breaker_state",
-            "Breaker per target: 0 closed, 1 half-open, 2 open",
-            labels=["target"],
-        )
-        inflight = GaugeMetricFamily(
-            "firsttoken_inflight", "Turns in flight at the router per target", labels=["target"]
-        )
-        headroom = GaugeMetricFamily(
-            "firsttoken_ratelimit_headroom",
-            "Provider rate-limit headroom, 1 = all left",
-            labels=["target"],
-        )
-        waiting = GaugeMetricFamily(
-            "firsttoken_engine_waiting", "vLLM waiting requests as last scraped", labels=["target"]
-        )
-        running = GaugeMetricFamily(
-            "firsttoken_engine_running", "vLLM running requests as last scraped", labels=["target"]
-        )
-        kv = GaugeMetricFamily(
-            "firsttoken_engine_kv_usage",
-            "vLLM KV-cache usage (0-1) as last scraped",
-            labels=["target"],
-        )
-        age = GaugeMetricFamily(
-            "firsttoken_engine_scrape_age_seconds",
-            "Seconds since the last good engine scrape (since start if none yet)",
-            labels=["target"],
-        )
-        stale = GaugeMetricFamily(
-            "firsttoken_engine_stale", "1 when engine stats are too old to trust", labels=["target"]
-        )
-        for v in self._views():
-            breaker.add_metric([v.name], BREAKER_VALUE[v.breaker])
-            inflight.add_metric([v.name], float(v.in_flight))
-            headroom.add_metric([v.name], v.ratelimit_headroom)
-            if v.engine is not None:
-                waiting.add_metric([v.name], v.engine.waiting)
-                running.add_metric([v.name], v.engine.running)
-                kv.add_metric([v.name], v.engine.kv_usage)
-                age.add_metric([v.name], v.engine.age_s)
-                stale.add_metric([v.name], 1.0 if v.engine.stale else 0.0)
-        yield from (breaker, inflight, headroom, waiting, running, kv, age, stale)
+    return prefix if prefix in FACTORIES else "other"
 
 
 class Metrics:
@@ -351,7 +258,7 @@ class Metrics:
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
         if views is not None:
-            r.register(_SignalsCollector(views))
+            r.register(SignalsCollector(views))
 
     # -- the running config ------------------------------------------------------------
 
@@ -418,11 +325,11 @@ class Metrics:
     def attempt_failed(self, route: str, err: UpstreamError) -> None:
         self.upstream_errors.labels(err.target or "unknown", status_class(err)).inc()
 
-    def fell_back(self, route: str, from_target: str, to_target: str, cause: str) -> None:
-        self.fallbacks.labels(route, from_target, to_target, _bounded(cause, CAUSES, "error")).inc()
+    def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
+        self.fallbacks.labels(route, from_target, to_target, cause_label(cause)).inc()
 
-    def hedge(self, route: str, event: str) -> None:
-        self._hedges(route, _bounded(event, HEDGE_EVENTS, "started")).inc()
+    def hedge(self, route: str, event: HedgeEvent) -> None:
+        self._hedges(route, event).inc()
 
     # -- turns -------------------------------------------------------------------------
 
@@ -430,7 +337,7 @@ class Metrics:
         self,
         route: str,
         target: str,
-        outcome: str,
+        outcome: Outcome,
         *,
         ttft_s: float | None,
         duration_s: float,
@@ -439,7 +346,7 @@ class Metrics:
         cost_usd: float,
     ) -> None:
         """One turn that a target answered (`ttft_s` from arrival to response start)."""
-        self._requests(route, target, _bounded(outcome, OUTCOMES, "error")).inc()
+        self._requests(route, target, outcome).inc()
         if ttft_s is not None:
             self._ttft(route, target).observe(ttft_s)
             if completion_tokens > 1:
@@ -459,8 +366,8 @@ class Metrics:
         outcome = "client_cancelled" if cancelled else "error"
         self._requests(route, NO_TARGET, outcome).inc()
 
-    def overhead_observed(self, phase: str, seconds: float) -> None:
-        self._overhead(_bounded(phase, OVERHEAD_PHASES, "pre_upstream")).observe(seconds)
+    def overhead_observed(self, phase: OverheadPhase, seconds: float) -> None:
+        self._overhead(phase).observe(seconds)
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()
@@ -476,5 +383,5 @@ class Metrics:
         self.client_tokens.labels(client, "output").inc(completion_tokens)
         self.client_cost.labels(client).inc(cost_usd)
 
-    def reloaded(self, outcome: str) -> None:
-        self.reloads.labels(_bounded(outcome, RELOAD_OUTCOMES, "invalid")).inc()
+    def reloaded(self, outcome: ReloadOutcome) -> None:
+        self.reloads.labels(outcome).inc()

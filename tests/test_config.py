@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
 from router.config import load_config, missing_secrets, parse_config
 from router.errors import ConfigError
+from router.tools.cli import main
 
 VALID = """\
 server: {host: 127.0.0.1, port: 8080}

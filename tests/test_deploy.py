@@ -42,12 +42,12 @@ import httpx
 import pytest
 import yaml
 
-from router.app import Router
-from router.cli import build_parser
 from router.config import Config, ServerConfig, missing_secrets, parse_config
+from router.gateway.server import Server
 from router.metrics import Metrics
-from router.server import Server
+from router.runtime import Router
 from router.sim.scenario import VllmServerSpec, load_scenario
+from router.tools.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -271,8 +271,9 @@ def test_dockerignore_sends_the_package_and_nothing_heavy() -> None:
     for needed in (
         "pyproject.toml",
         "README.md",
-        "router/cli.py",
-        "router/sim/demo.yaml",
+        "router/tools/cli.py",
+        "router/tools/data/demo.yaml",
+        "router/tools/data/hybrid.yaml",
         "router/py.typed",
         "policies/hybrid.yaml",
     ):

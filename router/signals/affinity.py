@@ -10,7 +10,9 @@ only remembers; policies decide how much that is worth.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+
+from router.clock import Clock
 
 
 class AffinityMap:
@@ -18,9 +20,7 @@ class AffinityMap:
 
     __slots__ = ("_clock", "_entries", "max_size", "ttl_s")
 
-    def __init__(
-        self, clock: Callable[[], float], *, ttl_s: float = 600.0, max_size: int = 100_000
-    ) -> None:
+    def __init__(self, clock: Clock, *, ttl_s: float = 600.0, max_size: int = 100_000) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._clock = clock

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from router.clock import Clock
 from router.policy.base import BreakerState
 
 OpenCause = Literal["retry_after", "breaker"]
@@ -45,9 +46,7 @@ class Breaker:
         "on_open",
     )
 
-    def __init__(
-        self, *, failures: int, base_s: float, max_s: float, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, *, failures: int, base_s: float, max_s: float, clock: Clock) -> None:
         self._threshold = failures
         self._base = base_s
         self._max = max_s

@@ -29,6 +29,7 @@ from typing import NoReturn
 import anyio
 import httpx
 
+from router.clock import Clock
 from router.policy.base import EngineView
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,7 @@ class EngineTracker:
         "stale_after_s",
     )
 
-    def __init__(
-        self, stale_after_s: float, clock: Callable[[], float], capacity: int | None = None
-    ) -> None:
+    def __init__(self, stale_after_s: float, clock: Clock, capacity: int | None = None) -> None:
         self.stale_after_s = stale_after_s
         #: the engine's --max-num-seqs when configured; else learned (see `update`)
         self.capacity = capacity

@@ -7,7 +7,8 @@ Provider headroom is read from the headers every response carries:
   `x-ratelimit-{limit,remaining,reset}` some OpenAI-compatible hosts send.
 - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
   {limit,remaining,reset}`, resets as RFC 3339 instants.
-- `retry-after` (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date.
+- `retry-after` (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date, read by
+  `router.retry_after`, the parser every reader of the header shares.
 
 Both providers document their limits as token buckets that refill continuously
 until "reset" (fully replenished), so a window's headroom `remaining / limit`
@@ -26,9 +27,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
-Clock = Callable[[], float]
+from router.clock import Clock
+from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 
 #: how long a window with no reset header is trusted
 DEFAULT_RESET_S = 60.0
@@ -70,17 +71,6 @@ def parse_duration(text: str) -> float | None:
     return total if pos == len(text) else None
 
 
-def parse_http_date(text: str) -> float | None:
-    """Epoch seconds of an RFC 9110 HTTP-date, or None."""
-    try:
-        parsed = parsedate_to_datetime(text.strip())
-    except (ValueError, TypeError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
 def parse_rfc3339(text: str) -> float | None:
     """Epoch seconds of an RFC 3339 instant (`2024-05-01T12:00:30Z`), or None."""
     try:
@@ -90,15 +80,6 @@ def parse_rfc3339(text: str) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-def parse_retry_after(text: str, wall_now: float) -> float | None:
-    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date."""
-    seconds = parse_duration(text)
-    if seconds is not None:
-        return seconds
-    at = parse_http_date(text)
-    return None if at is None else max(at - wall_now, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +138,7 @@ class ProviderLimits:
             self._read(f"anthropic:{dim}", h, f"anthropic-ratelimit-{dim}-{{}}", now, absolute=True)
         retry_after = h.get("retry-after")
         if retry_after is not None:
-            seconds = parse_retry_after(retry_after, self._wall())
+            seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=MAX_RETRY_AFTER_S)
             if seconds is not None:
                 self.block_for(seconds)
 
@@ -196,7 +177,7 @@ class ProviderLimits:
 class LocalLimits:
     """The router's own requests-per-minute and tokens-per-minute for one target.
 
-    With shared state (router/shared) the limits are global and counted in Redis;
+    With shared state (router/replicas) the limits are global and counted in Redis;
     these local counts are then the fallback, and `share` (this replica's part of a
     global limit, 1/replicas) scales them while Redis is out of reach. `on_record`
     sees every `record(tokens, requests=...)`, so shared state can count it too.

@@ -10,14 +10,13 @@ backend and starts fresh; conversations pinned to removed targets are forgotten.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
+from router.clock import Clock
 from router.config import Config, TargetConfig
 from router.policy.base import TargetView
 from router.signals.affinity import AffinityMap
 from router.signals.target import TargetSignals
-
-Clock = Callable[[], float]
 
 
 def _identity(config: TargetConfig) -> tuple[str, str | None, str]:

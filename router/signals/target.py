@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal
 
+from router.clock import Clock
 from router.config import SignalsConfig, TargetConfig
 from router.errors import UpstreamError, UpstreamStatusError, UpstreamTimeout
 from router.policy.base import TargetView
@@ -35,7 +36,6 @@ from router.signals.inflight import InFlight, Lease
 from router.signals.ratelimit import LocalLimits, ProviderLimits
 from router.signals.ttft import DecayingQuantiles, Ewma, PeakEwma
 
-Clock = Callable[[], float]
 Outcome = Literal["finished", "failed", "cancelled"]
 
 #: forward-decay time constant and size of the TTFT quantile sketch: tail
@@ -108,7 +108,7 @@ class TargetSignals:
         self._degraded_cooldown_s = signals.degraded_cooldown_s
 
     def cooldown_from_peer(self, seconds: float, cause: OpenCause) -> bool:
-        """Another replica opened this target's breaker (router/shared): stay off it
+        """Another replica opened this target's breaker (router/replicas): stay off it
         for `seconds`; a provider's Retry-After also holds its headroom at zero.
         Returns whether it changed anything."""
         if cause == "retry_after":

@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import accumulate
 
+from router.clock import Clock
 from router.policy.base import QUANTILES
-
-Clock = Callable[[], float]
 
 
 class PeakEwma:

@@ -32,15 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from router.clock import Clock
+from router.sim.anthropic_wire import (
+    Answer,
+    closing,
+    count_input_tokens,
+    error_body,
+    error_event,
+    message,
+    opening,
+    text_delta,
+)
 from router.sim.behaviour import (
     FAULT_HEADER,
     ITL_HEADER,
@@ -52,18 +61,6 @@ from router.sim.behaviour import (
 
 REDACTED = "[redacted]"
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
-
-#: Anthropic's error `type` for each HTTP status it uses
-ERROR_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
 
 
 @dataclass(slots=True)
@@ -92,42 +89,6 @@ class _Limits:
     used_tokens: int = 0
 
 
-@dataclass(slots=True)
-class _Answer:
-    model: str
-    input_tokens: int
-    output_tokens: int
-    stop_reason: str
-    message_id: str
-    texts: list[str] = field(default_factory=list)
-
-
-def error_body(status: int, message: str) -> bytes:
-    kind = ERROR_TYPES.get(status, "api_error")
-    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
-
-
-def _sse(event: str, data: Mapping[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _count_input_tokens(body: Mapping[str, Any]) -> int:
-    """Whitespace-separated words of the system prompt and every text block."""
-
-    def words(content: Any) -> int:
-        if isinstance(content, str):
-            return len(content.split())
-        if isinstance(content, list):
-            return sum(words(b.get("text", "")) for b in content if isinstance(b, dict))
-        return 0
-
-    messages = body.get("messages")
-    total = words(body.get("system", ""))
-    if isinstance(messages, list):
-        total += sum(words(m.get("content")) for m in messages if isinstance(m, dict))
-    return max(1, total)
-
-
 class AnthropicSim:
     """`async with AnthropicSim() as sim:` serves on `sim.base_url` (127.0.0.1, any port)."""
 
@@ -136,7 +97,7 @@ class AnthropicSim:
         behaviour: Behaviour | None = None,
         *,
         api_key: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         requests_limit: int = 1000,
         tokens_limit: int = 400_000,
     ) -> None:
@@ -242,9 +203,9 @@ class AnthropicSim:
             )
 
         n_out = min(behaviour.tokens, body["max_tokens"])
-        answer = _Answer(
+        answer = Answer(
             model=str(body.get("model", "claude-sim")),
-            input_tokens=_count_input_tokens(body),
+            input_tokens=count_input_tokens(body),
             output_tokens=n_out,
             stop_reason="max_tokens" if n_out < behaviour.tokens else "end_turn",
             message_id=f"msg_sim{self._serial:06d}",
@@ -306,28 +267,18 @@ class AnthropicSim:
             headers=headers,
         )
 
-    async def _json(self, record: RecordedRequest, b: Behaviour, a: _Answer) -> web.Response:
+    async def _json(self, record: RecordedRequest, b: Behaviour, a: Answer) -> web.Response:
         await asyncio.sleep(b.ttft_s + max(0, a.output_tokens - 1) * self._gap(b))
         record.tokens_sent = a.output_tokens
         record.completed_at = self._clock()
-        payload = {
-            "id": a.message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": a.model,
-            "content": [{"type": "text", "text": "".join(a.texts)}],
-            "stop_reason": a.stop_reason,
-            "stop_sequence": None,
-            "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens},
-        }
-        return web.json_response(payload, headers=self._headers())
+        return web.json_response(message(a), headers=self._headers())
 
     @staticmethod
     def _gap(b: Behaviour) -> float:
         return b.fault.trickle_s if b.fault.kind == "trickle" else b.itl_s
 
     async def _stream(
-        self, request: web.Request, record: RecordedRequest, b: Behaviour, a: _Answer
+        self, request: web.Request, record: RecordedRequest, b: Behaviour, a: Answer
     ) -> web.StreamResponse:
         fault = b.fault
         resp = web.StreamResponse(
@@ -344,33 +295,7 @@ class AnthropicSim:
         if fault.kind == "malformed":
             await resp.write(b"event: message_start\ndata: {not json\n\n")
             return await self._finish(resp, record)
-        await resp.write(
-            _sse(
-                "message_start",
-                {
-                    "type": "message_start",
-                    "message": {
-                        "id": a.message_id,
-                        "type": "message",
-                        "role": "assistant",
-                        "content": [],
-                        "model": a.model,
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
-                    },
-                },
-            )
-            + _sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            )
-            + _sse("ping", {"type": "ping"})
-        )
+        await resp.write(opening(a))
         if fault.kind == "hang_before_first_token":
             await asyncio.Event().wait()
         await asyncio.sleep(b.ttft_s)
@@ -382,42 +307,14 @@ class AnthropicSim:
                 break
             if i:
                 await asyncio.sleep(gap)
-            await resp.write(
-                _sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": text},
-                    },
-                )
-            )
+            await resp.write(text_delta(text))
             record.tokens_sent = i + 1
         if fault.kind == "die_after":
             return self._cut(resp, transport, record)
         if fault.kind == "error_event_after":
-            await resp.write(
-                _sse(
-                    "error",
-                    {
-                        "type": "error",
-                        "error": {"type": "overloaded_error", "message": fault.message},
-                    },
-                )
-            )
+            await resp.write(error_event(fault.message))
             return await self._finish(resp, record)
-        await resp.write(
-            _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + _sse(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": a.stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": a.output_tokens},
-                },
-            )
-            + _sse("message_stop", {"type": "message_stop"})
-        )
+        await resp.write(closing(a))
         return await self._finish(resp, record)
 
     async def _finish(

@@ -8,7 +8,7 @@ answer ends for any reason, client disconnect included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,8 +16,6 @@ from aiohttp import web
 
 from router.sim.behaviour import Behaviour
 from router.sim.wire import SimRequest
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)

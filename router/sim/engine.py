@@ -21,7 +21,8 @@ The queueing model, one engine loop task per server:
   batch at once and its KV budget is freed.
 
 TTFT is therefore queue wait + the prefill step, and grows with queue depth, the
-way vLLM's does under load (notes/latency-facts.md). Defaults describe a small
+way vLLM's does under load (llm-d measured a p90 of 0.54 s at a mean waiting
+queue of 0.1, and 31 s at a queue of 8). Defaults describe a small
 GPU-like engine: prefill 0.1 ms per token, a 12 ms decode step at batch 1 growing
 by 1 ms per extra sequence, 16 sequences, 64k KV tokens.
 """
@@ -31,10 +32,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from router.clock import Clock
 
 FinishedReason = Literal["stop", "length", "abort"]
 
@@ -132,7 +135,7 @@ class Engine:
         self,
         params: EngineParams,
         observer: EngineObserver,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.params = params
         self._observer = observer

@@ -13,7 +13,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from router.sim.backend import Clock, Generation, NoLifecycle
+from router.clock import Clock
+from router.sim.backend import Generation, NoLifecycle
 from router.sim.behaviour import ITL_HEADER, TTFT_HEADER, Behaviour
 from router.sim.server import SimServer
 from router.sim.wire import SimRequest

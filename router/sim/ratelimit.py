@@ -12,8 +12,9 @@ would fit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from router.clock import Clock
 
 
 def openai_duration(seconds: float) -> str:
@@ -60,7 +61,7 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float]) -> None:
+    def __init__(self, rpm: int | None, tpm: int | None, clock: Clock) -> None:
         self._rpm = rpm
         self._tpm = tpm
         self._clock = clock

@@ -11,6 +11,10 @@ Client disconnects are noticed at once: the runner is built with
 transport reports the connection lost, even while the handler sleeps before the
 first token. The record's `cancelled_at` is set there, and the backend's
 generation is closed (a vLLM-like engine drops the sequence from its batch).
+
+Just over 400 lines, kept whole: every fault mode acts on the same request, stream
+and record, so splitting them would pass that state around; the timing lives in
+the backends, the bytes in `wire`, the fault grammar in `behaviour`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Self
 
 from aiohttp import web
 
-from router.sim.backend import Backend, Clock, Generation, Rejection
+from router.clock import Clock
+from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
 from router.sim.records import RequestRecord
 from router.sim.wire import (

@@ -24,7 +24,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from router.sim.backend import Clock, Generation, Rejection
+from router.clock import Clock
+from router.sim.backend import Generation, Rejection
 from router.sim.behaviour import Behaviour
 from router.sim.engine import Engine, EngineParams, FinishedReason, Sequence
 from router.sim.openai_server import output_tokens

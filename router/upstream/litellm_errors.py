@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from router.errors import (
+    TimeoutPhase,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -24,7 +25,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.upstream.litellm_frames import json_bytes
-from router.upstream.openai import retry_after_seconds
+from router.upstream.openai import retry_after_s
 
 #: "send": before the first content token; "stream": after it
 Phase = Literal["send", "stream"]
@@ -86,18 +87,22 @@ def translate(
     phase: Phase,
     response: httpx.Response | None,
     secret: str | None,
+    wall_now: float,
 ) -> UpstreamError:
     """litellm's (and its transports') exceptions, in our tree. The one place.
 
     `response` is the raw HTTP response of the call, if one arrived: its status is
-    the provider's real one (litellm reports a 529 as a 500).
+    the provider's real one (litellm reports a 529 as a 500). `wall_now` (epoch
+    seconds) dates a Retry-After.
     """
     links = chain(exc)
     kind = type(exc).__name__
     failed = response is not None and response.status_code >= 300
     if not failed and any(_is_timeout(e) for e in links):
         connect = any(isinstance(e, httpx.ConnectTimeout) for e in links)
-        which = "connect" if connect else ("first_token" if phase == "send" else "idle")
+        which: TimeoutPhase = (
+            "connect" if connect else ("first_token" if phase == "send" else "idle")
+        )
         return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
     if not failed and any(_is_connect(e) for e in links):
         where = "cannot connect" if response is None else "connection lost"
@@ -122,7 +127,7 @@ def translate(
         target=target,
         upstream_status=status,
         body=body,
-        retry_after_s=retry_after_seconds(headers, body),
+        retry_after_s=retry_after_s(headers, body, wall_now=wall_now),
         # the provider's rate-limit state rides on its 429 (anthropic-ratelimit-*, ...)
         headers={k.lower(): v for k, v in headers.items()},
     )

@@ -9,51 +9,51 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
+from router.clock import Clock
 from router.config import TargetConfig
 from router.errors import (
+    TimeoutPhase,
     UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
 from router.upstream.http1 import Http1Client, Http1Response
 
-_RETRY_IN = re.compile(rb"try again in ([0-9.]+)(ms|s)")
+_RETRY_IN = re.compile(rb"try again in ([0-9]+(?:\.[0-9]+)?)(ms|s)")
+#: where in a request a transport failure struck
+Phase = Literal["connect", "stream", "body"]
 
 
-def retry_after_seconds(
-    headers: Mapping[str, str], body: bytes = b"", now: float = 0.0
-) -> float | None:
-    """Seconds to stay away, from Retry-After (seconds or HTTP date) or OpenAI's 429 text."""
+def retry_after_s(headers: Mapping[str, str], body: bytes, *, wall_now: float) -> float | None:
+    """Seconds to stay away (at most `MAX_RETRY_AFTER_S`): the Retry-After header, else
+    OpenAI's "try again in 20ms" in a 429's text. `wall_now` is epoch seconds."""
     value = headers.get("retry-after")
     if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-            except (TypeError, ValueError):
-                pass
+        seconds = parse_retry_after(value, wall_now=wall_now, max_s=MAX_RETRY_AFTER_S)
+        if seconds is not None:
+            return seconds
     match = _RETRY_IN.search(body)
     if match:
         amount = float(match.group(1))
-        return amount / 1000 if match.group(2) == b"ms" else amount
+        return min(amount / 1000 if match.group(2) == b"ms" else amount, MAX_RETRY_AFTER_S)
     return None
 
 
-def translate(exc: httpx.HTTPError, target: str, phase: str) -> UpstreamError:
+def translate(exc: httpx.HTTPError, target: str, phase: Phase) -> UpstreamError:
     """httpx's exceptions, in our tree. The message names the target, never a key."""
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
+        which: TimeoutPhase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
         return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
     if isinstance(exc, httpx.ConnectError):
         return UpstreamConnectError(f"{target}: cannot connect ({kind})", target=target)
@@ -117,16 +117,18 @@ class OpenAIUpstream:
 
     Requests go out through `Http1Client` (router/upstream/http1.py: the relay's
     own small HTTP/1.1 client); an injected httpx transport (`MockTransport` in
-    unit tests) gets an `httpx.Request` instead."""
+    unit tests) gets an `httpx.Request` instead. `wall_clock` dates a Retry-After."""
 
     def __init__(
         self,
         config: TargetConfig,
         api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        wall_clock: Clock = time.time,
     ) -> None:
         assert config.base_url is not None, "validated by config"
         self.name = config.name
+        self._wall = wall_clock
         self._config = config
         self._key = api_key.encode() if api_key else b""
         self._headers = {
@@ -194,7 +196,7 @@ class OpenAIUpstream:
                 target=self.name,
                 upstream_status=response.status,
                 body=body,
-                retry_after_s=retry_after_seconds(response.headers, body),
+                retry_after_s=retry_after_s(response.headers, body, wall_now=self._wall()),
                 headers={k.lower(): v for k, v in response.headers.items()},
             )
         return OpenAIResponse(response, self.name)

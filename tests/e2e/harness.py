@@ -16,9 +16,9 @@ from typing import Any, Protocol, TypeVar
 
 import uvicorn
 
-from router.app import Router
 from router.config import parse_config
-from router.server import Server
+from router.gateway.server import Server
+from router.runtime import Router
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
 from router.sim.server import SimServer

@@ -22,11 +22,11 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.app import Router
 from router.config import Config, parse_config
-from router.openapi import openapi_spec
-from router.server import Server
-from router.serving import _config as serving_config
+from router.gateway.openapi import openapi_spec
+from router.gateway.server import Server
+from router.gateway.serving import _config as serving_config
+from router.runtime import Router
 from router.sim.behaviour import Behaviour
 from tests.e2e.harness import LoopThread
 from tests.e2e.test_faults import Rig, start_rig, stop_rig
@@ -170,7 +170,7 @@ def test_an_absurd_max_tokens_is_a_400(client: httpx.Client) -> None:
     assert_error_shape(response)
 
 
-# -- the OpenAPI contract (router/openapi.py), driven by hypothesis ----------------------
+# -- the OpenAPI contract (router/gateway/openapi.py), driven by hypothesis --------------
 
 
 def resolve(schema: Any, spec: dict[str, Any] = SPEC) -> Any:
@@ -340,11 +340,11 @@ def test_wrong_content_types(
     assert_answered(response)
 
 
-# -- abusive clients, against the production uvicorn settings (router/serving.py) --------
+# -- abusive clients, against the production uvicorn settings (gateway/serving.py) --------
 
 
 def start_served(loop_thread: LoopThread, config: Config) -> tuple[uvicorn.Server, Task]:
-    """A router with `firsttoken serve`'s uvicorn settings (router/serving.py)."""
+    """A router with `firsttoken serve`'s uvicorn settings (router/gateway/serving.py)."""
     server = uvicorn.Server(serving_config(Server(Router(config)), "127.0.0.1", 0, "warning", "on"))
     task = loop_thread.call(lambda: asyncio.get_running_loop().create_task(server.serve()))
     deadline = time.monotonic() + 10

@@ -18,7 +18,7 @@ import pytest
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
 from tests.e2e.harness import LoopThread, RunningRouter, start_router, stop_router, target_yaml
-from tests.shared.redis_server import RedisServer, key_prefix, own_redis_server, redis_server
+from tests.replicas.redis_server import RedisServer, key_prefix, own_redis_server, redis_server
 
 __all__ = ["key_prefix", "own_redis_server", "redis_server"]
 

@@ -62,7 +62,7 @@ class Served:
             [
                 sys.executable,
                 "-m",
-                "router.cli",
+                "router.tools.cli",
                 "serve",
                 "--config",
                 str(path),

@@ -6,7 +6,6 @@ from router.signals.ratelimit import (
     LocalLimits,
     ProviderLimits,
     parse_duration,
-    parse_retry_after,
     parse_rfc3339,
 )
 from tests.signals.conftest import FakeClock
@@ -42,13 +41,6 @@ def test_parse_duration(text: str, seconds: float) -> None:
 @pytest.mark.parametrize("text", ["", "soon", "1x", "1s2", "s", "-3", "nan", "1s 2s"])
 def test_parse_duration_rejects(text: str) -> None:
     assert parse_duration(text) is None
-
-
-def test_parse_retry_after_seconds_and_http_date() -> None:
-    assert parse_retry_after("7", WALL) == 7.0
-    assert parse_retry_after("Wed, 01 May 2024 12:00:45 GMT", WALL) == 45.0
-    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", WALL) == 0.0
-    assert parse_retry_after("whenever", WALL) is None
 
 
 def test_parse_rfc3339() -> None:

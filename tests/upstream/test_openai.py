@@ -7,8 +7,9 @@ import pytest
 
 from router.config import TargetConfig
 from router.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
+from router.retry_after import MAX_RETRY_AFTER_S
 from router.upstream.base import UpstreamRequest
-from router.upstream.openai import OpenAIUpstream, client_body
+from router.upstream.openai import OpenAIUpstream, client_body, retry_after_s
 
 KEY = "sk-target-7d1c0a9e5b3f"
 CONFIG = TargetConfig(name="t", kind="openai", base_url="http://upstream.test/v1", model="m")
@@ -64,3 +65,32 @@ def test_the_body_goes_upstream_with_the_targets_model_and_usage_asked_for() -> 
     assert client_body(body, "target-model", stream=False)["stream_options"] == {
         "continuous_usage_stats": True
     }
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_date_is_read_against_the_injected_wall_clock() -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"retry-after": "Wed, 01 May 2024 12:00:30 GMT"})
+
+    wall = 1714564800.0  # 2024-05-01T12:00:00Z
+    up = OpenAIUpstream(CONFIG, KEY, transport=httpx.MockTransport(reply), wall_clock=lambda: wall)
+    with pytest.raises(UpstreamStatusError) as caught:
+        await up.send(REQUEST)
+    await up.aclose()
+    assert caught.value.retry_after_s == 30.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "seconds"),
+    [
+        ({"retry-after": "inf"}, b"", None),
+        ({"retry-after": "-1"}, b"Please try again in 250ms.", 0.25),
+        ({}, b"Rate limit reached. Please try again in 1.5s.", 1.5),
+        ({}, b"Please try again in 9999999s.", MAX_RETRY_AFTER_S),
+        ({"retry-after": "86400"}, b"", MAX_RETRY_AFTER_S),
+    ],
+)
+def test_retry_after_falls_back_to_openais_text_and_is_clamped(
+    headers: dict[str, str], body: bytes, seconds: float | None
+) -> None:
+    assert retry_after_s(headers, body, wall_now=0.0) == seconds

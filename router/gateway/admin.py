@@ -1,0 +1,76 @@
+"""`GET /admin/targets`: every target's live signals, and each route's last decision.
+
+What an SRE reads when asking "why did that turn go there": the numbers the
+policies saw (TTFT estimates, queue, breaker, headroom) and the scores of the
+last plan of every route, rounded for people.
+"""
+
+from __future__ import annotations
+
+from router.runtime import Router
+
+
+def admin_view(router: Router) -> dict[str, object]:
+    """Every target's live signals, and each route's last decision."""
+    runtime = router.runtime
+    targets = []
+    for view in router.views():
+        cfg = runtime.targets[view.name].config
+        targets.append(
+            {
+                "name": view.name,
+                "kind": view.kind,
+                "model": cfg.model,
+                "breaker": view.breaker,
+                "available": view.available,
+                "in_flight": view.in_flight,
+                "ttft_ewma_ms": round(view.ttft_ewma_s * 1000, 2),
+                "ttft_ms": {
+                    f"p{round(q * 100)}": round(v * 1000, 2) for q, v in view.ttft_quantiles
+                },
+                "ttft_samples": view.ttft_samples,
+                "unloaded_ttft_ms": round(view.unloaded_ttft_s * 1000, 2),
+                "tpot_ms": None if view.tpot_s is None else round(view.tpot_s * 1000, 3),
+                "completion_rate_per_s": view.completion_rate,
+                "ratelimit_headroom": view.ratelimit_headroom,
+                "within_local_limits": view.within_local_limits,
+                "price": cfg.price.model_dump(),
+                "engine": None
+                if view.engine is None
+                else {
+                    "capacity": view.engine.capacity,
+                    "waiting": view.engine.waiting,
+                    "running": view.engine.running,
+                    "kv_cache_usage_perc": view.engine.kv_usage,
+                    "age_s": round(view.engine.age_s, 3),
+                    "stale": view.engine.stale,
+                    "recent_ttft_ms": None
+                    if view.engine.recent_ttft_s is None
+                    else round(view.engine.recent_ttft_s * 1000, 2),
+                },
+            }
+        )
+    routes = {}
+    for name, route in runtime.routes.items():
+        plan = router.last_plans.get(name)
+        routes[name] = {
+            "policy": route.config.policy.type,
+            "targets": list(route.config.targets),
+            "hedge_rate": round(route.budget.rate, 4),
+            "last_decision": None
+            if plan is None
+            else {
+                "reason": plan.reason,
+                "candidates": [
+                    {
+                        "target": c.name,
+                        "predicted_ttft_ms": round(c.predicted_ttft_s * 1000, 2),
+                        "expected_cost_usd": c.expected_cost_usd,
+                        "score": round(c.score, 4),
+                    }
+                    for c in plan.candidates
+                ],
+                "rejected": [{"target": t, "why": why} for t, why in plan.rejected],
+            },
+        }
+    return {"targets": targets, "routes": routes}

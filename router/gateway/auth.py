@@ -1,0 +1,116 @@
+"""Client keys: who may call the router, on which routes, how fast.
+
+Keys are held only as SHA-256 digests; a presented key is hashed and compared
+against every digest with `hmac.compare_digest`, all of them every time, so
+neither the comparison nor the loop leaks which key (or how much of one) matched.
+Key names, never keys, appear in logs and metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from router.clock import Clock
+from router.config import AuthConfig
+from router.errors import ClientRateLimited, Forbidden, Unauthorized
+from router.signals.ratelimit import LocalLimits
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    routes: frozenset[str] | None
+    limits: LocalLimits | None
+
+
+class Authenticator:
+    """Built per config generation; per-key limit counters carry over by key name."""
+
+    def __init__(
+        self,
+        auth: AuthConfig | None,
+        environ: Mapping[str, str],
+        clock: Clock,
+        previous: Authenticator | None = None,
+    ) -> None:
+        self.enabled = auth is not None and bool(auth.keys)
+        self._keys: list[tuple[bytes, Client]] = []
+        self._admin: bytes | None = None
+        if auth is None:
+            return
+        kept = {c.name: c.limits for _, c in previous._keys} if previous else {}
+        for k in auth.keys:
+            secret = (
+                bytes.fromhex(k.key_sha256) if k.key_sha256 else digest(environ[k.key_env or ""])
+            )
+            limits = kept.get(k.name)
+            if k.rpm or k.tpm:
+                if limits is None or (limits.rpm, limits.tpm) != (k.rpm, k.tpm):
+                    limits = LocalLimits(k.rpm, k.tpm, clock)
+            else:
+                limits = None
+            routes = frozenset(k.routes) if k.routes is not None else None
+            self._keys.append((secret, Client(k.name, routes, limits)))
+        if auth.admin_key_sha256:
+            self._admin = bytes.fromhex(auth.admin_key_sha256)
+        elif auth.admin_key_env:
+            self._admin = digest(environ[auth.admin_key_env])
+
+    @property
+    def admin_protected(self) -> bool:
+        return self._admin is not None
+
+    def client(self, authorization: str | None) -> Client | None:
+        """The caller, or None when no client keys are configured. Raises 401."""
+        if not self.enabled:
+            return None
+        token = _bearer(authorization)
+        if token is None:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        presented = digest(token)
+        found: Client | None = None
+        for secret, client in self._keys:  # no early exit: constant work per request
+            if hmac.compare_digest(presented, secret):
+                found = client
+        if found is None:
+            raise Unauthorized("invalid API key")
+        return found
+
+    def check_admin(self, authorization: str | None) -> None:
+        """Admin endpoints need the admin key when one is set, and are closed when
+        client keys are configured without one."""
+        if self._admin is None:
+            if self.enabled:
+                raise Forbidden("the admin endpoints are disabled: no admin key is configured")
+            return
+        token = _bearer(authorization)
+        if token is None or not hmac.compare_digest(digest(token), self._admin):
+            raise Unauthorized("the admin endpoints need the admin key")
+
+    @staticmethod
+    def admit(client: Client | None, route: str, prompt_tokens: int) -> None:
+        """Route permission (403) and the key's own rpm/tpm (429)."""
+        if client is None:
+            return
+        if client.routes is not None and route not in client.routes:
+            raise Forbidden(f"the key '{client.name}' may not use the model '{route}'")
+        if client.limits is not None:
+            if not client.limits.allow(prompt_tokens):
+                raise ClientRateLimited(
+                    f"the key '{client.name}' is over its rate limit", retry_after_s=1.0
+                )
+            client.limits.record(prompt_tokens)

@@ -1,0 +1,302 @@
+"""The ASGI endpoints, in raw ASGI: no framework objects on the per-chunk path.
+
+Client disconnect: the turn and a listener for `http.disconnect` run in one task
+group; when the client goes away the listener cancels the group, and the turn's
+`finally` closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from router.errors import (
+    ClientRateLimited,
+    Draining,
+    FirstTokenError,
+    MethodNotAllowed,
+    NoTargetAvailable,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from router.gateway.admin import admin_view
+from router.gateway.openapi import openapi_spec
+from router.gateway.request import parse_request
+from router.runtime import Router
+from router.turn.sink import Header
+from router.upstream.base import Endpoint
+
+log = logging.getLogger("firsttoken.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_TURN_PATHS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+}
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were reading its request."""
+
+
+class AsgiSink:
+    """A turn's `Sink` over ASGI's send."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.finished = False
+
+    async def start(self, status: int, headers: Sequence[Header]) -> None:
+        self.started = True
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": list(headers)}
+        )
+
+    async def write(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def finish(self) -> None:
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.finished = True
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Sequence[Header] = (),
+    content_type: bytes = b"application/json",
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _error_headers(err: FirstTokenError) -> list[Header]:
+    if isinstance(err, ClientRateLimited) and err.retry_after_s is not None:
+        return [(b"retry-after", str(max(1, round(err.retry_after_s))).encode())]
+    if isinstance(err, NoTargetAvailable | Draining):
+        return [(b"retry-after", b"1")]
+    return []
+
+
+class Server:
+    """The ASGI application. Holds a `Router`; knows HTTP, not routing."""
+
+    def __init__(
+        self, router: Router, *, reload: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self.router = router
+        self._reload = reload
+        # Request ids: unique per process start, and cheaper than a uuid4 per turn.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        arrived = self.router.clock()
+        try:
+            await self._dispatch(scope, receive, send, arrived)
+        except ClientGone:
+            return
+        except FirstTokenError as err:
+            await self._error(send, err)
+        except Exception:
+            # A bug of ours: log it, and still answer in OpenAI's shape if we can.
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            with contextlib.suppress(Exception):  # the response may have started already
+                await self._error(send, FirstTokenError("internal error in the router"))
+
+    async def _error(self, send: Send, err: FirstTokenError) -> None:
+        self.router.metrics.rejected(err.status)
+        if err.status >= 500:
+            log.warning("%s %s", err.status, err.message)
+        else:
+            log.info("%s %s", err.status, err.message)
+        await _respond(send, err.status, err.to_json(), _error_headers(err))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            async with anyio.create_task_group() as tg:
+                await self.router.run_background(tg)
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()  # lifespan.shutdown
+                tg.cancel_scope.cancel()
+        finally:
+            await self.router.aclose()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        endpoint = _TURN_PATHS.get(path)
+        if endpoint is not None:
+            if method != "POST":
+                raise MethodNotAllowed(f"{path} takes POST, not {method}")
+            await self._turn(scope, receive, send, endpoint, arrived)
+            return
+        getters: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
+            "/v1/models": self._models,
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/admin/targets": self._admin_targets,
+            "/openapi.json": self._openapi,
+        }
+        if path.startswith("/admin/"):
+            self.router.runtime.auth.check_admin(_header(scope, b"authorization"))
+        if path in getters:
+            if method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{path} takes GET, not {method}")
+            status, body, ctype = await getters[path]()
+            await _respond(send, status, body, content_type=ctype)
+            return
+        if path == "/admin/reload" and self._reload is not None:
+            if method != "POST":
+                raise MethodNotAllowed(f"{path} takes POST, not {method}")
+            await self._reload()
+            await _respond(send, 200, b'{"reloaded": true}')
+            return
+        raise NotFound(f"no endpoint {path}")
+
+    # -- turns -------------------------------------------------------------------------
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        timeout = self.router.runtime.config.server.client_timeout_s
+        try:
+            with anyio.fail_after(timeout):
+                return await self._read_body_in_time(scope, receive)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
+
+    async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.router.runtime.config.server.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _turn(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
+    ) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = self.router.runtime.auth.client(headers.get("authorization"))
+        raw = await self._read_body(scope, receive)
+        parsed = parse_request(endpoint, raw, headers.get("x-session-id"))
+        request_id = headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
+        sink = AsgiSink(send)
+        gone = False
+        # The client may leave at any time: a plain asyncio task waits for uvicorn's
+        # `http.disconnect` and cancels the turn's scope (closing the upstream). It is
+        # not an anyio task group: entering one, spawning into it and cancelling it
+        # cost ~50 microseconds a turn, some of it before the upstream send.
+        turn_scope = anyio.CancelScope()
+        watcher = asyncio.ensure_future(receive())
+
+        def on_message(done: asyncio.Future[Message]) -> None:
+            nonlocal gone
+            if done.cancelled() or done.exception() is not None:
+                return
+            # uvicorn also says so once a complete response is sent: not a cancel.
+            if done.result()["type"] == "http.disconnect" and not sink.finished:
+                gone = True
+                turn_scope.cancel()
+
+        watcher.add_done_callback(on_message)
+        try:
+            with turn_scope:
+                result = await self.router.handle(
+                    parsed, sink, {"x-request-id": request_id}, arrived, client
+                )
+                log.debug(
+                    "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",
+                    result.route,
+                    result.target,
+                    result.outcome,
+                    result.attempts,
+                    (result.ttft_s or 0.0) * 1000,
+                )
+        except FirstTokenError as err:
+            if not sink.started:
+                await self._error(send, err)
+            else:  # cannot happen before the commit point; say it loudly if it does
+                log.error("error after the response started: %s", err.message)
+        finally:
+            watcher.cancel()
+        if gone:
+            log.info("client went away on route %s; upstream cancelled", parsed.model)
+
+    # -- plain endpoints -----------------------------------------------------------------
+
+    async def _models(self) -> tuple[int, bytes, bytes]:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "firsttoken"}
+            for name in self.router.runtime.routes
+        ]
+        return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
+
+    async def _healthz(self) -> tuple[int, bytes, bytes]:
+        return 200, b'{"status": "ok"}', b"application/json"
+
+    async def _readyz(self) -> tuple[int, bytes, bytes]:
+        if self.router.ready and not self.router.draining:
+            return 200, b'{"status": "ready"}', b"application/json"
+        return 503, b'{"status": "not ready"}', b"application/json"
+
+    async def _metrics(self) -> tuple[int, bytes, bytes]:
+        return 200, generate_latest(self.router.metrics.registry), CONTENT_TYPE_LATEST.encode()
+
+    async def _openapi(self) -> tuple[int, bytes, bytes]:
+        return 200, json.dumps(openapi_spec()).encode(), b"application/json"
+
+    async def _admin_targets(self) -> tuple[int, bytes, bytes]:
+        return 200, json.dumps(admin_view(self.router), default=str).encode(), b"application/json"

@@ -1,0 +1,261 @@
+"""Running the router under uvicorn: graceful drain, and /metrics on its own port.
+
+Drain (SIGTERM or SIGINT): readiness turns false at once, new turns get a clean 503
+(`draining`, with Retry-After) so a balancer sends them elsewhere, streams in
+flight run to their end, and the process exits 0 once none is left or the drain
+deadline passes. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from types import FrameType
+from typing import Any, Literal, cast
+
+import uvicorn
+import uvloop
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from router.errors import NotFound, RequestTimeout
+from router.gateway.server import Message, Receive, Scope, Send, Server
+from router.runtime import Router
+
+log = logging.getLogger("firsttoken")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, router: Router, drain_s: float) -> None:
+        super().__init__(config)
+        self._router = router
+        self._drain_s = drain_s
+        self._deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._deadline is not None or self._drain_s <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self._router.draining = True
+        self._deadline = time.monotonic() + self._drain_s
+        log.info(
+            "draining: %d turns in flight, up to %.0fs; signal again to stop now",
+            self._router.active_turns,
+            self._drain_s,
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._deadline is not None and not self.should_exit:
+            if self._router.active_turns == 0:
+                self.should_exit = True
+            elif time.monotonic() >= self._deadline:
+                log.warning(
+                    "drain deadline passed with %d turns in flight", self._router.active_turns
+                )
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+class HeadTooLarge(Exception):
+    """Raised inside the parser: uvicorn answers 400 and closes the connection."""
+
+
+class HeadCoalescingTransport:
+    """A connection's transport that sends a response head together with the body
+    bytes written right after it.
+
+    uvicorn writes the status line and headers as soon as the app sends
+    `http.response.start`, and the first body bytes in a second write: two TCP
+    segments, so the client wakes twice at the commit point and the first token
+    waits behind a second syscall. Here a head is held until the next write of the
+    same loop iteration (the router's commit writes the first token at once) and
+    both go out as one; a head with nothing after it goes out on the next loop
+    iteration. Interim heads (`100 Continue`) are never held. Everything else is the
+    wrapped transport's."""
+
+    __slots__ = ("_flush_handle", "_held", "_inner", "_loop")
+
+    def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data = self._held + data
+            self._drop_held()
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1"):
+            self._held = data
+            self._flush_handle = self._loop.call_soon(self._flush)
+            return
+        self._inner.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._inner.close()
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._drop_held()
+            self._inner.write(held)
+
+    def _drop_held(self) -> None:
+        self._held = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the two guards it lacks (the fault suite
+    found both): a bound on the size of a request head, and a deadline for it, so a
+    slowloris client cannot hold a connection (and a file descriptor) for ever. The
+    body's deadline is the app's (`Server._read_body`). Its transport sends each
+    response head with the first body bytes (`HeadCoalescingTransport`)."""
+
+    max_head_bytes = 64 * 1024
+    head_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = HeadCoalescingTransport(transport, self.loop)
+        super().connection_made(cast(asyncio.Transport, coalescing))
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_head_bytes:
+            raise HeadTooLarge
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        body = RequestTimeout("the request head did not arrive in time").to_json()
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
+class MetricsApp:
+    """A bare ASGI app serving only /metrics, for `server.metrics_port`."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics":
+            body = generate_latest(self.router.metrics.registry)
+            status, ctype = 200, CONTENT_TYPE_LATEST.encode()
+        else:
+            body = NotFound("only /metrics is served on this port").to_json()
+            status, ctype = 404, b"application/json"
+        start: Message = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+
+def _config(
+    app: Server | MetricsApp, host: str, port: int, log_level: str, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
+    server_cfg = app.router.runtime.config.server
+    protocol = type(
+        "GuardedHttpTools",
+        (GuardedHttpTools,),
+        {
+            "max_head_bytes": server_cfg.max_header_bytes,
+            "head_timeout_s": server_cfg.client_timeout_s,
+        },
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=protocol,
+        lifespan=lifespan,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,  # the router reads no client address; skip the middleware
+        server_header=False,
+        timeout_keep_alive=75,  # longer than a load balancer's usual 60 s idle timeout
+        timeout_graceful_shutdown=5,
+    )
+
+
+def run(router: Router, host: str, port: int, log_level: str) -> None:
+    """Serve until drained. Blocks; installs uvloop."""
+    # Everything built so far lives as long as the process: keep the cyclic GC from
+    # rescanning it on every collection (a source of tail latency under load).
+    gc.collect()
+    gc.freeze()
+    server_cfg = router.runtime.config.server
+    main = DrainingServer(
+        _config(Server(router, reload=router.reload_from_file), host, port, log_level, "on"),
+        router,
+        server_cfg.drain_s,
+    )
+    if server_cfg.metrics_port is None:
+        main.run()
+        return
+    metrics = uvicorn.Server(
+        _config(MetricsApp(router), host, server_cfg.metrics_port, log_level, "off")
+    )
+
+    async def both() -> None:
+        # The metrics server starts first so the main one installs the signal
+        # handlers last and is the one that drains; metrics stop after it.
+        task = asyncio.create_task(metrics.serve())
+        try:
+            await main.serve()
+        finally:
+            metrics.should_exit = True
+            await task
+
+    uvloop.run(both())

@@ -1,0 +1,52 @@
+"""What a turn reports as it happens: the `TurnEvents` protocol.
+
+The race and the relay call these; `router.metrics.Metrics` satisfies the protocol
+structurally and is never imported here, so a turn never imports Prometheus, and
+its tests pass a recorder instead of a registry.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from router.errors import Cause, UpstreamError
+from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
+
+
+class TurnEvents(Protocol):
+    def attempt_failed(self, route: str, err: UpstreamError) -> None:
+        """One attempt failed (before or after the commit point)."""
+        ...
+
+    def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
+        """The turn moved to the next target of its plan before the first token."""
+        ...
+
+    def hedge(self, route: str, event: HedgeEvent) -> None: ...
+
+    def overhead_observed(self, phase: OverheadPhase, seconds: float) -> None:
+        """Time the router itself added to the turn."""
+        ...
+
+    def stream_degraded(self, route: str, target: str) -> None:
+        """A stream slowed to a trickle after its first token."""
+        ...
+
+    def turn_done(
+        self,
+        route: str,
+        target: str,
+        outcome: Outcome,
+        *,
+        ttft_s: float | None,
+        duration_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        """A turn a target answered; `ttft_s` from arrival to the response start."""
+        ...
+
+    def turn_unanswered(self, route: str, *, cancelled: bool) -> None:
+        """A turn no target answered, or whose client left before the first token."""
+        ...

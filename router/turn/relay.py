@@ -1,0 +1,316 @@
+"""One turn: plan -> attempt / hedge / fall back -> commit -> relay -> record.
+
+The commit point: nothing reaches the client until a target has produced its first
+content token (or tool-call delta, or a finished empty answer). Before it, any
+failure moves the turn to the next target of the plan and a late first token
+starts the next one as a hedge; the first to produce a token wins and every other
+attempt's connection is closed at once. After it, bytes are relayed as they
+arrive, and a failure ends the stream with an OpenAI-style error event.
+
+The turn is the only place that knows policy, signals and upstreams together; the
+race to the first token lives in `race.py`, the relay after it here. It never sees
+ASGI (it writes to a `Sink`) and never imports Prometheus (it reports to
+`TurnEvents`, as things happen and once at its end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from router.clock import Clock
+from router.config import RouteConfig, TargetConfig
+from router.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from router.policy.base import Plan, TargetView
+from router.turn import sse
+from router.turn.events import TurnEvents
+from router.turn.hedge import HedgeBudget
+from router.turn.race import Race
+from router.turn.sink import FirstByteClock, Header, Sink
+from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
+
+log = logging.getLogger("firsttoken.turn")
+
+#: a wait for upstream bytes this many times the target's own time per token is slow
+SLOW_FACTOR = 20.0
+#: ... but never less than this
+SLOW_FLOOR_S = 0.1
+
+
+@dataclass(slots=True)
+class PaceGuard:
+    """Notices a stream that slows to a trickle after its first token.
+
+    Only the time spent waiting for upstream bytes counts (a slow client makes the
+    router read later, not the upstream answer later). Three waits in a row longer
+    than `max_wait_s` trip it, once.
+    """
+
+    max_wait_s: float
+    slow: int = 0
+    tripped: bool = False
+
+    @classmethod
+    def for_target(cls, config: TargetConfig, view: TargetView | None) -> PaceGuard | None:
+        if config.timeouts.min_tokens_per_s is not None:
+            return cls(1.0 / config.timeouts.min_tokens_per_s)
+        if view is not None and view.tpot_s is not None:
+            return cls(max(SLOW_FACTOR * view.tpot_s, SLOW_FLOOR_S))
+        return None  # no pace measured yet, none configured: nothing to compare with
+
+    def observe(self, waited_s: float) -> bool:
+        """True exactly once: when the stream has just turned out too slow."""
+        self.slow = self.slow + 1 if waited_s > self.max_wait_s else 0
+        if self.slow >= 3 and not self.tripped:
+            self.tripped = True
+            return True
+        return False
+
+
+class Turn:
+    """Runs one request against a plan. Made per request by the runtime.
+
+    `arrived` is when the request reached the router (on `clock`): the turn reports
+    its time to first token and duration as the client sees them, from there.
+    """
+
+    def __init__(
+        self,
+        *,
+        route: RouteConfig,
+        plan: Plan,
+        views: Mapping[str, TargetView],
+        targets: Mapping[str, TargetRuntime],
+        budget: HedgeBudget,
+        events: TurnEvents,
+        clock: Clock,
+        arrived: float,
+    ) -> None:
+        self._route = route
+        self._plan = plan
+        self._views = views
+        self._targets = targets
+        self._budget = budget
+        self._events = events
+        self._clock = clock
+        self._arrived = arrived
+        self.result = TurnResult(route=route.name, reason=plan.reason)
+        self._prompt_estimate = 0
+
+    # -- after the commit point ---------------------------------------------------------
+
+    def headers(self, primed: Primed, content_type: bytes) -> list[Header]:
+        reason = self._plan.reason
+        if self.result.fell_back:
+            reason += "; fell back"
+        if self.result.hedged:
+            reason += "; hedged"
+        pred = next((c for c in self._plan.candidates if c.name == primed.target.config.name), None)
+        if pred is not None:
+            reason += (
+                f"; winner pred {pred.predicted_ttft_s * 1000:.0f}ms ${pred.expected_cost_usd:.6f}"
+            )
+        self.result.reason = reason
+        safe = reason.encode("ascii", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+        return [
+            (b"content-type", content_type),
+            (b"cache-control", b"no-cache"),
+            (b"x-firsttoken-target", primed.target.config.name.encode("ascii", "replace")),
+            (b"x-firsttoken-attempts", str(self.result.attempts).encode()),
+            (b"x-firsttoken-reason", safe[:512]),
+        ]
+
+    async def run(self, request: TurnRequest, sink: Sink) -> TurnResult:
+        """Race, commit, relay, record. Raises AllTargetsFailed before the commit point."""
+        timed = FirstByteClock(sink, self._clock)  # TTFT as the client sees it
+        cancelled = False
+        try:
+            return await self._run(request, timed)
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
+        finally:
+            self._record(timed.started_at, cancelled=cancelled)
+
+    def _record(self, started_at: float | None, *, cancelled: bool) -> None:
+        r = self.result
+        if r.target is None:
+            self._events.turn_unanswered(r.route, cancelled=cancelled)
+            return
+        self._events.turn_done(
+            r.route,
+            r.target,
+            r.outcome,
+            ttft_s=None if started_at is None else started_at - self._arrived,
+            duration_s=self._clock() - self._arrived,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            cost_usd=r.cost_usd,
+        )
+
+    async def _run(self, request: TurnRequest, sink: Sink) -> TurnResult:
+        self._budget.record_turn()
+        self._prompt_estimate = request.routing.prompt_tokens
+        order = [self._targets[name] for name in self._plan.order]
+        race = Race(
+            route=self._route,
+            order=order,
+            views=self._views,
+            budget=self._budget,
+            events=self._events,
+            clock=self._clock,
+            result=self.result,
+        )
+        primed = await race.run(request)
+        result = self.result
+        result.target = primed.target.config.name
+        if request.stream:  # a unary answer has no first token of its own
+            result.ttft_s = primed.first_token_at - primed.started_at
+        if result.hedged and result.target != self._plan.order[0]:
+            result.outcome = "hedged_won"
+        elif result.hedged:
+            result.outcome = "hedged_lost"
+        else:
+            result.outcome = "fell_back" if result.fell_back else "ok"
+        try:
+            if request.stream:
+                await sink.start(200, self.headers(primed, b"text/event-stream"))
+                await sink.write(primed.head)
+                self._events.overhead_observed(
+                    "first_token_relay", self._clock() - primed.first_token_at
+                )
+                await self._relay(primed, request, sink)
+            else:
+                await sink.start(200, self.headers(primed, b"application/json"))
+                await sink.write(primed.head)
+                self._account(primed, primed.usage, estimated_completion=0)
+                primed.attempt.finished(result.prompt_tokens, result.completion_tokens)
+            await sink.finish()
+        except anyio.get_cancelled_exc_class():
+            result.outcome = "client_cancelled"
+            primed.attempt.cancelled()
+            raise
+        finally:
+            primed.attempt.release()
+            await primed.aclose()
+        return result
+
+    async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> None:
+        assert primed.chunks is not None
+        name = primed.target.config.name
+        keep_usage = request.client_wants_usage
+        events_seen = 1
+        buffer = primed.rest
+        done = False
+        guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
+        total_s = primed.target.config.timeouts.total_s
+        # One deadline for the whole stream (one cancel scope, not one per chunk; none
+        # without `total_s`).
+        deadline = None
+        if total_s is not None:
+            deadline = anyio.move_on_after(primed.started_at + total_s - self._clock())
+        try:
+            with deadline or contextlib.nullcontext():
+                while not done:
+                    cut = buffer.rfind(b"\n\n")
+                    if cut >= 0:
+                        block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+                        done, events_seen = await self._forward(
+                            primed, block, keep_usage, sink, events_seen
+                        )
+                        continue
+                    asked = self._clock() if guard is not None else 0.0
+                    chunk = await anext(primed.chunks, None)
+                    if chunk is None:
+                        break
+                    if guard is not None:
+                        waited = self._clock() - asked
+                        if guard.observe(waited):
+                            self._degraded(primed, waited)
+                    buffer += chunk
+                    if b"\r" in chunk:  # a CRLF-framed upstream: normalise (rare)
+                        buffer = buffer.replace(b"\r\n", b"\n")
+        except UpstreamError as err:
+            await self._interrupted(primed, sink, err, events_seen)
+            return
+        if deadline is not None and deadline.cancelled_caught:
+            late = UpstreamTimeout(
+                f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
+            )
+            await self._interrupted(primed, sink, late, events_seen)
+            return
+        if not done:
+            cut_short = UpstreamProtocolError(f"{name}: stream ended without [DONE]", target=name)
+            await self._interrupted(primed, sink, cut_short, events_seen)
+            return
+        self._account(primed, primed.usage, estimated_completion=events_seen)
+        primed.attempt.finished(self.result.prompt_tokens, self.result.completion_tokens)
+
+    async def _forward(
+        self, primed: Primed, block: bytes, keep_usage: bool, sink: Sink, events_seen: int
+    ) -> tuple[bool, int]:
+        """Write one block of complete events; act on the rare ones. Returns (done, count)."""
+        found = sse.scan(block)
+        events_seen += block.count(b"data:")
+        if found.has_usage:
+            kept = []
+            for event in sse.split_events(block)[0]:
+                usage, usage_only = sse.usage_of(event)
+                if usage is not None:
+                    primed.usage = usage
+                    if usage_only and not keep_usage:
+                        events_seen -= 1
+                        continue
+                kept.append(event)
+            block = b"".join(kept)
+        if found.has_error:
+            name = primed.target.config.name
+            err = UpstreamProtocolError(f"{name}: error event mid-stream", target=name)
+            primed.attempt.failed(err)
+            self._events.attempt_failed(self._route.name, err)
+            self.result.failures.append(err)
+            self.result.outcome = "error"
+        if block:
+            await sink.write(block)
+        return found.has_done or found.has_error, events_seen
+
+    def _degraded(self, primed: Primed, waited_s: float) -> None:
+        name = primed.target.config.name
+        log.warning("target %s slowed to %.0f ms between tokens mid-stream", name, waited_s * 1000)
+        primed.target.signals.degraded(waited_s)
+        self._events.stream_degraded(self._route.name, name)
+
+    async def _interrupted(
+        self, primed: Primed, sink: Sink, err: UpstreamError, events: int
+    ) -> None:
+        """After the commit point a failure cannot be hidden: say so, end cleanly."""
+        log.warning("turn on route %s: %s after the first token", self._route.name, err.message)
+        primed.attempt.failed(err)
+        self._events.attempt_failed(self._route.name, err)
+        self.result.outcome = "error"
+        self.result.failures.append(err)
+        self._account(primed, primed.usage, estimated_completion=events)
+        await sink.write(sse.error_event(f"the upstream stream was interrupted: {err.message}"))
+
+    def _account(
+        self, primed: Primed, usage: Mapping[str, Any] | None, estimated_completion: int
+    ) -> None:
+        result = self.result
+        prompt = completion = None
+        if usage is not None:
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        result.prompt_tokens = prompt if isinstance(prompt, int) else self._prompt_estimate
+        result.completion_tokens = (
+            completion if isinstance(completion, int) else estimated_completion
+        )
+        price = primed.target.config.price
+        result.cost_usd = price.cost(result.prompt_tokens, result.completion_tokens)

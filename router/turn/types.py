@@ -1,0 +1,76 @@
+"""The vocabulary of one turn: what it is asked, what it runs on, what it primed, what
+happened. Plain values; the runtime builds them, the race and the relay use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from router.config import TargetConfig
+from router.errors import UpstreamError
+from router.policy.base import RoutingRequest
+from router.signals.target import Attempt, TargetSignals
+from router.upstream.base import Endpoint, Upstream, UpstreamResponse
+from router.vocabulary import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRuntime:
+    config: TargetConfig
+    upstream: Upstream
+    signals: TargetSignals
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    stream: bool
+    #: the client asked for the usage chunk itself
+    client_wants_usage: bool
+    routing: RoutingRequest
+    #: request headers passed upstream (request id)
+    forward_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Primed:
+    """An attempt that reached its commit point and now owns an open response."""
+
+    target: TargetRuntime
+    attempt: Attempt
+    response: UpstreamResponse
+    chunks: AsyncIterator[bytes] | None
+    #: bytes to send first: every event up to and including the first content
+    head: bytes
+    #: bytes after the head that do not yet form a complete event
+    rest: bytes
+    started_at: float
+    first_token_at: float
+    usage: dict[str, Any] | None = None
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.response.aclose()
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What happened, for logs, headers and metrics."""
+
+    route: str
+    target: str | None = None
+    attempts: int = 0
+    outcome: Outcome = "error"
+    hedged: bool = False
+    fell_back: bool = False
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    reason: str = ""
+    failures: list[UpstreamError] = field(default_factory=list)

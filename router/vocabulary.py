@@ -1,0 +1,22 @@
+"""The small fixed vocabularies a turn reports in, and metrics label with.
+
+Each is a `Literal`, so mypy rejects a typo where a value is made, and
+`router.metrics` creates every route's series at zero from the same values
+(`typing.get_args`): a label can neither grow without bound nor miss a value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: how a turn ended: `ok`; `fell_back` (answered after a failure before the first
+#: token); `hedged_won` (a hedge answered); `hedged_lost` (the primary answered after
+#: a hedge started); `client_cancelled`; `error` (no target answered, or the stream
+#: broke after its first token)
+Outcome = Literal["ok", "fell_back", "hedged_won", "hedged_lost", "client_cancelled", "error"]
+#: what happened to a hedge: `started`; `won` (a hedge answered); `lost` (the primary
+#: answered); `cancelled` (an attempt closed because another answered first)
+HedgeEvent = Literal["started", "won", "lost", "cancelled"]
+#: the time the router itself adds: arrival to the upstream send (`pre_upstream`),
+#: the upstream's first token to its write to the client (`first_token_relay`)
+OverheadPhase = Literal["pre_upstream", "first_token_relay"]

@@ -1,0 +1,151 @@
+"""The race to the first token: the commit point, fallback and hedging, with fake
+upstreams and a recorder of the turn's events (no sockets, no Prometheus)."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from router.errors import AllTargetsFailed
+from router.turn.types import TurnResult
+from tests.turn.chunks import DONE, content, error, role, tool_call
+from tests.turn.fakes import CONFIG, FakeUpstream, Reply, Rig
+
+pytestmark = pytest.mark.anyio
+
+ANSWER = [role(), content("Hi"), content(" there"), DONE]
+
+
+async def test_the_first_target_that_answers_is_primed_at_its_first_token() -> None:
+    rig = Rig(FakeUpstream("a", Reply(ANSWER)), FakeUpstream("b"))
+    result = TurnResult(route="chat")
+    with anyio.fail_after(5):
+        primed = await rig.race(result).run(rig.request())
+    assert primed.target.config.name == "a"
+    # Everything up to and including the first token, and nothing after it.
+    assert primed.head == role() + content("Hi")
+    assert primed.rest == b""
+    assert (result.attempts, result.fell_back, result.hedged) == (1, False, False)
+    assert rig.events.seen == []
+    sent = rig.upstreams["a"].requests[0]
+    assert sent.body["model"] == "model-a"  # the target's model, not the route's
+    assert sent.body["stream_options"] == {"include_usage": True}
+    assert sent.headers == {"x-request-id": "req-1"}
+    assert rig.upstreams["b"].requests == []
+
+
+async def test_a_tool_call_delta_is_the_commit_point() -> None:
+    # After the tool call the upstream goes quiet: a race that waited for content
+    # would never return.
+    rig = Rig(FakeUpstream("a", Reply([role(), tool_call()], then="hang")), FakeUpstream("b"))
+    with anyio.fail_after(1):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "a"
+    assert primed.head == role() + tool_call()
+    await primed.aclose()
+
+
+@pytest.mark.parametrize(
+    ("a_reply", "cause"),
+    [
+        (Reply(status=503), "status"),
+        (Reply([role(), error()]), "status"),  # an error event before the first token
+        (Reply([b"data: {not json\n\n"]), "protocol"),
+        (Reply([role(), DONE]), "protocol"),  # ended before any token
+        (Reply([role()], then="reset"), "connect"),
+    ],
+)
+async def test_a_failure_before_the_first_token_falls_back_to_the_next_target(
+    a_reply: Reply, cause: str
+) -> None:
+    rig = Rig(FakeUpstream("a", a_reply), FakeUpstream("b", Reply(ANSWER)))
+    result = TurnResult(route="chat")
+    with anyio.fail_after(5):
+        primed = await rig.race(result).run(rig.request())
+    assert primed.target.config.name == "b"
+    assert primed.head == role() + content("Hi")
+    assert (result.attempts, result.fell_back) == (2, True)
+    assert rig.events.seen == [("attempt_failed", "a", cause), ("fell_back", "a", "b", cause)]
+    assert not rig.budget.try_spend()  # the fallback was charged: no hedge left for now
+
+
+async def test_a_target_silent_past_its_first_token_deadline_falls_back() -> None:
+    config = CONFIG.replace("timeouts: {first_token_s: 2.0}", "timeouts: {first_token_s: 0.05}", 1)
+    rig = Rig(FakeUpstream("a", Reply(hang=True)), FakeUpstream("b", Reply(ANSWER)), config=config)
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "b"
+    assert rig.events.seen[0] == ("attempt_failed", "a", "timeout")
+    assert rig.upstreams["a"].cancelled == 1  # the slow target's request was closed
+
+
+async def test_a_request_the_target_rejects_as_bad_is_not_retried_elsewhere() -> None:
+    bad = b'{"error": {"message": "messages: too long", "type": "invalid_request_error"}}'
+    rig = Rig(FakeUpstream("a", Reply(status=400, body=bad)), FakeUpstream("b", Reply(ANSWER)))
+    with anyio.fail_after(5), pytest.raises(AllTargetsFailed) as caught:
+        await rig.race().run(rig.request())
+    assert caught.value.status == 400
+    assert json.loads(caught.value.to_json()) == json.loads(bad)  # the target's own words
+    assert rig.upstreams["b"].requests == []
+    assert rig.events.kinds("fell_back") == []
+
+
+async def test_when_every_target_fails_the_turn_fails_with_each_reason() -> None:
+    rig = Rig(FakeUpstream("a", Reply(status=500)), FakeUpstream("b", Reply(status=503)))
+    with anyio.fail_after(5), pytest.raises(AllTargetsFailed) as caught:
+        await rig.race().run(rig.request())
+    assert caught.value.status == 502
+    assert "a: upstream answered 500" in caught.value.message
+    assert "b: upstream answered 503" in caught.value.message
+
+
+async def test_a_late_first_token_is_hedged_and_the_hedge_wins() -> None:
+    rig = Rig(FakeUpstream("a", Reply(hang=True)), FakeUpstream("b", Reply(ANSWER)), route="hedged")
+    result = TurnResult(route="hedged")
+    with anyio.fail_after(5):
+        primed = await rig.race(result).run(rig.request())
+    assert primed.target.config.name == "b"
+    assert (result.attempts, result.hedged, result.fell_back) == (2, True, False)
+    assert rig.events.kinds("hedge") == [
+        ("hedge", "started"),
+        ("hedge", "cancelled"),
+        ("hedge", "won"),
+    ]
+    assert rig.upstreams["a"].cancelled == 1  # the loser's request was closed at once
+
+
+async def test_the_primary_can_still_win_after_a_hedge_started() -> None:
+    # a answers only once the hedge has gone out to b; b never answers.
+    b = FakeUpstream("b", Reply([role()], then="hang"))
+    rig = Rig(FakeUpstream("a", Reply(ANSWER, gate=b.called)), b, route="hedged")
+    result = TurnResult(route="hedged")
+    with anyio.fail_after(5):
+        primed = await rig.race(result).run(rig.request())
+    assert primed.target.config.name == "a"
+    assert (result.attempts, result.hedged) == (2, True)
+    hedges = [e for _, e in rig.events.kinds("hedge")]
+    assert hedges == ["started", "cancelled", "lost"]
+    assert b.responses[0].closed  # the hedge's open stream was closed
+
+
+async def test_with_its_budget_spent_a_route_does_not_hedge() -> None:
+    release = anyio.Event()
+    a = FakeUpstream("a", Reply(ANSWER, gate=release))
+    b = FakeUpstream("b", Reply(ANSWER))
+    rig = Rig(a, b, route="hedged")
+    rig.budget.max_rate = 0.0
+    rig.budget.charge()  # the one hedge a quiet route may spend is gone
+
+    async def answer_late() -> None:
+        await anyio.sleep(0.1)  # five hedge delays
+        release.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_late)
+            primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "a"
+    assert b.requests == []
+    assert rig.events.kinds("hedge") == []

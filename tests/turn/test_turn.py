@@ -1,0 +1,189 @@
+"""One turn end to end through `Turn.run`: what the client receives and what the turn
+reports, with fake upstreams, a recording sink and a recorder of its events."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from router.errors import AllTargetsFailed
+from router.turn import sse
+from tests.turn.chunks import DONE, chunk, content, error, role, tool_call, usage
+from tests.turn.fakes import FakeUpstream, ManualClock, RecordingSink, Reply, Rig
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_stream_is_relayed_unchanged_and_recorded_as_the_client_saw_it() -> None:
+    clock = ManualClock(100.0)
+
+    def later(i: int) -> None:
+        if i == 2:  # the upstream takes half a second after the first token
+            clock.now = 100.5
+
+    chunks = [role(), content("Hi"), content(" there"), usage(7, 3), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, before_chunk=later)), FakeUpstream("b"), clock=clock)
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn(arrived=99.9).run(rig.request(), sink)
+
+    assert sink.status == 200 and sink.finished
+    assert sink.headers[b"content-type"] == b"text/event-stream"
+    assert sink.headers[b"x-firsttoken-target"] == b"a"
+    assert sink.headers[b"x-firsttoken-attempts"] == b"1"
+    assert sink.headers[b"x-firsttoken-reason"].startswith(b"ordered: as listed; winner pred")
+    # Byte for byte what the upstream sent, but the usage chunk nobody asked for.
+    assert sink.body == role() + content("Hi") + content(" there") + DONE
+    cost = (7 * 1.0 + 3 * 2.0) / 1e6
+    assert (result.outcome, result.prompt_tokens, result.completion_tokens) == ("ok", 7, 3)
+    assert result.cost_usd == pytest.approx(cost)
+    # TTFT from the request's arrival to the response start; duration to the end.
+    [done] = rig.events.done
+    assert (done.target, done.outcome) == ("a", "ok")
+    assert (done.prompt_tokens, done.completion_tokens) == (7, 3)
+    assert (done.ttft_s, done.duration_s, done.cost_usd) == pytest.approx((0.1, 0.6, cost))
+    assert ("overhead", "first_token_relay") in rig.events.seen
+
+
+async def test_the_usage_chunk_reaches_a_client_that_asked_for_it() -> None:
+    chunks = [role(), content("Hi"), usage(7, 3), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks)), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        await rig.turn().run(rig.request(wants_usage=True), sink)
+    assert sink.body == b"".join(chunks)
+
+
+async def test_a_tool_call_delta_commits_the_turn_and_reaches_the_client_at_once() -> None:
+    # The upstream sends the rest only once the client's response has started: a
+    # turn that waited for content before committing would never finish.
+    committed = anyio.Event()
+    chunks = [role(), tool_call(), chunk({}, finish="tool_calls"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, holds={2: committed})), FakeUpstream("b"))
+    sink = RecordingSink(on_start=committed.set)
+    with anyio.fail_after(2):
+        result = await rig.turn().run(rig.request(), sink)
+    assert sink.headers[b"x-firsttoken-target"] == b"a"
+    assert sink.body == b"".join(chunks)
+    assert result.outcome == "ok"
+
+
+async def test_nothing_reaches_the_client_before_the_commit_point() -> None:
+    a = FakeUpstream("a", Reply([role("from-a"), error("a is overloaded")]))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b)
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert b"from-a" not in sink.body and b"overloaded" not in sink.body
+    assert sink.body == role("from-b") + content("Hi", "from-b") + DONE
+    assert sink.headers[b"x-firsttoken-attempts"] == b"2"
+    assert b"; fell back" in sink.headers[b"x-firsttoken-reason"]
+    assert result.outcome == "fell_back"
+    assert rig.events.done[0].outcome == "fell_back"
+
+
+async def test_a_hedge_that_wins_is_what_the_client_gets() -> None:
+    a = FakeUpstream("a", Reply(hang=True))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged")
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert sink.headers[b"x-firsttoken-target"] == b"b"
+    assert b"; hedged" in sink.headers[b"x-firsttoken-reason"]
+    assert result.outcome == "hedged_won"
+    assert a.cancelled == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (Reply([role(), content("Hi")], then="reset"), b"connection reset"),
+        (Reply([role(), content("Hi")]), b"stream ended without [DONE]"),
+    ],
+)
+async def test_a_failure_after_the_first_token_ends_with_an_error_event(
+    reply: Reply, said: bytes
+) -> None:
+    rig = Rig(FakeUpstream("a", reply), FakeUpstream("b", Reply([role(), content("b"), DONE])))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    head, _, tail = sink.body.partition(content("Hi"))
+    assert head == role()
+    error_body = json.loads(sse.event_data(tail) or b"")["error"]
+    assert error_body["code"] == "stream_interrupted" and said in error_body["message"].encode()
+    assert sink.finished  # a clean end, never a silent truncation
+    assert rig.upstreams["b"].requests == []  # too late to fall back
+    assert result.outcome == "error"
+    assert rig.events.done[0].outcome == "error"
+    assert rig.events.kinds("attempt_failed")[0][1] == "a"
+
+
+async def test_an_error_event_mid_stream_is_passed_on_and_ends_the_turn() -> None:
+    chunks = [role(), content("Hi"), error("overloaded"), content("never"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks)), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert sink.body.startswith(role() + content("Hi") + error("overloaded"))
+    assert result.outcome == "error"
+
+
+async def test_when_no_target_answers_nothing_is_sent_and_the_turn_is_unanswered() -> None:
+    rig = Rig(FakeUpstream("a", Reply(status=500)), FakeUpstream("b", Reply(status=502)))
+    sink = RecordingSink()
+    with anyio.fail_after(5), pytest.raises(AllTargetsFailed):
+        await rig.turn().run(rig.request(), sink)
+    assert sink.status is None
+    assert rig.events.kinds("turn_unanswered", "turn_done") == [("turn_unanswered", False)]
+
+
+async def test_a_client_leaving_mid_stream_closes_the_upstream() -> None:
+    a = FakeUpstream("a", Reply([role(), content("Hi")], then="hang"))
+    rig = Rig(a, FakeUpstream("b"))
+    with anyio.fail_after(5), anyio.CancelScope() as gone:
+        sink = RecordingSink(on_start=gone.cancel)
+        turn = rig.turn()
+        await turn.run(rig.request(), sink)
+    assert sink.body == role() + content("Hi")
+    assert a.responses[0].closed
+    assert turn.result.outcome == "client_cancelled"
+    assert [d.outcome for d in rig.events.done] == ["client_cancelled"]
+
+
+async def test_a_client_leaving_before_the_first_token_closes_the_upstream() -> None:
+    a = FakeUpstream("a", Reply(hang=True))
+    rig = Rig(a, FakeUpstream("b"))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def leave() -> None:
+                await a.called.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(leave)
+            await rig.turn().run(rig.request(), RecordingSink())
+    assert a.cancelled == 1
+    assert rig.events.kinds("turn_unanswered", "turn_done") == [("turn_unanswered", True)]
+
+
+async def test_a_whole_answer_is_relayed_with_its_usage() -> None:
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2},
+    }
+    body = json.dumps(answer).encode()
+    rig = Rig(FakeUpstream("a", Reply(body=body)), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(stream=False), sink)
+    assert sink.headers[b"content-type"] == b"application/json"
+    assert sink.body == body
+    assert (result.prompt_tokens, result.completion_tokens) == (9, 2)
+    assert rig.upstreams["a"].requests[0].body["stream"] is False
