@@ -29,6 +29,7 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from router.gateway import realtime
 from router.gateway.admin import admin_view
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
@@ -126,6 +127,9 @@ class Server:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await realtime.serve(self.router, scope, receive, send)
             return
         if scope["type"] != "http":
             return

@@ -15,9 +15,7 @@ when nothing is pending.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-Clock = Callable[[], float]
+from router.clock import Clock
 
 
 class ResponseClock:

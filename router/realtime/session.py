@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from router.clock import Clock
 from router.errors import UpstreamConnectError
 from router.realtime.clocks import ResponseClock
 from router.realtime.conversation import REPLAY_EVENT_PREFIX, Conversation
@@ -51,7 +52,6 @@ from router.upstream.realtime import Closed
 
 log = logging.getLogger("firsttoken.realtime")
 
-Clock = Callable[[], float]
 #: upstream close codes that mean the upstream failed (the openai SDK's reconnect set)
 MIGRATE_ON_CLOSE: frozenset[int] = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1014, 1015})
 

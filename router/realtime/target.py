@@ -16,10 +16,11 @@ replaces it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.clock import Clock
 from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamError
 from router.realtime.events import SessionEvents
 from router.realtime.usage import RealtimePrice
@@ -27,8 +28,6 @@ from router.realtime.wire import rate_limit_headers
 from router.signals.target import Attempt, TargetSignals
 from router.signals.ttft import Ewma
 from router.upstream.realtime import RealtimeConnection
-
-Clock = Callable[[], float]
 
 
 class Connector(Protocol):

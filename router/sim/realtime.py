@@ -25,9 +25,10 @@ from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
+from router.clock import Clock
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from router.sim.realtime_records import RealtimeRecord
-from router.sim.realtime_session import Clock, SimRealtimeSession
+from router.sim.realtime_session import SimRealtimeSession
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 KEY_PROTOCOL = "openai-insecure-api-key."

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import itertools
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from router.clock import Clock
+from router.sim.realtime_accounting import default_session, item_text, merge, response_usage
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.realtime_records import CancelRecord, RealtimeRecord, ResponseRecord
 from router.sim.realtime_response import SimResponse
@@ -30,64 +30,6 @@ from router.sim.realtime_vad import EnergyVad, VadConfig, pcm16_rms
 Event = dict[str, Any]
 Send = Callable[[Event], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
-Clock = Callable[[], float]
-
-#: input audio tokens per second of audio, output audio tokens per second (rough)
-AUDIO_IN_TOKENS_PER_S = 10.0
-AUDIO_OUT_TOKENS_PER_S = 20.0
-
-
-def _text_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4) if text else 0
-
-
-def default_session(session_id: str, model: str) -> Event:
-    fmt = {"type": "audio/pcm", "rate": 24000}
-    return {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": session_id,
-        "model": model,
-        "output_modalities": ["audio"],
-        "instructions": "You are a simulated assistant.",
-        "tools": [],
-        "tool_choice": "auto",
-        "max_output_tokens": "inf",
-        "tracing": None,
-        "truncation": "auto",
-        "prompt": None,
-        "include": None,
-        "audio": {
-            "input": {
-                "format": fmt,
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 500,
-                    "idle_timeout_ms": None,
-                    "create_response": True,
-                    "interrupt_response": True,
-                },
-            },
-            "output": {"format": dict(fmt), "voice": "marin", "speed": 1.0},
-        },
-    }
-
-
-def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-
-
-def _item_text(item: Mapping[str, Any]) -> str:
-    parts = item.get("content") or []
-    return " ".join(str(p.get("text") or p.get("transcript") or "") for p in parts).strip()
 
 
 class SimRealtimeSession:
@@ -191,7 +133,7 @@ class SimRealtimeSession:
                 event=event,
             )
             return
-        _merge(self.session, {k: v for k, v in session.items() if k != "model"})
+        merge(self.session, {k: v for k, v in session.items() if k != "model"})
         td = self._turn_detection()
         if td is not None:
             self._vad.config = VadConfig(
@@ -429,60 +371,29 @@ class SimRealtimeSession:
     def new_id(self, prefix: str) -> str:
         return self._id(prefix)
 
-    def audio_ms(self, item_id: str) -> float:
-        return self._audio_ms.get(item_id, 0.0)
-
     def set_audio_ms(self, item_id: str, ms: float) -> None:
         self._audio_ms[item_id] = ms
 
     def last_user_text(self) -> str:
         for item in reversed(self.items):
             if item.get("type") == "message" and item.get("role") == "user":
-                text = _item_text(item)
+                text = item_text(item)
                 if text:
                     return text
         return ""
 
     def usage(self, reply: str, output_audio_ms: float, output_id: str | None) -> dict[str, Any]:
-        """Token counts for a response: the conversation before its output item is its
-        input, and whatever the previous response already read counts as cached."""
-        text_in = _text_tokens(str(self.session.get("instructions") or ""))
-        audio_in = 0
-        for item in self.items:
-            if item.get("id") == output_id:
-                break
-            if item.get("type") == "message":
-                text_in += _text_tokens(_item_text(item))
-                rate = (
-                    AUDIO_OUT_TOKENS_PER_S
-                    if item.get("role") == "assistant"
-                    else AUDIO_IN_TOKENS_PER_S
-                )
-                audio_in += round(self._audio_ms.get(str(item.get("id")), 0.0) / 1000 * rate)
-            else:
-                text_in += _text_tokens(str(item.get("arguments") or item.get("output") or ""))
-        cached_text = min(self._previous_input[0], text_in)
-        cached_audio = min(self._previous_input[1], audio_in)
-        self._previous_input = (text_in, audio_in)
-        text_out = _text_tokens(reply)
-        audio_out = round(output_audio_ms / 1000 * AUDIO_OUT_TOKENS_PER_S)
-        return {
-            "total_tokens": text_in + audio_in + text_out + audio_out,
-            "input_tokens": text_in + audio_in,
-            "output_tokens": text_out + audio_out,
-            "input_token_details": {
-                "text_tokens": text_in,
-                "audio_tokens": audio_in,
-                "image_tokens": 0,
-                "cached_tokens": cached_text + cached_audio,
-                "cached_tokens_details": {
-                    "text_tokens": cached_text,
-                    "audio_tokens": cached_audio,
-                    "image_tokens": 0,
-                },
-            },
-            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
-        }
+        """Token counts for a response; what the previous one read counts as cached."""
+        usage, self._previous_input = response_usage(
+            self.session,
+            self.items,
+            self._audio_ms,
+            self._previous_input,
+            reply=reply,
+            output_audio_ms=output_audio_ms,
+            output_id=output_id,
+        )
+        return usage
 
     async def close(self, code: int, reason: str) -> None:
         await self._close(code, reason)

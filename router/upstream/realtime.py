@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
 
+from router.clock import Clock
 from router.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -41,12 +42,11 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.realtime.wire import sniff
-from router.upstream.openai import retry_after_seconds
+from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: how long a close waits for the peer's close frame before dropping the socket
 CLOSE_WAIT_S = 1.0
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,7 @@ class RealtimeUpstream:
         connect_s: float = 2.0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.name = name
         self.model = model
@@ -135,6 +136,7 @@ class RealtimeUpstream:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
+        self._wall_clock = wall_clock
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -183,13 +185,19 @@ class RealtimeUpstream:
                 target=name,
                 upstream_status=exc.status,
                 headers=headers,
-                retry_after_s=retry_after_seconds(headers),
+                retry_after_s=self._retry_after(headers),
             )
         if isinstance(exc, TimeoutError):
             return UpstreamTimeout(
                 f"{name}: no session within {self.connect_s:g}s", target=name, phase="connect"
             )
         return UpstreamConnectError(f"{name}: cannot connect ({type(exc).__name__})", target=name)
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        return parse_retry_after(value, wall_now=self._wall_clock(), max_s=MAX_RETRY_AFTER_S)
 
     async def warm_up(self) -> None:
         self._client()
