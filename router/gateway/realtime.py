@@ -34,7 +34,7 @@ from router.errors import (
 )
 from router.gateway.auth import Client
 from router.realtime.events import MigrationReason
-from router.realtime.migrate import reorder
+from router.realtime.migrate import PROACTIVE, reorder
 from router.realtime.service import session_limits
 from router.realtime.session import ClientGone, Session
 from router.realtime.target import Leg, open_leg
@@ -163,8 +163,19 @@ async def open_session(
         current = now.routes.get(route_name)
         if current is None or not now.realtime.serves(current.config):
             raise NoTargetAvailable(f"the route '{route_name}' is gone")
-        ranked = reorder(router.plan_session(now, current), old.target.name, reason)
-        return await open_leg(ranked, route=route_name, events=events, now=router.clock())
+        try:
+            ranked = reorder(router.plan_session(now, current), old.target.name, reason)
+            return await open_leg(ranked, route=route_name, events=events, now=router.clock())
+        except NoTargetAvailable:
+            if reason in PROACTIVE:
+                raise  # the old upstream still works: stay on it
+            # Every breaker says no (many sessions failed at once): a live conversation
+            # is worth trying them anyway, the failed target last.
+            everyone = [now.realtime.targets[n] for n in current.config.targets]
+            ranked = reorder(everyone, old.target.name, reason)
+            return await open_leg(
+                ranked, route=route_name, events=events, now=router.clock(), force=True
+            )
 
     left = client.sessions.remaining_s() if client and client.sessions else None
     return Session(

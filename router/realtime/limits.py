@@ -1,8 +1,10 @@
 """A session's limits, and the supervisor that enforces them on each upstream leg.
 
 The supervisor wakes at the next deadline (idle, maximum duration, upstream age),
-and at least every `BREAKER_CHECK_S` to look at the target's breaker. Reaching
-`max_upstream_s` migrates only between responses, so no answer is cut for it.
+and at least every `BREAKER_CHECK_S` to look at the target's breaker. The two
+proactive moves, reaching `max_upstream_s` and the target's breaker opening, wait
+for a pause between responses, so no answer is cut for them; when one finds no
+better target, the session stays where it is and tries again later.
 """
 
 from __future__ import annotations
@@ -66,12 +68,16 @@ async def supervise(session: Session, leg: Leg) -> End | Migrate:
             if now >= session_due:
                 return End("max_duration", 1008, _duration_error(limits.max_duration_s))
             wake = min(wake, session_due - now)
-        if upstream_due is not None:
-            if now >= upstream_due and session.response_id is None and not session.pending_create:
+        # Proactive moves wait for a pause between responses, and for a while after
+        # one found nowhere better to go.
+        calm = session.response_id is None and not session.pending_create
+        if calm and now >= session.proactive_after:
+            if upstream_due is not None and now >= upstream_due:
                 return Migrate("max_upstream")
+            if breaker.state == "open":
+                return Migrate("breaker_open")
+        if upstream_due is not None:
             wake = min(wake, max(upstream_due - now, 0.05))
-        if breaker.state == "open":
-            return Migrate("breaker_open")
         await asyncio.sleep(max(wake, 0.001))
 
 

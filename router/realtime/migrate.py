@@ -39,6 +39,10 @@ log = logging.getLogger("firsttoken.realtime")
 
 #: reasons that count against the old target (its breaker hears of them)
 FAILURES: frozenset[MigrationReason] = frozenset({"upstream_closed", "server_error"})
+#: moves made while the old upstream session still works (between responses)
+PROACTIVE: frozenset[MigrationReason] = frozenset({"max_upstream", "breaker_open"})
+#: after a proactive move found no target, the next try waits this long
+PROACTIVE_RETRY_S = 5.0
 #: a brand-new upstream session that fails during its replay: try another this often
 REPLAY_TRIES = 3
 RESPONSE_CREATE = '{"type":"response.create"}'
@@ -54,38 +58,25 @@ def reorder(
 
 
 async def migrate(session: Session, reason: MigrationReason) -> bool:
-    """Replace the session's leg. False when no target could take the session."""
+    """Replace the session's leg. False when the leg is dead and no target could take
+    the session; a proactive move that finds no target keeps the leg (True)."""
     old = session.leg
     started = session.clock()
     session.migrating = True
+    session.resumed.clear()
     try:
-        if reason in FAILURES:
-            old.hold.failed()
-        interrupted = session.response_id
-        if interrupted is not None:
-            await session.client.send(
-                failed_response_done(
-                    interrupted,
-                    "upstream_migrated",
-                    f"The upstream session ended ({reason}); the conversation continues on "
-                    "a new one.",
-                )
-            )
-        session.response_id = None
-        session.audio_item = None
-        waited = session.response_clock.done()
-        if waited is not None:
-            old.hold.no_audio(waited)
-        again = session.pending_create
-        if again is not None and again is session.holding:
-            again = None  # the client pump delivers it to the new leg itself
-        if again is None and interrupted is not None and session.limits.regenerate:
-            again = session.create_frame or RESPONSE_CREATE
-        new = await _open_and_replay(session, reason, old, again)
-        if new is None:
-            return False
+        if reason in PROACTIVE:
+            new = await _open_and_replay(session, reason, old, None)
+            if new is None:
+                session.proactive_after = session.clock() + PROACTIVE_RETRY_S
+                return True
+        else:
+            new = await _replace_dead_leg(session, reason, old)
+            if new is None:
+                return False
     finally:
         session.migrating = False
+        session.resumed.set()
     session.leg = new
     session.create_frame = None
     seconds = session.clock() - started
@@ -104,6 +95,32 @@ async def migrate(session: Session, reason: MigrationReason) -> bool:
     session.background.add(closing)
     closing.add_done_callback(session.background.discard)
     return True
+
+
+async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg) -> Leg | None:
+    """End what the dead upstream left open, then open and replay a new one."""
+    if reason in FAILURES:
+        old.hold.failed()
+    interrupted = session.response_id
+    if interrupted is not None:
+        await session.client.send(
+            failed_response_done(
+                interrupted,
+                "upstream_migrated",
+                f"The upstream session ended ({reason}); the conversation continues on a new one.",
+            )
+        )
+    session.response_id = None
+    session.audio_item = None
+    waited = session.response_clock.done()
+    if waited is not None:
+        old.hold.no_audio(waited)
+    again = session.pending_create
+    if again is not None and again is session.holding:
+        again = None  # the client pump delivers it to the new leg itself
+    if again is None and interrupted is not None and session.limits.regenerate:
+        again = session.create_frame or RESPONSE_CREATE
+    return await _open_and_replay(session, reason, old, again)
 
 
 async def _open_and_replay(

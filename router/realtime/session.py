@@ -115,6 +115,11 @@ class Session:
         self.migrating = False
         #: the client frame being delivered (a migration must not send it twice)
         self.holding: str | None = None
+        #: set except while a migration holds the client's frames
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        #: no proactive move (upstream age, breaker) before this time
+        self.proactive_after = 0.0
         #: acknowledgements of a replay, not relayed
         self.swallow_items: set[str] = set()
         self.swallow_session_updated = 0
@@ -226,7 +231,7 @@ class Session:
         while True:
             leg = self.leg
             if self.migrating:
-                await leg.replaced.wait()
+                await self.resumed.wait()
                 continue
             try:
                 await leg.conn.send(frame)

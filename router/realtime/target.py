@@ -129,15 +129,19 @@ async def open_leg(
     route: str,
     events: SessionEvents,
     now: float,
+    force: bool = False,
 ) -> Leg:
     """A session at the first candidate that opens one. Raises `NoTargetAvailable`
-    when none could be tried, `AllTargetsFailed` when all that were tried failed."""
+    when none could be tried, `AllTargetsFailed` when all that were tried failed.
+
+    `force` tries targets whose breaker would refuse: the last resort of a migration,
+    when keeping a live conversation is worth a probe more than the breaker allows."""
     failures: list[UpstreamError] = []
     for target in candidates:
         if not target.has_room:
             continue
         hold = Hold(target)
-        if not hold.admitted:
+        if not hold.admitted and not force:
             hold.release()
             continue
         try:

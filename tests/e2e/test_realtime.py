@@ -376,3 +376,16 @@ async def test_an_idle_session_is_closed_with_an_error(stack: Stack) -> None:
     finally:
         await stop_router(router)
     assert events[-1]["error"]["code"] == "session_idle_timeout" and code == 1000
+
+
+async def test_a_live_session_moves_even_when_every_breaker_is_open(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await until(conn, "session.created")
+        for name in ("rt-a", "rt-b"):  # as after many sessions failed at once
+            stack.router.router.runtime.signals[name].breaker.open_for(60)
+        await stack.a.drop(1011)
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert stack.b.records[-1].responses

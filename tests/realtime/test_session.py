@@ -167,3 +167,18 @@ async def test_an_old_upstream_is_replaced_between_responses(
         await asyncio.sleep(0.15)
     assert sent[-1]["response"]["status"] == "completed"  # not cut at 0.1 s
     assert run.events.migrations[0][:3] == ("a", "a", "max_upstream")
+
+
+async def test_a_proactive_move_with_nowhere_to_go_stays(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, _ = sims
+    ta = make_target("a", a)
+    async with running_session([ta]) as run:
+        await run.client.until("session.created")
+        ta.signals.breaker.record_failure()  # open: but there is no other target
+        await asyncio.sleep(0.7)
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+    assert sent[-1]["response"]["status"] == "completed"
+    assert run.events.migrations == [] and len(a.records) == 1
