@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
@@ -34,6 +35,7 @@ def config(a: RealtimeSim, b: RealtimeSim, extra_route: str = "") -> str:
     price = "{audio_input: 32, audio_output: 64, text_input: 4, text_output: 24, cached_input: 0.4}"
     return f"""
 auth:
+  admin_key_env: KEY_ADMIN
   keys:
     - {{name: voice, key_env: KEY_VOICE}}
     - {{name: limited, key_env: KEY_LIMITED, max_sessions: 1}}
@@ -51,6 +53,7 @@ routes:
 
 
 ENVIRON = {
+    "KEY_ADMIN": "sk-admin",
     "KEY_VOICE": KEY,
     "KEY_LIMITED": LIMITED,
     "KEY_TEXT": TEXT_ONLY,
@@ -108,6 +111,15 @@ async def raw_until(ws: Any, kind: str) -> list[dict[str, Any]]:
     return seen
 
 
+async def admin_targets(stack: Stack) -> dict[str, Any]:
+    def get() -> Any:
+        return httpx.get(
+            f"{stack.router.url}/admin/targets", headers={"authorization": "Bearer sk-admin"}
+        ).json()
+
+    return dict(await asyncio.to_thread(get))
+
+
 # -- sessions through the router ---------------------------------------------------------
 
 
@@ -117,6 +129,7 @@ async def test_openai_sdk_text_session(stack: Stack) -> None:
         await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
         await conn.response.create()
         events = await until(conn, "response.done")
+        admin = await admin_targets(stack)
     kinds = [e.type for e in events]
     assert kinds[0] == "session.created" and kinds[-1] == "response.done"
     assert kinds.index("response.created") < kinds.index("response.output_text.delta")
@@ -125,6 +138,10 @@ async def test_openai_sdk_text_session(stack: Stack) -> None:
     assert events[-1].response.status == "completed"
     record = stack.a.records[-1]
     assert record.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # never the client's
+    rt_a = next(t for t in admin["targets"] if t["name"] == "rt-a")
+    assert rt_a["kind"] == "realtime" and rt_a["in_flight"] == 1 and rt_a["ttft_samples"] == 0
+    assert rt_a["realtime"]["sessions"] == 1 and rt_a["realtime"]["connect_ms"] > 0
+    assert rt_a["price"]["audio_output"] == 64 and admin["realtime_sessions_open"] == 1
     labels = {"route": "voice", "target": "rt-a"}
     assert stack.metric("firsttoken_realtime_responses_total", status="completed", **labels) == 1
     assert stack.metric("firsttoken_realtime_cost_usd_total", **labels) > 0
