@@ -35,6 +35,7 @@ async def test_relay_passes_events_and_records_usage(sims: tuple[RealtimeSim, Re
     kinds = [e["type"] for e in sent]
     assert kinds.index("response.created") < kinds.index("response.output_audio.delta")
     assert run.events.ttfa and run.events.ttfa[0][0] == "a"
+    assert run.session.leg.target.signals.ttft_sketch.count == 1  # TTFA is what policies see
     (_, status, usage, cost) = run.events.responses[0]
     assert status == "completed" and usage is not None and usage.audio_output == 1 and cost > 0
     assert run.events.closed == [("a", "client_closed", cost)]
@@ -182,3 +183,18 @@ async def test_a_proactive_move_with_nowhere_to_go_stays(
         sent = await run.client.until("response.done")
     assert sent[-1]["response"]["status"] == "completed"
     assert run.events.migrations == [] and len(a.records) == 1
+
+
+async def test_a_server_error_migrates_and_is_not_relayed(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    a.set_fault(RealtimeFault("error_mid_response", after_deltas=1))
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done", 2)
+    assert sent[-1]["response"]["status_details"]["error"]["code"] == "upstream_migrated"
+    assert "error" not in run.client.types()
+    assert [m[:3] for m in run.events.migrations] == [("a", "b", "server_error")]
