@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import parse_qs
 
 from router.errors import (
@@ -32,6 +30,7 @@ from router.errors import (
     NoTargetAvailable,
     NotFound,
 )
+from router.gateway.asgi import Receive, Scope, Send
 from router.gateway.auth import Client
 from router.realtime.events import MigrationReason
 from router.realtime.migrate import PROACTIVE, reorder
@@ -41,11 +40,6 @@ from router.realtime.target import Leg, open_leg
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken.realtime")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 REALTIME_PATH = "/v1/realtime"
 SUBPROTOCOL = "realtime"

@@ -13,8 +13,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +30,7 @@ from router.errors import (
 )
 from router.gateway import realtime
 from router.gateway.admin import admin_view
+from router.gateway.asgi import Message, Receive, Scope, Send
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
 from router.runtime import Router
@@ -38,11 +38,6 @@ from router.turn.sink import Header
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",

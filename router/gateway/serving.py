@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from router.errors import NotFound, RequestTimeout
-from router.gateway.server import Message, Receive, Scope, Send, Server
+from router.gateway.asgi import Message, Receive, Scope, Send
+from router.gateway.server import Server
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken")

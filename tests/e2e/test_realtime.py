@@ -14,13 +14,12 @@ import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
-from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from tests.e2e.harness import RunningRouter, start_router, stop_router
-from tests.sim.test_realtime import silence, tone
+from tests.sim.test_realtime import silence, tone, until
 
 pytestmark = pytest.mark.anyio
 
@@ -91,16 +90,6 @@ async def stack() -> AsyncIterator[Stack]:
             yield Stack(a, b, router)
         finally:
             await stop_router(router)
-
-
-async def until(conn: AsyncRealtimeConnection, kind: str) -> list[Any]:
-    seen = []
-    async with asyncio.timeout(5):
-        async for event in conn:
-            seen.append(event)
-            if event.type == kind:
-                return seen
-    raise AssertionError(f"closed before {kind}")
 
 
 async def raw_until(ws: Any, kind: str) -> list[dict[str, Any]]:

@@ -1,19 +1,9 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from router.realtime.usage import RealtimeUsage
-
-
-@dataclass(frozen=True)
-class Price:
-    audio_input: float = 32.0
-    audio_output: float = 64.0
-    text_input: float = 4.0
-    text_output: float = 24.0
-    cached_input: float = 0.4
+from tests.realtime.harness import Price
 
 
 def test_cached_tokens_are_billed_once_at_the_cached_price() -> None:

@@ -42,10 +42,11 @@ async def sim() -> AsyncIterator[RealtimeSim]:
 async def until(conn: AsyncRealtimeConnection, kind: str) -> list[Any]:
     """Events up to and including the first of type `kind`."""
     seen = []
-    async for event in conn:
-        seen.append(event)
-        if event.type == kind:
-            return seen
+    async with asyncio.timeout(5):
+        async for event in conn:
+            seen.append(event)
+            if event.type == kind:
+                return seen
     raise AssertionError(f"closed before {kind}")
 
 
