@@ -131,6 +131,7 @@ async def test_openai_sdk_text_session(stack: Stack) -> None:
     assert rt_a["kind"] == "realtime" and rt_a["in_flight"] == 1 and rt_a["ttft_samples"] == 0
     assert rt_a["realtime"]["sessions"] == 1 and rt_a["realtime"]["connect_ms"] > 0
     assert rt_a["price"]["audio_output"] == 64 and admin["realtime_sessions_open"] == 1
+    assert rt_a["ratelimit_headroom"] < 0.9  # rate_limits.updated: half the tokens left
     labels = {"route": "voice", "target": "rt-a"}
     assert stack.metric("firsttoken_realtime_responses_total", status="completed", **labels) == 1
     assert stack.metric("firsttoken_realtime_cost_usd_total", **labels) > 0

@@ -198,3 +198,14 @@ async def test_a_server_error_migrates_and_is_not_relayed(
     assert first["response"]["status_details"]["error"]["code"] == "upstream_migrated"
     assert "error" not in run.client.types()
     assert [m[:3] for m in run.events.migrations] == [("a", "b", "server_error")]
+
+
+async def test_a_target_at_max_sessions_is_passed_over(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    targets = [make_target("a", a, max_sessions=1), make_target("b", b)]
+    async with running_session(targets) as first, running_session(targets) as second:
+        await first.client.until("session.created")
+        await second.client.until("session.created")
+        assert first.session.leg.target.name == "a" and second.session.leg.target.name == "b"
