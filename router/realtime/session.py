@@ -134,8 +134,9 @@ class Session:
         end = End("client_closed")
         client_task: asyncio.Task[End] | None = None
         try:
-            await self.client.send(self.leg.conn.created)
+            # before the first send: session_closed, in `finally`, pairs with it
             self.events.session_opened(self.route, self.leg.target.name, self.leg.conn.connect_s)
+            await self.client.send(self.leg.conn.created)
             client_task = asyncio.ensure_future(self._client_pump())
             while True:
                 outcome = await self._relay_leg(client_task)
