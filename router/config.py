@@ -4,9 +4,9 @@ Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
 check` can print all of them at once.
 
-Over 400 lines, kept whole: this is the schema of the policy file, every YAML key an
-SRE can write in one place and in the order of the file, with the loader that ties
-each error to its line; splitting it would scatter one contract over several files.
+It runs past 400 lines on purpose: the models of every block of a policy file sit
+next to the loader and the checks across blocks, so one module shows the whole
+schema (the realtime route blocks are `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pydantic import (
 
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
+from router.realtime.settings import MigrateSettings, SessionSettings
 
 
 class _Model(BaseModel):
@@ -59,6 +60,10 @@ class ClientKey(_Model):
     routes: tuple[str, ...] | None = None
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    #: realtime sessions this key may hold open at once
+    max_sessions: int | None = Field(None, gt=0)
+    #: minutes of realtime sessions this key may use in any 60 minutes
+    session_minutes: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _one_key(self) -> ClientKey:
@@ -75,8 +80,17 @@ class AuthConfig(_Model):
 
 
 class Price(_Model):
+    """US dollars per million tokens: `input/output_per_mtok` for text targets; by kind
+    of token for realtime targets (cached input tokens are billed once, at
+    `cached_input`; reasoning tokens are inside text output)."""
+
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    audio_input: float = Field(0.0, ge=0.0)
+    audio_output: float = Field(0.0, ge=0.0)
+    text_input: float = Field(0.0, ge=0.0)
+    text_output: float = Field(0.0, ge=0.0)
+    cached_input: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -98,7 +112,7 @@ class Timeouts(_Model):
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
 #: where a target's API key goes: `authorization: Bearer <key>`, or Azure's `api-key: <key>`
 AuthHeader = Literal["authorization", "api-key"]
 
@@ -149,7 +163,8 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
-    #: extra request headers (OpenAI-Organization, OpenRouter's HTTP-Referer, ...)
+    #: extra request headers (OpenAI-Organization, OpenRouter's HTTP-Referer, ...); for a
+    #: realtime target, of the WebSocket upgrade (the key goes in api_key_env)
     headers: dict[str, str] = Field(default_factory=dict)
     #: extra request headers whose values come from env vars: {Header-Name: ENV_VAR}
     headers_env: dict[str, str] = Field(default_factory=dict)
@@ -159,6 +174,8 @@ class TargetConfig(_Model):
     ca_file: str | None = None
     #: open connections to this target at most; past it turns wait up to `connect_s`
     max_connections: int = Field(512, ge=1)
+    #: realtime only: sessions the target may hold at once
+    max_sessions: int | None = Field(None, gt=0)
 
     @field_validator("headers")
     @classmethod
@@ -178,9 +195,9 @@ class TargetConfig(_Model):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("base_url must start with http(s):// (or ws(s):// for realtime)")
         return v.rstrip("/") if v else v
 
     def engine_metrics_url(self) -> str | None:
@@ -237,6 +254,9 @@ class RouteConfig(_Model):
     exploration: float = Field(0.02, ge=0.0, le=0.5)
     #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
     first_token_s: float | None = Field(None, gt=0.0)
+    #: realtime routes: a session's limits, and migration
+    session: SessionSettings = SessionSettings()
+    migrate: MigrateSettings = MigrateSettings()
 
 
 class SignalsConfig(_Model):
@@ -371,8 +391,10 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
         if t.name in seen:
             issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
         seen.add(t.name)
-        if t.kind in ("vllm", "openai") and t.base_url is None:
+        if t.kind in ("vllm", "openai", "realtime") and t.base_url is None:
             issue(("targets", i), f"a '{t.kind}' target needs base_url")
+        if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
+            issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
     route_names: set[str] = set()
     for i, r in enumerate(cfg.routes):
         if r.name in route_names:
@@ -383,6 +405,9 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
                 issue(("routes", i, "targets", j), f"unknown target '{name}'")
         if len(set(r.targets)) != len(r.targets):
             issue(("routes", i, "targets"), "a target is listed twice")
+        kinds = {cfg.target(n).kind == "realtime" for n in r.targets if n in seen}
+        if len(kinds) > 1:
+            issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
     if cfg.auth is not None:
         key_names: set[str] = set()
         for i, k in enumerate(cfg.auth.keys):

@@ -4,13 +4,9 @@
 reference that a reload swaps atomically: a turn takes the runtime once at its
 start and finishes on it, so streams in flight finish on the plan they began with.
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
-The upstreams a reload dropped close once the turns of the runtime they served
-are done (or after `server.drain_s`), counted in `firsttoken_upstream_pools`.
-
-Background tasks (engine scrapers, the retirer, Redis, SIGHUP) run guarded: one that
-dies logs why and takes the process down (`on_fatal`; `firsttoken serve` exits 1),
-rather than leaving a live process that never turns ready again. Reading a policy
-file and importing litellm run in a worker thread, off the event loop.
+The upstreams a reload dropped close once the turns of the runtime they served are
+done (or after `server.drain_s`). A background task that dies takes the process
+down (router/lifespan.py). Policy files and litellm load off the event loop.
 """
 
 from __future__ import annotations
@@ -21,27 +17,33 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 
 from router.clock import Clock
-from router.config import (
-    Config,
-    RouteConfig,
-    TargetConfig,
-    load_config,
-    missing_secrets,
+from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
+from router.errors import (
+    BadRequest,
+    ConfigError,
+    ConfigIssue,
+    Draining,
+    ModelNotFound,
+    NoTargetAvailable,
 )
-from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
+from router.lifespan import guarded, warm_up
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
+from router.realtime.service import RealtimeService
+from router.realtime.target import RealtimeTarget
+from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
@@ -56,8 +58,6 @@ from router.upstream.retiring import Retirer
 log = logging.getLogger("firsttoken")
 
 UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
-#: the longest a target's warm-up may hold back readiness
-WARM_UP_S = 10.0
 #: how often retiring upstreams are checked for turns still using them
 RETIRE_EVERY_S = 0.5
 
@@ -76,6 +76,7 @@ class Runtime:
     targets: Mapping[str, TargetRuntime]
     signals: SignalsRegistry
     auth: Authenticator
+    realtime: RealtimeService
     #: turns running on this runtime (a reload retires its upstreams when 0)
     active: int = field(default=0)
 
@@ -101,18 +102,24 @@ class Router:
         self.reload_on_sighup = False
         self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
+        #: the realtime sessions' metrics, on the same registry
+        self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
         self._retirer = Retirer(clock)
+        self._retiring_realtime: list[RealtimeTarget] = []
+        #: realtime sessions open (the gateway counts them)
+        self.active_sessions = 0
         #: called once if a background task dies (`firsttoken serve` exits 1); the
         #: reason is kept in `fatal`
         self.on_fatal: Callable[[str], None] | None = None
         self.fatal: str | None = None
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
         self._count_pools()
         #: cooldowns and global limits shared with the other replicas (Redis), if configured
         self.shared = SharedState(config.state, clock=clock) if config.state else None
@@ -132,6 +139,8 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
+            if t.kind == "realtime":
+                continue  # sessions, not turns: RealtimeService below
             old = previous.targets.get(t.name) if previous else None
             if old is not None and old.config == t and old.upstream not in self._retirer.closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
@@ -153,7 +162,10 @@ class Router:
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
-        return Runtime(config, routes, targets, signals, auth)
+        realtime = RealtimeService(
+            config, signals, self.environ, self.clock, previous.realtime if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime)
 
     def _count_pools(self) -> None:
         current = (t.upstream for t in self.runtime.targets.values())
@@ -177,7 +189,9 @@ class Router:
         dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
         self._retirer.retire(previous, dropped, config.server.drain_s)
         self._count_pools()
+        self._retiring_realtime.extend(self.runtime.realtime.retired)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
         log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
 
@@ -197,7 +211,7 @@ class Router:
         previous = self.runtime
         self.reload(config)
         kept = {id(t.upstream) for t in previous.targets.values()}
-        await self._warm_up(t for t in self.runtime.targets.values() if id(t.upstream) not in kept)
+        await warm_up(t for t in self.runtime.targets.values() if id(t.upstream) not in kept)
 
     async def _watch_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
@@ -240,6 +254,8 @@ class Router:
                 f"the model '{parsed.model}' does not exist; "
                 f"routes here: {', '.join(runtime.routes)}"
             )
+        if runtime.realtime.serves(route.config):
+            raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -302,6 +318,15 @@ class Router:
             )
         return result
 
+    # -- realtime sessions -------------------------------------------------------------
+
+    def plan_session(self, runtime: Runtime, route: RouteRuntime) -> list[RealtimeTarget]:
+        """A realtime route's targets, best first, by its policy (NoTargetAvailable)."""
+        plan = runtime.realtime.plan(route.config, route.policy, self.rng)
+        self.last_plans[route.config.name] = plan
+        self.metrics.decided(route.config.name, plan)
+        return runtime.realtime.ranked(plan)
+
     # -- lifespan ----------------------------------------------------------------------
 
     def engine_targets(self) -> Iterable[TargetConfig]:
@@ -315,37 +340,17 @@ class Router:
         for t in self.engine_targets():
             url = t.engine_metrics_url()
             assert url is not None
-            update = self.runtime.signals[t.name].engine_update
-            tg.start_soon(
-                self._guarded,
-                f"engine scraper of {t.name}",
-                engine.run,
-                client,
-                url,
-                interval,
-                update,
+            scrape = partial(
+                engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
             )
-        await self._warm_up(self.runtime.targets.values())
-        tg.start_soon(self._guarded, "upstream retirer", self._retire_loop)
+            tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
+        await warm_up(self.runtime.targets.values())
+        tg.start_soon(guarded, self.die, "upstream retirer", self._retire_loop)
         if self.shared is not None:
-            tg.start_soon(self._guarded, "shared state (Redis)", self.shared.run)
+            tg.start_soon(guarded, self.die, "shared state (Redis)", self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
-            tg.start_soon(self._guarded, "SIGHUP watcher", self._watch_sighup)
+            tg.start_soon(guarded, self.die, "SIGHUP watcher", self._watch_sighup)
         self.ready = True
-
-    async def _guarded(
-        self, name: str, fn: Callable[..., Awaitable[object]], *args: object
-    ) -> None:
-        """Run one background task; if it ever ends or dies, the process goes down."""
-        try:
-            await fn(*args)
-            reason = f"background task '{name}' ended"
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            log.critical("background task '%s' died", name, exc_info=exc)
-            reason = f"background task '{name}' died: {type(exc).__name__}: {exc}"
-        self.die(reason)
 
     def die(self, reason: str) -> None:
         """Stop being ready and ask the server to exit non-zero (Kubernetes restarts us)."""
@@ -357,17 +362,6 @@ class Router:
         if self.on_fatal is not None:
             self.on_fatal(reason)
 
-    async def _warm_up(self, targets: Iterable[TargetRuntime]) -> None:
-        """Pay each upstream's first-call cost (litellm: ~0.4 s) before traffic does."""
-        for t in targets:
-            with anyio.move_on_after(WARM_UP_S) as scope:
-                try:
-                    await t.upstream.warm_up()
-                except Exception as exc:  # a failed warm-up only costs the first turn
-                    log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
-            if scope.cancelled_caught:
-                log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
-
     async def _retire_loop(self) -> None:
         while True:
             await anyio.sleep(RETIRE_EVERY_S)
@@ -375,9 +369,15 @@ class Router:
 
     async def retire(self) -> None:
         """Close the upstreams of reloaded configs whose turns are done (or whose
-        `drain_s` passed: a turn still on them then sees its stream end in an error)."""
+        `drain_s` passed: a turn still on them then sees its stream end in an error),
+        and the realtime connectors of targets a reload dropped once idle."""
         if await self._retirer.sweep(t.upstream for t in self.runtime.targets.values()):
             self._count_pools()
+        live = [t for t in self._retiring_realtime if t.signals.in_flight.count]
+        for idle in self._retiring_realtime:
+            if idle not in live:
+                await idle.connector.aclose()
+        self._retiring_realtime = live
 
     async def aclose(self) -> None:
         self.ready = False
@@ -386,6 +386,9 @@ class Router:
                 await t.upstream.aclose()
             await self._retirer.aclose()
             self._count_pools()
+            await self.runtime.realtime.aclose()
+            for gone in self._retiring_realtime:
+                await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)
             if client is not None:
                 await client.aclose()

@@ -12,6 +12,7 @@ import pytest
 
 from router.config import parse_config
 from router.errors import ConfigError
+from router.lifespan import guarded
 from router.runtime import Router
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ async def test_a_background_task_that_dies_takes_the_process_down() -> None:
         raise RuntimeError("scraper bug")
 
     router.ready = True
-    await router._guarded("engine scraper of a", broken)
+    await guarded(router.die, "engine scraper of a", broken)
     assert router.ready is False
     assert router.fatal is not None and "scraper bug" in router.fatal
     assert reasons == [router.fatal]

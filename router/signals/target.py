@@ -39,8 +39,11 @@ from router.signals.inflight import InFlight
 from router.signals.ratelimit import LocalLimits, ProviderLimits
 from router.signals.ttft import DecayingQuantiles, Ewma, PeakEwma
 
+__all__ = ["Attempt", "TargetSignals"]  # Attempt lives in attempt.py; realtime imports it here
+
 #: forward-decay time constant and size of the TTFT quantile sketch: tail
 #: quantiles need more history than the EWMA's `ewma_tau_s`
+
 QUANTILE_TAU_S = 60.0
 QUANTILE_SIZE = 256
 
