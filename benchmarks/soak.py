@@ -52,7 +52,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
-from router.sim.replay import ReplayServer, load_recording
+from router.sim.replay import ReplayServer, load_recording, read_request
 
 ROOT = Path(__file__).resolve().parent.parent
 REASONING = ROOT / "tests/providers/recordings/vllm_reasoning.yaml"
@@ -103,12 +103,8 @@ class QuirkyServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = json.loads(await reader.readexactly(length) or b"{}")
+                _, _, raw = await read_request(reader)
+                body = json.loads(raw or b"{}")
                 marker = str(body.get("messages", [{}])[-1].get("content", ""))
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x.css>; rel=preload\r\n\r\n")

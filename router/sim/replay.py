@@ -116,6 +116,20 @@ def load_recording(path: str | Path) -> Recording:
     return Recording(str(data.get("description", "")), answers)
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 request off a raw connection: its request line, its headers (names
+    lower-cased) and its body (Content-Length). Raises IncompleteReadError at EOF."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return lines[0], headers, body
+
+
 @dataclass
 class Seen:
     """One request as the replay server received it."""
@@ -156,21 +170,12 @@ class ReplayServer:
         self._writers.add(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        name, value = line.split(":", 1)
-                        headers[name.strip().lower()] = value.strip()
-                raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                line, headers, raw = await read_request(reader)
                 try:
                     body = json.loads(raw) if raw else {}
                 except ValueError:
                     body = {}
-                self.requests.append(
-                    Seen(lines[0], headers, body if isinstance(body, dict) else {})
-                )
+                self.requests.append(Seen(line, headers, body if isinstance(body, dict) else {}))
                 answer = self.recording.answer_for(self.requests[-1].body)
                 if not await self._answer(writer, answer):
                     return

@@ -17,7 +17,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim.replay import ReplayServer, load_recording
-from tests.e2e.harness import LoopThread, MixedFleet, Startable, start_mixed_fleet, stop_mixed_fleet
+from tests.e2e.harness import (
+    LITELLM_FIRST_CALL_WARNINGS,
+    LoopThread,
+    MixedFleet,
+    Startable,
+    start_mixed_fleet,
+    stop_mixed_fleet,
+)
 
 RECORDINGS = Path(__file__).parent / "recordings"
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
@@ -27,18 +34,7 @@ KEY = "sk-provider-key-8c1f0e2d"
 #: a key mounted from a Kubernetes secret made from a file: a trailing newline
 ENVIRON = {"PROVIDER_KEY": KEY + "\n", "ORG_ID": " org-42 "}
 
-# litellm 1.106.2 leaves one coroutine of its Anthropic handler un-awaited on the first
-# call of a process (tests/e2e/test_hosted.py says more).
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:coroutine 'AnthropicChatCompletion.completion.<locals>.acompletion_dispatch'"
-        " was never awaited:RuntimeWarning"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <coroutine object AnthropicChatCompletion.completion"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = LITELLM_FIRST_CALL_WARNINGS
 
 
 def replay(name: str) -> ReplayServer:

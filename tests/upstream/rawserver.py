@@ -14,6 +14,8 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from router.sim.replay import read_request
+
 Answer = Callable[[bytes, asyncio.StreamWriter], Awaitable[None] | None]
 
 
@@ -43,12 +45,9 @@ class RawServer:
         self.writers.append(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                request = head + await reader.readexactly(length)
+                line, headers, body = await read_request(reader)
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                request = f"{line}\r\n{head}\r\n".encode("latin-1") + body
                 self.requests.append(request)
                 result = self.answer(request, writer)
                 if asyncio.iscoroutine(result):
