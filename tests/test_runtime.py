@@ -13,6 +13,7 @@ import pytest
 from router.config import parse_config
 from router.errors import ConfigError
 from router.lifespan import guarded
+from router.policy.base import RoutingRequest
 from router.runtime import Router
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +107,27 @@ async def test_a_reload_reads_the_file_off_the_event_loop(tmp_path: Any) -> None
         tg.cancel_scope.cancel()
     assert ticks > 1  # the loop kept turning while the file was read
     await router.aclose()
+
+
+def test_a_route_whose_slo_is_on_first_answer_is_planned_on_that_figure() -> None:
+    text = CONFIG.replace(
+        "  - {name: chat, targets: [a, b]}",
+        "  - {name: chat, targets: [a, b], slo: {ttft_ms: 500, on: first_answer}}\n"
+        "  - {name: fast, targets: [a, b], slo: {ttft_ms: 500}}",
+    )
+    router = Router(parse_config(text), environ={})
+    runtime = router.runtime
+    signals = runtime.signals["a"]
+    for _ in range(5):
+        with signals.begin(10) as attempt:
+            attempt.first_token(answer=False)  # reasoning; no answer yet
+            attempt.first_answer()
+
+    def samples(route: str) -> int:
+        request = RoutingRequest(route=route, endpoint="chat", prompt_tokens=10)
+        _, views = router.plan(runtime, runtime.routes[route], request)
+        return views["a"].ttft_samples
+
+    assert signals.answer_sketch.count == signals.ttft_sketch.count == 5
+    signals.answer_sketch.observe(1.0)  # one more answer than first tokens
+    assert (samples("chat"), samples("fast")) == (6, 5)

@@ -469,3 +469,18 @@ def test_a_unary_attempt_never_feeds_the_ttft_estimators(clock: FakeClock) -> No
         clock.advance(3.0)
         raise Cancelled  # the client left: a censored sample, if it were a stream
     assert signals.ttft_sketch.count == 0 and signals.answer_sketch.count == 0
+
+
+def test_a_view_on_first_answer_predicts_from_the_time_to_the_answer(clock: FakeClock) -> None:
+    signals = make(clock)
+    for _ in range(20):
+        with signals.begin(10) as a:
+            clock.advance(0.1)
+            a.first_token(answer=False)  # reasoning first
+            clock.advance(0.9)
+            a.first_answer()
+            a.finished(10, 5)
+    token, answer = signals.view("first_token"), signals.view("first_answer")
+    assert token.ttft_quantile(0.9) == pytest.approx(0.1, abs=0.02)
+    assert answer.ttft_quantile(0.9) == pytest.approx(1.0, abs=0.05)
+    assert answer.ttft_samples == 20
