@@ -232,30 +232,33 @@ class Turn:
         done = False
         guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
         total_s = primed.target.config.timeouts.total_s
-        # One deadline for the whole stream: one cancel scope, not one per chunk.
-        deadline = anyio.move_on_after(primed.started_at + total_s - self._clock())
+        # The whole stream's deadline, checked at each chunk (a cancel scope costs more
+        # than a turn's chunks do); a silent upstream meets its idle timeout first.
+        deadline_at = primed.started_at + total_s
+        late = False
         try:
-            with deadline:
-                block = framer.feed(b"")  # complete events that came with the first token
-                while True:
-                    if block:
-                        if not answered and sse.first_answer_in(block):
-                            answered = True
-                            self._first_answer(primed)
-                        done, events_seen = await self._forward(
-                            primed, block, keep_usage, sink, events_seen
-                        )
-                        if done:
-                            break
-                    asked = self._clock() if guard is not None else 0.0
-                    chunk = await anext(chunks, None)
-                    if chunk is None:
+            block = framer.feed(b"")  # complete events that came with the first token
+            while True:
+                if block:
+                    if not answered and sse.first_answer_in(block):
+                        answered = True
+                        self._first_answer(primed)
+                    done, events_seen = await self._forward(
+                        primed, block, keep_usage, sink, events_seen
+                    )
+                    if done:
                         break
-                    if guard is not None:
-                        waited = self._clock() - asked
-                        if guard.observe(waited):
-                            self._degraded(primed, waited)
-                    block = framer.feed(chunk)
+                asked = self._clock() if guard is not None else 0.0
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                now = self._clock()
+                if now > deadline_at:
+                    late = True
+                    break
+                if guard is not None and guard.observe(now - asked):
+                    self._degraded(primed, now - asked)
+                block = framer.feed(chunk)
         except UpstreamError as err:
             await self._interrupted(primed, sink, err, events_seen)
             return
@@ -263,11 +266,11 @@ class Turn:
             too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
             await self._interrupted(primed, sink, too_large, events_seen)
             return
-        if deadline.cancelled_caught:
-            late = UpstreamTimeout(
+        if late:
+            timeout = UpstreamTimeout(
                 f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
             )
-            await self._interrupted(primed, sink, late, events_seen)
+            await self._interrupted(primed, sink, timeout, events_seen)
             return
         if not done:
             cut_short = UpstreamProtocolError(f"{name}: stream ended without [DONE]", target=name)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from router.clock import Clock
@@ -36,9 +35,8 @@ _RETRY_IN = re.compile(rb"try again in ([0-9]+(?:\.[0-9]+)?)(ms|s)")
 #: the most of an error body that is read; the connection is closed after it
 MAX_ERROR_BODY_BYTES = 64 * 1024
 #: how long a finished stream may take to deliver its terminal chunk before its
-#: connection is closed rather than reused, and how much it may still send
+#: connection is closed rather than reused
 DRAIN_S = 0.05
-DRAIN_MAX_BYTES = 64 * 1024
 
 
 def retry_after_s(headers: Mapping[str, str], body: bytes, *, wall_now: float) -> float | None:
@@ -164,16 +162,20 @@ class OpenAIResponse:
             self._response.close()
 
     async def finish(self) -> None:
-        content = self._content
-        if not content.at_eof():
-            with anyio.move_on_after(DRAIN_S):
-                drained = 0
-                try:
-                    while drained <= DRAIN_MAX_BYTES and (chunk := await content.readany()):
-                        drained += len(chunk)
-                except ERRORS:
-                    pass  # closed below
-        await self.aclose()
+        if self._content.at_eof():
+            self._response.release()
+            return
+        # The terminal chunk is on its way; aiohttp hands the connection back to the
+        # pool when it comes (the response releases itself at EOF). If it has not come
+        # within DRAIN_S, close. Nothing waits here.
+        asyncio.get_running_loop().call_later(DRAIN_S, self._settle)
+
+    def _settle(self) -> None:
+        """Back to the pool if the body was read to its end, else closed (idempotent)."""
+        if self._content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 def _url(base_url: str, path: str) -> URL:

@@ -295,6 +295,7 @@ async def test_a_stream_that_ended_at_done_gives_its_connection_to_the_next_turn
             chunks = response.aiter_bytes()
             assert await anext(chunks) == b"data: [DONE]\n\n"
             await response.finish()  # the relay read [DONE] and stops reading
+            await asyncio.sleep(0.03)  # the next turn of a conversation comes later
         await up.aclose()
     assert server.connections == 1 and counts.reused == 2
 
