@@ -165,6 +165,7 @@ class HttpPool:
     ) -> aiohttp.ClientResponse:
         """Send the request; return once the final status and headers are in."""
         session = self._get_session()
+        _reused.set(False)
         for attempt in (1, 2):
             try:
                 return await session.post(

@@ -126,8 +126,7 @@ class OpenAIResponse:
                 ) from exc
             raise translate(exc, self._target, "stream") from exc
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._unwatch()
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         since = self._waiting_since
@@ -153,15 +152,22 @@ class OpenAIResponse:
             )
         return body
 
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def aclose(self) -> None:
         # An unread body means the caller gave up (cancel, hedge loser, a bound): drop
         # the connection so the target sees the disconnect and stops generating.
+        self._unwatch()
         if self._content.at_eof():
             self._response.release()
         else:
             self._response.close()
 
     async def finish(self) -> None:
+        self._unwatch()
         if self._content.at_eof():
             self._response.release()
             return
