@@ -348,3 +348,27 @@ async def test_a_redirect_is_an_upstream_error_tried_elsewhere() -> None:
         assert caught.value.upstream_status == 302 and caught.value.retryable
         assert len(server.requests) == 1  # not followed
         await up.aclose()
+
+
+async def test_closing_an_answer_twice_never_lets_two_turns_share_its_connection() -> None:
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        mine = request_id(request)
+        writer.write(SSE_HEAD)
+        await writer.drain()
+        await asyncio.sleep(0.02)  # both turns are in flight together
+        writer.write(chunked(b"data: " + mine + b"\n\n"))
+
+    async with serving(answer) as server:
+        up = upstream(f"http://127.0.0.1:{server.port}/v1")
+        response = await up.send(STREAM)
+        assert b"".join([c async for c in response.aiter_bytes()]) == b"data: \n\n"
+        for close in (response.finish, response.finish, response.aclose, response.aclose):
+            await close()
+
+        async def turn(name: str) -> bytes:
+            request = UpstreamRequest("chat", {}, stream=True, headers={"x-request-id": name})
+            return (await body_of(up, request))[1]
+
+        assert await asyncio.gather(turn("1"), turn("2")) == [b"data: 1\n\n", b"data: 2\n\n"]
+        await up.aclose()
+    assert server.connections == 2
