@@ -369,6 +369,7 @@ async def test_closing_an_answer_twice_never_lets_two_turns_share_its_connection
             request = UpstreamRequest("chat", {}, stream=True, headers={"x-request-id": name})
             return (await body_of(up, request))[1]
 
-        assert await asyncio.gather(turn("1"), turn("2")) == [b"data: 1\n\n", b"data: 2\n\n"]
+        one, two = await asyncio.gather(turn("1"), turn("2"))
+        assert (one, two) == (b"data: 1\n\n", b"data: 2\n\n")
         await up.aclose()
     assert server.connections == 2
