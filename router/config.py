@@ -1,33 +1,82 @@
-"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+"""Policy files: frozen pydantic models, validated with file:line errors.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once.
+check` can print all of them at once (the YAML side is `router.yamlfile`); the
+checks across fields (unknown targets, duplicate names) are here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
+from router.yamlfile import Path_, fmt_path, line_for, parse_yaml_model, read_text
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsConfig(_Model):
+    """The shape a request body may have. Checked before anything walks the body:
+    an answer over a limit is a 400 that costs the router next to nothing."""
+
+    #: the deepest nesting of JSON objects and arrays
+    max_depth: int = Field(64, ge=2, le=512)
+    #: messages in one chat request
+    max_messages: int = Field(2048, ge=1)
+    #: content parts (text, image, audio, ...) across all messages of one request
+    max_content_parts: int = Field(4096, ge=1)
+    #: bodies larger than this, or with more JSON values than `inline_values` (counted
+    #: from their commas and brackets), are parsed in a worker process, off the event loop
+    inline_bytes: int = Field(256 * 1024, ge=0)
+    inline_values: int = Field(4096, ge=0)
+    #: parse worker processes (bodies past the inline bounds), and how many such bodies
+    #: may wait for one before new ones get a 503
+    parse_workers: int = Field(1, ge=1, le=16)
+    parse_queue: int = Field(8, ge=1)
+
+
+class CorsConfig(_Model):
+    """Browser pages allowed to call the router (their `Origin`); every other page's
+    request is refused with a 403."""
+
+    #: exact origins (`https://app.example.com`), or "*" for any page (think twice)
+    allow_origins: tuple[str, ...] = Field(min_length=1)
+    #: request headers a page may send besides the CORS-safelisted ones
+    allow_headers: tuple[str, ...] = (
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "x-session-id",
+    )
+    #: how long a browser may cache a preflight answer
+    max_age_s: int = Field(600, ge=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or origin.endswith("/")
+            ):
+                raise ValueError(
+                    f"'{origin}' is not an origin: scheme://host[:port], no path, or '*'"
+                )
+        return tuple(o.lower() for o in v)
 
 
 class ServerConfig(_Model):
@@ -42,6 +91,28 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    limits: LimitsConfig = LimitsConfig()
+    #: Host header values served besides the bound address, localhost, 127.0.0.1 and
+    #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
+    #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or
+    #: "*" for any. Everything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: browser pages allowed to call the router; without it every request that carries
+    #: an Origin header is refused
+    cors: CorsConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            if not entry or any(c in entry for c in " ,;@") or entry.startswith("http"):
+                raise ValueError(f"'{entry}' is not a host name, *.suffix, IP network or '*'")
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"'{entry}' is not an IP network: {exc}") from None
+        return tuple(e.lower() for e in v)
 
 
 class ClientKey(_Model):
@@ -222,60 +293,12 @@ class Config(_Model):
 
 # -- loading ------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
-
-
-def _fmt_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
-    lines: dict[Path_, int] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*path, key))
-                lines[(*path, key)] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
-    if root is None:
-        return {}, lines
-    return walk(root, ()), lines
-
-
-def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
-    path = tuple(loc)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
 
 def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
-        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
     seen: set[str] = set()
     for i, t in enumerate(cfg.targets):
@@ -306,38 +329,6 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
     return issues
 
 
-def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
-    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
-    Returns the model and the line of every node, for checks made after it."""
-    data, lines = _compose(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
-    try:
-        return model.model_validate(data), lines
-    except ValidationError as exc:
-        issues = []
-        errors = exc.errors()
-        for err in errors:
-            loc = _data_loc(data, err["loc"])
-            if err["type"] == "too_short" and any(
-                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
-            ):
-                continue  # an item failed, so the tuple came out short: say it once
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
-            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
-        raise ConfigError(issues) from exc
-
-
-def read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-
-
 def parse_config(text: str, file: str = "<config>") -> Config:
     """Validate a policy file's text; raise ConfigError listing every problem."""
     cfg, lines = parse_yaml_model(Config, text, file)
@@ -345,29 +336,6 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     if issues:
         raise ConfigError(issues)
     return cfg
-
-
-def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
-    """pydantic's error location, as a path in the YAML: the tags it inserts for a
-    discriminated union (`policy.latency.quantile`) are not keys of the data."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        found, child = _child(node, part)
-        if found:
-            node = child
-        elif i < len(loc) - 1:
-            continue  # a union tag: not in the data
-        out.append(part)
-    return out
-
-
-def _child(node: Any, part: str | int) -> tuple[bool, Any]:
-    if isinstance(node, dict) and part in node:
-        return True, node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return True, node[part]
-    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

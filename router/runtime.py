@@ -44,6 +44,8 @@ log = logging.getLogger("firsttoken")
 UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
 #: the longest a target's warm-up may hold back readiness
 WARM_UP_S = 10.0
+#: how often the event loop's lag is sampled
+LOOP_LAG_INTERVAL_S = 0.05
 
 
 def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
@@ -197,6 +199,29 @@ class Router:
         self.metrics.decided(route.config.name, plan)
         return plan, views
 
+    def _route_for(self, runtime: Runtime, model: str, client: Client | None) -> RouteRuntime:
+        """The route a client names, or a 404 that lists only the routes it may use."""
+        route = runtime.routes.get(model)
+        if route is None:
+            usable = [name for name in runtime.routes if runtime.auth.may_use(client, name)]
+            raise ModelNotFound(
+                f"the model '{model[:200]}' does not exist; "
+                f"routes here: {', '.join(usable) or '(none for this key)'}"
+            )
+        return route
+
+    def precheck(self, model: str, client: Client | None) -> None:
+        """Before a body is walked: the route exists, and the client's key may use it
+        and has requests left (404, 403, 429)."""
+        runtime = self.runtime
+        self._route_for(runtime, model, client)
+        runtime.auth.precheck(client, model)
+
+    def models(self, client: Client | None) -> list[str]:
+        """The routes a client may use (all of them without keys)."""
+        runtime = self.runtime
+        return [name for name in runtime.routes if runtime.auth.may_use(client, name)]
+
     async def handle(
         self,
         parsed: ParsedRequest,
@@ -208,12 +233,7 @@ class Router:
         if self.draining:
             raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
-        route = runtime.routes.get(parsed.model)
-        if route is None:
-            raise ModelNotFound(
-                f"the model '{parsed.model}' does not exist; "
-                f"routes here: {', '.join(runtime.routes)}"
-            )
+        route = self._route_for(runtime, parsed.model, client)
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -279,7 +299,8 @@ class Router:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
     async def run_background(self, tg: TaskGroup) -> None:
-        """Start the engine scrapers (one per vLLM target) and the upstream retirer."""
+        """Start the engine scrapers (one per vLLM target), the upstream retirer and the
+        event loop's lag sampler."""
         interval = self.runtime.config.signals.engine_scrape_interval_s
         client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrape_client = client
@@ -291,6 +312,7 @@ class Router:
             )
         await self._warm_up(self.runtime.targets.values())
         tg.start_soon(self._retire_loop)
+        tg.start_soon(self._watch_loop_lag)
         if self.shared is not None:
             tg.start_soon(self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
@@ -307,6 +329,13 @@ class Router:
                     log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
             if scope.cancelled_caught:
                 log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
+
+    async def _watch_loop_lag(self) -> None:
+        """How late the loop wakes a sleeper: the router's own stalls, as a metric."""
+        while True:
+            asked = self.clock()
+            await anyio.sleep(LOOP_LAG_INTERVAL_S)
+            self.metrics.loop_lag_observed(max(0.0, self.clock() - asked - LOOP_LAG_INTERVAL_S))
 
     async def _retire_loop(self) -> None:
         # Upstreams dropped by a reload close once no stream uses them (bounded wait).
