@@ -105,9 +105,10 @@ class _Worker:
         )
         return cls(process)
 
-    async def call(self, job: bytes) -> tuple[bool, object]:
-        await self._stdin.send(frame(job))
-        await self._stdin.send(job)
+    async def call(self, job: bytes, raw: bytes) -> tuple[bool, object]:
+        for piece in (job, raw):
+            await self._stdin.send(frame(piece))
+            await self._stdin.send(piece)
         (size,) = HEADER.unpack(await self._stdout.receive_exactly(HEADER.size))
         answer: tuple[bool, object] = pickle.loads(await self._stdout.receive_exactly(size))
         return answer
@@ -165,10 +166,8 @@ class BodyParser:
         self._pending += 1
         self._parsed("worker")
         try:
-            job = pickle.dumps(
-                (endpoint, raw, session_header, limits), protocol=pickle.HIGHEST_PROTOCOL
-            )
-            ok, answer = await self._call(job, limits.parse_workers)
+            job = pickle.dumps((endpoint, session_header, limits), protocol=pickle.HIGHEST_PROTOCOL)
+            ok, answer = await self._call(job, raw, limits.parse_workers)
         finally:
             self._pending -= 1
         if not ok:
@@ -177,7 +176,7 @@ class BodyParser:
         assert isinstance(answer, ParsedRequest)
         return answer
 
-    async def _call(self, job: bytes, workers: int) -> tuple[bool, object]:
+    async def _call(self, job: bytes, raw: bytes, workers: int) -> tuple[bool, object]:
         while not self._idle and self._alive >= workers:
             await self._freed.wait()
         if self._idle:
@@ -190,7 +189,7 @@ class BodyParser:
                 self._release(None)
                 raise Overloaded("no parse worker could be started; retry") from exc
         try:
-            answer = await worker.call(job)
+            answer = await worker.call(job, raw)
         except BaseException as exc:  # dead, or cancelled mid-answer: its pipe is unusable
             self._release(None)
             await worker.aclose()

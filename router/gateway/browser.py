@@ -34,6 +34,8 @@ _LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
+#: Host verdicts remembered per guard
+_SEEN_HOSTS = 256
 #: bound to every address: no use as a Host value
 _UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 
@@ -115,9 +117,17 @@ class BrowserGuard:
     def __init__(self, server: ServerConfig, bound_host: str | None) -> None:
         self.hosts = HostPolicy.build(server.allowed_hosts, bound_host or server.host)
         self._cors: CorsConfig | None = server.cors
+        #: verdicts by Host value: a request pays a dict lookup, not an IP parse
+        self._seen: dict[str | None, bool] = {}
 
     def check_host(self, host: str | None) -> None:
-        if not self.hosts.allows(host):
+        allowed = self._seen.get(host)
+        if allowed is None:
+            allowed = self.hosts.allows(host)
+            if len(self._seen) >= _SEEN_HOSTS:  # any number of names may be tried
+                self._seen.clear()
+            self._seen[host] = allowed
+        if not allowed:
             raise HostNotAllowed(
                 "this Host is not served here; add it to server.allowed_hosts if it is yours"
             )

@@ -1,9 +1,10 @@
 """A parse worker: a child process that parses large request bodies for the router.
 
 Run as `python -m router.gateway.parse_worker` by `gateway.admission.BodyParser`,
-it reads jobs from stdin and writes answers to stdout, one at a time, each a
-4-byte big-endian length and a pickle: a job is `(endpoint, raw, session_header,
-limits)`, an answer `(True, ParsedRequest)` or `(False, FirstTokenError)`. The
+it reads jobs from stdin and writes answers to stdout, one at a time. Every piece
+is a 4-byte big-endian length and its bytes: a job is a pickle of `(endpoint,
+session_header, limits)` and then the raw body (sent as is, never copied into a
+pickle), an answer a pickle of `(True, ParsedRequest)` or `(False, FirstTokenError)`. The
 router's own child, over its own pipes: nothing else writes to them (stdout is
 moved to a private descriptor and `print` goes to stderr). It exits when stdin
 closes. It runs at a lower CPU priority than the router, whose event loop must
@@ -42,8 +43,8 @@ def _read(source: BinaryIO) -> bytes | None:
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
     """Answer jobs until `source` ends."""
-    while (job := _read(source)) is not None:
-        endpoint, raw, session_header, limits = pickle.loads(job)
+    while (job := _read(source)) is not None and (raw := _read(source)) is not None:
+        endpoint, session_header, limits = pickle.loads(job)
         answer: tuple[bool, object]
         try:
             answer = (True, parse_request(endpoint, raw, session_header, limits))
