@@ -211,8 +211,10 @@ class Router:
         return route
 
     def precheck(self, model: str, client: Client | None) -> None:
-        """Before a body is walked: the route exists, and the client's key may use it
-        and has requests left (404, 403, 429)."""
+        """Before a body is walked: the replica is not draining, the route exists, and
+        the client's key may use it and has requests left (503, 404, 403, 429)."""
+        if self.draining:
+            raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
         self._route_for(runtime, model, client)
         runtime.auth.precheck(client, model)
