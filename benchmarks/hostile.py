@@ -296,6 +296,8 @@ def run_phase(
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
+    out_path = work / f"loadgen-{time.monotonic_ns()}.out"
+    out = out_path.open("wb")
     loadgen = subprocess.Popen(
         [
             sys.executable,
@@ -311,7 +313,7 @@ def run_phase(
             "--duration",
             str(args.duration),
         ],
-        stdout=subprocess.PIPE,
+        stdout=out,  # a file: the result line is longer than a pipe's buffer
         cwd=ROOT,
     )
     rss_router = rss_workers = 0.0
@@ -323,13 +325,12 @@ def run_phase(
         with contextlib.suppress(OSError):
             opened |= {t for t, v in breaker_states(port).items() if t in HEALTHY and v > 0}
         time.sleep(0.2)
-    assert loadgen.stdout is not None
-    lines = loadgen.stdout.read().decode().splitlines()
-    load = json.loads(lines[-1])
+    out.close()
+    load = json.loads(out_path.read_text().splitlines()[-1])
     hostile_counts: dict[str, Any] = {}
     if hostile is not None:
-        out, _ = hostile.communicate(timeout=120)
-        hostile_counts = json.loads(out.decode().splitlines()[-1])
+        said, _ = hostile.communicate(timeout=120)
+        hostile_counts = json.loads(said.decode().splitlines()[-1])
     ttft = load["ttft_s"]
     return {
         "phase": name,
