@@ -13,8 +13,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,8 +31,10 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from router.gateway import realtime
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser
+from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.auth import Client
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
@@ -42,11 +43,6 @@ from router.turn.sink import Header
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
@@ -107,13 +103,6 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def _error_headers(err: FirstTokenError) -> list[Header]:
     if isinstance(err, ClientRateLimited) and err.retry_after_s is not None:
         return [(b"retry-after", str(max(1, round(err.retry_after_s))).encode())]
@@ -165,6 +154,10 @@ class Server:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            if await self._guard_websocket(scope, receive, send):
+                await realtime.serve(self.router, scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         arrived = self.router.clock()
@@ -184,6 +177,21 @@ class Server:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             with contextlib.suppress(Exception):  # the response may have started already
                 await self._error(send, FirstTokenError("internal error in the router"))
+
+    async def _guard_websocket(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """The Host and Origin checks for an upgrade: a page on another site must not
+        open a Realtime session (cross-site WebSocket hijacking) any more than a turn."""
+        try:
+            guard = self.guard()
+            guard.check_host(header(scope, b"host"))
+            guard.check_origin(header(scope, b"origin"))
+        except FirstTokenError as err:
+            if (await receive())["type"] == "websocket.connect":
+                self.router.metrics.rejected(err.status)
+                log.info("%s %s", err.status, err.message)
+                await realtime.refuse(send, err)
+            return False
+        return True
 
     async def _error(self, send: Send, err: FirstTokenError) -> None:
         self.router.metrics.rejected(err.status)

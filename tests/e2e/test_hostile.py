@@ -11,11 +11,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from router.sim.behaviour import Behaviour
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
@@ -211,3 +215,23 @@ def test_the_event_loop_lag_is_a_metric(fleet: Fleet) -> None:
     while lag_sum() - before < 0.25:
         assert time.monotonic() < deadline, "the stall did not show in the lag metric"
         time.sleep(0.05)
+
+
+async def refusal(url: str, **options: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(url, **options):
+            pass
+    response = info.value.response
+    return response.status_code, json.loads(response.body or b"{}")
+
+
+@pytest.mark.anyio
+async def test_a_page_on_another_site_cannot_open_a_realtime_session(fleet: Fleet) -> None:
+    """Cross-site WebSocket hijacking: browsers send their page's Origin on an upgrade."""
+    url = f"ws://127.0.0.1:{fleet.router.port}/v1/realtime?model=chat"
+    status, body = await refusal(url, origin=Origin("https://evil.example"))
+    assert (status, body["error"]["code"]) == (403, "origin_not_allowed")
+    # Past the guard (no Origin, or an allowed one) the endpoint itself answers.
+    for options in ({}, {"origin": Origin(APP)}):
+        status, body = await refusal(url, **options)
+        assert (status, body["error"]["code"]) == (404, "model_not_found")
