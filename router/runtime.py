@@ -33,6 +33,7 @@ from router.errors import (
 )
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
+from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
@@ -54,8 +55,6 @@ log = logging.getLogger("firsttoken")
 UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
 #: the longest a target's warm-up may hold back readiness
 WARM_UP_S = 10.0
-#: how often the event loop's lag is sampled
-LOOP_LAG_INTERVAL_S = 0.05
 
 
 def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
@@ -227,11 +226,8 @@ class Router:
         """The route a client names, or a 404 that lists only the routes it may use."""
         route = runtime.routes.get(model)
         if route is None:
-            usable = [name for name in runtime.routes if runtime.auth.may_use(client, name)]
-            raise ModelNotFound(
-                f"the model '{model[:200]}' does not exist; "
-                f"routes here: {', '.join(usable) or '(none for this key)'}"
-            )
+            usable = ", ".join(self.models(client, runtime)) or "(none for this key)"
+            raise ModelNotFound(f"the model '{model[:200]}' does not exist; routes here: {usable}")
         return route
 
     def precheck(self, model: str, client: Client | None) -> None:
@@ -243,9 +239,9 @@ class Router:
         self._route_for(runtime, model, client)
         runtime.auth.precheck(client, model)
 
-    def models(self, client: Client | None) -> list[str]:
+    def models(self, client: Client | None, runtime: Runtime | None = None) -> list[str]:
         """The routes a client may use (all of them without keys)."""
-        runtime = self.runtime
+        runtime = runtime or self.runtime
         return [name for name in runtime.routes if runtime.auth.may_use(client, name)]
 
     async def handle(
@@ -349,7 +345,7 @@ class Router:
             )
         await self._warm_up(self.runtime.targets.values())
         tg.start_soon(self._retire_loop)
-        tg.start_soon(self._watch_loop_lag)
+        tg.start_soon(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
         if self.shared is not None:
             tg.start_soon(self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
@@ -366,13 +362,6 @@ class Router:
                     log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
             if scope.cancelled_caught:
                 log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
-
-    async def _watch_loop_lag(self) -> None:
-        """How late the loop wakes a sleeper: the router's own stalls, as a metric."""
-        while True:
-            asked = self.clock()
-            await anyio.sleep(LOOP_LAG_INTERVAL_S)
-            self.metrics.loop_lag_observed(max(0.0, self.clock() - asked - LOOP_LAG_INTERVAL_S))
 
     async def _retire_loop(self) -> None:
         # Upstreams dropped by a reload close once no stream uses them (bounded wait).

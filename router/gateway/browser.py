@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from router.config import CorsConfig, ServerConfig
 from router.errors import HostNotAllowed, OriginNotAllowed, UnsupportedMediaType
+from router.gateway.asgi import Message, Send
 from router.turn.sink import Header
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,6 +150,17 @@ class BrowserGuard:
             (b"access-control-expose-headers", _EXPOSED),
             (b"vary", b"origin"),
         ]
+
+    def with_cors(self, send: Send, origin: str) -> Send:
+        """`send`, adding the CORS headers to every response head for `origin`."""
+        extra = self.cors_headers(origin)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return sending
 
     def preflight_headers(self, methods: Sequence[str]) -> list[Header]:
         """The answer to an allowed origin's OPTIONS, besides `cors_headers`."""

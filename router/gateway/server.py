@@ -109,8 +109,12 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
     if isinstance(err, NoTargetAvailable | Draining | Overloaded):
         return [(b"retry-after", b"1")]
     if isinstance(err, MethodNotAllowed) and err.allow:
-        return [(b"allow", ", ".join(err.allow).encode())]
+        return [_allow(err.allow)]
     return []
+
+
+def _allow(methods: Sequence[str]) -> Header:
+    return (b"allow", ", ".join(methods).encode())
 
 
 def _request_id(value: str | None) -> str | None:
@@ -118,17 +122,6 @@ def _request_id(value: str | None) -> str | None:
     if value and len(value) <= _REQUEST_ID_MAX and all("!" <= c <= "~" for c in value):
         return value
     return None
-
-
-def _with_headers(send: Send, extra: Sequence[Header]) -> Send:
-    """`send`, adding `extra` to the response head (CORS on an allowed origin's answers)."""
-
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *extra]}
-        await send(message)
-
-    return sending
 
 
 class Server:
@@ -166,7 +159,7 @@ class Server:
             guard.check_host(header(scope, b"host"))
             origin = guard.check_origin(header(scope, b"origin"))
             if origin is not None:
-                send = _with_headers(send, guard.cors_headers(origin))
+                send = guard.with_cors(send, origin)
             await self._dispatch(scope, receive, send, arrived=arrived, guard=guard, origin=origin)
         except ClientGone:
             return
@@ -254,7 +247,7 @@ class Server:
         if methods is None:
             raise NotFound(f"no endpoint {path}")
         if method == "OPTIONS":  # a CORS preflight (the origin passed), or a plain question
-            extra = guard.preflight_headers(methods) if origin else [(b"allow", _allow(methods))]
+            extra = guard.preflight_headers(methods) if origin else [_allow(methods)]
             await send({"type": "http.response.start", "status": 204, "headers": extra})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -395,7 +388,3 @@ class Server:
 
     async def _admin_targets(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(admin_view(self.router), default=str).encode(), b"application/json"
-
-
-def _allow(methods: Sequence[str]) -> bytes:
-    return ", ".join(methods).encode()
