@@ -1,27 +1,29 @@
-"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+"""Policy files: frozen pydantic models, and the checks of names across a file.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once.
+check` can print all of them at once (YAML and schema: `configfile.py`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.configfile import (
+    Path_,
+    did_you_mean,
+    fmt_path,
+    line_for,
+    load_data,
+    parse_yaml_model,
+    read_text,
+    sorted_issues,
+    validate,
 )
-
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 
@@ -222,152 +224,74 @@ class Config(_Model):
 
 # -- loading ------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
+
+def _named(items: Any) -> list[tuple[int, Any]]:
+    """(index, name) of each mapping in a YAML list, whatever else is wrong with it."""
+    if not isinstance(items, list):
+        return []
+    return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
-def _fmt_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
-    lines: dict[Path_, int] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*path, key))
-                lines[(*path, key)] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
-    if root is None:
-        return {}, lines
-    return walk(root, ()), lines
-
-
-def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
-    path = tuple(loc)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
-def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
+def _cross_references(
+    data: dict[str, Any], file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    """Names that must agree across the file, checked on the raw YAML so that they are
+    reported with the schema's problems in the same pass."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
-        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
-    seen: set[str] = set()
-    for i, t in enumerate(cfg.targets):
-        if t.name in seen:
-            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
-        seen.add(t.name)
-        if t.kind in ("vllm", "openai") and t.base_url is None:
-            issue(("targets", i), f"a '{t.kind}' target needs base_url")
-    route_names: set[str] = set()
-    for i, r in enumerate(cfg.routes):
-        if r.name in route_names:
-            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
-        route_names.add(r.name)
-        for j, name in enumerate(r.targets):
-            if name not in seen:
-                issue(("routes", i, "targets", j), f"unknown target '{name}'")
-        if len(set(r.targets)) != len(r.targets):
+    targets: list[str] = []
+    for i, name in _named(data.get("targets")):
+        target = data["targets"][i]
+        if isinstance(name, str) and name in targets:
+            issue(("targets", i, "name"), f"duplicate target name '{name}'")
+        if isinstance(name, str):
+            targets.append(name)
+        if target.get("kind") in ("vllm", "openai") and target.get("base_url") is None:
+            issue(("targets", i), f"a '{target['kind']}' target needs base_url")
+    routes: list[str] = []
+    for i, name in _named(data.get("routes")):
+        if isinstance(name, str) and name in routes:
+            issue(("routes", i, "name"), f"duplicate route name '{name}'")
+        if isinstance(name, str):
+            routes.append(name)
+        listed = data["routes"][i].get("targets")
+        if not isinstance(listed, list):
+            continue
+        for j, target_name in enumerate(listed):
+            if isinstance(target_name, str) and target_name not in targets:
+                hint = did_you_mean(target_name, targets)
+                issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
+        if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-    if cfg.auth is not None:
-        key_names: set[str] = set()
-        for i, k in enumerate(cfg.auth.keys):
-            if k.name in key_names:
-                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
-            key_names.add(k.name)
-            for j, route in enumerate(k.routes or ()):
-                if route not in route_names:
-                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    key_names: set[str] = set()
+    for i, name in _named(keys):
+        assert isinstance(keys, list)
+        if isinstance(name, str) and name in key_names:
+            issue(("auth", "keys", i, "name"), f"duplicate key name '{name}'")
+        if isinstance(name, str):
+            key_names.add(name)
+        allowed = keys[i].get("routes")
+        for j, route in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(route, str) and route not in routes:
+                hint = did_you_mean(route, routes)
+                issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'{hint}")
     return issues
 
 
-def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
-    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
-    Returns the model and the line of every node, for checks made after it."""
-    data, lines = _compose(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
-    try:
-        return model.model_validate(data), lines
-    except ValidationError as exc:
-        issues = []
-        errors = exc.errors()
-        for err in errors:
-            loc = _data_loc(data, err["loc"])
-            if err["type"] == "too_short" and any(
-                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
-            ):
-                continue  # an item failed, so the tuple came out short: say it once
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
-            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
-        raise ConfigError(issues) from exc
-
-
-def read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-
-
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
-    cfg, lines = parse_yaml_model(Config, text, file)
-    issues = _semantic_issues(cfg, file, lines)
-    if issues:
-        raise ConfigError(issues)
+    """Validate a policy file's text; raise ConfigError listing every problem (schema
+    and cross-references together, sorted by line)."""
+    data, lines, issues = load_data(text, file)
+    cfg, schema = validate(Config, data, lines, file)
+    issues += schema + _cross_references(data, file, lines)
+    if cfg is None or issues:
+        raise ConfigError(sorted_issues(issues))
     return cfg
-
-
-def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
-    """pydantic's error location, as a path in the YAML: the tags it inserts for a
-    discriminated union (`policy.latency.quantile`) are not keys of the data."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        found, child = _child(node, part)
-        if found:
-            node = child
-        elif i < len(loc) - 1:
-            continue  # a union tag: not in the data
-        out.append(part)
-    return out
-
-
-def _child(node: Any, part: str | int) -> tuple[bool, Any]:
-    if isinstance(node, dict) and part in node:
-        return True, node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return True, node[part]
-    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -385,3 +309,6 @@ def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
         for who, field, var in wanted
         if var and not environ.get(var)
     ]
+
+
+__all__ = ["parse_yaml_model", "read_text"]  # re-exported for router.sim.scenario
