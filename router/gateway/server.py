@@ -82,17 +82,9 @@ async def _respond(
     headers: Sequence[Header] = (),
     content_type: bytes = b"application/json",
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
+    head = [(b"content-type", content_type)] if content_type else []
+    head += [(b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -174,6 +166,7 @@ class Server:
             return
         getters: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
             "/v1/models": self._models,
+            "/health": self._health,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
@@ -283,6 +276,11 @@ class Server:
             for name in self.router.runtime.routes
         ]
         return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
+
+    async def _health(self) -> tuple[int, bytes, bytes]:
+        # vLLM's shape (200, no body, no content type): load tools that probe a vLLM
+        # server (guidellm) accept the router in its place.
+        return 200, b"", b""
 
     async def _healthz(self) -> tuple[int, bytes, bytes]:
         return 200, b'{"status": "ok"}', b"application/json"
