@@ -44,6 +44,9 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
+    #: `firsttoken.access`; off, the same line is logged at DEBUG
+    access_log: bool = False
 
 
 class ClientKey(_Model):

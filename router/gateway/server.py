@@ -32,6 +32,7 @@ from router.errors import (
 from router.gateway.admin import admin_view
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
+from router.logs import log_turn
 from router.runtime import Router
 from router.turn.sink import Header
 from router.upstream.base import Endpoint
@@ -250,13 +251,11 @@ class Server:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
-                log.debug(
-                    "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",
-                    result.route,
-                    result.target,
-                    result.outcome,
-                    result.attempts,
-                    (result.ttft_s or 0.0) * 1000,
+                log_turn(
+                    result,
+                    client=client.name if client else None,
+                    request_id=request_id,
+                    enabled=self.router.runtime.config.server.access_log,
                 )
         except FirstTokenError as err:
             if not sink.started:
