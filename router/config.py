@@ -168,6 +168,9 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
+    #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
+    response_model: Literal["upstream", "route"] = "upstream"
 
 
 class SignalsConfig(_Model):
