@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.tools.simulate import simulate
+    from router.tools.simulate import parse_map, simulate
 
     _quiet()
     try:
@@ -126,6 +126,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             out_dir=args.out,
             duration_s=args.duration,
             slo_ms=args.slo_ms,
+            mapping=parse_map(args.map),
             stream=sys.stdout,
         )
     except ConfigError as err:
@@ -187,6 +188,14 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=None,
         help="TTFT threshold for SLO attainment (default: the first policy's route SLO)",
+    )
+    simulate.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="TARGET=SERVER",
+        help="run a policy target on a scenario server of another name (repeatable); "
+        "by default each target runs on the server of its own name",
     )
     simulate.set_defaults(func=cmd_simulate)
 
