@@ -266,8 +266,14 @@ async def run_demo(
 
 
 def demo(
-    *, policy: str | None, duration_s: float, live: bool, port: int, stream: TextIO = sys.stdout
+    *,
+    policy: str | None,
+    duration_s: float,
+    live: bool,
+    port: int,
+    stream: TextIO | None = None,
 ) -> int:
+    stream = stream or sys.stdout  # looked up per call: a test may have replaced it
     path = find_policy(policy)
     # A pipe or a file gets no live view (rich would cut it at 80 columns): the plain
     # summary at the end is the whole output.
