@@ -57,15 +57,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler `setup_logging` installs (and replaces when called again)."""
+
+
 def setup_logging(level: str, fmt: LogFormat = "text", stream: TextIO | None = None) -> None:
-    """Configure the root logger once for the process (replacing earlier handlers)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Configure the root logger for the process; a second call replaces the first's
+    handler (and leaves any other alone, such as a test runner's)."""
+    handler = _Handler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())

@@ -95,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _quiet() -> None:
     # One log line per turn would drown the demo's view and simulate's table.
-    setup_logging("info")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("firsttoken", "uvicorn", "aiohttp", "httpx", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The simulators re-raise a reset from a hedge loser's closed connection and
