@@ -49,6 +49,7 @@ cleanup() {
   # TERM: a background job of a script ignores SIGINT
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$OUT" != "$WORK" ]; then rm -rf "$WORK"; fi  # the results went to --out
 }
 trap cleanup EXIT
 
