@@ -46,10 +46,12 @@ OUT=${OUT:-$WORK}
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
+  local code=$?
   # TERM: a background job of a script ignores SIGINT
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$OUT" != "$WORK" ]; then rm -rf "$WORK"; fi  # the results went to --out
+  # the results went to --out; on a failure the logs stay
+  if [ "$code" = 0 ] && [ "$OUT" != "$WORK" ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
