@@ -2,7 +2,8 @@
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once (YAML and schema: `configfile.py`).
+check` can print all of them at once (YAML and schema: `configfile.py`; the
+realtime route blocks: `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from router.configfile import (
 )
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
+from router.realtime.settings import MigrateSettings, SessionSettings
 
 
 class _Model(BaseModel):
@@ -59,6 +61,10 @@ class ClientKey(_Model):
     routes: tuple[str, ...] | None = None
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    #: realtime sessions this key may hold open at once
+    max_sessions: int | None = Field(None, gt=0)
+    #: minutes of realtime sessions this key may use in any 60 minutes
+    session_minutes: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _one_key(self) -> ClientKey:
@@ -75,8 +81,17 @@ class AuthConfig(_Model):
 
 
 class Price(_Model):
+    """US dollars per million tokens: `input/output_per_mtok` for text targets; by kind
+    of token for realtime targets (cached input tokens are billed once, at
+    `cached_input`; reasoning tokens are inside text output)."""
+
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    audio_input: float = Field(0.0, ge=0.0)
+    audio_output: float = Field(0.0, ge=0.0)
+    text_input: float = Field(0.0, ge=0.0)
+    text_output: float = Field(0.0, ge=0.0)
+    cached_input: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -95,7 +110,7 @@ class Timeouts(_Model):
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
 
 
 class TargetConfig(_Model):
@@ -116,12 +131,16 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
+    #: realtime only: extra headers of the upgrade (the key goes in api_key_env)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: realtime only: sessions the target may hold at once
+    max_sessions: int | None = Field(None, gt=0)
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("base_url must start with http(s):// (or ws(s):// for realtime)")
         return v.rstrip("/") if v else v
 
     def engine_metrics_url(self) -> str | None:
@@ -171,6 +190,9 @@ class RouteConfig(_Model):
     #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
     #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
     response_model: Literal["upstream", "route"] = "upstream"
+    #: realtime routes: a session's limits, and migration
+    session: SessionSettings = SessionSettings()
+    migrate: MigrateSettings = MigrateSettings()
 
 
 class SignalsConfig(_Model):
@@ -249,14 +271,19 @@ def _cross_references(
         issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
     targets: list[str] = []
+    realtime: dict[str, bool] = {}
     for i, name in _named(data.get("targets")):
         target = data["targets"][i]
+        kind, base_url = target.get("kind"), target.get("base_url")
         if isinstance(name, str) and name in targets:
             issue(("targets", i, "name"), f"duplicate target name '{name}'")
         if isinstance(name, str):
             targets.append(name)
-        if target.get("kind") in ("vllm", "openai") and target.get("base_url") is None:
-            issue(("targets", i), f"a '{target['kind']}' target needs base_url")
+            realtime[name] = kind == "realtime"
+        if kind in ("vllm", "openai", "realtime") and base_url is None:
+            issue(("targets", i), f"a '{kind}' target needs base_url")
+        if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
+            issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
     routes: list[str] = []
     for i, name in _named(data.get("routes")):
         if isinstance(name, str) and name in routes:
@@ -272,6 +299,8 @@ def _cross_references(
                 issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
         if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
+        if len({realtime[n] for n in listed if isinstance(n, str) and n in realtime}) > 1:
+            issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
     auth = data.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     key_names: set[str] = set()

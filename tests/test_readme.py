@@ -64,6 +64,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "benchmarks/routing.py --quick --duration 1 --only slo_cost+hedge --no-splits",
         "one policy for one second",
     ),
+    (
+        r"benchmarks/realtime\.py$",
+        "benchmarks/realtime.py --duration 0.5 --warmup 0.2 --concurrency 1 --peers '' "
+        "--migration-rounds 1 --migration-sessions 2",
+        "half a second at one concurrency, one migration round; no LiteLLM peer (exempt)",
+    ),
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",
