@@ -43,7 +43,8 @@ def policy(tmp_path: Path, engine: VllmSim, *, access_log: bool) -> Path:
 
 
 def serve_and_talk(path: Path, *args: str) -> list[str]:
-    """Serve, stream one turn and ask one unary, let the scraper run, stop: the log."""
+    """Serve, stream one turn, ask one unary and one of an unknown route, let the
+    scraper run, stop: the log."""
     served = Served(path, free_port(), *args, env={"LOGS_TEST_KEY": SECRET})
     try:
         served.wait_ready()
@@ -54,6 +55,8 @@ def serve_and_talk(path: Path, *args: str) -> list[str]:
         for _ in client.chat.completions.create(model="chat", messages=messages, stream=True):
             pass
         client.chat.completions.create(model="chat", messages=messages)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="chat-fats", messages=messages)
         client.close()
         time.sleep(0.5)  # ten more scrapes
         served.proc.send_signal(signal.SIGTERM)
@@ -72,7 +75,10 @@ def test_json_logs_one_line_per_turn_without_polling_or_the_key(
     records = [json.loads(line) for line in lines]  # every line, uvicorn's too, is JSON
     assert {"time", "level", "logger", "message"} <= set(records[0])
     turns = [r for r in records if r["logger"] == "firsttoken.access"]
-    assert len(turns) == 2, lines
+    assert len(turns) == 3, lines
+    refused = turns.pop()  # a turn that never reached a target has its line too
+    assert (refused["route"], refused["status"], refused["outcome"]) == ("chat-fats", 404, "error")
+    assert refused["target"] is None and refused["client"] == "voice-app"
     for turn in turns:
         assert turn["level"] == "info"
         assert (turn["route"], turn["target"], turn["outcome"]) == ("chat", "local", "ok")
@@ -92,7 +98,7 @@ def test_debug_shows_the_polling_and_each_turn(engine: VllmSim, tmp_path: Path) 
     text = "\n".join(lines)
     assert f"HTTP Request: GET {engine.url}/metrics" in text
     turns = [line for line in lines if " DEBUG firsttoken.server: turn route=chat" in line]
-    assert len(turns) == 2, text
+    assert len(turns) == 3, text
     assert "client=voice-app" in turns[0]
     assert "firsttoken.access" not in text
     assert SECRET not in text

@@ -36,6 +36,7 @@ from router.gateway.request import parse_request
 from router.logs import log_turn
 from router.runtime import Router
 from router.turn.sink import Header
+from router.turn.types import TurnResult
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
@@ -257,6 +258,13 @@ class Server:
                     enabled=self.router.runtime.config.server.access_log,
                 )
         except FirstTokenError as err:
+            log_turn(
+                TurnResult(route=parsed.model),
+                client=client.name if client else None,
+                request_id=request_id,
+                status=err.status,
+                enabled=self.router.runtime.config.server.access_log,
+            )
             if not sink.started:
                 await self._error(send, err)
             else:  # cannot happen before the commit point; say it loudly if it does
