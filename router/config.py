@@ -1,85 +1,38 @@
-"""Policy files: frozen pydantic models, validated with file:line errors.
+"""Policy files: frozen pydantic models, and the checks of names across a file.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once (the YAML side is `router.yamlfile`). The
-models of every block of a policy file sit next to the checks across blocks, so one
-module shows the whole schema (the realtime route blocks are
-`router/realtime/settings.py`).
+check` can print all of them at once (YAML and schema: `configfile.py`; the
+realtime route blocks: `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.configfile import (
+    Path_,
+    did_you_mean,
+    fmt_path,
+    line_for,
+    load_data,
+    parse_yaml_model,
+    read_text,
+    sorted_issues,
+    validate,
 )
-
 from router.errors import ConfigError, ConfigIssue
+from router.gateway.settings import CorsConfig, LimitsConfig, allowed_hosts
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
-from router.yamlfile import Path_, fmt_path, line_for, parse_yaml_model, read_text
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LimitsConfig(_Model):
-    """The shape a request body may have. Checked before anything walks the body:
-    an answer over a limit is a 400 that costs the router next to nothing."""
-
-    #: the deepest nesting of JSON objects and arrays
-    max_depth: int = Field(64, ge=2, le=512)
-    #: messages in one chat request
-    max_messages: int = Field(2048, ge=1)
-    #: content parts (text, image, audio, ...) across all messages of one request
-    max_content_parts: int = Field(4096, ge=1)
-    #: bodies larger than this, or with more JSON values than `inline_values` (counted
-    #: from their commas and brackets), are parsed in a worker process, off the event loop
-    inline_bytes: int = Field(256 * 1024, ge=0)
-    inline_values: int = Field(4096, ge=0)
-    #: parse worker processes (bodies past the inline bounds), and how many such bodies
-    #: may wait for one before new ones get a 503
-    parse_workers: int = Field(1, ge=1, le=16)
-    parse_queue: int = Field(8, ge=1)
-
-
-class CorsConfig(_Model):
-    """Browser pages allowed to call the router (their `Origin`); every other page's
-    request is refused with a 403."""
-
-    #: exact origins (`https://app.example.com`), or "*" for any page (think twice)
-    allow_origins: tuple[str, ...] = Field(min_length=1)
-    #: request headers a page may send besides the CORS-safelisted ones
-    allow_headers: tuple[str, ...] = (
-        "authorization",
-        "content-type",
-        "x-request-id",
-        "x-session-id",
-    )
-    #: how long a browser may cache a preflight answer
-    max_age_s: int = Field(600, ge=0)
-
-    @field_validator("allow_origins")
-    @classmethod
-    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in v:
-            if origin != "*" and (
-                not origin.startswith(("http://", "https://")) or origin.endswith("/")
-            ):
-                raise ValueError(
-                    f"'{origin}' is not an origin: scheme://host[:port], no path, or '*'"
-                )
-        return tuple(o.lower() for o in v)
 
 
 class ServerConfig(_Model):
@@ -94,6 +47,9 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
+    #: `firsttoken.access`; off, the same line is logged at DEBUG
+    access_log: bool = False
     limits: LimitsConfig = LimitsConfig()
     #: Host header values served besides the bound address, localhost, 127.0.0.1 and
     #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
@@ -107,15 +63,7 @@ class ServerConfig(_Model):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in v:
-            if not entry or any(c in entry for c in " ,;@") or entry.startswith("http"):
-                raise ValueError(f"'{entry}' is not a host name, *.suffix, IP network or '*'")
-            if "/" in entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"'{entry}' is not an IP network: {exc}") from None
-        return tuple(e.lower() for e in v)
+        return allowed_hosts(v)
 
 
 class ClientKey(_Model):
@@ -254,6 +202,9 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
+    #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
+    response_model: Literal["upstream", "route"] = "upstream"
     #: realtime routes: a session's limits, and migration
     session: SessionSettings = SessionSettings()
     migrate: MigrateSettings = MigrateSettings()
@@ -317,52 +268,79 @@ class Config(_Model):
 # -- loading ------------------------------------------------------------------------
 
 
-def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
+def _named(items: Any) -> list[tuple[int, Any]]:
+    """(index, name) of each mapping in a YAML list, whatever else is wrong with it."""
+    if not isinstance(items, list):
+        return []
+    return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _cross_references(
+    data: dict[str, Any], file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    """Names that must agree across the file, checked on the raw YAML so that they are
+    reported with the schema's problems in the same pass."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
         issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
-    seen: set[str] = set()
-    for i, t in enumerate(cfg.targets):
-        if t.name in seen:
-            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
-        seen.add(t.name)
-        if t.kind in ("vllm", "openai", "realtime") and t.base_url is None:
-            issue(("targets", i), f"a '{t.kind}' target needs base_url")
-        if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
+    targets: list[str] = []
+    realtime: dict[str, bool] = {}
+    for i, name in _named(data.get("targets")):
+        target = data["targets"][i]
+        kind, base_url = target.get("kind"), target.get("base_url")
+        if isinstance(name, str) and name in targets:
+            issue(("targets", i, "name"), f"duplicate target name '{name}'")
+        if isinstance(name, str):
+            targets.append(name)
+            realtime[name] = kind == "realtime"
+        if kind in ("vllm", "openai", "realtime") and base_url is None:
+            issue(("targets", i), f"a '{kind}' target needs base_url")
+        if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
             issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
-    route_names: set[str] = set()
-    for i, r in enumerate(cfg.routes):
-        if r.name in route_names:
-            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
-        route_names.add(r.name)
-        for j, name in enumerate(r.targets):
-            if name not in seen:
-                issue(("routes", i, "targets", j), f"unknown target '{name}'")
-        if len(set(r.targets)) != len(r.targets):
+    routes: list[str] = []
+    for i, name in _named(data.get("routes")):
+        if isinstance(name, str) and name in routes:
+            issue(("routes", i, "name"), f"duplicate route name '{name}'")
+        if isinstance(name, str):
+            routes.append(name)
+        listed = data["routes"][i].get("targets")
+        if not isinstance(listed, list):
+            continue
+        for j, target_name in enumerate(listed):
+            if isinstance(target_name, str) and target_name not in targets:
+                hint = did_you_mean(target_name, targets)
+                issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
+        if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-        kinds = {cfg.target(n).kind == "realtime" for n in r.targets if n in seen}
-        if len(kinds) > 1:
+        if len({realtime[n] for n in listed if isinstance(n, str) and n in realtime}) > 1:
             issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
-    if cfg.auth is not None:
-        key_names: set[str] = set()
-        for i, k in enumerate(cfg.auth.keys):
-            if k.name in key_names:
-                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
-            key_names.add(k.name)
-            for j, route in enumerate(k.routes or ()):
-                if route not in route_names:
-                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    key_names: set[str] = set()
+    for i, name in _named(keys):
+        assert isinstance(keys, list)
+        if isinstance(name, str) and name in key_names:
+            issue(("auth", "keys", i, "name"), f"duplicate key name '{name}'")
+        if isinstance(name, str):
+            key_names.add(name)
+        allowed = keys[i].get("routes")
+        for j, route in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(route, str) and route not in routes:
+                hint = did_you_mean(route, routes)
+                issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'{hint}")
     return issues
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
-    cfg, lines = parse_yaml_model(Config, text, file)
-    issues = _semantic_issues(cfg, file, lines)
-    if issues:
-        raise ConfigError(issues)
+    """Validate a policy file's text; raise ConfigError listing every problem (schema
+    and cross-references together, sorted by line)."""
+    data, lines, issues = load_data(text, file)
+    cfg, schema = validate(Config, data, lines, file)
+    issues += schema + _cross_references(data, file, lines)
+    if cfg is None or issues:
+        raise ConfigError(sorted_issues(issues))
     return cfg
 
 
@@ -381,3 +359,6 @@ def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
         for who, field, var in wanted
         if var and not environ.get(var)
     ]
+
+
+__all__ = ["parse_yaml_model", "read_text"]  # re-exported for router.sim.scenario

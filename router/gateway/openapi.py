@@ -299,6 +299,17 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
             "/v1/models": models,
+            "/health": {
+                "get": {
+                    "summary": "the process is alive, answered as vLLM does (200, empty body)",
+                    "responses": {
+                        "200": {"description": "OK"},
+                        "403": _error(_FORBIDDEN),
+                        "405": _error(_WRONG_METHOD),
+                    },
+                },
+                **_options(),
+            },
             "/healthz": _get("the process is alive", _ref("Status")),
             "/readyz": readyz,
             "/metrics": _get("Prometheus metrics", {"type": "string"}, "text/plain; version=0.0.4"),

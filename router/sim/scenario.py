@@ -31,10 +31,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from router.config import Price
+from router.config import Price, parse_yaml_model, read_text
 from router.sim.engine import EngineParams
 from router.sim.hosted import HostedParams
-from router.yamlfile import parse_yaml_model, read_text
 
 
 class _Model(BaseModel):
