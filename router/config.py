@@ -25,8 +25,8 @@ from router.configfile import (
     sorted_issues,
     validate,
 )
+from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
-from router.gateway.settings import CorsConfig, LimitsConfig, allowed_hosts
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
 

@@ -35,10 +35,10 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import router
+from router.edge import LimitsConfig
 from router.errors import FirstTokenError, Overloaded
 from router.gateway.parse_worker import HEADER, frame
 from router.gateway.request import ParsedRequest, decode, validate
-from router.gateway.settings import LimitsConfig
 from router.upstream.base import Endpoint
 from router.vocabulary import ParsePlace
 

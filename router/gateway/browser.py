@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from router.config import ServerConfig
+from router.edge import CorsConfig
 from router.errors import HostNotAllowed, OriginNotAllowed, UnsupportedMediaType
 from router.gateway.asgi import Message, Send
-from router.gateway.settings import CorsConfig
 from router.turn.sink import Header
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

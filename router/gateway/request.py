@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router.edge import LimitsConfig
 from router.errors import BadRequest
-from router.gateway.settings import LimitsConfig
 from router.upstream.base import Endpoint
 from router.upstream.body import ClientBody
 

@@ -304,17 +304,29 @@ class Server:
         runtime = self.router.runtime
         client = runtime.auth.client(headers.get("authorization"))
         raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
+        request_id = (
+            _request_id(headers.get("x-request-id")) or f"{self._id_prefix}-{next(self._ids)}"
+        )
+        who = client.name if client else None
+        access_log = runtime.config.server.access_log
+
+        def refused(route: str, err: FirstTokenError) -> None:  # a refused turn's log line
+            result = TurnResult(route=route)
+            log_turn(
+                result, client=who, request_id=request_id, status=err.status, enabled=access_log
+            )
 
         def precheck(model: str) -> None:
-            self.router.precheck(model, client)
+            try:
+                self.router.precheck(model, client)
+            except FirstTokenError as err:
+                refused(model, err)
+                raise
 
         parsed = await self.bodies.parse(
             endpoint, raw, headers.get("x-session-id"), runtime.config.server.limits, precheck
         )
         del raw  # a large body is held once, as the bytes to forward
-        request_id = (
-            _request_id(headers.get("x-request-id")) or f"{self._id_prefix}-{next(self._ids)}"
-        )
         sink = AsgiSink(send)
         gone = False
         # The client may leave at any time: a plain asyncio task waits for uvicorn's
@@ -339,20 +351,9 @@ class Server:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
-                log_turn(
-                    result,
-                    client=client.name if client else None,
-                    request_id=request_id,
-                    enabled=self.router.runtime.config.server.access_log,
-                )
+                log_turn(result, client=who, request_id=request_id, enabled=access_log)
         except FirstTokenError as err:
-            log_turn(
-                TurnResult(route=parsed.model),
-                client=client.name if client else None,
-                request_id=request_id,
-                status=err.status,
-                enabled=self.router.runtime.config.server.access_log,
-            )
+            refused(parsed.model, err)
             if not sink.started:
                 await self._error(send, err)
             else:  # cannot happen before the commit point; say it loudly if it does

@@ -291,6 +291,11 @@ def run(router: Router, host: str, port: int, log_level: str) -> None:
     gc.collect()
     gc.freeze()
     server_cfg = router.runtime.config.server
+    if host in ("0.0.0.0", "::") and not server_cfg.allowed_hosts:
+        log.warning(
+            "listening on every address, but only localhost and loopback Host values are "
+            "served: list the names (and the pod network) clients use in server.allowed_hosts"
+        )
     main = DrainingServer(
         _config(
             Server(router, reload=router.reload_from_file, bound_host=host),

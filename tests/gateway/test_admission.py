@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from router.edge import LimitsConfig
 from router.errors import BadRequest, ModelNotFound, Overloaded
 from router.gateway.admission import BodyParser, is_small, locate_model
-from router.gateway.settings import LimitsConfig
 from router.vocabulary import ParsePlace
 
 pytestmark = pytest.mark.anyio

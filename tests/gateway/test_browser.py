@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from router.config import ServerConfig
+from router.edge import CorsConfig
 from router.errors import HostNotAllowed, OriginNotAllowed, UnsupportedMediaType
 from router.gateway.browser import BrowserGuard, HostPolicy, host_name, require_json
-from router.gateway.settings import CorsConfig
 
 
 def test_host_names_lose_port_brackets_case_and_a_final_dot() -> None:

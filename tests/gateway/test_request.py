@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from router.edge import LimitsConfig
 from router.errors import BadRequest
 from router.gateway.request import DEFAULT_LIMITS, MAX_OUTPUT_TOKENS, parse_request
-from router.gateway.settings import LimitsConfig
 from router.upstream.base import Endpoint
 
 MESSAGES = [{"role": "user", "content": "Hello there, how are you today?"}]

@@ -1,4 +1,4 @@
-"""The YAML of the router's edge: request limits, the Host allow-list, CORS.
+"""The YAML of the router's edge (`server:` blocks): request limits, Host allow-list, CORS.
 
     server:
       limits: {max_messages: 2048, inline_bytes: 262144}
