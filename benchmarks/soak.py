@@ -413,7 +413,7 @@ class Run:
             if now >= next_reload and now > 0:
                 variant ^= 1
                 write_text(config, policy(urls, port, variant))
-                r = await client.post("/admin/reload")
+                r = await client.post("/admin/reload", json={})
                 reloads[str(r.status_code)] += 1
                 # the old config's pools are still open while its turns finish
                 after_reload.append(upstream_pools((await client.get("/metrics")).text))

@@ -1,35 +1,43 @@
-"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+"""Policy files: frozen pydantic models, and the checks of names across a file.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once.
-
-It runs past 400 lines on purpose: the models of every block of a policy file sit
-next to the loader and the checks across blocks, so one module shows the whole
-schema (the realtime route blocks are `router/realtime/settings.py`).
+check` can print all of them at once (YAML and schema: `configfile.py`; the
+realtime route blocks: `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.configfile import (
+    Path_,
+    did_you_mean,
+    fmt_path,
+    line_for,
+    load_data,
+    parse_yaml_model,
+    read_text,
+    sorted_issues,
+    validate,
 )
-
+from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
+from router.targetsettings import (
+    AuthHeader,
+    EnvHeaders,
+    StaticHeaders,
+    UpstreamConfig,
+    header_problem,
+    secret,
+)
+from router.vocabulary import SloOn
 
 
 class _Model(BaseModel):
@@ -48,6 +56,23 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
+    #: `firsttoken.access`; off, the same line is logged at DEBUG
+    access_log: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: Host header values served besides the bound address, localhost, 127.0.0.1 and
+    #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
+    #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or
+    #: "*" for any. Everything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: browser pages allowed to call the router; without it every request that carries
+    #: an Origin header is refused
+    cors: CorsConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return allowed_hosts(v)
 
 
 class ClientKey(_Model):
@@ -113,36 +138,6 @@ class Timeouts(_Model):
 
 
 TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
-#: where a target's API key goes: `authorization: Bearer <key>`, or Azure's `api-key: <key>`
-AuthHeader = Literal["authorization", "api-key"]
-
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-#: headers the router itself writes on every upstream request
-RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "content-type", "te", "upgrade"}
-)
-
-
-def invalid_header_value(value: str) -> str | None:
-    """Why `value` cannot be sent as an HTTP header value (RFC 9110 field-value), or None."""
-    if value != value.strip(" \t"):
-        return "it has leading or trailing whitespace"
-    for ch in value:
-        if ch in "\r\n\0":
-            return "it contains a line break or NUL"
-        if (ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F:
-            return "it contains a control character"
-        if ord(ch) > 0xFF:
-            return "it is not latin-1 text"
-    return None
-
-
-def _check_header_names(headers: Mapping[str, str]) -> None:
-    for name in headers:
-        if not _TOKEN.match(name):
-            raise ValueError(f"'{name}' is not a valid header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"the router sets '{name}' itself")
 
 
 class TargetConfig(_Model):
@@ -163,35 +158,17 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
-    #: extra request headers (OpenAI-Organization, OpenRouter's HTTP-Referer, ...); for a
-    #: realtime target, of the WebSocket upgrade (the key goes in api_key_env)
-    headers: dict[str, str] = Field(default_factory=dict)
-    #: extra request headers whose values come from env vars: {Header-Name: ENV_VAR}
-    headers_env: dict[str, str] = Field(default_factory=dict)
-    #: where the API key goes: `authorization` (Bearer) or `api-key` (Azure OpenAI)
+    #: extra headers {Name: value} and {Name: ENV_VAR}, and where the key goes
+    #: (router/targetsettings.py); for a realtime target, those of the upgrade
+    headers: StaticHeaders = Field(default_factory=dict)
+    headers_env: EnvHeaders = Field(default_factory=dict)
     auth_header: AuthHeader = "authorization"
-    #: a PEM bundle of CAs to verify the target's TLS certificate (default: the system's)
+    #: CAs that verify the target's TLS certificate (default: the system's), and the
+    #: pool's cap on open connections (past it a turn waits up to `connect_s`)
     ca_file: str | None = None
-    #: open connections to this target at most; past it turns wait up to `connect_s`
     max_connections: int = Field(512, ge=1)
     #: realtime only: sessions the target may hold at once
     max_sessions: int | None = Field(None, gt=0)
-
-    @field_validator("headers")
-    @classmethod
-    def _static_headers(cls, v: dict[str, str]) -> dict[str, str]:
-        _check_header_names(v)
-        for name, value in v.items():
-            why = invalid_header_value(value)
-            if why is not None:
-                raise ValueError(f"the value of header '{name}' is invalid: {why}")
-        return v
-
-    @field_validator("headers_env")
-    @classmethod
-    def _env_headers(cls, v: dict[str, str]) -> dict[str, str]:
-        _check_header_names(v)
-        return v
 
     @field_validator("base_url")
     @classmethod
@@ -208,11 +185,6 @@ class TargetConfig(_Model):
         assert self.base_url is not None
         root = self.base_url.removesuffix("/v1")
         return f"{root}/metrics"
-
-
-#: what a route's SLO measures: the first token of any kind (reasoning included), or
-#: the first answer token (content or a tool call)
-SloOn = Literal["first_token", "first_answer"]
 
 
 class Slo(_Model):
@@ -254,6 +226,9 @@ class RouteConfig(_Model):
     exploration: float = Field(0.02, ge=0.0, le=0.5)
     #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
     first_token_s: float | None = Field(None, gt=0.0)
+    #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
+    #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
+    response_model: Literal["upstream", "route"] = "upstream"
     #: realtime routes: a session's limits, and migration
     session: SessionSettings = SessionSettings()
     migrate: MigrateSettings = MigrateSettings()
@@ -270,20 +245,8 @@ class SignalsConfig(_Model):
     breaker_max_s: float = Field(60.0, gt=0.0)
     #: a target whose stream slowed to a trickle is avoided this long
     degraded_cooldown_s: float = Field(5.0, ge=0.0)
-    #: the longest a target is benched for a Retry-After or a peer's cooldown
+    #: and the longest a Retry-After or a peer's cooldown benches a target
     max_cooldown_s: float = Field(300.0, gt=0.0)
-
-
-class UpstreamConfig(_Model):
-    """Bounds on what the router reads from any target."""
-
-    #: the largest SSE event (a stream past it fails over before the first token, or
-    #: ends with an error event after it)
-    max_event_bytes: int = Field(1024 * 1024, ge=1024)
-    #: the largest non-streamed answer
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    #: idle keep-alive connections are closed after this long
-    keepalive_s: float = Field(30.0, gt=0.0)
 
 
 class StateConfig(_Model):
@@ -331,181 +294,93 @@ class Config(_Model):
 
 # -- loading ------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
+
+def _named(items: Any) -> list[tuple[int, Any]]:
+    """(index, name) of each mapping in a YAML list, whatever else is wrong with it."""
+    if not isinstance(items, list):
+        return []
+    return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
-def _fmt_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
-    lines: dict[Path_, int] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*path, key))
-                lines[(*path, key)] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
-    if root is None:
-        return {}, lines
-    return walk(root, ()), lines
-
-
-def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
-    path = tuple(loc)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
-def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
+def _cross_references(
+    data: dict[str, Any], file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    """Names that must agree across the file, checked on the raw YAML so that they are
+    reported with the schema's problems in the same pass."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
-        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
-    seen: set[str] = set()
-    for i, t in enumerate(cfg.targets):
-        if t.name in seen:
-            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
-        seen.add(t.name)
-        if t.kind in ("vllm", "openai", "realtime") and t.base_url is None:
-            issue(("targets", i), f"a '{t.kind}' target needs base_url")
-        if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
+    targets: list[str] = []
+    realtime: dict[str, bool] = {}
+    for i, name in _named(data.get("targets")):
+        target = data["targets"][i]
+        kind, base_url = target.get("kind"), target.get("base_url")
+        if isinstance(name, str) and name in targets:
+            issue(("targets", i, "name"), f"duplicate target name '{name}'")
+        if isinstance(name, str):
+            targets.append(name)
+            realtime[name] = kind == "realtime"
+        if kind in ("vllm", "openai", "realtime") and base_url is None:
+            issue(("targets", i), f"a '{kind}' target needs base_url")
+        if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
             issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
-    route_names: set[str] = set()
-    for i, r in enumerate(cfg.routes):
-        if r.name in route_names:
-            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
-        route_names.add(r.name)
-        for j, name in enumerate(r.targets):
-            if name not in seen:
-                issue(("routes", i, "targets", j), f"unknown target '{name}'")
-        if len(set(r.targets)) != len(r.targets):
+    routes: list[str] = []
+    for i, name in _named(data.get("routes")):
+        if isinstance(name, str) and name in routes:
+            issue(("routes", i, "name"), f"duplicate route name '{name}'")
+        if isinstance(name, str):
+            routes.append(name)
+        listed = data["routes"][i].get("targets")
+        if not isinstance(listed, list):
+            continue
+        for j, target_name in enumerate(listed):
+            if isinstance(target_name, str) and target_name not in targets:
+                hint = did_you_mean(target_name, targets)
+                issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
+        if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-        kinds = {cfg.target(n).kind == "realtime" for n in r.targets if n in seen}
-        if len(kinds) > 1:
+        if len({realtime[n] for n in listed if isinstance(n, str) and n in realtime}) > 1:
             issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
-    if cfg.auth is not None:
-        key_names: set[str] = set()
-        for i, k in enumerate(cfg.auth.keys):
-            if k.name in key_names:
-                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
-            key_names.add(k.name)
-            for j, route in enumerate(k.routes or ()):
-                if route not in route_names:
-                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    key_names: set[str] = set()
+    for i, name in _named(keys):
+        assert isinstance(keys, list)
+        if isinstance(name, str) and name in key_names:
+            issue(("auth", "keys", i, "name"), f"duplicate key name '{name}'")
+        if isinstance(name, str):
+            key_names.add(name)
+        allowed = keys[i].get("routes")
+        for j, route in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(route, str) and route not in routes:
+                hint = did_you_mean(route, routes)
+                issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'{hint}")
     return issues
 
 
-def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
-    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
-    Returns the model and the line of every node, for checks made after it."""
-    data, lines = _compose(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
-    try:
-        return model.model_validate(data), lines
-    except ValidationError as exc:
-        issues = []
-        errors = exc.errors()
-        for err in errors:
-            loc = _data_loc(data, err["loc"])
-            if err["type"] == "too_short" and any(
-                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
-            ):
-                continue  # an item failed, so the tuple came out short: say it once
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
-            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
-        raise ConfigError(issues) from exc
-
-
-def read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-
-
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
-    cfg, lines = parse_yaml_model(Config, text, file)
-    issues = _semantic_issues(cfg, file, lines)
-    if issues:
-        raise ConfigError(issues)
+    """Validate a policy file's text; raise ConfigError listing every problem (schema
+    and cross-references together, sorted by line)."""
+    data, lines, issues = load_data(text, file)
+    cfg, schema = validate(Config, data, lines, file)
+    issues += schema + _cross_references(data, file, lines)
+    if cfg is None or issues:
+        raise ConfigError(sorted_issues(issues))
     return cfg
-
-
-def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
-    """pydantic's error location, as a path in the YAML: the tags it inserts for a
-    discriminated union (`policy.latency.quantile`) are not keys of the data."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        found, child = _child(node, part)
-        if found:
-            node = child
-        elif i < len(loc) - 1:
-            continue  # a union tag: not in the data
-        out.append(part)
-    return out
-
-
-def _child(node: Any, part: str | int) -> tuple[bool, Any]:
-    if isinstance(node, dict) and part in node:
-        return True, node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return True, node[part]
-    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(read_text(path), str(path))
 
 
-def secret(environ: Mapping[str, str], var: str | None) -> str | None:
-    """An env var's value with surrounding whitespace removed (a key file mounted from
-    a Kubernetes secret often ends in a newline); None if unset or empty."""
-    if not var:
-        return None
-    value = environ.get(var, "").strip()
-    return value or None
-
-
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
     """Messages for every secret's env var that is unset, and every target secret that
     cannot be sent as a header value even after stripping whitespace (never the value)."""
     wanted = [(f"target '{t.name}'", "api_key_env", t.api_key_env) for t in cfg.targets]
-    wanted += [
-        (f"target '{t.name}'", f"headers_env.{name}", var)
-        for t in cfg.targets
-        for name, var in t.headers_env.items()
-    ]
+    targets = ((f"target '{t.name}'", t.headers_env.items()) for t in cfg.targets)
+    wanted += [(who, f"headers_env.{name}", var) for who, env in targets for name, var in env]
     if cfg.auth is not None:
         wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
         wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
@@ -515,12 +390,10 @@ def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
         if var and not secret(environ, var)
     ]
     for who, field, var in wanted:
-        value = secret(environ, var)
-        if value is None or not field.startswith(("api_key_env", "headers_env")):
-            continue
-        why = invalid_header_value(value)
-        if why is not None:
-            problems.append(
-                f"{who}: environment variable {var} ({field}) cannot be sent as a header: {why}"
-            )
+        if var and field.startswith(("api_key_env", "headers_env")):
+            problem = header_problem(who, field, var, environ)
+            problems += [problem] if problem else []
     return problems
+
+
+__all__ = ["SloOn", "UpstreamConfig", "parse_yaml_model", "read_text"]  # re-exported

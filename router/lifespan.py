@@ -44,3 +44,10 @@ async def warm_up(targets: Iterable[TargetRuntime]) -> None:
                 log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
         if scope.cancelled_caught:
             log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
+
+
+async def every(interval_s: float, fn: Callable[[], Awaitable[object]]) -> None:
+    """`fn()` every `interval_s`, forever."""
+    while True:
+        await anyio.sleep(interval_s)
+        await fn()

@@ -4,9 +4,8 @@
 reference that a reload swaps atomically: a turn takes the runtime once at its
 start and finishes on it, so streams in flight finish on the plan they began with.
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
-The upstreams a reload dropped close once the turns of the runtime they served are
-done (or after `server.drain_s`). A background task that dies takes the process
-down (router/lifespan.py). Policy files and litellm load off the event loop.
+A reload's dropped upstreams close once its turns are done (router/upstream/
+retiring.py); a dead background task takes the process down (router/lifespan.py).
 """
 
 from __future__ import annotations
@@ -37,7 +36,8 @@ from router.errors import (
 )
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
-from router.lifespan import guarded, warm_up
+from router.lifespan import every, guarded, warm_up
+from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
@@ -58,8 +58,7 @@ from router.upstream.retiring import Retirer
 log = logging.getLogger("firsttoken")
 
 UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
-#: how often retiring upstreams are checked for turns still using them
-RETIRE_EVERY_S = 0.5
+RETIRE_EVERY_S = 0.5  # how often retiring upstreams are checked for turns on them
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +108,17 @@ class Router:
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
-        self._retirer = Retirer(clock)
+        self._retirer = Retirer(clock, self._upstreams, self.metrics.upstream_pools.set)
         self._retiring_realtime: list[RealtimeTarget] = []
         #: realtime sessions open (the gateway counts them)
         self.active_sessions = 0
-        #: called once if a background task dies (`firsttoken serve` exits 1); the
-        #: reason is kept in `fatal`
+        #: called once, with the reason kept in `fatal`, if a background task dies
         self.on_fatal: Callable[[str], None] | None = None
         self.fatal: str | None = None
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
-        self._count_pools()
+        self._retirer.count()
         #: cooldowns and global limits shared with the other replicas (Redis), if configured
         self.shared = SharedState(config.state, clock=clock) if config.state else None
         if self.shared is not None:
@@ -145,8 +143,8 @@ class Router:
             if old is not None and old.config == t and old.upstream not in self._retirer.closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
             else:
-                counter = self.metrics.connection_counter(t.name)
-                upstream = self._upstream_factory(t, setup_for(config, t, self.environ, counter))
+                setup = setup_for(config, t, self.environ, self.metrics.connection_counter(t.name))
+                upstream = self._upstream_factory(t, setup)
             targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
         routes = {}
         for r in config.routes:
@@ -167,10 +165,6 @@ class Router:
         )
         return Runtime(config, routes, targets, signals, auth, realtime)
 
-    def _count_pools(self) -> None:
-        current = (t.upstream for t in self.runtime.targets.values())
-        self.metrics.upstream_pools.set(self._retirer.count(current))
-
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
         previous = self.runtime
@@ -188,7 +182,6 @@ class Router:
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
         self._retirer.retire(previous, dropped, config.server.drain_s)
-        self._count_pools()
         self._retiring_realtime.extend(self.runtime.realtime.retired)
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
@@ -200,7 +193,6 @@ class Router:
         if self.config_path is None:
             raise ConfigError([ConfigIssue("<config>", None, "", "no policy file to reload")])
         try:
-            # Off the event loop: a large file, and litellm's import, take a while.
             config = await anyio.to_thread.run_sync(load_config, self.config_path)
             if any(t.kind == "litellm" for t in config.targets):
                 await anyio.to_thread.run_sync(import_litellm_upstream)
@@ -228,14 +220,35 @@ class Router:
     def plan(
         self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
     ) -> tuple[Plan, dict[str, TargetView]]:
-        slo = route.config.slo
-        on = slo.on if slo is not None else "first_token"
+        on = route.config.slo.on if route.config.slo is not None else "first_token"
         views = {name: runtime.targets[name].signals.view(on) for name in route.config.targets}
         ctx = PlanContext(rng=self.rng, slo=route.config.slo, exploration=route.config.exploration)
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
         self.last_plans[route.config.name] = plan
         self.metrics.decided(route.config.name, plan)
         return plan, views
+
+    def _route_for(self, runtime: Runtime, model: str, client: Client | None) -> RouteRuntime:
+        """The route a client names, or a 404 that lists only the routes it may use."""
+        route = runtime.routes.get(model)
+        if route is None:
+            usable = ", ".join(self.models(client, runtime)) or "(none for this key)"
+            raise ModelNotFound(f"the model '{model[:200]}' does not exist; routes here: {usable}")
+        return route
+
+    def precheck(self, model: str, client: Client | None) -> None:
+        """Before a body is walked: the replica is not draining, the route exists, and
+        the client's key may use it and has requests left (503, 404, 403, 429)."""
+        if self.draining:
+            raise Draining("this replica is shutting down; retry on another")
+        runtime = self.runtime
+        self._route_for(runtime, model, client)
+        runtime.auth.precheck(client, model)
+
+    def models(self, client: Client | None, runtime: Runtime | None = None) -> list[str]:
+        """The routes a client may use (all of them without keys)."""
+        runtime = runtime or self.runtime
+        return [name for name in runtime.routes if runtime.auth.may_use(client, name)]
 
     async def handle(
         self,
@@ -248,12 +261,7 @@ class Router:
         if self.draining:
             raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
-        route = runtime.routes.get(parsed.model)
-        if route is None:
-            raise ModelNotFound(
-                f"the model '{parsed.model}' does not exist; "
-                f"routes here: {', '.join(runtime.routes)}"
-            )
+        route = self._route_for(runtime, parsed.model, client)
         if runtime.realtime.serves(route.config):
             raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
         affinity_target = None
@@ -333,19 +341,20 @@ class Router:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
     async def run_background(self, tg: TaskGroup) -> None:
-        """Start the engine scrapers (one per vLLM target) and the upstream retirer."""
+        """Start the engine scrapers, the upstream retirer and the loop's lag sampler."""
         interval = self.runtime.config.signals.engine_scrape_interval_s
         client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrape_client = client
         for t in self.engine_targets():
             url = t.engine_metrics_url()
             assert url is not None
-            scrape = partial(
-                engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
-            )
+            update = self.runtime.signals[t.name].engine_update
+            scrape = partial(engine.run, client, url, interval, update)
             tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
         await warm_up(self.runtime.targets.values())
-        tg.start_soon(guarded, self.die, "upstream retirer", self._retire_loop)
+        tg.start_soon(guarded, self.die, "upstream retirer", every, RETIRE_EVERY_S, self.retire)
+        lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
+        tg.start_soon(guarded, self.die, "event-loop lag sampler", lag)
         if self.shared is not None:
             tg.start_soon(guarded, self.die, "shared state (Redis)", self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
@@ -362,17 +371,12 @@ class Router:
         if self.on_fatal is not None:
             self.on_fatal(reason)
 
-    async def _retire_loop(self) -> None:
-        while True:
-            await anyio.sleep(RETIRE_EVERY_S)
-            await self.retire()
+    def _upstreams(self) -> Iterable[Upstream]:
+        return (t.upstream for t in self.runtime.targets.values())
 
     async def retire(self) -> None:
-        """Close the upstreams of reloaded configs whose turns are done (or whose
-        `drain_s` passed: a turn still on them then sees its stream end in an error),
-        and the realtime connectors of targets a reload dropped once idle."""
-        if await self._retirer.sweep(t.upstream for t in self.runtime.targets.values()):
-            self._count_pools()
+        """Close what reloads dropped, once idle (router/upstream/retiring.py)."""
+        await self._retirer.sweep()
         live = [t for t in self._retiring_realtime if t.signals.in_flight.count]
         for idle in self._retiring_realtime:
             if idle not in live:
@@ -385,7 +389,6 @@ class Router:
             for t in self.runtime.targets.values():
                 await t.upstream.aclose()
             await self._retirer.aclose()
-            self._count_pools()
             await self.runtime.realtime.aclose()
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()

@@ -26,3 +26,8 @@ RejectionReason = Literal["model_not_found", "unsupported_parameter", "context_l
 #: the first token of a stream: an answer (content, a tool or function call, completion
 #: text) or something the user sees before it (reasoning, a refusal, audio)
 FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
+#: where a request body was parsed: on the event loop (small) or in a worker process
+ParsePlace = Literal["loop", "worker"]
+#: what a route's SLO measures: the first token of any kind (reasoning included), or
+#: the first answer token (content or a tool call)
+SloOn = Literal["first_token", "first_answer"]

@@ -641,9 +641,9 @@ def test_k8s_inflight_hpa_component(with_inflight_hpa: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["base/policy.yaml", "overlays/example/policy.yaml"])
 def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
-    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them,
-    without credentials even when the policy requires client keys (/metrics on the
-    policy's metrics port, the one the ServiceMonitor scrapes)."""
+    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them
+    (Host: the pod's IP), without credentials even when the policy requires client keys
+    (/metrics on the policy's metrics port, the one the ServiceMonitor scrapes)."""
     deployment = _k8s_file_docs("base/deployment.yaml")[0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     paths = {
@@ -665,9 +665,11 @@ def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
         try:
             main_port = httpx.ASGITransport(app=Server(router))
             metrics_port = httpx.ASGITransport(app=MetricsApp(router))
+            # The kubelet and Prometheus address a pod by its IP: that is the Host.
+            pod = "http://10.244.3.17:8080"
             async with (
-                httpx.AsyncClient(transport=main_port, base_url="http://r") as client,
-                httpx.AsyncClient(transport=metrics_port, base_url="http://m") as scraper,
+                httpx.AsyncClient(transport=main_port, base_url=pod) as client,
+                httpx.AsyncClient(transport=metrics_port, base_url=pod) as scraper,
             ):
                 out = {p: (await client.get(p)).status_code for p in sorted(paths - {"/metrics"})}
                 out["/metrics"] = (await scraper.get("/metrics")).status_code

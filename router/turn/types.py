@@ -17,6 +17,7 @@ from router.signals.attempt import Attempt
 from router.signals.target import TargetSignals
 from router.turn.sse import Framer
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
+from router.upstream.body import ClientBody
 from router.vocabulary import FirstTokenKind, Outcome
 
 
@@ -30,7 +31,8 @@ class TargetRuntime:
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
     endpoint: Endpoint
-    body: Mapping[str, Any]
+    #: the client's body, serialised once; each target's model goes in front
+    body: ClientBody
     stream: bool
     #: the client asked for the usage chunk itself
     client_wants_usage: bool

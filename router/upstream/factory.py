@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from router.config import Config, TargetConfig, secret
+from router.config import Config, TargetConfig
 from router.errors import ConfigError, ConfigIssue
+from router.targetsettings import secret
 from router.upstream.base import Upstream, UpstreamSetup
 from router.upstream.openai import OpenAIUpstream
 

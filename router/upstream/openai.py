@@ -11,12 +11,10 @@ streams, one JSON body otherwise. Every read is bounded: an error body to its fi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -26,6 +24,7 @@ from router.config import TargetConfig
 from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest, UpstreamSetup
+from router.upstream.body import wire_bytes
 from router.upstream.http import ERRORS, HttpPool, translate
 from router.upstream.rejections import rejection_reason
 
@@ -240,7 +239,7 @@ class OpenAIUpstream:
 
     async def send(self, request: UpstreamRequest) -> OpenAIResponse:
         headers = {**self._headers, **request.headers} if request.headers else self._headers
-        body = json.dumps(request.body, separators=(",", ":")).encode()
+        body = wire_bytes(request.body)
         response = await self.pool.post(self._urls[request.endpoint], headers, body, self._timeout)
         if response.status >= 300:
             raise await self._status_error(response)
@@ -275,16 +274,3 @@ class OpenAIUpstream:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
-
-def client_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
-    """The client's body for one target: its model, and usage asked for on streams."""
-    out = dict(body)
-    out["model"] = model
-    if stream:
-        options = out.get("stream_options")
-        out["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-    return out

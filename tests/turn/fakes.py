@@ -22,6 +22,7 @@ from router.turn.relay import Turn
 from router.turn.sink import Header
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest
+from router.upstream.body import ClientBody
 from router.upstream.rejections import rejection_reason
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
@@ -315,7 +316,7 @@ class Rig:
         body: dict[str, Any] = {"model": self.route.name, "stream": stream, "messages": []}
         return TurnRequest(
             endpoint="chat",
-            body=body,
+            body=ClientBody.of(body, stream),
             stream=stream,
             client_wants_usage=wants_usage,
             routing=RoutingRequest(route=self.route.name, prompt_tokens=5, stream=stream),

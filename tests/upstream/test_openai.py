@@ -12,7 +12,7 @@ from router.config import TargetConfig
 from router.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S
 from router.upstream.base import UpstreamRequest, UpstreamSetup
-from router.upstream.openai import OpenAIUpstream, client_body, retry_after_s
+from router.upstream.openai import OpenAIUpstream, retry_after_s
 from router.upstream.rejections import rejection_reason
 from tests.upstream.rawserver import SSE_HEAD, chunked, serving
 
@@ -102,18 +102,6 @@ async def test_azure_deployment_urls_keep_api_version_and_send_the_key_as_api_ke
     assert f"api-key: {KEY}".encode() in lowered
     assert not any(line.startswith(b"authorization:") for line in lowered)
     assert b"openai-organization: org-1" in lowered and b"x-title: app" in lowered
-
-
-def test_the_body_goes_upstream_with_the_targets_model_and_usage_asked_for() -> None:
-    body = {"model": "route", "stream_options": {"continuous_usage_stats": True}, "n": 1}
-    assert client_body(body, "target-model", stream=True) == {
-        "model": "target-model",
-        "stream_options": {"continuous_usage_stats": True, "include_usage": True},
-        "n": 1,
-    }
-    assert client_body(body, "target-model", stream=False)["stream_options"] == {
-        "continuous_usage_stats": True
-    }
 
 
 async def test_a_retry_after_date_is_read_against_the_injected_wall_clock() -> None:
