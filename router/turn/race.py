@@ -9,13 +9,10 @@ produce a token the user sees (content, reasoning, a refusal, audio, a tool or
 function call delta, or a finished empty answer) wins; cancelling the task group
 closes every other attempt's connection at once, so the upstreams see the cancel.
 
-A failure that says the request itself is bad ends the race only when no other
-attempt is running: a hedge's 400 never cancels a primary that would have answered.
-Non-streamed turns are hedged only with `hedge.unary`, are bounded by the target's
-`total_s` and never feed the TTFT estimators (their latency is a whole answer's).
-
-Before the commit point each SSE event is parsed as JSON (there are few of them): a
-malformed frame, or one past `upstream.max_event_bytes`, fails over like any error.
+A bad request ends the race only when no other attempt runs (a hedge's 400 never
+cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
+`total_s` and never feed the TTFT estimators. Before the commit point each SSE event
+is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fails over.
 """
 
 from __future__ import annotations
