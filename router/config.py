@@ -3,6 +3,10 @@
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
 check` can print all of them at once.
+
+It runs past 400 lines on purpose: the models of every block of a policy file sit
+next to the loader and the checks across blocks, so one module shows the whole
+schema (the realtime route blocks are `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import (
 
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
+from router.realtime.settings import MigrateSettings, SessionSettings
 
 
 class _Model(BaseModel):
@@ -54,6 +59,10 @@ class ClientKey(_Model):
     routes: tuple[str, ...] | None = None
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    #: realtime sessions this key may hold open at once
+    max_sessions: int | None = Field(None, gt=0)
+    #: minutes of realtime sessions this key may use in any 60 minutes
+    session_minutes: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _one_key(self) -> ClientKey:
@@ -70,8 +79,17 @@ class AuthConfig(_Model):
 
 
 class Price(_Model):
+    """US dollars per million tokens: `input/output_per_mtok` for text targets; by kind
+    of token for realtime targets (cached input tokens are billed once, at
+    `cached_input`; reasoning tokens are inside text output)."""
+
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    audio_input: float = Field(0.0, ge=0.0)
+    audio_output: float = Field(0.0, ge=0.0)
+    text_input: float = Field(0.0, ge=0.0)
+    text_output: float = Field(0.0, ge=0.0)
+    cached_input: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -90,7 +108,7 @@ class Timeouts(_Model):
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
 
 
 class TargetConfig(_Model):
@@ -111,12 +129,16 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
+    #: realtime only: extra headers of the upgrade (the key goes in api_key_env)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: realtime only: sessions the target may hold at once
+    max_sessions: int | None = Field(None, gt=0)
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("base_url must start with http(s):// (or ws(s):// for realtime)")
         return v.rstrip("/") if v else v
 
     def engine_metrics_url(self) -> str | None:
@@ -163,6 +185,9 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: realtime routes: a session's limits, and migration
+    session: SessionSettings = SessionSettings()
+    migrate: MigrateSettings = MigrateSettings()
 
 
 class SignalsConfig(_Model):
@@ -282,8 +307,10 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
         if t.name in seen:
             issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
         seen.add(t.name)
-        if t.kind in ("vllm", "openai") and t.base_url is None:
+        if t.kind in ("vllm", "openai", "realtime") and t.base_url is None:
             issue(("targets", i), f"a '{t.kind}' target needs base_url")
+        if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
+            issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
     route_names: set[str] = set()
     for i, r in enumerate(cfg.routes):
         if r.name in route_names:
@@ -294,6 +321,9 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
                 issue(("routes", i, "targets", j), f"unknown target '{name}'")
         if len(set(r.targets)) != len(r.targets):
             issue(("routes", i, "targets"), "a target is listed twice")
+        kinds = {cfg.target(n).kind == "realtime" for n in r.targets if n in seen}
+        if len(kinds) > 1:
+            issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
     if cfg.auth is not None:
         key_names: set[str] = set()
         for i, k in enumerate(cfg.auth.keys):

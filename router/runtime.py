@@ -23,12 +23,22 @@ from anyio.abc import TaskGroup
 
 from router.clock import Clock
 from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
-from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
+from router.errors import (
+    BadRequest,
+    ConfigError,
+    ConfigIssue,
+    Draining,
+    ModelNotFound,
+    NoTargetAvailable,
+)
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
+from router.realtime.service import RealtimeService
+from router.realtime.target import RealtimeTarget
+from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine
 from router.signals.registry import SignalsRegistry
@@ -68,6 +78,7 @@ class Runtime:
     targets: Mapping[str, TargetRuntime]
     signals: SignalsRegistry
     auth: Authenticator
+    realtime: RealtimeService
 
 
 class Router:
@@ -91,14 +102,20 @@ class Router:
         self.reload_on_sighup = False
         self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
+        #: the realtime sessions' metrics, on the same registry
+        self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
         self._retiring: list[TargetRuntime] = []
+        self._retiring_realtime: list[RealtimeTarget] = []
+        #: realtime sessions open (the gateway counts them)
+        self.active_sessions = 0
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
         #: cooldowns and global limits shared with the other replicas (Redis), if configured
         self.shared = SharedState(config.state, clock=clock) if config.state else None
         if self.shared is not None:
@@ -117,6 +134,8 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
+            if t.kind == "realtime":
+                continue  # sessions, not turns: RealtimeService below
             old = previous.targets.get(t.name) if previous else None
             if old is not None and old.config == t:
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
@@ -138,7 +157,10 @@ class Router:
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
-        return Runtime(config, routes, targets, signals, auth)
+        realtime = RealtimeService(
+            config, signals, self.environ, self.clock, previous.realtime if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -156,7 +178,9 @@ class Router:
             log.warning("the state block changed: it takes effect at the next restart")
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
+        self._retiring_realtime.extend(self.runtime.realtime.retired)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
         log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
 
@@ -214,6 +238,8 @@ class Router:
                 f"the model '{parsed.model}' does not exist; "
                 f"routes here: {', '.join(runtime.routes)}"
             )
+        if runtime.realtime.serves(route.config):
+            raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -273,6 +299,15 @@ class Router:
             )
         return result
 
+    # -- realtime sessions -------------------------------------------------------------
+
+    def plan_session(self, runtime: Runtime, route: RouteRuntime) -> list[RealtimeTarget]:
+        """A realtime route's targets, best first, by its policy (NoTargetAvailable)."""
+        plan = runtime.realtime.plan(route.config, route.policy, self.rng)
+        self.last_plans[route.config.name] = plan
+        self.metrics.decided(route.config.name, plan)
+        return runtime.realtime.ranked(plan)
+
     # -- lifespan ----------------------------------------------------------------------
 
     def engine_targets(self) -> Iterable[TargetConfig]:
@@ -319,6 +354,11 @@ class Router:
                 else:
                     still.append(old)
             self._retiring = still
+            live = [t for t in self._retiring_realtime if t.signals.in_flight.count]
+            for idle in self._retiring_realtime:
+                if idle not in live:
+                    await idle.connector.aclose()
+            self._retiring_realtime = live
 
     async def aclose(self) -> None:
         self.ready = False
@@ -327,6 +367,9 @@ class Router:
                 await t.upstream.aclose()
             for old in self._retiring:
                 await old.upstream.aclose()
+            await self.runtime.realtime.aclose()
+            for gone in self._retiring_realtime:
+                await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)
             if client is not None:
                 await client.aclose()

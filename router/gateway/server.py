@@ -13,8 +13,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +28,9 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from router.gateway import realtime
 from router.gateway.admin import admin_view
+from router.gateway.asgi import Message, Receive, Scope, Send
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
 from router.runtime import Router
@@ -37,11 +38,6 @@ from router.turn.sink import Header
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
@@ -126,6 +122,9 @@ class Server:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await realtime.serve(self.router, scope, receive, send)
             return
         if scope["type"] != "http":
             return

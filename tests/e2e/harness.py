@@ -18,6 +18,7 @@ import uvicorn
 
 from router.config import parse_config
 from router.gateway.server import Server
+from router.gateway.serving import WEBSOCKET_OPTIONS
 from router.runtime import Router
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
@@ -90,6 +91,7 @@ async def start_router(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
+            **WEBSOCKET_OPTIONS,
         )
     )
     task = asyncio.get_running_loop().create_task(server.serve())
