@@ -29,6 +29,7 @@ from pydantic import (
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
+from router.voice.settings import CascadeSettings
 
 
 class _Model(BaseModel):
@@ -90,6 +91,10 @@ class Price(_Model):
     text_input: float = Field(0.0, ge=0.0)
     text_output: float = Field(0.0, ge=0.0)
     cached_input: float = Field(0.0, ge=0.0)
+    #: speech targets: STT per minute of audio in, TTS per minute of audio out
+    per_minute: float = Field(0.0, ge=0.0)
+    #: TTS per million characters of text in (OpenAI's tts-1 bills this way)
+    per_mchar: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -108,14 +113,18 @@ class Timeouts(_Model):
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime", "stt", "tts", "cascade"]
+#: targets that hold Realtime sessions: a route may mix them
+SESSION_KINDS: frozenset[str] = frozenset({"realtime", "cascade"})
+TEXT_KINDS: frozenset[str] = frozenset({"vllm", "openai", "litellm"})
 
 
 class TargetConfig(_Model):
     name: str = Field(min_length=1)
     kind: TargetKind
     base_url: str | None = None
-    model: str = Field(min_length=1)
+    #: the model name sent upstream (every kind but cascade needs one)
+    model: str = ""
     api_key_env: str | None = None
     price: Price = Price()
     timeouts: Timeouts = Timeouts()
@@ -133,6 +142,10 @@ class TargetConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     #: realtime only: sessions the target may hold at once
     max_sessions: int | None = Field(None, gt=0)
+    #: tts only: the rate of its `pcm` (24000 for OpenAI and Kokoro, 22050 for Piper)
+    sample_rate: int = Field(24_000, ge=8000, le=48_000)
+    #: cascade only: its stt, llm and tts routes and VAD defaults
+    cascade: CascadeSettings | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -296,6 +309,12 @@ def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | Non
     return lines.get(())
 
 
+def _route_kind(kind: str) -> str:
+    if kind in SESSION_KINDS:
+        return "session"
+    return "text" if kind in TEXT_KINDS else kind
+
+
 def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
 
@@ -307,8 +326,12 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
         if t.name in seen:
             issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
         seen.add(t.name)
-        if t.kind in ("vllm", "openai", "realtime") and t.base_url is None:
+        if t.kind in ("vllm", "openai", "realtime", "stt", "tts") and t.base_url is None:
             issue(("targets", i), f"a '{t.kind}' target needs base_url")
+        if t.kind != "cascade" and not t.model:
+            issue(("targets", i), f"a '{t.kind}' target needs model")
+        if (t.kind == "cascade") != (t.cascade is not None):
+            issue(("targets", i), "a cascade target, and only one, has a cascade: block")
         if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
             issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
     route_names: set[str] = set()
@@ -321,9 +344,25 @@ def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list
                 issue(("routes", i, "targets", j), f"unknown target '{name}'")
         if len(set(r.targets)) != len(r.targets):
             issue(("routes", i, "targets"), "a target is listed twice")
-        kinds = {cfg.target(n).kind == "realtime" for n in r.targets if n in seen}
+        kinds = {_route_kind(cfg.target(n).kind) for n in r.targets if n in seen}
         if len(kinds) > 1:
-            issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
+            issue(
+                ("routes", i, "targets"),
+                "a route's targets are all text, all stt, all tts, or all realtime and cascade",
+            )
+    route_kinds = {
+        r.name: {_route_kind(cfg.target(n).kind) for n in r.targets if n in seen}
+        for r in cfg.routes
+    }
+    for i, t in enumerate(cfg.targets):
+        if t.cascade is None:
+            continue
+        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
+            name = getattr(t.cascade, stage)
+            if name not in route_kinds:
+                issue(("targets", i, "cascade", stage), f"unknown route '{name}'")
+            elif route_kinds[name] != {kind}:
+                issue(("targets", i, "cascade", stage), f"route '{name}' is not a {kind} route")
     if cfg.auth is not None:
         key_names: set[str] = set()
         for i, k in enumerate(cfg.auth.keys):

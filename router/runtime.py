@@ -48,6 +48,9 @@ from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
+from router.voice.stages import SpeechService
+from router.voice.wiring import CascadeConnector
+from router.voice_metrics import VoiceMetrics
 
 log = logging.getLogger("firsttoken")
 
@@ -79,6 +82,7 @@ class Runtime:
     signals: SignalsRegistry
     auth: Authenticator
     realtime: RealtimeService
+    speech: SpeechService
 
 
 class Router:
@@ -104,6 +108,8 @@ class Router:
         self.metrics = Metrics(views=self.views)
         #: the realtime sessions' metrics, on the same registry
         self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
+        #: a cascade's voice turns, on the same registry
+        self.voice_metrics = VoiceMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
@@ -134,8 +140,8 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
-            if t.kind == "realtime":
-                continue  # sessions, not turns: RealtimeService below
+            if t.kind in ("realtime", "cascade", "stt", "tts"):
+                continue  # sessions and speech, not turns: the services below
             old = previous.targets.get(t.name) if previous else None
             if old is not None and old.config == t:
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
@@ -158,9 +164,23 @@ class Router:
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
         realtime = RealtimeService(
-            config, signals, self.environ, self.clock, previous.realtime if previous else None
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.realtime if previous else None,
+            cascade=self._cascade,
         )
-        return Runtime(config, routes, targets, signals, auth, realtime)
+        speech = SpeechService(
+            config, signals, self.environ, self.clock, previous.speech if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime, speech)
+
+    def _cascade(self, config: TargetConfig) -> CascadeConnector:
+        assert config.cascade is not None  # checked when the config was loaded
+        return CascadeConnector(
+            config.name, config.cascade, self, self.clock, self.voice_metrics.observe
+        )
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -240,6 +260,8 @@ class Router:
             )
         if runtime.realtime.serves(route.config):
             raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
+        if any(name not in runtime.targets for name in route.config.targets):
+            raise BadRequest(f"the route '{parsed.model}' serves speech, not chat turns")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -368,6 +390,7 @@ class Router:
             for old in self._retiring:
                 await old.upstream.aclose()
             await self.runtime.realtime.aclose()
+            await self.runtime.speech.aclose()
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)

@@ -1,0 +1,215 @@
+"""A cascade served as a Realtime session: the official openai SDK's realtime client ->
+the router under uvicorn -> STT, LLM and TTS simulators, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+
+from router.sim.behaviour import Behaviour, Fault
+from router.sim.openai_server import OpenAISim
+from router.sim.stt import SttSim
+from router.sim.tts import TtsParams, TtsSim
+from tests.e2e.harness import RunningRouter, start_router, stop_router
+from tests.voice.audio import frames, silence, speech_24k
+
+pytestmark = pytest.mark.anyio
+
+TRANSCRIPT = "book a table for two"
+
+
+@dataclass
+class Stack:
+    stt: list[SttSim]
+    llm: OpenAISim
+    tts: list[TtsSim]
+    router: RunningRouter
+
+    def sdk(self) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.router.base_url, api_key="unused", max_retries=0)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.router.router.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+
+def config(stack_stt: list[SttSim], llm: OpenAISim, tts: list[TtsSim]) -> str:
+    fast = "timeouts: {connect_s: 0.5, first_token_s: 1.0, idle_s: 2.0}"
+    stt_targets = "\n".join(
+        f"  - {{name: stt-{i}, kind: stt, base_url: '{s.base_url}', model: whisper-1, "
+        f"price: {{per_minute: 0.006}}, {fast}}}"
+        for i, s in enumerate(stack_stt)
+    )
+    tts_targets = "\n".join(
+        f"  - {{name: tts-{i}, kind: tts, base_url: '{s.base_url}', model: kokoro, "
+        f"sample_rate: {s.params.sample_rate}, price: {{per_mchar: 15.0}}, {fast}}}"
+        for i, s in enumerate(tts)
+    )
+    stt_names = ", ".join(f"stt-{i}" for i in range(len(stack_stt)))
+    tts_names = ", ".join(f"tts-{i}" for i in range(len(tts)))
+    return f"""
+targets:
+{stt_targets}
+{tts_targets}
+  - {{name: llm, kind: openai, base_url: '{llm.base_url}', model: sim,
+      price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}}}
+  - name: local-voice
+    kind: cascade
+    cascade:
+      stt: stt
+      llm: chat
+      tts: tts
+      voice: af_heart
+      vad: {{silence_duration_ms: 300, prefix_padding_ms: 200}}
+      clauses: {{first_min_chars: 8, max_chars: 30, hard_max_chars: 30}}
+routes:
+  - {{name: stt, targets: [{stt_names}], policy: {{type: ordered}}}}
+  - {{name: tts, targets: [{tts_names}], policy: {{type: ordered}}}}
+  - {{name: chat, targets: [llm]}}
+  - {{name: voice, targets: [local-voice]}}
+"""
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    async with (
+        SttSim(behaviour=Behaviour(ttft_s=0.02)) as stt_a,
+        SttSim(behaviour=Behaviour(ttft_s=0.02)) as stt_b,
+        OpenAISim(Behaviour(ttft_s=0.03, itl_s=0.005, tokens=12)) as llm,
+        TtsSim(
+            TtsParams(sample_rate=22_050), behaviour=Behaviour(ttft_s=0.02, itl_s=0.01)
+        ) as tts_a,
+        TtsSim(
+            TtsParams(sample_rate=24_000), behaviour=Behaviour(ttft_s=0.02, itl_s=0.01)
+        ) as tts_b,
+    ):
+        stt_a.set_params(transcript=TRANSCRIPT)
+        stt_b.set_params(transcript=TRANSCRIPT)
+        router = await start_router(config([stt_a, stt_b], llm, [tts_a, tts_b]))
+        try:
+            yield Stack([stt_a, stt_b], llm, [tts_a, tts_b], router)
+        finally:
+            await stop_router(router)
+
+
+async def speak(conn: AsyncRealtimeConnection, pcm: bytes, pace_s: float = 0.0) -> None:
+    for chunk in frames(pcm):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+        if pace_s:
+            await asyncio.sleep(pace_s)
+
+
+async def until(conn: AsyncRealtimeConnection, kind: str, timeout_s: float = 10) -> list[Any]:
+    seen = []
+    async with asyncio.timeout(timeout_s):
+        async for event in conn:
+            seen.append(event)
+            if event.type == kind:
+                return seen
+    raise AssertionError(f"closed before {kind}")
+
+
+def _types(events: list[Any]) -> list[str]:
+    out: list[str] = []
+    for e in events:
+        if not out or out[-1] != e.type:  # runs of deltas count once
+            out.append(e.type)
+    return out
+
+
+async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        await speak(conn, silence(400) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    kinds = _types(events)
+    assert kinds[:6] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    rest = kinds[6:]
+    assert rest[:4] == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+    ]
+    assert rest[-6:] == [
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
+        "response.done",
+    ]
+    heard = next(e for e in events if e.type.endswith("transcription.completed"))
+    assert heard.transcript == TRANSCRIPT
+    audio = b"".join(
+        base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
+    )
+    transcript = "".join(
+        e.delta for e in events if e.type == "response.output_audio_transcript.delta"
+    )
+    assert transcript == "".join(f"t{i} " for i in range(12))
+    # the TTS spoke each piece at 60 ms a character at 22.05 kHz; the client hears 24 kHz
+    pieces = [call.text for call in stack.tts[0].calls]
+    assert len(pieces) > 1  # clause by clause, not the whole answer at once
+    assert abs(len(audio) / 48 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
+    done = events[-1].response
+    assert done.status == "completed"
+    assert done.usage.output_tokens == 12 and done.usage.input_tokens > 0
+    cost = done.model_extra["firsttoken"]
+    assert cost["stages"]["stt"]["target"] == "stt-0"
+    assert cost["stages"]["tts"]["target"] == "tts-0"
+    assert cost["stages"]["llm"]["target"] == "llm"
+    assert cost["cost_usd"] > 0
+    # the LLM saw the transcript as the user's message
+    assert stack.llm.records[-1].body["messages"][-1] == {"role": "user", "content": TRANSCRIPT}
+    assert stack.metric("firsttoken_voice_to_voice_seconds_count", target="local-voice") == 1
+    assert (
+        stack.metric("firsttoken_voice_stage_seconds_count", target="local-voice", stage="overhead")
+        == 1
+    )
+
+
+async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack: Stack) -> None:
+    await stack.stt[0].set_fault(Fault("status", status=503))
+    await stack.tts[0].set_fault(Fault("hang_before_first_token"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    done = events[-1].response
+    assert done.status == "completed"
+    stages = done.model_extra["firsttoken"]["stages"]
+    assert (stages["stt"]["target"], stages["tts"]["target"]) == ("stt-1", "tts-1")
+    assert any(e.type == "response.output_audio.delta" for e in events)
+
+
+async def test_text_only_output_skips_tts(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert "response.output_text.delta" in _types(events)
+    assert "response.output_audio.delta" not in _types(events)
+    assert not stack.tts[0].calls and not stack.tts[1].calls
+    assert events[-1].response.status == "completed"
