@@ -33,7 +33,7 @@ from router.turn.sink import Sink
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
 from router.voice.llm import ChatSink, ToolCall
-from router.voice.speak import AudioDelta, PcmSource, PieceSpoken, SpeechEvent, SpokenAnswer
+from router.voice.speak import AudioDelta, PcmSource, SpeechEvent, SpokenAnswer
 from router.voice.speak import TextDelta as SpokenText
 from router.voice.truncate import SpokenPiece
 
@@ -112,6 +112,7 @@ class Response:
         self.usage: dict[str, Any] = {}
         self.cost = Cost()
         self._sources: list[tuple[PcmSource, str]] = []
+        self._answer_audio: SpokenAnswer | None = None
         self.status: Status | None = None
         #: why it was cancelled: turn_detected or client_cancelled
         self.cancel_reason: str | None = None
@@ -150,7 +151,7 @@ class Response:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._chat, sink)
             if self._audio:
-                spoken = SpokenAnswer(
+                spoken = self._answer_audio = SpokenAnswer(
                     self._speak,
                     self._spoken,
                     prefetch=self._prefetch,
@@ -198,6 +199,8 @@ class Response:
             "content": [],
         }
         out = self._message = await self._open(item)
+        if self._answer_audio is not None:
+            out.spoken = self._answer_audio.spoken  # what truncation needs, cut pieces too
         part = {"type": "output_audio", "transcript": ""} if self._audio else {"type": "text"}
         await self._emit(
             "response.content_part.added",
@@ -227,8 +230,6 @@ class Response:
                 "response.output_audio.delta", out, delta=base64.b64encode(event.pcm16).decode()
             )
             self.clock.mark("first_audio_sent")
-        elif isinstance(event, PieceSpoken):
-            out.spoken.append(event.piece)
 
     async def _delta(self, kind: str, out: Output, **fields: Any) -> None:
         await self._emit(

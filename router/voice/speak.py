@@ -16,6 +16,9 @@ the answer, and memory stays bounded to `prefetch` pieces of audio):
     PieceSpoken(piece)    a piece's audio is complete: its text and milliseconds,
                           what `truncate.heard_text` needs after a barge-in
 
+`spoken` lists the pieces sent, the last one marked incomplete if a barge-in cut
+it short.
+
 Barge-in: cancel the task running `run()`. Everything it started is inside one
 task group, so the LLM read and every TTS request in flight are cancelled at
 once, and each TTS stream's `aclose()` closes its connection (the target sees the
@@ -180,10 +183,16 @@ class SpokenAnswer:
         with pieces:
             async for piece in pieces:
                 audio_bytes = 0
-                with piece.receive:
-                    async for pcm in piece.receive:
-                        audio_bytes += len(pcm)
-                        await self._emit(AudioDelta(pcm))
+                try:
+                    with piece.receive:
+                        async for pcm in piece.receive:
+                            audio_bytes += len(pcm)
+                            await self._emit(AudioDelta(pcm))
+                except BaseException:
+                    if audio_bytes:  # cut short: keep what was sent, for truncation
+                        ms = pcm_ms(audio_bytes, self._out_rate)
+                        self.spoken.append(SpokenPiece(piece.text, ms, complete=False))
+                    raise
                 spoken = SpokenPiece(piece.text, pcm_ms(audio_bytes, self._out_rate))
                 self.spoken.append(spoken)
                 piece.played.set()

@@ -10,7 +10,10 @@ keep the text that was heard, so the next turn's context matches the caller's:
 - the piece playing at that moment is kept in proportion to its audio played,
   cut back to the last whole word (a word half heard was not heard);
 - pieces after it, or from the first one with no audio (text the TTS never spoke),
-  are dropped.
+  are dropped;
+- a piece cut short by the barge-in itself (`complete=False`) has only part of its
+  audio: its whole length is estimated from the pace of the complete pieces
+  (`DEFAULT_MS_PER_CHAR` without any).
 
 `audio_end_ms` past the spoken audio keeps every spoken piece (the protocol
 refuses it as an error; the session checks that against `spoken_ms`).
@@ -21,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: a speaking pace for a piece cut short when no complete piece gives one (~15 chars/s)
+DEFAULT_MS_PER_CHAR = 65.0
+
 
 @dataclass(frozen=True, slots=True)
 class SpokenPiece:
@@ -28,6 +34,14 @@ class SpokenPiece:
 
     text: str
     audio_ms: float
+    #: False when its audio was cut short (a barge-in while it played)
+    complete: bool = True
+
+
+def _pace(pieces: Sequence[SpokenPiece]) -> float:
+    done = [p for p in pieces if p.complete and p.audio_ms > 0 and p.text.strip()]
+    chars = sum(len(p.text) for p in done)
+    return sum(p.audio_ms for p in done) / chars if chars else DEFAULT_MS_PER_CHAR
 
 
 def spoken_ms(pieces: Sequence[SpokenPiece]) -> float:
@@ -41,12 +55,16 @@ def heard_text(pieces: Sequence[SpokenPiece], audio_end_ms: float) -> str:
     for piece in pieces:
         if piece.audio_ms <= 0 and piece.text.strip():
             break  # never spoken
-        if played + piece.audio_ms <= audio_end_ms:
+        if piece.complete and played + piece.audio_ms <= audio_end_ms:
             kept.append(piece.text)
             played += piece.audio_ms
             continue
-        share = max(0.0, audio_end_ms - played) / piece.audio_ms
-        kept.append(_whole_words(piece.text, int(len(piece.text) * share)))
+        # the piece playing when the audio stopped (or cut short itself)
+        full_ms = piece.audio_ms
+        if not piece.complete:
+            full_ms = max(full_ms, len(piece.text) * _pace(pieces))
+        heard_ms = min(max(0.0, audio_end_ms - played), piece.audio_ms)
+        kept.append(_whole_words(piece.text, int(len(piece.text) * heard_ms / full_ms)))
         break
     return "".join(kept).rstrip()
 

@@ -213,3 +213,55 @@ async def test_text_only_output_skips_tts(stack: Stack) -> None:
     assert "response.output_audio.delta" not in _types(events)
     assert not stack.tts[0].calls and not stack.tts[1].calls
     assert events[-1].response.status == "completed"
+
+
+async def _audio_until(conn: AsyncRealtimeConnection, ms: float) -> tuple[str, list[Any]]:
+    """Read events until `ms` of answer audio arrived; returns the answer's item id."""
+    seen: list[Any] = []
+    got = 0.0
+    async with asyncio.timeout(10):
+        async for event in conn:
+            seen.append(event)
+            if event.type == "response.output_audio.delta":
+                got += len(base64.b64decode(event.delta)) / 48
+                if got >= ms:
+                    item = next(e for e in seen if e.type == "response.output_item.added")
+                    return str(item.item.id), seen
+    raise AssertionError("closed before the audio")
+
+
+async def test_barge_in_cancels_llm_and_tts_and_truncation_keeps_what_was_heard(
+    stack: Stack,
+) -> None:
+    await stack.llm.set_behaviour(Behaviour(ttft_s=0.03, itl_s=0.03, tokens=40))
+    await stack.tts[0].set_behaviour(Behaviour(ttft_s=0.02, itl_s=0.04))  # real time
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        item_id, first = await _audio_until(conn, 600)
+        said = "".join(e.delta for e in first if e.type.endswith("transcript.delta"))
+        await speak(conn, speech_24k()[:24_000])  # the caller speaks over the answer
+        events = await until(conn, "response.done")
+        done = events[-1].response
+        assert done.status == "cancelled"
+        assert done.status_details.reason == "turn_detected"
+        kinds = _types(events)
+        assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
+        # every upstream stage in flight saw the cancel
+        llm_call = stack.llm.records[-1]
+        assert llm_call.cancelled_at is not None or llm_call.finished_at is not None
+        assert any(c.cancelled_at is not None for c in stack.tts[0].calls)
+        assert all(c.finished_at or c.cancelled_at for c in stack.tts[0].calls)
+        # the client played 500 ms: the conversation keeps what those 500 ms said
+        await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=500)
+        await until(conn, "conversation.item.truncated")
+        await stack.llm.set_behaviour(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3))
+        await stack.tts[0].set_behaviour(Behaviour(ttft_s=0.01, itl_s=0.001))
+        await speak(conn, silence(700))  # the barge-in utterance ends: next turn
+        await until(conn, "response.done")
+    messages = stack.llm.records[-1].body["messages"]
+    (assistant,) = [m["content"] for m in messages if m["role"] == "assistant"]
+    full = "".join(f"t{i} " for i in range(40))
+    assert said and full.startswith(assistant.strip())
+    # 500 ms at 60 ms a character is 8 characters: "t0 t1 t2" at most
+    assert 0 < len(assistant) <= 9
+    assert messages[-1] == {"role": "user", "content": TRANSCRIPT}

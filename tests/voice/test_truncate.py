@@ -34,6 +34,21 @@ def test_text_never_spoken_is_dropped() -> None:
     assert heard_text(pieces, 1500) == "Sure, I can book that for you,"
 
 
+def test_a_piece_cut_short_is_measured_at_the_pace_of_the_others() -> None:
+    pieces = [
+        SpokenPiece("Sure, I can book that for you,", 1500.0),  # 50 ms a character
+        SpokenPiece(" for two people at seven.", 400.0, complete=False),  # cut after 400 ms
+    ]
+    # 300 ms into the cut piece at 50 ms a character: 6 characters, " for t" -> " for"
+    assert heard_text(pieces, 1800) == "Sure, I can book that for you, for"
+    # the client cannot have heard more than was sent
+    assert heard_text(pieces, 5000) == heard_text(pieces, 1900)
+    alone = [SpokenPiece("Hello there, friend.", 300.0, complete=False)]
+    # no complete piece: 65 ms a character, so 300 ms is 4 characters, no whole word
+    assert heard_text(alone, 300) == ""
+    assert heard_text([SpokenPiece("Hi there", 200.0, complete=False)], 200) == "Hi"
+
+
 @given(
     st.lists(
         st.tuples(st.text(alphabet="ab ,.", min_size=1, max_size=30), st.floats(1, 3000)),
