@@ -15,6 +15,8 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.stt import SttSim
 from router.sim.tts import TtsParams, TtsSim
 from tests.e2e.harness import RunningRouter, start_router, stop_router
@@ -23,6 +25,7 @@ from tests.voice.audio import frames, silence, speech_24k
 pytestmark = pytest.mark.anyio
 
 TRANSCRIPT = "book a table for two"
+USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
 
 
 @dataclass
@@ -265,3 +268,42 @@ async def test_barge_in_cancels_llm_and_tts_and_truncation_keeps_what_was_heard(
     # 500 ms at 60 ms a character is 8 characters: "t0 t1 t2" at most
     assert 0 < len(assistant) <= 9
     assert messages[-1] == {"role": "user", "content": TRANSCRIPT}
+
+
+async def test_a_route_mixing_a_realtime_target_and_a_cascade_sends_sessions_to_each() -> None:
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        text = config([stt], llm, [tts]).replace(
+            "  - {name: voice, targets: [local-voice]}",
+            "  - {name: voice, targets: [gpt-realtime, local-voice], policy: {type: round_robin}}",
+        )
+        text = text.replace(
+            "targets:\n",
+            f"targets:\n  - {{name: gpt-realtime, kind: realtime, base_url: '{hosted.base_url}', "
+            "model: gpt-realtime}\n",
+            1,
+        )
+        router = await start_router(text)
+        served = []
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            for _ in range(4):
+                async with client.realtime.connect(model="voice") as conn:
+                    created = await conn.recv()
+                    assert created.type == "session.created"
+                    await conn.session.update(
+                        session={"type": "realtime", "output_modalities": ["text"]}
+                    )
+                    await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+                    await conn.response.create()
+                    events = await until(conn, "response.done")
+                    assert events[-1].response.status == "completed"
+                    served.append(created.session.model)
+        finally:
+            await stop_router(router)
+    assert sorted(served) == ["gpt-realtime", "gpt-realtime", "local-voice", "local-voice"]
+    assert len(hosted.records) == 2 and len(llm.records) == 2
