@@ -288,7 +288,7 @@ async def test_a_route_mixing_a_realtime_target_and_a_cascade_sends_sessions_to_
             1,
         )
         router = await start_router(text)
-        served = []
+        served: list[str] = []
         try:
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             for _ in range(4):
@@ -302,7 +302,7 @@ async def test_a_route_mixing_a_realtime_target_and_a_cascade_sends_sessions_to_
                     await conn.response.create()
                     events = await until(conn, "response.done")
                     assert events[-1].response.status == "completed"
-                    served.append(created.session.model)
+                    served.append(str(getattr(created.session, "model", "")))
         finally:
             await stop_router(router)
     assert sorted(served) == ["gpt-realtime", "gpt-realtime", "local-voice", "local-voice"]
