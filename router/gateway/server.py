@@ -28,7 +28,7 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from router.gateway import realtime
+from router.gateway import audio, realtime
 from router.gateway.admin import admin_view
 from router.gateway.asgi import Message, Receive, Scope, Send
 from router.gateway.openapi import openapi_spec
@@ -171,6 +171,11 @@ class Server:
                 raise MethodNotAllowed(f"{path} takes POST, not {method}")
             await self._turn(scope, receive, send, endpoint, arrived)
             return
+        if path in ("/v1/audio/transcriptions", "/v1/audio/speech"):
+            if method != "POST":
+                raise MethodNotAllowed(f"{path} takes POST, not {method}")
+            await self._audio(scope, receive, send, path)
+            return
         getters: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
             "/v1/models": self._models,
             "/healthz": self._healthz,
@@ -273,6 +278,15 @@ class Server:
             watcher.cancel()
         if gone:
             log.info("client went away on route %s; upstream cancelled", parsed.model)
+
+    async def _audio(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = self.router.runtime.auth.client(headers.get("authorization"))
+        raw = await self._read_body(scope, receive)
+        if path.endswith("/transcriptions"):
+            await audio.transcription(self.router, raw, headers, send, client)
+        else:
+            await audio.speech(self.router, raw, send, client)
 
     # -- plain endpoints -----------------------------------------------------------------
 

@@ -132,6 +132,9 @@ class SpeechService:
         rng: random.Random,
         audio: bytes,
         fields: Mapping[str, str] | None = None,
+        *,
+        filename: str = "audio.wav",
+        content_type: str = "audio/wav",
     ) -> RoutedTranscript:
         failures: list[UpstreamError] = []
         for name in self._order(route, policy, rng):
@@ -142,7 +145,9 @@ class SpeechService:
                     continue
                 try:
                     with anyio.fail_after(cfg.timeouts.first_token_s):
-                        transcript = await upstream.transcribe(audio, fields=fields)
+                        transcript = await upstream.transcribe(
+                            audio, filename=filename, content_type=content_type, fields=fields
+                        )
                 except TimeoutError:
                     err: UpstreamError = _late(cfg)
                     attempt.failed(err)

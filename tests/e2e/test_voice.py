@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -19,6 +20,7 @@ from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.stt import SttSim
 from router.sim.tts import TtsParams, TtsSim
+from router.voice.codec import wav
 from tests.e2e.harness import RunningRouter, start_router, stop_router
 from tests.voice.audio import frames, silence, speech_24k
 
@@ -307,3 +309,25 @@ async def test_a_route_mixing_a_realtime_target_and_a_cascade_sends_sessions_to_
             await stop_router(router)
     assert sorted(served) == ["gpt-realtime", "gpt-realtime", "local-voice", "local-voice"]
     assert len(hosted.records) == 2 and len(llm.records) == 2
+
+
+async def test_speech_routes_are_served_at_openais_audio_endpoints(stack: Stack) -> None:
+    await stack.stt[0].set_fault(Fault("status", status=500))
+    client = stack.sdk()
+    heard = await client.audio.transcriptions.create(
+        model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav"), language="en"
+    )
+    assert heard.text == TRANSCRIPT
+    assert stack.stt[1].calls[-1].body["language"] == "en"  # fields passed on
+    assert stack.stt[1].calls[-1].body["model"] == "whisper-1"  # the target's model
+    text = "Two people, seven tonight."
+    async with client.audio.speech.with_streaming_response.create(
+        model="tts", input=text, voice="af_heart", response_format="pcm"
+    ) as response:
+        assert response.headers["x-firsttoken-target"] == "tts-0"
+        audio = b"".join([chunk async for chunk in response.iter_bytes()])
+    # tts-0 speaks 22.05 kHz; the client gets OpenAI's 24 kHz
+    assert abs(len(audio) / 48 - len(text) * 60) <= 2
+    with pytest.raises(openai.BadRequestError):
+        await client.audio.speech.create(model="stt", input="hi", voice="v")
+    await client.close()
