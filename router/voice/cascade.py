@@ -45,9 +45,9 @@ from router.voice.clock import VoiceClock
 from router.voice.codec import AUDIO_TYPES, AudioFormat, wav
 from router.voice.context import chat_body
 from router.voice.input_buffer import Committed, InputAudioBuffer, Utterance
+from router.voice.items import ConversationItems
 from router.voice.respond import Response, Stages
-from router.voice.settings import CascadeSettings
-from router.voice.truncate import heard_text, spoken_ms
+from router.voice.settings import CascadeSettings, default_session
 from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
 
 log = logging.getLogger("firsttoken.voice")
@@ -64,40 +64,7 @@ class CascadeStages(Stages, Protocol):
 OnTurn = Callable[[str, VoiceClock], None]
 
 
-def default_session(session_id: str, target: str, settings: CascadeSettings) -> dict[str, Any]:
-    vad = settings.vad
-    fmt = {"type": "audio/pcm", "rate": 24000}
-    return {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": session_id,
-        "model": target,
-        "output_modalities": ["audio"],
-        "instructions": "",
-        "tools": [],
-        "tool_choice": "auto",
-        "max_output_tokens": "inf",
-        "audio": {
-            "input": {
-                "format": fmt,
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": vad.threshold,
-                    "prefix_padding_ms": vad.prefix_padding_ms,
-                    "silence_duration_ms": vad.silence_duration_ms,
-                    "idle_timeout_ms": None,
-                    "create_response": vad.create_response,
-                    "interrupt_response": vad.interrupt_response,
-                },
-            },
-            "output": {"format": dict(fmt), "voice": settings.voice, "speed": 1.0},
-        },
-    }
-
-
-class CascadeConnection:
+class CascadeConnection(ConversationItems):
     def __init__(
         self,
         *,
@@ -323,83 +290,6 @@ class CascadeConnection:
             )
             if respond and not self.closed:
                 await self._start_response({}, clock, stt=(target, cost))
-
-    # -- conversation ----------------------------------------------------------------------
-
-    def _add_item(self, item: dict[str, Any], after: str | None = None) -> str | None:
-        """Append (or insert after `after`); returns the previous item's id."""
-        if after is not None:
-            index = next((i for i, it in enumerate(self.items) if it["id"] == after), None)
-            if index is not None:
-                self.items.insert(index + 1, item)
-                return after
-        previous = self.items[-1]["id"] if self.items else None
-        self.items.append(item)
-        return str(previous) if previous is not None else None
-
-    def _find(self, item_id: object) -> dict[str, Any] | None:
-        return next((it for it in self.items if it["id"] == item_id), None)
-
-    async def _item_create(self, event: dict[str, Any]) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict) or item.get("type") not in (
-            "message",
-            "function_call",
-            "function_call_output",
-        ):
-            await self._error("unsupported item", "invalid_value", event)
-            return
-        item = {**item, "id": item.get("id") or self._new_id("item"), "object": "realtime.item"}
-        item.setdefault("status", "completed")
-        previous_id = event.get("previous_item_id")
-        previous = self._add_item(item, previous_id if isinstance(previous_id, str) else None)
-        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
-        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
-
-    async def _item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self._find(event.get("item_id"))
-        if item is None:
-            await self._error("no such item", "item_not_found", event)
-            return
-        await self.emit("conversation.item.retrieved", item=item)
-
-    async def _item_delete(self, event: dict[str, Any]) -> None:
-        item = self._find(event.get("item_id"))
-        if item is None:
-            await self._error("no such item", "item_not_found", event)
-            return
-        self.items.remove(item)
-        await self.emit("conversation.item.deleted", item_id=item["id"])
-
-    async def _item_truncate(self, event: dict[str, Any]) -> None:
-        item = self._find(event.get("item_id"))
-        end_ms = event.get("audio_end_ms")
-        output = self._spoken(item)
-        if item is None or output is None or not isinstance(end_ms, int) or end_ms < 0:
-            await self._error("Only assistant audio can be truncated.", "invalid_value", event)
-            return
-        if end_ms > spoken_ms(output) + 1:
-            await self._error(
-                "audio_end_ms is longer than the item's audio.", "invalid_value", event
-            )
-            return
-        heard = heard_text(output, end_ms)
-        item["content"] = [{"type": "output_audio", "transcript": heard}]
-        await self.emit(
-            "conversation.item.truncated",
-            item_id=item["id"],
-            content_index=int(event.get("content_index") or 0),
-            audio_end_ms=end_ms,
-        )
-
-    def _spoken(self, item: dict[str, Any] | None) -> list[Any] | None:
-        if item is None or item.get("role") != "assistant":
-            return None
-        for response in self._responses.values():
-            for out in response.outputs:
-                if out.item is item:
-                    return out.spoken
-        return None
 
     # -- responses -------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ routes:
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.voice.vad import VadSettings
@@ -64,3 +66,36 @@ class CascadeSettings(_Model):
     #: TTS requests started ahead of the piece being played
     prefetch: int = Field(2, ge=1, le=8)
     clauses: ClauseBlock = ClauseBlock()
+
+
+def default_session(session_id: str, target: str, settings: CascadeSettings) -> dict[str, Any]:
+    vad = settings.vad
+    fmt = {"type": "audio/pcm", "rate": 24000}
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": target,
+        "output_modalities": ["audio"],
+        "instructions": "",
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "audio": {
+            "input": {
+                "format": fmt,
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": vad.threshold,
+                    "prefix_padding_ms": vad.prefix_padding_ms,
+                    "silence_duration_ms": vad.silence_duration_ms,
+                    "idle_timeout_ms": None,
+                    "create_response": vad.create_response,
+                    "interrupt_response": vad.interrupt_response,
+                },
+            },
+            "output": {"format": dict(fmt), "voice": settings.voice, "speed": 1.0},
+        },
+    }
