@@ -178,9 +178,7 @@ class Router:
 
     def _cascade(self, config: TargetConfig) -> CascadeConnector:
         assert config.cascade is not None  # checked when the config was loaded
-        return CascadeConnector(
-            config.name, config.cascade, self, self.clock, self.voice_metrics.observe
-        )
+        return CascadeConnector(config.name, config.cascade, self, self.clock, self.voice_metrics)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""

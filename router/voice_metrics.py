@@ -4,6 +4,8 @@ and the first audio frame went.
     firsttoken_voice_stage_seconds{target, stage}   vad_hangover | stt | llm_ttft |
                                                     tts_first_audio | overhead
     firsttoken_voice_to_voice_seconds{target}       end of speech -> first audio sent
+    firsttoken_voice_barge_in_seconds{target}       barge-in decision -> every upstream
+                                                    request of the response closed
 
 It lives beside `router/metrics.py`, on the same registry; `router/voice/` never
 imports it (a cascade reports each answered turn's `VoiceClock` to `observe`).
@@ -38,6 +40,18 @@ class VoiceMetrics:
             buckets=VOICE_BUCKETS,
             registry=registry,
         )
+
+        self.barge_in_seconds = Histogram(
+            "firsttoken_voice_barge_in_seconds",
+            "A barge-in (speech_started with interrupt_response, or response.cancel): from "
+            "the decision to the LLM and every TTS request of the response closed",
+            ["target"],
+            buckets=VOICE_BUCKETS,
+            registry=registry,
+        )
+
+    def barge_in(self, target: str, seconds: float) -> None:
+        self.barge_in_seconds.labels(target).observe(seconds)
 
     def observe(self, target: str, clock: VoiceClock) -> None:
         stages = clock.stages()

@@ -60,8 +60,16 @@ class CascadeStages(Stages, Protocol):
         ...
 
 
-#: called once per answered voice turn, with its clock (metrics)
-OnTurn = Callable[[str, VoiceClock], None]
+class VoiceObserver(Protocol):
+    """What a cascade reports (`router.voice_metrics.VoiceMetrics` implements it)."""
+
+    def observe(self, target: str, clock: VoiceClock) -> None:
+        """A voice turn answered: its clock, with every stage marked."""
+        ...
+
+    def barge_in(self, target: str, seconds: float) -> None:
+        """A response cut by the caller: from the decision to every upstream closed."""
+        ...
 
 
 class CascadeConnection(ConversationItems):
@@ -73,14 +81,14 @@ class CascadeConnection(ConversationItems):
         stages: CascadeStages,
         clock: Clock,
         session_id: str,
-        on_turn: OnTurn | None = None,
+        observer: VoiceObserver | None = None,
     ) -> None:
         self.target = target
         self.connect_s = 0.0
         self._settings = settings
         self._stages = stages
         self._clock = clock
-        self._on_turn = on_turn
+        self._observer = observer
         self._ids = itertools.count(1)
         self._session_id = session_id
         self.config = SessionConfig()
@@ -341,8 +349,8 @@ class CascadeConnection(ConversationItems):
 
     async def _respond(self, response: Response) -> None:
         await response.run()
-        if self._on_turn is not None and response.status == "completed":
-            self._on_turn(self.target, response.clock)
+        if self._observer is not None and response.status == "completed":
+            self._observer.observe(self.target, response.clock)
 
     async def _cancel_event(self, event: dict[str, Any]) -> None:
         if not await self._cancel("client_cancelled"):
@@ -353,9 +361,12 @@ class CascadeConnection(ConversationItems):
         if task is None or task.done() or response is None:
             return False
         response.cancel_reason = reason
+        decided = self._clock()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await task  # its task group has closed the LLM and every TTS request
+        if self._observer is not None:
+            self._observer.barge_in(self.target, self._clock() - decided)
         return True
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from router.clock import Clock
 from router.gateway.request import parse_request
 from router.turn.sink import Sink
-from router.voice.cascade import CascadeConnection, OnTurn
+from router.voice.cascade import CascadeConnection, VoiceObserver
 from router.voice.settings import CascadeSettings
 from router.voice.speak import PcmSource
 from router.voice.stages import RoutedSpeech, tts_cost
@@ -64,13 +64,13 @@ class CascadeConnector:
         settings: CascadeSettings,
         router: Router,
         clock: Clock,
-        on_turn: OnTurn | None = None,
+        observer: VoiceObserver | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self._router = router
         self._clock = clock
-        self._on_turn = on_turn
+        self._observer = observer
         self._sessions = itertools.count(1)
 
     async def connect(self) -> CascadeConnection:
@@ -81,7 +81,7 @@ class CascadeConnector:
             stages=RouterStages(self._router, self.settings, session_id),
             clock=self._clock,
             session_id=session_id,
-            on_turn=self._on_turn,
+            observer=self._observer,
         )
 
     async def aclose(self) -> None:

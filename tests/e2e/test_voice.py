@@ -256,6 +256,7 @@ async def test_barge_in_cancels_llm_and_tts_and_truncation_keeps_what_was_heard(
         assert llm_call.cancelled_at is not None or llm_call.finished_at is not None
         assert any(c.cancelled_at is not None for c in stack.tts[0].calls)
         assert all(c.finished_at or c.cancelled_at for c in stack.tts[0].calls)
+        assert stack.metric("firsttoken_voice_barge_in_seconds_count", target="local-voice") == 1
         # the client played 500 ms: the conversation keeps what those 500 ms said
         await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=500)
         await until(conn, "conversation.item.truncated")
