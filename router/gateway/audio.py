@@ -26,7 +26,7 @@ from router.gateway.asgi import Send
 from router.gateway.auth import Client
 from router.runtime import Router, RouteRuntime
 from router.voice.codec import PCM_RATE
-from router.voice.resample import Resampler
+from router.voice.resample import SPEECH_QUALITY, Resampler
 
 
 def _route(router: Router, model: object, kind: str, client: Client | None) -> RouteRuntime:
@@ -132,7 +132,7 @@ async def speech(router: Router, raw: bytes, send: Send, client: Client | None) 
                 ],
             }
         )
-        to_24k = Resampler(source.sample_rate, PCM_RATE)
+        to_24k = Resampler(source.sample_rate, PCM_RATE, SPEECH_QUALITY)
         async for chunk in source.aiter_bytes():
             out = to_24k.push(chunk)
             if out:

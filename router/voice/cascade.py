@@ -128,6 +128,8 @@ class CascadeConnection(ConversationItems):
             await handler(self, event)
         except FirstTokenError as exc:
             await self._error(exc.message, exc.code or "invalid_value", event)
+        except Exception:  # a bug of ours: logged; the session goes on
+            log.exception("a cascade could not handle %s", kind)
 
     async def receive(self) -> str | bytes | Closed:
         return await self._out.get()
@@ -363,8 +365,7 @@ class CascadeConnection(ConversationItems):
         response.cancel_reason = reason
         decided = self._clock()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # its task group has closed the LLM and every TTS request
+        await asyncio.wait([task])  # its task group has closed the LLM and every TTS request
         if self._observer is not None:
             self._observer.barge_in(self.target, self._clock() - decided)
         return True

@@ -2,12 +2,13 @@
 
 One `Resampler` per stream: chunks go in as they arrive (an odd trailing byte is
 kept for the next chunk), converted samples come out, and `flush()` drains what
-the filter still holds at the end. libsoxr's filters look ahead, so the first
-chunk of a stream yields a little less than its share (at `HQ`, 22.05 -> 24 kHz:
-about 26 ms held back until the next chunk or the flush); nothing is delayed in
-time, only carried. `QQ` (cubic interpolation) holds nearly nothing back: right for
-the VAD's 24 -> 16 kHz path, which only decides speech or silence in the speech
-band; `HQ` is for audio a person hears.
+the filter still holds at the end. libsoxr's longer filters look ahead: at `HQ`
+and `MQ`, 22.05 -> 24 kHz, the first 40 ms chunk yields nothing at all, so the first
+audio would wait for the TTS's second chunk (10-40 ms more to the caller's first
+audio, measured). `LQ` and `QQ` answer the first chunk at once (938 and 958 of
+960 samples): `LQ` (`SPEECH_QUALITY`) is for what a caller hears, `QQ` (cubic
+interpolation) for the VAD's 24 -> 16 kHz path, which only decides speech or
+silence in the speech band.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 import soxr
 
 Quality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
+#: for audio a caller hears: no chunk held back at the start of a stream
+SPEECH_QUALITY: Quality = "LQ"
 
 
 class Resampler:

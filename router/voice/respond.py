@@ -144,7 +144,10 @@ class Response:
         sink = ChatSink(send, self._tool)
         self.clock.mark("llm_sent")
         with receive, send:
-            await self._both(sink, receive)
+            try:
+                await self._both(sink, receive)
+            except BaseExceptionGroup as group:
+                raise _first_failure(group) from group
         self.usage = sink.usage
 
     async def _both(self, sink: ChatSink, receive: MemoryObjectReceiveStream[str]) -> None:
@@ -376,3 +379,13 @@ class Response:
             },
             **extra,
         }
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group's failure means to a response: the first of ours (an
+    upstream stage that failed), else the group as it is."""
+    for exc in group.exceptions:
+        found = _first_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(found, FirstTokenError):
+            return found
+    return group

@@ -6,7 +6,7 @@ LLM still streams: the first clause goes to the TTS after a few words, not after
 the whole answer. Up to `prefetch` pieces are synthesised ahead of the one being
 played, so the next piece's audio is ready when the current one ends; audio is
 emitted strictly in order, resampled to `out_rate` (24 kHz for the Realtime API)
-with `HQ` libsoxr filters, one resampler per piece.
+with libsoxr's `LQ` filter (no chunk held back), one resampler per piece.
 
 What it emits, through the `emit` callback (which may wait: a slow client slows
 the answer, and memory stays bounded to `prefetch` pieces of audio):
@@ -42,7 +42,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import Mark, VoiceClock
 from router.voice.codec import PCM_RATE, pcm_ms
-from router.voice.resample import Resampler
+from router.voice.resample import SPEECH_QUALITY, Resampler
 from router.voice.truncate import SpokenPiece
 
 
@@ -164,7 +164,7 @@ class SpokenAnswer:
             self._mark("tts_sent")
             source = await self._synthesize(piece.text.strip())
             try:
-                resampler = Resampler(source.sample_rate, self._out_rate)
+                resampler = Resampler(source.sample_rate, self._out_rate, SPEECH_QUALITY)
                 async for chunk in source.aiter_bytes():
                     self._mark("tts_first_audio")
                     out = resampler.push(chunk)
@@ -173,6 +173,8 @@ class SpokenAnswer:
                 tail = resampler.flush()
                 if tail:
                     piece.send.send_nowait(tail)
+            except anyio.BrokenResourceError:
+                pass  # nobody plays this piece any more: the answer was cut short
             finally:
                 with anyio.CancelScope(shield=True):
                     await source.aclose()
