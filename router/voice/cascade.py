@@ -366,8 +366,9 @@ class CascadeConnection(ConversationItems):
         decided = self._clock()
         task.cancel()
         await asyncio.wait([task])  # its task group has closed the LLM and every TTS request
-        if self._observer is not None:
-            self._observer.barge_in(self.target, self._clock() - decided)
+        closed = response.upstreams_closed_at
+        if self._observer is not None and closed is not None:
+            self._observer.barge_in(self.target, closed - decided)
         return True
 
 

@@ -66,6 +66,9 @@ class VoiceClock:
         self.marks: dict[Mark, float] = {}
         self.marks["speech_end"] = clock() if speech_end_at is None else speech_end_at
 
+    def now(self) -> float:
+        return self._clock()
+
     def mark(self, name: Mark, at: float | None = None) -> None:
         """Note that `name` happened now (or `at`); later marks of the same name are ignored."""
         if name not in self.marks:

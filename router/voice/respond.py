@@ -116,6 +116,8 @@ class Response:
         self.status: Status | None = None
         #: why it was cancelled: turn_detected or client_cancelled
         self.cancel_reason: str | None = None
+        #: when a cancelled response had closed its LLM and TTS requests
+        self.upstreams_closed_at: float | None = None
 
     # -- the whole response --------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class Response:
             await self._answer()
             status: Status = "completed"
         except anyio.get_cancelled_exc_class():
+            self.upstreams_closed_at = self.clock.now()  # the stages' task group is done
             with anyio.CancelScope(shield=True):
                 reason = self.cancel_reason or "client_cancelled"
                 await self._finish("cancelled", {"type": "cancelled", "reason": reason})

@@ -12,7 +12,8 @@ What it emits, through the `emit` callback (which may wait: a slow client slows
 the answer, and memory stays bounded to `prefetch` pieces of audio):
 
     TextDelta(text)       the LLM's text as it arrives (the audio transcript deltas)
-    AudioDelta(pcm16)     audio at `out_rate`, in order
+    AudioDelta(pcm16)     audio at `out_rate`, in order (chunks already waiting when
+                          one is sent are joined to it: fewer, larger deltas under load)
     PieceSpoken(piece)    a piece's audio is complete: its text and milliseconds,
                           what `truncate.heard_text` needs after a barge-in
 
@@ -187,7 +188,8 @@ class SpokenAnswer:
                 audio_bytes = 0
                 try:
                     with piece.receive:
-                        async for pcm in piece.receive:
+                        async for first in piece.receive:
+                            pcm = first + _waiting(piece.receive)
                             audio_bytes += len(pcm)
                             await self._emit(AudioDelta(pcm))
                 except BaseException:
@@ -203,3 +205,18 @@ class SpokenAnswer:
     def _mark(self, name: Mark) -> None:
         if self._clock is not None:
             self._clock.mark(name)
+
+
+def _waiting(chunks: MemoryObjectReceiveStream[bytes], limit: int = 1 << 16) -> bytes:
+    """Audio already waiting behind a chunk, joined to it: one delta instead of many when
+    the TTS runs ahead of the client (nothing waits for more; the first chunk goes alone)."""
+    more = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = chunks.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+        more.append(chunk)
+        size += len(chunk)
+    return b"".join(more)
