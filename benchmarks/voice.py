@@ -52,7 +52,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # overhead.py is a script beside this one, not a package module
-from overhead import ROOT, Proc, free_port, managed, percentile, wait_http
+from overhead import ROOT, Proc, cpu_seconds, free_port, managed, percentile, wait_http
 
 FRAME_MS = 20
 STAGES = ("vad_hangover", "stt", "llm_ttft", "tts_first_audio", "overhead")
@@ -232,6 +232,28 @@ class Caller:
     done_statuses: list[str] = field(default_factory=list)
 
 
+async def _receive(
+    ws: aiohttp.ClientWebSocketResponse,
+    state: dict[str, Any],
+    done: asyncio.Queue[str],
+    caller: Caller,
+) -> None:
+    """Events are sniffed by their head; only response.done is parsed."""
+    loop = asyncio.get_running_loop()
+    async for msg in ws:
+        text = msg.data
+        head = text[:64]
+        if '"response.output_audio.delta"' in head:
+            if state["awaiting"] is not None:
+                caller.v2v.append(loop.time() - state["awaiting"])
+                state["awaiting"] = None
+            state["audio_ms"] += (len(text) - 120) * 3 / 4 / 48
+        elif '"response.done"' in head:
+            done.put_nowait(json.loads(text)["response"]["status"])
+        elif '"type":"error"' in head:
+            raise RuntimeError(f"error event: {text[:300]}")
+
+
 async def run_caller(url: str, caller: Caller, session: aiohttp.ClientSession) -> None:
     loop = asyncio.get_running_loop()
     speech = [append(frame) for frame in tone_frames(1200)]  # encoded once: a light client
@@ -241,22 +263,7 @@ async def run_caller(url: str, caller: Caller, session: aiohttp.ClientSession) -
             state: dict[str, Any] = {"awaiting": None, "audio_ms": 0.0}
             done = asyncio.Queue[str]()
 
-            async def receive() -> None:
-                async for msg in ws:
-                    text = msg.data
-                    head = text[:64]
-                    if '"response.output_audio.delta"' in head:
-                        if state["awaiting"] is not None:
-                            caller.v2v.append(loop.time() - state["awaiting"])
-                            state["awaiting"] = None
-                        state["audio_ms"] += (len(text) - 120) * 3 / 4 / 48
-                    elif '"response.done"' in head:
-                        status = json.loads(text)["response"]["status"]
-                        done.put_nowait(status)
-                    elif '"type":"error"' in head:
-                        raise RuntimeError(f"error event: {text[:300]}")
-
-            reader = asyncio.ensure_future(receive())
+            reader = asyncio.ensure_future(_receive(ws, state, done, caller))
             due = loop.time()
 
             async def send(frame: str) -> None:
@@ -341,7 +348,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 url = f"ws://127.0.0.1:{port}/v1/realtime?model=voice"
                 with open("/proc/loadavg") as f:
                     load = f.read().split()[:3]
+                cpu_before, started = cpu_seconds([router.pid]), time.monotonic()
                 callers = asyncio.run(run_point(url, sessions, args))
+                router_cpu = (cpu_seconds([router.pid]) - cpu_before) / (time.monotonic() - started)
                 time.sleep(0.5)
                 hist = scrape(port)
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['control']}/records") as r:
@@ -353,6 +362,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 {
                     "sessions": sessions,
                     "load_average": load,
+                    "router_cpu_cores": round(router_cpu, 3),
                     "turns": len(v2v),
                     "lost": [c.lost for c in callers if c.lost],
                     "cancelled": sum(s == "cancelled" for c in callers for s in c.done_statuses),
@@ -378,8 +388,8 @@ def _num(v: float | None) -> float | None:
 def report(result: dict[str, Any]) -> tuple[str, bool]:
     lines = [
         "| sessions | turns | v2v p50/p90/p99 ms | vad | stt | llm_ttft | tts_first_audio "
-        "| overhead p50/p99 ms | barge-ins | barge-in p50/p99 ms | lost | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| overhead p50/p99 ms | barge-ins | barge-in p50/p99 ms | lost | router CPU | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ok = True
     for p in result["points"]:
@@ -388,7 +398,8 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
             f"| {p['sessions']} | {p['turns']} | {v[50]}/{v[90]}/{v[99]} "
             + "".join(f"| {st[s][50]} " for s in STAGES[:4])
             + f"| {st['overhead'][50]}/{st['overhead'][99]} | {p['cancelled']} "
-            f"| {b[50]}/{b[99]} | {len(p['lost'])} | {' '.join(p['load_average'])} |"
+            f"| {b[50]}/{b[99]} | {len(p['lost'])} | {p['router_cpu_cores']} "
+            f"| {' '.join(p['load_average'])} |"
         )
         if p["lost"]:
             ok = False
