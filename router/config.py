@@ -1,31 +1,30 @@
-"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+"""Policy files: frozen pydantic models, and the checks of names across a file.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once.
-
-It runs past 400 lines on purpose: the models of every block of a policy file sit
-next to the loader and the checks across blocks, so one module shows the whole
-schema (the realtime route blocks are `router/realtime/settings.py`).
+check` can print all of them at once (YAML and schema: `configfile.py`; the
+realtime route blocks: `router/realtime/settings.py`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.configfile import (
+    Path_,
+    did_you_mean,
+    fmt_path,
+    line_for,
+    load_data,
+    parse_yaml_model,
+    read_text,
+    sorted_issues,
+    validate,
 )
-
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
@@ -48,6 +47,9 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
+    #: `firsttoken.access`; off, the same line is logged at DEBUG
+    access_log: bool = False
 
 
 class ClientKey(_Model):
@@ -198,6 +200,9 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
+    #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
+    response_model: Literal["upstream", "route"] = "upstream"
     #: realtime routes: a session's limits, and migration
     session: SessionSettings = SessionSettings()
     migrate: MigrateSettings = MigrateSettings()
@@ -260,183 +265,123 @@ class Config(_Model):
 
 # -- loading ------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
+
+def _named(items: Any) -> list[tuple[int, Any]]:
+    """(index, name) of each mapping in a YAML list, whatever else is wrong with it."""
+    if not isinstance(items, list):
+        return []
+    return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
-def _fmt_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
-    lines: dict[Path_, int] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*path, key))
-                lines[(*path, key)] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
-    if root is None:
-        return {}, lines
-    return walk(root, ()), lines
-
-
-def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
-    path = tuple(loc)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
-def _route_kind(kind: str) -> str:
+def _route_kind(kind: object) -> str:
+    """What a route of this kind of target serves: text turns, sessions, stt or tts."""
     if kind in SESSION_KINDS:
         return "session"
-    return "text" if kind in TEXT_KINDS else kind
+    return "text" if kind in TEXT_KINDS else str(kind)
 
 
-def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
+def _target_issues(i: int, target: dict[str, Any], issue: Callable[[Path_, str], None]) -> None:
+    """What a target of each kind needs."""
+    kind, base_url = target.get("kind"), target.get("base_url")
+    if kind in ("vllm", "openai", "realtime", "stt", "tts") and base_url is None:
+        issue(("targets", i), f"a '{kind}' target needs base_url")
+    if kind != "cascade" and not target.get("model"):
+        issue(("targets", i), f"a '{kind}' target needs model")
+    if (kind == "cascade") != (target.get("cascade") is not None):
+        issue(("targets", i), "a cascade target, and only one, has a cascade: block")
+    if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
+        issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
+
+
+def _cascade_references(
+    cascades: Sequence[tuple[int, dict[str, Any]]],
+    route_kinds: Mapping[str, set[str]],
+    issue: Callable[[Path_, str], None],
+) -> None:
+    """A cascade's stages name routes of the right kind."""
+    for i, block in cascades:
+        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
+            route = block.get(stage)
+            if isinstance(route, str) and route not in route_kinds:
+                issue(("targets", i, "cascade", stage), f"unknown route '{route}'")
+            elif isinstance(route, str) and route_kinds[route] != {kind}:
+                issue(("targets", i, "cascade", stage), f"route '{route}' is not a {kind} route")
+
+
+def _cross_references(
+    data: dict[str, Any], file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    """Names that must agree across the file, checked on the raw YAML so that they are
+    reported with the schema's problems in the same pass."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
-        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
-    seen: set[str] = set()
-    for i, t in enumerate(cfg.targets):
-        if t.name in seen:
-            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
-        seen.add(t.name)
-        if t.kind in ("vllm", "openai", "realtime", "stt", "tts") and t.base_url is None:
-            issue(("targets", i), f"a '{t.kind}' target needs base_url")
-        if t.kind != "cascade" and not t.model:
-            issue(("targets", i), f"a '{t.kind}' target needs model")
-        if (t.kind == "cascade") != (t.cascade is not None):
-            issue(("targets", i), "a cascade target, and only one, has a cascade: block")
-        if t.kind != "realtime" and t.base_url and t.base_url.startswith("ws"):
-            issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
-    route_names: set[str] = set()
-    for i, r in enumerate(cfg.routes):
-        if r.name in route_names:
-            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
-        route_names.add(r.name)
-        for j, name in enumerate(r.targets):
-            if name not in seen:
-                issue(("routes", i, "targets", j), f"unknown target '{name}'")
-        if len(set(r.targets)) != len(r.targets):
+    targets: list[str] = []
+    kinds: dict[str, str] = {}
+    cascades: list[tuple[int, dict[str, Any]]] = []
+    for i, name in _named(data.get("targets")):
+        target = data["targets"][i]
+        if isinstance(name, str) and name in targets:
+            issue(("targets", i, "name"), f"duplicate target name '{name}'")
+        if isinstance(name, str):
+            targets.append(name)
+            kinds[name] = _route_kind(target.get("kind"))
+        _target_issues(i, target, issue)
+        block = target.get("cascade")
+        cascades += [(i, block)] if isinstance(block, dict) else []
+    routes: list[str] = []
+    route_kinds: dict[str, set[str]] = {}
+    for i, name in _named(data.get("routes")):
+        if isinstance(name, str) and name in routes:
+            issue(("routes", i, "name"), f"duplicate route name '{name}'")
+        if isinstance(name, str):
+            routes.append(name)
+        listed = data["routes"][i].get("targets")
+        if not isinstance(listed, list):
+            continue
+        for j, target_name in enumerate(listed):
+            if isinstance(target_name, str) and target_name not in targets:
+                hint = did_you_mean(target_name, targets)
+                issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
+        if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-        kinds = {_route_kind(cfg.target(n).kind) for n in r.targets if n in seen}
-        if len(kinds) > 1:
+        served = {kinds[n] for n in listed if isinstance(n, str) and n in kinds}
+        if isinstance(name, str):
+            route_kinds[name] = served
+        if len(served) > 1:
             issue(
                 ("routes", i, "targets"),
                 "a route's targets are all text, all stt, all tts, or all realtime and cascade",
             )
-    route_kinds = {
-        r.name: {_route_kind(cfg.target(n).kind) for n in r.targets if n in seen}
-        for r in cfg.routes
-    }
-    for i, t in enumerate(cfg.targets):
-        if t.cascade is None:
-            continue
-        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
-            name = getattr(t.cascade, stage)
-            if name not in route_kinds:
-                issue(("targets", i, "cascade", stage), f"unknown route '{name}'")
-            elif route_kinds[name] != {kind}:
-                issue(("targets", i, "cascade", stage), f"route '{name}' is not a {kind} route")
-    if cfg.auth is not None:
-        key_names: set[str] = set()
-        for i, k in enumerate(cfg.auth.keys):
-            if k.name in key_names:
-                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
-            key_names.add(k.name)
-            for j, route in enumerate(k.routes or ()):
-                if route not in route_names:
-                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
+    _cascade_references(cascades, route_kinds, issue)
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    key_names: set[str] = set()
+    for i, name in _named(keys):
+        assert isinstance(keys, list)
+        if isinstance(name, str) and name in key_names:
+            issue(("auth", "keys", i, "name"), f"duplicate key name '{name}'")
+        if isinstance(name, str):
+            key_names.add(name)
+        allowed = keys[i].get("routes")
+        for j, route in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(route, str) and route not in routes:
+                hint = did_you_mean(route, routes)
+                issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'{hint}")
     return issues
 
 
-def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
-    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
-    Returns the model and the line of every node, for checks made after it."""
-    data, lines = _compose(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
-    try:
-        return model.model_validate(data), lines
-    except ValidationError as exc:
-        issues = []
-        errors = exc.errors()
-        for err in errors:
-            loc = _data_loc(data, err["loc"])
-            if err["type"] == "too_short" and any(
-                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
-            ):
-                continue  # an item failed, so the tuple came out short: say it once
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
-            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
-        raise ConfigError(issues) from exc
-
-
-def read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-
-
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
-    cfg, lines = parse_yaml_model(Config, text, file)
-    issues = _semantic_issues(cfg, file, lines)
-    if issues:
-        raise ConfigError(issues)
+    """Validate a policy file's text; raise ConfigError listing every problem (schema
+    and cross-references together, sorted by line)."""
+    data, lines, issues = load_data(text, file)
+    cfg, schema = validate(Config, data, lines, file)
+    issues += schema + _cross_references(data, file, lines)
+    if cfg is None or issues:
+        raise ConfigError(sorted_issues(issues))
     return cfg
-
-
-def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
-    """pydantic's error location, as a path in the YAML: the tags it inserts for a
-    discriminated union (`policy.latency.quantile`) are not keys of the data."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        found, child = _child(node, part)
-        if found:
-            node = child
-        elif i < len(loc) - 1:
-            continue  # a union tag: not in the data
-        out.append(part)
-    return out
-
-
-def _child(node: Any, part: str | int) -> tuple[bool, Any]:
-    if isinstance(node, dict) and part in node:
-        return True, node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return True, node[part]
-    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -454,3 +399,6 @@ def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
         for who, field, var in wanted
         if var and not environ.get(var)
     ]
+
+
+__all__ = ["parse_yaml_model", "read_text"]  # re-exported for router.sim.scenario

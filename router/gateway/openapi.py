@@ -255,6 +255,12 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
             "/v1/models": _get("the routes, as OpenAI models", _ref("ModelList")),
+            "/health": {
+                "get": {
+                    "summary": "the process is alive, answered as vLLM does (200, empty body)",
+                    "responses": {"200": {"description": "OK"}, "405": _error("wrong method")},
+                }
+            },
             "/healthz": _get("the process is alive", _ref("Status")),
             "/readyz": readyz,
             "/metrics": _get("Prometheus metrics", {"type": "string"}, "text/plain; version=0.0.4"),

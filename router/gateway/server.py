@@ -33,8 +33,10 @@ from router.gateway.admin import admin_view
 from router.gateway.asgi import Message, Receive, Scope, Send
 from router.gateway.openapi import openapi_spec
 from router.gateway.request import parse_request
+from router.logs import log_turn
 from router.runtime import Router
 from router.turn.sink import Header
+from router.turn.types import TurnResult
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
@@ -78,17 +80,9 @@ async def _respond(
     headers: Sequence[Header] = (),
     content_type: bytes = b"application/json",
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
+    head = [(b"content-type", content_type)] if content_type else []
+    head += [(b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -178,6 +172,7 @@ class Server:
             return
         getters: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
             "/v1/models": self._models,
+            "/health": self._health,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
@@ -261,15 +256,20 @@ class Server:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
-                log.debug(
-                    "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",
-                    result.route,
-                    result.target,
-                    result.outcome,
-                    result.attempts,
-                    (result.ttft_s or 0.0) * 1000,
+                log_turn(
+                    result,
+                    client=client.name if client else None,
+                    request_id=request_id,
+                    enabled=self.router.runtime.config.server.access_log,
                 )
         except FirstTokenError as err:
+            log_turn(
+                TurnResult(route=parsed.model),
+                client=client.name if client else None,
+                request_id=request_id,
+                status=err.status,
+                enabled=self.router.runtime.config.server.access_log,
+            )
             if not sink.started:
                 await self._error(send, err)
             else:  # cannot happen before the commit point; say it loudly if it does
@@ -296,6 +296,11 @@ class Server:
             for name in self.router.runtime.routes
         ]
         return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
+
+    async def _health(self) -> tuple[int, bytes, bytes]:
+        # vLLM's shape (200, no body, no content type): load tools that probe a vLLM
+        # server (guidellm) accept the router in its place.
+        return 200, b"", b""
 
     async def _healthz(self) -> tuple[int, bytes, bytes]:
         return 200, b'{"status": "ok"}', b"application/json"

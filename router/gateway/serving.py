@@ -233,6 +233,7 @@ def _config(
         http=protocol,
         lifespan=lifespan,
         log_level=log_level,
+        log_config=None,  # the process's logging (router/logs.py: text or JSON) is used
         access_log=False,
         proxy_headers=False,  # the router reads no client address; skip the middleware
         server_header=False,

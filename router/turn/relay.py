@@ -34,6 +34,7 @@ from router.policy.base import Plan, TargetView
 from router.turn import sse
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget
+from router.turn.model_name import ModelRename
 from router.turn.race import Race
 from router.turn.sink import FirstByteClock, Header, Sink
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
@@ -105,6 +106,7 @@ class Turn:
         self._arrived = arrived
         self.result = TurnResult(route=route.name, reason=plan.reason)
         self._prompt_estimate = 0
+        self._rename: ModelRename | None = None  # response_model: route
 
     # -- after the commit point ---------------------------------------------------------
 
@@ -181,17 +183,20 @@ class Turn:
             result.outcome = "hedged_lost"
         else:
             result.outcome = "fell_back" if result.fell_back else "ok"
+        if self._route.response_model == "route":
+            self._rename = ModelRename.learn(primed.head, self._route.name)
+        head = self._rename(primed.head) if self._rename else primed.head
         try:
             if request.stream:
                 await sink.start(200, self.headers(primed, b"text/event-stream"))
-                await sink.write(primed.head)
+                await sink.write(head)
                 self._events.overhead_observed(
                     "first_token_relay", self._clock() - primed.first_token_at
                 )
                 await self._relay(primed, request, sink)
             else:
                 await sink.start(200, self.headers(primed, b"application/json"))
-                await sink.write(primed.head)
+                await sink.write(head)
                 self._account(primed, primed.usage, estimated_completion=0)
                 primed.attempt.finished(result.prompt_tokens, result.completion_tokens)
             await sink.finish()
@@ -280,7 +285,7 @@ class Turn:
             self.result.failures.append(err)
             self.result.outcome = "error"
         if block:
-            await sink.write(block)
+            await sink.write(self._rename(block) if self._rename else block)
         return found.has_done or found.has_error, events_seen
 
     def _degraded(self, primed: Primed, waited_s: float) -> None:

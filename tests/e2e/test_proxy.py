@@ -133,6 +133,10 @@ def test_models_and_health(fleet: Fleet) -> None:
     with httpx.Client(base_url=fleet.router.url) as h:
         assert h.get("/healthz").status_code == 200
         assert h.get("/readyz").status_code == 200
+        # vLLM's /health, which load tools such as guidellm probe first: 200, no body.
+        health = h.get("/health")
+        assert (health.status_code, health.content) == (200, b"")
+        assert "content-type" not in health.headers
 
 
 # -- failures before the first token move the turn on, invisibly -------------------------
