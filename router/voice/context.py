@@ -12,23 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-_TEXT_FIELDS = {
-    "input_text": "text",
-    "output_text": "text",
-    "text": "text",
-    "input_audio": "transcript",
-    "output_audio": "transcript",
-}
+from router.realtime.conversation import message_text
 
 
 def item_text(item: Mapping[str, Any]) -> str:
-    parts = []
-    for part in item.get("content") or ():
-        if isinstance(part, Mapping):
-            value = part.get(_TEXT_FIELDS.get(str(part.get("type")), "text"))
-            if isinstance(value, str):
-                parts.append(value)
-    return "".join(parts)
+    return message_text(item.get("content"))
 
 
 def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
