@@ -46,6 +46,7 @@ from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
+from router.upstream.audio import SttUpstream, TtsUpstream
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
 from router.voice.stages import SpeechService
@@ -117,6 +118,7 @@ class Router:
         self.active_turns = 0
         self._retiring: list[TargetRuntime] = []
         self._retiring_realtime: list[RealtimeTarget] = []
+        self._retiring_speech: list[SttUpstream | TtsUpstream] = []
         #: realtime sessions open (the gateway counts them)
         self.active_sessions = 0
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
@@ -197,6 +199,9 @@ class Router:
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
         self._retiring_realtime.extend(self.runtime.realtime.retired)
+        # speech pools of changed targets: a request may still run on one, so they are
+        # closed at shutdown (one pool per reload that changed a speech target)
+        self._retiring_speech.extend(self.runtime.speech.retired)
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
@@ -389,6 +394,8 @@ class Router:
                 await old.upstream.aclose()
             await self.runtime.realtime.aclose()
             await self.runtime.speech.aclose()
+            for pool in self._retiring_speech:
+                await pool.aclose()
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)
