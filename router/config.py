@@ -9,7 +9,7 @@ realtime route blocks: `router/realtime/settings.py`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,7 +28,7 @@ from router.configfile import (
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
-from router.voice.settings import CascadeSettings
+from router.voice.settings import CascadeSettings, cascade_issues
 
 
 class _Model(BaseModel):
@@ -293,21 +293,6 @@ def _target_issues(i: int, target: dict[str, Any], issue: Callable[[Path_, str],
         issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
 
 
-def _cascade_references(
-    cascades: Sequence[tuple[int, dict[str, Any]]],
-    route_kinds: Mapping[str, set[str]],
-    issue: Callable[[Path_, str], None],
-) -> None:
-    """A cascade's stages name routes of the right kind."""
-    for i, block in cascades:
-        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
-            route = block.get(stage)
-            if isinstance(route, str) and route not in route_kinds:
-                issue(("targets", i, "cascade", stage), f"unknown route '{route}'")
-            elif isinstance(route, str) and route_kinds[route] != {kind}:
-                issue(("targets", i, "cascade", stage), f"route '{route}' is not a {kind} route")
-
-
 def _cross_references(
     data: dict[str, Any], file: str, lines: Mapping[Path_, int]
 ) -> list[ConfigIssue]:
@@ -355,7 +340,7 @@ def _cross_references(
                 ("routes", i, "targets"),
                 "a route's targets are all text, all stt, all tts, or all realtime and cascade",
             )
-    _cascade_references(cascades, route_kinds, issue)
+    cascade_issues(cascades, route_kinds, issue)
     auth = data.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     key_names: set[str] = set()

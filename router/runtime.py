@@ -50,7 +50,7 @@ from router.upstream.audio import SttUpstream, TtsUpstream
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
 from router.voice.stages import SpeechService
-from router.voice.wiring import CascadeConnector
+from router.voice.wiring import cascades
 from router.voice_metrics import VoiceMetrics
 
 log = logging.getLogger("firsttoken")
@@ -171,16 +171,12 @@ class Router:
             self.environ,
             self.clock,
             previous.realtime if previous else None,
-            cascade=self._cascade,
+            cascade=cascades(self),
         )
         speech = SpeechService(
             config, signals, self.environ, self.clock, previous.speech if previous else None
         )
         return Runtime(config, routes, targets, signals, auth, realtime, speech)
-
-    def _cascade(self, config: TargetConfig) -> CascadeConnector:
-        assert config.cascade is not None  # checked when the config was loaded
-        return CascadeConnector(config.name, config.cascade, self, self.clock, self.voice_metrics)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -199,8 +195,7 @@ class Router:
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
         self._retiring_realtime.extend(self.runtime.realtime.retired)
-        # speech pools of changed targets: a request may still run on one, so they are
-        # closed at shutdown (one pool per reload that changed a speech target)
+        # a request may still run on them: closed at shutdown
         self._retiring_speech.extend(self.runtime.speech.retired)
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)

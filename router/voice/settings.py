@@ -19,6 +19,7 @@ routes:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,3 +100,18 @@ def default_session(session_id: str, target: str, settings: CascadeSettings) -> 
             "output": {"format": dict(fmt), "voice": settings.voice, "speed": 1.0},
         },
     }
+
+
+def cascade_issues(
+    cascades: Sequence[tuple[int, dict[str, Any]]],
+    route_kinds: Mapping[str, set[str]],
+    issue: Callable[[tuple[str | int, ...], str], None],
+) -> None:
+    """A cascade's stages name routes of the right kind."""
+    for i, block in cascades:
+        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
+            route = block.get(stage)
+            if isinstance(route, str) and route not in route_kinds:
+                issue(("targets", i, "cascade", stage), f"unknown route '{route}'")
+            elif isinstance(route, str) and route_kinds[route] != {kind}:
+                issue(("targets", i, "cascade", stage), f"route '{route}' is not a {kind} route")

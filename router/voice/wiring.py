@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from router.clock import Clock
+from router.config import TargetConfig
 from router.gateway.request import parse_request
 from router.turn.sink import Sink
 from router.voice.cascade import CascadeConnection, VoiceObserver
@@ -86,3 +88,15 @@ class CascadeConnector:
 
     async def aclose(self) -> None:
         return None
+
+
+def cascades(router: Router) -> Callable[[TargetConfig], CascadeConnector]:
+    """The `RealtimeService`'s factory of cascade connectors for this router."""
+
+    def connector(config: TargetConfig) -> CascadeConnector:
+        assert config.cascade is not None  # checked when the config was loaded
+        return CascadeConnector(
+            config.name, config.cascade, router, router.clock, router.voice_metrics
+        )
+
+    return connector
