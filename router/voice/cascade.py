@@ -183,7 +183,6 @@ class CascadeConnection(ConversationItems):
     def _apply_audio(self) -> None:
         inp = self._audio("input")
         fmt = inp.get("format")
-        kind = fmt.get("type") if isinstance(fmt, Mapping) else "audio/pcm"
         td = inp.get("turn_detection")
         vad = None
         if isinstance(td, Mapping):
@@ -195,7 +194,7 @@ class CascadeConnection(ConversationItems):
                 create_response=bool(td.get("create_response", True)),
                 interrupt_response=bool(td.get("interrupt_response", True)),
             )
-        self.buffer.configure(AudioFormat(kind if kind in AUDIO_TYPES else "audio/pcm"), vad)  # type: ignore[arg-type]
+        self.buffer.configure(_format(fmt), vad)
 
     async def _session_update(self, event: dict[str, Any]) -> None:
         session = event.get("session")
@@ -337,6 +336,7 @@ class CascadeConnection(ConversationItems):
             body=chat_body(self._settings.llm, session, self.items, overrides),
             audio=audio,
             voice=voice,
+            out_format=_format(output.get("format")),
             prefetch=self._settings.prefetch,
             splitter=ClauseSplitter(**self._settings.clauses.model_dump()),
             clock=clock,
@@ -385,3 +385,9 @@ _HANDLERS: dict[str, Handler] = {
     "response.create": CascadeConnection._response_create,
     "response.cancel": CascadeConnection._cancel_event,
 }
+
+
+def _format(fmt: object) -> AudioFormat:
+    """A session's `{type: audio/pcm | audio/pcmu | audio/pcma}` (PCM when unknown)."""
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    return AudioFormat(kind) if kind in AUDIO_TYPES else AudioFormat()

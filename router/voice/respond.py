@@ -32,6 +32,7 @@ from router.errors import FirstTokenError
 from router.turn.sink import Sink
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
+from router.voice.codec import AudioFormat
 from router.voice.llm import ChatSink, ToolCall
 from router.voice.speak import AudioDelta, PcmSource, SpeechEvent, SpokenAnswer
 from router.voice.speak import TextDelta as SpokenText
@@ -88,6 +89,7 @@ class Response:
         body: dict[str, Any],
         audio: bool,
         voice: str,
+        out_format: AudioFormat,
         prefetch: int,
         splitter: ClauseSplitter,
         clock: VoiceClock,
@@ -100,6 +102,8 @@ class Response:
         self._stages = stages
         self._body = body
         self._audio = audio
+        #: the client's output format: PCM at 24 kHz, or G.711 at 8 kHz
+        self._format = out_format
         self._voice = voice
         self._prefetch = prefetch
         self._splitter = splitter
@@ -160,6 +164,7 @@ class Response:
                 spoken = self._answer_audio = SpokenAnswer(
                     self._speak,
                     self._spoken,
+                    out_rate=self._format.rate,
                     prefetch=self._prefetch,
                     splitter=self._splitter,
                     clock=self.clock,
@@ -231,9 +236,10 @@ class Response:
             out.text += event.text
             await self._delta("response.output_audio_transcript.delta", out, delta=event.text)
         elif isinstance(event, AudioDelta):
-            out.audio_bytes += len(event.pcm16)
+            audio = self._format.encode(event.pcm16)
+            out.audio_bytes += len(audio)
             await self._delta(
-                "response.output_audio.delta", out, delta=base64.b64encode(event.pcm16).decode()
+                "response.output_audio.delta", out, delta=base64.b64encode(audio).decode()
             )
             self.clock.mark("first_audio_sent")
 

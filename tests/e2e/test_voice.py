@@ -20,7 +20,8 @@ from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.stt import SttSim
 from router.sim.tts import TtsParams, TtsSim
-from router.voice.codec import wav
+from router.voice.codec import AudioFormat, wav
+from router.voice.resample import Resampler
 from tests.e2e.harness import RunningRouter, start_router, stop_router
 from tests.voice.audio import frames, silence, speech_24k
 
@@ -332,3 +333,55 @@ async def test_speech_routes_are_served_at_openais_audio_endpoints(stack: Stack)
     with pytest.raises(openai.BadRequestError):
         await client.audio.speech.create(model="stt", input="hi", voice="v")
     await client.close()
+
+
+async def test_a_failing_llm_target_falls_back_before_the_first_token(stack: Stack) -> None:
+    async with OpenAISim(Behaviour(fault=Fault("status", status=503))) as broken:
+        text = config(stack.stt, stack.llm, stack.tts)
+        text = text.replace(
+            "  - name: local-voice\n",
+            f"  - {{name: llm-broken, kind: openai, base_url: '{broken.base_url}', model: sim}}\n"
+            "  - name: local-voice\n",
+        ).replace("{name: chat, targets: [llm]}", "{name: chat, targets: [llm-broken, llm]}")
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                await speak(conn, silence(300) + speech_24k() + silence(600))
+                events = await until(conn, "response.done")
+        finally:
+            await stop_router(router)
+    done = events[-1].response
+    assert done.status == "completed"
+    assert done.model_extra["firsttoken"]["stages"]["llm"]["target"] == "llm"
+    assert len(broken.records) == 1 and broken.records[0].status == 503
+    assert any(e.type == "response.output_audio.delta" for e in events)
+
+
+async def test_a_telephony_session_speaks_g711_both_ways(stack: Stack) -> None:
+    fmt = AudioFormat("audio/pcmu")
+    down = Resampler(24_000, 8_000)
+    caller = fmt.encode(down.push(silence(300) + speech_24k() + silence(600)) + down.flush())
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {"format": {"type": "audio/pcmu"}},
+                    "output": {"format": {"type": "audio/pcmu"}},
+                },
+            }
+        )
+        for i in range(0, len(caller), 160):  # 20 ms at 8 kHz, a byte a sample
+            await conn.input_audio_buffer.append(
+                audio=base64.b64encode(caller[i : i + 160]).decode()
+            )
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    audio = b"".join(
+        base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
+    )
+    pieces = [call.text for call in stack.tts[0].calls]
+    # 60 ms a character at 8 kHz, a byte a sample
+    assert abs(len(audio) / 8 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
+    assert stack.stt[0].calls[-1].audio_ms > 2000  # the caller was heard, decoded, at 8 kHz
