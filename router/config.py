@@ -3,7 +3,9 @@
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
 check` can print all of them at once (YAML and schema: `configfile.py`; the
-realtime route blocks: `router/realtime/settings.py`).
+realtime route blocks: `router/realtime/settings.py`; speech and cascade blocks and
+their checks: `router/voice/settings.py`). Just over 400 lines: the models of every
+kind of target and route stay in one place, so one module shows the whole schema.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from router.configfile import (
     sorted_issues,
     validate,
 )
+from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
@@ -50,6 +53,20 @@ class ServerConfig(_Model):
     #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
     #: `firsttoken.access`; off, the same line is logged at DEBUG
     access_log: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: Host header values served besides the bound address, localhost, 127.0.0.1 and
+    #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
+    #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or
+    #: "*" for any. Everything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: browser pages allowed to call the router; without it every request that carries
+    #: an Origin header is refused
+    cors: CorsConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return allowed_hosts(v)
 
 
 class ClientKey(_Model):

@@ -116,8 +116,11 @@ class SpeechService:
                 key = environ.get(t.api_key_env) if t.api_key_env else None
                 self.upstreams[t.name] = _upstream(t, key)
             self.configs[t.name] = t
-        #: pools of the previous generation no longer used
+        #: pools of earlier generations no longer used: a request may still run on one,
+        #: so they are closed with this service (at shutdown)
         self.retired = [u for n, u in old.items() if self.upstreams.get(n) is not u]
+        if previous is not None:
+            self.retired += previous.retired
 
     def _order(self, route: RouteConfig, policy: Policy, rng: random.Random) -> list[str]:
         views = [self.signals[name].view() for name in route.targets]
@@ -216,7 +219,7 @@ class SpeechService:
         raise _all_failed(route, failures)
 
     async def aclose(self) -> None:
-        for upstream in self.upstreams.values():
+        for upstream in [*self.upstreams.values(), *self.retired]:
             await upstream.aclose()
 
 
