@@ -6,6 +6,10 @@ start and finishes on it, so streams in flight finish on the plan they began wit
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
 A reload's dropped upstreams close once its turns are done (router/upstream/
 retiring.py); a dead background task takes the process down (router/lifespan.py).
+
+Just over 400 lines, kept whole: it is where every room is wired (turns, realtime
+sessions, speech routes and cascades, replicas), a few lines each; a room whose
+wiring grows past that gets its own module, as `realtime/service.py` did.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Upstream, UpstreamSetup
 from router.upstream.factory import default_upstream, import_litellm_upstream, setup_for
 from router.upstream.retiring import Retirer
+from router.voice.stages import SpeechService
+from router.voice.wiring import cascades
+from router.voice_metrics import VoiceMetrics
 
 log = logging.getLogger("firsttoken")
 
@@ -76,6 +83,7 @@ class Runtime:
     signals: SignalsRegistry
     auth: Authenticator
     realtime: RealtimeService
+    speech: SpeechService
     #: turns running on this runtime (a reload retires its upstreams when 0)
     active: int = field(default=0)
 
@@ -103,6 +111,7 @@ class Router:
         self.metrics = Metrics(views=self.views)
         #: the realtime sessions' metrics, on the same registry
         self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
+        self.voice_metrics = VoiceMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
@@ -137,8 +146,8 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
-            if t.kind == "realtime":
-                continue  # sessions, not turns: RealtimeService below
+            if t.kind in ("realtime", "cascade", "stt", "tts"):
+                continue  # sessions and speech, not turns: the services below
             old = previous.targets.get(t.name) if previous else None
             if old is not None and old.config == t and old.upstream not in self._retirer.closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
@@ -161,9 +170,17 @@ class Router:
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
         realtime = RealtimeService(
-            config, signals, self.environ, self.clock, previous.realtime if previous else None
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.realtime if previous else None,
+            cascade=cascades(self),
         )
-        return Runtime(config, routes, targets, signals, auth, realtime)
+        speech = SpeechService(
+            config, signals, self.environ, self.clock, previous.speech if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime, speech)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -264,6 +281,8 @@ class Router:
         route = self._route_for(runtime, parsed.model, client)
         if runtime.realtime.serves(route.config):
             raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
+        if any(name not in runtime.targets for name in route.config.targets):
+            raise BadRequest(f"the route '{parsed.model}' serves speech, not chat turns")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -390,6 +409,7 @@ class Router:
                 await t.upstream.aclose()
             await self._retirer.aclose()
             await self.runtime.realtime.aclose()
+            await self.runtime.speech.aclose()  # and the pools its reloads retired
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)

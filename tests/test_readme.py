@@ -71,6 +71,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "half a second at one concurrency, one migration round; no LiteLLM peer (exempt)",
     ),
     (
+        r"benchmarks/voice\.py --sessions 1,8,32 --turns 4$",
+        "benchmarks/voice.py --sessions 1 --turns 1 --barge-in 0",
+        "one caller, one turn (its bars are read at 32 sessions)",
+    ),
+    (
         r"benchmarks/hostile\.py$",
         "benchmarks/hostile.py --rounds 1 --duration 0.5 --warmup 0.2 --streams 2 "
         "--interval 0.5 --kinds big_unknown,bad_http",

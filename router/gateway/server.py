@@ -3,6 +3,10 @@
 Client disconnect: the turn and a listener for `http.disconnect` run in one task
 group; when the client goes away the listener cancels the group, and the turn's
 `finally` closes the upstream connection at once.
+
+Just over 400 lines: the table of every HTTP endpoint and the checks all of them
+pass (Host, Origin, methods, bodies) read best in one place; what an endpoint does
+lives elsewhere (`realtime.py`, `audio.py`, `admission.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from router.gateway import realtime
+from router.gateway import audio, realtime
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser
 from router.gateway.asgi import Message, Receive, Scope, Send, header
@@ -50,6 +54,7 @@ _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
 }
+_AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech"})
 _POST = ("POST", "OPTIONS")
 _GET = ("GET", "HEAD", "OPTIONS")
 #: the largest body an admin POST may have (`{}` is what it needs)
@@ -224,6 +229,8 @@ class Server:
         """The methods an endpoint takes, or None for no such endpoint."""
         if path in _TURN_PATHS or (path == "/admin/reload" and self._reload is not None):
             return _POST
+        if path in _AUDIO_PATHS:
+            return _POST
         return _GET if path in self._getters() else None
 
     async def _dispatch(
@@ -253,11 +260,13 @@ class Server:
             runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
-        if methods is _POST:
+        if methods is _POST and path != "/v1/audio/transcriptions":  # a multipart form
             require_json(header(scope, b"content-type"))
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
             await self._turn(scope, receive, send, endpoint, arrived)
+        elif path in _AUDIO_PATHS:
+            await self._audio(scope, receive, send, path)
         elif path == "/admin/reload" and self._reload is not None:
             raw = await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
             try:
@@ -365,6 +374,16 @@ class Server:
             watcher.cancel()
         if gone:
             log.info("client went away on route %s; upstream cancelled", parsed.model)
+
+    async def _audio(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        runtime = self.router.runtime
+        client = runtime.auth.client(headers.get("authorization"))
+        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
+        if path.endswith("/transcriptions"):
+            await audio.transcription(self.router, raw, headers, send, client)
+        else:
+            await audio.speech(self.router, raw, send, client)
 
     # -- plain endpoints -----------------------------------------------------------------
 
