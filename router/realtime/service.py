@@ -24,17 +24,22 @@ from router.policy.registry import plan_turn
 from router.realtime.limits import SessionLimits
 from router.realtime.target import Connector, RealtimeTarget
 from router.signals.target import TargetSignals
+from router.upstream.base import UpstreamSetup
+from router.upstream.factory import setup_for
 from router.upstream.realtime import RealtimeUpstream
 
 
-def connector(config: TargetConfig, api_key: str | None, clock: Clock) -> Connector:
+def connector(setup: UpstreamSetup, config: TargetConfig, clock: Clock) -> Connector:
+    """The target's upgrade as a chat target's requests: its key (stripped) in its
+    `auth_header`, and its `headers` and `headers_env`."""
     assert config.base_url is not None  # checked when the config was loaded
     return RealtimeUpstream(
         name=config.name,
         base_url=config.base_url,
         model=config.model,
-        api_key=api_key,
-        headers=config.headers,
+        api_key=setup.api_key,
+        headers=setup.headers,
+        auth_header=config.auth_header,
         connect_s=config.timeouts.connect_s,
         clock=clock,
     )
@@ -78,8 +83,7 @@ class RealtimeService:
             elif cascade is not None and t.kind == "cascade":
                 conn = cascade(t)  # served in process (router/voice/)
             else:
-                key = environ.get(t.api_key_env) if t.api_key_env else None
-                conn = connector(t, key, clock)
+                conn = connector(setup_for(config, t, environ), t, clock)
             target = RealtimeTarget(
                 t.name, conn, signals[t.name], t.price, clock=clock, max_sessions=t.max_sessions
             )

@@ -48,6 +48,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from router.targetsettings import AuthHeader, key_headers
 from router.upstream.openai import retry_after_s
 
 Phase = Literal["connect", "stream", "body"]
@@ -105,6 +106,7 @@ class _SpeechTarget:
         model: str,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        auth_header: AuthHeader = "authorization",
         timeouts: Timeouts | None = None,
         limit: int = 100,
         wall_clock: Clock = time.time,
@@ -113,9 +115,7 @@ class _SpeechTarget:
         self.model = model
         self._base = base_url.rstrip("/")
         self._key = api_key.encode() if api_key else b""
-        self._headers = dict(headers or {})
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = {**(headers or {}), **key_headers(auth_header, api_key)}
         t = timeouts or Timeouts()
         self._timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.idle_s)
         self._limit = limit

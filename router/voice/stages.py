@@ -29,6 +29,8 @@ from router.policy.base import PlanContext, Policy, RoutingRequest
 from router.policy.registry import plan_turn
 from router.signals.target import Attempt, TargetSignals
 from router.upstream.audio import SpeechStream, SttUpstream, Transcript, TtsUpstream
+from router.upstream.base import UpstreamSetup
+from router.upstream.factory import setup_for
 from router.voice.codec import pcm_ms
 
 
@@ -78,14 +80,15 @@ class RoutedSpeech:
             self._attempt.release()
 
 
-def _upstream(config: TargetConfig, api_key: str | None) -> SttUpstream | TtsUpstream:
+def _upstream(config: TargetConfig, setup: UpstreamSetup) -> SttUpstream | TtsUpstream:
     assert config.base_url is not None  # checked when the config was loaded
     common = {
         "name": config.name,
         "base_url": config.base_url,
         "model": config.model,
-        "api_key": api_key,
-        "headers": config.headers,
+        "api_key": setup.api_key,
+        "headers": setup.headers,
+        "auth_header": config.auth_header,
         "timeouts": config.timeouts,
     }
     if config.kind == "stt":
@@ -113,8 +116,7 @@ class SpeechService:
             if previous is not None and previous.configs.get(t.name) == t:
                 self.upstreams[t.name] = old[t.name]
             else:
-                key = environ.get(t.api_key_env) if t.api_key_env else None
-                self.upstreams[t.name] = _upstream(t, key)
+                self.upstreams[t.name] = _upstream(t, setup_for(config, t, environ))
             self.configs[t.name] = t
         #: pools of earlier generations no longer used: a request may still run on one,
         #: so they are closed with this service (at shutdown)

@@ -397,3 +397,49 @@ async def test_a_live_session_moves_even_when_every_breaker_is_open(stack: Stack
         events = await until(conn, "response.done")
     assert events[-1].response.status == "completed"
     assert stack.b.records[-1].responses
+
+
+# -- Azure OpenAI ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query"),
+    [
+        ("/openai/v1", "/openai/v1/realtime", {"model": "my-rt"}),
+        (
+            "/openai?api-version=2025-04-01-preview&deployment=my-rt",
+            "/openai/realtime",
+            {"api-version": "2025-04-01-preview", "deployment": "my-rt"},
+        ),
+    ],
+    ids=["ga", "preview"],
+)
+async def test_an_azure_target_gets_its_key_as_api_key(
+    base: str, path: str, query: dict[str, str]
+) -> None:
+    async with RealtimeSim(RealtimeBehaviour(ttfa_s=0.01), api_key=UPSTREAM_KEY) as azure:
+        text = f"""
+auth:
+  keys: [{{name: voice, key_env: KEY_VOICE}}]
+targets:
+  - {{name: azure-rt, kind: realtime, base_url: 'http://127.0.0.1:{azure.port}{base}',
+      model: my-rt, api_key_env: UPSTREAM, auth_header: api-key,
+      headers: {{x-team: voice}}, headers_env: {{x-ms-client-request-id: REQUEST_ID}}}}
+routes:
+  - {{name: voice, targets: [azure-rt]}}
+"""
+        environ = {**ENVIRON, "UPSTREAM": f" {UPSTREAM_KEY}\n", "REQUEST_ID": "req-42"}
+        router = await start_router(text, environ=environ)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key=KEY)
+            async with client.realtime.connect(model="voice") as conn:
+                await conn.response.create()
+                events = await until(conn, "response.done")
+        finally:
+            await stop_router(router)
+    assert events[-1].response.status == "completed"
+    record = azure.records[-1]
+    assert record.path == path and record.query == query
+    assert record.headers["api-key"] == UPSTREAM_KEY and "authorization" not in record.headers
+    assert record.headers["x-team"] == "voice"
+    assert record.headers["x-ms-client-request-id"] == "req-42"
