@@ -7,8 +7,9 @@ come from the signals registry, which outlives configs.
 
 `plan` ranks a realtime route's targets with the route's own policy, as for a
 turn, on views whose signals are the realtime ones (time to first audio where
-TTFT goes, sessions open as in-flight, `rate_limits.updated` as headroom), and a
-target at its `max_sessions` filtered out as over its local limits.
+TTFT goes, plus the target's connect time, which a new session waits first; sessions
+open as in-flight, `rate_limits.updated` as headroom), and a target at its
+`max_sessions` filtered out as over its local limits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 from router.clock import Clock
 from router.config import Config, RouteConfig, TargetConfig
-from router.policy.base import Plan, PlanContext, Policy, RoutingRequest
+from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import plan_turn
 from router.realtime.limits import SessionLimits
 from router.realtime.target import Connector, RealtimeTarget
@@ -56,6 +57,21 @@ def session_limits(route: RouteConfig, left_s: float | None) -> SessionLimits:
         max_duration_s=max_duration,
         max_upstream_s=settings.max_upstream_s,
         regenerate=route.migrate.regenerate,
+    )
+
+
+def with_connect_time(view: TargetView, connect_s: float | None) -> TargetView:
+    """A target's time to first audio as a new session meets it: the upgrade to
+    `session.created` (its EWMA) comes before the first response can start, so a
+    target slow to connect ranks behind one as quick to answer but quick to open."""
+    if not connect_s:
+        return view
+    return dataclasses.replace(
+        view,
+        ttft_ewma_s=view.ttft_ewma_s + connect_s,
+        ttft_quantiles=tuple((q, s + connect_s) for q, s in view.ttft_quantiles),
+        unloaded_ttft_s=view.unloaded_ttft_s + connect_s,
+        prior_ttft_s=view.prior_ttft_s + connect_s,
     )
 
 
@@ -105,7 +121,7 @@ class RealtimeService:
         views = []
         for name in route.targets:
             target = self.targets[name]
-            view = target.signals.view()
+            view = with_connect_time(target.signals.view(), target.connect_time.value)
             if not target.has_room:
                 view = dataclasses.replace(view, within_local_limits=False)
             views.append(view)

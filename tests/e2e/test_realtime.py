@@ -443,3 +443,39 @@ routes:
     assert record.headers["api-key"] == UPSTREAM_KEY and "authorization" not in record.headers
     assert record.headers["x-team"] == "voice"
     assert record.headers["x-ms-client-request-id"] == "req-42"
+
+
+# -- connect time is a routing signal ----------------------------------------------------
+
+
+async def test_a_target_slow_to_connect_loses_sessions_under_latency() -> None:
+    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=20)
+    async with (
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as slow,
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as fast,
+    ):
+        slow.set_fault(RealtimeFault("slow_upgrade", delay_s=0.3))  # then a normal session
+        target = "kind: realtime, model: m, api_key_env: UPSTREAM, expected_ttft_ms: 50"
+        text = f"""
+targets:
+  - {{name: slow, {target}, base_url: '{slow.base_url}'}}
+  - {{name: fast, {target}, base_url: '{fast.base_url}'}}
+routes:
+  - {{name: voice, targets: [slow, fast], policy: {{type: latency}}, exploration: 0}}
+"""
+        router = await start_router(text, environ=ENVIRON)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused")
+            for _ in range(6):
+                async with client.realtime.connect(model="voice") as conn:
+                    await conn.response.create()
+                    await until(conn, "response.done")
+            connect = router.router.metrics.registry.get_sample_value(
+                "firsttoken_realtime_connect_seconds_sum", {"target": "slow"}
+            )
+        finally:
+            await stop_router(router)
+    # the first session may go to either (nothing is known yet); after that, connect time
+    # tells two targets equally quick to answer apart
+    assert len(slow.records) <= 1 and len(fast.records) >= 5
+    assert connect is None or connect >= 0.3  # exported as firsttoken_realtime_connect_seconds
