@@ -23,6 +23,7 @@ from router.config import Config, RouteConfig, TargetConfig
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import plan_turn
 from router.realtime.limits import SessionLimits
+from router.realtime.quota import SessionQuota
 from router.realtime.target import Connector, RealtimeTarget
 from router.signals.target import TargetSignals
 from router.upstream.base import UpstreamSetup
@@ -46,17 +47,15 @@ def connector(setup: UpstreamSetup, config: TargetConfig, clock: Clock) -> Conne
     )
 
 
-def session_limits(route: RouteConfig, left_s: float | None) -> SessionLimits:
-    """A session's limits on `route`; `left_s` is the client key's session time left."""
+def session_limits(route: RouteConfig, quota: SessionQuota | None) -> SessionLimits:
+    """A session's limits on `route`; `quota` is the client key's allowance."""
     settings = route.session
-    max_duration = settings.max_duration_s
-    if left_s is not None:
-        max_duration = left_s if max_duration is None else min(max_duration, left_s)
     return SessionLimits(
         idle_s=settings.idle_s,
-        max_duration_s=max_duration,
+        max_duration_s=settings.max_duration_s,
         max_upstream_s=settings.max_upstream_s,
         regenerate=route.migrate.regenerate,
+        quota=quota,
     )
 
 

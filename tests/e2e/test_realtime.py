@@ -26,6 +26,7 @@ pytestmark = pytest.mark.anyio
 KEY = "sk-client-voice"
 LIMITED = "sk-client-limited"
 TEXT_ONLY = "sk-client-text"
+MINUTES = "sk-client-minutes"
 UPSTREAM_KEY = "sk-upstream"
 USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
 
@@ -39,6 +40,7 @@ auth:
     - {{name: voice, key_env: KEY_VOICE}}
     - {{name: limited, key_env: KEY_LIMITED, max_sessions: 1}}
     - {{name: text, key_env: KEY_TEXT, routes: [chat]}}
+    - {{name: minutes, key_env: KEY_MINUTES, session_minutes: 0.01}}
 targets:
   - {{name: rt-a, kind: realtime, base_url: '{a.base_url}', model: gpt-realtime,
       api_key_env: UPSTREAM, price: {price}, timeouts: {{connect_s: 0.5}}}}
@@ -56,6 +58,7 @@ ENVIRON = {
     "KEY_VOICE": KEY,
     "KEY_LIMITED": LIMITED,
     "KEY_TEXT": TEXT_ONLY,
+    "KEY_MINUTES": MINUTES,
     "UPSTREAM": UPSTREAM_KEY,
 }
 
@@ -479,3 +482,31 @@ routes:
     # tells two targets equally quick to answer apart
     assert len(slow.records) <= 1 and len(fast.records) >= 5
     assert connect is None or connect >= 0.3  # exported as firsttoken_realtime_connect_seconds
+
+
+# -- a key's session-minutes -------------------------------------------------------------
+
+
+async def test_a_key_past_its_session_minutes_is_closed_then_refused(stack: Stack) -> None:
+    events: list[Any] = []
+    started = time.monotonic()
+    async with stack.sdk(MINUTES).realtime.connect(model="voice") as conn:  # 0.6 s a key
+        await conn.response.create()
+        await until(conn, "response.done")
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    events.append(await conn.recv())
+    assert time.monotonic() - started >= 0.6
+    assert events[-1].type == "error" and events[-1].error.code == "session_minutes_exceeded"
+    assert "session-minutes" in events[-1].error.message
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    with pytest.raises(InvalidStatus) as refused_:
+        async with stack.sdk(MINUTES).realtime.connect(model="voice") as conn:
+            await conn.recv()
+    response = refused_.value.response
+    assert response.status_code == 429
+    error = json.loads(response.body or b"{}")["error"]
+    assert error["type"] == "rate_limit_error" and "session-minutes" in error["message"]
+    ended = {"route": "voice", "end": "session_minutes"}
+    assert stack.metric("firsttoken_realtime_sessions_ended_total", **ended) == 1
