@@ -385,3 +385,80 @@ async def test_a_telephony_session_speaks_g711_both_ways(stack: Stack) -> None:
     # 60 ms a character at 8 kHz, a byte a sample
     assert abs(len(audio) / 8 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
     assert stack.stt[0].calls[-1].audio_ms > 2000  # the caller was heard, decoded, at 8 kHz
+
+
+def hosted_and_cascade(hosted: RealtimeSim, stt: SttSim, llm: OpenAISim, tts: TtsSim) -> str:
+    text = config([stt], llm, [tts]).replace(
+        "  - {name: voice, targets: [local-voice]}",
+        "  - {name: voice, targets: [gpt-realtime, local-voice], policy: {type: ordered}}",
+    )
+    return text.replace(
+        "targets:\n",
+        f"targets:\n  - {{name: gpt-realtime, kind: realtime, base_url: '{hosted.base_url}', "
+        "model: gpt-realtime}\n",
+        1,
+    )
+
+
+async def ask(conn: AsyncRealtimeConnection, text: str) -> list[Any]:
+    item = {**USER, "content": [{"type": "input_text", "text": text}]}
+    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
+    await conn.response.create()
+    return await until(conn, "response.done")
+
+
+async def test_a_session_moves_between_a_hosted_target_and_a_cascade() -> None:
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        router = await start_router(hosted_and_cascade(hosted, stt, llm, tts))
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                await conn.session.update(
+                    session={
+                        "type": "realtime",
+                        "output_modalities": ["text"],
+                        "instructions": "be brief",
+                    }
+                )
+                first = await ask(conn, "table for two")  # on the hosted target
+                await hosted.drop(1011)  # the hosted session dies: on to the cascade
+                await asyncio.sleep(0.05)
+                second = await ask(conn, "at seven")
+                # the cascade's target goes bad: back to the hosted one, whose sim is well
+                router.router.runtime.signals["local-voice"].breaker.open_for(60)
+                await asyncio.sleep(0.7)  # the supervisor looks every 0.5 s
+                third = await ask(conn, "thanks")
+        finally:
+            await stop_router(router)
+    assert [e[-1].response.status for e in (first, second, third)] == ["completed"] * 3
+    assert "error" not in [e.type for e in first + second + third]
+    # the cascade's LLM turn carried the hosted part of the conversation
+    (turn,) = llm.records
+    messages = turn.body["messages"]
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    assert [m["content"] for m in messages[1:]] == [
+        "table for two",
+        "You said: table for two",
+        "at seven",
+    ]
+    # and the hosted target got the cascade's part back
+    back = hosted.records[-1]
+    assert len(hosted.records) == 2 and back.session["instructions"] == "be brief"
+    texts = back.item_texts()
+    assert texts[:3] == [
+        ("user", "table for two"),
+        ("assistant", "You said: table for two"),
+        ("user", "at seven"),
+    ]
+    assert texts[3][0] == "assistant" and texts[4] == ("user", "thanks")
+    migrations = "firsttoken_realtime_migrations_total"
+    registry = router.router.metrics.registry
+    assert (
+        registry.get_sample_value(migrations, {"route": "voice", "reason": "upstream_closed"}) == 1
+    )
+    assert registry.get_sample_value(migrations, {"route": "voice", "reason": "breaker_open"}) == 1
