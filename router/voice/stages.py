@@ -17,7 +17,7 @@ Cost: STT `price.per_minute` of audio in; TTS `per_minute` of audio out plus
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -90,6 +90,10 @@ def _upstream(config: TargetConfig, setup: UpstreamSetup) -> SttUpstream | TtsUp
         "headers": setup.headers,
         "auth_header": config.auth_header,
         "timeouts": config.timeouts,
+        "max_connections": config.max_connections,
+        "keepalive_s": setup.keepalive_s,
+        "ca_file": config.ca_file,
+        "on_connection": setup.on_connection,
     }
     if config.kind == "stt":
         return SttUpstream(**common)  # type: ignore[arg-type]
@@ -104,7 +108,10 @@ class SpeechService:
         environ: Mapping[str, str],
         clock: Clock,
         previous: SpeechService | None = None,
+        *,
+        connections: Callable[[str], Callable[[bool], None]] | None = None,
     ) -> None:
+        """`connections(target)` counts the connections a target's requests get."""
         self.clock = clock
         self.configs: dict[str, TargetConfig] = {}
         self.upstreams: dict[str, SttUpstream | TtsUpstream] = {}
@@ -116,7 +123,8 @@ class SpeechService:
             if previous is not None and previous.configs.get(t.name) == t:
                 self.upstreams[t.name] = old[t.name]
             else:
-                self.upstreams[t.name] = _upstream(t, setup_for(config, t, environ))
+                counter = connections(t.name) if connections is not None else None
+                self.upstreams[t.name] = _upstream(t, setup_for(config, t, environ, counter))
             self.configs[t.name] = t
         #: pools of earlier generations no longer used: a request may still run on one,
         #: so they are closed with this service (at shutdown)

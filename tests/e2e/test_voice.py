@@ -462,3 +462,45 @@ async def test_a_session_moves_between_a_hosted_target_and_a_cascade() -> None:
         registry.get_sample_value(migrations, {"route": "voice", "reason": "upstream_closed"}) == 1
     )
     assert registry.get_sample_value(migrations, {"route": "voice", "reason": "breaker_open"}) == 1
+
+
+async def test_speech_targets_use_the_chat_targets_client_and_key_settings() -> None:
+    async with SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt, TtsSim() as tts:
+        stt.set_params(transcript=TRANSCRIPT)
+        azure = "auth_header: api-key, headers_env: {x-ms-client-request-id: REQUEST_ID}"
+        text = f"""
+targets:
+  - {{name: stt-az, kind: stt, base_url: '{stt.base_url}', model: w, api_key_env: AZ, {azure}}}
+  - {{name: tts-or, kind: tts, base_url: '{tts.base_url}', model: k, api_key_env: AZ,
+      headers: {{X-Title: my-app}}}}
+routes:
+  - {{name: stt, targets: [stt-az]}}
+  - {{name: tts, targets: [tts-or]}}
+"""
+        environ = {"AZ": " sk-az\n", "REQUEST_ID": "req-7"}
+        router = await start_router(text, environ=environ)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            for _ in range(2):
+                heard = await client.audio.transcriptions.create(
+                    model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav")
+                )
+                assert heard.text == TRANSCRIPT
+            await client.audio.speech.create(model="tts", input="Hi.", voice="v")
+            await client.close()
+            registry = router.router.metrics.registry
+            counted = {
+                kind: registry.get_sample_value(
+                    "firsttoken_upstream_connections_total", {"target": "stt-az", "kind": kind}
+                )
+                for kind in ("new", "reused")
+            }
+        finally:
+            await stop_router(router)
+    heard_headers = stt.calls[-1].headers
+    assert heard_headers["api-key"] == "sk-az" and "authorization" not in heard_headers
+    assert heard_headers["x-ms-client-request-id"] == "req-7"
+    assert tts.calls[-1].headers["authorization"] == "Bearer sk-az"
+    assert tts.calls[-1].headers["x-title"] == "my-app"
+    # one keep-alive pool, counted as chat targets' are
+    assert counted == {"new": 1.0, "reused": 1.0}
