@@ -504,3 +504,49 @@ routes:
     assert tts.calls[-1].headers["x-title"] == "my-app"
     # one keep-alive pool, counted as chat targets' are
     assert counted == {"new": 1.0, "reused": 1.0}
+
+
+async def test_speech_routes_hedge_a_late_target() -> None:
+    slow, fast = Behaviour(ttft_s=3.0, itl_s=0.01), Behaviour(ttft_s=0.01, itl_s=0.01)
+    async with (
+        SttSim(behaviour=slow) as stt_slow,
+        SttSim(behaviour=fast) as stt_fast,
+        TtsSim(behaviour=slow) as tts_slow,
+        TtsSim(behaviour=fast) as tts_fast,
+    ):
+        for sim in (stt_slow, stt_fast):
+            sim.set_params(transcript=TRANSCRIPT)
+        late = "timeouts: {first_token_s: 10}"
+        hedged = "policy: {type: ordered}, hedge: {after_ms: 100}"
+        text = f"""
+targets:
+  - {{name: stt-slow, kind: stt, base_url: '{stt_slow.base_url}', model: w, {late}}}
+  - {{name: stt-fast, kind: stt, base_url: '{stt_fast.base_url}', model: w, {late}}}
+  - {{name: tts-slow, kind: tts, base_url: '{tts_slow.base_url}', model: k, {late}}}
+  - {{name: tts-fast, kind: tts, base_url: '{tts_fast.base_url}', model: k, {late}}}
+routes:
+  - {{name: stt, targets: [stt-slow, stt-fast], {hedged}}}
+  - {{name: tts, targets: [tts-slow, tts-fast], {hedged}}}
+"""
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            started = asyncio.get_running_loop().time()
+            heard = await client.audio.transcriptions.with_raw_response.create(
+                model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav")
+            )
+            async with client.audio.speech.with_streaming_response.create(
+                model="tts", input="Two people, seven tonight.", voice="v", response_format="pcm"
+            ) as spoken:
+                audio = b"".join([chunk async for chunk in spoken.iter_bytes()])
+            took = asyncio.get_running_loop().time() - started
+            await client.close()
+            await asyncio.sleep(0.1)
+        finally:
+            await stop_router(router)
+    assert heard.parse().text == TRANSCRIPT and heard.headers["x-firsttoken-target"] == "stt-fast"
+    assert spoken.headers["x-firsttoken-target"] == "tts-fast" and audio
+    assert took < 2.5  # neither waited for its slow target's 3 s
+    # both slow targets were asked first, and saw the cancel once the hedge won
+    for sim in (stt_slow, tts_slow):
+        assert len(sim.calls) == 1 and sim.calls[0].cancelled_at is not None
