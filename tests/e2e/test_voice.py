@@ -548,5 +548,5 @@ routes:
     assert spoken.headers["x-firsttoken-target"] == "tts-fast" and audio
     assert took < 2.5  # neither waited for its slow target's 3 s
     # both slow targets were asked first, and saw the cancel once the hedge won
-    for sim in (stt_slow, tts_slow):
-        assert len(sim.calls) == 1 and sim.calls[0].cancelled_at is not None
+    for slow_sim in (stt_slow, tts_slow):
+        assert len(slow_sim.calls) == 1 and slow_sim.calls[0].cancelled_at is not None
