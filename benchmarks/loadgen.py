@@ -10,7 +10,8 @@ split into events and only events mentioning `"content"` or `"text"` are parsed
 as JSON, and only until the first token; after it the body is drained by chunks
 and only the tail is checked for `[DONE]`. One process, one aiohttp session,
 uvloop: it must be cheap because on a small machine it competes with the proxy
-and the upstream for the same cores.
+and the upstream for the same cores. With `--sessions` each worker is one
+conversation (`x-session-id: w<index>`), so a router's affinity has keys to keep.
 
 Stdout carries the protocol with the parent: `window-start` and `window-end` on
 their own lines at the edges of the measured window (so the parent can sample
@@ -90,14 +91,16 @@ class Run:
     stats: Stats
     #: the measured window, in perf_counter seconds
     window: tuple[float, float]
+    #: each worker is one conversation (`x-session-id: w<index>`), for affinity
+    sessions: bool = False
 
 
-async def _one(run: Run, url: str) -> None:
+async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
     stats = run.stats
     sent = time.perf_counter()
     first: float | None = None
     tail = b""
-    async with run.session.post(url, data=run.body, headers=run.headers) as response:
+    async with run.session.post(url, data=run.body, headers=headers) as response:
         key = str(response.status)
         stats.statuses[key] = stats.statuses.get(key, 0) + 1
         if response.status != 200:
@@ -133,11 +136,14 @@ async def _one(run: Run, url: str) -> None:
 
 async def _worker(index: int, run: Run) -> None:
     n = index
+    headers = dict(run.headers)
+    if run.sessions:
+        headers["x-session-id"] = f"w{index}"
     while time.perf_counter() < run.window[1]:
         url = run.urls[n % len(run.urls)]
         n += 1
         try:
-            await _one(run, url)
+            await _one(run, url, headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.stats.error(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.05)  # do not spin on a refused port
@@ -173,7 +179,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ) as session:
         t0 = time.perf_counter()
         window = (t0 + args.warmup, t0 + args.warmup + args.duration)
-        shared = Run(session, urls, body, headers, stats, window)
+        shared = Run(session, urls, body, headers, stats, window, args.sessions)
         workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
 
         async def markers() -> None:
@@ -213,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="bench")
     p.add_argument("--max-tokens", type=int, default=20)
     p.add_argument("--api-key", default=None)
+    p.add_argument(
+        "--sessions", action="store_true", help="each worker sends x-session-id: w<index>"
+    )
     return p
 
 
