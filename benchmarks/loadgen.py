@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Sequence
@@ -150,11 +151,17 @@ async def _worker(index: int, run: Run) -> None:
 
 
 def _say(line: str) -> None:
-    # The event loop may leave stdout non-blocking: a long line (the samples at 128
-    # streams pass 128 KiB) would then be cut when the pipe is full.
-    os.set_blocking(sys.stdout.fileno(), True)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    """One line to the parent, whole: the event loop may have left stdout non-blocking,
+    and a long line (the samples at 128 streams pass 128 KiB) must not be cut when the
+    pipe is full, so it is written with os.write until every byte is out."""
+    fd = sys.stdout.fileno()
+    os.set_blocking(fd, True)
+    data = memoryview((line + "\n").encode())
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
