@@ -6,8 +6,9 @@ passing with no first token starts the fastest remaining target beside the runni
 ones (hedge), within the route's `max_extra` and budget. The delay is counted from
 the start of the latest attempt (see `hedge.hedge_delay_s`). The first attempt to
 produce a token the user sees (content, reasoning, a refusal, audio, a tool or
-function call delta, or a finished empty answer) wins; cancelling the task group
-closes every other attempt's connection at once, so the upstreams see the cancel.
+function call delta, or a finished empty answer) wins and is handed out at once;
+every other attempt is then cancelled (its connection closed, so the upstream sees
+the cancel) in the turn's task group, beside the winner's relay, not before it.
 
 A bad request ends the race only when no other attempt runs (a hedge's 400 never
 cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
@@ -17,11 +18,9 @@ is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fa
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,39 +28,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from router.clock import Clock
 from router.config import RouteConfig
-from router.errors import (
-    AllTargetsFailed,
-    TargetUnavailable,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from router.errors import AllTargetsFailed, TargetUnavailable, UpstreamError, UpstreamTimeout
 from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
-from router.signals.attempt import Attempt
-from router.turn import sse
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s
+from router.turn.prime import read_to_first_token, read_whole
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
-
-
-class Outbox(Protocol):
-    """Where an attempt leaves its outcome: a memory stream when racing, a slot when not."""
-
-    def send_nowait(self, item: Primed | UpstreamError, /) -> None: ...
-
-
-@dataclass(slots=True)
-class _Slot:
-    outcome: Primed | UpstreamError | None = None
-
-    def send_nowait(self, item: Primed | UpstreamError, /) -> None:
-        self.outcome = item
 
 
 class Race:
@@ -95,14 +72,29 @@ class Race:
         #: when the turn's first attempt started, and when the next hedge is due
         self._started_at: float | None = None
         self._hedge_at = math.inf
+        #: each racing attempt's cancel scope; the race is over once a winner is out
+        self._scopes: list[anyio.CancelScope] = []
+        self._over = False
 
-    async def run(self, request: TurnRequest) -> Primed:
-        """The winner, or AllTargetsFailed."""
+    def hedges(self, request: TurnRequest) -> bool:
+        """Whether attempts of this turn may race (so `run` wants a task group)."""
         hedge = self._route.hedge
-        if hedge is None or not (request.stream or hedge.unary):
+        return hedge is not None and (request.stream or hedge.unary)
+
+    async def run(self, request: TurnRequest, tg: TaskGroup | None = None) -> Primed:
+        """The winner, or AllTargetsFailed.
+
+        A hedged turn's attempts run in `tg`: the winner is returned the moment it
+        primes, and the others are cancelled in it, closing their connections beside
+        the winner's relay instead of before its first bytes. Without `tg` the race
+        has its own group and returns once the losers are closed."""
+        if not self.hedges(request):
             winner = await self._one_by_one(request)
+        elif tg is None:
+            async with anyio.create_task_group() as own:
+                winner = await self._hedged(request, own)
         else:
-            winner = await self._hedged(request)
+            winner = await self._hedged(request, tg)
         if winner is None:
             raise AllTargetsFailed(self._failure_message(), self._result.failures)
         if self._result.hedged:
@@ -115,33 +107,37 @@ class Race:
         task group, stream or extra task per turn: the common case is the cheap one)."""
         kind: AttemptKind = "first"
         while (runtime := self._next(kind)) is not None:
-            slot = _Slot()
-            await self._attempt(runtime, request, slot)
+            outcome = await self._attempt(runtime, request)
             self._running -= 1
-            if isinstance(slot.outcome, Primed):
-                return slot.outcome
-            assert slot.outcome is not None
-            if not self._failed(slot.outcome):
+            if isinstance(outcome, Primed):
+                return outcome
+            if not self._failed(outcome):
                 return None
             kind = "fallback"
         return None
 
-    async def _hedged(self, request: TurnRequest) -> Primed | None:
+    async def _hedged(self, request: TurnRequest, tg: TaskGroup) -> Primed | None:
         send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(self._order))
         with send, receive:
-            async with anyio.create_task_group() as tg:
-                winner = await self._race(request, tg, send, receive)
-            # A second attempt may have primed in the same instant: close it.
+            winner = await self._race(request, tg, send, receive)
+            self._over = True  # from here an attempt that primes closes itself
+            for scope in self._scopes:
+                scope.cancel()
+            # A second attempt may have primed in the same instant: close it, in `tg`.
             while True:
                 try:
                     late = receive.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 if isinstance(late, Primed):
-                    late.attempt.cancelled()
-                    late.attempt.release()
-                    await late.aclose()
+                    tg.start_soon(self._close_loser, late)
         return winner
+
+    @staticmethod
+    async def _close_loser(primed: Primed) -> None:
+        primed.attempt.cancelled()
+        primed.attempt.release()
+        await primed.aclose()
 
     def _failure_message(self) -> str:
         failures = self._result.failures
@@ -165,7 +161,6 @@ class Race:
                 if isinstance(outcome, Primed):
                     for _ in range(self._running):
                         self._events.hedge(self._route.name, "cancelled")
-                    tg.cancel_scope.cancel()
                     return outcome
                 if not self._failed(outcome):
                     # The request is bad as far as this target can tell; an attempt
@@ -199,7 +194,9 @@ class Race:
         runtime = self._next(kind)
         if runtime is None:
             return False
-        tg.start_soon(self._prime, runtime, request, send.clone())
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        tg.start_soon(self._prime, runtime, request, send.clone(), scope)
         return True
 
     def _next(self, kind: AttemptKind) -> TargetRuntime | None:
@@ -264,11 +261,21 @@ class Race:
         runtime: TargetRuntime,
         request: TurnRequest,
         out: MemoryObjectSendStream[Primed | UpstreamError],
+        scope: anyio.CancelScope,
     ) -> None:
-        with out:
-            await self._attempt(runtime, request, out)
+        outcome: Primed | UpstreamError | None = None
+        with out, scope:
+            outcome = await self._attempt(runtime, request)
+            if not self._over:
+                out.send_nowait(outcome)
+                return
+        if isinstance(outcome, Primed):  # primed after the race was won: a loser
+            await self._close_loser(outcome)
 
-    async def _attempt(self, runtime: TargetRuntime, request: TurnRequest, out: Outbox) -> None:
+    async def _attempt(
+        self, runtime: TargetRuntime, request: TurnRequest
+    ) -> Primed | UpstreamError:
+        """One attempt, up to its commit point: primed, or why it failed."""
         cfg = runtime.config
         # Everything the router does before the send happens before the target's clock
         # starts: the router's own work is never charged to a target.
@@ -283,8 +290,7 @@ class Race:
         if not attempt.admitted:
             # Its breaker opened (or its half-open probe was taken) since the plan was made.
             attempt.release()
-            out.send_nowait(TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name))
-            return
+            return TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name)
         started = self._clock()
         response: UpstreamResponse | None = None
         handed_over = False
@@ -296,13 +302,22 @@ class Race:
                 response = await runtime.upstream.send(upstream_request)
                 attempt.headers(response.headers)
                 if request.stream:
-                    primed = await self._read_to_first_token(runtime, attempt, response, started)
+                    primed = await read_to_first_token(
+                        runtime,
+                        attempt,
+                        response,
+                        started,
+                        clock=self._clock,
+                        max_event=self._max_event,
+                    )
                 else:
-                    primed = await self._read_whole(runtime, attempt, response, started)
+                    primed = await read_whole(
+                        runtime, attempt, response, started, clock=self._clock
+                    )
             if request.stream:
                 attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
-            out.send_nowait(primed)
             handed_over = True
+            return primed
         except TimeoutError:
             what = "no first token" if request.stream else "no whole answer"
             err = UpstreamTimeout(
@@ -311,11 +326,11 @@ class Race:
                 phase="first_token" if request.stream else "total",
             )
             attempt.failed(err)
-            out.send_nowait(err)
+            return err
         except UpstreamError as err:
             err.target = err.target or cfg.name
             attempt.failed(err)
-            out.send_nowait(err)
+            return err
         except anyio.get_cancelled_exc_class():
             attempt.cancelled()
             raise
@@ -325,76 +340,3 @@ class Race:
                 if response is not None:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
-
-    async def _read_to_first_token(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
-    ) -> Primed:
-        name = runtime.config.name
-        chunks = response.aiter_bytes()
-        framer = sse.Framer(self._max_event)
-        head: list[bytes] = []
-        async for chunk in chunks:
-            try:
-                block = framer.feed(chunk)
-            except sse.EventTooLarge as exc:
-                raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
-            if not block:
-                continue
-            events = sse.split_events(block)
-            for i, event in enumerate(events):
-                try:
-                    frame, kind, parsed = sse.classify(event)
-                except sse.MalformedFrame as exc:
-                    raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
-                if frame is sse.Frame.ERROR:
-                    raise UpstreamStatusError(
-                        f"{name}: error event before the first token",
-                        target=name,
-                        upstream_status=502,
-                        body=json.dumps(parsed).encode(),
-                    )
-                if frame is sse.Frame.DONE:
-                    raise UpstreamProtocolError(
-                        f"{name}: stream ended before any token", target=name
-                    )
-                head.append(event)
-                if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
-                    rest = b"".join(events[i + 1 :])
-                    if rest:  # complete events after the first token: keep them first
-                        framer = sse.Framer(self._max_event, rest + framer.pending)
-                    return Primed(
-                        runtime,
-                        attempt,
-                        response,
-                        chunks,
-                        b"".join(head),
-                        framer,
-                        started,
-                        self._clock(),
-                        first_kind=kind,
-                    )
-        raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
-
-    async def _read_whole(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
-    ) -> Primed:
-        name = runtime.config.name
-        body = await response.aread()
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            raise UpstreamProtocolError(f"{name}: response is not JSON", target=name) from exc
-        if not isinstance(parsed, dict) or "choices" not in parsed:
-            raise UpstreamProtocolError(f"{name}: response has no choices", target=name)
-        usage = parsed.get("usage")
-        return Primed(
-            runtime,
-            attempt,
-            response,
-            None,
-            body,
-            None,
-            started,
-            self._clock(),
-            usage=usage if isinstance(usage, dict) else None,
-        )

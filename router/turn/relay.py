@@ -187,7 +187,22 @@ class Turn:
             result=self.result,
             max_event_bytes=self._max_event,
         )
-        primed = await race.run(request)
+        if not race.hedges(request):
+            return await self._commit(request, await race.run(request), sink)
+        # The attempts race in a group that outlives the commit: the winner's first
+        # bytes go out the moment it primes, and the losers close beside its relay.
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            try:
+                await self._commit(request, await race.run(request, tg), sink)
+            except Exception as exc:  # raised as itself (not in a group) once they close
+                failure = exc
+        if failure is not None:
+            raise failure
+        return self.result
+
+    async def _commit(self, request: TurnRequest, primed: Primed, sink: Sink) -> TurnResult:
+        """Write the winner's head at once, then relay the rest and book the turn."""
         result = self.result
         result.target = primed.target.config.name
         if request.stream:  # a unary answer has no first token of its own

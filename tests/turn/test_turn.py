@@ -98,6 +98,36 @@ async def test_a_hedge_that_wins_is_what_the_client_gets() -> None:
     assert a.cancelled == 1
 
 
+async def test_a_hedge_winners_first_token_is_written_before_the_loser_is_closed() -> None:
+    # The primary sent its role chunk and went quiet: cancelling it closes an open
+    # response. That close waits (up to a second) for the winner's first write; a turn
+    # that wrote only after the loser was closed would see it close first.
+    happened: list[str] = []
+    written = anyio.Event()
+
+    async def slow_close() -> None:
+        with anyio.move_on_after(1):
+            await written.wait()
+        happened.append("loser closed")
+
+    def on_write(data: bytes) -> None:
+        happened.append(f"wrote {data!r}")
+        written.set()
+
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang", on_close=slow_close))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged")
+    sink = RecordingSink(on_write=on_write)
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "hedged_won"
+    head = role("from-b") + content("Hi", "from-b")
+    assert happened[0] == f"wrote {head!r}"
+    assert "loser closed" in happened
+    assert a.responses[0].closed  # the turn still ends with the loser's connection closed
+    assert sink.body == head + DONE
+
+
 @pytest.mark.parametrize(
     ("reply", "said"),
     [
