@@ -19,7 +19,7 @@ is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 import anyio
@@ -39,6 +39,8 @@ from router.upstream.base import UpstreamRequest, UpstreamResponse
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
+#: what a hedged turn does with its winner, in the winner's own task
+Commit = Callable[[Primed], Awaitable[object]]
 
 
 class Race:
@@ -75,19 +77,25 @@ class Race:
         #: each racing attempt's cancel scope; the race is over once a winner is out
         self._scopes: list[anyio.CancelScope] = []
         self._over = False
+        self._commit: Commit | None = None
+        #: what `commit` raised (in a child task it would reach the caller in a group)
+        self.commit_error: Exception | None = None
 
     def hedges(self, request: TurnRequest) -> bool:
         """Whether attempts of this turn may race (so `run` wants a task group)."""
         hedge = self._route.hedge
         return hedge is not None and (request.stream or hedge.unary)
 
-    async def run(self, request: TurnRequest, tg: TaskGroup | None = None) -> Primed:
+    async def run(
+        self, request: TurnRequest, tg: TaskGroup | None = None, commit: Commit | None = None
+    ) -> Primed:
         """The winner, or AllTargetsFailed.
 
-        A hedged turn's attempts run in `tg`: the winner is returned the moment it
-        primes, and the others are cancelled in it, closing their connections beside
-        the winner's relay instead of before its first bytes. Without `tg` the race
-        has its own group and returns once the losers are closed."""
+        A hedged turn's attempts run in `tg`, and the winner runs `commit` in its own
+        task the moment it primes (its first bytes wait for no other task); the others
+        are cancelled then and close in theirs, beside the winner's relay. Without
+        `tg` the race has its own group and returns once the losers are closed."""
+        self._commit = commit if tg is not None else None
         if not self.hedges(request):
             winner = await self._one_by_one(request)
         elif tg is None:
@@ -97,10 +105,19 @@ class Race:
             winner = await self._hedged(request, tg)
         if winner is None:
             raise AllTargetsFailed(self._failure_message(), self._result.failures)
+        return winner
+
+    def _decide(self, winner: Primed, others: int, keep: anyio.CancelScope | None) -> None:
+        """The race is won: book it and cancel every other attempt (no waiting here)."""
+        self._over = True  # from here an attempt that primes closes itself
+        for _ in range(others):
+            self._events.hedge(self._route.name, "cancelled")
+        for scope in self._scopes:
+            if scope is not keep:
+                scope.cancel()
         if self._result.hedged:
             hedge_won = winner.target.config.name != self._order[0].config.name
             self._events.hedge(self._route.name, "won" if hedge_won else "lost")
-        return winner
 
     async def _one_by_one(self, request: TurnRequest) -> Primed | None:
         """Without hedging only one attempt runs at a time: run it in this task (no
@@ -120,9 +137,9 @@ class Race:
         send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(self._order))
         with send, receive:
             winner = await self._race(request, tg, send, receive)
-            self._over = True  # from here an attempt that primes closes itself
-            for scope in self._scopes:
-                scope.cancel()
+            if winner is not None and not self._over:
+                self._decide(winner, self._running, keep=None)
+            self._over = True
             # A second attempt may have primed in the same instant: close it, in `tg`.
             while True:
                 try:
@@ -159,8 +176,6 @@ class Race:
                 outcome = await receive.receive()
                 self._running -= 1
                 if isinstance(outcome, Primed):
-                    for _ in range(self._running):
-                        self._events.hedge(self._route.name, "cancelled")
                     return outcome
                 if not self._failed(outcome):
                     # The request is bad as far as this target can tell; an attempt
@@ -266,7 +281,17 @@ class Race:
         outcome: Primed | UpstreamError | None = None
         with out, scope:
             outcome = await self._attempt(runtime, request)
-            if not self._over:
+            if self._over:
+                pass
+            elif isinstance(outcome, Primed) and self._commit is not None:
+                self._decide(outcome, self._running - 1, keep=scope)
+                out.send_nowait(outcome)  # the race's host stops waiting
+                try:
+                    await self._commit(outcome)
+                except Exception as exc:
+                    self.commit_error = exc
+                return
+            else:
                 out.send_nowait(outcome)
                 return
         if isinstance(outcome, Primed):  # primed after the race was won: a loser

@@ -189,14 +189,20 @@ class Turn:
         )
         if not race.hedges(request):
             return await self._commit(request, await race.run(request), sink)
-        # The attempts race in a group that outlives the commit: the winner's first
-        # bytes go out the moment it primes, and the losers close beside its relay.
+
+        # The attempts race in a group that outlives the commit: the winner commits
+        # and relays in its own task the moment it primes (no hand-over to this one),
+        # and the losers close beside it.
+        async def commit(primed: Primed) -> TurnResult:
+            return await self._commit(request, primed, sink)
+
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             try:
-                await self._commit(request, await race.run(request, tg), sink)
+                await race.run(request, tg, commit)
             except Exception as exc:  # raised as itself (not in a group) once they close
                 failure = exc
+        failure = failure or race.commit_error
         if failure is not None:
             raise failure
         return self.result

@@ -185,6 +185,35 @@ async def test_a_client_leaving_mid_stream_closes_the_upstream() -> None:
     assert [d.outcome for d in rig.events.done] == ["client_cancelled"]
 
 
+async def test_a_client_leaving_a_hedged_turn_closes_both_upstreams() -> None:
+    # The hedge wins and relays in its own task; the client leaves as it starts.
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang"))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b")], then="hang"))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5), anyio.CancelScope() as gone:
+        sink = RecordingSink(on_start=gone.cancel)
+        turn = rig.turn()
+        await turn.run(rig.request(), sink)
+    assert sink.body == role("from-b") + content("Hi", "from-b")
+    assert a.responses[0].closed and b.responses[0].closed
+    assert turn.result.outcome == "client_cancelled"
+    assert [d.outcome for d in rig.events.done] == ["client_cancelled"]
+
+
+async def test_a_failed_write_on_a_hedged_turn_is_raised_as_itself() -> None:
+    # The winner writes in a task of the turn's group; the gateway still sees the
+    # client's OSError itself, not an exception group, and every upstream is closed.
+    def broken(data: bytes) -> None:
+        raise OSError("client went away")
+
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang"))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5), pytest.raises(OSError, match="client went away"):
+        await rig.turn().run(rig.request(), RecordingSink(on_write=broken))
+    assert a.responses[0].closed and b.responses[0].closed
+
+
 async def test_a_client_leaving_before_the_first_token_closes_the_upstream() -> None:
     a = FakeUpstream("a", Reply(hang=True))
     rig = Rig(a, FakeUpstream("b"))
