@@ -304,6 +304,7 @@ class Metrics:
         self._decisions = Children(self.decisions)
         self._overhead = Children(self.overhead)
         self._hedges = Children(self.hedges)
+        self._body_parses = Children(self.body_parses)
         for phase in OVERHEAD_PHASES:
             self.overhead.labels(phase)
         for outcome in RELOAD_OUTCOMES:
@@ -442,7 +443,7 @@ class Metrics:
         self.loop_lag.observe(seconds)
 
     def body_parsed(self, place: ParsePlace) -> None:
-        self.body_parses.labels(place).inc()
+        self._body_parses(place).inc()
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()

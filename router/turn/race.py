@@ -74,8 +74,9 @@ class Race:
         #: when the turn's first attempt started, and when the next hedge is due
         self._started_at: float | None = None
         self._hedge_at = math.inf
-        #: each racing attempt's cancel scope; the race is over once a winner is out
-        self._scopes: list[anyio.CancelScope] = []
+        #: the cancel scopes of the attempts still running (anyio formats a task's repr
+        #: on every cancel: only live ones are cancelled); over once a winner is out
+        self._scopes: set[anyio.CancelScope] = set()
         self._over = False
         self._commit: Commit | None = None
         #: what `commit` raised (in a child task it would reach the caller in a group)
@@ -210,7 +211,7 @@ class Race:
         if runtime is None:
             return False
         scope = anyio.CancelScope()
-        self._scopes.append(scope)
+        self._scopes.add(scope)
         tg.start_soon(self._prime, runtime, request, send.clone(), scope)
         return True
 
@@ -281,6 +282,7 @@ class Race:
         outcome: Primed | UpstreamError | None = None
         with out, scope:
             outcome = await self._attempt(runtime, request)
+            self._scopes.discard(scope)
             if self._over:
                 pass
             elif isinstance(outcome, Primed) and self._commit is not None:
