@@ -79,6 +79,7 @@ class Race:
         self._scopes: set[anyio.CancelScope] = set()
         self._over = False
         self._commit: Commit | None = None
+        self._predictions: dict[str, float] = {}
         #: what `commit` raised (in a child task it would reach the caller in a group)
         self.commit_error: Exception | None = None
 
@@ -247,9 +248,15 @@ class Race:
         return runtime
 
     def _predicted(self, runtime: TargetRuntime) -> float:
-        slo = self._route.slo
-        q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-        return predict_ttft_s(self._views[runtime.config.name], q)
+        """A target's predicted TTFT at the SLO's quantile; the views are the plan's
+        snapshot, so each target's is computed once per turn."""
+        name = runtime.config.name
+        predicted = self._predictions.get(name)
+        if predicted is None:
+            slo = self._route.slo
+            q = slo.quantile if slo is not None else DEFAULT_QUANTILE
+            predicted = self._predictions[name] = predict_ttft_s(self._views[name], q)
+        return predicted
 
     def _backup_index(self) -> int:
         """Where in the plan the target a hedge would start is: the fastest remaining."""
