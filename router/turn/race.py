@@ -6,9 +6,10 @@ passing with no first token starts the fastest remaining target beside the runni
 ones (hedge), within the route's `max_extra` and budget. The delay is counted from
 the start of the latest attempt (see `hedge.hedge_delay_s`). The first attempt to
 produce a token the user sees (content, reasoning, a refusal, audio, a tool or
-function call delta, or a finished empty answer) wins and is handed out at once;
-every other attempt is then cancelled (its connection closed, so the upstream sees
-the cancel) in the turn's task group, beside the winner's relay, not before it.
+function call delta, or a finished empty answer) wins, and the turn commits in the
+winner's own task at once; every other attempt is then cancelled (its connection
+closed, so the upstream sees the cancel) in its own task, beside the winner's relay.
+The first attempt and fallbacks run in the turn's task; only a hedge gets a task.
 
 A bad request ends the race only when no other attempt runs (a hedge's 400 never
 cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
@@ -18,24 +19,23 @@ is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fa
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from router.clock import Clock
 from router.config import RouteConfig
-from router.errors import AllTargetsFailed, TargetUnavailable, UpstreamError, UpstreamTimeout
+from router.errors import AllTargetsFailed, UpstreamError
 from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s
-from router.turn.prime import read_to_first_token, read_whole
+from router.turn.prime import attempt_to_commit
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
-from router.upstream.base import UpstreamRequest, UpstreamResponse
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
@@ -80,6 +80,14 @@ class Race:
         self._over = False
         self._commit: Commit | None = None
         self._predictions: dict[str, float] = {}
+        #: a hedged race: where hedges run, the timer that starts the next, the winner
+        self._tg: TaskGroup | None = None
+        self._request: TurnRequest | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._winner: Primed | None = None
+        #: set when the race's own task waits for running hedges
+        self._wake: anyio.Event | None = None
         #: what `commit` raised (in a child task it would reach the caller in a group)
         self.commit_error: Exception | None = None
 
@@ -112,6 +120,9 @@ class Race:
     def _decide(self, winner: Primed, others: int, keep: anyio.CancelScope | None) -> None:
         """The race is won: book it and cancel every other attempt (no waiting here)."""
         self._over = True  # from here an attempt that primes closes itself
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for _ in range(others):
             self._events.hedge(self._route.name, "cancelled")
         for scope in self._scopes:
@@ -136,21 +147,113 @@ class Race:
         return None
 
     async def _hedged(self, request: TurnRequest, tg: TaskGroup) -> Primed | None:
-        send, receive = anyio.create_memory_object_stream[Primed | UpstreamError](len(self._order))
-        with send, receive:
-            winner = await self._race(request, tg, send, receive)
-            if winner is not None and not self._over:
-                self._decide(winner, self._running, keep=None)
-            self._over = True
-            # A second attempt may have primed in the same instant: close it, in `tg`.
-            while True:
-                try:
-                    late = receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
+        """The first attempt, and each fallback, runs in this task; only a hedge gets a
+        task of its own (in `tg`), started by a timer when its delay passes. A turn
+        whose first attempt primes before that costs no task, stream or cancel scope
+        beyond the attempt's own deadline."""
+        self._tg, self._request = tg, request
+        self._loop = asyncio.get_running_loop()
+        try:
+            kind: AttemptKind = "first"
+            while (runtime := self._next(kind)) is not None:
+                outcome = await self._inline(runtime, request)
+                if outcome is not None and self._settle(outcome, None):
+                    assert self._winner is not None
+                    if self._commit is not None:
+                        await self._commit(self._winner)
+                    return self._winner
+                while self._winner is None and self._running > 0:  # hedges still racing
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                if self._winner is not None or self._bad_request:
                     break
-                if isinstance(late, Primed):
-                    tg.start_soon(self._close_loser, late)
-        return winner
+                kind = "fallback"
+            return self._winner
+        finally:
+            self._over = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _inline(
+        self, runtime: TargetRuntime, request: TurnRequest
+    ) -> Primed | UpstreamError | None:
+        """An attempt in this task: its outcome, or None if a hedge won meanwhile."""
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
+        with scope:
+            outcome = await self._attempt(runtime, request)
+            self._scopes.discard(scope)
+            return outcome
+        return None
+
+    def _settle(self, outcome: Primed | UpstreamError, scope: anyio.CancelScope | None) -> bool:
+        """Book an attempt's outcome where it happens; whether it won the race."""
+        self._running -= 1
+        if self._over:
+            return False
+        if isinstance(outcome, Primed):
+            self._winner = outcome
+            self._decide(outcome, self._running, keep=scope)
+            self._wake_host()
+            return True
+        if not self._failed(outcome):
+            # The request is bad as far as this target can tell; an attempt still
+            # running may yet answer it (a hedge's 400 must not cancel it).
+            self._bad_request = True
+            self._hedge_at = math.inf
+            self._arm()
+        if self._running == 0:
+            self._wake_host()  # to fall back, or to end the race
+        return False
+
+    def _wake_host(self) -> None:
+        if self._wake is not None:
+            self._wake.set()  # the race's task, waiting for the hedges
+
+    def _arm(self) -> None:
+        """(Re)set the timer that starts a hedge when `_hedge_at` passes."""
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._hedge_at != math.inf and not self._over:
+            delay = max(self._hedge_at - self._clock(), 0.0)
+            self._timer = self._loop.call_later(delay, self._hedge_due)
+
+    def _hedge_due(self) -> None:
+        """The hedge delay passed with no first token: start the next target too."""
+        self._timer = None
+        if self._over or self._tg is None or self._request is None:
+            return
+        if self._bad_request or not self._budget.try_spend():
+            self._extra = len(self._order)  # budget spent: no more hedges this turn
+            self._hedge_at = math.inf
+            return
+        runtime = self._next("hedge")
+        if runtime is None:
+            self._hedge_at = math.inf
+            return
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
+        self._tg.start_soon(self._hedge, runtime, self._request, scope)
+
+    async def _hedge(
+        self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
+    ) -> None:
+        outcome: Primed | UpstreamError | None = None
+        with scope:
+            outcome = await self._attempt(runtime, request)
+            self._scopes.discard(scope)
+            if self._settle(outcome, scope):
+                if self._commit is not None and isinstance(outcome, Primed):
+                    try:
+                        await self._commit(outcome)
+                    except Exception as exc:
+                        self.commit_error = exc
+                return
+        if isinstance(outcome, Primed):  # primed after the race was won: a loser
+            await self._close_loser(outcome)
 
     @staticmethod
     async def _close_loser(primed: Primed) -> None:
@@ -165,56 +268,19 @@ class Race:
         parts = "; ".join(f.message for f in failures)
         return f"route '{self._route.name}': all {len(failures)} attempts failed ({parts})"
 
-    async def _race(
-        self,
-        request: TurnRequest,
-        tg: TaskGroup,
-        send: MemoryObjectSendStream[Primed | UpstreamError],
-        receive: MemoryObjectReceiveStream[Primed | UpstreamError],
-    ) -> Primed | None:
-        self._launch("first", request, tg, send)
-        while self._running:
-            with anyio.move_on_after(max(self._hedge_at - self._clock(), 0.0)):
-                outcome = await receive.receive()
-                self._running -= 1
-                if isinstance(outcome, Primed):
-                    return outcome
-                if not self._failed(outcome):
-                    # The request is bad as far as this target can tell; an attempt
-                    # still running may yet answer it (a hedge's 400 must not cancel it).
-                    self._bad_request = True
-                    self._hedge_at = math.inf
-                if self._running == 0 and not self._bad_request:
-                    self._launch("fallback", request, tg, send)
-                continue
-            # The hedge delay passed with no first token: start the next target too.
-            if self._bad_request or not (
-                self._budget.try_spend() and self._launch("hedge", request, tg, send)
-            ):
-                self._extra = len(self._order)  # budget spent: no more hedges this turn
-                self._hedge_at = math.inf
-        return None
+    async def _attempt(
+        self, runtime: TargetRuntime, request: TurnRequest
+    ) -> Primed | UpstreamError:
+        deadline = self._route.first_token_s or runtime.config.timeouts.first_token_s
+        return await attempt_to_commit(
+            runtime, request, first_token_s=deadline, clock=self._clock, max_event=self._max_event
+        )
 
     def _failed(self, err: UpstreamError) -> bool:
         """Book a failed attempt; whether another target may still serve the turn."""
         self._result.failures.append(err)
         self._events.attempt_failed(self._route.name, err)
         return err.retryable  # not retryable: the request itself is bad
-
-    def _launch(
-        self,
-        kind: AttemptKind,
-        request: TurnRequest,
-        tg: TaskGroup,
-        send: MemoryObjectSendStream[Primed | UpstreamError],
-    ) -> bool:
-        runtime = self._next(kind)
-        if runtime is None:
-            return False
-        scope = anyio.CancelScope()
-        self._scopes.add(scope)
-        tg.start_soon(self._prime, runtime, request, send.clone(), scope)
-        return True
 
     def _next(self, kind: AttemptKind) -> TargetRuntime | None:
         """The next target of the plan, with the books kept for how it starts.
@@ -271,106 +337,11 @@ class Race:
         hedge = self._route.hedge
         if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
             self._hedge_at = math.inf
-            return
-        latest = self._views[self._order[self._launched - 1].config.name]
-        backup = self._views[self._order[self._backup_index()].config.name]
-        delay = hedge_delay_s(hedge, latest, backup, self._route.slo, now - self._started_at)
-        self._hedge_at = now + delay
+        else:
+            latest = self._views[self._order[self._launched - 1].config.name]
+            backup = self._views[self._order[self._backup_index()].config.name]
+            delay = hedge_delay_s(hedge, latest, backup, self._route.slo, now - self._started_at)
+            self._hedge_at = now + delay
+        self._arm()
 
     # -- one attempt ---------------------------------------------------------------------
-
-    async def _prime(
-        self,
-        runtime: TargetRuntime,
-        request: TurnRequest,
-        out: MemoryObjectSendStream[Primed | UpstreamError],
-        scope: anyio.CancelScope,
-    ) -> None:
-        outcome: Primed | UpstreamError | None = None
-        with out, scope:
-            outcome = await self._attempt(runtime, request)
-            self._scopes.discard(scope)
-            if self._over:
-                pass
-            elif isinstance(outcome, Primed) and self._commit is not None:
-                self._decide(outcome, self._running - 1, keep=scope)
-                out.send_nowait(outcome)  # the race's host stops waiting
-                try:
-                    await self._commit(outcome)
-                except Exception as exc:
-                    self.commit_error = exc
-                return
-            else:
-                out.send_nowait(outcome)
-                return
-        if isinstance(outcome, Primed):  # primed after the race was won: a loser
-            await self._close_loser(outcome)
-
-    async def _attempt(
-        self, runtime: TargetRuntime, request: TurnRequest
-    ) -> Primed | UpstreamError:
-        """One attempt, up to its commit point: primed, or why it failed."""
-        cfg = runtime.config
-        # Everything the router does before the send happens before the target's clock
-        # starts: the router's own work is never charged to a target.
-        upstream_request = UpstreamRequest(
-            request.endpoint,
-            request.body.for_target(cfg.model),
-            request.stream,
-            dict(request.forward_headers),
-        )
-        # A unary answer's latency is a whole generation, not a time to first token.
-        attempt = runtime.signals.begin(request.routing.prompt_tokens, measures_ttft=request.stream)
-        if not attempt.admitted:
-            # Its breaker opened (or its half-open probe was taken) since the plan was made.
-            attempt.release()
-            return TargetUnavailable(f"{cfg.name}: breaker open", target=cfg.name)
-        started = self._clock()
-        response: UpstreamResponse | None = None
-        handed_over = False
-        deadline = self._route.first_token_s or cfg.timeouts.first_token_s
-        if not request.stream:
-            deadline = cfg.timeouts.total_s
-        try:
-            with anyio.fail_after(deadline):
-                response = await runtime.upstream.send(upstream_request)
-                attempt.headers(response.headers)
-                if request.stream:
-                    primed = await read_to_first_token(
-                        runtime,
-                        attempt,
-                        response,
-                        started,
-                        clock=self._clock,
-                        max_event=self._max_event,
-                    )
-                else:
-                    primed = await read_whole(
-                        runtime, attempt, response, started, clock=self._clock
-                    )
-            if request.stream:
-                attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
-            handed_over = True
-            return primed
-        except TimeoutError:
-            what = "no first token" if request.stream else "no whole answer"
-            err = UpstreamTimeout(
-                f"{cfg.name}: {what} within {deadline:g}s",
-                target=cfg.name,
-                phase="first_token" if request.stream else "total",
-            )
-            attempt.failed(err)
-            return err
-        except UpstreamError as err:
-            err.target = err.target or cfg.name
-            attempt.failed(err)
-            return err
-        except anyio.get_cancelled_exc_class():
-            attempt.cancelled()
-            raise
-        finally:
-            if not handed_over:
-                attempt.release()
-                if response is not None:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
