@@ -85,6 +85,7 @@ class Race:
         self._request: TurnRequest | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._starter: asyncio.Task[None] | None = None
         self._winner: Primed | None = None
         #: set when the race's own task waits for running hedges
         self._wake: anyio.Event | None = None
@@ -222,8 +223,13 @@ class Race:
             self._timer = self._loop.call_later(delay, self._hedge_due)
 
     def _hedge_due(self) -> None:
-        """The hedge delay passed with no first token: start the next target too."""
+        """The timer's callback: anyio works only inside a task, so hand over to one."""
         self._timer = None
+        if not self._over and self._loop is not None:
+            self._starter = self._loop.create_task(self._start_hedge())
+
+    async def _start_hedge(self) -> None:
+        """The hedge delay passed with no first token: start the next target too."""
         if self._over or self._tg is None or self._request is None:
             return
         if self._bad_request or not self._budget.try_spend():
