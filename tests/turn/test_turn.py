@@ -327,3 +327,16 @@ async def test_an_event_past_the_bound_after_the_first_token_ends_with_an_error_
     assert sink.body.startswith(role() + content("Hi"))
     last = sink.body.rsplit(b"\n\n", 2)[-2]
     assert b"grew past" in last and len(sink.body) < 100_000
+
+
+async def test_a_hedged_turn_books_the_hedge_once_whoever_wins() -> None:
+    # Through a whole turn (the winner commits in its own task), a primary that
+    # answers after its hedge started is booked as a lost hedge, once.
+    b = FakeUpstream("b", Reply([role()], then="hang"))
+    a = FakeUpstream("a", Reply([role(), content("Hi"), DONE], gate=b.called))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), RecordingSink())
+    assert result.outcome == "hedged_lost"
+    assert [e for _, e in rig.events.kinds("hedge")] == ["started", "cancelled", "lost"]
+    assert b.responses[0].closed
