@@ -211,6 +211,10 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sim.set_defaults(func=cmd_sim)
 
+    from router.tools.speech import register  # imports no engine until one runs
+
+    register(sub)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firsttoken", description=__doc__)
