@@ -16,7 +16,8 @@ most `max_queued` requests wait for one; one more is refused with `EngineBusy`.
 
 Voices: an eSpeak NG language (`en-us`, `en-gb`, `fr` ...), optionally with a variant
 (`en-us+f3`), or one of OpenAI's voice names, each mapped to an English variant
-(`VOICES`). Speed is OpenAI's `speed` (0.25-4) times `wpm` words a minute, within
+(`VOICES`); any other name (another engine's voice, when this one stands in for it)
+speaks with `DEFAULT_VOICE`. Speed is OpenAI's `speed` (0.25-4) times `wpm` words a minute, within
 eSpeak NG's 80-450.
 """
 
@@ -54,6 +55,9 @@ VOICES = {
     "sage": "en-us+f4",
     "fable": "en-gb",
 }
+#: what a voice unknown here is spoken with
+DEFAULT_VOICE = "en-us"
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _VOICE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*(?:\+[A-Za-z0-9_-]{1,32})?$")
 _READ = 8192
 #: bytes of stderr kept for an error message
@@ -68,7 +72,14 @@ class Voices:
     variants: frozenset[str] = field(default_factory=frozenset)
 
     def resolve(self, voice: str) -> str:
-        """The `-v` argument for a voice name, or `BadRequest` naming a few that work."""
+        """The `-v` argument for a voice name. A name this eSpeak NG lacks (another engine's,
+        such as Kokoro's `af_heart`, when this engine stands in for it) gets the default
+        voice; a name that cannot be a voice at all is a `BadRequest`."""
+        if not _NAME.match(voice):
+            raise BadRequest(
+                f"a voice is a name of letters, digits and - _ + . such as "
+                f"{', '.join(sorted(VOICES)[:3])} or en-us+f3, not {voice[:40]!r}"
+            )
         name = VOICES.get(voice.lower(), voice)
         language, _, variant = name.partition("+")
         if (
@@ -76,10 +87,7 @@ class Voices:
             or language not in self.languages
             or (variant and variant not in self.variants)
         ):
-            raise BadRequest(
-                f"unknown voice {voice!r}: use one of OpenAI's ({', '.join(sorted(VOICES))}) "
-                "or an eSpeak NG language such as en-us, en-gb or en-us+f3"
-            )
+            return DEFAULT_VOICE
         return name
 
 
@@ -88,8 +96,10 @@ class SpokenAudio:
 
     rate = ESPEAK_RATE
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, voice: str) -> None:
         self._process = process
+        #: the eSpeak NG voice speaking
+        self.voice = voice
         self.pid = process.pid
         self.bytes_out = 0
 
@@ -209,7 +219,7 @@ class Espeak:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     await process.stdin.drain()  # one that died says why on stderr
                 process.stdin.close()
-                yield SpokenAudio(process)
+                yield SpokenAudio(process, name)
             finally:
                 try:
                     if process.returncode is None:

@@ -52,6 +52,8 @@ STT_MODEL = "pocketsphinx-en-us"
 TTS_MODEL = "espeak-ng"
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json")
 SPEECH_FORMATS = ("pcm", "wav")
+#: the eSpeak NG voice that spoke (a voice unknown here is spoken with the default)
+VOICE_HEADER = "X-Espeak-Voice"
 
 
 def error_response(exc: FirstTokenError) -> web.Response:
@@ -185,13 +187,16 @@ class SpeechServer:
             body = await _json(request)
             text, voice, speed, response_format = _speech_request(body)
             async with self.tts.speak(text, voice=voice, speed=speed) as audio:
+                voice_header = {VOICE_HEADER: audio.voice}
                 if response_format == "wav":
                     pcm = b"".join([chunk async for chunk in audio])
-                    return web.Response(body=_wav(pcm, ESPEAK_RATE), content_type="audio/wav")
+                    return web.Response(
+                        body=_wav(pcm, ESPEAK_RATE), content_type="audio/wav", headers=voice_header
+                    )
                 pieces = aiter(audio)
                 first = await anext(pieces, b"")  # an engine failure before any audio is a 500
                 response = web.StreamResponse(
-                    headers={"Content-Type": f"audio/pcm;rate={self.pcm_rate}"}
+                    headers={"Content-Type": f"audio/pcm;rate={self.pcm_rate}", **voice_header}
                 )
                 await response.prepare(request)
                 resample = PcmStream(audio.rate, self.pcm_rate)

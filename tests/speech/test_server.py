@@ -109,6 +109,17 @@ def test_what_espeak_says_pocketsphinx_writes_back(speech_server: SpeechServer) 
     assert shared_words(SENTENCES[3], heard.text) >= 0.8, heard.text
 
 
+def test_another_engines_voice_is_spoken_with_the_default(speech_server: SpeechServer) -> None:
+    """A cascade whose TTS route falls back from Kokoro to eSpeak NG still gets speech."""
+    api = client(speech_server)
+    for asked, spoken in (("af_heart", "en-us"), ("nova", "en-us+f3"), ("en-gb", "en-gb")):
+        with api.audio.speech.with_streaming_response.create(
+            model="espeak-ng", voice=asked, input="Hello.", response_format="pcm"
+        ) as response:
+            assert response.headers["x-espeak-voice"] == spoken
+            assert voiced_share(response.read(), 24_000) > 0.2
+
+
 def test_wav_is_a_whole_file_at_espeaks_rate(speech_server: SpeechServer) -> None:
     import io
     import wave
@@ -127,7 +138,7 @@ def test_wav_is_a_whole_file_at_espeaks_rate(speech_server: SpeechServer) -> Non
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
-        ({"voice": "no-such-voice"}, "unknown voice"),
+        ({"voice": "en-us; rm -rf /"}, "a voice is a name of letters"),
         ({"response_format": "mp3"}, "response_format must be one of pcm, wav"),
         ({"input": ""}, "'input' is required"),
         ({"input": "x" * 4097}, "at most 4096"),
