@@ -1,4 +1,4 @@
-"""The `firsttoken` command: serve, check, demo, simulate, sim."""
+"""The `firsttoken` command: serve, check, demo, simulate, sim, speech."""
 
 from __future__ import annotations
 
