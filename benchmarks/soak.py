@@ -315,7 +315,7 @@ class Run:
             if now >= next_reload and now > 0:
                 variant ^= 1
                 write_text(config, policy(urls, port, variant))
-                r = await client.post("/admin/reload")
+                r = await client.post("/admin/reload", json={})
                 reloads[str(r.status_code)] += 1
             if now >= next_reload:
                 next_reload += 20.0

@@ -3,13 +3,15 @@
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
 check` can print all of them at once (YAML and schema: `configfile.py`; the
-realtime route blocks: `router/realtime/settings.py`).
+realtime route blocks: `router/realtime/settings.py`; speech and cascade blocks and
+their checks: `router/voice/settings.py`). Just over 400 lines: the models of every
+kind of target and route stay in one place, so one module shows the whole schema.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,9 +27,11 @@ from router.configfile import (
     sorted_issues,
     validate,
 )
+from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
+from router.voice.settings import CascadeSettings, cascade_issues
 
 
 class _Model(BaseModel):
@@ -49,6 +53,20 @@ class ServerConfig(_Model):
     #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
     #: `firsttoken.access`; off, the same line is logged at DEBUG
     access_log: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: Host header values served besides the bound address, localhost, 127.0.0.1 and
+    #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
+    #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or
+    #: "*" for any. Everything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: browser pages allowed to call the router; without it every request that carries
+    #: an Origin header is refused
+    cors: CorsConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return allowed_hosts(v)
 
 
 class ClientKey(_Model):
@@ -92,6 +110,10 @@ class Price(_Model):
     text_input: float = Field(0.0, ge=0.0)
     text_output: float = Field(0.0, ge=0.0)
     cached_input: float = Field(0.0, ge=0.0)
+    #: speech targets: STT per minute of audio in, TTS per minute of audio out
+    per_minute: float = Field(0.0, ge=0.0)
+    #: TTS per million characters of text in (OpenAI's tts-1 bills this way)
+    per_mchar: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -110,14 +132,18 @@ class Timeouts(_Model):
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm", "realtime"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime", "stt", "tts", "cascade"]
+#: targets that hold Realtime sessions: a route may mix them
+SESSION_KINDS: frozenset[str] = frozenset({"realtime", "cascade"})
+TEXT_KINDS: frozenset[str] = frozenset({"vllm", "openai", "litellm"})
 
 
 class TargetConfig(_Model):
     name: str = Field(min_length=1)
     kind: TargetKind
     base_url: str | None = None
-    model: str = Field(min_length=1)
+    #: the model name sent upstream (every kind but cascade needs one)
+    model: str = ""
     api_key_env: str | None = None
     price: Price = Price()
     timeouts: Timeouts = Timeouts()
@@ -135,6 +161,10 @@ class TargetConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     #: realtime only: sessions the target may hold at once
     max_sessions: int | None = Field(None, gt=0)
+    #: tts only: the rate of its `pcm` (24000 for OpenAI and Kokoro, 22050 for Piper)
+    sample_rate: int = Field(24_000, ge=8000, le=48_000)
+    #: cascade only: its stt, llm and tts routes and VAD defaults
+    cascade: CascadeSettings | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -260,6 +290,26 @@ def _named(items: Any) -> list[tuple[int, Any]]:
     return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
+def _route_kind(kind: object) -> str:
+    """What a route of this kind of target serves: text turns, sessions, stt or tts."""
+    if kind in SESSION_KINDS:
+        return "session"
+    return "text" if kind in TEXT_KINDS else str(kind)
+
+
+def _target_issues(i: int, target: dict[str, Any], issue: Callable[[Path_, str], None]) -> None:
+    """What a target of each kind needs."""
+    kind, base_url = target.get("kind"), target.get("base_url")
+    if kind in ("vllm", "openai", "realtime", "stt", "tts") and base_url is None:
+        issue(("targets", i), f"a '{kind}' target needs base_url")
+    if kind != "cascade" and not target.get("model"):
+        issue(("targets", i), f"a '{kind}' target needs model")
+    if (kind == "cascade") != (target.get("cascade") is not None):
+        issue(("targets", i), "a cascade target, and only one, has a cascade: block")
+    if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
+        issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
+
+
 def _cross_references(
     data: dict[str, Any], file: str, lines: Mapping[Path_, int]
 ) -> list[ConfigIssue]:
@@ -271,20 +321,20 @@ def _cross_references(
         issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
     targets: list[str] = []
-    realtime: dict[str, bool] = {}
+    kinds: dict[str, str] = {}
+    cascades: list[tuple[int, dict[str, Any]]] = []
     for i, name in _named(data.get("targets")):
         target = data["targets"][i]
-        kind, base_url = target.get("kind"), target.get("base_url")
         if isinstance(name, str) and name in targets:
             issue(("targets", i, "name"), f"duplicate target name '{name}'")
         if isinstance(name, str):
             targets.append(name)
-            realtime[name] = kind == "realtime"
-        if kind in ("vllm", "openai", "realtime") and base_url is None:
-            issue(("targets", i), f"a '{kind}' target needs base_url")
-        if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
-            issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
+            kinds[name] = _route_kind(target.get("kind"))
+        _target_issues(i, target, issue)
+        block = target.get("cascade")
+        cascades += [(i, block)] if isinstance(block, dict) else []
     routes: list[str] = []
+    route_kinds: dict[str, set[str]] = {}
     for i, name in _named(data.get("routes")):
         if isinstance(name, str) and name in routes:
             issue(("routes", i, "name"), f"duplicate route name '{name}'")
@@ -299,8 +349,15 @@ def _cross_references(
                 issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
         if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-        if len({realtime[n] for n in listed if isinstance(n, str) and n in realtime}) > 1:
-            issue(("routes", i, "targets"), "a route's targets are all realtime, or none is")
+        served = {kinds[n] for n in listed if isinstance(n, str) and n in kinds}
+        if isinstance(name, str):
+            route_kinds[name] = served
+        if len(served) > 1:
+            issue(
+                ("routes", i, "targets"),
+                "a route's targets are all text, all stt, all tts, or all realtime and cascade",
+            )
+    cascade_issues(cascades, route_kinds, issue)
     auth = data.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     key_names: set[str] = set()

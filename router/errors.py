@@ -4,15 +4,22 @@
     ├── ConfigError                  a policy file is invalid (carries file:line issues)
     ├── RequestError                 the client's request is at fault (4xx, never retried)
     │   ├── BadRequest               400 invalid_request_error
+    │   │   └── MalformedHttp        400: the HTTP parser refused the request itself
     │   ├── Unauthorized             401
     │   ├── Forbidden                403
+    │   │   ├── HostNotAllowed       403: a Host header not on the allow-list (DNS rebinding)
+    │   │   └── OriginNotAllowed     403: a browser page's Origin that CORS does not allow
     │   ├── ModelNotFound            404 model_not_found
-    │   ├── MethodNotAllowed         405
+    │   ├── NotFound                 404: no such endpoint
+    │   ├── MethodNotAllowed         405, with the methods the endpoint takes (Allow)
     │   ├── RequestTimeout           408: the request was not sent in time
     │   ├── PayloadTooLarge          413
-    │   └── ClientRateLimited        429 (a client key over its own limit)
+    │   ├── UnsupportedMediaType     415: a POST without an application/json body
+    │   ├── ClientRateLimited        429 (a client key over its own limit)
+    │   └── HeadersTooLarge          431: the request head is over server.max_header_bytes
     ├── NoTargetAvailable            503: every target of the route was filtered out
     ├── Draining                     503: this replica is shutting down
+    ├── Overloaded                   503: too many large bodies wait for a parse worker
     ├── EngineError                  500: a local speech engine failed (router/speech)
     │   ├── EngineMissing            it cannot start: its package or program is missing
     │   └── EngineBusy               503: its queue is full (Retry-After)
@@ -100,10 +107,22 @@ class Unauthorized(RequestError):
     code = "invalid_api_key"
 
 
+class MalformedHttp(BadRequest):
+    code = "malformed_http_request"
+
+
 class Forbidden(RequestError):
     status = 403
     type = "permission_error"
     code = "route_not_allowed"
+
+
+class HostNotAllowed(Forbidden):
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    code = "origin_not_allowed"
 
 
 class ModelNotFound(RequestError):
@@ -114,6 +133,11 @@ class ModelNotFound(RequestError):
 class MethodNotAllowed(RequestError):
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        #: the methods the endpoint takes, for the Allow header
+        self.allow = tuple(allow)
 
 
 class NotFound(RequestError):
@@ -129,6 +153,16 @@ class RequestTimeout(RequestError):
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class HeadersTooLarge(RequestError):
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class ClientRateLimited(RequestError):
@@ -153,6 +187,14 @@ class Draining(FirstTokenError):
     status = 503
     type = "service_unavailable"
     code = "draining"
+
+
+class Overloaded(FirstTokenError):
+    """Too many large bodies are waiting for a parse worker: come back in a moment."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "overloaded"
 
 
 class EngineError(FirstTokenError):

@@ -130,7 +130,7 @@ class RealtimeMetrics:
     def configure(self, config: Config) -> None:
         """Each realtime route's series at zero."""
         for route in config.routes:
-            targets = [t for t in route.targets if config.target(t).kind == "realtime"]
+            targets = [t for t in route.targets if config.target(t).kind in ("realtime", "cascade")]
             if not targets:
                 continue
             for target in targets:

@@ -4,6 +4,10 @@
 reference that a reload swaps atomically: a turn takes the runtime once at its
 start and finishes on it, so streams in flight finish on the plan they began with.
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
+
+Just over 400 lines, kept whole: it is where every room is wired (turns, realtime
+sessions, speech routes and cascades, replicas), a few lines each; a room whose
+wiring grows past that gets its own module, as `realtime/service.py` did.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from router.errors import (
 )
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
+from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import build_policy, plan_turn
@@ -48,6 +53,9 @@ from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Upstream
 from router.upstream.openai import OpenAIUpstream
+from router.voice.stages import SpeechService
+from router.voice.wiring import cascades
+from router.voice_metrics import VoiceMetrics
 
 log = logging.getLogger("firsttoken")
 
@@ -79,6 +87,7 @@ class Runtime:
     signals: SignalsRegistry
     auth: Authenticator
     realtime: RealtimeService
+    speech: SpeechService
 
 
 class Router:
@@ -104,6 +113,7 @@ class Router:
         self.metrics = Metrics(views=self.views)
         #: the realtime sessions' metrics, on the same registry
         self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
+        self.voice_metrics = VoiceMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
@@ -134,8 +144,8 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
-            if t.kind == "realtime":
-                continue  # sessions, not turns: RealtimeService below
+            if t.kind in ("realtime", "cascade", "stt", "tts"):
+                continue  # sessions and speech, not turns: the services below
             old = previous.targets.get(t.name) if previous else None
             if old is not None and old.config == t:
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
@@ -158,9 +168,17 @@ class Router:
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
         realtime = RealtimeService(
-            config, signals, self.environ, self.clock, previous.realtime if previous else None
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.realtime if previous else None,
+            cascade=cascades(self),
         )
-        return Runtime(config, routes, targets, signals, auth, realtime)
+        speech = SpeechService(
+            config, signals, self.environ, self.clock, previous.speech if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime, speech)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -221,6 +239,28 @@ class Router:
         self.metrics.decided(route.config.name, plan)
         return plan, views
 
+    def _route_for(self, runtime: Runtime, model: str, client: Client | None) -> RouteRuntime:
+        """The route a client names, or a 404 that lists only the routes it may use."""
+        route = runtime.routes.get(model)
+        if route is None:
+            usable = ", ".join(self.models(client, runtime)) or "(none for this key)"
+            raise ModelNotFound(f"the model '{model[:200]}' does not exist; routes here: {usable}")
+        return route
+
+    def precheck(self, model: str, client: Client | None) -> None:
+        """Before a body is walked: the replica is not draining, the route exists, and
+        the client's key may use it and has requests left (503, 404, 403, 429)."""
+        if self.draining:
+            raise Draining("this replica is shutting down; retry on another")
+        runtime = self.runtime
+        self._route_for(runtime, model, client)
+        runtime.auth.precheck(client, model)
+
+    def models(self, client: Client | None, runtime: Runtime | None = None) -> list[str]:
+        """The routes a client may use (all of them without keys)."""
+        runtime = runtime or self.runtime
+        return [name for name in runtime.routes if runtime.auth.may_use(client, name)]
+
     async def handle(
         self,
         parsed: ParsedRequest,
@@ -232,14 +272,11 @@ class Router:
         if self.draining:
             raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
-        route = runtime.routes.get(parsed.model)
-        if route is None:
-            raise ModelNotFound(
-                f"the model '{parsed.model}' does not exist; "
-                f"routes here: {', '.join(runtime.routes)}"
-            )
+        route = self._route_for(runtime, parsed.model, client)
         if runtime.realtime.serves(route.config):
             raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
+        if any(name not in runtime.targets for name in route.config.targets):
+            raise BadRequest(f"the route '{parsed.model}' serves speech, not chat turns")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -314,7 +351,8 @@ class Router:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
     async def run_background(self, tg: TaskGroup) -> None:
-        """Start the engine scrapers (one per vLLM target) and the upstream retirer."""
+        """Start the engine scrapers (one per vLLM target), the upstream retirer and the
+        event loop's lag sampler."""
         interval = self.runtime.config.signals.engine_scrape_interval_s
         client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrape_client = client
@@ -326,6 +364,7 @@ class Router:
             )
         await self._warm_up(self.runtime.targets.values())
         tg.start_soon(self._retire_loop)
+        tg.start_soon(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
         if self.shared is not None:
             tg.start_soon(self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
@@ -368,6 +407,7 @@ class Router:
             for old in self._retiring:
                 await old.upstream.aclose()
             await self.runtime.realtime.aclose()
+            await self.runtime.speech.aclose()  # and the pools its reloads retired
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)

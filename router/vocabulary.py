@@ -20,3 +20,5 @@ HedgeEvent = Literal["started", "won", "lost", "cancelled"]
 #: the time the router itself adds: arrival to the upstream send (`pre_upstream`),
 #: the upstream's first token to its write to the client (`first_token_relay`)
 OverheadPhase = Literal["pre_upstream", "first_token_relay"]
+#: where a request body was parsed: on the event loop (small) or in a worker process
+ParsePlace = Literal["loop", "worker"]

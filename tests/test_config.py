@@ -76,9 +76,8 @@ def test_schema_and_cross_reference_errors_come_in_one_pass_in_line_order() -> N
     assert errors(text) == [
         "policies/x.yaml:7 targets[0].expected_ttft: unknown key 'expected_ttft'; "
         "did you mean 'expected_ttft_ms'?",
-        "policies/x.yaml:11 targets[1].kind: Input should be 'vllm', 'openai', 'litellm' or "
-        "'realtime'; "
-        "did you mean 'openai'?",
+        "policies/x.yaml:11 targets[1].kind: Input should be 'vllm', 'openai', 'litellm', "
+        "'realtime', 'stt', 'tts' or 'cascade'; did you mean 'openai'?",
         "policies/x.yaml:18 routes[0].targets[1]: unknown target 'hosted-b'; "
         "did you mean 'hosted-a'?",
         "policies/x.yaml:19 routes[0].policy.type: unknown type 'slo_cots'; "

@@ -640,8 +640,8 @@ def test_k8s_inflight_hpa_component(with_inflight_hpa: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["base/policy.yaml", "overlays/example/policy.yaml"])
 def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
-    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them,
-    without credentials even when the policy requires client keys."""
+    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them
+    (Host: the pod's IP), without credentials even when the policy requires client keys."""
     deployment = _k8s_file_docs("base/deployment.yaml")[0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     paths = {
@@ -658,7 +658,9 @@ def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
         router = Router(cfg, environ=keys)
         try:
             transport = httpx.ASGITransport(app=Server(router))
-            async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+            # The kubelet and Prometheus address a pod by its IP: that is the Host.
+            pod = "http://10.244.3.17:8080"
+            async with httpx.AsyncClient(transport=transport, base_url=pod) as client:
                 return {p: (await client.get(p)).status_code for p in sorted(paths)}
         finally:
             await router.aclose()

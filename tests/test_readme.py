@@ -72,6 +72,17 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "--migration-rounds 1 --migration-sessions 2",
         "half a second at one concurrency, one migration round; no LiteLLM peer (exempt)",
     ),
+    (
+        r"benchmarks/voice\.py --sessions 1,8,32 --turns 4$",
+        "benchmarks/voice.py --sessions 1 --turns 1 --barge-in 0",
+        "one caller, one turn (its bars are read at 32 sessions)",
+    ),
+    (
+        r"benchmarks/hostile\.py$",
+        "benchmarks/hostile.py --rounds 1 --duration 0.5 --warmup 0.2 --streams 2 "
+        "--interval 0.5 --kinds big_unknown,bad_http",
+        "one short round of two hostile kinds",
+    ),
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",

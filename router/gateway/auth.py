@@ -113,6 +113,23 @@ class Authenticator:
             raise Unauthorized("the admin endpoints need the admin key")
 
     @staticmethod
+    def may_use(client: Client | None, route: str) -> bool:
+        return client is None or client.routes is None or route in client.routes
+
+    @staticmethod
+    def precheck(client: Client | None, route: str) -> None:
+        """Before the body is walked: the route permission (403) and the key's request
+        rate (429), counting nothing yet (`admit` does, with the prompt's tokens)."""
+        if client is None:
+            return
+        if client.routes is not None and route not in client.routes:
+            raise Forbidden(f"the key '{client.name}' may not use the model '{route}'")
+        if client.limits is not None and not client.limits.within:
+            raise ClientRateLimited(
+                f"the key '{client.name}' is over its rate limit", retry_after_s=1.0
+            )
+
+    @staticmethod
     def admit_session(client: Client | None, route: str) -> None:
         """Route permission (403) and the key's realtime allowance (429)."""
         if client is None:

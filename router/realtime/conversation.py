@@ -97,7 +97,8 @@ class Item:
         }
 
 
-def _message_text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of an item's content parts (text, or the transcript of audio), joined."""
     if not isinstance(content, list):
         return ""
     texts = []
@@ -120,7 +121,7 @@ def item_from_event(item: Mapping[str, Any]) -> Item | None:
         role = item.get("role")
         if role not in _ROLES:
             return None
-        return Item(item_id, "message", role=role, text=_message_text(item.get("content")))
+        return Item(item_id, "message", role=role, text=message_text(item.get("content")))
     if kind == "function_call":
         return Item(
             item_id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from router.clock import Clock
 from router.config import Config, RouteConfig, TargetConfig
@@ -62,17 +62,21 @@ class RealtimeService:
         environ: Mapping[str, str],
         clock: Clock,
         previous: RealtimeService | None = None,
+        *,
+        cascade: Callable[[TargetConfig], Connector] | None = None,
     ) -> None:
         self.clock = clock
         self.targets: dict[str, RealtimeTarget] = {}
         self._configs: dict[str, TargetConfig] = {}
         old = previous.targets if previous is not None else {}
         for t in config.targets:
-            if t.kind != "realtime":
+            if t.kind not in ("realtime", "cascade") or (t.kind == "cascade" and cascade is None):
                 continue
             kept = old.get(t.name)
             if kept is not None and previous is not None and previous._configs[t.name] == t:
                 conn = kept.connector
+            elif cascade is not None and t.kind == "cascade":
+                conn = cascade(t)  # served in process (router/voice/)
             else:
                 key = environ.get(t.api_key_env) if t.api_key_env else None
                 conn = connector(t, key, clock)

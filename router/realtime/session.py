@@ -329,6 +329,9 @@ class Session:
             leg.hold.no_audio(waited)
         usage = RealtimeUsage.from_response(response)
         cost = usage.cost(leg.target.price) if usage is not None else 0.0
+        own = response.get("firsttoken")  # a cascade's account of its stages' cost
+        if isinstance(own, dict) and isinstance(own.get("cost_usd"), int | float):
+            cost = float(own["cost_usd"])
         if usage is not None:
             self.usage = self.usage + usage
             self.cost_usd += cost

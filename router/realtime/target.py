@@ -27,13 +27,29 @@ from router.realtime.usage import RealtimePrice
 from router.realtime.wire import rate_limit_headers
 from router.signals.target import Attempt, TargetSignals
 from router.signals.ttft import Ewma
-from router.upstream.realtime import RealtimeConnection
+from router.upstream.realtime import Closed
+
+
+class SessionConnection(Protocol):
+    """One upstream session: a realtime target's socket (`RealtimeConnection`), or a
+    cascade served in process (`router.voice.cascade.CascadeConnection`)."""
+
+    #: the target's `session.created` frame
+    created: str
+    #: seconds to open it
+    connect_s: float
+
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str | bytes | Closed: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Connector(Protocol):
     name: str
 
-    async def connect(self) -> RealtimeConnection: ...
+    async def connect(self) -> SessionConnection: ...
 
     async def aclose(self) -> None: ...
 
@@ -116,7 +132,7 @@ class Leg:
     """One upstream session of a client's session."""
 
     target: RealtimeTarget
-    conn: RealtimeConnection
+    conn: SessionConnection
     hold: Hold
     opened_at: float
     #: set once a migration has replaced this leg

@@ -43,7 +43,6 @@ from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
-from router.upstream.openai import client_body
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
@@ -260,6 +259,14 @@ class Race:
 
     async def _attempt(self, runtime: TargetRuntime, request: TurnRequest, out: Outbox) -> None:
         cfg = runtime.config
+        # Everything the router does before the send happens before the target's clock
+        # starts: the router's own work is never charged to a target.
+        upstream_request = UpstreamRequest(
+            request.endpoint,
+            request.body.for_target(cfg.model),
+            request.stream,
+            dict(request.forward_headers),
+        )
         attempt = runtime.signals.begin(request.routing.prompt_tokens)
         if not attempt.admitted:
             # Its breaker opened (or its half-open probe was taken) since the plan was made.
@@ -273,10 +280,6 @@ class Race:
         if not request.stream:
             deadline = cfg.timeouts.total_s or (cfg.timeouts.first_token_s + cfg.timeouts.idle_s)
         try:
-            body = client_body(request.body, cfg.model, request.stream)
-            upstream_request = UpstreamRequest(
-                request.endpoint, body, request.stream, dict(request.forward_headers)
-            )
             with anyio.fail_after(deadline):
                 response = await runtime.upstream.send(upstream_request)
                 attempt.headers(response.headers)

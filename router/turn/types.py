@@ -15,6 +15,7 @@ from router.errors import UpstreamError
 from router.policy.base import RoutingRequest
 from router.signals.target import Attempt, TargetSignals
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
+from router.upstream.body import ClientBody
 from router.vocabulary import Outcome
 
 
@@ -28,7 +29,8 @@ class TargetRuntime:
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
     endpoint: Endpoint
-    body: Mapping[str, Any]
+    #: the client's body, serialised once; each target's model goes in front
+    body: ClientBody
     stream: bool
     #: the client asked for the usage chunk itself
     client_wants_usage: bool

@@ -22,7 +22,8 @@ ENDPOINT_PATHS: dict[Endpoint, str] = {
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
-    """What to send: the client's body with `model` already set to the target's."""
+    """What to send: the client's body with `model` already set to the target's (a
+    `body.TargetBody`, whose bytes are ready; any other mapping is serialised)."""
 
     endpoint: Endpoint
     body: Mapping[str, Any]

@@ -7,11 +7,10 @@ exceptions become `router.errors`.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,6 +26,7 @@ from router.errors import (
 )
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
+from router.upstream.body import wire_bytes
 from router.upstream.http1 import Http1Client, Http1Response
 
 _RETRY_IN = re.compile(rb"try again in ([0-9]+(?:\.[0-9]+)?)(ms|s)")
@@ -157,7 +157,7 @@ class OpenAIUpstream:
 
     async def _open(self, request: UpstreamRequest) -> Http1Response | _HttpxBody:
         headers = {**self._headers, **request.headers}
-        body = json.dumps(request.body, separators=(",", ":")).encode()
+        body = wire_bytes(request.body)
         if self._client is not None:
             return await self._client.open(
                 "POST",
@@ -209,16 +209,3 @@ class OpenAIUpstream:
             await self._client.aclose()
         if self._transport is not None:
             await self._transport.aclose()
-
-
-def client_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
-    """The client's body for one target: its model, and usage asked for on streams."""
-    out = dict(body)
-    out["model"] = model
-    if stream:
-        options = out.get("stream_options")
-        out["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-    return out

@@ -22,6 +22,7 @@ from router.turn.relay import Turn
 from router.turn.sink import Header
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest
+from router.upstream.body import ClientBody
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 CONFIG = """
@@ -289,7 +290,7 @@ class Rig:
         body: dict[str, Any] = {"model": self.route.name, "stream": stream, "messages": []}
         return TurnRequest(
             endpoint="chat",
-            body=body,
+            body=ClientBody.of(body, stream),
             stream=stream,
             client_wants_usage=wants_usage,
             routing=RoutingRequest(route=self.route.name, prompt_tokens=5, stream=stream),

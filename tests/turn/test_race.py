@@ -4,14 +4,16 @@ upstreams and a recorder of the turn's events (no sockets, no Prometheus)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import anyio
 import pytest
 
 from router.errors import AllTargetsFailed
 from router.turn.types import TurnResult
+from router.upstream.body import ClientBody, TargetBody
 from tests.turn.chunks import DONE, content, error, role, tool_call
-from tests.turn.fakes import CONFIG, FakeUpstream, Reply, Rig
+from tests.turn.fakes import CONFIG, FakeUpstream, ManualClock, Reply, Rig
 
 pytestmark = pytest.mark.anyio
 
@@ -149,3 +151,30 @@ async def test_with_its_budget_spent_a_route_does_not_hedge() -> None:
     assert primed.target.config.name == "a"
     assert b.requests == []
     assert rig.events.kinds("hedge") == []
+
+
+class SlowToPrepare(ClientBody):
+    """A body whose preparation for a target takes the router a second (a stall of
+    the router's own: a parse, a GC pause, another client's work)."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, rest: bytes, clock: ManualClock) -> None:
+        super().__init__(rest)
+        self.clock = clock
+
+    def for_target(self, model: str) -> TargetBody:
+        self.clock.now += 1.0
+        return super().for_target(model)
+
+
+async def test_the_routers_own_stall_before_the_send_is_not_charged_to_the_target() -> None:
+    clock = ManualClock(100.0)
+    rig = Rig(FakeUpstream("a", Reply(ANSWER)), FakeUpstream("b"), clock=clock)
+    request = rig.request()
+    request = replace(request, body=SlowToPrepare(request.body.rest, clock))
+    with anyio.fail_after(5):
+        primed = await rig.race().run(request)
+    assert primed.first_token_at - primed.started_at == 0.0
+    assert primed.attempt.ttft_s == 0.0  # what the target's TTFT sketch records
+    await primed.aclose()

@@ -9,7 +9,7 @@ from router.config import TargetConfig
 from router.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S
 from router.upstream.base import UpstreamRequest
-from router.upstream.openai import OpenAIUpstream, client_body, retry_after_s
+from router.upstream.openai import OpenAIUpstream, retry_after_s
 
 KEY = "sk-target-7d1c0a9e5b3f"
 CONFIG = TargetConfig(name="t", kind="openai", base_url="http://upstream.test/v1", model="m")
@@ -53,18 +53,6 @@ async def test_transport_failures_become_connect_and_timeout_errors() -> None:
         with pytest.raises(kind):
             await up.send(REQUEST)
         await up.aclose()
-
-
-def test_the_body_goes_upstream_with_the_targets_model_and_usage_asked_for() -> None:
-    body = {"model": "route", "stream_options": {"continuous_usage_stats": True}, "n": 1}
-    assert client_body(body, "target-model", stream=True) == {
-        "model": "target-model",
-        "stream_options": {"continuous_usage_stats": True, "include_usage": True},
-        "n": 1,
-    }
-    assert client_body(body, "target-model", stream=False)["stream_options"] == {
-        "continuous_usage_stats": True
-    }
 
 
 @pytest.mark.anyio
