@@ -11,8 +11,8 @@ So a policy names them as any `kind: stt` / `kind: tts` target. The `model` a cl
 is required, as OpenAI requires it, and is answered by the one engine whatever it says.
 
 `pcm` is streamed as eSpeak NG synthesises it: 16-bit mono little-endian at `pcm_rate`
-(24 kHz, like OpenAI's `pcm`; converted from eSpeak NG's 22050 Hz by libsoxr, streaming,
-at its low quality setting, which answers the first chunk at once). `wav` is eSpeak NG's
+(24 kHz, like OpenAI's `pcm`; converted from eSpeak NG's 22050 Hz by the cascade's own
+streaming `Resampler`, at the setting that answers the first chunk at once). `wav` is eSpeak NG's
 own 22050 Hz file, sent whole with its true length (synthesis runs hundreds of times
 faster than real time, so little is lost by waiting for the end). A request that omits
 `response_format` gets `wav`: OpenAI's default, mp3, is not spoken here.
@@ -25,15 +25,11 @@ and a transcription still queued is dropped.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import socket
-import wave
 from typing import Any, Self
 
-import numpy as np
-import soxr
 from aiohttp import web
 
 from router.errors import BadRequest, EngineBusy, FirstTokenError, PayloadTooLarge
@@ -41,6 +37,8 @@ from router.speech.espeak import ESPEAK_RATE, Espeak
 from router.speech.pcm import read_audio
 from router.speech.sphinx import Sphinx
 from router.speech.sphinx_worker import Recognition
+from router.voice.codec import wav
+from router.voice.resample import SPEECH_QUALITY, Resampler
 
 log = logging.getLogger("firsttoken.speech")
 
@@ -61,28 +59,6 @@ def error_response(exc: FirstTokenError) -> web.Response:
     return web.Response(
         status=exc.status, body=exc.to_json(), content_type="application/json", headers=headers
     )
-
-
-class PcmStream:
-    """16-bit mono PCM from `in_rate` to `out_rate`, chunk by chunk (libsoxr's stream;
-    an odd trailing byte waits for the next chunk)."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self._carry = b""
-        self._stream = (
-            None
-            if in_rate == out_rate
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="LQ")
-        )
-
-    def push(self, pcm: bytes, last: bool = False) -> bytes:
-        pcm = self._carry + pcm
-        cut = len(pcm) - len(pcm) % 2
-        pcm, self._carry = pcm[:cut], pcm[cut:]
-        if self._stream is None:
-            return pcm
-        out: np.ndarray = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"), last=last)
-        return out.astype("<i2", copy=False).tobytes()
 
 
 class SpeechServer:
@@ -191,7 +167,7 @@ class SpeechServer:
                 if response_format == "wav":
                     pcm = b"".join([chunk async for chunk in audio])
                     return web.Response(
-                        body=_wav(pcm, ESPEAK_RATE), content_type="audio/wav", headers=voice_header
+                        body=wav(pcm, ESPEAK_RATE), content_type="audio/wav", headers=voice_header
                     )
                 pieces = aiter(audio)
                 first = await anext(pieces, b"")  # an engine failure before any audio is a 500
@@ -199,12 +175,12 @@ class SpeechServer:
                     headers={"Content-Type": f"audio/pcm;rate={self.pcm_rate}", **voice_header}
                 )
                 await response.prepare(request)
-                resample = PcmStream(audio.rate, self.pcm_rate)
+                resample = Resampler(audio.rate, self.pcm_rate, SPEECH_QUALITY)
                 try:
                     await response.write(resample.push(first))
                     async for chunk in pieces:
                         await response.write(resample.push(chunk))
-                    await response.write(resample.push(b"", last=True))
+                    await response.write(resample.flush())
                 except FirstTokenError as exc:  # after the headers: cut, never a clean end
                     log.warning("speech cut short: %s", exc.message)
                     if request.transport is not None:
@@ -276,16 +252,6 @@ def _speech_request(body: dict[str, Any]) -> tuple[str, str, float, str]:
         raise BadRequest("this engine streams stream_format 'audio' only, not 'sse'")
     response_format = _choice(body, "response_format", SPEECH_FORMATS, "wav")
     return text, body["voice"], float(speed), response_format
-
-
-def _wav(pcm: bytes, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes(pcm)
-    return out.getvalue()
 
 
 def _transcript_response(result: Recognition, response_format: str, *, words: bool) -> web.Response:
