@@ -37,6 +37,17 @@ def say(text: str, wpm: int = 130) -> bytes:
     return done.stdout
 
 
+def pcm24(wav: bytes) -> bytes:
+    """eSpeak NG's WAV as raw PCM16 at 24 kHz, the Realtime API's input."""
+    import soxr
+
+    at = wav.index(b"data") + 8
+    rate = int.from_bytes(wav[24:28], "little")
+    samples = np.frombuffer(wav[at : len(wav) - (len(wav) - at) % 2], dtype="<i2")
+    out: bytes = soxr.resample(samples, rate, 24_000).astype("<i2").tobytes()
+    return out
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 

@@ -16,7 +16,14 @@ import pytest
 from openai import OpenAI
 
 from tests.e2e.harness import LoopThread, wait_until
-from tests.speech.speaking import SENTENCES, needs_engines, say, shared_words, voiced_share
+from tests.speech.speaking import (
+    SENTENCES,
+    needs_engines,
+    pcm24,
+    say,
+    shared_words,
+    voiced_share,
+)
 
 if TYPE_CHECKING:
     from router.speech.server import SpeechServer
@@ -26,12 +33,6 @@ pytestmark = [pytest.mark.voice, needs_engines]
 
 def client(server: SpeechServer) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
-
-
-def pcm_of(wav: bytes) -> tuple[bytes, int]:
-    """PCM and rate of eSpeak NG's WAV (whose header's sizes are unknown: it was piped)."""
-    at = wav.index(b"data") + 8
-    return wav[at:], int.from_bytes(wav[24:28], "little")
 
 
 def test_pocketsphinx_transcribes_what_espeak_said(speech_server: SpeechServer) -> None:
@@ -46,13 +47,8 @@ def test_pocketsphinx_transcribes_what_espeak_said(speech_server: SpeechServer) 
 
 
 def test_raw_pcm_at_24khz_is_resampled_and_transcribed(speech_server: SpeechServer) -> None:
-    import numpy as np
-    import soxr
-
-    pcm, rate = pcm_of(say(SENTENCES[0]))
-    pcm24 = soxr.resample(np.frombuffer(pcm, dtype="<i2"), rate, 24_000).astype("<i2").tobytes()
     heard = client(speech_server).audio.transcriptions.create(
-        model="pocketsphinx", file=("said.pcm", pcm24, "audio/pcm;rate=24000")
+        model="pocketsphinx", file=("said.pcm", pcm24(say(SENTENCES[0])), "audio/pcm;rate=24000")
     )
     assert shared_words(SENTENCES[0], heard.text) >= 0.8, heard.text
 
