@@ -22,6 +22,7 @@ The pool's failures (a worker that died, a model that did not load) become
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,8 +32,12 @@ from router.errors import BadRequest, EngineBusy, EngineError
 from router.speech.pcm import Audio
 from router.speech.sphinx_worker import SAMPLE_RATE, Recognition, decode, load
 
-#: 100 ms of silence: each worker decodes it once at start, so no caller pays for loading
-_WARM_UP = b"\x00\x00" * (SAMPLE_RATE // 10)
+#: a second of a quiet warble, decoded once per worker at start: long enough that the
+#: workers take one each (each loads its model), so no caller pays for loading
+_WARM_UP = b"".join(
+    int(300 * math.sin(i * 0.05) * math.sin(i * 0.0007)).to_bytes(2, "little", signed=True)
+    for i in range(SAMPLE_RATE)
+)
 
 
 class Sphinx:
@@ -97,7 +102,7 @@ class Sphinx:
             # is dropped; one already in a worker finishes there and is thrown away.
             return await loop.run_in_executor(self._pool, decode, pcm16, rate)
         except BrokenProcessPool as exc:
-            raise EngineError("a PocketSphinx worker died (out of memory?)") from exc
+            raise EngineError(f"a PocketSphinx worker died ({exc})") from exc
         except (RuntimeError, OSError, ValueError) as exc:
             raise EngineError(f"PocketSphinx failed: {exc}") from exc
 
