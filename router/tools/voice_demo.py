@@ -71,7 +71,10 @@ class Speech:
     notes: list[str] = field(default_factory=list)
 
 
-def policy_yaml(speech: Speech, local_llm: str, hosted_llm: str, hosted_rt: str) -> str:
+def policy_yaml(
+    speech: Speech, local_llm: str, hosted_llm: str, hosted_rt: str, *, cascade_only: bool = False
+) -> str:
+    voice = "[laptop-voice]" if cascade_only else "[hosted-rt, laptop-voice]"
     return f"""
 targets:
   - {{name: local-llm, kind: openai, base_url: '{local_llm}', model: sim,
@@ -91,7 +94,7 @@ routes:
       slo: {{ttft_ms: 300, quantile: 0.9}}}}
   - {{name: stt-route, targets: [stt]}}
   - {{name: tts-route, targets: [tts]}}
-  - {{name: voice, targets: [hosted-rt, laptop-voice], policy: {{type: round_robin}}}}
+  - {{name: voice, targets: {voice}, policy: {{type: round_robin}}}}
 """
 
 
@@ -285,6 +288,7 @@ async def run_voice_demo(
     save_audio: Path | None,
     stream: TextIO,
     seed: int = 7,
+    cascade_only: bool = False,
 ) -> VoiceDemo:
     local_reply = Behaviour(ttft_s=0.08, itl_s=0.02, tokens=12, reply=LOCAL_REPLY)
     hosted_reply = Behaviour(ttft_s=0.25, itl_s=0.01, tokens=10, reply=HOSTED_REPLY)
@@ -298,7 +302,13 @@ async def run_voice_demo(
         RealtimeSim(rt, model=HOSTED_MODEL) as hosted_rt,
     ):
         config = parse_config(
-            policy_yaml(speech, local_llm.base_url, hosted_llm.base_url, hosted_rt.base_url),
+            policy_yaml(
+                speech,
+                local_llm.base_url,
+                hosted_llm.base_url,
+                hosted_rt.base_url,
+                cascade_only=cascade_only,
+            ),
             "<voice demo>",
         )
         said = await utterances(espeak=not missing(stt=False))
