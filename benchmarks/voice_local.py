@@ -23,7 +23,8 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from router.tools.voice_demo import STAGES, run_voice_demo
+from router.tools.voice_demo import run_voice_demo
+from router.tools.voice_view import STAGES
 
 BAR_OVERHEAD_P50_MS = 15.0
 

@@ -54,6 +54,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"^make demo$", "make demo DEMO_ARGS='--duration 2'", "a 2 s demo, not 60 s"),
     (r"--duration 20\b", "--duration 2", "2 s of load, not 20"),
     (r"--duration 60\b", "--duration 3", "3 s of load, not 60"),
+    (r"demo --voice --no-live --duration 30$", "demo --voice --no-live --duration 5", "5 s"),
     (r"^make ", "make -o .venv/.installed-dev ", "the venv is the one running this test"),
     (r"--minutes 30\b", "--minutes 0.05", "a 3 s soak"),
     (
@@ -120,6 +121,7 @@ NEEDS_SPEECH_ENGINES = re.compile(r"firsttoken speech serve|127\.0\.0\.1:8090")
 EXPECT: list[tuple[str, str]] = [
     (r"^make -o \S+ demo", r"demo summary: .*\n(.*\n)*\d+ turns offered, [1-9]\d* ok"),
     (r"^firsttoken check ", r": valid\n"),
+    (r"demo --voice", r"voice demo summary: (.*\n)*.*laptop-voice"),
     (r"^curl ", r"data: \[DONE\]"),
     (r"^from openai import OpenAI", r"\S"),
     (r"^firsttoken simulate ", r"TTFT p50 ms(.*\n)*wrote "),

@@ -26,10 +26,9 @@ import contextlib
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
 from typing import Any, TextIO
 
 from router.config import parse_config
@@ -41,6 +40,7 @@ from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.speech.check import missing
 from router.tools.simulate import running_router
 from router.tools.voice_callers import RATE, Caller, call
+from router.tools.voice_view import VoiceDemo, headline, plain_table, session_rows, show_live
 from router.voice.codec import wav
 from router.voice.resample import Resampler
 
@@ -53,7 +53,6 @@ SENTENCES = (
 )
 LOCAL_REPLY = "Sure, I can help you with that. What time would you like it?"
 HOSTED_REPLY = "Of course. Let me check that for you right away."
-STAGES = ("vad_hangover", "stt", "llm_ttft", "tts_first_audio", "overhead")
 HOSTED_MODEL = "gpt-realtime-sim"
 LABELS = {HOSTED_MODEL: "hosted-rt", "laptop-voice": "laptop-voice"}
 SLOW = "timeouts: {connect_s: 2, first_token_s: 30, idle_s: 30}"
@@ -169,115 +168,6 @@ def _trimmed(pcm: bytes, floor: int = 300) -> bytes:
     return samples[loud[0] : loud[-1] + 1].tobytes() if len(loud) else pcm
 
 
-@dataclass
-class VoiceDemo:
-    callers: list[Caller]
-    base_url: str
-    duration_s: float
-    notes: list[str]
-    started: float = field(default_factory=time.monotonic)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def _pct(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-HEADERS = ["session", "served by", "answers", "v2v last", "v2v p50", "stages of last answer"]
-HEADERS += ["barge-ins", "cancels", "errors"]
-
-
-def session_rows(demo: VoiceDemo) -> list[list[str]]:
-    rows = []
-    for c in demo.callers:
-        done = [a for a in c.done() if a.v2v_ms is not None]
-        last = done[-1] if done else None
-        stages = "-"
-        if last is not None and last.stages_ms:
-            stages = " ".join(f"{k.split('_')[0]} {last.stages_ms.get(k, 0):.0f}" for k in STAGES)
-        elif last is not None:
-            stages = "(hosted: one model, no stages)"
-        rows.append(
-            [
-                f"#{c.number}",
-                c.target,
-                str(len(c.done())),
-                _ms(last.v2v_ms if last else None),
-                _ms(median(a.v2v_ms for a in done if a.v2v_ms is not None) if done else None),
-                stages,
-                str(c.barge_ins),
-                str(c.cancels),
-                str(c.errors),
-            ]
-        )
-    return rows
-
-
-def headline(demo: VoiceDemo) -> list[str]:
-    lines = []
-    by_target: dict[str, list[Any]] = {}
-    for c in demo.callers:
-        by_target.setdefault(c.target, []).extend(
-            a for a in c.done() if a.status == "completed" and a.v2v_ms is not None
-        )
-    for target, answers in sorted(by_target.items()):
-        v2v = [a.v2v_ms for a in answers]
-        who = "router's clock" if any(a.measured_by == "router" for a in answers) else "caller"
-        lines.append(
-            f"{target}: {len(answers)} answers, voice-to-voice p50 {_ms(_pct(v2v, 0.5))} ms, "
-            f"p90 {_ms(_pct(v2v, 0.9))} ms ({who})"
-        )
-        staged = [a for a in answers if a.stages_ms]
-        if staged:
-            parts = [f"{s} {_ms(_pct([a.stages_ms[s] for a in staged], 0.5))}" for s in STAGES]
-            lines.append(f"  stages p50 ms: {', '.join(parts)} (overhead: FirstToken's own)")
-    total = sum(len(c.done()) for c in demo.callers)
-    lines.append(
-        f"{total} answers, {sum(c.barge_ins for c in demo.callers)} barge-ins, "
-        f"{sum(c.cancels for c in demo.callers)} cancelled, "
-        f"{sum(c.errors for c in demo.callers)} errors"
-    )
-    return lines
-
-
-def plain_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def _live_view(demo: VoiceDemo) -> Any:
-    from rich import box
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for h in HEADERS:
-        table.add_column(h, no_wrap=True)
-    for row in session_rows(demo):
-        table.add_row(*row)
-    elapsed = min(time.monotonic() - demo.started, demo.duration_s)
-    top = [
-        f"router {demo.base_url}   route 'voice' = [hosted-rt, laptop-voice] (round robin)   "
-        f"{elapsed:.0f}/{demo.duration_s:g} s",
-        f"playground: {demo.base_url.removesuffix('/v1')}/playground (speak to it yourself)",
-        *demo.notes,
-    ]
-    return Group(
-        Panel("\n".join(top), title="FirstToken voice demo (Ctrl-C to stop)"),
-        table,
-        "\n".join(headline(demo)),
-    )
-
-
 async def run_voice_demo(
     *,
     duration_s: float,
@@ -341,7 +231,7 @@ async def run_voice_demo(
                 )
                 for c in demo.callers
             ]
-            view = asyncio.create_task(_show_live(demo)) if live else None
+            view = asyncio.create_task(show_live(demo)) if live else None
             try:
                 for n, task in enumerate(tasks):  # the sessions start a moment apart
                     tasks[n] = _after(n * 0.7, task)
@@ -357,13 +247,6 @@ async def run_voice_demo(
 async def _after(delay_s: float, work: Any) -> None:
     await asyncio.sleep(delay_s)
     await work
-
-
-async def _show_live(demo: VoiceDemo) -> None:
-    from rich.live import Live
-
-    with Live(get_renderable=lambda: _live_view(demo), refresh_per_second=4, screen=False):
-        await asyncio.Event().wait()
 
 
 def write_audio(demo: VoiceDemo, folder: Path) -> None:
