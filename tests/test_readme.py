@@ -111,6 +111,13 @@ EXEMPT: dict[str, str] = {
     "here without that peer",
     "benchmarks/guidellm.sh": "installs guidellm and torch (~6 GB); pytest -m guidellm runs it",
     "pip install 'firsttoken[voice-local]'": "the dev install running this test has the extra",
+    "make test-pipecat": "creates .venv-pipecat (Pipecat and openai 3, ~300 MB); runs on its own",
+    "import os\nfrom pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService\n\n"
+    "llm = OpenAIRealtimeLLMService(\n"
+    '    api_key=os.environ.get("FIRSTTOKEN_KEY", "unused"),  # a client key, when auth is on\n'
+    '    base_url="ws://127.0.0.1:8080/v1/realtime",\n'
+    '    settings=OpenAIRealtimeLLMService.Settings(model="voice"),  # the route\'s name\n'
+    ")": "Pipecat lives in .venv-pipecat; make test-pipecat runs the same service",
 }
 
 #: commands that need the local speech engines: not run where they are missing (the voice
