@@ -31,6 +31,15 @@ from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
 from router.realtime.settings import MigrateSettings, SessionSettings
+from router.targetsettings import (
+    AuthHeader,
+    EnvHeaders,
+    StaticHeaders,
+    UpstreamConfig,
+    header_problem,
+    secret,
+)
+from router.vocabulary import SloOn
 from router.voice.settings import CascadeSettings, cascade_issues
 
 
@@ -126,9 +135,12 @@ class Price(_Model):
 
 class Timeouts(_Model):
     connect_s: float = Field(2.0, gt=0.0)
+    #: a stream's first token of any kind (content, reasoning, refusal, tool call)
     first_token_s: float = Field(5.0, gt=0.0)
+    #: the longest silence between two reads of a stream
     idle_s: float = Field(30.0, gt=0.0)
-    total_s: float | None = Field(None, gt=0.0)
+    #: the whole answer: a stream from its start to its end, a unary answer entirely
+    total_s: float = Field(600.0, gt=0.0)
     #: a stream slower than this (output tokens per second, after its first token) marks
     #: the target degraded; by default the bar is relative to its own measured pace
     min_tokens_per_s: float | None = Field(None, gt=0.0)
@@ -159,8 +171,15 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
-    #: realtime only: extra headers of the upgrade (the key goes in api_key_env)
-    headers: dict[str, str] = Field(default_factory=dict)
+    #: extra headers {Name: value} and {Name: ENV_VAR}, and where the key goes
+    #: (router/targetsettings.py); for a realtime target, those of the upgrade
+    headers: StaticHeaders = Field(default_factory=dict)
+    headers_env: EnvHeaders = Field(default_factory=dict)
+    auth_header: AuthHeader = "authorization"
+    #: CAs that verify the target's TLS certificate (default: the system's), and the
+    #: pool's cap on open connections (past it a turn waits up to `connect_s`)
+    ca_file: str | None = None
+    max_connections: int = Field(512, ge=1)
     #: realtime only: sessions the target may hold at once
     max_sessions: int | None = Field(None, gt=0)
     #: tts only: the rate of its `pcm` (24000 for OpenAI and Kokoro, 22050 for Piper)
@@ -188,6 +207,7 @@ class TargetConfig(_Model):
 class Slo(_Model):
     ttft_ms: float = Field(gt=0.0)
     quantile: float = Field(0.9, gt=0.0, lt=1.0)
+    on: SloOn = "first_token"
 
 
 class Hedge(_Model):
@@ -202,6 +222,8 @@ class Hedge(_Model):
     #: bounds on the adaptive delay
     min_ms: float = Field(20.0, ge=0.0)
     max_ms: float = Field(5000.0, gt=0.0)
+    #: hedge non-streamed turns too (they pay a whole answer per extra request)
+    unary: bool = False
 
 
 class Affinity(_Model):
@@ -219,6 +241,8 @@ class RouteConfig(_Model):
     affinity: Affinity = Affinity()
     #: share of turns that probe a target other than the best (so recovery is noticed)
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
+    first_token_s: float | None = Field(None, gt=0.0)
     #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
     #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
     response_model: Literal["upstream", "route"] = "upstream"
@@ -238,6 +262,8 @@ class SignalsConfig(_Model):
     breaker_max_s: float = Field(60.0, gt=0.0)
     #: a target whose stream slowed to a trickle is avoided this long
     degraded_cooldown_s: float = Field(5.0, ge=0.0)
+    #: and the longest a Retry-After or a peer's cooldown benches a target
+    max_cooldown_s: float = Field(300.0, gt=0.0)
 
 
 class StateConfig(_Model):
@@ -266,6 +292,7 @@ class Config(_Model):
     state: StateConfig | None = None
     #: client keys; without this block the router is open (and binds loopback only)
     auth: AuthConfig | None = None
+    upstream: UpstreamConfig = UpstreamConfig()
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
 
@@ -393,16 +420,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
-    """Messages for every secret's env var (targets' and clients' keys) that is unset."""
+    """Messages for every secret's env var that is unset, and every target secret that
+    cannot be sent as a header value even after stripping whitespace (never the value)."""
     wanted = [(f"target '{t.name}'", "api_key_env", t.api_key_env) for t in cfg.targets]
+    targets = ((f"target '{t.name}'", t.headers_env.items()) for t in cfg.targets)
+    wanted += [(who, f"headers_env.{name}", var) for who, env in targets for name, var in env]
     if cfg.auth is not None:
         wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
         wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
-    return [
+    problems = [
         f"{who}: environment variable {var} ({field}) is not set"
         for who, field, var in wanted
-        if var and not environ.get(var)
+        if var and not secret(environ, var)
     ]
+    for who, field, var in wanted:
+        if var and field.startswith(("api_key_env", "headers_env")):
+            problem = header_problem(who, field, var, environ)
+            problems += [problem] if problem else []
+    return problems
 
 
-__all__ = ["parse_yaml_model", "read_text"]  # re-exported for router.sim.scenario
+__all__ = ["SloOn", "UpstreamConfig", "parse_yaml_model", "read_text"]  # re-exported

@@ -30,7 +30,8 @@
     │   ├── TargetUnavailable        skipped: its breaker opened since the plan was made
     │   └── UpstreamProtocolError    a malformed frame, or the stream ended early
     └── AllTargetsFailed             every attempt of a turn failed: 502, 504, or the
-                                     last upstream's own 4xx when the request was bad
+                                     upstreams' own 4xx when the request was bad (only
+                                     its OpenAI error fields, redacted)
 
 Third-party exceptions (httpx, aiohttp, litellm, pydantic) are translated into this
 tree in exactly one place each (`upstream/`, `config.py`), always with `from exc`.
@@ -41,7 +42,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from router.redact import redact
+from router.vocabulary import RejectionReason
 
 #: why an attempt failed, as the breaker and the metrics call it
 Cause = Literal["connect", "timeout", "status", "protocol", "error", "breaker_open"]
@@ -258,8 +262,10 @@ RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
 
 
 class UpstreamStatusError(UpstreamError):
-    """A non-2xx answer. 401/403 (our key), 408, 429 and 5xx are retried elsewhere;
-    other 4xx mean the request itself is bad, so the client gets that status and body."""
+    """A non-2xx answer. 3xx (a target is not supposed to redirect), 401/403 (our key),
+    408, 429, 5xx and a `rejection` (a 400/404/422 saying this target cannot serve the
+    request: unknown model, unsupported parameter) are tried elsewhere; other 4xx mean
+    the request itself is bad, so the client gets that status and the error's fields."""
 
     code = "upstream_status"
     cause: ClassVar[Cause] = "status"
@@ -273,16 +279,24 @@ class UpstreamStatusError(UpstreamError):
         body: bytes = b"",
         retry_after_s: float | None = None,
         headers: Mapping[str, str] | None = None,
+        rejection: RejectionReason | None = None,
     ) -> None:
         super().__init__(message, target=target)
         self.upstream_status = upstream_status
+        #: at most the first 64 KiB of the body, the target's own key already removed
         self.body = body
         #: the response's headers, lower-cased (rate-limit state rides on a 429)
         self.headers: Mapping[str, str] = headers or {}
         self.retry_after_s = retry_after_s
+        self.rejection = rejection
         # 401/403 mean the router's key for this target is wrong or lacks access:
         # the target's fault, not the client's, so another target may serve the turn.
-        self.retryable = upstream_status in RETRYABLE_STATUSES or upstream_status >= 500
+        self.retryable = (
+            upstream_status in RETRYABLE_STATUSES
+            or upstream_status >= 500
+            or upstream_status < 400
+            or rejection is not None
+        )
         if upstream_status == 429 and b"insufficient_quota" in body:
             # Out of credit is not transient: retrying it elsewhere is right, waiting is not.
             self.retry_after_s = None
@@ -300,8 +314,42 @@ class UpstreamProtocolError(UpstreamError):
     cause: ClassVar[Cause] = "protocol"
 
 
+def _is_client_error(err: UpstreamError) -> bool:
+    """A 4xx that says the request is bad, or that this target cannot serve it."""
+    return (
+        isinstance(err, UpstreamStatusError)
+        and 400 <= err.upstream_status < 500
+        and (not err.retryable or err.rejection is not None)
+    )
+
+
+def upstream_error_fields(body: bytes) -> dict[str, Any] | None:
+    """The OpenAI `error` fields (message, type, code) of an upstream's error body,
+    redacted; None if the body has none. vLLM's older flat shape is read too."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    if not isinstance(error, dict):
+        error = parsed if parsed.get("object") == "error" else None
+    if error is None or not isinstance(error.get("message"), str):
+        return None
+    fields: dict[str, Any] = {"message": redact(error["message"])}
+    for name in ("type", "code"):
+        value = error.get(name)
+        fields[name] = redact(value)[:100] if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            fields[name] = value
+    return fields
+
+
 class AllTargetsFailed(FirstTokenError):
-    """Every attempt failed. The status follows the last meaningful failure."""
+    """Every attempt failed. The status follows the failures: the upstreams' own 4xx
+    when every attempt was refused as a bad request (or one this target cannot serve);
+    504 when all timed out; else 502."""
 
     type = "upstream_error"
     code = "all_targets_failed"
@@ -309,9 +357,17 @@ class AllTargetsFailed(FirstTokenError):
     def __init__(self, message: str, failures: Sequence[UpstreamError]) -> None:
         super().__init__(message)
         self.failures = tuple(failures)
-        last = self.failures[-1] if self.failures else None
-        if isinstance(last, UpstreamStatusError) and not last.retryable:
-            self.status = last.upstream_status
+        client = [f for f in self.failures if _is_client_error(f)]
+        bad_request = [f for f in client if not f.retryable]
+        #: the 4xx the client gets: a bad request (even beside other failures: a
+        #: hedge's), or the last refusal when every target refused
+        self.client_error: UpstreamStatusError | None = None
+        if bad_request:
+            self.client_error = bad_request[-1]  # type: ignore[assignment]
+        elif client and len(client) == len(self.failures):
+            self.client_error = client[-1]  # type: ignore[assignment]
+        if self.client_error is not None:
+            self.status = self.client_error.upstream_status
             self.type = "invalid_request_error"
             self.code = "upstream_rejected_request"
         elif self.failures and all(isinstance(f, UpstreamTimeout) for f in self.failures):
@@ -321,13 +377,9 @@ class AllTargetsFailed(FirstTokenError):
             self.status = 502
 
     def to_dict(self) -> dict[str, object]:
-        last = self.failures[-1] if self.failures else None
-        if isinstance(last, UpstreamStatusError) and not last.retryable:
-            # The request itself was bad: give the client the upstream's own explanation.
-            try:
-                parsed = json.loads(last.body)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-                return parsed
+        if self.client_error is not None:
+            # The upstream's explanation, as its OpenAI error fields only, redacted.
+            fields = upstream_error_fields(self.client_error.body)
+            if fields is not None:
+                return {"error": fields}
         return super().to_dict()

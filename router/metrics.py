@@ -18,6 +18,9 @@ at scrape time (`router.signals.metrics`), so it can never be stale or drift.
 publishes which targets serve which route and creates the series a route will
 have, at zero, so `rate()` sees a turn's first increase and dashboards show 0
 rather than no data.
+
+Over 400 lines, kept whole: it is the one table of every series the router exports
+(docs/metrics.md mirrors it), and each method is a line or two naming what happened.
 """
 
 from __future__ import annotations
@@ -127,6 +130,14 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.first_answer = Histogram(
+            "firsttoken_time_to_first_answer_seconds",
+            "Time to the first answer token (content or a tool call) as the client sees "
+            "it, from arrival: after any reasoning (streams only)",
+            ["route", "target"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.tpot = Histogram(
             "firsttoken_time_per_output_token_seconds",
             "Seconds per output token after the first",
@@ -197,6 +208,25 @@ class Metrics:
             ["route", "target"],
             registry=r,
         )
+        self.target_rejections = Counter(
+            "firsttoken_target_rejections",
+            "Requests a target refused as one it cannot serve (unknown model, unsupported "
+            "parameter, context length, endpoint): the turn moved to the next target",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.upstream_connections = Counter(
+            "firsttoken_upstream_connections",
+            "Connections upstream requests got, by target: new or reused (keep-alive)",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.upstream_pools = Gauge(
+            "firsttoken_upstream_pools",
+            "Upstream connection pools open: the running config's, plus those of a "
+            "reloaded config still finishing their turns",
+            registry=r,
+        )
         self.rejections = Counter(
             "firsttoken_rejected_requests",
             "Requests answered with an error status before or instead of a turn",
@@ -264,6 +294,7 @@ class Metrics:
         # the series a turn records, memoised (see `Children`)
         self._requests = Children(self.requests)
         self._ttft = Children(self.ttft)
+        self._first_answer = Children(self.first_answer)
         self._tpot = Children(self.tpot)
         self._duration = Children(self.duration)
         self._tokens = Children(self.tokens)
@@ -308,6 +339,7 @@ class Metrics:
                 for outcome in OUTCOMES:
                     self.requests.labels(r.name, target, outcome)
                 self.ttft.labels(r.name, target)
+                self.first_answer.labels(r.name, target)
                 self.tpot.labels(r.name, target)
                 self.duration.labels(r.name, target)
                 self.tokens.labels(r.name, target, "input")
@@ -346,6 +378,18 @@ class Metrics:
 
     def attempt_failed(self, route: str, err: UpstreamError) -> None:
         self.upstream_errors.labels(err.target or "unknown", status_class(err)).inc()
+        if isinstance(err, UpstreamStatusError) and err.rejection is not None:
+            self.target_rejections.labels(err.target or "unknown", err.rejection).inc()
+
+    def connection_counter(self, target: str) -> Callable[[bool], None]:
+        """What an upstream pool calls for each connection a request gets."""
+        new = self.upstream_connections.labels(target, "new")
+        reused = self.upstream_connections.labels(target, "reused")
+
+        def count(was_reused: bool) -> None:
+            (reused if was_reused else new).inc()
+
+        return count
 
     def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
         self.fallbacks.labels(route, from_target, to_target, cause_label(cause)).inc()
@@ -362,6 +406,7 @@ class Metrics:
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
@@ -369,6 +414,8 @@ class Metrics:
     ) -> None:
         """One turn that a target answered (`ttft_s` from arrival to response start)."""
         self._requests(route, target, outcome).inc()
+        if first_answer_s is not None:
+            self._first_answer(route, target).observe(first_answer_s)
         if ttft_s is not None:
             self._ttft(route, target).observe(ttft_s)
             if completion_tokens > 1:

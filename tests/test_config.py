@@ -167,3 +167,60 @@ def test_a_route_listing_a_target_twice(tmp_path: Path) -> None:
     assert [str(i) for i in info.value.issues] == [
         f"{path}:17 routes[0].targets: a target is listed twice"
     ]
+
+
+# -- target headers and keys from the environment (issue 14) ------------------------------
+
+HEADERS = VALID.replace(
+    "    api_key_env: HOSTED_A_KEY\n",
+    "    api_key_env: HOSTED_A_KEY\n"
+    "    auth_header: api-key\n"
+    "    headers: {HTTP-Referer: https://app.example, X-Title: app}\n"
+    "    headers_env: {OpenAI-Organization: ORG_ID}\n",
+)
+
+
+def test_a_key_with_a_trailing_newline_is_stripped_and_a_broken_one_is_refused() -> None:
+    cfg = parse_config(HEADERS)
+    assert missing_secrets(cfg, {"HOSTED_A_KEY": "sk-abc\n", "ORG_ID": "org-1\r\n"}) == []
+    problems = missing_secrets(cfg, {"HOSTED_A_KEY": "sk-a\nbc", "ORG_ID": "org-1"})
+    assert problems == [
+        "target 'hosted-a': environment variable HOSTED_A_KEY (api_key_env) cannot be sent "
+        "as a header: it contains a line break or NUL"
+    ]
+    assert "sk-a" not in problems[0]  # never the value
+    assert missing_secrets(cfg, {"HOSTED_A_KEY": "sk"}) == [
+        "target 'hosted-a': environment variable ORG_ID (headers_env.OpenAI-Organization) "
+        "is not set"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ("{Host: evil.example}", "the router sets 'Host' itself"),
+        ("{'Bad Name': x}", "'Bad Name' is not a valid header name"),
+        ('{X-A: "a\\r\\nX-Injected: 1"}', "contains a line break"),
+    ],
+)
+def test_target_headers_are_checked_at_load(headers: str, message: str) -> None:
+    text = VALID.replace(
+        "    api_key_env: HOSTED_A_KEY\n",
+        f"    api_key_env: HOSTED_A_KEY\n    headers: {headers}\n",
+    )
+    assert any(message in e for e in errors(text))
+
+
+def test_the_new_keys_have_their_documented_defaults() -> None:
+    cfg = parse_config(VALID)
+    target = cfg.targets[1]
+    assert (target.auth_header, target.headers, target.max_connections) == (
+        "authorization",
+        {},
+        512,
+    )
+    assert target.timeouts.total_s == 600.0
+    assert cfg.signals.max_cooldown_s == 300.0
+    assert cfg.upstream.max_event_bytes == 1024 * 1024
+    route = cfg.routes[0]
+    assert route.first_token_s is None and route.slo is None

@@ -257,8 +257,11 @@ class Server:
             await send({"type": "http.response.start", "status": 204, "headers": extra})
             await send({"type": "http.response.body", "body": b""})
             return
-        if path.startswith("/admin/"):
-            self.router.runtime.auth.check_admin(header(scope, b"authorization"))
+        runtime = self.router.runtime
+        if path.startswith("/admin/") or (path == "/metrics" and runtime.config.auth is not None):
+            # With `auth`, /metrics on the main port shows spend per client key: admins
+            # only (`server.metrics_port` stays open for scrapers on their own network).
+            runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
         if methods is _POST and path != "/v1/audio/transcriptions":  # a multipart form

@@ -307,6 +307,11 @@ def run(router: Router, host: str, port: int, log_level: str) -> None:
         router,
         server_cfg.drain_s,
     )
+
+    def fatal(reason: str) -> None:
+        main.should_exit = True  # `firsttoken serve` then exits 1 (router.fatal is set)
+
+    router.on_fatal = fatal
     if server_cfg.metrics_port is None:
         main.run()
         return

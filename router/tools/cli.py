@@ -90,6 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 1
     run(router, host, port, args.log_level)
+    if router.fatal is not None:
+        print(f"firsttoken: {router.fatal}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,7 +8,7 @@ do not speak OpenAI's protocol re-frame their answers as OpenAI chunks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,6 +32,21 @@ class UpstreamRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamSetup:
+    """What an upstream needs besides its target's config: secrets read from the
+    environment (whitespace stripped, validated), bounds, and a hook for its pool."""
+
+    api_key: str | None = None
+    #: the target's `headers` and `headers_env`, resolved
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: the largest non-streamed answer read
+    max_body_bytes: int = 16 * 1024 * 1024
+    keepalive_s: float = 30.0
+    #: called with `reused` for every connection a request gets
+    on_connection: Callable[[bool], None] | None = None
+
+
 class UpstreamResponse(Protocol):
     """A 2xx answer whose body has not been read yet."""
 
@@ -47,6 +62,12 @@ class UpstreamResponse(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection now; the target sees a cancel if the body is unread."""
+        ...
+
+    async def finish(self) -> None:
+        """The answer is over (`[DONE]` was read): give the connection back for the
+        next turn once the rest of the body (the terminal chunk) is in, briefly waited
+        for; otherwise close it."""
         ...
 
 

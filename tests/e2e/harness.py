@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import pytest
 import uvicorn
 
 from router.config import parse_config
@@ -25,6 +26,20 @@ from router.sim.openai_server import OpenAISim
 from router.sim.server import SimServer
 
 T = TypeVar("T")
+
+#: litellm 1.106.2 leaves one coroutine of its Anthropic handler un-awaited on the first
+#: call of a process (seen with LitellmUpstream alone, too): modules that drive an
+#: Anthropic target through litellm mark themselves with these
+LITELLM_FIRST_CALL_WARNINGS = [
+    pytest.mark.filterwarnings(
+        "ignore:coroutine 'AnthropicChatCompletion.completion.<locals>.acompletion_dispatch'"
+        " was never awaited:RuntimeWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <coroutine object AnthropicChatCompletion.completion"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 class LoopThread:

@@ -113,6 +113,18 @@ def test_admin_endpoints_need_the_admin_key(fleet: Fleet) -> None:
     assert [t["name"] for t in response.json()["targets"]] == ["a"]
 
 
+def test_metrics_on_the_main_port_need_the_admin_key_with_auth(fleet: Fleet) -> None:
+    # /metrics shows spend per client key name: not for anyone who can reach the port
+    assert _post(fleet, TEAM_KEY).status_code == 200
+    url = f"{fleet.router.url}/metrics"
+    for headers in ({}, {"authorization": f"Bearer {TEAM_KEY}"}):
+        response = httpx.get(url, headers=headers)
+        assert response.status_code == 401
+        assert "team-a" not in response.text
+    response = httpx.get(url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert response.status_code == 200 and "firsttoken_client_cost_usd" in response.text
+
+
 def test_keys_never_appear_in_logs_bodies_or_metrics(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -124,7 +136,7 @@ def test_keys_never_appear_in_logs_bodies_or_metrics(
         httpx.get(
             f"{fleet.router.url}/admin/targets", headers={"authorization": f"Bearer {ADMIN_KEY}"}
         ),
-        httpx.get(f"{fleet.router.url}/metrics"),
+        httpx.get(f"{fleet.router.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}),
     ]
     text = caplog.text + "".join(r.text + str(r.headers) for r in seen)
     for key in (TEAM_KEY, OTHER_KEY, ADMIN_KEY):

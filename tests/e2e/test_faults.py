@@ -32,7 +32,7 @@ from tests.e2e.harness import LoopThread, RunningRouter, start_router, stop_rout
 FAST = Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6)
 TEXT = "".join(f"t{i} " for i in range(6))
 #: short deadlines keep the suite fast; the canary's target has the defaults
-TIMEOUTS = "timeouts: {connect_s: 0.5, first_token_s: 0.4, idle_s: 0.4}"
+TIMEOUTS = "timeouts: {connect_s: 0.5, first_token_s: 0.4, idle_s: 0.4, total_s: 0.8}"
 #: the canary checks integrity, not latency: a loaded CI machine must not fail it
 CANARY_TIMEOUTS = "timeouts: {first_token_s: 10.0}"
 ROUTES = """

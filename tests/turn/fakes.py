@@ -23,6 +23,7 @@ from router.turn.sink import Header
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest
 from router.upstream.body import ClientBody
+from router.upstream.rejections import rejection_reason
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 CONFIG = """
@@ -45,6 +46,14 @@ routes:
     targets: [a, b]
     policy: {type: ordered}
     hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0}
+  - name: hedged-unary
+    targets: [a, b]
+    policy: {type: ordered}
+    hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0, unary: true}
+  - name: reasoning
+    targets: [a, b]
+    policy: {type: ordered}
+    first_token_s: 0.05
 """
 
 
@@ -75,6 +84,7 @@ class FakeResponse:
         self.status = reply.status
         self.headers: Mapping[str, str] = {}
         self.closed = False
+        self.finished = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         reply = self._reply
@@ -93,6 +103,10 @@ class FakeResponse:
         return self._reply.body
 
     async def aclose(self) -> None:
+        self.closed = True
+
+    async def finish(self) -> None:
+        self.finished = True
         self.closed = True
 
 
@@ -127,6 +141,7 @@ class FakeUpstream:
                 target=self.name,
                 upstream_status=reply.status,
                 body=reply.body,
+                rejection=rejection_reason(reply.status, reply.body),
             )
         response = FakeResponse(self.name, reply)
         self.responses.append(response)
@@ -156,6 +171,7 @@ class Done:
     target: str
     outcome: Outcome
     ttft_s: float | None
+    first_answer_s: float | None
     duration_s: float
     prompt_tokens: int
     completion_tokens: int
@@ -191,6 +207,7 @@ class RecordingEvents:
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
@@ -198,7 +215,16 @@ class RecordingEvents:
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
-            Done(target, outcome, ttft_s, duration_s, prompt_tokens, completion_tokens, cost_usd)
+            Done(
+                target,
+                outcome,
+                ttft_s,
+                first_answer_s,
+                duration_s,
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+            )
         )
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:
