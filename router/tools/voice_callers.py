@@ -188,6 +188,8 @@ async def _talk(
     while time.monotonic() < until:
         if speak_next:
             await clock.send(SILENCE * rng.randint(20, 60))  # 0.4-1.2 s pause
+            if time.monotonic() >= until:  # no new utterance once the time is up
+                break
         before = len(answers)  # answers from here on are to this utterance
         session.speech_end = None
         await clock.send(rng.choice(utterances))

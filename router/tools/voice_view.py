@@ -71,13 +71,15 @@ def headline(demo: VoiceDemo) -> list[str]:
     by_target: dict[str, list[Any]] = {}
     for c in demo.callers:
         by_target.setdefault(c.target, []).extend(
-            a for a in c.done() if a.status == "completed" and a.v2v_ms is not None
+            a
+            for a in c.done()
+            if a.v2v_ms is not None  # barged-into ones too: heard first
         )
     for target, answers in sorted(by_target.items()):
         v2v = [a.v2v_ms for a in answers]
         who = "router's clock" if any(a.measured_by == "router" for a in answers) else "caller"
         lines.append(
-            f"{target}: {len(answers)} answers, voice-to-voice p50 {_ms(_pct(v2v, 0.5))} ms, "
+            f"{target}: {len(answers)} answers timed, voice-to-voice p50 {_ms(_pct(v2v, 0.5))} ms, "
             f"p90 {_ms(_pct(v2v, 0.9))} ms ({who})"
         )
         staged = [a for a in answers if a.stages_ms]
