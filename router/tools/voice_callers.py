@@ -91,6 +91,8 @@ class _Session:
         self.answer_item: str | None = None
         #: milliseconds of the current answer's audio received (it plays that long)
         self.audio_ms = 0.0
+        #: the route heard no words in the last utterance, so no answer is coming
+        self.no_words = False
 
     def _heard(self, pcm: bytes) -> None:
         at = int((time.monotonic() - self.started) * RATE) * 2
@@ -117,6 +119,8 @@ class _Session:
             self.audio_ms += len(pcm) / 2 / RATE * 1000
             if self.save:
                 self._heard(pcm)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self.no_words = not str(event.transcript).strip()
         elif kind == "response.done":
             self._finish(event.response)
         elif kind == "error":
@@ -192,20 +196,23 @@ async def _talk(
                 break
         before = len(answers)  # answers from here on are to this utterance
         session.speech_end = None
+        session.no_words = False
         await clock.send(rng.choice(utterances))
         session.speech_end = time.monotonic()
         interrupt = rng.random() < barge_in
         cut_at = rng.uniform(0.3, 0.7)  # seconds into the answer's audio
         speak_next = True
         # silence while the answer comes and plays: until it has been heard to its end,
-        # or the caller cuts in
+        # or the caller cuts in (past `until` too: a slow machine's last answer counts)
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < min(deadline, until + 5.0):
+        while time.monotonic() < deadline:
             current = answers[-1] if len(answers) > before else None
             now = time.monotonic()
             heard_for = now - session.first_audio if session.first_audio is not None else 0.0
             playing = heard_for < session.audio_ms / 1000
             if current is not None and current.status != "in_progress" and not playing:
+                break
+            if current is None and session.no_words:  # (a cascade answers no silence)
                 break
             if interrupt and current is not None and playing and heard_for > cut_at:
                 await _barge_in(conn, session)

@@ -110,11 +110,13 @@ def test_only_the_pages_own_origin_opens_a_session(
 
 def microphone_wav(path: Path, said: str) -> None:
     """What the fake microphone plays, over and over: half a second of silence, the
-    sentence, and four seconds of silence, at 48 kHz."""
+    sentence, and twelve seconds of silence, at 48 kHz (room for a slow machine's
+    PocketSphinx: a repeat before the answer would start the next turn, and time to
+    first audio belongs to the turn the answer follows)."""
     import soxr
 
     speech = np.frombuffer(pcm24(say(said)), dtype="<i2")
-    pcm = np.concatenate([np.zeros(12_000, "<i2"), speech, np.zeros(96_000, "<i2")])  # at 24 kHz
+    pcm = np.concatenate([np.zeros(12_000, "<i2"), speech, np.zeros(288_000, "<i2")])  # at 24 kHz
     out = io.BytesIO()
     with wave.open(out, "wb") as writer:
         writer.setnchannels(1)
