@@ -71,6 +71,8 @@ class ServerConfig(_Model):
     #: browser pages allowed to call the router; without it every request that carries
     #: an Origin header is refused
     cors: CorsConfig | None = None
+    #: serve the voice playground at GET /playground (default: only when bound to loopback)
+    playground: bool | None = None
 
     @field_validator("allowed_hosts")
     @classmethod

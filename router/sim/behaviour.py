@@ -125,10 +125,13 @@ class Behaviour:
 
     `ttft_s` and `itl_s` drive the fixed-timing server (`OpenAISim`); engine-like
     servers (`VllmSim`, `HostedSim`) compute their own timing and use `tokens`
-    as the output length cap and `fault` as the fault mode.
+    as the output length cap and `fault` as the fault mode. `reply`, when set, is
+    the answer's text, one word a token (repeated past its end), in place of
+    `t0 t1 ...`: words a speech recogniser can check after a voice round trip.
     """
 
     ttft_s: float = 0.05
     itl_s: float = 0.01
     tokens: int = 20
     fault: Fault = field(default_factory=Fault)
+    reply: str | None = None

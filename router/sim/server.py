@@ -355,7 +355,7 @@ class SimServer:
             await response.write(DONE)
             record.finished_at = self._clock()
             return response
-        encoder = Encoder(record.id, sim.endpoint, sim.model)
+        encoder = Encoder(record.id, sim.endpoint, sim.model, behaviour.reply)
         await response.write(encoder.role())
         if fault.kind == "hang_before_first_token":
             await _hang()

@@ -203,6 +203,21 @@ async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack
     assert any(e.type == "response.output_audio.delta" for e in events)
 
 
+async def test_an_utterance_with_no_words_gets_no_answer(stack: Stack) -> None:
+    stack.stt[0].say("", TRANSCRIPT)  # a cough, then words
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        heard = await until(conn, "conversation.item.input_audio_transcription.completed")
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    assert heard[-1].transcript == ""
+    assert not any(e.type == "response.created" for e in heard)
+    assert [e.type for e in events].count("response.created") == 1
+    assert events[-1].response.status == "completed"
+    assert len(stack.llm.records) == 1  # the LLM was asked once, with words
+    assert stack.llm.records[0].body["messages"][-1]["content"] == TRANSCRIPT
+
+
 async def test_text_only_output_skips_tts(stack: Stack) -> None:
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
