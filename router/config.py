@@ -93,6 +93,13 @@ class Timeouts(_Model):
 TargetKind = Literal["vllm", "openai", "litellm"]
 
 
+class Probe(_Model):
+    """An active probe (router/signals/probe.py); `probe:` may also be true or false."""
+
+    interval_s: float = Field(30.0, gt=0.0)
+    max_tokens: int = Field(1, ge=1, le=16)
+
+
 class TargetConfig(_Model):
     name: str = Field(min_length=1)
     kind: TargetKind
@@ -111,6 +118,8 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
+    #: active probes; absent: as its routes say, else on for `vllm` targets only
+    probe: Probe | bool | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -161,8 +170,11 @@ class RouteConfig(_Model):
     slo: Slo | None = None
     hedge: Hedge | None = None
     affinity: Affinity = Affinity()
-    #: share of turns that probe a target other than the best (so recovery is noticed)
+    #: share of turns that may explore a target other than the policy's choice (one
+    #: that might be better and is the least measured); 0 turns exploration off
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: active probes for this route's targets that do not say otherwise themselves
+    probe: Probe | bool | None = None
 
 
 class SignalsConfig(_Model):

@@ -22,15 +22,23 @@ import httpx
 from anyio.abc import TaskGroup
 
 from router.clock import Clock
-from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
+from router.config import (
+    Config,
+    Probe,
+    RouteConfig,
+    TargetConfig,
+    load_config,
+    missing_secrets,
+)
 from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
+from router.policy.explore import ExplorationBudget
 from router.policy.registry import build_policy, plan_turn
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
-from router.signals import engine
+from router.signals import engine, probe
 from router.signals.registry import SignalsRegistry
 from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
@@ -59,6 +67,7 @@ class RouteRuntime:
     config: RouteConfig
     policy: Policy
     budget: HedgeBudget
+    explore: ExplorationBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +137,15 @@ class Router:
         for r in config.routes:
             old_route = previous.routes.get(r.name) if previous else None
             keep = old_route is not None and old_route.config == r
-            routes[r.name] = RouteRuntime(
-                r,
-                old_route.policy if keep and old_route else build_policy(r.policy),
-                old_route.budget
-                if keep and old_route
-                else HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
-            )
+            if keep and old_route:
+                routes[r.name] = old_route
+            else:
+                routes[r.name] = RouteRuntime(
+                    r,
+                    build_policy(r.policy),
+                    HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
+                    ExplorationBudget(r.exploration),
+                )
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
@@ -191,7 +202,12 @@ class Router:
         self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
     ) -> tuple[Plan, dict[str, TargetView]]:
         views = {name: runtime.targets[name].signals.view() for name in route.config.targets}
-        ctx = PlanContext(rng=self.rng, slo=route.config.slo, exploration=route.config.exploration)
+        ctx = PlanContext(
+            rng=self.rng,
+            slo=route.config.slo,
+            exploration=route.config.exploration,
+            explore=route.explore,
+        )
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
         self.last_plans[route.config.name] = plan
         self.metrics.decided(route.config.name, plan)
@@ -278,10 +294,16 @@ class Router:
     def engine_targets(self) -> Iterable[TargetConfig]:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
-    async def run_background(self, tg: TaskGroup) -> None:
-        """Start the engine scrapers (one per vLLM target) and the upstream retirer."""
+    async def run_background(
+        self, tg: TaskGroup, *, scrape_client: httpx.AsyncClient | None = None
+    ) -> None:
+        """Start the engine scrapers (one per vLLM target), the probes (one per target
+        that has them, `probe.probe_for`) and the upstream retirer.
+
+        `scrape_client` replaces the scrapers' own HTTP client (a simulation serves
+        the engines' /metrics in-process through an `httpx.MockTransport`)."""
         interval = self.runtime.config.signals.engine_scrape_interval_s
-        client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
+        client = scrape_client or httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrape_client = client
         for t in self.engine_targets():
             url = t.engine_metrics_url()
@@ -290,12 +312,19 @@ class Router:
                 engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
             )
         await self._warm_up(self.runtime.targets.values())
+        for target in self.runtime.targets.values():
+            settings = probe.probe_for(self.runtime.config, target.config)
+            if settings is not None:
+                tg.start_soon(self._probe, target, settings)
         tg.start_soon(self._retire_loop)
         if self.shared is not None:
             tg.start_soon(self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
             tg.start_soon(self._watch_sighup)
         self.ready = True
+
+    async def _probe(self, target: TargetRuntime, settings: Probe) -> None:
+        await probe.run(target.upstream, target.signals, target.config, settings, clock=self.clock)
 
     async def _warm_up(self, targets: Iterable[TargetRuntime]) -> None:
         """Pay each upstream's first-call cost (litellm: ~0.4 s) before traffic does."""
