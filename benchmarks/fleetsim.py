@@ -18,6 +18,11 @@ numbers), and the hindsight oracle can read the draws in advance:
   scheduler), each hosted API's draw for that turn, and its rate limit; no hedging,
   the same capacity as the policies. A greedy per-turn oracle: it knows the
   present and the draws, not the future arrivals.
+- `informed`: what a router could do that knew everything but the draws: each turn
+  goes where it is likeliest to answer within the SLO, from the engines' exact
+  queues (as above) and each hosted API's true TTFT distribution (ties: the sooner
+  expected); no hedging. The gap between it and `oracle` is what foresight of the
+  hosted APIs' randomness is worth; no router can close it without extra requests.
 
 `run(fleet, config)` returns a `RunResult`: one `TurnRecord` per turn and one
 `AttemptRecord` per upstream request (hedge losers, fallbacks, 429s and probes
@@ -75,7 +80,7 @@ Mode = Literal["open", "sequential"]
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     name: str
-    #: a policy type, or "oracle"
+    #: a policy type, or "oracle" or "informed"
     policy: str
     hedge: bool = False
     #: "open": the workload's open-loop sessions; "sequential": `turns` one-turn
@@ -207,6 +212,20 @@ class SimFleet:
             return math.inf
         return self.clock() + hosted.draw(key)[0]
 
+    def chance_in_time(self, name: str, body: dict[str, Any]) -> tuple[float, float]:
+        """(chance of a first token within the SLO, minus the expected wait) if `name`
+        got this request now: exact for an engine, the true distribution for an API."""
+        slo_s = self.spec.slo_ms / 1000.0
+        if name in self.engines:
+            wait = self.answers_at(name, body, "") - self.clock()
+            return (1.0 if wait <= slo_s else 0.0), -wait
+        sim = sim_parse_request("chat", body, None)
+        hosted = self.hosted[name]
+        if not hosted.limiter.would_allow("anonymous", sim.prompt_tokens + (sim.max_tokens or 0)):
+            return 0.0, -math.inf
+        spec = next(h for h in self.spec.hosted if h.name == name)
+        return spec.ttft_cdf(slo_s), -spec.ttft_quantile_s(0.5)
+
 
 def _body(turn: Turn) -> dict[str, Any]:
     return {
@@ -244,14 +263,19 @@ async def _routed_turn(router: Router, turn: Turn, record: TurnRecord, loop: Any
         record.error = "error after the first token"
 
 
-async def _oracle_turn(fleet: SimFleet, turn: Turn, record: TurnRecord, loop: Any) -> None:
+async def _oracle_turn(
+    fleet: SimFleet, turn: Turn, record: TurnRecord, loop: Any, informed: bool
+) -> None:
     body = _body(turn)
     key = str(record.index)
     arrived = loop.time()
-    best = min(fleet.upstreams, key=lambda name: fleet.answers_at(name, body, key))
+    if informed:
+        best = max(fleet.upstreams, key=lambda name: fleet.chance_in_time(name, body))
+    else:
+        best = min(fleet.upstreams, key=lambda name: fleet.answers_at(name, body, key))
     record.target = best
     record.attempts = 1
-    record.reason = "oracle"
+    record.reason = "informed" if informed else "oracle"
     request = UpstreamRequest("chat", body, True, {DRAW_KEY_HEADER: key})
     try:
         response = await fleet.upstreams[best].send(request)
@@ -280,7 +304,7 @@ async def _drive(fleet: SimFleet, router: Router | None, config: RunConfig) -> l
         nonlocal pending
         try:
             if router is None:
-                await _oracle_turn(fleet, turn, record, loop)
+                await _oracle_turn(fleet, turn, record, loop, config.policy == "informed")
             else:
                 await _routed_turn(router, turn, record, loop)
         finally:
@@ -328,7 +352,7 @@ async def _run(spec: FleetSpec, config: RunConfig) -> RunResult:
     await fleet.start()
     result = RunResult(config, spec.seed)
     try:
-        if config.policy == "oracle":
+        if config.policy in ("oracle", "informed"):
             result.turns = await _drive(fleet, None, config)
         else:
             data = policy_yaml(spec, config.policy, hedge=config.hedge)

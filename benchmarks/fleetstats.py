@@ -6,7 +6,8 @@ Pure functions of a `benchmarks.fleetsim.RunResult` and its `FleetSpec`:
   p50/p90/p99 (an unanswered turn counts as infinitely late), cost as the upstreams
   billed it (hedge losers, fallbacks and probes included: prompt tokens plus the
   tokens each attempt streamed, at its price), extra upstream requests per turn
-  (every request beyond one per turn: hedges, fallbacks, 429s, probes), the share
+  (every request beyond one per turn: hedges, fallbacks, 429s, probes; and without
+  the probes, which are made by the clock, not by turns), the share
   of turns hedged and served by a local engine, and each miss's cause:
 
   - `rate limit`: an attempt of the turn was refused with a 429 (or the turn failed
@@ -65,8 +66,12 @@ class Summary:
     extra_upstream: float
     hedged: float
     local_share: float
+    #: extra upstream requests made for turns (hedges, fallbacks, 429s), per turn
+    extra_for_turns: float
     probes: int
     misses: Counter[str] = field(default_factory=Counter)
+    #: hedged turns by whether the hedge won and whether the turn met the SLO
+    hedges: Counter[str] = field(default_factory=Counter)
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -126,6 +131,12 @@ def summarise(spec: FleetSpec, result: RunResult) -> Summary:
     for t, v in zip(turns, ttfts, strict=True):
         if v > slo_s:
             misses[miss_cause(spec, t, groups.get(str(t.index), []))] += 1
+    hedges: Counter[str] = Counter()
+    for t, v in zip(turns, ttfts, strict=True):
+        attempts = groups.get(str(t.index), [])
+        if t.hedged and attempts:
+            won = "hedge won" if t.target != attempts[0].target else "hedge lost"
+            hedges[f"{won}, {'in time' if v <= slo_s else 'late'}"] += 1
     local = {e.name for e in spec.engines}
     return Summary(
         config=result.config.name,
@@ -137,10 +148,12 @@ def summarise(spec: FleetSpec, result: RunResult) -> Summary:
         p99_ms=1000 * quantile(ttfts, 0.99),
         cost_per_1k=1000 * cost_usd(spec, result.attempts) / n,
         extra_upstream=(len(result.attempts) - len(turns)) / n,
+        extra_for_turns=(sum(1 for a in result.attempts if a.key is not None) - len(turns)) / n,
         hedged=sum(1 for t in turns if t.hedged) / n,
         local_share=sum(1 for t in turns if t.target in local) / n,
         probes=sum(1 for a in result.attempts if a.key is None),
         misses=misses,
+        hedges=hedges,
     )
 
 

@@ -52,6 +52,7 @@ CONFIGS: dict[str, RunConfig] = {
         RunConfig("slo_cost", "slo_cost"),
         RunConfig("slo_cost+hedge", "slo_cost", hedge=True),
         RunConfig("oracle", "oracle"),
+        RunConfig("informed", "informed"),
         RunConfig("latency cold", "latency", mode="sequential"),
         RunConfig("slo_cost cold", "slo_cost", mode="sequential"),
     )
@@ -86,9 +87,9 @@ def job(args: tuple[int, str]) -> dict[str, Any]:
     started = time.process_time()
     result = run(spec, config)
     summary = summarise(spec, result)
-    misses = dict(summary.misses)
+    misses, hedges = dict(summary.misses), dict(summary.hedges)
     out: dict[str, Any] = asdict(summary)
-    out["misses"] = misses
+    out["misses"], out["hedges"] = misses, hedges
     out["cpu_s"] = round(time.process_time() - started, 2)
     if config.mode == "sequential":
         out["cold_right"] = cold_start_share(spec, result)
@@ -157,7 +158,10 @@ def cheapest_meeting(
     costs = [
         r["cost_per_1k"]
         for (s, name), r in runs.items()
-        if s == seed and name != "oracle" and "cold" not in name and meets_slo(r, quantile)
+        if s == seed
+        and name not in ("oracle", "informed")
+        and "cold" not in name
+        and meets_slo(r, quantile)
     ]
     return min(costs) if costs else None
 
@@ -178,8 +182,11 @@ def bars(seeds: Sequence[int], runs: dict[tuple[int, str], dict[str, Any]]) -> l
                 f"{ok}/{len(shares)} fleets; pooled {100 * statistics.mean(shares):.1f}%,"
                 f" worst {100 * min(shares):.0f}%",
             )
-    pairs = [(runs[(s, SUBJECT)], runs[(s, "oracle")]) for s in seeds if (s, SUBJECT) in runs]
-    pairs = [(a, o) for a, o in pairs if o is not None]
+    pairs = [
+        (runs[(s, SUBJECT)], runs[(s, "oracle")])
+        for s in seeds
+        if (s, SUBJECT) in runs and (s, "oracle") in runs
+    ]
     if not pairs:
         return out
     within = sum(1 for a, o in pairs if a["attainment"] >= o["attainment"] - BAR_WITHIN_POINTS)
@@ -246,6 +253,28 @@ def miss_table(runs: dict[tuple[int, str], dict[str, Any]], configs: Sequence[st
     return lines
 
 
+HEDGE_OUTCOMES = (
+    "hedge won, in time",
+    "hedge won, late",
+    "hedge lost, in time",
+    "hedge lost, late",
+)
+
+
+def hedge_table(runs: dict[tuple[int, str], dict[str, Any]], configs: Sequence[str]) -> list[str]:
+    """What the hedges of each hedging configuration did, over all fleets."""
+    lines = ["| config | hedged turns | " + " | ".join(HEDGE_OUTCOMES) + " |", "|---" * 6 + "|"]
+    for name in configs:
+        counts: Counter[str] = Counter()
+        for (_, c), r in runs.items():
+            if c == name:
+                counts.update(r.get("hedges", {}))
+        if counts:
+            cells = " | ".join(str(counts.get(k, 0)) for k in HEDGE_OUTCOMES)
+            lines.append(f"| {name} | {sum(counts.values())} | {cells} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default=f"{HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}")
@@ -273,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "SLO misses by cause (all fleets):",
             "",
             *miss_table(runs, configs),
+            "",
+            "What the hedges did (in time: the turn met the SLO):",
+            "",
+            *hedge_table(runs, configs),
         ]
     )
     print(text)

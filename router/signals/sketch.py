@@ -14,8 +14,10 @@ in the buffer the distribution is the Kaplan-Meier product-limit estimate over t
 weighted samples (Kaplan and Meier, "Nonparametric Estimation from Incomplete
 Observations", JASA 1958): in increasing order, each TTFT at `t` removes its weight's
 share of the survivors at risk, and a censored sample only leaves the risk set. A
-quantile the estimate never reaches (everything above it was censored) is reported
-as the largest censoring time: a lower bound, and an optimistic one.
+quantile the estimate never reaches (everything above it was censored) is only
+bounded from below by the data: it is reported as the largest censoring time or the
+prior, whichever is larger (a target that lost its only race after 10 ms is not a
+10 ms target).
 
 How sure: `evidence()` is the samples' total weight decayed to now, i.e. about how
 many samples were seen in the last `tau` seconds; a target nobody has measured for a
@@ -148,8 +150,7 @@ class DecayingQuantiles:
 
     def set_prior(self, prior: float) -> None:
         self._prior = prior
-        if not self._keys:
-            self._cache = None
+        self._cache = None
 
     def evidence(self) -> float:
         """The samples' weight decayed to now: about the samples of the last `tau` s."""
@@ -186,8 +187,8 @@ class DecayingQuantiles:
         i = bisect_left(reached, q * total * (1.0 - 1e-12))  # rounding must not skip a value
         if i < len(values):
             return values[i]
-        if self._censored:
-            return self._keys[-1][0]  # never reached: at least the largest censoring time
+        if self._censored:  # never reached: above the largest censoring time, unknown
+            return max(self._keys[-1][0], self._prior)
         return values[-1]
 
     def _distribution(self) -> tuple[list[float], list[float], float]:

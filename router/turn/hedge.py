@@ -29,21 +29,26 @@ really late or really at risk, and the budget is there for it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from router.config import Hedge, Slo
 from router.policy.base import TargetView
 from router.policy.predict import attainment, predict_ttft_s
+from router.signals.sketch import LOG_SPREAD, Z_90
 
-#: the tail a first token is late against
-TAIL_QUANTILE = 0.99
-#: late: past the tail by its spread above the median, and at least by this share of it
+#: the end of a distribution's body: a first token is late past it by ...
+BODY_QUANTILE = 0.9
+#: ... this many times the body's width (p90 - p50), and at least this share of the p90
+LATE_SPREADS = 2.0
 LATE_MARGIN = 0.2
 #: a hedge is useful while the backup would still answer in time this often (or at
 #: the SLO's quantile, if lower)
 BACKUP_QUANTILE = 0.9
 #: a turn is at risk once, still waiting, it is this likely to miss the SLO
 RISK = 0.5
+#: a backup predicted this much slower than the fastest is still fast enough
+BACKUP_SLACK = 0.25
 
 
 @dataclass(slots=True)
@@ -99,24 +104,36 @@ def hedge_delay_s(
     delay_s = late_s(primary)
     if slo is not None:
         budget_s = slo.ttft_ms / 1000.0 - elapsed_s
-        risk_s = at_risk_s(primary, budget_s)
+        # A turn that has missed its SLO gets help: the user is waiting already.
+        delay_s = min(delay_s, max(budget_s, 0.0))
         if backup is not None:
-            backup_s = predict_ttft_s(backup, min(slo.quantile, BACKUP_QUANTILE))
-            risk_s = max(risk_s, budget_s - backup_s)
-        delay_s = min(delay_s, risk_s)
+            last_useful_s = budget_s - predict_ttft_s(backup, min(slo.quantile, BACKUP_QUANTILE))
+            if at_risk_s(primary, budget_s) <= last_useful_s:
+                delay_s = min(delay_s, last_useful_s)
     return min(max(delay_s, hedge.min_ms / 1000.0), hedge.max_ms / 1000.0)
 
 
 def late_s(view: TargetView) -> float:
-    """When a first token is late for this target: its p99 plus that tail's spread
-    above the median (at least `LATE_MARGIN` of the p99), by the prediction (queue
-    included) or by what was measured, whichever is later."""
-    tail = predict_ttft_s(view, TAIL_QUANTILE)
-    late = tail + max(tail - predict_ttft_s(view, 0.5), LATE_MARGIN * tail)
+    """When a first token is late for this target: past the body of its distribution
+    (p90) by twice the body's width (p90 - p50), at least by `LATE_MARGIN` of the p90,
+    by the prediction (queue included) or by what was measured, whichever is later.
+
+    For a lognormal TTFT that is about its p99.5, but unlike the p99 itself it does
+    not move when a few percent of requests stall: a target that stalls 3 % of the
+    time has its stall as its p99, and a hedge late against that would never come
+    before the stall ends. Widened while the evidence is thin (the sketch's own
+    upper bound on a location, `exp(z s / sqrt(n))`: 1.9x on one sample, 1.07x on a
+    hundred), so a target measured once, by a probe, is not hedged for a prefill."""
+
+    def late(p90: float, p50: float) -> float:
+        return p90 + max(LATE_SPREADS * (p90 - p50), LATE_MARGIN * p90)
+
+    at = late(predict_ttft_s(view, BODY_QUANTILE), predict_ttft_s(view, 0.5))
     if view.ttft_samples:
-        seen = view.ttft_quantile(TAIL_QUANTILE)
-        late = max(late, seen + max(seen - view.ttft_quantile(0.5), LATE_MARGIN * seen))
-    return late
+        at = max(at, late(view.ttft_quantile(BODY_QUANTILE), view.ttft_quantile(0.5)))
+    if view.ttft_evidence > 0.0:
+        at *= math.exp(Z_90 * LOG_SPREAD / math.sqrt(view.ttft_evidence))
+    return at
 
 
 def at_risk_s(view: TargetView, budget_s: float) -> float:
@@ -130,3 +147,25 @@ def at_risk_s(view: TargetView, budget_s: float) -> float:
     if miss >= RISK:
         return 0.0
     return predict_ttft_s(view, 1.0 - miss / RISK)
+
+
+def choose_backup(views: Sequence[TargetView], slo: Slo | None) -> int:
+    """Which of the remaining targets a hedge starts (an index into `views`): the
+    cheapest of those predicted nearly as fast as the fastest (within
+    `BACKUP_SLACK`), at p90 (or the SLO's quantile, if lower); ties, the faster.
+
+    p90, not the SLO's quantile: a hedge needs a first token soon, which the body of
+    a target's distribution says; a p99 is mostly how it stalls. Nearly as fast: a
+    free engine that answers in 120 ms is as good a hedge as an API at 100 ms, and
+    costs nothing."""
+    q = min(slo.quantile, BACKUP_QUANTILE) if slo is not None else BACKUP_QUANTILE
+    preds = [predict_ttft_s(v, q) for v in views]
+    fast_enough = min(preds) * (1.0 + BACKUP_SLACK)
+    return min(
+        (i for i, p in enumerate(preds) if p <= fast_enough),
+        key=lambda i: (_price(views[i]), preds[i]),
+    )
+
+
+def _price(view: TargetView) -> float:
+    return view.price.input_per_mtok + view.price.output_per_mtok

@@ -36,11 +36,10 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.policy.base import TargetView
-from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.signals.target import Attempt
 from router.turn import sse
 from router.turn.events import TurnEvents
-from router.turn.hedge import HedgeBudget, hedge_delay_s
+from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 from router.upstream.openai import client_body
@@ -197,10 +196,9 @@ class Race:
 
         A fallback takes the plan's order (the policy's choice: cheapest within the
         SLO, say) and is charged to the budget. A hedge is a bet on speed, so it
-        takes the remaining target with the lowest predicted TTFT at the SLO's
-        quantile: for a cost-ordered plan the next in line is often the twin
-        engine queued by the same burst, and a target with a heavy tail is a poor
-        insurance against a tail."""
+        takes a remaining target predicted fast (`hedge.choose_backup`): for a
+        cost-ordered plan the next in line is often the twin engine queued by the
+        same burst."""
         if self._launched >= len(self._order):
             return None
         if kind == "hedge":
@@ -223,15 +221,11 @@ class Race:
         self._schedule_hedge()
         return runtime
 
-    def _predicted(self, runtime: TargetRuntime) -> float:
-        slo = self._route.slo
-        q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-        return predict_ttft_s(self._views[runtime.config.name], q)
-
     def _backup_index(self) -> int:
-        """Where in the plan the target a hedge would start is: the fastest remaining."""
+        """Where in the plan the target a hedge would start is (`hedge.choose_backup`)."""
         rest = range(self._launched, len(self._order))
-        return min(rest, key=lambda i: self._predicted(self._order[i]))
+        views = [self._views[self._order[i].config.name] for i in rest]
+        return self._launched + choose_backup(views, self._route.slo)
 
     def _schedule_hedge(self) -> None:
         """Set when the next hedge is due, counted from the attempt just launched."""

@@ -35,9 +35,18 @@ def test_hedge_losers_keep_a_target_from_looking_fast(clock: FakeClock) -> None:
     for _ in range(7):
         sketch.observe_censored(0.3)
     assert sketch.quantile(0.2) == 0.1
-    # Nothing is known above 300 ms but that it is above: the bound, not a guess.
+    # Nothing is known above 300 ms but that it is above: the prior (500 ms) stands ...
+    assert sketch.quantile(0.5) == 0.5
+    assert dict(sketch.quantiles())[0.5] == 0.5
+    # ... unless it is below what the data say: then the bound.
+    sketch.set_prior(0.2)
     assert sketch.quantile(0.5) == 0.3
-    assert dict(sketch.quantiles())[0.5] == 0.3
+
+
+def test_a_target_that_lost_its_only_race_early_is_not_fast(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    sketch.observe_censored(0.01)  # cancelled 10 ms in: TTFT > 10 ms, nothing more
+    assert sketch.quantile(0.5) == 0.5
 
 
 def test_a_censored_sample_below_the_answers_changes_nothing(clock: FakeClock) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from router.config import Hedge, Price, Slo
 from router.policy.base import EngineView, TargetView
-from router.turn.hedge import HedgeBudget, hedge_delay_s
+from router.signals.sketch import LOG_SPREAD, Z_90
+from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from tests.policy.views import hosted
 
 
@@ -39,7 +40,7 @@ def test_fallbacks_are_never_refused_but_leave_less_for_hedges() -> None:
     assert budget.rate == pytest.approx(3 / budget._turns)
 
 
-def test_the_delay_is_fixed_or_late_against_the_targets_own_tail() -> None:
+def test_the_delay_is_fixed_or_late_against_the_body_of_the_targets_distribution() -> None:
     view = TargetView(
         name="t",
         kind="openai",
@@ -48,8 +49,8 @@ def test_the_delay_is_fixed_or_late_against_the_targets_own_tail() -> None:
         ttft_samples=100,
     )
     assert hedge_delay_s(Hedge(after_ms=250), view) == 0.25
-    # p99 2 s, and past it by its spread above the median (1.9 s)
-    assert hedge_delay_s(Hedge(after_ms="adaptive"), view) == pytest.approx(3.9)
+    # p90 400 ms, past it by twice the body's width (p90 - p50 = 300 ms): 1 s
+    assert hedge_delay_s(Hedge(after_ms="adaptive"), view) == pytest.approx(1.0)
     assert hedge_delay_s(Hedge(after_ms="adaptive", max_ms=300), view) == 0.3
     fast = TargetView(
         name="f", kind="openai", price=Price(), ttft_quantiles=((0.9, 0.005),), ttft_samples=100
@@ -57,9 +58,29 @@ def test_the_delay_is_fixed_or_late_against_the_targets_own_tail() -> None:
     assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=20), fast) == 0.02
 
 
+def test_a_stall_mass_in_the_p99_does_not_push_the_hedge_past_the_stall() -> None:
+    # 3 % of requests stall for 3 s: the p99 is the stall, the body is not.
+    stalls = hosted("api", p50=0.2, p90=0.3, p99=3.2)
+    delay = hedge_delay_s(Hedge(after_ms="adaptive"), stalls)
+    assert delay == pytest.approx(0.3 + 2 * 0.1)
+    assert delay < 1.0
+
+
+def test_thin_evidence_widens_the_late_point() -> None:
+    # One probe said 41 ms: a real turn's prefill must not look late at 49 ms.
+    once = hosted("gpu", p50=0.041, p90=0.041, p99=0.041, ttft_samples=1, ttft_evidence=1.0)
+    assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=0), once) == pytest.approx(
+        0.041 * 1.2 * math.exp(Z_90 * LOG_SPREAD)
+    )
+    many = replace(once, ttft_samples=400, ttft_evidence=400.0)
+    assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=0), many) == pytest.approx(
+        0.041 * 1.2 * math.exp(Z_90 * LOG_SPREAD / 20)
+    )
+
+
 def test_a_target_whose_ttft_does_not_vary_is_not_hedged() -> None:
     # issue 16: 50 ms every time. A delay at its own p90 (50 ms) hedged ~10 % of turns;
-    # late means past its tail by a fifth of it at least: 60 ms, which it never takes.
+    # late means past its body by a fifth of it at least: 60 ms, which it never takes.
     steady = hosted("steady", p50=0.05, p90=0.05, p99=0.05)
     adaptive = Hedge(after_ms="adaptive")
     slo = Slo(ttft_ms=300, quantile=0.9)
@@ -68,32 +89,31 @@ def test_a_target_whose_ttft_does_not_vary_is_not_hedged() -> None:
         assert hedge_delay_s(adaptive, steady, backup) == pytest.approx(0.06)
 
 
-def test_a_turn_at_risk_of_missing_the_slo_is_hedged_while_a_hedge_can_still_land() -> None:
-    adaptive = Hedge(after_ms="adaptive", min_ms=50, max_ms=1000)
+def test_a_turn_at_risk_is_hedged_while_a_hedge_can_land_and_helped_once_it_missed() -> None:
+    adaptive = Hedge(after_ms="adaptive", min_ms=50, max_ms=5000)
     slo = Slo(ttft_ms=500, quantile=0.99)
-    # p50 200 ms, p90 400 ms, p99 2 s: within 500 ms 90.6 % of the time (9.4 % miss)
-    primary = hosted("api", p50=0.2, p90=0.4, p99=2.0)
-    miss = 1 - (0.9 + 0.09 * 0.1 / 1.6)
-    # A fast backup (p90 60 ms) can wait until the last moment it still lands: 440 ms.
-    assert hedge_delay_s(adaptive, primary, hosted("fast", p90=0.06), slo) == pytest.approx(0.44)
-    # A slow backup (p90 300 ms) would have to start by 200 ms, but a turn still waiting
-    # then is not yet likely to miss; it is from the primary's quantile 1 - 2 * miss on.
-    at_risk = 0.2 + 0.2 * ((1 - 2 * miss) - 0.5) / 0.4
-    slow = hosted("slow", p90=0.3)
-    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(at_risk, abs=1e-3)
-    # A turn that started 50 ms late (a fallback) has 50 ms less for the fast backup.
+    # p50 300 ms, p90 600 ms: within 500 ms 76.7 % of the time, so a turn waiting for
+    # it is more likely than not to miss from its p53 on (330 ms) ...
+    primary = hosted("api", p50=0.3, p90=0.6, p99=2.0)
+    # ... and a fast backup (p90 60 ms) still lands until 440 ms: hedge then.
     fast = hosted("fast", p90=0.06)
+    assert hedge_delay_s(adaptive, primary, fast, slo) == pytest.approx(0.44)
+    # A turn that started 50 ms late (after a fallback) has 50 ms less.
     assert hedge_delay_s(adaptive, primary, fast, slo, elapsed_s=0.05) == pytest.approx(0.39)
+    # A slow backup (p90 300 ms) would have to start by 200 ms, before the turn is at
+    # risk: no hedge can save this SLO, so the turn is helped once it has missed it.
+    slow = hosted("slow", p90=0.3)
+    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(0.5)
     # A primary that meets the SLO comfortably is hedged only when late for itself.
     comfortable = hosted("api", p50=0.1, p90=0.15, p99=0.2)
-    assert hedge_delay_s(adaptive, comfortable, fast, slo) == pytest.approx(0.2 + 0.1)
+    assert hedge_delay_s(adaptive, comfortable, fast, slo) == pytest.approx(0.15 + 2 * 0.05)
     # A fixed delay is fixed.
     assert hedge_delay_s(Hedge(after_ms=250), primary, slow, slo) == 0.25
 
 
 def test_a_queued_engine_is_hedged_when_late_for_its_queue_not_for_its_idle_ttft() -> None:
     # A full batch of 8 freeing 10 slots/s: the turn waits for one slot, exponential
-    # with rate 10, so its p99 is 0.05 + ln(100) / 10 s and its median 0.05 + ln(2) / 10.
+    # with rate 10, so its p90 is 0.05 + ln(10) / 10 s and its median 0.05 + ln(2) / 10.
     engine = EngineView(waiting=0, running=8, kv_usage=0.3, age_s=0.1, stale=False, capacity=8)
     full = TargetView(
         name="gpu",
@@ -109,5 +129,17 @@ def test_a_queued_engine_is_hedged_when_late_for_its_queue_not_for_its_idle_ttft
     idle = replace(full, in_flight=0, engine=replace(engine, running=0))
     adaptive = Hedge(after_ms="adaptive", min_ms=20, max_ms=5000)
     assert hedge_delay_s(adaptive, idle) == pytest.approx(0.06)
-    p99, p50 = 0.05 + math.log(100) / 10, 0.05 + math.log(2) / 10
-    assert hedge_delay_s(adaptive, full) == pytest.approx(p99 + (p99 - p50))
+    p90, p50 = 0.05 + math.log(10) / 10, 0.05 + math.log(2) / 10
+    assert hedge_delay_s(adaptive, full) == pytest.approx(p90 + 2 * (p90 - p50))
+
+
+def test_the_backup_is_the_cheapest_of_the_nearly_fastest() -> None:
+    api = hosted("api", p50=0.08, p90=0.1)
+    engine = hosted("gpu", p50=0.1, p90=0.12, price=Price())  # free, 20 % slower
+    far = hosted("far", p50=0.2, p90=0.3, price=Price())  # free, but 3x slower
+    slo = Slo(ttft_ms=500, quantile=0.99)
+    assert choose_backup([api, engine, far], slo) == 1
+    assert choose_backup([api, far], slo) == 0
+    # judged at p90, not at the SLO's p99 (mostly how a target stalls)
+    stalls = hosted("stalls", p50=0.05, p90=0.07, p99=3.0)
+    assert choose_backup([api, stalls], slo) == 1
