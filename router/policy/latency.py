@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
 from router.policy.explore import Leads
-from router.policy.predict import DEFAULT_QUANTILE, attainment, predict_ttft_s
+from router.policy.predict import DEFAULT_QUANTILE, attainment, doubt, predict_ttft_s
 from router.policy.rank import (
     finish_plan,
     fmt_ms,
@@ -52,7 +52,9 @@ class LatencyPolicy:
 
 
 class SloCostPolicy:
-    """Among targets meeting the SLO, the cheapest first (ties: faster); then the rest
+    """Among targets meeting the SLO (their prediction at its quantile, as far as its
+    evidence lets it be trusted: `predict.promised_ttft_s`), the cheapest first (ties:
+    faster); then the rest
     by predicted TTFT. If none meets it, the one likeliest to answer within the SLO's
     time first (`predict.attainment`). Without an SLO: `latency`."""
 
@@ -72,16 +74,17 @@ class SloCostPolicy:
 
         budget_s = slo.ttft_ms / 1000.0
         by_ttft = _by_predicted_ttft(targets, request, slo.quantile)
+        views = {v.name: v for v in targets}
+        promises = {c.name: c.predicted_ttft_s * doubt(views[c.name]) <= budget_s for c in by_ttft}
         meeting = sorted(
-            (c for c in by_ttft if c.predicted_ttft_s <= budget_s),
+            (c for c in by_ttft if promises[c.name]),
             key=lambda c: (c.expected_cost_usd, c.predicted_ttft_s),
         )
-        rest = [c for c in by_ttft if c.predicted_ttft_s > budget_s]
+        rest = [c for c in by_ttft if not promises[c.name]]
         likely: dict[str, float] = {}
         if not meeting:
             # None can promise the SLO's quantile: the likeliest to make the SLO at all
             # goes first (a fast API with rare stalls beats a full engine's long wait).
-            views = {v.name: v for v in targets}
             likely = {c.name: attainment(views[c.name], budget_s) for c in rest}
             rest.sort(key=lambda c: (-likely[c.name], c.predicted_ttft_s))
         n = len(by_ttft)

@@ -53,6 +53,10 @@ DEFAULT_TPOT_S = 0.02
 STALE_PENALTY_S = 30.0
 #: waiting requests assumed behind a stale engine, for load scores
 STALE_WAITING = 64.0
+#: one-sided 90 % normal quantile, for the confidence bounds on a TTFT ...
+Z_90 = 1.2816
+#: ... of a location whose log-spread is about this (lognormal sigma 0.2-0.6 seen)
+LOG_SPREAD = 0.5
 #: the quantile levels `attainment` searches between, and its bisection steps
 ATTAINMENT_RANGE = (0.01, 0.999)
 ATTAINMENT_STEPS = 10
@@ -253,3 +257,19 @@ def attainment(view: TargetView, within_s: float) -> float:
         else:
             hi = mid
     return lo
+
+
+def doubt(view: TargetView) -> float:
+    """How much later a measured TTFT may well be, for the evidence behind it: the
+    upper confidence factor `exp(z s / sqrt(n))` on a location (1.9x on one sample,
+    1.07x on a hundred; 1 for a target without samples, which the prior stands for).
+    An SLO at p99 read off a few dozen samples is read optimistically otherwise."""
+    if view.ttft_evidence <= 0.0:
+        return 1.0
+    return math.exp(Z_90 * LOG_SPREAD / math.sqrt(view.ttft_evidence))
+
+
+def promised_ttft_s(view: TargetView, q: float) -> float:
+    """The TTFT at quantile q a target can be trusted to keep: the prediction, times
+    its `doubt`. What `slo_cost` and affinity check an SLO against."""
+    return predict_ttft_s(view, q) * doubt(view)

@@ -20,7 +20,13 @@ from collections.abc import Mapping, Sequence
 from router.config import Slo
 from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
 from router.policy.explore import Leads, explore, faster_than_first
-from router.policy.predict import DEFAULT_QUANTILE, expected_cost_usd, load, predict_ttft_s
+from router.policy.predict import (
+    DEFAULT_QUANTILE,
+    expected_cost_usd,
+    load,
+    predict_ttft_s,
+    promised_ttft_s,
+)
 
 #: predictions this close (relative, or absolute in seconds) are equally good
 TIE_RELATIVE = 0.05
@@ -83,10 +89,11 @@ def positional_candidates(
 
 
 def meets_slo(view: TargetView, slo: Slo | None) -> tuple[bool, float]:
-    """Whether the target's predicted TTFT at the SLO quantile meets it, and that prediction."""
+    """Whether the target's TTFT at the SLO quantile, as far as it can be trusted
+    (`promised_ttft_s`), meets it; and its prediction."""
     q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-    predicted = predict_ttft_s(view, q)
-    return (slo is None or predicted <= slo.ttft_ms / 1000.0), predicted
+    promised = promised_ttft_s(view, q)
+    return (slo is None or promised <= slo.ttft_ms / 1000.0), predict_ttft_s(view, q)
 
 
 def _promote(order: list[Candidate], name: str) -> None:

@@ -39,11 +39,7 @@ from itertools import accumulate
 
 from router.clock import Clock
 from router.policy.base import QUANTILES
-
-#: one-sided 90 % normal quantile, for the optimistic bound
-Z_90 = 1.2816
-#: the log-spread of TTFT assumed by the optimistic bound (lognormal sigma 0.2-0.6 seen)
-LOG_SPREAD = 0.5
+from router.policy.predict import LOG_SPREAD, Z_90
 
 
 class DecayingQuantiles:

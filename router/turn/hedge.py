@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 from router.config import Hedge, Slo
 from router.policy.base import TargetView
-from router.policy.predict import attainment, predict_ttft_s
-from router.signals.sketch import LOG_SPREAD, Z_90
+from router.policy.predict import attainment, doubt, predict_ttft_s
 
 #: the end of a distribution's body: a first token is late past it by ...
 BODY_QUANTILE = 0.9
@@ -131,9 +130,7 @@ def late_s(view: TargetView) -> float:
     at = late(predict_ttft_s(view, BODY_QUANTILE), predict_ttft_s(view, 0.5))
     if view.ttft_samples:
         at = max(at, late(view.ttft_quantile(BODY_QUANTILE), view.ttft_quantile(0.5)))
-    if view.ttft_evidence > 0.0:
-        at *= math.exp(Z_90 * LOG_SPREAD / math.sqrt(view.ttft_evidence))
-    return at
+    return at * doubt(view)
 
 
 def at_risk_s(view: TargetView, budget_s: float) -> float:

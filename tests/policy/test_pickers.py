@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -10,7 +11,7 @@ from router.policy.p2c import PowerOfTwoChoicesPolicy
 from router.policy.predict import predict_ttft_s
 from router.policy.registry import plan_turn
 from router.policy.simple import OrderedPolicy, RandomPolicy, RoundRobinPolicy
-from tests.policy.views import PRICEY, ctx, hosted, request, vllm
+from tests.policy.views import FREE, PRICEY, ctx, hosted, request, vllm
 
 ABC = [hosted("a", 0.6), hosted("b", 0.3), hosted("c", 0.9)]
 
@@ -117,6 +118,18 @@ def test_slo_cost_prefers_the_cheaper_of_two_meeting_and_ranks_the_rest_by_ttft(
     plan = plan_turn(SloCostPolicy(), request(), fleet, ctx(slo_ms=300))
     assert plan.order == ("cheap_ok", "pricey_fast", "slow", "slower")
     assert [c.expected_cost_usd for c in plan.candidates[:2]] == pytest.approx([0.00021, 0.00042])
+
+
+def test_slo_cost_does_not_trust_an_slo_read_off_a_few_samples() -> None:
+    # A free engine measured three times at p99 280 ms may well be slower than that:
+    # at the SLO's edge it has not earned a p99 of 300 ms yet; a cheap API measured
+    # a hundred times at 150 ms has.
+    api = hosted("api", 0.1, p99=0.15, ttft_evidence=100.0)
+    thin = hosted("gpu", 0.2, p99=0.28, price=FREE, ttft_samples=3, ttft_evidence=3.0)
+    slo = ctx(slo_ms=300, quantile=0.99)
+    assert plan_turn(SloCostPolicy(), request(), [api, thin], slo).order == ("api", "gpu")
+    known = replace(thin, ttft_samples=100, ttft_evidence=100.0)
+    assert plan_turn(SloCostPolicy(), request(), [api, known], slo).order == ("gpu", "api")
 
 
 def test_slo_cost_when_none_meets_takes_the_likeliest_to_make_it() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from router.config import Hedge, Price, Slo
 from router.policy.base import EngineView, TargetView
-from router.signals.sketch import LOG_SPREAD, Z_90
+from router.policy.predict import LOG_SPREAD, Z_90
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from tests.policy.views import hosted
 
