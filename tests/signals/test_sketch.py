@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from router.signals.sketch import LOG_SPREAD, Z_90, DecayingQuantiles
+from router.policy.predict import LOG_SPREAD, Z_90
+from router.signals.sketch import DecayingQuantiles
 from tests.signals.conftest import FakeClock
 
 
