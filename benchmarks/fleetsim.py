@@ -58,7 +58,7 @@ from router.sim.vllm import VllmBackend
 from router.sim.wire import parse_request as sim_parse_request
 from router.sim.workload import Turn, turns
 from router.turn.sink import Header
-from router.upstream.base import UpstreamRequest
+from router.upstream.base import UpstreamRequest, UpstreamSetup
 
 #: how long turns still in flight at the end of the workload get to finish
 DRAIN_S = 30.0
@@ -180,7 +180,7 @@ class SimFleet:
         for engine in self.engines.values():
             await engine.stop()
 
-    def upstream(self, config: TargetConfig, api_key: str | None) -> InProcessUpstream:
+    def upstream(self, config: TargetConfig, setup: UpstreamSetup) -> InProcessUpstream:
         return self.upstreams[config.name]
 
     def scrape_client(self) -> httpx.AsyncClient:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -143,6 +144,9 @@ async def _worker(index: int, run: Run) -> None:
 
 
 def _say(line: str) -> None:
+    # The event loop may leave stdout non-blocking: a long line (the samples at 128
+    # streams pass 128 KiB) would then be cut when the pipe is full.
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 

@@ -8,9 +8,16 @@ Three processes: the simulators (this file, `sims` subcommand), the router
 the simulator's fault modes every few seconds (503, 429 with Retry-After, a reset,
 a hang before the first token, a death after three tokens, a malformed first
 frame, an error event mid-stream, a trickle); `a` and `b` are healthy backups and
-`steady` serves its own route. The driver offers a steady rate of turns (streams
-read to the end, unary turns, streams the client cancels after a few chunks,
-turns on the steady route) and rewrites and reloads the policy file every 20 s.
+`steady` serves its own route. `reasoning` replays a vLLM reasoning stream
+(reasoning deltas for longer than the route's `first_token_s`, then the answer) and
+`quirky` is a raw server that answers every request with `100 Continue` and
+`103 Early Hints` first, chunk extensions and trailers, echoing a marker from the
+request so a turn that got another turn's bytes is caught (`crossed`). The driver
+offers a steady rate of turns (streams read to the end, unary turns, streams the
+client cancels after a few chunks, turns on the steady, reasoning and quirky routes)
+and rewrites and reloads the policy file every 20 s; every reload changes each
+target's config, so every upstream pool is replaced and the old ones must close
+(`firsttoken_upstream_pools` back to the number of targets at the end).
 
 Every turn must end as a complete stream, an SSE error event, an HTTP error in
 OpenAI's shape, or a cancel we made: anything else is a lost turn. RSS and open
@@ -45,8 +52,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
+from router.sim.replay import ReplayServer, load_recording, read_request
 
 ROOT = Path(__file__).resolve().parent.parent
+REASONING = ROOT / "tests/providers/recordings/vllm_reasoning.yaml"
 FAULT_CYCLE = [
     Fault(),
     Fault("status", status=503),
@@ -70,13 +79,64 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+class QuirkyServer:
+    """Raw HTTP/1.1 that a naive client gets wrong: `100 Continue` and `103 Early Hints`
+    before the answer, chunk extensions, trailers. The content echoes the request's
+    last message, so a client can tell its answer from another's."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                _, _, raw = await read_request(reader)
+                body = json.loads(raw or b"{}")
+                marker = str(body.get("messages", [{}])[-1].get("content", ""))
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x.css>; rel=preload\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n"
+                )
+                for i in range(5):
+                    delta = {"content": f"{marker}#{i} "}
+                    chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                    writer.write(b"%x;seq=%d\r\n%s\r\n" % (len(event), i, event))
+                    await writer.drain()
+                    await asyncio.sleep(0.003)
+                done = b"data: [DONE]\n\n"
+                writer.write(b"%x\r\n%s\r\n0\r\nx-checksum: 5\r\n\r\n" % (len(done), done))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
 async def serve_sims(port_file: Path) -> None:
     healthy = Behaviour(ttft_s=0.02, itl_s=0.005, tokens=30)
-    sims = {
+    sims: dict[str, OpenAISim | ReplayServer | QuirkyServer] = {
         "flaky": OpenAISim(healthy, model="flaky-model"),
         "a": OpenAISim(Behaviour(ttft_s=0.03, itl_s=0.005, tokens=30), model="a-model"),
         "b": OpenAISim(Behaviour(ttft_s=0.05, itl_s=0.005, tokens=30), model="b-model"),
         "steady": OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.002, tokens=20), model="s-model"),
+        "reasoning": ReplayServer(load_recording(REASONING)),
+        "quirky": QuirkyServer(),
     }
     for sim in sims.values():
         await sim.start()
@@ -85,9 +145,11 @@ async def serve_sims(port_file: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     i = 0
+    flaky = sims["flaky"]
+    assert isinstance(flaky, OpenAISim)
     while not stop.is_set():
         fault = FAULT_CYCLE[i % len(FAULT_CYCLE)]
-        await sims["flaky"].set_behaviour(Behaviour(0.02, 0.005, 30, fault))
+        await flaky.set_behaviour(Behaviour(0.02, 0.005, 30, fault))
         i += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), FAULT_PERIOD_S)
@@ -99,10 +161,13 @@ async def serve_sims(port_file: Path) -> None:
 
 
 def policy(urls: dict[str, str], port: int, variant: int) -> str:
-    timeouts = "timeouts: {connect_s: 0.5, first_token_s: 0.5, idle_s: 1.0}"
+    # total_s bounds unary turns (a unary answer has no first token to wait for): without
+    # it a unary turn sent to the hanging target would wait the 600 s default
+    timeouts = "timeouts: {connect_s: 0.5, first_token_s: 0.5, idle_s: 1.0, total_s: 5.0}"
+    # A different connection cap each reload: every target's pool is replaced.
     targets = "".join(
         f"  - name: {n}\n    kind: openai\n    base_url: {u}\n    model: {n}-model\n"
-        f"    {timeouts}\n"
+        f"    {timeouts}\n    max_connections: {256 + variant}\n"
         for n, u in urls.items()
     )
     chat = "[flaky, a, b]" if variant == 0 else "[flaky, b, a]"
@@ -114,6 +179,9 @@ def policy(urls: dict[str, str], port: int, variant: int) -> str:
         f"routes:\n  - name: chat\n    targets: {chat}\n    policy: {{type: ordered}}\n"
         f"    exploration: 0.05\n{hedge}"
         f"  - name: steady\n    targets: [steady]\n"
+        # reasoning deltas for ~0.4 s before the answer: past first_token_s, no timeout
+        f"  - name: reasoning\n    targets: [reasoning]\n    first_token_s: 0.3\n"
+        f"  - name: quirky\n    targets: [quirky]\n"
     )
 
 
@@ -136,6 +204,7 @@ class Sample:
     t_s: float
     rss_mb: float
     fds: int
+    pools: float = float("nan")
 
 
 @dataclass
@@ -147,8 +216,8 @@ class Tally:
     def end(self, kind: str, ending: str, detail: str = "") -> None:
         self.kinds[kind] += 1
         self.endings[ending] += 1
-        if ending == "lost":
-            self.lost.append(f"{kind}: {detail}"[:300])
+        if ending in ("lost", "crossed"):
+            self.lost.append(f"{kind} {ending}: {detail}"[:300])
 
 
 def is_error_shape(body: bytes) -> bool:
@@ -159,20 +228,34 @@ def is_error_shape(body: bytes) -> bool:
     return isinstance(err, dict) and {"message", "type", "code"} <= set(err)
 
 
+#: kinds of turn and their share of the offered load
+KINDS = (
+    ("stream", 0.45),
+    ("unary", 0.12),
+    ("cancel", 0.13),
+    ("steady", 0.1),
+    ("reasoning", 0.1),
+    ("quirky", 0.1),
+)
+ROUTES = {"steady": "steady", "reasoning": "reasoning", "quirky": "quirky"}
+
+
+def pick_kind(roll: float) -> str:
+    for kind, share in KINDS:
+        if roll < share:
+            return kind
+        roll -= share
+    return KINDS[-1][0]
+
+
 async def one_turn(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
-    roll = rng.random()
-    kind = (
-        "stream"
-        if roll < 0.55
-        else "unary"
-        if roll < 0.7
-        else "cancel"
-        if roll < 0.85
-        else "steady"
-    )
+    kind = pick_kind(rng.random())
+    marker = f"turn-{rng.getrandbits(48):012x}"
     body = {
-        "model": "steady" if kind == "steady" else "chat",
-        "messages": MESSAGES,
+        "model": ROUTES.get(kind, "chat"),
+        "messages": [
+            {"role": "user", "content": marker if kind == "quirky" else MESSAGES[0]["content"]}
+        ],
         "stream": kind != "unary",
     }
     try:
@@ -188,14 +271,21 @@ async def one_turn(client: httpx.AsyncClient, rng: random.Random, tally: Tally) 
                 tally.end(kind, "done" if ok else "lost", raw[:200].decode())
                 return
             tail = b""
+            whole = b""
             chunks = 0
             async for piece in r.aiter_bytes():
                 tail = (tail + piece)[-2048:]
+                if kind == "quirky":
+                    whole += piece
                 chunks += 1
                 if kind == "cancel" and chunks >= 3:
                     tally.end(kind, "cancelled")
                     return
-            if b'data: {"error"' in tail:
+            if kind == "quirky" and whole.count(marker.encode()) != 5:
+                tally.end(kind, "crossed", f"{marker} not in its answer: {whole[:300]!r}")
+            elif kind == "reasoning" and b"Paris" not in tail:
+                tally.end(kind, "lost", f"no answer after the reasoning: {tail[-300:]!r}")
+            elif b'data: {"error"' in tail:
                 tally.end(kind, "error_event")
             elif tail.endswith(b"data: [DONE]\n\n"):
                 tally.end(kind, "done")
@@ -203,6 +293,14 @@ async def one_turn(client: httpx.AsyncClient, rng: random.Random, tally: Tally) 
                 tally.end(kind, "lost", f"stream ended without [DONE]: {tail[-200:]!r}")
     except httpx.HTTPError as exc:
         tally.end(kind, "lost", f"{type(exc).__name__}: {exc}")
+
+
+def upstream_pools(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "firsttoken_upstream_pools":
+                return s.value
+    return float("nan")
 
 
 def requests_by_outcome(text: str) -> Counter[str]:
@@ -303,6 +401,7 @@ class Run:
         warmup = min(60.0, duration * 0.2)
         samples: list[Sample] = []
         reloads = Counter[str]()
+        after_reload: list[float] = []
         tasks: set[asyncio.Task[None]] = set()
         started = time.monotonic()
         next_sample = next_reload = 0.0
@@ -310,13 +409,16 @@ class Run:
         sent = 0
         while (now := time.monotonic() - started) < duration:
             if now >= next_sample:
-                samples.append(Sample(round(now, 1), rss_mb(pid), fds(pid)))
+                pools = upstream_pools((await client.get("/metrics")).text)
+                samples.append(Sample(round(now, 1), rss_mb(pid), fds(pid), pools))
                 next_sample += 5.0
             if now >= next_reload and now > 0:
                 variant ^= 1
                 write_text(config, policy(urls, port, variant))
-                r = await client.post("/admin/reload")
+                r = await client.post("/admin/reload", json={})
                 reloads[str(r.status_code)] += 1
+                # the old config's pools are still open while its turns finish
+                after_reload.append(upstream_pools((await client.get("/metrics")).text))
             if now >= next_reload:
                 next_reload += 20.0
             task = asyncio.create_task(one_turn(client, rng, tally))
@@ -326,9 +428,11 @@ class Run:
             await asyncio.sleep(max(0.0, sent / args.rate - (time.monotonic() - started)))
         if tasks:
             await asyncio.wait(tasks, timeout=30)
-        await asyncio.sleep(1.0)  # let the router book the last cancels
-        samples.append(Sample(round(time.monotonic() - started, 1), rss_mb(pid), fds(pid)))
-        after = requests_by_outcome((await client.get("/metrics")).text)
+        await asyncio.sleep(2.0)  # let the router book the last cancels, retire old pools
+        text = (await client.get("/metrics")).text
+        elapsed = round(time.monotonic() - started, 1)
+        samples.append(Sample(elapsed, rss_mb(pid), fds(pid), upstream_pools(text)))
+        after = requests_by_outcome(text)
         counted = after - before
         warm = next((s for s in samples if s.t_s >= warmup), samples[0])
         end = samples[-1]
@@ -343,6 +447,7 @@ class Run:
             "kinds": dict(tally.kinds),
             "endings": dict(tally.endings),
             "lost": len(tally.lost),
+            "crossed": tally.endings.get("crossed", 0),
             "lost_examples": tally.lost[:10],
             "router_counted": dict(counted),
             "router_counted_total": sum(counted.values()),
@@ -354,6 +459,13 @@ class Run:
                 "max": max(s.rss_mb for s in samples),
             },
             "fds": {"warm": warm.fds, "end": end.fds, "max": max(s.fds for s in samples)},
+            # one pool per target when the last reload's old pools have closed
+            "upstream_pools": {
+                "targets": len(urls),
+                "end": end.pools,
+                "max": max([s.pools for s in samples] + after_reload),
+                "after_reloads": after_reload[:20],
+            },
             "samples": [asdict(s) for s in samples],
             "router_log": str(self.work / "router.log"),
         }
@@ -378,7 +490,8 @@ def main() -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2))
     print(json.dumps(short))
-    return 1 if summary["lost"] else 0
+    pools = summary["upstream_pools"]
+    return 1 if summary["lost"] or pools["end"] != pools["targets"] else 0
 
 
 if __name__ == "__main__":

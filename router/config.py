@@ -1,29 +1,46 @@
-"""Policy files: frozen pydantic models and YAML loading with file:line errors.
+"""Policy files: frozen pydantic models, and the checks of names across a file.
 
 Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
-check` can print all of them at once.
+check` can print all of them at once (YAML and schema: `configfile.py`; the
+realtime route blocks: `router/realtime/settings.py`; speech and cascade blocks and
+their checks: `router/voice/settings.py`). Just over 400 lines: the models of every
+kind of target and route stay in one place, so one module shows the whole schema.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.configfile import (
+    Path_,
+    did_you_mean,
+    fmt_path,
+    line_for,
+    load_data,
+    parse_yaml_model,
+    read_text,
+    sorted_issues,
+    validate,
 )
-
+from router.edge import CorsConfig, LimitsConfig, allowed_hosts
 from router.errors import ConfigError, ConfigIssue
 from router.policy.specs import OrderedSpec, PolicySpec
+from router.realtime.settings import MigrateSettings, SessionSettings
+from router.targetsettings import (
+    AuthHeader,
+    EnvHeaders,
+    StaticHeaders,
+    UpstreamConfig,
+    header_problem,
+    secret,
+)
+from router.vocabulary import SloOn
+from router.voice.settings import CascadeSettings, cascade_issues
 
 
 class _Model(BaseModel):
@@ -42,6 +59,23 @@ class ServerConfig(_Model):
     client_timeout_s: float = Field(10.0, gt=0.0)
     #: the largest request head (request line and headers) accepted
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: one INFO line per turn (route, target, outcome, TTFT, client key name) on
+    #: `firsttoken.access`; off, the same line is logged at DEBUG
+    access_log: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: Host header values served besides the bound address, localhost, 127.0.0.1 and
+    #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
+    #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or
+    #: "*" for any. Everything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: browser pages allowed to call the router; without it every request that carries
+    #: an Origin header is refused
+    cors: CorsConfig | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return allowed_hosts(v)
 
 
 class ClientKey(_Model):
@@ -54,6 +88,10 @@ class ClientKey(_Model):
     routes: tuple[str, ...] | None = None
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    #: realtime sessions this key may hold open at once
+    max_sessions: int | None = Field(None, gt=0)
+    #: minutes of realtime sessions this key may use in any 60 minutes
+    session_minutes: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _one_key(self) -> ClientKey:
@@ -70,8 +108,21 @@ class AuthConfig(_Model):
 
 
 class Price(_Model):
+    """US dollars per million tokens: `input/output_per_mtok` for text targets; by kind
+    of token for realtime targets (cached input tokens are billed once, at
+    `cached_input`; reasoning tokens are inside text output)."""
+
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    audio_input: float = Field(0.0, ge=0.0)
+    audio_output: float = Field(0.0, ge=0.0)
+    text_input: float = Field(0.0, ge=0.0)
+    text_output: float = Field(0.0, ge=0.0)
+    cached_input: float = Field(0.0, ge=0.0)
+    #: speech targets: STT per minute of audio in, TTS per minute of audio out
+    per_minute: float = Field(0.0, ge=0.0)
+    #: TTS per million characters of text in (OpenAI's tts-1 bills this way)
+    per_mchar: float = Field(0.0, ge=0.0)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for one turn."""
@@ -82,15 +133,21 @@ class Price(_Model):
 
 class Timeouts(_Model):
     connect_s: float = Field(2.0, gt=0.0)
+    #: a stream's first token of any kind (content, reasoning, refusal, tool call)
     first_token_s: float = Field(5.0, gt=0.0)
+    #: the longest silence between two reads of a stream
     idle_s: float = Field(30.0, gt=0.0)
-    total_s: float | None = Field(None, gt=0.0)
+    #: the whole answer: a stream from its start to its end, a unary answer entirely
+    total_s: float = Field(600.0, gt=0.0)
     #: a stream slower than this (output tokens per second, after its first token) marks
     #: the target degraded; by default the bar is relative to its own measured pace
     min_tokens_per_s: float | None = Field(None, gt=0.0)
 
 
-TargetKind = Literal["vllm", "openai", "litellm"]
+TargetKind = Literal["vllm", "openai", "litellm", "realtime", "stt", "tts", "cascade"]
+#: targets that hold Realtime sessions: a route may mix them
+SESSION_KINDS: frozenset[str] = frozenset({"realtime", "cascade"})
+TEXT_KINDS: frozenset[str] = frozenset({"vllm", "openai", "litellm"})
 
 
 class Probe(_Model):
@@ -104,7 +161,8 @@ class TargetConfig(_Model):
     name: str = Field(min_length=1)
     kind: TargetKind
     base_url: str | None = None
-    model: str = Field(min_length=1)
+    #: the model name sent upstream (every kind but cascade needs one)
+    model: str = ""
     api_key_env: str | None = None
     price: Price = Price()
     timeouts: Timeouts = Timeouts()
@@ -120,12 +178,27 @@ class TargetConfig(_Model):
     max_num_seqs: int | None = Field(None, gt=0)
     #: active probes; absent: as its routes say, else on for `vllm` targets only
     probe: Probe | bool | None = None
+    #: extra headers {Name: value} and {Name: ENV_VAR}, and where the key goes
+    #: (router/targetsettings.py); for a realtime target, those of the upgrade
+    headers: StaticHeaders = Field(default_factory=dict)
+    headers_env: EnvHeaders = Field(default_factory=dict)
+    auth_header: AuthHeader = "authorization"
+    #: CAs that verify the target's TLS certificate (default: the system's), and the
+    #: pool's cap on open connections (past it a turn waits up to `connect_s`)
+    ca_file: str | None = None
+    max_connections: int = Field(512, ge=1)
+    #: realtime only: sessions the target may hold at once
+    max_sessions: int | None = Field(None, gt=0)
+    #: tts only: the rate of its `pcm` (24000 for OpenAI and Kokoro, 22050 for Piper)
+    sample_rate: int = Field(24_000, ge=8000, le=48_000)
+    #: cascade only: its stt, llm and tts routes and VAD defaults
+    cascade: CascadeSettings | None = None
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("base_url must start with http(s):// (or ws(s):// for realtime)")
         return v.rstrip("/") if v else v
 
     def engine_metrics_url(self) -> str | None:
@@ -141,6 +214,7 @@ class TargetConfig(_Model):
 class Slo(_Model):
     ttft_ms: float = Field(gt=0.0)
     quantile: float = Field(0.9, gt=0.0, lt=1.0)
+    on: SloOn = "first_token"
 
 
 class Hedge(_Model):
@@ -155,6 +229,8 @@ class Hedge(_Model):
     #: bounds on the adaptive delay
     min_ms: float = Field(20.0, ge=0.0)
     max_ms: float = Field(5000.0, gt=0.0)
+    #: hedge non-streamed turns too (they pay a whole answer per extra request)
+    unary: bool = False
 
 
 class Affinity(_Model):
@@ -175,6 +251,14 @@ class RouteConfig(_Model):
     exploration: float = Field(0.02, ge=0.0, le=0.5)
     #: active probes for this route's targets that do not say otherwise themselves
     probe: Probe | bool | None = None
+    #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
+    first_token_s: float | None = Field(None, gt=0.0)
+    #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies
+    #: do) or this route's name (rewritten as bytes, no JSON parse per chunk)
+    response_model: Literal["upstream", "route"] = "upstream"
+    #: realtime routes: a session's limits, and migration
+    session: SessionSettings = SessionSettings()
+    migrate: MigrateSettings = MigrateSettings()
 
 
 class SignalsConfig(_Model):
@@ -188,6 +272,8 @@ class SignalsConfig(_Model):
     breaker_max_s: float = Field(60.0, gt=0.0)
     #: a target whose stream slowed to a trickle is avoided this long
     degraded_cooldown_s: float = Field(5.0, ge=0.0)
+    #: and the longest a Retry-After or a peer's cooldown benches a target
+    max_cooldown_s: float = Field(300.0, gt=0.0)
 
 
 class StateConfig(_Model):
@@ -216,6 +302,7 @@ class Config(_Model):
     state: StateConfig | None = None
     #: client keys; without this block the router is open (and binds loopback only)
     auth: AuthConfig | None = None
+    upstream: UpstreamConfig = UpstreamConfig()
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
 
@@ -234,152 +321,108 @@ class Config(_Model):
 
 # -- loading ------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
+
+def _named(items: Any) -> list[tuple[int, Any]]:
+    """(index, name) of each mapping in a YAML list, whatever else is wrong with it."""
+    if not isinstance(items, list):
+        return []
+    return [(i, item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
-def _fmt_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _route_kind(kind: object) -> str:
+    """What a route of this kind of target serves: text turns, sessions, stt or tts."""
+    if kind in SESSION_KINDS:
+        return "session"
+    return "text" if kind in TEXT_KINDS else str(kind)
 
 
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML, returning plain data plus the 1-based line of every node by path."""
-    lines: dict[Path_, int] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, (*path, key))
-                lines[(*path, key)] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(child, (*path, i)) for i, child in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {exc}")]) from exc
-    if root is None:
-        return {}, lines
-    return walk(root, ()), lines
+def _target_issues(i: int, target: dict[str, Any], issue: Callable[[Path_, str], None]) -> None:
+    """What a target of each kind needs."""
+    kind, base_url = target.get("kind"), target.get("base_url")
+    if kind in ("vllm", "openai", "realtime", "stt", "tts") and base_url is None:
+        issue(("targets", i), f"a '{kind}' target needs base_url")
+    if kind != "cascade" and not target.get("model"):
+        issue(("targets", i), f"a '{kind}' target needs model")
+    if (kind == "cascade") != (target.get("cascade") is not None):
+        issue(("targets", i), "a cascade target, and only one, has a cascade: block")
+    if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
+        issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
 
 
-def _line_for(lines: Mapping[Path_, int], loc: Sequence[str | int]) -> int | None:
-    path = tuple(loc)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
-def _semantic_issues(cfg: Config, file: str, lines: Mapping[Path_, int]) -> list[ConfigIssue]:
+def _cross_references(
+    data: dict[str, Any], file: str, lines: Mapping[Path_, int]
+) -> list[ConfigIssue]:
+    """Names that must agree across the file, checked on the raw YAML so that they are
+    reported with the schema's problems in the same pass."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: Path_, msg: str) -> None:
-        issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
+        issues.append(ConfigIssue(file, line_for(lines, loc), fmt_path(loc), msg))
 
-    seen: set[str] = set()
-    for i, t in enumerate(cfg.targets):
-        if t.name in seen:
-            issue(("targets", i, "name"), f"duplicate target name '{t.name}'")
-        seen.add(t.name)
-        if t.kind in ("vllm", "openai") and t.base_url is None:
-            issue(("targets", i), f"a '{t.kind}' target needs base_url")
-    route_names: set[str] = set()
-    for i, r in enumerate(cfg.routes):
-        if r.name in route_names:
-            issue(("routes", i, "name"), f"duplicate route name '{r.name}'")
-        route_names.add(r.name)
-        for j, name in enumerate(r.targets):
-            if name not in seen:
-                issue(("routes", i, "targets", j), f"unknown target '{name}'")
-        if len(set(r.targets)) != len(r.targets):
+    targets: list[str] = []
+    kinds: dict[str, str] = {}
+    cascades: list[tuple[int, dict[str, Any]]] = []
+    for i, name in _named(data.get("targets")):
+        target = data["targets"][i]
+        if isinstance(name, str) and name in targets:
+            issue(("targets", i, "name"), f"duplicate target name '{name}'")
+        if isinstance(name, str):
+            targets.append(name)
+            kinds[name] = _route_kind(target.get("kind"))
+        _target_issues(i, target, issue)
+        block = target.get("cascade")
+        cascades += [(i, block)] if isinstance(block, dict) else []
+    routes: list[str] = []
+    route_kinds: dict[str, set[str]] = {}
+    for i, name in _named(data.get("routes")):
+        if isinstance(name, str) and name in routes:
+            issue(("routes", i, "name"), f"duplicate route name '{name}'")
+        if isinstance(name, str):
+            routes.append(name)
+        listed = data["routes"][i].get("targets")
+        if not isinstance(listed, list):
+            continue
+        for j, target_name in enumerate(listed):
+            if isinstance(target_name, str) and target_name not in targets:
+                hint = did_you_mean(target_name, targets)
+                issue(("routes", i, "targets", j), f"unknown target '{target_name}'{hint}")
+        if len(set(map(str, listed))) != len(listed):
             issue(("routes", i, "targets"), "a target is listed twice")
-    if cfg.auth is not None:
-        key_names: set[str] = set()
-        for i, k in enumerate(cfg.auth.keys):
-            if k.name in key_names:
-                issue(("auth", "keys", i, "name"), f"duplicate key name '{k.name}'")
-            key_names.add(k.name)
-            for j, route in enumerate(k.routes or ()):
-                if route not in route_names:
-                    issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'")
+        served = {kinds[n] for n in listed if isinstance(n, str) and n in kinds}
+        if isinstance(name, str):
+            route_kinds[name] = served
+        if len(served) > 1:
+            issue(
+                ("routes", i, "targets"),
+                "a route's targets are all text, all stt, all tts, or all realtime and cascade",
+            )
+    cascade_issues(cascades, route_kinds, issue)
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    key_names: set[str] = set()
+    for i, name in _named(keys):
+        assert isinstance(keys, list)
+        if isinstance(name, str) and name in key_names:
+            issue(("auth", "keys", i, "name"), f"duplicate key name '{name}'")
+        if isinstance(name, str):
+            key_names.add(name)
+        allowed = keys[i].get("routes")
+        for j, route in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(route, str) and route not in routes:
+                hint = did_you_mean(route, routes)
+                issue(("auth", "keys", i, "routes", j), f"unknown route '{route}'{hint}")
     return issues
 
 
-def parse_yaml_model(model: type[M], text: str, file: str) -> tuple[M, dict[Path_, int]]:
-    """Validate YAML text as `model`; every problem becomes a file:line ConfigIssue.
-    Returns the model and the line of every node, for checks made after it."""
-    data, lines = _compose(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping")])
-    try:
-        return model.model_validate(data), lines
-    except ValidationError as exc:
-        issues = []
-        errors = exc.errors()
-        for err in errors:
-            loc = _data_loc(data, err["loc"])
-            if err["type"] == "too_short" and any(
-                e is not err and e["loc"][: len(err["loc"])] == err["loc"] for e in errors
-            ):
-                continue  # an item failed, so the tuple came out short: say it once
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
-            issues.append(ConfigIssue(file, _line_for(lines, loc), _fmt_path(loc), msg))
-        raise ConfigError(issues) from exc
-
-
-def read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-
-
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate a policy file's text; raise ConfigError listing every problem."""
-    cfg, lines = parse_yaml_model(Config, text, file)
-    issues = _semantic_issues(cfg, file, lines)
-    if issues:
-        raise ConfigError(issues)
+    """Validate a policy file's text; raise ConfigError listing every problem (schema
+    and cross-references together, sorted by line)."""
+    data, lines, issues = load_data(text, file)
+    cfg, schema = validate(Config, data, lines, file)
+    issues += schema + _cross_references(data, file, lines)
+    if cfg is None or issues:
+        raise ConfigError(sorted_issues(issues))
     return cfg
-
-
-def _data_loc(data: Any, loc: Sequence[str | int]) -> list[str | int]:
-    """pydantic's error location, as a path in the YAML: the tags it inserts for a
-    discriminated union (`policy.latency.quantile`) are not keys of the data."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        found, child = _child(node, part)
-        if found:
-            node = child
-        elif i < len(loc) - 1:
-            continue  # a union tag: not in the data
-        out.append(part)
-    return out
-
-
-def _child(node: Any, part: str | int) -> tuple[bool, Any]:
-    if isinstance(node, dict) and part in node:
-        return True, node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return True, node[part]
-    return False, None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -387,13 +430,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
-    """Messages for every secret's env var (targets' and clients' keys) that is unset."""
+    """Messages for every secret's env var that is unset, and every target secret that
+    cannot be sent as a header value even after stripping whitespace (never the value)."""
     wanted = [(f"target '{t.name}'", "api_key_env", t.api_key_env) for t in cfg.targets]
+    targets = ((f"target '{t.name}'", t.headers_env.items()) for t in cfg.targets)
+    wanted += [(who, f"headers_env.{name}", var) for who, env in targets for name, var in env]
     if cfg.auth is not None:
         wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
         wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
-    return [
+    problems = [
         f"{who}: environment variable {var} ({field}) is not set"
         for who, field, var in wanted
-        if var and not environ.get(var)
+        if var and not secret(environ, var)
     ]
+    for who, field, var in wanted:
+        if var and field.startswith(("api_key_env", "headers_env")):
+            problem = header_problem(who, field, var, environ)
+            problems += [problem] if problem else []
+    return problems
+
+
+__all__ = ["SloOn", "UpstreamConfig", "parse_yaml_model", "read_text"]  # re-exported

@@ -4,15 +4,22 @@
     ├── ConfigError                  a policy file is invalid (carries file:line issues)
     ├── RequestError                 the client's request is at fault (4xx, never retried)
     │   ├── BadRequest               400 invalid_request_error
+    │   │   └── MalformedHttp        400: the HTTP parser refused the request itself
     │   ├── Unauthorized             401
     │   ├── Forbidden                403
+    │   │   ├── HostNotAllowed       403: a Host header not on the allow-list (DNS rebinding)
+    │   │   └── OriginNotAllowed     403: a browser page's Origin that CORS does not allow
     │   ├── ModelNotFound            404 model_not_found
-    │   ├── MethodNotAllowed         405
+    │   ├── NotFound                 404: no such endpoint
+    │   ├── MethodNotAllowed         405, with the methods the endpoint takes (Allow)
     │   ├── RequestTimeout           408: the request was not sent in time
     │   ├── PayloadTooLarge          413
-    │   └── ClientRateLimited        429 (a client key over its own limit)
+    │   ├── UnsupportedMediaType     415: a POST without an application/json body
+    │   ├── ClientRateLimited        429 (a client key over its own limit)
+    │   └── HeadersTooLarge          431: the request head is over server.max_header_bytes
     ├── NoTargetAvailable            503: every target of the route was filtered out
     ├── Draining                     503: this replica is shutting down
+    ├── Overloaded                   503: too many large bodies wait for a parse worker
     ├── UpstreamError                one attempt at one target failed (decides fallback)
     │   ├── UpstreamConnectError     could not connect / connection reset
     │   ├── UpstreamTimeout          connect, first-token or idle deadline passed
@@ -20,7 +27,8 @@
     │   ├── TargetUnavailable        skipped: its breaker opened since the plan was made
     │   └── UpstreamProtocolError    a malformed frame, or the stream ended early
     └── AllTargetsFailed             every attempt of a turn failed: 502, 504, or the
-                                     last upstream's own 4xx when the request was bad
+                                     upstreams' own 4xx when the request was bad (only
+                                     its OpenAI error fields, redacted)
 
 Third-party exceptions (httpx, aiohttp, litellm, pydantic) are translated into this
 tree in exactly one place each (`upstream/`, `config.py`), always with `from exc`.
@@ -31,7 +39,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from router.redact import redact
+from router.vocabulary import RejectionReason
 
 #: why an attempt failed, as the breaker and the metrics call it
 Cause = Literal["connect", "timeout", "status", "protocol", "error", "breaker_open"]
@@ -97,10 +108,22 @@ class Unauthorized(RequestError):
     code = "invalid_api_key"
 
 
+class MalformedHttp(BadRequest):
+    code = "malformed_http_request"
+
+
 class Forbidden(RequestError):
     status = 403
     type = "permission_error"
     code = "route_not_allowed"
+
+
+class HostNotAllowed(Forbidden):
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    code = "origin_not_allowed"
 
 
 class ModelNotFound(RequestError):
@@ -111,6 +134,11 @@ class ModelNotFound(RequestError):
 class MethodNotAllowed(RequestError):
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        #: the methods the endpoint takes, for the Allow header
+        self.allow = tuple(allow)
 
 
 class NotFound(RequestError):
@@ -126,6 +154,16 @@ class RequestTimeout(RequestError):
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class HeadersTooLarge(RequestError):
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class ClientRateLimited(RequestError):
@@ -150,6 +188,14 @@ class Draining(FirstTokenError):
     status = 503
     type = "service_unavailable"
     code = "draining"
+
+
+class Overloaded(FirstTokenError):
+    """Too many large bodies are waiting for a parse worker: come back in a moment."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "overloaded"
 
 
 class UpstreamError(FirstTokenError):
@@ -188,8 +234,10 @@ RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
 
 
 class UpstreamStatusError(UpstreamError):
-    """A non-2xx answer. 401/403 (our key), 408, 429 and 5xx are retried elsewhere;
-    other 4xx mean the request itself is bad, so the client gets that status and body."""
+    """A non-2xx answer. 3xx (a target is not supposed to redirect), 401/403 (our key),
+    408, 429, 5xx and a `rejection` (a 400/404/422 saying this target cannot serve the
+    request: unknown model, unsupported parameter) are tried elsewhere; other 4xx mean
+    the request itself is bad, so the client gets that status and the error's fields."""
 
     code = "upstream_status"
     cause: ClassVar[Cause] = "status"
@@ -203,16 +251,24 @@ class UpstreamStatusError(UpstreamError):
         body: bytes = b"",
         retry_after_s: float | None = None,
         headers: Mapping[str, str] | None = None,
+        rejection: RejectionReason | None = None,
     ) -> None:
         super().__init__(message, target=target)
         self.upstream_status = upstream_status
+        #: at most the first 64 KiB of the body, the target's own key already removed
         self.body = body
         #: the response's headers, lower-cased (rate-limit state rides on a 429)
         self.headers: Mapping[str, str] = headers or {}
         self.retry_after_s = retry_after_s
+        self.rejection = rejection
         # 401/403 mean the router's key for this target is wrong or lacks access:
         # the target's fault, not the client's, so another target may serve the turn.
-        self.retryable = upstream_status in RETRYABLE_STATUSES or upstream_status >= 500
+        self.retryable = (
+            upstream_status in RETRYABLE_STATUSES
+            or upstream_status >= 500
+            or upstream_status < 400
+            or rejection is not None
+        )
         if upstream_status == 429 and b"insufficient_quota" in body:
             # Out of credit is not transient: retrying it elsewhere is right, waiting is not.
             self.retry_after_s = None
@@ -230,8 +286,42 @@ class UpstreamProtocolError(UpstreamError):
     cause: ClassVar[Cause] = "protocol"
 
 
+def _is_client_error(err: UpstreamError) -> bool:
+    """A 4xx that says the request is bad, or that this target cannot serve it."""
+    return (
+        isinstance(err, UpstreamStatusError)
+        and 400 <= err.upstream_status < 500
+        and (not err.retryable or err.rejection is not None)
+    )
+
+
+def upstream_error_fields(body: bytes) -> dict[str, Any] | None:
+    """The OpenAI `error` fields (message, type, code) of an upstream's error body,
+    redacted; None if the body has none. vLLM's older flat shape is read too."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    if not isinstance(error, dict):
+        error = parsed if parsed.get("object") == "error" else None
+    if error is None or not isinstance(error.get("message"), str):
+        return None
+    fields: dict[str, Any] = {"message": redact(error["message"])}
+    for name in ("type", "code"):
+        value = error.get(name)
+        fields[name] = redact(value)[:100] if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            fields[name] = value
+    return fields
+
+
 class AllTargetsFailed(FirstTokenError):
-    """Every attempt failed. The status follows the last meaningful failure."""
+    """Every attempt failed. The status follows the failures: the upstreams' own 4xx
+    when every attempt was refused as a bad request (or one this target cannot serve);
+    504 when all timed out; else 502."""
 
     type = "upstream_error"
     code = "all_targets_failed"
@@ -239,9 +329,17 @@ class AllTargetsFailed(FirstTokenError):
     def __init__(self, message: str, failures: Sequence[UpstreamError]) -> None:
         super().__init__(message)
         self.failures = tuple(failures)
-        last = self.failures[-1] if self.failures else None
-        if isinstance(last, UpstreamStatusError) and not last.retryable:
-            self.status = last.upstream_status
+        client = [f for f in self.failures if _is_client_error(f)]
+        bad_request = [f for f in client if not f.retryable]
+        #: the 4xx the client gets: a bad request (even beside other failures: a
+        #: hedge's), or the last refusal when every target refused
+        self.client_error: UpstreamStatusError | None = None
+        if bad_request:
+            self.client_error = bad_request[-1]  # type: ignore[assignment]
+        elif client and len(client) == len(self.failures):
+            self.client_error = client[-1]  # type: ignore[assignment]
+        if self.client_error is not None:
+            self.status = self.client_error.upstream_status
             self.type = "invalid_request_error"
             self.code = "upstream_rejected_request"
         elif self.failures and all(isinstance(f, UpstreamTimeout) for f in self.failures):
@@ -251,13 +349,9 @@ class AllTargetsFailed(FirstTokenError):
             self.status = 502
 
     def to_dict(self) -> dict[str, object]:
-        last = self.failures[-1] if self.failures else None
-        if isinstance(last, UpstreamStatusError) and not last.retryable:
-            # The request itself was bad: give the client the upstream's own explanation.
-            try:
-                parsed = json.loads(last.body)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-                return parsed
+        if self.client_error is not None:
+            # The upstream's explanation, as its OpenAI error fields only, redacted.
+            fields = upstream_error_fields(self.client_error.body)
+            if fields is not None:
+                return {"error": fields}
         return super().to_dict()

@@ -1,5 +1,9 @@
 """Prometheus metrics, one registry per app (no globals). The table is docs/metrics.md.
 
+Over 400 lines, kept whole: every series the router exports is declared here once,
+with its help text, in the order of the table it mirrors; most of the length is
+those declarations, not logic.
+
 Labels carry only configured names (routes, targets, policy types) and small fixed
 vocabularies (outcome, cause, status class, event); never user input such as
 session ids, prompts or the model name a client asked for. The vocabularies are
@@ -14,6 +18,9 @@ at scrape time (`router.signals.metrics`), so it can never be stale or drift.
 publishes which targets serve which route and creates the series a route will
 have, at zero, so `rate()` sees a turn's first increase and dashboards show 0
 rather than no data.
+
+Over 400 lines, kept whole: it is the one table of every series the router exports
+(docs/metrics.md mirrors it), and each method is a line or two naming what happened.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Plan, TargetView
 from router.policy.registry import FACTORIES
 from router.signals.metrics import SignalsCollector
-from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
+from router.vocabulary import HedgeEvent, Outcome, OverheadPhase, ParsePlace
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -69,6 +76,7 @@ SLO_TTFT_BUCKET = 0.5
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 ReloadOutcome = Literal["ok", "invalid"]
 
@@ -77,6 +85,7 @@ OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 HEDGE_EVENTS: tuple[HedgeEvent, ...] = get_args(HedgeEvent)
 OVERHEAD_PHASES: tuple[OverheadPhase, ...] = get_args(OverheadPhase)
 RELOAD_OUTCOMES: tuple[ReloadOutcome, ...] = get_args(ReloadOutcome)
+PARSE_PLACES: tuple[ParsePlace, ...] = get_args(ParsePlace)
 #: the target label of a turn that no target answered (all failed, none eligible, or
 #: the client left before the first token)
 NO_TARGET = "none"
@@ -117,6 +126,14 @@ class Metrics:
             "firsttoken_ttft_seconds",
             "Time to first token as the client sees it: arrival to response start "
             "(fallbacks and hedge delays included; a whole answer when not streaming)",
+            ["route", "target"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.first_answer = Histogram(
+            "firsttoken_time_to_first_answer_seconds",
+            "Time to the first answer token (content or a tool call) as the client sees "
+            "it, from arrival: after any reasoning (streams only)",
             ["route", "target"],
             buckets=TTFT_BUCKETS,
             registry=r,
@@ -191,6 +208,25 @@ class Metrics:
             ["route", "target"],
             registry=r,
         )
+        self.target_rejections = Counter(
+            "firsttoken_target_rejections",
+            "Requests a target refused as one it cannot serve (unknown model, unsupported "
+            "parameter, context length, endpoint): the turn moved to the next target",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.upstream_connections = Counter(
+            "firsttoken_upstream_connections",
+            "Connections upstream requests got, by target: new or reused (keep-alive)",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.upstream_pools = Gauge(
+            "firsttoken_upstream_pools",
+            "Upstream connection pools open: the running config's, plus those of a "
+            "reloaded config still finishing their turns",
+            registry=r,
+        )
         self.rejections = Counter(
             "firsttoken_rejected_requests",
             "Requests answered with an error status before or instead of a turn",
@@ -240,10 +276,25 @@ class Metrics:
             ["client"],
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "firsttoken_event_loop_lag_seconds",
+            "How late the router's event loop woke a task that asked to sleep (sampled "
+            "every 50 ms): time every stream on this replica waited for the router itself",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.body_parses = Counter(
+            "firsttoken_request_body_parses",
+            "Request bodies parsed, by where: on the event loop (small) or in a worker "
+            "process (large)",
+            ["place"],
+            registry=r,
+        )
         self._planned: dict[str, set[str]] = {}
         # the series a turn records, memoised (see `Children`)
         self._requests = Children(self.requests)
         self._ttft = Children(self.ttft)
+        self._first_answer = Children(self.first_answer)
         self._tpot = Children(self.tpot)
         self._duration = Children(self.duration)
         self._tokens = Children(self.tokens)
@@ -257,6 +308,8 @@ class Metrics:
             self.overhead.labels(phase)
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
+        for place in PARSE_PLACES:
+            self.body_parses.labels(place)
         if views is not None:
             r.register(SignalsCollector(views))
 
@@ -286,6 +339,7 @@ class Metrics:
                 for outcome in OUTCOMES:
                     self.requests.labels(r.name, target, outcome)
                 self.ttft.labels(r.name, target)
+                self.first_answer.labels(r.name, target)
                 self.tpot.labels(r.name, target)
                 self.duration.labels(r.name, target)
                 self.tokens.labels(r.name, target, "input")
@@ -324,6 +378,18 @@ class Metrics:
 
     def attempt_failed(self, route: str, err: UpstreamError) -> None:
         self.upstream_errors.labels(err.target or "unknown", status_class(err)).inc()
+        if isinstance(err, UpstreamStatusError) and err.rejection is not None:
+            self.target_rejections.labels(err.target or "unknown", err.rejection).inc()
+
+    def connection_counter(self, target: str) -> Callable[[bool], None]:
+        """What an upstream pool calls for each connection a request gets."""
+        new = self.upstream_connections.labels(target, "new")
+        reused = self.upstream_connections.labels(target, "reused")
+
+        def count(was_reused: bool) -> None:
+            (reused if was_reused else new).inc()
+
+        return count
 
     def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
         self.fallbacks.labels(route, from_target, to_target, cause_label(cause)).inc()
@@ -340,6 +406,7 @@ class Metrics:
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
@@ -347,6 +414,8 @@ class Metrics:
     ) -> None:
         """One turn that a target answered (`ttft_s` from arrival to response start)."""
         self._requests(route, target, outcome).inc()
+        if first_answer_s is not None:
+            self._first_answer(route, target).observe(first_answer_s)
         if ttft_s is not None:
             self._ttft(route, target).observe(ttft_s)
             if completion_tokens > 1:
@@ -368,6 +437,12 @@ class Metrics:
 
     def overhead_observed(self, phase: OverheadPhase, seconds: float) -> None:
         self._overhead(phase).observe(seconds)
+
+    def loop_lag_observed(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+
+    def body_parsed(self, place: ParsePlace) -> None:
+        self.body_parses.labels(place).inc()
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()

@@ -4,6 +4,12 @@
 reference that a reload swaps atomically: a turn takes the runtime once at its
 start and finishes on it, so streams in flight finish on the plan they began with.
 Live signals outlive runtimes; a reload keeps those of targets that still exist.
+A reload's dropped upstreams close once its turns are done (router/upstream/
+retiring.py); a dead background task takes the process down (router/lifespan.py).
+
+Just over 400 lines, kept whole: it is where every room is wired (turns, realtime
+sessions, speech routes and cascades, replicas), a few lines each; a room whose
+wiring grows past that gets its own module, as `realtime/service.py` did.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import httpx
@@ -30,13 +37,25 @@ from router.config import (
     load_config,
     missing_secrets,
 )
-from router.errors import ConfigError, ConfigIssue, Draining, ModelNotFound, NoTargetAvailable
+from router.errors import (
+    BadRequest,
+    ConfigError,
+    ConfigIssue,
+    Draining,
+    ModelNotFound,
+    NoTargetAvailable,
+)
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
+from router.lifespan import every, guarded, warm_up
+from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.explore import ExplorationBudget
 from router.policy.registry import build_policy, plan_turn
+from router.realtime.service import RealtimeService
+from router.realtime.target import RealtimeTarget
+from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.signals import engine, probe
 from router.signals.registry import SignalsRegistry
@@ -44,22 +63,17 @@ from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
-from router.upstream.base import Upstream
-from router.upstream.openai import OpenAIUpstream
+from router.upstream.base import Upstream, UpstreamSetup
+from router.upstream.factory import default_upstream, import_litellm_upstream, setup_for
+from router.upstream.retiring import Retirer
+from router.voice.stages import SpeechService
+from router.voice.wiring import cascades
+from router.voice_metrics import VoiceMetrics
 
 log = logging.getLogger("firsttoken")
 
-UpstreamFactory = Callable[[TargetConfig, str | None], Upstream]
-#: the longest a target's warm-up may hold back readiness
-WARM_UP_S = 10.0
-
-
-def default_upstream(config: TargetConfig, api_key: str | None) -> Upstream:
-    if config.kind == "litellm":
-        from router.upstream.litellm import LitellmUpstream  # heavy: only when used
-
-        return LitellmUpstream(config, api_key)
-    return OpenAIUpstream(config, api_key)
+UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
+RETIRE_EVERY_S = 0.5  # how often retiring upstreams are checked for turns on them
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +84,17 @@ class RouteRuntime:
     explore: ExplorationBudget
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Runtime:
     config: Config
     routes: Mapping[str, RouteRuntime]
     targets: Mapping[str, TargetRuntime]
     signals: SignalsRegistry
     auth: Authenticator
+    realtime: RealtimeService
+    speech: SpeechService
+    #: turns running on this runtime (a reload retires its upstreams when 0)
+    active: int = field(default=0)
 
 
 class Router:
@@ -100,14 +118,25 @@ class Router:
         self.reload_on_sighup = False
         self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
+        #: the realtime sessions' metrics, on the same registry
+        self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
+        self.voice_metrics = VoiceMetrics(self.metrics.registry)
         self.last_plans: dict[str, Plan] = {}
         self.ready = False
         self.draining = False
         #: turns between arrival and their last byte (what a drain waits for)
         self.active_turns = 0
-        self._retiring: list[TargetRuntime] = []
+        self._retirer = Retirer(clock, self._upstreams, self.metrics.upstream_pools.set)
+        self._retiring_realtime: list[RealtimeTarget] = []
+        #: realtime sessions open (the gateway counts them)
+        self.active_sessions = 0
+        #: called once, with the reason kept in `fatal`, if a background task dies
+        self.on_fatal: Callable[[str], None] | None = None
+        self.fatal: str | None = None
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
+        self._retirer.count()
         #: cooldowns and global limits shared with the other replicas (Redis), if configured
         self.shared = SharedState(config.state, clock=clock) if config.state else None
         if self.shared is not None:
@@ -126,12 +155,14 @@ class Router:
             )
         targets: dict[str, TargetRuntime] = {}
         for t in config.targets:
+            if t.kind in ("realtime", "cascade", "stt", "tts"):
+                continue  # sessions and speech, not turns: the services below
             old = previous.targets.get(t.name) if previous else None
-            if old is not None and old.config == t:
+            if old is not None and old.config == t and old.upstream not in self._retirer.closing():
                 upstream = old.upstream  # unchanged target: keep its warm connection pool
             else:
-                key = self.environ.get(t.api_key_env) if t.api_key_env else None
-                upstream = self._upstream_factory(t, key)
+                setup = setup_for(config, t, self.environ, self.metrics.connection_counter(t.name))
+                upstream = self._upstream_factory(t, setup)
             targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
         routes = {}
         for r in config.routes:
@@ -149,7 +180,18 @@ class Router:
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
-        return Runtime(config, routes, targets, signals, auth)
+        realtime = RealtimeService(
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.realtime if previous else None,
+            cascade=cascades(self),
+        )
+        speech = SpeechService(
+            config, signals, self.environ, self.clock, previous.speech if previous else None
+        )
+        return Runtime(config, routes, targets, signals, auth, realtime, speech)
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
@@ -166,8 +208,11 @@ class Router:
         if config.state != previous.config.state:
             log.warning("the state block changed: it takes effect at the next restart")
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
-        self._retiring.extend(t for t in previous.targets.values() if id(t.upstream) not in kept)
+        dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
+        self._retirer.retire(previous, dropped, config.server.drain_s)
+        self._retiring_realtime.extend(self.runtime.realtime.retired)
         self.metrics.configure(config)
+        self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
         log.info("config reloaded: %d targets, %d routes", len(config.targets), len(config.routes))
 
@@ -176,7 +221,9 @@ class Router:
         if self.config_path is None:
             raise ConfigError([ConfigIssue("<config>", None, "", "no policy file to reload")])
         try:
-            config = load_config(self.config_path)
+            config = await anyio.to_thread.run_sync(load_config, self.config_path)
+            if any(t.kind == "litellm" for t in config.targets):
+                await anyio.to_thread.run_sync(import_litellm_upstream)
         except ConfigError as err:
             self.metrics.reloaded("invalid")
             log.error("reload rejected, the old config keeps serving:\n%s", err.message)
@@ -184,7 +231,7 @@ class Router:
         previous = self.runtime
         self.reload(config)
         kept = {id(t.upstream) for t in previous.targets.values()}
-        await self._warm_up(t for t in self.runtime.targets.values() if id(t.upstream) not in kept)
+        await warm_up(t for t in self.runtime.targets.values() if id(t.upstream) not in kept)
 
     async def _watch_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
@@ -201,7 +248,8 @@ class Router:
     def plan(
         self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
     ) -> tuple[Plan, dict[str, TargetView]]:
-        views = {name: runtime.targets[name].signals.view() for name in route.config.targets}
+        on = route.config.slo.on if route.config.slo is not None else "first_token"
+        views = {name: runtime.targets[name].signals.view(on) for name in route.config.targets}
         ctx = PlanContext(
             rng=self.rng,
             slo=route.config.slo,
@@ -212,6 +260,28 @@ class Router:
         self.last_plans[route.config.name] = plan
         self.metrics.decided(route.config.name, plan)
         return plan, views
+
+    def _route_for(self, runtime: Runtime, model: str, client: Client | None) -> RouteRuntime:
+        """The route a client names, or a 404 that lists only the routes it may use."""
+        route = runtime.routes.get(model)
+        if route is None:
+            usable = ", ".join(self.models(client, runtime)) or "(none for this key)"
+            raise ModelNotFound(f"the model '{model[:200]}' does not exist; routes here: {usable}")
+        return route
+
+    def precheck(self, model: str, client: Client | None) -> None:
+        """Before a body is walked: the replica is not draining, the route exists, and
+        the client's key may use it and has requests left (503, 404, 403, 429)."""
+        if self.draining:
+            raise Draining("this replica is shutting down; retry on another")
+        runtime = self.runtime
+        self._route_for(runtime, model, client)
+        runtime.auth.precheck(client, model)
+
+    def models(self, client: Client | None, runtime: Runtime | None = None) -> list[str]:
+        """The routes a client may use (all of them without keys)."""
+        runtime = runtime or self.runtime
+        return [name for name in runtime.routes if runtime.auth.may_use(client, name)]
 
     async def handle(
         self,
@@ -224,12 +294,11 @@ class Router:
         if self.draining:
             raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
-        route = runtime.routes.get(parsed.model)
-        if route is None:
-            raise ModelNotFound(
-                f"the model '{parsed.model}' does not exist; "
-                f"routes here: {', '.join(runtime.routes)}"
-            )
+        route = self._route_for(runtime, parsed.model, client)
+        if runtime.realtime.serves(route.config):
+            raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
+        if any(name not in runtime.targets for name in route.config.targets):
+            raise BadRequest(f"the route '{parsed.model}' serves speech, not chat turns")
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -262,6 +331,7 @@ class Router:
             events=self.metrics,
             clock=self.clock,
             arrived=arrived,
+            max_event_bytes=runtime.config.upstream.max_event_bytes,
         )
         request = TurnRequest(
             endpoint=parsed.endpoint,
@@ -273,10 +343,12 @@ class Router:
         )
         self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
         self.active_turns += 1
+        runtime.active += 1
         try:
             result = await turn.run(request, sink)
         finally:
             self.active_turns -= 1
+            runtime.active -= 1
         if client is not None:
             self.metrics.client_usage(
                 client.name, result.prompt_tokens, result.completion_tokens, result.cost_usd
@@ -289,6 +361,15 @@ class Router:
             )
         return result
 
+    # -- realtime sessions -------------------------------------------------------------
+
+    def plan_session(self, runtime: Runtime, route: RouteRuntime) -> list[RealtimeTarget]:
+        """A realtime route's targets, best first, by its policy (NoTargetAvailable)."""
+        plan = runtime.realtime.plan(route.config, route.policy, self.rng)
+        self.last_plans[route.config.name] = plan
+        self.metrics.decided(route.config.name, plan)
+        return runtime.realtime.ranked(plan)
+
     # -- lifespan ----------------------------------------------------------------------
 
     def engine_targets(self) -> Iterable[TargetConfig]:
@@ -298,7 +379,8 @@ class Router:
         self, tg: TaskGroup, *, scrape_client: httpx.AsyncClient | None = None
     ) -> None:
         """Start the engine scrapers (one per vLLM target), the probes (one per target
-        that has them, `probe.probe_for`) and the upstream retirer.
+        that has them, `probe.probe_for`), the upstream retirer and the loop's lag
+        sampler.
 
         `scrape_client` replaces the scrapers' own HTTP client (a simulation serves
         the engines' /metrics in-process through an `httpx.MockTransport`)."""
@@ -308,54 +390,59 @@ class Router:
         for t in self.engine_targets():
             url = t.engine_metrics_url()
             assert url is not None
-            tg.start_soon(
-                engine.run, client, url, interval, self.runtime.signals[t.name].engine_update
-            )
-        await self._warm_up(self.runtime.targets.values())
+            update = self.runtime.signals[t.name].engine_update
+            scrape = partial(engine.run, client, url, interval, update)
+            tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
+        await warm_up(self.runtime.targets.values())
         for target in self.runtime.targets.values():
             settings = probe.probe_for(self.runtime.config, target.config)
             if settings is not None:
-                tg.start_soon(self._probe, target, settings)
-        tg.start_soon(self._retire_loop)
+                run = partial(self._probe, target, settings)
+                tg.start_soon(guarded, self.die, f"probe of {target.config.name}", run)
+        tg.start_soon(guarded, self.die, "upstream retirer", every, RETIRE_EVERY_S, self.retire)
+        lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
+        tg.start_soon(guarded, self.die, "event-loop lag sampler", lag)
         if self.shared is not None:
-            tg.start_soon(self.shared.run)
+            tg.start_soon(guarded, self.die, "shared state (Redis)", self.shared.run)
         if self.reload_on_sighup and self.config_path is not None:
-            tg.start_soon(self._watch_sighup)
+            tg.start_soon(guarded, self.die, "SIGHUP watcher", self._watch_sighup)
         self.ready = True
 
     async def _probe(self, target: TargetRuntime, settings: Probe) -> None:
         await probe.run(target.upstream, target.signals, target.config, settings, clock=self.clock)
 
-    async def _warm_up(self, targets: Iterable[TargetRuntime]) -> None:
-        """Pay each upstream's first-call cost (litellm: ~0.4 s) before traffic does."""
-        for t in targets:
-            with anyio.move_on_after(WARM_UP_S) as scope:
-                try:
-                    await t.upstream.warm_up()
-                except Exception as exc:  # a failed warm-up only costs the first turn
-                    log.warning("warm-up of %s failed: %s", t.config.name, type(exc).__name__)
-            if scope.cancelled_caught:
-                log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
+    def die(self, reason: str) -> None:
+        """Stop being ready and ask the server to exit non-zero (Kubernetes restarts us)."""
+        if self.fatal is not None:
+            return
+        self.fatal = reason
+        self.ready = False
+        log.critical("%s; exiting", reason)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
-    async def _retire_loop(self) -> None:
-        # Upstreams dropped by a reload close once no stream uses them (bounded wait).
-        while True:
-            await anyio.sleep(5.0)
-            still = []
-            for old in self._retiring:
-                if old.signals.in_flight.count == 0:
-                    await old.upstream.aclose()
-                else:
-                    still.append(old)
-            self._retiring = still
+    def _upstreams(self) -> Iterable[Upstream]:
+        return (t.upstream for t in self.runtime.targets.values())
+
+    async def retire(self) -> None:
+        """Close what reloads dropped, once idle (router/upstream/retiring.py)."""
+        await self._retirer.sweep()
+        live = [t for t in self._retiring_realtime if t.signals.in_flight.count]
+        for idle in self._retiring_realtime:
+            if idle not in live:
+                await idle.connector.aclose()
+        self._retiring_realtime = live
 
     async def aclose(self) -> None:
         self.ready = False
         with anyio.CancelScope(shield=True):
             for t in self.runtime.targets.values():
                 await t.upstream.aclose()
-            for old in self._retiring:
-                await old.upstream.aclose()
+            await self._retirer.aclose()
+            await self.runtime.realtime.aclose()
+            await self.runtime.speech.aclose()  # and the pools its reloads retired
+            for gone in self._retiring_realtime:
+                await gone.connector.aclose()
             client = getattr(self, "_scrape_client", None)
             if client is not None:
                 await client.aclose()

@@ -20,3 +20,14 @@ HedgeEvent = Literal["started", "won", "lost", "cancelled"]
 #: the time the router itself adds: arrival to the upstream send (`pre_upstream`),
 #: the upstream's first token to its write to the client (`first_token_relay`)
 OverheadPhase = Literal["pre_upstream", "first_token_relay"]
+#: why a target said it cannot serve a request another target may serve (a 400/404/422
+#: whose body names the model, a parameter, the context length or the endpoint)
+RejectionReason = Literal["model_not_found", "unsupported_parameter", "context_length", "endpoint"]
+#: the first token of a stream: an answer (content, a tool or function call, completion
+#: text) or something the user sees before it (reasoning, a refusal, audio)
+FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
+#: where a request body was parsed: on the event loop (small) or in a worker process
+ParsePlace = Literal["loop", "worker"]
+#: what a route's SLO measures: the first token of any kind (reasoning included), or
+#: the first answer token (content or a tool call)
+SloOn = Literal["first_token", "first_answer"]

@@ -44,6 +44,7 @@ import yaml
 
 from router.config import Config, ServerConfig, missing_secrets, parse_config
 from router.gateway.server import Server
+from router.gateway.serving import MetricsApp
 from router.metrics import Metrics
 from router.runtime import Router
 from router.sim.scenario import VllmServerSpec, load_scenario
@@ -640,8 +641,9 @@ def test_k8s_inflight_hpa_component(with_inflight_hpa: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["base/policy.yaml", "overlays/example/policy.yaml"])
 def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
-    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them,
-    without credentials even when the policy requires client keys."""
+    """/healthz, /readyz and /metrics as the Deployment and ServiceMonitor use them
+    (Host: the pod's IP), without credentials even when the policy requires client keys
+    (/metrics on the policy's metrics port, the one the ServiceMonitor scrapes)."""
     deployment = _k8s_file_docs("base/deployment.yaml")[0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     paths = {
@@ -654,12 +656,24 @@ def test_probe_and_scrape_paths_are_served_by_the_router(policy: str) -> None:
         env_names += [k.key_env for k in cfg.auth.keys] + [cfg.auth.admin_key_env]
     keys = {name: f"secret-{i}" for i, name in enumerate(env_names) if name}
 
+    monitor = _k8s_file_docs("base/servicemonitor.yaml")[0]["spec"]["endpoints"]
+    assert {e["port"] for e in monitor} == {"metrics"}
+    assert cfg.server.metrics_port == 9100
+
     async def main() -> dict[str, int]:
         router = Router(cfg, environ=keys)
         try:
-            transport = httpx.ASGITransport(app=Server(router))
-            async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
-                return {p: (await client.get(p)).status_code for p in sorted(paths)}
+            main_port = httpx.ASGITransport(app=Server(router))
+            metrics_port = httpx.ASGITransport(app=MetricsApp(router))
+            # The kubelet and Prometheus address a pod by its IP: that is the Host.
+            pod = "http://10.244.3.17:8080"
+            async with (
+                httpx.AsyncClient(transport=main_port, base_url=pod) as client,
+                httpx.AsyncClient(transport=metrics_port, base_url=pod) as scraper,
+            ):
+                out = {p: (await client.get(p)).status_code for p in sorted(paths - {"/metrics"})}
+                out["/metrics"] = (await scraper.get("/metrics")).status_code
+                return out
         finally:
             await router.aclose()
 

@@ -304,7 +304,11 @@ def test_no_user_input_reaches_a_label(fleet: Fleet) -> None:
             "/chat/completions", json={"model": "secret-model-44f0", "messages": MESSAGES}
         )
         assert missing.status_code == 404
-        bad = h.post("/chat/completions", content=b'{"model": "secret-model-44f0", "messages"')
+        bad = h.post(
+            "/chat/completions",
+            content=b'{"model": "secret-model-44f0", "messages"',
+            headers={"content-type": "application/json"},
+        )
         assert bad.status_code == 400
     text = scrape(fleet)
     assert not [s for s in secrets if s in text]

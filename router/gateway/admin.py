@@ -2,12 +2,21 @@
 
 What an SRE reads when asking "why did that turn go there": the numbers the
 policies saw (TTFT estimates, queue, breaker, headroom) and the scores of the
-last plan of every route, rounded for people.
+last plan of every route, rounded for people. For a realtime target the TTFT
+fields hold its time to first audio and `in_flight` its sessions open; its
+`realtime` block adds `max_sessions` and the connect time (upgrade to
+`session.created`).
 """
 
 from __future__ import annotations
 
 from router.runtime import Router
+
+#: the price fields that apply, by whether the target is a realtime one
+_PRICES = {
+    False: {"input_per_mtok", "output_per_mtok"},
+    True: {"audio_input", "audio_output", "text_input", "text_output", "cached_input"},
+}
 
 
 def admin_view(router: Router) -> dict[str, object]:
@@ -15,7 +24,8 @@ def admin_view(router: Router) -> dict[str, object]:
     runtime = router.runtime
     targets = []
     for view in router.views():
-        cfg = runtime.targets[view.name].config
+        cfg = runtime.config.target(view.name)
+        live = runtime.realtime.targets.get(view.name)
         targets.append(
             {
                 "name": view.name,
@@ -34,7 +44,16 @@ def admin_view(router: Router) -> dict[str, object]:
                 "completion_rate_per_s": view.completion_rate,
                 "ratelimit_headroom": view.ratelimit_headroom,
                 "within_local_limits": view.within_local_limits,
-                "price": cfg.price.model_dump(),
+                "price": cfg.price.model_dump(include=_PRICES[live is not None]),
+                "realtime": None
+                if live is None
+                else {
+                    "sessions": live.sessions,
+                    "max_sessions": live.max_sessions,
+                    "connect_ms": None
+                    if live.connect_time.value is None
+                    else round(live.connect_time.value * 1000, 2),
+                },
                 "engine": None
                 if view.engine is None
                 else {
@@ -73,4 +92,8 @@ def admin_view(router: Router) -> dict[str, object]:
                 "rejected": [{"target": t, "why": why} for t, why in plan.rejected],
             },
         }
-    return {"targets": targets, "routes": routes}
+    return {
+        "targets": targets,
+        "routes": routes,
+        "realtime_sessions_open": router.active_sessions,
+    }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from router.clock import Clock
 from router.config import AuthConfig
 from router.errors import ClientRateLimited, Forbidden, Unauthorized
+from router.realtime.quota import SessionQuota
 from router.signals.ratelimit import LocalLimits
 
 
@@ -35,6 +36,8 @@ class Client:
     name: str
     routes: frozenset[str] | None
     limits: LocalLimits | None
+    #: realtime sessions at once and session-minutes (None: unlimited)
+    sessions: SessionQuota | None = None
 
 
 class Authenticator:
@@ -53,6 +56,7 @@ class Authenticator:
         if auth is None:
             return
         kept = {c.name: c.limits for _, c in previous._keys} if previous else {}
+        quotas = {c.name: c.sessions for _, c in previous._keys} if previous else {}
         for k in auth.keys:
             secret = (
                 bytes.fromhex(k.key_sha256) if k.key_sha256 else digest(environ[k.key_env or ""])
@@ -64,7 +68,14 @@ class Authenticator:
             else:
                 limits = None
             routes = frozenset(k.routes) if k.routes is not None else None
-            self._keys.append((secret, Client(k.name, routes, limits)))
+            quota = quotas.get(k.name)
+            if k.max_sessions or k.session_minutes:
+                if quota is None:
+                    quota = SessionQuota(k.max_sessions, k.session_minutes, clock)
+                quota.max_sessions, quota.session_minutes = k.max_sessions, k.session_minutes
+            else:
+                quota = None
+            self._keys.append((secret, Client(k.name, routes, limits, quota)))
         if auth.admin_key_sha256:
             self._admin = bytes.fromhex(auth.admin_key_sha256)
         elif auth.admin_key_env:
@@ -100,6 +111,34 @@ class Authenticator:
         token = _bearer(authorization)
         if token is None or not hmac.compare_digest(digest(token), self._admin):
             raise Unauthorized("the admin endpoints need the admin key")
+
+    @staticmethod
+    def may_use(client: Client | None, route: str) -> bool:
+        return client is None or client.routes is None or route in client.routes
+
+    @staticmethod
+    def precheck(client: Client | None, route: str) -> None:
+        """Before the body is walked: the route permission (403) and the key's request
+        rate (429), counting nothing yet (`admit` does, with the prompt's tokens)."""
+        if client is None:
+            return
+        if client.routes is not None and route not in client.routes:
+            raise Forbidden(f"the key '{client.name}' may not use the model '{route}'")
+        if client.limits is not None and not client.limits.within:
+            raise ClientRateLimited(
+                f"the key '{client.name}' is over its rate limit", retry_after_s=1.0
+            )
+
+    @staticmethod
+    def admit_session(client: Client | None, route: str) -> None:
+        """Route permission (403) and the key's realtime allowance (429)."""
+        if client is None:
+            return
+        if client.routes is not None and route not in client.routes:
+            raise Forbidden(f"the key '{client.name}' may not use the model '{route}'")
+        why = client.sessions.refusal() if client.sessions is not None else None
+        if why is not None:
+            raise ClientRateLimited(f"the key '{client.name}' is over its limit: {why}", 1.0)
 
     @staticmethod
     def admit(client: Client | None, route: str, prompt_tokens: int) -> None:

@@ -150,6 +150,14 @@ _ROUTING_HEADERS = {
 }
 
 
+_FORBIDDEN = (
+    "the Host is not in server.allowed_hosts (host_not_allowed), or the request comes "
+    "from a web page whose Origin server.cors does not allow (origin_not_allowed)"
+)
+_WRONG_METHOD = "wrong method; Allow lists the methods the endpoint takes"
+_NOT_JSON = "the body is not sent as Content-Type: application/json"
+
+
 def _turn(summary: str, request_schema: str) -> dict[str, Any]:
     return {
         "post": {
@@ -181,16 +189,21 @@ def _turn(summary: str, request_schema: str) -> dict[str, Any]:
                 },
                 "400": _error("invalid request (or a target rejected it as invalid)"),
                 "401": _error("missing or unknown client key"),
-                "403": _error("the client key may not use this route"),
-                "404": _error("no such route (model)"),
-                "405": _error("wrong method"),
+                "403": _error(_FORBIDDEN + "; or the client key may not use this route"),
+                "404": _error("no such route (model); lists the routes the key may use"),
+                "405": _error(_WRONG_METHOD),
                 "413": _error("request body over server.max_body_bytes"),
+                "415": _error(_NOT_JSON),
                 "429": _error("the client key is over its rate limit"),
                 "502": _error("every target failed"),
-                "503": _error("no target is available, or the router is draining"),
+                "503": _error(
+                    "no target is available, the router is draining, or too many large "
+                    "bodies wait to be parsed (code overloaded)"
+                ),
                 "504": _error("every target timed out"),
             },
-        }
+        },
+        **_options(),
     }
 
 
@@ -200,17 +213,34 @@ def _get(summary: str, schema: dict[str, Any], ctype: str = JSON) -> dict[str, A
             "summary": summary,
             "responses": {
                 "200": {"description": "OK", "content": {ctype: {"schema": schema}}},
-                "405": _error("wrong method"),
+                "403": _error(_FORBIDDEN),
+                "405": _error(_WRONG_METHOD),
+            },
+        },
+        **_options(),
+    }
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "options": {
+            "summary": "a CORS preflight (answered for origins in server.cors), or the "
+            "methods the endpoint takes (Allow)",
+            "responses": {
+                "204": {"description": "the methods (Allow; Access-Control-* on a preflight)"},
+                "403": _error(_FORBIDDEN),
             },
         }
     }
 
 
 def _admin(operation: dict[str, Any]) -> dict[str, Any]:
-    for op in operation.values():
+    for method, op in operation.items():
+        if method == "options":
+            continue
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = _error("the admin key is required")
-        op["responses"]["403"] = _error("/admin is closed without an admin key")
+        op["responses"]["403"] = _error(_FORBIDDEN + "; or /admin is closed without an admin key")
     return operation
 
 
@@ -221,10 +251,18 @@ def openapi_spec() -> dict[str, Any]:
         "description": "not ready",
         "content": {JSON: {"schema": _ref("Status")}},
     }
+    models = _get("the routes the client key may use, as OpenAI models", _ref("ModelList"))
+    models["get"]["security"] = [{}, {"bearer": []}]
+    models["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
     reload = {
         "post": {
             "summary": "re-read the policy file; an invalid one is refused and the "
             "running config keeps serving",
+            "requestBody": {
+                "required": True,
+                "description": "a JSON object (`{}`), so no web page can send it unasked",
+                "content": {JSON: {"schema": {"type": "object"}}},
+            },
             "responses": {
                 "200": {
                     "description": "reloaded",
@@ -238,10 +276,16 @@ def openapi_spec() -> dict[str, Any]:
                         }
                     },
                 },
-                "400": _error("the policy file is invalid (code invalid_config)"),
-                "405": _error("wrong method"),
+                "400": _error(
+                    "the policy file is invalid (code invalid_config), or the body is not "
+                    "a JSON object"
+                ),
+                "403": _error(_FORBIDDEN),
+                "405": _error(_WRONG_METHOD),
+                "415": _error(_NOT_JSON),
             },
-        }
+        },
+        **_options(),
     }
     return {
         "openapi": "3.0.3",
@@ -254,7 +298,18 @@ def openapi_spec() -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
-            "/v1/models": _get("the routes, as OpenAI models", _ref("ModelList")),
+            "/v1/models": models,
+            "/health": {
+                "get": {
+                    "summary": "the process is alive, answered as vLLM does (200, empty body)",
+                    "responses": {
+                        "200": {"description": "OK"},
+                        "403": _error(_FORBIDDEN),
+                        "405": _error(_WRONG_METHOD),
+                    },
+                },
+                **_options(),
+            },
             "/healthz": _get("the process is alive", _ref("Status")),
             "/readyz": readyz,
             "/metrics": _get("Prometheus metrics", {"type": "string"}, "text/plain; version=0.0.4"),

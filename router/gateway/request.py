@@ -1,35 +1,52 @@
 """From a client's bytes to a typed turn request, with OpenAI-style 400s.
 
 Only what routing needs is read: the model (the route), stream flags, token
-estimates and the conversation key. The body is otherwise forwarded unchanged.
+estimates and the conversation key. The body is otherwise forwarded unchanged
+(re-serialised once, so what a target gets is always valid JSON: a number JSON
+cannot carry, `1e999` or `NaN`, is a 400 here).
+
+Two steps, so the gateway can check the route and the client's key between them:
+`decode` (C-speed `json.loads`) and `validate` (the walk: shape limits, estimates).
+Both are bounded by `server.limits`; gateway/admission.py decides whether they run
+on the event loop (small bodies) or in a worker process (large ones).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router.edge import LimitsConfig
 from router.errors import BadRequest
 from router.upstream.base import Endpoint
+from router.upstream.body import ClientBody
 
 #: rough characters per token for estimates before the target counts for real
 CHARS_PER_TOKEN = 4
-MAX_JSON_DEPTH = 64
 #: no model writes more in one turn; larger values are mistakes (or attacks)
 MAX_OUTPUT_TOKENS = 2**31 - 1
+DEFAULT_LIMITS = LimitsConfig()
 
 
 def _no_constants(name: str) -> Any:
     raise BadRequest(f"the request body contains {name}, which is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"the number {text[:40]} is too large for a JSON number")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     endpoint: Endpoint
-    body: dict[str, Any]
+    body: ClientBody
     model: str
     stream: bool
     client_wants_usage: bool
@@ -38,20 +55,17 @@ class ParsedRequest:
     session_key: str | None
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, stopping early once past `limit` (no recursion on hostile input)."""
-    deepest = 0
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest past `limit` levels (no recursion on hostile input)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return depth
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _text_chars(content: Any) -> int:
@@ -62,11 +76,23 @@ def _text_chars(content: Any) -> int:
     return 0
 
 
-def _check_content_parts(messages: list[dict[str, Any]]) -> None:
+def _check_messages(messages: list[Any], limits: LimitsConfig) -> None:
+    if len(messages) > limits.max_messages:
+        raise BadRequest(
+            f"'messages' has {len(messages)} items; the limit is {limits.max_messages}"
+        )
+    parts = 0
     for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest("each message must be an object with a 'role'")
         content = message.get("content")
         if not isinstance(content, list):
             continue
+        parts += len(content)
+        if parts > limits.max_content_parts:
+            raise BadRequest(
+                f"the messages have over {limits.max_content_parts} content parts in all"
+            )
         for part in content:
             if isinstance(part, dict) and "text" in part and not isinstance(part["text"], str):
                 raise BadRequest("a content part's 'text' must be a string")
@@ -112,17 +138,32 @@ def _optional_int(body: Mapping[str, Any], *names: str) -> int | None:
     return None
 
 
-def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) -> ParsedRequest:
+def decode(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400. C-speed: no walk of the tree here."""
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:
+        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
+    except RecursionError as exc:
+        raise BadRequest("the request body nests too deeply") from exc
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
         raise BadRequest("the request body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def validate(
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    raw: bytes,
+    session_header: str | None,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+) -> ParsedRequest:
+    """The walk: shape limits, the fields routing reads, the body to forward."""
     # Nesting needs brackets: count them (in C) before walking the tree (in Python).
-    brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > MAX_JSON_DEPTH and _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    if raw.count(b"{") + raw.count(b"[") > limits.max_depth and _deeper_than(
+        body, limits.max_depth
+    ):
+        raise BadRequest(f"the request body nests deeper than {limits.max_depth} levels")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("missing required field 'model' (a string)")
@@ -130,9 +171,7 @@ def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) ->
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("missing required field 'messages' (a non-empty list)")
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise BadRequest("each message must be an object with a 'role'")
-        _check_content_parts(messages)
+        _check_messages(messages, limits)
     elif not isinstance(body.get("prompt"), str | list):
         raise BadRequest("missing required field 'prompt'")
     stream = body.get("stream", False)
@@ -144,7 +183,7 @@ def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) ->
     wants_usage = bool(stream and options and options.get("include_usage") is True)
     return ParsedRequest(
         endpoint=endpoint,
-        body=body,
+        body=ClientBody.of(body, stream),
         model=model,
         stream=stream,
         client_wants_usage=wants_usage,
@@ -152,3 +191,13 @@ def parse_request(endpoint: Endpoint, raw: bytes, session_header: str | None) ->
         max_output_tokens=_optional_int(body, "max_completion_tokens", "max_tokens"),
         session_key=_session_key(endpoint, body, session_header),
     )
+
+
+def parse_request(
+    endpoint: Endpoint,
+    raw: bytes,
+    session_header: str | None,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+) -> ParsedRequest:
+    """`decode` then `validate` (what a parse worker runs, and tests)."""
+    return validate(endpoint, decode(raw), raw, session_header, limits)

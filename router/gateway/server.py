@@ -3,6 +3,10 @@
 Client disconnect: the turn and a listener for `http.disconnect` run in one task
 group; when the client goes away the listener cancels the group, and the turn's
 `finally` closes the upstream connection at once.
+
+Just over 400 lines: the table of every HTTP endpoint and the checks all of them
+pass (Host, Origin, methods, bodies) read best in one place; what an endpoint does
+lives elsewhere (`realtime.py`, `audio.py`, `admission.py`).
 """
 
 from __future__ import annotations
@@ -13,40 +17,50 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from router.config import ServerConfig
 from router.errors import (
+    BadRequest,
     ClientRateLimited,
     Draining,
     FirstTokenError,
     MethodNotAllowed,
     NoTargetAvailable,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RequestTimeout,
 )
+from router.gateway import audio, realtime
 from router.gateway.admin import admin_view
+from router.gateway.admission import BodyParser
+from router.gateway.asgi import Message, Receive, Scope, Send, header
+from router.gateway.auth import Client
+from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
-from router.gateway.request import parse_request
+from router.logs import log_turn
 from router.runtime import Router
 from router.turn.sink import Header
+from router.turn.types import TurnResult
 from router.upstream.base import Endpoint
 
 log = logging.getLogger("firsttoken.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
 }
+_AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech"})
+_POST = ("POST", "OPTIONS")
+_GET = ("GET", "HEAD", "OPTIONS")
+#: the largest body an admin POST may have (`{}` is what it needs)
+_ADMIN_BODY_BYTES = 4096
+#: a client's x-request-id goes upstream only if it is this short and printable
+_REQUEST_ID_MAX = 128
 
 
 class ClientGone(Exception):
@@ -82,43 +96,48 @@ async def _respond(
     headers: Sequence[Header] = (),
     content_type: bytes = b"application/json",
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
+    head = [(b"content-type", content_type)] if content_type else []
+    head += [(b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _error_headers(err: FirstTokenError) -> list[Header]:
     if isinstance(err, ClientRateLimited) and err.retry_after_s is not None:
         return [(b"retry-after", str(max(1, round(err.retry_after_s))).encode())]
-    if isinstance(err, NoTargetAvailable | Draining):
+    if isinstance(err, NoTargetAvailable | Draining | Overloaded):
         return [(b"retry-after", b"1")]
+    if isinstance(err, MethodNotAllowed) and err.allow:
+        return [_allow(err.allow)]
     return []
+
+
+def _allow(methods: Sequence[str]) -> Header:
+    return (b"allow", ", ".join(methods).encode())
+
+
+def _request_id(value: str | None) -> str | None:
+    """A client's request id, if it is short and printable ASCII (no spaces)."""
+    if value and len(value) <= _REQUEST_ID_MAX and all("!" <= c <= "~" for c in value):
+        return value
+    return None
 
 
 class Server:
     """The ASGI application. Holds a `Router`; knows HTTP, not routing."""
 
     def __init__(
-        self, router: Router, *, reload: Callable[[], Awaitable[None]] | None = None
+        self,
+        router: Router,
+        *,
+        reload: Callable[[], Awaitable[None]] | None = None,
+        bound_host: str | None = None,
     ) -> None:
         self.router = router
         self._reload = reload
+        self._bound_host = bound_host
+        self._guard: tuple[ServerConfig, BrowserGuard] | None = None
+        self.bodies = BodyParser(router.metrics.body_parsed)
         # Request ids: unique per process start, and cheaper than a uuid4 per turn.
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
@@ -127,11 +146,20 @@ class Server:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            if await self._guard_websocket(scope, receive, send):
+                await realtime.serve(self.router, scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         arrived = self.router.clock()
         try:
-            await self._dispatch(scope, receive, send, arrived)
+            guard = self.guard()
+            guard.check_host(header(scope, b"host"))
+            origin = guard.check_origin(header(scope, b"origin"))
+            if origin is not None:
+                send = guard.with_cors(send, origin)
+            await self._dispatch(scope, receive, send, arrived=arrived, guard=guard, origin=origin)
         except ClientGone:
             return
         except FirstTokenError as err:
@@ -141,6 +169,21 @@ class Server:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             with contextlib.suppress(Exception):  # the response may have started already
                 await self._error(send, FirstTokenError("internal error in the router"))
+
+    async def _guard_websocket(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """The Host and Origin checks for an upgrade: a page on another site must not
+        open a Realtime session (cross-site WebSocket hijacking) any more than a turn."""
+        try:
+            guard = self.guard()
+            guard.check_host(header(scope, b"host"))
+            guard.check_origin(header(scope, b"origin"))
+        except FirstTokenError as err:
+            if (await receive())["type"] == "websocket.connect":
+                self.router.metrics.rejected(err.status)
+                log.info("%s %s", err.status, err.message)
+                await realtime.refuse(send, err)
+            return False
+        return True
 
     async def _error(self, send: Send, err: FirstTokenError) -> None:
         self.router.metrics.rejected(err.status)
@@ -160,54 +203,95 @@ class Server:
                 message = await receive()  # lifespan.shutdown
                 tg.cancel_scope.cancel()
         finally:
+            await self.bodies.aclose()
             await self.router.aclose()
         await send({"type": "lifespan.shutdown.complete"})
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        endpoint = _TURN_PATHS.get(path)
-        if endpoint is not None:
-            if method != "POST":
-                raise MethodNotAllowed(f"{path} takes POST, not {method}")
-            await self._turn(scope, receive, send, endpoint, arrived)
-            return
-        getters: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
+    def guard(self) -> BrowserGuard:
+        """The Host/Origin checks of the running config (rebuilt after a reload)."""
+        server = self.router.runtime.config.server
+        if self._guard is None or self._guard[0] is not server:
+            self._guard = (server, BrowserGuard(server, self._bound_host))
+        return self._guard[1]
+
+    def _getters(self) -> dict[str, Callable[[Scope], Awaitable[tuple[int, bytes, bytes]]]]:
+        return {
             "/v1/models": self._models,
+            "/health": self._health,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
             "/admin/targets": self._admin_targets,
             "/openapi.json": self._openapi,
         }
-        if path.startswith("/admin/"):
-            self.router.runtime.auth.check_admin(_header(scope, b"authorization"))
-        if path in getters:
-            if method not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"{path} takes GET, not {method}")
-            status, body, ctype = await getters[path]()
-            await _respond(send, status, body, content_type=ctype)
+
+    def _methods(self, path: str) -> tuple[str, ...] | None:
+        """The methods an endpoint takes, or None for no such endpoint."""
+        if path in _TURN_PATHS or (path == "/admin/reload" and self._reload is not None):
+            return _POST
+        if path in _AUDIO_PATHS:
+            return _POST
+        return _GET if path in self._getters() else None
+
+    async def _dispatch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        arrived: float,
+        guard: BrowserGuard,
+        origin: str | None,
+    ) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        methods = self._methods(path)
+        if methods is None:
+            raise NotFound(f"no endpoint {path}")
+        if method == "OPTIONS":  # a CORS preflight (the origin passed), or a plain question
+            extra = guard.preflight_headers(methods) if origin else [_allow(methods)]
+            await send({"type": "http.response.start", "status": 204, "headers": extra})
+            await send({"type": "http.response.body", "body": b""})
             return
-        if path == "/admin/reload" and self._reload is not None:
-            if method != "POST":
-                raise MethodNotAllowed(f"{path} takes POST, not {method}")
+        runtime = self.router.runtime
+        if path.startswith("/admin/") or (path == "/metrics" and runtime.config.auth is not None):
+            # With `auth`, /metrics on the main port shows spend per client key: admins
+            # only (`server.metrics_port` stays open for scrapers on their own network).
+            runtime.auth.check_admin(header(scope, b"authorization"))
+        if method not in methods:
+            raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
+        if methods is _POST and path != "/v1/audio/transcriptions":  # a multipart form
+            require_json(header(scope, b"content-type"))
+        endpoint = _TURN_PATHS.get(path)
+        if endpoint is not None:
+            await self._turn(scope, receive, send, endpoint, arrived)
+        elif path in _AUDIO_PATHS:
+            await self._audio(scope, receive, send, path)
+        elif path == "/admin/reload" and self._reload is not None:
+            raw = await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
+            try:
+                ok = isinstance(json.loads(raw), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise BadRequest("an admin POST takes a JSON object as its body, e.g. {}")
             await self._reload()
             await _respond(send, 200, b'{"reloaded": true}')
-            return
-        raise NotFound(f"no endpoint {path}")
+        else:
+            status, body, ctype = await self._getters()[path](scope)
+            await _respond(send, status, body, content_type=ctype)
 
     # -- turns -------------------------------------------------------------------------
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         timeout = self.router.runtime.config.server.client_timeout_s
         try:
             with anyio.fail_after(timeout):
-                return await self._read_body_in_time(scope, receive)
+                return await self._read_body_in_time(scope, receive, limit)
         except TimeoutError:
             raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
 
-    async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.router.runtime.config.server.max_body_bytes
+    async def _read_body_in_time(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
@@ -229,10 +313,32 @@ class Server:
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
     ) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        client = self.router.runtime.auth.client(headers.get("authorization"))
-        raw = await self._read_body(scope, receive)
-        parsed = parse_request(endpoint, raw, headers.get("x-session-id"))
-        request_id = headers.get("x-request-id") or f"{self._id_prefix}-{next(self._ids)}"
+        runtime = self.router.runtime
+        client = runtime.auth.client(headers.get("authorization"))
+        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
+        request_id = (
+            _request_id(headers.get("x-request-id")) or f"{self._id_prefix}-{next(self._ids)}"
+        )
+        who = client.name if client else None
+        access_log = runtime.config.server.access_log
+
+        def refused(route: str, err: FirstTokenError) -> None:  # a refused turn's log line
+            result = TurnResult(route=route)
+            log_turn(
+                result, client=who, request_id=request_id, status=err.status, enabled=access_log
+            )
+
+        def precheck(model: str) -> None:
+            try:
+                self.router.precheck(model, client)
+            except FirstTokenError as err:
+                refused(model, err)
+                raise
+
+        parsed = await self.bodies.parse(
+            endpoint, raw, headers.get("x-session-id"), runtime.config.server.limits, precheck
+        )
+        del raw  # a large body is held once, as the bytes to forward
         sink = AsgiSink(send)
         gone = False
         # The client may leave at any time: a plain asyncio task waits for uvicorn's
@@ -257,15 +363,9 @@ class Server:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
-                log.debug(
-                    "turn route=%s target=%s outcome=%s attempts=%d ttft_ms=%.1f",
-                    result.route,
-                    result.target,
-                    result.outcome,
-                    result.attempts,
-                    (result.ttft_s or 0.0) * 1000,
-                )
+                log_turn(result, client=who, request_id=request_id, enabled=access_log)
         except FirstTokenError as err:
+            refused(parsed.model, err)
             if not sink.started:
                 await self._error(send, err)
             else:  # cannot happen before the commit point; say it loudly if it does
@@ -275,28 +375,44 @@ class Server:
         if gone:
             log.info("client went away on route %s; upstream cancelled", parsed.model)
 
+    async def _audio(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        runtime = self.router.runtime
+        client = runtime.auth.client(headers.get("authorization"))
+        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
+        if path.endswith("/transcriptions"):
+            await audio.transcription(self.router, raw, headers, send, client)
+        else:
+            await audio.speech(self.router, raw, send, client)
+
     # -- plain endpoints -----------------------------------------------------------------
 
-    async def _models(self) -> tuple[int, bytes, bytes]:
+    async def _models(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "firsttoken"}
-            for name in self.router.runtime.routes
+            for name in self.router.models(client)
         ]
         return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
 
-    async def _healthz(self) -> tuple[int, bytes, bytes]:
+    async def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        # vLLM's shape (200, no body, no content type): load tools that probe a vLLM
+        # server (guidellm) accept the router in its place.
+        return 200, b"", b""
+
+    async def _healthz(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b'{"status": "ok"}', b"application/json"
 
-    async def _readyz(self) -> tuple[int, bytes, bytes]:
+    async def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
         if self.router.ready and not self.router.draining:
             return 200, b'{"status": "ready"}', b"application/json"
         return 503, b'{"status": "not ready"}', b"application/json"
 
-    async def _metrics(self) -> tuple[int, bytes, bytes]:
+    async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, generate_latest(self.router.metrics.registry), CONTENT_TYPE_LATEST.encode()
 
-    async def _openapi(self) -> tuple[int, bytes, bytes]:
+    async def _openapi(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(openapi_spec()).encode(), b"application/json"
 
-    async def _admin_targets(self) -> tuple[int, bytes, bytes]:
+    async def _admin_targets(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(admin_view(self.router), default=str).encode(), b"application/json"

@@ -20,8 +20,15 @@ import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from router.errors import NotFound, RequestTimeout
-from router.gateway.server import Message, Receive, Scope, Send, Server
+from router.errors import (
+    FirstTokenError,
+    HeadersTooLarge,
+    MalformedHttp,
+    NotFound,
+    RequestTimeout,
+)
+from router.gateway.asgi import Message, Receive, Scope, Send, header
+from router.gateway.server import Server
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken")
@@ -48,7 +55,7 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and not self.should_exit:
-            if self._router.active_turns == 0:
+            if self._router.active_turns == 0 and self._router.active_sessions == 0:
                 self.should_exit = True
             elif time.monotonic() >= self._deadline:
                 log.warning(
@@ -118,7 +125,12 @@ class GuardedHttpTools(HttpToolsProtocol):
     found both): a bound on the size of a request head, and a deadline for it, so a
     slowloris client cannot hold a connection (and a file descriptor) for ever. The
     body's deadline is the app's (`Server._read_body`). Its transport sends each
-    response head with the first body bytes (`HeadCoalescingTransport`)."""
+    response head with the first body bytes (`HeadCoalescingTransport`).
+
+    What the parser refuses (Content-Length with Transfer-Encoding, two
+    Content-Lengths, CR or NUL in a header, a head over the limit) is answered in
+    the API's error shape too: uvicorn's plain-text 400 is replaced where it is
+    sent (`send_400_response`), as a 431 when the head was too large."""
 
     max_head_bytes = 64 * 1024
     head_timeout_s = 10.0
@@ -156,6 +168,20 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._head_bytes > self.max_head_bytes:
             raise HeadTooLarge
 
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        if self._head_bytes > self.max_head_bytes:
+            err: FirstTokenError = HeadersTooLarge(
+                f"the request head is over the {self.max_head_bytes}-byte limit"
+            )
+        else:
+            err = MalformedHttp(
+                "the HTTP request is malformed (e.g. Content-Length with Transfer-Encoding, "
+                "two Content-Lengths, or a control character in a header)"
+            )
+        log.info("%s %s", err.status, err.message)
+        self._close_with(err, b"HTTP/1.1 %d %s\r\n" % (err.status, _REASONS[err.status]))
+
     def _arm(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_timeout_s, self._timed_out)
@@ -169,29 +195,40 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        body = RequestTimeout("the request head did not arrive in time").to_json()
+        err = RequestTimeout("the request head did not arrive in time")
+        self._close_with(err, b"HTTP/1.1 408 Request Timeout\r\n")
+
+    def _close_with(self, err: FirstTokenError, status_line: bytes) -> None:
+        """Answer `err` in the API's shape and close: the connection cannot go on."""
+        body = err.to_json()
         self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            status_line + b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         self.transport.close()
+
+
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
 
 
 class MetricsApp:
     """A bare ASGI app serving only /metrics, for `server.metrics_port`."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, bound_host: str | None = None) -> None:
         self.router = router
+        self._server = Server(router, bound_host=bound_host)  # for its Host/Origin checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] == "/metrics":
-            body = generate_latest(self.router.metrics.registry)
-            status, ctype = 200, CONTENT_TYPE_LATEST.encode()
+        try:
+            guard = self._server.guard()
+            guard.check_host(header(scope, b"host"))
+            guard.check_origin(header(scope, b"origin"))
+        except FirstTokenError as err:
+            body, status, ctype = err.to_json(), err.status, b"application/json"
         else:
-            body = NotFound("only /metrics is served on this port").to_json()
-            status, ctype = 404, b"application/json"
+            body, status, ctype = self._answer(scope["path"])
         start: Message = {
             "type": "http.response.start",
             "status": status,
@@ -199,6 +236,22 @@ class MetricsApp:
         }
         await send(start)
         await send({"type": "http.response.body", "body": body})
+
+    def _answer(self, path: str) -> tuple[bytes, int, bytes]:
+        if path == "/metrics":
+            return generate_latest(self.router.metrics.registry), 200, CONTENT_TYPE_LATEST.encode()
+        return NotFound("only /metrics is served on this port").to_json(), 404, b"application/json"
+
+
+#: how uvicorn runs /v1/realtime: the sans-I/O `websockets` protocol (the cheapest of
+#: uvicorn's on this kind of machine), no per-message deflate (base64 audio barely
+#: compresses and deflate cost 35-60 % more CPU per frame), frames up to 16 MiB
+#: (a larger one is closed 1009)
+WEBSOCKET_OPTIONS: dict[str, Any] = {
+    "ws": "websockets-sansio",
+    "ws_max_size": 16 * 1024 * 1024,
+    "ws_per_message_deflate": False,
+}
 
 
 def _config(
@@ -221,11 +274,13 @@ def _config(
         http=protocol,
         lifespan=lifespan,
         log_level=log_level,
+        log_config=None,  # the process's logging (router/logs.py: text or JSON) is used
         access_log=False,
         proxy_headers=False,  # the router reads no client address; skip the middleware
         server_header=False,
         timeout_keep_alive=75,  # longer than a load balancer's usual 60 s idle timeout
         timeout_graceful_shutdown=5,
+        **WEBSOCKET_OPTIONS,
     )
 
 
@@ -236,16 +291,32 @@ def run(router: Router, host: str, port: int, log_level: str) -> None:
     gc.collect()
     gc.freeze()
     server_cfg = router.runtime.config.server
+    if host in ("0.0.0.0", "::") and not server_cfg.allowed_hosts:
+        log.warning(
+            "listening on every address, but only localhost and loopback Host values are "
+            "served: list the names (and the pod network) clients use in server.allowed_hosts"
+        )
     main = DrainingServer(
-        _config(Server(router, reload=router.reload_from_file), host, port, log_level, "on"),
+        _config(
+            Server(router, reload=router.reload_from_file, bound_host=host),
+            host,
+            port,
+            log_level,
+            "on",
+        ),
         router,
         server_cfg.drain_s,
     )
+
+    def fatal(reason: str) -> None:
+        main.should_exit = True  # `firsttoken serve` then exits 1 (router.fatal is set)
+
+    router.on_fatal = fatal
     if server_cfg.metrics_port is None:
         main.run()
         return
     metrics = uvicorn.Server(
-        _config(MetricsApp(router), host, server_cfg.metrics_port, log_level, "off")
+        _config(MetricsApp(router, host), host, server_cfg.metrics_port, log_level, "off")
     )
 
     async def both() -> None:

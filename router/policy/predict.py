@@ -57,6 +57,8 @@ STALE_WAITING = 64.0
 Z_90 = 1.2816
 #: ... of a location whose log-spread is about this (lognormal sigma 0.2-0.6 seen)
 LOG_SPREAD = 0.5
+#: the least evidence a confidence bound is computed for (a bound of 3.6x)
+MIN_EVIDENCE = 0.25
 #: the quantile levels `attainment` searches between, and its bisection steps
 ATTAINMENT_RANGE = (0.01, 0.999)
 ATTAINMENT_STEPS = 10
@@ -266,7 +268,9 @@ def doubt(view: TargetView) -> float:
     An SLO at p99 read off a few dozen samples is read optimistically otherwise."""
     if view.ttft_evidence <= 0.0:
         return 1.0
-    return math.exp(Z_90 * LOG_SPREAD / math.sqrt(view.ttft_evidence))
+    # Evidence decays: a sample from long ago weighs next to nothing, and the bound on
+    # it would overflow. Less than a quarter of a sample is treated as a quarter.
+    return math.exp(Z_90 * LOG_SPREAD / math.sqrt(max(view.ttft_evidence, MIN_EVIDENCE)))
 
 
 def promised_ttft_s(view: TargetView, q: float) -> float:

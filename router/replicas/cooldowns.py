@@ -82,8 +82,8 @@ class SharedCooldowns:
 
     def _opener(self, name: str) -> Callable[[float, OpenCause], None]:
         def opened(seconds: float, cause: OpenCause) -> None:
-            if seconds < MIN_COOLDOWN_S:
-                return
+            if not seconds >= MIN_COOLDOWN_S or not math.isfinite(seconds):
+                return  # nan and inf never reach Redis (nor `math.ceil`)
             until = self._clock() + seconds
             queued = self._outbox.get(name)
             if queued is None or until > queued[0]:
@@ -101,6 +101,9 @@ class SharedCooldowns:
         """Send the outbox; what could not be sent stays for the next try."""
         now = self._clock()
         for name, (until, cause) in list(self._outbox.items()):
+            if not math.isfinite(until):
+                self._outbox.pop(name, None)
+                continue
             remaining_ms = math.ceil((until - now) * 1000)
             if remaining_ms < MIN_COOLDOWN_S * 1000:
                 self._outbox.pop(name, None)

@@ -6,12 +6,13 @@ and `registry.SignalsRegistry` holds them for a config generation.
 """
 
 from router.signals.affinity import AffinityMap
+from router.signals.attempt import Attempt
 from router.signals.breaker import Breaker
 from router.signals.engine import EngineSample, EngineTracker, parse_metrics
 from router.signals.inflight import InFlight, Lease
 from router.signals.ratelimit import LocalLimits, ProviderLimits
 from router.signals.registry import SignalsRegistry
-from router.signals.target import Attempt, TargetSignals
+from router.signals.target import TargetSignals
 from router.signals.ttft import DecayingQuantiles, Ewma, PeakEwma
 
 __all__ = [

@@ -23,6 +23,7 @@ and `open_remote` applies another replica's opening without calling it back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -123,7 +124,10 @@ class Breaker:
         self._probe_out = False
 
     def open_for(self, seconds: float) -> None:
-        """Open for exactly `seconds` (never shortening a longer open period)."""
+        """Open for exactly `seconds` (never shortening a longer open period). A
+        non-finite time (a garbled Retry-After) opens it for its longest backoff."""
+        if not math.isfinite(seconds):
+            seconds = self._max
         until = self._clock() + max(seconds, 0.0)
         if self._open_until is None or self.state != "open" or until > self._open_until:
             self._open_until = until
@@ -135,6 +139,8 @@ class Breaker:
         """Apply another replica's opening: open for `seconds` unless already open
         longer. Does not call `on_open` and leaves this breaker's backoff alone.
         Returns whether it changed anything."""
+        if not math.isfinite(seconds):
+            seconds = self._max
         if seconds <= 0.0:
             return False
         until = self._clock() + seconds

@@ -246,11 +246,23 @@ class EngineTracker:
         )
 
 
+#: the largest /metrics page read (vLLM's is tens of KiB; histograms per LoRA grow it)
+MAX_SCRAPE_BYTES = 8 * 1024 * 1024
+
+
 async def scrape(client: httpx.AsyncClient, url: str, *, timeout_s: float = 1.0) -> EngineSample:
-    """Fetch and parse one /metrics page; raises httpx.HTTPError or ValueError."""
-    response = await client.get(url, timeout=timeout_s)
-    response.raise_for_status()
-    return parse_metrics(response.text)
+    """Fetch and parse one /metrics page (at most `MAX_SCRAPE_BYTES`); raises
+    httpx.HTTPError or ValueError."""
+    async with client.stream("GET", url, timeout=timeout_s) as response:
+        response.raise_for_status()
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.aiter_bytes():
+            size += len(part)
+            if size > MAX_SCRAPE_BYTES:
+                raise ValueError(f"a /metrics page larger than {MAX_SCRAPE_BYTES} bytes")
+            parts.append(part)
+    return parse_metrics(b"".join(parts).decode("utf-8", errors="replace"))
 
 
 async def run(

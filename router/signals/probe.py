@@ -29,6 +29,8 @@ from router.upstream.base import Upstream, UpstreamRequest, UpstreamResponse
 log = logging.getLogger(__name__)
 
 PROMPT = "ping"
+#: the longest SSE event a probe reads (a one-token answer is far below it)
+MAX_EVENT_BYTES = 64 * 1024
 
 
 def probe_for(config: Config, target: TargetConfig) -> Probe | None:
@@ -58,15 +60,18 @@ def probe_body(config: TargetConfig, probe: Probe) -> dict[str, object]:
 
 async def _first_token(response: UpstreamResponse, name: str) -> None:
     """Read until the first content (or a finished empty answer); raise on anything else."""
-    buffer = b""
+    framer = sse.Framer(MAX_EVENT_BYTES)
     async for chunk in response.aiter_bytes():
-        events, buffer = sse.split_events(buffer + chunk)
+        try:
+            events = sse.split_events(framer.feed(chunk))
+        except sse.EventTooLarge as exc:
+            raise UpstreamProtocolError(f"{name}: probe: {exc}", target=name) from exc
         for event in events:
             try:
-                frame, _ = sse.classify(event)
+                frame, _, _ = sse.classify(event)
             except sse.MalformedFrame as exc:
                 raise UpstreamProtocolError(f"{name}: probe: {exc}", target=name) from exc
-            if frame in (sse.Frame.CONTENT, sse.Frame.FINISH):
+            if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
                 return
             if frame in (sse.Frame.ERROR, sse.Frame.DONE):
                 raise UpstreamProtocolError(f"{name}: probe answered no token", target=name)

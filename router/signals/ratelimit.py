@@ -98,13 +98,15 @@ class _Window:
 class ProviderLimits:
     """Headroom in [0, 1] left under a provider's rate limits, from its headers."""
 
-    __slots__ = ("_blocked_until", "_clock", "_wall", "_windows")
+    __slots__ = ("_blocked_until", "_clock", "_wall", "_windows", "max_block_s")
 
     def __init__(self, clock: Clock, wall_clock: Clock) -> None:
         self._clock = clock
         self._wall = wall_clock
         self._windows: dict[str, _Window] = {}
         self._blocked_until = -math.inf
+        #: the longest block obeyed (`signals.max_cooldown_s`)
+        self.max_block_s = MAX_RETRY_AFTER_S
 
     def headroom(self) -> float:
         now = self._clock()
@@ -125,6 +127,9 @@ class ProviderLimits:
         return max(waits) if waits else None
 
     def block_for(self, seconds: float) -> None:
+        if math.isnan(seconds):
+            return
+        seconds = min(max(seconds, 0.0), self.max_block_s)
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
     def update(self, headers: Mapping[str, str]) -> None:
@@ -138,7 +143,7 @@ class ProviderLimits:
             self._read(f"anthropic:{dim}", h, f"anthropic-ratelimit-{dim}-{{}}", now, absolute=True)
         retry_after = h.get("retry-after")
         if retry_after is not None:
-            seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=MAX_RETRY_AFTER_S)
+            seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=self.max_block_s)
             if seconds is not None:
                 self.block_for(seconds)
 

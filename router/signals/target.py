@@ -3,8 +3,11 @@
 `TargetSignals` owns the estimators of `ttft`, `inflight`, `breaker`, `ratelimit`
 and `engine` for one target and turns them into an immutable `TargetView`.
 `begin()` hands out an `Attempt`, which wraps the whole stream as tower's
-`load::PeakEwma` handle does: TTFT is recorded at the first content token, the
-outcome when the stream ends, and `release()` (idempotent) in `finally`.
+`load::PeakEwma` handle does: TTFT is recorded at the first token of any kind
+(reasoning included), the time to first answer (content or a tool call) when that
+comes, the outcome when the stream ends, and `release()` (idempotent) in `finally`.
+A unary attempt measures no TTFT at all (its latency is a whole answer's). `view(on)`
+predicts the figure a route's SLO names (`slo.on: first_token | first_answer`).
 
 Who is at fault decides what is recorded:
 
@@ -17,35 +20,31 @@ Who is at fault decides what is recorded:
   wait is a censored sample (TTFT > the time waited) for the sketch's Kaplan-Meier
   estimate, so a target that keeps losing hedges does not keep looking fast
   (survivorship bias), and one that wins its races does not look slow.
-
-Just over 400 lines, kept whole: an `Attempt` reports into its target's estimators
-(what is recorded depends on how the attempt began: alone, into a free slot, as a
-probe), and splitting the two would spread one estimator's bookkeeping over two
-modules.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections import deque
-from collections.abc import Mapping
-from types import TracebackType
-from typing import Literal
 
 from router.clock import Clock
-from router.config import SignalsConfig, TargetConfig
-from router.errors import UpstreamError, UpstreamStatusError, UpstreamTimeout
+from router.config import SignalsConfig, SloOn, TargetConfig
+from router.errors import UpstreamError, UpstreamStatusError
 from router.policy.base import EngineView, TargetView
+from router.signals.attempt import Attempt
 from router.signals.breaker import Breaker, OpenCause
 from router.signals.engine import EngineSample, EngineTracker
-from router.signals.inflight import InFlight, Lease
+from router.signals.inflight import InFlight
 from router.signals.ratelimit import LocalLimits, ProviderLimits
 from router.signals.ttft import DecayingQuantiles, Ewma, PeakEwma
 
-Outcome = Literal["finished", "failed", "cancelled"]
+__all__ = ["Attempt", "TargetSignals"]  # Attempt lives in attempt.py; realtime imports it here
 
 #: forward-decay time constant and size of the TTFT quantile sketch: tail
 #: quantiles need more history than the EWMA's `ewma_tau_s`
+
 QUANTILE_TAU_S = 60.0
 QUANTILE_SIZE = 256
 
@@ -73,6 +72,11 @@ class TargetSignals:
         #: time, at today's load), the base the queue's wait is added to
         self.free_ttft = DecayingQuantiles(quantile_tau_s, prior, clock, size=quantile_size)
         self.unloaded_ttft = Ewma(tau, clock)
+        # the time to the first answer token (after any reasoning), for `slo.on: first_answer`
+        self.answer = PeakEwma(tau, prior, clock)
+        self.answer_sketch = DecayingQuantiles(quantile_tau_s, prior, clock, size=quantile_size)
+        self.unloaded_answer = Ewma(tau, clock)
+        self.max_cooldown_s = signals.max_cooldown_s
         self.tpot = Ewma(tau, clock)
         self.output_tokens = Ewma(tau, clock)
         self.in_flight = InFlight()
@@ -105,7 +109,18 @@ class TargetSignals:
         prior = self.prior_ttft_s
         self.ttft.set_prior(prior)
         self.ttft_sketch.set_prior(prior)
-        for ewma in (self.ttft, self.unloaded_ttft, self.tpot, self.output_tokens):
+        self.answer.set_prior(prior)
+        self.answer_sketch.set_prior(prior)
+        self.max_cooldown_s = signals.max_cooldown_s
+        self.provider_limits.max_block_s = signals.max_cooldown_s
+        for ewma in (
+            self.ttft,
+            self.unloaded_ttft,
+            self.answer,
+            self.unloaded_answer,
+            self.tpot,
+            self.output_tokens,
+        ):
             ewma.tau_s = signals.ewma_tau_s
         self.completion_window_s = signals.ewma_tau_s
         self.breaker.reconfigure(
@@ -122,9 +137,16 @@ class TargetSignals:
         """Another replica opened this target's breaker (router/replicas): stay off it
         for `seconds`; a provider's Retry-After also holds its headroom at zero.
         Returns whether it changed anything."""
+        seconds = self.cooldown_s(seconds)
         if cause == "retry_after":
             self.provider_limits.block_for(seconds)
         return self.breaker.open_remote(seconds)
+
+    def cooldown_s(self, seconds: float) -> float:
+        """A cooldown within [0, `signals.max_cooldown_s`]; nan and inf never pass."""
+        if math.isnan(seconds):
+            return 0.0
+        return min(max(seconds, 0.0), self.max_cooldown_s)
 
     def degraded(self, seconds_per_token: float) -> None:
         """A stream slowed to a trickle mid-answer: learn its pace, and stay off the
@@ -137,11 +159,14 @@ class TargetSignals:
         """Where the engine scraper pushes each good scrape."""
         self.engine.update(sample)
 
-    def begin(self, prompt_tokens: int, *, representative: bool = True) -> Attempt:
+    def begin(
+        self, prompt_tokens: int, *, measures_ttft: bool = True, representative: bool = True
+    ) -> Attempt:
         """Start measuring one attempt; the caller must `release()` it in `finally`.
 
         In half-open this takes the breaker's single probe; `Attempt.admitted` is
         False if the breaker (open, or probe taken) would not have let it through.
+        `measures_ttft=False` (a unary turn): no TTFT sample, not even a censored one.
         An attempt that is not `representative` of a turn (an active probe's
         one-word prompt has no prefill to speak of) is not a sample of the unloaded
         TTFT, only of the sketch.
@@ -158,10 +183,28 @@ class TargetSignals:
             admitted=admitted,
             probe=half_open and admitted,
             unloaded=unloaded,
+            measures_ttft=measures_ttft,
             free=free,
         )
 
-    def view(self) -> TargetView:
+    def view(self, on: SloOn = "first_token") -> TargetView:
+        """What policies see; with `on="first_answer"` its TTFT figures are the time to
+        the first answer token."""
+        view = self._view()
+        if on == "first_token":
+            return view
+        return dataclasses.replace(
+            view,
+            ttft_ewma_s=self.answer.value,
+            ttft_quantiles=self.answer_sketch.quantiles(),
+            ttft_samples=self.answer_sketch.count,
+            ttft_evidence=self.answer_sketch.evidence(),
+            ttft_optimistic=self.answer_sketch.lower_bounds(),
+            unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch, None),
+            free_ttft_quantiles=(),
+        )
+
+    def _view(self) -> TargetView:
         config = self.config
         engine = self.engine.view() if config.kind == "vllm" or self.engine.scraped else None
         return TargetView(
@@ -176,7 +219,7 @@ class TargetSignals:
             ttft_samples=self.ttft_sketch.count,
             ttft_evidence=self.ttft_sketch.evidence(),
             ttft_optimistic=self.ttft_sketch.lower_bounds(),
-            unloaded_ttft_s=self._unloaded_ttft_s(engine),
+            unloaded_ttft_s=self._unloaded_s(self.unloaded_ttft, self.ttft_sketch, engine),
             free_ttft_quantiles=self.free_ttft.quantiles() if self.free_ttft.count else (),
             tpot_s=self.tpot.value,
             completion_rate=self.completion_rate(),
@@ -213,19 +256,21 @@ class TargetSignals:
             return False
         return view.capacity is None or max(view.running, self.in_flight.count) < view.capacity
 
-    def _unloaded_ttft_s(self, engine: EngineView | None) -> float:
-        measured = self.unloaded_ttft.value
+    def _unloaded_s(
+        self, unloaded: Ewma, sketch: DecayingQuantiles, engine: EngineView | None
+    ) -> float:
+        measured = unloaded.value
         if measured is not None:
             return measured
         # The median of all samples bounds the unloaded TTFT from above; before any of
         # ours, the engine's own median (its histogram) beats a guess.
-        if self.ttft_sketch.count:
-            return min(self.prior_ttft_s, self.ttft_sketch.quantile(0.5))
+        if sketch.count:
+            return min(self.prior_ttft_s, sketch.quantile(0.5))
         if engine is not None and engine.ttft_median_s is not None:
             return engine.ttft_median_s
         return self.prior_ttft_s
 
-    def _record_ttft(self, seconds: float, unloaded: bool, free: bool) -> None:
+    def _record_ttft(self, seconds: float, unloaded: bool, free: bool = False) -> None:
         self.measured_at = self._clock()
         self.ttft.observe(seconds)
         if free:
@@ -234,12 +279,25 @@ class TargetSignals:
         if unloaded:
             self.unloaded_ttft.observe(seconds)
 
-    def _record_censored_ttft(self, at_least: float, free: bool) -> None:
-        self.measured_at = self._clock()
-        self.ttft_sketch.observe_censored(at_least)
-        if free:
-            self.free_ttft.observe_censored(at_least)
-        self.ttft.observe_lower_bound(at_least)
+    def _record_answer(self, seconds: float, unloaded: bool) -> None:
+        self.answer.observe(seconds)
+        self.answer_sketch.observe(seconds)
+        if unloaded:
+            self.unloaded_answer.observe(seconds)
+
+    def _record_censored_ttft(
+        self, at_least: float, *, token: bool = True, free: bool = False
+    ) -> None:
+        """No first token (or, `token=False`, no first answer token) after `at_least`
+        seconds: a censored sample for each sketch still waiting."""
+        if token:
+            self.measured_at = self._clock()
+            self.ttft_sketch.observe_censored(at_least)
+            if free:
+                self.free_ttft.observe_censored(at_least)
+            self.ttft.observe_lower_bound(at_least)
+        self.answer_sketch.observe_censored(at_least)
+        self.answer.observe_lower_bound(at_least)
 
     def _record_completion(self, completion_tokens: int | None, tpot: float | None) -> None:
         now = self._clock()
@@ -258,10 +316,13 @@ class TargetSignals:
                 return False  # the request was bad, not the target
             if error.headers:
                 self.provider_limits.update(error.headers)
+            if error.rejection is not None:
+                return False  # this target cannot serve this request: not a failure of it
             wait = error.retry_after_s
             if wait is None and error.upstream_status == 429:
                 wait = self.provider_limits.exhausted_for_s()
             if wait is not None:
+                wait = self.cooldown_s(wait)
                 if error.upstream_status == 429:
                     self.provider_limits.block_for(wait)
                 self.breaker.open_for(wait)
@@ -274,147 +335,3 @@ class TargetSignals:
         completions = self._completions
         while completions and completions[0] <= horizon:
             completions.popleft()
-
-
-class Attempt:
-    """One attempt at one target, from `begin()` to `release()`.
-
-    Report at most one outcome (`finished`, `failed` or `cancelled`; later ones are
-    ignored), then `release()`. As a context manager it releases on exit, books an
-    escaping `UpstreamError` as `failed` and cancellation as `cancelled`.
-    """
-
-    __slots__ = (
-        "_first_token_at",
-        "_free",
-        "_lease",
-        "_outcome",
-        "_owner",
-        "_probe",
-        "_tokens",
-        "_unloaded",
-        "_verdict",
-        "admitted",
-        "prompt_tokens",
-        "started_at",
-    )
-
-    def __init__(
-        self,
-        owner: TargetSignals,
-        prompt_tokens: int,
-        lease: Lease,
-        *,
-        admitted: bool,
-        probe: bool,
-        unloaded: bool,
-        free: bool = False,
-    ) -> None:
-        self._owner = owner
-        self.prompt_tokens = prompt_tokens
-        self._lease = lease
-        self.admitted = admitted
-        self._probe = probe
-        self._unloaded = unloaded
-        self._free = free
-        self.started_at = owner._clock()
-        self._first_token_at: float | None = None
-        self._tokens: int | None = None
-        self._outcome: Outcome | None = None
-        self._verdict = False
-
-    @property
-    def target(self) -> str:
-        return self._owner.name
-
-    @property
-    def ttft_s(self) -> float | None:
-        at = self._first_token_at
-        return None if at is None else at - self.started_at
-
-    @property
-    def outcome(self) -> Outcome | None:
-        return self._outcome
-
-    @property
-    def is_probe(self) -> bool:
-        return self._probe
-
-    def headers(self, headers: Mapping[str, str]) -> None:
-        """The response's headers (rate-limit headroom)."""
-        self._owner.provider_limits.update(headers)
-
-    def first_token(self) -> None:
-        """The first content token arrived: records TTFT from `begin()` (once)."""
-        if self._first_token_at is not None or self._outcome is not None:
-            return
-        now = self._owner._clock()
-        self._first_token_at = now
-        self._owner._record_ttft(now - self.started_at, self._unloaded, self._free)
-
-    def token_count(self, n: int) -> None:
-        """Output tokens seen so far (a running total, used if usage never comes)."""
-        self._tokens = n
-
-    def finished(
-        self, prompt_tokens: int | None = None, completion_tokens: int | None = None
-    ) -> None:
-        """The response ended well; token counts from its usage chunk, if any."""
-        if self._outcome is not None:
-            return
-        self._outcome = "finished"
-        self._verdict = True
-        owner = self._owner
-        completion = completion_tokens if completion_tokens is not None else self._tokens
-        tpot = None
-        if self._first_token_at is not None and completion is not None and completion > 1:
-            tpot = (owner._clock() - self._first_token_at) / (completion - 1)
-        owner._record_completion(completion, tpot)
-        extra = (completion or 0) + (
-            prompt_tokens - self.prompt_tokens if prompt_tokens is not None else 0
-        )
-        if extra:
-            owner.local_limits.record(extra, requests=0)
-
-    def failed(self, error: UpstreamError) -> None:
-        if self._outcome is not None:
-            return
-        self._outcome = "failed"
-        owner = self._owner
-        self._verdict = owner._record_failure(error)
-        if isinstance(error, UpstreamTimeout) and self._first_token_at is None:
-            owner._record_censored_ttft(owner._clock() - self.started_at, self._free)
-
-    def cancelled(self) -> None:
-        """The client went away or this attempt lost a hedge: not the target's fault."""
-        if self._outcome is not None:
-            return
-        self._outcome = "cancelled"
-        if self._first_token_at is None:
-            owner = self._owner
-            owner._record_censored_ttft(owner._clock() - self.started_at, self._free)
-
-    def release(self) -> None:
-        """End the attempt's share of in-flight (idempotent; call it in `finally`)."""
-        if self._lease.released:
-            return
-        self._lease.release()
-        if self._probe and not self._verdict:
-            self._owner.breaker.release_probe()
-
-    def __enter__(self) -> Attempt:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if isinstance(exc, UpstreamError):
-                self.failed(exc)
-            elif exc is not None and not isinstance(exc, Exception):
-                self.cancelled()  # CancelledError and trio's Cancelled are BaseExceptions
-        finally:
-            self.release()

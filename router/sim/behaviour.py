@@ -7,6 +7,7 @@ the server's for that request only. The header's syntax is the fault's kind,
 an optional main argument and optional `;key=value` options:
 
     status=503;retry_after=2      503 with an OpenAI error body and Retry-After: 2
+    status=500;body_bytes=52428800  500 whose error body is padded to 50 MB
     rate_limited;retry_after=1    429 with Retry-After and x-ratelimit-* headers
     die_after=3                   3 content tokens, then the connection is cut
     error_event_after=2           2 tokens, then `data: {"error": {...}}`
@@ -18,7 +19,8 @@ The fault modes (what a client sees):
     none                     a normal answer
     refuse                   connects are refused (the listener is closed); server-wide
                              only, since a request that arrived was already accepted
-    status                   `status` with an OpenAI-shaped JSON error, optional Retry-After
+    status                   `status` with an OpenAI-shaped JSON error, optional Retry-After;
+                             `body_bytes` pads the body to that size (a hostile upstream)
     rate_limited             429, Retry-After, x-ratelimit-* headers, OpenAI's 429 body
     hang_before_headers      the request is read, nothing is ever sent
     hang_before_first_token  200, headers and the role-only chunk, then nothing
@@ -72,6 +74,8 @@ class Fault:
     #: `trickle`: seconds between tokens
     trickle_s: float = 1.0
     message: str = "simulated failure"
+    #: `status`: pad the error body to this many bytes (0: no padding)
+    body_bytes: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Fault:
@@ -106,6 +110,7 @@ class Fault:
                 after_tokens=int(values.pop("after_tokens", 0)),
                 trickle_s=float(values.pop("trickle_s", 1.0)),
                 message=values.pop("message", "simulated failure"),
+                body_bytes=int(values.pop("body_bytes", 0)),
             )
         except ValueError as exc:
             raise FaultSyntaxError(f"bad fault option in {text!r}: {exc}") from exc

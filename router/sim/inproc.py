@@ -103,6 +103,10 @@ class InProcessResponse:
     async def aclose(self) -> None:
         self._finish(cancelled=True)
 
+    async def finish(self) -> None:
+        """The answer is over (`[DONE]` read): nothing to hand back in process."""
+        self._finish(cancelled=False)
+
     def _finish(self, *, cancelled: bool) -> None:
         if self._closed:
             return

@@ -20,6 +20,7 @@ the backends, the bytes in `wire`, the fault grammar in `behaviour`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -44,6 +45,7 @@ from router.sim.wire import (
     InvalidRequest,
     SimRequest,
     error_body,
+    padded_error_chunks,
     parse_request,
 )
 
@@ -271,6 +273,8 @@ class SimServer:
         headers: dict[str, str] = {}
         if fault.retry_after_s is not None:
             headers["Retry-After"] = f"{max(1, round(fault.retry_after_s))}"
+        if kind == "status" and fault.body_bytes:
+            return await self._padded_error(request, record, fault, headers)
         if kind == "status":
             body = error_body(
                 fault.message, "server_error" if fault.status >= 500 else "invalid_request_error"
@@ -296,6 +300,21 @@ class SimServer:
             )
             return self._reject(record, Rejection(429, body, headers))
         return None
+
+    async def _padded_error(
+        self, request: web.Request, record: RequestRecord, fault: Fault, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        record.status = fault.status
+        response = web.StreamResponse(
+            status=fault.status, headers={**headers, "Content-Type": "application/json"}
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the client may stop reading early
+            for chunk in padded_error_chunks(fault.message, fault.body_bytes):
+                await response.write(chunk)
+            await response.write_eof()
+        record.finished_at = self._clock()
+        return response
 
     def _cut(self, request: web.Request, record: RequestRecord, reset: bool = False) -> None:
         """Close the connection from the server's side (not a client cancellation)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -128,6 +128,20 @@ def error_body(
     message: str, type_: str = "server_error", code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def padded_error_chunks(message: str, size: int, chunk: int = 65536) -> Iterator[bytes]:
+    """An OpenAI-shaped error body of exactly `size` bytes (at least its unpadded
+    size), in chunks: a hostile upstream's huge error answer, never held whole."""
+    head = json.dumps(error_body(message))[:-2].encode() + b', "padding": "'
+    tail = b'"}}'
+    pad = max(0, size - len(head) - len(tail))
+    yield head
+    while pad > 0:
+        n = min(pad, chunk)
+        yield b"x" * n
+        pad -= n
+    yield tail
 
 
 class Encoder:

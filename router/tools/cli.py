@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from router.config import Config, load_config, missing_secrets
 from router.errors import ConfigError
+from router.logs import LOG_FORMATS, setup_logging
 
 
 def _is_loopback(host: str) -> bool:
@@ -71,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from router.gateway.serving import run
     from router.runtime import Router
 
-    logging.getLogger().setLevel(args.log_level.upper())
+    setup_logging(args.log_level, args.log_format)
     try:
         cfg = load_config(args.config)
         host = args.host or cfg.server.host
@@ -89,11 +90,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 1
     run(router, host, port, args.log_level)
+    if router.fatal is not None:
+        print(f"firsttoken: {router.fatal}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _quiet() -> None:
     # One log line per turn would drown the demo's view and simulate's table.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("firsttoken", "uvicorn", "aiohttp", "httpx", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The simulators re-raise a reset from a hedge loser's closed connection and
@@ -114,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.tools.simulate import simulate
+    from router.tools.simulate import parse_map, simulate
 
     _quiet()
     try:
@@ -124,6 +129,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             out_dir=args.out,
             duration_s=args.duration,
             slo_ms=args.slo_ms,
+            mapping=parse_map(args.map),
             stream=sys.stdout,
         )
     except ConfigError as err:
@@ -186,6 +192,14 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="TTFT threshold for SLO attainment (default: the first policy's route SLO)",
     )
+    simulate.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="TARGET=SERVER",
+        help="run a policy target on a scenario server of another name (repeatable); "
+        "by default each target runs on the server of its own name",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     sim = sub.add_parser("sim", help="run a scenario's simulated servers")
@@ -212,7 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure-public", action="store_true", help="allow binding a non-loopback address"
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="info: what an operator acts on; debug adds every turn and background poll",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="json: one object per line (route, target, outcome, ttft_ms, client, ...)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a policy file")
@@ -224,9 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -6,14 +6,15 @@ in this folder if there is one, else the one shipped in the package) is bound to
 their live base URLs by target name; the router listens on
 127.0.0.1 and `router.tools.driver.drive` replays the scenario's sessions through it
 over HTTP, all on one event loop. The live view (rich) shows per target the
-share of turns, TTFT, queue, breaker and cost, and fallbacks and hedges as they
-happen; `--no-live` prints the same numbers once at the end.
+share of turns, TTFT, queue, breaker and cost, and the story of the run
+(`story.py`: fallbacks, hedges, errors and breaker changes, counted by kind and in
+time order); `--no-live`, or output that is not a terminal, prints the same once
+at the end, as plain text at full width.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import random
 import signal
 import sys
@@ -38,9 +39,11 @@ from router.tools.simulate import (
     pick_route,
     running_router,
 )
+from router.tools.story import Story
 
 DEFAULT_POLICY = "policies/hybrid.yaml"
-EVENTS_SHOWN = 8
+#: how often the breakers are looked at, for the story
+BREAKER_POLL_S = 0.1
 
 
 def find_policy(policy: str | None) -> Path:
@@ -65,7 +68,7 @@ def examples(base_url: str, route: str) -> list[str]:
 
 @dataclass
 class DemoState:
-    """What the view reads: every finished turn, plus the notable ones as events."""
+    """What the view reads: every finished turn, and the story of the notable ones."""
 
     router: Router
     route: RouteConfig
@@ -75,26 +78,17 @@ class DemoState:
     duration_s: float
     started: float = field(default_factory=time.monotonic)
     outcomes: list[TurnOutcome] = field(default_factory=list)
-    events: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=EVENTS_SHOWN)
-    )
+    story: Story = field(default_factory=Story)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
 
     def add(self, out: TurnOutcome) -> None:
         self.outcomes.append(out)
-        what = []
-        if out.fell_back:
-            what.append("fell back")
-        if out.hedged:
-            what.append("hedged")
-        if out.outcome in ("error", "dropped"):
-            what.append(f"{out.outcome}: {out.error}")
-        if what:
-            ttft = "-" if out.ttft_s is None else f"{out.ttft_s * 1000:.0f} ms"
-            self.events.append(
-                f"{out.scheduled_s:6.1f}s  s{out.session_id}/t{out.turn_index}  "
-                f"{', '.join(what)} -> {out.target or '-'} (TTFT {ttft}, "
-                f"{out.attempts} attempts)"
-            )
+        self.story.turn(self.now(), out)
+
+    def look_at_breakers(self) -> None:
+        self.story.breakers(self.now(), {v.name: v.breaker for v in self.router.views()})
 
     def summary(self) -> dict[str, Any]:
         slo = self.route.slo.ttft_ms if self.route.slo else 500.0
@@ -162,8 +156,8 @@ def headline(state: DemoState, summary: dict[str, Any]) -> str:
 
 def plain_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
@@ -191,12 +185,19 @@ def _live_view(state: DemoState) -> Any:
             *examples(state.base_url, state.route.name),
         ]
     )
-    events = "\n".join(state.events) or "(none yet)"
+    kinds = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_header=False, expand=False)
+    kinds.add_column("kind", no_wrap=True)
+    kinds.add_column("count", justify="right")
+    kinds.add_column("last", no_wrap=True, overflow="ellipsis")
+    for title, count, last in state.story.by_kind():
+        kinds.add_row(title, str(count), "\n".join(last) or "-")
+    timeline = "\n".join(str(e) for e in state.story.timeline) or "(none yet)"
     return Group(
         Panel(top, title="FirstToken demo (Ctrl-C to stop); queue = engine waiting/running"),
         table,
         headline(state, summary),
-        Panel(events, title="fallbacks, hedges, errors"),
+        Panel(kinds, title="events by kind: count, last few"),
+        Panel(timeline, title="latest events, in time order"),
     )
 
 
@@ -242,7 +243,13 @@ async def run_demo(
                             tg.cancel_scope.cancel()
                             return
 
+                async def watch_breakers() -> None:
+                    while True:
+                        state.look_at_breakers()
+                        await asyncio.sleep(BREAKER_POLL_S)
+
                 tg.start_soon(stop_on_ctrl_c)
+                tg.start_soon(watch_breakers)
                 if live:
                     tg.start_soon(_show_live, state)
                 await drive(
@@ -259,17 +266,32 @@ async def run_demo(
 
 
 def demo(
-    *, policy: str | None, duration_s: float, live: bool, port: int, stream: TextIO = sys.stdout
+    *,
+    policy: str | None,
+    duration_s: float,
+    live: bool,
+    port: int,
+    stream: TextIO | None = None,
 ) -> int:
+    stream = stream or sys.stdout  # looked up per call: a test may have replaced it
     path = find_policy(policy)
+    # A pipe or a file gets no live view (rich would cut it at 80 columns): the plain
+    # summary at the end is the whole output.
+    live = live and stream.isatty()
     state = asyncio.run(run_demo(path, duration_s=duration_s, live=live, port=port, stream=stream))
     summary = state.summary()
     print(f"\ndemo summary: {state.duration_s:.1f} s of load through {path}", file=stream)
     print(plain_table(state.target_rows(summary)), file=stream)
     print(headline(state, summary), file=stream)
-    if state.events:
-        print("last events:", file=stream)
-        for event in state.events:
+    print(f"events: {state.story.tally()}", file=stream)
+    for title, count, last in state.story.by_kind():
+        if count:
+            print(f"  last {title}:", file=stream)
+            for line in last:
+                print(f"    {line}", file=stream)
+    if state.story.timeline:
+        print("latest events, in time order:", file=stream)
+        for event in state.story.timeline:
             print(f"  {event}", file=stream)
     stream.flush()
     return 0 if summary["ok"] > 0 else 1

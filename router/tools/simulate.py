@@ -2,7 +2,8 @@
 
 For every policy file: a fresh fleet of the scenario's simulated servers (same
 seed, so the hosted servers draw the same randomness), the policy bound to the
-fleet's live base URLs (targets are matched to servers by name), the router
+fleet's live base URLs (targets are matched to servers by name, or by an explicit
+`--map TARGET=SERVER`, which the output states), the router
 in-process on uvicorn, and `router.tools.driver.drive` replaying the scenario's turns
 in real time. Runs are sequential so they never compete for the CPU.
 
@@ -18,7 +19,7 @@ import importlib.resources
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,41 +63,63 @@ def resolve_scenario(spec: str) -> Path:
 # -- binding a policy to a live fleet --------------------------------------------------
 
 
-def bind_policy(policy_path: str | Path, scenario: Scenario, base_urls: dict[str, str]) -> Config:
+def bind_policy(
+    policy_path: str | Path,
+    scenario: Scenario,
+    base_urls: dict[str, str],
+    mapping: Mapping[str, str] | None = None,
+) -> Config:
     """The policy with each target's base_url replaced by its server's live one.
 
-    Targets are matched to the scenario's servers by name; each takes the kind its
-    server speaks (`vllm` for engines, `openai` for the rest) and loses its
-    api_key_env (simulated servers need no key) and metrics_url.
+    Targets are matched to the scenario's servers by name, or by `mapping` (policy
+    target -> scenario server, `--map`); each takes the kind its server speaks
+    (`vllm` for engines, `openai` for the rest) and loses its api_key_env
+    (simulated servers need no key) and metrics_url.
     """
     path = str(policy_path)
     load_config(path)  # the file itself must be valid: report its own file:line errors
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     live = {t["name"]: t for t in fleet_targets(scenario, base_urls)}
-    unknown = []
+    mapping = mapping or {}
+    names = [target["name"] for target in data["targets"]]
+    issues = [
+        ConfigIssue(path, None, "targets", f"--map {n}=...: the policy has no target '{n}'")
+        for n in mapping
+        if n not in names
+    ]
     for target in data["targets"]:
-        server = live.get(target["name"])
+        server = live.get(mapping.get(target["name"], target["name"]))
         if server is None:
-            unknown.append(target["name"])
+            wanted = mapping.get(target["name"], target["name"])
+            issues.append(
+                ConfigIssue(
+                    path,
+                    None,
+                    "targets",
+                    f"target '{target['name']}' has no server '{wanted}' in scenario "
+                    f"'{scenario.name}' (servers: {', '.join(live)}); map it onto one with "
+                    f"--map {target['name']}=SERVER",
+                )
+            )
             continue
         target["base_url"] = server["base_url"]
         target["kind"] = server["kind"]
         target.pop("api_key_env", None)
         target.pop("metrics_url", None)
-    if unknown:
-        names = ", ".join(live)
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    path,
-                    None,
-                    "targets",
-                    f"target '{n}' has no server in scenario '{scenario.name}' (servers: {names})",
-                )
-                for n in unknown
-            ]
-        )
+    if issues:
+        raise ConfigError(issues)
     return parse_config(yaml.safe_dump(data, sort_keys=False), f"{path} (live base_urls)")
+
+
+def parse_map(pairs: Sequence[str]) -> dict[str, str]:
+    """`--map TARGET=SERVER` (repeated, or comma-separated) as a dict."""
+    out: dict[str, str] = {}
+    for pair in (p for arg in pairs for p in arg.split(",") if p.strip()):
+        target, sep, server = pair.partition("=")
+        if not sep or not target.strip() or not server.strip():
+            raise ConfigError([ConfigIssue("--map", None, "", f"'{pair}' is not TARGET=SERVER")])
+        out[target.strip()] = server.strip()
+    return out
 
 
 def pick_route(config: Config, preferred: str | None) -> RouteConfig:
@@ -161,12 +184,17 @@ class PolicyRun:
 
 
 async def run_policy(
-    policy_path: str | Path, scenario: Scenario, *, duration_s: float, drain_s: float = 5.0
+    policy_path: str | Path,
+    scenario: Scenario,
+    *,
+    duration_s: float,
+    drain_s: float = 5.0,
+    mapping: Mapping[str, str] | None = None,
 ) -> PolicyRun:
     assert scenario.workload is not None
     started = time.monotonic()
     async with Fleet(scenario) as fleet:
-        config = bind_policy(policy_path, scenario, fleet.base_urls)
+        config = bind_policy(policy_path, scenario, fleet.base_urls, mapping)
         route = pick_route(config, scenario.workload.model)
         lag: list[float] = []
         async with (
@@ -331,6 +359,7 @@ def simulate(
     out_dir: str = "simulate-out",
     duration_s: float | None = None,
     slo_ms: float | None = None,
+    mapping: Mapping[str, str] | None = None,
     stream: TextIO,
 ) -> int:
     scenario_path = resolve_scenario(scenario_spec)
@@ -341,10 +370,13 @@ def simulate(
     if slo_ms is None:
         first = pick_route(load_config(policy_paths[0]), scenario.workload.model)
         slo_ms = first.slo.ttft_ms if first.slo else DEFAULT_SLO_MS
+    if mapping:
+        pairs = ", ".join(f"{t} -> {s}" for t, s in mapping.items())
+        print(f"policy targets mapped onto scenario servers (--map): {pairs}", file=stream)
     runs = []
     for path in policy_paths:
         print(f"running {path} on {scenario.name} for {duration:g} s ...", file=stream, flush=True)
-        run = asyncio.run(run_policy(path, scenario, duration_s=duration))
+        run = asyncio.run(run_policy(path, scenario, duration_s=duration, mapping=mapping))
         print(f"  done in {run.wall_s:.1f} s wall time", file=stream, flush=True)
         runs.append(run)
     stems = [run.name for run in runs]

@@ -1,7 +1,7 @@
 """A thin httpx transport over aiohttp's client, for the load driver's clients.
 
-The router's own upstream calls go through `router.upstream.http1` (lower latency
-per request); this transport is for code that wants httpx's API at speed.
+The router's own upstream calls use aiohttp's client directly
+(`router.upstream.http`); this transport is for code that wants httpx's API at speed.
 
 Why not stock httpcore: measured on two cores, it cost about 4x the CPU per relayed
 stream and collapsed past ~250 streams/s (its pool is O(N^2) per request, and it

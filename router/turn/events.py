@@ -39,12 +39,14 @@ class TurnEvents(Protocol):
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
     ) -> None:
-        """A turn a target answered; `ttft_s` from arrival to the response start."""
+        """A turn a target answered; `ttft_s` from arrival to the response start (its
+        first token of any kind), `first_answer_s` to its first answer token."""
         ...
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:

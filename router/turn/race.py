@@ -5,12 +5,14 @@ next target of the plan (fall back, charged to the route's budget); a hedge dela
 passing with no first token starts the fastest remaining target beside the running
 ones (hedge), within the route's `max_extra` and budget. The delay is counted from
 the start of the latest attempt (see `hedge.hedge_delay_s`). The first attempt to
-produce a content token (a tool-call delta, or a finished empty answer) wins;
-cancelling the task group closes every other attempt's connection at once, so the
-upstreams see the cancel.
+produce a token the user sees (content, reasoning, a refusal, audio, a tool or
+function call delta, or a finished empty answer) wins; cancelling the task group
+closes every other attempt's connection at once, so the upstreams see the cancel.
 
-Before the commit point each SSE event is parsed as JSON (there are few of them),
-so a malformed first frame fails over like any other error.
+A bad request ends the race only when no other attempt runs (a hedge's 400 never
+cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
+`total_s` and never feed the TTFT estimators. Before the commit point each SSE event
+is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fails over.
 """
 
 from __future__ import annotations
@@ -36,13 +38,12 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.policy.base import TargetView
-from router.signals.target import Attempt
+from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest, UpstreamResponse
-from router.upstream.openai import client_body
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
 AttemptKind = Literal["first", "fallback", "hedge"]
@@ -75,8 +76,12 @@ class Race:
         events: TurnEvents,
         clock: Clock,
         result: TurnResult,
+        max_event_bytes: int = 1024 * 1024,
     ) -> None:
         self._route = route
+        self._max_event = max_event_bytes
+        #: a failure that says the request is bad (not retried elsewhere)
+        self._bad_request = False
         self._order = list(order)
         self._views = views
         self._budget = budget
@@ -92,7 +97,8 @@ class Race:
 
     async def run(self, request: TurnRequest) -> Primed:
         """The winner, or AllTargetsFailed."""
-        if self._route.hedge is None:
+        hedge = self._route.hedge
+        if hedge is None or not (request.stream or hedge.unary):
             winner = await self._one_by_one(request)
         else:
             winner = await self._hedged(request)
@@ -161,13 +167,17 @@ class Race:
                     tg.cancel_scope.cancel()
                     return outcome
                 if not self._failed(outcome):
-                    tg.cancel_scope.cancel()
-                    return None
-                if self._running == 0:
+                    # The request is bad as far as this target can tell; an attempt
+                    # still running may yet answer it (a hedge's 400 must not cancel it).
+                    self._bad_request = True
+                    self._hedge_at = math.inf
+                if self._running == 0 and not self._bad_request:
                     self._launch("fallback", request, tg, send)
                 continue
             # The hedge delay passed with no first token: start the next target too.
-            if not (self._budget.try_spend() and self._launch("hedge", request, tg, send)):
+            if self._bad_request or not (
+                self._budget.try_spend() and self._launch("hedge", request, tg, send)
+            ):
                 self._extra = len(self._order)  # budget spent: no more hedges this turn
                 self._hedge_at = math.inf
         return None
@@ -254,7 +264,16 @@ class Race:
 
     async def _attempt(self, runtime: TargetRuntime, request: TurnRequest, out: Outbox) -> None:
         cfg = runtime.config
-        attempt = runtime.signals.begin(request.routing.prompt_tokens)
+        # Everything the router does before the send happens before the target's clock
+        # starts: the router's own work is never charged to a target.
+        upstream_request = UpstreamRequest(
+            request.endpoint,
+            request.body.for_target(cfg.model),
+            request.stream,
+            dict(request.forward_headers),
+        )
+        # A unary answer's latency is a whole generation, not a time to first token.
+        attempt = runtime.signals.begin(request.routing.prompt_tokens, measures_ttft=request.stream)
         if not attempt.admitted:
             # Its breaker opened (or its half-open probe was taken) since the plan was made.
             attempt.release()
@@ -263,14 +282,10 @@ class Race:
         started = self._clock()
         response: UpstreamResponse | None = None
         handed_over = False
-        deadline = cfg.timeouts.first_token_s
+        deadline = self._route.first_token_s or cfg.timeouts.first_token_s
         if not request.stream:
-            deadline = cfg.timeouts.total_s or (cfg.timeouts.first_token_s + cfg.timeouts.idle_s)
+            deadline = cfg.timeouts.total_s
         try:
-            body = client_body(request.body, cfg.model, request.stream)
-            upstream_request = UpstreamRequest(
-                request.endpoint, body, request.stream, dict(request.forward_headers)
-            )
             with anyio.fail_after(deadline):
                 response = await runtime.upstream.send(upstream_request)
                 attempt.headers(response.headers)
@@ -278,13 +293,16 @@ class Race:
                     primed = await self._read_to_first_token(runtime, attempt, response, started)
                 else:
                     primed = await self._read_whole(runtime, attempt, response, started)
-            if request.stream:  # a unary answer's latency is not a time to first token
-                attempt.first_token()
+            if request.stream:
+                attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
             out.send_nowait(primed)
             handed_over = True
         except TimeoutError:
+            what = "no first token" if request.stream else "no whole answer"
             err = UpstreamTimeout(
-                f"{cfg.name}: no first token within {deadline:g}s", target=cfg.name
+                f"{cfg.name}: {what} within {deadline:g}s",
+                target=cfg.name,
+                phase="first_token" if request.stream else "total",
             )
             attempt.failed(err)
             out.send_nowait(err)
@@ -307,13 +325,19 @@ class Race:
     ) -> Primed:
         name = runtime.config.name
         chunks = response.aiter_bytes()
+        framer = sse.Framer(self._max_event)
         head: list[bytes] = []
-        buffer = b""
         async for chunk in chunks:
-            events, buffer = sse.split_events(buffer + chunk)
+            try:
+                block = framer.feed(chunk)
+            except sse.EventTooLarge as exc:
+                raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
+            if not block:
+                continue
+            events = sse.split_events(block)
             for i, event in enumerate(events):
                 try:
-                    frame, parsed = sse.classify(event)
+                    frame, kind, parsed = sse.classify(event)
                 except sse.MalformedFrame as exc:
                     raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
                 if frame is sse.Frame.ERROR:
@@ -328,17 +352,20 @@ class Race:
                         f"{name}: stream ended before any token", target=name
                     )
                 head.append(event)
-                if frame in (sse.Frame.CONTENT, sse.Frame.FINISH):
-                    rest = b"".join(events[i + 1 :]) + buffer
+                if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
+                    rest = b"".join(events[i + 1 :])
+                    if rest:  # complete events after the first token: keep them first
+                        framer = sse.Framer(self._max_event, rest + framer.pending)
                     return Primed(
                         runtime,
                         attempt,
                         response,
                         chunks,
                         b"".join(head),
-                        rest,
+                        framer,
                         started,
                         self._clock(),
+                        first_kind=kind,
                     )
         raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
 
@@ -360,7 +387,7 @@ class Race:
             response,
             None,
             body,
-            b"",
+            None,
             started,
             self._clock(),
             usage=usage if isinstance(usage, dict) else None,

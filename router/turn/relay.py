@@ -1,11 +1,15 @@
 """One turn: plan -> attempt / hedge / fall back -> commit -> relay -> record.
 
-The commit point: nothing reaches the client until a target has produced its first
-content token (or tool-call delta, or a finished empty answer). Before it, any
-failure moves the turn to the next target of the plan and a late first token
-starts the next one as a hedge; the first to produce a token wins and every other
-attempt's connection is closed at once. After it, bytes are relayed as they
-arrive, and a failure ends the stream with an OpenAI-style error event.
+The commit point: nothing reaches the client until a target has produced the first
+token the user sees: content, reasoning, a refusal, audio, a tool or function call
+delta, or a finished empty answer. Before it, any failure moves the turn to the next
+target of the plan and a late first token starts the next one as a hedge; the first
+to produce a token wins and every other attempt's connection is closed at once.
+After it, bytes are relayed as they arrive (framed per the SSE spec, each event
+bounded), and a failure ends the stream with an OpenAI-style error event. A stream
+that committed on reasoning is watched (a bytes search) for its first answer token,
+so both figures are reported. A stream that ended at `[DONE]` hands its connection
+back to the pool.
 
 The turn is the only place that knows policy, signals and upstreams together; the
 race to the first token lives in `race.py`, the relay after it here. It never sees
@@ -15,7 +19,6 @@ ASGI (it writes to a `Sink`) and never imports Prometheus (it reports to
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from router.policy.base import Plan, TargetView
 from router.turn import sse
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget
+from router.turn.model_name import ModelRename
 from router.turn.race import Race
 from router.turn.sink import FirstByteClock, Header, Sink
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
@@ -94,8 +98,10 @@ class Turn:
         events: TurnEvents,
         clock: Clock,
         arrived: float,
+        max_event_bytes: int = 1024 * 1024,
     ) -> None:
         self._route = route
+        self._max_event = max_event_bytes
         self._plan = plan
         self._views = views
         self._targets = targets
@@ -105,6 +111,7 @@ class Turn:
         self._arrived = arrived
         self.result = TurnResult(route=route.name, reason=plan.reason)
         self._prompt_estimate = 0
+        self._rename: ModelRename | None = None  # response_model: route
 
     # -- after the commit point ---------------------------------------------------------
 
@@ -118,6 +125,14 @@ class Turn:
         if pred is not None:
             reason += (
                 f"; winner pred {pred.predicted_ttft_s * 1000:.0f}ms ${pred.expected_cost_usd:.6f}"
+            )
+        if primed.first_kind is not None:
+            token_ms = (primed.first_token_at - self._arrived) * 1000
+            reason += f"; first token ({primed.first_kind}) {token_ms:.0f}ms"
+            reason += (
+                f", first answer {token_ms:.0f}ms"
+                if primed.first_kind in ("answer", "finish")
+                else ", first answer pending"
             )
         self.result.reason = reason
         safe = reason.encode("ascii", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
@@ -151,6 +166,7 @@ class Turn:
             r.target,
             r.outcome,
             ttft_s=None if started_at is None else started_at - self._arrived,
+            first_answer_s=r.first_answer_s,
             duration_s=self._clock() - self._arrived,
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
@@ -169,29 +185,36 @@ class Turn:
             events=self._events,
             clock=self._clock,
             result=self.result,
+            max_event_bytes=self._max_event,
         )
         primed = await race.run(request)
         result = self.result
         result.target = primed.target.config.name
         if request.stream:  # a unary answer has no first token of its own
             result.ttft_s = primed.first_token_at - primed.started_at
+            result.first_kind = primed.first_kind
+            if primed.first_kind in ("answer", "finish"):
+                result.first_answer_s = primed.first_token_at - self._arrived
         if result.hedged and result.target != self._plan.order[0]:
             result.outcome = "hedged_won"
         elif result.hedged:
             result.outcome = "hedged_lost"
         else:
             result.outcome = "fell_back" if result.fell_back else "ok"
+        if self._route.response_model == "route":
+            self._rename = ModelRename.learn(primed.head, self._route.name)
+        head = self._rename(primed.head) if self._rename else primed.head
         try:
             if request.stream:
                 await sink.start(200, self.headers(primed, b"text/event-stream"))
-                await sink.write(primed.head)
+                await sink.write(head)
                 self._events.overhead_observed(
                     "first_token_relay", self._clock() - primed.first_token_at
                 )
                 await self._relay(primed, request, sink)
             else:
                 await sink.start(200, self.headers(primed, b"application/json"))
-                await sink.write(primed.head)
+                await sink.write(head)
                 self._account(primed, primed.usage, estimated_completion=0)
                 primed.attempt.finished(result.prompt_tokens, result.completion_tokens)
             await sink.finish()
@@ -205,55 +228,68 @@ class Turn:
         return result
 
     async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> None:
-        assert primed.chunks is not None
+        assert primed.chunks is not None and primed.framer is not None
+        chunks, framer = primed.chunks, primed.framer
         name = primed.target.config.name
         keep_usage = request.client_wants_usage
         events_seen = 1
-        buffer = primed.rest
+        answered = primed.first_kind in ("answer", "finish")
         done = False
         guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
         total_s = primed.target.config.timeouts.total_s
-        # One deadline for the whole stream (one cancel scope, not one per chunk; none
-        # without `total_s`).
-        deadline = None
-        if total_s is not None:
-            deadline = anyio.move_on_after(primed.started_at + total_s - self._clock())
+        # The whole stream's deadline, checked at each chunk (a cancel scope costs more
+        # than a turn's chunks do); a silent upstream meets its idle timeout first.
+        deadline_at = primed.started_at + total_s
+        late = False
         try:
-            with deadline or contextlib.nullcontext():
-                while not done:
-                    cut = buffer.rfind(b"\n\n")
-                    if cut >= 0:
-                        block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                        done, events_seen = await self._forward(
-                            primed, block, keep_usage, sink, events_seen
-                        )
-                        continue
-                    asked = self._clock() if guard is not None else 0.0
-                    chunk = await anext(primed.chunks, None)
-                    if chunk is None:
+            block = framer.feed(b"")  # complete events that came with the first token
+            while True:
+                if block:
+                    if not answered and sse.first_answer_in(block):
+                        answered = True
+                        self._first_answer(primed)
+                    done, events_seen = await self._forward(
+                        primed, block, keep_usage, sink, events_seen
+                    )
+                    if done:
                         break
-                    if guard is not None:
-                        waited = self._clock() - asked
-                        if guard.observe(waited):
-                            self._degraded(primed, waited)
-                    buffer += chunk
-                    if b"\r" in chunk:  # a CRLF-framed upstream: normalise (rare)
-                        buffer = buffer.replace(b"\r\n", b"\n")
+                asked = self._clock() if guard is not None else 0.0
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                now = self._clock()
+                if now > deadline_at:
+                    late = True
+                    break
+                if guard is not None and guard.observe(now - asked):
+                    self._degraded(primed, now - asked)
+                block = framer.feed(chunk)
         except UpstreamError as err:
             await self._interrupted(primed, sink, err, events_seen)
             return
-        if deadline is not None and deadline.cancelled_caught:
-            late = UpstreamTimeout(
+        except sse.EventTooLarge as exc:
+            too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
+            await self._interrupted(primed, sink, too_large, events_seen)
+            return
+        if late:
+            timeout = UpstreamTimeout(
                 f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
             )
-            await self._interrupted(primed, sink, late, events_seen)
+            await self._interrupted(primed, sink, timeout, events_seen)
             return
         if not done:
             cut_short = UpstreamProtocolError(f"{name}: stream ended without [DONE]", target=name)
             await self._interrupted(primed, sink, cut_short, events_seen)
             return
+        if self.result.outcome != "error":
+            primed.ended = True  # at [DONE]: the connection may serve the next turn
         self._account(primed, primed.usage, estimated_completion=events_seen)
         primed.attempt.finished(self.result.prompt_tokens, self.result.completion_tokens)
+
+    def _first_answer(self, primed: Primed) -> None:
+        """The first answer token after reasoning (or a refusal, or audio) came."""
+        primed.attempt.first_answer()
+        self.result.first_answer_s = self._clock() - self._arrived
 
     async def _forward(
         self, primed: Primed, block: bytes, keep_usage: bool, sink: Sink, events_seen: int
@@ -263,7 +299,7 @@ class Turn:
         events_seen += block.count(b"data:")
         if found.has_usage:
             kept = []
-            for event in sse.split_events(block)[0]:
+            for event in sse.split_events(block):
                 usage, usage_only = sse.usage_of(event)
                 if usage is not None:
                     primed.usage = usage
@@ -280,7 +316,7 @@ class Turn:
             self.result.failures.append(err)
             self.result.outcome = "error"
         if block:
-            await sink.write(block)
+            await sink.write(self._rename(block) if self._rename else block)
         return found.has_done or found.has_error, events_seen
 
     def _degraded(self, primed: Primed, waited_s: float) -> None:

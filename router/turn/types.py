@@ -13,9 +13,12 @@ import anyio
 from router.config import TargetConfig
 from router.errors import UpstreamError
 from router.policy.base import RoutingRequest
-from router.signals.target import Attempt, TargetSignals
+from router.signals.attempt import Attempt
+from router.signals.target import TargetSignals
+from router.turn.sse import Framer
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
-from router.vocabulary import Outcome
+from router.upstream.body import ClientBody
+from router.vocabulary import FirstTokenKind, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +31,8 @@ class TargetRuntime:
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
     endpoint: Endpoint
-    body: Mapping[str, Any]
+    #: the client's body, serialised once; each target's model goes in front
+    body: ClientBody
     stream: bool
     #: the client asked for the usage chunk itself
     client_wants_usage: bool
@@ -45,17 +49,24 @@ class Primed:
     attempt: Attempt
     response: UpstreamResponse
     chunks: AsyncIterator[bytes] | None
-    #: bytes to send first: every event up to and including the first content
+    #: bytes to send first: every event up to and including the first token
     head: bytes
-    #: bytes after the head that do not yet form a complete event
-    rest: bytes
+    #: the stream's framer, holding the bytes after the head (None when not streaming)
+    framer: Framer | None
     started_at: float
     first_token_at: float
+    #: what the first token was (an answer, reasoning, ...); None when not streaming
+    first_kind: FirstTokenKind | None = None
     usage: dict[str, Any] | None = None
+    #: the stream ended at `[DONE]`: its connection may serve the next turn
+    ended: bool = False
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self.response.aclose()
+            if self.ended:
+                await self.response.finish()
+            else:
+                await self.response.aclose()
 
 
 @dataclass(slots=True)
@@ -69,6 +80,10 @@ class TurnResult:
     hedged: bool = False
     fell_back: bool = False
     ttft_s: float | None = None
+    #: what the first token was, and the time to the first answer token (content or
+    #: a tool call) from the attempt's start, when the stream had one
+    first_kind: FirstTokenKind | None = None
+    first_answer_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0

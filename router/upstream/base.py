@@ -8,7 +8,7 @@ do not speak OpenAI's protocol re-frame their answers as OpenAI chunks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -22,13 +22,29 @@ ENDPOINT_PATHS: dict[Endpoint, str] = {
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
-    """What to send: the client's body with `model` already set to the target's."""
+    """What to send: the client's body with `model` already set to the target's (a
+    `body.TargetBody`, whose bytes are ready; any other mapping is serialised)."""
 
     endpoint: Endpoint
     body: Mapping[str, Any]
     stream: bool
     #: headers to pass along (request id, ...); never the client's own API key
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSetup:
+    """What an upstream needs besides its target's config: secrets read from the
+    environment (whitespace stripped, validated), bounds, and a hook for its pool."""
+
+    api_key: str | None = None
+    #: the target's `headers` and `headers_env`, resolved
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: the largest non-streamed answer read
+    max_body_bytes: int = 16 * 1024 * 1024
+    keepalive_s: float = 30.0
+    #: called with `reused` for every connection a request gets
+    on_connection: Callable[[bool], None] | None = None
 
 
 class UpstreamResponse(Protocol):
@@ -46,6 +62,12 @@ class UpstreamResponse(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection now; the target sees a cancel if the body is unread."""
+        ...
+
+    async def finish(self) -> None:
+        """The answer is over (`[DONE]` was read): give the connection back for the
+        next turn once the rest of the body (the terminal chunk) is in, briefly waited
+        for; otherwise close it."""
         ...
 
 

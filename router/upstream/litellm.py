@@ -51,7 +51,7 @@ import httpx
 from router.clock import Clock
 from router.config import TargetConfig
 from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
-from router.upstream.base import UpstreamRequest
+from router.upstream.base import UpstreamRequest, UpstreamSetup
 from router.upstream.litellm_errors import Phase, chain, translate
 from router.upstream.litellm_frames import (
     DONE,
@@ -169,6 +169,9 @@ class LitellmStreamResponse:
     async def aclose(self) -> None:
         await _close(self._frames, self._stream, self._http)
 
+    async def finish(self) -> None:
+        await self.aclose()
+
 
 class LitellmJsonResponse:
     """A non-streamed answer, already read."""
@@ -186,6 +189,9 @@ class LitellmJsonResponse:
         return self._body
 
     async def aclose(self) -> None:
+        return None
+
+    async def finish(self) -> None:
         return None
 
 
@@ -208,15 +214,21 @@ class LitellmUpstream:
     litellm falls back to the provider's usual environment variable."""
 
     def __init__(
-        self, config: TargetConfig, api_key: str | None = None, wall_clock: Clock = time.time
+        self,
+        config: TargetConfig,
+        setup: UpstreamSetup | str | None = None,
+        wall_clock: Clock = time.time,
     ) -> None:
         litellm = load_litellm()
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
+        if not isinstance(setup, UpstreamSetup):
+            setup = UpstreamSetup(api_key=setup)
         self.name = config.name
         self._wall = wall_clock
         self._config = config
-        self._api_key = api_key
+        self._api_key = setup.api_key
+        self._headers = dict(setup.headers)
         self._acompletion = litellm.acompletion
         t = config.timeouts
         self._http: Any = AsyncHTTPHandler(
@@ -302,13 +314,13 @@ class LitellmUpstream:
             api_base=self._config.base_url,
             api_key=self._api_key,
             # per read; the first-token deadline is enforced around `send`
-            timeout=t.idle_s if request.stream else (t.total_s or max(t.idle_s, t.first_token_s)),
+            timeout=t.idle_s if request.stream else t.total_s,
             client=self._http,
         )
         if request.stream:
             kwargs["stream_options"] = {"include_usage": True}
-        if request.headers:
-            kwargs["extra_headers"] = dict(request.headers)
+        if request.headers or self._headers:
+            kwargs["extra_headers"] = {**self._headers, **request.headers}
         return kwargs
 
     def _raise(self, exc: BaseException, phase: Phase, seen: list[httpx.Response]) -> NoReturn:

@@ -26,6 +26,7 @@ from router.errors import (
 )
 from router.upstream.litellm_frames import json_bytes
 from router.upstream.openai import retry_after_s
+from router.upstream.rejections import rejection_reason
 
 #: "send": before the first content token; "stream": after it
 Phase = Literal["send", "stream"]
@@ -130,4 +131,5 @@ def translate(
         retry_after_s=retry_after_s(headers, body, wall_now=wall_now),
         # the provider's rate-limit state rides on its 429 (anthropic-ratelimit-*, ...)
         headers={k.lower(): v for k, v in headers.items()},
+        rejection=rejection_reason(status, body),
     )

@@ -1,47 +1,53 @@
-"""OpenAI-compatible targets (vLLM, OpenAI, Groq, Together, ...): a raw byte relay.
+"""OpenAI-compatible targets (vLLM, OpenAI, Azure OpenAI, Groq, OpenRouter, ...): a raw
+byte relay over one aiohttp pool per target (`http.HttpPool`).
 
 The request body goes out as JSON; the answer comes back untouched: SSE bytes for
-streams, one JSON body otherwise. This module is the one place where httpx's
-exceptions become `router.errors`.
+streams, one JSON body otherwise. Every read is bounded: an error body to its first
+64 KiB (then the connection is closed), a non-streamed answer to
+`upstream.max_body_bytes`; a stream's events are bounded by the turn
+(`upstream.max_event_bytes`).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from router.clock import Clock
 from router.config import TargetConfig
-from router.errors import (
-    TimeoutPhase,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
-from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest
-from router.upstream.http1 import Http1Client, Http1Response
+from router.upstream.base import ENDPOINT_PATHS, UpstreamRequest, UpstreamSetup
+from router.upstream.body import wire_bytes
+from router.upstream.http import ERRORS, HttpPool, translate
+from router.upstream.rejections import rejection_reason
+
+log = logging.getLogger("firsttoken.upstream")
 
 _RETRY_IN = re.compile(rb"try again in ([0-9]+(?:\.[0-9]+)?)(ms|s)")
-#: where in a request a transport failure struck
-Phase = Literal["connect", "stream", "body"]
+#: the most of an error body that is read; the connection is closed after it
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: how long a finished stream may take to deliver its terminal chunk before its
+#: connection is closed rather than reused
+DRAIN_S = 0.05
 
 
 def retry_after_s(headers: Mapping[str, str], body: bytes, *, wall_now: float) -> float | None:
     """Seconds to stay away (at most `MAX_RETRY_AFTER_S`): the Retry-After header, else
-    OpenAI's "try again in 20ms" in a 429's text. `wall_now` is epoch seconds."""
+    OpenAI's "try again in 20ms" in a 429's text. `wall_now` is epoch seconds. A
+    header that is neither seconds nor a date is logged and ignored."""
     value = headers.get("retry-after")
     if value:
         seconds = parse_retry_after(value, wall_now=wall_now, max_s=MAX_RETRY_AFTER_S)
         if seconds is not None:
             return seconds
+        log.info("ignored a Retry-After that is neither seconds nor a date: %r", value[:64])
     match = _RETRY_IN.search(body)
     if match:
         amount = float(match.group(1))
@@ -49,176 +55,222 @@ def retry_after_s(headers: Mapping[str, str], body: bytes, *, wall_now: float) -
     return None
 
 
-def translate(exc: httpx.HTTPError, target: str, phase: Phase) -> UpstreamError:
-    """httpx's exceptions, in our tree. The message names the target, never a key."""
-    kind = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        which: TimeoutPhase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "idle"
-        return UpstreamTimeout(f"{target}: {which} timeout ({kind})", target=target, phase=which)
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamConnectError(f"{target}: cannot connect ({kind})", target=target)
-    return UpstreamConnectError(
-        f"{target}: connection failed during {phase} ({kind})", target=target
-    )
-
-
-class _HttpxBody:
-    """An `httpx.Response` in `Http1Response`'s shape (an injected httpx transport:
-    `MockTransport` in unit tests, `ASGITransport`)."""
-
-    __slots__ = ("_response", "headers", "status")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_raw():
-            yield chunk
-
-    async def aread(self) -> bytes:
-        return await self._response.aread()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
+async def read_bounded(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of a body, and whether that was all of it."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), content.at_eof()
 
 
 class OpenAIResponse:
-    """A 2xx answer; the body is read (or relayed) by the caller."""
+    """A 2xx answer; the body is read (or relayed) by the caller.
 
-    __slots__ = ("_raw", "_target", "headers", "status")
+    A stream's idle timeout (`idle_s`: the longest wait for the next bytes) is kept by
+    one lazy timer per stream rather than one per chunk: it fires at most once per
+    `idle_s`, and only closes the response if a read has been waiting that long. A
+    slow client (the relay reading later) is not an idle upstream."""
 
-    def __init__(self, raw: Http1Response | _HttpxBody, target: str) -> None:
-        self._raw = raw
+    __slots__ = (
+        "_content",
+        "_expired",
+        "_idle_s",
+        "_max_body",
+        "_response",
+        "_target",
+        "_timer",
+        "_waiting_since",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, target: str, max_body: int, idle_s: float
+    ) -> None:
+        self._response = response
+        self._content = response.content
         self._target = target
-        self.status = raw.status
-        self.headers: Mapping[str, str] = raw.headers
+        self._max_body = max_body
+        self._idle_s = idle_s
+        self._waiting_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+        self.status = response.status
+        #: case-insensitive
+        self.headers: Mapping[str, str] = response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._content
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._idle_s, self._watch, loop)
         try:
-            async for chunk in self._raw.aiter_bytes():
+            while True:
+                self._waiting_since = loop.time()
+                chunk = await content.readany()
+                self._waiting_since = None
+                if not chunk:
+                    return
                 yield chunk
-        except httpx.HTTPError as exc:
+        except ERRORS as exc:
+            if self._expired:
+                raise UpstreamTimeout(
+                    f"{self._target}: idle timeout (no bytes for {self._idle_s:g}s)",
+                    target=self._target,
+                    phase="idle",
+                ) from exc
             raise translate(exc, self._target, "stream") from exc
+        finally:
+            self._unwatch()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        since = self._waiting_since
+        now = loop.time()
+        if since is not None and now - since >= self._idle_s:
+            self._expired = True
+            self._timer = None
+            self._response.close()  # the waiting read raises; the target sees the close
+            return
+        due = (since if since is not None else now) + self._idle_s
+        self._timer = loop.call_at(due, self._watch, loop)
 
     async def aread(self) -> bytes:
         try:
-            return await self._raw.aread()
-        except httpx.HTTPError as exc:
+            body, whole = await read_bounded(self._content, self._max_body)
+            if whole and not self._content.at_eof():
+                whole = not await self._content.read(1)
+        except ERRORS as exc:
             raise translate(exc, self._target, "body") from exc
+        if not whole:
+            raise UpstreamProtocolError(
+                f"{self._target}: answer larger than {self._max_body} bytes", target=self._target
+            )
+        return body
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def aclose(self) -> None:
-        await self._raw.aclose()
+        # An unread body means the caller gave up (cancel, hedge loser, a bound): drop
+        # the connection so the target sees the disconnect and stops generating.
+        self._unwatch()
+        if self._content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+    async def finish(self) -> None:
+        self._unwatch()
+        if self._content.at_eof():
+            self._response.release()
+            return
+        # The terminal chunk is on its way; aiohttp hands the connection back to the
+        # pool when it comes (the response releases itself at EOF). If it has not come
+        # within DRAIN_S, close. Nothing waits here.
+        asyncio.get_running_loop().call_later(DRAIN_S, self._settle)
+
+    def _settle(self) -> None:
+        """Back to the pool if the body was read to its end, else closed (idempotent)."""
+        if self._content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+def _url(base_url: str, path: str) -> URL:
+    """`path` appended to `base_url`'s path, its query kept (Azure's `api-version`)."""
+    base = URL(base_url)
+    joined = base.with_path(base.path.rstrip("/") + path, encoded=False)
+    return joined.with_query(base.query) if base.query_string else joined
 
 
 class OpenAIUpstream:
-    """One target, one keep-alive pool.
-
-    Requests go out through `Http1Client` (router/upstream/http1.py: the relay's
-    own small HTTP/1.1 client); an injected httpx transport (`MockTransport` in
-    unit tests) gets an `httpx.Request` instead. `wall_clock` dates a Retry-After."""
+    """One target, one keep-alive pool. `wall_clock` dates a Retry-After."""
 
     def __init__(
         self,
         config: TargetConfig,
-        api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        setup: UpstreamSetup | None = None,
+        *,
         wall_clock: Clock = time.time,
     ) -> None:
         assert config.base_url is not None, "validated by config"
+        setup = setup or UpstreamSetup()
         self.name = config.name
         self._wall = wall_clock
         self._config = config
-        self._key = api_key.encode() if api_key else b""
-        self._headers = {
+        self._key = setup.api_key or ""
+        headers = {
             "content-type": "application/json",
             "accept": "text/event-stream, application/json",
+            "accept-encoding": "identity",
+            **setup.headers,
         }
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
-        self._transport = transport
-        self._client = Http1Client(config.base_url) if transport is None else None
-        base = urlsplit(config.base_url)
-        query = f"?{base.query}" if base.query else ""  # e.g. Azure's api-version
-        self._paths = {
-            endpoint: base.path.rstrip("/") + path + query
-            for endpoint, path in ENDPOINT_PATHS.items()
+        if setup.api_key:
+            if config.auth_header == "api-key":
+                headers["api-key"] = setup.api_key
+            else:
+                headers["authorization"] = f"Bearer {setup.api_key}"
+        self._headers = headers
+        self._urls = {
+            endpoint: _url(config.base_url, path) for endpoint, path in ENDPOINT_PATHS.items()
         }
-        # the same targets for an injected httpx transport
-        origin = f"{base.scheme}://{base.netloc}"
-        self._urls = {endpoint: httpx.URL(origin + path) for endpoint, path in self._paths.items()}
+        self._max_body = setup.max_body_bytes
         t = config.timeouts
-        self._connect_s, self._read_s = t.connect_s, t.idle_s
-        timeout = httpx.Timeout(
-            connect=t.connect_s, read=t.idle_s, write=t.idle_s, pool=t.connect_s
+        # The wait for the answer's head is bounded by the turn (`first_token_s`, or
+        # `total_s` for a unary answer, which may be silent until it is whole); a
+        # stream's reads by `idle_s`, in `OpenAIResponse`.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=None)
+        self._idle_s = t.idle_s
+        self.pool = HttpPool(
+            config.name,
+            config.base_url,
+            max_connections=config.max_connections,
+            keepalive_s=setup.keepalive_s,
+            ca_file=config.ca_file,
+            on_connection=setup.on_connection,
         )
-        self._extensions = {"timeout": timeout.as_dict()}
-
-    async def _open(self, request: UpstreamRequest) -> Http1Response | _HttpxBody:
-        headers = {**self._headers, **request.headers}
-        body = json.dumps(request.body, separators=(",", ":")).encode()
-        if self._client is not None:
-            return await self._client.open(
-                "POST",
-                self._paths[request.endpoint],
-                headers,
-                body,
-                connect_s=self._connect_s,
-                read_s=self._read_s,
-            )
-        assert self._transport is not None
-        http_request = httpx.Request(
-            "POST",
-            self._urls[request.endpoint],
-            headers=headers,
-            content=body,
-            extensions=self._extensions,
-        )
-        return _HttpxBody(await self._transport.handle_async_request(http_request))
 
     async def send(self, request: UpstreamRequest) -> OpenAIResponse:
-        try:
-            response = await self._open(request)
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.name, "connect") from exc
+        headers = {**self._headers, **request.headers} if request.headers else self._headers
+        body = wire_bytes(request.body)
+        response = await self.pool.post(self._urls[request.endpoint], headers, body, self._timeout)
         if response.status >= 300:
-            try:
-                body = (await response.aread())[:65536]
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            if self._key and self._key in body:  # some APIs echo the key they rejected
-                body = body.replace(self._key, b"[redacted]")
-            raise UpstreamStatusError(
-                f"{self.name}: upstream answered {response.status}",
-                target=self.name,
-                upstream_status=response.status,
-                body=body,
-                retry_after_s=retry_after_s(response.headers, body, wall_now=self._wall()),
-                headers={k.lower(): v for k, v in response.headers.items()},
-            )
-        return OpenAIResponse(response, self.name)
+            raise await self._status_error(response)
+        return OpenAIResponse(response, self.name, self._max_body, self._idle_s)
+
+    async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamStatusError:
+        """The error a non-2xx answer is: its first 64 KiB read, the connection closed
+        unless that was the whole body."""
+        try:
+            body, whole = await read_bounded(response.content, MAX_ERROR_BODY_BYTES)
+        except ERRORS:
+            body, whole = b"", False
+        if whole:
+            response.release()
+        else:
+            response.close()
+        if self._key and self._key.encode() in body:  # some APIs echo the key they rejected
+            body = body.replace(self._key.encode(), b"[redacted]")
+        status = response.status
+        return UpstreamStatusError(
+            f"{self.name}: upstream answered {status}",
+            target=self.name,
+            upstream_status=status,
+            body=body,
+            retry_after_s=retry_after_s(response.headers, body, wall_now=self._wall()),
+            headers={k.lower(): v for k, v in response.headers.items()},
+            rejection=rejection_reason(status, body),
+        )
 
     async def warm_up(self) -> None:
         """Nothing to pay up front: connections open with the first turn."""
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        if self._transport is not None:
-            await self._transport.aclose()
-
-
-def client_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
-    """The client's body for one target: its model, and usage asked for on streams."""
-    out = dict(body)
-    out["model"] = model
-    if stream:
-        options = out.get("stream_options")
-        out["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-    return out
+        await self.pool.aclose()

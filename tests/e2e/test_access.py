@@ -77,6 +77,23 @@ def test_a_key_may_only_use_its_routes(fleet: Fleet) -> None:
     assert _post(fleet, OTHER_KEY, {**CHAT, "model": "other"}).status_code == 200
 
 
+def test_the_model_list_needs_a_key_and_shows_only_the_keys_routes(fleet: Fleet) -> None:
+    url = f"{fleet.router.base_url}/models"
+    assert httpx.get(url).status_code == 401
+    for key, routes in ((TEAM_KEY, ["chat"]), (OTHER_KEY, ["other"])):
+        listed = httpx.get(url, headers={"authorization": f"Bearer {key}"})
+        assert [m["id"] for m in listed.json()["data"]] == routes
+    c = openai.OpenAI(base_url=fleet.router.base_url, api_key=TEAM_KEY, max_retries=0)
+    assert [m.id for m in c.models.list()] == ["chat"]
+
+
+def test_an_unknown_model_names_only_the_routes_the_key_may_use(fleet: Fleet) -> None:
+    response = _post(fleet, TEAM_KEY, {**CHAT, "model": "gpt-5"})
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "chat" in message and "other" not in message
+
+
 def test_a_key_over_its_rpm_gets_429_with_retry_after(fleet: Fleet) -> None:
     statuses = [_post(fleet, TEAM_KEY).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
@@ -96,6 +113,18 @@ def test_admin_endpoints_need_the_admin_key(fleet: Fleet) -> None:
     assert [t["name"] for t in response.json()["targets"]] == ["a"]
 
 
+def test_metrics_on_the_main_port_need_the_admin_key_with_auth(fleet: Fleet) -> None:
+    # /metrics shows spend per client key name: not for anyone who can reach the port
+    assert _post(fleet, TEAM_KEY).status_code == 200
+    url = f"{fleet.router.url}/metrics"
+    for headers in ({}, {"authorization": f"Bearer {TEAM_KEY}"}):
+        response = httpx.get(url, headers=headers)
+        assert response.status_code == 401
+        assert "team-a" not in response.text
+    response = httpx.get(url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert response.status_code == 200 and "firsttoken_client_cost_usd" in response.text
+
+
 def test_keys_never_appear_in_logs_bodies_or_metrics(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -107,7 +136,7 @@ def test_keys_never_appear_in_logs_bodies_or_metrics(
         httpx.get(
             f"{fleet.router.url}/admin/targets", headers={"authorization": f"Bearer {ADMIN_KEY}"}
         ),
-        httpx.get(f"{fleet.router.url}/metrics"),
+        httpx.get(f"{fleet.router.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}),
     ]
     text = caplog.text + "".join(r.text + str(r.headers) for r in seen)
     for key in (TEAM_KEY, OTHER_KEY, ADMIN_KEY):

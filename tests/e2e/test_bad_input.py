@@ -33,6 +33,7 @@ from tests.e2e.test_faults import Rig, start_rig, stop_rig
 
 Task = asyncio.Task[None]
 LIMIT = 65536
+JSON = {"content-type": "application/json"}
 UPSTREAM_STATUSES = {502, 503, 504}
 SPEC = openapi_spec()
 SETTINGS = settings(
@@ -152,7 +153,7 @@ def _content_parts(body: object) -> list[object]:
 def test_generated_bodies_get_a_contract_answer(
     client: httpx.Client, body: object, path: str, ascii_only: bool
 ) -> None:
-    response = client.post(path, content=encode(body, ascii_only))
+    response = client.post(path, content=encode(body, ascii_only), headers=JSON)
     assert_answered(response)
 
 
@@ -277,7 +278,7 @@ def test_spec_is_openapi_3_and_every_error_is_the_error_shape() -> None:
 
 def test_oversized_bodies_are_413_with_or_without_content_length(client: httpx.Client) -> None:
     big = b'{"model": "chat", "x": "' + b"a" * (LIMIT * 4) + b'"}'
-    declared = client.post("/v1/chat/completions", content=big)
+    declared = client.post("/v1/chat/completions", content=big, headers=JSON)
     assert declared.status_code == 413
     assert assert_error_shape(declared)["code"] == "payload_too_large"
 
@@ -285,7 +286,7 @@ def test_oversized_bodies_are_413_with_or_without_content_length(client: httpx.C
         for i in range(0, len(big), 4096):
             yield big[i : i + 4096]
 
-    chunked = client.post("/v1/chat/completions", content=chunks())
+    chunked = client.post("/v1/chat/completions", content=chunks(), headers=JSON)
     assert chunked.status_code == 413
     # A huge declared length is refused before any of it is read.
     started = time.monotonic()
@@ -293,7 +294,8 @@ def test_oversized_bodies_are_413_with_or_without_content_length(client: httpx.C
         ("127.0.0.1", int(str(client.base_url).rsplit(":", 1)[1])), timeout=5
     ) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: 10000000000\r\n\r\n"
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
     assert time.monotonic() - started < 2
@@ -313,7 +315,7 @@ def test_oversized_bodies_are_413_with_or_without_content_length(client: httpx.C
     ids=["deep-list", "past-64-levels", "deep-object"],
 )
 def test_deep_json_is_a_400(client: httpx.Client, content: bytes) -> None:
-    response = client.post("/v1/chat/completions", content=content)
+    response = client.post("/v1/chat/completions", content=content, headers=JSON)
     assert response.status_code == 400
     assert assert_error_shape(response)["code"] == "invalid_request"
 
@@ -321,15 +323,21 @@ def test_deep_json_is_a_400(client: httpx.Client, content: bytes) -> None:
 @pytest.mark.parametrize(
     ("content_type", "content", "status"),
     [
-        # The content type is not checked: a JSON body is a JSON body (as OpenAI does).
-        ("text/plain", b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]}', 200),
-        (None, b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]}', 200),
-        ("application/x-www-form-urlencoded", b"model=chat&messages=x", 400),
-        ("multipart/form-data; boundary=x", b"--x\r\ncontent-disposition: form-data\r\n\r\n", 400),
+        # What a web page can send without a CORS preflight is refused: text/plain,
+        # a form, a multipart body, and a blob with no type at all.
+        ("text/plain", b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]}', 415),
+        (None, b'{"model": "chat", "messages": [{"role": "user", "content": "x"}]}', 415),
+        ("application/x-www-form-urlencoded", b"model=chat&messages=x", 415),
+        ("multipart/form-data; boundary=x", b"--x\r\ncontent-disposition: form-data\r\n\r\n", 415),
+        (
+            "Application/JSON; charset=utf-8",
+            b'{"model": "chat", "messages": [{"role": "user"}]}',
+            200,
+        ),
         ("application/json", b"\xff\xfe\x00garbage", 400),
         ("application/json", b"", 400),
     ],
-    ids=["text-plain", "none", "form", "multipart", "binary", "empty"],
+    ids=["text-plain", "none", "form", "multipart", "json-with-charset", "binary", "empty"],
 )
 def test_wrong_content_types(
     client: httpx.Client, content_type: str | None, content: bytes, status: int
@@ -385,17 +393,58 @@ def raw_exchange(port: int, head: bytes, timeout: float = 5.0) -> bytes:
 
 
 def test_hundreds_of_headers_are_served_and_others_unaffected(served: int) -> None:
-    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n"
     head += b"".join(b"x-h%d: v\r\n" % i for i in range(500)) + b"\r\n"
     assert raw_exchange(served, head).startswith(b"HTTP/1.1 200")
     assert serves_others(served)
 
 
 def test_a_huge_header_block_is_refused(served: int) -> None:
-    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 4_000_000 + b"\r\n\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: " + b"a" * 4_000_000 + b"\r\n\r\n"
     answer = raw_exchange(served, head)
     assert serves_others(served)
     assert not answer.startswith(b"HTTP/1.1 200")
+
+
+def json_error_of(answer: bytes) -> tuple[int, dict[str, Any]]:
+    """The status and error of a raw HTTP answer, which must be in the API's shape."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    error = json.loads(body)["error"]
+    assert {"message", "type", "code"} <= set(error)
+    return status, error
+
+
+HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (HEAD + b"content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n{}", 400),
+        (HEAD + b"content-length: 2\r\ncontent-length: 3\r\n\r\n{}", 400),
+        (HEAD + b"x-a: b\rc\r\ncontent-length: 2\r\n\r\n{}", 400),
+        (HEAD + b"x-a: b\x00c\r\ncontent-length: 2\r\n\r\n{}", 400),
+        (HEAD + b"x-big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"x-h: v\r\n" * 9000 + b"\r\n", 431),
+    ],
+    ids=["cl-and-te", "two-cl", "cr-in-header", "nul-in-header", "big-header", "many-headers"],
+)
+def test_what_the_http_parser_refuses_is_answered_in_the_api_shape(
+    served: int, request_bytes: bytes, status: int
+) -> None:
+    answer = b""
+    with socket.create_connection(("127.0.0.1", served), timeout=5) as sock:
+        sock.sendall(request_bytes)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    got, error = json_error_of(answer)
+    assert got == status
+    assert error["code"] in ("malformed_http_request", "request_header_fields_too_large")
+    assert serves_others(served)
 
 
 def test_slowloris_connections_do_not_stop_others(served: int) -> None:
@@ -403,7 +452,7 @@ def test_slowloris_connections_do_not_stop_others(served: int) -> None:
     try:
         for _ in range(100):  # each sends a partial head, then a byte now and then
             s = socket.create_connection(("127.0.0.1", served), timeout=5)
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
             socks.append(s)
         for _ in range(5):
             for s in socks:
@@ -414,7 +463,8 @@ def test_slowloris_connections_do_not_stop_others(served: int) -> None:
         body_sock = socket.create_connection(("127.0.0.1", served), timeout=5)
         socks.append(body_sock)
         body_sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"
         )
         for _ in range(5):
             body_sock.sendall(b" ")
@@ -438,8 +488,12 @@ def test_a_client_that_never_finishes_its_request_is_timed_out(
     server, task = start_served(loop_thread, config)
     try:
         port = server.servers[0].sockets[0].getsockname()[1]
-        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
-        head += b"x-slow: a" if phase == "head" else b"content-length: 100\r\n\r\n{"
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        head += (
+            b"x-slow: a"
+            if phase == "head"
+            else b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+        )
         with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
             sock.sendall(head)
             started = time.monotonic()

@@ -32,7 +32,7 @@ from tests.e2e.harness import LoopThread, RunningRouter, start_router, stop_rout
 FAST = Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6)
 TEXT = "".join(f"t{i} " for i in range(6))
 #: short deadlines keep the suite fast; the canary's target has the defaults
-TIMEOUTS = "timeouts: {connect_s: 0.5, first_token_s: 0.4, idle_s: 0.4}"
+TIMEOUTS = "timeouts: {connect_s: 0.5, first_token_s: 0.4, idle_s: 0.4, total_s: 0.8}"
 #: the canary checks integrity, not latency: a loaded CI machine must not fail it
 CANARY_TIMEOUTS = "timeouts: {first_token_s: 10.0}"
 ROUTES = """
@@ -639,7 +639,7 @@ def test_reload_during_traffic(loop_thread: LoopThread, tmp_path: Path) -> None:
         unfinished = rig.loop.call(
             lambda: sum(1 for r in rig.sims["a"].records if r.finished_at is None)
         )
-        assert httpx.post(f"{rig.url}/admin/reload", timeout=5).status_code == 200
+        assert httpx.post(f"{rig.url}/admin/reload", json={}, timeout=5).status_code == 200
         assert unfinished >= 1  # the reload really landed while streams were on a
         after_reload = post(rig.url, BODY, stream=True)
         for w in workers:
@@ -654,7 +654,7 @@ def test_reload_during_traffic(loop_thread: LoopThread, tmp_path: Path) -> None:
 
         # A broken file is refused in OpenAI's shape and the running config keeps serving.
         path.write_text("targets: [\n")
-        bad = httpx.post(f"{rig.url}/admin/reload", timeout=5)
+        bad = httpx.post(f"{rig.url}/admin/reload", json={}, timeout=5)
         assert bad.status_code == 400
         assert bad.json()["error"]["code"] == "invalid_config"
         assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
@@ -691,8 +691,8 @@ def test_a_slow_reader_is_backpressured_not_buffered(rig: Rig) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", rig.running.port))
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\n\r\n" % len(request)
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(request)
         + request
     )
     rss_start = rss_bytes()

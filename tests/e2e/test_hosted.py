@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.sim.anthropic import AnthropicSim
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
-from tests.e2e.harness import LoopThread, MixedFleet, Startable, start_mixed_fleet, stop_mixed_fleet
+from tests.e2e.harness import (
+    LITELLM_FIRST_CALL_WARNINGS,
+    LoopThread,
+    MixedFleet,
+    Startable,
+    start_mixed_fleet,
+    stop_mixed_fleet,
+)
 
 MODEL = "anthropic/claude-3-5-haiku-20241022"
 #: distinctive, so a grep for them cannot match anything by accident
@@ -42,19 +49,7 @@ MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
 #: $ per million tokens, as in the YAML below
 CLAUDE_IN, CLAUDE_OUT = 0.8, 4.0
 
-# litellm 1.106.2 leaves one coroutine of its Anthropic handler un-awaited on the first
-# non-streamed call of a process (seen with LitellmUpstream alone, too); the fixture
-# collects it here so it cannot be reported against some later test.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:coroutine 'AnthropicChatCompletion.completion.<locals>.acompletion_dispatch'"
-        " was never awaited:RuntimeWarning"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <coroutine object AnthropicChatCompletion.completion"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = LITELLM_FIRST_CALL_WARNINGS
 
 
 def config(servers: Mapping[str, Startable]) -> str:

@@ -14,6 +14,7 @@ from router.sim.behaviour import Behaviour, Fault
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
 
 FAST = Behaviour(ttft_s=0.02, itl_s=0.005, tokens=8)
+JSON = {"content-type": "application/json"}
 EXPECTED = [f"t{i} " for i in range(8)]
 ROUTES = """
 routes:
@@ -133,6 +134,10 @@ def test_models_and_health(fleet: Fleet) -> None:
     with httpx.Client(base_url=fleet.router.url) as h:
         assert h.get("/healthz").status_code == 200
         assert h.get("/readyz").status_code == 200
+        # vLLM's /health, which load tools such as guidellm probe first: 200, no body.
+        health = h.get("/health")
+        assert (health.status_code, health.content) == (200, b"")
+        assert "content-type" not in health.headers
 
 
 # -- failures before the first token move the turn on, invisibly -------------------------
@@ -351,7 +356,8 @@ def test_bad_clients_do_not_disturb_a_stream_in_flight(fleet: Fleet) -> None:
     worker.start()
     with httpx.Client(base_url=fleet.router.url) as h:
         for _ in range(20):
-            assert h.post("/v1/chat/completions", content=b"{broken").status_code == 400
+            broken = h.post("/v1/chat/completions", content=b"{broken", headers=JSON)
+            assert broken.status_code == 400
             assert h.get("/v1/chat/completions").status_code == 405
     worker.join(10)
     assert result == [f"t{i} " for i in range(30)]

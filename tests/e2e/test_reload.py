@@ -86,7 +86,7 @@ def test_reload_swaps_routes_while_a_stream_finishes_on_the_old_plan(rig: Reload
     worker.start()
     assert wait_until(rig.loop, lambda: rig.router.router.active_turns > 0)
     rig.write(rig.policy("b, a"))
-    response = httpx.post(f"{rig.router.url}/admin/reload")
+    response = httpx.post(f"{rig.router.url}/admin/reload", json={})
     assert response.status_code == 200
     assert stream_to(rig)[0] == "b"
     worker.join(10)
@@ -99,7 +99,7 @@ def test_an_invalid_file_is_rejected_with_file_line_errors_and_nothing_changes(
     rig: Reloadable,
 ) -> None:
     rig.write(rig.policy("a") + "    bogus_key: 1\n")
-    response = httpx.post(f"{rig.router.url}/admin/reload")
+    response = httpx.post(f"{rig.router.url}/admin/reload", json={})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_config"
@@ -107,3 +107,16 @@ def test_an_invalid_file_is_rejected_with_file_line_errors_and_nothing_changes(
     assert stream_to(rig) == ("a", FULL)  # the old config keeps serving
     scrape = httpx.get(f"{rig.router.url}/metrics").text
     assert 'firsttoken_config_reloads_total{outcome="invalid"} 1.0' in scrape
+
+
+def test_a_reload_needs_a_json_body_so_no_web_page_can_send_one(rig: Reloadable) -> None:
+    rig.write(rig.policy("b"))
+    url = f"{rig.router.url}/admin/reload"
+    # A form post or a text/plain beacon (no preflight), or an empty JSON POST: refused.
+    assert httpx.post(url).status_code == 415
+    assert httpx.post(url, content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+    empty = httpx.post(url, headers={"content-type": "application/json"})
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid_request"
+    assert stream_to(rig)[0] == "a"  # nothing was reloaded
+    assert httpx.post(url, json={}).status_code == 200
+    assert stream_to(rig)[0] == "b"

@@ -42,6 +42,10 @@ def test_half_a_minute_of_mixed_traffic_loses_nothing(tmp_path: Path) -> None:
     assert out.exists(), done.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["lost"] == 0, summary["lost_examples"]
+    assert summary["crossed"] == 0
+    # every reload replaced every pool; the old ones closed once their turns were done
+    pools = summary["upstream_pools"]
+    assert pools["end"] == pools["targets"] < pools["max"]
     assert summary["turns_finished"] == summary["turns_sent"]
     assert summary["router_counted_total"] == summary["turns_sent"]
     # A cancel can land after the router relayed the last byte: it then books the turn

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from router.edge import LimitsConfig
 from router.errors import BadRequest
-from router.gateway.request import MAX_JSON_DEPTH, MAX_OUTPUT_TOKENS, parse_request
+from router.gateway.request import DEFAULT_LIMITS, MAX_OUTPUT_TOKENS, parse_request
 from router.upstream.base import Endpoint
 
 MESSAGES = [{"role": "user", "content": "Hello there, how are you today?"}]
@@ -36,7 +37,8 @@ def test_a_chat_request_is_read_for_routing_and_otherwise_kept_as_sent() -> None
     assert parsed.client_wants_usage is True
     assert parsed.max_output_tokens == 64  # max_completion_tokens wins over max_tokens
     assert parsed.prompt_tokens == len(MESSAGES[0]["content"]) // 4 + 4
-    assert parsed.body == body  # forwarded unchanged
+    # forwarded unchanged but for the model, which each target gets its own of
+    assert json.loads(parsed.body.for_target("m").wire) == {**body, "model": "m"}
 
 
 def test_usage_is_wanted_only_on_a_stream_that_asked_for_it() -> None:
@@ -100,11 +102,53 @@ def test_output_tokens_and_nesting_are_bounded() -> None:
     with pytest.raises(BadRequest, match="larger than"):
         parse(too_many)
     nested: Any = "x"
-    for _ in range(MAX_JSON_DEPTH + 1):
+    for _ in range(DEFAULT_LIMITS.max_depth + 1):
         nested = [nested]
     with pytest.raises(BadRequest, match="nests deeper"):
         parse({"model": "m", "messages": MESSAGES, "metadata": nested})
     shallow: Any = "x"
-    for _ in range(MAX_JSON_DEPTH - 3):
+    for _ in range(DEFAULT_LIMITS.max_depth - 3):
         shallow = [shallow]
     assert parse({"model": "m", "messages": MESSAGES, "metadata": shallow}).model == "m"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "m", "messages": [{"role": "user"}], "temperature": 1e999}',
+        b'{"model": "m", "messages": [{"role": "user"}], "top_p": -1E400}',
+        b'{"model": "m", "messages": [{"role": "user"}], "tools": [{"x": [2.5e308]}]}',
+        b'{"model": "m", "messages": [{"role": "user"}], "temperature": NaN}',
+        b'{"model": "m", "messages": [{"role": "user"}], "temperature": -Infinity}',
+    ],
+    ids=["1e999", "-1E400", "nested", "NaN", "-Infinity"],
+)
+def test_a_number_json_cannot_carry_is_a_400_not_infinity_sent_upstream(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_request("chat", raw, None)
+
+
+def test_large_finite_numbers_are_kept_and_go_upstream_as_valid_json() -> None:
+    raw = b'{"model": "m", "messages": [{"role": "user"}], "temperature": 1e308, "seed": 1e3}'
+    wire = parse_request("chat", raw, None).body.for_target("t").wire
+    assert json.loads(wire)["temperature"] == 1e308
+    assert b"Infinity" not in wire and b"NaN" not in wire
+
+
+def test_messages_and_content_parts_are_bounded_by_the_configured_limits() -> None:
+    limits = LimitsConfig(max_messages=3, max_content_parts=4, max_depth=8)
+    three = [{"role": "user", "content": "x"}] * 3
+    assert parse_request("chat", json.dumps({"model": "m", "messages": three}).encode(), None)
+    four = json.dumps({"model": "m", "messages": [*three, three[0]]}).encode()
+    with pytest.raises(BadRequest, match="limit is 3"):
+        parse_request("chat", four, None, limits)
+    parts = [{"type": "text", "text": "x"}] * 3
+    over = [{"role": "user", "content": parts}, {"role": "user", "content": parts}]
+    with pytest.raises(BadRequest, match="over 4 content parts"):
+        parse_request("chat", json.dumps({"model": "m", "messages": over}).encode(), None, limits)
+    nested: Any = "x"
+    for _ in range(8):
+        nested = [nested]
+    deep = json.dumps({"model": "m", "messages": MESSAGES, "metadata": nested}).encode()
+    with pytest.raises(BadRequest, match="deeper than 8"):
+        parse_request("chat", deep, None, limits)

@@ -1,13 +1,16 @@
-"""HeadCoalescingTransport: a response head leaves with the first body bytes."""
+"""Serving: a response head leaves with the first body bytes; the metrics port's guards."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
 
+import httpx
 import pytest
 
-from router.gateway.serving import HeadCoalescingTransport
+from router.config import parse_config
+from router.gateway.serving import HeadCoalescingTransport, MetricsApp
+from router.runtime import Router
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +72,26 @@ async def test_an_interim_head_is_never_held_and_the_rest_is_the_inner_transport
     transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert inner.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
     assert transport.get_extra_info("peername") == ("127.0.0.1", 1)
+
+
+async def test_the_metrics_port_serves_only_allowed_hosts_and_no_web_page() -> None:
+    config = parse_config(
+        "targets:\n  - {name: a, kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+        "routes:\n  - {name: chat, targets: [a]}\n"
+        "server: {allowed_hosts: ['10.0.0.0/8']}\n"
+    )
+    router = Router(config)
+    app = MetricsApp(router, "0.0.0.0")
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+            scraper = await client.get("/metrics", headers={"host": "10.1.2.3:9100"})
+            rebound = await client.get("/metrics", headers={"host": "evil.example:9100"})
+            page = await client.get(
+                "/metrics", headers={"host": "127.0.0.1:9100", "origin": "https://evil.example"}
+            )
+    finally:
+        await router.aclose()
+    assert scraper.status_code == 200 and "firsttoken_requests" in scraper.text
+    assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
+    assert page.status_code == 403 and page.json()["error"]["code"] == "origin_not_allowed"

@@ -10,6 +10,7 @@ from router.policy.predict import (
     DEFAULT_OUTPUT_TOKENS,
     STALE_PENALTY_S,
     attainment,
+    doubt,
     erlang_quantile,
     expected_cost_usd,
     expected_wait_s,
@@ -203,3 +204,13 @@ def test_a_batch_that_is_exactly_full_makes_a_new_turn_wait_for_one_slot() -> No
     # A batch size learned too small (4) is no smaller than what the engine runs now (8).
     learned_low = replace(full, engine=replace(full.engine, capacity=4.0))
     assert slots_needed(learned_low) == 1
+
+
+def test_doubt_grows_as_evidence_thins_and_stays_finite_when_it_has_all_but_decayed() -> None:
+    # 1.9x on one sample, 1.07x on a hundred, 1 with none (the prior stands for it) ...
+    assert doubt(hosted("a", 0.1, ttft_evidence=1.0)) == pytest.approx(1.898, abs=1e-3)
+    assert doubt(hosted("a", 0.1, ttft_evidence=100.0)) == pytest.approx(1.066, abs=1e-3)
+    assert doubt(hosted("a", 0.1, ttft_evidence=0.0)) == 1.0
+    # ... and a sample from hours ago (evidence 1e-12) is not a crash in the planner
+    # (an OverflowError in exp): it counts as a quarter of a sample, 3.6x.
+    assert doubt(hosted("a", 0.1, ttft_evidence=1e-12)) == pytest.approx(3.6, abs=0.01)

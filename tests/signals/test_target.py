@@ -444,3 +444,57 @@ def test_a_client_fault_with_retry_after_does_not_open_the_breaker(clock: FakeCl
     with signals.begin(10) as a:
         a.failed(status(400, retry_after_s=30.0))
     assert signals.view().breaker == "closed"
+
+
+def test_a_retry_after_is_clamped_to_max_cooldown_and_inf_never_reaches_the_publisher(
+    clock: FakeClock,
+) -> None:
+    signals = make(clock)  # signals.max_cooldown_s defaults to 300
+    published: list[float] = []
+    signals.breaker.on_open = lambda seconds, cause: published.append(seconds)
+    for wait in (57 * 365 * 86400.0, float("inf"), float("nan")):
+        with signals.begin(10) as a:
+            a.failed(status(429, retry_after_s=wait))
+    assert published and all(0.0 <= s <= 300.0 for s in published)
+    assert signals.breaker.open_remaining_s() <= 300.0
+    # a peer's cooldown is clamped the same way
+    signals.cooldown_from_peer(float("inf"), "retry_after")
+    assert signals.breaker.open_remaining_s() <= 300.0
+
+
+def test_a_rejection_leaves_the_target_untouched(clock: FakeClock) -> None:
+    signals = make(clock)
+    for _ in range(5):
+        with signals.begin(10) as a:
+            a.failed(
+                UpstreamStatusError(
+                    "x", target="hosted", upstream_status=404, rejection="model_not_found"
+                )
+            )
+    assert signals.view().breaker == "closed"
+
+
+def test_a_unary_attempt_never_feeds_the_ttft_estimators(clock: FakeClock) -> None:
+    signals = make(clock)
+    with signals.begin(10, measures_ttft=False) as a:
+        clock.advance(3.0)
+        a.failed(UpstreamTimeout("slow", target="hosted"))
+    with pytest.raises(Cancelled), signals.begin(10, measures_ttft=False):
+        clock.advance(3.0)
+        raise Cancelled  # the client left: a censored sample, if it were a stream
+    assert signals.ttft_sketch.count == 0 and signals.answer_sketch.count == 0
+
+
+def test_a_view_on_first_answer_predicts_from_the_time_to_the_answer(clock: FakeClock) -> None:
+    signals = make(clock)
+    for _ in range(20):
+        with signals.begin(10) as a:
+            clock.advance(0.1)
+            a.first_token(answer=False)  # reasoning first
+            clock.advance(0.9)
+            a.first_answer()
+            a.finished(10, 5)
+    token, answer = signals.view("first_token"), signals.view("first_answer")
+    assert token.ttft_quantile(0.9) == pytest.approx(0.1, abs=0.02)
+    assert answer.ttft_quantile(0.9) == pytest.approx(1.0, abs=0.05)
+    assert answer.ttft_samples == 20

@@ -51,6 +51,16 @@ async def test_status_per_request_and_per_server(sim: OpenAISim, client: httpx.A
     assert sim.records[-1].fault == "status"
 
 
+async def test_a_padded_error_body_is_that_large_and_still_openai_json(
+    sim: OpenAISim, client: httpx.AsyncClient
+) -> None:
+    r = await post(client, sim, "status=500;body_bytes=300000;message=huge")
+    assert r.status_code == 500
+    assert len(r.content) == 300000
+    assert r.json()["error"]["message"] == "huge"
+    assert Fault.parse("status=500;body_bytes=52428800").body_bytes == 50 * 2**20
+
+
 async def test_rate_limited(sim: OpenAISim, client: httpx.AsyncClient) -> None:
     r = await post(client, sim, "rate_limited;retry_after=3")
     assert r.status_code == 429

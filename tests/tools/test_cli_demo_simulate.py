@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from router.sim.scenario import load_scenario
 from router.tools.cli import build_parser, main
+from router.tools.simulate import bind_policy, builtin_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -104,7 +106,51 @@ def test_simulate_rejects_a_policy_whose_targets_the_scenario_lacks(
                  str(scenario), "--out", str(tmp_path)])  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
-    assert "target 'local-a' has no server in scenario 'smoke'" in err
+    assert "target 'local-a' has no server 'local-a' in scenario 'smoke'" in err
+    assert "--map local-a=SERVER" in err
+
+
+def test_simulate_maps_targets_onto_servers_of_other_names_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = ROOT / "benchmarks" / "scenarios" / "smoke.yaml"  # servers: local, hosted, plain
+    code = main([
+        "simulate", "--policy", str(POLICIES / "cost-first.yaml"), "--scenario", str(scenario),
+        "--map", "local-a=local,local-b=plain", "--map", "hosted-a=hosted",
+        "--map", "hosted-b=plain", "--duration", "1", "--out", str(tmp_path),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (
+        "policy targets mapped onto scenario servers (--map): local-a -> local, "
+        "local-b -> plain, hosted-a -> hosted, hosted-b -> plain"
+    ) in out
+    data = json.loads((tmp_path / "simulate.json").read_text(encoding="utf-8"))
+    assert data["policies"][0]["summary"]["ok"] > 0
+    # A map naming a server the scenario lacks is refused before anything runs.
+    code = main(["simulate", "--policy", str(POLICIES / "cost-first.yaml"), "--scenario",
+                 str(scenario), "--map", "local-a=gpu9", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 1
+    assert "target 'local-a' has no server 'gpu9' in scenario 'smoke'" in capsys.readouterr().err
+
+
+# Every shipped scenario but smoke.yaml, the tests' own three-server fleet (local,
+# hosted, plain) that the --map test above uses.
+SCENARIOS = sorted(
+    p for p in (ROOT / "benchmarks" / "scenarios").glob("*.yaml") if p.stem != "smoke"
+)
+SHIPPED = sorted(POLICIES.glob("*.yaml")) + sorted(
+    (ROOT / "benchmarks" / "policies").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("scenario", [*SCENARIOS, builtin_scenario("demo")], ids=lambda p: p.stem)
+def test_shipped_policies_run_on_shipped_scenarios_without_a_map(scenario: Path) -> None:
+    loaded = load_scenario(scenario)
+    urls = {spec.name: "http://127.0.0.1:9/v1" for spec in loaded.servers}
+    for policy in SHIPPED:
+        config = bind_policy(policy, loaded, urls)  # raises if a target has no server
+        assert {t.base_url for t in config.targets} == {"http://127.0.0.1:9/v1"}
 
 
 def test_sim_serve_prints_the_fleet_and_stops_on_ctrl_c() -> None:

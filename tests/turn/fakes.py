@@ -22,6 +22,8 @@ from router.turn.relay import Turn
 from router.turn.sink import Header
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import UpstreamRequest
+from router.upstream.body import ClientBody
+from router.upstream.rejections import rejection_reason
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase
 
 CONFIG = """
@@ -44,6 +46,14 @@ routes:
     targets: [a, b]
     policy: {type: ordered}
     hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0}
+  - name: hedged-unary
+    targets: [a, b]
+    policy: {type: ordered}
+    hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0, unary: true}
+  - name: reasoning
+    targets: [a, b]
+    policy: {type: ordered}
+    first_token_s: 0.05
 """
 
 
@@ -74,6 +84,7 @@ class FakeResponse:
         self.status = reply.status
         self.headers: Mapping[str, str] = {}
         self.closed = False
+        self.finished = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         reply = self._reply
@@ -92,6 +103,10 @@ class FakeResponse:
         return self._reply.body
 
     async def aclose(self) -> None:
+        self.closed = True
+
+    async def finish(self) -> None:
+        self.finished = True
         self.closed = True
 
 
@@ -126,6 +141,7 @@ class FakeUpstream:
                 target=self.name,
                 upstream_status=reply.status,
                 body=reply.body,
+                rejection=rejection_reason(reply.status, reply.body),
             )
         response = FakeResponse(self.name, reply)
         self.responses.append(response)
@@ -155,6 +171,7 @@ class Done:
     target: str
     outcome: Outcome
     ttft_s: float | None
+    first_answer_s: float | None
     duration_s: float
     prompt_tokens: int
     completion_tokens: int
@@ -190,6 +207,7 @@ class RecordingEvents:
         outcome: Outcome,
         *,
         ttft_s: float | None,
+        first_answer_s: float | None = None,
         duration_s: float,
         prompt_tokens: int,
         completion_tokens: int,
@@ -197,7 +215,16 @@ class RecordingEvents:
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
-            Done(target, outcome, ttft_s, duration_s, prompt_tokens, completion_tokens, cost_usd)
+            Done(
+                target,
+                outcome,
+                ttft_s,
+                first_answer_s,
+                duration_s,
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+            )
         )
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:
@@ -289,7 +316,7 @@ class Rig:
         body: dict[str, Any] = {"model": self.route.name, "stream": stream, "messages": []}
         return TurnRequest(
             endpoint="chat",
-            body=body,
+            body=ClientBody.of(body, stream),
             stream=stream,
             client_wants_usage=wants_usage,
             routing=RoutingRequest(route=self.route.name, prompt_tokens=5, stream=stream),

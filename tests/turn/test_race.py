@@ -4,14 +4,16 @@ upstreams and a recorder of the turn's events (no sockets, no Prometheus)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import anyio
 import pytest
 
 from router.errors import AllTargetsFailed
 from router.turn.types import TurnResult
-from tests.turn.chunks import DONE, content, error, role, tool_call
-from tests.turn.fakes import CONFIG, FakeUpstream, Reply, Rig
+from router.upstream.body import ClientBody, TargetBody
+from tests.turn.chunks import DONE, chunk, content, error, role, tool_call
+from tests.turn.fakes import CONFIG, FakeUpstream, ManualClock, Reply, Rig
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +28,7 @@ async def test_the_first_target_that_answers_is_primed_at_its_first_token() -> N
     assert primed.target.config.name == "a"
     # Everything up to and including the first token, and nothing after it.
     assert primed.head == role() + content("Hi")
-    assert primed.rest == b""
+    assert primed.framer is not None and primed.framer.pending == b""
     assert (result.attempts, result.fell_back, result.hedged) == (1, False, False)
     assert rig.events.seen == []
     sent = rig.upstreams["a"].requests[0]
@@ -87,7 +89,10 @@ async def test_a_request_the_target_rejects_as_bad_is_not_retried_elsewhere() ->
     with anyio.fail_after(5), pytest.raises(AllTargetsFailed) as caught:
         await rig.race().run(rig.request())
     assert caught.value.status == 400
-    assert json.loads(caught.value.to_json()) == json.loads(bad)  # the target's own words
+    # the target's own words, as the OpenAI error fields only
+    assert json.loads(caught.value.to_json()) == {
+        "error": {"message": "messages: too long", "type": "invalid_request_error", "code": None}
+    }
     assert rig.upstreams["b"].requests == []
     assert rig.events.kinds("fell_back") == []
 
@@ -149,3 +154,163 @@ async def test_with_its_budget_spent_a_route_does_not_hedge() -> None:
     assert primed.target.config.name == "a"
     assert b.requests == []
     assert rig.events.kinds("hedge") == []
+
+
+class SlowToPrepare(ClientBody):
+    """A body whose preparation for a target takes the router a second (a stall of
+    the router's own: a parse, a GC pause, another client's work)."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, rest: bytes, clock: ManualClock) -> None:
+        super().__init__(rest)
+        self.clock = clock
+
+    def for_target(self, model: str) -> TargetBody:
+        self.clock.now += 1.0
+        return super().for_target(model)
+
+
+async def test_the_routers_own_stall_before_the_send_is_not_charged_to_the_target() -> None:
+    clock = ManualClock(100.0)
+    rig = Rig(FakeUpstream("a", Reply(ANSWER)), FakeUpstream("b"), clock=clock)
+    request = rig.request()
+    request = replace(request, body=SlowToPrepare(request.body.rest, clock))
+    with anyio.fail_after(5):
+        primed = await rig.race().run(request)
+    assert primed.first_token_at - primed.started_at == 0.0
+    assert primed.attempt.ttft_s == 0.0  # what the target's TTFT sketch records
+    await primed.aclose()
+
+
+# -- issue 14: reasoning, unary turns, error classes, bounds ------------------------------
+
+
+async def test_a_reasoning_delta_commits_and_a_route_can_shorten_first_token_s() -> None:
+    reasoning = [role(), chunk({"reasoning_content": "Let me think"}), content("Hi"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(reasoning)), FakeUpstream("b"), route="reasoning")
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request())
+    assert primed.first_kind == "reasoning"
+    assert primed.head == role() + chunk({"reasoning_content": "Let me think"})
+    # the route's first_token_s (50 ms) overrides the target's 2 s
+    rig = Rig(
+        FakeUpstream("a", Reply(hang=True)), FakeUpstream("b", Reply(ANSWER)), route="reasoning"
+    )
+    with anyio.fail_after(1):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "b"
+
+
+async def test_a_hedge_losers_400_never_cancels_the_primary() -> None:
+    bad = b'{"error": {"message": "messages: too long", "type": "invalid_request_error"}}'
+    gate = anyio.Event()
+    slow = FakeUpstream("a", Reply(ANSWER, gate=gate))
+    rig = Rig(slow, FakeUpstream("b", Reply(status=400, body=bad)), route="hedged")
+
+    async def open_gate() -> None:
+        await rig.upstreams["b"].called.wait()
+        await anyio.sleep(0.05)  # b's 400 is in; a is still working
+        gate.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_gate)
+            primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "a"
+    assert slow.cancelled == 0
+
+
+async def test_a_unary_turn_is_not_hedged_unless_the_route_says_so() -> None:
+    body = b'{"choices": [{"message": {"content": "Hi"}}]}'
+    for route, hedged in (("hedged", False), ("hedged-unary", True)):
+        gate = anyio.Event()
+        rig = Rig(
+            FakeUpstream("a", Reply(body=body, gate=gate)),
+            FakeUpstream("b", Reply(body=body)),
+            route=route,
+        )
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_open_after, gate, 0.1)
+                primed = await rig.race().run(rig.request(stream=False))
+        assert (primed.target.config.name == "b") is hedged, route
+        assert (len(rig.upstreams["b"].requests) == 1) is hedged, route
+
+
+async def _open_after(gate: anyio.Event, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    gate.set()
+
+
+async def test_a_unary_turn_waits_for_total_s_not_first_token_s() -> None:
+    config = CONFIG.replace(
+        "timeouts: {first_token_s: 2.0}", "timeouts: {first_token_s: 0.01, total_s: 0.3}", 1
+    )
+    body = b'{"choices": [{"message": {"content": "Hi"}}]}'
+    gate = anyio.Event()
+    rig = Rig(FakeUpstream("a", Reply(body=body, gate=gate)), FakeUpstream("b"), config=config)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_open_after, gate, 0.1)  # past first_token_s, within total_s
+            primed = await rig.race().run(rig.request(stream=False))
+    assert primed.target.config.name == "a"
+    # ... and never feeds the TTFT estimators
+    assert rig.targets["a"].signals.ttft_sketch.count == 0
+    rig = Rig(
+        FakeUpstream("a", Reply(hang=True)), FakeUpstream("b", Reply(body=body)), config=config
+    )
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request(stream=False))
+    assert primed.target.config.name == "b"
+    assert rig.targets["a"].signals.ttft_sketch.count == 0  # not even a censored sample
+
+
+async def test_a_target_that_cannot_serve_the_request_moves_the_turn_on() -> None:
+    unknown = (
+        b'{"error": {"message": "The model `model-a` does not exist", '
+        b'"type": "invalid_request_error", "code": "model_not_found"}}'
+    )
+    rig = Rig(FakeUpstream("a", Reply(status=404, body=unknown)), FakeUpstream("b", Reply(ANSWER)))
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "b"
+    assert rig.targets["a"].signals.breaker.state == "closed"  # not the target's failure
+    # when every target refuses, the client gets the 4xx, as its error fields only
+    rig = Rig(
+        FakeUpstream("a", Reply(status=404, body=unknown)),
+        FakeUpstream("b", Reply(status=404, body=unknown)),
+    )
+    with anyio.fail_after(5), pytest.raises(AllTargetsFailed) as caught:
+        await rig.race().run(rig.request())
+    assert caught.value.status == 404
+    assert json.loads(caught.value.to_json())["error"]["code"] == "model_not_found"
+
+
+async def test_an_upstream_error_body_reaches_the_client_only_as_redacted_fields() -> None:
+    leaky = (
+        b'{"error": {"message": "bad request from 10.2.3.4:8000, token sk-live-abcdef123456", '
+        b'"type": "invalid_request_error", "code": "bad", "debug": {"trace": "internal"}}}'
+    )
+    rig = Rig(FakeUpstream("a", Reply(status=400, body=leaky)), FakeUpstream("b"))
+    with anyio.fail_after(5), pytest.raises(AllTargetsFailed) as caught:
+        await rig.race().run(rig.request())
+    error = json.loads(caught.value.to_json())["error"]
+    assert set(error) == {"message", "type", "code"}
+    assert "10.2.3.4" not in error["message"] and "sk-live" not in error["message"]
+
+
+async def test_an_event_past_the_bound_before_the_first_token_fails_over() -> None:
+    endless = [b"data: " + b"x" * 4096] * 400  # 1.6 MB, never a blank line
+    rig = Rig(FakeUpstream("a", Reply(endless)), FakeUpstream("b", Reply(ANSWER)))
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "b"
+    assert rig.events.seen[0] == ("attempt_failed", "a", "protocol")
+
+
+async def test_a_redirect_moves_the_turn_on() -> None:
+    rig = Rig(FakeUpstream("a", Reply(status=307)), FakeUpstream("b", Reply(ANSWER)))
+    with anyio.fail_after(5):
+        primed = await rig.race().run(rig.request())
+    assert primed.target.config.name == "b"

@@ -187,3 +187,84 @@ async def test_a_whole_answer_is_relayed_with_its_usage() -> None:
     assert sink.body == body
     assert (result.prompt_tokens, result.completion_tokens) == (9, 2)
     assert rig.upstreams["a"].requests[0].body["stream"] is False
+
+
+# -- issue 14: after the commit point, per the SSE spec, and the two first-token figures ---
+
+
+async def test_a_reasoning_stream_reports_its_first_token_and_its_first_answer() -> None:
+    clock = ManualClock(100.0)
+
+    def later(i: int) -> None:
+        clock.now = 100.0 + 0.1 * i  # one chunk every 100 ms
+
+    thinking = chunk({"reasoning_content": "hmm"})
+    chunks = [role(), thinking, thinking, thinking, content("Paris"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, before_chunk=later)), FakeUpstream("b"), clock=clock)
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn(arrived=100.0).run(rig.request(), sink)
+    assert sink.body == b"".join(chunks)
+    assert (
+        b"first token (reasoning) 100ms, first answer pending"
+        in sink.headers[b"x-firsttoken-reason"]
+    )
+    [done] = rig.events.done
+    assert done.ttft_s == pytest.approx(0.1)
+    assert done.first_answer_s == pytest.approx(0.4)
+    assert result.first_kind == "reasoning"
+    signals = rig.targets["a"].signals
+    assert signals.ttft_sketch.count == 1 and signals.answer_sketch.count == 1
+    assert signals.answer.value > signals.ttft.value
+
+
+@pytest.mark.parametrize(
+    "done", [b"data:[DONE]\n\n", b"data: [DONE]\r\n\r\n", b"data:[DONE]\r\r"], ids=repr
+)
+async def test_done_without_the_space_or_with_other_line_ends_ends_the_stream(done: bytes) -> None:
+    # The upstream then hangs: a relay that missed [DONE] would wait for idle_s.
+    rig = Rig(
+        FakeUpstream("a", Reply([role(), content("Hi"), done], then="hang")), FakeUpstream("b")
+    )
+    sink = RecordingSink()
+    with anyio.fail_after(2):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "ok" and b"error" not in sink.body
+    # and its connection goes back to the pool for the next turn
+    assert rig.upstreams["a"].responses[0].finished
+
+
+async def test_a_crlf_split_across_chunks_after_the_first_token_is_relayed_intact() -> None:
+    stream = (role() + content("Hi") + content(" there") + DONE).replace(b"\n", b"\r\n")
+    cut = stream.index(b"\r\n", len(role()) + 30) + 1  # between a CR and its LF
+    rig = Rig(FakeUpstream("a", Reply([stream[:cut], stream[cut:]])), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(2):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "ok"
+    assert sink.body == role() + content("Hi") + content(" there") + DONE
+
+
+async def test_an_error_event_however_framed_after_the_first_token_ends_the_stream() -> None:
+    frame = b'data:{"error":{"message":"engine died","type":"server_error"}}\r\n\r\n'
+    rig = Rig(
+        FakeUpstream("a", Reply([role(), content("Hi"), frame], then="hang")), FakeUpstream("b")
+    )
+    sink = RecordingSink()
+    with anyio.fail_after(2):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "error"
+    assert b"engine died" in sink.body
+    assert not rig.upstreams["a"].responses[0].finished  # a failed stream is not reused
+
+
+async def test_an_event_past_the_bound_after_the_first_token_ends_with_an_error_event() -> None:
+    endless = [b"data: " + b"x" * 4096] * 400  # never a blank line
+    rig = Rig(FakeUpstream("a", Reply([role(), content("Hi"), *endless])), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "error"
+    assert sink.body.startswith(role() + content("Hi"))
+    last = sink.body.rsplit(b"\n\n", 2)[-2]
+    assert b"grew past" in last and len(sink.body) < 100_000

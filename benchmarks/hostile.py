@@ -1,0 +1,467 @@
+"""The hostile mix: normal streams while other clients try to stall the router.
+
+    .venv/bin/python benchmarks/hostile.py                 # the bars (about 2.5 minutes)
+    .venv/bin/python benchmarks/hostile.py --rounds 1 --duration 8   # a quicker look
+
+Processes: the simulators (this file, `_sims`), the router (`firsttoken serve`, the
+production uvicorn settings), the load generator (`loadgen.py`: 32 closed-loop
+streams on route `chat`, TTFT measured by the client) and the hostile clients
+(this file, `_hostile`). Phases, each `--duration` seconds after a warm-up,
+alternate quiet (the streams alone) and hostile (the streams and the hostile
+clients), `--rounds` times, then one more quiet phase, so drift on a shared
+machine falls on both sides; the bars pool the phases of each kind. The hostile
+clients, each sending, waiting `--interval`, sending again:
+
+- `big_unknown`: 4 MiB bodies of tiny messages to a model that does not exist
+  (the issue's stall: 8 of them froze every stream for a second);
+- `big_route`: the same bodies to the real route (over `limits.max_messages`);
+- `huge_error`: turns on a route whose targets answer 500 with a 50 MB body;
+- `bad_frames`: streams on a route whose target's first SSE frame is not JSON;
+- `bad_http`: requests the HTTP parser refuses (Content-Length with
+  Transfer-Encoding, two Content-Lengths, NUL in a header, a 70 KB header).
+
+Bars (issue 15): the streams' TTFT p99 in the hostile phase within +5 ms of the
+quiet phases', the router's RSS under 150 MiB throughout (its parse worker is
+reported apart), and the breakers of the healthy targets `a` and `b` never open.
+The `huge_error` part depends on bounded upstream error reads (issue 14); until
+they land, the router reads each 50 MB body whole. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from overhead import (
+    LOADGEN,
+    ROOT,
+    Proc,
+    free_port,
+    machine,
+    managed,
+    percentile,
+    process_tree,
+    rss_mib,
+    wait_http,
+)
+
+BAR_P99_DELTA_MS = 5.0
+BAR_RSS_MIB = 150.0
+HEALTHY = ("a", "b")
+TINY = b'{"role":"user","content":"a"},'
+ERROR_BODY_BYTES = 50 * 10**6
+KINDS = ("big_unknown", "big_route", "huge_error", "bad_frames", "bad_http")
+BAD_HTTP = [
+    b"content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n{}",
+    b"content-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+    b"x-a: b\x00c\r\ncontent-length: 2\r\n\r\n{}",
+    b"x-big: " + b"a" * 70_000 + b"\r\n\r\n",
+]
+
+
+# -- the simulators' process -----------------------------------------------------------
+
+
+def sims_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="hostile.py _sims")
+    p.add_argument("--ports", required=True, help="a,b,huge,broken")
+    a = p.parse_args(argv)
+
+    import uvloop
+
+    from router.sim.behaviour import Behaviour, Fault
+    from router.sim.openai_server import OpenAISim
+
+    healthy = Behaviour(ttft_s=0.05, itl_s=0.01, tokens=20)
+    faults = [
+        Fault(),
+        Fault(),
+        Fault("status", 500, body_bytes=ERROR_BODY_BYTES, message="huge"),
+        Fault("malformed"),
+    ]
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sims = [
+            OpenAISim(
+                Behaviour(healthy.ttft_s, healthy.itl_s, healthy.tokens, f),
+                port=int(port),
+                max_records=200,
+            )
+            for port, f in zip(a.ports.split(","), faults, strict=True)
+        ]
+        for sim in sims:
+            await sim.start()
+        print("ready", flush=True)
+        await stop.wait()
+        for sim in sims:
+            await sim.stop()
+
+    uvloop.run(serve())
+    return 0
+
+
+def policy(ports: Sequence[int], port: int) -> str:
+    a, b, huge, broken = (f"http://127.0.0.1:{p}/v1" for p in ports)
+    targets = [("a", a), ("b", b)]
+    targets += [(f"huge-{i}", huge) for i in range(3)] + [("broken", broken)]
+    lines = [
+        f"server: {{port: {port}, drain_s: 1}}",
+        # A faulty target is retried every 0.5-2 s, so its hostile answers keep coming.
+        "signals: {breaker_base_s: 0.5, breaker_max_s: 2.0}",
+        "targets:",
+    ]
+    for name, url in targets:
+        lines.append(
+            f"  - {{name: {name}, kind: openai, base_url: '{url}', model: m, "
+            "timeouts: {connect_s: 1.0, first_token_s: 5.0, idle_s: 10.0}}"
+        )
+    lines += [
+        "routes:",
+        "  - {name: chat, targets: [a, b], policy: {type: ordered}}",
+        "  - {name: huge, targets: [huge-0, huge-1, huge-2], policy: {type: ordered}}",
+        "  - {name: broken, targets: [broken]}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- the hostile clients' process ------------------------------------------------------
+
+
+def tiny_messages(model: str) -> bytes:
+    """Just under 4 MiB (the default server.max_body_bytes) of tiny messages."""
+    n = (4 * 2**20 - 64) // len(TINY)
+    return b'{"messages":[' + TINY * n + TINY[:-1] + b'],"model":"' + model.encode() + b'"}'
+
+
+def is_error_shape(body: bytes) -> bool:
+    try:
+        err = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(err, dict) and {"message", "type", "code"} <= set(err)
+
+
+async def bad_http(port: int, request: bytes) -> str:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        with contextlib.suppress(ConnectionError):
+            writer.write(head + b"content-type: application/json\r\n" + request)
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status, _, body = answer.partition(b"\r\n\r\n")
+    code = status.split(b" ", 2)[1].decode() if status.startswith(b"HTTP/1.1 ") else "none"
+    return code if is_error_shape(body) else f"{code}-not-api-shape"
+
+
+def hostile_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="hostile.py _hostile")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--interval", type=float, default=0.25)
+    p.add_argument("--big-clients", type=int, default=4, help="per kind: unknown, route")
+    p.add_argument("--other-clients", type=int, default=2, help="per kind: the rest")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    a = p.parse_args(argv)
+
+    import aiohttp
+    import uvloop
+
+    base = f"http://127.0.0.1:{a.port}/v1/chat/completions"
+    stream = json.dumps(
+        {"model": "broken", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    ).encode()
+    bodies = {
+        "big_unknown": tiny_messages("nope"),
+        "big_route": tiny_messages("chat"),
+        "huge_error": json.dumps({"model": "huge", "messages": [{"role": "user"}]}).encode(),
+        "bad_frames": stream,
+    }
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+
+    async def client(kind: str, index: int, deadline: float) -> None:
+        json_header = {"content-type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while time.monotonic() < deadline:
+                try:
+                    if kind == "bad_http":
+                        status = await bad_http(a.port, BAD_HTTP[index % len(BAD_HTTP)])
+                        index += 1
+                    else:
+                        async with session.post(
+                            base, data=bodies[kind], headers=json_header
+                        ) as response:
+                            raw = await response.read()
+                            status = str(response.status)
+                            if response.status != 200 and not is_error_shape(raw):
+                                status += "-not-api-shape"
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    status = type(exc).__name__
+                counts[kind][status] += 1
+                await asyncio.sleep(a.interval)
+
+    async def main() -> None:
+        deadline = time.monotonic() + a.seconds
+        wanted = a.kinds.split(",")
+        kinds = [(k, a.big_clients if k.startswith("big") else a.other_clients) for k in wanted]
+        await asyncio.gather(*(client(k, i, deadline) for k, n in kinds for i in range(n)))
+
+    uvloop.run(main())
+    print(json.dumps({k: dict(v) for k, v in counts.items()}), flush=True)
+    return 0
+
+
+# -- the driver ------------------------------------------------------------------------
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text: str = r.read().decode()
+        return text
+
+
+def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name].append((s.labels, s.value))
+    return out
+
+
+def breaker_states(port: int) -> dict[str, float]:
+    found = families(scrape(port)).get("firsttoken_breaker_state", [])
+    return {labels["target"]: value for labels, value in found}
+
+
+def loop_lag(before: str, after: str) -> dict[str, Any]:
+    """The router's event-loop lag samples between two scrapes: count, and how many
+    were over 5 ms and over 50 ms."""
+
+    def buckets(text: str) -> dict[str, float]:
+        found = families(text).get("firsttoken_event_loop_lag_seconds_bucket", [])
+        return {labels["le"]: value for labels, value in found}
+
+    b, c = buckets(before), buckets(after)
+    if not c:
+        return {}
+    total = c["+Inf"] - b.get("+Inf", 0.0)
+    over = {le: total - (c[le] - b.get(le, 0.0)) for le in ("0.005", "0.05")}
+    return {"samples": int(total), "over_5ms": int(over["0.005"]), "over_50ms": int(over["0.05"])}
+
+
+def run_phase(
+    name: str, work: Path, router: Proc, port: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    hostile: subprocess.Popen[bytes] | None = None
+    seconds = args.warmup + args.duration
+    before = scrape(port)
+    if name == "hostile":
+        hostile = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "_hostile",
+                "--port",
+                str(port),
+                "--seconds",
+                str(seconds),
+                "--interval",
+                str(args.interval),
+                "--kinds",
+                args.kinds,
+            ],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+    out_path = work / f"loadgen-{time.monotonic_ns()}.out"
+    out = out_path.open("wb")
+    loadgen = subprocess.Popen(
+        [
+            sys.executable,
+            str(LOADGEN),
+            "--url",
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            "--model",
+            "chat",
+            "--concurrency",
+            str(args.streams),
+            "--warmup",
+            str(args.warmup),
+            "--duration",
+            str(args.duration),
+        ],
+        stdout=out,  # a file: the result line is longer than a pipe's buffer
+        cwd=ROOT,
+    )
+    rss_router = rss_workers = 0.0
+    opened: set[str] = set()
+    while loadgen.poll() is None:
+        rss_router = max(rss_router, rss_mib([router.pid]))
+        workers = process_tree(router.pid)[1:]
+        rss_workers = max(rss_workers, rss_mib(workers))
+        with contextlib.suppress(OSError):
+            opened |= {t for t, v in breaker_states(port).items() if t in HEALTHY and v > 0}
+        time.sleep(0.2)
+    out.close()
+    load = json.loads(out_path.read_text().splitlines()[-1])
+    hostile_counts: dict[str, Any] = {}
+    if hostile is not None:
+        said, _ = hostile.communicate(timeout=120)
+        hostile_counts = json.loads(said.decode().splitlines()[-1])
+    ttft = load["ttft_s"]
+    return {
+        "phase": name,
+        "streams": len(ttft),
+        "errors": load["errors"],
+        "error_samples": load["error_samples"],
+        "ttft_ms": {
+            q: round(1000 * (percentile(ttft, v) or 0.0), 2)
+            for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
+        "ttft_s": ttft,
+        "rss_router_max_mib": round(rss_router, 1),
+        "rss_parse_workers_max_mib": round(rss_workers, 1),
+        "healthy_breakers_opened": sorted(opened),
+        "loop_lag": loop_lag(before, scrape(port)),
+        "hostile": hostile_counts,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="firsttoken-hostile-"))
+    sim_ports = [free_port() for _ in range(4)]
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sims = Proc(
+        "sims",
+        [sys.executable, __file__, "_sims", "--ports", ",".join(map(str, sim_ports))],
+        work,
+        env=env,
+        cwd=ROOT,
+    )
+    with managed([sims]) as procs:
+        for p in sim_ports:
+            wait_http(f"http://127.0.0.1:{p}/health", sims, 30)
+        config = work / "policy.yaml"
+        config.write_text(policy(sim_ports, port))
+        exe = ROOT / ".venv" / "bin" / "firsttoken"
+        router = Proc(
+            "router",
+            [str(exe), "serve", "--config", str(config), "--log-level", "warning"],
+            work,
+            env=env,
+            cwd=work,
+        )
+        procs.append(router)
+        wait_http(f"http://127.0.0.1:{port}/readyz", router, 60)
+        names = ["quiet", "hostile"] * args.rounds + ["quiet"]
+        phases = [run_phase(name, work, router, port, args) for name in names]
+        log_tail = router.log_tail(3000)
+    return {"machine": machine(), "args": vars(args), "phases": phases, "router_log": log_tail}
+
+
+def bars(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    phases = result["phases"]
+    quiet = [t for p in phases if p["phase"] == "quiet" for t in p["ttft_s"]]
+    hostile = [t for p in phases if p["phase"] == "hostile" for t in p["ttft_s"]]
+    q99 = 1000 * (percentile(quiet, 0.99) or 0.0)
+    h99 = 1000 * (percentile(hostile, 0.99) or 0.0)
+    delta = h99 - q99
+    rss = max(p["rss_router_max_mib"] for p in phases)
+    opened = sorted({t for p in phases for t in p["healthy_breakers_opened"]})
+    return [
+        (
+            f"TTFT p99 hostile - quiet <= +{BAR_P99_DELTA_MS:g} ms",
+            delta <= BAR_P99_DELTA_MS,
+            f"{h99:.1f} - {q99:.1f} = {delta:+.1f} ms",
+        ),
+        (f"router RSS < {BAR_RSS_MIB:g} MiB", rss < BAR_RSS_MIB, f"max {rss:.1f} MiB"),
+        ("no healthy target's breaker opens", not opened, ", ".join(opened) or "none opened"),
+    ]
+
+
+def print_report(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(f"\n{m['date']}  {m['nproc']} CPUs  {m['cpu']}  load average {m['loadavg_at_start']}")
+    print(
+        "\n| phase | streams | errors | TTFT p50 | p90 | p99 | max | router RSS max | "
+        "worker RSS max | loop lag >5 ms / >50 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p in result["phases"]:
+        t, lag = p["ttft_ms"], p["loop_lag"]
+        print(
+            f"| {p['phase']} | {p['streams']} | {p['errors']} | {t['p50']} | {t['p90']} | "
+            f"{t['p99']} | {t['max']} | {p['rss_router_max_mib']} MiB | "
+            f"{p['rss_parse_workers_max_mib']} MiB | "
+            f"{lag.get('over_5ms', '?')} / {lag.get('over_50ms', '?')} "
+            f"of {lag.get('samples', '?')} |"
+        )
+    answers: dict[str, Counter[str]] = defaultdict(Counter)
+    for p in result["phases"]:
+        for kind, counts in p["hostile"].items():
+            answers[kind].update(counts)
+    print("\n| hostile client | answers (status: count) |\n|---|---|")
+    for kind, counts in answers.items():
+        print(f"| {kind} | {', '.join(f'{s}: {n}' for s, n in sorted(counts.items()))} |")
+    print("\n| bar | pass | measured |\n|---|---|---|")
+    for name, ok, measured in bars(result):
+        print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="quiet/hostile pairs (then one more quiet)"
+    )
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--streams", type=int, default=32)
+    p.add_argument("--interval", type=float, default=0.25, help="a hostile client's pause")
+    p.add_argument(
+        "--kinds", default=",".join(KINDS), help="the hostile clients to run (default: all)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_sims"]:
+        return sims_main(argv[1:])
+    if argv[:1] == ["_hostile"]:
+        return hostile_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    result = run(args)
+    print_report(result)
+    result["bars"] = [{"bar": n, "pass": ok, "measured": m} for n, ok, m in bars(result)]
+    for p in result["phases"]:
+        del p["ttft_s"]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Admission: from a request body to a `ParsedRequest` without stalling the event loop.
+
+A 4 MiB body of tiny messages costs about 0.3 s of `json.loads` and as much again to
+walk: on the event loop that freezes every stream. A thread does not help (the
+parse holds the GIL throughout; measured: the loop stalls for the whole parse), so
+the work is split by what it costs:
+
+- The route and the client's key come first. The `model` is found in the raw bytes
+  (a C-speed search, trusted only when the key occurs once) and checked against the
+  routes and the key's routes and request rate before anything parses the body: an
+  unknown model, a route the key may not use or a key over its rate is answered at
+  once, whatever the body's size.
+- A small body (at most `limits.inline_bytes`, and at most `limits.inline_values`
+  JSON values, counted from its commas and brackets in C) is parsed on the loop:
+  that costs at most about a millisecond.
+- Anything larger is parsed and validated in a worker process (a child of the
+  router, `gateway/parse_worker.py`, at a lower CPU priority); the loop sends the
+  raw bytes down a pipe and receives only the verdict and the body's bytes to
+  forward (`ClientBody`), never the object. At most `parse_queue` bodies wait for
+  a worker; past that the answer is a 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import router
+from router.edge import LimitsConfig
+from router.errors import FirstTokenError, Overloaded
+from router.gateway.parse_worker import HEADER, frame
+from router.gateway.request import ParsedRequest, decode, validate
+from router.upstream.base import Endpoint
+from router.vocabulary import ParsePlace
+
+log = logging.getLogger("firsttoken.admission")
+
+_MODEL_KEY = b'"model"'
+#: the rest of `"model": "chat-fast"`: a plain string value (no escapes), bounded
+_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
+#: how long a worker may take to exit once its stdin closes
+_EXIT_S = 2.0
+
+#: the folder `router` was imported from: the worker imports it from there too
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(router.__file__)))
+#: what a worker that died mid-job looks like from its pipes
+_WORKER_GONE = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError)
+
+#: checks the route and the client's key for a model, before the body is walked
+Precheck = Callable[[str], None]
+
+
+def locate_model(raw: bytes) -> str | None:
+    """The top-level `model` of a JSON body without parsing it, when that is certain
+    enough to refuse on: the key occurs once, unescaped, with a plain string value.
+    Otherwise None (the full parse decides)."""
+    first = raw.find(_MODEL_KEY)
+    if first < 0 or raw.rfind(_MODEL_KEY) != first or raw[first - 1 : first] == b"\\":
+        return None
+    match = _MODEL_VALUE.match(raw, first + len(_MODEL_KEY))
+    if match is None:
+        return None
+    try:
+        return match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def is_small(raw: bytes, limits: LimitsConfig) -> bool:
+    """Cheap enough to parse on the event loop: bounded bytes and JSON values."""
+    if len(raw) > limits.inline_bytes:
+        return False
+    values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    return values <= limits.inline_values
+
+
+class _Worker:
+    """One parse worker process and its pipes; one job at a time."""
+
+    def __init__(self, process: Process) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self.process = process
+        self._stdin = process.stdin
+        self._stdout = BufferedByteReceiveStream(process.stdout)
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        process = await anyio.open_process(
+            [sys.executable, "-m", "router.gateway.parse_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # its logs go where the router's go
+            env=env,
+        )
+        return cls(process)
+
+    async def call(self, job: bytes, raw: bytes) -> tuple[bool, object]:
+        for piece in (job, raw):
+            await self._stdin.send(frame(piece))
+            await self._stdin.send(piece)
+        (size,) = HEADER.unpack(await self._stdout.receive_exactly(HEADER.size))
+        answer: tuple[bool, object] = pickle.loads(await self._stdout.receive_exactly(size))
+        return answer
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._stdin.aclose()  # the worker exits at the end of its input
+            with anyio.move_on_after(_EXIT_S):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+            await self.process.aclose()
+
+
+class BodyParser:
+    """Parses request bodies: small ones on the loop, large ones in worker processes.
+
+    Workers are child processes (`python -m router.gateway.parse_worker`), started on
+    the first large body (about 0.3 s, once) and kept; up to `limits.parse_workers`
+    of them. One that dies (a kill, the OOM killer) is replaced on the next body."""
+
+    def __init__(self, parsed: Callable[[ParsePlace], None] = lambda place: None) -> None:
+        self._parsed = parsed
+        self._idle: list[_Worker] = []
+        self._alive = 0
+        self._pending = 0
+        self._freed = anyio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Large bodies being parsed or waiting for a worker."""
+        return self._pending
+
+    async def parse(
+        self,
+        endpoint: Endpoint,
+        raw: bytes,
+        session_header: str | None,
+        limits: LimitsConfig,
+        precheck: Precheck,
+    ) -> ParsedRequest:
+        """The parsed request, or the error to answer with (400, 403, 404, 429, 503)."""
+        if is_small(raw, limits):
+            body = decode(raw)
+            model = body.get("model")
+            if isinstance(model, str):
+                precheck(model)
+            self._parsed("loop")
+            return validate(endpoint, body, raw, session_header, limits)
+        model = locate_model(raw)
+        if model is not None:
+            precheck(model)
+        if self._pending >= limits.parse_workers + limits.parse_queue:
+            raise Overloaded("too many large request bodies are waiting to be parsed; retry")
+        self._pending += 1
+        self._parsed("worker")
+        try:
+            job = pickle.dumps((endpoint, session_header, limits), protocol=pickle.HIGHEST_PROTOCOL)
+            ok, answer = await self._call(job, raw, limits.parse_workers)
+        finally:
+            self._pending -= 1
+        if not ok:
+            assert isinstance(answer, FirstTokenError)
+            raise answer
+        assert isinstance(answer, ParsedRequest)
+        return answer
+
+    async def _call(self, job: bytes, raw: bytes, workers: int) -> tuple[bool, object]:
+        while not self._idle and self._alive >= workers:
+            await self._freed.wait()
+        if self._idle:
+            worker = self._idle.pop()
+        else:
+            self._alive += 1
+            try:
+                worker = await _Worker.start()
+            except OSError as exc:
+                self._release(None)
+                raise Overloaded("no parse worker could be started; retry") from exc
+        try:
+            answer = await worker.call(job, raw)
+        except BaseException as exc:  # dead, or cancelled mid-answer: its pipe is unusable
+            self._release(None)
+            await worker.aclose()
+            if isinstance(
+                exc, anyio.EndOfStream | anyio.IncompleteRead | anyio.BrokenResourceError
+            ):
+                log.error("a parse worker died; the next large body starts another")
+                raise Overloaded("the request could not be parsed; retry") from exc
+            raise
+        self._release(worker if self._alive <= workers else None)
+        if self._alive > workers:  # `parse_workers` went down with a reload
+            await worker.aclose()
+        return answer
+
+    def _release(self, worker: _Worker | None) -> None:
+        if worker is None:
+            self._alive -= 1
+        else:
+            self._idle.append(worker)
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            self._alive -= 1
+            await worker.aclose()

@@ -1,0 +1,142 @@
+"""OpenAI's audio endpoints, served from speech routes:
+
+    POST /v1/audio/transcriptions   multipart (`file`, `model` = an stt route, and any other
+                                    field, passed on); the chosen target's answer as it is
+    POST /v1/audio/speech           JSON (`model` = a tts route, `input`, `voice`, `speed`);
+                                    streamed 16-bit mono PCM at 24 kHz, OpenAI's `pcm`
+
+The route's targets are tried as `router.voice.stages` does for a cascade (policy,
+fallback before the first byte, breaker). Speech answers only `response_format:
+pcm` (the default here): targets are asked for PCM and resampled to 24 kHz when they
+speak another rate. The multipart form is parsed by the standard library's `email`
+package. Answers carry `x-firsttoken-target` (and a transcription `x-firsttoken-cost-usd`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from email import message_from_bytes
+from email.message import Message as MimeMessage
+from email.policy import HTTP
+from typing import Any
+
+from router.errors import BadRequest, ModelNotFound
+from router.gateway.asgi import Send
+from router.gateway.auth import Client
+from router.runtime import Router, RouteRuntime
+from router.voice.codec import PCM_RATE
+from router.voice.resample import SPEECH_QUALITY, Resampler
+
+
+def _route(router: Router, model: object, kind: str, client: Client | None) -> RouteRuntime:
+    runtime = router.runtime
+    route = runtime.routes.get(str(model)) if isinstance(model, str) else None
+    if route is None:
+        raise ModelNotFound(f"the model '{model}' does not exist")
+    configs = runtime.speech.configs
+    if not all(
+        configs.get(n) is not None and configs[n].kind == kind for n in route.config.targets
+    ):
+        raise BadRequest(f"the route '{model}' is not a route of {kind} targets")
+    runtime.auth.admit(client, route.config.name, 0)
+    return route
+
+
+def _form(raw: bytes, content_type: str) -> tuple[dict[str, str], tuple[bytes, str, str] | None]:
+    """The fields of a multipart form, and its `file` (bytes, filename, content type)."""
+    if not content_type.startswith("multipart/form-data"):
+        raise BadRequest("a transcription is a multipart/form-data request")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = message_from_bytes(head + raw, policy=HTTP)
+    if not message.is_multipart():
+        raise BadRequest("the multipart body could not be read")
+    fields: dict[str, str] = {}
+    upload = None
+    for part in message.iter_parts():
+        assert isinstance(part, MimeMessage)
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            continue
+        if name == "file":
+            upload = (payload, part.get_filename() or "audio.wav", part.get_content_type())
+        else:
+            fields[name] = payload.decode("utf-8", "replace")
+    return fields, upload
+
+
+async def transcription(
+    router: Router, raw: bytes, headers: Mapping[str, str], send: Send, client: Client | None
+) -> None:
+    fields, upload = _form(raw, headers.get("content-type", ""))
+    if upload is None:
+        raise BadRequest("'file' is required: the audio to transcribe")
+    route = _route(router, fields.pop("model", None), "stt", client)
+    audio, filename, content_type = upload
+    heard = await router.runtime.speech.transcribe(
+        route.config,
+        route.policy,
+        router.rng,
+        audio,
+        fields,
+        filename=filename,
+        content_type=content_type,
+    )
+    body = heard.transcript.body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", heard.transcript.content_type.encode() or b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-firsttoken-target", heard.target.encode()),
+                (b"x-firsttoken-cost-usd", f"{heard.cost_usd:.9f}".encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def speech(router: Router, raw: bytes, send: Send, client: Client | None) -> None:
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    route = _route(router, body.get("model"), "tts", client)
+    text, voice = body.get("input"), body.get("voice")
+    if not isinstance(text, str) or not text.strip() or not isinstance(voice, str):
+        raise BadRequest("'input' (text) and 'voice' are required")
+    if body.get("response_format", "pcm") != "pcm":
+        raise BadRequest("FirstToken streams response_format 'pcm' (24 kHz, 16-bit mono)")
+    speed = body.get("speed")
+    source = await router.runtime.speech.speak(
+        route.config,
+        route.policy,
+        router.rng,
+        text,
+        voice=voice,
+        speed=float(speed) if isinstance(speed, int | float) else None,
+    )
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"audio/pcm"),
+                    (b"x-firsttoken-target", source.target.encode()),
+                ],
+            }
+        )
+        to_24k = Resampler(source.sample_rate, PCM_RATE, SPEECH_QUALITY)
+        async for chunk in source.aiter_bytes():
+            out = to_24k.push(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        await send({"type": "http.response.body", "body": to_24k.flush()})
+    finally:
+        await source.aclose()

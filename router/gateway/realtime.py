@@ -1,0 +1,217 @@
+"""`GET /v1/realtime?model=ROUTE`: the Realtime WebSocket endpoint, in raw ASGI.
+
+The upgrade is answered only once an upstream session exists: the client's key is
+checked (`Authorization: Bearer`, or from browsers the subprotocols `realtime` and
+`openai-insecure-api-key.<key>`), the route's policy picks targets and the router
+opens a session on the first that gives a `session.created` (failover is invisible
+to the client). A refusal is an HTTP answer to the upgrade in OpenAI's error shape,
+through the ASGI `websocket.http.response` extension: 401 bad key, 403 route not
+allowed, 404 unknown route, 429 over the key's session limits, 503 no eligible
+target (502/504 when every target failed). The accepted subprotocol is `realtime`,
+never the entry that carries the key.
+
+uvicorn runs the socket (`websockets-sansio`, per-message deflate off, 16 MiB
+frames: a larger one is closed 1009 by uvicorn itself); `AsgiClientSocket` is the
+session's view of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from urllib.parse import parse_qs
+
+from router.errors import (
+    BadRequest,
+    ClientRateLimited,
+    Draining,
+    FirstTokenError,
+    ModelNotFound,
+    NoTargetAvailable,
+    NotFound,
+)
+from router.gateway.asgi import Receive, Scope, Send
+from router.gateway.auth import Client
+from router.realtime.events import MigrationReason
+from router.realtime.migrate import PROACTIVE, reorder
+from router.realtime.service import session_limits
+from router.realtime.session import ClientGone, Session
+from router.realtime.target import Leg, open_leg
+from router.runtime import Router
+
+log = logging.getLogger("firsttoken.realtime")
+
+REALTIME_PATH = "/v1/realtime"
+SUBPROTOCOL = "realtime"
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+class AsgiClientSocket:
+    """The client's WebSocket as a `ClientSocket`."""
+
+    __slots__ = ("_receive", "_send", "close_code", "gone")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.gone = False
+        #: the code the client closed with (None while open)
+        self.close_code: int | None = None
+
+    async def receive(self) -> str | bytes | None:
+        if self.gone:
+            return None
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        self.gone = True
+        self.close_code = int(message.get("code", 1005))
+        return None
+
+    async def send(self, text: str) -> None:
+        if self.gone:
+            raise ClientGone
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except (OSError, RuntimeError) as exc:  # uvicorn's ClientDisconnected is an OSError
+            self.gone = True
+            raise ClientGone from exc
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.gone:
+            return
+        self.gone = True
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def credentials(scope: Scope) -> tuple[str | None, bool]:
+    """(`Authorization` value to check, whether the client offered `realtime`).
+
+    A browser's key rides in a subprotocol; it is turned into a bearer value here
+    and never echoed back."""
+    authorization = None
+    for name, value in scope["headers"]:
+        if name.lower() == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    offered = [str(p) for p in scope.get("subprotocols") or ()]
+    for protocol in offered:
+        if protocol.startswith(KEY_SUBPROTOCOL) and authorization is None:
+            authorization = f"Bearer {protocol.removeprefix(KEY_SUBPROTOCOL)}"
+    return authorization, SUBPROTOCOL in offered
+
+
+def route_name(scope: Scope) -> str:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    models = query.get("model")
+    if not models or not models[0]:
+        raise BadRequest("missing required query parameter: model (the route's name)")
+    return str(models[0])
+
+
+async def refuse(send: Send, err: FirstTokenError) -> None:
+    """Answer the upgrade with an HTTP error in OpenAI's shape."""
+    body = err.to_json()
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(err, ClientRateLimited | NoTargetAvailable | Draining):
+        headers.append((b"retry-after", b"1"))
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": err.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def open_session(
+    router: Router, route_name: str, socket: AsgiClientSocket, client: Client | None
+) -> Session:
+    """A session on the best target that opens one (failover included). Raises 404 (no
+    such realtime route), 403/429 (the key), 503 (no target), 502/504 (all failed)."""
+    if router.draining:
+        raise Draining("this replica is shutting down; retry on another")
+    runtime = router.runtime
+    route = runtime.routes.get(route_name)
+    if route is None or not runtime.realtime.serves(route.config):
+        served = [n for n, r in runtime.routes.items() if runtime.realtime.serves(r.config)]
+        raise ModelNotFound(
+            f"no realtime route '{route_name}'; realtime routes here: {', '.join(served)}"
+        )
+    runtime.auth.admit_session(client, route_name)
+    events = router.realtime_metrics
+    candidates = router.plan_session(runtime, route)
+    leg = await open_leg(candidates, route=route_name, events=events, now=router.clock())
+
+    async def reopen(reason: MigrationReason, old: Leg) -> Leg:
+        now = router.runtime  # a reload since the session began: its targets now
+        current = now.routes.get(route_name)
+        if current is None or not now.realtime.serves(current.config):
+            raise NoTargetAvailable(f"the route '{route_name}' is gone")
+        try:
+            ranked = reorder(router.plan_session(now, current), old.target.name, reason)
+            return await open_leg(ranked, route=route_name, events=events, now=router.clock())
+        except NoTargetAvailable:
+            if reason in PROACTIVE:
+                raise  # the old upstream still works: stay on it
+            # Every breaker says no (many sessions failed at once): a live conversation
+            # is worth trying them anyway, the failed target last.
+            everyone = [now.realtime.targets[n] for n in current.config.targets]
+            ranked = reorder(everyone, old.target.name, reason)
+            return await open_leg(
+                ranked, route=route_name, events=events, now=router.clock(), force=True
+            )
+
+    left = client.sessions.remaining_s() if client and client.sessions else None
+    return Session(
+        route=route_name,
+        client=socket,
+        leg=leg,
+        reopen=reopen,
+        events=events,
+        limits=session_limits(route.config, left),
+        clock=router.clock,
+        client_name=client.name if client else None,
+    )
+
+
+async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> None:
+    """One WebSocket connection, from its upgrade to its close."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    socket = AsgiClientSocket(receive, send)
+    try:
+        if scope["path"] != REALTIME_PATH:
+            raise NotFound(f"no WebSocket endpoint {scope['path']}")
+        authorization, offered = credentials(scope)
+        client = router.runtime.auth.client(authorization)
+        session = await open_session(router, route_name(scope), socket, client)
+    except FirstTokenError as err:
+        router.metrics.rejected(err.status)
+        log.log(
+            logging.WARNING if err.status >= 500 else logging.INFO, "%s %s", err.status, err.message
+        )
+        await refuse(send, err)
+        return
+    try:
+        await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL if offered else None})
+    except (OSError, RuntimeError):
+        socket.gone = True  # the client left while the upstream session opened
+    quota = client.sessions if client is not None else None
+    started = quota.start() if quota is not None else 0.0
+    router.active_sessions += 1
+    try:
+        await session.run()
+    finally:
+        router.active_sessions -= 1
+        if quota is not None:
+            quota.end(started)

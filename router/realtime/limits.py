@@ -1,0 +1,95 @@
+"""A session's limits, and the supervisor that enforces them on each upstream leg.
+
+The supervisor wakes at the next deadline (idle, maximum duration, upstream age),
+and at least every `BREAKER_CHECK_S` to look at the target's breaker. The two
+proactive moves, reaching `max_upstream_s` and the target's breaker opening, wait
+for a pause between responses, so no answer is cut for them; when one finds no
+better target, the session stays where it is and tries again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from router.realtime.events import MigrationReason, SessionEnd
+from router.realtime.wire import error_event
+
+if TYPE_CHECKING:
+    from router.realtime.session import Session
+    from router.realtime.target import Leg
+
+#: how often the supervisor looks at the target's breaker
+BREAKER_CHECK_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    #: no client frame for this long ends the session (None: never)
+    idle_s: float | None = None
+    max_duration_s: float | None = None
+    #: an upstream session older than this is replaced (below a provider's cap)
+    max_upstream_s: float | None = None
+    #: a response cut by a migration is asked for again on the new target
+    regenerate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    why: SessionEnd
+    #: close code for the client (None: it is gone already)
+    code: int | None = None
+    #: an `error` event to send the client first
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Migrate:
+    reason: MigrationReason
+
+
+async def supervise(session: Session, leg: Leg) -> End | Migrate:
+    limits, clock = session.limits, session.clock
+    breaker = leg.target.signals.breaker
+    upstream_due = None if limits.max_upstream_s is None else leg.opened_at + limits.max_upstream_s
+    session_due = (
+        None if limits.max_duration_s is None else session.started_at + limits.max_duration_s
+    )
+    while True:
+        now = clock()
+        wake = BREAKER_CHECK_S
+        if limits.idle_s is not None:
+            idle_due = session.last_client_frame + limits.idle_s
+            if now >= idle_due:
+                return End("idle", 1000, _idle_error(limits.idle_s))
+            wake = min(wake, idle_due - now)
+        if session_due is not None:
+            if now >= session_due:
+                return End("max_duration", 1008, _duration_error(limits.max_duration_s))
+            wake = min(wake, session_due - now)
+        # Proactive moves wait for a pause between responses, and for a while after
+        # one found nowhere better to go.
+        calm = session.response_id is None and not session.pending_create
+        if calm and now >= session.proactive_after:
+            if upstream_due is not None and now >= upstream_due:
+                return Migrate("max_upstream")
+            if breaker.state == "open":
+                return Migrate("breaker_open")
+        if upstream_due is not None:
+            wake = min(wake, max(upstream_due - now, 0.05))
+        await asyncio.sleep(max(wake, 0.001))
+
+
+def _idle_error(idle_s: float) -> str:
+    return error_event(
+        f"The session was idle for {idle_s:g}s (no client event) and is closed.",
+        code="session_idle_timeout",
+    )
+
+
+def _duration_error(max_s: float | None) -> str:
+    return error_event(
+        f"The session reached its maximum duration of {max_s:g}s on this router.",
+        code="session_max_duration",
+    )

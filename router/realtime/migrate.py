@@ -1,0 +1,164 @@
+"""Moving a live session to a new upstream session, without the client reconnecting.
+
+While a migration runs the client pump holds the client's next frame (and uvicorn
+stops reading behind it), so nothing is lost or reordered:
+
+1. a response in flight ends for the client with `response.done`, status `failed`
+   (code `upstream_migrated`): every `response.created` the client saw gets its end;
+2. a new upstream session is opened on the best eligible target (`Reopen`: after a
+   failure the failed target is tried last);
+3. the configuration (one `session.update`) and the conversation (one
+   `conversation.item.create` per item, under the ids the client knows) are sent;
+   the new upstream's acknowledgements of them are not relayed;
+4. a `response.create` that no response answered yet is sent again; with
+   `migrate: {regenerate: true}` the interrupted response is asked for again too;
+5. the relay resumes on the new leg, and the old upstream socket is closed.
+
+What does not carry over: the voice (a new session may speak with another), audio
+itself (user audio that was never transcribed, the uncommitted input buffer), the
+partial text of the interrupted response, and server-side state such as
+out-of-band responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamConnectError
+from router.realtime.events import MigrationReason
+from router.realtime.wire import failed_response_done
+
+if TYPE_CHECKING:
+    from router.realtime.session import Session
+    from router.realtime.target import Leg, RealtimeTarget
+
+log = logging.getLogger("firsttoken.realtime")
+
+#: reasons that count against the old target (its breaker hears of them)
+FAILURES: frozenset[MigrationReason] = frozenset({"upstream_closed", "server_error"})
+#: moves made while the old upstream session still works (between responses)
+PROACTIVE: frozenset[MigrationReason] = frozenset({"max_upstream", "breaker_open"})
+#: after a proactive move found no target, the next try waits this long
+PROACTIVE_RETRY_S = 5.0
+#: a brand-new upstream session that fails during its replay: try another this often
+REPLAY_TRIES = 3
+RESPONSE_CREATE = '{"type":"response.create"}'
+
+
+def reorder(
+    candidates: Sequence[RealtimeTarget], old: str, reason: MigrationReason
+) -> list[RealtimeTarget]:
+    """After a failure the old target goes last; an expired or aged session may stay."""
+    if reason in ("session_expired", "max_upstream"):
+        return list(candidates)
+    return [t for t in candidates if t.name != old] + [t for t in candidates if t.name == old]
+
+
+async def migrate(session: Session, reason: MigrationReason) -> bool:
+    """Replace the session's leg. False when the leg is dead and no target could take
+    the session; a proactive move that finds no target keeps the leg (True)."""
+    old = session.leg
+    started = session.clock()
+    session.migrating = True
+    session.resumed.clear()
+    try:
+        if reason in PROACTIVE:
+            new = await _open_and_replay(session, reason, old, None)
+            if new is None:
+                session.proactive_after = session.clock() + PROACTIVE_RETRY_S
+                return True
+        else:
+            new = await _replace_dead_leg(session, reason, old)
+            if new is None:
+                return False
+    finally:
+        session.migrating = False
+        session.resumed.set()
+    session.leg = new
+    session.create_frame = None
+    seconds = session.clock() - started
+    session.migrations.append((reason, old.target.name, new.target.name, seconds))
+    session.events.migrated(session.route, old.target.name, new.target.name, reason, seconds)
+    log.info(
+        "session on route %s migrated %s -> %s (%s) in %.1f ms",
+        session.route,
+        old.target.name,
+        new.target.name,
+        reason,
+        seconds * 1000,
+    )
+    old.replaced.set()
+    closing = asyncio.ensure_future(_retire(old))
+    session.background.add(closing)
+    closing.add_done_callback(session.background.discard)
+    return True
+
+
+async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg) -> Leg | None:
+    """End what the dead upstream left open, then open and replay a new one."""
+    if reason in FAILURES:
+        old.hold.failed()
+    interrupted = session.response_id
+    if interrupted is not None:
+        await session.client.send(
+            failed_response_done(
+                interrupted,
+                "upstream_migrated",
+                f"The upstream session ended ({reason}); the conversation continues on a new one.",
+            )
+        )
+    session.response_id = None
+    session.audio_item = None
+    waited = session.response_clock.done()
+    if waited is not None:
+        old.hold.no_audio(waited)
+    again = session.pending_create
+    if again is not None and again is session.holding:
+        again = None  # the client pump delivers it to the new leg itself
+    if again is None and interrupted is not None and session.limits.regenerate:
+        again = session.create_frame or RESPONSE_CREATE
+    return await _open_and_replay(session, reason, old, again)
+
+
+async def _open_and_replay(
+    session: Session, reason: MigrationReason, old: Leg, again: str | None
+) -> Leg | None:
+    for _ in range(REPLAY_TRIES):
+        try:
+            new = await session.reopen(reason, old)
+        except (AllTargetsFailed, NoTargetAvailable) as err:
+            log.warning("session on route %s cannot migrate: %s", session.route, err.message)
+            return None
+        frames = []
+        config = session.config.replay_event()
+        if config is not None:
+            frames.append(config)
+        frames.extend(session.conversation.replay_events())
+        if again is not None:
+            frames.append(again)
+        try:
+            for frame in frames:
+                await new.conn.send(frame)
+        except UpstreamConnectError:
+            new.hold.failed()
+            new.hold.release()
+            continue
+        session.swallow_session_updated = 1 if config is not None else 0
+        session.swallow_items = set(session.conversation.replayable_ids())
+        if again is not None:
+            session.pending_create = again
+            session.response_clock.start()
+        return new
+    return None
+
+
+async def _retire(old: Leg) -> None:
+    try:
+        await old.conn.close(1000)
+    except (OSError, RuntimeError, UpstreamConnectError):
+        pass
+    finally:
+        old.hold.release()

@@ -1,0 +1,116 @@
+"""Realtime targets of one config generation, and opening a client's session.
+
+`RealtimeService` is built with every `Runtime` (start and each reload). It keeps
+the connector (`RealtimeUpstream`, its connection pool) of a target whose config
+did not change, so a reload costs live sessions nothing; the target's signals
+come from the signals registry, which outlives configs.
+
+`plan` ranks a realtime route's targets with the route's own policy, as for a
+turn, on views whose signals are the realtime ones (time to first audio where
+TTFT goes, sessions open as in-flight, `rate_limits.updated` as headroom), and a
+target at its `max_sessions` filtered out as over its local limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Mapping
+
+from router.clock import Clock
+from router.config import Config, RouteConfig, TargetConfig
+from router.policy.base import Plan, PlanContext, Policy, RoutingRequest
+from router.policy.registry import plan_turn
+from router.realtime.limits import SessionLimits
+from router.realtime.target import Connector, RealtimeTarget
+from router.signals.target import TargetSignals
+from router.upstream.realtime import RealtimeUpstream
+
+
+def connector(config: TargetConfig, api_key: str | None, clock: Clock) -> Connector:
+    assert config.base_url is not None  # checked when the config was loaded
+    return RealtimeUpstream(
+        name=config.name,
+        base_url=config.base_url,
+        model=config.model,
+        api_key=api_key,
+        headers=config.headers,
+        connect_s=config.timeouts.connect_s,
+        clock=clock,
+    )
+
+
+def session_limits(route: RouteConfig, left_s: float | None) -> SessionLimits:
+    """A session's limits on `route`; `left_s` is the client key's session time left."""
+    settings = route.session
+    max_duration = settings.max_duration_s
+    if left_s is not None:
+        max_duration = left_s if max_duration is None else min(max_duration, left_s)
+    return SessionLimits(
+        idle_s=settings.idle_s,
+        max_duration_s=max_duration,
+        max_upstream_s=settings.max_upstream_s,
+        regenerate=route.migrate.regenerate,
+    )
+
+
+class RealtimeService:
+    def __init__(
+        self,
+        config: Config,
+        signals: Mapping[str, TargetSignals],
+        environ: Mapping[str, str],
+        clock: Clock,
+        previous: RealtimeService | None = None,
+        *,
+        cascade: Callable[[TargetConfig], Connector] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.targets: dict[str, RealtimeTarget] = {}
+        self._configs: dict[str, TargetConfig] = {}
+        old = previous.targets if previous is not None else {}
+        for t in config.targets:
+            if t.kind not in ("realtime", "cascade") or (t.kind == "cascade" and cascade is None):
+                continue
+            kept = old.get(t.name)
+            if kept is not None and previous is not None and previous._configs[t.name] == t:
+                conn = kept.connector
+            elif cascade is not None and t.kind == "cascade":
+                conn = cascade(t)  # served in process (router/voice/)
+            else:
+                key = environ.get(t.api_key_env) if t.api_key_env else None
+                conn = connector(t, key, clock)
+            target = RealtimeTarget(
+                t.name, conn, signals[t.name], t.price, clock=clock, max_sessions=t.max_sessions
+            )
+            if kept is not None and kept.connector is conn:
+                target.connect_time = kept.connect_time
+            self.targets[t.name] = target
+            self._configs[t.name] = t
+        kept_connectors = {id(t.connector) for t in self.targets.values()}
+        #: connectors of the previous generation no longer used (close them when idle)
+        self.retired: list[RealtimeTarget] = [
+            t for t in old.values() if id(t.connector) not in kept_connectors
+        ]
+
+    def serves(self, route: RouteConfig) -> bool:
+        return bool(route.targets) and all(n in self.targets for n in route.targets)
+
+    def plan(self, route: RouteConfig, policy: Policy, rng: random.Random) -> Plan:
+        """The route's targets best first; raises NoTargetAvailable if none is eligible."""
+        views = []
+        for name in route.targets:
+            target = self.targets[name]
+            view = target.signals.view()
+            if not target.has_room:
+                view = dataclasses.replace(view, within_local_limits=False)
+            views.append(view)
+        ctx = PlanContext(rng=rng, slo=route.slo, exploration=route.exploration)
+        return plan_turn(policy, RoutingRequest(route=route.name, prompt_tokens=0), views, ctx)
+
+    def ranked(self, plan: Plan) -> list[RealtimeTarget]:
+        return [self.targets[name] for name in plan.order]
+
+    async def aclose(self) -> None:
+        for target in self.targets.values():
+            await target.connector.aclose()

@@ -1,0 +1,376 @@
+"""One client's realtime session: the relay, its limits, and migration.
+
+Three tasks run per session: the client pump (client -> upstream), the upstream
+pump (upstream -> client) and a supervisor (idle, duration and upstream-age
+limits, the target's breaker). Frames pass unchanged; each is sniffed for its
+type (`router.realtime.wire`) and only the few the router needs are decoded.
+Back-pressure is the sockets': a pump awaits each send, and uvicorn stops reading
+the client while an event waits, so nothing is buffered without bound.
+
+When the upstream session breaks (an abnormal close, a `server_error`, the
+provider's `session_expired`), reaches `max_upstream_s`, or its target's breaker
+opens, the session migrates (`router.realtime.migrate`): the client pump holds
+the client's next frame, a new upstream session is opened on the best eligible
+target, the configuration and conversation are replayed, and the relay resumes,
+without the client reconnecting.
+
+Close codes to the client: 1000 when the session ends normally or idles out (after
+an `error` event saying so), 1008 past `max_duration_s`, 1003 after an `error` event
+for a binary or non-JSON frame, 1011 when no target could take the session over;
+an upstream's own close that is not a failure is passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from router.clock import Clock
+from router.errors import UpstreamConnectError
+from router.realtime.clocks import ResponseClock
+from router.realtime.conversation import REPLAY_EVENT_PREFIX, Conversation
+from router.realtime.events import MigrationReason, SessionEnd, SessionEvents
+from router.realtime.limits import End, Migrate, SessionLimits, supervise
+from router.realtime.migrate import migrate
+from router.realtime.session_config import SessionConfig
+from router.realtime.target import Leg
+from router.realtime.usage import RealtimeUsage
+from router.realtime.wire import (
+    AUDIO_DELTA,
+    CLIENT_PARSED,
+    SERVER_PARSED,
+    TEXT_DELTAS,
+    b64_bytes,
+    delta_b64_chars,
+    error_event,
+    parse,
+    sniff,
+)
+from router.upstream.realtime import Closed
+
+log = logging.getLogger("firsttoken.realtime")
+
+#: upstream close codes that mean the upstream failed (the openai SDK's reconnect set)
+MIGRATE_ON_CLOSE: frozenset[int] = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1014, 1015})
+
+
+class ClientGone(Exception):
+    """The client's socket is closed: nothing more can be sent to it."""
+
+
+class ClientSocket(Protocol):
+    """The client's side of the session (the gateway implements it over ASGI)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame; None once the client has gone."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; raises `ClientGone` if the client has gone."""
+        ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+Reopen = Callable[[MigrationReason, Leg], Awaitable[Leg]]
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        route: str,
+        client: ClientSocket,
+        leg: Leg,
+        reopen: Reopen,
+        events: SessionEvents,
+        limits: SessionLimits,
+        clock: Clock,
+        client_name: str | None = None,
+    ) -> None:
+        self.route = route
+        self.client = client
+        self.leg = leg
+        self.reopen = reopen
+        self.events = events
+        self.limits = limits
+        self.clock = clock
+        self.client_name = client_name
+        self.started_at = clock()
+        self.config = SessionConfig()
+        self.conversation = Conversation()
+        self.response_clock = ResponseClock(clock)
+        self.usage = RealtimeUsage()
+        self.cost_usd = 0.0
+        self.migrations: list[tuple[MigrationReason, str, str, float]] = []
+        #: the response in flight (between response.created and response.done)
+        self.response_id: str | None = None
+        #: the last response.create sent that no response.created answered yet
+        self.pending_create: str | None = None
+        #: the response.create behind the response in flight (for regenerate)
+        self.create_frame: str | None = None
+        self.audio_item: str | None = None
+        self.migrating = False
+        #: the client frame being delivered (a migration must not send it twice)
+        self.holding: str | None = None
+        #: set except while a migration holds the client's frames
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        #: no proactive move (upstream age, breaker) before this time
+        self.proactive_after = 0.0
+        #: acknowledgements of a replay, not relayed
+        self.swallow_items: set[str] = set()
+        self.swallow_session_updated = 0
+        self.last_client_frame = self.started_at
+        #: closes of replaced upstream sessions, still waiting for the peer
+        self.background: set[asyncio.Task[None]] = set()
+
+    # -- the whole session --------------------------------------------------------------
+
+    async def run(self) -> SessionEnd:
+        """Relay until the session ends; always closes the upstream and releases holds."""
+        end = End("client_closed")
+        client_task: asyncio.Task[End] | None = None
+        try:
+            # before the first send: session_closed, in `finally`, pairs with it
+            self.events.session_opened(self.route, self.leg.target.name, self.leg.conn.connect_s)
+            await self.client.send(self.leg.conn.created)
+            client_task = asyncio.ensure_future(self._client_pump())
+            while True:
+                outcome = await self._relay_leg(client_task)
+                if isinstance(outcome, End):
+                    end = outcome
+                    break
+                if not await migrate(self, outcome.reason):
+                    end = End(
+                        "no_target",
+                        1011,
+                        error_event(
+                            "The session's upstream failed and no target could take it over.",
+                            type="server_error",
+                            code="upstream_unavailable",
+                        ),
+                    )
+                    break
+        except ClientGone:
+            end = End("client_closed")
+        finally:
+            if client_task is not None:
+                client_task.cancel()
+            await self._finish(end)
+        return end.why
+
+    async def _relay_leg(self, client_task: asyncio.Task[End]) -> End | Migrate:
+        leg = self.leg
+        upstream_task = asyncio.ensure_future(self._upstream_pump(leg))
+        supervisor = asyncio.ensure_future(supervise(self, leg))
+        try:
+            done, _ = await asyncio.wait(
+                (client_task, upstream_task, supervisor), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            upstream_task.cancel()
+            supervisor.cancel()
+        # The client's own end wins: a close seen together with an upstream failure
+        # needs no migration.
+        for task in (client_task, upstream_task, supervisor):
+            if task in done:
+                return task.result()
+        raise AssertionError("asyncio.wait returned nothing done")
+
+    async def _finish(self, end: End) -> None:
+        leg = self.leg
+        with _quiet():
+            await leg.conn.close(1000)  # first: the upstream stops generating at once
+        leg.hold.release()
+        for task in self.background:
+            task.cancel()
+        if end.code is not None:
+            with _quiet():
+                if end.error is not None:
+                    await self.client.send(end.error)
+                await self.client.close(end.code)
+        self.events.session_closed(
+            self.route,
+            leg.target.name,
+            end.why,
+            duration_s=self.clock() - self.started_at,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            client=self.client_name,
+        )
+
+    # -- client -> upstream -------------------------------------------------------------
+
+    async def _client_pump(self) -> End:
+        receive, clock = self.client.receive, self.clock
+        while True:
+            frame = await receive()
+            if frame is None:
+                return End("client_closed")
+            self.last_client_frame = clock()
+            if type(frame) is not str:
+                return _bad_input("Binary frames are not supported: send JSON text events.")
+            kind = sniff(frame)
+            if kind is None:
+                return _bad_input("The frame is not a JSON object with a string 'type'.")
+            if kind in CLIENT_PARSED:
+                event = parse(frame)
+                session = event.get("session") if event is not None else None
+                if isinstance(session, dict):
+                    self.config.update(session)
+            elif kind == "response.create":
+                self.response_clock.start()
+                self.pending_create = frame  # before the send: the answer may come first
+            await self._forward(frame)
+
+    async def _forward(self, frame: str) -> None:
+        """Send to the current upstream; across a migration, to the new one."""
+        self.holding = frame
+        while True:
+            leg = self.leg
+            if self.migrating:
+                await self.resumed.wait()
+                continue
+            try:
+                await leg.conn.send(frame)
+                break
+            except UpstreamConnectError:
+                await leg.replaced.wait()  # the upstream pump sees the close and migrates
+        self.holding = None
+
+    # -- upstream -> client -------------------------------------------------------------
+
+    async def _upstream_pump(self, leg: Leg) -> End | Migrate:
+        receive, send = leg.conn.receive, self.client.send
+        conversation, clock = self.conversation, self.response_clock
+        while True:
+            frame = await receive()
+            if type(frame) is str:
+                kind = sniff(frame)
+                if kind == AUDIO_DELTA:
+                    ttfa = clock.audio() if clock.pending else None
+                    if ttfa is not None:
+                        leg.hold.ttfa(ttfa)
+                        self.events.ttfa_observed(self.route, leg.target.name, ttfa)
+                    if self.audio_item is not None:
+                        conversation.audio_sent(self.audio_item, b64_bytes(delta_b64_chars(frame)))
+                elif kind in TEXT_DELTAS:
+                    clock.text()
+                elif kind == "input_audio_buffer.committed":
+                    clock.start()
+                elif kind in SERVER_PARSED:
+                    verdict = self._server_event(leg, str(kind), frame)
+                    if verdict is not None:
+                        if isinstance(verdict, Migrate):
+                            return verdict
+                        continue  # swallowed
+                elif kind == "session.updated" and self.swallow_session_updated:
+                    self.swallow_session_updated -= 1
+                    continue
+                await send(frame)
+            elif isinstance(frame, Closed):
+                if frame.code in MIGRATE_ON_CLOSE:
+                    return Migrate("upstream_closed")
+                code = frame.code if frame.code not in (1005, 1006, 1015) else 1011
+                return End("upstream_closed", code)
+            # an upstream binary frame is not part of the protocol: dropped
+
+    def _server_event(self, leg: Leg, kind: str, frame: str) -> Migrate | bool | None:
+        """Learn from one decoded server event. Returns a migration, True to swallow
+        the event, or None to relay it."""
+        event = parse(frame)
+        if event is None:
+            return None
+        if kind in ("conversation.item.added", "conversation.item.done"):
+            item = event.get("item")
+            if not isinstance(item, dict):
+                return None
+            item_id = item.get("id")
+            if item_id in self.swallow_items:
+                if kind == "conversation.item.done":
+                    self.swallow_items.discard(str(item_id))
+                return True
+            self.conversation.observe(item, _str(event.get("previous_item_id")))
+            if item.get("role") == "assistant" and isinstance(item_id, str):
+                self.audio_item = item_id
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
+        elif kind == "conversation.item.deleted":
+            self.conversation.delete(str(event.get("item_id")))
+        elif kind == "conversation.item.truncated":
+            end_ms = event.get("audio_end_ms")
+            if isinstance(end_ms, int):
+                item_id = str(event.get("item_id"))
+                self.conversation.truncate(item_id, end_ms, self.config.output_bytes_per_ms())
+        elif kind == "response.created":
+            response = event.get("response")
+            if isinstance(response, dict):
+                self.response_id = _str(response.get("id"))
+            self.create_frame, self.pending_create = self.pending_create, None
+        elif kind == "response.done":
+            self._response_done(leg, event)
+        elif kind == "rate_limits.updated":
+            leg.hold.rate_limits(event.get("rate_limits"))
+        elif kind == "error":
+            return self._error(event)
+        return None
+
+    def _response_done(self, leg: Leg, event: dict[str, object]) -> None:
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return
+        if _str(response.get("id")) == self.response_id:
+            self.response_id = self.create_frame = None
+        waited = self.response_clock.done()
+        if waited is not None and response.get("status") == "completed":
+            leg.hold.no_audio(waited)
+        usage = RealtimeUsage.from_response(response)
+        cost = usage.cost(leg.target.price) if usage is not None else 0.0
+        own = response.get("firsttoken")  # a cascade's account of its stages' cost
+        if isinstance(own, dict) and isinstance(own.get("cost_usd"), int | float):
+            cost = float(own["cost_usd"])
+        if usage is not None:
+            self.usage = self.usage + usage
+            self.cost_usd += cost
+        self.events.realtime_response_done(
+            self.route,
+            leg.target.name,
+            str(response.get("status")),
+            usage=usage,
+            cost_usd=cost,
+            client=self.client_name,
+        )
+
+    def _error(self, event: dict[str, object]) -> Migrate | bool | None:
+        error = event.get("error")
+        if not isinstance(error, dict):
+            return None
+        if error.get("code") == "session_expired":
+            return Migrate("session_expired")
+        if error.get("type") == "server_error":
+            return Migrate("server_error")
+        if str(error.get("event_id") or "").startswith(REPLAY_EVENT_PREFIX):
+            log.info("a replayed event was refused on %s: %s", self.leg.target.name, error)
+            return True
+        return None
+
+
+def _bad_input(message: str) -> End:
+    return End("bad_input", 1003, error_event(message, code="invalid_event"))
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _quiet:
+    """Suppress what closing an already-broken socket may raise."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return isinstance(exc, ClientGone | OSError | RuntimeError | UpstreamConnectError)

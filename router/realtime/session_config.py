@@ -1,0 +1,64 @@
+"""What the client configured for its session, so another target can be told the same.
+
+Each `session.update` the client sends is merged into one configuration (objects
+merged key by key, anything else replaced, as the server applies a partial
+update). Replay is one `session.update` with the merged result. `model` is left
+out of the replay: every target has its own, named in the URL it was opened with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from router.realtime.wire import dumps
+
+#: bytes of output audio per millisecond, by format type (24 kHz PCM16, G.711 at 8 kHz)
+_BYTES_PER_MS = {"audio/pcm": 48.0, "audio/pcmu": 8.0, "audio/pcma": 8.0}
+REPLAY_SESSION_EVENT_ID = "ft_replay_session"
+
+
+def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        old = into.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            _merge(old, value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+class SessionConfig:
+    """The merged `session` of every `session.update` the client sent."""
+
+    __slots__ = ("_session", "updates")
+
+    def __init__(self) -> None:
+        self._session: dict[str, Any] = {}
+        self.updates = 0
+
+    @property
+    def session(self) -> Mapping[str, Any]:
+        return self._session
+
+    def update(self, session: Mapping[str, Any]) -> None:
+        _merge(self._session, session)
+        self.updates += 1
+
+    def output_bytes_per_ms(self) -> float:
+        """Bytes of output audio per millisecond (PCM16 at 24 kHz unless configured)."""
+        audio = self._session.get("audio")
+        output = audio.get("output") if isinstance(audio, Mapping) else None
+        fmt = output.get("format") if isinstance(output, Mapping) else None
+        kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+        return _BYTES_PER_MS.get(str(kind), 48.0)
+
+    def replay_event(self) -> str | None:
+        """One `session.update` carrying the whole configuration, or None if none was set."""
+        if not self.updates:
+            return None
+        session = {k: v for k, v in self._session.items() if k != "model"}
+        session.setdefault("type", "realtime")
+        return dumps(
+            {"type": "session.update", "event_id": REPLAY_SESSION_EVENT_ID, "session": session}
+        )

@@ -1,0 +1,34 @@
+"""The YAML of realtime routes: a session's limits and how migration behaves.
+
+    routes:
+      - name: voice
+        targets: [openai-rt, azure-rt]
+        session: {max_duration_s: 7200, max_upstream_s: 3300, idle_s: 120}
+        migrate: {regenerate: false}
+
+`max_upstream_s` keeps each upstream session under a provider's cap (OpenAI ends a
+session after 60 minutes), so the router moves the conversation between two
+responses instead of being cut mid-answer.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionSettings(_Model):
+    #: a session longer than this is closed (1008, after an `error` event)
+    max_duration_s: float | None = Field(None, gt=0.0)
+    #: an upstream session older than this is replaced between two responses
+    max_upstream_s: float | None = Field(None, gt=0.0)
+    #: no client event for this long closes the session (1000, after an `error` event)
+    idle_s: float | None = Field(600.0, gt=0.0)
+
+
+class MigrateSettings(_Model):
+    #: ask the new target again for a response that a migration cut (else it ends failed)
+    regenerate: bool = False

@@ -1,0 +1,178 @@
+"""Realtime targets at run time, and opening a session with failover.
+
+A `RealtimeTarget` joins how to reach a target (`Connector`), what it costs and its
+live `TargetSignals`, whose estimators serve realtime sessions as they serve turns:
+time to first audio goes where TTFT goes (so every policy ranks realtime targets
+on it), sessions open count as in-flight, `rate_limits.updated` feeds the
+provider's headroom, and failures feed the breaker.
+
+`open_leg` walks a plan's targets in order until one gives a `session.created`:
+a target without room (`max_sessions`), with its breaker open, refusing the
+upgrade, closing first, or slower than `connect_s` is skipped, invisibly to the
+client. A `Leg` is one upstream session of a client's session; a migration
+replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from router.clock import Clock
+from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamError
+from router.realtime.events import SessionEvents
+from router.realtime.usage import RealtimePrice
+from router.realtime.wire import rate_limit_headers
+from router.signals.target import Attempt, TargetSignals
+from router.signals.ttft import Ewma
+from router.upstream.realtime import Closed
+
+
+class SessionConnection(Protocol):
+    """One upstream session: a realtime target's socket (`RealtimeConnection`), or a
+    cascade served in process (`router.voice.cascade.CascadeConnection`)."""
+
+    #: the target's `session.created` frame
+    created: str
+    #: seconds to open it
+    connect_s: float
+
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str | bytes | Closed: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Connector(Protocol):
+    name: str
+
+    async def connect(self) -> SessionConnection: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RealtimeTarget:
+    def __init__(
+        self,
+        name: str,
+        connector: Connector,
+        signals: TargetSignals,
+        price: RealtimePrice,
+        *,
+        clock: Clock,
+        max_sessions: int | None = None,
+    ) -> None:
+        self.name = name
+        self.connector = connector
+        self.signals = signals
+        self.price = price
+        self.max_sessions = max_sessions
+        #: upgrade to `session.created`, seconds (an EWMA)
+        self.connect_time = Ewma(signals.completion_window_s, clock)
+
+    @property
+    def sessions(self) -> int:
+        return self.signals.in_flight.count
+
+    @property
+    def has_room(self) -> bool:
+        return self.max_sessions is None or self.sessions < self.max_sessions
+
+
+class Hold:
+    """One upstream session's hold on its target: a share of its sessions, and what
+    it measures there. `release()` in `finally`."""
+
+    __slots__ = ("_attempt", "target")
+
+    def __init__(self, target: RealtimeTarget) -> None:
+        self.target = target
+        self._attempt: Attempt = target.signals.begin(0)
+
+    @property
+    def admitted(self) -> bool:
+        return self._attempt.admitted
+
+    def connected(self, seconds: float) -> None:
+        """The session exists: the target is healthy (closes a half-open breaker)."""
+        self.target.connect_time.observe(seconds)
+        self._attempt.finished()
+
+    def connect_failed(self, err: UpstreamError) -> None:
+        self._attempt.failed(err)
+
+    def failed(self) -> None:
+        """The upstream session broke after it opened."""
+        self.target.signals.breaker.record_failure()
+
+    def ttfa(self, seconds: float) -> None:
+        signals = self.target.signals
+        signals.ttft.observe(seconds)
+        signals.ttft_sketch.observe(seconds)
+
+    def no_audio(self, waited_s: float) -> None:
+        """A response ended without audio after `waited_s`: TTFA is at least that."""
+        signals = self.target.signals
+        if waited_s > signals.ttft.value:
+            signals.ttft_sketch.observe(waited_s)
+            signals.ttft.observe_lower_bound(waited_s)
+
+    def rate_limits(self, rate_limits: object) -> None:
+        self.target.signals.provider_limits.update(rate_limit_headers(rate_limits))
+
+    def release(self) -> None:
+        self._attempt.release()
+
+
+@dataclass(slots=True, eq=False)
+class Leg:
+    """One upstream session of a client's session."""
+
+    target: RealtimeTarget
+    conn: SessionConnection
+    hold: Hold
+    opened_at: float
+    #: set once a migration has replaced this leg
+    replaced: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def open_leg(
+    candidates: Sequence[RealtimeTarget],
+    *,
+    route: str,
+    events: SessionEvents,
+    now: float,
+    force: bool = False,
+) -> Leg:
+    """A session at the first candidate that opens one. Raises `NoTargetAvailable`
+    when none could be tried, `AllTargetsFailed` when all that were tried failed.
+
+    `force` tries targets whose breaker would refuse: the last resort of a migration,
+    when keeping a live conversation is worth a probe more than the breaker allows."""
+    failures: list[UpstreamError] = []
+    for target in candidates:
+        if not target.has_room:
+            continue
+        hold = Hold(target)
+        if not hold.admitted and not force:
+            hold.release()
+            continue
+        try:
+            conn = await target.connector.connect()
+        except UpstreamError as err:
+            hold.connect_failed(err)
+            hold.release()
+            failures.append(err)
+            events.session_attempt_failed(route, err)
+            continue
+        except BaseException:
+            hold.release()
+            raise
+        hold.connected(conn.connect_s)
+        return Leg(target, conn, hold, now)
+    if failures:
+        raise AllTargetsFailed("no realtime target of the route opened a session", failures)
+    raise NoTargetAvailable("no realtime target of the route has room or is available")

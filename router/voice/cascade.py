@@ -1,0 +1,393 @@
+"""A cascade served as a Realtime session by FirstToken itself.
+
+`CascadeConnection` is what a realtime target's connection is to the session relay
+(`send` a client frame, `receive` a server frame, `close`), so a realtime route can
+list realtime and cascade targets side by side: the policy picks per session, and
+the relay, limits and migration work unchanged. Inside, it speaks the protocol:
+
+- `input_audio_buffer.append` feeds the input buffer and its server VAD; a stop
+  commits the utterance (`speech_stopped`, `committed`, the user item), which goes
+  to the `stt` route; its transcript completes the item
+  (`conversation.item.input_audio_transcription.completed`) and, with
+  `create_response`, starts a response;
+- a response is one chat turn on the `llm` route and, for audio, TTS turns on the
+  `tts` route clause by clause (`router.voice.respond`);
+- barge-in: `speech_started` during a response (with `interrupt_response`), or
+  `response.cancel`, cancels the LLM and TTS requests at once; the response ends
+  `cancelled`;
+- `conversation.item.truncate` cuts the assistant item's text to what was heard,
+  so the next turn's context is what the caller heard.
+
+Frames out wait in a bounded queue: a slow client slows the answer, not memory.
+Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, out-of-band
+responses (`conversation: none`), images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
+
+from router.clock import Clock
+from router.errors import FirstTokenError
+from router.realtime.session_config import SessionConfig
+from router.realtime.wire import dumps, error_event
+from router.upstream.realtime import Closed
+from router.voice.clauses import ClauseSplitter
+from router.voice.clock import VoiceClock
+from router.voice.codec import AUDIO_TYPES, AudioFormat, wav
+from router.voice.context import chat_body
+from router.voice.input_buffer import Committed, InputAudioBuffer, Utterance
+from router.voice.items import ConversationItems
+from router.voice.respond import Response, Stages
+from router.voice.settings import CascadeSettings, default_session
+from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
+
+log = logging.getLogger("firsttoken.voice")
+OUTBOX = 256
+
+
+class CascadeStages(Stages, Protocol):
+    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
+        """Text, the target that heard it, its cost, seconds of audio billed."""
+        ...
+
+
+class VoiceObserver(Protocol):
+    """What a cascade reports (`router.voice_metrics.VoiceMetrics` implements it)."""
+
+    def observe(self, target: str, clock: VoiceClock) -> None:
+        """A voice turn answered: its clock, with every stage marked."""
+        ...
+
+    def barge_in(self, target: str, seconds: float) -> None:
+        """A response cut by the caller: from the decision to every upstream closed."""
+        ...
+
+
+class CascadeConnection(ConversationItems):
+    def __init__(
+        self,
+        *,
+        target: str,
+        settings: CascadeSettings,
+        stages: CascadeStages,
+        clock: Clock,
+        session_id: str,
+        observer: VoiceObserver | None = None,
+    ) -> None:
+        self.target = target
+        self.connect_s = 0.0
+        self._settings = settings
+        self._stages = stages
+        self._clock = clock
+        self._observer = observer
+        self._ids = itertools.count(1)
+        self._session_id = session_id
+        self.config = SessionConfig()
+        self.config.update(default_session(session_id, target, settings))
+        self.created = dumps(
+            {"type": "session.created", "event_id": "event_0", "session": self.config.session}
+        )
+        self._out: asyncio.Queue[str | Closed] = asyncio.Queue(OUTBOX)
+        self.buffer = InputAudioBuffer(clock=clock)
+        self._apply_audio()
+        self.items: list[dict[str, Any]] = []
+        self._responses: dict[str, Response] = {}
+        self._response: asyncio.Task[None] | None = None
+        self._current: Response | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = asyncio.Lock()
+        self._buffer_item: str | None = None
+        self.closed = False
+
+    # -- the connection's side ------------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        try:
+            event = json.loads(text)
+        except ValueError:
+            await self._error("the event is not JSON", "invalid_json")
+            return
+        if not isinstance(event, dict):
+            await self._error("the event must be a JSON object", "invalid_event")
+            return
+        kind = event.get("type")
+        handler = _HANDLERS.get(str(kind))
+        if handler is None:
+            await self._error(f"unknown event type {kind!r}", "invalid_event", event)
+            return
+        try:
+            await handler(self, event)
+        except FirstTokenError as exc:
+            await self._error(exc.message, exc.code or "invalid_value", event)
+        except Exception:  # a bug of ours: logged; the session goes on
+            log.exception("a cascade could not handle %s", kind)
+
+    async def receive(self) -> str | bytes | Closed:
+        return await self._out.get()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._out.put_nowait(Closed(code, reason))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_ft{next(self._ids)}"
+
+    async def emit(self, kind: str, **fields: Any) -> None:
+        if not self.closed:
+            await self._out.put(dumps({"type": kind, "event_id": self._new_id("event"), **fields}))
+
+    async def _error(self, message: str, code: str, event: Mapping[str, Any] | None = None) -> None:
+        event_id = event.get("event_id") if event else None
+        await self._out.put(
+            error_event(
+                message, code=code, event_id=event_id if isinstance(event_id, str) else None
+            )
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a cascade task failed", exc_info=task.exception())
+
+    # -- session ---------------------------------------------------------------------------
+
+    def _audio(self, side: str) -> Mapping[str, Any]:
+        audio = self.config.session.get("audio")
+        part = audio.get(side) if isinstance(audio, Mapping) else None
+        return part if isinstance(part, Mapping) else {}
+
+    def _apply_audio(self) -> None:
+        inp = self._audio("input")
+        fmt = inp.get("format")
+        td = inp.get("turn_detection")
+        vad = None
+        if isinstance(td, Mapping):
+            base = self._settings.vad
+            vad = VadSettings(
+                threshold=float(td.get("threshold", base.threshold)),
+                prefix_padding_ms=int(td.get("prefix_padding_ms", base.prefix_padding_ms)),
+                silence_duration_ms=int(td.get("silence_duration_ms", base.silence_duration_ms)),
+                create_response=bool(td.get("create_response", True)),
+                interrupt_response=bool(td.get("interrupt_response", True)),
+            )
+        self.buffer.configure(_format(fmt), vad)
+
+    async def _session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            await self._error("session.update needs a session object", "invalid_value", event)
+            return
+        session = {k: v for k, v in session.items() if k not in ("id", "object", "model")}
+        self.config.update(session)
+        self._apply_audio()
+        await self.emit("session.updated", session=self.config.session)
+
+    # -- input audio -----------------------------------------------------------------------
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        try:
+            data = base64.b64decode(str(event.get("audio") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            await self._error("audio must be base64", "invalid_value", event)
+            return
+        for change in self.buffer.append(data):
+            if isinstance(change, SpeechStarted):
+                self._buffer_item = self._new_id("item")
+                await self.emit(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=change.audio_start_ms,
+                    item_id=self._buffer_item,
+                )
+                vad = self.buffer.vad
+                if vad is not None and vad.interrupt_response:
+                    await self._cancel("turn_detected")
+            elif isinstance(change, SpeechStopped):
+                await self.emit(
+                    "input_audio_buffer.speech_stopped",
+                    audio_end_ms=change.audio_end_ms,
+                    item_id=self._buffer_item or self._new_id("item"),
+                )
+            elif isinstance(change, Committed):
+                vad = self.buffer.vad
+                await self._commit(change.utterance, vad is not None and vad.create_response)
+
+    async def _commit_event(self, event: dict[str, Any]) -> None:
+        utterance = self.buffer.commit()
+        if utterance is None or utterance.duration_s < 0.1:
+            await self._error(
+                "Error committing input audio buffer: buffer too small.",
+                "input_audio_buffer_commit_empty",
+                event,
+            )
+            return
+        await self._commit(utterance, respond=False)
+
+    async def _clear(self, event: dict[str, Any]) -> None:
+        self.buffer.clear()
+        self._buffer_item = None
+        await self.emit("input_audio_buffer.cleared")
+
+    async def _commit(self, utterance: Utterance, respond: bool) -> None:
+        item_id = self._buffer_item or self._new_id("item")
+        self._buffer_item = None
+        clock = VoiceClock(self._clock, utterance.speech_end_at)
+        clock.mark("committed", utterance.committed_at)
+        item = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        previous = self._add_item(item)
+        await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
+        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
+        self._spawn(self._hear(item, utterance, clock, respond))
+
+    async def _hear(
+        self, item: dict[str, Any], utterance: Utterance, clock: VoiceClock, respond: bool
+    ) -> None:
+        async with self._turns:  # one utterance at a time, in order
+            clock.mark("stt_sent")
+            try:
+                text, target, cost, audio_s = await self._stages.transcribe(
+                    wav(utterance.pcm16, utterance.rate)
+                )
+            except FirstTokenError as exc:
+                await self.emit(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item["id"],
+                    content_index=0,
+                    error={"type": exc.type, "code": exc.code, "message": exc.message},
+                )
+                return
+            clock.mark("stt_done")
+            item["content"][0]["transcript"] = text
+            seconds = audio_s if audio_s is not None else utterance.duration_s
+            await self.emit(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item["id"],
+                content_index=0,
+                transcript=text,
+                usage={"type": "duration", "seconds": round(seconds, 3)},
+            )
+            if respond and not self.closed:
+                await self._start_response({}, clock, stt=(target, cost))
+
+    # -- responses -------------------------------------------------------------------------
+
+    async def _response_create(self, event: dict[str, Any]) -> None:
+        if self._response is not None and not self._response.done():
+            await self._error(
+                "Conversation already has an active response",
+                "conversation_already_has_active_response",
+                event,
+            )
+            return
+        overrides = event.get("response")
+        await self._start_response(
+            overrides if isinstance(overrides, dict) else {}, VoiceClock(self._clock), None
+        )
+
+    async def _start_response(
+        self,
+        overrides: Mapping[str, Any],
+        clock: VoiceClock,
+        stt: tuple[str, float] | None,
+    ) -> None:
+        if self._response is not None and not self._response.done():
+            await self._response  # under server VAD the previous one finishes first
+        session = self.config.session
+        modalities = overrides.get("output_modalities") or session.get("output_modalities")
+        audio = "audio" in (modalities or ["audio"])
+        output = self._audio("output")
+        voice = str(output.get("voice") or self._settings.voice)
+        response = Response(
+            response_id=self._new_id("resp"),
+            new_id=self._new_id,
+            emit=self.emit,
+            stages=self._stages,
+            body=chat_body(self._settings.llm, session, self.items, overrides),
+            audio=audio,
+            voice=voice,
+            out_format=_format(output.get("format")),
+            prefetch=self._settings.prefetch,
+            splitter=ClauseSplitter(**self._settings.clauses.model_dump()),
+            clock=clock,
+            session_echo=output and {"output": output},
+            add_item=self._add_item,
+        )
+        if stt is not None:
+            response.cost.targets["stt"], response.cost.stt_usd = stt
+        self._responses = {response.id: response, **dict(list(self._responses.items())[-7:])}
+        self._current = response
+        self._response = self._spawn(self._respond(response))
+
+    async def _respond(self, response: Response) -> None:
+        await response.run()
+        if self._observer is not None and response.status == "completed":
+            self._observer.observe(self.target, response.clock)
+
+    async def _cancel_event(self, event: dict[str, Any]) -> None:
+        if not await self._cancel("client_cancelled"):
+            await self._error("no response to cancel", "response_cancel_not_active", event)
+
+    async def _cancel(self, reason: str) -> bool:
+        task, response = self._response, self._current
+        if task is None or task.done() or response is None:
+            return False
+        response.cancel_reason = reason
+        decided = self._clock()
+        task.cancel()
+        await asyncio.wait([task])  # its task group has closed the LLM and every TTS request
+        closed = response.upstreams_closed_at
+        if self._observer is not None and closed is not None:
+            self._observer.barge_in(self.target, closed - decided)
+        return True
+
+
+Handler = Callable[[CascadeConnection, dict[str, Any]], Coroutine[Any, Any, None]]
+_HANDLERS: dict[str, Handler] = {
+    "session.update": CascadeConnection._session_update,
+    "input_audio_buffer.append": CascadeConnection._append,
+    "input_audio_buffer.commit": CascadeConnection._commit_event,
+    "input_audio_buffer.clear": CascadeConnection._clear,
+    "conversation.item.create": CascadeConnection._item_create,
+    "conversation.item.retrieve": CascadeConnection._item_retrieve,
+    "conversation.item.delete": CascadeConnection._item_delete,
+    "conversation.item.truncate": CascadeConnection._item_truncate,
+    "response.create": CascadeConnection._response_create,
+    "response.cancel": CascadeConnection._cancel_event,
+}
+
+
+def _format(fmt: object) -> AudioFormat:
+    """A session's `{type: audio/pcm | audio/pcmu | audio/pcma}` (PCM when unknown)."""
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    return AudioFormat(kind) if kind in AUDIO_TYPES else AudioFormat()

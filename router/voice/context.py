@@ -1,0 +1,83 @@
+"""A cascade's conversation as one chat request for its `llm` route.
+
+Realtime items become chat messages: user and system messages (text, or the
+transcript of input audio), assistant messages (text, or the transcript of what
+was said, cut to what was heard after a truncation), function calls as assistant
+`tool_calls` and their outputs as `tool` messages. Realtime tools
+(`{type: function, name, description, parameters}`) become chat tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from router.realtime.conversation import message_text
+
+
+def item_text(item: Mapping[str, Any]) -> str:
+    return message_text(item.get("content"))
+
+
+def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            role = item.get("role")
+            text = item_text(item)
+            if role in ("user", "assistant", "system") and text:
+                messages.append({"role": role, "content": text})
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""},
+            }
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": str(item.get("output") or ""),
+                }
+            )
+    return messages
+
+
+def chat_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if isinstance(tool, Mapping) and tool.get("type") == "function" and tool.get("name"):
+            function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
+            out.append({"type": "function", "function": function})
+    return out
+
+
+def chat_body(
+    route: str,
+    session: Mapping[str, Any],
+    items: Iterable[Mapping[str, Any]],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The chat request of one response (`overrides`: the response.create's `response`)."""
+    config = {**session, **(overrides or {})}
+    body: dict[str, Any] = {
+        "model": route,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": chat_messages(str(config.get("instructions") or ""), items),
+    }
+    tools = chat_tools(config.get("tools") or ())
+    if tools:
+        body["tools"] = tools
+        choice = config.get("tool_choice")
+        if isinstance(choice, str) and choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+    limit = config.get("max_output_tokens")
+    if isinstance(limit, int):
+        body["max_tokens"] = limit
+    return body

@@ -1,0 +1,117 @@
+"""The YAML of speech targets and cascades.
+
+targets:
+  - {name: whisper, kind: stt, base_url: http://127.0.0.1:8000/v1, model: whisper-1,
+     price: {per_minute: 0.006}}
+  - {name: kokoro, kind: tts, base_url: http://127.0.0.1:8880/v1, model: kokoro,
+     sample_rate: 24000, price: {per_mchar: 15.0}}
+  - name: local-voice
+    kind: cascade
+    cascade:
+      stt: stt-route        # a route of stt targets
+      llm: chat-fast        # any text route
+      tts: tts-route        # a route of tts targets
+      voice: af_heart       # unless the session asks for another
+      vad: {threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500}
+routes:
+  - {name: voice, targets: [gpt-realtime, local-voice]}   # side by side, per policy
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from router.voice.vad import VadSettings
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VadBlock(_Model):
+    """Server VAD defaults of a cascade's sessions (a client's `session.update` wins)."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    silence_duration_ms: int = Field(500, ge=0, le=10_000)
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def settings(self) -> VadSettings:
+        return VadSettings(
+            threshold=self.threshold,
+            prefix_padding_ms=self.prefix_padding_ms,
+            silence_duration_ms=self.silence_duration_ms,
+            create_response=self.create_response,
+            interrupt_response=self.interrupt_response,
+        )
+
+
+class ClauseBlock(_Model):
+    """Where the LLM's text is cut for the TTS (`router.voice.clauses`)."""
+
+    first_min_chars: int = Field(12, ge=1)
+    max_chars: int = Field(150, ge=10)
+    hard_max_chars: int = Field(300, ge=10)
+
+
+class CascadeSettings(_Model):
+    stt: str = Field(min_length=1)
+    llm: str = Field(min_length=1)
+    tts: str = Field(min_length=1)
+    voice: str = "alloy"
+    vad: VadBlock = VadBlock()
+    #: TTS requests started ahead of the piece being played
+    prefetch: int = Field(2, ge=1, le=8)
+    clauses: ClauseBlock = ClauseBlock()
+
+
+def default_session(session_id: str, target: str, settings: CascadeSettings) -> dict[str, Any]:
+    vad = settings.vad
+    fmt = {"type": "audio/pcm", "rate": 24000}
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": target,
+        "output_modalities": ["audio"],
+        "instructions": "",
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "audio": {
+            "input": {
+                "format": fmt,
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": vad.threshold,
+                    "prefix_padding_ms": vad.prefix_padding_ms,
+                    "silence_duration_ms": vad.silence_duration_ms,
+                    "idle_timeout_ms": None,
+                    "create_response": vad.create_response,
+                    "interrupt_response": vad.interrupt_response,
+                },
+            },
+            "output": {"format": dict(fmt), "voice": settings.voice, "speed": 1.0},
+        },
+    }
+
+
+def cascade_issues(
+    cascades: Sequence[tuple[int, dict[str, Any]]],
+    route_kinds: Mapping[str, set[str]],
+    issue: Callable[[tuple[str | int, ...], str], None],
+) -> None:
+    """A cascade's stages name routes of the right kind."""
+    for i, block in cascades:
+        for stage, kind in (("stt", "stt"), ("llm", "text"), ("tts", "tts")):
+            route = block.get(stage)
+            if isinstance(route, str) and route not in route_kinds:
+                issue(("targets", i, "cascade", stage), f"unknown route '{route}'")
+            elif isinstance(route, str) and route_kinds[route] != {kind}:
+                issue(("targets", i, "cascade", stage), f"route '{route}' is not a {kind} route")

@@ -1,0 +1,399 @@
+"""/v1/realtime end to end: real clients (the openai SDK, `websockets` as a browser
+would use it) -> the router under uvicorn -> Realtime simulators, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from openai import AsyncOpenAI
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from tests.e2e.harness import RunningRouter, start_router, stop_router
+from tests.sim.test_realtime import silence, tone, until
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-client-voice"
+LIMITED = "sk-client-limited"
+TEXT_ONLY = "sk-client-text"
+UPSTREAM_KEY = "sk-upstream"
+USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+
+
+def config(a: RealtimeSim, b: RealtimeSim, extra_route: str = "") -> str:
+    price = "{audio_input: 32, audio_output: 64, text_input: 4, text_output: 24, cached_input: 0.4}"
+    return f"""
+auth:
+  admin_key_env: KEY_ADMIN
+  keys:
+    - {{name: voice, key_env: KEY_VOICE}}
+    - {{name: limited, key_env: KEY_LIMITED, max_sessions: 1}}
+    - {{name: text, key_env: KEY_TEXT, routes: [chat]}}
+targets:
+  - {{name: rt-a, kind: realtime, base_url: '{a.base_url}', model: gpt-realtime,
+      api_key_env: UPSTREAM, price: {price}, timeouts: {{connect_s: 0.5}}}}
+  - {{name: rt-b, kind: realtime, base_url: 'ws://127.0.0.1:{b.port}/v1', model: gpt-realtime,
+      api_key_env: UPSTREAM, price: {price}, headers: {{x-team: voice}}}}
+  - {{name: text-sim, kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}}
+routes:
+  - {{name: voice, targets: [rt-a, rt-b], policy: {{type: ordered}}, session: {{idle_s: 5}}}}
+  - {{name: chat, targets: [text-sim]}}
+{extra_route}"""
+
+
+ENVIRON = {
+    "KEY_ADMIN": "sk-admin",
+    "KEY_VOICE": KEY,
+    "KEY_LIMITED": LIMITED,
+    "KEY_TEXT": TEXT_ONLY,
+    "UPSTREAM": UPSTREAM_KEY,
+}
+
+
+@dataclass
+class Stack:
+    a: RealtimeSim
+    b: RealtimeSim
+    router: RunningRouter
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.router.port}/v1/realtime?model=voice"
+
+    def sdk(self, key: str = KEY) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.router.base_url, api_key=key)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.router.router.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
+    async with (
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
+    ):
+        router = await start_router(config(a, b), environ=ENVIRON)
+        try:
+            yield Stack(a, b, router)
+        finally:
+            await stop_router(router)
+
+
+async def raw_until(ws: Any, kind: str) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):
+        while not seen or seen[-1]["type"] != kind:
+            seen.append(json.loads(await ws.recv()))
+    return seen
+
+
+async def admin_targets(stack: Stack) -> dict[str, Any]:
+    def get() -> Any:
+        return httpx.get(
+            f"{stack.router.url}/admin/targets", headers={"authorization": "Bearer sk-admin"}
+        ).json()
+
+    return dict(await asyncio.to_thread(get))
+
+
+# -- sessions through the router ---------------------------------------------------------
+
+
+async def test_openai_sdk_text_session(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+        admin = await admin_targets(stack)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "session.created" and kinds[-1] == "response.done"
+    assert kinds.index("response.created") < kinds.index("response.output_text.delta")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "You said: hello"
+    assert events[-1].response.status == "completed"
+    record = stack.a.records[-1]
+    assert record.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # never the client's
+    rt_a = next(t for t in admin["targets"] if t["name"] == "rt-a")
+    assert rt_a["kind"] == "realtime" and rt_a["in_flight"] == 1 and rt_a["ttft_samples"] == 0
+    assert rt_a["realtime"]["sessions"] == 1 and rt_a["realtime"]["connect_ms"] > 0
+    assert rt_a["price"]["audio_output"] == 64 and admin["realtime_sessions_open"] == 1
+    assert rt_a["ratelimit_headroom"] < 0.9  # rate_limits.updated: half the tokens left
+    labels = {"route": "voice", "target": "rt-a"}
+    assert stack.metric("firsttoken_realtime_responses_total", status="completed", **labels) == 1
+    assert stack.metric("firsttoken_realtime_cost_usd_total", **labels) > 0
+    assert stack.metric("firsttoken_realtime_tokens_total", kind="text_output", **labels) == 4
+
+
+async def test_openai_sdk_audio_session_with_server_vad(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "transcription": {"model": "whisper-1"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 100},
+                    }
+                },
+            }
+        )
+        for chunk in [tone(20)] * 10 + [silence(20)] * 6:
+            await conn.input_audio_buffer.append(audio=chunk)
+        events = await until(conn, "response.done")
+    kinds = [e.type for e in events]
+    order = [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.committed",
+        "response.created",
+        "response.output_audio.delta",
+        "response.done",
+    ]
+    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order)
+    audio = [e for e in events if e.type == "response.output_audio.delta"]
+    assert len(audio) == 3
+    ttfa = stack.metric("firsttoken_realtime_ttfa_seconds_count", route="voice", target="rt-a")
+    assert ttfa == 1
+    labels = {"route": "voice", "target": "rt-a"}
+    assert stack.metric("firsttoken_realtime_tokens_total", kind="audio_output", **labels) == 1
+
+
+async def test_browser_subprotocol_auth(stack: Stack) -> None:
+    protocols: Any = ["realtime", f"openai-insecure-api-key.{KEY}"]
+    async with websockets.connect(stack.ws_url, subprotocols=protocols) as ws:
+        assert ws.subprotocol == "realtime"
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await ws.send(json.dumps({"type": "response.create"}))
+        assert (await raw_until(ws, "response.done"))[-1]["response"]["status"] == "completed"
+    headers = stack.a.records[-1].headers
+    assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert "sec-websocket-protocol" not in headers
+
+
+# -- refusals at the upgrade --------------------------------------------------------------
+
+
+async def refused(url: str, key: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(url, additional_headers=headers):
+            pass
+    response = info.value.response
+    return response.status_code, json.loads(response.body or b"{}")
+
+
+async def test_refusals_are_http_errors_in_openai_shape(stack: Stack) -> None:
+    url = stack.ws_url
+    status, body = await refused(url, "wrong-key")
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert (await refused(url, TEXT_ONLY))[0] == 403
+    status, body = await refused(url.replace("voice", "nope"), KEY)
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    assert (await refused(url.replace("voice", "chat"), KEY))[0] == 404  # a text route
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {LIMITED}"}):
+        status, body = await refused(url, LIMITED)
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    for name in ("rt-a", "rt-b"):
+        stack.router.router.runtime.signals[name].breaker.open_for(60)
+    status, body = await refused(url, KEY)
+    assert status == 503 and body["error"]["code"] == "no_target_available"
+
+
+# -- failover before session.created -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        RealtimeFault("refuse", status=503),
+        RealtimeFault("close_before_created", code=1011),
+        RealtimeFault("slow_upgrade", delay_s=3.0),  # rt-a's connect_s is 0.5
+    ],
+    ids=lambda f: f.kind,
+)
+async def test_failover_before_session_created(stack: Stack, fault: RealtimeFault) -> None:
+    stack.a.set_fault(fault)
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[0].type == "session.created" and events[-1].response.status == "completed"
+    assert len(stack.b.records) == 1 and stack.b.records[0].responses
+    assert stack.b.records[0].headers["x-team"] == "voice"
+    assert (
+        stack.metric(
+            "firsttoken_realtime_session_attempt_failures_total",
+            route="voice",
+            target="rt-a",
+            status_class={"refuse": "5xx", "close_before_created": "protocol"}.get(
+                fault.kind, "timeout"
+            ),
+        )
+        == 1
+    )
+
+
+# -- migration ---------------------------------------------------------------------------
+
+
+async def converse_then(stack: Stack, fail: str) -> list[Any]:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        await (stack.a.drop(1011) if fail == "1011" else stack.a.expire())
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        return await until(conn, "response.done")
+
+
+@pytest.mark.parametrize("fail", ["1011", "session_expired"])
+async def test_migration_carries_the_conversation(stack: Stack, fail: str) -> None:
+    events = await converse_then(stack, fail)
+    assert events[-1].response.status == "completed"
+    assert "error" not in [e.type for e in events]
+    # after a failure the failed target goes last; an expired session may stay on it
+    moved = stack.b.records[-1] if fail == "1011" else stack.a.records[-1]
+    assert moved is not stack.a.records[0]
+    assert moved.item_texts()[:2] == [("user", "hello"), ("assistant", "You said: hello")]
+    assert moved.session["instructions"] == "be brief"
+    assert moved.responses and moved.responses[-1].status == "completed"
+    reason = "upstream_closed" if fail == "1011" else "session_expired"
+    assert stack.metric("firsttoken_realtime_migrations_total", route="voice", reason=reason) == 1
+
+
+# -- barge-in, disconnect ----------------------------------------------------------------
+
+
+async def test_barge_in_passes_through(stack: Stack) -> None:
+    stack.a.set_fault(RealtimeFault("stall_before_audio"))
+    async with websockets.connect(
+        stack.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}
+    ) as ws:
+        await ws.send(json.dumps({"type": "response.create"}))
+        await raw_until(ws, "response.created")
+        await ws.send(json.dumps({"type": "response.cancel", "event_id": "cancel-1"}))
+        done = (await raw_until(ws, "response.done"))[-1]
+        truncate = {
+            "type": "conversation.item.truncate",
+            "item_id": "x",
+            "content_index": 0,
+            "audio_end_ms": 10,
+        }
+        await ws.send(json.dumps(truncate))
+        await raw_until(ws, "error")  # the simulator's answer: no such assistant audio
+    assert done["response"]["status"] == "cancelled"
+    record = stack.a.records[-1]
+    assert len(record.cancels) == 1 and record.cancels[0].response_id is not None
+    assert record.truncates[0]["item_id"] == "x"
+
+
+async def test_client_disconnect_closes_the_upstream_at_once(stack: Stack) -> None:
+    ws = await websockets.connect(
+        stack.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}
+    )
+    await ws.recv()
+    record = stack.a.records[-1]
+    left = time.monotonic()
+    ws.transport.abort()  # gone without a close frame
+    for _ in range(2000):
+        if record.closed_at is not None:
+            break
+        await asyncio.sleep(0.001)
+    assert record.closed_at is not None
+    # measured here: a few milliseconds on loopback (goal 50 ms); bound loosely for CI
+    assert record.closed_at - left < 0.5
+    assert record.closed_by == "client" and record.close_code == 1000  # a close frame, not a drop
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+async def session(stack: Stack) -> Any:
+    ws = await websockets.connect(
+        stack.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}, max_size=None
+    )
+    assert json.loads(await ws.recv())["type"] == "session.created"
+    return ws
+
+
+async def closed_with(ws: Any) -> tuple[list[dict[str, Any]], int | None]:
+    events = []
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(5):
+            while True:
+                events.append(json.loads(await ws.recv()))
+    return events, info.value.rcvd.code if info.value.rcvd else None
+
+
+@pytest.mark.parametrize("frame", [b"\x00binary", "not json", '["a list"]'])
+async def test_binary_or_non_json_gets_an_error_then_1003(stack: Stack, frame: str | bytes) -> None:
+    ws = await session(stack)
+    await ws.send(frame)
+    events, code = await closed_with(ws)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "invalid_event"
+    assert code == 1003
+    await asyncio.sleep(0.05)
+    assert stack.a.records[-1].closed_by == "client" and stack.a.records[-1].bad_frames == 0
+
+
+async def test_a_frame_over_16_mib_closes_1009(stack: Stack) -> None:
+    ws = await session(stack)
+    big = '{"type":"input_audio_buffer.append","audio":"' + "A" * (16 * 2**20) + '"}'
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.send(big)  # the router may close before the whole frame is sent
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    await asyncio.sleep(0.05)
+    ended = {"route": "voice", "end": "client_closed"}  # by uvicorn, not by the upstream
+    assert stack.metric("firsttoken_realtime_sessions_ended_total", **ended) == 1
+
+
+async def test_unknown_event_types_pass_through(stack: Stack) -> None:
+    ws = await session(stack)
+    await ws.send(json.dumps({"type": "some.future.event", "event_id": "e7"}))
+    events = await raw_until(ws, "error")  # the simulator's own answer, relayed
+    await ws.close()
+    assert events[-1]["error"]["event_id"] == "e7"
+    assert stack.a.records[-1].event_types() == ["some.future.event"]
+
+
+async def test_an_idle_session_is_closed_with_an_error(stack: Stack) -> None:
+    text = config(stack.a, stack.b).replace("session: {idle_s: 5}", "session: {idle_s: 0.2}")
+    router = await start_router(text, environ=ENVIRON)
+    try:
+        url = f"ws://127.0.0.1:{router.port}/v1/realtime?model=voice"
+        async with websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {KEY}"}
+        ) as ws:
+            await ws.recv()
+            events, code = await closed_with(ws)
+    finally:
+        await stop_router(router)
+    assert events[-1]["error"]["code"] == "session_idle_timeout" and code == 1000
+
+
+async def test_a_live_session_moves_even_when_every_breaker_is_open(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await until(conn, "session.created")
+        for name in ("rt-a", "rt-b"):  # as after many sessions failed at once
+            stack.router.router.runtime.signals[name].breaker.open_for(60)
+        await stack.a.drop(1011)
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert stack.b.records[-1].responses

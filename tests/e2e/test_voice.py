@@ -1,0 +1,387 @@
+"""A cascade served as a Realtime session: the official openai SDK's realtime client ->
+the router under uvicorn -> STT, LLM and TTS simulators, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+
+from router.sim.behaviour import Behaviour, Fault
+from router.sim.openai_server import OpenAISim
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour
+from router.sim.stt import SttSim
+from router.sim.tts import TtsParams, TtsSim
+from router.voice.codec import AudioFormat, wav
+from router.voice.resample import Resampler
+from tests.e2e.harness import RunningRouter, start_router, stop_router
+from tests.voice.audio import frames, silence, speech_24k
+
+pytestmark = pytest.mark.anyio
+
+TRANSCRIPT = "book a table for two"
+USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+
+
+@dataclass
+class Stack:
+    stt: list[SttSim]
+    llm: OpenAISim
+    tts: list[TtsSim]
+    router: RunningRouter
+
+    def sdk(self) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.router.base_url, api_key="unused", max_retries=0)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.router.router.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+
+def config(stack_stt: list[SttSim], llm: OpenAISim, tts: list[TtsSim]) -> str:
+    fast = "timeouts: {connect_s: 0.5, first_token_s: 1.0, idle_s: 2.0}"
+    stt_targets = "\n".join(
+        f"  - {{name: stt-{i}, kind: stt, base_url: '{s.base_url}', model: whisper-1, "
+        f"price: {{per_minute: 0.006}}, {fast}}}"
+        for i, s in enumerate(stack_stt)
+    )
+    tts_targets = "\n".join(
+        f"  - {{name: tts-{i}, kind: tts, base_url: '{s.base_url}', model: kokoro, "
+        f"sample_rate: {s.params.sample_rate}, price: {{per_mchar: 15.0}}, {fast}}}"
+        for i, s in enumerate(tts)
+    )
+    stt_names = ", ".join(f"stt-{i}" for i in range(len(stack_stt)))
+    tts_names = ", ".join(f"tts-{i}" for i in range(len(tts)))
+    return f"""
+targets:
+{stt_targets}
+{tts_targets}
+  - {{name: llm, kind: openai, base_url: '{llm.base_url}', model: sim,
+      price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}}}
+  - name: local-voice
+    kind: cascade
+    cascade:
+      stt: stt
+      llm: chat
+      tts: tts
+      voice: af_heart
+      vad: {{silence_duration_ms: 300, prefix_padding_ms: 200}}
+      clauses: {{first_min_chars: 8, max_chars: 30, hard_max_chars: 30}}
+routes:
+  - {{name: stt, targets: [{stt_names}], policy: {{type: ordered}}}}
+  - {{name: tts, targets: [{tts_names}], policy: {{type: ordered}}}}
+  - {{name: chat, targets: [llm]}}
+  - {{name: voice, targets: [local-voice]}}
+"""
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    async with (
+        SttSim(behaviour=Behaviour(ttft_s=0.02)) as stt_a,
+        SttSim(behaviour=Behaviour(ttft_s=0.02)) as stt_b,
+        OpenAISim(Behaviour(ttft_s=0.03, itl_s=0.005, tokens=12)) as llm,
+        TtsSim(
+            TtsParams(sample_rate=22_050), behaviour=Behaviour(ttft_s=0.02, itl_s=0.01)
+        ) as tts_a,
+        TtsSim(
+            TtsParams(sample_rate=24_000), behaviour=Behaviour(ttft_s=0.02, itl_s=0.01)
+        ) as tts_b,
+    ):
+        stt_a.set_params(transcript=TRANSCRIPT)
+        stt_b.set_params(transcript=TRANSCRIPT)
+        router = await start_router(config([stt_a, stt_b], llm, [tts_a, tts_b]))
+        try:
+            yield Stack([stt_a, stt_b], llm, [tts_a, tts_b], router)
+        finally:
+            await stop_router(router)
+
+
+async def speak(conn: AsyncRealtimeConnection, pcm: bytes, pace_s: float = 0.0) -> None:
+    for chunk in frames(pcm):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+        if pace_s:
+            await asyncio.sleep(pace_s)
+
+
+async def until(conn: AsyncRealtimeConnection, kind: str, timeout_s: float = 10) -> list[Any]:
+    seen = []
+    async with asyncio.timeout(timeout_s):
+        async for event in conn:
+            seen.append(event)
+            if event.type == kind:
+                return seen
+    raise AssertionError(f"closed before {kind}")
+
+
+def _types(events: list[Any]) -> list[str]:
+    out: list[str] = []
+    for e in events:
+        if not out or out[-1] != e.type:  # runs of deltas count once
+            out.append(e.type)
+    return out
+
+
+async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        await speak(conn, silence(400) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    kinds = _types(events)
+    assert kinds[:6] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    rest = kinds[6:]
+    assert rest[:4] == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+    ]
+    assert rest[-6:] == [
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
+        "response.done",
+    ]
+    heard = next(e for e in events if e.type.endswith("transcription.completed"))
+    assert heard.transcript == TRANSCRIPT
+    audio = b"".join(
+        base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
+    )
+    transcript = "".join(
+        e.delta for e in events if e.type == "response.output_audio_transcript.delta"
+    )
+    assert transcript == "".join(f"t{i} " for i in range(12))
+    # the TTS spoke each piece at 60 ms a character at 22.05 kHz; the client hears 24 kHz
+    pieces = [call.text for call in stack.tts[0].calls]
+    assert len(pieces) > 1  # clause by clause, not the whole answer at once
+    assert abs(len(audio) / 48 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
+    done = events[-1].response
+    assert done.status == "completed"
+    assert done.usage.output_tokens == 12 and done.usage.input_tokens > 0
+    cost = done.model_extra["firsttoken"]
+    assert cost["stages"]["stt"]["target"] == "stt-0"
+    assert cost["stages"]["tts"]["target"] == "tts-0"
+    assert cost["stages"]["llm"]["target"] == "llm"
+    assert cost["cost_usd"] > 0
+    # the LLM saw the transcript as the user's message
+    assert stack.llm.records[-1].body["messages"][-1] == {"role": "user", "content": TRANSCRIPT}
+    assert stack.metric("firsttoken_voice_to_voice_seconds_count", target="local-voice") == 1
+    assert (
+        stack.metric("firsttoken_voice_stage_seconds_count", target="local-voice", stage="overhead")
+        == 1
+    )
+
+
+async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack: Stack) -> None:
+    await stack.stt[0].set_fault(Fault("status", status=503))
+    await stack.tts[0].set_fault(Fault("hang_before_first_token"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    done = events[-1].response
+    assert done.status == "completed"
+    stages = done.model_extra["firsttoken"]["stages"]
+    assert (stages["stt"]["target"], stages["tts"]["target"]) == ("stt-1", "tts-1")
+    assert any(e.type == "response.output_audio.delta" for e in events)
+
+
+async def test_text_only_output_skips_tts(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert "response.output_text.delta" in _types(events)
+    assert "response.output_audio.delta" not in _types(events)
+    assert not stack.tts[0].calls and not stack.tts[1].calls
+    assert events[-1].response.status == "completed"
+
+
+async def _audio_until(conn: AsyncRealtimeConnection, ms: float) -> tuple[str, list[Any]]:
+    """Read events until `ms` of answer audio arrived; returns the answer's item id."""
+    seen: list[Any] = []
+    got = 0.0
+    async with asyncio.timeout(10):
+        async for event in conn:
+            seen.append(event)
+            if event.type == "response.output_audio.delta":
+                got += len(base64.b64decode(event.delta)) / 48
+                if got >= ms:
+                    item = next(e for e in seen if e.type == "response.output_item.added")
+                    return str(item.item.id), seen
+    raise AssertionError("closed before the audio")
+
+
+async def test_barge_in_cancels_llm_and_tts_and_truncation_keeps_what_was_heard(
+    stack: Stack,
+) -> None:
+    await stack.llm.set_behaviour(Behaviour(ttft_s=0.03, itl_s=0.03, tokens=40))
+    await stack.tts[0].set_behaviour(Behaviour(ttft_s=0.02, itl_s=0.04))  # real time
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        item_id, first = await _audio_until(conn, 600)
+        said = "".join(e.delta for e in first if e.type.endswith("transcript.delta"))
+        await speak(conn, speech_24k()[:24_000])  # the caller speaks over the answer
+        events = await until(conn, "response.done")
+        done = events[-1].response
+        assert done.status == "cancelled"
+        assert done.status_details.reason == "turn_detected"
+        kinds = _types(events)
+        assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
+        # every upstream stage in flight saw the cancel
+        llm_call = stack.llm.records[-1]
+        assert llm_call.cancelled_at is not None or llm_call.finished_at is not None
+        assert any(c.cancelled_at is not None for c in stack.tts[0].calls)
+        assert all(c.finished_at or c.cancelled_at for c in stack.tts[0].calls)
+        assert stack.metric("firsttoken_voice_barge_in_seconds_count", target="local-voice") == 1
+        # the client played 500 ms: the conversation keeps what those 500 ms said
+        await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=500)
+        await until(conn, "conversation.item.truncated")
+        await stack.llm.set_behaviour(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3))
+        await stack.tts[0].set_behaviour(Behaviour(ttft_s=0.01, itl_s=0.001))
+        await speak(conn, silence(700))  # the barge-in utterance ends: next turn
+        await until(conn, "response.done")
+    messages = stack.llm.records[-1].body["messages"]
+    (assistant,) = [m["content"] for m in messages if m["role"] == "assistant"]
+    full = "".join(f"t{i} " for i in range(40))
+    assert said and full.startswith(assistant.strip())
+    # 500 ms at 60 ms a character is 8 characters: "t0 t1 t2" at most
+    assert 0 < len(assistant) <= 9
+    assert messages[-1] == {"role": "user", "content": TRANSCRIPT}
+
+
+async def test_a_route_mixing_a_realtime_target_and_a_cascade_sends_sessions_to_each() -> None:
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        text = config([stt], llm, [tts]).replace(
+            "  - {name: voice, targets: [local-voice]}",
+            "  - {name: voice, targets: [gpt-realtime, local-voice], policy: {type: round_robin}}",
+        )
+        text = text.replace(
+            "targets:\n",
+            f"targets:\n  - {{name: gpt-realtime, kind: realtime, base_url: '{hosted.base_url}', "
+            "model: gpt-realtime}\n",
+            1,
+        )
+        router = await start_router(text)
+        served: list[str] = []
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            for _ in range(4):
+                async with client.realtime.connect(model="voice") as conn:
+                    created = await conn.recv()
+                    assert created.type == "session.created"
+                    await conn.session.update(
+                        session={"type": "realtime", "output_modalities": ["text"]}
+                    )
+                    await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+                    await conn.response.create()
+                    events = await until(conn, "response.done")
+                    assert events[-1].response.status == "completed"
+                    served.append(str(getattr(created.session, "model", "")))
+        finally:
+            await stop_router(router)
+    assert sorted(served) == ["gpt-realtime", "gpt-realtime", "local-voice", "local-voice"]
+    assert len(hosted.records) == 2 and len(llm.records) == 2
+
+
+async def test_speech_routes_are_served_at_openais_audio_endpoints(stack: Stack) -> None:
+    await stack.stt[0].set_fault(Fault("status", status=500))
+    client = stack.sdk()
+    heard = await client.audio.transcriptions.create(
+        model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav"), language="en"
+    )
+    assert heard.text == TRANSCRIPT
+    assert stack.stt[1].calls[-1].body["language"] == "en"  # fields passed on
+    assert stack.stt[1].calls[-1].body["model"] == "whisper-1"  # the target's model
+    text = "Two people, seven tonight."
+    async with client.audio.speech.with_streaming_response.create(
+        model="tts", input=text, voice="af_heart", response_format="pcm"
+    ) as response:
+        assert response.headers["x-firsttoken-target"] == "tts-0"
+        audio = b"".join([chunk async for chunk in response.iter_bytes()])
+    # tts-0 speaks 22.05 kHz; the client gets OpenAI's 24 kHz
+    assert abs(len(audio) / 48 - len(text) * 60) <= 2
+    with pytest.raises(openai.BadRequestError):
+        await client.audio.speech.create(model="stt", input="hi", voice="v")
+    await client.close()
+
+
+async def test_a_failing_llm_target_falls_back_before_the_first_token(stack: Stack) -> None:
+    async with OpenAISim(Behaviour(fault=Fault("status", status=503))) as broken:
+        text = config(stack.stt, stack.llm, stack.tts)
+        text = text.replace(
+            "  - name: local-voice\n",
+            f"  - {{name: llm-broken, kind: openai, base_url: '{broken.base_url}', model: sim}}\n"
+            "  - name: local-voice\n",
+        ).replace("{name: chat, targets: [llm]}", "{name: chat, targets: [llm-broken, llm]}")
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                await speak(conn, silence(300) + speech_24k() + silence(600))
+                events = await until(conn, "response.done")
+        finally:
+            await stop_router(router)
+    done = events[-1].response
+    assert done.status == "completed"
+    assert done.model_extra["firsttoken"]["stages"]["llm"]["target"] == "llm"
+    assert len(broken.records) == 1 and broken.records[0].status == 503
+    assert any(e.type == "response.output_audio.delta" for e in events)
+
+
+async def test_a_telephony_session_speaks_g711_both_ways(stack: Stack) -> None:
+    fmt = AudioFormat("audio/pcmu")
+    down = Resampler(24_000, 8_000)
+    caller = fmt.encode(down.push(silence(300) + speech_24k() + silence(600)) + down.flush())
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {"format": {"type": "audio/pcmu"}},
+                    "output": {"format": {"type": "audio/pcmu"}},
+                },
+            }
+        )
+        for i in range(0, len(caller), 160):  # 20 ms at 8 kHz, a byte a sample
+            await conn.input_audio_buffer.append(
+                audio=base64.b64encode(caller[i : i + 160]).decode()
+            )
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    audio = b"".join(
+        base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
+    )
+    pieces = [call.text for call in stack.tts[0].calls]
+    # 60 ms a character at 8 kHz, a byte a sample
+    assert abs(len(audio) / 8 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
+    assert stack.stt[0].calls[-1].audio_ms > 2000  # the caller was heard, decoded, at 8 kHz

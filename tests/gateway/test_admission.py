@@ -1,0 +1,162 @@
+"""Admission: the route and the key before the walk, large bodies off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router.edge import LimitsConfig
+from router.errors import BadRequest, ModelNotFound, Overloaded
+from router.gateway.admission import BodyParser, is_small, locate_model
+from router.vocabulary import ParsePlace
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = LimitsConfig()
+TINY = b'{"role":"user","content":"a"},'
+
+
+def tiny_messages(model: bytes, size: int = 2**20) -> bytes:
+    """A body of `size` bytes of tiny messages (the issue's stall came from 4 MiB)."""
+    n = size // len(TINY)
+    return b'{"messages":[' + TINY * n + TINY[:-1] + b'],"model":"' + model + b'"}'
+
+
+def test_the_model_is_found_in_the_raw_bytes_only_when_that_is_certain() -> None:
+    assert locate_model(b'{"messages": [], "model" : "chat"}') == "chat"
+    assert locate_model(tiny_messages(b"chat", 4096)) == "chat"
+    # twice (which one is top-level?), escaped, not a plain string, or absent: unknown
+    assert locate_model(b'{"metadata": {"model": "x"}, "model": "chat"}') is None
+    assert locate_model(b'{"model": "ch\\u0061t"}') is None
+    assert locate_model(b'{"model": 5}') is None
+    assert locate_model(b'{"text": "a \\"model\\": \\"x\\""}') is None
+    assert locate_model(b'{"messages": []}') is None
+
+
+def test_a_body_is_small_by_its_bytes_and_its_count_of_json_values() -> None:
+    assert is_small(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}', LIMITS)
+    assert not is_small(b'{"model": "m", "x": "' + b"a" * LIMITS.inline_bytes + b'"}', LIMITS)
+    assert not is_small(b'{"x": [' + b"0," * LIMITS.inline_values + b"0]}", LIMITS)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.places: list[ParsePlace] = []
+        self.prechecked: list[str] = []
+
+    def parsed(self, place: ParsePlace) -> None:
+        self.places.append(place)
+
+    def precheck(self, model: str) -> None:
+        self.prechecked.append(model)
+        if model != "chat":
+            raise ModelNotFound(f"the model '{model}' does not exist")
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def parser() -> AsyncIterator[tuple[BodyParser, Recorder]]:
+    recorder = Recorder()
+    bodies = BodyParser(recorder.parsed)
+    yield bodies, recorder
+    await bodies.aclose()
+
+
+async def test_a_small_body_is_checked_for_its_route_before_it_is_walked(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    bodies, rec = parser
+    # Invalid messages, but the route is unknown: the 404 comes before the walk's 400.
+    raw = b'{"model": "nope", "messages": [1, 2, 3]}'
+    with pytest.raises(ModelNotFound):
+        await bodies.parse("chat", raw, None, LIMITS, rec.precheck)
+    ok = await bodies.parse(
+        "chat", b'{"model": "chat", "messages": [{"role": "user"}]}', None, LIMITS, rec.precheck
+    )
+    assert (ok.model, rec.prechecked[-2:], rec.places[-1]) == ("chat", ["nope", "chat"], "loop")
+
+
+async def test_a_large_body_to_an_unknown_model_is_refused_before_any_parse(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    bodies, rec = parser
+    rec.places.clear()
+    with pytest.raises(ModelNotFound):
+        await bodies.parse("chat", tiny_messages(b"nope"), None, LIMITS, rec.precheck)
+    assert rec.places == [] and bodies.pending == 0
+
+
+async def test_a_large_body_is_parsed_in_a_worker_while_the_event_loop_runs_on(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    """A 1 MiB body of tiny messages takes about 0.1 s to parse; on the loop no other
+    task could run meanwhile. The ticker counts how often it ran during it."""
+    bodies, rec = parser
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.002)
+            ticks += 1
+
+    limits = LimitsConfig(max_messages=200_000, max_content_parts=10)
+    task = asyncio.create_task(ticker())
+    try:
+        parsed = await bodies.parse("chat", tiny_messages(b"chat"), "s-1", limits, rec.precheck)
+    finally:
+        task.cancel()
+    assert rec.places[-1] == "worker"
+    assert ticks > 0, "the event loop was blocked for the whole parse"
+    assert (parsed.model, parsed.session_key, parsed.stream) == ("chat", "h:s-1", False)
+    wire = json.loads(parsed.body.for_target("m").wire)
+    assert wire["model"] == "m" and len(wire["messages"]) == 2**20 // len(TINY) + 1
+
+
+async def test_a_large_body_over_the_limits_is_a_400_from_the_worker(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    bodies, rec = parser
+    offload = LimitsConfig(inline_bytes=0, max_messages=10)  # every body goes to a worker
+    with pytest.raises(BadRequest, match="limit is 10"):
+        await bodies.parse("chat", tiny_messages(b"chat", 4096), None, offload, rec.precheck)
+    nonfinite = b'{"model": "chat", "messages": [{"role": "user"}], "x": 1e999}'
+    with pytest.raises(BadRequest, match="too large"):
+        await bodies.parse("chat", nonfinite, None, offload, rec.precheck)
+    assert rec.places[-2:] == ["worker", "worker"]
+
+
+async def test_past_the_queue_of_large_bodies_the_answer_is_a_503(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    bodies, rec = parser
+    limits = LimitsConfig(inline_bytes=0, parse_workers=1, parse_queue=1)
+    raw = b'{"model": "chat", "messages": [{"role": "user"}]}'
+    results = await asyncio.gather(
+        *(bodies.parse("chat", raw, None, limits, rec.precheck) for _ in range(4)),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert len(refused) == 2, results  # one parsing, one waiting, two refused
+    assert bodies.pending == 0
+    assert (await bodies.parse("chat", raw, None, limits, rec.precheck)).model == "chat"
+
+
+async def test_a_worker_that_dies_is_replaced(parser: tuple[BodyParser, Recorder]) -> None:
+    bodies, rec = parser
+    offload = LimitsConfig(inline_bytes=0)
+    raw = b'{"model": "chat", "messages": [{"role": "user"}]}'
+    assert (await bodies.parse("chat", raw, None, offload, rec.precheck)).model == "chat"
+    for worker in bodies._idle:  # what the OOM killer would do
+        worker.process.kill()
+        await worker.process.wait()
+    with pytest.raises(Overloaded):
+        await bodies.parse("chat", raw, None, offload, rec.precheck)
+    assert (await bodies.parse("chat", raw, None, offload, rec.precheck)).model == "chat"

@@ -1,0 +1,211 @@
+"""The session core: relay, failover, migration and limits, against real simulators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router.errors import AllTargetsFailed
+from router.realtime.limits import SessionLimits
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from tests.realtime.harness import make_target, running_session
+
+pytestmark = pytest.mark.anyio
+
+USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[RealtimeSim, RealtimeSim]]:
+    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
+    async with RealtimeSim(behaviour) as a, RealtimeSim(behaviour) as b:
+        yield a, b
+
+
+async def test_relay_passes_events_and_records_usage(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, b = sims
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        run.client.put({"type": "conversation.item.create", "item": USER})
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+    assert sent[0]["type"] == "session.created"
+    kinds = [e["type"] for e in sent]
+    assert kinds.index("response.created") < kinds.index("response.output_audio.delta")
+    assert run.events.ttfa and run.events.ttfa[0][0] == "a"
+    assert run.session.leg.target.signals.ttft_sketch.count == 1  # TTFA is what policies see
+    (_, status, usage, cost) = run.events.responses[0]
+    assert status == "completed" and usage is not None and usage.audio_output == 1 and cost > 0
+    assert run.events.closed == [("a", "client_closed", cost)]
+    assert a.records[-1].closed_by == "client"
+
+
+async def test_failover_before_session_created(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, b = sims
+    a.set_fault(RealtimeFault("close_before_created"))
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        await run.client.until("session.created")
+    assert run.events.opened[0][0] == "b"
+    assert [e.target for e in run.events.failed] == ["a"]
+    both = [make_target("a", a), make_target("b", b)]
+    b.set_fault(RealtimeFault("refuse"))
+    with pytest.raises(AllTargetsFailed):
+        async with running_session(both):
+            pass
+
+
+async def test_migration_after_an_upstream_close_replays_the_conversation(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        run.client.put(
+            {"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"}}
+        )
+        run.client.put({"type": "conversation.item.create", "item": USER})
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done")
+        await a.drop(1011)
+        await asyncio.sleep(0.1)
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done", 2)
+    assert [m[:3] for m in run.events.migrations] == [("a", "b", "upstream_closed")]
+    replayed = b.records[-1]
+    assert replayed.item_texts()[:2] == [("user", "hello"), ("assistant", "You said: hello")]
+    assert replayed.session["instructions"] == "be brief"
+    assert run.events.responses[-1][0] == "b" and run.events.responses[-1][1] == "completed"
+    # the replay's acknowledgements were not relayed: one session.created, one updated
+    assert run.client.types().count("session.created") == 1
+    assert run.client.types().count("session.updated") == 1
+    assert run.client.types().count("conversation.item.added") == 3
+
+
+async def test_a_response_in_flight_ends_failed(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, b = sims
+    a.set_fault(RealtimeFault("die_mid_response", after_deltas=2))
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+    done = sent[-1]
+    assert done["response"]["status"] == "failed"
+    assert done["response"]["status_details"]["error"]["code"] == "upstream_migrated"
+    assert run.events.migrations[0][2] == "upstream_closed"
+
+
+async def test_regenerate_asks_the_new_target_again(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, b = sims
+    a.set_fault(RealtimeFault("die_mid_response", after_deltas=2))
+    async with running_session(
+        [make_target("a", a), make_target("b", b)], SessionLimits(regenerate=True)
+    ) as run:
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done", 2)
+    statuses = [e["response"]["status"] for e in sent if e["type"] == "response.done"]
+    assert statuses == ["failed", "completed"]
+    assert len(b.records[-1].responses) == 1
+
+
+async def test_session_expired_migrates_to_a_healthy_target(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        await run.client.until("session.created")
+        await a.expire()
+        await asyncio.sleep(0.1)
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done")
+    assert [m[2] for m in run.events.migrations] == ["session_expired"]
+    assert "error" not in run.client.types()
+
+
+async def test_client_disconnect_closes_the_upstream(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, _ = sims
+    async with running_session([make_target("a", a)]) as run:
+        await run.client.until("session.created")
+        run.client.put(None)
+        await asyncio.wait_for(run.task, 2.0)
+    assert a.records[-1].closed_by == "client" and a.records[-1].close_code == 1000
+
+
+async def test_idle_and_bad_input(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, _ = sims
+    async with running_session([make_target("a", a)], SessionLimits(idle_s=0.1)) as run:
+        assert await asyncio.wait_for(run.task, 2.0) == "idle"
+    assert run.client.sent[-1]["error"]["code"] == "session_idle_timeout"
+    assert run.client.close_code == 1000
+    async with running_session([make_target("a", a)]) as run:
+        run.client.put(b"\x00\x01")
+        assert await asyncio.wait_for(run.task, 2.0) == "bad_input"
+    assert run.client.sent[-1]["type"] == "error" and run.client.close_code == 1003
+
+
+async def test_breaker_opening_migrates(sims: tuple[RealtimeSim, RealtimeSim]) -> None:
+    a, b = sims
+    ta, tb = make_target("a", a), make_target("b", b)
+    async with running_session([ta, tb]) as run:
+        await run.client.until("session.created")
+        ta.signals.breaker.record_failure()  # breaker_failures is 1: it opens
+        await asyncio.sleep(0.7)
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done")
+    assert [m[:3] for m in run.events.migrations] == [("a", "b", "breaker_open")]
+    assert run.events.responses[0][0] == "b"
+
+
+async def test_an_old_upstream_is_replaced_between_responses(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    a.behaviour = RealtimeBehaviour(ttfa_s=0.3, response_audio_ms=20)
+    async with running_session(
+        [make_target("a", a), make_target("b", b)], SessionLimits(max_upstream_s=0.1)
+    ) as run:
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+        await asyncio.sleep(0.15)
+    assert sent[-1]["response"]["status"] == "completed"  # not cut at 0.1 s
+    assert run.events.migrations[0][:3] == ("a", "a", "max_upstream")
+
+
+async def test_a_proactive_move_with_nowhere_to_go_stays(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, _ = sims
+    ta = make_target("a", a)
+    async with running_session([ta]) as run:
+        await run.client.until("session.created")
+        ta.signals.breaker.record_failure()  # open: but there is no other target
+        await asyncio.sleep(0.7)
+        run.client.put({"type": "response.create"})
+        sent = await run.client.until("response.done")
+    assert sent[-1]["response"]["status"] == "completed"
+    assert run.events.migrations == [] and len(a.records) == 1
+
+
+async def test_a_server_error_migrates_and_is_not_relayed(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    a.set_fault(RealtimeFault("error_mid_response", after_deltas=1))
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        run.client.put({"type": "response.create"})
+        first = (await run.client.until("response.done"))[-1]
+        run.client.put({"type": "response.create"})
+        await run.client.until("response.done", 2)
+    assert first["response"]["status_details"]["error"]["code"] == "upstream_migrated"
+    assert "error" not in run.client.types()
+    assert [m[:3] for m in run.events.migrations] == [("a", "b", "server_error")]
+
+
+async def test_a_target_at_max_sessions_is_passed_over(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    targets = [make_target("a", a, max_sessions=1), make_target("b", b)]
+    async with running_session(targets) as first, running_session(targets) as second:
+        await first.client.until("session.created")
+        await second.client.until("session.created")
+        assert first.session.leg.target.name == "a" and second.session.leg.target.name == "b"
