@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/unseen.py                  # the report: seeds 1000-1029
     .venv/bin/python benchmarks/unseen.py --seeds 0-99     # tuning fleets (never 1000+)
     .venv/bin/python benchmarks/unseen.py --seeds 3,7 --configs slo_cost+hedge,oracle
+    .venv/bin/python benchmarks/unseen.py --merge a/unseen.json,b/unseen.json --out c
 
 Each seed is a fleet of `benchmarks/fleets.py`; each configuration runs on it in
 `benchmarks/fleetsim.py` (in-process, virtual clock), in `--workers` processes.
@@ -281,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/out"))
+    parser.add_argument(
+        "--merge",
+        default=None,
+        help="comma-separated unseen.json files of runs made in parts (seeds or configs"
+        " split over processes): print their union's report instead of running",
+    )
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     configs = args.configs.split(",")
@@ -289,7 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
     t0 = time.monotonic()
     load_before = os.getloadavg()
-    results = run_jobs([(s, c) for s in seeds for c in configs], args.workers)
+    if args.merge:
+        # every run is deterministic (virtual clock, seeded), so parts add up to one run
+        parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge.split(",")]
+        results = [r for part in parts for r in part["runs"]]
+        seeds = sorted({r["seed"] for r in results})
+        configs = [c for c in CONFIGS if any(r["config"] == c for r in results)]
+    else:
+        results = run_jobs([(s, c) for s in seeds for c in configs], args.workers)
     runs = _index(results)
     wall = time.monotonic() - t0
     text = "\n".join(
