@@ -97,13 +97,20 @@ def job(args: tuple[int, str]) -> dict[str, Any]:
     return out
 
 
-def run_jobs(jobs: Sequence[tuple[int, str]], workers: int) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: Sequence[tuple[int, str]], workers: int, partial: Path | None = None
+) -> list[dict[str, Any]]:
+    """Every job's summary; each one is also appended to `partial` (JSON lines) as it
+    ends, so a run cut short keeps what it did (`--merge` reads it)."""
     results: list[dict[str, Any]] = []
     t0 = time.monotonic()
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers, maxtasksperchild=8) as pool:
         for r in pool.imap_unordered(job, jobs):
             results.append(r)
+            if partial is not None:
+                with partial.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(r) + "\n")
             print(
                 f"[{time.monotonic() - t0:5.0f}s {len(results)}/{len(jobs)}] seed {r['seed']}"
                 f" {r['config']:<15} att {r['attainment']:.3f} p99 {r['p99_ms']:.0f}"
@@ -276,6 +283,15 @@ def hedge_table(runs: dict[tuple[int, str], dict[str, Any]], configs: Sequence[s
     return lines
 
 
+def _read_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs of an `unseen.json`, or of an `unseen.partial.jsonl` (one run a line)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    runs: list[dict[str, Any]] = json.loads(text)["runs"]
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default=f"{HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}")
@@ -285,8 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--merge",
         default=None,
-        help="comma-separated unseen.json files of runs made in parts (seeds or configs"
-        " split over processes): print their union's report instead of running",
+        help="comma-separated unseen.json (or unseen.partial.jsonl) files of runs made in"
+        " parts (seeds or configs split over processes): their union's report, no runs",
     )
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
@@ -298,12 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     if args.merge:
         # every run is deterministic (virtual clock, seeded), so parts add up to one run
-        parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge.split(",")]
-        results = [r for part in parts for r in part["runs"]]
+        results = [r for f in args.merge.split(",") for r in _read_runs(Path(f))]
         seeds = sorted({r["seed"] for r in results})
         configs = [c for c in CONFIGS if any(r["config"] == c for r in results)]
     else:
-        results = run_jobs([(s, c) for s in seeds for c in configs], args.workers)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / "unseen.partial.jsonl"
+        partial.unlink(missing_ok=True)
+        results = run_jobs([(s, c) for s in seeds for c in configs], args.workers, partial)
     runs = _index(results)
     wall = time.monotonic() - t0
     text = "\n".join(
