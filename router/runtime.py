@@ -189,7 +189,12 @@ class Router:
             cascade=cascades(self),
         )
         speech = SpeechService(
-            config, signals, self.environ, self.clock, previous.speech if previous else None
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.speech if previous else None,
+            connections=self.metrics.connection_counter,
         )
         return Runtime(config, routes, targets, signals, auth, realtime, speech)
 
