@@ -154,6 +154,7 @@ class EngineTracker:
         "_last_at",
         "_learned",
         "_median",
+        "_queued_at",
         "_recent",
         "capacity",
         "stale_after_s",
@@ -168,6 +169,8 @@ class EngineTracker:
         self._created = clock()
         self._last: EngineSample | None = None
         self._last_at = 0.0
+        #: when a scrape last showed requests waiting; None: never
+        self._queued_at: float | None = None
         #: (sum, count) of the TTFT histogram when it last moved
         self._base: tuple[float, float] | None = None
         self._recent: float | None = None
@@ -183,6 +186,8 @@ class EngineTracker:
     def update(self, sample: EngineSample) -> None:
         previous, self._last = self._last, sample
         self._last_at = self._clock()
+        if sample.waiting > 0:
+            self._queued_at = self._last_at
         if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
             # Requests wait when the batch is full: what runs then is the capacity (the
             # largest seen, since a scrape can land while a sequence is leaving). One
@@ -225,6 +230,10 @@ class EngineTracker:
         median = histogram_quantile(delta, 0.5)
         if median is not None:
             self._median = (median, delta[-1][1])
+
+    def queued_since(self, since: float) -> bool:
+        """Whether a scrape at or after `since` showed requests waiting."""
+        return self._queued_at is not None and self._queued_at >= since
 
     def view(self) -> EngineView:
         """The last stats; before any scrape, an empty view that is already stale."""

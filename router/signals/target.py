@@ -247,14 +247,25 @@ class TargetSignals:
         return not view.stale and view.waiting == 0
 
     def _slot_free(self) -> bool:
-        """A vLLM target's batch has room now: nothing waits, and (batch size known)
-        fewer of our turns run than it holds. Other targets always have room."""
+        """A vLLM target's batch has room now, as `predict.slots_needed` reads it:
+        nothing waits, and fewer of our turns run than the batch holds (size known),
+        or (size unknown) none of ours was sent beyond what the scrape saw running,
+        since the policy counts those as waiting. Other targets always have room."""
         if self.config.kind != "vllm":
             return True
         view = self.engine.view()
         if view.stale or view.waiting > 0:
             return False
-        return view.capacity is None or max(view.running, self.in_flight.count) < view.capacity
+        if view.capacity is None:
+            return self.in_flight.count <= view.running
+        return max(view.running, self.in_flight.count) < view.capacity
+
+    def _found_free(self, free: bool, started_at: float) -> bool:
+        """An attempt that began with a slot free is a free-slot sample only if no
+        scrape saw a queue before its answer: a scrape is up to an interval old when
+        the attempt begins, and a burst's turns that queued behind a batch the scrape
+        had not yet seen full would teach a drained engine the burst's wait."""
+        return free and not self.engine.queued_since(started_at)
 
     def _unloaded_s(
         self, unloaded: Ewma, sketch: DecayingQuantiles, engine: EngineView | None
@@ -273,7 +284,7 @@ class TargetSignals:
     def _record_ttft(self, seconds: float, unloaded: bool, free: bool = False) -> None:
         self.measured_at = self._clock()
         self.ttft.observe(seconds)
-        if free:
+        if self._found_free(free, self.measured_at - seconds):
             self.free_ttft.observe(seconds)
         self.ttft_sketch.observe(seconds)
         if unloaded:
@@ -293,7 +304,7 @@ class TargetSignals:
         if token:
             self.measured_at = self._clock()
             self.ttft_sketch.observe_censored(at_least)
-            if free:
+            if self._found_free(free, self.measured_at - at_least):
                 self.free_ttft.observe_censored(at_least)
             self.ttft.observe_lower_bound(at_least)
         self.answer_sketch.observe_censored(at_least)

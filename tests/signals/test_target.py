@@ -12,6 +12,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.policy.base import QUANTILES, EngineView, TargetView
+from router.policy.predict import predict_ttft_s, promised_ttft_s
 from router.signals.engine import EngineSample
 from router.signals.target import TargetSignals
 from tests.signals.conftest import FakeClock
@@ -165,6 +166,46 @@ def test_vllm_unloaded_needs_an_empty_fresh_queue(clock: FakeClock) -> None:
     engine = signals.view().engine
     assert engine is not None
     assert engine.stale
+
+
+def test_turns_that_queued_are_not_free_slot_samples_so_a_drained_engine_meets_its_slo(
+    clock: FakeClock,
+) -> None:
+    # An engine whose batch size the router does not know yet, scraped now and then.
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", expected_ttft_ms=30)
+    signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+    for _ in range(3):
+        with signals.begin(10) as a:
+            clock.advance(0.03)
+            a.first_token()
+            a.finished()
+    # Two turns sent before the next scrape: the policy counts the second as queued
+    # behind the first, so it is no sample of a free slot however long it waits.
+    first, second = signals.begin(10), signals.begin(10)
+    clock.advance(0.03)
+    first.first_token()
+    clock.advance(0.3)
+    second.first_token()
+    for a in (first, second):
+        a.finished()
+        a.release()
+    # Another client's turn runs; ours begins beside it with the batch looking roomy,
+    # but the next scrape shows it queued: the batch was full.
+    signals.engine_update(EngineSample(waiting=0.0, running=1.0, kv_usage=0.1))
+    with signals.begin(10) as queued:
+        clock.advance(0.05)
+        signals.engine_update(EngineSample(waiting=1.0, running=1.0, kv_usage=0.1))
+        clock.advance(0.3)
+        queued.first_token()
+        queued.finished()
+    # The queue drains and the scrape sees it empty: a free engine's TTFT is the one
+    # its free turns showed, and it keeps a p90 SLO of 400 ms again.
+    clock.advance(1.0)
+    signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+    view = signals.view()
+    assert [s for _, s in view.free_ttft_quantiles] == pytest.approx([0.03] * len(QUANTILES))
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.03)
+    assert promised_ttft_s(view, 0.9) <= 0.4
 
 
 @pytest.mark.parametrize(
