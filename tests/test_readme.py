@@ -84,6 +84,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "--interval 0.5 --kinds big_unknown,bad_http",
         "one short round of two hostile kinds",
     ),
+    (
+        r"benchmarks/unseen\.py$",
+        "benchmarks/unseen.py --seeds 5 --configs oracle,slo_cost+hedge --workers 1",
+        "one tuning fleet, two configurations (the report is seeds 1000-1029, every config)",
+    ),
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",

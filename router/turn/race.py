@@ -31,9 +31,8 @@ from router.clock import Clock
 from router.config import RouteConfig
 from router.errors import AllTargetsFailed, UpstreamError
 from router.policy.base import TargetView
-from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.turn.events import TurnEvents
-from router.turn.hedge import HedgeBudget, hedge_delay_s
+from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.prime import attempt_to_commit
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
@@ -79,7 +78,8 @@ class Race:
         self._scopes: set[anyio.CancelScope] = set()
         self._over = False
         self._commit: Commit | None = None
-        self._predictions: dict[str, float] = {}
+        #: (attempts launched, the backup's index then): `_backup_index`, memoised
+        self._backup: tuple[int, int] | None = None
         #: a hedged race: where hedges run, the timer that starts the next, the winner
         self._tg: TaskGroup | None = None
         self._request: TurnRequest | None = None
@@ -293,10 +293,9 @@ class Race:
 
         A fallback takes the plan's order (the policy's choice: cheapest within the
         SLO, say) and is charged to the budget. A hedge is a bet on speed, so it
-        takes the remaining target with the lowest predicted TTFT at the SLO's
-        quantile: for a cost-ordered plan the next in line is often the twin
-        engine queued by the same burst, and a target with a heavy tail is a poor
-        insurance against a tail."""
+        takes a remaining target predicted fast (`hedge.choose_backup`): for a
+        cost-ordered plan the next in line is often the twin engine queued by the
+        same burst."""
         if self._launched >= len(self._order):
             return None
         if kind == "hedge":
@@ -319,21 +318,16 @@ class Race:
         self._schedule_hedge()
         return runtime
 
-    def _predicted(self, runtime: TargetRuntime) -> float:
-        """A target's predicted TTFT at the SLO's quantile; the views are the plan's
-        snapshot, so each target's is computed once per turn."""
-        name = runtime.config.name
-        predicted = self._predictions.get(name)
-        if predicted is None:
-            slo = self._route.slo
-            q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-            predicted = self._predictions[name] = predict_ttft_s(self._views[name], q)
-        return predicted
-
     def _backup_index(self) -> int:
-        """Where in the plan the target a hedge would start is: the fastest remaining."""
+        """Where in the plan the target a hedge would start is (`hedge.choose_backup`);
+        the views are the plan's snapshot, so it is chosen once per attempt launched."""
+        if self._backup is not None and self._backup[0] == self._launched:
+            return self._backup[1]
         rest = range(self._launched, len(self._order))
-        return min(rest, key=lambda i: self._predicted(self._order[i]))
+        views = [self._views[self._order[i].config.name] for i in rest]
+        index = self._launched + choose_backup(views, self._route.slo)
+        self._backup = (self._launched, index)
+        return index
 
     def _schedule_hedge(self) -> None:
         """Set when the next hedge is due, counted from the attempt just launched."""
