@@ -117,9 +117,13 @@ def start_router(workdir: Path, name: str, text: str) -> Target:
 
 def scrape(target: Target) -> str:
     url = target.urls[0].replace("/v1/chat/completions", "/metrics")
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text: str = resp.read().decode()
-        return text
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text: str = resp.read().decode()
+            return text
+    except OSError as exc:  # say why: the router's own last words
+        tail = target.proc.log_tail() if target.proc is not None else ""
+        raise RuntimeError(f"cannot scrape {target.name} ({exc}):\n{tail}") from exc
 
 
 def metric(text: str, pattern: str) -> float:
