@@ -13,6 +13,11 @@ A bad request ends the race only when no other attempt runs (a hedge's 400 never
 cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
 `total_s` and never feed the TTFT estimators. Before the commit point each SSE event
 is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fails over.
+How an event reads (chat chunks, Responses events) is the request's `Dialect`.
+
+Just over 400 lines: the race and the two reads an attempt makes up to its commit
+point share the attempt's state; the reads' endpoint-specific parts are in
+`dialect.py` and `responses_wire.py`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from router.policy.base import TargetView
 from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
 from router.signals.attempt import Attempt
 from router.turn import sse
+from router.turn.dialect import Dialect
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, hedge_delay_s
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
@@ -295,10 +301,8 @@ class Race:
             with anyio.fail_after(deadline):
                 response = await runtime.upstream.send(upstream_request)
                 attempt.headers(response.headers)
-                if request.stream:
-                    primed = await self._read_to_first_token(runtime, attempt, response, started)
-                else:
-                    primed = await self._read_whole(runtime, attempt, response, started)
+                read = self._read_to_first_token if request.stream else self._read_whole
+                primed = await read(runtime, attempt, response, started, request.dialect)
             if request.stream:
                 attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
             out.send_nowait(primed)
@@ -327,12 +331,18 @@ class Race:
                         await response.aclose()
 
     async def _read_to_first_token(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
+        self,
+        runtime: TargetRuntime,
+        attempt: Attempt,
+        response: UpstreamResponse,
+        started: float,
+        dialect: Dialect,
     ) -> Primed:
         name = runtime.config.name
         chunks = response.aiter_bytes()
         framer = sse.Framer(self._max_event)
         head: list[bytes] = []
+        response_id = None
         async for chunk in chunks:
             try:
                 block = framer.feed(chunk)
@@ -343,7 +353,7 @@ class Race:
             events = sse.split_events(block)
             for i, event in enumerate(events):
                 try:
-                    frame, kind, parsed = sse.classify(event)
+                    frame, kind, parsed = dialect.classify(event)
                 except sse.MalformedFrame as exc:
                     raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
                 if frame is sse.Frame.ERROR:
@@ -358,6 +368,8 @@ class Race:
                         f"{name}: stream ended before any token", target=name
                     )
                 head.append(event)
+                if parsed is not None and response_id is None:
+                    response_id = dialect.response_id(parsed)
                 if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
                     rest = b"".join(events[i + 1 :])
                     if rest:  # complete events after the first token: keep them first
@@ -372,21 +384,24 @@ class Race:
                         started,
                         self._clock(),
                         first_kind=kind,
+                        response_id=response_id,
                     )
         raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
 
     async def _read_whole(
-        self, runtime: TargetRuntime, attempt: Attempt, response: UpstreamResponse, started: float
+        self,
+        runtime: TargetRuntime,
+        attempt: Attempt,
+        response: UpstreamResponse,
+        started: float,
+        dialect: Dialect,
     ) -> Primed:
         name = runtime.config.name
         body = await response.aread()
         try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            raise UpstreamProtocolError(f"{name}: response is not JSON", target=name) from exc
-        if not isinstance(parsed, dict) or "choices" not in parsed:
-            raise UpstreamProtocolError(f"{name}: response has no choices", target=name)
-        usage = parsed.get("usage")
+            whole = dialect.whole(name, body)
+        except sse.MalformedFrame as exc:
+            raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
         return Primed(
             runtime,
             attempt,
@@ -396,5 +411,6 @@ class Race:
             None,
             started,
             self._clock(),
-            usage=usage if isinstance(usage, dict) else None,
+            usage=whole.usage,
+            response_id=whole.response_id,
         )

@@ -160,15 +160,18 @@ class HttpPool:
         self,
         url: URL,
         headers: Mapping[str, str],
-        body: bytes,
+        body: bytes | None,
         limits: aiohttp.ClientTimeout,
+        method: str = "POST",
     ) -> aiohttp.ClientResponse:
-        """Send the request; return once the final status and headers are in."""
+        """Send the request (a POST unless `method` says otherwise); return once the
+        final status and headers are in."""
         session = self._get_session()
         _reused.set(False)
         for attempt in (1, 2):
             try:
-                return await session.post(
+                return await session.request(
+                    method,
                     url,
                     data=body,
                     headers=headers,

@@ -176,6 +176,8 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -212,6 +214,8 @@ class RecordingEvents:
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
@@ -224,6 +228,8 @@ class RecordingEvents:
                 prompt_tokens,
                 completion_tokens,
                 cost_usd,
+                cached_tokens,
+                reasoning_tokens,
             )
         )
 
