@@ -198,6 +198,8 @@ class Turn:
         result = self.result
         result.target = primed.target.config.name
         result.response_id = primed.response_id
+        if request.on_commit is not None:
+            request.on_commit(result.target, primed.response_id)
         if request.stream:  # a unary answer has no first token of its own
             result.ttft_s = primed.first_token_at - primed.started_at
             result.first_kind = primed.first_kind

@@ -4,7 +4,7 @@ happened. Plain values; the runtime builds them, the race and the relay use them
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,8 @@ class TurnRequest:
     forward_headers: Mapping[str, str] = field(default_factory=dict)
     #: how the endpoint's answers read (chat chunks, Responses events, embeddings)
     dialect: Dialect = CHAT
+    #: called at the commit point with the target and the stored answer's id (if any)
+    on_commit: Callable[[str, str | None], None] | None = None
 
 
 @dataclass(slots=True)
