@@ -117,7 +117,7 @@ async def stored(
     assert parts is not None, "dispatched on `methods`"
     response_id, action = parts
     target = await _owner(router, response_id, client)
-    verb: Method = "DELETE" if method == "DELETE" else ("POST" if action else "GET")
+    verb: Method = "DELETE" if method == "DELETE" else ("POST" if method == "POST" else "GET")
     request = UpstreamRequest(
         "responses",
         {},

@@ -128,7 +128,10 @@ def input_items(body: Mapping[str, Any]) -> list[Any]:
     value = body.get("input")
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": value}]
-    return list(value) if isinstance(value, list) else []
+    items = value if isinstance(value, list) else []
+    return [
+        {"type": "message", **i} if isinstance(i, dict) and "type" not in i else i for i in items
+    ]
 
 
 class ResponsesEncoder:

@@ -123,8 +123,8 @@ def input_texts(endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
     value = body.get("input")
     if endpoint == "embeddings":
         items: list[Any] = value if isinstance(value, list) and value else [value]
-        if all(isinstance(t, int) for t in items):
-            items = [items]
+        if isinstance(value, list) and all(isinstance(t, int) for t in value):
+            items = [value]
         texts: list[str] = []
         for item in items:
             if not isinstance(item, str | list):
