@@ -10,7 +10,8 @@ split into events and only events mentioning `"content"` or `"text"` are parsed
 as JSON, and only until the first token; after it the body is drained by chunks
 and only the tail is checked for `[DONE]`. One process, one aiohttp session,
 uvloop: it must be cheap because on a small machine it competes with the proxy
-and the upstream for the same cores.
+and the upstream for the same cores. With `--sessions` each worker is one
+conversation (`x-session-id: w<index>`), so a router's affinity has keys to keep.
 
 Stdout carries the protocol with the parent: `window-start` and `window-end` on
 their own lines at the edges of the measured window (so the parent can sample
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Sequence
@@ -90,14 +92,16 @@ class Run:
     stats: Stats
     #: the measured window, in perf_counter seconds
     window: tuple[float, float]
+    #: each worker is one conversation (`x-session-id: w<index>`), for affinity
+    sessions: bool = False
 
 
-async def _one(run: Run, url: str) -> None:
+async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
     stats = run.stats
     sent = time.perf_counter()
     first: float | None = None
     tail = b""
-    async with run.session.post(url, data=run.body, headers=run.headers) as response:
+    async with run.session.post(url, data=run.body, headers=headers) as response:
         key = str(response.status)
         stats.statuses[key] = stats.statuses.get(key, 0) + 1
         if response.status != 200:
@@ -133,22 +137,31 @@ async def _one(run: Run, url: str) -> None:
 
 async def _worker(index: int, run: Run) -> None:
     n = index
+    headers = dict(run.headers)
+    if run.sessions:
+        headers["x-session-id"] = f"w{index}"
     while time.perf_counter() < run.window[1]:
         url = run.urls[n % len(run.urls)]
         n += 1
         try:
-            await _one(run, url)
+            await _one(run, url, headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.stats.error(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.05)  # do not spin on a refused port
 
 
 def _say(line: str) -> None:
-    # The event loop may leave stdout non-blocking: a long line (the samples at 128
-    # streams pass 128 KiB) would then be cut when the pipe is full.
-    os.set_blocking(sys.stdout.fileno(), True)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    """One line to the parent, whole: the event loop may have left stdout non-blocking,
+    and a long line (the samples at 128 streams pass 128 KiB) must not be cut when the
+    pipe is full, so it is written with os.write until every byte is out."""
+    fd = sys.stdout.fileno()
+    os.set_blocking(fd, True)
+    data = memoryview((line + "\n").encode())
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,7 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ) as session:
         t0 = time.perf_counter()
         window = (t0 + args.warmup, t0 + args.warmup + args.duration)
-        shared = Run(session, urls, body, headers, stats, window)
+        shared = Run(session, urls, body, headers, stats, window, args.sessions)
         workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
 
         async def markers() -> None:
@@ -213,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="bench")
     p.add_argument("--max-tokens", type=int, default=20)
     p.add_argument("--api-key", default=None)
+    p.add_argument(
+        "--sessions", action="store_true", help="each worker sends x-session-id: w<index>"
+    )
     return p
 
 

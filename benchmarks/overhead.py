@@ -1,7 +1,15 @@
-"""What does the router add to a stream? Direct vs through FirstToken, nginx, LiteLLM.
+"""What does the router add to a stream? Direct vs through FirstToken, nginx, vLLM's
+Rust router (and optionally LiteLLM).
 
-    .venv/bin/python benchmarks/overhead.py --concurrency 1,16,64,128 --duration 10 \
-        --warmup 3 --peers nginx,litellm --out benchmarks/out/overhead.json
+    .venv/bin/python benchmarks/overhead.py --out benchmarks/out/overhead.json
+
+Router configurations (`--configs`): `firsttoken`, round robin over two targets (the
+plain relay of issue 14); `ft-slo2` and `ft-slo8`, the product as users run it
+(issue 16): `slo_cost` with an SLO, adaptive hedging, affinity (each load worker is
+one conversation, `x-session-id`) and exploration, Prometheus metrics and the
+per-turn explanation, over 2 and over 8 targets (8 upstream ports in the same
+upstream process). Peers (`--peers`): nginx, vllm-router 0.1.17 in its own venv
+(`.venv-vllm-router`), litellm. The bars of issues 14 and 16 are printed last.
 
 One streaming workload (simulated OpenAI upstream: 50 ms TTFT, 10 ms between
 tokens, 20 tokens) is run direct and through each proxy at each concurrency:
@@ -13,13 +21,18 @@ request (utime+stime from /proc of the proxy's process tree, sampled at the
 edges of the measured window).
 
 Every party is its own process, because on a small machine they compete for the
-same cores: the upstream (two `OpenAISim` ports in one uvloop process), the proxy
-(the router as `firsttoken serve`; nginx; the LiteLLM proxy from its own venv)
+same cores: the upstream (two or eight `OpenAISim` ports in one uvloop process), the
+proxy (the router as `firsttoken serve`; nginx; vllm-router; the LiteLLM proxy)
 and the load generator (`benchmarks/loadgen.py`, aiohttp + uvloop, raw SSE bytes).
 All on 127.0.0.1. Every process started here is stopped at the end, also on
 Ctrl-C or an exception.
 
-`--profile` adds one more run of the router at the highest concurrency with
+Each router's own /metrics is read around each point: hedges started and won, and
+its mean time from arrival to the upstream send and from the upstream's first token
+to the write to the client (the second table).
+
+`--profile` adds one more run of a router (`--profile-target`, default `ft-slo2`)
+at the highest concurrency with
 py-spy attached (non-blocking) for the measured window, and prints where the
 router's time goes (self and inclusive, % of samples). That run is not part of
 the table: sampling perturbs it.
@@ -55,6 +68,7 @@ PEERS_DIR = HERE / "peers"
 LOADGEN = HERE / "loadgen.py"
 MODEL = "bench"
 LITELLM_KEY = "sk-firsttoken-bench"
+VERSION_OF = "import importlib.metadata as m;print(m.version('{}'))"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -62,10 +76,16 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # against direct at 64 and 128, CPU per 20-token stream at 64.
 BAR_P50_MS = 1.0
 BAR_P99_MS = 5.0
-BAR_TTFT_CONCURRENCIES = (16, 64)
 BAR_THROUGHPUT = {64: 0.99, 128: 0.95}
 BAR_CPU_MS = {64: 1.5}
-BAR_CONCURRENCIES = (16, 64, 128)
+# Issue 16, for `slo_cost` with adaptive hedging over 2 targets (`ft-slo2`): added TTFT
+# at 64, throughput and p99 at 128, CPU at 64; over 8 targets at most +0.2 CPU-ms.
+SLO_BAR_P50_MS = 1.0
+SLO_BAR_P99_MS = 5.0
+SLO_BAR_CPU_MS = 1.3
+SLO_BAR_THROUGHPUT_128 = 0.97
+SLO_BAR_P99_128_MS = 15.0
+SLO8_EXTRA_CPU_MS = 0.2
 
 
 # -- processes -------------------------------------------------------------------------
@@ -216,6 +236,8 @@ class Target:
     proc: Proc | None = None
     api_key: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the router's /metrics, read around each point (hedges, first-token relay time)
+    metrics_url: str | None = None
 
 
 def start_upstream(workdir: Path, ports: Sequence[int], args: argparse.Namespace) -> Proc:
@@ -238,7 +260,25 @@ def start_upstream(workdir: Path, ports: Sequence[int], args: argparse.Namespace
     return proc
 
 
-def router_config(ports: Sequence[int]) -> str:
+#: the router configurations a run can measure: name -> (policy, targets)
+#: `firsttoken` is the plain relay of issue 14 (round robin over two targets); the
+#: others are the product as users run it (issue 16): `slo_cost` with an SLO, adaptive
+#: hedging, affinity (every load worker is one conversation) and exploration, with
+#: Prometheus metrics and the per-turn explanation (`x-firsttoken-reason`).
+PEERS = ("nginx", "vllm-router", "litellm")
+ROUTER_CONFIGS: dict[str, tuple[str, int]] = {
+    "firsttoken": ("round_robin", 2),
+    "ft-slo2": ("slo_cost", 2),
+    "ft-slo8": ("slo_cost", 8),
+}
+SLO_ROUTE = (
+    "slo: {ttft_ms: 300, quantile: 0.9}, "
+    "hedge: {after_ms: adaptive, max_extra: 1, max_rate: 0.1}, "
+    "affinity: {enabled: true}"
+)
+
+
+def router_config(ports: Sequence[int], policy: str = "round_robin") -> str:
     lines = ["targets:"]
     for i, port in enumerate(ports):
         lines.append(
@@ -247,20 +287,26 @@ def router_config(ports: Sequence[int]) -> str:
             f" timeouts: {{connect_s: 5, first_token_s: 60, idle_s: 60}}}}"
         )
     names = ", ".join(f"sim-{i}" for i in range(len(ports)))
+    extra = f", {SLO_ROUTE}" if policy == "slo_cost" else ""
     lines += [
         "routes:",
-        f"  - {{name: {MODEL}, targets: [{names}], policy: {{type: round_robin}}}}",
+        f"  - {{name: {MODEL}, targets: [{names}], policy: {{type: {policy}}}{extra}}}",
         "",
     ]
     return "\n".join(lines)
 
 
 def start_firsttoken(
-    workdir: Path, ports: Sequence[int], name: str = "firsttoken", source: str | None = None
+    workdir: Path,
+    ports: Sequence[int],
+    name: str = "firsttoken",
+    source: str | None = None,
+    config: str = "firsttoken",
 ) -> Target:
     """The router as `firsttoken serve`; `source` puts another checkout's router first."""
-    cfg = workdir / "firsttoken.yaml"
-    cfg.write_text(router_config(ports))
+    policy, n_targets = ROUTER_CONFIGS[config]
+    cfg = workdir / f"{name}.yaml"
+    cfg.write_text(router_config(ports[:n_targets], policy))
     exe = ROOT / ".venv" / "bin" / "firsttoken"
     binary = str(exe) if exe.exists() else shutil.which("firsttoken")
     if binary is None:
@@ -272,8 +318,14 @@ def start_firsttoken(
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     proc = Proc(name, argv, workdir, env=env, cwd=workdir)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
-    meta = {"source": source or str(ROOT)}
-    return Target(name, [f"http://127.0.0.1:{port}/v1/chat/completions"], proc, meta=meta)
+    meta = {"source": source or str(ROOT), "policy": policy, "targets": n_targets}
+    return Target(
+        name,
+        [f"http://127.0.0.1:{port}/v1/chat/completions"],
+        proc,
+        meta=meta,
+        metrics_url=f"http://127.0.0.1:{port}/metrics",
+    )
 
 
 def start_nginx(workdir: Path, ports: Sequence[int]) -> Target:
@@ -299,6 +351,35 @@ def start_nginx(workdir: Path, ports: Sequence[int]) -> Target:
         [f"http://127.0.0.1:{port}/v1/chat/completions"],
         proc,
         meta={"version": version.stderr.strip()},
+    )
+
+
+def start_vllm_router(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
+    """vLLM's Rust router, round robin, started as in the shared notes (peers.md)."""
+    binary = venv / "bin" / "vllm-router"
+    if not binary.exists():
+        raise RuntimeError(
+            f"{binary} not found: python3 -m venv {venv} && "
+            f"{venv}/bin/pip install vllm-router==0.1.17"
+        )
+    port, prom = free_port(), free_port()
+    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--worker-urls"]
+    argv += [f"http://127.0.0.1:{p}" for p in ports]
+    argv += ["--policy", "round_robin", "--prometheus-host", "127.0.0.1"]
+    argv += ["--prometheus-port", str(prom)]
+    proc = Proc("vllm-router", argv, workdir, cwd=workdir)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 60)
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", VERSION_OF.format("vllm-router")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Target(
+        "vllm-router",
+        [f"http://127.0.0.1:{port}/v1/chat/completions"],
+        proc,
+        meta={"version": version.stdout.strip()},
     )
 
 
@@ -334,7 +415,7 @@ def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import importlib.metadata as m;print(m.version('litellm'))",
+            VERSION_OF.format("litellm"),
         ],
         capture_output=True,
         text=True,
@@ -347,6 +428,49 @@ def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
         api_key=LITELLM_KEY,
         meta={"version": version.stdout.strip()},
     )
+
+
+# -- the router's own view ---------------------------------------------------------------
+
+
+def router_counters(url: str) -> dict[str, float]:
+    """Hedges by event, turns by outcome, and the router's overhead histogram (sum and
+    count per phase), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "firsttoken_hedges_total":
+                key = f"hedge_{labels['event']}"
+            elif sample.name == "firsttoken_requests_total":
+                key = f"turns_{labels['outcome']}"
+            elif sample.name.startswith("firsttoken_router_overhead_seconds_") and (
+                sample.name.endswith(("_sum", "_count"))
+            ):
+                key = f"{labels['phase']}{sample.name.rsplit('_', 1)[1]}"
+            else:
+                continue
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What the router saw during one point (warm-up included): hedges per turn, and its
+    own mean time from arrival to upstream send and from first token to client write."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    turns = sum(v for k, v in d.items() if k.startswith("turns_"))
+    view: dict[str, Any] = {"turns": int(turns)}
+    for event in ("started", "won", "lost", "cancelled"):
+        view[f"hedges_{event}"] = int(d.get(f"hedge_{event}", 0))
+    view["hedge_rate"] = round(d.get("hedge_started", 0) / turns, 4) if turns else None
+    for phase in ("pre_upstream", "first_token_relay"):
+        n = d.get(f"{phase}count", 0)
+        view[f"{phase}_mean_ms"] = round(1000 * d[f"{phase}sum"] / n, 3) if n else None
+    return view
 
 
 # -- one point -------------------------------------------------------------------------
@@ -388,6 +512,7 @@ def run_point(
         MODEL,
         "--max-tokens",
         str(args.tokens),
+        "--sessions",  # every worker one conversation: the router's affinity has keys
     ]
     for url in target.urls:
         argv += ["--url", url]
@@ -395,6 +520,7 @@ def run_point(
         argv += ["--api-key", target.api_key]
     proxy_pids = process_tree(target.proc.pid) if target.proc else []
     up_pids = process_tree(upstream.pid)
+    seen_before = router_counters(target.metrics_url) if target.metrics_url else None
     gen = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -426,6 +552,9 @@ def run_point(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(gen.pid, signal.SIGKILL)
             gen.wait(5)
+    seen = None
+    if target.metrics_url and seen_before is not None:
+        seen = router_view(seen_before, router_counters(target.metrics_url))
     window_s = wall["window-end"] - wall["window-start"]
     completed = result["completed_in_window"]
     cpu = {k: samples["window-end"][k] - samples["window-start"][k] for k in samples["window-end"]}
@@ -457,6 +586,7 @@ def run_point(
         "loadavg_1m": round(os.getloadavg()[0], 2),
         # share of the window in which some runnable task waited for a CPU (PSI)
         "cpu_pressure_pct": round(100 * pressure / window_s, 1),
+        "router": seen,
     }
     return point
 
@@ -564,33 +694,64 @@ def add_deltas(points: list[dict[str, Any]]) -> None:
         p["throughput_ratio"] = None if ratio is None else round(ratio, 3)
 
 
+P50, P99 = "added_ttft_p50_ms", "added_ttft_p99_ms"
+RATIO, CPU = "throughput_ratio", "proxy_cpu_ms_per_stream"
+#: (target, concurrency, what, point key, bar, op); a bar given as a (target, key)
+#: pair is that target's figure at the same concurrency in the same run
+BarSpec = tuple[str, int, str, str, "float | tuple[str, str]", str]
+BARS: tuple[BarSpec, ...] = (
+    # issue 14: the plain relay (round robin over two targets)
+    *(("firsttoken", c, "added TTFT p50 (ms)", P50, BAR_P50_MS, "<=") for c in (16, 64)),
+    *(("firsttoken", c, "added TTFT p99 (ms)", P99, BAR_P99_MS, "<=") for c in (16, 64)),
+    *(("firsttoken", c, "throughput vs direct", RATIO, r, ">=") for c, r in BAR_THROUGHPUT.items()),
+    *(("firsttoken", c, "CPU ms per stream", CPU, ms, "<=") for c, ms in BAR_CPU_MS.items()),
+    # issue 16: slo_cost + adaptive hedge, metrics, explanations, affinity
+    ("ft-slo2", 64, "added TTFT p50 (ms)", P50, SLO_BAR_P50_MS, "<="),
+    ("ft-slo2", 64, "added TTFT p99 (ms)", P99, SLO_BAR_P99_MS, "<="),
+    ("ft-slo2", 128, "throughput vs direct", RATIO, SLO_BAR_THROUGHPUT_128, ">="),
+    ("ft-slo2", 128, "added TTFT p99 (ms)", P99, SLO_BAR_P99_128_MS, "<="),
+    ("ft-slo2", 64, "CPU ms per stream", CPU, SLO_BAR_CPU_MS, "<="),
+    ("ft-slo8", 64, "CPU ms per stream, over ft-slo2's + 0.2", CPU, ("ft-slo2", CPU), "<="),
+    (
+        "firsttoken",
+        128,
+        "throughput vs direct, vs vllm-router's",
+        RATIO,
+        ("vllm-router", RATIO),
+        ">=",
+    ),
+    ("firsttoken", 128, "added TTFT p99 (ms), vs vllm-router's", P99, ("vllm-router", P99), "<="),
+)
+
+
 def bars(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each bar whose points the run has: issue 14's for the plain relay (`firsttoken`),
+    issue 16's for the product (`ft-slo2`, `ft-slo8`) and round robin vs vllm-router."""
+    at = {(p["target"], p["concurrency"]): p for p in points}
     out = []
-    for p in points:
-        if p["target"] != "firsttoken" or p["concurrency"] not in BAR_CONCURRENCIES:
+    for target, c, what, key, bar_spec, op in BARS:
+        point = at.get((target, c))
+        if point is None:
             continue
-        c = p["concurrency"]
-        checks: list[tuple[str, Any, float, str, str]] = []
-        if c in BAR_TTFT_CONCURRENCIES:
-            checks.append(("added TTFT p50", p.get("added_ttft_p50_ms"), BAR_P50_MS, "ms", "<="))
-            checks.append(("added TTFT p99", p.get("added_ttft_p99_ms"), BAR_P99_MS, "ms", "<="))
-        if c in BAR_THROUGHPUT:
-            ratio = p.get("throughput_ratio")
-            checks.append(("throughput ratio", ratio, BAR_THROUGHPUT[c], "", ">="))
-        if c in BAR_CPU_MS:
-            cpu = p.get("proxy_cpu_ms_per_stream")
-            checks.append(("CPU per stream", cpu, BAR_CPU_MS[c], "ms", "<="))
-        for name, value, bar, unit, op in checks:
-            ok = value is not None and (value <= bar if op == "<=" else value >= bar)
-            out.append(
-                {
-                    "concurrency": p["concurrency"],
-                    "check": name,
-                    "value": value,
-                    "bar": f"{op} {bar}{unit}",
-                    "met": ok,
-                }
-            )
+        if isinstance(bar_spec, tuple):
+            other = at.get((bar_spec[0], c))
+            if other is None or other.get(bar_spec[1]) is None:
+                continue
+            bar = other[bar_spec[1]] + (SLO8_EXTRA_CPU_MS if target == "ft-slo8" else 0.0)
+        else:
+            bar = bar_spec
+        value = point.get(key)
+        met = value is not None and (value <= bar if op == "<=" else value >= bar)
+        out.append(
+            {
+                "target": target,
+                "concurrency": c,
+                "check": what,
+                "value": value,
+                "bar": f"{op} {round(bar, 3)}",
+                "met": met,
+            }
+        )
     return out
 
 
@@ -627,6 +788,26 @@ def markdown(points: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def router_markdown(points: list[dict[str, Any]]) -> str:
+    """What each router saw of its own points (warm-up included)."""
+    rows = [
+        "| router | C | turns | hedges started / won / lost | hedge rate "
+        "| arrival -> upstream send (mean ms) | first token -> client write (mean ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        seen = p.get("router")
+        if not seen:
+            continue
+        rows.append(
+            f"| {p['target']} | {p['concurrency']} | {seen['turns']} "
+            f"| {seen['hedges_started']} / {seen['hedges_won']} / {seen['hedges_lost']} "
+            f"| {_fmt(seen['hedge_rate'])} | {_fmt(seen['pre_upstream_mean_ms'])} "
+            f"| {_fmt(seen['first_token_relay_mean_ms'])} |"
+        )
+    return "\n".join(rows)
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -642,12 +823,55 @@ def managed(procs: list[Proc]) -> Iterator[list[Proc]]:
         signal.signal(signal.SIGTERM, old)
 
 
+def start_targets(
+    args: argparse.Namespace,
+    *,
+    workdir: Path,
+    ports: Sequence[int],
+    configs: Sequence[str],
+    peers: Sequence[str],
+    procs: list[Proc],
+) -> list[Target]:
+    """direct, then each router configuration, each `--variant` and each peer."""
+    # direct, nginx and vllm-router spread over the first two ports, as round robin does
+    pair = ports[:2]
+    targets = [Target("direct", [f"http://127.0.0.1:{p}/v1/chat/completions" for p in pair])]
+    starters: dict[str, Callable[[], Target]] = {
+        config: functools.partial(start_firsttoken, workdir, ports, config, None, config)
+        for config in configs
+    }
+    starters["nginx"] = lambda: start_nginx(workdir, pair)
+    starters["vllm-router"] = lambda: start_vllm_router(workdir, pair, Path(args.vllm_router_venv))
+    starters["litellm"] = lambda: start_litellm(workdir, pair, Path(args.litellm_venv))
+    variants: list[str] = []
+    for spec in args.variant:
+        vname, _, path = spec.partition("=")
+        name = f"{args.variant_config}-{vname}"
+        variants.append(name)
+        starters[name] = functools.partial(
+            start_firsttoken, workdir, ports, name, path, args.variant_config
+        )
+    for name in [*configs, *variants, *peers]:
+        t0 = time.monotonic()
+        target = starters[name]()
+        assert target.proc is not None
+        procs.append(target.proc)
+        target.meta["startup_s"] = round(time.monotonic() - t0, 1)
+        targets.append(target)
+        print(f"# started {name} in {target.meta['startup_s']} s", flush=True)
+    return targets
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     peers = [p for p in args.peers.split(",") if p]
     for p in peers:
-        if p not in ("nginx", "litellm"):
-            raise SystemExit(f"unknown peer {p!r} (nginx, litellm)")
+        if p not in PEERS:
+            raise SystemExit(f"unknown peer {p!r} ({', '.join(PEERS)})")
+    configs = [c for c in args.configs.split(",") if c]
+    for c in configs:
+        if c not in ROUTER_CONFIGS:
+            raise SystemExit(f"unknown router config {c!r} ({', '.join(ROUTER_CONFIGS)})")
     began = time.monotonic()
     if args.nice:
         # Inherited by every process started here: upstream, proxies, load generator
@@ -663,48 +887,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
     with managed(procs):
-        ports = [free_port(), free_port()]
+        n_ports = max([2, *(ROUTER_CONFIGS[c][1] for c in configs)])
+        ports = [free_port() for _ in range(n_ports)]
         upstream = start_upstream(workdir, ports, args)
         procs.append(upstream)
-        targets = [Target("direct", [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports])]
-        starters: dict[str, Callable[[], Target]] = {
-            "firsttoken": lambda: start_firsttoken(workdir, ports),
-            "nginx": lambda: start_nginx(workdir, ports),
-            "litellm": lambda: start_litellm(workdir, ports, Path(args.litellm_venv)),
-        }
-        variants: dict[str, str] = {}
-        for spec in args.variant:
-            vname, _, path = spec.partition("=")
-            variants[f"firsttoken-{vname}"] = path
-        for vname, path in variants.items():
-            starters[vname] = functools.partial(start_firsttoken, workdir, ports, vname, path)
-        for name in ["firsttoken", *variants, *peers]:
-            t0 = time.monotonic()
-            target = starters[name]()
-            assert target.proc is not None
-            procs.append(target.proc)
-            target.meta["startup_s"] = round(time.monotonic() - t0, 1)
-            targets.append(target)
-            print(f"# started {name} in {target.meta['startup_s']} s", flush=True)
+        targets = start_targets(
+            args, workdir=workdir, ports=ports, configs=configs, peers=peers, procs=procs
+        )
         # Interleaved: at each concurrency, direct first, then every proxy, so that
         # each delta compares runs minutes apart at most.
         for c in concurrencies:
             for target in targets:
                 point = run_point(target, c, args, upstream)
                 points.append(point)
+                seen = point.get("router") or {}
                 print(
-                    f"# {target.name:<10} c={c:<3} p50 {point['ttft_p50_ms']} ms "
+                    f"# {target.name:<12} c={c:<3} p50 {point['ttft_p50_ms']} ms "
                     f"p99 {point['ttft_p99_ms']} ms {point['streams_per_s']} streams/s "
                     f"cpu {point['proxy_cpu_ms_per_stream']} ms/stream "
                     f"errors {point['errors']} load {point['loadavg_1m']} "
-                    f"cpu-wait {point['cpu_pressure_pct']}%",
+                    f"cpu-wait {point['cpu_pressure_pct']}%"
+                    + (
+                        f" hedges {seen['hedge_rate']} relay {seen['first_token_relay_mean_ms']} ms"
+                        if seen
+                        else ""
+                    ),
                     flush=True,
                 )
         if args.profile:
-            router = next(t for t in targets if t.name == "firsttoken")
+            router = next(t for t in targets if t.name == args.profile_target)
             profile = profile_router(router, max(concurrencies), args, upstream, out.parent)
-        router_log = workdir / "firsttoken.log"
-        router_log_bytes = router_log.stat().st_size if router_log.exists() else 0
+        router_log_bytes = {
+            t.name: (workdir / f"{t.name}.log").stat().st_size
+            for t in targets
+            if "policy" in t.meta and (workdir / f"{t.name}.log").exists()
+        }
     add_deltas(points)
     result = {
         "machine": info,
@@ -733,10 +950,13 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(markdown(result["points"]))
     print()
+    print(router_markdown(result["points"]))
+    print()
     for b in result["bars"]:
         mark = "met" if b["met"] else "MISSED"
         print(
-            f"- firsttoken c={b['concurrency']}: {b['check']} {b['value']} (bar {b['bar']}): {mark}"
+            f"- {b['target']} c={b['concurrency']}: {b['check']} {b['value']} "
+            f"(bar {b['bar']}): {mark}"
         )
     prof = result.get("profile")
     if prof and prof.get("samples"):
@@ -796,7 +1016,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
-    p.add_argument("--peers", default="nginx,litellm", help="any of nginx,litellm ('' for none)")
+    p.add_argument(
+        "--configs",
+        default=",".join(ROUTER_CONFIGS),
+        help=f"router configurations, any of {','.join(ROUTER_CONFIGS)} (default all)",
+    )
+    p.add_argument(
+        "--peers",
+        default="nginx,vllm-router",
+        help=f"any of {','.join(PEERS)} ('' for none; default nginx,vllm-router)",
+    )
     p.add_argument("--out", default="benchmarks/out/overhead.json")
     p.add_argument("--ttft-ms", type=float, default=50.0)
     p.add_argument("--itl-ms", type=float, default=10.0)
@@ -805,9 +1034,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--litellm-venv", default=str(ROOT / ".venv-litellm-proxy"), help="where litellm[proxy] is"
     )
     p.add_argument(
+        "--vllm-router-venv",
+        default=str(ROOT / ".venv-vllm-router"),
+        help="where vllm-router==0.1.17 is",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="then profile the router at the top concurrency"
     )
     p.add_argument("--profile-svg", action="store_true", help="also write a flamegraph SVG")
+    p.add_argument("--profile-target", default="ft-slo2", help="which router to profile")
     p.add_argument(
         "--nice",
         type=int,
@@ -821,6 +1056,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=DIR",
         help="also run the router from another checkout (DIR holds its router/), for A/B",
+    )
+    p.add_argument(
+        "--variant-config", default="ft-slo2", help="the configuration variants run with"
     )
     return p
 
