@@ -34,6 +34,11 @@ routes:
     exploration: 0
   - name: only-c
     targets: [c]
+  - name: hedged
+    targets: [a, b]
+    policy: {type: ordered}
+    exploration: 0
+    hedge: {after_ms: 50, max_rate: 1.0}
 """
 
 
@@ -223,6 +228,27 @@ def test_a_target_silent_after_created_falls_back_before_the_client_sees_anythin
         events = list(response.parse())
     assert [e.type for e in events].count("response.created") == 1
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == TEXT
+
+
+def test_a_hedge_races_a_target_that_announced_its_response_but_sent_no_token(
+    fleet: Fleet,
+) -> None:
+    # a sends response.created at once, then its first token 2 s later: the hedge to b
+    # starts after 50 ms and wins; the client sees b's response alone, and b holds it.
+    fleet.set_behaviour("a", Behaviour(ttft_s=2.0, itl_s=0.002, tokens=5))
+    c = sdk(fleet)
+    with c.responses.with_streaming_response.create(
+        model="hedged", input="hi", stream=True
+    ) as response:
+        assert response.headers["x-firsttoken-target"] == "b"
+        assert "hedged" in response.headers["x-firsttoken-reason"]
+        events = list(response.parse())
+    created = [e.response.id for e in events if e.type == "response.created"]
+    ended = events[-1]
+    assert ended.type == "response.completed" and created == [ended.response.id]
+    fleet.set_behaviour("a", FAST)
+    c.responses.create(model="hedged", input="more", previous_response_id=ended.response.id)
+    assert len(responses_seen(fleet, "b")) == 2 and len(responses_seen(fleet, "a")) == 1
 
 
 def test_a_failure_after_the_first_event_ends_the_stream_in_the_responses_shape(
