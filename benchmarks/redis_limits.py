@@ -244,6 +244,9 @@ def summarize(points: list[dict[str, Any]], concurrencies: list[int]) -> list[di
             and q["target"] == "on"
             and p["concurrency"] == q["concurrency"] == c
             and p["round"] == q["round"]
+            # a window too short (or a machine too busy) for any stream to finish
+            and p["ttft_p50_ms"] is not None
+            and q["ttft_p50_ms"] is not None
         ]
         added_p50 = _median([q["ttft_p50_ms"] - p["ttft_p50_ms"] for p, q in pairs])
         added_p99 = _median([q["ttft_p99_ms"] - p["ttft_p99_ms"] for p, q in pairs])

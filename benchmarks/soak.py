@@ -161,7 +161,9 @@ async def serve_sims(port_file: Path) -> None:
 
 
 def policy(urls: dict[str, str], port: int, variant: int) -> str:
-    timeouts = "timeouts: {connect_s: 0.5, first_token_s: 0.5, idle_s: 1.0}"
+    # total_s bounds unary turns (a unary answer has no first token to wait for): without
+    # it a unary turn sent to the hanging target would wait the 600 s default
+    timeouts = "timeouts: {connect_s: 0.5, first_token_s: 0.5, idle_s: 1.0, total_s: 5.0}"
     # A different connection cap each reload: every target's pool is replaced.
     targets = "".join(
         f"  - name: {n}\n    kind: openai\n    base_url: {u}\n    model: {n}-model\n"

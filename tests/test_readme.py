@@ -89,7 +89,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",
-        "benchmarks/redis_limits.py --duration 0.3 --warmup 0.1 --rounds 1 --concurrency 16",
+        "benchmarks/redis_limits.py --duration 1 --warmup 0.3 --rounds 1 --concurrency 16",
         "one short round",
     ),
     (
