@@ -539,11 +539,12 @@ def run_point(
         "--max-tokens",
         str(args.tokens),
         "--sessions",  # every worker one conversation: the router's affinity has keys
-        "--endpoint",
-        args.endpoint,
-        "--batch",
-        str(args.batch),
     ]
+    # redis_limits.py and others call this with their own arguments: chat, then
+    endpoint = getattr(args, "endpoint", "chat")
+    argv += ["--endpoint", endpoint]
+    if endpoint == "embeddings":
+        argv += ["--batch", str(args.batch)]
     for url in target.urls:
         argv += ["--url", url]
     if target.api_key:
