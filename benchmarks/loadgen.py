@@ -123,6 +123,17 @@ class Run:
     endpoint: str = "chat"
 
 
+def _count(run: Run, sent: float, first: float, done: float) -> None:
+    """A sample belongs to the window when its request was sent inside it; it counts
+    towards throughput when it completed inside it."""
+    start, end = run.window
+    if start <= sent < end:
+        run.stats.ttft_s.append(first - sent)
+        run.stats.total_s.append(done - sent)
+    if start <= done < end:
+        run.stats.completed_in_window += 1
+
+
 async def _unary(run: Run, url: str, headers: dict[str, str]) -> None:
     """One embeddings request: its latency is the time to the whole body."""
     stats = run.stats
@@ -138,12 +149,7 @@ async def _unary(run: Run, url: str, headers: dict[str, str]) -> None:
     if not body.startswith(b'{"object":"list","data":[{"object":"embedding"'):
         stats.error(f"not an embeddings list: {body[:200]!r}")
         return
-    start, end = run.window
-    if start <= sent < end:
-        stats.ttft_s.append(done - sent)
-        stats.total_s.append(done - sent)
-    if start <= done < end:
-        stats.completed_in_window += 1
+    _count(run, sent, done, done)
 
 
 async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
@@ -183,12 +189,7 @@ async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
     if not ended:
         stats.error(f"stream ended without {end_marker.decode()}")
         return
-    start, end = run.window
-    if start <= sent < end:
-        stats.ttft_s.append(first - sent)
-        stats.total_s.append(done - sent)
-    if start <= done < end:
-        stats.completed_in_window += 1
+    _count(run, sent, first, done)
 
 
 async def _worker(index: int, run: Run) -> None:

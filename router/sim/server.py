@@ -417,6 +417,20 @@ class SimServer:
         record.finished_at = self._clock()
         return response
 
+    async def _before_a_unary_answer(
+        self, request: web.Request, record: RequestRecord, fault: Fault
+    ) -> web.StreamResponse | None:
+        """The faults that strike before a unary answer: a hang, or a reset after the
+        headers (returned: the response to end on)."""
+        if fault.kind == "hang_before_first_token":
+            await _hang()
+        if fault.kind == "reset_after_headers":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            self._cut(request, record, reset=True)
+            return response
+        return None
+
     async def _unary(
         self,
         request: web.Request,
@@ -427,13 +441,9 @@ class SimServer:
         fault: Fault,
         gen: Generation,
     ) -> web.StreamResponse:
-        if fault.kind == "hang_before_first_token":
-            await _hang()
-        if fault.kind == "reset_after_headers":
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            self._cut(request, record, reset=True)
-            return response
+        cut = await self._before_a_unary_answer(request, record, fault)
+        if cut is not None:
+            return cut
         n = gen.n_tokens
         for i in range(n):
             await gen.next_token()
@@ -472,13 +482,9 @@ class SimServer:
         gen: Generation,
     ) -> web.StreamResponse:
         """One embeddings answer, ready after the first-token wait (faults as unary)."""
-        if fault.kind == "hang_before_first_token":
-            await _hang()
-        if fault.kind == "reset_after_headers":
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            self._cut(request, record, reset=True)
-            return response
+        cut = await self._before_a_unary_answer(request, record, fault)
+        if cut is not None:
+            return cut
         await gen.next_token()
         record.first_token_at = self._clock()
         if fault.kind == "die_after":

@@ -38,6 +38,7 @@ from router.turn.sse import (
     MalformedFrame,
     Scan,
     event_data,
+    parsed_event,
     split_events,
 )
 from router.vocabulary import FirstTokenKind
@@ -66,16 +67,6 @@ _ANSWER_MARKS = (
 )
 
 
-def _parsed(event: bytes) -> Any:
-    data = event_data(event)
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
-
-
 def _type(parsed: Any) -> str | None:
     kind = parsed.get("type") if isinstance(parsed, dict) else None
     return kind if isinstance(kind, str) else None
@@ -92,7 +83,7 @@ def _marked(block: bytes, marks: tuple[bytes, ...], types: frozenset[str]) -> bo
                 if "[DONE]" in types:
                     return True
                 continue
-            if _type(_parsed(event)) in types:
+            if _type(parsed_event(event)) in types:
                 return True
     return False
 
@@ -105,7 +96,7 @@ def _frame(kind: str, payload: Mapping[str, Any]) -> bytes:
 def created_response(head: bytes) -> dict[str, Any] | None:
     """The response object `response.created` announced, from a stream's first bytes."""
     for event in split_events(head):
-        parsed = _parsed(event)
+        parsed = parsed_event(event)
         if _type(parsed) == "response.created" and isinstance(parsed.get("response"), dict):
             response: dict[str, Any] = parsed["response"]
             return response
@@ -180,7 +171,7 @@ class ResponsesDialect:
     def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:
         if not any(mark in event for mark in _USAGE_MARKS):
             return None, False
-        parsed = _parsed(event)
+        parsed = parsed_event(event)
         response = parsed.get("response") if _type(parsed) in ENDS else None
         usage = response.get("usage") if isinstance(response, dict) else None
         return (usage if isinstance(usage, dict) else None), False
@@ -189,7 +180,7 @@ class ResponsesDialect:
         if not any(mark in block for mark in _ANSWER_MARKS):
             return False
         for event in split_events(block):
-            parsed = _parsed(event)
+            parsed = parsed_event(event)
             if DELTAS.get(_type(parsed) or "") == "answer" and parsed.get("delta"):
                 return True
         return False
