@@ -4,8 +4,10 @@ stream ends with, checked against openai-python's own types."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+import anyio
 import pytest
 from openai.types.responses import (
     ResponseErrorEvent,
@@ -16,6 +18,7 @@ from pydantic import TypeAdapter
 
 from router.turn.responses_wire import RESPONSES, created_response, failure_events
 from router.turn.sse import Frame, MalformedFrame, split_events
+from tests.turn.fakes import CONFIG, FakeUpstream, RecordingSink, Reply, Rig
 
 RESPONSE = {
     "id": "resp_1",
@@ -151,3 +154,30 @@ def test_a_unary_response_gives_its_usage_and_id_and_anything_else_fails_over() 
     for bad in (b"<html>", b'{"choices": []}', b"[]"):
         with pytest.raises(MalformedFrame):
             RESPONSES.whole("a", bad)
+
+
+@pytest.mark.anyio
+async def test_a_responses_turn_counts_cached_and_reasoning_tokens_and_prices_the_cache() -> None:
+    config = CONFIG.replace(
+        "price: {input_per_mtok: 1.0, output_per_mtok: 2.0}",
+        "price: {input_per_mtok: 1.0, output_per_mtok: 2.0, cached_input_per_mtok: 0.5}",
+    )
+    events = [CREATED, IN_PROGRESS, delta("response.output_text.delta", "Hi"), COMPLETED]
+    rig = Rig(FakeUpstream("a", Reply(events)), FakeUpstream("b"), config=config)
+    owners: list[tuple[str, str | None]] = []
+    request = replace(
+        rig.request(),
+        endpoint="responses",
+        dialect=RESPONSES,
+        on_commit=lambda target, rid: owners.append((target, rid)),
+    )
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        await rig.turn().run(request, sink)
+    assert sink.body == b"".join(events)
+    (done,) = rig.events.done
+    assert (done.prompt_tokens, done.completion_tokens) == (12, 30)
+    assert (done.cached_tokens, done.reasoning_tokens) == (8, 20)
+    # 4 uncached input tokens at $1, 8 cached at $0.5, 30 output at $2 (per million)
+    assert done.cost_usd == pytest.approx((4 * 1.0 + 8 * 0.5 + 30 * 2.0) / 1e6)
+    assert owners == [("a", RESPONSE["id"])]
