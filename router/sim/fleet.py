@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -137,15 +138,33 @@ async def serve_scenario(
     on_ready: Callable[[Fleet], None] | None = None,
     host: str = "127.0.0.1",
     base_port: int = 0,
+    stop_signals: tuple[signal.Signals, ...] = (),
+    stop_s: float = 5.0,
 ) -> None:
     """`firsttoken sim --scenario S --serve`: start the fleet, print its URLs, run
-    until cancelled."""
+    until cancelled or until one of `stop_signals` arrives (SIGINT and SIGTERM from
+    the command line), then stop the servers within `stop_s`: a stop that hangs (a
+    stalled stream, a busy machine) must not keep the ports or the process alive."""
     stream = out if out is not None else sys.stdout
-    async with Fleet(load_scenario(path), host=host, base_port=base_port) as fleet:
+    fleet = Fleet(load_scenario(path), host=host, base_port=base_port)
+    await fleet.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
         for spec in fleet.scenario.servers:
             print(f"{spec.name:<16} {spec.kind:<7} {fleet.base_url(spec.name)}", file=stream)
         print(yaml.safe_dump({"targets": fleet.targets()}, sort_keys=False), file=stream)
         stream.flush()
         if on_ready is not None:
             on_ready(fleet)
-        await asyncio.Event().wait()
+        await stopping.wait()
+    finally:
+        for sig in stop_signals:
+            loop.remove_signal_handler(sig)
+        try:
+            async with asyncio.timeout(stop_s):
+                await fleet.stop()
+        except TimeoutError:
+            print(f"the fleet did not stop within {stop_s:g} s; leaving anyway", file=sys.stderr)

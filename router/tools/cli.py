@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -152,8 +153,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print("(add --serve to start these servers)")
         return 0
     _quiet()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how `--serve` ends
-        asyncio.run(serve_scenario(path, host=args.host, base_port=args.base_port))
+    stop = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C (or a supervisor) is how `--serve` ends
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_scenario(path, host=args.host, base_port=args.base_port, stop_signals=stop)
+        )
     return 0
 
 

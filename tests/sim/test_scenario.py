@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import os
 import random
+import signal
 from pathlib import Path
 
 import httpx
@@ -119,3 +121,33 @@ async def test_serve_scenario_prints_urls_and_runs_until_cancelled() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.anyio
+async def test_serve_scenario_leaves_on_its_signal_even_when_a_server_will_not_stop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stuck = asyncio.Event()
+
+    async def hang(self: Fleet) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    ready: asyncio.Future[Fleet] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_scenario(
+            SMOKE,
+            out=io.StringIO(),
+            on_ready=ready.set_result,
+            stop_signals=(signal.SIGUSR1,),
+            stop_s=0.2,
+        )
+    )
+    fleet = await ready
+    monkeypatch.setattr(Fleet, "stop", hang)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    await asyncio.wait_for(task, 10)  # returns, not cancelled, though stop() never does
+    assert stuck.is_set()
+    assert "did not stop within 0.2 s" in capsys.readouterr().err
+    monkeypatch.undo()
+    await fleet.stop()

@@ -153,7 +153,8 @@ def test_shipped_policies_run_on_shipped_scenarios_without_a_map(scenario: Path)
         assert {t.base_url for t in config.targets} == {"http://127.0.0.1:9/v1"}
 
 
-def test_sim_serve_prints_the_fleet_and_stops_on_ctrl_c() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_sim_serve_prints_the_fleet_and_stops_on_ctrl_c(stop: signal.Signals) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "router.tools.cli", "sim", "--scenario", "demo", "--serve"],
         stdout=subprocess.PIPE,
@@ -170,7 +171,7 @@ def test_sim_serve_prints_the_fleet_and_stops_on_ctrl_c() -> None:
             if len(seen) == 4:
                 break
         assert set(seen) == set(TARGETS)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
