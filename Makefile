@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint typecheck bench test-vllm clean
+.PHONY: install demo test lint typecheck bench test-vllm test-pipecat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ $(VLLM_STAMP): pyproject.toml
 test-vllm: $(VLLM_STAMP)
 	FIRSTTOKEN_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
 		$(VLLM_VENV)/bin/pytest -m vllm tests/vllm -p no:cacheprovider $(PYTEST_ARGS)
+
+## make test-pipecat: Pipecat's OpenAI Realtime service as a client of the router (creates
+## .venv-pipecat: Pipecat needs openai >= 3 and websockets >= 17, which the dev venv's pins exclude)
+PIPECAT_VENV ?= .venv-pipecat
+PIPECAT_STAMP := $(PIPECAT_VENV)/.installed-pipecat
+
+$(PIPECAT_STAMP):
+	$(PYTHON) -m venv $(PIPECAT_VENV)
+	$(PIPECAT_VENV)/bin/pip install -q 'pipecat-ai[openai]==1.14.0'
+	touch $(PIPECAT_STAMP)
+
+test-pipecat: $(STAMP) $(PIPECAT_STAMP)
+	FIRSTTOKEN_PIPECAT_PYTHON=$(abspath $(PIPECAT_VENV))/bin/python \
+		$(BIN)/pytest -m pipecat tests/pipecat -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

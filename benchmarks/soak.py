@@ -491,7 +491,12 @@ def main() -> int:
         args.json.write_text(json.dumps(summary, indent=2))
     print(json.dumps(short))
     pools = summary["upstream_pools"]
-    return 1 if summary["lost"] or pools["end"] != pools["targets"] else 0
+    # a 500 is the router's own failure (an unhandled error), whatever the upstreams did
+    internal = summary["endings"].get("http_500", 0)
+    if internal:
+        log = summary["router_log"]
+        print(f"{internal} turns got the router's 500: see {log}", file=sys.stderr)
+    return 1 if summary["lost"] or internal or pools["end"] != pools["targets"] else 0
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ class ServerConfig(_Model):
     #: browser pages allowed to call the router; without it every request that carries
     #: an Origin header is refused
     cors: CorsConfig | None = None
+    #: serve the voice playground at GET /playground (default: only when bound to loopback)
+    playground: bool | None = None
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -160,6 +162,13 @@ SESSION_KINDS: frozenset[str] = frozenset({"realtime", "cascade"})
 TEXT_KINDS: frozenset[str] = frozenset({"vllm", "openai", "litellm"})
 
 
+class Probe(_Model):
+    """An active probe (router/signals/probe.py); `probe:` may also be true or false."""
+
+    interval_s: float = Field(30.0, gt=0.0)
+    max_tokens: int = Field(1, ge=1, le=16)
+
+
 class TargetConfig(_Model):
     name: str = Field(min_length=1)
     kind: TargetKind
@@ -179,6 +188,8 @@ class TargetConfig(_Model):
     metrics_url: str | None = None
     #: vLLM only: the engine's --max-num-seqs (learned from its metrics when absent)
     max_num_seqs: int | None = Field(None, gt=0)
+    #: active probes; absent: as its routes say, else on for `vllm` targets only
+    probe: Probe | bool | None = None
     #: extra headers {Name: value} and {Name: ENV_VAR}, and where the key goes
     #: (router/targetsettings.py); for a realtime target, those of the upgrade
     headers: StaticHeaders = Field(default_factory=dict)
@@ -254,8 +265,11 @@ class RouteConfig(_Model):
     slo: Slo | None = None
     hedge: Hedge | None = None
     affinity: Affinity = Affinity()
-    #: share of turns that probe a target other than the best (so recovery is noticed)
+    #: share of turns that may explore a target other than the policy's choice (one
+    #: that might be better and is the least measured); 0 turns exploration off
     exploration: float = Field(0.02, ge=0.0, le=0.5)
+    #: active probes for this route's targets that do not say otherwise themselves
+    probe: Probe | bool | None = None
     #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
     first_token_s: float | None = Field(None, gt=0.0)
     #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies

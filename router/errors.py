@@ -24,6 +24,9 @@
     │                                or who holds it cannot be looked up (Redis)
     ├── Draining                     503: this replica is shutting down
     ├── Overloaded                   503: too many large bodies wait for a parse worker
+    ├── EngineError                  500: a local speech engine failed (router/speech)
+    │   ├── EngineMissing            it cannot start: its package or program is missing
+    │   └── EngineBusy               503: its queue is full (Retry-After)
     ├── UpstreamError                one attempt at one target failed (decides fallback)
     │   ├── UpstreamConnectError     could not connect / connection reset
     │   ├── UpstreamTimeout          connect, first-token or idle deadline passed
@@ -36,6 +39,9 @@
 
 Third-party exceptions (httpx, aiohttp, litellm, pydantic) are translated into this
 tree in exactly one place each (`upstream/`, `config.py`), always with `from exc`.
+
+Just over 400 lines: the tree is one module so the picture above and the classes
+cannot drift apart; each class is a few lines of status, type and code.
 """
 
 from __future__ import annotations
@@ -214,6 +220,31 @@ class Overloaded(FirstTokenError):
     status = 503
     type = "service_unavailable"
     code = "overloaded"
+
+
+class EngineError(FirstTokenError):
+    """A local speech engine (PocketSphinx, eSpeak NG) failed on a request."""
+
+    status = 500
+    type = "server_error"
+    code = "engine_error"
+
+
+class EngineMissing(EngineError):
+    """A local speech engine cannot start; the message names what installs it."""
+
+    code = "engine_missing"
+
+
+class EngineBusy(EngineError):
+    """A local speech engine's queue is full: try again in a moment (or elsewhere)."""
+
+    status = 503
+    code = "engine_overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamError(FirstTokenError):

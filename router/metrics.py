@@ -25,6 +25,8 @@ Over 400 lines, kept whole: it is the one table of every series the router expor
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Generic, Literal, TypeVar, get_args
 
@@ -32,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from router.config import Config
 from router.errors import Cause, UpstreamError, UpstreamStatusError
-from router.policy.base import Plan, TargetView
+from router.policy.base import Candidate, Plan, TargetView
 from router.policy.registry import FACTORIES
 from router.signals.metrics import SignalsCollector
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase, ParsePlace
@@ -293,6 +295,9 @@ class Metrics:
             registry=r,
         )
         self._planned: dict[str, set[str]] = {}
+        #: each route's last plan's candidates, read by the last-decision gauges when
+        #: scraped (a turn stores one tuple instead of setting two gauges per target)
+        self._last_candidates: dict[str, tuple[Candidate, ...]] = {}
         # the series a turn records, memoised (see `Children`)
         self._requests = Children(self.requests)
         self._ttft = Children(self.ttft)
@@ -306,6 +311,7 @@ class Metrics:
         self._decisions = Children(self.decisions)
         self._overhead = Children(self.overhead)
         self._hedges = Children(self.hedges)
+        self._body_parses = Children(self.body_parses)
         for phase in OVERHEAD_PHASES:
             self.overhead.labels(phase)
         for outcome in RELOAD_OUTCOMES:
@@ -364,17 +370,29 @@ class Metrics:
     # -- decisions ---------------------------------------------------------------------
 
     def decided(self, route: str, plan: Plan) -> None:
-        names = set()
-        for c in plan.candidates:
-            names.add(c.name)
-            self._predicted(route, c.name).set(c.predicted_ttft_s)
-            self._score(route, c.name).set(c.score)
+        candidates = plan.candidates
+        self._last_candidates[route] = candidates
+        names = {c.name for c in candidates}
         planned = self._planned.setdefault(route, set())
-        if planned - names:  # filtered out this time: no prediction was made for them
-            self._forget(route, planned - names)
-        planned |= names
-        if plan.candidates:
-            self._decisions(route, plan.candidates[0].name, policy_type(plan.reason)).inc()
+        if names != planned:
+            if planned - names:  # filtered out this time: no prediction was made for them
+                self._forget(route, planned - names)
+            for name in names - planned:
+                self._predicted(route, name).set_function(
+                    functools.partial(self._last_decision, route, name, predicted=True)
+                )
+                self._score(route, name).set_function(
+                    functools.partial(self._last_decision, route, name, predicted=False)
+                )
+            planned |= names
+        if candidates:
+            self._decisions(route, candidates[0].name, policy_type(plan.reason)).inc()
+
+    def _last_decision(self, route: str, target: str, *, predicted: bool) -> float:
+        for c in self._last_candidates.get(route, ()):
+            if c.name == target:
+                return c.predicted_ttft_s if predicted else c.score
+        return math.nan
 
     # -- attempts ----------------------------------------------------------------------
 
@@ -450,7 +468,7 @@ class Metrics:
         self.loop_lag.observe(seconds)
 
     def body_parsed(self, place: ParsePlace) -> None:
-        self.body_parses.labels(place).inc()
+        self._body_parses(place).inc()
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()

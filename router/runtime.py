@@ -30,7 +30,14 @@ from anyio.abc import TaskGroup
 
 from router.capabilities import ORDER, Capability, not_served, ordered
 from router.clock import Clock
-from router.config import Config, RouteConfig, TargetConfig, load_config, missing_secrets
+from router.config import (
+    Config,
+    Probe,
+    RouteConfig,
+    TargetConfig,
+    load_config,
+    missing_secrets,
+)
 from router.errors import (
     AllTargetsFailed,
     ConfigError,
@@ -45,6 +52,7 @@ from router.lifespan import every, guarded, warm_up
 from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
+from router.policy.explore import ExplorationBudget
 from router.policy.registry import build_policy, plan_turn
 from router.realtime.service import RealtimeService
 from router.realtime.target import RealtimeTarget
@@ -52,7 +60,7 @@ from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.responses.owners import Owner, ResponseOwners
 from router.responses.pinning import Pin, find_pin, pinned_targets
-from router.signals import engine
+from router.signals import engine, probe
 from router.signals.registry import SignalsRegistry
 from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
 from router.turn.hedge import HedgeBudget
@@ -85,6 +93,7 @@ class RouteRuntime:
     config: RouteConfig
     policy: Policy
     budget: HedgeBudget
+    explore: ExplorationBudget
     #: per capability, the route's targets that serve it (in the route's order)
     serving: Mapping[Capability, tuple[str, ...]] = field(default_factory=dict)
 
@@ -181,14 +190,20 @@ class Router:
             old_route = previous.routes.get(r.name) if previous else None
             keep = old_route is not None and old_route.config == r
             served = [config.target(n) for n in r.targets]
-            routes[r.name] = RouteRuntime(
-                r,
-                old_route.policy if keep and old_route else build_policy(r.policy),
-                old_route.budget
-                if keep and old_route
-                else HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
-                {c: tuple(t.name for t in served if c in t.serves) for c in ORDER},
-            )
+            # a target's `serves` may change while its route does not
+            serving = {c: tuple(t.name for t in served if c in t.serves) for c in ORDER}
+            if keep and old_route:
+                routes[r.name] = RouteRuntime(
+                    r, old_route.policy, old_route.budget, old_route.explore, serving
+                )
+            else:
+                routes[r.name] = RouteRuntime(
+                    r,
+                    build_policy(r.policy),
+                    HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
+                    ExplorationBudget(r.exploration),
+                    serving,
+                )
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
         )
@@ -201,7 +216,12 @@ class Router:
             cascade=cascades(self),
         )
         speech = SpeechService(
-            config, signals, self.environ, self.clock, previous.speech if previous else None
+            config,
+            signals,
+            self.environ,
+            self.clock,
+            previous.speech if previous else None,
+            connections=self.metrics.connection_counter,
         )
         return Runtime(config, routes, targets, signals, auth, realtime, speech)
 
@@ -269,7 +289,12 @@ class Router:
         on = route.config.slo.on if route.config.slo is not None else "first_token"
         names = route.serving.get(request.endpoint, ()) if names is None else names
         views = {name: runtime.targets[name].signals.view(on) for name in names}
-        ctx = PlanContext(rng=self.rng, slo=route.config.slo, exploration=route.config.exploration)
+        ctx = PlanContext(
+            rng=self.rng,
+            slo=route.config.slo,
+            exploration=route.config.exploration,
+            explore=route.explore,
+        )
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
         self.last_plans[route.config.name] = plan
         self.metrics.decided(route.config.name, plan)
@@ -417,10 +442,17 @@ class Router:
     def engine_targets(self) -> Iterable[TargetConfig]:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
-    async def run_background(self, tg: TaskGroup) -> None:
-        """Start the engine scrapers, the upstream retirer and the loop's lag sampler."""
+    async def run_background(
+        self, tg: TaskGroup, *, scrape_client: httpx.AsyncClient | None = None
+    ) -> None:
+        """Start the engine scrapers (one per vLLM target), the probes (one per target
+        that has them, `probe.probe_for`), the upstream retirer and the loop's lag
+        sampler.
+
+        `scrape_client` replaces the scrapers' own HTTP client (a simulation serves
+        the engines' /metrics in-process through an `httpx.MockTransport`)."""
         interval = self.runtime.config.signals.engine_scrape_interval_s
-        client = httpx.AsyncClient(timeout=httpx.Timeout(1.0))
+        client = scrape_client or httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrape_client = client
         for t in self.engine_targets():
             url = t.engine_metrics_url()
@@ -429,6 +461,11 @@ class Router:
             scrape = partial(engine.run, client, url, interval, update)
             tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
         await warm_up(self.runtime.targets.values())
+        for target in self.runtime.targets.values():
+            settings = probe.probe_for(self.runtime.config, target.config)
+            if settings is not None:
+                run = partial(self._probe, target, settings)
+                tg.start_soon(guarded, self.die, f"probe of {target.config.name}", run)
         tg.start_soon(guarded, self.die, "upstream retirer", every, RETIRE_EVERY_S, self.retire)
         lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
         tg.start_soon(guarded, self.die, "event-loop lag sampler", lag)
@@ -437,6 +474,9 @@ class Router:
         if self.reload_on_sighup and self.config_path is not None:
             tg.start_soon(guarded, self.die, "SIGHUP watcher", self._watch_sighup)
         self.ready = True
+
+    async def _probe(self, target: TargetRuntime, settings: Probe) -> None:
+        await probe.run(target.upstream, target.signals, target.config, settings, clock=self.clock)
 
     def die(self, reason: str) -> None:
         """Stop being ready and ask the server to exit non-zero (Kubernetes restarts us)."""

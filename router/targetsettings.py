@@ -77,6 +77,16 @@ def secret(environ: Mapping[str, str], var: str | None) -> str | None:
     return value or None
 
 
+def key_headers(auth_header: AuthHeader, api_key: str | None) -> dict[str, str]:
+    """The header that carries a target's key: `Authorization: Bearer <key>`, or Azure's
+    `api-key: <key>`; none without a key."""
+    if not api_key:
+        return {}
+    if auth_header == "api-key":
+        return {"api-key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
+
+
 def header_problem(who: str, field: str, var: str, environ: Mapping[str, str]) -> str | None:
     """Why the secret in `var` cannot be sent as a header, naming the variable only."""
     value = secret(environ, var)

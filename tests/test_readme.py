@@ -38,12 +38,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from router.speech.check import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: a command taking longer than this fails (benchmarks share 2 cores with everything)
 COMMAND_TIMEOUT_S = 240.0
 #: the ports the README uses, replaced by free ones (in commands and policies/*.yaml)
-README_PORTS = (8080, 8001, 8002, 8003, 8004)
+README_PORTS = (8080, 8001, 8002, 8003, 8004, 8090)
 #: inline code that is a command starts with one of these
 PROGRAMS = re.compile(r"^(make|firsttoken|bash|pip|pytest|curl|python3?|\.venv/bin/\S+|\S+\.sh) ")
 
@@ -52,6 +54,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"^make demo$", "make demo DEMO_ARGS='--duration 2'", "a 2 s demo, not 60 s"),
     (r"--duration 20\b", "--duration 2", "2 s of load, not 20"),
     (r"--duration 60\b", "--duration 3", "3 s of load, not 60"),
+    (r"demo --voice --no-live --duration 30$", "demo --voice --no-live --duration 5", "5 s"),
     (r"^make ", "make -o .venv/.installed-dev ", "the venv is the one running this test"),
     (r"--minutes 30\b", "--minutes 0.05", "a 3 s soak"),
     (
@@ -86,6 +89,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "--interval 0.5 --kinds big_unknown,bad_http",
         "one short round of two hostile kinds",
     ),
+    (
+        r"benchmarks/unseen\.py$",
+        "benchmarks/unseen.py --seeds 5 --configs oracle,slo_cost+hedge --workers 1",
+        "one tuning fleet, two configurations (the report is seeds 1000-1029, every config)",
+    ),
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",
@@ -112,12 +120,25 @@ EXEMPT: dict[str, str] = {
     "'litellm[proxy]==1.106.2'": "a second litellm install (~1 GB); overhead.py runs "
     "here without that peer",
     "benchmarks/guidellm.sh": "installs guidellm and torch (~6 GB); pytest -m guidellm runs it",
+    "pip install 'firsttoken[voice-local]'": "the dev install running this test has the extra",
+    "make test-pipecat": "creates .venv-pipecat (Pipecat and openai 3, ~300 MB); runs on its own",
+    "import os\nfrom pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService\n\n"
+    "llm = OpenAIRealtimeLLMService(\n"
+    '    api_key=os.environ.get("FIRSTTOKEN_KEY", "unused"),  # a client key, when auth is on\n'
+    '    base_url="ws://127.0.0.1:8080/v1/realtime",\n'
+    '    settings=OpenAIRealtimeLLMService.Settings(model="voice"),  # the route\'s name\n'
+    ")": "Pipecat lives in .venv-pipecat; make test-pipecat runs the same service",
 }
+
+#: commands that need the local speech engines: not run where they are missing (the voice
+#: tests skip there too, saying what is missing)
+NEEDS_SPEECH_ENGINES = re.compile(r"firsttoken speech serve|127\.0\.0\.1:8090")
 
 #: (pattern on the command, pattern its output must match)
 EXPECT: list[tuple[str, str]] = [
     (r"^make -o \S+ demo", r"demo summary: .*\n(.*\n)*\d+ turns offered, [1-9]\d* ok"),
     (r"^firsttoken check ", r": valid\n"),
+    (r"demo --voice", r"voice demo summary: (.*\n)*.*laptop-voice"),
     (r"^curl ", r"data: \[DONE\]"),
     (r"^from openai import OpenAI", r"\S"),
     (r"^firsttoken simulate ", r"TTFT p50 ms(.*\n)*wrote "),
@@ -127,6 +148,7 @@ EXPECT: list[tuple[str, str]] = [
 #: servers: (pattern, URLs that answer 200 once ready, the signal that stops them)
 SERVERS: list[tuple[str, tuple[str, ...], signal.Signals]] = [
     (r"^firsttoken serve ", ("http://127.0.0.1:8080/readyz",), signal.SIGTERM),
+    (r"^firsttoken speech serve ", ("http://127.0.0.1:8090/health",), signal.SIGINT),
     (
         r"^firsttoken sim .*--serve",
         tuple(f"http://127.0.0.1:{p}/v1/models" for p in (8001, 8002, 8003, 8004)),
@@ -203,6 +225,9 @@ def free_ports() -> dict[int, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         out[8080] = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        out[8090] = s.getsockname()[1]
     for base in range(20000 + os.getpid() % 997 * 30, 60000, 31):
         socks: list[socket.socket] = []
         try:
@@ -221,7 +246,7 @@ def free_ports() -> dict[int, int]:
 
 
 def with_ports(text: str, ports: dict[int, int]) -> str:
-    return re.sub(r"\b(80(?:80|0[1-4]))\b", lambda m: str(ports[int(m.group(1))]), text)
+    return re.sub(r"\b(80(?:80|0[1-4]|90))\b", lambda m: str(ports[int(m.group(1))]), text)
 
 
 @dataclass
@@ -370,9 +395,12 @@ def plan(all_sections: list[Section]) -> list[list[Command]]:
     state: list[Command] = []
     seen: set[str] = set()
     tasks: list[list[Command]] = []
+    skip_speech = bool(missing())
     for section in all_sections:
         todo = []
         for command in section.commands:
+            if skip_speech and NEEDS_SPEECH_ENGINES.search(command.text):
+                continue
             if command.text not in EXEMPT and command.text not in seen:
                 todo.append(command)
             seen.add(command.text)

@@ -82,6 +82,7 @@ async def transcription(
         fields,
         filename=filename,
         content_type=content_type,
+        budget=route.budget,
     )
     body = heard.transcript.body
     await send(
@@ -120,6 +121,7 @@ async def speech(router: Router, raw: bytes, send: Send, client: Client | None) 
         text,
         voice=voice,
         speed=float(speed) if isinstance(speed, int | float) else None,
+        budget=route.budget,
     )
     try:
         await send(

@@ -16,6 +16,12 @@ Three ways a page could, and what closes each:
   can; and any request that carries an `Origin` is refused unless `server.cors`
   lists that origin, in which case it gets proper CORS answers (preflight too).
 - **Admin actions** (`POST /admin/reload`) need a JSON body as well.
+
+The one page the router serves, the voice playground (`GET /playground`, when
+`server.playground` is on: by default only on a loopback address), passes the same
+Host check; its own requests (the `/v1/realtime` WebSocket) carry an Origin equal to
+the Host they are sent to, which only a page served by this router can, so with the
+playground on, a same-origin Origin is served without CORS.
 """
 
 from __future__ import annotations
@@ -119,6 +125,11 @@ class BrowserGuard:
     def __init__(self, server: ServerConfig, bound_host: str | None) -> None:
         self.hosts = HostPolicy.build(server.allowed_hosts, bound_host or server.host)
         self._cors: CorsConfig | None = server.cors
+        listening = host_name(bound_host or server.host)
+        ip = _ip(listening)
+        loopback = listening == "localhost" or (ip is not None and ip.is_loopback)
+        #: GET /playground is served (and its same-origin requests)
+        self.playground = loopback if server.playground is None else server.playground
         #: verdicts by Host value: a request pays a dict lookup, not an IP parse
         self._seen: dict[str | None, bool] = {}
 
@@ -134,9 +145,12 @@ class BrowserGuard:
                 "this Host is not served here; add it to server.allowed_hosts if it is yours"
             )
 
-    def check_origin(self, origin: str | None) -> str | None:
-        """The origin to answer with CORS headers, None without one, or a 403."""
+    def check_origin(self, origin: str | None, host: str | None = None) -> str | None:
+        """The origin to answer with CORS headers, None without one (or for the
+        playground's own same-origin requests), or a 403."""
         if origin is None:
+            return None
+        if self.playground and host and origin.lower() in _same_origins(host):
             return None
         cors = self._cors
         if cors is None or not ("*" in cors.allow_origins or origin.lower() in cors.allow_origins):
@@ -171,6 +185,12 @@ class BrowserGuard:
             (b"access-control-allow-headers", ", ".join(self._cors.allow_headers).encode()),
             (b"access-control-max-age", str(self._cors.max_age_s).encode()),
         ]
+
+
+def _same_origins(host: str) -> tuple[str, str]:
+    """The origins of a page served from `host` (a Host header's value)."""
+    host = host.strip().lower()
+    return f"http://{host}", f"https://{host}"
 
 
 #: what a page may read of an answer besides the CORS-safelisted headers

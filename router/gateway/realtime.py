@@ -171,14 +171,13 @@ async def open_session(
                 ranked, route=route_name, events=events, now=router.clock(), force=True
             )
 
-    left = client.sessions.remaining_s() if client and client.sessions else None
     return Session(
         route=route_name,
         client=socket,
         leg=leg,
         reopen=reopen,
         events=events,
-        limits=session_limits(route.config, left),
+        limits=session_limits(route.config, client.sessions if client else None),
         clock=router.clock,
         client_name=client.name if client else None,
     )

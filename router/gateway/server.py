@@ -42,6 +42,7 @@ from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.auth import Client
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
+from router.gateway.pages import PAGE_HEADERS, PAGES, page
 from router.logs import log_turn
 from router.runtime import Router
 from router.turn.sink import Header
@@ -157,8 +158,9 @@ class Server:
         arrived = self.router.clock()
         try:
             guard = self.guard()
-            guard.check_host(header(scope, b"host"))
-            origin = guard.check_origin(header(scope, b"origin"))
+            host = header(scope, b"host")
+            guard.check_host(host)
+            origin = guard.check_origin(header(scope, b"origin"), host)
             if origin is not None:
                 send = guard.with_cors(send, origin)
             await self._dispatch(scope, receive, send, arrived=arrived, guard=guard, origin=origin)
@@ -178,7 +180,7 @@ class Server:
         try:
             guard = self.guard()
             guard.check_host(header(scope, b"host"))
-            guard.check_origin(header(scope, b"origin"))
+            guard.check_origin(header(scope, b"origin"), header(scope, b"host"))
         except FirstTokenError as err:
             if (await receive())["type"] == "websocket.connect":
                 self.router.metrics.rejected(err.status)
@@ -235,6 +237,8 @@ class Server:
             return _POST
         if path.startswith(responses.PREFIX):  # a stored response: GET, DELETE, cancel
             return responses.methods(path)
+        if path in PAGES and self.guard().playground:
+            return _GET
         return _GET if path in self._getters() else None
 
     async def _dispatch(
@@ -283,6 +287,9 @@ class Server:
                 raise BadRequest("an admin POST takes a JSON object as its body, e.g. {}")
             await self._reload()
             await _respond(send, 200, b'{"reloaded": true}')
+        elif path in PAGES:
+            body, ctype = page(path)
+            await _respond(send, 200, body, PAGE_HEADERS, content_type=ctype)
         else:
             status, body, ctype = await self._getters()[path](scope)
             await _respond(send, status, body, content_type=ctype)

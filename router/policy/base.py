@@ -19,7 +19,7 @@ from router.upstream.base import Endpoint
 BreakerState = Literal["closed", "open", "half_open"]
 
 #: the quantile points every TTFT sketch reports
-QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
+QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,10 @@ class EngineView:
     #: sequences the engine runs at once (its --max-num-seqs): from YAML, or learned
     #: as the running count seen while requests waited; None while unknown
     capacity: float | None = None
+    #: the engine's own median TTFT over its histogram's window (anyone's requests)
+    ttft_median_s: float | None = None
+    #: requests in that window
+    ttft_seen: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +74,15 @@ class TargetView:
     #: (quantile, seconds) pairs for QUANTILES, from the decaying sketch (or the prior)
     ttft_quantiles: tuple[tuple[float, float], ...] = ()
     ttft_samples: int = 0
-    #: seconds since the last TTFT sample (None: never measured); exploration uses it
-    ttft_age_s: float | None = None
+    #: the sketch's samples decayed to now (about those of the last minute): how sure
+    ttft_evidence: float = 0.0
+    #: (quantile, seconds) optimistic bounds for QUANTILES given that evidence (0 unmeasured)
+    ttft_optimistic: tuple[tuple[float, float], ...] = ()
     #: TTFT seen when the target had nothing queued: the base of the queueing model
     unloaded_ttft_s: float = 0.5
+    #: vLLM: (quantile, seconds) of the TTFTs of turns that found a slot free (their
+    #: prefill and the batch's step time at today's load); () until there are some
+    free_ttft_quantiles: tuple[tuple[float, float], ...] = ()
     #: seconds per output token after the first
     tpot_s: float | None = None
     #: turns completed per second, recently (the service rate behind the queue model)
@@ -90,15 +99,23 @@ class TargetView:
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q, interpolated between the sketch's points."""
-        points = self.ttft_quantiles
-        if not points:
-            return self.ttft_ewma_s
-        if q <= points[0][0]:
-            return points[0][1]
-        for (q0, v0), (q1, v1) in itertools.pairwise(points):
-            if q <= q1:
-                return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
-        return points[-1][1]
+        return interpolate(self.ttft_quantiles, q, self.ttft_ewma_s)
+
+    def ttft_optimistic_quantile(self, q: float) -> float:
+        """What TTFT at quantile q may well be, given how little was measured."""
+        return interpolate(self.ttft_optimistic, q, self.ttft_quantile(q))
+
+
+def interpolate(points: tuple[tuple[float, float], ...], q: float, default: float) -> float:
+    """The value at q, linear between (quantile, value) points; `default` without any."""
+    if not points:
+        return default
+    if q <= points[0][0]:
+        return points[0][1]
+    for (q0, v0), (q1, v1) in itertools.pairwise(points):
+        if q <= q1:
+            return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
+    return points[-1][1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +142,24 @@ class Plan:
         return tuple(c.name for c in self.candidates)
 
 
+class Budget(Protocol):
+    """A share of recent turns that may do something costly (explore)."""
+
+    def record_turn(self) -> None: ...
+
+    def try_spend(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class PlanContext:
     """What a policy may use besides the request and the views."""
 
     rng: random.Random
     slo: Slo | None = None
+    #: the route's exploration share; 0 turns exploration off
     exploration: float = 0.0
+    #: the route's exploration budget (kept across turns by the route's runtime)
+    explore: Budget | None = None
     notes: list[str] = field(default_factory=list)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
-from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
+from router.policy.explore import Leads
+from router.policy.predict import DEFAULT_QUANTILE, attainment, doubt, predict_ttft_s
 from router.policy.rank import (
     finish_plan,
     fmt_ms,
@@ -45,12 +46,17 @@ class LatencyPolicy:
         ranked = _by_predicted_ttft(targets, request, self.quantile)
         pred = fmt_ms(ranked[0].predicted_ttft_s)
         body = f"lowest predicted {fmt_q(self.quantile)} (pred {pred})"
-        return finish_plan("latency", ranked, targets, request, ctx, body=body)
+        return finish_plan(
+            "latency", ranked, targets, request, ctx, body=body, q=self.quantile, ties=True
+        )
 
 
 class SloCostPolicy:
-    """Among targets meeting the SLO, the cheapest first (ties: faster); then the rest
-    by predicted TTFT. If none meets it, the fastest first. Without an SLO: `latency`."""
+    """Among targets meeting the SLO (their prediction at its quantile, as far as its
+    evidence lets it be trusted: `predict.promised_ttft_s`), the cheapest first (ties:
+    faster); then the rest
+    by predicted TTFT. If none meets it, the one likeliest to answer within the SLO's
+    time first (`predict.attainment`). Without an SLO: `latency`."""
 
     def plan(
         self, request: RoutingRequest, targets: Sequence[TargetView], ctx: PlanContext
@@ -62,15 +68,25 @@ class SloCostPolicy:
                 f"no SLO configured, lowest predicted {fmt_q(DEFAULT_QUANTILE)}"
                 f" (pred {fmt_ms(ranked[0].predicted_ttft_s)})"
             )
-            return finish_plan("slo_cost", ranked, targets, request, ctx, body=body)
+            return finish_plan(
+                "slo_cost", ranked, targets, request, ctx, body=body, q=DEFAULT_QUANTILE, ties=True
+            )
 
         budget_s = slo.ttft_ms / 1000.0
         by_ttft = _by_predicted_ttft(targets, request, slo.quantile)
+        views = {v.name: v for v in targets}
+        promises = {c.name: c.predicted_ttft_s * doubt(views[c.name]) <= budget_s for c in by_ttft}
         meeting = sorted(
-            (c for c in by_ttft if c.predicted_ttft_s <= budget_s),
+            (c for c in by_ttft if promises[c.name]),
             key=lambda c: (c.expected_cost_usd, c.predicted_ttft_s),
         )
-        rest = [c for c in by_ttft if c.predicted_ttft_s > budget_s]
+        rest = [c for c in by_ttft if not promises[c.name]]
+        likely: dict[str, float] = {}
+        if not meeting:
+            # None can promise the SLO's quantile: the likeliest to make the SLO at all
+            # goes first (a fast API with rare stalls beats a full engine's long wait).
+            likely = {c.name: attainment(views[c.name], budget_s) for c in rest}
+            rest.sort(key=lambda c: (-likely[c.name], c.predicted_ttft_s))
         n = len(by_ttft)
         # Positional score: the ranking is lexicographic, not a single metric.
         ranked = [
@@ -84,5 +100,37 @@ class SloCostPolicy:
                 f" (pred {fmt_ms(first.predicted_ttft_s)}, {fmt_usd(first.expected_cost_usd)})"
             )
         else:
-            body = f"none meets {fmt_slo(slo)}, fastest (pred {fmt_ms(first.predicted_ttft_s)})"
-        return finish_plan("slo_cost", ranked, targets, request, ctx, body=body)
+            body = (
+                f"none meets {fmt_slo(slo)}, likeliest within {slo.ttft_ms:g}ms"
+                f" ({likely[first.name]:.0%}, pred {fmt_ms(first.predicted_ttft_s)})"
+            )
+        return finish_plan(
+            "slo_cost",
+            ranked,
+            targets,
+            request,
+            ctx,
+            body=body,
+            q=slo.quantile,
+            leads=cheaper_within(budget_s),
+            ties=True,
+        )
+
+
+def cheaper_within(budget_s: float) -> Leads:
+    """`Leads` for slo_cost: a candidate that, at its optimistic prediction, would meet
+    the SLO and be cheaper than the first (or as cheap and faster); when the first
+    does not meet the SLO, one that would meet it, or be faster."""
+
+    def leads(candidate: Candidate, optimistic_s: float, first: Candidate) -> bool:
+        meets = optimistic_s <= budget_s
+        if first.predicted_ttft_s > budget_s:
+            return meets or optimistic_s < first.predicted_ttft_s
+        if not meets:
+            return False
+        cost, first_cost = candidate.expected_cost_usd, first.expected_cost_usd
+        if cost < first_cost * (1.0 - 1e-9):
+            return True
+        return cost <= first_cost * (1.0 + 1e-9) and optimistic_s < first.predicted_ttft_s
+
+    return leads

@@ -2,11 +2,15 @@
 
 Hosted targets are elastic, so their measured TTFT sketch is the prediction; it is
 inflated as the provider's rate-limit headroom runs out, so a target near its limit
-loses traffic before it starts answering 429. A handful of samples says little about
-a tail and is biased towards the fast (a target seen only as a hedge is measured when
-it wins, the race it was fastest in), so until a target has `FEW_SAMPLES` of them its
-prediction is never better than its YAML prior: measurements may make it look
-slower at once, faster only once there are enough of them.
+loses traffic before it starts answering 429. The sketch takes the attempts that
+lost a hedge as censored samples (`router.signals.sketch`), so a target seen mostly
+as a hedge is not measured only when it wins; its first sample replaces the YAML
+prior, so a fast target is believed fast from its first answer.
+
+`optimistic_ttft_s` is the same prediction with the sketch's optimistic bounds (what
+the TTFT may well be, given how little was measured: 0 for a target never or long
+not measured). Exploration (`rank.py`) uses it to find the targets that might be
+better than the policy's choice.
 
 A vLLM target is a queue. A new turn that finds the engine's batch full waits for
 `k` running sequences to finish (one per turn queued ahead of it, plus one for its
@@ -37,10 +41,8 @@ from __future__ import annotations
 import functools
 import math
 
-from router.policy.base import RoutingRequest, TargetView
+from router.policy.base import RoutingRequest, TargetView, interpolate
 
-#: below this many TTFT samples a target's sketch cannot beat its prior (and it is worth exploring)
-FEW_SAMPLES = 20
 #: the quantile reported by policies that do not choose one (and by routes without an SLO)
 DEFAULT_QUANTILE = 0.9
 #: output tokens assumed when neither the request nor the target's history says
@@ -51,6 +53,15 @@ DEFAULT_TPOT_S = 0.02
 STALE_PENALTY_S = 30.0
 #: waiting requests assumed behind a stale engine, for load scores
 STALE_WAITING = 64.0
+#: one-sided 90 % normal quantile, for the confidence bounds on a TTFT ...
+Z_90 = 1.2816
+#: ... of a location whose log-spread is about this (lognormal sigma 0.2-0.6 seen)
+LOG_SPREAD = 0.5
+#: the least evidence a confidence bound is computed for (a bound of 3.6x)
+MIN_EVIDENCE = 0.25
+#: the quantile levels `attainment` searches between, and its bisection steps
+ATTAINMENT_RANGE = (0.01, 0.999)
+ATTAINMENT_STEPS = 10
 #: below this rate-limit headroom a hosted target's TTFT is inflated ...
 RATELIMIT_KNEE = 0.2
 #: ... linearly, up to this factor at zero headroom
@@ -195,20 +206,32 @@ def wait_quantile_s(view: TargetView, q: float) -> float:
     return erlang_quantile(slots_needed(view), q) / completion_rate(view)
 
 
-def sketch_ttft_s(view: TargetView, q: float) -> float:
-    """The measured TTFT at quantile q, no better than the prior while samples are few."""
-    measured = view.ttft_quantile(q)
-    if view.ttft_samples < FEW_SAMPLES:
-        return max(measured, view.prior_ttft_s)
-    return measured
-
-
 def predict_ttft_s(view: TargetView, q: float) -> float:
     """Predicted time to first token, in seconds, at quantile q."""
     if not is_queue_modelled(view):
-        return sketch_ttft_s(view, q) * ratelimit_factor(view.ratelimit_headroom)
+        return view.ttft_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
+    return free_slot_ttft_s(view, q) + wait_quantile_s(view, q)
+
+
+def free_slot_ttft_s(view: TargetView, q: float) -> float:
+    """A vLLM target's TTFT at quantile q for a turn that finds a slot free: measured on
+    such turns (prefill, and the step time of the batch it joins), else the unloaded
+    TTFT plus the spread of all samples (at most the unloaded TTFT again)."""
+    if view.free_ttft_quantiles:
+        return interpolate(view.free_ttft_quantiles, q, view.unloaded_ttft_s)
     spread = max(view.ttft_quantile(q) - view.ttft_quantile(0.5), 0.0)
-    return view.unloaded_ttft_s + wait_quantile_s(view, q) + min(spread, view.unloaded_ttft_s)
+    return view.unloaded_ttft_s + min(spread, view.unloaded_ttft_s)
+
+
+def optimistic_ttft_s(view: TargetView, q: float) -> float:
+    """What the TTFT at quantile q may well be, given how little was measured.
+
+    Hosted: the sketch's optimistic bound. vLLM: the queue is observed, not guessed,
+    so only the unloaded part is optimistic (and the spread left out)."""
+    if not is_queue_modelled(view):
+        return view.ttft_optimistic_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
+    unloaded = min(view.unloaded_ttft_s, view.ttft_optimistic_quantile(0.5))
+    return unloaded + wait_quantile_s(view, q)
 
 
 def load(view: TargetView) -> float:
@@ -219,3 +242,38 @@ def load(view: TargetView) -> float:
 def peak_ewma_cost(view: TargetView) -> float:
     """Peak-EWMA TTFT x (in-flight + 1): the load metric of Finagle's and tower's p2c."""
     return view.ttft_ewma_s * (view.in_flight + 1)
+
+
+def attainment(view: TargetView, within_s: float) -> float:
+    """The predicted probability that the TTFT is at most `within_s`: the quantile
+    level at which `predict_ttft_s` reaches it (bisection; the prediction rises with q)."""
+    lo, hi = ATTAINMENT_RANGE
+    if predict_ttft_s(view, hi) <= within_s:
+        return 1.0
+    if predict_ttft_s(view, lo) > within_s:
+        return 0.0
+    for _ in range(ATTAINMENT_STEPS):
+        mid = (lo + hi) / 2.0
+        if predict_ttft_s(view, mid) <= within_s:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def doubt(view: TargetView) -> float:
+    """How much later a measured TTFT may well be, for the evidence behind it: the
+    upper confidence factor `exp(z s / sqrt(n))` on a location (1.9x on one sample,
+    1.07x on a hundred; 1 for a target without samples, which the prior stands for).
+    An SLO at p99 read off a few dozen samples is read optimistically otherwise."""
+    if view.ttft_evidence <= 0.0:
+        return 1.0
+    # Evidence decays: a sample from long ago weighs next to nothing, and the bound on
+    # it would overflow. Less than a quarter of a sample is treated as a quarter.
+    return math.exp(Z_90 * LOG_SPREAD / math.sqrt(max(view.ttft_evidence, MIN_EVIDENCE)))
+
+
+def promised_ttft_s(view: TargetView, q: float) -> float:
+    """The TTFT at quantile q a target can be trusted to keep: the prediction, times
+    its `doubt`. What `slo_cost` and affinity check an SLO against."""
+    return predict_ttft_s(view, q) * doubt(view)

@@ -1,15 +1,15 @@
-"""What every picker shares: candidates, session affinity, exploration, reason text.
+"""What every picker shares: candidates, ties, session affinity, exploration, reasons.
 
-A picker ranks; `finish_plan` then applies the two overrides every signal-driven
-policy has, in this order, and writes the reason:
+A picker ranks; `share_ties` lets equally good candidates share the load (the one
+with less outstanding work first, a draw of `ctx.rng` between equals), and
+`finish_plan` then applies the two overrides every signal-driven policy has, in
+this order, and writes the reason:
 
 - affinity: the target that served the conversation's previous turn goes first
   (its prefix cache is warm) while its predicted TTFT still meets the route's SLO;
-- exploration: with probability `ctx.exploration`, a lightly measured target goes
-  first instead, so a recovered or new target is noticed. Like affinity it is
-  bounded by the SLO: only a target predicted to meet it is explored, since an
-  exploration turn is a real user's turn (a target that cannot meet the SLO is
-  still measured whenever it serves as a hedge or a fallback).
+- exploration (`explore.py`): a target that might be better than the first, at
+  its optimistic prediction, and is the least measured such, goes first instead,
+  within the route's exploration budget (a never-measured one for free).
 """
 
 from __future__ import annotations
@@ -19,12 +19,18 @@ from collections.abc import Mapping, Sequence
 
 from router.config import Slo
 from router.policy.base import Candidate, Plan, PlanContext, RoutingRequest, TargetView
+from router.policy.explore import Leads, explore, faster_than_first
 from router.policy.predict import (
     DEFAULT_QUANTILE,
-    FEW_SAMPLES,
     expected_cost_usd,
+    load,
     predict_ttft_s,
+    promised_ttft_s,
 )
+
+#: predictions this close (relative, or absolute in seconds) are equally good
+TIE_RELATIVE = 0.05
+TIE_ABSOLUTE_S = 0.002
 
 
 def fmt_q(q: float) -> str:
@@ -83,10 +89,11 @@ def positional_candidates(
 
 
 def meets_slo(view: TargetView, slo: Slo | None) -> tuple[bool, float]:
-    """Whether the target's predicted TTFT at the SLO quantile meets it, and that prediction."""
+    """Whether the target's TTFT at the SLO quantile, as far as it can be trusted
+    (`promised_ttft_s`), meets it; and its prediction."""
     q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-    predicted = predict_ttft_s(view, q)
-    return (slo is None or predicted <= slo.ttft_ms / 1000.0), predicted
+    promised = promised_ttft_s(view, q)
+    return (slo is None or promised <= slo.ttft_ms / 1000.0), predict_ttft_s(view, q)
 
 
 def _promote(order: list[Candidate], name: str) -> None:
@@ -116,30 +123,28 @@ def apply_affinity(
     return f"affinity (pred {fmt_ms(predicted)}{within})", True
 
 
-def apply_exploration(
-    order: list[Candidate], views: Mapping[str, TargetView], ctx: PlanContext
-) -> str | None:
-    """With probability ctx.exploration, move a rarely or least recently measured
-    non-first candidate that meets the SLO to the front; returns a reason fragment
-    if it did."""
-    if ctx.exploration <= 0.0 or len(order) < 2 or ctx.rng.random() >= ctx.exploration:
-        return None
-    rest = [c for c in order[1:] if meets_slo(views[c.name], ctx.slo)[0]]
-    if not rest:
-        return None
-    few = [c for c in rest if views[c.name].ttft_samples < FEW_SAMPLES]
-    if few:
-        pick = ctx.rng.choice(few)
-        why = f"{views[pick.name].ttft_samples} samples"
-    else:
-        pick = max(rest, key=lambda c: _age(views[c.name]))
-        why = "least recently measured"
-    _promote(order, pick.name)
-    return f"explore {pick.name} ({why})"
+def equally_good(a: Candidate, b: Candidate) -> bool:
+    """Same expected cost, and predicted TTFTs within the tie tolerance."""
+    tolerance = max(TIE_RELATIVE * min(a.predicted_ttft_s, b.predicted_ttft_s), TIE_ABSOLUTE_S)
+    return (
+        abs(a.expected_cost_usd - b.expected_cost_usd)
+        <= 1e-9 * max(a.expected_cost_usd, b.expected_cost_usd)
+        and abs(a.predicted_ttft_s - b.predicted_ttft_s) <= tolerance
+    )
 
 
-def _age(view: TargetView) -> float:
-    return math.inf if view.ttft_age_s is None else view.ttft_age_s
+def share_ties(
+    ranked: list[Candidate], views: Mapping[str, TargetView], ctx: PlanContext
+) -> list[Candidate]:
+    """The leading candidates that are equally good as the first, least loaded first
+    (equal loads in a random order from ctx.rng); the rest as ranked."""
+    if len(ranked) < 2 or not equally_good(ranked[0], ranked[1]):
+        return ranked
+    n = 2
+    while n < len(ranked) and equally_good(ranked[0], ranked[n]):
+        n += 1
+    tied = sorted(ranked[:n], key=lambda c: (load(views[c.name]), ctx.rng.random()))
+    return [*tied, *ranked[n:]]
 
 
 def finish_plan(
@@ -151,17 +156,27 @@ def finish_plan(
     *,
     body: str,
     affinity: bool = True,
+    q: float | None = None,
+    leads: Leads = faster_than_first,
+    ties: bool = False,
 ) -> Plan:
-    """Apply affinity (optionally) and exploration to a ranking and write the reason."""
+    """Share ties (for rankings on predictions), apply affinity (optionally) and
+    exploration, and write the reason.
+
+    `q` is the quantile the policy ranked at (the SLO's, else p90); `leads` says
+    whether a candidate at an optimistic prediction would have led the ranking."""
     views = {v.name: v for v in targets}
-    order = list(ranked)
+    order = share_ties(list(ranked), views, ctx) if ties else list(ranked)
     if affinity:
         note, promoted = apply_affinity(order, views, request, ctx)
         if promoted:
             body = note or body
         elif note:
             body = f"{body}; {note}"
-    explored = apply_exploration(order, views, ctx)
-    if explored:
-        body = f"{explored} instead of {body}"
+    pick = explore(order, views, ctx, report_quantile(ctx) if q is None else q, leads)
+    if pick is not None:
+        view = views[pick.name]
+        why = "never measured" if view.ttft_samples == 0 else f"evidence {view.ttft_evidence:.1f}"
+        body = f"explore {pick.name} ({why}) instead of {body}"
+        _promote(order, pick.name)
     return Plan(candidates=tuple(order), reason=f"{policy}: {body}")

@@ -22,6 +22,7 @@ SessionEnd = Literal[
     "upstream_closed",
     "idle",
     "max_duration",
+    "session_minutes",
     "bad_input",
     "no_target",
 ]

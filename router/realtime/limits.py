@@ -1,7 +1,11 @@
 """A session's limits, and the supervisor that enforces them on each upstream leg.
 
-The supervisor wakes at the next deadline (idle, maximum duration, upstream age),
-and at least every `BREAKER_CHECK_S` to look at the target's breaker. The two
+The supervisor wakes at the next deadline (idle, maximum duration, upstream age, the
+client key's session-minutes running out), and at least every `BREAKER_CHECK_S` to
+look at the target's breaker. A key's minutes are shared by its open sessions: the
+deadline is the time left in its window over the sessions spending it, read afresh
+at every wake, so a key that opens a second session brings the first one's end
+nearer. The two
 proactive moves, reaching `max_upstream_s` and the target's breaker opening, wait
 for a pause between responses, so no answer is cut for them; when one finds no
 better target, the session stays where it is and tries again later.
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.realtime.events import MigrationReason, SessionEnd
+from router.realtime.quota import SessionQuota
 from router.realtime.wire import error_event
 
 if TYPE_CHECKING:
@@ -33,6 +38,8 @@ class SessionLimits:
     max_upstream_s: float | None = None
     #: a response cut by a migration is asked for again on the new target
     regenerate: bool = False
+    #: the client key's allowance (its `session_minutes`), spent while the session runs
+    quota: SessionQuota | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,11 @@ async def supervise(session: Session, leg: Leg) -> End | Migrate:
             if now >= session_due:
                 return End("max_duration", 1008, _duration_error(limits.max_duration_s))
             wake = min(wake, session_due - now)
+        left_s = limits.quota.remaining_s() if limits.quota is not None else None
+        if left_s is not None and limits.quota is not None:
+            if left_s <= 0.0:
+                return End("session_minutes", 1008, _minutes_error(limits.quota))
+            wake = min(wake, left_s / max(limits.quota.open_sessions, 1))
         # Proactive moves wait for a pause between responses, and for a while after
         # one found nowhere better to go.
         calm = session.response_id is None and not session.pending_create
@@ -85,6 +97,16 @@ def _idle_error(idle_s: float) -> str:
     return error_event(
         f"The session was idle for {idle_s:g}s (no client event) and is closed.",
         code="session_idle_timeout",
+    )
+
+
+def _minutes_error(quota: SessionQuota) -> str:
+    return error_event(
+        f"This API key has used its {quota.session_minutes:g} realtime session-minutes "
+        "in the last 60 minutes; the session is closed. A new one is refused (429) until "
+        "minutes free up.",
+        type="rate_limit_error",
+        code="session_minutes_exceeded",
     )
 
 

@@ -7,8 +7,9 @@ come from the signals registry, which outlives configs.
 
 `plan` ranks a realtime route's targets with the route's own policy, as for a
 turn, on views whose signals are the realtime ones (time to first audio where
-TTFT goes, sessions open as in-flight, `rate_limits.updated` as headroom), and a
-target at its `max_sessions` filtered out as over its local limits.
+TTFT goes, plus the target's connect time, which a new session waits first; sessions
+open as in-flight, `rate_limits.updated` as headroom), and a target at its
+`max_sessions` filtered out as over its local limits.
 """
 
 from __future__ import annotations
@@ -19,38 +20,57 @@ from collections.abc import Callable, Mapping
 
 from router.clock import Clock
 from router.config import Config, RouteConfig, TargetConfig
-from router.policy.base import Plan, PlanContext, Policy, RoutingRequest
+from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
 from router.policy.registry import plan_turn
 from router.realtime.limits import SessionLimits
+from router.realtime.quota import SessionQuota
 from router.realtime.target import Connector, RealtimeTarget
 from router.signals.target import TargetSignals
+from router.upstream.base import UpstreamSetup
+from router.upstream.factory import setup_for
 from router.upstream.realtime import RealtimeUpstream
 
 
-def connector(config: TargetConfig, api_key: str | None, clock: Clock) -> Connector:
+def connector(setup: UpstreamSetup, config: TargetConfig, clock: Clock) -> Connector:
+    """The target's upgrade as a chat target's requests: its key (stripped) in its
+    `auth_header`, and its `headers` and `headers_env`."""
     assert config.base_url is not None  # checked when the config was loaded
     return RealtimeUpstream(
         name=config.name,
         base_url=config.base_url,
         model=config.model,
-        api_key=api_key,
-        headers=config.headers,
+        api_key=setup.api_key,
+        headers=setup.headers,
+        auth_header=config.auth_header,
         connect_s=config.timeouts.connect_s,
         clock=clock,
     )
 
 
-def session_limits(route: RouteConfig, left_s: float | None) -> SessionLimits:
-    """A session's limits on `route`; `left_s` is the client key's session time left."""
+def session_limits(route: RouteConfig, quota: SessionQuota | None) -> SessionLimits:
+    """A session's limits on `route`; `quota` is the client key's allowance."""
     settings = route.session
-    max_duration = settings.max_duration_s
-    if left_s is not None:
-        max_duration = left_s if max_duration is None else min(max_duration, left_s)
     return SessionLimits(
         idle_s=settings.idle_s,
-        max_duration_s=max_duration,
+        max_duration_s=settings.max_duration_s,
         max_upstream_s=settings.max_upstream_s,
         regenerate=route.migrate.regenerate,
+        quota=quota,
+    )
+
+
+def with_connect_time(view: TargetView, connect_s: float | None) -> TargetView:
+    """A target's time to first audio as a new session meets it: the upgrade to
+    `session.created` (its EWMA) comes before the first response can start, so a
+    target slow to connect ranks behind one as quick to answer but quick to open."""
+    if not connect_s:
+        return view
+    return dataclasses.replace(
+        view,
+        ttft_ewma_s=view.ttft_ewma_s + connect_s,
+        ttft_quantiles=tuple((q, s + connect_s) for q, s in view.ttft_quantiles),
+        unloaded_ttft_s=view.unloaded_ttft_s + connect_s,
+        prior_ttft_s=view.prior_ttft_s + connect_s,
     )
 
 
@@ -78,8 +98,7 @@ class RealtimeService:
             elif cascade is not None and t.kind == "cascade":
                 conn = cascade(t)  # served in process (router/voice/)
             else:
-                key = environ.get(t.api_key_env) if t.api_key_env else None
-                conn = connector(t, key, clock)
+                conn = connector(setup_for(config, t, environ), t, clock)
             target = RealtimeTarget(
                 t.name, conn, signals[t.name], t.price, clock=clock, max_sessions=t.max_sessions
             )
@@ -101,7 +120,7 @@ class RealtimeService:
         views = []
         for name in route.targets:
             target = self.targets[name]
-            view = target.signals.view()
+            view = with_connect_time(target.signals.view(), target.connect_time.value)
             if not target.has_room:
                 view = dataclasses.replace(view, within_local_limits=False)
             views.append(view)

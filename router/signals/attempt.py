@@ -27,6 +27,7 @@ class Attempt:
     __slots__ = (
         "_first_answer_at",
         "_first_token_at",
+        "_free",
         "_lease",
         "_measures",
         "_outcome",
@@ -50,8 +51,11 @@ class Attempt:
         probe: bool,
         unloaded: bool,
         measures_ttft: bool = True,
+        free: bool = False,
     ) -> None:
         self._owner = owner
+        #: began with a free slot (vLLM): its TTFT is a sample of the engine's free TTFT
+        self._free = free
         self._measures = measures_ttft
         self._first_answer_at: float | None = None
         self.prompt_tokens = prompt_tokens
@@ -99,7 +103,7 @@ class Attempt:
         now = self._owner._clock()
         self._first_token_at = now
         if self._measures:
-            self._owner._record_ttft(now - self.started_at, self._unloaded)
+            self._owner._record_ttft(now - self.started_at, self._unloaded, self._free)
         if answer:
             self.first_answer()
 
@@ -144,7 +148,9 @@ class Attempt:
         self._verdict = owner._record_failure(error)
         if isinstance(error, UpstreamTimeout) and self._first_answer_at is None and self._measures:
             owner._record_censored_ttft(
-                owner._clock() - self.started_at, token=self._first_token_at is None
+                owner._clock() - self.started_at,
+                token=self._first_token_at is None,
+                free=self._free,
             )
 
     def cancelled(self) -> None:
@@ -155,7 +161,9 @@ class Attempt:
         if self._first_answer_at is None and self._measures:
             owner = self._owner
             owner._record_censored_ttft(
-                owner._clock() - self.started_at, token=self._first_token_at is None
+                owner._clock() - self.started_at,
+                token=self._first_token_at is None,
+                free=self._free,
             )
 
     def release(self) -> None:

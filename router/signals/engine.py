@@ -5,7 +5,11 @@ Reads the gauges the vLLM docs list under "Production Metrics"
 `vllm:num_requests_running`, `vllm:kv_cache_usage_perc` (a 0-1 fraction; older
 releases call it `vllm:gpu_cache_usage_perc`), and the `_sum`/`_count` of the
 `vllm:time_to_first_token_seconds` histogram, whose deltas between scrapes give
-the engine's own mean TTFT over the interval.
+the engine's own mean TTFT over the interval. Its buckets are evidence too: the
+median of the engine's TTFTs over the last minute or so (the whole histogram at
+first sight, so an engine that served others before the router started is known
+before any turn of ours), interpolated within a bucket as Prometheus's
+`histogram_quantile` does.
 
 Parsing is a line scan of the text exposition format (prometheus.io/docs/
 instrumenting/exposition_formats) that looks only at the few names needed, since
@@ -40,7 +44,12 @@ KV_USAGE = "vllm:kv_cache_usage_perc"
 KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
 TTFT_SUM = "vllm:time_to_first_token_seconds_sum"
 TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
+TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
 _WANTED = frozenset({WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT})
+#: the TTFT histogram's window: its bucket counts are read against a baseline this old
+HISTOGRAM_WINDOW_S = 60.0
+#: (upper bound, cumulative count) of each bucket, in increasing bound
+Buckets = tuple[tuple[float, float], ...]
 _MAXED = frozenset({KV_USAGE, KV_USAGE_OLD})
 
 
@@ -53,11 +62,42 @@ class EngineSample:
     kv_usage: float
     ttft_sum: float | None = None
     ttft_count: float | None = None
+    ttft_buckets: Buckets = ()
+
+
+def _le(labels: str) -> float | None:
+    """The `le` label's bound from a label set such as `{model_name="m",le="0.5"`."""
+    start = labels.find(',le="')
+    if start == -1:
+        start = labels.find('{le="')
+        if start == -1:
+            return None
+    start += 5
+    try:
+        return float(labels[start : labels.find('"', start)])
+    except ValueError:
+        return None
+
+
+def histogram_quantile(buckets: Buckets, q: float) -> float | None:
+    """The q-quantile of a cumulative histogram, linear within its bucket (None if empty)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank and count > below:
+            if math.isinf(bound):
+                return lower  # in the open top bucket: its lower edge is all that is known
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
 
 
 def parse_metrics(text: str) -> EngineSample:
     """The engine's load from a /metrics page; ValueError if the queue gauges are missing."""
     found: dict[str, float] = {}
+    buckets: dict[float, float] = {}
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -65,11 +105,18 @@ def parse_metrics(text: str) -> EngineSample:
         space = line.find(" ")
         if brace != -1 and (space == -1 or brace < space):
             name = line[:brace]
-            rest = line[line.rfind("}") + 1 :]
+            close = line.rfind("}")
+            rest = line[close + 1 :]
         elif space != -1:
             name = line[:space]
             rest = line[space:]
         else:
+            continue
+        if name == TTFT_BUCKET and brace != -1:
+            bound = _le(line[brace:close])
+            fields = rest.split()
+            if bound is not None and fields:
+                buckets[bound] = buckets.get(bound, 0.0) + float(fields[0])
             continue
         if name not in _WANTED:
             continue
@@ -91,6 +138,7 @@ def parse_metrics(text: str) -> EngineSample:
         kv_usage=found.get(KV_USAGE, found.get(KV_USAGE_OLD, 0.0)),
         ttft_sum=found.get(TTFT_SUM),
         ttft_count=found.get(TTFT_COUNT),
+        ttft_buckets=tuple(sorted(buckets.items())),
     )
 
 
@@ -99,11 +147,14 @@ class EngineTracker:
 
     __slots__ = (
         "_base",
+        "_baseline",
         "_clock",
         "_created",
         "_last",
         "_last_at",
         "_learned",
+        "_median",
+        "_queued_at",
         "_recent",
         "capacity",
         "stale_after_s",
@@ -118,9 +169,15 @@ class EngineTracker:
         self._created = clock()
         self._last: EngineSample | None = None
         self._last_at = 0.0
+        #: when a scrape last showed requests waiting; None: never
+        self._queued_at: float | None = None
         #: (sum, count) of the TTFT histogram when it last moved
         self._base: tuple[float, float] | None = None
         self._recent: float | None = None
+        #: (when, buckets) the histogram's window starts from; () before any scrape
+        self._baseline: tuple[float, Buckets] | None = None
+        #: (median TTFT, requests) over the window, when the histogram has any
+        self._median: tuple[float, float] | None = None
 
     @property
     def scraped(self) -> bool:
@@ -129,6 +186,8 @@ class EngineTracker:
     def update(self, sample: EngineSample) -> None:
         previous, self._last = self._last, sample
         self._last_at = self._clock()
+        if sample.waiting > 0:
+            self._queued_at = self._last_at
         if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
             # Requests wait when the batch is full: what runs then is the capacity (the
             # largest seen, since a scrape can land while a sequence is leaving). One
@@ -136,6 +195,7 @@ class EngineTracker:
             # the scheduler's next step even beside a batch with room, and learning from
             # it once kept an engine half idle in benchmarks/routing.py.
             self._learned = max(self._learned or 0.0, sample.running, previous.running)
+        self._window(sample.ttft_buckets)
         total, count = sample.ttft_sum, sample.ttft_count
         if total is None or count is None:
             self._base, self._recent = None, None
@@ -148,6 +208,32 @@ class EngineTracker:
             self._recent = (total - base[0]) / (count - base[1])
             self._base = (total, count)
         # No new first tokens in this interval: the last interval's mean still stands.
+
+    def _window(self, buckets: Buckets) -> None:
+        """The TTFT histogram since the baseline (first sight: all of it); the baseline
+        moves to the last scrape once it is `HISTOGRAM_WINDOW_S` old."""
+        if not buckets:
+            return
+        now = self._clock()
+        baseline = self._baseline
+        if baseline is None:
+            delta = buckets
+            self._baseline = (now, buckets)
+        else:
+            old = dict(baseline[1])
+            delta = tuple((b, c - old.get(b, 0.0)) for b, c in buckets)
+            if delta and delta[-1][1] < 0:  # the engine restarted: start again
+                delta = buckets
+                self._baseline = (now, buckets)
+            elif now - baseline[0] >= HISTOGRAM_WINDOW_S:
+                self._baseline = (now, buckets)
+        median = histogram_quantile(delta, 0.5)
+        if median is not None:
+            self._median = (median, delta[-1][1])
+
+    def queued_since(self, since: float) -> bool:
+        """Whether a scrape at or after `since` showed requests waiting."""
+        return self._queued_at is not None and self._queued_at >= since
 
     def view(self) -> EngineView:
         """The last stats; before any scrape, an empty view that is already stale."""
@@ -164,6 +250,8 @@ class EngineTracker:
             stale=age > self.stale_after_s,
             recent_ttft_s=self._recent,
             capacity=float(self.capacity) if self.capacity is not None else self._learned,
+            ttft_median_s=self._median[0] if self._median else None,
+            ttft_seen=self._median[1] if self._median else 0.0,
         )
 
 

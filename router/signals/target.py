@@ -16,9 +16,10 @@ Who is at fault decides what is recorded:
 - a 429 (or a 503 or other retryable status with Retry-After) opens the breaker
   for the time the provider asked, or until its exhausted rate-limit window resets;
 - other 4xx are the client's fault and leave the target untouched;
-- cancellation (the client left, or a hedge loser) is nobody's verdict, but a
-  wait that outlasted the TTFT estimate is recorded as a censored sample, so a
-  target that keeps losing hedges does not keep looking fast (survivorship bias).
+- cancellation (the client left, or a hedge loser) is nobody's verdict, but the
+  wait is a censored sample (TTFT > the time waited) for the sketch's Kaplan-Meier
+  estimate, so a target that keeps losing hedges does not keep looking fast
+  (survivorship bias), and one that wins its races does not look slow.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections import deque
 from router.clock import Clock
 from router.config import SignalsConfig, SloOn, TargetConfig
 from router.errors import UpstreamError, UpstreamStatusError
-from router.policy.base import TargetView
+from router.policy.base import EngineView, TargetView
 from router.signals.attempt import Attempt
 from router.signals.breaker import Breaker, OpenCause
 from router.signals.engine import EngineSample, EngineTracker
@@ -67,6 +68,9 @@ class TargetSignals:
         tau = signals.ewma_tau_s
         self.ttft = PeakEwma(tau, prior, clock)
         self.ttft_sketch = DecayingQuantiles(quantile_tau_s, prior, clock, size=quantile_size)
+        #: vLLM: the TTFT of turns that found a slot free (prefill and the batch's step
+        #: time, at today's load), the base the queue's wait is added to
+        self.free_ttft = DecayingQuantiles(quantile_tau_s, prior, clock, size=quantile_size)
         self.unloaded_ttft = Ewma(tau, clock)
         # the time to the first answer token (after any reasoning), for `slo.on: first_answer`
         self.answer = PeakEwma(tau, prior, clock)
@@ -88,6 +92,8 @@ class TargetSignals:
         self.completion_window_s = tau
         self._degraded_cooldown_s = signals.degraded_cooldown_s
         self._completions: deque[float] = deque()
+        #: when the last TTFT (or censored) sample was taken; None: never
+        self.measured_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -153,14 +159,20 @@ class TargetSignals:
         """Where the engine scraper pushes each good scrape."""
         self.engine.update(sample)
 
-    def begin(self, prompt_tokens: int, *, measures_ttft: bool = True) -> Attempt:
+    def begin(
+        self, prompt_tokens: int, *, measures_ttft: bool = True, representative: bool = True
+    ) -> Attempt:
         """Start measuring one attempt; the caller must `release()` it in `finally`.
 
         In half-open this takes the breaker's single probe; `Attempt.admitted` is
         False if the breaker (open, or probe taken) would not have let it through.
         `measures_ttft=False` (a unary turn): no TTFT sample, not even a censored one.
+        An attempt that is not `representative` of a turn (an active probe's
+        one-word prompt has no prefill to speak of) is not a sample of the unloaded
+        TTFT, only of the sketch.
         """
-        unloaded = self.in_flight.count == 0 and self._engine_idle()
+        unloaded = representative and self.in_flight.count == 0 and self._engine_idle()
+        free = representative and self._slot_free()
         half_open = self.breaker.state == "half_open"
         admitted = self.breaker.try_acquire()
         self.local_limits.record(prompt_tokens)
@@ -172,6 +184,7 @@ class TargetSignals:
             probe=half_open and admitted,
             unloaded=unloaded,
             measures_ttft=measures_ttft,
+            free=free,
         )
 
     def view(self, on: SloOn = "first_token") -> TargetView:
@@ -185,7 +198,10 @@ class TargetSignals:
             ttft_ewma_s=self.answer.value,
             ttft_quantiles=self.answer_sketch.quantiles(),
             ttft_samples=self.answer_sketch.count,
-            unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch),
+            ttft_evidence=self.answer_sketch.evidence(),
+            ttft_optimistic=self.answer_sketch.lower_bounds(),
+            unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch, None),
+            free_ttft_quantiles=(),
         )
 
     def _view(self) -> TargetView:
@@ -201,7 +217,10 @@ class TargetSignals:
             ttft_ewma_s=self.ttft.value,
             ttft_quantiles=self.ttft_sketch.quantiles(),
             ttft_samples=self.ttft_sketch.count,
-            unloaded_ttft_s=self._unloaded_s(self.unloaded_ttft, self.ttft_sketch),
+            ttft_evidence=self.ttft_sketch.evidence(),
+            ttft_optimistic=self.ttft_sketch.lower_bounds(),
+            unloaded_ttft_s=self._unloaded_s(self.unloaded_ttft, self.ttft_sketch, engine),
+            free_ttft_quantiles=self.free_ttft.quantiles() if self.free_ttft.count else (),
             tpot_s=self.tpot.value,
             completion_rate=self.completion_rate(),
             mean_output_tokens=self.output_tokens.value,
@@ -227,17 +246,46 @@ class TargetSignals:
         view = self.engine.view()
         return not view.stale and view.waiting == 0
 
-    def _unloaded_s(self, unloaded: Ewma, sketch: DecayingQuantiles) -> float:
+    def _slot_free(self) -> bool:
+        """A vLLM target's batch has room now, as `predict.slots_needed` reads it:
+        nothing waits, and fewer of our turns run than the batch holds (size known),
+        or (size unknown) none of ours was sent beyond what the scrape saw running,
+        since the policy counts those as waiting. Other targets always have room."""
+        if self.config.kind != "vllm":
+            return True
+        view = self.engine.view()
+        if view.stale or view.waiting > 0:
+            return False
+        if view.capacity is None:
+            return self.in_flight.count <= view.running
+        return max(view.running, self.in_flight.count) < view.capacity
+
+    def _found_free(self, free: bool, started_at: float) -> bool:
+        """An attempt that began with a slot free is a free-slot sample only if no
+        scrape saw a queue before its answer: a scrape is up to an interval old when
+        the attempt begins, and a burst's turns that queued behind a batch the scrape
+        had not yet seen full would teach a drained engine the burst's wait."""
+        return free and not self.engine.queued_since(started_at)
+
+    def _unloaded_s(
+        self, unloaded: Ewma, sketch: DecayingQuantiles, engine: EngineView | None
+    ) -> float:
         measured = unloaded.value
         if measured is not None:
             return measured
-        # The median of all samples bounds the unloaded TTFT from above.
+        # The median of all samples bounds the unloaded TTFT from above; before any of
+        # ours, the engine's own median (its histogram) beats a guess.
         if sketch.count:
             return min(self.prior_ttft_s, sketch.quantile(0.5))
+        if engine is not None and engine.ttft_median_s is not None:
+            return engine.ttft_median_s
         return self.prior_ttft_s
 
-    def _record_ttft(self, seconds: float, unloaded: bool) -> None:
+    def _record_ttft(self, seconds: float, unloaded: bool, free: bool = False) -> None:
+        self.measured_at = self._clock()
         self.ttft.observe(seconds)
+        if self._found_free(free, self.measured_at - seconds):
+            self.free_ttft.observe(seconds)
         self.ttft_sketch.observe(seconds)
         if unloaded:
             self.unloaded_ttft.observe(seconds)
@@ -248,13 +296,19 @@ class TargetSignals:
         if unloaded:
             self.unloaded_answer.observe(seconds)
 
-    def _record_censored_ttft(self, at_least: float, *, token: bool = True) -> None:
-        if token and at_least > self.ttft.value:
-            self.ttft_sketch.observe(at_least)
+    def _record_censored_ttft(
+        self, at_least: float, *, token: bool = True, free: bool = False
+    ) -> None:
+        """No first token (or, `token=False`, no first answer token) after `at_least`
+        seconds: a censored sample for each sketch still waiting."""
+        if token:
+            self.measured_at = self._clock()
+            self.ttft_sketch.observe_censored(at_least)
+            if self._found_free(free, self.measured_at - at_least):
+                self.free_ttft.observe_censored(at_least)
             self.ttft.observe_lower_bound(at_least)
-        if at_least > self.answer.value:
-            self.answer_sketch.observe(at_least)
-            self.answer.observe_lower_bound(at_least)
+        self.answer_sketch.observe_censored(at_least)
+        self.answer.observe_lower_bound(at_least)
 
     def _record_completion(self, completion_tokens: int | None, tpot: float | None) -> None:
         now = self._clock()

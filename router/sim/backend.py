@@ -38,6 +38,10 @@ class Generation(Protocol):
     async def next_token(self) -> None:
         """Return when the next token is ready."""
 
+    async def next_tokens(self, k: int) -> int:
+        """Return when the next `k` tokens are ready (fewer if the answer ends first),
+        with how many; one wake-up for them all."""
+
     def close(self) -> None:
         """Release it (finished, failed or abandoned); must be idempotent."""
 

@@ -125,7 +125,9 @@ class Behaviour:
 
     `ttft_s` and `itl_s` drive the fixed-timing server (`OpenAISim`); engine-like
     servers (`VllmSim`, `HostedSim`) compute their own timing and use `tokens`
-    as the output length cap and `fault` as the fault mode.
+    as the output length cap and `fault` as the fault mode. `reply`, when set, is
+    the answer's text, one word a token (repeated past its end), in place of
+    `t0 t1 ...`: words a speech recogniser can check after a voice round trip.
     """
 
     ttft_s: float = 0.05
@@ -134,3 +136,4 @@ class Behaviour:
     fault: Fault = field(default_factory=Fault)
     #: floats per embedding when a request does not ask for `dimensions`
     embedding_dims: int = 256
+    reply: str | None = None

@@ -84,6 +84,7 @@ class Sequence:
         "produced",
         "prompt_tokens",
         "state",
+        "wanted",
     )
 
     def __init__(
@@ -110,18 +111,31 @@ class Sequence:
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self.state: Literal["waiting", "running", "done"] = "waiting"
+        #: the reader is woken once this many tokens are out (or the sequence ends)
+        self.wanted = 1
 
     @property
     def kv_tokens(self) -> int:
         return self.prompt_tokens + self.n_tokens
 
     async def next_token(self) -> None:
-        while self.consumed >= self.produced:
+        await self.next_tokens(1)
+
+    async def next_tokens(self, k: int) -> int:
+        """Wait until the next `k` tokens are out (fewer if the answer ends first);
+        returns how many were consumed. Only then is this reader woken."""
+        want = min(self.consumed + k, self.n_tokens)
+        while self.produced < want:
             if self.state == "done":
+                if self.produced > self.consumed:
+                    break
                 raise RuntimeError("the engine dropped this sequence")
+            self.wanted = want
             self._ready.clear()
             await self._ready.wait()
-        self.consumed += 1
+        got = max(min(self.produced, want) - self.consumed, 0)
+        self.consumed += got
+        return got
 
     def close(self) -> None:
         self._engine.abort(self)
@@ -146,6 +160,8 @@ class Engine:
         self._prefixes: OrderedDict[str, None] = OrderedDict()
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: when the step in progress ends (None while idle): see `router.sim.foresight`
+        self.step_ends_at: float | None = None
 
     @property
     def kv_usage(self) -> float:
@@ -241,11 +257,14 @@ class Engine:
         loop = asyncio.get_running_loop()
         while True:
             if not self.running and not self.waiting:
+                self.step_ends_at = None
                 self._work.clear()
                 await self._work.wait()
             started = loop.time()
             admitted = self._admit(self._clock())
-            await asyncio.sleep(max(0.0, started + self._step_s(admitted) - loop.time()))
+            step = self._step_s(admitted)
+            self.step_ends_at = self._clock() + step
+            await asyncio.sleep(max(0.0, started + step - loop.time()))
             now = self._clock()
             for seq in admitted:
                 if seq.state == "running":
@@ -261,4 +280,5 @@ class Engine:
                     self.kv_used -= seq.kv_tokens
                     seq.state = "done"
                     self._observer.finished(seq, seq.finish_reason, now)
-                seq._wake()
+                if seq.produced >= seq.wanted or seq.state == "done":
+                    seq._wake()

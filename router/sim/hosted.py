@@ -16,7 +16,12 @@ The model, per request, in this order:
    queue: a hosted API is elastic until its rate limit.
 
 All randomness comes from one injected `random.Random`, so a run with the same
-seed and the same request order is reproducible.
+seed and the same request order is reproducible. A request carrying the
+`x-sim-draw-key` header draws its TTFT (and stall) from a generator seeded by the
+backend's `salt` and that key instead, whatever the order of requests: runs that
+compare policies then give the same turn the same draw on the same server (common
+random numbers), and `draw(key)` tells in advance what a request would get (the
+routing benchmark's hindsight oracle).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from router.sim.ratelimit import RateLimiter
 from router.sim.server import SimServer
 from router.sim.wire import SimRequest, error_body
 
+#: a request header whose value keys the request's own TTFT draw (see the docstring)
+DRAW_KEY_HEADER = "x-sim-draw-key"
+
 
 class HostedParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,10 +61,13 @@ class HostedParams(BaseModel):
 
 
 class HostedBackend(NoLifecycle):
-    def __init__(self, params: HostedParams, rng: random.Random, clock: Clock) -> None:
+    def __init__(
+        self, params: HostedParams, rng: random.Random, clock: Clock, *, salt: str = ""
+    ) -> None:
         self.params = params
         self._rng = rng
-        self._limiter = RateLimiter(params.rpm, params.tpm, clock)
+        self._salt = salt
+        self.limiter = RateLimiter(params.rpm, params.tpm, clock)
         self._burst_left = 0
 
     def begin(
@@ -64,7 +75,7 @@ class HostedBackend(NoLifecycle):
     ) -> Generation | Rejection:
         p = self.params
         n = output_tokens(request, behaviour)
-        decision = self._limiter.check(request.api_key or "anonymous", request.prompt_tokens + n)
+        decision = self.limiter.check(request.api_key or "anonymous", request.prompt_tokens + n)
         if not decision.allowed:
             wait = decision.retry_after_s
             limit_headers = {
@@ -84,14 +95,28 @@ class HostedBackend(NoLifecycle):
             self._burst_left -= 1
             message = "The server had an error while processing your request. Sorry about that!"
             return Rejection(p.error_status, error_body(message), decision.headers)
-        return FixedGeneration(n, self.sample_ttft(), p.itl_s, decision.headers)
+        key = headers.get(DRAW_KEY_HEADER)
+        ttft = self.draw(key)[0] if key is not None else self.sample_ttft()
+        return FixedGeneration(n, ttft, p.itl_s, decision.headers)
 
     def sample_ttft(self) -> float:
-        p = self.params
-        ttft = self._rng.lognormvariate(math.log(p.ttft_median_s), p.ttft_sigma)
-        if self._rng.random() < p.stall_probability:
-            ttft += p.stall_s
-        return ttft
+        return sample_ttft(self.params, self._rng)[0]
+
+    def draw(self, key: str) -> tuple[float, bool]:
+        """The TTFT a request keyed `key` gets, and whether it includes a stall."""
+        return keyed_draw(self.params, self._salt, key)
+
+
+def sample_ttft(params: HostedParams, rng: random.Random) -> tuple[float, bool]:
+    """One TTFT from `rng`, and whether it includes a stall."""
+    ttft = rng.lognormvariate(math.log(params.ttft_median_s), params.ttft_sigma)
+    stalled = rng.random() < params.stall_probability
+    return (ttft + params.stall_s if stalled else ttft), stalled
+
+
+def keyed_draw(params: HostedParams, salt: str, key: str) -> tuple[float, bool]:
+    """The draw of a request carrying `x-sim-draw-key: key` on a backend salted `salt`."""
+    return sample_ttft(params, random.Random(f"{salt}:{key}"))
 
 
 class HostedSim(SimServer):

@@ -49,10 +49,15 @@ class FixedGeneration:
         self._itl = itl_s
 
     async def next_token(self) -> None:
-        delay = self._deadline - self._loop.time()
-        self._deadline += self._itl
+        await self.next_tokens(1)
+
+    async def next_tokens(self, k: int) -> int:
+        """Wait for the next `k` tokens (one sleep, to the last one's deadline)."""
+        delay = self._deadline + (k - 1) * self._itl - self._loop.time()
+        self._deadline += k * self._itl
         if delay > 0:
             await asyncio.sleep(delay)
+        return k
 
     def close(self) -> None:
         pass

@@ -74,6 +74,14 @@ class RateLimiter:
         bucket.refill(now)
         return bucket
 
+    def would_allow(self, key: str, tokens: int) -> bool:
+        """Whether `check` would allow this request now (nothing is consumed)."""
+        now = self._clock()
+        for kind, limit, cost in (("requests", self._rpm, 1), ("tokens", self._tpm, tokens)):
+            if limit is not None and self._bucket(key, kind, limit, now).wait_for(cost) > 0.0:
+                return False
+        return True
+
     def check(self, key: str, tokens: int) -> Decision:
         now = self._clock()
         limits = [("requests", self._rpm, 1), ("tokens", self._tpm, tokens)]

@@ -3,7 +3,9 @@
 `GET /v1/realtime?model=M` upgrades to a WebSocket (aiohttp's server; per-message
 deflate off, 16 MiB frames), authenticated like OpenAI's: `Authorization:
 Bearer` or the browser subprotocols `realtime` and `openai-insecure-api-key.<key>`
-(answered `realtime`). A connection that sends the beta header
+(answered `realtime`). Azure OpenAI's paths are served too, `/openai/v1/realtime`
+(GA) and `/openai/realtime?api-version=V&deployment=D` (preview), with its
+`api-key: <key>` header. A connection that sends the beta header
 `OpenAI-Beta: realtime=v1` is closed with 4000 `beta_api_shape_disabled`, as
 OpenAI does since 2026. The protocol itself is `router.sim.realtime_session`;
 timing and faults are `router.sim.realtime_behaviour`.
@@ -92,7 +94,8 @@ class RealtimeSim:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/v1/realtime", self._realtime)
+        for path in ("/v1/realtime", "/openai/v1/realtime", "/openai/realtime"):
+            app.router.add_get(path, self._realtime)
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
@@ -158,6 +161,8 @@ class RealtimeSim:
             return True
         if request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return True
+        if request.path.startswith("/openai/") and request.headers.get("api-key") == self.api_key:
+            return True  # Azure's
         protocols = request.headers.get("Sec-WebSocket-Protocol", "")
         return f"{KEY_PROTOCOL}{self.api_key}" in [p.strip() for p in protocols.split(",")]
 
@@ -193,7 +198,7 @@ class RealtimeSim:
             send=lambda event: ws.send_str(json.dumps(event)),
             close=lambda code, reason: self._close(live, code, reason),
             clock=self._clock,
-            model=request.query.get("model", self.model),
+            model=request.query.get("model", request.query.get("deployment", self.model)),
         )
         live = _Live(ws, session)
         self._live[session_id] = live

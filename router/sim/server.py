@@ -386,7 +386,7 @@ class SimServer:
             await response.write(DONE)
             record.finished_at = self._clock()
             return response
-        encoder = self._encoder(record, sim)
+        encoder = self._encoder(record, sim, behaviour.reply)
         await response.write(encoder.role())
         if fault.kind == "hang_before_first_token":
             await _hang()
@@ -466,10 +466,13 @@ class SimServer:
         )
         return web.json_response(body, headers=dict(gen.headers))
 
-    def _encoder(self, record: RequestRecord, sim: SimRequest) -> Encoder | ResponsesEncoder:
+    def _encoder(
+        self, record: RequestRecord, sim: SimRequest, reply: str | None = None
+    ) -> Encoder | ResponsesEncoder:
+        """`reply`: the chat answer's words (a Responses answer is numbered tokens)."""
         if sim.endpoint == "responses":
             return ResponsesEncoder(record.id, sim, self.stored)
-        return Encoder(record.id, sim.endpoint, sim.model)
+        return Encoder(record.id, sim.endpoint, sim.model, reply)
 
     async def _embed(
         self,

@@ -178,12 +178,25 @@ def padded_error_chunks(message: str, size: int, chunk: int = 65536) -> Iterator
 class Encoder:
     """Frames for one response; content frames are pre-encoded halves around the text."""
 
-    __slots__ = ("_created", "_endpoint", "_head", "_id", "_model", "_object", "_tail")
+    __slots__ = (
+        "_created",
+        "_endpoint",
+        "_head",
+        "_id",
+        "_model",
+        "_object",
+        "_tail",
+        "_words",
+    )
 
     #: what ends a stream
     done = DONE
 
-    def __init__(self, request_id: str, endpoint: Endpoint, model: str) -> None:
+    def __init__(
+        self, request_id: str, endpoint: Endpoint, model: str, reply: str | None = None
+    ) -> None:
+        #: the answer's words, each sent as one token with its space
+        self._words = [json.dumps(w + " ").encode() for w in reply.split()] if reply else None
         self._id = request_id
         self._endpoint = endpoint
         self._model = model
@@ -224,6 +237,8 @@ class Encoder:
         return self._chunk([{"index": 0, "text": "", "logprobs": None, "finish_reason": None}])
 
     def content(self, i: int) -> bytes:
+        if self._words:
+            return self._head + self._words[i % len(self._words)] + self._tail
         return self._head + b'"t%d "' % i + self._tail
 
     def finish(self, reason: FinishReason) -> bytes:

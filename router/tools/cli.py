@@ -1,4 +1,4 @@
-"""The `firsttoken` command: serve, check, demo, simulate, sim."""
+"""The `firsttoken` command: serve, check, demo, simulate, sim, speech."""
 
 from __future__ import annotations
 
@@ -111,6 +111,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from router.tools.demo import demo
 
     _quiet()
+    if args.voice:
+        from router.tools.voice_demo import voice_demo
+
+        return voice_demo(
+            duration_s=args.duration,
+            sessions=args.sessions,
+            barge_in=args.barge_in,
+            live=not args.no_live,
+            port=args.port,
+            save_audio=args.save_audio,
+        )
     try:
         return demo(
             policy=args.policy, duration_s=args.duration, live=not args.no_live, port=args.port
@@ -177,6 +188,15 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="policy file (default: policies/hybrid.yaml here, else the copy in the package)",
     )
+    voice = demo.add_argument_group(
+        "voice", "--voice: callers talk to a realtime route (local speech engines when installed)"
+    )
+    voice.add_argument("--voice", action="store_true", help="the voice demo")
+    voice.add_argument("--sessions", type=int, default=4, help="callers at once (default 4)")
+    voice.add_argument(
+        "--barge-in", type=float, default=0.25, help="share of answers cut into (default 0.25)"
+    )
+    voice.add_argument("--save-audio", metavar="DIR", help="write each session's two sides as WAV")
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser(
@@ -217,6 +237,10 @@ def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="server i listens on BASE_PORT + i, in scenario order (default: any free port)",
     )
     sim.set_defaults(func=cmd_sim)
+
+    from router.tools.speech import register  # imports no engine until one runs
+
+    register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,21 +8,46 @@ failure storm is not amplified. One hedge may be spent when the route has been
 quiet (a floor of one, not on top of the rate), so a lone late turn still gets help.
 
 The adaptive delay answers two questions. When is the primary late by its own
-standard? At its predicted p90 (the SLO's quantile, if the route has one): queue
-included, so a turn sent to a busy engine is not hedged for being as slow as
-predicted. And when is a hedge the last that can still save the SLO? At the SLO
-minus the hedge target's own predicted TTFT at that quantile. The hedge starts at
-the earlier of the two, within the route's `min_ms` and `max_ms`: a hedge towards a
-fast target may wait, one towards a slow target must start early or not help.
+standard? Past the high tail of its predicted TTFT distribution (p99, queue
+included), by the tail's own spread above the median, and by at least a fifth of
+it: a target whose TTFT does not vary is then never hedged, and a turn sent to a
+busy engine is not hedged for being as slow as predicted. And when is a hedge the
+last that can still save the SLO? At the SLO minus the hedge target's own predicted
+TTFT at p90 (or the SLO's quantile, if lower): later, the hedge would rarely land.
+The hedge starts at the earlier of the two, within the route's `min_ms` and
+`max_ms`: a hedge towards a fast target may wait, one towards a slow target must
+start early or not help.
+
+The tail, not a quantile like p90, is what makes the budget last. A delay at the
+primary's own p90 hedges about one turn in ten by construction, whether or not it
+is in danger: with `max_rate: 0.1` that spent the budget on turns that would have
+made it, and the stall that came next found it empty (the hedge-starved stalls of
+issue 17). At the tail or the last useful moment, a hedge fires when a turn is
+really late or really at risk, and the budget is there for it.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from router.config import Hedge, Slo
 from router.policy.base import TargetView
-from router.policy.predict import DEFAULT_QUANTILE, predict_ttft_s
+from router.policy.predict import attainment, doubt, predict_ttft_s
+
+#: the end of a distribution's body: a first token is late past it by ...
+BODY_QUANTILE = 0.9
+#: ... this many times the body's width (p90 - p50), and at least this share of the p90
+LATE_SPREADS = 2.0
+LATE_MARGIN = 0.2
+#: a hedge is useful while the backup would still answer in time this often (or at
+#: the SLO's quantile, if lower)
+BACKUP_QUANTILE = 0.9
+#: a turn is at risk once, still waiting, it is this likely to miss the SLO
+RISK = 0.5
+#: a backup predicted this much slower than the fastest is still fast enough
+BACKUP_SLACK = 0.25
 
 
 @dataclass(slots=True)
@@ -66,16 +91,78 @@ def hedge_delay_s(
 ) -> float:
     """Seconds after the `primary` attempt started before `backup` is started beside it.
 
-    Fixed, or adaptive: the primary's predicted TTFT at the SLO's quantile (p90
-    without an SLO), but no later than the SLO minus the backup's predicted TTFT
-    (counting the `elapsed_s` of the turn before the primary started), bounded by
-    `min_ms` and `max_ms`.
+    Fixed, or adaptive: when the primary is late against its own tail (`late_s`),
+    or earlier when the turn is at risk of missing the SLO: from the moment a turn
+    still waiting is more likely than not to miss it (`at_risk_s`), and from the
+    last moment a hedge can still land in time if the turn is that likely to miss
+    by then (the SLO minus the backup's predicted p90, counting the `elapsed_s` of
+    the turn before the primary started). Bounded by `min_ms` and `max_ms`.
     """
     if hedge.after_ms != "adaptive":
         return hedge.after_ms / 1000.0
-    q = slo.quantile if slo is not None else DEFAULT_QUANTILE
-    delay_s = predict_ttft_s(primary, q)
-    if slo is not None and backup is not None:
-        last_useful_s = slo.ttft_ms / 1000.0 - elapsed_s - predict_ttft_s(backup, q)
-        delay_s = min(delay_s, last_useful_s)
+    delay_s = late_s(primary)
+    if slo is not None:
+        budget_s = slo.ttft_ms / 1000.0 - elapsed_s
+        # A turn that has missed its SLO gets help: the user is waiting already.
+        delay_s = min(delay_s, max(budget_s, 0.0))
+        if backup is not None:
+            last_useful_s = budget_s - predict_ttft_s(backup, min(slo.quantile, BACKUP_QUANTILE))
+            if at_risk_s(primary, budget_s) <= last_useful_s:
+                delay_s = min(delay_s, last_useful_s)
     return min(max(delay_s, hedge.min_ms / 1000.0), hedge.max_ms / 1000.0)
+
+
+def late_s(view: TargetView) -> float:
+    """When a first token is late for this target: past the body of its distribution
+    (p90) by twice the body's width (p90 - p50), at least by `LATE_MARGIN` of the p90,
+    by the prediction (queue included) or by what was measured, whichever is later.
+
+    For a lognormal TTFT that is about its p99.5, but unlike the p99 itself it does
+    not move when a few percent of requests stall: a target that stalls 3 % of the
+    time has its stall as its p99, and a hedge late against that would never come
+    before the stall ends. Widened while the evidence is thin (the sketch's own
+    upper bound on a location, `exp(z s / sqrt(n))`: 1.9x on one sample, 1.07x on a
+    hundred), so a target measured once, by a probe, is not hedged for a prefill."""
+
+    def late(p90: float, p50: float) -> float:
+        return p90 + max(LATE_SPREADS * (p90 - p50), LATE_MARGIN * p90)
+
+    at = late(predict_ttft_s(view, BODY_QUANTILE), predict_ttft_s(view, 0.5))
+    if view.ttft_samples:
+        at = max(at, late(view.ttft_quantile(BODY_QUANTILE), view.ttft_quantile(0.5)))
+    return at * doubt(view)
+
+
+def at_risk_s(view: TargetView, budget_s: float) -> float:
+    """From when a turn still waiting for this target's first token is more likely than
+    not (`RISK`) to miss `budget_s`: its predicted quantile at 1 - P(miss) / RISK;
+    from the start if it is that likely to miss anyway, never if it is predicted
+    never to miss."""
+    miss = 1.0 - attainment(view, budget_s)
+    if miss <= 0.0:
+        return math.inf
+    if miss >= RISK:
+        return 0.0
+    return predict_ttft_s(view, 1.0 - miss / RISK)
+
+
+def choose_backup(views: Sequence[TargetView], slo: Slo | None) -> int:
+    """Which of the remaining targets a hedge starts (an index into `views`): the
+    cheapest of those predicted nearly as fast as the fastest (within
+    `BACKUP_SLACK`), at p90 (or the SLO's quantile, if lower); ties, the faster.
+
+    p90, not the SLO's quantile: a hedge needs a first token soon, which the body of
+    a target's distribution says; a p99 is mostly how it stalls. Nearly as fast: a
+    free engine that answers in 120 ms is as good a hedge as an API at 100 ms, and
+    costs nothing."""
+    q = min(slo.quantile, BACKUP_QUANTILE) if slo is not None else BACKUP_QUANTILE
+    preds = [predict_ttft_s(v, q) for v in views]
+    fast_enough = min(preds) * (1.0 + BACKUP_SLACK)
+    return min(
+        (i for i, p in enumerate(preds) if p <= fast_enough),
+        key=lambda i: (_price(views[i]), preds[i]),
+    )
+
+
+def _price(view: TargetView) -> float:
+    return view.price.input_per_mtok + view.price.output_per_mtok

@@ -194,7 +194,28 @@ class Turn:
             result=self.result,
             max_event_bytes=self._max_event,
         )
-        primed = await race.run(request)
+        if not race.hedges(request):
+            return await self._commit(request, await race.run(request), sink)
+
+        # The attempts race in a group that outlives the commit: the winner commits
+        # and relays in its own task the moment it primes (no hand-over to this one),
+        # and the losers close beside it.
+        async def commit(primed: Primed) -> TurnResult:
+            return await self._commit(request, primed, sink)
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            try:
+                await race.run(request, tg, commit)
+            except Exception as exc:  # raised as itself (not in a group) once they close
+                failure = exc
+        failure = failure or race.commit_error
+        if failure is not None:
+            raise failure
+        return self.result
+
+    async def _commit(self, request: TurnRequest, primed: Primed, sink: Sink) -> TurnResult:
+        """Write the winner's head at once, then relay the rest and book the turn."""
         result = self.result
         result.target = primed.target.config.name
         result.response_id = primed.response_id

@@ -4,50 +4,51 @@
     TtsUpstream.speak()        POST <base>/audio/speech          (JSON; streamed `pcm` back)
 
 Both speak OpenAI's audio API, which vLLM (Whisper), speaches, Kokoro-FastAPI,
-Groq and OpenAI itself serve. One `aiohttp.ClientSession` per target: a keep-alive
-pool (`TCPConnector`, `limit` connections), the proxy HTTP(S)_PROXY and NO_PROXY
-name for it (read once), and two deadlines: `connect_s` for the connection and
-`idle_s` for any wait for bytes. A stage's first-byte deadline (`first_token_s`) belongs to the
-caller that races targets, as for text turns.
+Groq and OpenAI itself serve. They go through the same client as chat targets,
+`router.upstream.http.HttpPool`: one keep-alive pool per target (`max_connections`,
+`upstream.keepalive_s`), Happy Eyeballs, TLS against the system's CAs or the
+target's `ca_file`, the environment's proxy, a POST retried once on a keep-alive
+connection the server had closed (the multipart form is serialised once, to bytes,
+so it can be), and the connections counted in `firsttoken_upstream_connections_total`.
+Two deadlines: `connect_s` for the connection and `idle_s` for any wait for bytes. A
+stage's first-byte deadline (`first_token_s`) belongs to the caller that races
+targets, as for text turns.
 
 `speak()` returns once the status and headers are in; `SpeechStream.aiter_bytes()`
 then yields raw 16-bit mono PCM at the target's `sample_rate` as it arrives (a chunk
 may end mid-sample: `router.voice.resample.Resampler` carries the odd byte).
 `aclose()` before the end closes the connection, so the target sees the cancel.
 
-aiohttp's exceptions become `router.errors` here, in `translate()`, and nowhere else:
+aiohttp's exceptions become `router.errors` in `http.translate`, plus what only a
+body read means here (`translate()`):
 
-    aiohttp.ConnectionTimeoutError            UpstreamTimeout(phase="connect")
-    aiohttp.SocketTimeoutError, TimeoutError  UpstreamTimeout(phase="idle")
-    aiohttp.ClientConnectorError (DNS, TCP,   UpstreamConnectError
-      TLS), ServerDisconnectedError, OSError
     aiohttp.ClientPayloadError (the body      UpstreamProtocolError
       ended early), a body that is not what
       was asked for (JSON, audio)
     a non-2xx status                          UpstreamStatusError (body, Retry-After)
+    the rest                                  as `http.translate` says
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
+from yarl import URL
 
 from router.clock import Clock
 from router.config import Timeouts
 from router.errors import (
-    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamTimeout,
 )
+from router.targetsettings import AuthHeader, key_headers
+from router.upstream import http
 from router.upstream.openai import retry_after_s
 
 Phase = Literal["connect", "stream", "body"]
@@ -60,28 +61,10 @@ AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")
 
 def translate(exc: BaseException, target: str, phase: Phase) -> UpstreamError:
     """aiohttp's (and the socket's) exceptions, in our tree. Names the target, never a key."""
-    kind = type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeout(
-            f"{target}: connect timeout ({kind})", target=target, phase="connect"
-        )
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout(f"{target}: idle timeout ({kind})", target=target, phase="idle")
     if isinstance(exc, aiohttp.ClientPayloadError):
+        kind = type(exc).__name__
         return UpstreamProtocolError(f"{target}: the answer ended early ({kind})", target=target)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"{target}: cannot connect ({kind})", target=target)
-    return UpstreamConnectError(
-        f"{target}: connection failed during {phase} ({kind})", target=target
-    )
-
-
-def _env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY names for `url`, unless NO_PROXY exempts its host."""
-    parts = urlsplit(url)
-    if proxy_bypass(parts.hostname or ""):
-        return None
-    return getproxies().get(parts.scheme)
+    return http.translate(exc, target, phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,50 +88,42 @@ class _SpeechTarget:
         model: str,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        auth_header: AuthHeader = "authorization",
         timeouts: Timeouts | None = None,
-        limit: int = 100,
+        max_connections: int = 100,
+        keepalive_s: float = 30.0,
+        ca_file: str | None = None,
+        on_connection: Callable[[bool], None] | None = None,
         wall_clock: Clock = time.time,
     ) -> None:
         self.name = name
         self.model = model
         self._base = base_url.rstrip("/")
         self._key = api_key.encode() if api_key else b""
-        self._headers = dict(headers or {})
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = {**(headers or {}), **key_headers(auth_header, api_key)}
         t = timeouts or Timeouts()
         self._timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.idle_s)
-        self._limit = limit
         self._wall = wall_clock
-        self._proxy = _env_proxy(self._base)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # Not `trust_env`: aiohttp would then read the proxy variables and ~/.netrc
-            # in a worker thread on every request (measured: ~10% of a cascade's CPU at
-            # 32 sessions). The environment's proxy for this target is read once, here.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit),
-                timeout=self._timeout,
-            )
-        return self._session
+        self.pool = http.HttpPool(
+            name,
+            self._base,
+            max_connections=max_connections,
+            keepalive_s=keepalive_s,
+            ca_file=ca_file,
+            on_connection=on_connection,
+        )
 
     async def _post(
-        self, path: str, headers: Mapping[str, str], **body: Any
+        self, path: str, headers: Mapping[str, str], body: bytes, content_type: str
     ) -> aiohttp.ClientResponse:
         """Send; return a 2xx answer with its body unread, or raise in our tree."""
-        try:
-            response = await self._client().post(
-                self._base + path, headers={**self._headers, **headers}, proxy=self._proxy, **body
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc, self.name, "connect") from exc
+        headers = {**self._headers, **headers, "Content-Type": content_type}
+        response = await self.pool.post(URL(self._base + path), headers, body, self._timeout)
         if response.status < 300:
             return response
         try:
             data = (await response.content.read(MAX_ERROR_BODY))[:MAX_ERROR_BODY]
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except http.ERRORS:
             data = b""
         finally:
             response.close()
@@ -168,9 +143,7 @@ class _SpeechTarget:
         """Nothing to pay up front: connections open with the first request."""
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.pool.aclose()
 
 
 class SttUpstream(_SpeechTarget):
@@ -193,10 +166,14 @@ class SttUpstream(_SpeechTarget):
             if key != "model":
                 form.add_field(key, value)
         form.add_field("model", self.model)
-        response = await self._post("/audio/transcriptions", headers or {}, data=form)
+        payload = form()
+        data = await payload.as_bytes()
+        response = await self._post(
+            "/audio/transcriptions", headers or {}, data, str(payload.content_type)
+        )
         try:
             body = await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except http.ERRORS as exc:
             raise translate(exc, self.name, "body") from exc
         finally:
             response.release()
@@ -245,7 +222,7 @@ class SpeechStream:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except http.ERRORS as exc:
             raise translate(exc, self._target, "stream") from exc
 
     async def aclose(self) -> None:
@@ -283,7 +260,9 @@ class TtsUpstream(_SpeechTarget):
             body["speed"] = speed
         if instructions:
             body["instructions"] = instructions
-        response = await self._post("/audio/speech", headers or {}, json=body)
+        response = await self._post(
+            "/audio/speech", headers or {}, json.dumps(body).encode(), "application/json"
+        )
         content_type = response.headers.get("content-type", "")
         if content_type and not content_type.startswith(AUDIO_TYPES):
             response.close()

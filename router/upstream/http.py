@@ -165,7 +165,11 @@ class HttpPool:
         method: str = "POST",
     ) -> aiohttp.ClientResponse:
         """Send the request (a POST unless `method` says otherwise); return once the
-        final status and headers are in."""
+        final status and headers are in. A pool a reload closed (a turn that outlived
+        `server.drain_s` trying its next target) is a connect error of that target,
+        never a new session nobody would close."""
+        if self.closed:
+            raise UpstreamConnectError(f"{self.target}: closed by a reload", target=self.target)
         session = self._get_session()
         _reused.set(False)
         for attempt in (1, 2):
@@ -190,6 +194,12 @@ class HttpPool:
                 raise translate(exc, self.target, "connect") from exc
             except ERRORS as exc:
                 raise translate(exc, self.target, "connect") from exc
+            except RuntimeError as exc:  # aiohttp: "Session is closed", closed while we waited
+                if not session.closed:
+                    raise
+                raise UpstreamConnectError(
+                    f"{self.target}: closed by a reload", target=self.target
+                ) from exc
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:

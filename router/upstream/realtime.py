@@ -1,9 +1,20 @@
 """A realtime target over aiohttp's WebSocket client: open a session, pass frames.
 
 `RealtimeUpstream.connect()` opens one session at the target: the upgrade to
-`<base>/realtime?model=M` (http(s) base URLs map to ws(s)), authenticated with
-`Authorization: Bearer` and the target's own headers, then waits for the first
-event, which must be `session.created`, all within `connect_s`. Per-message
+`<base>/realtime?model=M` (http(s) base URLs map to ws(s); a query in the base URL
+is kept, as Azure's `api-version` and `deployment`), authenticated with the key in
+the target's `auth_header` (`Authorization: Bearer`, or Azure's `api-key`) and the
+target's own headers, then waits for the first event, which must be
+`session.created`, all within `connect_s`.
+
+Azure OpenAI's two shapes (learn.microsoft.com, "Use the GPT Realtime API via
+WebSockets"; openai-python's `AzureOpenAI._configure_realtime`):
+
+    GA        base_url https://RES.openai.azure.com/openai/v1, model: DEPLOYMENT
+              -> wss://RES.openai.azure.com/openai/v1/realtime?model=DEPLOYMENT
+    preview   base_url https://RES.openai.azure.com/openai?api-version=V&deployment=D
+              -> wss://RES.openai.azure.com/openai/realtime?api-version=V&deployment=D
+              (no `model`: the deployment names it, as the SDK sends it) Per-message
 deflate is off (base64 audio barely compresses; it cost 35-60 % more CPU in the
 relay of a 2-core machine, measured with the same uvicorn and aiohttp stack) and
 frames are capped at 16 MiB.
@@ -32,6 +43,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
+from yarl import URL
 
 from router.clock import Clock
 from router.errors import (
@@ -43,6 +55,7 @@ from router.errors import (
 )
 from router.realtime.wire import sniff
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
+from router.targetsettings import AuthHeader, key_headers
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: how long a close waits for the peer's close frame before dropping the socket
@@ -57,14 +70,21 @@ class Closed:
     reason: str = ""
 
 
+_WS_SCHEMES = {"https": "wss", "http": "ws"}
+
+
 def realtime_url(base_url: str, model: str) -> str:
-    """`<base>/realtime?model=M`, with http(s) mapped to ws(s) as the openai SDK does."""
-    base = base_url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base.removeprefix("https://")
-    elif base.startswith("http://"):
-        base = "ws://" + base.removeprefix("http://")
-    return f"{base}/realtime?model={model}"
+    """`<base>/realtime?model=M`, with http(s) mapped to ws(s) as the openai SDK does and
+    the base URL's own query kept; a base that names Azure's `deployment` gets no `model`."""
+    base = URL(base_url)
+    url = (
+        base.with_scheme(_WS_SCHEMES.get(base.scheme, base.scheme))
+        .with_path(base.path.rstrip("/") + "/realtime", encoded=False)
+        .with_query(base.query)
+    )
+    if "deployment" in base.query:
+        return str(url)
+    return str(url.update_query(model=model))
 
 
 class RealtimeConnection:
@@ -122,6 +142,7 @@ class RealtimeUpstream:
         model: str,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        auth_header: AuthHeader = "authorization",
         connect_s: float = 2.0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         clock: Clock = time.monotonic,
@@ -131,9 +152,7 @@ class RealtimeUpstream:
         self.model = model
         self.url = realtime_url(base_url, model)
         self.connect_s = connect_s
-        self._headers = dict(headers or {})
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = {**(headers or {}), **key_headers(auth_header, api_key)}
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         self._wall_clock = wall_clock

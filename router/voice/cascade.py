@@ -9,7 +9,7 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   commits the utterance (`speech_stopped`, `committed`, the user item), which goes
   to the `stt` route; its transcript completes the item
   (`conversation.item.input_audio_transcription.completed`) and, with
-  `create_response`, starts a response;
+  `create_response`, starts a response (not for an empty transcript: no words heard);
 - a response is one chat turn on the `llm` route and, for audio, TTS turns on the
   `tts` route clause by clause (`router.voice.respond`);
 - barge-in: `speech_started` during a response (with `interrupt_response`), or
@@ -297,7 +297,8 @@ class CascadeConnection(ConversationItems):
                 transcript=text,
                 usage={"type": "duration", "seconds": round(seconds, 3)},
             )
-            if respond and not self.closed:
+            # no words heard (a cough, a door): nothing for the LLM to answer
+            if respond and not self.closed and text.strip():
                 await self._start_response({}, clock, stt=(target, cost))
 
     # -- responses -------------------------------------------------------------------------

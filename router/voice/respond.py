@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from router.errors import FirstTokenError
 from router.turn.sink import Sink
+from router.voice.account import Cost, account
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
 from router.voice.codec import AudioFormat
@@ -66,16 +67,6 @@ class Output:
     text: str = ""
     spoken: list[SpokenPiece] = field(default_factory=list)
     audio_bytes: int = 0
-
-
-@dataclass(slots=True)
-class Cost:
-    llm_usd: float = 0.0
-    tts_usd: float = 0.0
-    stt_usd: float = 0.0
-    tts_audio_s: float = 0.0
-    tts_chars: int = 0
-    targets: dict[str, str] = field(default_factory=dict)
 
 
 class Response:
@@ -358,8 +349,6 @@ class Response:
         }
 
     def _object(self, status: str, **extra: Any) -> dict[str, Any]:
-        c = self.cost
-        total = c.stt_usd + c.llm_usd + c.tts_usd
         return {
             "object": "realtime.response",
             "id": self.id,
@@ -372,20 +361,8 @@ class Response:
             "audio": {"output": self._echo.get("output")},
             "usage": None,
             "metadata": None,
-            # FirstToken's own account of the cascade's stages (clients may ignore it)
-            "firsttoken": {
-                "cost_usd": round(total, 9),
-                "stages": {
-                    "stt": {"target": c.targets.get("stt"), "cost_usd": c.stt_usd},
-                    "llm": {"target": c.targets.get("llm"), "cost_usd": c.llm_usd},
-                    "tts": {
-                        "target": c.targets.get("tts"),
-                        "cost_usd": c.tts_usd,
-                        "audio_s": round(c.tts_audio_s, 3),
-                        "chars": c.tts_chars,
-                    },
-                },
-            },
+            # FirstToken's own account of the stages: cost, targets, latency
+            "firsttoken": account(self.cost, self.clock),
             **extra,
         }
 

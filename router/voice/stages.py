@@ -7,8 +7,9 @@ first audio bytes, is what goes where TTFT goes), then its targets are tried in
 the plan's order: a failure before the first byte (connect error, 408/429/5xx, a
 401/403 with our key, a malformed answer, the target's `first_token_s`) moves to
 the next target, invisibly to the caller; a 400 that says the request itself is
-bad does not. Every attempt feeds the target's breaker and estimators. Hedging is
-not done for speech yet: fallback only.
+bad does not. With the route's `hedge:`, a target late with its answer gets the
+next one started beside it (`router.voice.race`). Every attempt feeds the target's
+breaker and estimators.
 
 Cost: STT `price.per_minute` of audio in; TTS `per_minute` of audio out plus
 `per_mchar` of text in.
@@ -16,8 +17,9 @@ Cost: STT `price.per_minute` of audio in; TTS `per_minute` of audio out plus
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -28,8 +30,12 @@ from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamError, Up
 from router.policy.base import PlanContext, Policy, RoutingRequest
 from router.policy.registry import plan_turn
 from router.signals.target import Attempt, TargetSignals
+from router.turn.hedge import HedgeBudget, hedge_delay_s
 from router.upstream.audio import SpeechStream, SttUpstream, Transcript, TtsUpstream
+from router.upstream.base import UpstreamSetup
+from router.upstream.factory import setup_for
 from router.voice.codec import pcm_ms
+from router.voice.race import Hedging, race
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +84,20 @@ class RoutedSpeech:
             self._attempt.release()
 
 
-def _upstream(config: TargetConfig, api_key: str | None) -> SttUpstream | TtsUpstream:
+def _upstream(config: TargetConfig, setup: UpstreamSetup) -> SttUpstream | TtsUpstream:
     assert config.base_url is not None  # checked when the config was loaded
     common = {
         "name": config.name,
         "base_url": config.base_url,
         "model": config.model,
-        "api_key": api_key,
-        "headers": config.headers,
+        "api_key": setup.api_key,
+        "headers": setup.headers,
+        "auth_header": config.auth_header,
         "timeouts": config.timeouts,
+        "max_connections": config.max_connections,
+        "keepalive_s": setup.keepalive_s,
+        "ca_file": config.ca_file,
+        "on_connection": setup.on_connection,
     }
     if config.kind == "stt":
         return SttUpstream(**common)  # type: ignore[arg-type]
@@ -101,7 +112,10 @@ class SpeechService:
         environ: Mapping[str, str],
         clock: Clock,
         previous: SpeechService | None = None,
+        *,
+        connections: Callable[[str], Callable[[bool], None]] | None = None,
     ) -> None:
+        """`connections(target)` counts the connections a target's requests get."""
         self.clock = clock
         self.configs: dict[str, TargetConfig] = {}
         self.upstreams: dict[str, SttUpstream | TtsUpstream] = {}
@@ -113,8 +127,8 @@ class SpeechService:
             if previous is not None and previous.configs.get(t.name) == t:
                 self.upstreams[t.name] = old[t.name]
             else:
-                key = environ.get(t.api_key_env) if t.api_key_env else None
-                self.upstreams[t.name] = _upstream(t, key)
+                counter = connections(t.name) if connections is not None else None
+                self.upstreams[t.name] = _upstream(t, setup_for(config, t, environ, counter))
             self.configs[t.name] = t
         #: pools of earlier generations no longer used: a request may still run on one,
         #: so they are closed with this service (at shutdown)
@@ -128,6 +142,17 @@ class SpeechService:
         plan = plan_turn(policy, RoutingRequest(route=route.name, prompt_tokens=0), views, ctx)
         return list(plan.order)
 
+    def _hedging(self, route: RouteConfig, budget: HedgeBudget | None) -> Hedging | None:
+        hedge = route.hedge
+        if hedge is None or budget is None:
+            return None
+
+        def delay_s(primary: str, backup: str) -> float:
+            views = self.signals[primary].view(), self.signals[backup].view()
+            return hedge_delay_s(hedge, *views, slo=route.slo)
+
+        return Hedging(delay_s, hedge.max_extra, budget)
+
     async def transcribe(
         self,
         route: RouteConfig,
@@ -138,36 +163,42 @@ class SpeechService:
         *,
         filename: str = "audio.wav",
         content_type: str = "audio/wav",
+        budget: HedgeBudget | None = None,
     ) -> RoutedTranscript:
-        failures: list[UpstreamError] = []
-        for name in self._order(route, policy, rng):
+        """The first transcript among the route's targets (fallback, and hedging with the
+        route's `hedge:` and `budget`)."""
+
+        async def at(name: str) -> RoutedTranscript | None:
             cfg, upstream = self.configs[name], self.upstreams[name]
             assert isinstance(upstream, SttUpstream)
             with self.signals[name].begin(0) as attempt:
                 if not attempt.admitted:
-                    continue
+                    return None
                 try:
                     with anyio.fail_after(cfg.timeouts.first_token_s):
                         transcript = await upstream.transcribe(
                             audio, filename=filename, content_type=content_type, fields=fields
                         )
-                except TimeoutError:
-                    err: UpstreamError = _late(cfg)
+                except (TimeoutError, UpstreamError) as exc:
+                    err = exc if isinstance(exc, UpstreamError) else _late(cfg)
                     attempt.failed(err)
-                    failures.append(err)
-                    continue
-                except UpstreamError as exc:
-                    attempt.failed(exc)
-                    failures.append(exc)
-                    if not exc.retryable:
-                        break
-                    continue
+                    raise err from exc
                 attempt.first_token()
                 attempt.finished()
             minutes = (transcript.audio_s or 0.0) / 60.0
-            cost = minutes * cfg.price.per_minute
-            return RoutedTranscript(transcript, name, cost, len(failures) + 1)
-        raise _all_failed(route, failures)
+            return RoutedTranscript(transcript, name, minutes * cfg.price.per_minute, 1)
+
+        failures: list[UpstreamError] = []
+        won = await race(
+            self._order(route, policy, rng),
+            at,
+            hedging=self._hedging(route, budget),
+            failures=failures,
+            discard=_nothing,
+        )
+        if won is None:
+            raise _all_failed(route, failures)
+        return dataclasses.replace(won.answer, attempts=won.attempts)
 
     async def speak(
         self,
@@ -178,16 +209,18 @@ class SpeechService:
         *,
         voice: str,
         speed: float | None = None,
+        budget: HedgeBudget | None = None,
     ) -> RoutedSpeech:
-        """Open speech at the first target that produces audio bytes."""
-        failures: list[UpstreamError] = []
-        for name in self._order(route, policy, rng):
+        """Open speech at the first target that produces audio bytes (fallback, and
+        hedging with the route's `hedge:` and `budget`)."""
+
+        async def at(name: str) -> RoutedSpeech | None:
             cfg, upstream = self.configs[name], self.upstreams[name]
             assert isinstance(upstream, TtsUpstream)
             attempt = self.signals[name].begin(0)
             if not attempt.admitted:
                 attempt.release()
-                continue
+                return None
             stream: SpeechStream | None = None
             try:
                 with anyio.fail_after(cfg.timeouts.first_token_s):
@@ -204,10 +237,7 @@ class SpeechService:
                 attempt.release()
                 if stream is not None:
                     await stream.aclose()
-                failures.append(err)
-                if not err.retryable:
-                    break
-                continue
+                raise err from exc
             except BaseException:
                 attempt.cancelled()
                 attempt.release()
@@ -216,11 +246,30 @@ class SpeechService:
                 raise
             attempt.first_token()
             return RoutedSpeech(stream, first, attempt, cfg)
-        raise _all_failed(route, failures)
+
+        failures: list[UpstreamError] = []
+        won = await race(
+            self._order(route, policy, rng),
+            at,
+            hedging=self._hedging(route, budget),
+            failures=failures,
+            discard=_close,
+        )
+        if won is None:
+            raise _all_failed(route, failures)
+        return won.answer
 
     async def aclose(self) -> None:
         for upstream in [*self.upstreams.values(), *self.retired]:
             await upstream.aclose()
+
+
+async def _nothing(_: RoutedTranscript) -> None:
+    """A transcript that lost a tie holds nothing open."""
+
+
+async def _close(speech: RoutedSpeech) -> None:
+    await speech.aclose()
 
 
 def tts_cost(config: TargetConfig, text: str, audio_s: float) -> float:

@@ -37,7 +37,9 @@ class RouterStages:
         router = self._router
         runtime = router.runtime
         route = runtime.routes[self._settings.stt]
-        heard = await runtime.speech.transcribe(route.config, route.policy, router.rng, audio)
+        heard = await runtime.speech.transcribe(
+            route.config, route.policy, router.rng, audio, budget=route.budget
+        )
         return heard.transcript.text, heard.target, heard.cost_usd, heard.transcript.audio_s
 
     async def chat(self, body: dict[str, Any], sink: Sink) -> tuple[str | None, float]:
@@ -50,7 +52,9 @@ class RouterStages:
         router = self._router
         runtime = router.runtime
         route = runtime.routes[self._settings.tts]
-        return await runtime.speech.speak(route.config, route.policy, router.rng, text, voice=voice)
+        return await runtime.speech.speak(
+            route.config, route.policy, router.rng, text, voice=voice, budget=route.budget
+        )
 
     def speech_cost(self, source: PcmSource, text: str) -> tuple[str, float, float]:
         assert isinstance(source, RoutedSpeech)

@@ -49,7 +49,9 @@ def fleet(loop_thread: LoopThread) -> Iterator[Fleet]:
             "a": PRICE,
             "b": PRICE,
             "emb": "capabilities: [embeddings]\nmetrics_url: http://127.0.0.1:9/metrics",
-            "gen": "metrics_url: http://127.0.0.1:9/metrics",
+            # gen's probes (a chat completion each) would blur which requests reached it;
+            # emb keeps the vllm default: an embedding engine is never probed
+            "gen": "metrics_url: http://127.0.0.1:9/metrics\nprobe: false",
         },
     )
     yield f

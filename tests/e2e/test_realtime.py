@@ -26,6 +26,7 @@ pytestmark = pytest.mark.anyio
 KEY = "sk-client-voice"
 LIMITED = "sk-client-limited"
 TEXT_ONLY = "sk-client-text"
+MINUTES = "sk-client-minutes"
 UPSTREAM_KEY = "sk-upstream"
 USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
 
@@ -39,6 +40,7 @@ auth:
     - {{name: voice, key_env: KEY_VOICE}}
     - {{name: limited, key_env: KEY_LIMITED, max_sessions: 1}}
     - {{name: text, key_env: KEY_TEXT, routes: [chat]}}
+    - {{name: minutes, key_env: KEY_MINUTES, session_minutes: 0.01}}
 targets:
   - {{name: rt-a, kind: realtime, base_url: '{a.base_url}', model: gpt-realtime,
       api_key_env: UPSTREAM, price: {price}, timeouts: {{connect_s: 0.5}}}}
@@ -56,6 +58,7 @@ ENVIRON = {
     "KEY_VOICE": KEY,
     "KEY_LIMITED": LIMITED,
     "KEY_TEXT": TEXT_ONLY,
+    "KEY_MINUTES": MINUTES,
     "UPSTREAM": UPSTREAM_KEY,
 }
 
@@ -397,3 +400,113 @@ async def test_a_live_session_moves_even_when_every_breaker_is_open(stack: Stack
         events = await until(conn, "response.done")
     assert events[-1].response.status == "completed"
     assert stack.b.records[-1].responses
+
+
+# -- Azure OpenAI ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query"),
+    [
+        ("/openai/v1", "/openai/v1/realtime", {"model": "my-rt"}),
+        (
+            "/openai?api-version=2025-04-01-preview&deployment=my-rt",
+            "/openai/realtime",
+            {"api-version": "2025-04-01-preview", "deployment": "my-rt"},
+        ),
+    ],
+    ids=["ga", "preview"],
+)
+async def test_an_azure_target_gets_its_key_as_api_key(
+    base: str, path: str, query: dict[str, str]
+) -> None:
+    async with RealtimeSim(RealtimeBehaviour(ttfa_s=0.01), api_key=UPSTREAM_KEY) as azure:
+        text = f"""
+auth:
+  keys: [{{name: voice, key_env: KEY_VOICE}}]
+targets:
+  - {{name: azure-rt, kind: realtime, base_url: 'http://127.0.0.1:{azure.port}{base}',
+      model: my-rt, api_key_env: UPSTREAM, auth_header: api-key,
+      headers: {{x-team: voice}}, headers_env: {{x-ms-client-request-id: REQUEST_ID}}}}
+routes:
+  - {{name: voice, targets: [azure-rt]}}
+"""
+        environ = {**ENVIRON, "UPSTREAM": f" {UPSTREAM_KEY}\n", "REQUEST_ID": "req-42"}
+        router = await start_router(text, environ=environ)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key=KEY)
+            async with client.realtime.connect(model="voice") as conn:
+                await conn.response.create()
+                events = await until(conn, "response.done")
+        finally:
+            await stop_router(router)
+    assert events[-1].response.status == "completed"
+    record = azure.records[-1]
+    assert record.path == path and record.query == query
+    assert record.headers["api-key"] == UPSTREAM_KEY and "authorization" not in record.headers
+    assert record.headers["x-team"] == "voice"
+    assert record.headers["x-ms-client-request-id"] == "req-42"
+
+
+# -- connect time is a routing signal ----------------------------------------------------
+
+
+async def test_a_target_slow_to_connect_loses_sessions_under_latency() -> None:
+    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=20)
+    async with (
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as slow,
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as fast,
+    ):
+        slow.set_fault(RealtimeFault("slow_upgrade", delay_s=0.3))  # then a normal session
+        target = "kind: realtime, model: m, api_key_env: UPSTREAM, expected_ttft_ms: 50"
+        text = f"""
+targets:
+  - {{name: slow, {target}, base_url: '{slow.base_url}'}}
+  - {{name: fast, {target}, base_url: '{fast.base_url}'}}
+routes:
+  - {{name: voice, targets: [slow, fast], policy: {{type: latency}}, exploration: 0}}
+"""
+        router = await start_router(text, environ=ENVIRON)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused")
+            for _ in range(6):
+                async with client.realtime.connect(model="voice") as conn:
+                    await conn.response.create()
+                    await until(conn, "response.done")
+            connect = router.router.metrics.registry.get_sample_value(
+                "firsttoken_realtime_connect_seconds_sum", {"target": "slow"}
+            )
+        finally:
+            await stop_router(router)
+    # the first session may go to either (nothing is known yet); after that, connect time
+    # tells two targets equally quick to answer apart
+    assert len(slow.records) <= 1 and len(fast.records) >= 5
+    assert connect is None or connect >= 0.3  # exported as firsttoken_realtime_connect_seconds
+
+
+# -- a key's session-minutes -------------------------------------------------------------
+
+
+async def test_a_key_past_its_session_minutes_is_closed_then_refused(stack: Stack) -> None:
+    events: list[Any] = []
+    started = time.monotonic()
+    async with stack.sdk(MINUTES).realtime.connect(model="voice") as conn:  # 0.6 s a key
+        await conn.response.create()
+        await until(conn, "response.done")
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    events.append(await conn.recv())
+    assert time.monotonic() - started >= 0.6
+    assert events[-1].type == "error" and events[-1].error.code == "session_minutes_exceeded"
+    assert "session-minutes" in events[-1].error.message
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    with pytest.raises(InvalidStatus) as refused_:
+        async with stack.sdk(MINUTES).realtime.connect(model="voice") as conn:
+            await conn.recv()
+    response = refused_.value.response
+    assert response.status_code == 429
+    error = json.loads(response.body or b"{}")["error"]
+    assert error["type"] == "rate_limit_error" and "session-minutes" in error["message"]
+    ended = {"route": "voice", "end": "session_minutes"}
+    assert stack.metric("firsttoken_realtime_sessions_ended_total", **ended) == 1

@@ -203,6 +203,21 @@ async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack
     assert any(e.type == "response.output_audio.delta" for e in events)
 
 
+async def test_an_utterance_with_no_words_gets_no_answer(stack: Stack) -> None:
+    stack.stt[0].say("", TRANSCRIPT)  # a cough, then words
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        heard = await until(conn, "conversation.item.input_audio_transcription.completed")
+        await speak(conn, silence(300) + speech_24k() + silence(600))
+        events = await until(conn, "response.done")
+    assert heard[-1].transcript == ""
+    assert not any(e.type == "response.created" for e in heard)
+    assert [e.type for e in events].count("response.created") == 1
+    assert events[-1].response.status == "completed"
+    assert len(stack.llm.records) == 1  # the LLM was asked once, with words
+    assert stack.llm.records[0].body["messages"][-1]["content"] == TRANSCRIPT
+
+
 async def test_text_only_output_skips_tts(stack: Stack) -> None:
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
@@ -385,3 +400,168 @@ async def test_a_telephony_session_speaks_g711_both_ways(stack: Stack) -> None:
     # 60 ms a character at 8 kHz, a byte a sample
     assert abs(len(audio) / 8 - sum(len(p) for p in pieces) * 60) <= 2 * len(pieces)
     assert stack.stt[0].calls[-1].audio_ms > 2000  # the caller was heard, decoded, at 8 kHz
+
+
+def hosted_and_cascade(hosted: RealtimeSim, stt: SttSim, llm: OpenAISim, tts: TtsSim) -> str:
+    text = config([stt], llm, [tts]).replace(
+        "  - {name: voice, targets: [local-voice]}",
+        "  - {name: voice, targets: [gpt-realtime, local-voice], policy: {type: ordered}}",
+    )
+    return text.replace(
+        "targets:\n",
+        f"targets:\n  - {{name: gpt-realtime, kind: realtime, base_url: '{hosted.base_url}', "
+        "model: gpt-realtime}\n",
+        1,
+    )
+
+
+async def ask(conn: AsyncRealtimeConnection, text: str) -> list[Any]:
+    item = {**USER, "content": [{"type": "input_text", "text": text}]}
+    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
+    await conn.response.create()
+    return await until(conn, "response.done")
+
+
+async def test_a_session_moves_between_a_hosted_target_and_a_cascade() -> None:
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        router = await start_router(hosted_and_cascade(hosted, stt, llm, tts))
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                await conn.session.update(
+                    session={
+                        "type": "realtime",
+                        "output_modalities": ["text"],
+                        "instructions": "be brief",
+                    }
+                )
+                first = await ask(conn, "table for two")  # on the hosted target
+                await hosted.drop(1011)  # the hosted session dies: on to the cascade
+                await asyncio.sleep(0.05)
+                second = await ask(conn, "at seven")
+                # the cascade's target goes bad: back to the hosted one, whose sim is well
+                router.router.runtime.signals["local-voice"].breaker.open_for(60)
+                await asyncio.sleep(0.7)  # the supervisor looks every 0.5 s
+                third = await ask(conn, "thanks")
+        finally:
+            await stop_router(router)
+    assert [e[-1].response.status for e in (first, second, third)] == ["completed"] * 3
+    assert "error" not in [e.type for e in first + second + third]
+    # the cascade's LLM turn carried the hosted part of the conversation
+    (turn,) = llm.records
+    messages = turn.body["messages"]
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    assert [m["content"] for m in messages[1:]] == [
+        "table for two",
+        "You said: table for two",
+        "at seven",
+    ]
+    # and the hosted target got the cascade's part back
+    back = hosted.records[-1]
+    assert len(hosted.records) == 2 and back.session["instructions"] == "be brief"
+    texts = back.item_texts()
+    assert texts[:3] == [
+        ("user", "table for two"),
+        ("assistant", "You said: table for two"),
+        ("user", "at seven"),
+    ]
+    assert texts[3][0] == "assistant" and texts[4] == ("user", "thanks")
+    migrations = "firsttoken_realtime_migrations_total"
+    registry = router.router.metrics.registry
+    assert (
+        registry.get_sample_value(migrations, {"route": "voice", "reason": "upstream_closed"}) == 1
+    )
+    assert registry.get_sample_value(migrations, {"route": "voice", "reason": "breaker_open"}) == 1
+
+
+async def test_speech_targets_use_the_chat_targets_client_and_key_settings() -> None:
+    async with SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt, TtsSim() as tts:
+        stt.set_params(transcript=TRANSCRIPT)
+        azure = "auth_header: api-key, headers_env: {x-ms-client-request-id: REQUEST_ID}"
+        text = f"""
+targets:
+  - {{name: stt-az, kind: stt, base_url: '{stt.base_url}', model: w, api_key_env: AZ, {azure}}}
+  - {{name: tts-or, kind: tts, base_url: '{tts.base_url}', model: k, api_key_env: AZ,
+      headers: {{X-Title: my-app}}}}
+routes:
+  - {{name: stt, targets: [stt-az]}}
+  - {{name: tts, targets: [tts-or]}}
+"""
+        environ = {"AZ": " sk-az\n", "REQUEST_ID": "req-7"}
+        router = await start_router(text, environ=environ)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            for _ in range(2):
+                heard = await client.audio.transcriptions.create(
+                    model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav")
+                )
+                assert heard.text == TRANSCRIPT
+            await client.audio.speech.create(model="tts", input="Hi.", voice="v")
+            await client.close()
+            registry = router.router.metrics.registry
+            counted = {
+                kind: registry.get_sample_value(
+                    "firsttoken_upstream_connections_total", {"target": "stt-az", "kind": kind}
+                )
+                for kind in ("new", "reused")
+            }
+        finally:
+            await stop_router(router)
+    heard_headers = stt.calls[-1].headers
+    assert heard_headers["api-key"] == "sk-az" and "authorization" not in heard_headers
+    assert heard_headers["x-ms-client-request-id"] == "req-7"
+    assert tts.calls[-1].headers["authorization"] == "Bearer sk-az"
+    assert tts.calls[-1].headers["x-title"] == "my-app"
+    # one keep-alive pool, counted as chat targets' are
+    assert counted == {"new": 1.0, "reused": 1.0}
+
+
+async def test_speech_routes_hedge_a_late_target() -> None:
+    slow, fast = Behaviour(ttft_s=3.0, itl_s=0.01), Behaviour(ttft_s=0.01, itl_s=0.01)
+    async with (
+        SttSim(behaviour=slow) as stt_slow,
+        SttSim(behaviour=fast) as stt_fast,
+        TtsSim(behaviour=slow) as tts_slow,
+        TtsSim(behaviour=fast) as tts_fast,
+    ):
+        for sim in (stt_slow, stt_fast):
+            sim.set_params(transcript=TRANSCRIPT)
+        late = "timeouts: {first_token_s: 10}"
+        hedged = "policy: {type: ordered}, hedge: {after_ms: 100}"
+        text = f"""
+targets:
+  - {{name: stt-slow, kind: stt, base_url: '{stt_slow.base_url}', model: w, {late}}}
+  - {{name: stt-fast, kind: stt, base_url: '{stt_fast.base_url}', model: w, {late}}}
+  - {{name: tts-slow, kind: tts, base_url: '{tts_slow.base_url}', model: k, {late}}}
+  - {{name: tts-fast, kind: tts, base_url: '{tts_fast.base_url}', model: k, {late}}}
+routes:
+  - {{name: stt, targets: [stt-slow, stt-fast], {hedged}}}
+  - {{name: tts, targets: [tts-slow, tts-fast], {hedged}}}
+"""
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            started = asyncio.get_running_loop().time()
+            heard = await client.audio.transcriptions.with_raw_response.create(
+                model="stt", file=("a.wav", wav(speech_24k(), 24_000), "audio/wav")
+            )
+            async with client.audio.speech.with_streaming_response.create(
+                model="tts", input="Two people, seven tonight.", voice="v", response_format="pcm"
+            ) as spoken:
+                audio = b"".join([chunk async for chunk in spoken.iter_bytes()])
+            took = asyncio.get_running_loop().time() - started
+            await client.close()
+            await asyncio.sleep(0.1)
+        finally:
+            await stop_router(router)
+    assert heard.parse().text == TRANSCRIPT and heard.headers["x-firsttoken-target"] == "stt-fast"
+    assert spoken.headers["x-firsttoken-target"] == "tts-fast" and audio
+    assert took < 2.5  # neither waited for its slow target's 3 s
+    # both slow targets were asked first, and saw the cancel once the hedge won
+    for slow_sim in (stt_slow, tts_slow):
+        assert len(slow_sim.calls) == 1 and slow_sim.calls[0].cancelled_at is not None

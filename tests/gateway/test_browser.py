@@ -98,3 +98,25 @@ def test_config_refuses_what_is_not_a_host_or_an_origin() -> None:
         ServerConfig(allowed_hosts=("10.0.0.0/33",))
     with pytest.raises(ValueError, match="not an origin"):
         CorsConfig(allow_origins=("https://app.example.com/",))
+
+
+def test_the_playground_is_served_by_default_only_on_loopback() -> None:
+    assert BrowserGuard(ServerConfig(), None).playground
+    assert BrowserGuard(ServerConfig(host="localhost"), None).playground
+    assert BrowserGuard(ServerConfig(host="0.0.0.0"), "::1").playground  # bound to loopback
+    assert not BrowserGuard(ServerConfig(host="0.0.0.0"), None).playground
+    assert not BrowserGuard(ServerConfig(host="10.0.0.5"), None).playground
+    assert BrowserGuard(ServerConfig(host="0.0.0.0", playground=True), None).playground
+    assert not BrowserGuard(ServerConfig(playground=False), None).playground
+
+
+def test_the_playgrounds_own_origin_is_served_and_no_other() -> None:
+    guard = BrowserGuard(ServerConfig(), None)
+    assert guard.check_origin("http://127.0.0.1:8080", "127.0.0.1:8080") is None
+    assert guard.check_origin("http://LOCALHOST:8080", "localhost:8080") is None
+    for origin in ("http://127.0.0.1:9999", "http://evil.example", "null"):
+        with pytest.raises(OriginNotAllowed):
+            guard.check_origin(origin, "127.0.0.1:8080")
+    off = BrowserGuard(ServerConfig(playground=False), None)
+    with pytest.raises(OriginNotAllowed):
+        off.check_origin("http://127.0.0.1:8080", "127.0.0.1:8080")

@@ -8,12 +8,14 @@ import pytest
 from router.policy.base import EngineView, TargetView
 from router.policy.predict import (
     DEFAULT_OUTPUT_TOKENS,
-    FEW_SAMPLES,
     STALE_PENALTY_S,
+    attainment,
+    doubt,
     erlang_quantile,
     expected_cost_usd,
     expected_wait_s,
     load,
+    optimistic_ttft_s,
     predict_ttft_s,
     ratelimit_factor,
     slots_needed,
@@ -30,15 +32,39 @@ def test_hosted_prediction_is_the_measured_sketch() -> None:
     assert predict_ttft_s(view, 0.95) == pytest.approx(0.6 + 0.6 * (0.05 / 0.09))
 
 
-def test_a_few_fast_samples_do_not_make_a_target_look_faster_than_its_prior() -> None:
-    # Two lucky hedge wins at 180 ms against a 540 ms prior: still 540 ms ...
-    lucky = hosted("haiku", p90=0.18, p50=0.15, ttft_samples=2, prior_ttft_s=0.54)
-    assert predict_ttft_s(lucky, 0.9) == pytest.approx(0.54)
-    # ... while slow samples count at once ...
-    slow = replace(lucky, ttft_quantiles=((0.5, 0.6), (0.9, 1.1), (0.99, 3.0)))
+def test_a_measured_target_is_believed_from_its_first_samples() -> None:
+    # Two answers at 150-180 ms against a 500 ms prior: a fast target looks fast at once
+    # (hedge losses enter the sketch as censored samples, so these are not just the
+    # races it happened to win) ...
+    fast = hosted("new", p90=0.18, p50=0.15, ttft_samples=2, prior_ttft_s=0.5)
+    assert predict_ttft_s(fast, 0.9) == pytest.approx(0.18)
+    # ... and a slow one slow.
+    slow = replace(fast, ttft_quantiles=((0.5, 0.6), (0.9, 1.1), (0.99, 3.0)))
     assert predict_ttft_s(slow, 0.9) == pytest.approx(1.1)
-    # ... and with enough samples the sketch stands on its own.
-    assert predict_ttft_s(replace(lucky, ttft_samples=FEW_SAMPLES), 0.9) == pytest.approx(0.18)
+
+
+def test_the_optimistic_prediction_is_what_little_evidence_allows() -> None:
+    unmeasured = hosted("new", p90=0.5, ttft_samples=0, ttft_optimistic=((0.5, 0.0), (0.9, 0.0)))
+    assert optimistic_ttft_s(unmeasured, 0.9) == 0.0
+    known = hosted("known", p90=0.3, ttft_optimistic=((0.5, 0.1), (0.9, 0.25), (0.99, 0.5)))
+    assert optimistic_ttft_s(known, 0.9) == pytest.approx(0.25)
+    # an engine: its queue is seen, not guessed; only its unloaded TTFT may be better
+    gpu = vllm("gpu", unloaded=0.08, ttft_optimistic=((0.5, 0.02), (0.9, 0.05)), in_flight=0)
+    assert optimistic_ttft_s(gpu, 0.9) == pytest.approx(0.02)
+    # a view made without bounds (a hand-made one) is not optimistic at all
+    assert optimistic_ttft_s(hosted("plain", p90=0.4), 0.9) == pytest.approx(0.4)
+
+
+def test_attainment_is_the_predicted_chance_of_answering_in_time() -> None:
+    api = hosted("api", p50=0.2, p90=0.4, p99=2.0)
+    assert attainment(api, 0.4) == pytest.approx(0.9, abs=0.002)
+    assert attainment(api, 0.3) == pytest.approx(0.7, abs=0.002)  # between p50 and p90
+    assert attainment(api, 5.0) == 1.0
+    assert attainment(api, 0.1) < 0.02
+    # an engine whose full batch frees 10 slots/s: the wait for one slot is exponential
+    engine = EngineView(waiting=0, running=8, kv_usage=0.3, age_s=0.1, stale=False, capacity=8)
+    full = vllm("gpu", in_flight=8, unloaded=0.05, p50=0.05, p90=0.05, engine=engine, rate=10.0)
+    assert attainment(full, 0.05 + math.log(10) / 10) == pytest.approx(0.9, abs=0.002)
 
 
 def test_hosted_near_its_rate_limit_predicts_slower() -> None:
@@ -178,3 +204,13 @@ def test_a_batch_that_is_exactly_full_makes_a_new_turn_wait_for_one_slot() -> No
     # A batch size learned too small (4) is no smaller than what the engine runs now (8).
     learned_low = replace(full, engine=replace(full.engine, capacity=4.0))
     assert slots_needed(learned_low) == 1
+
+
+def test_doubt_grows_as_evidence_thins_and_stays_finite_when_it_has_all_but_decayed() -> None:
+    # 1.9x on one sample, 1.07x on a hundred, 1 with none (the prior stands for it) ...
+    assert doubt(hosted("a", 0.1, ttft_evidence=1.0)) == pytest.approx(1.898, abs=1e-3)
+    assert doubt(hosted("a", 0.1, ttft_evidence=100.0)) == pytest.approx(1.066, abs=1e-3)
+    assert doubt(hosted("a", 0.1, ttft_evidence=0.0)) == 1.0
+    # ... and a sample from hours ago (evidence 1e-12) is not a crash in the planner
+    # (an OverflowError in exp): it counts as a quarter of a sample, 3.6x.
+    assert doubt(hosted("a", 0.1, ttft_evidence=1e-12)) == pytest.approx(3.6, abs=0.01)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from router.errors import AllTargetsFailed
 from router.realtime.limits import SessionLimits
+from router.realtime.quota import SessionQuota
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from tests.realtime.harness import make_target, running_session
@@ -209,3 +211,22 @@ async def test_a_target_at_max_sessions_is_passed_over(
         await first.client.until("session.created")
         await second.client.until("session.created")
         assert first.session.leg.target.name == "a" and second.session.leg.target.name == "b"
+
+
+async def test_a_keys_minutes_are_shared_by_its_open_sessions(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, _ = sims
+    quota = SessionQuota(None, 0.05, time.monotonic)  # 3 s of session time an hour
+    started = time.monotonic()
+    quota.start()  # another session of the key, open throughout
+    limits = SessionLimits(quota=quota)
+    async with running_session([make_target("a", a)], limits) as run:
+        mine = quota.start()
+        assert await asyncio.wait_for(run.task, 5.0) == "session_minutes"
+        quota.end(mine)
+    # two sessions spend 3 s in 1.5 s, not in the 3 s that were left when this one began
+    assert time.monotonic() - started < 2.5
+    error = run.client.sent[-1]["error"]
+    assert error["code"] == "session_minutes_exceeded" and error["type"] == "rate_limit_error"
+    assert run.client.close_code == 1008

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 
 import anyio
 import httpx
@@ -8,7 +10,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.policy.base import EngineView
-from router.signals.engine import EngineSample, EngineTracker, parse_metrics, run
+from router.signals.engine import (
+    EngineSample,
+    EngineTracker,
+    histogram_quantile,
+    parse_metrics,
+    run,
+)
 from tests.signals.conftest import FakeClock
 from tests.signals.vllm_metrics import metrics_page
 
@@ -17,9 +25,49 @@ URL = "http://gpu-a:8000/metrics"
 
 def test_parses_a_vllm_metrics_page_summing_label_sets() -> None:
     sample = parse_metrics(metrics_page())
-    assert sample == EngineSample(
+    assert replace(sample, ttft_buckets=()) == EngineSample(
         waiting=5.0, running=5.0, kv_usage=0.42, ttft_sum=15.0, ttft_count=75.0
     )
+    # both engines' TTFT histograms, bucket by bucket: 7 requests within 10 ms, ...
+    buckets = dict(sample.ttft_buckets)
+    assert (buckets[0.01], buckets[0.04], buckets[0.5], buckets[math.inf]) == (7, 45, 75, 75)
+    assert [b for b, _ in sample.ttft_buckets] == sorted(buckets)
+
+
+def test_a_histograms_quantile_is_interpolated_within_its_bucket() -> None:
+    buckets = ((0.1, 10.0), (0.2, 30.0), (0.5, 40.0), (math.inf, 40.0))
+    assert histogram_quantile(buckets, 0.25) == pytest.approx(0.1)
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(0.15)  # 20th of 40, mid-bucket
+    assert histogram_quantile(buckets, 0.875) == pytest.approx(0.35)
+    assert histogram_quantile(((0.1, 0.0), (math.inf, 5.0)), 0.5) == 0.1  # open top bucket
+    assert histogram_quantile(((0.1, 0.0), (math.inf, 0.0)), 0.5) is None
+
+
+def test_the_engines_own_ttfts_are_evidence_before_any_turn_of_ours(clock: FakeClock) -> None:
+    tracker = EngineTracker(2.0, clock)
+    assert tracker.view().ttft_median_s is None
+    # First sight: the engine served 75 requests before the router started.
+    tracker.update(parse_metrics(metrics_page()))
+    view = tracker.view()
+    assert view.ttft_seen == 75.0
+    assert view.ttft_median_s == pytest.approx(histogram_quantile(_sum_buckets(), 0.5))
+    # Later scrapes read the histogram since the baseline: 10 new requests in 0.25-0.5 s
+    slow = (
+        (0, 0, 5, 10, 20, 10, 5, 5, 3, 12, 0, 0, 0, 0),
+        (0, 0, 2, 3, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0),
+    )
+    clock.advance(30.0)
+    tracker.update(parse_metrics(metrics_page(ttft_counts=slow)))
+    assert tracker.view().ttft_seen == 10.0
+    assert 0.25 < (tracker.view().ttft_median_s or 0.0) < 0.5
+    clock.advance(31.0)  # the window moves on: the baseline is now this scrape
+    tracker.update(parse_metrics(metrics_page(ttft_counts=slow)))
+    tracker.update(parse_metrics(metrics_page(ttft_counts=slow)))
+    assert tracker.view().ttft_seen == 10.0  # no new requests: the last median stands
+
+
+def _sum_buckets() -> tuple[tuple[float, float], ...]:
+    return parse_metrics(metrics_page()).ttft_buckets
 
 
 def test_agrees_with_prometheus_client_parser() -> None:

@@ -11,7 +11,8 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.policy.base import EngineView, TargetView
+from router.policy.base import QUANTILES, EngineView, TargetView
+from router.policy.predict import predict_ttft_s, promised_ttft_s
 from router.signals.engine import EngineSample
 from router.signals.target import TargetSignals
 from tests.signals.conftest import FakeClock
@@ -58,8 +59,10 @@ def test_an_unmeasured_target_shows_its_prior(clock: FakeClock) -> None:
         available=True,
         in_flight=0,
         ttft_ewma_s=0.4,
-        ttft_quantiles=((0.5, 0.4), (0.9, 0.4), (0.99, 0.4)),
+        ttft_quantiles=tuple((q, 0.4) for q in QUANTILES),
         ttft_samples=0,
+        ttft_evidence=0.0,
+        ttft_optimistic=tuple((q, 0.0) for q in QUANTILES),
         unloaded_ttft_s=0.4,
         tpot_s=None,
         completion_rate=None,
@@ -89,7 +92,7 @@ def test_a_full_turn_records_ttft_tpot_completion_and_output_length(clock: FakeC
     view = signals.view()
     assert view.in_flight == 0
     assert view.ttft_ewma_s == 0.25
-    assert view.ttft_quantiles == ((0.5, 0.25), (0.9, 0.25), (0.99, 0.25))
+    assert view.ttft_quantiles == tuple((q, 0.25) for q in QUANTILES)
     assert view.ttft_samples == 1
     assert view.unloaded_ttft_s == 0.25
     assert view.tpot_s == pytest.approx(0.1, rel=1e-12)
@@ -163,6 +166,46 @@ def test_vllm_unloaded_needs_an_empty_fresh_queue(clock: FakeClock) -> None:
     engine = signals.view().engine
     assert engine is not None
     assert engine.stale
+
+
+def test_turns_that_queued_are_not_free_slot_samples_so_a_drained_engine_meets_its_slo(
+    clock: FakeClock,
+) -> None:
+    # An engine whose batch size the router does not know yet, scraped now and then.
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", expected_ttft_ms=30)
+    signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+    for _ in range(3):
+        with signals.begin(10) as a:
+            clock.advance(0.03)
+            a.first_token()
+            a.finished()
+    # Two turns sent before the next scrape: the policy counts the second as queued
+    # behind the first, so it is no sample of a free slot however long it waits.
+    first, second = signals.begin(10), signals.begin(10)
+    clock.advance(0.03)
+    first.first_token()
+    clock.advance(0.3)
+    second.first_token()
+    for a in (first, second):
+        a.finished()
+        a.release()
+    # Another client's turn runs; ours begins beside it with the batch looking roomy,
+    # but the next scrape shows it queued: the batch was full.
+    signals.engine_update(EngineSample(waiting=0.0, running=1.0, kv_usage=0.1))
+    with signals.begin(10) as queued:
+        clock.advance(0.05)
+        signals.engine_update(EngineSample(waiting=1.0, running=1.0, kv_usage=0.1))
+        clock.advance(0.3)
+        queued.first_token()
+        queued.finished()
+    # The queue drains and the scrape sees it empty: a free engine's TTFT is the one
+    # its free turns showed, and it keeps a p90 SLO of 400 ms again.
+    clock.advance(1.0)
+    signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+    view = signals.view()
+    assert [s for _, s in view.free_ttft_quantiles] == pytest.approx([0.03] * len(QUANTILES))
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.03)
+    assert promised_ttft_s(view, 0.9) <= 0.4
 
 
 @pytest.mark.parametrize(
@@ -316,7 +359,7 @@ def test_a_failed_probe_reopens_with_the_next_backoff(clock: FakeClock) -> None:
     assert signals.breaker.open_remaining_s() == 2.0
 
 
-def test_a_hedge_loser_that_waited_past_the_estimate_pushes_it_up(clock: FakeClock) -> None:
+def test_a_hedge_loser_is_a_censored_sample(clock: FakeClock) -> None:
     signals = make(clock)
     with signals.begin(10) as a:
         clock.advance(0.25)
@@ -324,19 +367,31 @@ def test_a_hedge_loser_that_waited_past_the_estimate_pushes_it_up(clock: FakeClo
         a.finished()
     with signals.begin(10) as loser:
         clock.advance(0.125)
-        loser.cancelled()  # shorter than the estimate: says nothing
-    assert (signals.view().ttft_ewma_s, signals.view().ttft_samples) == (0.25, 1)
-    with signals.begin(10) as loser:
-        clock.advance(0.75)
-        loser.cancelled()
-        loser.finished()  # ignored: the first outcome stands
+        loser.cancelled()  # TTFT > 125 ms, below the answer seen: changes no quantile
     view = signals.view()
-    assert view.ttft_ewma_s == 0.75
-    assert view.ttft_samples == 2
-    # the older sample weighs a little less, so the newer one is the median
-    assert view.ttft_quantiles == ((0.5, 0.75), (0.9, 0.75), (0.99, 0.75))
+    assert (view.ttft_ewma_s, view.ttft_samples) == (0.25, 2)
+    assert view.ttft_quantiles == tuple((q, 0.25) for q in QUANTILES)
+    for _ in range(2):
+        with signals.begin(10) as loser:
+            clock.advance(0.75)
+            loser.cancelled()
+            loser.finished()  # ignored: the first outcome stands
+    view = signals.view()
+    assert view.ttft_ewma_s == 0.75  # the peak-EWMA takes the bound as a peak
+    assert view.ttft_samples == 4
+    # One answer at 250 ms, two waits past 750 ms: a third of the mass at 250 ms, the
+    # rest above 750 ms, reported at its bound.
+    assert dict(view.ttft_quantiles) == {
+        0.1: 0.25,
+        0.25: 0.25,
+        0.5: 0.75,
+        0.75: 0.75,
+        0.9: 0.75,
+        0.99: 0.75,
+    }
+    assert signals.ttft_sketch.quantile(0.3) == 0.25
     assert view.breaker == "closed"
-    assert view.completion_rate == 0.1  # the loser did not complete
+    assert view.completion_rate == 0.1  # the losers did not complete
 
 
 def test_a_first_token_timeout_is_a_censored_sample_and_a_failure(clock: FakeClock) -> None:

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
 from router.signals.ttft import DecayingQuantiles, Ewma, PeakEwma
 from tests.signals.conftest import FakeClock
+
+
+def sketch_of(tau_s: float, prior: float, clock: FakeClock, **kw: Any) -> DecayingQuantiles:
+    """A sketch reporting p50, p90 and p99 (targets report more points)."""
+    return DecayingQuantiles(tau_s, prior, clock, quantiles=(0.5, 0.9, 0.99), **kw)
 
 
 def test_peak_ewma_starts_at_the_prior_and_a_first_sample_replaces_it(clock: FakeClock) -> None:
@@ -62,13 +68,13 @@ def test_ewma_is_none_until_measured_then_time_weighted(clock: FakeClock) -> Non
 
 
 def test_quantiles_report_the_prior_when_empty(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(60.0, 0.4, clock)
+    sketch = sketch_of(60.0, 0.4, clock)
     assert sketch.quantiles() == ((0.5, 0.4), (0.9, 0.4), (0.99, 0.4))
     assert sketch.count == 0
 
 
 def test_quantiles_of_equally_weighted_samples(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(60.0, 0.4, clock, size=256)
+    sketch = sketch_of(60.0, 0.4, clock, size=256)
     for v in range(100, 0, -1):
         sketch.observe(float(v))
     assert sketch.quantiles() == ((0.5, 50.0), (0.9, 90.0), (0.99, 99.0))
@@ -77,13 +83,13 @@ def test_quantiles_of_equally_weighted_samples(clock: FakeClock) -> None:
 
 
 def test_old_samples_fade_with_forward_decay(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(60.0, 0.4, clock)
+    sketch = sketch_of(60.0, 0.4, clock)
     sketch.observe(3.0)
     sketch.observe(3.0)
     clock.advance(6.0)  # old weights exp(-0.1) = 0.905 each: still the majority
     sketch.observe(1.0)
     assert sketch.quantile(0.5) == 3.0
-    fresh = DecayingQuantiles(60.0, 0.4, clock)
+    fresh = sketch_of(60.0, 0.4, clock)
     fresh.observe(3.0)
     fresh.observe(3.0)
     clock.advance(60.0)  # old weights exp(-1) = 0.368 each: 0.74 < 1
@@ -92,7 +98,7 @@ def test_old_samples_fade_with_forward_decay(clock: FakeClock) -> None:
 
 
 def test_quantiles_do_not_change_by_reading_later(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(10.0, 0.4, clock)
+    sketch = sketch_of(10.0, 0.4, clock)
     for v in (0.1, 0.2, 0.3):
         sketch.observe(v)
         clock.advance(1.0)
@@ -102,7 +108,7 @@ def test_quantiles_do_not_change_by_reading_later(clock: FakeClock) -> None:
 
 
 def test_sketch_is_bounded_to_the_latest_samples(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(60.0, 0.4, clock, size=4)
+    sketch = sketch_of(60.0, 0.4, clock, size=4)
     for v in range(1, 11):
         sketch.observe(float(v))
     assert sketch.count == 10
@@ -113,11 +119,11 @@ def test_sketch_is_bounded_to_the_latest_samples(clock: FakeClock) -> None:
 
 def test_sketch_rejects_an_empty_buffer(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="size"):
-        DecayingQuantiles(60.0, 0.4, clock, size=0)
+        sketch_of(60.0, 0.4, clock, size=0)
 
 
 def test_weights_survive_a_long_uptime(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(1.0, 0.4, clock, size=8)
+    sketch = sketch_of(1.0, 0.4, clock, size=8)
     for _ in range(3):
         sketch.observe(5.0)
     clock.advance(300.0)  # exp(300) would overflow a float's exponent range soon after
@@ -129,7 +135,7 @@ def test_weights_survive_a_long_uptime(clock: FakeClock) -> None:
 
 
 def test_evicts_the_oldest_of_equal_values(clock: FakeClock) -> None:
-    sketch = DecayingQuantiles(60.0, 0.4, clock, size=3)
+    sketch = sketch_of(60.0, 0.4, clock, size=3)
     for v in (2.0, 2.0, 2.0, 1.0, 1.0):
         sketch.observe(v)
     assert sketch.quantiles() == ((0.5, 1.0), (0.9, 2.0), (0.99, 2.0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
 from router.sim.wire import completion_text
 from tests.sim.conftest import chat_body, sse_events
@@ -103,3 +104,16 @@ async def test_behaviour_changes_at_runtime(sim: OpenAISim, client: httpx.AsyncC
     sim.behaviour = replace(sim.behaviour, tokens=2)
     r = await client.post(f"{sim.base_url}/chat/completions", json=chat_body())
     assert r.json()["choices"][0]["message"]["content"] == "t0 t1 "
+
+
+async def test_a_reply_is_streamed_word_by_word(client: httpx.AsyncClient) -> None:
+    reply = "there are three people in the room"
+    async with OpenAISim(Behaviour(ttft_s=0.0, itl_s=0.0, tokens=7, reply=reply)) as sim:
+        answer = await client.post(f"{sim.base_url}/chat/completions", json=chat_body(stream=True))
+    deltas = [
+        e["choices"][0]["delta"].get("content", "")
+        for e in sse_events(answer.text)
+        if isinstance(e, dict) and e["choices"]
+    ]
+    assert "".join(deltas) == reply + " "
+    assert deltas[1:8] == [w + " " for w in reply.split()]

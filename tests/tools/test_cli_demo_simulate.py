@@ -31,10 +31,10 @@ def test_the_help_names_exactly_the_commands_that_exist(
     offered = re.search(r"^\s*\{([a-z,]+)\}", out, re.MULTILINE)
     assert offered is not None, out
     names = offered.group(1).split(",")
-    assert names == ["serve", "check", "demo", "simulate", "sim"]
+    assert names == ["serve", "check", "demo", "simulate", "sim", "speech"]
     # The description names the same commands, and nothing else.
     description = build_parser().description or ""
-    said = re.findall(r"\b(serve|check|demo|simulate|sim|bench)\b", description)
+    said = re.findall(r"\b(serve|check|demo|simulate|sim|speech|bench)\b", description)
     assert said == names
     for name in names:
         with pytest.raises(SystemExit) as done:

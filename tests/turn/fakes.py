@@ -4,7 +4,7 @@ recorder of the events a turn reports (no Prometheus registry, no sockets)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +73,8 @@ class Reply:
     before_chunk: Callable[[int], None] | None = None
     #: chunk index -> an event to wait for before yielding that chunk
     holds: Mapping[int, anyio.Event] = field(default_factory=dict)
+    #: awaited when the router closes the response (a slow close, to see who waits)
+    on_close: Callable[[], Awaitable[None]] | None = None
 
 
 class FakeResponse:
@@ -103,6 +105,8 @@ class FakeResponse:
         return self._reply.body
 
     async def aclose(self) -> None:
+        if self._reply.on_close is not None:
+            await self._reply.on_close()
         self.closed = True
 
     async def finish(self) -> None:
@@ -243,12 +247,17 @@ class RecordingEvents:
 class RecordingSink:
     """A `Sink` that keeps what the client would have received."""
 
-    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_start: Callable[[], None] | None = None,
+        on_write: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.status: int | None = None
         self.headers: dict[bytes, bytes] = {}
         self.body = b""
         self.finished = False
         self._on_start = on_start
+        self._on_write = on_write
 
     async def start(self, status: int, headers: Sequence[Header]) -> None:
         self.status = status
@@ -259,6 +268,8 @@ class RecordingSink:
     async def write(self, data: bytes) -> None:
         assert self.status is not None, "a write before the response started"
         self.body += data
+        if self._on_write is not None:
+            self._on_write(data)
 
     async def finish(self) -> None:
         self.finished = True

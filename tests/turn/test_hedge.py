@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from router.config import Hedge, Price, Slo
 from router.policy.base import EngineView, TargetView
-from router.turn.hedge import HedgeBudget, hedge_delay_s
-from tests.policy.views import hosted, vllm
+from router.policy.predict import LOG_SPREAD, Z_90
+from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
+from tests.policy.views import hosted
 
 
 def test_a_quiet_route_may_hedge_once_and_a_busy_one_stays_within_its_rate() -> None:
@@ -38,7 +40,7 @@ def test_fallbacks_are_never_refused_but_leave_less_for_hedges() -> None:
     assert budget.rate == pytest.approx(3 / budget._turns)
 
 
-def test_the_delay_is_fixed_or_the_targets_own_p90_within_bounds() -> None:
+def test_the_delay_is_fixed_or_late_against_the_body_of_the_targets_distribution() -> None:
     view = TargetView(
         name="t",
         kind="openai",
@@ -47,7 +49,8 @@ def test_the_delay_is_fixed_or_the_targets_own_p90_within_bounds() -> None:
         ttft_samples=100,
     )
     assert hedge_delay_s(Hedge(after_ms=250), view) == 0.25
-    assert hedge_delay_s(Hedge(after_ms="adaptive"), view) == 0.4
+    # p90 400 ms, past it by twice the body's width (p90 - p50 = 300 ms): 1 s
+    assert hedge_delay_s(Hedge(after_ms="adaptive"), view) == pytest.approx(1.0)
     assert hedge_delay_s(Hedge(after_ms="adaptive", max_ms=300), view) == 0.3
     fast = TargetView(
         name="f", kind="openai", price=Price(), ttft_quantiles=((0.9, 0.005),), ttft_samples=100
@@ -55,47 +58,88 @@ def test_the_delay_is_fixed_or_the_targets_own_p90_within_bounds() -> None:
     assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=20), fast) == 0.02
 
 
-def test_the_adaptive_delay_leaves_the_backup_time_to_meet_the_slo() -> None:
-    adaptive = Hedge(after_ms="adaptive", min_ms=50, max_ms=1000)
-    slo = Slo(ttft_ms=500, quantile=0.9)
-    primary = hosted("api", p90=0.4)
-    # A fast backup (p90 60 ms) can wait for the primary's own p90: 400 ms.
-    assert hedge_delay_s(adaptive, primary, hosted("fast", p90=0.06), slo) == pytest.approx(0.4)
-    # A backup with a p90 of 300 ms must start by 500 - 300 = 200 ms to help ...
+def test_a_stall_mass_in_the_p99_does_not_push_the_hedge_past_the_stall() -> None:
+    # 3 % of requests stall for 3 s: the p99 is the stall, the body is not.
+    stalls = hosted("api", p50=0.2, p90=0.3, p99=3.2)
+    delay = hedge_delay_s(Hedge(after_ms="adaptive"), stalls)
+    assert delay == pytest.approx(0.3 + 2 * 0.1)
+    assert delay < 1.0
+
+
+def test_thin_evidence_widens_the_late_point() -> None:
+    # One probe said 41 ms: a real turn's prefill must not look late at 49 ms.
+    once = hosted("gpu", p50=0.041, p90=0.041, p99=0.041, ttft_samples=1, ttft_evidence=1.0)
+    assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=0), once) == pytest.approx(
+        0.041 * 1.2 * math.exp(Z_90 * LOG_SPREAD)
+    )
+    many = replace(once, ttft_samples=400, ttft_evidence=400.0)
+    assert hedge_delay_s(Hedge(after_ms="adaptive", min_ms=0), many) == pytest.approx(
+        0.041 * 1.2 * math.exp(Z_90 * LOG_SPREAD / 20)
+    )
+
+
+def test_a_target_whose_ttft_does_not_vary_is_not_hedged() -> None:
+    # issue 16: 50 ms every time. A delay at its own p90 (50 ms) hedged ~10 % of turns;
+    # late means past its body by a fifth of it at least: 60 ms, which it never takes.
+    steady = hosted("steady", p50=0.05, p90=0.05, p99=0.05)
+    adaptive = Hedge(after_ms="adaptive")
+    slo = Slo(ttft_ms=300, quantile=0.9)
+    for backup in (None, hosted("other", p50=0.05, p90=0.05, p99=0.05)):
+        assert hedge_delay_s(adaptive, steady, backup, slo) == pytest.approx(0.06)
+        assert hedge_delay_s(adaptive, steady, backup) == pytest.approx(0.06)
+
+
+def test_a_turn_at_risk_is_hedged_while_a_hedge_can_land_and_helped_once_it_missed() -> None:
+    adaptive = Hedge(after_ms="adaptive", min_ms=50, max_ms=5000)
+    slo = Slo(ttft_ms=500, quantile=0.99)
+    # p50 300 ms, p90 600 ms: within 500 ms 76.7 % of the time, so a turn waiting for
+    # it is more likely than not to miss from its p53 on (330 ms) ...
+    primary = hosted("api", p50=0.3, p90=0.6, p99=2.0)
+    # ... and a fast backup (p90 60 ms) still lands until 440 ms: hedge then.
+    fast = hosted("fast", p90=0.06)
+    assert hedge_delay_s(adaptive, primary, fast, slo) == pytest.approx(0.44)
+    # A turn that started 50 ms late (after a fallback) has 50 ms less.
+    assert hedge_delay_s(adaptive, primary, fast, slo, elapsed_s=0.05) == pytest.approx(0.39)
+    # A slow backup (p90 300 ms) would have to start by 200 ms, before the turn is at
+    # risk: no hedge can save this SLO, so the turn is helped once it has missed it.
     slow = hosted("slow", p90=0.3)
-    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(0.2)
-    # ... and by 150 ms if the primary itself started 50 ms into the turn (a fallback).
-    assert hedge_delay_s(adaptive, primary, slow, slo, elapsed_s=0.05) == pytest.approx(0.15)
-    # A backup that cannot meet the SLO anyway: as early as the route allows.
-    assert hedge_delay_s(adaptive, primary, hosted("late", p90=0.7), slo) == 0.05
-    # The SLO's quantile is the one looked at, for both: at p50 the backup needs 150 ms
-    # (so 350 ms), a primary with a 400 ms median is late after 400 ms.
-    median = Slo(ttft_ms=500, quantile=0.5)
-    sluggish = hosted("api", p90=0.8, p50=0.4)
-    assert hedge_delay_s(adaptive, sluggish, slow, median) == pytest.approx(0.35)
-    assert hedge_delay_s(adaptive, sluggish, hosted("fast", p90=0.06), median) == pytest.approx(0.4)
-    # Without an SLO or a backup, only the primary's own p90 counts.
-    assert hedge_delay_s(adaptive, primary, slow) == pytest.approx(0.4)
-    assert hedge_delay_s(adaptive, primary, None, slo) == pytest.approx(0.4)
+    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(0.5)
+    # A primary that meets the SLO comfortably is hedged only when late for itself.
+    comfortable = hosted("api", p50=0.1, p90=0.15, p99=0.2)
+    assert hedge_delay_s(adaptive, comfortable, fast, slo) == pytest.approx(0.15 + 2 * 0.05)
     # A fixed delay is fixed.
     assert hedge_delay_s(Hedge(after_ms=250), primary, slow, slo) == 0.25
 
 
 def test_a_queued_engine_is_hedged_when_late_for_its_queue_not_for_its_idle_ttft() -> None:
-    # Sketch p90 50 ms, but a full batch of 8 freeing 10 slots/s: the turn waits for one
-    # slot, ln(10) / 10 s at p90, so it is late only after 0.05 + 0.23 s.
-    idle = vllm("gpu", waiting=0, running=4, in_flight=4, p50=0.05, p90=0.05)
-    assert idle.engine is not None
+    # A full batch of 8 freeing 10 slots/s: the turn waits for one slot, exponential
+    # with rate 10, so its p90 is 0.05 + ln(10) / 10 s and its median 0.05 + ln(2) / 10.
+    engine = EngineView(waiting=0, running=8, kv_usage=0.3, age_s=0.1, stale=False, capacity=8)
     full = TargetView(
         name="gpu",
         kind="vllm",
-        price=idle.price,
+        price=Price(),
         in_flight=8,
-        ttft_quantiles=idle.ttft_quantiles,
+        ttft_quantiles=((0.5, 0.05), (0.9, 0.05), (0.99, 0.05)),
+        ttft_samples=100,
         unloaded_ttft_s=0.05,
         completion_rate=10.0,
-        engine=EngineView(waiting=0, running=8, kv_usage=0.3, age_s=0.1, stale=False, capacity=8),
+        engine=engine,
     )
-    adaptive = Hedge(after_ms="adaptive", min_ms=20, max_ms=1000)
-    assert hedge_delay_s(adaptive, idle) == pytest.approx(0.05)
-    assert hedge_delay_s(adaptive, full) == pytest.approx(0.05 + math.log(10) / 10)
+    idle = replace(full, in_flight=0, engine=replace(engine, running=0))
+    adaptive = Hedge(after_ms="adaptive", min_ms=20, max_ms=5000)
+    assert hedge_delay_s(adaptive, idle) == pytest.approx(0.06)
+    p90, p50 = 0.05 + math.log(10) / 10, 0.05 + math.log(2) / 10
+    assert hedge_delay_s(adaptive, full) == pytest.approx(p90 + 2 * (p90 - p50))
+
+
+def test_the_backup_is_the_cheapest_of_the_nearly_fastest() -> None:
+    api = hosted("api", p50=0.08, p90=0.1)
+    engine = hosted("gpu", p50=0.1, p90=0.12, price=Price())  # free, 20 % slower
+    far = hosted("far", p50=0.2, p90=0.3, price=Price())  # free, but 3x slower
+    slo = Slo(ttft_ms=500, quantile=0.99)
+    assert choose_backup([api, engine, far], slo) == 1
+    assert choose_backup([api, far], slo) == 0
+    # judged at p90, not at the SLO's p99 (mostly how a target stalls)
+    stalls = hosted("stalls", p50=0.05, p90=0.07, p99=3.0)
+    assert choose_backup([api, stalls], slo) == 1

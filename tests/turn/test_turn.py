@@ -98,6 +98,36 @@ async def test_a_hedge_that_wins_is_what_the_client_gets() -> None:
     assert a.cancelled == 1
 
 
+async def test_a_hedge_winners_first_token_is_written_before_the_loser_is_closed() -> None:
+    # The primary sent its role chunk and went quiet: cancelling it closes an open
+    # response. That close waits (up to a second) for the winner's first write; a turn
+    # that wrote only after the loser was closed would see it close first.
+    happened: list[str] = []
+    written = anyio.Event()
+
+    async def slow_close() -> None:
+        with anyio.move_on_after(1):
+            await written.wait()
+        happened.append("loser closed")
+
+    def on_write(data: bytes) -> None:
+        happened.append(f"wrote {data!r}")
+        written.set()
+
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang", on_close=slow_close))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged")
+    sink = RecordingSink(on_write=on_write)
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    assert result.outcome == "hedged_won"
+    head = role("from-b") + content("Hi", "from-b")
+    assert happened[0] == f"wrote {head!r}"
+    assert "loser closed" in happened
+    assert a.responses[0].closed  # the turn still ends with the loser's connection closed
+    assert sink.body == head + DONE
+
+
 @pytest.mark.parametrize(
     ("reply", "said"),
     [
@@ -153,6 +183,35 @@ async def test_a_client_leaving_mid_stream_closes_the_upstream() -> None:
     assert a.responses[0].closed
     assert turn.result.outcome == "client_cancelled"
     assert [d.outcome for d in rig.events.done] == ["client_cancelled"]
+
+
+async def test_a_client_leaving_a_hedged_turn_closes_both_upstreams() -> None:
+    # The hedge wins and relays in its own task; the client leaves as it starts.
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang"))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b")], then="hang"))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5), anyio.CancelScope() as gone:
+        sink = RecordingSink(on_start=gone.cancel)
+        turn = rig.turn()
+        await turn.run(rig.request(), sink)
+    assert sink.body == role("from-b") + content("Hi", "from-b")
+    assert a.responses[0].closed and b.responses[0].closed
+    assert turn.result.outcome == "client_cancelled"
+    assert [d.outcome for d in rig.events.done] == ["client_cancelled"]
+
+
+async def test_a_failed_write_on_a_hedged_turn_is_raised_as_itself() -> None:
+    # The winner writes in a task of the turn's group; the gateway still sees the
+    # client's OSError itself, not an exception group, and every upstream is closed.
+    def broken(data: bytes) -> None:
+        raise OSError("client went away")
+
+    a = FakeUpstream("a", Reply([role("from-a")], then="hang"))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5), pytest.raises(OSError, match="client went away"):
+        await rig.turn().run(rig.request(), RecordingSink(on_write=broken))
+    assert a.responses[0].closed and b.responses[0].closed
 
 
 async def test_a_client_leaving_before_the_first_token_closes_the_upstream() -> None:
@@ -268,3 +327,16 @@ async def test_an_event_past_the_bound_after_the_first_token_ends_with_an_error_
     assert sink.body.startswith(role() + content("Hi"))
     last = sink.body.rsplit(b"\n\n", 2)[-2]
     assert b"grew past" in last and len(sink.body) < 100_000
+
+
+async def test_a_hedged_turn_books_the_hedge_once_whoever_wins() -> None:
+    # Through a whole turn (the winner commits in its own task), a primary that
+    # answers after its hedge started is booked as a lost hedge, once.
+    b = FakeUpstream("b", Reply([role()], then="hang"))
+    a = FakeUpstream("a", Reply([role(), content("Hi"), DONE], gate=b.called))
+    rig = Rig(a, b, route="hedged")
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), RecordingSink())
+    assert result.outcome == "hedged_lost"
+    assert [e for _, e in rig.events.kinds("hedge")] == ["started", "cancelled", "lost"]
+    assert b.responses[0].closed

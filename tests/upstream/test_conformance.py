@@ -373,3 +373,24 @@ async def test_closing_an_answer_twice_never_lets_two_turns_share_its_connection
         assert (one, two) == (b"data: 1\n\n", b"data: 2\n\n")
         await up.aclose()
     assert server.connections == 2
+
+
+async def test_a_pool_a_reload_closed_refuses_the_next_attempt_without_reopening() -> None:
+    # A turn that outlived server.drain_s tries its next target on the old config's
+    # pool: that is a connect error of the target (the race moves on; the client gets
+    # a 502 in our shape), not aiohttp's RuntimeError as a 500, nor a new session
+    # that nothing would ever close.
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        part = b"data: [DONE]\n\n"
+        writer.write(SSE_HEAD + chunked(part))
+
+    async with serving(answer) as server:
+        up = upstream(f"http://127.0.0.1:{server.port}/v1")
+        assert (await body_of(up))[0] == 200
+        closing = asyncio.create_task(up.aclose())
+        await asyncio.sleep(0)  # aclose is under way: the session is closing
+        for _ in range(2):  # while it closes, and after
+            with pytest.raises(UpstreamConnectError, match="t: closed by a reload"):
+                await up.send(STREAM)
+            await closing
+    assert server.connections == 1

@@ -51,6 +51,18 @@ def test_urls_map_http_to_ws() -> None:
     assert realtime_url("wss://h/v1", "m") == "wss://h/v1/realtime?model=m"
 
 
+def test_azure_urls_keep_their_query() -> None:
+    azure = "https://res.openai.azure.com/openai"
+    assert (
+        realtime_url(f"{azure}/v1", "my-deployment")
+        == "wss://res.openai.azure.com/openai/v1/realtime?model=my-deployment"
+    )
+    assert (  # the preview shape: the deployment names the model, as the SDK sends it
+        realtime_url(f"{azure}?api-version=2025-04-01-preview&deployment=rt", "m")
+        == "wss://res.openai.azure.com/openai/realtime?api-version=2025-04-01-preview&deployment=rt"
+    )
+
+
 async def test_connect_returns_after_session_created(
     sim: RealtimeSim, upstream: RealtimeUpstream
 ) -> None:

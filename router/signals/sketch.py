@@ -1,0 +1,212 @@
+"""A time-decayed TTFT sketch that takes censored samples, and says how sure it is.
+
+`DecayingQuantiles` keeps the latest `size` samples, each weighted by
+`exp(-age / tau)` relative to the newest (forward decay, Cormode et al., "Forward
+Decay: A Practical Time Decay Model for Streaming Systems", ICDE 2009). Forward-decay
+weights only change by a common factor as time passes, so the quantiles depend on
+the samples alone and are cached until the next one.
+
+A censored sample (`observe_censored(t)`) says only "TTFT > t": an attempt that lost
+a hedge, or was cancelled, before its first token. Dropping those would keep a
+target that loses races looking fast (it is measured only when it wins); counting
+them as TTFTs of exactly `t` would make one that wins its races look slow. With any
+in the buffer the distribution is the Kaplan-Meier product-limit estimate over the
+weighted samples (Kaplan and Meier, "Nonparametric Estimation from Incomplete
+Observations", JASA 1958): in increasing order, each TTFT at `t` removes its weight's
+share of the survivors at risk, and a censored sample only leaves the risk set. A
+quantile the estimate never reaches (everything above it was censored) is only
+bounded from below by the data: it is reported as the largest censoring time or the
+prior, whichever is larger (a target that lost its only race after 10 ms is not a
+10 ms target).
+
+How sure: `evidence()` is the samples' total weight decayed to now, i.e. about how
+many samples were seen in the last `tau` seconds; a target nobody has measured for a
+while fades to little evidence. `lower_bound(q)` is an optimistic estimate of the
+q-quantile for that much evidence: the quantile at the level `q - z sqrt(q(1-q)/n)`
+(a binomial lower confidence bound on which order statistic is the q-quantile),
+times `exp(-z s / sqrt(n))`, the same bound on a location whose log-spread is about
+`s`, so that a single slow sample does not rule a target out for good. With almost
+no evidence it is 0: an unmeasured or long-unmeasured target may be as fast as any.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Sequence
+from itertools import accumulate
+
+from router.clock import Clock
+from router.policy.base import QUANTILES
+from router.policy.predict import LOG_SPREAD, Z_90
+
+
+class DecayingQuantiles:
+    """Quantiles of the last `size` samples (censored ones too), by forward decay.
+
+    The q-quantile is the smallest TTFT at which the (Kaplan-Meier) distribution
+    reaches q. With no samples every quantile is the prior. A weight is
+    `exp((t - landmark) / tau)`, fixed when the sample arrives; the landmark moves
+    forward (rescaling every weight) before the exponent can overflow.
+    """
+
+    __slots__ = (
+        "_arrivals",
+        "_cache",
+        "_censored",
+        "_clock",
+        "_count",
+        "_curve",
+        "_flags",
+        "_keys",
+        "_landmark",
+        "_prior",
+        "_quantiles",
+        "_size",
+        "_total",
+        "_weights",
+        "tau_s",
+    )
+
+    #: rescale weights once the newest is exp(this) times the landmark's
+    _MAX_EXPONENT = 200.0
+
+    def __init__(
+        self,
+        tau_s: float,
+        prior: float,
+        clock: Clock,
+        *,
+        size: int = 256,
+        quantiles: Sequence[float] = QUANTILES,
+    ) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.tau_s = tau_s
+        self._prior = prior
+        self._clock = clock
+        self._quantiles = tuple(quantiles)
+        #: (value, sequence number) in arrival order, for eviction
+        self._arrivals: deque[tuple[float, int]] = deque()
+        #: the same keys sorted by value, with their weights and censored flags alongside
+        self._keys: list[tuple[float, int]] = []
+        self._weights: list[float] = []
+        self._flags: list[bool] = []
+        self._censored = 0
+        self._total = 0.0
+        self._landmark: float | None = None
+        self._count = 0
+        self._cache: tuple[tuple[float, float], ...] | None = None
+        #: see `_distribution`; cached until the next sample
+        self._curve: tuple[list[float], list[float], float] | None = None
+        self._size = size
+
+    @property
+    def count(self) -> int:
+        """Samples observed in total, censored ones included (not only those kept)."""
+        return self._count
+
+    def observe(self, sample: float) -> None:
+        """A TTFT of `sample` seconds."""
+        self._add(sample, censored=False)
+
+    def observe_censored(self, at_least: float) -> None:
+        """An attempt ended without a first token after `at_least` seconds: TTFT > that."""
+        self._add(at_least, censored=True)
+
+    def _add(self, sample: float, *, censored: bool) -> None:
+        now = self._clock()
+        if self._landmark is None:
+            self._landmark = now
+        exponent = (now - self._landmark) / self.tau_s
+        if exponent > self._MAX_EXPONENT:
+            factor = math.exp(-exponent)
+            self._weights = [w * factor for w in self._weights]
+            self._total *= factor
+            self._landmark, exponent = now, 0.0
+        if len(self._arrivals) == self._size:
+            oldest = self._arrivals.popleft()
+            i = bisect_left(self._keys, oldest)
+            self._total -= self._weights[i]
+            self._censored -= self._flags[i]
+            del self._keys[i], self._weights[i], self._flags[i]
+        key = (sample, self._count)
+        weight = math.exp(exponent)
+        i = bisect_left(self._keys, key)
+        self._keys.insert(i, key)
+        self._weights.insert(i, weight)
+        self._flags.insert(i, censored)
+        self._censored += censored
+        self._total += weight
+        self._arrivals.append(key)
+        self._count += 1
+        self._cache = None
+        self._curve = None
+
+    def set_prior(self, prior: float) -> None:
+        self._prior = prior
+        self._cache = None
+
+    def evidence(self) -> float:
+        """The samples' weight decayed to now: about the samples of the last `tau` s."""
+        if self._landmark is None:
+            return 0.0
+        age = max(self._clock() - self._landmark, 0.0)
+        return self._total * math.exp(-age / self.tau_s)
+
+    def quantiles(self) -> tuple[tuple[float, float], ...]:
+        """(q, value) for each configured quantile, in increasing q."""
+        if self._cache is None:
+            self._cache = tuple((q, self.quantile(q)) for q in self._quantiles)
+        return self._cache
+
+    def lower_bounds(self) -> tuple[tuple[float, float], ...]:
+        """(q, optimistic value) for each configured quantile, for today's evidence."""
+        n = self.evidence()
+        return tuple((q, self.lower_bound(q, n)) for q in self._quantiles)
+
+    def lower_bound(self, q: float, evidence: float | None = None) -> float:
+        """An optimistic q-quantile: what it may well be, given how little was seen."""
+        n = self.evidence() if evidence is None else evidence
+        if n <= 0.0:
+            return 0.0
+        level = q - Z_90 * math.sqrt(q * (1.0 - q) / n)
+        if level <= 0.0:
+            return 0.0
+        return self.quantile(level) * math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
+
+    def quantile(self, q: float) -> float:
+        if not self._keys:
+            return self._prior
+        values, reached, total = self._distribution()
+        i = bisect_left(reached, q * total * (1.0 - 1e-12))  # rounding must not skip a value
+        if i < len(values):
+            return values[i]
+        if self._censored:  # never reached: above the largest censoring time, unknown
+            return max(self._keys[-1][0], self._prior)
+        return values[-1]
+
+    def _distribution(self) -> tuple[list[float], list[float], float]:
+        """TTFT values in increasing order, how much of the distribution each reaches,
+        and the total: prefix sums of the weights without censoring, else the
+        Kaplan-Meier estimate (total 1). Cached until the next sample."""
+        if self._curve is not None:
+            return self._curve
+        if not self._censored:
+            cumulative = list(accumulate(self._weights))
+            self._curve = ([k[0] for k in self._keys], cumulative, cumulative[-1])
+            return self._curve
+        values: list[float] = []
+        levels: list[float] = []
+        at_risk, surviving = self._total, 1.0
+        for (value, _), weight, censored in zip(
+            self._keys, self._weights, self._flags, strict=True
+        ):
+            if not censored and at_risk > 0.0:
+                surviving *= max(1.0 - weight / at_risk, 0.0)
+                values.append(value)
+                levels.append(1.0 - surviving)
+            at_risk -= weight
+        self._curve = (values, levels, 1.0)
+        return self._curve

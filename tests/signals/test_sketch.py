@@ -1,0 +1,100 @@
+"""The TTFT sketch's censored samples (Kaplan-Meier), evidence and optimistic bounds."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from router.policy.predict import LOG_SPREAD, Z_90
+from router.signals.sketch import DecayingQuantiles
+from tests.signals.conftest import FakeClock
+
+
+def test_kaplan_meier_of_the_textbook_example(clock: FakeClock) -> None:
+    # Times 1..6 with 3 and 5 censored: S drops by 1/6 at 1, 1/5 at 2, 1/3 at 4, all at 6.
+    sketch = DecayingQuantiles(1e9, 0.5, clock, quantiles=(0.5,))
+    for t, censored in ((1, False), (2, False), (3, True), (4, False), (5, True), (6, False)):
+        if censored:
+            sketch.observe_censored(float(t))
+        else:
+            sketch.observe(float(t))
+    # F(1) = 1/6, F(2) = 1 - 5/6 * 4/5 = 1/3, F(4) = 1 - 2/3 * 2/3 = 5/9, F(6) = 1
+    assert sketch.quantile(1 / 6) == 1.0
+    assert sketch.quantile(0.3) == 2.0
+    assert sketch.quantile(0.5) == 4.0  # 5/9 >= 0.5
+    assert sketch.quantile(0.6) == 6.0
+
+
+def test_hedge_losers_keep_a_target_from_looking_fast(clock: FakeClock) -> None:
+    # A target that answered 3 times at 100 ms (the races it won) and lost 7 races at
+    # 300 ms: dropping the losers would say p50 = 100 ms.
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    for _ in range(3):
+        sketch.observe(0.1)
+    for _ in range(7):
+        sketch.observe_censored(0.3)
+    assert sketch.quantile(0.2) == 0.1
+    # Nothing is known above 300 ms but that it is above: the prior (500 ms) stands ...
+    assert sketch.quantile(0.5) == 0.5
+    assert dict(sketch.quantiles())[0.5] == 0.5
+    # ... unless it is below what the data say: then the bound.
+    sketch.set_prior(0.2)
+    assert sketch.quantile(0.5) == 0.3
+
+
+def test_a_target_that_lost_its_only_race_early_is_not_fast(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    sketch.observe_censored(0.01)  # cancelled 10 ms in: TTFT > 10 ms, nothing more
+    assert sketch.quantile(0.5) == 0.5
+
+
+def test_a_censored_sample_below_the_answers_changes_nothing(clock: FakeClock) -> None:
+    # Cancelled at 10 ms (the other attempt won at once): TTFT > 10 ms says nothing here.
+    plain = DecayingQuantiles(60.0, 0.5, clock)
+    mixed = DecayingQuantiles(60.0, 0.5, clock)
+    for v in (0.2, 0.3, 0.4, 0.5):
+        plain.observe(v)
+        mixed.observe(v)
+    mixed.observe_censored(0.01)
+    assert mixed.quantiles() == plain.quantiles()
+
+
+def test_evidence_counts_recent_samples_and_fades(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    assert sketch.evidence() == 0.0
+    for _ in range(10):
+        sketch.observe(0.2)
+    assert sketch.evidence() == pytest.approx(10.0)
+    clock.advance(60.0)
+    assert sketch.evidence() == pytest.approx(10.0 / math.e)
+    sketch.observe_censored(0.3)  # censored samples are evidence too
+    assert sketch.evidence() == pytest.approx(10.0 / math.e + 1.0)
+
+
+def test_an_unmeasured_target_may_be_as_fast_as_any(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    assert sketch.quantile(0.9) == 0.5  # the prior, for predictions
+    assert all(v == 0.0 for _, v in sketch.lower_bounds())
+
+
+def test_the_optimistic_bound_tightens_with_evidence_and_widens_with_age(
+    clock: FakeClock,
+) -> None:
+    rng = random.Random(3)
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    sketch.observe(0.6)  # one slow answer does not rule the target out for good
+    one = sketch.lower_bound(0.9)
+    assert one == pytest.approx(0.6 * math.exp(-Z_90 * LOG_SPREAD))
+    for _ in range(200):
+        sketch.observe(rng.lognormvariate(math.log(0.2), 0.3))
+    many = sketch.lower_bound(0.9)
+    assert many <= sketch.quantile(0.9)
+    assert many > 0.8 * sketch.quantile(0.9)
+    clock.advance(600.0)  # ten time constants without a sample: little is known now
+    assert sketch.lower_bound(0.9) < 0.5 * many
+    clock.advance(600.0)
+    assert sketch.lower_bound(0.9) == 0.0
+    # The point estimate itself does not move with time: only the confidence does.
+    assert sketch.quantile(0.9) == pytest.approx(dict(sketch.quantiles())[0.9])
