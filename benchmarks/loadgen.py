@@ -1,4 +1,5 @@
-"""A cheap closed-loop load generator for streaming chat completions.
+"""A cheap closed-loop load generator for streaming chat completions, streaming
+Responses (`--endpoint responses`) and embeddings (`--endpoint embeddings`).
 
     python benchmarks/loadgen.py --url http://127.0.0.1:P/v1/chat/completions \
         --concurrency 64 --warmup 3 --duration 10 --model bench
@@ -10,7 +11,13 @@ split into events and only events mentioning `"content"` or `"text"` are parsed
 as JSON, and only until the first token; after it the body is drained by chunks
 and only the tail is checked for `[DONE]`. One process, one aiohttp session,
 uvloop: it must be cheap because on a small machine it competes with the proxy
-and the upstream for the same cores. With `--sessions` each worker is one
+and the upstream for the same cores.
+
+With `--endpoint responses` the first token is the first non-empty
+`response.output_text.delta` and a stream ends at `response.completed` (the
+Responses API sends no `[DONE]`). With `--endpoint embeddings` each request is one
+batch of `--batch` inputs, unary: its "TTFT" is the time to the whole answer, and
+it counts when its body is a list of embeddings. With `--sessions` each worker is one
 conversation (`x-session-id: w<index>`), so a router's affinity has keys to keep.
 
 Stdout carries the protocol with the parent: `window-start` and `window-end` on
@@ -36,6 +43,9 @@ from typing import Any
 import aiohttp
 
 _CONTENT_KEYS = (b'"content"', b'"text"')
+_RESPONSES_DELTA = b'"response.output_text.delta"'
+#: what the end of a stream holds, per endpoint (searched as bytes after the first token)
+END_OF = {"chat": b"[DONE]", "responses": b"response.completed"}
 
 
 @dataclass
@@ -81,6 +91,21 @@ def _has_content(event: bytes) -> bool:
     return False
 
 
+def _has_text_delta(event: bytes) -> bool:
+    """True when one Responses event is a non-empty `response.output_text.delta`."""
+    if _RESPONSES_DELTA not in event:
+        return False
+    for line in event.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            parsed = json.loads(line[5:])
+        except ValueError:
+            return False
+        return isinstance(parsed, dict) and bool(parsed.get("delta"))
+    return False
+
+
 @dataclass
 class Run:
     """What every worker shares."""
@@ -94,12 +119,46 @@ class Run:
     window: tuple[float, float]
     #: each worker is one conversation (`x-session-id: w<index>`), for affinity
     sessions: bool = False
+    #: chat, responses or embeddings
+    endpoint: str = "chat"
+
+
+def _count(run: Run, sent: float, first: float, done: float) -> None:
+    """A sample belongs to the window when its request was sent inside it; it counts
+    towards throughput when it completed inside it."""
+    start, end = run.window
+    if start <= sent < end:
+        run.stats.ttft_s.append(first - sent)
+        run.stats.total_s.append(done - sent)
+    if start <= done < end:
+        run.stats.completed_in_window += 1
+
+
+async def _unary(run: Run, url: str, headers: dict[str, str]) -> None:
+    """One embeddings request: its latency is the time to the whole body."""
+    stats = run.stats
+    sent = time.perf_counter()
+    async with run.session.post(url, data=run.body, headers=headers) as response:
+        key = str(response.status)
+        stats.statuses[key] = stats.statuses.get(key, 0) + 1
+        body = await response.read()
+    done = time.perf_counter()
+    if response.status != 200:
+        stats.error(f"{response.status}: {body[:200]!r}")
+        return
+    if not body.startswith(b'{"object":"list","data":[{"object":"embedding"'):
+        stats.error(f"not an embeddings list: {body[:200]!r}")
+        return
+    _count(run, sent, done, done)
 
 
 async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
     stats = run.stats
+    is_first = _has_text_delta if run.endpoint == "responses" else _has_content
+    end_marker = END_OF[run.endpoint]
     sent = time.perf_counter()
     first: float | None = None
+    ended = False
     tail = b""
     async with run.session.post(url, data=run.body, headers=headers) as response:
         key = str(response.status)
@@ -114,25 +173,23 @@ async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
                 buffer += chunk.replace(b"\r\n", b"\n")
                 while first is None and (cut := buffer.find(b"\n\n")) >= 0:
                     event, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-                    if _has_content(event):
+                    if is_first(event):
                         first = time.perf_counter()
                 if first is not None:
+                    ended = end_marker in buffer
                     tail = buffer[-32:]
             else:
-                tail = (tail + chunk)[-32:]
+                seen = tail + chunk
+                ended = ended or end_marker in seen
+                tail = seen[-32:]
     done = time.perf_counter()
     if first is None:
         stats.error("stream ended without a content token")
         return
-    if b"[DONE]" not in tail:
-        stats.error("stream ended without [DONE]")
+    if not ended:
+        stats.error(f"stream ended without {end_marker.decode()}")
         return
-    start, end = run.window
-    if start <= sent < end:
-        stats.ttft_s.append(first - sent)
-        stats.total_s.append(done - sent)
-    if start <= done < end:
-        stats.completed_in_window += 1
+    _count(run, sent, first, done)
 
 
 async def _worker(index: int, run: Run) -> None:
@@ -140,11 +197,12 @@ async def _worker(index: int, run: Run) -> None:
     headers = dict(run.headers)
     if run.sessions:
         headers["x-session-id"] = f"w{index}"
+    send = _unary if run.endpoint == "embeddings" else _one
     while time.perf_counter() < run.window[1]:
         url = run.urls[n % len(run.urls)]
         n += 1
         try:
-            await _one(run, url, headers)
+            await send(run, url, headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.stats.error(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.05)  # do not spin on a refused port
@@ -164,15 +222,31 @@ def _say(line: str) -> None:
             select.select([], [fd], [], 1.0)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    urls: list[str] = args.url
-    request: dict[str, Any] = {
+def request_body(args: argparse.Namespace) -> dict[str, Any]:
+    """What every request sends, per endpoint."""
+    if args.endpoint == "responses":
+        return {
+            "model": args.model,
+            "input": "Say something short.",
+            "stream": True,
+            "max_output_tokens": args.max_tokens,
+        }
+    if args.endpoint == "embeddings":
+        texts = [
+            f"passage {i}: a short paragraph to embed for retrieval" for i in range(args.batch)
+        ]
+        return {"model": args.model, "input": texts, "encoding_format": "float"}
+    return {
         "model": args.model,
         "messages": [{"role": "user", "content": "Say something short."}],
         "stream": True,
         "max_tokens": args.max_tokens,
     }
-    body = json.dumps(request).encode()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    urls: list[str] = args.url
+    body = json.dumps(request_body(args)).encode()
     headers = {"content-type": "application/json"}
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"
@@ -186,7 +260,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ) as session:
         t0 = time.perf_counter()
         window = (t0 + args.warmup, t0 + args.warmup + args.duration)
-        shared = Run(session, urls, body, headers, stats, window, args.sessions)
+        shared = Run(session, urls, body, headers, stats, window, args.sessions, args.endpoint)
         workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
 
         async def markers() -> None:
@@ -225,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=60.0)
     p.add_argument("--model", default="bench")
     p.add_argument("--max-tokens", type=int, default=20)
+    p.add_argument("--endpoint", choices=("chat", "responses", "embeddings"), default="chat")
+    p.add_argument("--batch", type=int, default=8, help="embeddings: inputs per request")
     p.add_argument("--api-key", default=None)
     p.add_argument(
         "--sessions", action="store_true", help="each worker sends x-session-id: w<index>"

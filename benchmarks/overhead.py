@@ -31,6 +31,22 @@ Each router's own /metrics is read around each point: hedges started and won, an
 its mean time from arrival to the upstream send and from the upstream's first token
 to the write to the client (the second table).
 
+`--endpoint responses` runs the same comparison on streaming `/v1/responses` (issue
+19: first token = first non-empty `response.output_text.delta`, end =
+`response.completed`); `--endpoint embeddings` on `/v1/embeddings`, unary batches
+of `--batch` inputs answered after `--embed-ms` (its "TTFT" is the time to the
+whole answer, its "streams/s" requests per second). `--embed-ms` defaults to the
+length of one chat stream of the default workload (50 + 20 x 10 = 250 ms), so that
+64 concurrent requests ask the router for as many turns per second as the chat
+bars at 64 streams; at 50 ms they ask five times as many (on 2 shared cores that
+measures the machine: load generator, upstream and router each serve ~1000/s). Each endpoint
+prints its own bars (issue 19: for responses the chat bars on added TTFT at 16 and
+64 streams; for embeddings throughput at 64 against direct). For them the default
+is the plain router (`--configs firsttoken`), no peers, at 16 and 64:
+
+    .venv/bin/python benchmarks/overhead.py --endpoint responses
+    .venv/bin/python benchmarks/overhead.py --endpoint embeddings
+
 `--profile` adds one more run of a router (`--profile-target`, default `ft-slo2`)
 at the highest concurrency with
 py-spy attached (non-blocking) for the measured window, and prints where the
@@ -86,6 +102,16 @@ SLO_BAR_CPU_MS = 1.3
 SLO_BAR_THROUGHPUT_128 = 0.97
 SLO_BAR_P99_128_MS = 15.0
 SLO8_EXTRA_CPU_MS = 0.2
+# Issue 19, for the plain relay: /v1/responses streaming has the chat bars on added
+# TTFT; /v1/embeddings at 64 concurrent requests keeps 99% of direct throughput.
+EMBEDDINGS_BAR_THROUGHPUT_64 = 0.99
+#: the path each `--endpoint` sends to (direct and through every proxy)
+CHAT_PATH = "/v1/chat/completions"
+ENDPOINT_PATHS = {
+    "chat": CHAT_PATH,
+    "responses": "/v1/responses",
+    "embeddings": "/v1/embeddings",
+}
 
 
 # -- processes -------------------------------------------------------------------------
@@ -514,6 +540,11 @@ def run_point(
         str(args.tokens),
         "--sessions",  # every worker one conversation: the router's affinity has keys
     ]
+    # redis_limits.py and others call this with their own arguments: chat, then
+    endpoint = getattr(args, "endpoint", "chat")
+    argv += ["--endpoint", endpoint]
+    if endpoint == "embeddings":
+        argv += ["--batch", str(args.batch)]
     for url in target.urls:
         argv += ["--url", url]
     if target.api_key:
@@ -724,12 +755,26 @@ BARS: tuple[BarSpec, ...] = (
 )
 
 
-def bars(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each bar whose points the run has: issue 14's for the plain relay (`firsttoken`),
-    issue 16's for the product (`ft-slo2`, `ft-slo8`) and round robin vs vllm-router."""
+#: issue 19's bars, per endpoint (chat has BARS)
+ENDPOINT_BARS: dict[str, tuple[BarSpec, ...]] = {
+    "chat": BARS,
+    "responses": (
+        *(("firsttoken", c, "added TTFT p50 (ms)", P50, BAR_P50_MS, "<=") for c in (16, 64)),
+        *(("firsttoken", c, "added TTFT p99 (ms)", P99, BAR_P99_MS, "<=") for c in (16, 64)),
+    ),
+    "embeddings": (
+        ("firsttoken", 64, "throughput vs direct", RATIO, EMBEDDINGS_BAR_THROUGHPUT_64, ">="),
+    ),
+}
+
+
+def bars(points: list[dict[str, Any]], endpoint: str = "chat") -> list[dict[str, Any]]:
+    """Each bar whose points the run has: for chat issue 14's for the plain relay
+    (`firsttoken`), issue 16's for the product (`ft-slo2`, `ft-slo8`) and round robin
+    vs vllm-router; for responses and embeddings issue 19's."""
     at = {(p["target"], p["concurrency"]): p for p in points}
     out = []
-    for target, c, what, key, bar_spec, op in BARS:
+    for target, c, what, key, bar_spec, op in ENDPOINT_BARS[endpoint]:
         point = at.get((target, c))
         if point is None:
             continue
@@ -863,12 +908,21 @@ def start_targets(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.concurrency is None:
+        args.concurrency = "1,16,64,128" if args.endpoint == "chat" else "16,64"
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    if args.peers is None:
+        args.peers = "nginx,vllm-router" if args.endpoint == "chat" else ""
     peers = [p for p in args.peers.split(",") if p]
     for p in peers:
         if p not in PEERS:
             raise SystemExit(f"unknown peer {p!r} ({', '.join(PEERS)})")
-    configs = [c for c in args.configs.split(",") if c]
+    chat = args.endpoint == "chat"
+    configs = [
+        c
+        for c in (args.configs or (",".join(ROUTER_CONFIGS) if chat else "firsttoken")).split(",")
+        if c
+    ]
     for c in configs:
         if c not in ROUTER_CONFIGS:
             raise SystemExit(f"unknown router config {c!r} ({', '.join(ROUTER_CONFIGS)})")
@@ -878,8 +932,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # alike, so the comparison stays fair while unrelated work on the machine
         # (other jobs) gets less of the CPU.
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    if args.endpoint == "embeddings":
+        args.ttft_ms = args.embed_ms  # the simulator answers a batch at its first-token time
     workdir = Path(tempfile.mkdtemp(prefix="ft-overhead-"))
-    out = Path(args.out)
+    suffix = "" if args.endpoint == "chat" else f"-{args.endpoint}"
+    out = Path(args.out or f"benchmarks/out/overhead{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = machine()
     print(f"# overhead: {info['nproc']} cores, {info['cpu']}; logs in {workdir}", flush=True)
@@ -894,6 +951,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         targets = start_targets(
             args, workdir=workdir, ports=ports, configs=configs, peers=peers, procs=procs
         )
+        path = ENDPOINT_PATHS[args.endpoint]
+        for target in targets:
+            target.urls = [url.replace(CHAT_PATH, path) for url in target.urls]
         # Interleaved: at each concurrency, direct first, then every proxy, so that
         # each delta compares runs minutes apart at most.
         for c in concurrencies:
@@ -933,10 +993,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "concurrency": concurrencies,
             "nice": args.nice,
+            "endpoint": args.endpoint,
+            "batch": args.batch if args.endpoint == "embeddings" else None,
         },
         "peers": {t.name: t.meta for t in targets},
         "points": points,
-        "bars": bars(points),
+        "bars": bars(points, args.endpoint),
         "profile": profile,
         "router_log_bytes": router_log_bytes,
         "run_time_s": round(time.monotonic() - began, 1),
@@ -947,7 +1009,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_report(result: dict[str, Any]) -> None:
-    print()
+    print(f"\nendpoint: {ENDPOINT_PATHS[result['workload']['endpoint']]}")
     print(markdown(result["points"]))
     print()
     print(router_markdown(result["points"]))
@@ -1012,21 +1074,39 @@ def upstream_main(argv: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--concurrency", default="1,16,64,128", help="comma-separated (default 1,16,64,128)"
+        "--concurrency",
+        default=None,
+        help="comma-separated (default 1,16,64,128 for chat, 16,64 for the others)",
+    )
+    p.add_argument(
+        "--endpoint",
+        choices=tuple(ENDPOINT_PATHS),
+        default="chat",
+        help="what every party is asked: streaming chat (default), streaming "
+        "/v1/responses, or /v1/embeddings batches",
+    )
+    p.add_argument("--batch", type=int, default=8, help="embeddings: inputs per request")
+    p.add_argument(
+        "--embed-ms",
+        type=float,
+        default=250.0,
+        help="embeddings: the upstream's time to answer a batch (default 250)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
     p.add_argument(
         "--configs",
-        default=",".join(ROUTER_CONFIGS),
-        help=f"router configurations, any of {','.join(ROUTER_CONFIGS)} (default all)",
+        default=None,
+        help=f"router configurations, any of {','.join(ROUTER_CONFIGS)} "
+        "(default all for chat, firsttoken for the others)",
     )
     p.add_argument(
         "--peers",
-        default="nginx,vllm-router",
-        help=f"any of {','.join(PEERS)} ('' for none; default nginx,vllm-router)",
+        default=None,
+        help=f"any of {','.join(PEERS)} ('' for none; default nginx,vllm-router for chat, "
+        "none for the others)",
     )
-    p.add_argument("--out", default="benchmarks/out/overhead.json")
+    p.add_argument("--out", default=None, help="default benchmarks/out/overhead[-<endpoint>].json")
     p.add_argument("--ttft-ms", type=float, default=50.0)
     p.add_argument("--itl-ms", type=float, default=10.0)
     p.add_argument("--tokens", type=int, default=20)

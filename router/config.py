@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from router.capabilities import DEFAULTS, Capability, declared_problem
 from router.configfile import (
     Path_,
     did_you_mean,
@@ -125,11 +126,20 @@ class Price(_Model):
     per_minute: float = Field(0.0, ge=0.0)
     #: TTS per million characters of text in (OpenAI's tts-1 bills this way)
     per_mchar: float = Field(0.0, ge=0.0)
+    #: text targets: input tokens the provider read from its prompt cache (the usage's
+    #: `cached_tokens`), per million; without it they cost `input_per_mtok`
+    cached_input_per_mtok: float | None = Field(None, ge=0.0)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """US dollars for one turn."""
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """US dollars for one turn (`cached_tokens` are part of `prompt_tokens`)."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_rate = self.cached_input_per_mtok
+        if cached_rate is None:
+            cached_rate = self.input_per_mtok
         return (
-            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+            (prompt_tokens - cached) * self.input_per_mtok
+            + cached * cached_rate
+            + completion_tokens * self.output_per_mtok
         ) / 1e6
 
 
@@ -195,6 +205,13 @@ class TargetConfig(_Model):
     sample_rate: int = Field(24_000, ge=8000, le=48_000)
     #: cascade only: its stt, llm and tts routes and VAD defaults
     cascade: CascadeSettings | None = None
+    #: the endpoints it serves (router/capabilities.py has each kind's defaults)
+    capabilities: tuple[Capability, ...] | None = None
+
+    @property
+    def serves(self) -> tuple[Capability, ...]:
+        """What the target serves: its declaration, else its kind's defaults."""
+        return self.capabilities if self.capabilities is not None else DEFAULTS[self.kind]
 
     @field_validator("base_url")
     @classmethod
@@ -278,6 +295,18 @@ class SignalsConfig(_Model):
     max_cooldown_s: float = Field(300.0, gt=0.0)
 
 
+class ResponsesConfig(_Model):
+    """The Responses API's state lives on the target that produced a response: the router
+    remembers which one did, per response id (and `conversation` id), to send a
+    follow-up (`previous_response_id`), a GET or a DELETE there."""
+
+    #: how long an id's owner is remembered (OpenAI keeps stored responses 30 days)
+    owner_ttl_s: float = Field(30 * 86400.0, gt=0.0)
+    #: ids remembered in this replica's memory (the oldest go first); with `state:`
+    #: they are in Redis too, for `owner_ttl_s`
+    max_owners: int = Field(100_000, ge=1)
+
+
 class StateConfig(_Model):
     """State shared by replicas through Redis (router/replicas): breaker cooldowns and
     global rpm/tpm counters. Without this block every replica keeps its own."""
@@ -305,6 +334,7 @@ class Config(_Model):
     #: client keys; without this block the router is open (and binds loopback only)
     auth: AuthConfig | None = None
     upstream: UpstreamConfig = UpstreamConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     targets: tuple[TargetConfig, ...] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
 
@@ -349,6 +379,9 @@ def _target_issues(i: int, target: dict[str, Any], issue: Callable[[Path_, str],
         issue(("targets", i), "a cascade target, and only one, has a cascade: block")
     if kind != "realtime" and isinstance(base_url, str) and base_url.startswith("ws"):
         issue(("targets", i, "base_url"), "only a realtime target has a ws(s):// base_url")
+    problem = declared_problem(kind, target.get("capabilities"))
+    if problem is not None:
+        issue(("targets", i, "capabilities"), problem)
 
 
 def _cross_references(

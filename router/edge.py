@@ -29,6 +29,8 @@ class LimitsConfig(_Model):
     max_messages: int = Field(2048, ge=1)
     #: content parts (text, image, audio, ...) across all messages of one request
     max_content_parts: int = Field(4096, ge=1)
+    #: inputs of one embeddings request (OpenAI takes at most 2048)
+    max_inputs: int = Field(2048, ge=1)
     #: bodies larger than this, or with more JSON values than `inline_values` (counted
     #: from their commas and brackets), are parsed in a worker process, off the event loop
     inline_bytes: int = Field(256 * 1024, ge=0)

@@ -13,11 +13,15 @@
     │   ├── NotFound                 404: no such endpoint
     │   ├── MethodNotAllowed         405, with the methods the endpoint takes (Allow)
     │   ├── RequestTimeout           408: the request was not sent in time
+    │   ├── StateConflict            409: a Responses follow-up whose stored state is on a
+    │   │                            target its route does not serve it with
     │   ├── PayloadTooLarge          413
     │   ├── UnsupportedMediaType     415: a POST without an application/json body
     │   ├── ClientRateLimited        429 (a client key over its own limit)
     │   └── HeadersTooLarge          431: the request head is over server.max_header_bytes
     ├── NoTargetAvailable            503: every target of the route was filtered out
+    │   └── StateUnavailable         503: the target holding a response's state is down,
+    │                                or who holds it cannot be looked up (Redis)
     ├── Draining                     503: this replica is shutting down
     ├── Overloaded                   503: too many large bodies wait for a parse worker
     ├── EngineError                  500: a local speech engine failed (router/speech)
@@ -35,6 +39,9 @@
 
 Third-party exceptions (httpx, aiohttp, litellm, pydantic) are translated into this
 tree in exactly one place each (`upstream/`, `config.py`), always with `from exc`.
+
+Just over 400 lines: the tree is one module so the picture above and the classes
+cannot drift apart; each class is a few lines of status, type and code.
 """
 
 from __future__ import annotations
@@ -154,6 +161,13 @@ class RequestTimeout(RequestError):
     code = "request_timeout"
 
 
+class StateConflict(RequestError):
+    """The Responses state a request builds on is stored where its route cannot go."""
+
+    status = 409
+    code = "response_state_elsewhere"
+
+
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
@@ -183,6 +197,13 @@ class NoTargetAvailable(FirstTokenError):
     status = 503
     type = "service_unavailable"
     code = "no_target_available"
+
+
+class StateUnavailable(NoTargetAvailable):
+    """The target that stored a response is down (or cannot be found out): the request
+    needs that state, so it is not sent anywhere else."""
+
+    code = "response_state_unavailable"
 
 
 class Draining(FirstTokenError):

@@ -200,7 +200,9 @@ class Metrics:
         )
         self.tokens = Counter(
             "firsttoken_tokens",
-            "Tokens by route, target and direction (input, output)",
+            "Tokens by route, target and direction: input, output, and of those the input "
+            "read from the target's prompt cache (cached_input) and the output spent "
+            "reasoning (reasoning)",
             ["route", "target", "direction"],
             registry=r,
         )
@@ -429,6 +431,8 @@ class Metrics:
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """One turn that a target answered (`ttft_s` from arrival to response start)."""
         self._requests(route, target, outcome).inc()
@@ -444,6 +448,10 @@ class Metrics:
             self._tokens(route, target, "input").inc(prompt_tokens)
         if completion_tokens:
             self._tokens(route, target, "output").inc(completion_tokens)
+        if cached_tokens:
+            self._tokens(route, target, "cached_input").inc(cached_tokens)
+        if reasoning_tokens:
+            self._tokens(route, target, "reasoning").inc(reasoning_tokens)
         if cost_usd:
             self._cost(route, target).inc(cost_usd)
 

@@ -28,6 +28,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from router.capabilities import ORDER, Capability, not_served, ordered
 from router.clock import Clock
 from router.config import (
     Config,
@@ -38,7 +39,7 @@ from router.config import (
     missing_secrets,
 )
 from router.errors import (
-    BadRequest,
+    AllTargetsFailed,
     ConfigError,
     ConfigIssue,
     Draining,
@@ -57,13 +58,17 @@ from router.realtime.service import RealtimeService
 from router.realtime.target import RealtimeTarget
 from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
+from router.responses.owners import Owner, ResponseOwners
+from router.responses.pinning import Pin, find_pin, pinned_targets
 from router.signals import engine, probe
 from router.signals.registry import SignalsRegistry
+from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
 from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
+from router.turn.responses_wire import RESPONSES
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
-from router.upstream.base import Upstream, UpstreamSetup
+from router.upstream.base import Endpoint, Upstream, UpstreamSetup
 from router.upstream.factory import default_upstream, import_litellm_upstream, setup_for
 from router.upstream.retiring import Retirer
 from router.voice.stages import SpeechService
@@ -74,6 +79,13 @@ log = logging.getLogger("firsttoken")
 
 UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
 RETIRE_EVERY_S = 0.5  # how often retiring upstreams are checked for turns on them
+#: how each endpoint's answers read
+DIALECTS: Mapping[Endpoint, Dialect] = {
+    "chat": CHAT,
+    "completions": CHAT,
+    "responses": RESPONSES,
+    "embeddings": EMBEDDINGS,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,12 @@ class RouteRuntime:
     policy: Policy
     budget: HedgeBudget
     explore: ExplorationBudget
+    #: per capability, the route's targets that serve it (in the route's order)
+    serving: Mapping[Capability, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def capabilities(self) -> list[Capability]:
+        return ordered(c for c, names in self.serving.items() if names)
 
 
 @dataclass(slots=True, eq=False)
@@ -142,6 +160,9 @@ class Router:
         if self.shared is not None:
             self.shared.attach(self.runtime.signals)
             self.metrics.registry.register(SharedStateCollector(self.shared))
+        #: which target stored each response id (Redis too, with `state:`)
+        shared_owners = self.shared.owners if self.shared is not None else None
+        self.owners = ResponseOwners(config.responses, clock, shared_owners)
 
     # -- runtimes ----------------------------------------------------------------------
 
@@ -168,14 +189,20 @@ class Router:
         for r in config.routes:
             old_route = previous.routes.get(r.name) if previous else None
             keep = old_route is not None and old_route.config == r
+            served = [config.target(n) for n in r.targets]
+            # a target's `serves` may change while its route does not
+            serving = {c: tuple(t.name for t in served if c in t.serves) for c in ORDER}
             if keep and old_route:
-                routes[r.name] = old_route
+                routes[r.name] = RouteRuntime(
+                    r, old_route.policy, old_route.budget, old_route.explore, serving
+                )
             else:
                 routes[r.name] = RouteRuntime(
                     r,
                     build_policy(r.policy),
                     HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
                     ExplorationBudget(r.exploration),
+                    serving,
                 )
         auth = Authenticator(
             config.auth, self.environ, self.clock, previous.auth if previous else None
@@ -212,6 +239,7 @@ class Router:
             self.shared.attach(self.runtime.signals)
         if config.state != previous.config.state:
             log.warning("the state block changed: it takes effect at the next restart")
+        self.owners.configure(config.responses)
         kept = {id(t.upstream) for t in self.runtime.targets.values()}
         dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
         self._retirer.retire(previous, dropped, config.server.drain_s)
@@ -251,10 +279,16 @@ class Router:
     # -- turns -------------------------------------------------------------------------
 
     def plan(
-        self, runtime: Runtime, route: RouteRuntime, request: RoutingRequest
+        self,
+        runtime: Runtime,
+        route: RouteRuntime,
+        request: RoutingRequest,
+        names: Iterable[str] | None = None,
     ) -> tuple[Plan, dict[str, TargetView]]:
+        """The plan over `names` (the route's targets serving the request's endpoint)."""
         on = route.config.slo.on if route.config.slo is not None else "first_token"
-        views = {name: runtime.targets[name].signals.view(on) for name in route.config.targets}
+        names = route.serving.get(request.endpoint, ()) if names is None else names
+        views = {name: runtime.targets[name].signals.view(on) for name in names}
         ctx = PlanContext(
             rng=self.rng,
             slo=route.config.slo,
@@ -300,10 +334,13 @@ class Router:
             raise Draining("this replica is shutting down; retry on another")
         runtime = self.runtime
         route = self._route_for(runtime, parsed.model, client)
-        if runtime.realtime.serves(route.config):
-            raise BadRequest(f"the route '{parsed.model}' serves Realtime sessions: /v1/realtime")
-        if any(name not in runtime.targets for name in route.config.targets):
-            raise BadRequest(f"the route '{parsed.model}' serves speech, not chat turns")
+        names = route.serving.get(parsed.endpoint, ())
+        if not names:
+            raise not_served(route.config.name, parsed.endpoint, route.capabilities)
+        pin = None
+        if parsed.endpoint == "responses":
+            pin = await find_pin(self.owners, parsed.previous_response_id, parsed.conversation)
+            names = pinned_targets(pin, route.config.name, names) if pin else names
         affinity_target = None
         if route.config.affinity.enabled and parsed.session_key:
             affinity_target = runtime.signals.affinity.get(parsed.session_key)
@@ -318,14 +355,16 @@ class Router:
         )
         runtime.auth.admit(client, route.config.name, parsed.prompt_tokens)
         try:
-            plan, views = self.plan(runtime, route, routing)
+            plan, views = self.plan(runtime, route, routing, names)
             if self.shared is not None:
                 quota = None
                 if client is not None and client.limits is not None:
                     quota = ClientQuota(client.name, client.limits.rpm, client.limits.tpm)
                 plan = await self.shared.admit(plan, parsed.prompt_tokens, quota)
-        except NoTargetAvailable:
+        except NoTargetAvailable as err:
             self.metrics.turn_unanswered(route.config.name, cancelled=False)
+            if pin is not None:
+                raise pin.unavailable(err.message.rpartition(": ")[2]) from err
             raise
         turn = Turn(
             route=route.config,
@@ -345,12 +384,18 @@ class Router:
             client_wants_usage=parsed.client_wants_usage,
             routing=routing,
             forward_headers=forward_headers,
+            dialect=DIALECTS[parsed.endpoint],
+            on_commit=self._storing(parsed, route.config.name, pin),
         )
         self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
         self.active_turns += 1
         runtime.active += 1
         try:
             result = await turn.run(request, sink)
+        except AllTargetsFailed as err:
+            if pin is not None and err.client_error is None:
+                raise pin.unavailable(err.failures[-1].message if err.failures else "") from err
+            raise
         finally:
             self.active_turns -= 1
             runtime.active -= 1
@@ -365,6 +410,23 @@ class Router:
                 parsed.session_key, result.target, ttl_s=route.config.affinity.ttl_s
             )
         return result
+
+    def _storing(
+        self, parsed: ParsedRequest, route: str, pin: Pin | None
+    ) -> Callable[[str, str | None], None] | None:
+        """For a Responses turn: remember, at its commit point, which target stores its
+        answer (and its conversation), so follow-ups, GETs and DELETEs go there."""
+        if parsed.endpoint != "responses":
+            return None
+
+        def remember(target: str, response_id: str | None) -> None:
+            owner = Owner(target, route)
+            if response_id is not None and parsed.store:
+                self.owners.remember("response", response_id, owner)
+            if parsed.conversation is not None and pin is None:
+                self.owners.remember("conversation", parsed.conversation, owner)
+
+        return remember
 
     # -- realtime sessions -------------------------------------------------------------
 

@@ -167,6 +167,30 @@ def test_untyped_label_values_are_folded_into_their_vocabulary() -> None:
     ) == pytest.approx(0.1)
 
 
+def test_cached_input_and_reasoning_tokens_are_counted_beside_input_and_output() -> None:
+    m = Metrics()
+    m.turn_done(
+        "chat",
+        "a",
+        "ok",
+        ttft_s=0.1,
+        duration_s=0.5,
+        prompt_tokens=12,
+        completion_tokens=30,
+        cost_usd=0.0,
+        cached_tokens=8,
+        reasoning_tokens=20,
+    )
+    text = exposition(m)
+    counted = {
+        direction: value(
+            text, "firsttoken_tokens_total", route="chat", target="a", direction=direction
+        )
+        for direction in ("input", "output", "cached_input", "reasoning")
+    }
+    assert counted == {"input": 12, "output": 30, "cached_input": 8, "reasoning": 20}
+
+
 def test_status_class() -> None:
     assert status_class(UpstreamStatusError("x", target="a", upstream_status=503)) == "5xx"
     assert status_class(UpstreamStatusError("x", target="a", upstream_status=429)) == "4xx"

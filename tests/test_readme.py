@@ -63,6 +63,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "half a second at one concurrency; the LiteLLM peer needs its own venv (exempt)",
     ),
     (
+        r"benchmarks/overhead\.py --endpoint (\w+)$",
+        r"benchmarks/overhead.py --endpoint \1 --duration 0.5 --warmup 0.2 --concurrency 1",
+        "half a second at one concurrency, per endpoint",
+    ),
+    (
         r"benchmarks/routing\.py$",
         "benchmarks/routing.py --quick --duration 1 --only slo_cost+hedge --no-splits",
         "one policy for one second",

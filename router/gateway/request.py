@@ -22,6 +22,7 @@ from typing import Any
 
 from router.edge import LimitsConfig
 from router.errors import BadRequest
+from router.gateway.shapes import ResponsesFields, embeddings_tokens, responses_fields
 from router.upstream.base import Endpoint
 from router.upstream.body import ClientBody
 
@@ -53,6 +54,11 @@ class ParsedRequest:
     prompt_tokens: int
     max_output_tokens: int | None
     session_key: str | None
+    #: Responses: the stored state the request builds on (it lives on one target), and
+    #: whether the answer is to be stored (`store`, true unless false)
+    previous_response_id: str | None = None
+    conversation: str | None = None
+    store: bool = True
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -138,6 +144,25 @@ def _optional_int(body: Mapping[str, Any], *names: str) -> int | None:
     return None
 
 
+def _endpoint_fields(
+    endpoint: Endpoint, body: Mapping[str, Any], limits: LimitsConfig
+) -> tuple[int, ResponsesFields | None]:
+    """The estimated prompt tokens, and a Responses request's state fields."""
+    if endpoint == "embeddings":
+        return embeddings_tokens(body, limits), None
+    if endpoint == "responses":
+        fields = responses_fields(body, limits)
+        return fields.prompt_tokens, fields
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("missing required field 'messages' (a non-empty list)")
+        _check_messages(messages, limits)
+    elif not isinstance(body.get("prompt"), str | list):
+        raise BadRequest("missing required field 'prompt'")
+    return _estimate_prompt_tokens(endpoint, body), None
+
+
 def decode(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a 400. C-speed: no walk of the tree here."""
     try:
@@ -167,29 +192,31 @@ def validate(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("missing required field 'model' (a string)")
-    if endpoint == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("missing required field 'messages' (a non-empty list)")
-        _check_messages(messages, limits)
-    elif not isinstance(body.get("prompt"), str | list):
-        raise BadRequest("missing required field 'prompt'")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be a boolean")
+    prompt_tokens, responses = _endpoint_fields(endpoint, body, limits)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object")
-    wants_usage = bool(stream and options and options.get("include_usage") is True)
+    # Only chat and completions have a usage chunk to ask for (Responses always end
+    # with their usage; OpenAI refuses `stream_options.include_usage` there).
+    asks_usage = endpoint in ("chat", "completions")
+    wants_usage = bool(asks_usage and stream and options and options.get("include_usage") is True)
     return ParsedRequest(
         endpoint=endpoint,
-        body=ClientBody.of(body, stream),
+        body=ClientBody.of(body, stream and asks_usage),
         model=model,
         stream=stream,
         client_wants_usage=wants_usage,
-        prompt_tokens=_estimate_prompt_tokens(endpoint, body),
-        max_output_tokens=_optional_int(body, "max_completion_tokens", "max_tokens"),
+        prompt_tokens=prompt_tokens,
+        max_output_tokens=_optional_int(
+            body, "max_completion_tokens", "max_tokens", "max_output_tokens"
+        ),
         session_key=_session_key(endpoint, body, session_header),
+        previous_response_id=responses.previous_response_id if responses else None,
+        conversation=responses.conversation if responses else None,
+        store=responses.store if responses else True,
     )
 
 

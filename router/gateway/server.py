@@ -35,7 +35,7 @@ from router.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from router.gateway import audio, realtime
+from router.gateway import audio, realtime, responses
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser
 from router.gateway.asgi import Message, Receive, Scope, Send, header
@@ -54,6 +54,8 @@ log = logging.getLogger("firsttoken.server")
 _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
 }
 _AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech"})
 _POST = ("POST", "OPTIONS")
@@ -233,6 +235,8 @@ class Server:
             return _POST
         if path in _AUDIO_PATHS:
             return _POST
+        if path.startswith(responses.PREFIX):  # a stored response: GET, DELETE, cancel
+            return responses.methods(path)
         if path in PAGES and self.guard().playground:
             return _GET
         return _GET if path in self._getters() else None
@@ -269,6 +273,8 @@ class Server:
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
             await self._turn(scope, receive, send, endpoint, arrived)
+        elif path.startswith(responses.PREFIX):
+            await self._stored_response(scope, receive, send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
         elif path == "/admin/reload" and self._reload is not None:
@@ -392,12 +398,36 @@ class Server:
         else:
             await audio.speech(self.router, raw, send, client)
 
+    async def _stored_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        if scope["method"] == "POST":  # a cancel takes no body; drain whatever came
+            await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
+        request_id = _request_id(header(scope, b"x-request-id"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        await responses.stored(
+            self.router,
+            path=scope["path"],
+            method=scope["method"],
+            query=query,
+            send=send,
+            client=client,
+            forward_headers={"x-request-id": request_id} if request_id else {},
+        )
+
     # -- plain endpoints -----------------------------------------------------------------
 
     async def _models(self, scope: Scope) -> tuple[int, bytes, bytes]:
         client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
+        routes = self.router.runtime.routes
+        # OpenAI's model object, and what the route serves (router/capabilities.py)
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "firsttoken"}
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "firsttoken",
+                "capabilities": routes[name].capabilities,
+            }
             for name in self.router.models(client)
         ]
         return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"

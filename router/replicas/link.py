@@ -39,7 +39,7 @@ SLOW_STRIKES = 10
 LOG_EVERY_S = 30.0
 
 #: operations that fall back to local state (the `op` label of the fallback counter)
-OPS = ("limit", "publish", "flush", "sync")
+OPS = ("limit", "publish", "flush", "sync", "owners")
 
 
 def redacted(url: str) -> str:
@@ -86,6 +86,10 @@ class Keys:
 
     def cooldown(self, target: str) -> str:
         return f"{self.prefix}cooldown:{target}"
+
+    def owner(self, key: str) -> str:
+        """The target that stored a response (or conversation) id: `key` is `r:<id>`."""
+        return f"{self.prefix}resp:{key}"
 
     def window(self, kind: str, name: str, minute: int) -> str:
         """The counter of `kind` ("t" target, "c" client key) `name` for one minute."""

@@ -29,6 +29,7 @@ from router.replicas.cooldowns import SharedCooldowns
 from router.replicas.counters import GlobalCounters
 from router.replicas.limits import ClientQuota, SharedLimits
 from router.replicas.link import BACKGROUND_TIMEOUT_S, REDIS_ERRORS, Keys, Link, connect, redacted
+from router.replicas.owners import SharedOwners
 from router.signals.target import TargetSignals
 
 log = logging.getLogger("firsttoken.shared")
@@ -85,6 +86,10 @@ class SharedState:
         self.cooldowns = SharedCooldowns(
             self._redis, self.keys, self.link, replica=self.replica, clock=clock
         )
+        #: which target stored each response id (the Responses API's state)
+        self.owners = SharedOwners(
+            self._redis, self.keys, self.link, timeout_s=config.timeout_ms / 1000.0
+        )
         self._heartbeat = self._redis.register_script(HEARTBEAT_LUA)
         self._targets: Mapping[str, TargetSignals] = {}
 
@@ -112,6 +117,7 @@ class SharedState:
             tg.start_soon(self.cooldowns.listen_loop)
             tg.start_soon(self.cooldowns.publish_loop)
             tg.start_soon(self.limits.counters.flush_loop)
+            tg.start_soon(self.owners.flush_loop)
 
     async def beat(self) -> bool:
         """One heartbeat: registers this replica and learns how many are alive."""
@@ -155,6 +161,7 @@ class SharedState:
             # counted here, and re-read the others' cooldowns.
             self.cooldowns.kick()
             self.limits.counters.kick()
+            self.owners.kick()
 
     def _apply_share(self) -> None:
         share = 1.0 if self.link.up else 1.0 / max(self.replicas, 1)

@@ -8,7 +8,8 @@ to its first token through the same `Attempt` a turn uses, so its TTFT, a failur
 answer. One is sent when the router starts, then every `interval_s`, skipped while
 real turns have measured the target within the interval. Probes are on by default
 for local engines (`kind: vllm`: they cost nothing to ask) and off for the rest,
-priced APIs (`probe:` on a target or a route; `probe_for`).
+priced APIs (`probe:` on a target or a route; `probe_for`). A target that serves no
+chat completions (an embedding model: `capabilities: [embeddings]`) is never probed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ MAX_EVENT_BYTES = 64 * 1024
 
 def probe_for(config: Config, target: TargetConfig) -> Probe | None:
     """The target's own `probe:`, else the first of its routes' that sets one, else
-    the default: on for local engines (`kind: vllm`), off for the rest."""
+    the default: on for local engines (`kind: vllm`), off for the rest. None for a
+    target that serves no chat completions: the probe is one."""
+    if "chat" not in target.serves:
+        return None
     setting = target.probe
     if setting is None:
         setting = next(

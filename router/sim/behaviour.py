@@ -134,4 +134,6 @@ class Behaviour:
     itl_s: float = 0.01
     tokens: int = 20
     fault: Fault = field(default_factory=Fault)
+    #: floats per embedding when a request does not ask for `dimensions`
+    embedding_dims: int = 256
     reply: str | None = None

@@ -35,7 +35,9 @@ from aiohttp import web
 from router.clock import Clock
 from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
+from router.sim.embeddings import Embedder
 from router.sim.records import RequestRecord
+from router.sim.responses import ResponsesEncoder, ResponseStore, unknown_previous
 from router.sim.wire import (
     DONE,
     MALFORMED_FRAME,
@@ -76,6 +78,9 @@ class SimServer:
         self._behaviour = behaviour or Behaviour()
         self.records: deque[RequestRecord] = deque(maxlen=max_records)
         self._ids = itertools.count(1)
+        #: stored Responses (GET, DELETE, `previous_response_id`), and embeddings
+        self.stored = ResponseStore()
+        self._embedder = Embedder()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -102,6 +107,9 @@ class SimServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self.stored.add_routes(app)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self.backend.add_routes(app)
@@ -194,11 +202,22 @@ class SimServer:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._completion(request, "completions")
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._completion(request, "responses")
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._completion(request, "embeddings")
+
+    def _record_id(self, endpoint: Endpoint) -> str:
+        if endpoint == "responses":
+            return self.stored.new_id()
+        prefix = {"chat": "chatcmpl-sim", "completions": "cmpl-sim"}.get(endpoint, "emb-sim")
+        return f"{prefix}{next(self._ids)}"
+
     async def _completion(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         now = self._clock()
-        prefix = "chatcmpl-sim" if endpoint == "chat" else "cmpl-sim"
         record = RequestRecord(
-            id=f"{prefix}{next(self._ids)}",
+            id=self._record_id(endpoint),
             path=request.path,
             body=None,
             headers={k.lower(): v for k, v in request.headers.items()},
@@ -237,6 +256,9 @@ class SimServer:
                 record, Rejection(400, error_body(str(exc), "invalid_request_error"))
             )
         record.fault = fault.kind
+        missing = unknown_previous(sim_request, self.stored) if endpoint == "responses" else None
+        if missing is not None:
+            return self._reject(record, Rejection(400, missing))
         early = await self._early_fault(request, record, fault)
         if early is not None:
             return early
@@ -244,6 +266,15 @@ class SimServer:
         if isinstance(outcome, Rejection):
             return self._reject(record, outcome)
         try:
+            if endpoint == "embeddings":
+                return await self._embed(
+                    request,
+                    record=record,
+                    sim=sim_request,
+                    behaviour=behaviour,
+                    fault=fault,
+                    gen=outcome,
+                )
             if sim_request.stream:
                 return await self._stream(
                     request, record, sim_request, behaviour=behaviour, fault=fault, gen=outcome
@@ -355,7 +386,7 @@ class SimServer:
             await response.write(DONE)
             record.finished_at = self._clock()
             return response
-        encoder = Encoder(record.id, sim.endpoint, sim.model, behaviour.reply)
+        encoder = self._encoder(record, sim, behaviour.reply)
         await response.write(encoder.role())
         if fault.kind == "hang_before_first_token":
             await _hang()
@@ -380,10 +411,25 @@ class SimServer:
             await response.write(encoder.finish(_finish_reason(sim, behaviour, n)))
             if sim.include_usage:
                 await response.write(encoder.usage(sim.prompt_tokens, n))
-        await response.write(DONE)
+        if encoder.done:
+            await response.write(encoder.done)
         await response.write_eof()
         record.finished_at = self._clock()
         return response
+
+    async def _before_a_unary_answer(
+        self, request: web.Request, record: RequestRecord, fault: Fault
+    ) -> web.StreamResponse | None:
+        """The faults that strike before a unary answer: a hang, or a reset after the
+        headers (returned: the response to end on)."""
+        if fault.kind == "hang_before_first_token":
+            await _hang()
+        if fault.kind == "reset_after_headers":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            self._cut(request, record, reset=True)
+            return response
+        return None
 
     async def _unary(
         self,
@@ -395,13 +441,9 @@ class SimServer:
         fault: Fault,
         gen: Generation,
     ) -> web.StreamResponse:
-        if fault.kind == "hang_before_first_token":
-            await _hang()
-        if fault.kind == "reset_after_headers":
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            self._cut(request, record, reset=True)
-            return response
+        cut = await self._before_a_unary_answer(request, record, fault)
+        if cut is not None:
+            return cut
         n = gen.n_tokens
         for i in range(n):
             await gen.next_token()
@@ -419,10 +461,53 @@ class SimServer:
         record.finished_at = self._clock()
         if fault.kind == "malformed":
             return web.Response(body=MALFORMED_FRAME, content_type="application/json")
-        body = Encoder(record.id, sim.endpoint, sim.model).full(
+        body = self._encoder(record, sim).full(
             n, _finish_reason(sim, behaviour, n), sim.prompt_tokens
         )
         return web.json_response(body, headers=dict(gen.headers))
+
+    def _encoder(
+        self, record: RequestRecord, sim: SimRequest, reply: str | None = None
+    ) -> Encoder | ResponsesEncoder:
+        """`reply`: the chat answer's words (a Responses answer is numbered tokens)."""
+        if sim.endpoint == "responses":
+            return ResponsesEncoder(record.id, sim, self.stored)
+        return Encoder(record.id, sim.endpoint, sim.model, reply)
+
+    async def _embed(
+        self,
+        request: web.Request,
+        *,
+        record: RequestRecord,
+        sim: SimRequest,
+        behaviour: Behaviour,
+        fault: Fault,
+        gen: Generation,
+    ) -> web.StreamResponse:
+        """One embeddings answer, ready after the first-token wait (faults as unary)."""
+        cut = await self._before_a_unary_answer(request, record, fault)
+        if cut is not None:
+            return cut
+        await gen.next_token()
+        record.first_token_at = self._clock()
+        if fault.kind == "die_after":
+            self._cut(request, record)
+            return web.Response(status=500)
+        if fault.kind == "error_event_after":
+            return self._reject(record, Rejection(500, error_body(fault.message)))
+        try:
+            body = (
+                MALFORMED_FRAME
+                if fault.kind == "malformed"
+                else self._embedder.body(sim, behaviour.embedding_dims)
+            )
+        except InvalidRequest as exc:
+            return self._reject(
+                record, Rejection(400, error_body(str(exc), "invalid_request_error"))
+            )
+        record.status = 200
+        record.finished_at = self._clock()
+        return web.Response(body=body, content_type="application/json", headers=dict(gen.headers))
 
 
 def _finish_reason(sim: SimRequest, behaviour: Behaviour, n: int) -> FinishReason:

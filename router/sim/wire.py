@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Endpoint = Literal["chat", "completions"]
+Endpoint = Literal["chat", "completions", "responses", "embeddings"]
 FinishReason = Literal["stop", "length"]
 
 DONE = b"data: [DONE]\n\n"
@@ -75,7 +75,10 @@ def parse_request(endpoint: Endpoint, body: object, authorization: str | None) -
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required")
     texts: list[str]
-    if endpoint == "chat":
+    if endpoint in ("responses", "embeddings"):
+        texts = input_texts(endpoint, body)
+        parts = texts
+    elif endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequest("'messages' must be a non-empty list")
@@ -91,7 +94,9 @@ def parse_request(endpoint: Endpoint, body: object, authorization: str | None) -
             raise InvalidRequest("'prompt' must be a string")
         texts = [prompt]
         parts = [prompt]
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = body.get(
+        "max_output_tokens", body.get("max_completion_tokens", body.get("max_tokens"))
+    )
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise InvalidRequest("'max_tokens' must be a positive integer")
     options = body.get("stream_options")
@@ -110,6 +115,32 @@ def parse_request(endpoint: Endpoint, body: object, authorization: str | None) -
         prefix_keys=_prefix_keys(parts, texts),
         api_key=api_key,
     )
+
+
+def input_texts(endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
+    """The texts of a Responses request (`instructions`, then each input item) or of an
+    embeddings request (each input; a token list counts as one word per token)."""
+    value = body.get("input")
+    if endpoint == "embeddings":
+        items: list[Any] = value if isinstance(value, list) and value else [value]
+        if isinstance(value, list) and all(isinstance(t, int) for t in value):
+            items = [value]
+        texts: list[str] = []
+        for item in items:
+            if not isinstance(item, str | list):
+                raise InvalidRequest("'input' must be a string, strings, or token lists")
+            texts.append(item if isinstance(item, str) else " ".join(map(str, item)))
+        return texts
+    texts = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+    if isinstance(value, str):
+        return [*texts, value]
+    if value is not None and not isinstance(value, list):
+        raise InvalidRequest("'input' must be a string or a list of items")
+    for item in value or []:
+        if not isinstance(item, Mapping):
+            raise InvalidRequest("every input item must be an object")
+        texts.append(_message_text(item))
+    return texts or [""]
 
 
 def _prefix_keys(parts: Sequence[str], texts: Sequence[str]) -> tuple[tuple[str, int], ...]:
@@ -157,6 +188,9 @@ class Encoder:
         "_tail",
         "_words",
     )
+
+    #: what ends a stream
+    done = DONE
 
     def __init__(
         self, request_id: str, endpoint: Endpoint, model: str, reply: str | None = None

@@ -44,9 +44,13 @@ class TurnEvents(Protocol):
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """A turn a target answered; `ttft_s` from arrival to the response start (its
-        first token of any kind), `first_answer_s` to its first answer token."""
+        first token of any kind), `first_answer_s` to its first answer token; of its
+        tokens, `cached_tokens` came from the target's prompt cache and
+        `reasoning_tokens` were spent reasoning."""
         ...
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:

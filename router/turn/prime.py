@@ -4,7 +4,8 @@ first token of a stream, or a whole unary answer.
 Before the commit point each SSE event is parsed as JSON (there are only a few: the
 role chunk, Azure's prompt-filter chunk, perhaps an empty delta): a malformed frame,
 one past `upstream.max_event_bytes`, an error event or a stream that ends first is
-an `UpstreamError`, so the race moves the turn on.
+an `UpstreamError`, so the race moves the turn on. How an event or a body reads
+(chat chunks, Responses events, an embeddings body) is the request's `Dialect`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from router.errors import (
 )
 from router.signals.attempt import Attempt
 from router.turn import sse
+from router.turn.dialect import Dialect
 from router.turn.types import Primed, TargetRuntime, TurnRequest
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
@@ -32,6 +34,7 @@ async def read_to_first_token(
     attempt: Attempt,
     response: UpstreamResponse,
     started: float,
+    dialect: Dialect,
     *,
     clock: Clock,
     max_event: int,
@@ -41,6 +44,7 @@ async def read_to_first_token(
     chunks = response.aiter_bytes()
     framer = sse.Framer(max_event)
     head: list[bytes] = []
+    response_id = None
     async for chunk in chunks:
         try:
             block = framer.feed(chunk)
@@ -51,7 +55,7 @@ async def read_to_first_token(
         events = sse.split_events(block)
         for i, event in enumerate(events):
             try:
-                frame, kind, parsed = sse.classify(event)
+                frame, kind, parsed = dialect.classify(event)
             except sse.MalformedFrame as exc:
                 raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
             if frame is sse.Frame.ERROR:
@@ -64,6 +68,8 @@ async def read_to_first_token(
             if frame is sse.Frame.DONE:
                 raise UpstreamProtocolError(f"{name}: stream ended before any token", target=name)
             head.append(event)
+            if parsed is not None and response_id is None:
+                response_id = dialect.response_id(parsed)
             if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
                 rest = b"".join(events[i + 1 :])
                 if rest:  # complete events after the first token: keep them first
@@ -78,6 +84,7 @@ async def read_to_first_token(
                     started,
                     clock(),
                     first_kind=kind,
+                    response_id=response_id,
                 )
     raise UpstreamProtocolError(f"{name}: stream closed before the first token", target=name)
 
@@ -87,6 +94,7 @@ async def read_whole(
     attempt: Attempt,
     response: UpstreamResponse,
     started: float,
+    dialect: Dialect,
     *,
     clock: Clock,
 ) -> Primed:
@@ -94,12 +102,9 @@ async def read_whole(
     name = runtime.config.name
     body = await response.aread()
     try:
-        parsed = json.loads(body)
-    except ValueError as exc:
-        raise UpstreamProtocolError(f"{name}: response is not JSON", target=name) from exc
-    if not isinstance(parsed, dict) or "choices" not in parsed:
-        raise UpstreamProtocolError(f"{name}: response has no choices", target=name)
-    usage = parsed.get("usage")
+        whole = dialect.whole(name, body)
+    except sse.MalformedFrame as exc:
+        raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
     return Primed(
         runtime,
         attempt,
@@ -109,7 +114,8 @@ async def read_whole(
         None,
         started,
         clock(),
-        usage=usage if isinstance(usage, dict) else None,
+        usage=whole.usage,
+        response_id=whole.response_id,
     )
 
 
@@ -155,11 +161,14 @@ async def attempt_to_commit(
                     attempt,
                     response,
                     started,
+                    request.dialect,
                     clock=clock,
                     max_event=max_event,
                 )
             else:
-                primed = await read_whole(runtime, attempt, response, started, clock=clock)
+                primed = await read_whole(
+                    runtime, attempt, response, started, request.dialect, clock=clock
+                )
         if request.stream:
             attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
         handed_over = True

@@ -15,6 +15,8 @@ A bad request ends the race only when no other attempt runs (a hedge's 400 never
 cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
 `total_s` and never feed the TTFT estimators. Before the commit point each SSE event
 is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fails over.
+How an event reads (chat chunks, Responses events, an embeddings body) is the
+request's `Dialect` (see `prime.py`).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from router.errors import (
 )
 from router.policy.base import Plan, TargetView
 from router.turn import sse
+from router.turn.dialect import CHAT, Dialect
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget
 from router.turn.model_name import ModelRename
@@ -112,6 +113,9 @@ class Turn:
         self.result = TurnResult(route=route.name, reason=plan.reason)
         self._prompt_estimate = 0
         self._rename: ModelRename | None = None  # response_model: route
+        self._dialect: Dialect = CHAT
+        #: an error event came mid-stream (the relay then ends with the stream)
+        self._errored = False
 
     # -- after the commit point ---------------------------------------------------------
 
@@ -171,11 +175,14 @@ class Turn:
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd,
+            cached_tokens=r.cached_tokens,
+            reasoning_tokens=r.reasoning_tokens,
         )
 
     async def _run(self, request: TurnRequest, sink: Sink) -> TurnResult:
         self._budget.record_turn()
         self._prompt_estimate = request.routing.prompt_tokens
+        self._dialect = request.dialect
         order = [self._targets[name] for name in self._plan.order]
         race = Race(
             route=self._route,
@@ -211,6 +218,9 @@ class Turn:
         """Write the winner's head at once, then relay the rest and book the turn."""
         result = self.result
         result.target = primed.target.config.name
+        result.response_id = primed.response_id
+        if request.on_commit is not None:
+            request.on_commit(result.target, primed.response_id)
         if request.stream:  # a unary answer has no first token of its own
             result.ttft_s = primed.first_token_at - primed.started_at
             result.first_kind = primed.first_kind
@@ -253,6 +263,7 @@ class Turn:
         chunks, framer = primed.chunks, primed.framer
         name = primed.target.config.name
         keep_usage = request.client_wants_usage
+        dialect = self._dialect
         events_seen = 1
         answered = primed.first_kind in ("answer", "finish")
         done = False
@@ -266,7 +277,7 @@ class Turn:
             block = framer.feed(b"")  # complete events that came with the first token
             while True:
                 if block:
-                    if not answered and sse.first_answer_in(block):
+                    if not answered and dialect.first_answer_in(block):
                         answered = True
                         self._first_answer(primed)
                     done, events_seen = await self._forward(
@@ -298,8 +309,10 @@ class Turn:
             )
             await self._interrupted(primed, sink, timeout, events_seen)
             return
-        if not done:
-            cut_short = UpstreamProtocolError(f"{name}: stream ended without [DONE]", target=name)
+        if not done and not self._errored:
+            cut_short = UpstreamProtocolError(
+                f"{name}: stream ended without {dialect.end_marker}", target=name
+            )
             await self._interrupted(primed, sink, cut_short, events_seen)
             return
         if self.result.outcome != "error":
@@ -316,12 +329,13 @@ class Turn:
         self, primed: Primed, block: bytes, keep_usage: bool, sink: Sink, events_seen: int
     ) -> tuple[bool, int]:
         """Write one block of complete events; act on the rare ones. Returns (done, count)."""
-        found = sse.scan(block)
+        dialect = self._dialect
+        found = dialect.scan(block)
         events_seen += block.count(b"data:")
         if found.has_usage:
             kept = []
             for event in sse.split_events(block):
-                usage, usage_only = sse.usage_of(event)
+                usage, usage_only = dialect.usage_of(event)
                 if usage is not None:
                     primed.usage = usage
                     if usage_only and not keep_usage:
@@ -329,7 +343,8 @@ class Turn:
                         continue
                 kept.append(event)
             block = b"".join(kept)
-        if found.has_error:
+        if found.has_error and not self._errored:
+            self._errored = True
             name = primed.target.config.name
             err = UpstreamProtocolError(f"{name}: error event mid-stream", target=name)
             primed.attempt.failed(err)
@@ -338,7 +353,7 @@ class Turn:
             self.result.outcome = "error"
         if block:
             await sink.write(self._rename(block) if self._rename else block)
-        return found.has_done or found.has_error, events_seen
+        return found.has_done or (found.has_error and dialect.error_ends), events_seen
 
     def _degraded(self, primed: Primed, waited_s: float) -> None:
         name = primed.target.config.name
@@ -356,18 +371,22 @@ class Turn:
         self.result.outcome = "error"
         self.result.failures.append(err)
         self._account(primed, primed.usage, estimated_completion=events)
-        await sink.write(sse.error_event(f"the upstream stream was interrupted: {err.message}"))
+        message = f"the upstream stream was interrupted: {err.message}"
+        sequence = primed.head.count(b"data:") + events - 1  # Responses number their events
+        await sink.write(self._dialect.interrupted(message, primed.head, sequence))
 
     def _account(
         self, primed: Primed, usage: Mapping[str, Any] | None, estimated_completion: int
     ) -> None:
         result = self.result
-        prompt = completion = None
-        if usage is not None:
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        result.prompt_tokens = prompt if isinstance(prompt, int) else self._prompt_estimate
-        result.completion_tokens = (
-            completion if isinstance(completion, int) else estimated_completion
-        )
+        tokens = self._dialect.tokens(usage) if usage is not None else None
+        prompt = tokens.prompt if tokens else None
+        completion = tokens.completion if tokens else None
+        result.prompt_tokens = prompt if prompt is not None else self._prompt_estimate
+        result.completion_tokens = completion if completion is not None else estimated_completion
+        result.cached_tokens = tokens.cached if tokens else 0
+        result.reasoning_tokens = tokens.reasoning if tokens else 0
         price = primed.target.config.price
-        result.cost_usd = price.cost(result.prompt_tokens, result.completion_tokens)
+        result.cost_usd = price.cost(
+            result.prompt_tokens, result.completion_tokens, result.cached_tokens
+        )

@@ -204,7 +204,8 @@ class Scan:
     has_done: bool
 
 
-def _parsed(event: bytes) -> Any:
+def parsed_event(event: bytes) -> Any:
+    """An event's JSON data, or None (no data line, or not JSON)."""
     data = event_data(event)
     if data is None:
         return None
@@ -220,7 +221,8 @@ def scan(block: bytes) -> Scan:
     has_usage = _USAGE in block or _USAGE_SPACED in block
     has_error = has_done = False
     if _ERROR in block or _ERROR_EVENT in block:
-        has_error = any(is_error(e, _parsed(e)) for e in split_events(block) if _marked_error(e))
+        marked = (e for e in split_events(block) if _marked_error(e))
+        has_error = any(is_error(e, parsed_event(e)) for e in marked)
     if _DONE_MARK in block:
         has_done = any(
             (data := event_data(e)) is not None and data.strip() == b"[DONE]"
@@ -240,7 +242,7 @@ def first_answer_in(block: bytes) -> bool:
     if not any(mark in block for mark in _ANSWER_MARKS):
         return False
     for event in split_events(block):
-        chunk = _parsed(event)
+        chunk = parsed_event(event)
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if isinstance(choices, list) and any(
             isinstance(c, dict) and token_kind(c) == "answer" for c in choices
@@ -254,7 +256,7 @@ def usage_of(event: bytes) -> tuple[dict[str, Any] | None, bool]:
     Groq's `x_groq.usage` counts when there is no top-level usage."""
     if _USAGE not in event and _USAGE_SPACED not in event:
         return None, False
-    chunk = _parsed(event)
+    chunk = parsed_event(event)
     if not isinstance(chunk, dict):
         return None, False
     usage = chunk.get("usage")

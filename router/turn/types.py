@@ -4,7 +4,7 @@ happened. Plain values; the runtime builds them, the race and the relay use them
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from router.errors import UpstreamError
 from router.policy.base import RoutingRequest
 from router.signals.attempt import Attempt
 from router.signals.target import TargetSignals
+from router.turn.dialect import CHAT, Dialect
 from router.turn.sse import Framer
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
 from router.upstream.body import ClientBody
@@ -39,6 +40,10 @@ class TurnRequest:
     routing: RoutingRequest
     #: request headers passed upstream (request id)
     forward_headers: Mapping[str, str] = field(default_factory=dict)
+    #: how the endpoint's answers read (chat chunks, Responses events, embeddings)
+    dialect: Dialect = CHAT
+    #: called at the commit point with the target and the stored answer's id (if any)
+    on_commit: Callable[[str, str | None], None] | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +65,8 @@ class Primed:
     usage: dict[str, Any] | None = None
     #: the stream ended at `[DONE]`: its connection may serve the next turn
     ended: bool = False
+    #: the id of the stored answer (Responses: from `response.created` or the body)
+    response_id: str | None = None
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -86,6 +93,11 @@ class TurnResult:
     first_answer_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: of those, prompt tokens read from the target's cache, completion tokens spent reasoning
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_usd: float = 0.0
+    #: Responses: the id of the response the target stored (it owns its state)
+    response_id: str | None = None
     reason: str = ""
     failures: list[UpstreamError] = field(default_factory=list)

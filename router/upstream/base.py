@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Endpoint = Literal["chat", "completions"]
+#: the OpenAI endpoints a text target serves (a `Capability` each: router/capabilities.py)
+Endpoint = Literal["chat", "completions", "responses", "embeddings"]
+Method = Literal["POST", "GET", "DELETE"]
 
 ENDPOINT_PATHS: dict[Endpoint, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
 }
 
 
@@ -26,10 +30,16 @@ class UpstreamRequest:
     `body.TargetBody`, whose bytes are ready; any other mapping is serialised)."""
 
     endpoint: Endpoint
+    #: empty (and not sent) for a stored response's own calls, which have a `path`
     body: Mapping[str, Any]
     stream: bool
     #: headers to pass along (request id, ...); never the client's own API key
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: a stored response's own calls (`GET /responses/{id}`, `DELETE`, `.../cancel`):
+    #: the method, the path after the base URL, and the client's query string
+    method: Method = "POST"
+    path: str | None = None
+    query: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,19 +160,22 @@ class HttpPool:
         self,
         url: URL,
         headers: Mapping[str, str],
-        body: bytes,
+        body: bytes | None,
         limits: aiohttp.ClientTimeout,
+        method: str = "POST",
     ) -> aiohttp.ClientResponse:
-        """Send the request; return once the final status and headers are in. A pool a
-        reload closed (a turn that outlived `server.drain_s` trying its next target)
-        is a connect error of that target, never a new session nobody would close."""
+        """Send the request (a POST unless `method` says otherwise); return once the
+        final status and headers are in. A pool a reload closed (a turn that outlived
+        `server.drain_s` trying its next target) is a connect error of that target,
+        never a new session nobody would close."""
         if self.closed:
             raise UpstreamConnectError(f"{self.target}: closed by a reload", target=self.target)
         session = self._get_session()
         _reused.set(False)
         for attempt in (1, 2):
             try:
-                return await session.post(
+                return await session.request(
+                    method,
                     url,
                     data=body,
                     headers=headers,

@@ -183,11 +183,16 @@ class OpenAIResponse:
             self._response.close()
 
 
-def _url(base_url: str, path: str) -> URL:
-    """`path` appended to `base_url`'s path, its query kept (Azure's `api-version`)."""
+def _url(base_url: str, path: str, query: str = "") -> URL:
+    """`path` appended to `base_url`'s path, its query kept (Azure's `api-version`), and
+    a client's `query` (already encoded) after it."""
     base = URL(base_url)
     joined = base.with_path(base.path.rstrip("/") + path, encoded=False)
-    return joined.with_query(base.query) if base.query_string else joined
+    joined = joined.with_query(base.query) if base.query_string else joined
+    if query:
+        both = f"{base.query_string}&{query}" if base.query_string else query
+        joined = joined.with_query(both)
+    return joined
 
 
 class OpenAIUpstream:
@@ -205,6 +210,7 @@ class OpenAIUpstream:
         self.name = config.name
         self._wall = wall_clock
         self._config = config
+        self._base_url = config.base_url
         self._key = setup.api_key or ""
         headers = {
             "content-type": "application/json",
@@ -239,8 +245,12 @@ class OpenAIUpstream:
 
     async def send(self, request: UpstreamRequest) -> OpenAIResponse:
         headers = {**self._headers, **request.headers} if request.headers else self._headers
-        body = wire_bytes(request.body)
-        response = await self.pool.post(self._urls[request.endpoint], headers, body, self._timeout)
+        if request.path is None:
+            url = self._urls[request.endpoint]
+            response = await self.pool.post(url, headers, wire_bytes(request.body), self._timeout)
+        else:  # a stored response's own call: GET, DELETE, or a bodiless POST
+            url = _url(self._base_url, request.path, request.query)
+            response = await self.pool.post(url, headers, None, self._timeout, request.method)
         if response.status >= 300:
             raise await self._status_error(response)
         return OpenAIResponse(response, self.name, self._max_body, self._idle_s)

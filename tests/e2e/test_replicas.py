@@ -214,3 +214,20 @@ def test_redis_dying_mid_traffic_fails_no_turn_and_state_resyncs_when_it_returns
             lambda: not two.router.runtime.signals["a"].view().available, timeout=2.0
         )
         assert turn(client, two) == (200, "b")
+
+
+def test_a_follow_up_sent_to_another_replica_reaches_the_target_that_stored_it(
+    replicas: Replicas, redis_server: RedisServer, key_prefix: str
+) -> None:
+    one, two = start(replicas, redis_server, key_prefix, extra={})
+    replicas.set_behaviour("a", Behaviour(ttft_s=0.005, tokens=2, fault=Fault("status", 503)))
+    with httpx.Client(timeout=10) as client:
+        first = client.post(f"{one.base_url}/responses", json={"model": "chat", "input": "hi"})
+        assert first.headers["x-firsttoken-target"] == "b"  # a failed: b stored it
+        replicas.set_behaviour("a", QUICK)  # `ordered` would now choose a
+        follow = {"model": "chat", "input": "more", "previous_response_id": first.json()["id"]}
+        # The other replica never saw the response: it asks Redis who stored it.
+        again = client.post(f"{two.base_url}/responses", json=follow)
+    assert again.status_code == 200, again.text
+    assert again.headers["x-firsttoken-target"] == "b"
+    assert [r.path for r in replicas.sims["a"].records] == ["/v1/responses"]  # the 503 alone

@@ -145,3 +145,17 @@ def test_probes_are_on_for_local_engines_off_for_apis_unless_a_route_or_target_s
         parse_config(
             VALID.replace("    model: tiny-llama\n", "    model: m\n    probe: {interval_s: 0}\n")
         )
+
+
+def test_an_embedding_engine_is_never_probed_with_a_chat_completion() -> None:
+    embedder = VALID.replace(
+        "    model: tiny-llama\n", "    model: bge-small\n    capabilities: [embeddings]\n"
+    )
+    cfg = parse_config(embedder)
+    assert probe_for(cfg, cfg.target("local-a")) is None  # a vllm target, but not of chat
+    asked = parse_config(
+        embedder.replace(
+            "capabilities: [embeddings]\n", "capabilities: [embeddings]\n    probe: true\n"
+        )
+    )
+    assert probe_for(asked, asked.target("local-a")) is None

@@ -180,6 +180,8 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -216,6 +218,8 @@ class RecordingEvents:
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
@@ -228,6 +232,8 @@ class RecordingEvents:
                 prompt_tokens,
                 completion_tokens,
                 cost_usd,
+                cached_tokens,
+                reasoning_tokens,
             )
         )
 

@@ -1,0 +1,168 @@
+"""How each endpoint's answers read: what commits a stream, what ends it, where the
+usage is, and what the client is told when a stream breaks after its first token.
+
+The race and the relay are the same for every endpoint; a `Dialect` is what differs:
+
+- `CHAT` (`/v1/chat/completions`, `/v1/completions`): chunks with `choices`, usage
+  in a final chunk, `data: [DONE]` at the end (router/turn/sse.py).
+- `RESPONSES` (`/v1/responses`): typed events ending at `response.completed`,
+  `response.incomplete` or `response.failed` (router/turn/responses_wire.py).
+- `EMBEDDINGS` (`/v1/embeddings`): one JSON body, never streamed; read without
+  parsing its vectors (only its `usage` object is parsed).
+
+Before the commit point every event is parsed (`classify`); after it a block of
+events is searched as bytes (`scan`) and only an event holding a marker is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from router.turn import sse
+from router.turn.sse import Frame, MalformedFrame, Scan
+from router.vocabulary import FirstTokenKind
+
+#: what `classify` says of one pre-commit event
+Classified = tuple[Frame, FirstTokenKind | None, dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts of one answer, from the target's own usage."""
+
+    prompt: int | None
+    completion: int | None
+    #: input tokens read from the provider's prompt cache (part of `prompt`)
+    cached: int = 0
+    #: output tokens spent reasoning (part of `completion`)
+    reasoning: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """What a unary answer's body says: its usage and, for Responses, its id."""
+
+    usage: dict[str, Any] | None
+    response_id: str | None = None
+
+
+class Dialect(Protocol):
+    """One endpoint's answers, as the race and the relay need to read them."""
+
+    def classify(self, event: bytes) -> Classified:
+        """A pre-commit event (parsed): its frame, first-token kind, and the object."""
+        ...
+
+    def response_id(self, parsed: dict[str, Any]) -> str | None:
+        """The id of the stored answer a pre-commit event announces, if it does."""
+        ...
+
+    def scan(self, block: bytes) -> Scan:
+        """Markers in a post-commit block of events (bytes searches; marked events parsed)."""
+        ...
+
+    def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:
+        """(usage, the event is only usage and the client did not ask for it)."""
+        ...
+
+    def first_answer_in(self, block: bytes) -> bool: ...
+
+    def whole(self, target: str, body: bytes) -> Whole:
+        """Check a unary answer (MalformedFrame if it is not one); its usage."""
+        ...
+
+    def tokens(self, usage: Mapping[str, Any]) -> Tokens: ...
+
+    def interrupted(self, message: str, head: bytes, events: int) -> bytes:
+        """The events that end a stream broken after its first token."""
+        ...
+
+    #: an error event ends the relay (chat); otherwise the stream's own end does
+    error_ends: bool
+    #: what a stream that ends early did not reach
+    end_marker: str
+
+
+def count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def detail_count(usage: Mapping[str, Any], details: str, name: str) -> int:
+    block = usage.get(details)
+    return (count(block.get(name)) or 0) if isinstance(block, dict) else 0
+
+
+class ChatDialect:
+    """Chat and legacy completions: OpenAI's chunk stream (router/turn/sse.py)."""
+
+    error_ends = True
+    end_marker = "[DONE]"
+
+    def classify(self, event: bytes) -> Classified:
+        return sse.classify(event)
+
+    def response_id(self, parsed: dict[str, Any]) -> str | None:
+        return None
+
+    def scan(self, block: bytes) -> Scan:
+        return sse.scan(block)
+
+    def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:
+        return sse.usage_of(event)
+
+    def first_answer_in(self, block: bytes) -> bool:
+        return sse.first_answer_in(block)
+
+    def whole(self, target: str, body: bytes) -> Whole:
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise MalformedFrame("response is not JSON") from exc
+        if not isinstance(parsed, dict) or "choices" not in parsed:
+            raise MalformedFrame("response has no choices")
+        usage = parsed.get("usage")
+        return Whole(usage if isinstance(usage, dict) else None)
+
+    def tokens(self, usage: Mapping[str, Any]) -> Tokens:
+        return Tokens(
+            count(usage.get("prompt_tokens")),
+            count(usage.get("completion_tokens")),
+            detail_count(usage, "prompt_tokens_details", "cached_tokens"),
+            detail_count(usage, "completion_tokens_details", "reasoning_tokens"),
+        )
+
+    def interrupted(self, message: str, head: bytes, events: int) -> bytes:
+        return sse.error_event(message)
+
+
+#: the flat `usage` object of an embeddings answer (`prompt_tokens`, `total_tokens`)
+_EMBEDDING_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+
+
+class EmbeddingsDialect(ChatDialect):
+    """Embeddings: one JSON body of vectors. A batch's answer is large (a float is ~20
+    bytes of JSON), so it is checked by its shape and its `usage` object alone is
+    parsed: the vectors are relayed as the target wrote them."""
+
+    def whole(self, target: str, body: bytes) -> Whole:
+        text = body.strip()
+        if not (text.startswith(b"{") and text.endswith(b"}")) or b'"data"' not in text:
+            raise MalformedFrame("response is not an embeddings list")
+        usage = None
+        found = _EMBEDDING_USAGE.search(text, max(0, len(text) - 4096))
+        found = found or _EMBEDDING_USAGE.search(text)
+        if found is not None:
+            try:
+                parsed = json.loads(found.group(1))
+            except ValueError:
+                parsed = None
+            usage = parsed if isinstance(parsed, dict) else None
+        return Whole(usage)
+
+
+CHAT: Dialect = ChatDialect()
+EMBEDDINGS: Dialect = EmbeddingsDialect()

@@ -1,0 +1,183 @@
+"""The Responses dialect: the commit point, the end, the usage, and the events a broken
+stream ends with, checked against openai-python's own types."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+from openai.types.responses import (
+    ResponseErrorEvent,
+    ResponseFailedEvent,
+    ResponseStreamEvent,
+)
+from pydantic import TypeAdapter
+
+from router.turn.responses_wire import RESPONSES, created_response, failure_events
+from router.turn.sse import Frame, MalformedFrame, split_events
+from tests.turn.fakes import CONFIG, FakeUpstream, RecordingSink, Reply, Rig
+
+RESPONSE = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1,
+    "status": "in_progress",
+    "model": "gpt-x",
+    "output": [],
+    "usage": None,
+    "error": None,
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+}
+STREAM_EVENTS = TypeAdapter(ResponseStreamEvent)
+
+
+def event(kind: str, seq: int = 0, *, framed: bool = True, **fields: Any) -> bytes:
+    data = json.dumps({"type": kind, **fields, "sequence_number": seq}).encode()
+    head = b"event: " + kind.encode() + b"\n" if framed else b""
+    return head + b"data: " + data + b"\n\n"
+
+
+def delta(kind: str, text: str, seq: int = 4) -> bytes:
+    return event(kind, seq, item_id="msg_1", output_index=0, content_index=0, delta=text)
+
+
+CREATED = event("response.created", 0, response=RESPONSE)
+IN_PROGRESS = event("response.in_progress", 1, response=RESPONSE)
+USAGE = {
+    "input_tokens": 12,
+    "input_tokens_details": {"cached_tokens": 8},
+    "output_tokens": 30,
+    "output_tokens_details": {"reasoning_tokens": 20},
+    "total_tokens": 42,
+}
+COMPLETED = event(
+    "response.completed", 9, response={**RESPONSE, "status": "completed", "usage": USAGE}
+)
+
+
+@pytest.mark.parametrize("framed", [True, False])
+def test_created_and_in_progress_do_not_commit_but_name_the_response(framed: bool) -> None:
+    for raw in (event("response.created", 0, framed=framed, response=RESPONSE), IN_PROGRESS):
+        frame, kind, parsed = RESPONSES.classify(raw)
+        assert (frame, kind) == (Frame.OTHER, None)
+        assert parsed is not None
+    _, _, parsed = RESPONSES.classify(CREATED)
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_1"
+    _, _, parsed = RESPONSES.classify(IN_PROGRESS)
+    assert parsed is not None and RESPONSES.response_id(parsed) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "first"),
+    [
+        ("response.output_text.delta", "answer"),
+        ("response.function_call_arguments.delta", "answer"),
+        ("response.reasoning_summary_text.delta", "reasoning"),
+        ("response.reasoning_text.delta", "reasoning"),  # vLLM's reasoning parser
+        ("response.refusal.delta", "refusal"),
+    ],
+)
+def test_the_first_non_empty_delta_commits(kind: str, first: str) -> None:
+    assert RESPONSES.classify(delta(kind, ""))[:2] == (Frame.OTHER, None)
+    assert RESPONSES.classify(delta(kind, "Hi"))[:2] == (Frame.TOKEN, first)
+
+
+def test_an_empty_answer_commits_at_its_end_and_failures_before_a_token_are_errors() -> None:
+    assert RESPONSES.classify(COMPLETED)[:2] == (Frame.FINISH, "finish")
+    failed = event("response.failed", 3, response={**RESPONSE, "status": "failed"})
+    assert RESPONSES.classify(failed)[0] is Frame.ERROR
+    error = event("error", 2, code="server_error", message="boom", param=None)
+    assert RESPONSES.classify(error)[0] is Frame.ERROR
+
+
+@pytest.mark.parametrize("raw", [b"data: {nope\n\n", b"data: [1]\n\n", b'data: {"a": 1}\n\n'])
+def test_a_malformed_event_fails_over(raw: bytes) -> None:
+    with pytest.raises(MalformedFrame):
+        RESPONSES.classify(raw)
+
+
+def test_after_the_commit_point_markers_are_found_and_text_that_mentions_them_is_not() -> None:
+    plain = delta("response.output_text.delta", "the response.completed event has usage")
+    found = RESPONSES.scan(plain + delta("response.output_text.delta", '"type":"error"'))
+    assert (found.has_usage, found.has_error, found.has_done) == (False, False, False)
+    found = RESPONSES.scan(plain + COMPLETED)
+    assert (found.has_usage, found.has_error, found.has_done) == (True, False, True)
+    error = event("error", 5, code="x", message="y", param=None)
+    found = RESPONSES.scan(error)
+    assert (found.has_error, found.has_done) == (True, False)  # response.failed may follow
+    found = RESPONSES.scan(event("response.failed", 6, response=RESPONSE))
+    assert (found.has_error, found.has_done) == (True, True)
+
+
+def test_usage_comes_from_the_final_event_with_cached_and_reasoning_tokens() -> None:
+    usage, strip = RESPONSES.usage_of(COMPLETED)
+    assert usage == USAGE and strip is False
+    tokens = RESPONSES.tokens(USAGE)
+    assert (tokens.prompt, tokens.completion, tokens.cached, tokens.reasoning) == (12, 30, 8, 20)
+    assert RESPONSES.usage_of(CREATED) == (None, False)  # "usage": null
+
+
+def test_the_first_answer_after_reasoning_is_found() -> None:
+    assert not RESPONSES.first_answer_in(delta("response.reasoning_text.delta", "hmm"))
+    assert RESPONSES.first_answer_in(delta("response.output_text.delta", "Yes"))
+
+
+def test_a_broken_stream_ends_in_events_openai_python_reads() -> None:
+    head = CREATED + IN_PROGRESS + delta("response.output_text.delta", "Hi", 2)
+    assert created_response(head) == RESPONSE
+    tail = RESPONSES.interrupted("the upstream stream was interrupted", head, 3)
+    error_raw, failed_raw = split_events(tail)
+    assert error_raw.startswith(b"event: error\n") and failed_raw.startswith(
+        b"event: response.failed\n"
+    )
+    error = ResponseErrorEvent.model_validate_json(error_raw.split(b"data: ", 1)[1])
+    assert (error.message, error.sequence_number) == ("the upstream stream was interrupted", 3)
+    # ... and OpenAI's nested shape too, on which openai-python raises APIError
+    assert json.loads(error_raw.split(b"data: ", 1)[1])["error"]["message"] == error.message
+    failed = ResponseFailedEvent.model_validate_json(failed_raw.split(b"data: ", 1)[1])
+    assert failed.sequence_number == 4
+    assert (failed.response.id, failed.response.status) == ("resp_1", "failed")
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    # without a response.created to copy, still a valid stream event
+    STREAM_EVENTS.validate_json(split_events(failure_events("x", None, 0))[0].split(b"data: ")[1])
+
+
+def test_a_unary_response_gives_its_usage_and_id_and_anything_else_fails_over() -> None:
+    body = json.dumps({**RESPONSE, "status": "completed", "usage": USAGE}).encode()
+    whole = RESPONSES.whole("a", body)
+    assert (whole.usage, whole.response_id) == (USAGE, "resp_1")
+    for bad in (b"<html>", b'{"choices": []}', b"[]"):
+        with pytest.raises(MalformedFrame):
+            RESPONSES.whole("a", bad)
+
+
+@pytest.mark.anyio
+async def test_a_responses_turn_counts_cached_and_reasoning_tokens_and_prices_the_cache() -> None:
+    config = CONFIG.replace(
+        "price: {input_per_mtok: 1.0, output_per_mtok: 2.0}",
+        "price: {input_per_mtok: 1.0, output_per_mtok: 2.0, cached_input_per_mtok: 0.5}",
+    )
+    events = [CREATED, IN_PROGRESS, delta("response.output_text.delta", "Hi"), COMPLETED]
+    rig = Rig(FakeUpstream("a", Reply(events)), FakeUpstream("b"), config=config)
+    owners: list[tuple[str, str | None]] = []
+    request = replace(
+        rig.request(),
+        endpoint="responses",
+        dialect=RESPONSES,
+        on_commit=lambda target, rid: owners.append((target, rid)),
+    )
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        await rig.turn().run(request, sink)
+    assert sink.body == b"".join(events)
+    (done,) = rig.events.done
+    assert (done.prompt_tokens, done.completion_tokens) == (12, 30)
+    assert (done.cached_tokens, done.reasoning_tokens) == (8, 20)
+    # 4 uncached input tokens at $1, 8 cached at $0.5, 30 output at $2 (per million)
+    assert done.cost_usd == pytest.approx((4 * 1.0 + 8 * 0.5 + 30 * 2.0) / 1e6)
+    assert owners == [("a", RESPONSE["id"])]
