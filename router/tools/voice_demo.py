@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from router.config import parse_config
 from router.errors import EngineError
@@ -44,6 +44,9 @@ from router.tools.voice_view import VoiceDemo, headline, plain_table, session_ro
 from router.voice.codec import wav
 from router.voice.resample import Resampler
 
+if TYPE_CHECKING:
+    from router.runtime import Router
+
 #: what the callers say: sentences PocketSphinx follows from eSpeak NG
 SENTENCES = (
     "I would like to order a pizza.",
@@ -56,6 +59,9 @@ HOSTED_REPLY = "Of course. Let me check that for you right away."
 HOSTED_MODEL = "gpt-realtime-sim"
 LABELS = {HOSTED_MODEL: "hosted-rt", "laptop-voice": "laptop-voice"}
 SLOW = "timeouts: {connect_s: 2, first_token_s: 30, idle_s: 30}"
+#: the hosted simulator ends each session after this long (`session_expired`, as
+#: OpenAI does after 60 minutes), so a demo of half a minute shows a migration
+HOSTED_SESSION_MAX_S = 20.0
 
 
 @dataclass
@@ -183,7 +189,11 @@ async def run_voice_demo(
     local_reply = Behaviour(ttft_s=0.08, itl_s=0.02, tokens=12, reply=LOCAL_REPLY)
     hosted_reply = Behaviour(ttft_s=0.25, itl_s=0.01, tokens=10, reply=HOSTED_REPLY)
     rt = RealtimeBehaviour(
-        ttfa_s=0.45, response_audio_ms=2000, frame_interval_s=0.02, reply=HOSTED_REPLY
+        ttfa_s=0.45,
+        response_audio_ms=2000,
+        frame_interval_s=0.02,
+        reply=HOSTED_REPLY,
+        session_max_s=HOSTED_SESSION_MAX_S,
     )
     async with (
         speech_engines() as speech,
@@ -206,9 +216,13 @@ async def run_voice_demo(
             speech.notes.append("callers speak eSpeak NG sentences")
         else:
             speech.notes.append("callers speak tones (eSpeak NG is not installed)")
-        async with running_router(config, port=port) as (_router, base_url):
+        async with running_router(config, port=port) as (router, base_url):
             demo = VoiceDemo(
-                [Caller(i + 1) for i in range(sessions)], base_url, duration_s, speech.notes
+                [Caller(i + 1) for i in range(sessions)],
+                base_url,
+                duration_s,
+                speech.notes,
+                migrations=lambda: migrations(router),
             )
             if not live:
                 print(f"router listening on {base_url}; route 'voice'", file=stream)
@@ -242,6 +256,17 @@ async def run_voice_demo(
     if save_audio is not None:
         write_audio(demo, save_audio)
     return demo
+
+
+def migrations(router: Router) -> dict[str, int]:
+    """The router's realtime migrations so far, by reason (its own counter)."""
+    out: dict[str, int] = {}
+    for metric in router.realtime_metrics.migrations.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                reason = sample.labels["reason"]
+                out[reason] = out.get(reason, 0) + int(sample.value)
+    return out
 
 
 async def _after(delay_s: float, work: Any) -> None:

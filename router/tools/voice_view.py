@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
@@ -23,6 +23,8 @@ class VoiceDemo:
     duration_s: float
     notes: list[str]
     started: float = field(default_factory=time.monotonic)
+    #: the router's migrations so far, by reason (read live from its metrics)
+    migrations: Callable[[], dict[str, int]] = field(default=dict)
 
 
 def _ms(value: float | None) -> str:
@@ -92,6 +94,9 @@ def headline(demo: VoiceDemo) -> list[str]:
         f"{sum(c.cancels for c in demo.callers)} cancelled, "
         f"{sum(c.errors for c in demo.callers)} errors"
     )
+    moved = demo.migrations()
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(moved.items()))
+    lines.append(f"{sum(moved.values())} migrations" + (f" ({reasons})" if reasons else ""))
     return lines
 
 

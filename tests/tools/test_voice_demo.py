@@ -64,3 +64,20 @@ def test_without_the_engines_the_stages_are_simulated_and_it_says_so(
     rows = session_lines(text)
     assert [r.split()[1] for r in rows] == ["hosted-rt", "laptop-voice"]
     assert all(int(r.split()[2]) >= 1 for r in rows), rows
+
+
+def test_a_hosted_session_that_expires_migrates_and_the_summary_counts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the hosted simulator ends its sessions after 2 s (`session_expired`, the
+    # provider's cap): the router moves each live conversation, and the demo says so
+    monkeypatch.setattr(demo_module, "HOSTED_SESSION_MAX_S", 2.0)
+    monkeypatch.setattr(demo_module, "missing", lambda *, stt=True, tts=True: ["none"])
+    out = io.StringIO()
+    assert voice_demo(duration_s=6.0, sessions=2, live=False, stream=out) == 0, out.getvalue()
+    moved = [
+        line for line in out.getvalue().splitlines() if line.endswith(")") and "migrations" in line
+    ]
+    assert moved, out.getvalue()
+    count = int(moved[0].split()[0])
+    assert count >= 1 and "session_expired" in moved[0], moved
