@@ -135,7 +135,7 @@ class Session:
         client_task: asyncio.Task[End] | None = None
         try:
             # before the first send: session_closed, in `finally`, pairs with it
-            self.events.session_opened(self.route, self.leg.target.name, self.leg.conn.connect_s)
+            self.events.session_opened(self.route, self.leg.target.name)
             await self.client.send(self.leg.conn.created)
             client_task = asyncio.ensure_future(self._client_pump())
             while True:
