@@ -16,7 +16,12 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   `response.cancel`, cancels the LLM and TTS requests at once; the response ends
   `cancelled`;
 - `conversation.item.truncate` cuts the assistant item's text to what was heard,
-  so the next turn's context is what the caller heard.
+  so the next turn's context is what the caller heard;
+- a stage that fails on the upstreams' side (every target of its route failed or
+  none is available: a 5xx) makes the cascade unable to serve: after the
+  response's `response.done` (`failed`) or the transcription's `failed` event it
+  sends an `error` of type `server_error`, so the session migrates to another
+  target of the route, as from a hosted target's `server_error`.
 
 Frames out wait in a bounded queue: a slow client slows the answer, not memory.
 Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, out-of-band
@@ -286,6 +291,7 @@ class CascadeConnection(ConversationItems):
                     content_index=0,
                     error={"type": exc.type, "code": exc.code, "message": exc.message},
                 )
+                await self._unavailable("stt", exc)
                 return
             clock.mark("stt_done")
             item["content"][0]["transcript"] = text
@@ -352,8 +358,23 @@ class CascadeConnection(ConversationItems):
 
     async def _respond(self, response: Response) -> None:
         await response.run()
+        if response.failure is not None:
+            await self._unavailable("llm or tts", response.failure)
         if self._observer is not None and response.status == "completed":
             self._observer.observe(self.target, response.clock)
+
+    async def _unavailable(self, stage: str, exc: FirstTokenError) -> None:
+        """A stage failed on the upstreams' side: tell the session to move elsewhere (a
+        `server_error`, as a hosted target says it). A bad request stays here."""
+        if exc.status < 500 or self.closed:
+            return
+        await self._out.put(
+            error_event(
+                f"The voice cascade's {stage} stage failed ({exc.message}).",
+                type="server_error",
+                code="cascade_unavailable",
+            )
+        )
 
     async def _cancel_event(self, event: dict[str, Any]) -> None:
         if not await self._cancel("client_cancelled"):
