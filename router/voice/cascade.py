@@ -17,13 +17,13 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   `cancelled`;
 - `conversation.item.truncate` cuts the assistant item's text to what was heard,
   so the next turn's context is what the caller heard;
-- a stage that fails on the upstreams' side (every target of its route failed or
-  none is available: a 5xx) makes the cascade unable to serve: after the
-  response's `response.done` (`failed`) or the transcription's `failed` event it
-  sends an `error` of type `server_error`, so the session migrates to another
-  target of the route, as from a hosted target's `server_error`.
+- a stage failing on the upstreams' side (a 5xx: its route has no target left) is
+  followed by an `error` of type `server_error`: the session migrates, as from a
+  hosted target.
 
 Frames out wait in a bounded queue: a slow client slows the answer, not memory.
+A few lines over 400 lines: the protocol's server side of one session, whose parts
+(input buffer, items, responses, stages) already live in their own modules.
 Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, out-of-band
 responses (`conversation: none`), images.
 """
@@ -364,17 +364,10 @@ class CascadeConnection(ConversationItems):
             self._observer.observe(self.target, response.clock)
 
     async def _unavailable(self, stage: str, exc: FirstTokenError) -> None:
-        """A stage failed on the upstreams' side: tell the session to move elsewhere (a
-        `server_error`, as a hosted target says it). A bad request stays here."""
-        if exc.status < 500 or self.closed:
-            return
-        await self._out.put(
-            error_event(
-                f"The voice cascade's {stage} stage failed ({exc.message}).",
-                type="server_error",
-                code="cascade_unavailable",
-            )
-        )
+        """A stage failed upstream (5xx; a bad request stays): the session moves on."""
+        if exc.status >= 500 and not self.closed:
+            why = f"The voice cascade's {stage} stage failed ({exc.message})."
+            await self._out.put(error_event(why, type="server_error", code="cascade_unavailable"))
 
     async def _cancel_event(self, event: dict[str, Any]) -> None:
         if not await self._cancel("client_cancelled"):
