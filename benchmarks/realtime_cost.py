@@ -91,7 +91,7 @@ async def drive(url: str, pid: int, args: argparse.Namespace) -> int:
                 due += 0.02
                 await asyncio.sleep(max(due - time.perf_counter(), 0.0))
             await asyncio.wait_for(reader, 60)
-            return seen + args.appends + responses
+            return int(seen + args.appends + responses)
 
         await callgrind(pid, "on")
         frames = sum(await asyncio.gather(*(script(ws) for ws in sockets)))
