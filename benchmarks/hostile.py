@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hostile.py                 # the bars (about 2.5 minutes)
     .venv/bin/python benchmarks/hostile.py --rounds 1 --duration 8   # a quicker look
+    .venv/bin/python benchmarks/hostile.py --sink --hostile-nice 0   # what the harness costs
 
 Processes: the simulators (this file, `_sims`), the router (`firsttoken serve`, the
 production uvicorn settings), the load generator (`loadgen.py`: 32 closed-loop
@@ -19,6 +20,14 @@ clients, each sending, waiting `--interval`, sending again:
 - `bad_frames`: streams on a route whose target's first SSE frame is not JSON;
 - `bad_http`: requests the HTTP parser refuses (Content-Length with
   Transfer-Encoding, two Content-Lengths, NUL in a header, a 70 KB header).
+
+The hostile clients run at nice 19 (`--hostile-nice`, 0 for equals): real ones are
+on other machines, and on two shared cores their own CPU moved the streams' p99 as
+much as the router's work did (benchmarks/RESULTS.md). `--sink` adds a phase per
+round with the same clients sending to a trivial server instead of the router: the
+harness's own cost, in the same run. Each phase reports the CPU cores each party
+used (the router's system time, mostly the kernel's copies of what it receives,
+and its parse workers apart).
 
 Bars (issue 15): the streams' TTFT p99 in the hostile phase within +5 ms of the
 quiet phases', the router's RSS under 150 MiB throughout (its parse worker is
