@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -42,16 +41,13 @@ import router
 from router.edge import LimitsConfig
 from router.errors import FirstTokenError, Overloaded
 from router.gateway.parse_worker import HEADER, frame
-from router.gateway.prescan import WINDOW_BYTES, leading_model, trailing_model
+from router.gateway.prescan import WINDOW_BYTES, leading_model, locate_model, trailing_model
 from router.gateway.request import ParsedRequest, decode, validate
 from router.upstream.base import Endpoint
 from router.vocabulary import ParsePlace
 
 log = logging.getLogger("firsttoken.admission")
 
-_MODEL_KEY = b'"model"'
-#: the rest of `"model": "chat-fast"`: a plain string value (no escapes), bounded
-_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
 #: how long a worker may take to exit once its stdin closes
 _EXIT_S = 2.0
 
@@ -62,22 +58,6 @@ _WORKER_GONE = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceErr
 
 #: checks the route and the client's key for a model, before the body is walked
 Precheck = Callable[[str], None]
-
-
-def locate_model(raw: bytes) -> str | None:
-    """The top-level `model` of a JSON body without parsing it, when that is certain
-    enough to refuse on: the key occurs once, unescaped, with a plain string value.
-    Otherwise None (the full parse decides)."""
-    first = raw.find(_MODEL_KEY)
-    if first < 0 or raw.rfind(_MODEL_KEY) != first or raw[first - 1 : first] == b"\\":
-        return None
-    match = _MODEL_VALUE.match(raw, first + len(_MODEL_KEY))
-    if match is None:
-        return None
-    try:
-        return match.group(1).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def is_small(raw: bytes, limits: LimitsConfig) -> bool:

@@ -6,6 +6,8 @@ only when the answer is certain for a valid JSON body; otherwise None and the fu
 parse decides. For an invalid body the refusal may name the model or the messages
 instead of the JSON (a 404 or a 400 where the parse would have said 400).
 
+- `locate_model`: `model` anywhere, trusted only when the key occurs once (two
+  C-speed searches of the whole body).
 - `leading_model`: `model` among the first members of the top-level object
   (`{"model": "x", ...}`, how curl users and many clients write it).
 - `trailing_model`: `model` as one of the last members (`{"messages": [...],
@@ -32,6 +34,7 @@ WINDOW_BYTES = 4096
 #: top-level members `leading_model` looks at before giving up
 _LEADING_MEMBERS = 8
 _MODEL_KEY = b'"model"'
+#: the rest of `"model": "chat-fast"`: a plain string value (no escapes), bounded
 _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
 _MESSAGES_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"messages"[ \t\n\r]*:[ \t\n\r]*\[')
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -42,6 +45,22 @@ def _skip(text: str, at: int) -> int:
     match = _SPACE.match(text, at)
     assert match is not None  # `*` matches the empty string
     return match.end()
+
+
+def locate_model(raw: bytes) -> str | None:
+    """The top-level `model` of a JSON body without parsing it, when that is certain
+    enough to refuse on: the key occurs once, unescaped, with a plain string value.
+    Otherwise None (the full parse decides)."""
+    first = raw.find(_MODEL_KEY)
+    if first < 0 or raw.rfind(_MODEL_KEY) != first or raw[first - 1 : first] == b"\\":
+        return None
+    match = _MODEL_VALUE.match(raw, first + len(_MODEL_KEY))
+    if match is None:
+        return None
+    try:
+        return match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def leading_model(head: bytes) -> str | None:
