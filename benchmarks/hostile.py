@@ -532,11 +532,9 @@ def print_report(result: dict[str, Any]) -> None:
         base = 1000 * pooled["quiet"]
         print(f"\nTTFT p99 pooled: quiet {base:.1f} ms", end="")
         for kind in ("hostile", "sink"):
-            if pooled[kind] is not None:
-                print(
-                    f", {kind} {1000 * pooled[kind]:.1f} ({1000 * pooled[kind] - base:+.1f})",
-                    end="",
-                )
+            value = pooled[kind]
+            if value is not None:
+                print(f", {kind} {1000 * value:.1f} ({1000 * value - base:+.1f})", end="")
         print(" (sink: the same hostile clients sending to a trivial server, not the router)")
     print("\n| bar | pass | measured |\n|---|---|---|")
     for name, ok, measured in bars(result):
