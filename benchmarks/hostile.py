@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/hostile.py                 # the bars (about 2.5 minutes)
     .venv/bin/python benchmarks/hostile.py --rounds 1 --duration 8   # a quicker look
-    .venv/bin/python benchmarks/hostile.py --sink --hostile-nice 0   # what the harness costs
+    .venv/bin/python benchmarks/hostile.py --sink          # and what the harness alone costs
 
 Processes: the simulators (this file, `_sims`), the router (`firsttoken serve`, the
 production uvicorn settings), the load generator (`loadgen.py`: 32 closed-loop
@@ -21,9 +21,9 @@ clients, each sending, waiting `--interval`, sending again:
 - `bad_http`: requests the HTTP parser refuses (Content-Length with
   Transfer-Encoding, two Content-Lengths, NUL in a header, a 70 KB header).
 
-The hostile clients run at nice 19 (`--hostile-nice`, 0 for equals): real ones are
-on other machines, and on two shared cores their own CPU moved the streams' p99 as
-much as the router's work did (benchmarks/RESULTS.md). `--sink` adds a phase per
+`--hostile-nice 19` runs the hostile clients at the lowest priority, as if they were
+on other machines (the default, 0, shares the cores as equals; benchmarks/RESULTS.md
+says why the default stays). `--sink` adds a phase per
 round with the same clients sending to a trivial server instead of the router: the
 harness's own cost, in the same run. Each phase reports the CPU cores each party
 used (the router's system time, mostly the kernel's copies of what it receives,
@@ -556,9 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hostile-nice",
         type=int,
-        default=19,
-        help="the hostile clients' niceness (default 19: real ones are on other machines; "
-        "0 shares the cores as equals)",
+        default=0,
+        help="the hostile clients' niceness (default 0, equals; 19 stands for clients on "
+        "other machines, whose CPU is not the router's machine's)",
     )
     p.add_argument(
         "--sink",
