@@ -86,8 +86,8 @@ class BodyScreen:
 
     def feed(self, chunk: bytes, more: bool) -> None:
         self._size += len(chunk)
-        if self.model is not None:
-            return
+        if self.model is not None or (not more and self._size <= self._inline):
+            return  # found already, or a small body: the parse on the loop is cheap
         if len(self._head) < WINDOW_BYTES:
             self._head += chunk[: WINDOW_BYTES - len(self._head)]
             large = (self._declared or 0) > self._inline
