@@ -1,29 +1,44 @@
 """Providers that do not speak OpenAI (Anthropic, Gemini, Bedrock, ...), through litellm.
 
-`LitellmUpstream.send` calls `litellm.acompletion` and hands back OpenAI bytes:
-`data: {chat.completion.chunk}` frames re-framed from litellm's chunks, the usage
-chunk when the client asked for it, then `data: [DONE]`; or one `chat.completion`
-body. `send` returns only once the first chunk is in, so a 429, 529 or 5xx, a
-refused connection and a hang before the first token all surface from `send`.
-`send` is bounded by the target's `first_token_s` (streams). litellm's exceptions
-become ours in `litellm_errors.translate`; litellm's objects become OpenAI bytes in
-`litellm_frames`.
+`LitellmUpstream.send` calls litellm and hands back OpenAI bytes, per endpoint:
+
+- chat: `litellm.acompletion`; `data: {chat.completion.chunk}` frames re-framed
+  from litellm's chunks, the usage chunk when the client asked for it, then
+  `data: [DONE]`; or one `chat.completion` body;
+- responses: `litellm.aresponses`; `event: <type>` + `data: {...}` frames, numbered
+  as they leave, ending at `response.completed` (or `incomplete`, `failed`); or one
+  `response` object (`litellm_responses`);
+- embeddings: `litellm.aembedding`; one embeddings list.
+
+A stream's `send` returns only once its first frame is in, so a 429, 529 or 5xx, a
+refused connection and a hang before the first event all surface from `send`,
+bounded by the target's `first_token_s`. litellm's exceptions become ours in
+`litellm_errors.translate`, before the first token as `send` failures (the turn
+falls back) and after it as `stream` failures (the turn ends the stream with an
+error in the API's shape); litellm's objects become OpenAI bytes in
+`litellm_frames` and `litellm_responses`.
 
 Decisions worth knowing:
 
-- Only `/v1/chat/completions`. The legacy `completions` endpoint is refused with a
-  non-retryable 400 (`unsupported_endpoint`): litellm would turn a prompt into a
-  chat turn and back, which is not what a `completions` client asked for.
-- Only OpenAI's own chat parameters are passed on (`CHAT_PARAMS`). litellm takes
-  its plumbing as keyword arguments too (`api_base`, `api_key`, `mock_response`,
-  ...): passing the client's body through would let a client redirect the call and
-  its API key.
+- No legacy `/v1/completions`: refused with a non-retryable 400
+  (`unsupported_endpoint`): litellm would turn a prompt into a chat turn and back,
+  which is not what a `completions` client asked for. Nor a stored response's own
+  calls (`GET`, `DELETE /v1/responses/{id}`, ...): same 400.
+- Only OpenAI's own parameters become litellm's keyword arguments (`CHAT_PARAMS`,
+  `litellm_responses.PARAMS`, `EMBEDDING_PARAMS`). litellm takes its plumbing as
+  keyword arguments too (`api_base`, `api_key`, `mock_response`, ...): passing the
+  client's body through would let a client redirect the call and its API key.
+- A provider litellm bridges to chat completions stores no responses
+  (`stores_responses` is false): a follow-up (`previous_response_id`,
+  `conversation`) is refused with a 400 that says so, rather than answered without
+  its history as litellm's bridge would without its proxy's database.
 - Each target owns one litellm `AsyncHTTPHandler` (one connection pool). Its httpx
   response hook records the raw response of each call: litellm keeps neither the
   provider's real status (a 529 comes back as a 500) nor a way to close a stream's
   connection (`CustomStreamWrapper.aclose` does not reach the socket for
   Anthropic). With the raw response, the real status and headers are known and
-  `aclose` cuts the connection, so the provider sees the cancel.
+  `aclose` cuts the connection, so the provider sees the cancel. (Embeddings go
+  through the clients litellm keeps for the provider's SDK.)
 - litellm is imported on the first `LitellmUpstream` (it takes a second or more),
   with `LITELLM_LOCAL_MODEL_COST_MAP`, `LITELLM_TELEMETRY` and `LITELLM_LOG` set
   first unless already set, and `suppress_debug_info` on (it prints to stdout).
@@ -32,8 +47,9 @@ Decisions worth knowing:
   exception is not chained (`from None`).
 
 Just over 400 lines, kept whole: one upstream is one file (`upstream/base.py`),
-and what could leave already has (errors in `litellm_errors`, bytes in
-`litellm_frames`); the rest is the one call and the two responses it returns.
+and what could leave already has (errors in `litellm_errors`, chat bytes in
+`litellm_frames`, Responses and embeddings in `litellm_responses`, the answers in
+`litellm_answer`); the rest is the calls and their two stream readers.
 """
 
 from __future__ import annotations
@@ -51,7 +67,9 @@ import httpx
 from router.clock import Clock
 from router.config import TargetConfig
 from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from router.turn.responses_wire import DELTAS, ENDS, FAILURES
 from router.upstream.base import UpstreamRequest, UpstreamSetup
+from router.upstream.litellm_answer import LitellmJsonResponse, LitellmStreamResponse, close_stream
 from router.upstream.litellm_errors import Phase, chain, translate
 from router.upstream.litellm_frames import (
     DONE,
@@ -62,6 +80,15 @@ from router.upstream.litellm_frames import (
     sse,
     usage_dict,
     usage_payload,
+)
+from router.upstream.litellm_responses import (
+    STATE_FIELDS,
+    embeddings_kwargs,
+    embeddings_payload,
+    event_frame,
+    response_payload,
+    responses_kwargs,
+    stateless_follow_up,
 )
 
 log = logging.getLogger(__name__)
@@ -136,77 +163,6 @@ async def _record_response(response: httpx.Response) -> None:
         seen.append(response)
 
 
-class LitellmStreamResponse:
-    """A streamed answer whose first frame is already in hand."""
-
-    status = 200
-
-    def __init__(
-        self,
-        *,
-        first: bytes,
-        frames: AsyncIterator[bytes],
-        stream: Any,
-        http_response: httpx.Response | None,
-        headers: Mapping[str, str],
-    ) -> None:
-        self.headers = headers
-        self._first: bytes | None = first
-        self._frames = frames
-        self._stream = stream
-        self._http = http_response
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        async for frame in self._frames:
-            yield frame
-
-    async def aread(self) -> bytes:
-        return b"".join([frame async for frame in self.aiter_bytes()])
-
-    async def aclose(self) -> None:
-        await _close(self._frames, self._stream, self._http)
-
-    async def finish(self) -> None:
-        await self.aclose()
-
-
-class LitellmJsonResponse:
-    """A non-streamed answer, already read."""
-
-    status = 200
-
-    def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
-        self.headers = headers
-        self._body = body
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        yield self._body
-
-    async def aread(self) -> bytes:
-        return self._body
-
-    async def aclose(self) -> None:
-        return None
-
-    async def finish(self) -> None:
-        return None
-
-
-async def _close(frames: AsyncIterator[bytes], stream: Any, http: httpx.Response | None) -> None:
-    # Shielded: a cancelled turn must still cut the connection, or the provider
-    # keeps generating. The socket goes first; litellm's own close only tidies up.
-    with anyio.CancelScope(shield=True):
-        if http is not None:
-            await http.aclose()
-        aclose = getattr(frames, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        await stream.aclose()
-
-
 class LitellmUpstream:
     """One litellm target: `config.model` is litellm's model name
     (`anthropic/claude-3-5-haiku-20241022`), `config.base_url` its `api_base` (for
@@ -221,6 +177,7 @@ class LitellmUpstream:
     ) -> None:
         litellm = load_litellm()
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+        from litellm.responses.main import provider_stores_the_conversation
 
         if not isinstance(setup, UpstreamSetup):
             setup = UpstreamSetup(api_key=setup)
@@ -230,6 +187,12 @@ class LitellmUpstream:
         self._api_key = setup.api_key
         self._headers = dict(setup.headers)
         self._acompletion = litellm.acompletion
+        self._aresponses = litellm.aresponses
+        self._aembedding = litellm.aembedding
+        #: whether the provider keeps responses (litellm_responses: "State")
+        self.stores_responses: bool = provider_stores_the_conversation(
+            config.model, None, {"api_base": config.base_url}
+        )
         t = config.timeouts
         self._http: Any = AsyncHTTPHandler(
             timeout=httpx.Timeout(
@@ -243,30 +206,19 @@ class LitellmUpstream:
         return f"LitellmUpstream(name={c.name!r}, model={c.model!r}, base_url={c.base_url!r})"
 
     async def send(self, request: UpstreamRequest) -> LitellmStreamResponse | LitellmJsonResponse:
-        if request.endpoint != "chat":
-            message = (
-                f"target '{self.name}' (litellm) serves only /v1/chat/completions, "
-                f"not /v1/{request.endpoint}"
-            )
-            raise UpstreamStatusError(
-                f"{self.name}: unsupported endpoint {request.endpoint}",
-                target=self.name,
-                upstream_status=400,
-                body=json_bytes(
-                    {
-                        "error": {
-                            "message": message,
-                            "type": "invalid_request_error",
-                            "code": "unsupported_endpoint",
-                        }
-                    }
-                ),
-            )
+        if request.endpoint == "completions" or request.path is not None:
+            raise self._unsupported(request)
+        if (
+            request.endpoint == "responses"
+            and not self.stores_responses
+            and any(request.body.get(f) is not None for f in STATE_FIELDS)
+        ):
+            raise stateless_follow_up(self.name, self._config.model, request.body)
         seen: list[httpx.Response] = []
         token = _responses.set(seen)
         try:
             if not request.stream:
-                return await self._complete(request, seen)
+                return await self._unary(request, seen)
             deadline = self._config.timeouts.first_token_s
             try:
                 with anyio.fail_after(deadline):
@@ -300,28 +252,62 @@ class LitellmUpstream:
 
     # -- internals -----------------------------------------------------------------
 
-    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
-        body = request.body
-        kwargs = {k: v for k, v in body.items() if k in CHAT_PARAMS}
-        dropped = sorted(set(body) - CHAT_PARAMS - _FRAMING)
-        if dropped:
-            log.debug("%s: parameters not passed to litellm: %s", self.name, dropped)
+    def _unsupported(self, request: UpstreamRequest) -> UpstreamStatusError:
+        what = request.path or f"/{request.endpoint}"
+        message = (
+            f"target '{self.name}' (litellm) serves /v1/chat/completions, /v1/responses "
+            f"and /v1/embeddings, not {request.method} /v1{what}"
+        )
+        return UpstreamStatusError(
+            f"{self.name}: unsupported endpoint {request.method} {what}",
+            target=self.name,
+            upstream_status=400,
+            body=json_bytes(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "code": "unsupported_endpoint",
+                    }
+                }
+            ),
+        )
+
+    def _plumbing(self, request: UpstreamRequest) -> dict[str, Any]:
+        """What every call takes besides the body: litellm's own arguments, never the
+        client's."""
         t = self._config.timeouts
-        kwargs.update(
+        kwargs: dict[str, Any] = dict(
             model=self._config.model,
-            messages=body.get("messages"),
-            stream=request.stream,
             api_base=self._config.base_url,
             api_key=self._api_key,
             # per read; the first-token deadline is enforced around `send`
             timeout=t.idle_s if request.stream else t.total_s,
-            client=self._http,
         )
-        if request.stream:
-            kwargs["stream_options"] = {"include_usage": True}
+        if request.endpoint != "embeddings":  # litellm embeds through the SDKs' clients
+            kwargs["client"] = self._http
         if request.headers or self._headers:
             kwargs["extra_headers"] = {**self._headers, **request.headers}
         return kwargs
+
+    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
+        body = request.body
+        if request.endpoint == "responses":
+            kwargs = responses_kwargs(body)
+            if request.stream:
+                kwargs["stream"] = True
+            return {**kwargs, **self._plumbing(request)}
+        if request.endpoint == "embeddings":
+            kwargs, dropped = embeddings_kwargs(body)
+        else:
+            kwargs = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+            dropped = sorted(set(body) - CHAT_PARAMS - _FRAMING)
+            kwargs.update(messages=body.get("messages"), stream=request.stream)
+            if request.stream:
+                kwargs["stream_options"] = {"include_usage": True}
+        if dropped:
+            log.debug("%s: parameters not passed to litellm: %s", self.name, dropped)
+        return {**kwargs, **self._plumbing(request)}
 
     def _raise(self, exc: BaseException, phase: Phase, seen: list[httpx.Response]) -> NoReturn:
         err = translate(
@@ -337,33 +323,40 @@ class LitellmUpstream:
             raise err from None  # litellm's text holds the key: do not carry it along
         raise err from exc
 
-    async def _complete(
+    async def _unary(
         self, request: UpstreamRequest, seen: list[httpx.Response]
     ) -> LitellmJsonResponse:
+        call, payload = {
+            "chat": (self._acompletion, completion_payload),
+            "responses": (self._aresponses, response_payload),
+            "embeddings": (self._aembedding, embeddings_payload),
+        }[request.endpoint]
         try:
-            response = await self._acompletion(**self._kwargs(request))
+            response = await call(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
             self._raise(exc, "send", seen)
         headers = provider_headers(
             seen[-1].headers if seen else None, getattr(response, "_hidden_params", None)
         )
-        return LitellmJsonResponse(json_bytes(completion_payload(response)), headers)
+        return LitellmJsonResponse(json_bytes(payload(response)), headers)
 
     async def _open_stream(
         self, request: UpstreamRequest, seen: list[httpx.Response]
     ) -> LitellmStreamResponse:
+        chat = request.endpoint == "chat"
         try:
-            stream = await self._acompletion(**self._kwargs(request))
+            call = self._acompletion if chat else self._aresponses
+            stream = await call(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
             self._raise(exc, "send", seen)
         http = seen[-1] if seen else None
         options = request.body.get("stream_options")
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-        frames = self._frames(stream, include_usage, seen)
+        frames = self._frames(stream, include_usage, seen) if chat else self._events(stream, seen)
         try:
             first = await frames.__anext__()
         except BaseException:
-            await _close(frames, stream, http)
+            await close_stream(frames, stream, http)
             raise
         headers = provider_headers(
             http.headers if http is not None else None, getattr(stream, "_hidden_params", None)
@@ -371,6 +364,29 @@ class LitellmUpstream:
         return LitellmStreamResponse(
             first=first, frames=frames, stream=stream, http_response=http, headers=headers
         )
+
+    async def _events(self, stream: Any, seen: list[httpx.Response]) -> AsyncIterator[bytes]:
+        """Responses SSE frames from litellm's events, numbered as they leave. A stream
+        that ends before its terminal event is an error, never a silent truncation."""
+        events = stream.__aiter__()
+        sequence = 0
+        committed = ended = False
+        while True:
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the litellm boundary: translated below
+                self._raise(exc, "stream" if committed else "send", seen)
+            kind, frame = event_frame(event, sequence)
+            sequence += 1
+            committed = committed or kind in DELTAS
+            ended = ended or kind in ENDS or kind in FAILURES
+            yield frame
+        if not ended:
+            raise UpstreamProtocolError(
+                f"{self.name}: the stream ended before response.completed", target=self.name
+            )
 
     async def _frames(
         self, stream: Any, include_usage: bool, seen: list[httpx.Response]
