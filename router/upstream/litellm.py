@@ -245,6 +245,12 @@ class LitellmUpstream:
         )
         async for _ in stream:
             pass
+        if "responses" in self._config.serves:
+            # aresponses imports its MCP gateway on every call (the first costs ~1 s,
+            # the loop starved meanwhile); a mock answer returns before that import
+            import litellm.responses.mcp.litellm_proxy_mcp_handler  # noqa: F401
+
+            await self._aresponses(model=self._config.model, input="warm-up", mock_response="ok")
 
     async def aclose(self) -> None:
         await self._http.close()
