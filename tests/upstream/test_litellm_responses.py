@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from router.config import TargetConfig, Timeouts
-from router.errors import UpstreamError, UpstreamStatusError
+from router.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
 from router.upstream.base import UpstreamRequest
@@ -22,6 +27,7 @@ from router.upstream.litellm_responses import (
     responses_kwargs,
     responses_usage,
 )
+from tests.upstream.rawserver import SSE_HEAD, chunked, serving
 
 KEY = "sk-lx-unit-0b5e2c44d1f3"
 
@@ -160,3 +166,31 @@ async def test_a_stored_responses_own_calls_are_refused_clearly(sim: OpenAISim) 
         assert "not GET /v1/responses/r" in json.loads(info.value.body)["error"]["message"]
     finally:
         await up.aclose()
+
+
+def _event(kind: str, **fields: Any) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (
+        kind.encode(),
+        json.dumps({"type": kind, **fields}).encode(),
+    )
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_ends_cleanly_before_its_last_event_is_an_error() -> None:
+    response = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    delta = {"item_id": "m", "output_index": 0, "content_index": 0, "delta": "t0 "}
+    body = _event("response.created", response=response, sequence_number=0) + _event(
+        "response.output_text.delta", **delta, sequence_number=1
+    )  # and then a clean end: no response.completed
+
+    def answer(request: bytes, writer: Any) -> None:
+        writer.write(SSE_HEAD + chunked(body))
+
+    async with serving(answer) as server:
+        up = _upstream(f"http://127.0.0.1:{server.port}/v1")
+        try:
+            # litellm notices this itself on its native path; `_events` on every path
+            with pytest.raises((UpstreamConnectError, UpstreamProtocolError)):
+                await _read(up, {"input": "hi"})
+        finally:
+            await up.aclose()
