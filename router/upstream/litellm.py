@@ -22,8 +22,9 @@ Decisions worth knowing:
 
 - No legacy `/v1/completions`: refused with a non-retryable 400
   (`unsupported_endpoint`): litellm would turn a prompt into a chat turn and back,
-  which is not what a `completions` client asked for. Nor a stored response's own
-  calls (`GET`, `DELETE /v1/responses/{id}`, ...): same 400.
+  which is not what a `completions` client asked for. A stored response's own calls
+  (`GET`, `DELETE /v1/responses/{id}`, `cancel`, `input_items`) go through litellm's
+  function for each (`litellm_responses.stored_call`).
 - Only OpenAI's own parameters become litellm's keyword arguments (`CHAT_PARAMS`,
   `litellm_responses.PARAMS`, `EMBEDDING_PARAMS`). litellm takes its plumbing as
   keyword arguments too (`api_base`, `api_key`, `mock_response`, ...): passing the
@@ -46,10 +47,10 @@ Decisions worth knowing:
   carried over from litellm; if litellm's own exception text holds it, the
   exception is not chained (`from None`).
 
-Just over 400 lines, kept whole: one upstream is one file (`upstream/base.py`),
-and what could leave already has (errors in `litellm_errors`, chat bytes in
-`litellm_frames`, Responses and embeddings in `litellm_responses`, the answers in
-`litellm_answer`); the rest is the calls and their two stream readers.
+Just over 400 lines with this docstring, kept whole: one upstream is one file
+(`upstream/base.py`), and what could leave already has (errors in `litellm_errors`,
+chat bytes in `litellm_frames`, Responses and embeddings in `litellm_responses`, the
+answers and their stream readers in `litellm_answer`); the rest is the calls.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
@@ -66,29 +67,30 @@ import httpx
 
 from router.clock import Clock
 from router.config import TargetConfig
-from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
-from router.turn.responses_wire import DELTAS, ENDS, FAILURES
+from router.errors import UpstreamStatusError, UpstreamTimeout
 from router.upstream.base import UpstreamRequest, UpstreamSetup
-from router.upstream.litellm_answer import LitellmJsonResponse, LitellmStreamResponse, close_stream
+from router.upstream.litellm_answer import (
+    LitellmJsonResponse,
+    LitellmStreamResponse,
+    chat_frames,
+    close_stream,
+    response_frames,
+)
 from router.upstream.litellm_errors import Phase, chain, translate
 from router.upstream.litellm_frames import (
-    DONE,
-    chunk_payload,
     completion_payload,
     json_bytes,
     provider_headers,
-    sse,
-    usage_dict,
-    usage_payload,
 )
 from router.upstream.litellm_responses import (
     STATE_FIELDS,
     embeddings_kwargs,
     embeddings_payload,
-    event_frame,
+    not_stored,
     response_payload,
     responses_kwargs,
     stateless_follow_up,
+    stored_call,
 )
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,8 @@ class LitellmUpstream:
         self._acompletion = litellm.acompletion
         self._aresponses = litellm.aresponses
         self._aembedding = litellm.aembedding
+        self._litellm = litellm
+        self._provider: str = litellm.get_llm_provider(config.model, api_base=config.base_url)[1]
         #: whether the provider keeps responses (litellm_responses: "State")
         self.stores_responses: bool = provider_stores_the_conversation(
             config.model, None, {"api_base": config.base_url}
@@ -206,7 +210,7 @@ class LitellmUpstream:
         return f"LitellmUpstream(name={c.name!r}, model={c.model!r}, base_url={c.base_url!r})"
 
     async def send(self, request: UpstreamRequest) -> LitellmStreamResponse | LitellmJsonResponse:
-        if request.endpoint == "completions" or request.path is not None:
+        if request.endpoint == "completions":
             raise self._unsupported(request)
         if (
             request.endpoint == "responses"
@@ -217,6 +221,8 @@ class LitellmUpstream:
         seen: list[httpx.Response] = []
         token = _responses.set(seen)
         try:
+            if request.path is not None:
+                return await self._stored(request, seen)
             if not request.stream:
                 return await self._unary(request, seen)
             deadline = self._config.timeouts.first_token_s
@@ -346,6 +352,30 @@ class LitellmUpstream:
         )
         return LitellmJsonResponse(json_bytes(payload(response)), headers)
 
+    async def _stored(
+        self, request: UpstreamRequest, seen: list[httpx.Response]
+    ) -> LitellmJsonResponse:
+        """A call on a stored response, through litellm's own function for it."""
+        assert request.path is not None
+        call = stored_call(request.method, request.path, request.query)
+        if call is None:
+            raise self._unsupported(request)
+        if not self.stores_responses:
+            raise not_stored(self.name, self._config.model, request.path)
+        name, kwargs = call
+        plumbing = self._plumbing(request)
+        del plumbing["model"]
+        try:
+            answer = await getattr(self._litellm, name)(
+                **kwargs, **plumbing, custom_llm_provider=self._provider
+            )
+        except Exception as exc:  # the litellm boundary: translated below
+            self._raise(exc, "send", seen)
+        headers = provider_headers(
+            seen[-1].headers if seen else None, getattr(answer, "_hidden_params", None)
+        )
+        return LitellmJsonResponse(json_bytes(response_payload(answer)), headers)
+
     async def _open_stream(
         self, request: UpstreamRequest, seen: list[httpx.Response]
     ) -> LitellmStreamResponse:
@@ -358,7 +388,15 @@ class LitellmUpstream:
         http = seen[-1] if seen else None
         options = request.body.get("stream_options")
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-        frames = self._frames(stream, include_usage, seen) if chat else self._events(stream, seen)
+
+        def fail(exc: BaseException, phase: Phase) -> NoReturn:
+            self._raise(exc, phase, seen)
+
+        frames = (
+            chat_frames(stream, include_usage, fail, self.name)
+            if chat
+            else response_frames(stream, fail, self.name)
+        )
         try:
             first = await frames.__anext__()
         except BaseException:
@@ -370,76 +408,3 @@ class LitellmUpstream:
         return LitellmStreamResponse(
             first=first, frames=frames, stream=stream, http_response=http, headers=headers
         )
-
-    async def _events(self, stream: Any, seen: list[httpx.Response]) -> AsyncIterator[bytes]:
-        """Responses SSE frames from litellm's events, numbered as they leave. A stream
-        that ends before its terminal event is an error, never a silent truncation."""
-        events = stream.__aiter__()
-        sequence = 0
-        committed = ended = False
-        while True:
-            try:
-                event = await events.__anext__()
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # the litellm boundary: translated below
-                self._raise(exc, "stream" if committed else "send", seen)
-            kind, frame = event_frame(event, sequence)
-            sequence += 1
-            committed = committed or kind in DELTAS
-            ended = ended or kind in ENDS or kind in FAILURES
-            yield frame
-        if not ended:
-            raise UpstreamProtocolError(
-                f"{self.name}: the stream ended before response.completed", target=self.name
-            )
-
-    async def _frames(
-        self, stream: Any, include_usage: bool, seen: list[httpx.Response]
-    ) -> AsyncIterator[bytes]:
-        """OpenAI SSE frames from litellm's chunks. Frames before the first content are
-        held back, so the first frame out is the first token. A stream that ends without
-        a finish reason is an error, never a silent truncation."""
-        chunks = stream.__aiter__()
-        held: list[bytes] | None = []  # frames before the first content; None after
-        usage: dict[str, Any] | None = None
-        finished = False
-        last: Any = None
-        while True:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # the litellm boundary: translated below
-                self._raise(exc, "stream" if held is None else "send", seen)
-            last = chunk
-            usage = usage_dict(getattr(chunk, "usage", None)) or usage
-            payload = chunk_payload(chunk)
-            if payload is None:
-                continue
-            finished = finished or any(c["finish_reason"] for c in payload["choices"])
-            frame = sse(payload)
-            if held is not None and not any(set(c["delta"]) - {"role"} for c in payload["choices"]):
-                held.append(frame)
-                continue
-            if held:
-                for early in held:
-                    yield early
-            held = None
-            yield frame
-        if not finished:
-            raise UpstreamProtocolError(
-                f"{self.name}: the stream ended before a finish reason", target=self.name
-            )
-        if held is not None:
-            if usage is None:
-                # litellm skips frames it cannot parse and then invents `finish_reason:
-                # stop`; a real answer always reports usage (we always ask for it).
-                raise UpstreamProtocolError(
-                    f"{self.name}: the stream had no content and no usage", target=self.name
-                )
-            for early in held:
-                yield early
-        if include_usage and usage is not None and last is not None:
-            yield sse(usage_payload(last.id, last.created, last.model, usage))
-        yield DONE

@@ -12,6 +12,11 @@ boundary, as in `litellm_frames` for chat.
 - **Events.** Each of litellm's stream events becomes `event: <type>` + `data: {...}`,
   numbered by `sequence_number` from 0 as it leaves (litellm's bridge to chat
   completions numbers almost none of its events).
+- **Ids** are the provider's own: litellm wraps each in one of its own (base64 of
+  its provider, deployment and the provider's id, for its proxy's routing), which
+  is unwrapped as it leaves. A follow-up names the provider's id, which litellm
+  passes on as it is, and the id fits a URL path (`GET /v1/responses/{id}`); base64
+  would not always.
 - **Usage** is OpenAI's Responses usage (`input_tokens`, `output_tokens`,
   `input_tokens_details.cached_tokens`, `output_tokens_details.reasoning_tokens`),
   whatever litellm attached: on some paths it is chat usage (`prompt_tokens`) in a
@@ -29,6 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from router.errors import UpstreamStatusError
 from router.upstream.litellm_frames import json_bytes
@@ -91,30 +97,69 @@ def embeddings_kwargs(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
     return kwargs, dropped
 
 
+def _stateless(target: str, model: str) -> str:
+    return f"target '{target}' ({model} through litellm's bridge to chat completions)"
+
+
+def _refusal(
+    target: str, status: int, message: str, param: str | None, code: str | None
+) -> UpstreamStatusError:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return UpstreamStatusError(
+        f"{target}: {message[:120]}",
+        target=target,
+        upstream_status=status,
+        body=json_bytes({"error": error}),
+        rejection="unsupported_parameter" if code == "unsupported_parameter" else None,
+    )
+
+
 def stateless_follow_up(target: str, model: str, body: Mapping[str, Any]) -> UpstreamStatusError:
-    """The 400 of a target that stores no responses, asked to build on one."""
+    """The 400 of a target that stores no responses, asked to build on one (another
+    target may serve the request: it is a rejection, not the client's fault)."""
     field = next(f for f in STATE_FIELDS if body.get(f) is not None)
     message = (
-        f"target '{target}' ({model} through litellm's bridge to chat completions) stores "
-        f"no responses, so it cannot continue from '{field}' (this is not supported): send "
-        "the whole conversation as 'input', or use a target that stores responses"
+        f"{_stateless(target, model)} stores no responses, so it cannot continue from "
+        f"'{field}' (this is not supported): send the whole conversation as 'input', or "
+        "use a target that stores responses"
     )
-    return UpstreamStatusError(
-        f"{target}: '{field}' on a target that stores no responses",
-        target=target,
-        upstream_status=400,
-        body=json_bytes(
-            {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "param": field,
-                    "code": "unsupported_parameter",
-                }
-            }
-        ),
-        rejection="unsupported_parameter",
-    )
+    return _refusal(target, 400, message, field, "unsupported_parameter")
+
+
+def not_stored(target: str, model: str, path: str) -> UpstreamStatusError:
+    """The 404 of a stored response's call at a target that stores no responses."""
+    message = f"{_stateless(target, model)} stores no responses: nothing at /v1{path}"
+    return _refusal(target, 404, message, None, None)
+
+
+#: a stored response's own calls: (method, path suffix) -> litellm's function
+STORED_CALLS: Mapping[tuple[str, str], str] = {
+    ("GET", ""): "aget_responses",
+    ("DELETE", ""): "adelete_responses",
+    ("POST", "/cancel"): "acancel_responses",
+    ("GET", "/input_items"): "alist_input_items",
+}
+_PAGING = ("after", "before", "order")
+
+
+def stored_call(method: str, path: str, query: str) -> tuple[str, dict[str, Any]] | None:
+    """litellm's function and arguments for a call on a stored response
+    (`/responses/{id}[/cancel|/input_items]`), or None if it has none. Of the query
+    only `input_items`' paging is read."""
+    response_id, _, action = path.removeprefix("/responses/").partition("/")
+    name = STORED_CALLS.get((method, f"/{action}" if action else ""))
+    if name is None or not response_id:
+        return None
+    kwargs: dict[str, Any] = {"response_id": response_id}
+    if name == "alist_input_items":
+        params = parse_qs(query)
+        kwargs.update({k: params[k][0] for k in _PAGING if k in params})
+        if params.get("limit", [""])[0].isdigit():
+            kwargs["limit"] = int(params["limit"][0])
+        include = params.get("include[]") or params.get("include")
+        if include:
+            kwargs["include"] = include
+    return name, kwargs
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -160,15 +205,31 @@ def responses_usage(usage: Any) -> dict[str, Any] | None:
     }
 
 
-def _with_usage(response: dict[str, Any]) -> dict[str, Any]:
+def provider_id(response_id: str) -> str:
+    """The provider's own id inside litellm's (`resp_` + base64 of
+    `litellm:custom_llm_provider:...;model_id:...;response_id:<id>`), decoded by
+    litellm's own function; any other id as it is."""
+    from litellm.responses.utils import ResponsesAPIRequestUtils
+
+    inner = ResponsesAPIRequestUtils.decode_responses_api_response_id(response_id).get(
+        "response_id"
+    )
+    return inner if isinstance(inner, str) and inner else response_id
+
+
+def _as_openai(response: dict[str, Any]) -> dict[str, Any]:
+    """A response object as the provider made it: its own id, OpenAI's usage."""
+    if isinstance(response.get("id"), str):
+        response["id"] = provider_id(response["id"])
     if response.get("usage") is not None:
         response["usage"] = responses_usage(response["usage"])
     return response
 
 
 def response_payload(response: Any) -> dict[str, Any]:
-    """A non-streamed `ResponsesAPIResponse` as OpenAI's `response` object."""
-    return _with_usage(_plain(response))
+    """A non-streamed `ResponsesAPIResponse` (or a stored response's other answers:
+    a deletion, a list of input items) as OpenAI's JSON."""
+    return _as_openai(_plain(response))
 
 
 def event_frame(event: Any, sequence: int) -> tuple[str, bytes]:
@@ -180,7 +241,7 @@ def event_frame(event: Any, sequence: int) -> tuple[str, bytes]:
     payload["sequence_number"] = sequence
     response = payload.get("response")
     if isinstance(response, dict):
-        _with_usage(response)
+        _as_openai(response)
     return kind, b"event: " + kind.encode() + b"\ndata: " + json_bytes(payload) + b"\n\n"
 
 

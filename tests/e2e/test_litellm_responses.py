@@ -215,20 +215,28 @@ def test_a_follow_up_lands_on_the_litellm_target_that_stored_its_response(
             chain.append(follow.id)
     bodies = seen(fleet, "lx")
     assert len(bodies) == 5 and seen(fleet, "b") == []
-    # each follow-up reached the provider with the id it had stored (litellm's id wraps it)
-    assert [b.get("previous_response_id") for b in bodies[1:]] == [
-        provider_id(i) for i in chain[:4]
-    ]
+    # each follow-up reached the provider with the id it had stored, its own
+    assert [b.get("previous_response_id") for b in bodies[1:]] == chain[:4]
     # Something built on nothing goes where the policy says.
     sdk.responses.create(model="b-first", input="fresh")
     assert len(seen(fleet, "b")) == 1
 
 
-def provider_id(litellm_id: str) -> str:
-    """The provider's response id inside litellm's (`resp_` + base64 of
-    `litellm:custom_llm_provider:...;model_id:...;response_id:<id>`)."""
-    decoded = base64.b64decode(litellm_id.removeprefix("resp_")).decode()
-    return decoded.rsplit("response_id:", 1)[1]
+def test_a_stored_responses_own_calls_reach_the_litellm_target_that_made_it(
+    fleet: MixedFleet, sdk: openai.OpenAI
+) -> None:
+    made = sdk.responses.create(model="b-first", input="n0")  # on b
+    mine = sdk.responses.create(model="ordered", input="n1")  # on lx, through litellm
+    lx = fleet.server("lx", OpenAISim)
+    at_provider = f"{lx.base_url}/responses/{mine.id}"
+    assert httpx.get(at_provider).status_code == 200  # the id is the provider's own
+    assert sdk.responses.retrieve(mine.id).output_text == TEXT
+    assert [i.type for i in sdk.responses.input_items.list(mine.id).data] == ["message"]
+    sdk.responses.delete(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(mine.id)  # forgotten by the router as well
+    assert sdk.responses.retrieve(made.id).id == made.id
+    assert httpx.get(at_provider).status_code == 404  # deleted at the provider
 
 
 def test_when_the_litellm_owner_is_down_the_follow_up_is_a_503(

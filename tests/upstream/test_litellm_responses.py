@@ -93,7 +93,7 @@ def test_usage_is_openais_responses_usage_whatever_litellm_attached() -> None:
 
 
 def test_an_event_leaves_as_an_sse_frame_numbered_in_order() -> None:
-    event = {"type": "response.completed", "response": {"id": "r", "usage": {"prompt_tokens": 1}}}
+    event = {"type": "response.completed", "response": {"usage": {"prompt_tokens": 1}}}
     kind, frame = event_frame(event, 9)
     assert kind == "response.completed"
     head, data = frame.split(b"\n", 1)
@@ -119,7 +119,7 @@ def _upstream(base_url: str) -> LitellmUpstream:
         kind="litellm",
         base_url=base_url,
         model="openai/gpt-4.1-mini",
-        timeouts=Timeouts(first_token_s=5.0, idle_s=1.0),
+        timeouts=Timeouts(first_token_s=10.0, idle_s=10.0),
     )
     return LitellmUpstream(config, KEY)
 
@@ -156,14 +156,21 @@ async def test_a_stream_cut_by_the_provider_is_an_error_not_a_short_answer(
 
 
 @pytest.mark.anyio
-async def test_a_stored_responses_own_calls_are_refused_clearly(sim: OpenAISim) -> None:
-    up = _upstream(sim.base_url)
+async def test_a_bridged_target_says_it_stores_no_responses() -> None:
+    config = TargetConfig(
+        name="claude", kind="litellm", base_url="http://127.0.0.1:9", model="anthropic/claude-x"
+    )
+    up = LitellmUpstream(config, KEY)
     try:
-        request = UpstreamRequest("responses", {}, stream=False, method="GET", path="/responses/r")
-        with pytest.raises(UpstreamStatusError) as info:
-            await up.send(request)
-        assert info.value.upstream_status == 400
-        assert "not GET /v1/responses/r" in json.loads(info.value.body)["error"]["message"]
+        assert not up.stores_responses
+        for request, status in [
+            (UpstreamRequest("responses", {}, False, method="GET", path="/responses/r"), 404),
+            (UpstreamRequest("responses", {"input": "x", "conversation": "c"}, stream=True), 400),
+        ]:
+            with pytest.raises(UpstreamStatusError) as info:
+                await up.send(request)  # nothing reaches the (absent) provider
+            assert info.value.upstream_status == status
+            assert "stores no responses" in json.loads(info.value.body)["error"]["message"]
     finally:
         await up.aclose()
 
