@@ -19,10 +19,15 @@ Defaults, and why:
   which a fallback passes over. Declare fewer to keep such turns from being tried.
 - `vllm`: chat, completions, responses. A vLLM server runs one model: one that
   generates, or one that embeds (declare `[embeddings]` for that one).
-- `litellm`: chat only. Its Responses API bridges other providers to chat
-  completions and keeps `previous_response_id` state only in litellm's proxy
-  database, so a follow-up could never find its state through the library; its
-  legacy completions turn a prompt into a chat turn and back.
+- `litellm`: chat and responses. litellm serves the Responses API for every
+  provider: through the provider's own (OpenAI, Azure, xAI, `hosted_vllm/`), which
+  stores responses for `previous_response_id`, or through its bridge to chat
+  completions (Anthropic, Gemini, Bedrock, ...), which stores none, so such a
+  target answers fresh requests and refuses follow-ups
+  (router/upstream/litellm_responses.py). Embeddings are declared, as for vLLM: a
+  litellm model either generates or embeds (`capabilities: [embeddings]` for
+  `cohere/embed-english-v3.0`, `gemini/text-embedding-004`, ...). No legacy
+  completions: litellm would turn a prompt into a chat turn and back.
 - `realtime` and `cascade` serve Realtime sessions, `stt` and `tts` the audio
   endpoints; their kind is what they serve.
 """
@@ -61,7 +66,7 @@ PATHS: Mapping[Capability, str] = {
 DEFAULTS: Mapping[str, tuple[Capability, ...]] = {
     "openai": ("chat", "completions", "responses", "embeddings"),
     "vllm": ("chat", "completions", "responses"),
-    "litellm": ("chat",),
+    "litellm": ("chat", "responses"),
     "realtime": ("realtime",),
     "cascade": ("realtime",),
     "stt": ("stt",),
@@ -71,7 +76,7 @@ DEFAULTS: Mapping[str, tuple[Capability, ...]] = {
 ALLOWED: Mapping[str, frozenset[Capability]] = {
     "openai": frozenset({"chat", "completions", "responses", "embeddings"}),
     "vllm": frozenset({"chat", "completions", "responses", "embeddings"}),
-    "litellm": frozenset({"chat"}),
+    "litellm": frozenset({"chat", "responses", "embeddings"}),
     "realtime": frozenset({"realtime"}),
     "cascade": frozenset({"realtime"}),
     "stt": frozenset({"stt"}),

@@ -30,14 +30,17 @@ def test_each_kind_serves_its_defaults_and_a_declaration_replaces_them() -> None
         "hosted": ("chat", "completions", "responses", "embeddings"),
         "engine": ("chat", "completions", "responses"),
         "embedder": ("embeddings",),
-        "bridged": ("chat",),
+        "bridged": ("chat", "responses"),
     }
 
 
 @pytest.mark.parametrize(
     ("declared", "says"),
     [
-        ("[responses]", "a 'litellm' target cannot serve responses (it may: chat)"),
+        (
+            "[completions]",
+            "a 'litellm' target cannot serve completions (it may: chat, responses, embeddings)",
+        ),
         ("[]", "capabilities is a non-empty list"),
         ("[chat, speech]", "a 'litellm' target cannot serve speech"),
     ],

@@ -1,29 +1,45 @@
 """Providers that do not speak OpenAI (Anthropic, Gemini, Bedrock, ...), through litellm.
 
-`LitellmUpstream.send` calls `litellm.acompletion` and hands back OpenAI bytes:
-`data: {chat.completion.chunk}` frames re-framed from litellm's chunks, the usage
-chunk when the client asked for it, then `data: [DONE]`; or one `chat.completion`
-body. `send` returns only once the first chunk is in, so a 429, 529 or 5xx, a
-refused connection and a hang before the first token all surface from `send`.
-`send` is bounded by the target's `first_token_s` (streams). litellm's exceptions
-become ours in `litellm_errors.translate`; litellm's objects become OpenAI bytes in
-`litellm_frames`.
+`LitellmUpstream.send` calls litellm and hands back OpenAI bytes, per endpoint:
+
+- chat: `litellm.acompletion`; `data: {chat.completion.chunk}` frames re-framed
+  from litellm's chunks, the usage chunk when the client asked for it, then
+  `data: [DONE]`; or one `chat.completion` body;
+- responses: `litellm.aresponses`; `event: <type>` + `data: {...}` frames, numbered
+  as they leave, ending at `response.completed` (or `incomplete`, `failed`); or one
+  `response` object (`litellm_responses`);
+- embeddings: `litellm.aembedding`; one embeddings list.
+
+A stream's `send` returns only once its first frame is in, so a 429, 529 or 5xx, a
+refused connection and a hang before the first event all surface from `send`,
+bounded by the target's `first_token_s`. litellm's exceptions become ours in
+`litellm_errors.translate`, before the first token as `send` failures (the turn
+falls back) and after it as `stream` failures (the turn ends the stream with an
+error in the API's shape); litellm's objects become OpenAI bytes in
+`litellm_frames` and `litellm_responses`.
 
 Decisions worth knowing:
 
-- Only `/v1/chat/completions`. The legacy `completions` endpoint is refused with a
-  non-retryable 400 (`unsupported_endpoint`): litellm would turn a prompt into a
-  chat turn and back, which is not what a `completions` client asked for.
-- Only OpenAI's own chat parameters are passed on (`CHAT_PARAMS`). litellm takes
-  its plumbing as keyword arguments too (`api_base`, `api_key`, `mock_response`,
-  ...): passing the client's body through would let a client redirect the call and
-  its API key.
+- No legacy `/v1/completions`: refused with a non-retryable 400
+  (`unsupported_endpoint`): litellm would turn a prompt into a chat turn and back,
+  which is not what a `completions` client asked for. A stored response's own calls
+  (`GET`, `DELETE /v1/responses/{id}`, `cancel`, `input_items`) go through litellm's
+  function for each (`litellm_responses.stored_call`).
+- Only OpenAI's own parameters become litellm's keyword arguments (`CHAT_PARAMS`,
+  `litellm_responses.PARAMS`, `EMBEDDING_PARAMS`). litellm takes its plumbing as
+  keyword arguments too (`api_base`, `api_key`, `mock_response`, ...): passing the
+  client's body through would let a client redirect the call and its API key.
+- A provider litellm bridges to chat completions stores no responses
+  (`stores_responses` is false): a follow-up (`previous_response_id`,
+  `conversation`) is refused with a 400 that says so, rather than answered without
+  its history as litellm's bridge would without its proxy's database.
 - Each target owns one litellm `AsyncHTTPHandler` (one connection pool). Its httpx
   response hook records the raw response of each call: litellm keeps neither the
   provider's real status (a 529 comes back as a 500) nor a way to close a stream's
   connection (`CustomStreamWrapper.aclose` does not reach the socket for
   Anthropic). With the raw response, the real status and headers are known and
-  `aclose` cuts the connection, so the provider sees the cancel.
+  `aclose` cuts the connection, so the provider sees the cancel. (Embeddings go
+  through the clients litellm keeps for the provider's SDK.)
 - litellm is imported on the first `LitellmUpstream` (it takes a second or more),
   with `LITELLM_LOCAL_MODEL_COST_MAP`, `LITELLM_TELEMETRY` and `LITELLM_LOG` set
   first unless already set, and `suppress_debug_info` on (it prints to stdout).
@@ -31,9 +47,10 @@ Decisions worth knowing:
   carried over from litellm; if litellm's own exception text holds it, the
   exception is not chained (`from None`).
 
-Just over 400 lines, kept whole: one upstream is one file (`upstream/base.py`),
-and what could leave already has (errors in `litellm_errors`, bytes in
-`litellm_frames`); the rest is the one call and the two responses it returns.
+Just over 400 lines with this docstring, kept whole: one upstream is one file
+(`upstream/base.py`), and what could leave already has (errors in `litellm_errors`,
+chat bytes in `litellm_frames`, Responses and embeddings in `litellm_responses`, the
+answers and their stream readers in `litellm_answer`); the rest is the calls.
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
@@ -50,18 +67,30 @@ import httpx
 
 from router.clock import Clock
 from router.config import TargetConfig
-from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from router.errors import UpstreamStatusError, UpstreamTimeout
 from router.upstream.base import UpstreamRequest, UpstreamSetup
+from router.upstream.litellm_answer import (
+    LitellmJsonResponse,
+    LitellmStreamResponse,
+    chat_frames,
+    close_stream,
+    response_frames,
+)
 from router.upstream.litellm_errors import Phase, chain, translate
 from router.upstream.litellm_frames import (
-    DONE,
-    chunk_payload,
     completion_payload,
     json_bytes,
     provider_headers,
-    sse,
-    usage_dict,
-    usage_payload,
+)
+from router.upstream.litellm_responses import (
+    STATE_FIELDS,
+    embeddings_kwargs,
+    embeddings_payload,
+    not_stored,
+    response_payload,
+    responses_kwargs,
+    stateless_follow_up,
+    stored_call,
 )
 
 log = logging.getLogger(__name__)
@@ -136,77 +165,6 @@ async def _record_response(response: httpx.Response) -> None:
         seen.append(response)
 
 
-class LitellmStreamResponse:
-    """A streamed answer whose first frame is already in hand."""
-
-    status = 200
-
-    def __init__(
-        self,
-        *,
-        first: bytes,
-        frames: AsyncIterator[bytes],
-        stream: Any,
-        http_response: httpx.Response | None,
-        headers: Mapping[str, str],
-    ) -> None:
-        self.headers = headers
-        self._first: bytes | None = first
-        self._frames = frames
-        self._stream = stream
-        self._http = http_response
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        async for frame in self._frames:
-            yield frame
-
-    async def aread(self) -> bytes:
-        return b"".join([frame async for frame in self.aiter_bytes()])
-
-    async def aclose(self) -> None:
-        await _close(self._frames, self._stream, self._http)
-
-    async def finish(self) -> None:
-        await self.aclose()
-
-
-class LitellmJsonResponse:
-    """A non-streamed answer, already read."""
-
-    status = 200
-
-    def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
-        self.headers = headers
-        self._body = body
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        yield self._body
-
-    async def aread(self) -> bytes:
-        return self._body
-
-    async def aclose(self) -> None:
-        return None
-
-    async def finish(self) -> None:
-        return None
-
-
-async def _close(frames: AsyncIterator[bytes], stream: Any, http: httpx.Response | None) -> None:
-    # Shielded: a cancelled turn must still cut the connection, or the provider
-    # keeps generating. The socket goes first; litellm's own close only tidies up.
-    with anyio.CancelScope(shield=True):
-        if http is not None:
-            await http.aclose()
-        aclose = getattr(frames, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        await stream.aclose()
-
-
 class LitellmUpstream:
     """One litellm target: `config.model` is litellm's model name
     (`anthropic/claude-3-5-haiku-20241022`), `config.base_url` its `api_base` (for
@@ -221,6 +179,7 @@ class LitellmUpstream:
     ) -> None:
         litellm = load_litellm()
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+        from litellm.responses.main import provider_stores_the_conversation
 
         if not isinstance(setup, UpstreamSetup):
             setup = UpstreamSetup(api_key=setup)
@@ -230,6 +189,14 @@ class LitellmUpstream:
         self._api_key = setup.api_key
         self._headers = dict(setup.headers)
         self._acompletion = litellm.acompletion
+        self._aresponses = litellm.aresponses
+        self._aembedding = litellm.aembedding
+        self._litellm = litellm
+        self._provider: str = litellm.get_llm_provider(config.model, api_base=config.base_url)[1]
+        #: whether the provider keeps responses (litellm_responses: "State")
+        self.stores_responses: bool = provider_stores_the_conversation(
+            config.model, None, {"api_base": config.base_url}
+        )
         t = config.timeouts
         self._http: Any = AsyncHTTPHandler(
             timeout=httpx.Timeout(
@@ -243,30 +210,21 @@ class LitellmUpstream:
         return f"LitellmUpstream(name={c.name!r}, model={c.model!r}, base_url={c.base_url!r})"
 
     async def send(self, request: UpstreamRequest) -> LitellmStreamResponse | LitellmJsonResponse:
-        if request.endpoint != "chat":
-            message = (
-                f"target '{self.name}' (litellm) serves only /v1/chat/completions, "
-                f"not /v1/{request.endpoint}"
-            )
-            raise UpstreamStatusError(
-                f"{self.name}: unsupported endpoint {request.endpoint}",
-                target=self.name,
-                upstream_status=400,
-                body=json_bytes(
-                    {
-                        "error": {
-                            "message": message,
-                            "type": "invalid_request_error",
-                            "code": "unsupported_endpoint",
-                        }
-                    }
-                ),
-            )
+        if request.endpoint == "completions":
+            raise self._unsupported(request)
+        if (
+            request.endpoint == "responses"
+            and not self.stores_responses
+            and any(request.body.get(f) is not None for f in STATE_FIELDS)
+        ):
+            raise stateless_follow_up(self.name, self._config.model, request.body)
         seen: list[httpx.Response] = []
         token = _responses.set(seen)
         try:
+            if request.path is not None:
+                return await self._stored(request, seen)
             if not request.stream:
-                return await self._complete(request, seen)
+                return await self._unary(request, seen)
             deadline = self._config.timeouts.first_token_s
             try:
                 with anyio.fail_after(deadline):
@@ -293,6 +251,12 @@ class LitellmUpstream:
         )
         async for _ in stream:
             pass
+        if "responses" in self._config.serves:
+            # aresponses imports its MCP gateway on every call (the first costs ~1 s,
+            # the loop starved meanwhile); a mock answer returns before that import
+            import litellm.responses.mcp.litellm_proxy_mcp_handler  # noqa: F401
+
+            await self._aresponses(model=self._config.model, input="warm-up", mock_response="ok")
 
     async def aclose(self) -> None:
         await self._http.close()
@@ -300,28 +264,62 @@ class LitellmUpstream:
 
     # -- internals -----------------------------------------------------------------
 
-    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
-        body = request.body
-        kwargs = {k: v for k, v in body.items() if k in CHAT_PARAMS}
-        dropped = sorted(set(body) - CHAT_PARAMS - _FRAMING)
-        if dropped:
-            log.debug("%s: parameters not passed to litellm: %s", self.name, dropped)
+    def _unsupported(self, request: UpstreamRequest) -> UpstreamStatusError:
+        what = request.path or f"/{request.endpoint}"
+        message = (
+            f"target '{self.name}' (litellm) serves /v1/chat/completions, /v1/responses "
+            f"and /v1/embeddings, not {request.method} /v1{what}"
+        )
+        return UpstreamStatusError(
+            f"{self.name}: unsupported endpoint {request.method} {what}",
+            target=self.name,
+            upstream_status=400,
+            body=json_bytes(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "code": "unsupported_endpoint",
+                    }
+                }
+            ),
+        )
+
+    def _plumbing(self, request: UpstreamRequest) -> dict[str, Any]:
+        """What every call takes besides the body: litellm's own arguments, never the
+        client's."""
         t = self._config.timeouts
-        kwargs.update(
+        kwargs: dict[str, Any] = dict(
             model=self._config.model,
-            messages=body.get("messages"),
-            stream=request.stream,
             api_base=self._config.base_url,
             api_key=self._api_key,
             # per read; the first-token deadline is enforced around `send`
             timeout=t.idle_s if request.stream else t.total_s,
-            client=self._http,
         )
-        if request.stream:
-            kwargs["stream_options"] = {"include_usage": True}
+        if request.endpoint != "embeddings":  # litellm embeds through the SDKs' clients
+            kwargs["client"] = self._http
         if request.headers or self._headers:
             kwargs["extra_headers"] = {**self._headers, **request.headers}
         return kwargs
+
+    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
+        body = request.body
+        if request.endpoint == "responses":
+            kwargs = responses_kwargs(body)
+            if request.stream:
+                kwargs["stream"] = True
+            return {**kwargs, **self._plumbing(request)}
+        if request.endpoint == "embeddings":
+            kwargs, dropped = embeddings_kwargs(body)
+        else:
+            kwargs = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+            dropped = sorted(set(body) - CHAT_PARAMS - _FRAMING)
+            kwargs.update(messages=body.get("messages"), stream=request.stream)
+            if request.stream:
+                kwargs["stream_options"] = {"include_usage": True}
+        if dropped:
+            log.debug("%s: parameters not passed to litellm: %s", self.name, dropped)
+        return {**kwargs, **self._plumbing(request)}
 
     def _raise(self, exc: BaseException, phase: Phase, seen: list[httpx.Response]) -> NoReturn:
         err = translate(
@@ -337,33 +335,72 @@ class LitellmUpstream:
             raise err from None  # litellm's text holds the key: do not carry it along
         raise err from exc
 
-    async def _complete(
+    async def _unary(
         self, request: UpstreamRequest, seen: list[httpx.Response]
     ) -> LitellmJsonResponse:
+        call, payload = {
+            "chat": (self._acompletion, completion_payload),
+            "responses": (self._aresponses, response_payload),
+            "embeddings": (self._aembedding, embeddings_payload),
+        }[request.endpoint]
         try:
-            response = await self._acompletion(**self._kwargs(request))
+            response = await call(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
             self._raise(exc, "send", seen)
         headers = provider_headers(
             seen[-1].headers if seen else None, getattr(response, "_hidden_params", None)
         )
-        return LitellmJsonResponse(json_bytes(completion_payload(response)), headers)
+        return LitellmJsonResponse(json_bytes(payload(response)), headers)
+
+    async def _stored(
+        self, request: UpstreamRequest, seen: list[httpx.Response]
+    ) -> LitellmJsonResponse:
+        """A call on a stored response, through litellm's own function for it."""
+        assert request.path is not None
+        call = stored_call(request.method, request.path, request.query)
+        if call is None:
+            raise self._unsupported(request)
+        if not self.stores_responses:
+            raise not_stored(self.name, self._config.model, request.path)
+        name, kwargs = call
+        plumbing = self._plumbing(request)
+        del plumbing["model"]
+        try:
+            answer = await getattr(self._litellm, name)(
+                **kwargs, **plumbing, custom_llm_provider=self._provider
+            )
+        except Exception as exc:  # the litellm boundary: translated below
+            self._raise(exc, "send", seen)
+        headers = provider_headers(
+            seen[-1].headers if seen else None, getattr(answer, "_hidden_params", None)
+        )
+        return LitellmJsonResponse(json_bytes(response_payload(answer)), headers)
 
     async def _open_stream(
         self, request: UpstreamRequest, seen: list[httpx.Response]
     ) -> LitellmStreamResponse:
+        chat = request.endpoint == "chat"
         try:
-            stream = await self._acompletion(**self._kwargs(request))
+            call = self._acompletion if chat else self._aresponses
+            stream = await call(**self._kwargs(request))
         except Exception as exc:  # the litellm boundary: translated below
             self._raise(exc, "send", seen)
         http = seen[-1] if seen else None
         options = request.body.get("stream_options")
         include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-        frames = self._frames(stream, include_usage, seen)
+
+        def fail(exc: BaseException, phase: Phase) -> NoReturn:
+            self._raise(exc, phase, seen)
+
+        frames = (
+            chat_frames(stream, include_usage, fail, self.name)
+            if chat
+            else response_frames(stream, fail, self.name)
+        )
         try:
             first = await frames.__anext__()
         except BaseException:
-            await _close(frames, stream, http)
+            await close_stream(frames, stream, http)
             raise
         headers = provider_headers(
             http.headers if http is not None else None, getattr(stream, "_hidden_params", None)
@@ -371,53 +408,3 @@ class LitellmUpstream:
         return LitellmStreamResponse(
             first=first, frames=frames, stream=stream, http_response=http, headers=headers
         )
-
-    async def _frames(
-        self, stream: Any, include_usage: bool, seen: list[httpx.Response]
-    ) -> AsyncIterator[bytes]:
-        """OpenAI SSE frames from litellm's chunks. Frames before the first content are
-        held back, so the first frame out is the first token. A stream that ends without
-        a finish reason is an error, never a silent truncation."""
-        chunks = stream.__aiter__()
-        held: list[bytes] | None = []  # frames before the first content; None after
-        usage: dict[str, Any] | None = None
-        finished = False
-        last: Any = None
-        while True:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # the litellm boundary: translated below
-                self._raise(exc, "stream" if held is None else "send", seen)
-            last = chunk
-            usage = usage_dict(getattr(chunk, "usage", None)) or usage
-            payload = chunk_payload(chunk)
-            if payload is None:
-                continue
-            finished = finished or any(c["finish_reason"] for c in payload["choices"])
-            frame = sse(payload)
-            if held is not None and not any(set(c["delta"]) - {"role"} for c in payload["choices"]):
-                held.append(frame)
-                continue
-            if held:
-                for early in held:
-                    yield early
-            held = None
-            yield frame
-        if not finished:
-            raise UpstreamProtocolError(
-                f"{self.name}: the stream ended before a finish reason", target=self.name
-            )
-        if held is not None:
-            if usage is None:
-                # litellm skips frames it cannot parse and then invents `finish_reason:
-                # stop`; a real answer always reports usage (we always ask for it).
-                raise UpstreamProtocolError(
-                    f"{self.name}: the stream had no content and no usage", target=self.name
-                )
-            for early in held:
-                yield early
-        if include_usage and usage is not None and last is not None:
-            yield sse(usage_payload(last.id, last.created, last.model, usage))
-        yield DONE
