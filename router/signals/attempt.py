@@ -93,7 +93,7 @@ class Attempt:
 
     def headers(self, headers: Mapping[str, str]) -> None:
         """The response's headers (rate-limit headroom)."""
-        self._owner.provider_limits.update(headers)
+        self._owner.provider_limits.update(headers, sent_at=self.started_at)
 
     @property
     def first_answer_s(self) -> float | None:

@@ -196,6 +196,8 @@ class TargetSignals:
         half_open = self.breaker.state == "half_open"
         admitted = self.breaker.try_acquire()
         self.local_limits.record(prompt_tokens)
+        if admitted:
+            self.provider_limits.sent()
         return Attempt(
             self,
             prompt_tokens,
