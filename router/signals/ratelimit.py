@@ -122,8 +122,7 @@ class ProviderLimits:
         """A request of ours to the provider started. Until an answer to it (or to a
         later one) reports the window, the provider has counted it and the last
         headers have not: a burst of turns sent on one stale `remaining` would all
-        be let through, and all but the first few answered 429 (issue 17: a hedge or
-        a turn sent to an API a second after its rpm window refilled by one)."""
+        be let through, and all but the first few answered 429."""
         sends = self._sends
         sends.append(self._clock())
         if len(sends) > SENDS_KEPT:

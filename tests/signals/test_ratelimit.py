@@ -178,9 +178,9 @@ def test_our_sends_since_the_answer_that_reported_a_window_count_against_it(
     clock: FakeClock,
 ) -> None:
     """A burst sent on one answer's `remaining` must not all go out: the provider has
-    counted each send, the headers have not (the 429s of a rate-limited API at ~1x
-    load). Sends before the reported request are in its count; token windows are
-    left alone (they would need each request's tokens)."""
+    counted each send, the headers have not. Sends before the reported request are
+    in its count; token windows are left alone (they would need each request's
+    tokens)."""
     limits = ProviderLimits(clock, wall)
     limits.sent()  # the request whose answer reports the window
     reported_at = clock()
