@@ -242,8 +242,8 @@ class Hedge(_Model):
     #: but no later than the SLO minus the hedge target's own prediction)
     after_ms: float | Literal["adaptive"] = 250.0
     max_extra: int = Field(1, ge=1, le=3)
-    #: extra upstream requests as a fraction of recent turns (a budget): hedges stop
-    #: at it; fallbacks are never refused but count against it
+    #: extra upstream requests as a fraction of the last 200 turns (a hard cap over
+    #: that window): hedges stop at it; fallbacks are never refused but count against it
     max_rate: float = Field(0.1, gt=0.0, le=1.0)
     #: bounds on the adaptive delay
     min_ms: float = Field(20.0, ge=0.0)

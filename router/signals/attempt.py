@@ -36,6 +36,7 @@ class Attempt:
         "_tokens",
         "_unloaded",
         "_verdict",
+        "_warmup",
         "admitted",
         "prompt_tokens",
         "started_at",
@@ -52,8 +53,12 @@ class Attempt:
         unloaded: bool,
         measures_ttft: bool = True,
         free: bool = False,
+        warmup: bool = False,
     ) -> None:
         self._owner = owner
+        #: the first turn on a probed engine: it warms the prefix cache, and its TTFT
+        #: (the cold prefill) says nothing of the turns after it (see `TargetSignals.begin`)
+        self._warmup = warmup
         #: began with a free slot (vLLM): its TTFT is a sample of the engine's free TTFT
         self._free = free
         self._measures = measures_ttft
@@ -88,7 +93,7 @@ class Attempt:
 
     def headers(self, headers: Mapping[str, str]) -> None:
         """The response's headers (rate-limit headroom)."""
-        self._owner.provider_limits.update(headers)
+        self._owner.provider_limits.update(headers, sent_at=self.started_at)
 
     @property
     def first_answer_s(self) -> float | None:
@@ -102,7 +107,9 @@ class Attempt:
             return
         now = self._owner._clock()
         self._first_token_at = now
-        if self._measures:
+        if self._warmup:
+            self._owner.measured_at = now
+        elif self._measures:
             self._owner._record_ttft(now - self.started_at, self._unloaded, self._free)
         if answer:
             self.first_answer()
@@ -113,7 +120,7 @@ class Attempt:
             return
         now = self._owner._clock()
         self._first_answer_at = now
-        if self._measures:
+        if self._measures and not self._warmup:
             self._owner._record_answer(now - self.started_at, self._unloaded)
 
     def token_count(self, n: int) -> None:

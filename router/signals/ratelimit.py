@@ -45,6 +45,9 @@ _UNIT_S = {
     "μs": 1e-6,
     "ns": 1e-9,
 }
+#: our latest sends kept to count against a provider's request window (more than any
+#: window can hold between two answers)
+SENDS_KEPT = 1024
 #: a bare number larger than this is an epoch timestamp, not a delay
 _EPOCH_THRESHOLD = 1e9
 
@@ -87,6 +90,11 @@ class _Window:
     fraction: float
     seen_at: float
     reset_at: float
+    #: a window of requests (not tokens): the size of its bucket, else None
+    requests: float | None = None
+    #: the send time of the request whose answer reported the window: ours sent later
+    #: were not counted in it yet
+    basis: float = -math.inf
 
     def headroom(self, now: float) -> float:
         if now >= self.reset_at:
@@ -98,21 +106,47 @@ class _Window:
 class ProviderLimits:
     """Headroom in [0, 1] left under a provider's rate limits, from its headers."""
 
-    __slots__ = ("_blocked_until", "_clock", "_wall", "_windows", "max_block_s")
+    __slots__ = ("_blocked_until", "_clock", "_sends", "_wall", "_windows", "max_block_s")
 
     def __init__(self, clock: Clock, wall_clock: Clock) -> None:
         self._clock = clock
         self._wall = wall_clock
         self._windows: dict[str, _Window] = {}
         self._blocked_until = -math.inf
+        #: when our recent requests were sent, oldest first (see `sent`)
+        self._sends: deque[float] = deque()
         #: the longest block obeyed (`signals.max_cooldown_s`)
         self.max_block_s = MAX_RETRY_AFTER_S
+
+    def sent(self) -> None:
+        """A request of ours to the provider started. Until an answer to it (or to a
+        later one) reports the window, the provider has counted it and the last
+        headers have not: a burst of turns sent on one stale `remaining` would all
+        be let through, and all but the first few answered 429."""
+        sends = self._sends
+        sends.append(self._clock())
+        if len(sends) > SENDS_KEPT:
+            sends.popleft()
 
     def headroom(self) -> float:
         now = self._clock()
         if now < self._blocked_until:
             return 0.0
-        return min((w.headroom(now) for w in self._windows.values()), default=1.0)
+        return min((self._window_headroom(w, now) for w in self._windows.values()), default=1.0)
+
+    def _window_headroom(self, window: _Window, now: float) -> float:
+        free = window.headroom(now)
+        if window.requests is None:
+            return free
+        # Ours sent since the answer that reported the window; a send older than a
+        # whole refill (the default window) has been given back by the bucket anyway.
+        after = max(window.basis, now - DEFAULT_RESET_S)
+        since = 0
+        for t in reversed(self._sends):
+            if t <= after:
+                break
+            since += 1
+        return max(free - since / window.requests, 0.0)
 
     def exhausted_for_s(self) -> float | None:
         """Seconds until every window now at zero has reset (None if none is at zero)."""
@@ -132,15 +166,26 @@ class ProviderLimits:
         seconds = min(max(seconds, 0.0), self.max_block_s)
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
-    def update(self, headers: Mapping[str, str]) -> None:
-        """Read one response's headers (names in any case)."""
+    def update(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
+        """Read one response's headers (names in any case); `sent_at`, when the request
+        they answer was sent (ours sent after it are not in them; None: all are)."""
         h = {k.lower(): v for k, v in headers.items()}
         now = self._clock()
+        basis = now if sent_at is None else sent_at
         for dim in ("requests", "tokens"):
-            self._read(f"openai:{dim}", h, f"x-ratelimit-{{}}-{dim}", now, absolute=False)
-        self._read("openai", h, "x-ratelimit-{}", now, absolute=False)
+            self._read(
+                f"openai:{dim}", h, f"x-ratelimit-{{}}-{dim}", now, absolute=False, basis=basis
+            )
+        self._read("openai", h, "x-ratelimit-{}", now, absolute=False, basis=basis)
         for dim in _ANTHROPIC_DIMENSIONS:
-            self._read(f"anthropic:{dim}", h, f"anthropic-ratelimit-{dim}-{{}}", now, absolute=True)
+            self._read(
+                f"anthropic:{dim}",
+                h,
+                f"anthropic-ratelimit-{dim}-{{}}",
+                now,
+                absolute=True,
+                basis=basis,
+            )
         retry_after = h.get("retry-after")
         if retry_after is not None:
             seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=self.max_block_s)
@@ -148,7 +193,14 @@ class ProviderLimits:
                 self.block_for(seconds)
 
     def _read(
-        self, key: str, h: Mapping[str, str], pattern: str, now: float, *, absolute: bool
+        self,
+        key: str,
+        h: Mapping[str, str],
+        pattern: str,
+        now: float,
+        *,
+        absolute: bool,
+        basis: float,
     ) -> None:
         """One window from the `limit`, `remaining` and `reset` headers named by `pattern`."""
         limit_text = h.get(pattern.format("limit"))
@@ -163,7 +215,10 @@ class ProviderLimits:
             return
         reset_in = self._reset_in(h.get(pattern.format("reset")), absolute=absolute)
         fraction = min(max(remaining / limit, 0.0), 1.0)
-        self._windows[key] = _Window(fraction, now, now + reset_in)
+        # Only a window of requests counts our sends (a token window would need each
+        # request's tokens); an unsuffixed OpenAI window is requests too.
+        requests = limit if key.endswith(":requests") or key == "openai" else None
+        self._windows[key] = _Window(fraction, now, now + reset_in, requests, basis)
 
     def _reset_in(self, text: str | None, *, absolute: bool) -> float:
         if text is None:

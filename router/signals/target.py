@@ -94,6 +94,8 @@ class TargetSignals:
         self._completions: deque[float] = deque()
         #: when the last TTFT (or censored) sample was taken; None: never
         self.measured_at: float | None = None
+        #: a turn (not a probe) has begun here: the warm-up is over
+        self._turn_begun = False
 
     @property
     def name(self) -> str:
@@ -170,12 +172,32 @@ class TargetSignals:
         An attempt that is not `representative` of a turn (an active probe's
         one-word prompt has no prefill to speak of) is not a sample of the unloaded
         TTFT, only of the sketch.
+
+        The first turn on a vLLM engine that a probe has measured is its warm-up: it
+        pays the prefill of a prompt prefix the engine has not cached yet (a route's
+        shared system prompt), once. Its TTFT is not a sample: as the only turn sample
+        of the engine it would be the engine's p90, free-slot and unloaded TTFT until
+        ten newer ones outweigh it, and a policy seldom sends those to a target that
+        looks slower than another (issue 17: `latency` sent 0 % of a cold start's
+        turns to the fastest engine on 2 of 100 tuning fleets). The probe's TTFT
+        stands for the engine until its next turn.
         """
+        warmup = (
+            representative
+            and measures_ttft
+            and self.config.kind == "vllm"
+            and not self._turn_begun
+            and self.ttft_sketch.count > 0
+        )
+        if representative and measures_ttft:
+            self._turn_begun = True
         unloaded = representative and self.in_flight.count == 0 and self._engine_idle()
         free = representative and self._slot_free()
         half_open = self.breaker.state == "half_open"
         admitted = self.breaker.try_acquire()
         self.local_limits.record(prompt_tokens)
+        if admitted:
+            self.provider_limits.sent()
         return Attempt(
             self,
             prompt_tokens,
@@ -185,6 +207,7 @@ class TargetSignals:
             unloaded=unloaded,
             measures_ttft=measures_ttft,
             free=free,
+            warmup=warmup,
         )
 
     def view(self, on: SloOn = "first_token") -> TargetView:

@@ -1,7 +1,7 @@
 """When to hedge: the delay before a second target starts, and the route's budget.
 
 The budget follows tower's retry budget and Finagle's: extra upstream requests are
-a fraction of recent turns, counted with exponential decay so the window slides.
+a fraction of recent turns, a hard cap counted over a sliding window of turns.
 Hedges and fallbacks share it: a fallback is never refused (the turn would fail
 without it) but is charged, so a route that is failing over hedges less, and a
 failure storm is not amplified. One hedge may be spent when the route has been
@@ -29,8 +29,9 @@ really late or really at risk, and the budget is there for it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.config import Hedge, Slo
 from router.policy.base import TargetView
@@ -52,34 +53,55 @@ BACKUP_SLACK = 0.25
 
 @dataclass(slots=True)
 class HedgeBudget:
-    """At most `max_rate` of the last ~`window` turns may send an extra request."""
+    """At most `max_rate` extra upstream requests per turn over the last `window` turns:
+    a hard cap, counted exactly over a sliding window of turns.
+
+    Each turn opens a slot; every extra request (a hedge, a fallback) is counted in the
+    newest slot, and a slot leaves the count `window` turns later. A hedge is refused
+    when one more would put the window over `max_rate` of its turns, so no run of
+    `window` turns sends more than that share of extra requests on hedges; over a
+    whole run the share stays within it too (a run is a sequence of such windows).
+    A decaying count (the rate it replaced) let a burst of hedges borrow against the
+    decayed past and went over the rate on a whole run (10.5 % with `max_rate: 0.1`).
+    """
 
     max_rate: float
-    window: float = 200.0
-    _turns: float = 0.0
-    _hedges: float = 0.0
+    window: int = 200
+    #: extra requests counted while each of the last `window` turns was the newest
+    _slots: deque[int] = field(default_factory=deque)
+    _extra: int = 0
+    #: extra requests counted before the first turn (they join its slot)
+    _early: int = 0
 
     def record_turn(self) -> None:
-        keep = 1.0 - 1.0 / self.window
-        self._turns = self._turns * keep + 1.0
-        self._hedges *= keep
+        self._slots.append(self._early)
+        self._early = 0
+        if len(self._slots) > self.window:
+            self._extra -= self._slots.popleft()
 
     def try_spend(self) -> bool:
         """Take one hedge from the budget, if it allows one."""
-        # The floor of one lets a quiet route hedge; it is not added on top of the
-        # rate, so a busy route stays within `max_rate` of its turns.
-        if self._hedges + 1.0 > max(self.max_rate * self._turns, 1.0):
+        # The floor of one lets a new or quiet route hedge (a window of fewer than
+        # 1 / max_rate turns); it is not added on top of the rate.
+        if self._extra + 1 > max(self.max_rate * len(self._slots), 1.0):
             return False
-        self._hedges += 1.0
+        self._count()
         return True
 
     def charge(self) -> None:
         """Book an extra request that was not asked for (a fallback): never refused."""
-        self._hedges += 1.0
+        self._count()
+
+    def _count(self) -> None:
+        if self._slots:
+            self._slots[-1] += 1
+        else:
+            self._early += 1
+        self._extra += 1
 
     @property
     def rate(self) -> float:
-        return self._hedges / self._turns if self._turns else 0.0
+        return self._extra / len(self._slots) if self._slots else 0.0
 
 
 def hedge_delay_s(

@@ -172,3 +172,34 @@ def test_no_local_limits_allow_everything(clock: FakeClock) -> None:
     assert local.within
     assert local.allow(10**9)
     assert local.usage() == (0, 0)
+
+
+def test_our_sends_since_the_answer_that_reported_a_window_count_against_it(
+    clock: FakeClock,
+) -> None:
+    """A burst sent on one answer's `remaining` must not all go out: the provider has
+    counted each send, the headers have not. Sends before the reported request are
+    in its count; token windows are left alone (they would need each request's
+    tokens)."""
+    limits = ProviderLimits(clock, wall)
+    limits.sent()  # the request whose answer reports the window
+    reported_at = clock()
+    clock.advance(0.1)
+    limits.sent()  # sent while the first was in flight: not in its headers
+    clock.advance(0.2)
+    limits.update(
+        {
+            "x-ratelimit-limit-requests": "10",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-requests": "6m0s",
+            "x-ratelimit-limit-tokens": "1000",
+            "x-ratelimit-remaining-tokens": "1000",
+        },
+        sent_at=reported_at,
+    )
+    assert limits.headroom() == pytest.approx(0.2, abs=1e-3)  # 3 left, 1 of them ours
+    limits.sent()
+    limits.sent()
+    assert limits.headroom() == 0.0  # the bucket is empty: the policy's filter says so
+    clock.advance(120.0)  # past a whole refill the sends are given back
+    assert limits.headroom() == pytest.approx(0.3 + 0.7 * 120.0 / 360.0, abs=1e-9)

@@ -539,3 +539,48 @@ def test_a_view_on_first_answer_predicts_from_the_time_to_the_answer(clock: Fake
     assert token.ttft_quantile(0.9) == pytest.approx(0.1, abs=0.02)
     assert answer.ttft_quantile(0.9) == pytest.approx(1.0, abs=0.05)
     assert answer.ttft_samples == 20
+
+
+def test_the_first_turn_on_a_probed_engine_warms_it_and_is_not_its_ttft(
+    clock: FakeClock,
+) -> None:
+    """A probe measured the engine at 60 ms; the first turn paid the prefill of a
+    system prompt the engine had not cached (100 ms). The engine's figures stay the
+    probe's until a turn on the warm cache (62 ms) is seen: the cold one would have
+    been its p90 and free-slot TTFT for ten more turns."""
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", max_num_seqs=4)
+    signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+
+    def turn(seconds: float, *, representative: bool = True) -> None:
+        with signals.begin(200, representative=representative) as a:
+            clock.advance(seconds)
+            a.first_token()
+            a.finished(200, 20)
+        clock.advance(0.5)
+        signals.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+
+    turn(0.060, representative=False)  # the probe
+    turn(0.100)  # the warm-up
+    view = signals.view()
+    assert view.ttft_samples == 1 and signals.measured_at is not None
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.060)
+    turn(0.062)
+    view = signals.view()
+    assert view.free_ttft_quantiles
+    assert max(v for _, v in view.free_ttft_quantiles) == pytest.approx(0.062)
+    assert predict_ttft_s(view, 0.9) == pytest.approx(0.062)
+    assert view.unloaded_ttft_s == pytest.approx(0.062)
+
+
+def test_an_unprobed_engine_and_a_hosted_target_learn_from_their_first_turn(
+    clock: FakeClock,
+) -> None:
+    engine = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", max_num_seqs=4)
+    engine.engine_update(EngineSample(waiting=0.0, running=0.0, kv_usage=0.0))
+    hosted = make(clock)
+    for signals in (engine, hosted):
+        with signals.begin(200) as a:
+            clock.advance(0.1)
+            a.first_token()
+            a.finished(200, 20)
+        assert signals.view().ttft_samples == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 
 import pytest
@@ -31,13 +32,47 @@ def test_fallbacks_are_never_refused_but_leave_less_for_hedges() -> None:
     budget = HedgeBudget(max_rate=0.1)
     for _ in range(30):
         budget.record_turn()
-    # 30 turns (decayed: 27.9) allow 2 extra requests; one fallback took one of them.
-    assert 0.1 * budget._turns == pytest.approx(2.79, abs=0.01)
+    # 30 turns allow 3 extra requests; one fallback took one of them.
     budget.charge()
+    assert budget.try_spend()
     assert budget.try_spend()
     assert not budget.try_spend()
     budget.charge()  # a fallback past the rate is still made, and counted
-    assert budget.rate == pytest.approx(3 / budget._turns)
+    assert budget.rate == pytest.approx(4 / 30)
+    assert not budget.try_spend()
+
+
+def test_the_cap_is_hard_over_any_run_of_turns_whatever_the_pattern_of_hedges() -> None:
+    """Every extra request counts, and no prefix of a run goes over the rate: a burst
+    of late turns after a quiet spell cannot borrow against the past (the decaying
+    count did: 10.5 % on a held-out fleet with `max_rate: 0.1`)."""
+    budget = HedgeBudget(max_rate=0.1, window=200)
+    rng = random.Random(7)
+    turns = extra = 0
+    for i in range(5000):
+        budget.record_turn()
+        turns += 1
+        if rng.random() < 0.02:
+            budget.charge()  # a fallback
+            extra += 1
+        # quiet for a while, then a burst in which every turn wants a hedge
+        if (i // 300) % 2 == 1 and budget.try_spend():
+            extra += 1
+        assert extra <= max(0.1 * turns, 1.0) + 1e-9
+    assert 0.05 * turns <= extra  # ... and the budget is used, not starved
+
+
+def test_a_slot_leaves_the_window_and_frees_its_hedges() -> None:
+    budget = HedgeBudget(max_rate=0.5, window=4)
+    for _ in range(4):
+        budget.record_turn()
+    assert budget.try_spend() and budget.try_spend()
+    assert not budget.try_spend()  # 2 of 4 turns
+    budget.record_turn()  # the oldest slot (no hedge in it) leaves
+    assert not budget.try_spend()
+    for _ in range(3):
+        budget.record_turn()  # the slot that held both hedges leaves
+    assert budget.try_spend() and budget.try_spend()
 
 
 def test_the_delay_is_fixed_or_late_against_the_body_of_the_targets_distribution() -> None:
