@@ -298,11 +298,12 @@ class Server:
 
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         timeout = self.router.runtime.config.server.client_timeout_s
-        try:
-            with anyio.fail_after(timeout):
-                return await self._read_body_in_time(scope, receive, limit)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
+        # a scope with a deadline rather than `anyio.fail_after` (a generator context
+        # manager that looks up the backend twice more: ~8 microseconds a turn)
+        with anyio.CancelScope(deadline=asyncio.get_running_loop().time() + timeout) as deadline:
+            return await self._read_body_in_time(scope, receive, limit)
+        assert deadline.cancelled_caught
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g}s")
 
     async def _read_body_in_time(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         for name, value in scope["headers"]:

@@ -65,6 +65,7 @@ class DecayingQuantiles:
         "_quantiles",
         "_size",
         "_total",
+        "_values",
         "_weights",
         "tau_s",
     )
@@ -91,6 +92,8 @@ class DecayingQuantiles:
         self._arrivals: deque[tuple[float, int]] = deque()
         #: the same keys sorted by value, with their weights and censored flags alongside
         self._keys: list[tuple[float, int]] = []
+        #: the keys' values alone (what `_distribution` returns, kept rather than rebuilt)
+        self._values: list[float] = []
         self._weights: list[float] = []
         self._flags: list[bool] = []
         self._censored = 0
@@ -130,11 +133,12 @@ class DecayingQuantiles:
             i = bisect_left(self._keys, oldest)
             self._total -= self._weights[i]
             self._censored -= self._flags[i]
-            del self._keys[i], self._weights[i], self._flags[i]
+            del self._keys[i], self._values[i], self._weights[i], self._flags[i]
         key = (sample, self._count)
         weight = math.exp(exponent)
         i = bisect_left(self._keys, key)
         self._keys.insert(i, key)
+        self._values.insert(i, sample)
         self._weights.insert(i, weight)
         self._flags.insert(i, censored)
         self._censored += censored
@@ -195,7 +199,7 @@ class DecayingQuantiles:
             return self._curve
         if not self._censored:
             cumulative = list(accumulate(self._weights))
-            self._curve = ([k[0] for k in self._keys], cumulative, cumulative[-1])
+            self._curve = (self._values, cumulative, cumulative[-1])
             return self._curve
         values: list[float] = []
         levels: list[float] = []
