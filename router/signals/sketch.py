@@ -165,9 +165,10 @@ class DecayingQuantiles:
             self._cache = tuple((q, self.quantile(q)) for q in self._quantiles)
         return self._cache
 
-    def lower_bounds(self) -> tuple[tuple[float, float], ...]:
-        """(q, optimistic value) for each configured quantile, for today's evidence."""
-        n = self.evidence()
+    def lower_bounds(self, evidence: float | None = None) -> tuple[tuple[float, float], ...]:
+        """(q, optimistic value) for each configured quantile, for today's evidence
+        (`evidence`, when the caller just read it)."""
+        n = self.evidence() if evidence is None else evidence
         return tuple((q, self.lower_bound(q, n)) for q in self._quantiles)
 
     def lower_bound(self, q: float, evidence: float | None = None) -> float:
