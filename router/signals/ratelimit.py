@@ -49,6 +49,19 @@ _UNIT_S = {
 _EPOCH_THRESHOLD = 1e9
 
 _ANTHROPIC_DIMENSIONS = ("requests", "tokens", "input-tokens", "output-tokens")
+#: (window key, header name pattern, reset is an instant) for every window read
+_PATTERNS = (
+    *((f"openai:{d}", f"x-ratelimit-{{}}-{d}", False) for d in ("requests", "tokens")),
+    ("openai", "x-ratelimit-{}", False),
+    *((f"anthropic:{d}", f"anthropic-ratelimit-{d}-{{}}", True) for d in _ANTHROPIC_DIMENSIONS),
+)
+#: each window's (key, (limit, remaining, reset) header names, absolute), formatted once
+_WINDOW_HEADERS = tuple(
+    (key, (p.format("limit"), p.format("remaining"), p.format("reset")), absolute)
+    for key, p, absolute in _PATTERNS
+)
+#: a response without a header starting so has nothing for these windows
+_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 def parse_duration(text: str) -> float | None:
@@ -134,13 +147,16 @@ class ProviderLimits:
 
     def update(self, headers: Mapping[str, str]) -> None:
         """Read one response's headers (names in any case)."""
-        h = {k.lower(): v for k, v in headers.items()}
+        h = {}
+        for k, v in headers.items():
+            name = k.lower()
+            if name.startswith(_PREFIXES):
+                h[name] = v
+        if not h:  # most answers (a local engine's): nothing to read
+            return
         now = self._clock()
-        for dim in ("requests", "tokens"):
-            self._read(f"openai:{dim}", h, f"x-ratelimit-{{}}-{dim}", now, absolute=False)
-        self._read("openai", h, "x-ratelimit-{}", now, absolute=False)
-        for dim in _ANTHROPIC_DIMENSIONS:
-            self._read(f"anthropic:{dim}", h, f"anthropic-ratelimit-{dim}-{{}}", now, absolute=True)
+        for key, names, absolute in _WINDOW_HEADERS:
+            self._read(key, h, names, now, absolute=absolute)
         retry_after = h.get("retry-after")
         if retry_after is not None:
             seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=self.max_block_s)
@@ -148,11 +164,18 @@ class ProviderLimits:
                 self.block_for(seconds)
 
     def _read(
-        self, key: str, h: Mapping[str, str], pattern: str, now: float, *, absolute: bool
+        self,
+        key: str,
+        h: Mapping[str, str],
+        names: tuple[str, str, str],
+        now: float,
+        *,
+        absolute: bool,
     ) -> None:
-        """One window from the `limit`, `remaining` and `reset` headers named by `pattern`."""
-        limit_text = h.get(pattern.format("limit"))
-        remaining_text = h.get(pattern.format("remaining"))
+        """One window from its `limit`, `remaining` and `reset` headers (`names`)."""
+        limit_name, remaining_name, reset_name = names
+        limit_text = h.get(limit_name)
+        remaining_text = h.get(remaining_name)
         if limit_text is None or remaining_text is None:
             return
         try:
@@ -161,7 +184,7 @@ class ProviderLimits:
             return
         if not (limit > 0 and math.isfinite(limit) and math.isfinite(remaining)):
             return
-        reset_in = self._reset_in(h.get(pattern.format("reset")), absolute=absolute)
+        reset_in = self._reset_in(h.get(reset_name), absolute=absolute)
         fraction = min(max(remaining / limit, 0.0), 1.0)
         self._windows[key] = _Window(fraction, now, now + reset_in)
 
