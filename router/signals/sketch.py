@@ -202,16 +202,18 @@ class DecayingQuantiles:
             cumulative = list(accumulate(self._weights))
             self._curve = (self._values, cumulative, cumulative[-1])
             return self._curve
+        # Once a censored sample is in, this runs on every new sample (a plan reads
+        # the quantiles each turn): the loop is kept lean (no key tuples, no max()).
         values: list[float] = []
         levels: list[float] = []
+        add_value, add_level = values.append, levels.append
         at_risk, surviving = self._total, 1.0
-        for (value, _), weight, censored in zip(
-            self._keys, self._weights, self._flags, strict=True
-        ):
+        for value, weight, censored in zip(self._values, self._weights, self._flags, strict=True):
             if not censored and at_risk > 0.0:
-                surviving *= max(1.0 - weight / at_risk, 0.0)
-                values.append(value)
-                levels.append(1.0 - surviving)
+                factor = 1.0 - weight / at_risk  # weights are finite and positive: no NaN
+                surviving *= factor if factor > 0.0 else 0.0
+                add_value(value)
+                add_level(1.0 - surviving)
             at_risk -= weight
         self._curve = (values, levels, 1.0)
         return self._curve
