@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hostile.py                 # the bars (about 2.5 minutes)
     .venv/bin/python benchmarks/hostile.py --rounds 1 --duration 8   # a quicker look
+    .venv/bin/python benchmarks/hostile.py --sink          # and what the harness alone costs
 
 Processes: the simulators (this file, `_sims`), the router (`firsttoken serve`, the
 production uvicorn settings), the load generator (`loadgen.py`: 32 closed-loop
@@ -19,6 +20,14 @@ clients, each sending, waiting `--interval`, sending again:
 - `bad_frames`: streams on a route whose target's first SSE frame is not JSON;
 - `bad_http`: requests the HTTP parser refuses (Content-Length with
   Transfer-Encoding, two Content-Lengths, NUL in a header, a 70 KB header).
+
+`--hostile-nice 19` runs the hostile clients at the lowest priority, as if they were
+on other machines (the default, 0, shares the cores as equals; benchmarks/RESULTS.md
+says why the default stays). `--sink` adds a phase per
+round with the same clients sending to a trivial server instead of the router: the
+harness's own cost, in the same run. Each phase reports the CPU cores each party
+used (the router's system time, mostly the kernel's copies of what it receives,
+and its parse workers apart).
 
 Bars (issue 15): the streams' TTFT p99 in the hostile phase within +5 ms of the
 quiet phases', the router's RSS under 150 MiB throughout (its parse worker is
@@ -48,6 +57,7 @@ from overhead import (
     LOADGEN,
     ROOT,
     Proc,
+    cpu_seconds,
     free_port,
     machine,
     managed,
@@ -113,6 +123,34 @@ def sims_main(argv: Sequence[str]) -> int:
             await sim.stop()
 
     uvloop.run(serve())
+    return 0
+
+
+def sink_main(argv: Sequence[str]) -> int:
+    """A trivial server in the router's place for the hostile clients (`--against sink`):
+    it reads each body whole and answers 404 in the API's shape, so a run shows what
+    the hostile clients cost the machine without the router's part."""
+    p = argparse.ArgumentParser(prog="hostile.py _sink")
+    p.add_argument("--port", type=int, required=True)
+    a = p.parse_args(argv)
+
+    import uvicorn
+
+    answer = b'{"error": {"message": "sink", "type": "invalid_request_error", "code": null}}'
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        status, body = (200, b"") if scope["path"] == "/health" else (404, answer)
+        head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, port=a.port, http="httptools", loop="uvloop", log_level="warning")
     return 0
 
 
@@ -196,6 +234,7 @@ def hostile_main(argv: Sequence[str]) -> int:
         "bad_frames": stream,
     }
     counts: dict[str, Counter[str]] = defaultdict(Counter)
+    cpu_start = sum(os.times()[:2])
 
     async def client(kind: str, index: int, deadline: float) -> None:
         json_header = {"content-type": "application/json"}
@@ -226,7 +265,9 @@ def hostile_main(argv: Sequence[str]) -> int:
         await asyncio.gather(*(client(k, i, deadline) for k, n in kinds for i in range(n)))
 
     uvloop.run(main())
-    print(json.dumps({k: dict(v) for k, v in counts.items()}), flush=True)
+    said: dict[str, Any] = {k: dict(v) for k, v in counts.items()}
+    said["cpu_s"] = round(sum(os.times()[:2]) - cpu_start, 2)
+    print(json.dumps(said), flush=True)
     return 0
 
 
@@ -272,20 +313,45 @@ def loop_lag(before: str, after: str) -> dict[str, Any]:
     return {"samples": int(total), "over_5ms": int(over["0.005"]), "over_50ms": int(over["0.05"])}
 
 
+def party_cpu(procs: dict[str, Proc]) -> dict[str, float]:
+    """CPU seconds so far: the router's process (all of it, and its system time
+    apart: the kernel's copies of what it receives), its parse workers, the rest."""
+    out = {k: cpu_seconds(process_tree(p.pid)) for k, p in procs.items() if k != "router"}
+    router = procs["router"].pid
+    out["router"] = cpu_seconds([router])
+    out["router_sys"] = system_seconds(router)
+    out["parse_worker"] = cpu_seconds(process_tree(router)[1:])
+    return out
+
+
+def system_seconds(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    return int(text[text.rindex(")") + 2 :].split()[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phase(
-    name: str, work: Path, router: Proc, port: int, args: argparse.Namespace
+    name: str, work: Path, procs: dict[str, Proc], ports: dict[str, int], args: argparse.Namespace
 ) -> dict[str, Any]:
+    router, port = procs["router"], ports["router"]
     hostile: subprocess.Popen[bytes] | None = None
     seconds = args.warmup + args.duration
     before = scrape(port)
-    if name == "hostile":
+    started = time.monotonic()
+    cpu_before = party_cpu(procs)
+    if name != "quiet":
         hostile = subprocess.Popen(
             [
+                "nice",
+                "-n",
+                str(args.hostile_nice),
                 sys.executable,
                 __file__,
                 "_hostile",
                 "--port",
-                str(port),
+                str(ports[name]),
                 "--seconds",
                 str(seconds),
                 "--interval",
@@ -316,9 +382,10 @@ def run_phase(
         stdout=out,  # a file: the result line is longer than a pipe's buffer
         cwd=ROOT,
     )
-    rss_router = rss_workers = 0.0
+    rss_router = rss_workers = loadgen_cpu = 0.0
     opened: set[str] = set()
     while loadgen.poll() is None:
+        loadgen_cpu = max(loadgen_cpu, cpu_seconds([loadgen.pid]))
         rss_router = max(rss_router, rss_mib([router.pid]))
         workers = process_tree(router.pid)[1:]
         rss_workers = max(rss_workers, rss_mib(workers))
@@ -326,11 +393,15 @@ def run_phase(
             opened |= {t for t, v in breaker_states(port).items() if t in HEALTHY and v > 0}
         time.sleep(0.2)
     out.close()
+    cpu = {k: v - cpu_before[k] for k, v in party_cpu(procs).items()}
+    wall = time.monotonic() - started
     load = json.loads(out_path.read_text().splitlines()[-1])
     hostile_counts: dict[str, Any] = {}
     if hostile is not None:
         said, _ = hostile.communicate(timeout=120)
         hostile_counts = json.loads(said.decode().splitlines()[-1])
+        cpu["hostile"] = hostile_counts.pop("cpu_s")
+    cpu["loadgen"] = loadgen_cpu
     ttft = load["ttft_s"]
     return {
         "phase": name,
@@ -347,6 +418,8 @@ def run_phase(
         "healthy_breakers_opened": sorted(opened),
         "loop_lag": loop_lag(before, scrape(port)),
         "hostile": hostile_counts,
+        # CPU seconds per wall second (cores) of each party over the phase and warm-up
+        "cores": {k: round(v / wall, 3) for k, v in cpu.items()},
     }
 
 
@@ -377,8 +450,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         procs.append(router)
         wait_http(f"http://127.0.0.1:{port}/readyz", router, 60)
-        names = ["quiet", "hostile"] * args.rounds + ["quiet"]
-        phases = [run_phase(name, work, router, port, args) for name in names]
+        parties = {"router": router, "sims": sims}
+        ports = {"router": port, "hostile": port}
+        if args.sink:
+            ports["sink"] = free_port()
+            sink = Proc(
+                "sink",
+                [sys.executable, __file__, "_sink", "--port", str(ports["sink"])],
+                work,
+                env=env,
+                cwd=ROOT,
+            )
+            procs.append(sink)
+            parties["sink"] = sink
+            wait_http(f"http://127.0.0.1:{ports['sink']}/health", sink, 30)
+        kinds = ["quiet", "hostile", "sink"] if args.sink else ["quiet", "hostile"]
+        names = kinds * args.rounds + ["quiet"]
+        phases = [run_phase(name, work, parties, ports, args) for name in names]
         log_tail = router.log_tail(3000)
     return {"machine": machine(), "args": vars(args), "phases": phases, "router_log": log_tail}
 
@@ -424,9 +512,30 @@ def print_report(result: dict[str, Any]) -> None:
     for p in result["phases"]:
         for kind, counts in p["hostile"].items():
             answers[kind].update(counts)
+    parties = list(dict.fromkeys(k for p in result["phases"] for k in p["cores"]))
+    print("\n| phase | CPU cores used: " + " | ".join(parties) + " |")
+    print("|---" * (len(parties) + 1) + "|")
+    for p in result["phases"]:
+        cores = [p["cores"].get(k) for k in parties]
+        shown = ("-" if v is None else f"{v:.2f}" for v in cores)
+        print(f"| {p['phase']} | " + " | ".join(shown) + " |")
     print("\n| hostile client | answers (status: count) |\n|---|---|")
     for kind, counts in answers.items():
         print(f"| {kind} | {', '.join(f'{s}: {n}' for s, n in sorted(counts.items()))} |")
+    pooled = {
+        kind: percentile(
+            [t for p in result["phases"] if p["phase"] == kind for t in p["ttft_s"]], 0.99
+        )
+        for kind in ("quiet", "hostile", "sink")
+    }
+    if pooled["sink"] is not None and pooled["quiet"] is not None:
+        base = 1000 * pooled["quiet"]
+        print(f"\nTTFT p99 pooled: quiet {base:.1f} ms", end="")
+        for kind in ("hostile", "sink"):
+            value = pooled[kind]
+            if value is not None:
+                print(f", {kind} {1000 * value:.1f} ({1000 * value - base:+.1f})", end="")
+        print(" (sink: the same hostile clients sending to a trivial server, not the router)")
     print("\n| bar | pass | measured |\n|---|---|---|")
     for name, ok, measured in bars(result):
         print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
@@ -444,6 +553,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kinds", default=",".join(KINDS), help="the hostile clients to run (default: all)"
     )
+    p.add_argument(
+        "--hostile-nice",
+        type=int,
+        default=0,
+        help="the hostile clients' niceness (default 0, equals; 19 stands for clients on "
+        "other machines, whose CPU is not the router's machine's)",
+    )
+    p.add_argument(
+        "--sink",
+        action="store_true",
+        help="add a phase per round with the same hostile clients sending to a trivial "
+        "sink server instead of the router: what the harness alone costs the streams",
+    )
     return p
 
 
@@ -453,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sims_main(argv[1:])
     if argv[:1] == ["_hostile"]:
         return hostile_main(argv[1:])
+    if argv[:1] == ["_sink"]:
+        return sink_main(argv[1:])
     args = build_parser().parse_args(argv)
     result = run(args)
     print_report(result)

@@ -4,7 +4,8 @@
         --warmup 3 --peers litellm --out benchmarks/out/realtime.json
 
 Sessions stream audio in real time both ways (`benchmarks/realtime_load.py`: a
-20 ms frame of 24 kHz PCM16 appended every 20 ms; a `response.create` every 2 s
+20 ms frame of 24 kHz PCM16 appended every 20 ms, each session's clock at its own
+phase as real microphones are (`--lockstep-appends`: all at once); a `response.create` every 2 s
 answered by 1 s of audio in 20 ms frames, paced in real time, after a 50 ms time
 to first audio) at each concurrency, direct to the simulator, through the router
 (`firsttoken serve`) and through the LiteLLM proxy's `/v1/realtime` (its own venv,
@@ -192,6 +193,8 @@ def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, 
         "--duration",
         str(args.duration),
     ]
+    if args.lockstep_appends:
+        extra.append("--lockstep-appends")
     raw = run_load(target, extra, args.warmup + args.duration + 120)
     ttfa = raw.pop("ttfa_s")
     frames = raw["frames_sent"] + raw["frames_received"]
@@ -371,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", default="litellm", help="litellm, or '' for none")
     p.add_argument("--ttfa-ms", type=float, default=50.0, help="the simulator's TTFA")
     p.add_argument("--migration-sessions", type=int, default=16)
+    p.add_argument(
+        "--lockstep-appends",
+        action="store_true",
+        help="every session's 20 ms append clock starts at once (the default spreads their phases)",
+    )
     p.add_argument("--migration-rounds", type=int, default=5, help="0 to skip")
     p.add_argument("--out", default="benchmarks/out/realtime.json")
     p.add_argument(

@@ -92,7 +92,8 @@ class Client:
         if self.window.inside(time.perf_counter()):
             self.counts.sent += 1
 
-    async def append_forever(self, frame: str) -> None:
+    async def append_forever(self, frame: str, phase_s: float = 0.0) -> None:
+        await asyncio.sleep(phase_s)
         due = time.perf_counter()
         while True:
             await self.send(frame)
@@ -142,7 +143,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             *(open_client(http, args, counts, window) for _ in range(args.sessions))
         )
         tasks = [asyncio.ensure_future(c.read()) for c in clients]
-        tasks += [asyncio.ensure_future(c.append_forever(frame)) for c in clients]
+        # Real callers' microphones are not in step: each session's 20 ms clock starts at its
+        # own phase (spread evenly) unless --lockstep-appends asks for every session at once.
+        step = 0.0 if args.lockstep_appends else APPEND_MS / 1000 / len(clients)
+        tasks += [
+            asyncio.ensure_future(c.append_forever(frame, i * step)) for i, c in enumerate(clients)
+        ]
         migrations: list[float] = []
         if args.migrate_url:
             await asyncio.sleep(args.warmup)
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--migrate-url", default="")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--round-timeout", type=float, default=10.0)
+    p.add_argument("--lockstep-appends", action="store_true")
     return p
 
 

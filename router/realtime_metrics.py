@@ -62,7 +62,8 @@ class RealtimeMetrics:
         )
         self.connect = Histogram(
             "firsttoken_realtime_connect_seconds",
-            "Upgrade to session.created at a target (the session opened there)",
+            "Upgrade to session.created at a target, for every upstream session opened "
+            "(a session's first, and each migration's)",
             ["target"],
             buckets=CONNECT_BUCKETS,
             registry=r,
@@ -146,8 +147,10 @@ class RealtimeMetrics:
 
     # -- SessionEvents -------------------------------------------------------------------
 
-    def session_opened(self, route: str, target: str, connect_s: float) -> None:
+    def session_opened(self, route: str, target: str) -> None:
         self._sessions(route, target).inc()
+
+    def upstream_connected(self, route: str, target: str, connect_s: float) -> None:
         self.connect.labels(target).observe(connect_s)
 
     def session_attempt_failed(self, route: str, err: UpstreamError) -> None:

@@ -31,7 +31,11 @@ def test_labels_stay_in_their_vocabulary() -> None:
     assert value("firsttoken_realtime_responses_total", {**labels, "status": "other"}) == 1
     assert value("firsttoken_realtime_tokens_total", {**labels, "kind": "cached_input"}) == 5
     assert value("firsttoken_realtime_cost_usd_total", labels) == 0.5
-    metrics.session_opened("voice", "rt", 0.05)
+    metrics.session_opened("voice", "rt")
+    metrics.upstream_connected("voice", "rt", 0.05)
+    metrics.upstream_connected("voice", "rt2", 0.07)  # a migration's connect counts too
+    connects = {"target": "rt2"}
+    assert value("firsttoken_realtime_connect_seconds_count", connects) == 1
     metrics.migrated("voice", "rt", "rt2", "session_expired", 0.2)
     assert value("firsttoken_realtime_sessions", labels) == 0
     assert value("firsttoken_realtime_sessions", {"route": "voice", "target": "rt2"}) == 1

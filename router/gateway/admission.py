@@ -5,11 +5,15 @@ walk: on the event loop that freezes every stream. A thread does not help (the
 parse holds the GIL throughout; measured: the loop stalls for the whole parse), so
 the work is split by what it costs:
 
-- The route and the client's key come first. The `model` is found in the raw bytes
-  (a C-speed search, trusted only when the key occurs once) and checked against the
-  routes and the key's routes and request rate before anything parses the body: an
-  unknown model, a route the key may not use or a key over its rate is answered at
-  once, whatever the body's size.
+- The route and the client's key come first. While a large body arrives,
+  `BodyScreen` looks for the `model` in its first and last few KiB
+  (`gateway/prescan.py`): found at the start, it is checked before the rest is read
+  (a refusal then closes the connection instead of reading on); found at the end,
+  before the chunks are joined. Otherwise the `model` is found in the raw bytes (a
+  C-speed search, trusted only when the key occurs once). Either way it is checked
+  against the routes and the key's routes and request rate before anything parses
+  the body: an unknown model, a route the key may not use or a key over its rate is
+  answered at once, whatever the body's size.
 - A small body (at most `limits.inline_bytes`, and at most `limits.inline_values`
   JSON values, counted from its commas and brackets in C) is parsed on the loop:
   that costs at most about a millisecond.
@@ -25,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,15 +41,13 @@ import router
 from router.edge import LimitsConfig
 from router.errors import FirstTokenError, Overloaded
 from router.gateway.parse_worker import HEADER, frame
+from router.gateway.prescan import WINDOW_BYTES, leading_model, locate_model, trailing_model
 from router.gateway.request import ParsedRequest, decode, validate
 from router.upstream.base import Endpoint
 from router.vocabulary import ParsePlace
 
 log = logging.getLogger("firsttoken.admission")
 
-_MODEL_KEY = b'"model"'
-#: the rest of `"model": "chat-fast"`: a plain string value (no escapes), bounded
-_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
 #: how long a worker may take to exit once its stdin closes
 _EXIT_S = 2.0
 
@@ -59,28 +60,49 @@ _WORKER_GONE = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceErr
 Precheck = Callable[[str], None]
 
 
-def locate_model(raw: bytes) -> str | None:
-    """The top-level `model` of a JSON body without parsing it, when that is certain
-    enough to refuse on: the key occurs once, unescaped, with a plain string value.
-    Otherwise None (the full parse decides)."""
-    first = raw.find(_MODEL_KEY)
-    if first < 0 or raw.rfind(_MODEL_KEY) != first or raw[first - 1 : first] == b"\\":
-        return None
-    match = _MODEL_VALUE.match(raw, first + len(_MODEL_KEY))
-    if match is None:
-        return None
-    try:
-        return match.group(1).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def is_small(raw: bytes, limits: LimitsConfig) -> bool:
     """Cheap enough to parse on the event loop: bounded bytes and JSON values."""
     if len(raw) > limits.inline_bytes:
         return False
     values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
     return values <= limits.inline_values
+
+
+class BodyScreen:
+    """Looks at a turn's body while it arrives (`feed` each chunk), for a large one:
+    its `model` from the first and the last `WINDOW_BYTES`, checked by `precheck` as
+    soon as it is found (the refusal is raised from `feed`). Keeps a few KiB, never
+    the body."""
+
+    def __init__(self, precheck: Precheck, limits: LimitsConfig, declared: int | None) -> None:
+        self._precheck = precheck
+        self._inline = limits.inline_bytes
+        self._declared = declared
+        self._head = b""
+        self._tail = b""
+        self._size = 0
+        #: the model found and checked, if any
+        self.model: str | None = None
+
+    def feed(self, chunk: bytes, more: bool) -> None:
+        self._size += len(chunk)
+        if self.model is not None or (not more and self._size <= self._inline):
+            return  # found already, or a small body: the parse on the loop is cheap
+        if len(self._head) < WINDOW_BYTES:
+            self._head += chunk[: WINDOW_BYTES - len(self._head)]
+            large = (self._declared or 0) > self._inline
+            if large and (len(self._head) >= WINDOW_BYTES or not more):
+                self._found(leading_model(self._head))
+                if self.model is not None:
+                    return
+        self._tail = (self._tail + chunk[-WINDOW_BYTES:])[-WINDOW_BYTES:]
+        if not more and self._size > self._inline:
+            self._found(trailing_model(self._tail))
+
+    def _found(self, model: str | None) -> None:
+        if model is not None:
+            self._precheck(model)
+            self.model = model
 
 
 class _Worker:
@@ -149,17 +171,20 @@ class BodyParser:
         session_header: str | None,
         limits: LimitsConfig,
         precheck: Precheck,
+        *,
+        checked: str | None = None,
     ) -> ParsedRequest:
-        """The parsed request, or the error to answer with (400, 403, 404, 429, 503)."""
+        """The parsed request, or the error to answer with (400, 403, 404, 429, 503).
+        `checked`: a model `precheck` has passed already (`BodyScreen.model`)."""
         if is_small(raw, limits):
             body = decode(raw)
             model = body.get("model")
-            if isinstance(model, str):
+            if isinstance(model, str) and model != checked:
                 precheck(model)
             self._parsed("loop")
             return validate(endpoint, body, raw, session_header, limits)
-        model = locate_model(raw)
-        if model is not None:
+        model = checked or locate_model(raw)
+        if model is not None and model != checked:
             precheck(model)
         if self._pending >= limits.parse_workers + limits.parse_queue:
             raise Overloaded("too many large request bodies are waiting to be parsed; retry")
@@ -174,6 +199,8 @@ class BodyParser:
             assert isinstance(answer, FirstTokenError)
             raise answer
         assert isinstance(answer, ParsedRequest)
+        if answer.model != model:  # a duplicate `model` key: the parse keeps the last
+            precheck(answer.model)
         return answer
 
     async def _call(self, job: bytes, raw: bytes, workers: int) -> tuple[bool, object]:

@@ -136,9 +136,12 @@ class Authenticator:
             return
         if client.routes is not None and route not in client.routes:
             raise Forbidden(f"the key '{client.name}' may not use the model '{route}'")
-        why = client.sessions.refusal() if client.sessions is not None else None
-        if why is not None:
-            raise ClientRateLimited(f"the key '{client.name}' is over its limit: {why}", 1.0)
+        sessions = client.sessions
+        why = sessions.refusal() if sessions is not None else None
+        if sessions is not None and why is not None:
+            raise ClientRateLimited(
+                f"the key '{client.name}' is over its limit: {why}", sessions.retry_after_s()
+            )
 
     @staticmethod
     def admit(client: Client | None, route: str, prompt_tokens: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from urllib.parse import parse_qs
 
 from router.errors import (
@@ -117,7 +118,10 @@ async def refuse(send: Send, err: FirstTokenError) -> None:
     """Answer the upgrade with an HTTP error in OpenAI's shape."""
     body = err.to_json()
     headers: list[tuple[bytes, bytes]] = []
-    if isinstance(err, ClientRateLimited | NoTargetAvailable | Draining):
+    if isinstance(err, ClientRateLimited) and err.retry_after_s is not None:
+        # a key past its session-minutes: when its window frees a minute
+        headers.append((b"retry-after", str(max(1, math.ceil(err.retry_after_s))).encode()))
+    elif isinstance(err, ClientRateLimited | NoTargetAvailable | Draining):
         headers.append((b"retry-after", b"1"))
     await send(
         {

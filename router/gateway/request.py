@@ -22,6 +22,7 @@ from typing import Any
 
 from router.edge import LimitsConfig
 from router.errors import BadRequest
+from router.gateway.prescan import too_many_messages
 from router.gateway.shapes import ResponsesFields, embeddings_tokens, responses_fields
 from router.upstream.base import Endpoint
 from router.upstream.body import ClientBody
@@ -226,5 +227,9 @@ def parse_request(
     session_header: str | None,
     limits: LimitsConfig = DEFAULT_LIMITS,
 ) -> ParsedRequest:
-    """`decode` then `validate` (what a parse worker runs, and tests)."""
+    """`decode` then `validate` (what a parse worker runs, and tests). A chat body
+    whose `messages` are over the limit is refused before the parse, after at most
+    `limits.max_messages` items."""
+    if endpoint == "chat":
+        too_many_messages(raw, limits)
     return validate(endpoint, decode(raw), raw, session_header, limits)

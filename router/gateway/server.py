@@ -32,14 +32,13 @@ from router.errors import (
     NoTargetAvailable,
     NotFound,
     Overloaded,
-    PayloadTooLarge,
-    RequestTimeout,
 )
 from router.gateway import audio, realtime, responses
 from router.gateway.admin import admin_view
-from router.gateway.admission import BodyParser
+from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.auth import Client
+from router.gateway.body import ClientGone, Unread, content_length, read_body
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
 from router.gateway.pages import PAGE_HEADERS, PAGES, page
@@ -64,10 +63,6 @@ _GET = ("GET", "HEAD", "OPTIONS")
 _ADMIN_BODY_BYTES = 4096
 #: a client's x-request-id goes upstream only if it is this short and printable
 _REQUEST_ID_MAX = 128
-
-
-class ClientGone(Exception):
-    """The client disconnected while we were reading its request."""
 
 
 class AsgiSink:
@@ -166,6 +161,8 @@ class Server:
             await self._dispatch(scope, receive, send, arrived=arrived, guard=guard, origin=origin)
         except ClientGone:
             return
+        except Unread as unread:
+            await self._error(send, unread.error, [(b"connection", b"close")])
         except FirstTokenError as err:
             await self._error(send, err)
         except Exception:
@@ -189,13 +186,15 @@ class Server:
             return False
         return True
 
-    async def _error(self, send: Send, err: FirstTokenError) -> None:
+    async def _error(
+        self, send: Send, err: FirstTokenError, headers: Sequence[Header] = ()
+    ) -> None:
         self.router.metrics.rejected(err.status)
         if err.status >= 500:
             log.warning("%s %s", err.status, err.message)
         else:
             log.info("%s %s", err.status, err.message)
-        await _respond(send, err.status, err.to_json(), _error_headers(err))
+        await _respond(send, err.status, err.to_json(), [*_error_headers(err), *headers])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -296,32 +295,11 @@ class Server:
 
     # -- turns -------------------------------------------------------------------------
 
-    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None = None
+    ) -> bytes:
         timeout = self.router.runtime.config.server.client_timeout_s
-        # a scope with a deadline rather than `anyio.fail_after` (a generator context
-        # manager that looks up the backend twice more: ~8 microseconds a turn)
-        with anyio.CancelScope(deadline=asyncio.get_running_loop().time() + timeout) as deadline:
-            return await self._read_body_in_time(scope, receive, limit)
-        assert deadline.cancelled_caught
-        raise RequestTimeout(f"the request body did not arrive within {timeout:g}s")
-
-    async def _read_body_in_time(self, scope: Scope, receive: Receive, limit: int) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        return await read_body(scope, receive, limit, timeout, screen)
 
     async def _turn(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
@@ -329,7 +307,6 @@ class Server:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         runtime = self.router.runtime
         client = runtime.auth.client(headers.get("authorization"))
-        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
         request_id = (
             _request_id(headers.get("x-request-id")) or f"{self._id_prefix}-{next(self._ids)}"
         )
@@ -349,8 +326,11 @@ class Server:
                 refused(model, err)
                 raise
 
+        limits = runtime.config.server.limits
+        screen = BodyScreen(precheck, limits, content_length(scope))
+        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes, screen)
         parsed = await self.bodies.parse(
-            endpoint, raw, headers.get("x-session-id"), runtime.config.server.limits, precheck
+            endpoint, raw, headers.get("x-session-id"), limits, precheck, checked=screen.model
         )
         del raw  # a large body is held once, as the bytes to forward
         sink = AsgiSink(send)

@@ -127,6 +127,12 @@ class HeadCoalescingTransport:
         self._flush()
         self._inner.close()
 
+    def unwrap(self) -> asyncio.Transport:
+        """The wrapped transport, with anything held sent: for a connection that stops
+        being HTTP (a WebSocket upgrade), whose frames then go straight to it."""
+        self._flush()
+        return self._inner
+
     def _flush(self) -> None:
         held = self._held
         if held is not None:
@@ -168,6 +174,14 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        # A WebSocket has no response head to hold: its protocol gets the socket's own
+        # transport, so each frame skips the wrapper's write() and attribute look-ups
+        # (uvicorn pauses and resumes reading once a frame).
+        if isinstance(self.transport, HeadCoalescingTransport):
+            self.transport = self.transport.unwrap()
+        super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

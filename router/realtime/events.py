@@ -29,9 +29,13 @@ SessionEnd = Literal[
 
 
 class SessionEvents(Protocol):
-    def session_opened(self, route: str, target: str, connect_s: float) -> None:
-        """A session opened at `target` (after any failover), `connect_s` from the
-        upgrade to its `session.created`."""
+    def session_opened(self, route: str, target: str) -> None:
+        """A client's session opened at `target` (after any failover)."""
+        ...
+
+    def upstream_connected(self, route: str, target: str, connect_s: float) -> None:
+        """An upstream session opened at `target`, `connect_s` from the upgrade to its
+        `session.created`: every one, a session's first and each migration's."""
         ...
 
     def session_attempt_failed(self, route: str, err: UpstreamError) -> None:

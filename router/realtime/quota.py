@@ -5,7 +5,8 @@ bounds the minutes of session time it uses in any 60 minutes (a sliding window:
 ended sessions count for the part of them inside the window, open ones up to
 now). A new session is refused (429) at either limit; an open session may run
 only for the minutes left when it started (the session then ends as at its
-route's `max_duration_s`).
+route's `max_duration_s`). A refusal for minutes says when the window will have
+freed a minute (`retry_after_s`, the 429's `Retry-After`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,36 @@ class SessionQuota:
         if self.session_minutes is not None and self.used_s() >= self.session_minutes * 60:
             return f"at most {self.session_minutes:g} session-minutes in any 60 minutes"
         return None
+
+    def retry_after_s(self) -> float:
+        """Seconds until a refused key may open a session again.
+
+        Past its session-minutes: until the sliding window has freed a minute (the
+        whole allowance if that is less), the open sessions counted as ending now (the
+        same limit is closing them). Past its sessions at once: unknown (any session
+        may end at any time), so 1 s."""
+        limit_s = None if self.session_minutes is None else self.session_minutes * 60
+        at_once = self.max_sessions is not None and self.open_sessions >= self.max_sessions
+        if limit_s is None or at_once:
+            return 1.0
+        goal_s = limit_s - min(60.0, limit_s)
+        now = self._clock()
+        spans = [*self._ended, *((s, now) for s, n in self._open.items() for _ in range(n))]
+
+        def used_at(t: float) -> float:
+            since = t - WINDOW_S
+            return sum(max(end - max(start, since), 0.0) for start, end in spans)
+
+        if used_at(now) <= goal_s:
+            return 1.0
+        low, high = 0.0, WINDOW_S  # used_at(now + WINDOW_S) is 0: every span has left
+        while high - low > 0.5:
+            mid = (low + high) / 2
+            if used_at(now + mid) <= goal_s:
+                high = mid
+            else:
+                low = mid
+        return max(high, 1.0)
 
     def remaining_s(self) -> float | None:
         """Session time left in the window (None: no minute limit)."""

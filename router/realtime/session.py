@@ -135,7 +135,7 @@ class Session:
         client_task: asyncio.Task[End] | None = None
         try:
             # before the first send: session_closed, in `finally`, pairs with it
-            self.events.session_opened(self.route, self.leg.target.name, self.leg.conn.connect_s)
+            self.events.session_opened(self.route, self.leg.target.name)
             await self.client.send(self.leg.conn.created)
             client_task = asyncio.ensure_future(self._client_pump())
             while True:
@@ -224,11 +224,18 @@ class Session:
             elif kind == "response.create":
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
-            await self._forward(frame)
+            self.holding = frame
+            if self.migrating:
+                await self._forward(frame)
+            else:
+                try:  # the common case inline: one coroutine less per frame
+                    await self.leg.conn.send(frame)
+                except UpstreamConnectError:
+                    await self._forward(frame)
+            self.holding = None
 
     async def _forward(self, frame: str) -> None:
         """Send to the current upstream; across a migration, to the new one."""
-        self.holding = frame
         while True:
             leg = self.leg
             if self.migrating:
@@ -239,7 +246,6 @@ class Session:
                 break
             except UpstreamConnectError:
                 await leg.replaced.wait()  # the upstream pump sees the close and migrates
-        self.holding = None
 
     # -- upstream -> client -------------------------------------------------------------
 

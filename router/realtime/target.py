@@ -172,6 +172,7 @@ async def open_leg(
             hold.release()
             raise
         hold.connected(conn.connect_s)
+        events.upstream_connected(route, target.name, conn.connect_s)
         return Leg(target, conn, hold, now)
     if failures:
         raise AllTargetsFailed("no realtime target of the route opened a session", failures)

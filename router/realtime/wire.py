@@ -24,6 +24,8 @@ from typing import Any
 
 _TYPE_AT_START = re.compile(r'\s*\{\s*"type"\s*:\s*"([^"\\]{1,200})"')
 _DELTA_KEY = '"delta":'
+_COMPACT = '{"type":"'
+_SPACED = '{"type": "'
 
 #: client events the router decodes: only the configuration (items, truncations and
 #: deletions are learned from the server's acknowledgements, which carry them whole)
@@ -53,6 +55,13 @@ TEXT_DELTAS: frozenset[str] = frozenset(
 
 def sniff(text: str) -> str | None:
     """The event's `type`, or None when the frame is not a JSON object with one."""
+    # The shapes OpenAI, the SDK and json.dumps write, read with two string searches
+    # (the regular expression cost ~3 % of the relay's instructions).
+    start = 9 if text.startswith(_COMPACT) else 10 if text.startswith(_SPACED) else 0
+    if start and text[-1] == "}":
+        end = text.find('"', start, start + 201)
+        if end > start and text.find("\\", start, end) < 0:
+            return text[start:end]
     match = _TYPE_AT_START.match(text)
     if match is not None:
         if text[-1] == "}" or text.rstrip()[-1:] == "}":

@@ -16,9 +16,14 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   `response.cancel`, cancels the LLM and TTS requests at once; the response ends
   `cancelled`;
 - `conversation.item.truncate` cuts the assistant item's text to what was heard,
-  so the next turn's context is what the caller heard.
+  so the next turn's context is what the caller heard;
+- a stage failing on the upstreams' side (a 5xx: its route has no target left) is
+  followed by an `error` of type `server_error`: the session migrates, as from a
+  hosted target.
 
 Frames out wait in a bounded queue: a slow client slows the answer, not memory.
+A few lines over 400 lines: the protocol's server side of one session, whose parts
+(input buffer, items, responses, stages) already live in their own modules.
 Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, out-of-band
 responses (`conversation: none`), images.
 """
@@ -286,6 +291,7 @@ class CascadeConnection(ConversationItems):
                     content_index=0,
                     error={"type": exc.type, "code": exc.code, "message": exc.message},
                 )
+                await self._unavailable("stt", exc)
                 return
             clock.mark("stt_done")
             item["content"][0]["transcript"] = text
@@ -352,8 +358,16 @@ class CascadeConnection(ConversationItems):
 
     async def _respond(self, response: Response) -> None:
         await response.run()
+        if response.failure is not None:
+            await self._unavailable("llm or tts", response.failure)
         if self._observer is not None and response.status == "completed":
             self._observer.observe(self.target, response.clock)
+
+    async def _unavailable(self, stage: str, exc: FirstTokenError) -> None:
+        """A stage failed upstream (5xx; a bad request stays): the session moves on."""
+        if exc.status >= 500 and not self.closed:
+            why = f"The voice cascade's {stage} stage failed ({exc.message})."
+            await self._out.put(error_event(why, type="server_error", code="cascade_unavailable"))
 
     async def _cancel_event(self, event: dict[str, Any]) -> None:
         if not await self._cancel("client_cancelled"):

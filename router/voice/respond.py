@@ -109,6 +109,8 @@ class Response:
         self._sources: list[tuple[PcmSource, str]] = []
         self._answer_audio: SpokenAnswer | None = None
         self.status: Status | None = None
+        #: why it failed (a stage's error), for the cascade to judge
+        self.failure: FirstTokenError | None = None
         #: why it was cancelled: turn_detected or client_cancelled
         self.cancel_reason: str | None = None
         #: when a cancelled response had closed its LLM and TTS requests
@@ -130,6 +132,7 @@ class Response:
             raise
         except FirstTokenError as exc:
             log.info("a cascade response failed: %s", exc.message)
+            self.failure = exc
             status = "failed"
             details = {
                 "type": "failed",

@@ -235,3 +235,96 @@ async def test_a_page_on_another_site_cannot_open_a_realtime_session(fleet: Flee
     for options in ({}, {"origin": Origin(APP)}):
         status, body = await refusal(url, **options)
         assert (status, body["error"]["code"]) == (404, "model_not_found")
+
+
+def upload(
+    total: int, head: bytes, sent: list[int], hold: threading.Event | None = None
+) -> Iterator[bytes]:
+    """A body of `total` bytes starting with `head`, then tiny messages, in 64 KiB
+    chunks; counts what the client got to send, and pauses half-way while `hold`
+    is clear."""
+    body = head + TINY * ((total - len(head)) // len(TINY) + 1)
+    for at in range(0, total, 65536):
+        if hold is not None and at >= total // 2:
+            assert hold.wait(10)
+        chunk = body[at : min(at + 65536, total)]
+        sent.append(len(chunk))
+        yield chunk
+
+
+def test_a_body_over_the_limit_by_its_length_is_refused_before_it_is_read(fleet: Fleet) -> None:
+    declared = 256 * 2**20  # server.max_body_bytes is 4 MiB
+    sent: list[int] = []
+    with httpx.Client(timeout=30) as h:
+        response = h.post(
+            f"{fleet.router.base_url}/chat/completions",
+            content=upload(declared, b'{"model":"chat","messages":[', sent),
+            headers={**JSON, "content-length": str(declared)},
+        )
+    assert response.status_code == 413 and error_of(response)["code"] == "payload_too_large"
+    assert response.headers["connection"] == "close"
+    # Far less than the limit reached the router: it answered on the length alone.
+    assert sum(sent) < 4 * 2**20
+
+
+def test_an_unknown_model_at_the_start_of_a_large_body_is_refused_before_the_rest(
+    fleet: Fleet,
+) -> None:
+    """Refused on its first few KiB: the answer closes the connection (which the
+    router does only when it stops reading a body part-way)."""
+    total = 4 * 2**20 - 64
+    sent: list[int] = []
+    with httpx.Client(timeout=30) as h:
+        response = h.post(
+            f"{fleet.router.base_url}/chat/completions",
+            content=upload(total, b'{"model": "nope", "messages": [', sent),
+            headers={**JSON, "content-length": str(total)},
+        )
+    assert response.status_code == 404
+    assert "routes here: chat" in str(error_of(response)["message"])
+    assert response.headers["connection"] == "close"
+    # The same body with the model last is read whole: answered, the connection kept.
+    n = total // len(TINY) - 1
+    body = b'{"messages": [' + TINY * n + TINY[:-1] + b'], "model": "nope"}'
+    with httpx.Client(timeout=30) as h:
+        last = h.post(f"{fleet.router.base_url}/chat/completions", content=body, headers=JSON)
+    assert last.status_code == 404 and "connection" not in last.headers
+
+
+def test_a_streams_first_token_does_not_wait_for_an_upload_in_flight(fleet: Fleet) -> None:
+    """A client uploading a large body, paused half-way: a stream that starts after
+    it begins gets its first token, and its whole answer, before the upload ends."""
+    total = 4 * 2**20 - 64
+    sent: list[int] = []
+    release = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def slow_upload() -> None:
+        with httpx.Client(timeout=30) as h:
+            answers.append(
+                h.post(
+                    f"{fleet.router.base_url}/chat/completions",
+                    content=upload(total, b'{"stream": true, "messages": [', sent, release),
+                    headers={**JSON, "content-length": str(total)},
+                )
+            )
+
+    uploader = threading.Thread(target=slow_upload)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sum(sent) < total // 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        c = openai.OpenAI(base_url=fleet.router.base_url, api_key="unused", max_retries=0)
+        events = []
+        for chunk in c.chat.completions.create(
+            model="chat", stream=True, messages=[{"role": "user", "content": "hi"}]
+        ):
+            events.append(("token", sum(sent), bool(answers)))
+            assert chunk.choices is not None
+    finally:
+        release.set()
+        uploader.join(30)
+    assert events and all(offered < total and not done for _, offered, done in events)
+    # The upload then completes and is answered (the body names no model: a 400).
+    assert sum(sent) == total and answers[0].status_code == 400

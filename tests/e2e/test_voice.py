@@ -565,3 +565,38 @@ routes:
     # both slow targets were asked first, and saw the cancel once the hedge won
     for slow_sim in (stt_slow, tts_slow):
         assert len(slow_sim.calls) == 1 and slow_sim.calls[0].cancelled_at is not None
+
+
+async def test_a_cascade_whose_stages_all_fail_hands_the_session_over() -> None:
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(fault=Fault("status", status=503))) as broken,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        text = hosted_and_cascade(hosted, stt, broken, tts).replace(
+            "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
+        )
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                created = await conn.recv()
+                assert created.type == "session.created"
+                await conn.session.update(
+                    session={"type": "realtime", "output_modalities": ["text"]}
+                )
+                first = await ask(conn, "table for two")  # the cascade's only LLM fails
+                await asyncio.sleep(0.1)
+                second = await ask(conn, "at seven")  # answered by the hosted target
+        finally:
+            await stop_router(router)
+    assert getattr(created.session, "model", "") == "local-voice"
+    assert first[-1].response.status == "failed"
+    assert second[-1].response.status == "completed"
+    assert "error" not in [e.type for e in first + second]  # the hand-over is the router's
+    assert hosted.records[-1].item_texts()[0] == ("user", "table for two")
+    migrations = router.router.metrics.registry.get_sample_value(
+        "firsttoken_realtime_migrations_total", {"route": "voice", "reason": "server_error"}
+    )
+    assert migrations == 1

@@ -10,7 +10,8 @@ import pytest
 
 from router.edge import LimitsConfig
 from router.errors import BadRequest, ModelNotFound, Overloaded
-from router.gateway.admission import BodyParser, is_small, locate_model
+from router.gateway.admission import BodyParser, is_small
+from router.gateway.prescan import locate_model
 from router.vocabulary import ParsePlace
 
 pytestmark = pytest.mark.anyio

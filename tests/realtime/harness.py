@@ -36,15 +36,19 @@ class Price:
 class Recorder:
     """A `SessionEvents` that keeps what it was told."""
 
-    opened: list[tuple[str, float]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    connected: list[tuple[str, float]] = field(default_factory=list)
     failed: list[UpstreamError] = field(default_factory=list)
     closed: list[tuple[str, SessionEnd, float]] = field(default_factory=list)
     ttfa: list[tuple[str, float]] = field(default_factory=list)
     responses: list[tuple[str, str, RealtimeUsage | None, float]] = field(default_factory=list)
     migrations: list[tuple[str, str, MigrationReason, float]] = field(default_factory=list)
 
-    def session_opened(self, route: str, target: str, connect_s: float) -> None:
-        self.opened.append((target, connect_s))
+    def session_opened(self, route: str, target: str) -> None:
+        self.opened.append(target)
+
+    def upstream_connected(self, route: str, target: str, connect_s: float) -> None:
+        self.connected.append((target, connect_s))
 
     def session_attempt_failed(self, route: str, err: UpstreamError) -> None:
         self.failed.append(err)

@@ -49,7 +49,7 @@ async def test_failover_before_session_created(sims: tuple[RealtimeSim, Realtime
     a.set_fault(RealtimeFault("close_before_created"))
     async with running_session([make_target("a", a), make_target("b", b)]) as run:
         await run.client.until("session.created")
-    assert run.events.opened[0][0] == "b"
+    assert run.events.opened == ["b"]
     assert [e.target for e in run.events.failed] == ["a"]
     both = [make_target("a", a), make_target("b", b)]
     b.set_fault(RealtimeFault("refuse"))
@@ -74,6 +74,8 @@ async def test_migration_after_an_upstream_close_replays_the_conversation(
         run.client.put({"type": "response.create"})
         await run.client.until("response.done", 2)
     assert [m[:3] for m in run.events.migrations] == [("a", "b", "upstream_closed")]
+    # connect time is measured on every upstream session, the migration's too
+    assert [t for t, _ in run.events.connected] == ["a", "b"]
     replayed = b.records[-1]
     assert replayed.item_texts()[:2] == [("user", "hello"), ("assistant", "You said: hello")]
     assert replayed.session["instructions"] == "be brief"

@@ -17,6 +17,9 @@ def test_sniff_reads_the_type_at_the_start() -> None:
         sniff('{"type":"input_audio_buffer.append","audio":"AAAA"}') == "input_audio_buffer.append"
     )
     assert sniff('  { "type" : "response.create" }\n') == "response.create"
+    assert sniff('{"type": "response.done", "response": {}}') == "response.done"
+    # an escape in the type is read by the parser, as JSON means it
+    assert sniff('{"type":"response.\\u0063reate"}') == "response.create"
 
 
 def test_sniff_finds_a_type_that_is_not_first_by_parsing() -> None:

@@ -1,0 +1,142 @@
+"""Bounded looks at a request body: what admission can refuse on before a full parse.
+
+Each function reads at most a few KiB (or, for `too_many_messages`, stops after
+`limits.max_messages` items) with the C scanner of the `json` module, and answers
+only when the answer is certain for a valid JSON body; otherwise None and the full
+parse decides. For an invalid body the refusal may name the model or the messages
+instead of the JSON (a 404 or a 400 where the parse would have said 400).
+
+- `locate_model`: `model` anywhere, trusted only when the key occurs once (two
+  C-speed searches of the whole body).
+- `leading_model`: `model` among the first members of the top-level object
+  (`{"model": "x", ...}`, how curl users and many clients write it).
+- `trailing_model`: `model` as one of the last members (`{"messages": [...],
+  "model": "x", "stream": true}`, the official SDKs' order): proved top-level by
+  parsing what follows it, which must close the object at the end of the body.
+  It is the last `model` member too, the one `json.loads` keeps.
+- `too_many_messages`: `messages` counted item by item, stopping one past the limit,
+  so a 4 MiB body of 100,000 tiny messages costs a parse of 2,049 of them.
+
+A body with two top-level `model` keys (JSON says names SHOULD be unique) may be
+refused on the first; `json.loads` would have kept the last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from router.edge import LimitsConfig
+from router.errors import BadRequest
+
+#: how much of either end of a body `leading_model` and `trailing_model` read
+WINDOW_BYTES = 4096
+#: top-level members `leading_model` looks at before giving up
+_LEADING_MEMBERS = 8
+_MODEL_KEY = b'"model"'
+#: the rest of `"model": "chat-fast"`: a plain string value (no escapes), bounded
+_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
+_MESSAGES_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"messages"[ \t\n\r]*:[ \t\n\r]*\[')
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, at: int) -> int:
+    match = _SPACE.match(text, at)
+    assert match is not None  # `*` matches the empty string
+    return match.end()
+
+
+def locate_model(raw: bytes) -> str | None:
+    """The top-level `model` of a JSON body without parsing it, when that is certain
+    enough to refuse on: the key occurs once, unescaped, with a plain string value.
+    Otherwise None (the full parse decides)."""
+    first = raw.find(_MODEL_KEY)
+    if first < 0 or raw.rfind(_MODEL_KEY) != first or raw[first - 1 : first] == b"\\":
+        return None
+    match = _MODEL_VALUE.match(raw, first + len(_MODEL_KEY))
+    if match is None:
+        return None
+    try:
+        return match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def leading_model(head: bytes) -> str | None:
+    """`model` if it is a plain string among the top-level members in `head`, a
+    prefix of the body; None when it is not there or not certain."""
+    text = head[:WINDOW_BYTES].decode("utf-8", "ignore")
+    at = _skip(text, 0)
+    if text[at : at + 1] != "{":
+        return None
+    at += 1
+    try:
+        for _ in range(_LEADING_MEMBERS):
+            at = _skip(text, at)
+            key, at = _DECODER.raw_decode(text, at)
+            at = _skip(text, at)
+            if not isinstance(key, str) or text[at : at + 1] != ":":
+                return None
+            value, at = _DECODER.raw_decode(text, _skip(text, at + 1))
+            if key == "model":
+                return value if isinstance(value, str) and value else None
+            at = _skip(text, at)
+            if text[at : at + 1] != ",":
+                return None
+            at += 1
+    except ValueError:  # the value runs past the window (or the JSON is bad)
+        return None
+    return None
+
+
+def trailing_model(tail: bytes) -> str | None:
+    """`model` if it is a plain string member of the top-level object followed only
+    by other top-level members; `tail` is the end of the body."""
+    window = tail.rstrip()[-WINDOW_BYTES:]
+    found = window.rfind(_MODEL_KEY)
+    if found <= 0 or window[found - 1 : found] == b"\\":
+        return None
+    before = window[:found].rstrip()[-1:]
+    match = _MODEL_VALUE.match(window, found + len(_MODEL_KEY))
+    if before not in (b",", b"{") or match is None:
+        return None
+    rest = window[match.end() :].lstrip()
+    if rest != b"}":
+        if not rest.startswith(b","):
+            return None
+        try:  # the members after it, and the top-level object's end
+            after = json.loads(b"{" + rest[1:])
+        except ValueError:
+            return None
+        if not isinstance(after, dict) or "model" in after:
+            return None
+    try:
+        return match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def too_many_messages(raw: bytes, limits: LimitsConfig) -> None:
+    """A 400 if `messages`, as the top-level object's first member (the SDKs' order),
+    has more than `limits.max_messages` items, found by parsing at most one item
+    past the limit; silent when unsure."""
+    opening = _MESSAGES_FIRST.match(raw)
+    if opening is None:
+        return
+    text = raw.decode("utf-8", "ignore")  # what `json.loads` does first, too
+    at = opening.end()  # the same offset in `text`: the opening is ASCII
+    try:
+        for count in range(1, limits.max_messages + 2):
+            _, at = _DECODER.raw_decode(text, _skip(text, at))
+            if count > limits.max_messages:
+                raise BadRequest(
+                    f"'messages' has over {limits.max_messages} items; "
+                    f"the limit is {limits.max_messages}"
+                )
+            at = _skip(text, at)
+            if text[at : at + 1] != ",":
+                return
+            at += 1
+    except ValueError:
+        return
