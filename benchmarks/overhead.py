@@ -50,8 +50,10 @@ is the plain router (`--configs firsttoken`), no peers, at 16 and 64:
 `--profile` adds one more run of a router (`--profile-target`, default `ft-slo2`)
 at the highest concurrency with
 py-spy attached (non-blocking) for the measured window, and prints where the
-router's time goes (self and inclusive, % of samples). That run is not part of
-the table: sampling perturbs it.
+router's time goes (self and inclusive, % of samples; then by `WHERE_RULES`
+category, in ms per stream). That run is not part of the table: sampling perturbs
+it. `--profile-native` samples C frames too (py-spy --native, pausing the process
+to unwind): the cyclic GC and the event loop's own code show only there.
 """
 
 from __future__ import annotations
@@ -625,10 +627,47 @@ def run_point(
 # -- profile ---------------------------------------------------------------------------
 
 
+#: where a turn's CPU goes: the first rule whose marker is in a sample's stack names it
+#: (the more specific first: the relay runs inside the commit, which runs in the race)
+WHERE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("GC (the cyclic collector)", ("gc_collect",)),
+    ("relay after the first token (read, frame, scan, write)", ("Turn._relay",)),
+    ("planning (views, prediction, policy, plan metrics)", ("Router.plan",)),
+    ("upstream send (aiohttp request, pooled connection)", ("OpenAIUpstream.send",)),
+    ("before the commit: read and parse to the first token", ("read_to_first_token",)),
+    ("commit: head, explanation, first write, finish", ("Turn._commit",)),
+    ("request body: read, JSON parse, validation", ("BodyParser.parse", "Server._read_body")),
+    ("bookkeeping: turn record, metrics, affinity", ("Turn._record", "Metrics.", "AffinityMap")),
+    (
+        "race machinery (attempt, scopes, task group, hedge timer)",
+        ("Race.", "Turn._run", "attempt_to_commit", "Turn.run", "Primed.aclose"),
+    ),
+    (
+        "gateway, the rest (route, disconnect watcher, turn object)",
+        ("Server._turn", "Server._dispatch", "Server.__call__ (router", "Router.handle"),
+    ),
+    ("aiohttp: upstream bytes in (protocol, stream reader)", ("aiohttp/",)),
+    ("uvicorn: request intake, response writes", ("uvicorn/protocols",)),
+)
+WHERE_OTHER = "event loop, syscalls, other native"
+
+
+def where_time_goes(frames: Sequence[str]) -> str | None:
+    """The `WHERE_RULES` category of one sampled stack; None for a wait in epoll."""
+    if any("epoll_pwait" in f for f in frames[-3:]):
+        return None
+    for name, markers in WHERE_RULES:
+        if any(m in f for f in frames for m in markers):
+            return name
+    return WHERE_OTHER
+
+
 def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
-    """Self and inclusive sample shares per function, from py-spy's collapsed stacks."""
+    """Self and inclusive sample shares per function, from py-spy's collapsed stacks,
+    and the busy samples' shares by `WHERE_RULES` category."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
+    where: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
@@ -640,11 +679,20 @@ def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
         self_c[frames[-1]] += count
         for f in set(frames):
             incl_c[f] += count
+        category = where_time_goes(frames)
+        if category is not None:
+            where[category] += count
 
     def share(c: Counter[str]) -> list[tuple[str, float]]:
         return [(f, round(100 * n / total, 1)) for f, n in c.most_common(top)] if total else []
 
-    return {"samples": total, "self": share(self_c), "inclusive": share(incl_c)}
+    busy = sum(where.values())
+    return {
+        "samples": total,
+        "self": share(self_c),
+        "inclusive": share(incl_c),
+        "where": [(c, round(100 * n / busy, 1)) for c, n in where.most_common()] if busy else [],
+    }
 
 
 def profile_router(
@@ -660,7 +708,10 @@ def profile_router(
     spies: list[subprocess.Popen[bytes]] = []
 
     def attach() -> None:
-        common = ["--pid", str(target.proc.pid), "--rate", "250", "--nonblocking"]  # type: ignore[union-attr]
+        common = ["--pid", str(target.proc.pid), "--rate", "250"]  # type: ignore[union-attr]
+        # --native shows what Python frames hide (the cyclic GC, uvloop's writes); it
+        # has to pause the process to unwind, so it is not --nonblocking
+        common += ["--native"] if args.profile_native else ["--nonblocking"]
         common += ["--duration", str(int(args.duration))]
         for fmt, path in (("raw", raw), ("flamegraph", svg)):
             if fmt == "flamegraph" and not args.profile_svg:
@@ -1029,6 +1080,21 @@ def print_report(result: dict[str, Any]) -> None:
         print("inclusive:")
         for frame, pct in prof["inclusive"][:25]:
             print(f"  {pct:5.1f}%  {frame}")
+        # scaled by the same router's unprofiled point (sampling, --native above all,
+        # slows the profiled one down)
+        cpu = next(
+            (
+                p.get("proxy_cpu_ms_per_stream")
+                for p in result["points"]
+                if (p["target"], p["concurrency"])
+                == (prof["point"]["target"], prof["point"]["concurrency"])
+            ),
+            None,
+        )
+        print("where the time goes (busy samples; ms per stream at the table's CPU/stream):")
+        for category, pct in prof["where"]:
+            per_stream = f"{cpu * pct / 100:.2f} ms" if cpu else "-"
+            print(f"  {pct:5.1f}%  {per_stream:>8}  {category}")
     print(f"\nrun time {result['run_time_s']} s")
 
 
@@ -1122,6 +1188,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true", help="then profile the router at the top concurrency"
     )
     p.add_argument("--profile-svg", action="store_true", help="also write a flamegraph SVG")
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="profile native frames too (py-spy --native: the GC, the event loop's C code)",
+    )
     p.add_argument("--profile-target", default="ft-slo2", help="which router to profile")
     p.add_argument(
         "--nice",

@@ -52,6 +52,19 @@ SENDS_KEPT = 1024
 _EPOCH_THRESHOLD = 1e9
 
 _ANTHROPIC_DIMENSIONS = ("requests", "tokens", "input-tokens", "output-tokens")
+#: (window key, header name pattern, reset is an instant) for every window read
+_PATTERNS = (
+    *((f"openai:{d}", f"x-ratelimit-{{}}-{d}", False) for d in ("requests", "tokens")),
+    ("openai", "x-ratelimit-{}", False),
+    *((f"anthropic:{d}", f"anthropic-ratelimit-{d}-{{}}", True) for d in _ANTHROPIC_DIMENSIONS),
+)
+#: each window's (key, (limit, remaining, reset) header names, absolute), formatted once
+_WINDOW_HEADERS = tuple(
+    (key, (p.format("limit"), p.format("remaining"), p.format("reset")), absolute)
+    for key, p, absolute in _PATTERNS
+)
+#: a response without a header starting so has nothing for these windows
+_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 def parse_duration(text: str) -> float | None:
@@ -169,23 +182,17 @@ class ProviderLimits:
     def update(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
         """Read one response's headers (names in any case); `sent_at`, when the request
         they answer was sent (ours sent after it are not in them; None: all are)."""
-        h = {k.lower(): v for k, v in headers.items()}
+        h = {}
+        for k, v in headers.items():
+            name = k.lower()
+            if name.startswith(_PREFIXES):
+                h[name] = v
+        if not h:  # most answers (a local engine's): nothing to read
+            return
         now = self._clock()
         basis = now if sent_at is None else sent_at
-        for dim in ("requests", "tokens"):
-            self._read(
-                f"openai:{dim}", h, f"x-ratelimit-{{}}-{dim}", now, absolute=False, basis=basis
-            )
-        self._read("openai", h, "x-ratelimit-{}", now, absolute=False, basis=basis)
-        for dim in _ANTHROPIC_DIMENSIONS:
-            self._read(
-                f"anthropic:{dim}",
-                h,
-                f"anthropic-ratelimit-{dim}-{{}}",
-                now,
-                absolute=True,
-                basis=basis,
-            )
+        for key, names, absolute in _WINDOW_HEADERS:
+            self._read(key, h, names, now, absolute=absolute, basis=basis)
         retry_after = h.get("retry-after")
         if retry_after is not None:
             seconds = parse_retry_after(retry_after, wall_now=self._wall(), max_s=self.max_block_s)
@@ -196,15 +203,16 @@ class ProviderLimits:
         self,
         key: str,
         h: Mapping[str, str],
-        pattern: str,
+        names: tuple[str, str, str],
         now: float,
         *,
         absolute: bool,
         basis: float,
     ) -> None:
-        """One window from the `limit`, `remaining` and `reset` headers named by `pattern`."""
-        limit_text = h.get(pattern.format("limit"))
-        remaining_text = h.get(pattern.format("remaining"))
+        """One window from its `limit`, `remaining` and `reset` headers (`names`)."""
+        limit_name, remaining_name, reset_name = names
+        limit_text = h.get(limit_name)
+        remaining_text = h.get(remaining_name)
         if limit_text is None or remaining_text is None:
             return
         try:
@@ -213,7 +221,7 @@ class ProviderLimits:
             return
         if not (limit > 0 and math.isfinite(limit) and math.isfinite(remaining)):
             return
-        reset_in = self._reset_in(h.get(pattern.format("reset")), absolute=absolute)
+        reset_in = self._reset_in(h.get(reset_name), absolute=absolute)
         fraction = min(max(remaining / limit, 0.0), 1.0)
         # Only a window of requests counts our sends (a token window would need each
         # request's tokens); an unsuffixed OpenAI window is requests too.

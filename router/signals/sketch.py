@@ -65,6 +65,7 @@ class DecayingQuantiles:
         "_quantiles",
         "_size",
         "_total",
+        "_values",
         "_weights",
         "tau_s",
     )
@@ -91,6 +92,8 @@ class DecayingQuantiles:
         self._arrivals: deque[tuple[float, int]] = deque()
         #: the same keys sorted by value, with their weights and censored flags alongside
         self._keys: list[tuple[float, int]] = []
+        #: the keys' values alone (what `_distribution` returns, kept rather than rebuilt)
+        self._values: list[float] = []
         self._weights: list[float] = []
         self._flags: list[bool] = []
         self._censored = 0
@@ -130,11 +133,12 @@ class DecayingQuantiles:
             i = bisect_left(self._keys, oldest)
             self._total -= self._weights[i]
             self._censored -= self._flags[i]
-            del self._keys[i], self._weights[i], self._flags[i]
+            del self._keys[i], self._values[i], self._weights[i], self._flags[i]
         key = (sample, self._count)
         weight = math.exp(exponent)
         i = bisect_left(self._keys, key)
         self._keys.insert(i, key)
+        self._values.insert(i, sample)
         self._weights.insert(i, weight)
         self._flags.insert(i, censored)
         self._censored += censored
@@ -161,9 +165,10 @@ class DecayingQuantiles:
             self._cache = tuple((q, self.quantile(q)) for q in self._quantiles)
         return self._cache
 
-    def lower_bounds(self) -> tuple[tuple[float, float], ...]:
-        """(q, optimistic value) for each configured quantile, for today's evidence."""
-        n = self.evidence()
+    def lower_bounds(self, evidence: float | None = None) -> tuple[tuple[float, float], ...]:
+        """(q, optimistic value) for each configured quantile, for today's evidence
+        (`evidence`, when the caller just read it)."""
+        n = self.evidence() if evidence is None else evidence
         return tuple((q, self.lower_bound(q, n)) for q in self._quantiles)
 
     def lower_bound(self, q: float, evidence: float | None = None) -> float:
@@ -195,18 +200,20 @@ class DecayingQuantiles:
             return self._curve
         if not self._censored:
             cumulative = list(accumulate(self._weights))
-            self._curve = ([k[0] for k in self._keys], cumulative, cumulative[-1])
+            self._curve = (self._values, cumulative, cumulative[-1])
             return self._curve
+        # Once a censored sample is in, this runs on every new sample (a plan reads
+        # the quantiles each turn): the loop is kept lean (no key tuples, no max()).
         values: list[float] = []
         levels: list[float] = []
+        add_value, add_level = values.append, levels.append
         at_risk, surviving = self._total, 1.0
-        for (value, _), weight, censored in zip(
-            self._keys, self._weights, self._flags, strict=True
-        ):
+        for value, weight, censored in zip(self._values, self._weights, self._flags, strict=True):
             if not censored and at_risk > 0.0:
-                surviving *= max(1.0 - weight / at_risk, 0.0)
-                values.append(value)
-                levels.append(1.0 - surviving)
+                factor = 1.0 - weight / at_risk  # weights are finite and positive: no NaN
+                surviving *= factor if factor > 0.0 else 0.0
+                add_value(value)
+                add_level(1.0 - surviving)
             at_risk -= weight
         self._curve = (values, levels, 1.0)
         return self._curve

@@ -215,10 +215,17 @@ def parsed_event(event: bytes) -> Any:
         return None
 
 
+#: what most blocks hold: nothing to act on (shared; a `Scan` is never changed)
+_NOTHING = Scan(has_usage=False, has_error=False, has_done=False)
+
+
 def scan(block: bytes) -> Scan:
     """Bytes searches first (about a microsecond per event); only an event holding a
     marker is parsed, to be sure."""
     has_usage = _USAGE in block or _USAGE_SPACED in block
+    nothing = _DONE_MARK not in block and _ERROR not in block and _ERROR_EVENT not in block
+    if nothing and not has_usage:
+        return _NOTHING
     has_error = has_done = False
     if _ERROR in block or _ERROR_EVENT in block:
         marked = (e for e in split_events(block) if _marked_error(e))
