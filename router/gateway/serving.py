@@ -34,17 +34,17 @@ from router.runtime import Router
 
 log = logging.getLogger("firsttoken")
 
-#: CPython collects its young generation every 700 net allocations of container
-#: objects: under load that was 8-12 % of the router's CPU (py-spy --native,
-#: `gc_collect_main`), scanning the same in-flight turns' objects again and again.
-#: A turn's garbage is freed by reference counts; cycles wait a little longer.
-GC_THRESHOLDS = (20_000, 10, 10)
+#: CPython's own thresholds. A young generation every 20,000 allocations (not 700)
+#: saved 8-12 % of the router's CPU at 64 streams, but it let garbage cycles that hold
+#: request bodies ripen into the old generations: under benchmarks/hostile.py's 4 MiB
+#: bodies the router grew to 1.45 GiB (125 MiB with these). Until those cycles are
+#: broken at their source, memory wins.
+GC_THRESHOLDS = (700, 10, 10)
 
 
 def tune_gc() -> None:
     """Everything built so far lives as long as the process: keep the cyclic GC from
-    rescanning it (a source of tail latency under load), and collect the young
-    generation less often."""
+    rescanning it (a source of tail latency under load)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
