@@ -197,7 +197,12 @@ class BodyParser:
             self._pending -= 1
         if not ok:
             assert isinstance(answer, FirstTokenError)
-            raise answer
+            try:
+                raise answer
+            finally:
+                # Else the error's traceback holds this frame, which holds the error: a
+                # cycle that keeps `raw` (megabytes) alive until the cyclic GC finds it.
+                answer = None
         assert isinstance(answer, ParsedRequest)
         if answer.model != model:  # a duplicate `model` key: the parse keeps the last
             precheck(answer.model)

@@ -211,7 +211,10 @@ class Turn:
                 failure = exc
         failure = failure or race.commit_error
         if failure is not None:
-            raise failure
+            try:
+                raise failure
+            finally:
+                failure = None  # no cycle through this frame (it holds the request)
         return self.result
 
     async def _commit(self, request: TurnRequest, primed: Primed, sink: Sink) -> TurnResult:

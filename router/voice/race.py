@@ -103,7 +103,10 @@ async def race(
                     failures.append(exc)
                     stop = stop or not exc.retryable
                 else:
-                    raise exc
+                    try:
+                        raise exc
+                    finally:
+                        exc = None  # no cycle through this frame
     finally:
         await _cancel(running, discard)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 
@@ -132,6 +133,31 @@ async def test_a_large_body_over_the_limits_is_a_400_from_the_worker(
     with pytest.raises(BadRequest, match="too large"):
         await bodies.parse("chat", nonfinite, None, offload, rec.precheck)
     assert rec.places[-2:] == ["worker", "worker"]
+
+
+async def test_a_refused_large_body_is_freed_with_its_error_not_kept_by_a_cycle(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    # The hostile mix: a router whose refusals of 4 MiB bodies wait for the cyclic GC
+    # grows by those bodies until it runs (1.45 GiB with a lazier GC).
+    bodies, rec = parser
+    offload = LimitsConfig(inline_bytes=0, max_messages=10)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            with pytest.raises(BadRequest, match="limit is 10"):
+                await bodies.parse(
+                    "chat", tiny_messages(b"chat", 4096), None, offload, rec.precheck
+                )
+        gc.collect()
+        kept = [o for o in gc.garbage if isinstance(o, BadRequest)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert kept == []
 
 
 async def test_past_the_queue_of_large_bodies_the_answer_is_a_503(
