@@ -85,9 +85,11 @@ class BreakerWatch:
             await opened.wait()
         finally:
             self._waiting -= 1
-            if not self._waiting and self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
+            if not self._waiting:  # nobody waits: no timer, nor an event bound to this loop
+                self._opened = None
+                if self._handle is not None:
+                    self._handle.cancel()
+                    self._handle = None
 
     def _check(self) -> None:
         self._handle = None
