@@ -16,7 +16,7 @@ from openai.types.responses import (
 )
 from pydantic import TypeAdapter
 
-from router.turn.responses_wire import RESPONSES, created_response, failure_events
+from router.turn.responses_wire import RESPONSES, created_response, failure_events, sniffed_type
 from router.turn.sse import Frame, MalformedFrame, split_events
 from tests.turn.fakes import CONFIG, FakeUpstream, RecordingSink, Reply, Rig
 
@@ -112,6 +112,58 @@ def test_after_the_commit_point_markers_are_found_and_text_that_mentions_them_is
     assert (found.has_error, found.has_done) == (True, False)  # response.failed may follow
     found = RESPONSES.scan(event("response.failed", 6, response=RESPONSE))
     assert (found.has_error, found.has_done) == (True, True)
+
+
+def compact(kind: str, seq: int, *, type_last: bool = False, **fields: Any) -> bytes:
+    """An event as OpenAI writes it (`type` first, no spaces) or as vLLM's pydantic
+    models do (fields in alphabetical order: `type` last)."""
+    payload = {**fields, "sequence_number": seq}
+    payload = {**payload, "type": kind} if type_last else {"type": kind, **payload}
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+@pytest.mark.parametrize("type_last", [False, True])
+def test_compact_events_are_typed_from_their_bytes_as_the_parser_would(type_last: bool) -> None:
+    tricky = '","type":"response.completed"} "usage":{ error failed [DONE] \\'
+    events = [
+        compact("response.created", 0, type_last=type_last, response=RESPONSE),
+        compact("response.output_text.delta", 4, type_last=type_last, delta=tricky),
+        compact("error", 5, type_last=type_last, code="x", message="y", param=None),
+        compact(
+            "response.completed", 9, type_last=type_last, response={**RESPONSE, "usage": USAGE}
+        ),
+    ]
+    for raw in events:
+        data = raw.split(b"data: ", 1)[1].rstrip(b"\n")
+        assert sniffed_type(data) == json.loads(data)["type"]  # read, never guessed
+    # what cannot be read from the bytes is parsed instead, never misread
+    for data in (
+        b'{"a":{"type":"response.completed"}}',
+        b'{"a\\"type":"x"}',
+        b'{"b":1,"a\\",\\"type":"x"}',
+        b'{"type":"x\\"y","a":1}',
+        b'{"type": "error"}',
+    ):
+        assert sniffed_type(data) in (None, json.loads(data).get("type")), data
+    # after the commit point: the delta that mentions every marker is just relayed
+    found = RESPONSES.scan(events[1])
+    assert (found.has_usage, found.has_error, found.has_done) == (False, False, False)
+    found = RESPONSES.scan(events[1] + events[3])
+    assert (found.has_usage, found.has_error, found.has_done) == (True, False, True)
+    assert RESPONSES.scan(events[2]).has_error
+    assert RESPONSES.usage_of(events[3]) == (USAGE, False)
+    # before it: in_progress commits nothing and is not parsed; created names the response
+    in_progress = compact("response.in_progress", 1, type_last=type_last, response=RESPONSE)
+    assert RESPONSES.classify(in_progress) == (Frame.OTHER, None, None)
+    _, _, parsed = RESPONSES.classify(events[0])
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_1"
+
+
+def test_a_chat_style_error_event_after_the_commit_point_is_an_error() -> None:
+    # what an OpenAI-compatible proxy may send on a Responses stream: no `type`
+    found = RESPONSES.scan(b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n')
+    assert found.has_error and not found.has_done
 
 
 def test_usage_comes_from_the_final_event_with_cached_and_reasoning_tokens() -> None:
