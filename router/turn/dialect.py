@@ -138,16 +138,16 @@ class ChatDialect:
         return sse.error_event(message)
 
 
-#: bytes that may end an embeddings answer after its `usage` object
 _USAGE_KEY = b'"usage"'
 _DECODER = json.JSONDecoder()
 
 
-def _tail_usage(text: bytes) -> dict[str, Any] | None:
-    """The `usage` object (`prompt_tokens`, `total_tokens`) of an embeddings answer,
-    found from the end: targets write it after the vectors, and vectors hold no
-    strings with quotes (floats, or base64), so the last `"usage"` key is it. Only
-    that object is parsed."""
+def last_usage(text: bytes) -> dict[str, Any] | None:
+    """The object of the last `"usage"` key in a JSON text, parsed alone (None if that
+    key holds no object). An unescaped quote cannot occur inside a JSON string, so the
+    key found is a key. Targets write an answer's usage after its content (embeddings
+    after the vectors; a Responses object after its output, instructions and tools),
+    so only the tail is read and parsed; callers check the object is the one meant."""
     key = text.rfind(_USAGE_KEY)
     if key < 0:
         return None
@@ -170,7 +170,7 @@ class EmbeddingsDialect(ChatDialect):
         text = body.strip()  # the same object when there is nothing to strip
         if not (text.startswith(b"{") and text.endswith(b"}")) or text.find(b'"data"') < 0:
             raise MalformedFrame("response is not an embeddings list")
-        return Whole(_tail_usage(text))
+        return Whole(last_usage(text))  # vectors hold no quoted strings: it is the answer's
 
 
 CHAT: Dialect = ChatDialect()

@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from router.turn.dialect import Classified, Tokens, Whole, count, detail_count
+from router.turn.dialect import Classified, Tokens, Whole, count, detail_count, last_usage
 from router.turn.sse import (
     Frame,
     MalformedFrame,
@@ -245,7 +245,16 @@ class ResponsesDialect:
     def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:
         if not _holds(event, _USAGE_MARKS):
             return None, False
-        parsed = parsed_event(event)
+        kind, parsed, was_parsed = typed_event(event)
+        if not was_parsed:
+            if kind not in ENDS:
+                return None, False
+            # The end event repeats the whole response (output, instructions, tools):
+            # its usage comes last, so only that is parsed when it reads as one.
+            usage = last_usage(event)
+            if usage is not None and ("input_tokens" in usage or "output_tokens" in usage):
+                return usage, False
+            parsed = parsed_event(event)
         response = parsed.get("response") if _type(parsed) in ENDS else None
         usage = response.get("usage") if isinstance(response, dict) else None
         return (usage if isinstance(usage, dict) else None), False

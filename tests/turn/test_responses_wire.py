@@ -160,6 +160,41 @@ def test_compact_events_are_typed_from_their_bytes_as_the_parser_would(type_last
     assert parsed is not None and RESPONSES.response_id(parsed) == "resp_1"
 
 
+@pytest.mark.parametrize("type_last", [False, True])
+def test_the_usage_of_a_large_final_event_is_read_alone_and_right(
+    type_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import router.turn.responses_wire as wire
+    from router.turn.sse import parsed_event
+
+    parsed: list[bytes] = []
+    monkeypatch.setattr(wire, "parsed_event", lambda e: parsed.append(e) or parsed_event(e))
+    schema = {"type": "object", "properties": {"usage": {"type": "object"}}}
+    tool = {"type": "function", "name": "report", "parameters": schema}
+    # OpenAI's order (vLLM's alphabetical one too): the usage after output and tools
+    big = {k: v for k, v in RESPONSE.items() if k not in ("usage", "tools")}
+    big |= {
+        "status": "completed",
+        "instructions": 'say "usage": {"input_tokens": 1} ' * 500,
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "x" * 20000}]}],
+        "tools": [tool],
+        "usage": USAGE,
+        "user": None,
+        "metadata": {"k": "v"},
+    }
+    if type_last:
+        big = dict(sorted(big.items()))
+    final = compact("response.completed", 9, type_last=type_last, response=big)
+    assert RESPONSES.usage_of(final) == (USAGE, False)
+    assert parsed == []  # typed from its bytes, its usage parsed alone: not the 40 KB
+    # a target that writes its tools after the usage: that tail is no usage, so the
+    # event is parsed whole, and the usage is still the response's
+    reordered = {**{k: v for k, v in big.items() if k != "tools"}, "tools": [tool]}
+    assert list(reordered).index("usage") < list(reordered).index("tools")
+    final = compact("response.completed", 9, response=reordered)
+    assert RESPONSES.usage_of(final) == (USAGE, False) and len(parsed) == 1
+
+
 def test_a_chat_style_error_event_after_the_commit_point_is_an_error() -> None:
     # what an OpenAI-compatible proxy may send on a Responses stream: no `type`
     found = RESPONSES.scan(b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n')
