@@ -15,7 +15,18 @@ The commit point is the first non-empty delta the user sees: output text, a func
 reasoning parser streams `response.reasoning_text.delta`), a refusal, audio. A stream
 that ends without any (`response.completed` of an empty answer) commits at its end;
 an `error` or `response.failed` before it fails over. The response's id is in
-`response.created`, which is parsed before the commit point anyway.
+`response.created`.
+
+What is parsed, and what is read from bytes: `response.created` and
+`response.completed` repeat the whole response (the request's instructions and
+tools: kilobytes for an agent), and a stream has ~1.4 events per token, so the
+events are typed from their compact JSON where its layout makes that certain (`type`
+first, as OpenAI writes it, or last, as vLLM's pydantic models do; `sniffed_type`),
+and parsed otherwise. Before the commit point `response.created` gives its id from
+its anchored head, the `*.added`/`in_progress` events are relayed unparsed (a
+malformed one reaches the client rather than failing over), and a delta is parsed
+(is it empty?). After it a block costs four bytes searches; an event holding a
+marker is typed, and the final event's usage is parsed from its tail.
 
 After the commit point a broken stream ends with an `error` event and a
 `response.failed` whose response is the one `response.created` announced, failed.
@@ -29,6 +40,7 @@ as it does for a broken chat stream.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +89,12 @@ _PASSING = frozenset(
     }
 )
 _TYPE_FIRST = b'{"type":"'
+#: the id at the head of `response.created` (OpenAI: type, sequence number, then the
+#: response, id first; vLLM: the response first, its type last): anchored, so the
+#: structure around it is certain
+_CREATED_ID = re.compile(
+    rb'\{(?:"type":"response\.created",(?:"sequence_number":\d+,)?)?"response":\{"id":"([^"\\]+)"'
+)
 _TYPE_LAST = b',"type":"'
 
 
@@ -203,6 +221,12 @@ class ResponsesDialect:
         kind = sniffed_type(data)
         if kind in _PASSING:
             return Frame.OTHER, None, None  # relayed as it came; nothing in it is needed
+        if kind == "response.created":
+            # It repeats the request's instructions and tools: only its id is read.
+            found = _CREATED_ID.match(data)
+            if found is not None:
+                rid = found.group(1).decode("ascii", "replace")
+                return Frame.OTHER, None, {"type": kind, "response": {"id": rid}}
         if data.strip() == b"[DONE]":
             return Frame.DONE, None, None
         try:

@@ -195,6 +195,30 @@ def test_the_usage_of_a_large_final_event_is_read_alone_and_right(
     assert RESPONSES.usage_of(final) == (USAGE, False) and len(parsed) == 1
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        # OpenAI today, OpenAI before sequence numbers, vLLM (alphabetical fields)
+        b'{"type":"response.created","sequence_number":0,"response":{"id":"resp_9","tools":[]}}',
+        b'{"type":"response.created","response":{"id":"resp_9","tools":[]},"sequence_number":0}',
+        b'{"response":{"id":"resp_9","tools":[]},"sequence_number":0,"type":"response.created"}',
+    ],
+)
+def test_response_created_gives_its_id_without_parsing_what_it_repeats(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[Any] = []
+    real = json.loads
+    monkeypatch.setattr(json, "loads", lambda s, **kw: loads.append(s) or real(s, **kw))
+    frame, kind, parsed = RESPONSES.classify(b"event: response.created\ndata: " + data + b"\n\n")
+    assert (frame, kind) == (Frame.OTHER, None) and loads == []
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9"
+    # any other layout is parsed, and gives the same id
+    spaced = json.dumps(real(data)).encode()
+    _, _, parsed = RESPONSES.classify(b"data: " + spaced + b"\n\n")
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9" and loads
+
+
 def test_a_chat_style_error_event_after_the_commit_point_is_an_error() -> None:
     # what an OpenAI-compatible proxy may send on a Responses stream: no `type`
     found = RESPONSES.scan(b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n')
