@@ -89,13 +89,13 @@ _PASSING = frozenset(
     }
 )
 _TYPE_FIRST = b'{"type":"'
+_TYPE_LAST = b',"type":"'
 #: the id at the head of `response.created` (OpenAI: type, sequence number, then the
 #: response, id first; vLLM: the response first, its type last): anchored, so the
 #: structure around it is certain
 _CREATED_ID = re.compile(
     rb'\{(?:"type":"response\.created",(?:"sequence_number":\d+,)?)?"response":\{"id":"([^"\\]+)"'
 )
-_TYPE_LAST = b',"type":"'
 
 
 def _type(parsed: Any) -> str | None:

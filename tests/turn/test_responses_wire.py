@@ -168,7 +168,12 @@ def test_the_usage_of_a_large_final_event_is_read_alone_and_right(
     from router.turn.sse import parsed_event
 
     parsed: list[bytes] = []
-    monkeypatch.setattr(wire, "parsed_event", lambda e: parsed.append(e) or parsed_event(e))
+
+    def counted(event: bytes) -> Any:
+        parsed.append(event)
+        return parsed_event(event)
+
+    monkeypatch.setattr(wire, "parsed_event", counted)
     schema = {"type": "object", "properties": {"usage": {"type": "object"}}}
     tool = {"type": "function", "name": "report", "parameters": schema}
     # OpenAI's order (vLLM's alphabetical one too): the usage after output and tools
@@ -209,7 +214,12 @@ def test_response_created_gives_its_id_without_parsing_what_it_repeats(
 ) -> None:
     loads: list[Any] = []
     real = json.loads
-    monkeypatch.setattr(json, "loads", lambda s, **kw: loads.append(s) or real(s, **kw))
+
+    def counted(text: Any, **kw: Any) -> Any:
+        loads.append(text)
+        return real(text, **kw)
+
+    monkeypatch.setattr(json, "loads", counted)
     frame, kind, parsed = RESPONSES.classify(b"event: response.created\ndata: " + data + b"\n\n")
     assert (frame, kind) == (Frame.OTHER, None) and loads == []
     assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9"
