@@ -612,6 +612,8 @@ def print_report(result: dict[str, Any]) -> None:
         value = pooled_p99_ms([p for p in result["phases"] if p["phase"] == kind])
         print(f"| {kind} | {value:.1f} | {value - base:+.1f} |")
     for kind in ("quiet", "hostile"):
+        if sum(p["phase"] == kind for p in result["phases"]) < 2:
+            continue
         first, second = noise(result, kind)
         print(
             f"| {kind} split in two (odd / even phases) | {first:.1f} / {second:.1f} | "
