@@ -460,10 +460,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_http(f"http://127.0.0.1:{p}/health", sims, 30)
         config = work / "policy.yaml"
         config.write_text(policy(sim_ports, port))
-        exe = ROOT / ".venv" / "bin" / "firsttoken"
+        exe = args.firsttoken or str(ROOT / ".venv" / "bin" / "firsttoken")
         router = Proc(
             "router",
-            [str(exe), "serve", "--config", str(config), "--log-level", "warning"],
+            [exe, "serve", "--config", str(config), "--log-level", "warning"],
             work,
             env=env,
             cwd=work,
@@ -509,6 +509,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "errors": load["errors"],
         "error_samples": load["error_samples"],
         "router_log": log_tail,
+        "firsttoken": exe,
     }
 
 
@@ -576,6 +577,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"\n{m['date']}  {m['nproc']} CPUs  {m['cpu']}  load average {m['loadavg_at_start']} "
         f"at the start, {result['loadavg_at_end'][0]:.2f} at the end"
     )
+    print(f"router: {result['firsttoken']}")
     print(f"stream errors over the whole run: {result['errors']} {result['error_samples']}")
     print(
         "\n| phase | streams | TTFT p50 | p90 | p99 | max | router RSS max | "
@@ -635,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=6, help="quiet/hostile pairs (then one more quiet)"
     )
     p.add_argument("--warmup", type=float, default=3.0, help="before the first phase")
+    p.add_argument("--firsttoken", help="the firsttoken executable (default: this checkout's)")
     p.add_argument(
         "--settle",
         type=float,
