@@ -301,7 +301,7 @@ def test_too_many_messages_at_the_start_of_a_large_body_are_refused_before_the_r
     fleet: Fleet,
 ) -> None:
     """4 MiB of tiny messages with the model last (the SDKs' order): over
-    `max_messages` in its first KiB, so refused there, not after 4 MiB arrived; the
+    `max_messages` in its first KiB, so refused there, not after 4 MiB arrived: the
     answer closes the connection. (A body whose messages are within the limit is read
     whole: `test_a_streams_first_token_does_not_wait_for_an_upload_in_flight`.)"""
     total = 4 * 2**20 - 64
@@ -313,8 +313,9 @@ def test_too_many_messages_at_the_start_of_a_large_body_are_refused_before_the_r
             headers={**JSON, "content-length": str(total)},
         )
     assert response.status_code == 400 and "2048" in str(error_of(response)["message"])
+    # Said only when the router stops reading a body part-way (how much the client
+    # got to write first depends on the kernel's socket buffers: up to megabytes).
     assert response.headers["connection"] == "close"
-    assert sum(sent) < total // 2
 
 
 def test_a_streams_first_token_does_not_wait_for_an_upload_in_flight(fleet: Fleet) -> None:
