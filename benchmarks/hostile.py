@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "router",
             [exe, "serve", "--config", str(config), "--log-level", "warning"],
             work,
-            env=env,
+            env=None if args.firsttoken else env,  # another checkout imports its own code
             cwd=work,
         )
         procs.append(router)
