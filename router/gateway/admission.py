@@ -26,8 +26,8 @@ the work is split by what it costs:
   router, `gateway/parse_worker.py`, at a lower CPU priority); the loop sends the
   raw bytes down a pipe in the pieces they arrived in (no join) and receives only
   the verdict and the body's bytes to forward (`ClientBody`), never the object. At
-  most `parse_queue` bodies wait for
-  a worker; past that the answer is a 503 with Retry-After.
+  most `parse_queue` bodies wait for a worker; past that the answer is a 503 with
+  Retry-After.
 """
 
 from __future__ import annotations
