@@ -1,16 +1,26 @@
 """The hostile mix: normal streams while other clients try to stall the router.
 
     .venv/bin/python benchmarks/hostile.py                 # the bars (about 2.5 minutes)
-    .venv/bin/python benchmarks/hostile.py --rounds 1 --duration 8   # a quicker look
+    .venv/bin/python benchmarks/hostile.py --rounds 2 --duration 4   # a quicker look
     .venv/bin/python benchmarks/hostile.py --sink          # and what the harness alone costs
 
 Processes: the simulators (this file, `_sims`), the router (`firsttoken serve`, the
 production uvicorn settings), the load generator (`loadgen.py`: 32 closed-loop
 streams on route `chat`, TTFT measured by the client) and the hostile clients
-(this file, `_hostile`). Phases, each `--duration` seconds after a warm-up,
-alternate quiet (the streams alone) and hostile (the streams and the hostile
-clients), `--rounds` times, then one more quiet phase, so drift on a shared
-machine falls on both sides; the bars pool the phases of each kind. The hostile
+(this file, `_hostile`). One load generator runs through the whole benchmark
+(after `--warmup`); phases of `--duration` seconds alternate quiet (the streams
+alone) and hostile (the streams and the hostile clients), `--rounds` times (6),
+then one more quiet phase, so drift on a shared machine falls on both sides. A
+stream belongs to the phase in which it was sent, from `--settle` seconds after
+the phase began (for a hostile phase: after the clients' first send) to its end.
+The bars pool the phases of each kind (about 7,000 streams each); beside them
+the report splits the quiet phases, and the hostile ones, into two interleaved
+halves (the spread between two measurements of the same thing: the noise floor)
+and gives a 90 % interval for hostile - quiet by resampling whole phases. The
+router's RSS is read from /proc every 0.2 s, the healthy breakers from
+`/admin/targets` every 0.4 s, `/metrics` only at each phase's edges (loop lag,
+failed attempts): scraping `/metrics` five times a second cost the router about
+12 % of its CPU samples. The hostile
 clients, each sending, waiting `--interval`, sending again:
 
 - `big_unknown`: 4 MiB bodies of tiny messages to a model that does not exist
@@ -25,15 +35,14 @@ clients, each sending, waiting `--interval`, sending again:
 on other machines (the default, 0, shares the cores as equals; benchmarks/RESULTS.md
 says why the default stays). `--sink` adds a phase per
 round with the same clients sending to a trivial server instead of the router: the
-harness's own cost, in the same run. Each phase reports the CPU cores each party
-used (the router's system time, mostly the kernel's copies of what it receives,
+harness's own cost, in the same run. Each kind of phase reports the CPU cores
+each party used (the router's system time, mostly the kernel's copies of what it receives,
 and its parse workers apart).
 
-Bars (issue 15): the streams' TTFT p99 in the hostile phase within +5 ms of the
+Bars (issue 15): the streams' TTFT p99 in the hostile phases within +5 ms of the
 quiet phases', the router's RSS under 150 MiB throughout (its parse worker is
-reported apart), and the breakers of the healthy targets `a` and `b` never open.
-The `huge_error` part depends on bounded upstream error reads (issue 14); until
-they land, the router reads each 50 MB body whole. The last line is JSON.
+reported apart), and the breakers of the healthy targets `a` and `b` never open
+(none seen open, and their failed attempts are counted). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -258,14 +267,18 @@ def hostile_main(argv: Sequence[str]) -> int:
                 counts[kind][status] += 1
                 await asyncio.sleep(a.interval)
 
+    span: dict[str, float] = {}
+
     async def main() -> None:
-        deadline = time.monotonic() + a.seconds
+        span["start_s"] = time.monotonic()  # CLOCK_MONOTONIC: the load generator's clock
+        deadline = span["start_s"] + a.seconds
         wanted = a.kinds.split(",")
         kinds = [(k, a.big_clients if k.startswith("big") else a.other_clients) for k in wanted]
         await asyncio.gather(*(client(k, i, deadline) for k, n in kinds for i in range(n)))
 
     uvloop.run(main())
     said: dict[str, Any] = {k: dict(v) for k, v in counts.items()}
+    said["span"] = {**span, "end_s": time.monotonic()}
     said["cpu_s"] = round(sum(os.times()[:2]) - cpu_start, 2)
     print(json.dumps(said), flush=True)
     return 0
@@ -274,10 +287,10 @@ def hostile_main(argv: Sequence[str]) -> int:
 # -- the driver ------------------------------------------------------------------------
 
 
-def scrape(port: int) -> str:
+def scrape(port: int, path: str = "/metrics") -> str:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         text: str = r.read().decode()
         return text
 
@@ -292,9 +305,19 @@ def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def breaker_states(port: int) -> dict[str, float]:
-    found = families(scrape(port)).get("firsttoken_breaker_state", [])
-    return {labels["target"]: value for labels, value in found}
+def breakers_not_closed(port: int) -> set[str]:
+    """The healthy targets whose breaker is open or half-open now, from
+    `/admin/targets` (a small JSON; scraping `/metrics` five times a second cost the
+    router about 12 % of its CPU samples, benchmarks/RESULTS.md)."""
+    view = json.loads(scrape(port, "/admin/targets"))
+    return {t["name"] for t in view["targets"] if t["name"] in HEALTHY and t["breaker"] != "closed"}
+
+
+def healthy_failures(text: str) -> float:
+    """Failed attempts on the healthy targets so far (`firsttoken_upstream_errors_total`):
+    what a breaker opens on, counted between polls too."""
+    found = families(text).get("firsttoken_upstream_errors_total", [])
+    return sum(value for labels, value in found if labels.get("target") in HEALTHY)
 
 
 def loop_lag(before: str, after: str) -> dict[str, Any]:
@@ -313,7 +336,7 @@ def loop_lag(before: str, after: str) -> dict[str, Any]:
     return {"samples": int(total), "over_5ms": int(over["0.005"]), "over_50ms": int(over["0.05"])}
 
 
-def party_cpu(procs: dict[str, Proc]) -> dict[str, float]:
+def party_cpu(procs: dict[str, Any]) -> dict[str, float]:
     """CPU seconds so far: the router's process (all of it, and its system time
     apart: the kernel's copies of what it receives), its parse workers, the rest."""
     out = {k: cpu_seconds(process_tree(p.pid)) for k, p in procs.items() if k != "router"}
@@ -332,98 +355,96 @@ def system_seconds(pid: int) -> float:
     return int(text[text.rindex(")") + 2 :].split()[12]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_phase(
-    name: str, work: Path, procs: dict[str, Proc], ports: dict[str, int], args: argparse.Namespace
+def run_window(
+    name: str, procs: dict[str, Any], ports: dict[str, int], args: argparse.Namespace
 ) -> dict[str, Any]:
+    """One phase while the load generator runs on: quiet for `--duration` seconds, or
+    hostile clients sending for as long (to the router, or to the sink). Its samples
+    are the streams sent from `--settle` seconds after it began (the hostile clients'
+    first send) to its end; RSS is read from /proc every 0.2 s, the healthy breakers
+    from `/admin/targets` every 0.4 s (each opening lasts `breaker_base_s`, 0.5 s, or
+    more), `/metrics` only at the window's edges."""
     router, port = procs["router"], ports["router"]
     hostile: subprocess.Popen[bytes] | None = None
-    seconds = args.warmup + args.duration
     before = scrape(port)
-    started = time.monotonic()
     cpu_before = party_cpu(procs)
+    started = time.monotonic()
     if name != "quiet":
         hostile = subprocess.Popen(
             [
-                "nice",
-                "-n",
-                str(args.hostile_nice),
-                sys.executable,
-                __file__,
-                "_hostile",
-                "--port",
-                str(ports[name]),
-                "--seconds",
-                str(seconds),
-                "--interval",
-                str(args.interval),
-                "--kinds",
-                args.kinds,
+                *("nice", "-n", str(args.hostile_nice), sys.executable, __file__, "_hostile"),
+                *("--port", str(ports[name]), "--seconds", str(args.settle + args.duration)),
+                *("--interval", str(args.interval), "--kinds", args.kinds),
             ],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
-    out_path = work / f"loadgen-{time.monotonic_ns()}.out"
-    out = out_path.open("wb")
-    loadgen = subprocess.Popen(
-        [
-            sys.executable,
-            str(LOADGEN),
-            "--url",
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            "--model",
-            "chat",
-            "--concurrency",
-            str(args.streams),
-            "--warmup",
-            str(args.warmup),
-            "--duration",
-            str(args.duration),
-        ],
-        stdout=out,  # a file: the result line is longer than a pipe's buffer
-        cwd=ROOT,
-    )
-    rss_router = rss_workers = loadgen_cpu = 0.0
+    until = started + args.settle + args.duration
+    rss_router = rss_workers = 0.0
     opened: set[str] = set()
-    while loadgen.poll() is None:
-        loadgen_cpu = max(loadgen_cpu, cpu_seconds([loadgen.pid]))
+    polled = 0.0
+    while hostile.poll() is None if hostile is not None else time.monotonic() < until:
         rss_router = max(rss_router, rss_mib([router.pid]))
-        workers = process_tree(router.pid)[1:]
-        rss_workers = max(rss_workers, rss_mib(workers))
-        with contextlib.suppress(OSError):
-            opened |= {t for t, v in breaker_states(port).items() if t in HEALTHY and v > 0}
+        rss_workers = max(rss_workers, rss_mib(process_tree(router.pid)[1:]))
+        if time.monotonic() - polled >= 0.4:
+            polled = time.monotonic()
+            with contextlib.suppress(OSError):
+                opened |= breakers_not_closed(port)
         time.sleep(0.2)
-    out.close()
+    ended = time.monotonic()
+    after = scrape(port)
     cpu = {k: v - cpu_before[k] for k, v in party_cpu(procs).items()}
-    wall = time.monotonic() - started
-    load = json.loads(out_path.read_text().splitlines()[-1])
+    window = (started + args.settle, ended)
     hostile_counts: dict[str, Any] = {}
     if hostile is not None:
         said, _ = hostile.communicate(timeout=120)
         hostile_counts = json.loads(said.decode().splitlines()[-1])
         cpu["hostile"] = hostile_counts.pop("cpu_s")
-    cpu["loadgen"] = loadgen_cpu
-    ttft = load["ttft_s"]
+        span = hostile_counts.pop("span")
+        window = (span["start_s"] + args.settle, span["end_s"])
+    opened |= breakers_not_closed(port)
     return {
         "phase": name,
-        "streams": len(ttft),
-        "errors": load["errors"],
-        "error_samples": load["error_samples"],
-        "ttft_ms": {
-            q: round(1000 * (percentile(ttft, v) or 0.0), 2)
-            for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
-        },
-        "ttft_s": ttft,
+        "window": window,
         "rss_router_max_mib": round(rss_router, 1),
         "rss_parse_workers_max_mib": round(rss_workers, 1),
         "healthy_breakers_opened": sorted(opened),
-        "loop_lag": loop_lag(before, scrape(port)),
+        "healthy_failures": int(healthy_failures(after) - healthy_failures(before)),
+        "loop_lag": loop_lag(before, after),
         "hostile": hostile_counts,
-        # CPU seconds per wall second (cores) of each party over the phase and warm-up
-        "cores": {k: round(v / wall, 3) for k, v in cpu.items()},
+        # CPU seconds per wall second (cores) of each party over the whole window
+        "cores": {k: round(v / (ended - started), 3) for k, v in cpu.items()},
     }
 
 
+def start_loadgen(
+    work: Path, port: int, args: argparse.Namespace, phases: int
+) -> tuple[Proc, Path]:
+    """The 32 streams, one load generator for the whole run: its window is ended by
+    SIGUSR1 when the phases are done (the duration is only a ceiling)."""
+    ceiling = phases * (args.settle + args.duration + 30)
+    loadgen = Proc(
+        "loadgen",
+        [
+            *(sys.executable, str(LOADGEN), "--url"),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            *("--model", "chat", "--concurrency", str(args.streams)),
+            *("--warmup", str(args.warmup), "--duration", str(ceiling)),
+        ],
+        work,
+        cwd=ROOT,
+    )
+    out_path = loadgen.log_path  # a file: the result line is longer than a pipe's buffer
+    deadline = time.monotonic() + args.warmup + 60
+    while b"window-start" not in out_path.read_bytes():
+        if time.monotonic() > deadline or loadgen.popen.poll() is not None:
+            raise RuntimeError(f"the load generator did not start: {loadgen.log_tail(2000)}")
+        time.sleep(0.05)
+    return loadgen, out_path
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    at_start = machine()  # its date and load average, before anything runs
     work = Path(tempfile.mkdtemp(prefix="firsttoken-hostile-"))
     sim_ports = [free_port() for _ in range(4)]
     port = free_port()
@@ -440,17 +461,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_http(f"http://127.0.0.1:{p}/health", sims, 30)
         config = work / "policy.yaml"
         config.write_text(policy(sim_ports, port))
-        exe = ROOT / ".venv" / "bin" / "firsttoken"
+        exe = args.firsttoken or str(ROOT / ".venv" / "bin" / "firsttoken")
         router = Proc(
             "router",
-            [str(exe), "serve", "--config", str(config), "--log-level", "warning"],
+            [exe, "serve", "--config", str(config), "--log-level", "warning"],
             work,
-            env=env,
+            env=None if args.firsttoken else env,  # another checkout imports its own code
             cwd=work,
         )
         procs.append(router)
         wait_http(f"http://127.0.0.1:{port}/readyz", router, 60)
-        parties = {"router": router, "sims": sims}
+        parties: dict[str, Any] = {"router": router, "sims": sims}
         ports = {"router": port, "hostile": port}
         if args.sink:
             ports["sink"] = free_port()
@@ -466,20 +487,76 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_http(f"http://127.0.0.1:{ports['sink']}/health", sink, 30)
         kinds = ["quiet", "hostile", "sink"] if args.sink else ["quiet", "hostile"]
         names = kinds * args.rounds + ["quiet"]
-        phases = [run_phase(name, work, parties, ports, args) for name in names]
+        loadgen, out_path = start_loadgen(work, port, args, len(names))
+        procs.append(loadgen)
+        parties["loadgen"] = loadgen
+        windows = [run_window(name, parties, ports, args) for name in names]
+        os.kill(loadgen.pid, signal.SIGUSR1)
+        loadgen.popen.wait(timeout=120)
         log_tail = router.log_tail(3000)
-    return {"machine": machine(), "args": vars(args), "phases": phases, "router_log": log_tail}
+    load = json.loads(out_path.read_text().splitlines()[-1])
+    for w in windows:
+        start, end = w["window"]
+        w["ttft_s"] = [
+            t for t, s in zip(load["ttft_s"], load["sent_s"], strict=True) if start <= s < end
+        ]
+        w["streams"] = len(w["ttft_s"])
+        w["ttft_ms"] = summary_ms(w["ttft_s"])
+    return {
+        "machine": at_start,
+        "loadavg_at_end": os.getloadavg(),
+        "args": vars(args),
+        "phases": windows,
+        "errors": load["errors"],
+        "error_samples": load["error_samples"],
+        "router_log": log_tail,
+        "firsttoken": exe,
+    }
+
+
+def summary_ms(ttft: Sequence[float]) -> dict[str, float]:
+    return {
+        q: round(1000 * (percentile(ttft, v) or 0.0), 2)
+        for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+    }
+
+
+def pooled_p99_ms(phases: Sequence[dict[str, Any]]) -> float:
+    return 1000 * (percentile([t for p in phases for t in p["ttft_s"]], 0.99) or 0.0)
+
+
+def noise(result: dict[str, Any], kind: str) -> tuple[float, float]:
+    """The p99s of the `kind` phases split in two interleaved halves (1st, 3rd, ...
+    and 2nd, 4th, ...), pooled: how far apart two measurements of the same thing
+    land in this run."""
+    same = [p for p in result["phases"] if p["phase"] == kind]
+    return pooled_p99_ms(same[0::2]), pooled_p99_ms(same[1::2])
+
+
+def delta_interval(result: dict[str, Any], rounds: int = 400) -> tuple[float, float]:
+    """A 90 % interval of p99(hostile) - p99(quiet) by resampling whole phases (the
+    samples within a phase are not independent: a stall hits many at once)."""
+    import random
+
+    rng = random.Random(15)
+    quiet = [p for p in result["phases"] if p["phase"] == "quiet"]
+    hostile = [p for p in result["phases"] if p["phase"] == "hostile"]
+    deltas = sorted(
+        pooled_p99_ms(rng.choices(hostile, k=len(hostile)))
+        - pooled_p99_ms(rng.choices(quiet, k=len(quiet)))
+        for _ in range(rounds)
+    )
+    return deltas[int(0.05 * rounds)], deltas[int(0.95 * rounds) - 1]
 
 
 def bars(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     phases = result["phases"]
-    quiet = [t for p in phases if p["phase"] == "quiet" for t in p["ttft_s"]]
-    hostile = [t for p in phases if p["phase"] == "hostile" for t in p["ttft_s"]]
-    q99 = 1000 * (percentile(quiet, 0.99) or 0.0)
-    h99 = 1000 * (percentile(hostile, 0.99) or 0.0)
+    q99 = pooled_p99_ms([p for p in phases if p["phase"] == "quiet"])
+    h99 = pooled_p99_ms([p for p in phases if p["phase"] == "hostile"])
     delta = h99 - q99
     rss = max(p["rss_router_max_mib"] for p in phases)
     opened = sorted({t for p in phases for t in p["healthy_breakers_opened"]})
+    failures = sum(p["healthy_failures"] for p in phases)
     return [
         (
             f"TTFT p99 hostile - quiet <= +{BAR_P99_DELTA_MS:g} ms",
@@ -487,22 +564,31 @@ def bars(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"{h99:.1f} - {q99:.1f} = {delta:+.1f} ms",
         ),
         (f"router RSS < {BAR_RSS_MIB:g} MiB", rss < BAR_RSS_MIB, f"max {rss:.1f} MiB"),
-        ("no healthy target's breaker opens", not opened, ", ".join(opened) or "none opened"),
+        (
+            "no healthy target's breaker opens",
+            not opened,
+            f"{', '.join(opened) or 'none seen open'}; failed attempts on a, b: {failures}",
+        ),
     ]
 
 
 def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
-    print(f"\n{m['date']}  {m['nproc']} CPUs  {m['cpu']}  load average {m['loadavg_at_start']}")
     print(
-        "\n| phase | streams | errors | TTFT p50 | p90 | p99 | max | router RSS max | "
+        f"\n{m['date']}  {m['nproc']} CPUs  {m['cpu']}  load average {m['loadavg_at_start']} "
+        f"at the start, {result['loadavg_at_end'][0]:.2f} at the end"
+    )
+    print(f"router: {result['firsttoken']}")
+    print(f"stream errors over the whole run: {result['errors']} {result['error_samples']}")
+    print(
+        "\n| phase | streams | TTFT p50 | p90 | p99 | max | router RSS max | "
         "worker RSS max | loop lag >5 ms / >50 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for p in result["phases"]:
         t, lag = p["ttft_ms"], p["loop_lag"]
         print(
-            f"| {p['phase']} | {p['streams']} | {p['errors']} | {t['p50']} | {t['p90']} | "
+            f"| {p['phase']} | {p['streams']} | {t['p50']} | {t['p90']} | "
             f"{t['p99']} | {t['max']} | {p['rss_router_max_mib']} MiB | "
             f"{p['rss_parse_workers_max_mib']} MiB | "
             f"{lag.get('over_5ms', '?')} / {lag.get('over_50ms', '?')} "
@@ -512,30 +598,34 @@ def print_report(result: dict[str, Any]) -> None:
     for p in result["phases"]:
         for kind, counts in p["hostile"].items():
             answers[kind].update(counts)
+    kinds = list(dict.fromkeys(p["phase"] for p in result["phases"]))
     parties = list(dict.fromkeys(k for p in result["phases"] for k in p["cores"]))
-    print("\n| phase | CPU cores used: " + " | ".join(parties) + " |")
+    print("\n| phases | CPU cores used (mean): " + " | ".join(parties) + " |")
     print("|---" * (len(parties) + 1) + "|")
-    for p in result["phases"]:
-        cores = [p["cores"].get(k) for k in parties]
-        shown = ("-" if v is None else f"{v:.2f}" for v in cores)
-        print(f"| {p['phase']} | " + " | ".join(shown) + " |")
+    for kind in kinds:
+        same = [p["cores"] for p in result["phases"] if p["phase"] == kind]
+        mean = (sum(c.get(k, 0.0) for c in same) / len(same) for k in parties)
+        print(f"| {kind} | " + " | ".join(f"{v:.2f}" for v in mean) + " |")
     print("\n| hostile client | answers (status: count) |\n|---|---|")
     for kind, counts in answers.items():
         print(f"| {kind} | {', '.join(f'{s}: {n}' for s, n in sorted(counts.items()))} |")
-    pooled = {
-        kind: percentile(
-            [t for p in result["phases"] if p["phase"] == kind for t in p["ttft_s"]], 0.99
+    base = pooled_p99_ms([p for p in result["phases"] if p["phase"] == "quiet"])
+    print("\n| TTFT p99, pooled | ms | - quiet |\n|---|---|---|")
+    for kind in kinds:
+        value = pooled_p99_ms([p for p in result["phases"] if p["phase"] == kind])
+        print(f"| {kind} | {value:.1f} | {value - base:+.1f} |")
+    for kind in ("quiet", "hostile"):
+        if sum(p["phase"] == kind for p in result["phases"]) < 2:
+            continue
+        first, second = noise(result, kind)
+        print(
+            f"| {kind} split in two (odd / even phases) | {first:.1f} / {second:.1f} | "
+            f"{first - second:+.1f} (the noise floor) |"
         )
-        for kind in ("quiet", "hostile", "sink")
-    }
-    if pooled["sink"] is not None and pooled["quiet"] is not None:
-        base = 1000 * pooled["quiet"]
-        print(f"\nTTFT p99 pooled: quiet {base:.1f} ms", end="")
-        for kind in ("hostile", "sink"):
-            value = pooled[kind]
-            if value is not None:
-                print(f", {kind} {1000 * value:.1f} ({1000 * value - base:+.1f})", end="")
-        print(" (sink: the same hostile clients sending to a trivial server, not the router)")
+    low, high = delta_interval(result)
+    print(f"| hostile - quiet, 90 % interval (phases resampled) | | {low:+.1f} to {high:+.1f} |")
+    if "sink" in kinds:
+        print("(sink: the same hostile clients sending to a trivial server, not the router)")
     print("\n| bar | pass | measured |\n|---|---|---|")
     for name, ok, measured in bars(result):
         print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
@@ -543,11 +633,18 @@ def print_report(result: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per phase")
     p.add_argument(
-        "--rounds", type=int, default=2, help="quiet/hostile pairs (then one more quiet)"
+        "--rounds", type=int, default=6, help="quiet/hostile pairs (then one more quiet)"
     )
-    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--warmup", type=float, default=3.0, help="before the first phase")
+    p.add_argument("--firsttoken", help="the firsttoken executable (default: this checkout's)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.5,
+        help="seconds at the start of each phase whose streams are not counted",
+    )
     p.add_argument("--streams", type=int, default=32)
     p.add_argument("--interval", type=float, default=0.25, help="a hostile client's pause")
     p.add_argument(

@@ -8,7 +8,9 @@ one client sends `--count` bodies of each kind, one after another, and the route
 CPU time (user and system, from /proc) and its parse workers' are read before and
 after each kind. Kinds: 4 MiB of tiny messages to an unknown model with `model`
 last (the SDKs' order) and first, the same bodies to the route (over
-`limits.max_messages`), and a declared 64 MiB body (413). `--firsttoken` runs
+`limits.max_messages`: these three are refused on their first 256 KiB), 4 MiB of
+1,000 messages (within the limit) to an unknown model with `model` last (read
+whole, refused on its last 4 KiB), and a declared 64 MiB body (413). `--firsttoken` runs
 another checkout's router, for a before/after. The last line is JSON.
 """
 
@@ -35,6 +37,12 @@ def model_first(model: str) -> bytes:
     body = tiny_messages(model)
     messages = body[len(b'{"messages":') : body.rindex(b',"model":')]
     return b'{"model":"' + model.encode() + b'","messages":' + messages + b"}"
+
+
+def long_messages(model: str) -> bytes:
+    """Just under 4 MiB of 1,000 messages (within `limits.max_messages`): read whole."""
+    long = b'{"role":"user","content":"' + b"a" * 4150 + b'"},'
+    return b'{"messages":[' + long * 999 + long[:-1] + b'],"model":"' + model.encode() + b'"}'
 
 
 def declared(size: int) -> Iterator[bytes]:
@@ -69,6 +77,7 @@ def measure(client: httpx.Client, url: str, router: int, kind: str, count: int) 
                 "unknown_model_last": tiny_messages("nope"),
                 "unknown_model_first": model_first("nope"),
                 "route_too_many": tiny_messages("chat"),
+                "unknown_model_last_few_messages": long_messages("nope"),
             }[kind]
             status = client.post(
                 url, content=body, headers={"content-type": "application/json"}
@@ -116,7 +125,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(router)
         wait_http(f"http://127.0.0.1:{port}/readyz", router, 60)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        kinds = ["unknown_model_last", "unknown_model_first", "route_too_many", "declared_64mib"]
+        kinds = [
+            "unknown_model_last",
+            "unknown_model_first",
+            "route_too_many",
+            "unknown_model_last_few_messages",
+            "declared_64mib",
+        ]
         with httpx.Client(timeout=60) as client:
             measure(client, url, router.pid, "route_too_many", 2)  # starts the parse worker
             rows = [measure(client, url, router.pid, kind, args.count) for kind in kinds]

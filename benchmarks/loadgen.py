@@ -24,7 +24,9 @@ Stdout carries the protocol with the parent: `window-start` and `window-end` on
 their own lines at the edges of the measured window (so the parent can sample
 CPU counters of the proxy at the same instants), then one JSON line with the
 results. A sample belongs to the window when its request was *sent* inside it;
-a stream counts towards throughput when it *completed* inside it.
+a stream counts towards throughput when it *completed* inside it. Each sample's
+send time is in `sent_s` (perf_counter), and SIGUSR1 ends the window early: a
+driver can run one load through many phases and cut it by time (`hostile.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +54,9 @@ END_OF = {"chat": b"[DONE]", "responses": b"response.completed"}
 @dataclass
 class Stats:
     ttft_s: list[float] = field(default_factory=list)
+    #: when each sample's request was sent (perf_counter: CLOCK_MONOTONIC on Linux,
+    #: the same clock in every process), so a driver can cut one run into phases
+    sent_s: list[float] = field(default_factory=list)
     total_s: list[float] = field(default_factory=list)
     completed_in_window: int = 0
     errors: int = 0
@@ -129,6 +135,7 @@ def _count(run: Run, sent: float, first: float, done: float) -> None:
     start, end = run.window
     if start <= sent < end:
         run.stats.ttft_s.append(first - sent)
+        run.stats.sent_s.append(sent)
         run.stats.total_s.append(done - sent)
     if start <= done < end:
         run.stats.completed_in_window += 1
@@ -270,6 +277,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             _say("window-end")
 
         marker_task = asyncio.create_task(markers())
+
+        def end_now() -> None:  # SIGUSR1: a driver's phases are done, the window ends
+            shared.window = (shared.window[0], min(shared.window[1], time.perf_counter()))
+            if marker_task.cancel():
+                _say("window-end")
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, end_now)
         # Workers stop sending at the end of the window; in-flight streams finish
         # (bounded: a saturated proxy may hold them for a while).
         _, pending = await asyncio.wait(
@@ -278,7 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await marker_task
+        await asyncio.gather(marker_task, return_exceptions=True)
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 stats.error(f"worker crashed: {task.exception()!r}")

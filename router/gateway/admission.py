@@ -14,14 +14,20 @@ the work is split by what it costs:
   against the routes and the key's routes and request rate before anything parses
   the body: an unknown model, a route the key may not use or a key over its rate is
   answered at once, whatever the body's size.
+- A large chat body's `messages`, when they come first, are counted on its first
+  `COUNT_BYTES` while it arrives (at most `max_messages` + 1 items, about 1 ms on
+  the loop): over the limit, the 400 is answered and the connection closed there,
+  without reading the rest (so such a body to an unknown model is a 400, not a 404:
+  its shape is refused before its model is known).
 - A small body (at most `limits.inline_bytes`, and at most `limits.inline_values`
   JSON values, counted from its commas and brackets in C) is parsed on the loop:
   that costs at most about a millisecond.
 - Anything larger is parsed and validated in a worker process (a child of the
   router, `gateway/parse_worker.py`, at a lower CPU priority); the loop sends the
-  raw bytes down a pipe and receives only the verdict and the body's bytes to
-  forward (`ClientBody`), never the object. At most `parse_queue` bodies wait for
-  a worker; past that the answer is a 503 with Retry-After.
+  raw bytes down a pipe in the pieces they arrived in (no join) and receives only
+  the verdict and the body's bytes to forward (`ClientBody`), never the object. At
+  most `parse_queue` bodies wait for a worker; past that the answer is a 503 with
+  Retry-After.
 """
 
 from __future__ import annotations
@@ -41,7 +47,14 @@ import router
 from router.edge import LimitsConfig
 from router.errors import FirstTokenError, Overloaded
 from router.gateway.parse_worker import HEADER, frame
-from router.gateway.prescan import WINDOW_BYTES, leading_model, locate_model, trailing_model
+from router.gateway.prescan import (
+    COUNT_BYTES,
+    WINDOW_BYTES,
+    leading_model,
+    locate_model,
+    too_many_messages,
+    trailing_model,
+)
 from router.gateway.request import ParsedRequest, decode, validate
 from router.upstream.base import Endpoint
 from router.vocabulary import ParsePlace
@@ -60,6 +73,10 @@ _WORKER_GONE = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceErr
 Precheck = Callable[[str], None]
 
 
+def _joined(chunks: list[bytes]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def is_small(raw: bytes, limits: LimitsConfig) -> bool:
     """Cheap enough to parse on the event loop: bounded bytes and JSON values."""
     if len(raw) > limits.inline_bytes:
@@ -71,23 +88,41 @@ def is_small(raw: bytes, limits: LimitsConfig) -> bool:
 class BodyScreen:
     """Looks at a turn's body while it arrives (`feed` each chunk), for a large one:
     its `model` from the first and the last `WINDOW_BYTES`, checked by `precheck` as
-    soon as it is found (the refusal is raised from `feed`). Keeps a few KiB, never
-    the body."""
+    soon as it is found, and for a chat body its `messages` counted on the first
+    `COUNT_BYTES` (`prescan.too_many_messages`: at most `max_messages` + 1 items,
+    about a millisecond on the loop, once). A refusal is raised from `feed`; raised
+    while more is to come, the body is not read on (`body.Unread`). Keeps a few
+    KiB, and the first `COUNT_BYTES` until they are counted, never the body."""
 
-    def __init__(self, precheck: Precheck, limits: LimitsConfig, declared: int | None) -> None:
+    def __init__(
+        self,
+        precheck: Precheck,
+        limits: LimitsConfig,
+        declared: int | None,
+        *,
+        messages: bool = False,
+    ) -> None:
         self._precheck = precheck
+        self._limits = limits
         self._inline = limits.inline_bytes
         self._declared = declared
         self._head = b""
         self._tail = b""
         self._size = 0
+        #: the first `COUNT_BYTES` of a chat body, until its `messages` are counted
+        self._counted: list[bytes] | None = [] if messages else None
+        self._count_at = min(max(self._inline, WINDOW_BYTES), COUNT_BYTES)
         #: the model found and checked, if any
         self.model: str | None = None
 
     def feed(self, chunk: bytes, more: bool) -> None:
         self._size += len(chunk)
-        if self.model is not None or (not more and self._size <= self._inline):
-            return  # found already, or a small body: the parse on the loop is cheap
+        if not more and self._size <= self._inline:
+            return  # a small body: the parse on the loop is cheap
+        if self._counted is not None:
+            self._count(chunk, more)
+        if self.model is not None:
+            return  # found already
         if len(self._head) < WINDOW_BYTES:
             self._head += chunk[: WINDOW_BYTES - len(self._head)]
             large = (self._declared or 0) > self._inline
@@ -98,6 +133,15 @@ class BodyScreen:
         self._tail = (self._tail + chunk[-WINDOW_BYTES:])[-WINDOW_BYTES:]
         if not more and self._size > self._inline:
             self._found(trailing_model(self._tail))
+
+    def _count(self, chunk: bytes, more: bool) -> None:
+        assert self._counted is not None
+        held = self._size - len(chunk)  # what came before this chunk
+        if held < self._count_at:
+            self._counted.append(chunk[: self._count_at - held])
+        if self._size >= self._count_at or not more:
+            head, self._counted = b"".join(self._counted), None
+            too_many_messages(head, self._limits)
 
     def _found(self, model: str | None) -> None:
         if model is not None:
@@ -127,10 +171,13 @@ class _Worker:
         )
         return cls(process)
 
-    async def call(self, job: bytes, raw: bytes) -> tuple[bool, object]:
-        for piece in (job, raw):
-            await self._stdin.send(frame(piece))
-            await self._stdin.send(piece)
+    async def call(self, job: bytes, chunks: list[bytes], size: int) -> tuple[bool, object]:
+        """The job, then the body's `size` bytes as the pieces they arrived in (the
+        worker reads one framed piece: a join here would copy megabytes)."""
+        await self._stdin.send(frame(job) + job)
+        await self._stdin.send(HEADER.pack(size))
+        for chunk in chunks:
+            await self._stdin.send(chunk)
         (size,) = HEADER.unpack(await self._stdout.receive_exactly(HEADER.size))
         answer: tuple[bool, object] = pickle.loads(await self._stdout.receive_exactly(size))
         return answer
@@ -167,7 +214,7 @@ class BodyParser:
     async def parse(
         self,
         endpoint: Endpoint,
-        raw: bytes,
+        body: bytes | list[bytes],
         session_header: str | None,
         limits: LimitsConfig,
         precheck: Precheck,
@@ -175,26 +222,35 @@ class BodyParser:
         checked: str | None = None,
     ) -> ParsedRequest:
         """The parsed request, or the error to answer with (400, 403, 404, 429, 503).
-        `checked`: a model `precheck` has passed already (`BodyScreen.model`)."""
-        if is_small(raw, limits):
-            body = decode(raw)
-            model = body.get("model")
-            if isinstance(model, str) and model != checked:
+        `body`: its bytes, or its pieces as they arrived (a large body then goes to
+        the worker piece by piece, never joined here unless its `model` must be
+        searched for). `checked`: a model `precheck` has passed already
+        (`BodyScreen.model`)."""
+        chunks = [body] if isinstance(body, bytes) else body
+        size = sum(map(len, chunks))
+        if size <= limits.inline_bytes:
+            chunks = [_joined(chunks)]
+            if is_small(chunks[0], limits):
+                raw = chunks[0]
+                return self._inline(
+                    endpoint, raw, session_header, limits, precheck, checked=checked
+                )
+        model = checked
+        if model is None:  # not at either end: search the whole (C speed, once)
+            chunks = [_joined(chunks)]
+            model = locate_model(chunks[0])
+            if model is not None:
                 precheck(model)
-            self._parsed("loop")
-            return validate(endpoint, body, raw, session_header, limits)
-        model = checked or locate_model(raw)
-        if model is not None and model != checked:
-            precheck(model)
         if self._pending >= limits.parse_workers + limits.parse_queue:
             raise Overloaded("too many large request bodies are waiting to be parsed; retry")
         self._pending += 1
         self._parsed("worker")
         try:
             job = pickle.dumps((endpoint, session_header, limits), protocol=pickle.HIGHEST_PROTOCOL)
-            ok, answer = await self._call(job, raw, limits.parse_workers)
+            ok, answer = await self._call(job, chunks, size, limits.parse_workers)
         finally:
             self._pending -= 1
+        del chunks, body
         if not ok:
             assert isinstance(answer, FirstTokenError)
             try:
@@ -208,7 +264,26 @@ class BodyParser:
             precheck(answer.model)
         return answer
 
-    async def _call(self, job: bytes, raw: bytes, workers: int) -> tuple[bool, object]:
+    def _inline(
+        self,
+        endpoint: Endpoint,
+        raw: bytes,
+        session_header: str | None,
+        limits: LimitsConfig,
+        precheck: Precheck,
+        *,
+        checked: str | None,
+    ) -> ParsedRequest:
+        body = decode(raw)
+        model = body.get("model")
+        if isinstance(model, str) and model != checked:
+            precheck(model)
+        self._parsed("loop")
+        return validate(endpoint, body, raw, session_header, limits)
+
+    async def _call(
+        self, job: bytes, chunks: list[bytes], size: int, workers: int
+    ) -> tuple[bool, object]:
         while not self._idle and self._alive >= workers:
             await self._freed.wait()
         if self._idle:
@@ -221,7 +296,7 @@ class BodyParser:
                 self._release(None)
                 raise Overloaded("no parse worker could be started; retry") from exc
         try:
-            answer = await worker.call(job, raw)
+            answer = await worker.call(job, chunks, size)
         except BaseException as exc:  # dead, or cancelled mid-answer: its pipe is unusable
             self._release(None)
             await worker.aclose()

@@ -42,6 +42,19 @@ async def read_body(
     screen: BodyScreen | None = None,
 ) -> bytes:
     """The whole body, within `limit` bytes and `timeout_s` seconds."""
+    chunks = await read_chunks(scope, receive, limit, timeout_s, screen)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_chunks(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    timeout_s: float,
+    screen: BodyScreen | None = None,
+) -> list[bytes]:
+    """The whole body as it arrived, in pieces (joined only by who needs it whole:
+    a large body goes to a parse worker piece by piece)."""
     # a scope with a deadline rather than `anyio.fail_after` (a generator context
     # manager that looks up the backend twice more: ~8 microseconds a turn)
     with anyio.CancelScope(deadline=asyncio.get_running_loop().time() + timeout_s) as deadline:
@@ -50,7 +63,9 @@ async def read_body(
     raise RequestTimeout(f"the request body did not arrive within {timeout_s:g}s")
 
 
-async def _read(scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None) -> bytes:
+async def _read(
+    scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None
+) -> list[bytes]:
     declared = content_length(scope)
     if declared is not None and declared > limit:
         raise Unread(PayloadTooLarge(f"the request body is over the {limit}-byte limit"))
@@ -72,6 +87,7 @@ async def _read(scope: Scope, receive: Receive, limit: int, screen: BodyScreen |
                 if more:
                     raise Unread(err) from None
                 raise
-        chunks.append(chunk)
+        if chunk:
+            chunks.append(chunk)
         if not more:
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return chunks or [b""]

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from router.edge import LimitsConfig
 from router.errors import BadRequest
 
 #: how much of either end of a body `leading_model` and `trailing_model` read
 WINDOW_BYTES = 4096
+#: how much of the start of a large chat body `too_many_messages` reads while it
+#: arrives (the default `max_messages` of tiny messages is about 60 KiB)
+COUNT_BYTES = 256 * 1024
 #: top-level members `leading_model` looks at before giving up
 _LEADING_MEMBERS = 8
 _MODEL_KEY = b'"model"'
@@ -39,6 +43,10 @@ _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
 _MESSAGES_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"messages"[ \t\n\r]*:[ \t\n\r]*\[')
 _SPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+#: one JSON value at an offset (no leading whitespace), in C; StopIteration if none
+#: (`scan_once` is set in `JSONDecoder.__init__`: typeshed does not declare it)
+_SCAN: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_BLANKS = " \t\n\r"
 
 
 def _skip(text: str, at: int) -> int:
@@ -120,23 +128,36 @@ def trailing_model(tail: bytes) -> str | None:
 def too_many_messages(raw: bytes, limits: LimitsConfig) -> None:
     """A 400 if `messages`, as the top-level object's first member (the SDKs' order),
     has more than `limits.max_messages` items, found by parsing at most one item
-    past the limit; silent when unsure."""
+    past the limit; silent when unsure. `raw` may be a prefix of the body (a refusal
+    needs only complete items)."""
     opening = _MESSAGES_FIRST.match(raw)
     if opening is None:
         return
     text = raw.decode("utf-8", "ignore")  # what `json.loads` does first, too
-    at = opening.end()  # the same offset in `text`: the opening is ASCII
+    # the same offset in `text`: the opening is ASCII
+    if _complete_items(text, opening.end(), limits.max_messages + 1) > limits.max_messages:
+        raise BadRequest(
+            f"'messages' has over {limits.max_messages} items; the limit is {limits.max_messages}"
+        )
+
+
+def _complete_items(text: str, at: int, most: int) -> int:
+    """How many complete items of an array follow `at` (just past its `[`), up to
+    `most`. The C scanner's `scan_once` item by item: about 0.5 microseconds a tiny
+    message, half of `raw_decode` (which wraps it); whitespace skipped only where
+    there is some."""
+    count = 0
     try:
-        for count in range(1, limits.max_messages + 2):
-            _, at = _DECODER.raw_decode(text, _skip(text, at))
-            if count > limits.max_messages:
-                raise BadRequest(
-                    f"'messages' has over {limits.max_messages} items; "
-                    f"the limit is {limits.max_messages}"
-                )
-            at = _skip(text, at)
+        while count < most:
+            if text[at : at + 1] in _BLANKS:  # (the empty string is `in` it too)
+                at = _skip(text, at)
+            _, at = _SCAN(text, at)
+            count += 1
             if text[at : at + 1] != ",":
-                return
+                at = _skip(text, at)
+                if text[at : at + 1] != ",":
+                    return count
             at += 1
-    except ValueError:
-        return
+    except (StopIteration, ValueError):  # the prefix ends, or the JSON is bad
+        pass
+    return count

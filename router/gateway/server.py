@@ -38,7 +38,7 @@ from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.auth import Client
-from router.gateway.body import ClientGone, Unread, content_length, read_body
+from router.gateway.body import ClientGone, Unread, content_length, read_body, read_chunks
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
 from router.gateway.pages import PAGE_HEADERS, PAGES, page
@@ -295,11 +295,9 @@ class Server:
 
     # -- turns -------------------------------------------------------------------------
 
-    async def _read_body(
-        self, scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None = None
-    ) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         timeout = self.router.runtime.config.server.client_timeout_s
-        return await read_body(scope, receive, limit, timeout, screen)
+        return await read_body(scope, receive, limit, timeout)
 
     async def _turn(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
@@ -327,12 +325,15 @@ class Server:
                 raise
 
         limits = runtime.config.server.limits
-        screen = BodyScreen(precheck, limits, content_length(scope))
-        raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes, screen)
-        parsed = await self.bodies.parse(
-            endpoint, raw, headers.get("x-session-id"), limits, precheck, checked=screen.model
+        screen = BodyScreen(precheck, limits, content_length(scope), messages=endpoint == "chat")
+        timeout = runtime.config.server.client_timeout_s
+        chunks = await read_chunks(
+            scope, receive, runtime.config.server.max_body_bytes, timeout, screen
         )
-        del raw  # a large body is held once, as the bytes to forward
+        parsed = await self.bodies.parse(
+            endpoint, chunks, headers.get("x-session-id"), limits, precheck, checked=screen.model
+        )
+        del chunks  # a large body is held once, as the bytes to forward
         sink = AsgiSink(send)
         gone = False
         # The client may leave at any time: a plain asyncio task waits for uvicorn's

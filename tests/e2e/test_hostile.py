@@ -169,10 +169,14 @@ def test_only_a_short_printable_request_id_goes_upstream(
 
 
 def test_large_hostile_bodies_are_answered_and_streams_in_flight_finish(fleet: Fleet) -> None:
-    """The issue's stall: 4 MiB of tiny messages, to an unknown model and to the route."""
+    """The issue's stall: 4 MiB of tiny messages, to an unknown model and to the route
+    (over `max_messages`: both refused on the count), and 4 MiB of fewer, longer
+    messages to an unknown model (refused on the model, at the end of the body)."""
     n = (4 * 2**20 - 64) // len(TINY)  # just under server.max_body_bytes
     messages = b"[" + TINY * n + TINY[:-1] + b"]"
-    unknown = b'{"messages":' + messages + b',"model":"nope"}'
+    long = b'{"role":"user","content":"' + b"a" * 4000 + b'"},'
+    few = b"[" + long * 1000 + long[:-1] + b"]"
+    unknown = b'{"messages":' + few + b',"model":"nope"}'
     too_many = b'{"messages":' + messages + b',"model":"chat"}'
     fleet.set_behaviour("a", Behaviour(ttft_s=0.01, itl_s=0.01, tokens=40))
     c = openai.OpenAI(base_url=fleet.router.base_url, api_key="unused", max_retries=0)
@@ -191,11 +195,13 @@ def test_large_hostile_bodies_are_answered_and_streams_in_flight_finish(fleet: F
     with httpx.Client(timeout=30, headers=JSON) as h:
         missing = h.post(url, content=unknown)
         over = h.post(url, content=too_many)
+        over_unknown = h.post(url, content=too_many.replace(b'"chat"', b'"nope"'))
     for t in streams:
         t.join(30)
     fleet.set_behaviour("a", Behaviour(ttft_s=0.005, itl_s=0.001, tokens=3))
     assert missing.status_code == 404 and "chat" in str(error_of(missing)["message"])
     assert over.status_code == 400 and "2048" in str(error_of(over)["message"])
+    assert over_unknown.status_code == 400 and "2048" in str(error_of(over_unknown)["message"])
     assert texts == ["".join(f"t{i} " for i in range(40))] * 4
     state = fleet.loop.call(lambda: fleet.router.router.runtime.signals["a"].breaker.state)
     assert state == "closed"
@@ -284,11 +290,32 @@ def test_an_unknown_model_at_the_start_of_a_large_body_is_refused_before_the_res
     assert "routes here: chat" in str(error_of(response)["message"])
     assert response.headers["connection"] == "close"
     # The same body with the model last is read whole: answered, the connection kept.
-    n = total // len(TINY) - 1
-    body = b'{"messages": [' + TINY * n + TINY[:-1] + b'], "model": "nope"}'
+    long = b'{"role":"user","content":"' + b"a" * 4000 + b'"},'  # within max_messages
+    body = b'{"messages": [' + long * 1000 + long[:-1] + b'], "model": "nope"}'
     with httpx.Client(timeout=30) as h:
         last = h.post(f"{fleet.router.base_url}/chat/completions", content=body, headers=JSON)
     assert last.status_code == 404 and "connection" not in last.headers
+
+
+def test_too_many_messages_at_the_start_of_a_large_body_are_refused_before_the_rest(
+    fleet: Fleet,
+) -> None:
+    """4 MiB of tiny messages with the model last (the SDKs' order): over
+    `max_messages` in its first KiB, so refused there, not after 4 MiB arrived: the
+    answer closes the connection. (A body whose messages are within the limit is read
+    whole: `test_a_streams_first_token_does_not_wait_for_an_upload_in_flight`.)"""
+    total = 4 * 2**20 - 64
+    sent: list[int] = []
+    with httpx.Client(timeout=30) as h:
+        response = h.post(
+            f"{fleet.router.base_url}/chat/completions",
+            content=upload(total, b'{"messages": [', sent),
+            headers={**JSON, "content-length": str(total)},
+        )
+    assert response.status_code == 400 and "2048" in str(error_of(response)["message"])
+    # Said only when the router stops reading a body part-way (how much the client
+    # got to write first depends on the kernel's socket buffers: up to megabytes).
+    assert response.headers["connection"] == "close"
 
 
 def test_a_streams_first_token_does_not_wait_for_an_upload_in_flight(fleet: Fleet) -> None:

@@ -122,6 +122,23 @@ async def test_a_large_body_is_parsed_in_a_worker_while_the_event_loop_runs_on(
     assert wire["model"] == "m" and len(wire["messages"]) == 2**20 // len(TINY) + 1
 
 
+async def test_a_large_body_in_the_pieces_it_arrived_in_is_parsed_whole(
+    parser: tuple[BodyParser, Recorder],
+) -> None:
+    """The pieces go to the worker as they are: cut anywhere, even mid-character,
+    the body forwarded is the body sent."""
+    bodies, rec = parser
+    raw = tiny_messages(b"chat", 2**19).replace(b'"a"', '"é"'.encode(), 1)
+    cut = raw.index("é".encode()) + 1  # inside the two bytes of é
+    pieces = [raw[:cut], raw[cut : cut + 65536], raw[cut + 65536 :]]
+    limits = LimitsConfig(max_messages=200_000)
+    parsed = await bodies.parse("chat", pieces, None, limits, rec.precheck, checked="chat")
+    assert rec.places[-1] == "worker"
+    wire = json.loads(parsed.body.for_target("m").wire)
+    assert wire["messages"][0]["content"] == "é"
+    assert wire["messages"] == json.loads(raw)["messages"]
+
+
 async def test_a_large_body_over_the_limits_is_a_400_from_the_worker(
     parser: tuple[BodyParser, Recorder],
 ) -> None:

@@ -69,3 +69,24 @@ def test_too_many_messages_is_found_without_parsing_the_rest() -> None:
     # Not first, or not a list: the full parse decides.
     too_many_messages(b'{"model": "chat", "messages": [' + TINY * 11 + b"{}]}", limits)
     too_many_messages(b'{"messages": "' + b"x" * 100 + b'"}', limits)
+
+
+@pytest.mark.parametrize("gap", [b"", b" ", b"\n  ", b"\r\n\t"])
+def test_messages_are_counted_whatever_the_whitespace_between_them(gap: bytes) -> None:
+    limits = LimitsConfig(max_messages=3)
+    item = gap + b'{"role": "user", "content": "a, [b]"}' + gap
+    at_limit = b'{"messages": [' + b",".join([item] * 3) + b'], "model": "chat"}'
+    too_many_messages(at_limit, limits)
+    assert parse_request("chat", at_limit, None, limits).model == "chat"
+    with pytest.raises(BadRequest, match="over 3 items"):
+        too_many_messages(b'{"messages": [' + b",".join([item] * 4) + b"]}", limits)
+
+
+def test_a_prefix_is_refused_only_on_complete_messages() -> None:
+    """The first KiB of a body that is still arriving: the last item may be cut."""
+    limits = LimitsConfig(max_messages=3)
+    body = b'{"messages": [' + TINY * 5 + b'{}], "model": "chat"}'
+    cut = len(b'{"messages": [') + 3 * len(TINY) + 10  # 3 whole, the 4th cut
+    too_many_messages(body[:cut], limits)
+    with pytest.raises(BadRequest, match="over 3 items"):
+        too_many_messages(body[: cut + len(TINY)], limits)
