@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "FIRSTTOKEN_GC_TRACE"
+SAVEALL_ENV = "FIRSTTOKEN_GC_SAVEALL"
 HEADER = (
     "| router | point | window s | gen 0: n, p99 / max ms | gen 1: n, p99 / max ms | "
     "gen 2: n, p99 / max ms | pause ms per s | objects freed |\n"

@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gctrace
 from overhead import (
     LOADGEN,
     ROOT,
@@ -154,12 +155,13 @@ def sink_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def policy(ports: Sequence[int], port: int) -> str:
+def policy(ports: Sequence[int], port: int, gc: str | None = None) -> str:
     a, b, huge, broken = (f"http://127.0.0.1:{p}/v1" for p in ports)
     targets = [("a", a), ("b", b)]
     targets += [(f"huge-{i}", huge) for i in range(3)] + [("broken", broken)]
+    server = gctrace.server_yaml(gc).strip().removeprefix("server: {").removesuffix("}")
     lines = [
-        f"server: {{port: {port}, drain_s: 1}}",
+        f"server: {{port: {port}, drain_s: 1{', ' + server if server else ''}}}",
         # A faulty target is retried every 0.5-2 s, so its hostile answers keep coming.
         "signals: {breaker_base_s: 0.5, breaker_max_s: 2.0}",
         "targets:",
@@ -339,6 +341,8 @@ def run_phase(
     hostile: subprocess.Popen[bytes] | None = None
     seconds = args.warmup + args.duration
     before = scrape(port)
+    if args.gc_trace:
+        gctrace.mark(router.pid, work / "router.gc.jsonl")
     started = time.monotonic()
     cpu_before = party_cpu(procs)
     if name != "quiet":
@@ -403,6 +407,7 @@ def run_phase(
         cpu["hostile"] = hostile_counts.pop("cpu_s")
     cpu["loadgen"] = loadgen_cpu
     ttft = load["ttft_s"]
+    gc_pauses = gctrace.mark(router.pid, work / "router.gc.jsonl") if args.gc_trace else None
     return {
         "phase": name,
         "streams": len(ttft),
@@ -418,6 +423,7 @@ def run_phase(
         "healthy_breakers_opened": sorted(opened),
         "loop_lag": loop_lag(before, scrape(port)),
         "hostile": hostile_counts,
+        "gc": gc_pauses,
         # CPU seconds per wall second (cores) of each party over the phase and warm-up
         "cores": {k: round(v / wall, 3) for k, v in cpu.items()},
     }
@@ -439,13 +445,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in sim_ports:
             wait_http(f"http://127.0.0.1:{p}/health", sims, 30)
         config = work / "policy.yaml"
-        config.write_text(policy(sim_ports, port))
+        config.write_text(policy(sim_ports, port, args.gc))
         exe = ROOT / ".venv" / "bin" / "firsttoken"
+        router_env = dict(env)
+        if args.gc_trace:
+            router_env.update(gctrace.env(work / "router.gc.jsonl"))
+        if args.gc_saveall:
+            router_env[gctrace.SAVEALL_ENV] = "1"
         router = Proc(
             "router",
             [str(exe), "serve", "--config", str(config), "--log-level", "warning"],
             work,
-            env=env,
+            env=router_env,
             cwd=work,
         )
         procs.append(router)
@@ -536,6 +547,14 @@ def print_report(result: dict[str, Any]) -> None:
             if value is not None:
                 print(f", {kind} {1000 * value:.1f} ({1000 * value - base:+.1f})", end="")
         print(" (sink: the same hostile clients sending to a trivial server, not the router)")
+    traced = [p for p in result["phases"] if p.get("gc")]
+    for clock in ("cpu", "wall") if traced else ():
+        print(f"\nGC pauses per phase ({clock} time):\n" + gctrace.HEADER)
+        for i, p in enumerate(traced):
+            print(gctrace.row("router", f"{i + 1}. {p['phase']}", p["gc"], clock))
+    for i, p in enumerate(traced):
+        if "garbage" in p["gc"]:
+            print(f"cyclic garbage, phase {i + 1}. {p['phase']}: {json.dumps(p['gc']['garbage'])}")
     print("\n| bar | pass | measured |\n|---|---|---|")
     for name, ok, measured in bars(result):
         print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
@@ -561,6 +580,16 @@ def build_parser() -> argparse.ArgumentParser:
         "other machines, whose CPU is not the router's machine's)",
     )
     p.add_argument(
+        "--gc", default=None, metavar="Y,M,O", help="server.gc thresholds (young,middle,old)"
+    )
+    p.add_argument("--gc-trace", action="store_true", help="trace the router's GC pauses per phase")
+    p.add_argument(
+        "--gc-saveall",
+        action="store_true",
+        help="with --gc-trace: keep what the cyclic GC finds (gc.DEBUG_SAVEALL) and report "
+        "it per phase (a check that no large body waits for the collector)",
+    )
+    p.add_argument(
         "--sink",
         action="store_true",
         help="add a phase per round with the same hostile clients sending to a trivial "
@@ -578,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_sink"]:
         return sink_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.gc_trace = args.gc_trace or args.gc_saveall
     result = run(args)
     print_report(result)
     result["bars"] = [{"bar": n, "pass": ok, "measured": m} for n, ok, m in bars(result)]
