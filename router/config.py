@@ -50,10 +50,13 @@ class _Model(BaseModel):
 
 class GcConfig(_Model):
     """CPython's cyclic garbage collector thresholds (`gc.set_threshold`), set at start.
-    CPython's own are `{young: 700, middle: 10, old: 10}`."""
+    CPython's own are `{young: 700, middle: 10, old: 10}`. At 700 the collector took
+    7-9 % of the router's CPU at 64-128 streams, with full collections of 6-24 ms; at
+    20000 a young collection comes every 10 s or more at those loads, and none of the
+    older ones (benchmarks/RESULTS.md, "GC pauses")."""
 
     #: container allocations (net of frees) between two young collections
-    young: int = Field(700, ge=100)
+    young: int = Field(20000, ge=100)
     #: young collections per collection of the middle generation
     middle: int = Field(10, ge=1)
     #: middle collections per full collection (which also waits until the objects
