@@ -51,7 +51,7 @@ class _Model(BaseModel):
 class GcConfig(_Model):
     """CPython's cyclic garbage collector thresholds (`gc.set_threshold`), set at start.
     CPython's own are `{young: 700, middle: 10, old: 10}`. At 700 the collector took
-    7-9 % of the router's CPU at 64-128 streams, with full collections of 6-24 ms; at
+    5-14 % of the router's CPU at 64-128 streams, with full collections of 6-24 ms; at
     20000 a young collection comes every 10 s or more at those loads, and none of the
     older ones (benchmarks/RESULTS.md, "GC pauses")."""
 
