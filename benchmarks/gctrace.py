@@ -67,8 +67,8 @@ def mark(pid: int, path: Path, timeout_s: float = 10.0) -> dict[str, Any] | None
 
 def row(router: str, point: str, trace: Mapping[str, Any] | None, clock: str = "cpu") -> str:
     """One table row: per generation the collections and their pauses' p99 and max,
-    by `clock` ("cpu": the thread's CPU time, which a loaded machine does not
-    inflate; "wall": what the turns in flight waited)."""
+    by `clock` ("cpu": the thread's CPU time, which a loaded machine hardly
+    inflates; "wall": what the turns in flight waited)."""
     if not trace:
         return f"| {router} | {point} | - | - | - | - | - | - |"
     g = trace["generations"]

@@ -13,7 +13,7 @@ The trace (`FIRSTTOKEN_GC_TRACE=FILE`, off by default; benchmarks set it): a
 `gc.callbacks` hook times every collection; on SIGUSR1 the process appends one JSON
 line to FILE with, per generation, the collections since the previous line, their
 pauses (total, p50, p99 and max; wall time, and the thread's CPU time, which a
-loaded machine does not inflate) and the objects they freed, then starts afresh. A
+loaded machine inflates far less) and the objects they freed, then starts afresh. A
 benchmark signals at the edges of its measured window. With
 `FIRSTTOKEN_GC_SAVEALL=1` too, the collector keeps what it finds unreachable
 (`gc.DEBUG_SAVEALL`), each line first runs a full collection (not counted among the
