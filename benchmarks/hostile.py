@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gctrace
 from overhead import (
     LOADGEN,
     ROOT,
@@ -163,12 +164,13 @@ def sink_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def policy(ports: Sequence[int], port: int) -> str:
+def policy(ports: Sequence[int], port: int, gc: str | None = None) -> str:
     a, b, huge, broken = (f"http://127.0.0.1:{p}/v1" for p in ports)
     targets = [("a", a), ("b", b)]
     targets += [(f"huge-{i}", huge) for i in range(3)] + [("broken", broken)]
+    server = gctrace.server_yaml(gc).strip().removeprefix("server: {").removesuffix("}")
     lines = [
-        f"server: {{port: {port}, drain_s: 1}}",
+        f"server: {{port: {port}, drain_s: 1{', ' + server if server else ''}}}",
         # A faulty target is retried every 0.5-2 s, so its hostile answers keep coming.
         "signals: {breaker_base_s: 0.5, breaker_max_s: 2.0}",
         "targets:",
@@ -367,6 +369,8 @@ def run_window(
     router, port = procs["router"], ports["router"]
     hostile: subprocess.Popen[bytes] | None = None
     before = scrape(port)
+    if args.gc_trace:
+        gctrace.mark(router.pid, args.gc_trace_file)
     cpu_before = party_cpu(procs)
     started = time.monotonic()
     if name != "quiet":
@@ -403,6 +407,7 @@ def run_window(
         span = hostile_counts.pop("span")
         window = (span["start_s"] + args.settle, span["end_s"])
     opened |= breakers_not_closed(port)
+    gc_pauses = gctrace.mark(router.pid, args.gc_trace_file) if args.gc_trace else None
     return {
         "phase": name,
         "window": window,
@@ -412,6 +417,7 @@ def run_window(
         "healthy_failures": int(healthy_failures(after) - healthy_failures(before)),
         "loop_lag": loop_lag(before, after),
         "hostile": hostile_counts,
+        "gc": gc_pauses,
         # CPU seconds per wall second (cores) of each party over the whole window
         "cores": {k: round(v / (ended - started), 3) for k, v in cpu.items()},
     }
@@ -460,13 +466,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in sim_ports:
             wait_http(f"http://127.0.0.1:{p}/health", sims, 30)
         config = work / "policy.yaml"
-        config.write_text(policy(sim_ports, port))
+        config.write_text(policy(sim_ports, port, args.gc))
         exe = args.firsttoken or str(ROOT / ".venv" / "bin" / "firsttoken")
+        router_env = dict(env) if not args.firsttoken else dict(os.environ)
+        args.gc_trace_file = work / "router.gc.jsonl"
+        if args.gc_trace:
+            router_env.update(gctrace.env(args.gc_trace_file))
+        if args.gc_saveall:
+            router_env[gctrace.SAVEALL_ENV] = "1"
         router = Proc(
             "router",
             [exe, "serve", "--config", str(config), "--log-level", "warning"],
             work,
-            env=None if args.firsttoken else env,  # another checkout imports its own code
+            env=router_env,  # another checkout (--firsttoken) imports its own code
             cwd=work,
         )
         procs.append(router)
@@ -626,6 +638,14 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"| hostile - quiet, 90 % interval (phases resampled) | | {low:+.1f} to {high:+.1f} |")
     if "sink" in kinds:
         print("(sink: the same hostile clients sending to a trivial server, not the router)")
+    traced = [p for p in result["phases"] if p.get("gc")]
+    for clock in ("cpu", "wall") if traced else ():
+        print(f"\nGC pauses per phase ({clock} time):\n" + gctrace.HEADER)
+        for i, p in enumerate(traced):
+            print(gctrace.row("router", f"{i + 1}. {p['phase']}", p["gc"], clock))
+    for i, p in enumerate(traced):
+        if "garbage" in p["gc"]:
+            print(f"cyclic garbage, phase {i + 1}. {p['phase']}: {json.dumps(p['gc']['garbage'])}")
     print("\n| bar | pass | measured |\n|---|---|---|")
     for name, ok, measured in bars(result):
         print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
@@ -663,6 +683,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a phase per round with the same hostile clients sending to a trivial "
         "sink server instead of the router: what the harness alone costs the streams",
     )
+    p.add_argument(
+        "--gc", default=None, metavar="Y,M,O", help="server.gc thresholds (young,middle,old)"
+    )
+    p.add_argument("--gc-trace", action="store_true", help="trace the router's GC pauses per phase")
+    p.add_argument(
+        "--gc-saveall",
+        action="store_true",
+        help="with --gc-trace: keep what the cyclic GC finds (gc.DEBUG_SAVEALL) and report "
+        "it per phase (a check that no large body waits for the collector)",
+    )
     return p
 
 
@@ -675,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_sink"]:
         return sink_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.gc_trace = args.gc_trace or args.gc_saveall
     result = run(args)
     print_report(result)
     result["bars"] = [{"bar": n, "pass": ok, "measured": m} for n, ok, m in bars(result)]

@@ -82,6 +82,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import gctrace  # noqa: E402  (a sibling script, not a package)
+
 PEERS_DIR = HERE / "peers"
 LOADGEN = HERE / "loadgen.py"
 MODEL = "bench"
@@ -266,6 +270,8 @@ class Target:
     meta: dict[str, Any] = field(default_factory=dict)
     #: the router's /metrics, read around each point (hedges, first-token relay time)
     metrics_url: str | None = None
+    #: the router's GC pause trace (`--gc-trace`), marked at the window's edges
+    gc_trace: Path | None = None
 
 
 def start_upstream(workdir: Path, ports: Sequence[int], args: argparse.Namespace) -> Proc:
@@ -306,8 +312,8 @@ SLO_ROUTE = (
 )
 
 
-def router_config(ports: Sequence[int], policy: str = "round_robin") -> str:
-    lines = ["targets:"]
+def router_config(ports: Sequence[int], policy: str = "round_robin", gc: str | None = None) -> str:
+    lines = [gctrace.server_yaml(gc) + "targets:"]
     for i, port in enumerate(ports):
         lines.append(
             f"  - {{name: sim-{i}, kind: openai, base_url: 'http://127.0.0.1:{port}/v1',"
@@ -330,11 +336,15 @@ def start_firsttoken(
     name: str = "firsttoken",
     source: str | None = None,
     config: str = "firsttoken",
+    *,
+    gc: str | None = None,
+    gc_trace: bool = False,
 ) -> Target:
-    """The router as `firsttoken serve`; `source` puts another checkout's router first."""
+    """The router as `firsttoken serve`; `source` puts another checkout's router first;
+    `gc` sets `server.gc` ("young,middle,old"); `gc_trace` traces its GC pauses."""
     policy, n_targets = ROUTER_CONFIGS[config]
     cfg = workdir / f"{name}.yaml"
-    cfg.write_text(router_config(ports[:n_targets], policy))
+    cfg.write_text(router_config(ports[:n_targets], policy, gc))
     exe = ROOT / ".venv" / "bin" / "firsttoken"
     binary = str(exe) if exe.exists() else shutil.which("firsttoken")
     if binary is None:
@@ -344,15 +354,19 @@ def start_firsttoken(
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    trace = workdir / f"{name}.gc.jsonl" if gc_trace else None
+    if trace is not None:
+        env.update(gctrace.env(trace))
     proc = Proc(name, argv, workdir, env=env, cwd=workdir)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
-    meta = {"source": source or str(ROOT), "policy": policy, "targets": n_targets}
+    meta = {"source": source or str(ROOT), "policy": policy, "targets": n_targets, "gc": gc}
     return Target(
         name,
         [f"http://127.0.0.1:{port}/v1/chat/completions"],
         proc,
         meta=meta,
         metrics_url=f"http://127.0.0.1:{port}/metrics",
+        gc_trace=trace,
     )
 
 
@@ -558,7 +572,7 @@ def run_point(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        samples: dict[str, dict[str, float]] = {}
+        samples: dict[str, dict[str, Any]] = {}
         result: dict[str, Any] | None = None
         wall: dict[str, float] = {}
         assert gen.stdout is not None
@@ -572,6 +586,8 @@ def run_point(
                     "loadgen": cpu_seconds([gen.pid]),
                     "pressure_us": float(cpu_pressure_us() or 0),
                 }
+                if target.gc_trace is not None and target.proc is not None:
+                    samples[line]["gc"] = gctrace.mark(target.proc.pid, target.gc_trace)
                 if line == "window-start" and on_window_start is not None:
                     on_window_start()
             elif line.startswith("{"):
@@ -590,7 +606,8 @@ def run_point(
         seen = router_view(seen_before, router_counters(target.metrics_url))
     window_s = wall["window-end"] - wall["window-start"]
     completed = result["completed_in_window"]
-    cpu = {k: samples["window-end"][k] - samples["window-start"][k] for k in samples["window-end"]}
+    end = samples["window-end"]
+    cpu = {k: end[k] - samples["window-start"][k] for k in end if k != "gc"}
     pressure = cpu.pop("pressure_us") / 1e6
     ttft = result["ttft_s"]
     point: dict[str, Any] = {
@@ -620,6 +637,7 @@ def run_point(
         # share of the window in which some runnable task waited for a CPU (PSI)
         "cpu_pressure_pct": round(100 * pressure / window_s, 1),
         "router": seen,
+        "gc": end.get("gc"),  # the GC pauses of the window (--gc-trace)
     }
     return point
 
@@ -932,8 +950,11 @@ def start_targets(
     # direct, nginx and vllm-router spread over the first two ports, as round robin does
     pair = ports[:2]
     targets = [Target("direct", [f"http://127.0.0.1:{p}/v1/chat/completions" for p in pair])]
+    trace = args.gc_trace
     starters: dict[str, Callable[[], Target]] = {
-        config: functools.partial(start_firsttoken, workdir, ports, config, None, config)
+        config: functools.partial(
+            start_firsttoken, workdir, ports, config, None, config, gc=args.gc, gc_trace=trace
+        )
         for config in configs
     }
     starters["nginx"] = lambda: start_nginx(workdir, pair)
@@ -945,7 +966,28 @@ def start_targets(
         name = f"{args.variant_config}-{vname}"
         variants.append(name)
         starters[name] = functools.partial(
-            start_firsttoken, workdir, ports, name, path, args.variant_config
+            start_firsttoken,
+            workdir,
+            ports,
+            name,
+            path,
+            args.variant_config,
+            gc=args.gc,
+            gc_trace=trace,
+        )
+    for spec in args.gc_variant:
+        vname, _, thresholds = spec.partition("=")
+        name = f"{args.variant_config}-{vname}"
+        variants.append(name)
+        starters[name] = functools.partial(
+            start_firsttoken,
+            workdir,
+            ports,
+            name,
+            None,
+            args.variant_config,
+            gc=thresholds,
+            gc_trace=trace,
         )
     for name in [*configs, *variants, *peers]:
         t0 = time.monotonic()
@@ -1065,6 +1107,13 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(router_markdown(result["points"]))
     print()
+    traced = [p for p in result["points"] if p.get("gc")]
+    if traced:
+        for clock in ("cpu", "wall"):
+            print(f"GC pauses in the measured window ({clock} time):\n" + gctrace.HEADER)
+            for p in traced:
+                print(gctrace.row(p["target"], f"c={p['concurrency']}", p["gc"], clock))
+            print()
     for b in result["bars"]:
         mark = "met" if b["met"] else "MISSED"
         print(
@@ -1210,6 +1259,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--variant-config", default="ft-slo2", help="the configuration variants run with"
+    )
+    p.add_argument(
+        "--gc",
+        default=None,
+        metavar="Y,M,O",
+        help="server.gc thresholds (young,middle,old) for every router run (default: the "
+        "router's own)",
+    )
+    p.add_argument(
+        "--gc-variant",
+        action="append",
+        default=[],
+        metavar="NAME=Y,M,O",
+        help="also run this checkout's router (--variant-config) with these server.gc "
+        "thresholds, for A/B",
+    )
+    p.add_argument(
+        "--gc-trace",
+        action="store_true",
+        help="trace the routers' GC pauses (FIRSTTOKEN_GC_TRACE) and print them per point",
     )
     return p
 

@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # overhead.py is a script beside this one, not a package module
+import gctrace
 from overhead import (
     PEERS_DIR,
     ROOT,
@@ -86,8 +87,8 @@ def start_upstream(workdir: Path, ports: Sequence[int], control: int, ttfa_ms: f
     return proc
 
 
-def router_config(ports: Sequence[int]) -> str:
-    lines = ["targets:"]
+def router_config(ports: Sequence[int], gc: str | None = None) -> str:
+    lines = [gctrace.server_yaml(gc) + "targets:"]
     for i, port in enumerate(ports):
         lines.append(
             f"  - {{name: rt-{i}, kind: realtime, base_url: 'http://127.0.0.1:{port}/v1',"
@@ -102,9 +103,11 @@ def router_config(ports: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def start_firsttoken(workdir: Path, ports: Sequence[int]) -> Target:
+def start_firsttoken(
+    workdir: Path, ports: Sequence[int], gc: str | None = None, gc_trace: bool = False
+) -> Target:
     cfg = workdir / "firsttoken.yaml"
-    cfg.write_text(router_config(ports))
+    cfg.write_text(router_config(ports, gc))
     binary = ROOT / ".venv" / "bin" / "firsttoken"
     port = free_port()
     argv = [
@@ -117,9 +120,12 @@ def start_firsttoken(workdir: Path, ports: Sequence[int]) -> Target:
         "--log-level",
         "warning",
     ]
-    proc = Proc("firsttoken", argv, workdir, cwd=workdir)
+    trace = workdir / "firsttoken.gc.jsonl" if gc_trace else None
+    env = {**os.environ, **(gctrace.env(trace) if trace else {})}
+    proc = Proc("firsttoken", argv, workdir, env=env, cwd=workdir)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
-    return Target("firsttoken", [f"ws://127.0.0.1:{port}/v1/realtime?model={ROUTE}"], proc)
+    url = f"ws://127.0.0.1:{port}/v1/realtime?model={ROUTE}"
+    return Target("firsttoken", [url], proc, gc_trace=trace)
 
 
 def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
@@ -165,12 +171,15 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
     pids = process_tree(target.proc.pid) if target.proc is not None else []
     cpu: list[float] = []
     result: dict[str, Any] = {}
+    gc_pauses = None
     deadline = time.monotonic() + timeout_s
     assert gen.stdout is not None
     for line in gen.stdout:
         msg = json.loads(line)
         if "window_start" in msg or "window_end" in msg:
             cpu.append(cpu_seconds(pids))
+            if target.gc_trace is not None and target.proc is not None:
+                gc_pauses = gctrace.mark(target.proc.pid, target.gc_trace)
         if "result" in msg:
             result = msg["result"]
         if time.monotonic() > deadline:
@@ -181,6 +190,7 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
         raise RuntimeError(f"load generator failed against {target.name}:\n{err[-3000:]}")
     if len(cpu) == 2:
         result["proxy_cpu_s"] = cpu[1] - cpu[0]
+    result["gc"] = gc_pauses
     return result
 
 
@@ -207,6 +217,7 @@ def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, 
         "frames_per_s": round(frames / args.duration, 1),
         "errors": raw["errors"],
         "closed_early": raw["closed_early"],
+        "gc": raw.get("gc"),  # the router's GC pauses in the window (--gc-trace)
     }
     if "proxy_cpu_s" in raw and frames:
         out["cpu_us_per_frame"] = round(raw["proxy_cpu_s"] / frames * 1e6, 1)
@@ -262,7 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         control = free_port()
         procs.append(start_upstream(workdir, ports, control, args.ttfa_ms))
         direct = Target("direct", [f"ws://127.0.0.1:{ports[0]}/v1/realtime?model=gpt-realtime"])
-        router = start_firsttoken(workdir, ports)
+        router = start_firsttoken(workdir, ports, args.gc, args.gc_trace)
         assert router.proc is not None
         procs.append(router.proc)
         parties = [direct, router]
@@ -382,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--migration-rounds", type=int, default=5, help="0 to skip")
     p.add_argument("--out", default="benchmarks/out/realtime.json")
     p.add_argument(
+        "--gc", default=None, metavar="Y,M,O", help="the router's server.gc (young,middle,old)"
+    )
+    p.add_argument("--gc-trace", action="store_true", help="trace the router's GC pauses")
+    p.add_argument(
         "--litellm-venv", default=str(ROOT / ".venv-litellm-proxy"), help="where litellm[proxy] is"
     )
     return p
@@ -397,6 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(markdown(result["points"], result["migration"]))
+    traced = [p for p in result["points"] if p.get("gc")]
+    for clock in ("cpu", "wall") if traced else ():
+        print(f"\nGC pauses in the measured window ({clock} time):\n" + gctrace.HEADER)
+        for p in traced:
+            print(gctrace.row(p["party"], f"{p['sessions']} sessions", p["gc"], clock))
     print(f"\nload average {result['load_average']}, run time {result['run_time_s']} s")
     return 0
 

@@ -102,10 +102,16 @@ async def drive(url: str, pid: int, args: argparse.Namespace) -> int:
 
 
 def measure(
-    name: str, source: str | None, args: argparse.Namespace, ports: Sequence[int], workdir: Path
+    name: str,
+    source: str | None,
+    args: argparse.Namespace,
+    ports: Sequence[int],
+    workdir: Path,
+    *,
+    gc: str | None = None,
 ) -> dict[str, Any]:
     cfg = workdir / f"{name}.yaml"
-    cfg.write_text(realtime.router_config(ports))
+    cfg.write_text(realtime.router_config(ports, gc))
     port = overhead.free_port()
     out_file = workdir / f"callgrind.{name}.{time.monotonic_ns()}"
     argv = [
@@ -160,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=100, help="appends between response.create")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--variant", action="append", default=[], help="NAME=DIR (another router/)")
+    p.add_argument(
+        "--gc-variant",
+        action="append",
+        default=[],
+        metavar="NAME=Y,M,O",
+        help="this checkout with these server.gc thresholds (young,middle,old)",
+    )
     p.add_argument("--callgrind-out", default=None, help="keep the profiles in this folder")
     p.add_argument("--out", default="benchmarks/out/realtime_cost.json")
     args = p.parse_args(argv)
@@ -167,10 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("valgrind is needed: apt-get install valgrind")
     if args.callgrind_out:
         Path(args.callgrind_out).mkdir(parents=True, exist_ok=True)
-    variants: list[tuple[str, str | None]] = [("this", None)]
+    variants: list[tuple[str, str | None, str | None]] = [("this", None, None)]
     for spec in args.variant:
         name, _, source = spec.partition("=")
-        variants.append((name, source))
+        variants.append((name, source, None))
+    for spec in args.gc_variant:
+        name, _, thresholds = spec.partition("=")
+        variants.append((name, None, thresholds))
     workdir = Path(tempfile.mkdtemp(prefix="ft-rtcost-"))
     procs: list[overhead.Proc] = []
     runs: list[dict[str, Any]] = []
@@ -178,8 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ports = [overhead.free_port(), overhead.free_port()]
         procs.append(realtime.start_upstream(workdir, ports, overhead.free_port(), 50))
         for round_ in range(args.rounds):
-            for name, source in variants:
-                run = measure(name, source, args, ports, workdir)
+            for name, source, gc in variants:
+                run = measure(name, source, args, ports, workdir, gc=gc)
                 run["round"] = round_
                 runs.append(run)
                 print(
@@ -191,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
     print("\n| router | instructions per relayed frame (each round) |\n|---|---|")
-    for name, _ in variants:
+    for name, _, _ in variants:
         counts = [f"{r['per_frame']:,}" for r in runs if r["name"] == name]
         print(f"| {name} | {' / '.join(counts)} |")
     return 0

@@ -96,10 +96,12 @@ def measure(
     args: argparse.Namespace,
     ports: Sequence[int],
     workdir: Path,
+    *,
+    gc: str | None = None,
 ) -> dict[str, Any]:
     policy, n_targets = overhead.ROUTER_CONFIGS[args.config]
     cfg = workdir / f"{name}.yaml"
-    cfg.write_text(overhead.router_config(ports[:n_targets], policy))
+    cfg.write_text(overhead.router_config(ports[:n_targets], policy, gc))
     port = overhead.free_port()
     out_file = workdir / f"callgrind.{name}.{time.monotonic_ns()}"
     argv = [
@@ -171,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--endpoint", choices=tuple(COMPLETE), default="chat")
     p.add_argument("--batch", type=int, default=8, help="embeddings: inputs per request")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
+    p.add_argument(
+        "--gc-variant",
+        action="append",
+        default=[],
+        metavar="NAME=Y,M,O",
+        help="this checkout with these server.gc thresholds (young,middle,old)",
+    )
     p.add_argument("--callgrind-out", default=None, help="keep the profiles in this folder")
     p.add_argument("--out", default="benchmarks/out/turncost.json")
     args = p.parse_args(argv)
@@ -181,16 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.callgrind_out).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ft-turncost-"))
     runs: list[dict[str, Any]] = []
-    sources: list[tuple[str, str | None]] = [("this", None)]
-    sources += [(spec.partition("=")[0], spec.partition("=")[2]) for spec in args.variant]
+    sources: list[tuple[str, str | None, str | None]] = [("this", None, None)]
+    sources += [(spec.partition("=")[0], spec.partition("=")[2], None) for spec in args.variant]
+    sources += [(spec.partition("=")[0], None, spec.partition("=")[2]) for spec in args.gc_variant]
     n_ports = overhead.ROUTER_CONFIGS[args.config][1]
     ports = [overhead.free_port() for _ in range(max(n_ports, 2))]
     procs: list[overhead.Proc] = []
     with overhead.managed(procs):
         procs.append(overhead.start_upstream(workdir, ports, args))
         for round_ in range(args.rounds):
-            for name, source in sources:
-                run = measure(name, source, args, ports, workdir)
+            for name, source, gc in sources:
+                run = measure(name, source, args, ports, workdir, gc=gc)
                 run["round"] = round_
                 runs.append(run)
                 print(
@@ -206,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "\n| router | config | endpoint | instructions per turn (each round) |\n|---|---|---|---|"
     )
-    for name, _ in sources:
+    for name, _, _ in sources:
         counts = ", ".join(f"{r['per_turn']:,}" for r in runs if r["name"] == name)
         print(f"| {name} | {args.config} | {args.endpoint} | {counts} |")
     return 0

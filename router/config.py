@@ -48,6 +48,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GcConfig(_Model):
+    """CPython's cyclic garbage collector thresholds (`gc.set_threshold`), set at start.
+    CPython's own are `{young: 700, middle: 10, old: 10}`. At 700 the collector took
+    5-14 % of the router's CPU at 64-128 streams, with full collections of 6-24 ms; at
+    20000 a young collection comes every 10 s or more at those loads, and none of the
+    older ones (benchmarks/RESULTS.md, "GC pauses")."""
+
+    #: container allocations (net of frees) between two young collections
+    young: int = Field(20000, ge=100)
+    #: young collections per collection of the middle generation
+    middle: int = Field(10, ge=1)
+    #: middle collections per full collection (which also waits until the objects
+    #: that survived into the old generation since the last one are a quarter of it)
+    old: int = Field(10, ge=1)
+
+
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -64,6 +80,8 @@ class ServerConfig(_Model):
     #: `firsttoken.access`; off, the same line is logged at DEBUG
     access_log: bool = False
     limits: LimitsConfig = LimitsConfig()
+    #: the cyclic garbage collector's thresholds (read at start, not on reload)
+    gc: GcConfig = GcConfig()
     #: Host header values served besides the bound address, localhost, 127.0.0.1 and
     #: [::1] (ports are not compared): names (`router.example.com`, `*.example.com`),
     #: IP networks (`10.0.0.0/8`: probes and scrapers that address a pod by its IP), or

@@ -9,7 +9,6 @@ deadline passes. A second signal stops at once.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 import time
@@ -28,26 +27,12 @@ from router.errors import (
     NotFound,
     RequestTimeout,
 )
+from router.gateway import collector
 from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.server import Server
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken")
-
-#: CPython's own thresholds. A young generation every 20,000 allocations (not 700)
-#: saved 8-12 % of the router's CPU at 64 streams, but it let garbage cycles that hold
-#: request bodies ripen into the old generations: under benchmarks/hostile.py's 4 MiB
-#: bodies the router grew to 1.45 GiB (125 MiB with these). Until those cycles are
-#: broken at their source, memory wins.
-GC_THRESHOLDS = (700, 10, 10)
-
-
-def tune_gc() -> None:
-    """Everything built so far lives as long as the process: keep the cyclic GC from
-    rescanning it (a source of tail latency under load)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class DrainingServer(uvicorn.Server):
@@ -71,10 +56,7 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        # What the lifespan built lives as long as the process too. No collection
-        # first: the server listens already, and a full one can take 100+ ms on a
-        # busy machine; the little start-up garbage kept is kept once.
-        gc.freeze()
+        collector.freeze_after_start()
 
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and not self.should_exit:
@@ -323,8 +305,9 @@ def _config(
 
 def run(router: Router, host: str, port: int, log_level: str) -> None:
     """Serve until drained. Blocks; installs uvloop."""
-    tune_gc()
     server_cfg = router.runtime.config.server
+    collector.apply(server_cfg.gc)
+    collector.trace_from_env()
     if host in ("0.0.0.0", "::") and not server_cfg.allowed_hosts:
         log.warning(
             "listening on every address, but only localhost and loopback Host values are "
