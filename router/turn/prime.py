@@ -26,7 +26,7 @@ from router.errors import (
 from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.dialect import Dialect
-from router.turn.types import Primed, TargetRuntime, TurnRequest
+from router.turn.types import Primed, TargetRuntime, TurnRequest, close_response
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
 
@@ -199,5 +199,4 @@ async def attempt_to_commit(
         if not handed_over:
             attempt.release()
             if response is not None:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                await close_response(response)
