@@ -58,14 +58,20 @@ async def read_chunks(
     # a scope with a deadline rather than `anyio.fail_after` (a generator context
     # manager that looks up the backend twice more: ~8 microseconds a turn)
     with anyio.CancelScope(deadline=asyncio.get_running_loop().time() + timeout_s) as deadline:
-        return await _read(scope, receive, limit, screen)
+        return await read_unbounded(scope, receive, limit, screen)
     assert deadline.cancelled_caught
-    raise RequestTimeout(f"the request body did not arrive within {timeout_s:g}s")
+    raise body_timeout(timeout_s)
 
 
-async def _read(
-    scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None
+def body_timeout(timeout_s: float) -> RequestTimeout:
+    return RequestTimeout(f"the request body did not arrive within {timeout_s:g}s")
+
+
+async def read_unbounded(
+    scope: Scope, receive: Receive, limit: int, screen: BodyScreen | None = None
 ) -> list[bytes]:
+    """The whole body within `limit` bytes, in the pieces it arrived in; the caller's
+    cancel scope bounds the time."""
     declared = content_length(scope)
     if declared is not None and declared > limit:
         raise Unread(PayloadTooLarge(f"the request body is over the {limit}-byte limit"))

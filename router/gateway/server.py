@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -38,7 +39,14 @@ from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.auth import Client
-from router.gateway.body import ClientGone, Unread, content_length, read_body, read_chunks
+from router.gateway.body import (
+    ClientGone,
+    Unread,
+    body_timeout,
+    content_length,
+    read_body,
+    read_unbounded,
+)
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
 from router.gateway.pages import PAGE_HEADERS, PAGES, page
@@ -326,22 +334,16 @@ class Server:
 
         limits = runtime.config.server.limits
         screen = BodyScreen(precheck, limits, content_length(scope), messages=endpoint == "chat")
-        timeout = runtime.config.server.client_timeout_s
-        chunks = await read_chunks(
-            scope, receive, runtime.config.server.max_body_bytes, timeout, screen
-        )
-        parsed = await self.bodies.parse(
-            endpoint, chunks, headers.get("x-session-id"), limits, precheck, checked=screen.model
-        )
-        del chunks  # a large body is held once, as the bytes to forward
         sink = AsgiSink(send)
         gone = False
-        # The client may leave at any time: a plain asyncio task waits for uvicorn's
-        # `http.disconnect` and cancels the turn's scope (closing the upstream). It is
-        # not an anyio task group: entering one, spawning into it and cancelling it
-        # cost ~50 microseconds a turn, some of it before the upstream send.
-        turn_scope = anyio.CancelScope()
-        watcher = asyncio.ensure_future(receive())
+        # One cancel scope per turn (each costs ~35,000 instructions): it bounds the
+        # body's arrival with its deadline, which is then lifted, and the client's
+        # disconnect cancels it after (closing the upstream). The disconnect is
+        # watched by a plain asyncio task waiting for uvicorn's `http.disconnect`, not
+        # an anyio task group: entering one, spawning into it and cancelling it cost
+        # ~50 microseconds a turn, some of it before the upstream send.
+        body_s = runtime.config.server.client_timeout_s
+        turn_scope = anyio.CancelScope(deadline=asyncio.get_running_loop().time() + body_s)
 
         def on_message(done: asyncio.Future[Message]) -> None:
             nonlocal gone
@@ -352,23 +354,39 @@ class Server:
                 gone = True
                 turn_scope.cancel()
 
-        watcher.add_done_callback(on_message)
-        try:
-            with turn_scope:
+        with turn_scope:
+            chunks = await read_unbounded(
+                scope, receive, runtime.config.server.max_body_bytes, screen
+            )
+            turn_scope.deadline = math.inf
+            parsed = await self.bodies.parse(
+                endpoint,
+                chunks,
+                headers.get("x-session-id"),
+                limits,
+                precheck,
+                checked=screen.model,
+            )
+            del chunks  # a large body is held once, as the bytes to forward
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(on_message)
+            try:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
                 )
                 log_turn(result, client=who, request_id=request_id, enabled=access_log)
-        except FirstTokenError as err:
-            refused(parsed.model, err)
-            if not sink.started:
-                await self._error(send, err)
-            else:  # cannot happen before the commit point; say it loudly if it does
-                log.error("error after the response started: %s", err.message)
-        finally:
-            watcher.cancel()
+            except FirstTokenError as err:
+                refused(parsed.model, err)
+                if not sink.started:
+                    await self._error(send, err)
+                else:  # cannot happen before the commit point; say it loudly if it does
+                    log.error("error after the response started: %s", err.message)
+            finally:
+                watcher.cancel()
         if gone:
             log.info("client went away on route %s; upstream cancelled", parsed.model)
+        elif turn_scope.cancelled_caught:  # only the body's deadline: lifted once it is read
+            raise body_timeout(body_s)
 
     async def _audio(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

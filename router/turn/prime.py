@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import anyio
 
@@ -26,7 +27,7 @@ from router.errors import (
 from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.dialect import Dialect
-from router.turn.types import Primed, TargetRuntime, TurnRequest
+from router.turn.types import Primed, TargetRuntime, TurnRequest, close_response
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
 
@@ -127,10 +128,16 @@ async def attempt_to_commit(
     first_token_s: float,
     clock: Clock,
     max_event: int,
-) -> Primed | UpstreamError:
+    scope: anyio.CancelScope | None = None,
+    superseded: Callable[[], bool] | None = None,
+) -> Primed | UpstreamError | None:
     """One attempt, up to its commit point: primed, or why it failed (never raised:
     only a cancel leaves it by an exception). `first_token_s` bounds a stream's wait
-    for its first token; a unary answer has the target's `total_s`."""
+    for its first token; a unary answer has the target's `total_s`.
+
+    A race passes the `scope` it cancels the attempt by when another wins: the
+    deadline is set on it (one cancel scope per attempt, not two), and a cancel
+    while `superseded()` says the race is over returns None (the attempt cancelled)."""
     cfg = runtime.config
     # Everything the router does before the send happens before the target's clock
     # starts: the router's own work is never charged to a target.
@@ -154,7 +161,11 @@ async def attempt_to_commit(
         deadline = cfg.timeouts.total_s
     # A cancel scope with a deadline, not `anyio.fail_after` (a generator context
     # manager that looks the backend up twice more): ~8 microseconds a turn.
-    scope = anyio.CancelScope(deadline=asyncio.get_running_loop().time() + deadline)
+    due = asyncio.get_running_loop().time() + deadline
+    if scope is None:
+        scope = anyio.CancelScope(deadline=due)
+    else:
+        scope.deadline = due
     try:
         with scope:
             response = await runtime.upstream.send(upstream_request)
@@ -174,6 +185,9 @@ async def attempt_to_commit(
                     runtime, attempt, response, started, request.dialect, clock=clock
                 )
         if scope.cancelled_caught:
+            if superseded is not None and superseded():
+                attempt.cancelled()  # another attempt won the race
+                return None
             raise TimeoutError
         if request.stream:
             attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
@@ -191,6 +205,10 @@ async def attempt_to_commit(
     except UpstreamError as err:
         err.target = err.target or cfg.name
         attempt.failed(err)
+        # Returned as a value, not raised on: its traceback would keep this frame and
+        # the upstream's (the request body among their locals) in a reference cycle
+        # until the cyclic collector runs, thousands of allocations away.
+        err.__traceback__ = None
         return err
     except anyio.get_cancelled_exc_class():
         attempt.cancelled()
@@ -199,5 +217,4 @@ async def attempt_to_commit(
         if not handed_over:
             attempt.release()
             if response is not None:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                await close_response(response)

@@ -141,6 +141,7 @@ class Race:
         kind: AttemptKind = "first"
         while (runtime := self._next(kind)) is not None:
             outcome = await self._attempt(runtime, request)
+            assert outcome is not None  # no race to lose
             self._running -= 1
             if isinstance(outcome, Primed):
                 return outcome
@@ -183,11 +184,9 @@ class Race:
         """An attempt in this task: its outcome, or None if a hedge won meanwhile."""
         scope = anyio.CancelScope()
         self._scopes.add(scope)
-        with scope:
-            outcome = await self._attempt(runtime, request)
-            self._scopes.discard(scope)
-            return outcome
-        return None
+        outcome = await self._attempt(runtime, request, scope)
+        self._scopes.discard(scope)
+        return outcome
 
     def _settle(self, outcome: Primed | UpstreamError, scope: anyio.CancelScope | None) -> bool:
         """Book an attempt's outcome where it happens; whether it won the race."""
@@ -249,17 +248,17 @@ class Race:
     async def _hedge(
         self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
     ) -> None:
-        outcome: Primed | UpstreamError | None = None
-        with scope:
-            outcome = await self._attempt(runtime, request)
-            self._scopes.discard(scope)
-            if self._settle(outcome, scope):
-                if self._commit is not None and isinstance(outcome, Primed):
-                    try:
-                        await self._commit(outcome)
-                    except Exception as exc:
-                        self.commit_error = exc
-                return
+        outcome = await self._attempt(runtime, request, scope)
+        self._scopes.discard(scope)
+        if outcome is None:  # cancelled: another attempt won
+            return
+        if self._settle(outcome, scope):
+            if self._commit is not None and isinstance(outcome, Primed):
+                try:
+                    await self._commit(outcome)
+                except Exception as exc:
+                    self.commit_error = exc
+            return
         if isinstance(outcome, Primed):  # primed after the race was won: a loser
             await self._close_loser(outcome)
 
@@ -277,12 +276,23 @@ class Race:
         return f"route '{self._route.name}': all {len(failures)} attempts failed ({parts})"
 
     async def _attempt(
-        self, runtime: TargetRuntime, request: TurnRequest
-    ) -> Primed | UpstreamError:
+        self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope | None = None
+    ) -> Primed | UpstreamError | None:
+        """An attempt to its commit point; None if it was cancelled through `scope`
+        (the race's handle on it, which also carries its deadline) by a winner."""
         deadline = self._route.first_token_s or runtime.config.timeouts.first_token_s
         return await attempt_to_commit(
-            runtime, request, first_token_s=deadline, clock=self._clock, max_event=self._max_event
+            runtime,
+            request,
+            first_token_s=deadline,
+            clock=self._clock,
+            max_event=self._max_event,
+            scope=scope,
+            superseded=self._is_over,
         )
+
+    def _is_over(self) -> bool:
+        return self._over
 
     def _failed(self, err: UpstreamError) -> bool:
         """Book a failed attempt; whether another target may still serve the turn."""

@@ -278,7 +278,10 @@ class Turn:
         # The whole stream's deadline, checked at each chunk (a cancel scope costs more
         # than a turn's chunks do); a silent upstream meets its idle timeout first.
         deadline_at = primed.started_at + total_s
-        late = False
+        # Per chunk: no coroutine besides the read and the write (`_inspect` is plain),
+        # and `__anext__` rather than `anext(chunks, None)` (no wrapper per chunk).
+        write = sink.write
+        read = chunks.__anext__
         try:
             block = framer.feed(b"")  # complete events that came with the first token
             while True:
@@ -286,19 +289,21 @@ class Turn:
                     if not answered and dialect.first_answer_in(block):
                         answered = True
                         self._first_answer(primed)
-                    done, events_seen = await self._forward(
-                        primed, block, keep_usage, sink, events_seen
-                    )
+                    block, done, events_seen = self._inspect(primed, block, keep_usage, events_seen)
+                    if block:
+                        await write(self._rename(block) if self._rename else block)
                     if done:
                         break
                 asked = self._clock() if guard is not None else 0.0
-                chunk = await anext(chunks, None)
-                if chunk is None:
+                try:
+                    chunk = await read()
+                except StopAsyncIteration:
                     break
                 now = self._clock()
                 if now > deadline_at:
-                    late = True
-                    break
+                    raise UpstreamTimeout(
+                        f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
+                    )
                 if guard is not None and guard.observe(now - asked):
                     self._degraded(primed, now - asked)
                 block = framer.feed(chunk)
@@ -308,12 +313,6 @@ class Turn:
         except sse.EventTooLarge as exc:
             too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
             await self._interrupted(primed, sink, too_large, events_seen)
-            return
-        if late:
-            timeout = UpstreamTimeout(
-                f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
-            )
-            await self._interrupted(primed, sink, timeout, events_seen)
             return
         if not done and not self._errored:
             cut_short = UpstreamProtocolError(
@@ -331,10 +330,11 @@ class Turn:
         primed.attempt.first_answer()
         self.result.first_answer_s = self._clock() - self._arrived
 
-    async def _forward(
-        self, primed: Primed, block: bytes, keep_usage: bool, sink: Sink, events_seen: int
-    ) -> tuple[bool, int]:
-        """Write one block of complete events; act on the rare ones. Returns (done, count)."""
+    def _inspect(
+        self, primed: Primed, block: bytes, keep_usage: bool, events_seen: int
+    ) -> tuple[bytes, bool, int]:
+        """One block of complete events: act on the rare ones. Returns what to write,
+        whether the stream is done, and the events seen so far."""
         dialect = self._dialect
         found = dialect.scan(block)
         events_seen += block.count(b"data:")
@@ -357,9 +357,7 @@ class Turn:
             self._events.attempt_failed(self._route.name, err)
             self.result.failures.append(err)
             self.result.outcome = "error"
-        if block:
-            await sink.write(self._rename(block) if self._rename else block)
-        return found.has_done or (found.has_error and dialect.error_ends), events_seen
+        return block, found.has_done or (found.has_error and dialect.error_ends), events_seen
 
     def _degraded(self, primed: Primed, waited_s: float) -> None:
         name = primed.target.config.name

@@ -69,11 +69,19 @@ class Primed:
     response_id: str | None = None
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            if self.ended:
-                await self.response.finish()
-            else:
-                await self.response.aclose()
+        await close_response(self.response, finish=self.ended)
+
+
+async def close_response(response: UpstreamResponse, *, finish: bool = False) -> None:
+    """`finish` (the answer was read to its end) or `aclose` a response, whatever
+    cancel is pending. A response whose class says `closes_at_once = True` does
+    neither wait (a cancel cannot cut it short), so it needs no shielding cancel
+    scope: ~30,000 instructions a turn."""
+    if getattr(response, "closes_at_once", False):
+        await (response.finish() if finish else response.aclose())
+        return
+    with anyio.CancelScope(shield=True):
+        await (response.finish() if finish else response.aclose())
 
 
 @dataclass(slots=True)

@@ -58,7 +58,11 @@ class UpstreamSetup:
 
 
 class UpstreamResponse(Protocol):
-    """A 2xx answer whose body has not been read yet."""
+    """A 2xx answer whose body has not been read yet.
+
+    A class whose `aclose` and `finish` never wait may say so with a class attribute
+    `closes_at_once = True`: the turn then closes it without a shielding cancel scope
+    (`turn.types.close_response`)."""
 
     status: int
     #: lower-cased header names

@@ -76,6 +76,9 @@ class OpenAIResponse:
     `idle_s`, and only closes the response if a read has been waiting that long. A
     slow client (the relay reading later) is not an idle upstream."""
 
+    #: `aclose` and `finish` never wait (nothing to shield them from a cancel)
+    closes_at_once = True
+
     __slots__ = (
         "_content",
         "_expired",

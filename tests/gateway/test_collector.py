@@ -31,6 +31,14 @@ def big_body(model: str) -> bytes:
     return b'{"messages":[' + TINY * n + TINY[:-1] + b'],"model":"' + model.encode() + b'"}'
 
 
+def long_messages_body(model: str) -> bytes:
+    """Three messages of 1 MiB with the model last: within `max_messages`, so the whole
+    body is read and parsed before the unknown model is refused."""
+    content = "x" * 2**20
+    messages = [{"role": "user", "content": content} for _ in range(3)]
+    return json.dumps({"messages": messages, "model": model}).encode()
+
+
 def read_trace(served: Served, path: Path) -> dict[str, Any]:
     """Signal the router and return the trace line it appends."""
     before = len(path.read_text().splitlines()) if path.exists() else 0
@@ -99,8 +107,11 @@ def test_refused_large_bodies_and_failed_turns_leave_nothing_to_the_cyclic_colle
     read_trace(served, trace)  # what start-up left does not count
     url = f"{served.url}/v1/chat/completions"
     statuses = []
-    for model in ("chat", "nope", "chat", "nope"):
-        statuses.append(httpx.post(url, content=big_body(model), headers=JSON).status_code)
+    # Too many messages (refused while the body arrives) and an unknown model found
+    # only after the whole body was read and parsed.
+    for body in (big_body, long_messages_body, big_body, long_messages_body):
+        model = "chat" if body is big_body else "nope"
+        statuses.append(httpx.post(url, content=body(model), headers=JSON).status_code)
     # A valid body of 512 KiB whose hedged turn fails upstream (the relay's error path).
     chat = {
         "model": "chat",

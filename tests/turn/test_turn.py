@@ -153,6 +153,28 @@ async def test_a_failure_after_the_first_token_ends_with_an_error_event(
     assert rig.events.kinds("attempt_failed")[0][1] == "a"
 
 
+async def test_a_stream_running_past_total_s_after_its_first_token_ends_with_an_error() -> None:
+    clock = ManualClock(100.0)
+
+    def later(i: int) -> None:
+        if i == 2:  # the default total_s is 600 s: the next bytes come after it
+            clock.now = 800.0
+
+    chunks = [role(), content("Hi"), content("late"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, before_chunk=later)), FakeUpstream("b"), clock=clock)
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        result = await rig.turn().run(rig.request(), sink)
+    head, _, tail = sink.body.partition(content("Hi"))
+    assert head == role()
+    error_body = json.loads(sse.event_data(tail) or b"")["error"]
+    assert error_body["code"] == "stream_interrupted"
+    assert "exceeded total_s=600s" in error_body["message"]
+    assert b"late" not in sink.body and sink.finished
+    assert result.outcome == "error"
+    assert rig.events.kinds("attempt_failed")[0][1] == "a"
+
+
 async def test_an_error_event_mid_stream_is_passed_on_and_ends_the_turn() -> None:
     chunks = [role(), content("Hi"), error("overloaded"), content("never"), DONE]
     rig = Rig(FakeUpstream("a", Reply(chunks)), FakeUpstream("b"))
