@@ -73,8 +73,12 @@ def serve(tmp_path: Path, failing: OpenAISim) -> Iterator[Any]:
             + target_yaml("a", failing.base_url)
             + "\n"
             + target_yaml("b", failing.base_url)
+            + "\n"
+            # nothing listens there: every connect is refused
+            + target_yaml("down", f"http://127.0.0.1:{free_port()}/v1")
             + "\nroutes:\n  - name: chat\n    targets: [a, b]\n"
             + "    hedge: {after_ms: 1, max_extra: 1}\n"
+            + "  - name: down\n    targets: [down]\n"
         )
         trace = tmp_path / "gc.jsonl"
         env = {TRACE_ENV: str(trace), SAVEALL_ENV: "1" if saveall else ""}
@@ -120,7 +124,11 @@ def test_refused_large_bodies_and_failed_turns_leave_nothing_to_the_cyclic_colle
     }
     for _ in range(2):
         statuses.append(httpx.post(url, json=chat, timeout=30).status_code)
-    assert statuses == [400, 404, 400, 404, 502, 502]
+    # A target that refuses the connection (aiohttp's connector raises a local of its
+    # own frame: a cycle through our `post`, whose locals hold the body).
+    for _ in range(2):
+        statuses.append(httpx.post(url, json={**chat, "model": "down"}, timeout=30).status_code)
+    assert statuses == [400, 404, 400, 404, 502, 502, 502, 502]
     line = read_trace(served, trace)
     defaults = GcConfig()
     assert line["thresholds"] == [defaults.young, defaults.middle, defaults.old]
