@@ -370,7 +370,7 @@ def run_window(
     hostile: subprocess.Popen[bytes] | None = None
     before = scrape(port)
     if args.gc_trace:
-        gctrace.mark(router.pid, args.gc_trace_file)
+        gctrace.mark(router.pid, Path(args.gc_trace_file))
     cpu_before = party_cpu(procs)
     started = time.monotonic()
     if name != "quiet":
@@ -407,7 +407,7 @@ def run_window(
         span = hostile_counts.pop("span")
         window = (span["start_s"] + args.settle, span["end_s"])
     opened |= breakers_not_closed(port)
-    gc_pauses = gctrace.mark(router.pid, args.gc_trace_file) if args.gc_trace else None
+    gc_pauses = gctrace.mark(router.pid, Path(args.gc_trace_file)) if args.gc_trace else None
     return {
         "phase": name,
         "window": window,
@@ -469,9 +469,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config.write_text(policy(sim_ports, port, args.gc))
         exe = args.firsttoken or str(ROOT / ".venv" / "bin" / "firsttoken")
         router_env = dict(env) if not args.firsttoken else dict(os.environ)
-        args.gc_trace_file = work / "router.gc.jsonl"
+        args.gc_trace_file = str(work / "router.gc.jsonl")  # args go into the JSON
         if args.gc_trace:
-            router_env.update(gctrace.env(args.gc_trace_file))
+            router_env.update(gctrace.env(Path(args.gc_trace_file)))
         if args.gc_saveall:
             router_env[gctrace.SAVEALL_ENV] = "1"
         router = Proc(
