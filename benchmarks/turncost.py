@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/turncost.py --config ft-slo2 --turns 300 --rounds 2 \
         --variant main=/tmp/main-tree
+    .venv/bin/python benchmarks/turncost.py --config firsttoken --endpoint responses
+    .venv/bin/python benchmarks/turncost.py --config firsttoken --endpoint embeddings
 
 CPU time per stream (overhead.py) moves with whatever else the machine runs; the
 number of instructions the router's process executes for a fixed number of turns
@@ -9,7 +11,9 @@ does not (callgrind counts them, it does not time them). Each measurement starts
 `firsttoken serve` (the configuration of `overhead.py`: `firsttoken`, `ft-slo2`,
 `ft-slo8`) under `valgrind --tool=callgrind --instr-atstart=no`, sends `--warmup`
 turns uncounted, switches counting on (`callgrind_control -i on`), sends `--turns`
-streamed turns at `--concurrency`, switches it off, and reads the total. The
+turns at `--concurrency` (`--endpoint`: streamed chat, streamed `/v1/responses`, or
+`/v1/embeddings` batches of `--batch`, loadgen.py's bodies), switches it off, and
+reads the total. The
 upstream is the benchmark's (50 ms TTFT, 20 tokens 10 ms apart) in its own process,
 not counted. Variants (`--variant NAME=DIR`, DIR holding another `router/`) and this
 checkout are measured in alternation, `--rounds` times.
@@ -38,23 +42,26 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import overhead  # noqa: E402  (a sibling script, not a package)
+import loadgen  # noqa: E402  (sibling scripts, not a package)
+import overhead  # noqa: E402
 
 ROOT = HERE.parent
 
 
-async def drive(url: str, turns: int, concurrency: int, tokens: int) -> int:
-    """Send `turns` streamed turns, `concurrency` at a time; return how many failed."""
+#: what a complete answer holds, per endpoint
+COMPLETE = {"chat": b"[DONE]", "responses": b"response.completed", "embeddings": b'"embedding"'}
+
+
+async def drive(url: str, turns: int, concurrency: int, args: argparse.Namespace) -> int:
+    """Send `turns` turns (loadgen's body for `args.endpoint`), `concurrency` at a time;
+    return how many failed."""
     import aiohttp
 
-    body = json.dumps(
-        {
-            "model": overhead.MODEL,
-            "messages": [{"role": "user", "content": "Say something short."}],
-            "stream": True,
-            "max_tokens": tokens,
-        }
-    ).encode()
+    shape = argparse.Namespace(
+        endpoint=args.endpoint, model=overhead.MODEL, max_tokens=args.tokens, batch=args.batch
+    )
+    body = json.dumps(loadgen.request_body(shape)).encode()
+    complete = COMPLETE[args.endpoint]
     left = turns
     failed = 0
 
@@ -66,7 +73,7 @@ async def drive(url: str, turns: int, concurrency: int, tokens: int) -> int:
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
                     data = await resp.read()
-                if resp.status != 200 or b"[DONE]" not in data:
+                if resp.status != 200 or complete not in data:
                     failed += 1
             except aiohttp.ClientError:
                 failed += 1
@@ -117,14 +124,14 @@ def measure(
     proc = overhead.Proc(name, argv, workdir, env=env, cwd=workdir)
     try:
         overhead.wait_http(f"http://127.0.0.1:{port}/healthz", proc, 600)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        url = f"http://127.0.0.1:{port}{overhead.ENDPOINT_PATHS[args.endpoint]}"
         metrics_url = f"http://127.0.0.1:{port}/metrics"
-        asyncio.run(drive(url, args.warmup, args.concurrency, args.tokens))
+        asyncio.run(drive(url, args.warmup, args.concurrency, args))
         before = hedges(metrics_url)
         subprocess.run(
             ["callgrind_control", "-i", "on", str(proc.pid)], check=True, stdout=subprocess.DEVNULL
         )
-        failed = asyncio.run(drive(url, args.turns, args.concurrency, args.tokens))
+        failed = asyncio.run(drive(url, args.turns, args.concurrency, args))
         subprocess.run(
             ["callgrind_control", "-i", "off", str(proc.pid)], check=True, stdout=subprocess.DEVNULL
         )
@@ -161,11 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--tokens", type=int, default=20)
+    p.add_argument("--endpoint", choices=tuple(COMPLETE), default="chat")
+    p.add_argument("--batch", type=int, default=8, help="embeddings: inputs per request")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     p.add_argument("--callgrind-out", default=None, help="keep the profiles in this folder")
     p.add_argument("--out", default="benchmarks/out/turncost.json")
     args = p.parse_args(argv)
-    args.ttft_ms, args.itl_ms = 50.0, 10.0
+    args.ttft_ms, args.itl_ms = 50.0, 10.0  # embeddings: answered at the first-token time
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
     if args.callgrind_out:
@@ -194,10 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": vars(args), "runs": runs}, indent=2) + "\n")
-    print("\n| router | config | instructions per turn (each round) |\n|---|---|---|")
+    print(
+        "\n| router | config | endpoint | instructions per turn (each round) |\n|---|---|---|---|"
+    )
     for name, _ in sources:
         counts = ", ".join(f"{r['per_turn']:,}" for r in runs if r["name"] == name)
-        print(f"| {name} | {args.config} | {counts} |")
+        print(f"| {name} | {args.config} | {args.endpoint} | {counts} |")
     return 0
 
 

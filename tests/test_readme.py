@@ -79,6 +79,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "half a second at one concurrency, one migration round; no LiteLLM peer (exempt)",
     ),
     (
+        r"benchmarks/realtime_idle\.py$",
+        "benchmarks/realtime_idle.py --sessions 0,2 --duration 0.5",
+        "half a second each with no session and with two",
+    ),
+    (
         r"benchmarks/voice\.py --sessions 1,8,32 --turns 4$",
         "benchmarks/voice.py --sessions 1 --turns 1 --barge-in 0",
         "one caller, one turn (its bars are read at 32 sessions)",

@@ -24,6 +24,8 @@ from router.errors import BadRequest
 CHARS_PER_TOKEN = 4
 #: response and conversation ids are short opaque tokens (`resp_...`, `conv_...`)
 MAX_ID_CHARS = 256
+#: the one type a token id has in a parsed body (`bool` is a subclass: not a token)
+_INT = frozenset({int})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +113,10 @@ def responses_fields(body: Mapping[str, Any], limits: LimitsConfig) -> Responses
 
 
 def _is_tokens(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in value
-    )
+    """A list of token ids (ints, not booleans). The types are collected in C (`map`,
+    `set`): a batch of token lists can hold hundreds of thousands of ids, and a
+    Python-level check per id cost ~1 microsecond each on the event loop."""
+    return isinstance(value, list) and set(map(type, value)) <= _INT
 
 
 def embeddings_tokens(body: Mapping[str, Any], limits: LimitsConfig) -> int:

@@ -47,10 +47,14 @@ def context_filter(request: RoutingRequest, view: TargetView) -> str | None:
 
 
 def endpoint_filter(request: RoutingRequest, view: TargetView) -> str | None:
-    # litellm speaks chat only: a legacy completions turn would come back as a 400
-    # and, being the client's fault, would not fall back to a target that serves it.
+    # litellm serves chat, Responses and embeddings (router/capabilities.py), never
+    # legacy completions: such a turn would come back as a 400 and, being the client's
+    # fault, would not fall back to a target that serves it.
     if request.endpoint == "completions" and view.kind == "litellm":
-        return "litellm targets serve only /v1/chat/completions"
+        return (
+            "litellm targets serve /v1/chat/completions, /v1/responses and /v1/embeddings, "
+            "not /v1/completions"
+        )
     return None
 
 

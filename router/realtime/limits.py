@@ -1,32 +1,33 @@
 """A session's limits, and the supervisor that enforces them on each upstream leg.
 
-The supervisor wakes at the next deadline (idle, maximum duration, upstream age, the
-client key's session-minutes running out), and at least every `BREAKER_CHECK_S` to
-look at the target's breaker. A key's minutes are shared by its open sessions: the
-deadline is the time left in its window over the sessions spending it, read afresh
-at every wake, so a key that opens a second session brings the first one's end
-nearer. The two
-proactive moves, reaching `max_upstream_s` and the target's breaker opening, wait
-for a pause between responses, so no answer is cut for them; when one finds no
+The supervisor sleeps until the next deadline (idle, maximum duration, upstream age,
+the client key's session-minutes running out) or until the target's breaker opens
+(`BreakerWatch`: one timer per target, not a wake per session). A key's minutes are
+shared by its open sessions: the deadline is the time left in its window over the
+sessions spending it, read afresh at least every `BREAKER_CHECK_S` while a key has
+an allowance, so a key that opens a second session brings the first one's end
+nearer. The two proactive moves, reaching `max_upstream_s` and the target's breaker
+opening, wait for a pause between responses (looked at every `BREAKER_CHECK_S`, or
+50 ms for the upstream's age), so no answer is cut for them; when one finds no
 better target, the session stays where it is and tries again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.realtime.events import MigrationReason, SessionEnd
 from router.realtime.quota import SessionQuota
+from router.realtime.target import BREAKER_CHECK_S, BreakerWatch
 from router.realtime.wire import error_event
 
 if TYPE_CHECKING:
     from router.realtime.session import Session
     from router.realtime.target import Leg
-
-#: how often the supervisor looks at the target's breaker
-BREAKER_CHECK_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class Migrate:
 
 async def supervise(session: Session, leg: Leg) -> End | Migrate:
     limits, clock = session.limits, session.clock
+    watch = leg.target.breaker_watch
     breaker = leg.target.signals.breaker
     upstream_due = None if limits.max_upstream_s is None else leg.opened_at + limits.max_upstream_s
     session_due = (
@@ -65,12 +67,12 @@ async def supervise(session: Session, leg: Leg) -> End | Migrate:
     )
     while True:
         now = clock()
-        wake = BREAKER_CHECK_S
+        wake = math.inf
         if limits.idle_s is not None:
             idle_due = session.last_client_frame + limits.idle_s
             if now >= idle_due:
                 return End("idle", 1000, _idle_error(limits.idle_s))
-            wake = min(wake, idle_due - now)
+            wake = idle_due - now
         if session_due is not None:
             if now >= session_due:
                 return End("max_duration", 1008, _duration_error(limits.max_duration_s))
@@ -79,18 +81,33 @@ async def supervise(session: Session, leg: Leg) -> End | Migrate:
         if left_s is not None and limits.quota is not None:
             if left_s <= 0.0:
                 return End("session_minutes", 1008, _minutes_error(limits.quota))
-            wake = min(wake, left_s / max(limits.quota.open_sessions, 1))
+            # read afresh: another session of the key brings this one's end nearer
+            wake = min(wake, left_s / max(limits.quota.open_sessions, 1), BREAKER_CHECK_S)
         # Proactive moves wait for a pause between responses, and for a while after
         # one found nowhere better to go.
         calm = session.response_id is None and not session.pending_create
+        broken = breaker.state == "open"
         if calm and now >= session.proactive_after:
             if upstream_due is not None and now >= upstream_due:
                 return Migrate("max_upstream")
-            if breaker.state == "open":
+            if broken:
                 return Migrate("breaker_open")
         if upstream_due is not None:
             wake = min(wake, max(upstream_due - now, 0.05))
-        await asyncio.sleep(max(wake, 0.001))
+        if broken:  # open, but not now: look again soon
+            await asyncio.sleep(max(min(wake, BREAKER_CHECK_S), 0.001))
+        else:
+            await _until_open(watch, max(wake, 0.001))
+
+
+async def _until_open(watch: BreakerWatch, timeout_s: float) -> None:
+    """Wait for the target's breaker to open, for at most `timeout_s` (inf: no limit)."""
+    if math.isinf(timeout_s):
+        await watch.opened()
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await watch.opened()
 
 
 def _idle_error(idle_s: float) -> str:

@@ -25,6 +25,7 @@ from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamError
 from router.realtime.events import SessionEvents
 from router.realtime.usage import RealtimePrice
 from router.realtime.wire import rate_limit_headers
+from router.signals.breaker import Breaker
 from router.signals.target import Attempt, TargetSignals
 from router.signals.ttft import Ewma
 from router.upstream.realtime import Closed
@@ -44,6 +45,59 @@ class SessionConnection(Protocol):
     async def receive(self) -> str | bytes | Closed: ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+#: how often a target's breaker is looked at while sessions wait for it to open
+BREAKER_CHECK_S = 0.5
+
+
+class BreakerWatch:
+    """Tells a target's sessions when its breaker opens: one timer per target.
+
+    A session's supervisor otherwise sleeps until its next deadline (idle, duration,
+    upstream age), often tens of seconds away. Looking at the breaker from every
+    session woke each supervisor twice a second, all of them together (sessions
+    opened together keep their phase): 64 task wake-ups at once, twice a second, on
+    the loop that relays the frames. The breaker may open from several places
+    (failures, a provider's Retry-After, another replica), so it is looked at every
+    `BREAKER_CHECK_S` rather than hooked, once for the target, and only while a
+    session waits."""
+
+    __slots__ = ("_breaker", "_handle", "_opened", "_waiting")
+
+    def __init__(self, breaker: Breaker) -> None:
+        self._breaker = breaker
+        self._opened: asyncio.Event | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._waiting = 0
+
+    async def opened(self) -> None:
+        """Returns once the breaker is open (at once if it is)."""
+        if self._breaker.state == "open":
+            return
+        if self._opened is None:
+            self._opened = asyncio.Event()
+        opened = self._opened
+        self._waiting += 1
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(BREAKER_CHECK_S, self._check)
+        try:
+            await opened.wait()
+        finally:
+            self._waiting -= 1
+            if not self._waiting:  # nobody waits: no timer, nor an event bound to this loop
+                self._opened = None
+                if self._handle is not None:
+                    self._handle.cancel()
+                    self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._breaker.state == "open" and self._opened is not None:
+            self._opened.set()  # every waiter wakes; later ones wait for the next opening
+            self._opened = None
+        elif self._waiting:
+            self._handle = asyncio.get_running_loop().call_later(BREAKER_CHECK_S, self._check)
 
 
 class Connector(Protocol):
@@ -72,6 +126,7 @@ class RealtimeTarget:
         self.max_sessions = max_sessions
         #: upgrade to `session.created`, seconds (an EWMA)
         self.connect_time = Ewma(signals.completion_window_s, clock)
+        self.breaker_watch = BreakerWatch(signals.breaker)
 
     @property
     def sessions(self) -> int:

@@ -17,7 +17,6 @@ events is searched as bytes (`scan`) and only an event holding a marker is parse
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -139,29 +138,39 @@ class ChatDialect:
         return sse.error_event(message)
 
 
-#: the flat `usage` object of an embeddings answer (`prompt_tokens`, `total_tokens`)
-_EMBEDDING_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+_USAGE_KEY = b'"usage"'
+_DECODER = json.JSONDecoder()
+
+
+def last_usage(text: bytes) -> dict[str, Any] | None:
+    """The object of the last `"usage"` key in a JSON text, parsed alone (None if that
+    key holds no object). An unescaped quote cannot occur inside a JSON string, so the
+    key found is a key. Targets write an answer's usage after its content (embeddings
+    after the vectors; a Responses object after its output, instructions and tools),
+    so only the tail is read and parsed; callers check the object is the one meant."""
+    key = text.rfind(_USAGE_KEY)
+    if key < 0:
+        return None
+    start = text.find(b"{", key + len(_USAGE_KEY))
+    if start < 0 or text[key + len(_USAGE_KEY) : start].strip() != b":":
+        return None
+    try:
+        parsed, _ = _DECODER.raw_decode(text[start:].decode())
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class EmbeddingsDialect(ChatDialect):
     """Embeddings: one JSON body of vectors. A batch's answer is large (a float is ~20
     bytes of JSON), so it is checked by its shape and its `usage` object alone is
-    parsed: the vectors are relayed as the target wrote them."""
+    parsed: the vectors are relayed as the target wrote them, never copied."""
 
     def whole(self, target: str, body: bytes) -> Whole:
-        text = body.strip()
-        if not (text.startswith(b"{") and text.endswith(b"}")) or b'"data"' not in text:
+        text = body.strip()  # the same object when there is nothing to strip
+        if not (text.startswith(b"{") and text.endswith(b"}")) or text.find(b'"data"') < 0:
             raise MalformedFrame("response is not an embeddings list")
-        usage = None
-        found = _EMBEDDING_USAGE.search(text, max(0, len(text) - 4096))
-        found = found or _EMBEDDING_USAGE.search(text)
-        if found is not None:
-            try:
-                parsed = json.loads(found.group(1))
-            except ValueError:
-                parsed = None
-            usage = parsed if isinstance(parsed, dict) else None
-        return Whole(usage)
+        return Whole(last_usage(text))  # vectors hold no quoted strings: it is the answer's
 
 
 CHAT: Dialect = ChatDialect()

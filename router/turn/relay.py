@@ -247,7 +247,10 @@ class Turn:
                 )
                 await self._relay(primed, request, sink)
             else:
-                await sink.start(200, self.headers(primed, b"application/json"))
+                # Its length, so the server writes the body as it is (not re-framed
+                # chunked, a copy and a write more: embeddings answers are large).
+                length = (b"content-length", str(len(head)).encode())
+                await sink.start(200, [*self.headers(primed, b"application/json"), length])
                 await sink.write(head)
                 self._account(primed, primed.usage, estimated_completion=0)
                 primed.attempt.finished(result.prompt_tokens, result.completion_tokens)

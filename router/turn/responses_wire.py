@@ -15,7 +15,18 @@ The commit point is the first non-empty delta the user sees: output text, a func
 reasoning parser streams `response.reasoning_text.delta`), a refusal, audio. A stream
 that ends without any (`response.completed` of an empty answer) commits at its end;
 an `error` or `response.failed` before it fails over. The response's id is in
-`response.created`, which is parsed before the commit point anyway.
+`response.created`.
+
+What is parsed, and what is read from bytes: `response.created` and
+`response.completed` repeat the whole response (the request's instructions and
+tools: kilobytes for an agent), and a stream has ~1.4 events per token, so the
+events are typed from their compact JSON where its layout makes that certain (`type`
+first, as OpenAI writes it, or last, as vLLM's pydantic models do; `sniffed_type`),
+and parsed otherwise. Before the commit point `response.created` gives its id from
+its anchored head, the `*.added`/`in_progress` events are relayed unparsed (a
+malformed one reaches the client rather than failing over), and a delta is parsed
+(is it empty?). After it a block costs four bytes searches; an event holding a
+marker is typed, and the final event's usage is parsed from its tail.
 
 After the commit point a broken stream ends with an `error` event and a
 `response.failed` whose response is the one `response.created` announced, failed.
@@ -29,10 +40,11 @@ as it does for a broken chat stream.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from router.turn.dialect import Classified, Tokens, Whole, count, detail_count
+from router.turn.dialect import Classified, Tokens, Whole, count, detail_count, last_usage
 from router.turn.sse import (
     Frame,
     MalformedFrame,
@@ -58,12 +70,31 @@ ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"
 FAILURES = frozenset({"error", "response.failed"})
 
 _USAGE_MARKS = (b'"usage":{', b'"usage": {')
-_ERROR_MARKS = (b'"type":"error"', b'"type": "error"', b"event: error", b"response.failed")
-_END_MARKS = (b"response.completed", b"response.incomplete", b"response.failed", b"[DONE]")
 _ANSWER_MARKS = (
     b"response.output_text.delta",
     b"response.function_call_arguments.delta",
     b"response.custom_tool_call_input.delta",
+)
+#: bytes every event the relay acts on after the commit point holds: an end
+#: (`response.completed`, `response.incomplete`, `response.failed`), an `error`, `[DONE]`
+_ACT_MARKS = (b"complete", b"failed", b"error", b"[DONE]")
+#: the types that need nothing from their JSON before the commit point
+_PASSING = frozenset(
+    {
+        "response.in_progress",
+        "response.queued",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_summary_part.added",
+    }
+)
+_TYPE_FIRST = b'{"type":"'
+_TYPE_LAST = b',"type":"'
+#: the id at the head of `response.created` (OpenAI: type, sequence number, then the
+#: response, id first; vLLM: the response first, its type last): anchored, so the
+#: structure around it is certain
+_CREATED_ID = re.compile(
+    rb'\{(?:"type":"response\.created",(?:"sequence_number":\d+,)?)?"response":\{"id":"([^"\\]+)"'
 )
 
 
@@ -72,20 +103,74 @@ def _type(parsed: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _marked(block: bytes, marks: tuple[bytes, ...], types: frozenset[str]) -> bool:
-    """Whether an event of `block` that holds one of `marks` is of one of `types`."""
-    if not any(mark in block for mark in marks):
-        return False
-    for event in split_events(block):
-        if any(mark in event for mark in marks):
-            data = event_data(event)
-            if data is not None and data.strip() == b"[DONE]":
-                if "[DONE]" in types:
-                    return True
-                continue
-            if _type(parsed_event(event)) in types:
-                return True
+def _holds(block: bytes, marks: tuple[bytes, ...]) -> bool:
+    # `find`, not `in`: CPython 3.11's `bytes.__contains__` first tries its argument as
+    # an int and formats a TypeError it then drops (~2 microseconds a test). A loop,
+    # not `any()` over a generator (a frame more per call).
+    for mark in marks:  # noqa: SIM110
+        if block.find(mark) >= 0:
+            return True
     return False
+
+
+def sniffed_type(data: bytes) -> str | None:
+    """An event's `type` read from its compact JSON without parsing it: the first key
+    (OpenAI writes it first) or the last (vLLM's pydantic models write fields in
+    alphabetical order). An unescaped quote cannot occur inside a JSON string, so the
+    key found there is the object's own. None when neither holds: parse instead."""
+    if data.startswith(_TYPE_FIRST):
+        end = data.find(b'"', 9)
+        head = data[9:end]
+        if end > 9 and data[end + 1 : end + 2] in (b",", b"}") and head.find(b"\\") < 0:
+            return head.decode("ascii", "replace")
+        return None
+    if data.endswith(b'"}'):
+        start = data.rfind(_TYPE_LAST)
+        tail = data[start + 9 : -2] if start > 0 else b""
+        if tail and tail.find(b'"') < 0 and tail.find(b"\\") < 0:
+            return tail.decode("ascii", "replace")
+    return None
+
+
+def typed_event(event: bytes) -> tuple[str | None, Any, bool]:
+    """(type, parsed JSON or None, whether it was parsed) of one event: compact JSON
+    whose type can be read from its bytes is not parsed."""
+    data = event_data(event)
+    if data is None:
+        return None, None, False
+    kind = sniffed_type(data)
+    if kind is not None:
+        return kind, None, False
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None, None, True
+    return _type(parsed), parsed, True
+
+
+def _acted_on(block: bytes) -> Scan:
+    """The slow path of `scan`: each event that holds a marker is typed."""
+    has_usage = has_error = has_done = False
+    for event in split_events(block):
+        if not _holds(event, _ACT_MARKS):
+            continue
+        data = event_data(event)
+        if data is not None and data.strip() == b"[DONE]":
+            has_done = True
+            continue
+        kind, parsed, _ = typed_event(event)
+        if kind in ENDS:
+            has_done = True
+            has_usage = has_usage or _holds(event, _USAGE_MARKS)
+        if kind in FAILURES or (
+            kind is None and isinstance(parsed, dict) and parsed.get("error") is not None
+        ):
+            has_error = True  # a typeless `{"error": ...}` is chat's error event
+    return Scan(has_usage, has_error, has_done)
+
+
+#: what most blocks hold: nothing to act on (shared; a `Scan` is never changed)
+_NOTHING = Scan(has_usage=False, has_error=False, has_done=False)
 
 
 def _frame(kind: str, payload: Mapping[str, Any]) -> bytes:
@@ -133,6 +218,15 @@ class ResponsesDialect:
         data = event_data(event)
         if data is None:
             return Frame.OTHER, None, None
+        kind = sniffed_type(data)
+        if kind in _PASSING:
+            return Frame.OTHER, None, None  # relayed as it came; nothing in it is needed
+        if kind == "response.created":
+            # It repeats the request's instructions and tools: only its id is read.
+            found = _CREATED_ID.match(data)
+            if found is not None:
+                rid = found.group(1).decode("ascii", "replace")
+                return Frame.OTHER, None, {"type": kind, "response": {"id": rid}}
         if data.strip() == b"[DONE]":
             return Frame.DONE, None, None
         try:
@@ -162,26 +256,43 @@ class ResponsesDialect:
         return found if isinstance(found, str) else None
 
     def scan(self, block: bytes) -> Scan:
-        return Scan(
-            has_usage=any(mark in block for mark in _USAGE_MARKS),
-            has_error=_marked(block, _ERROR_MARKS, FAILURES),
-            has_done=_marked(block, _END_MARKS, ENDS | {"[DONE]"}),
-        )
+        # Most blocks are deltas: four bytes searches (`_ACT_MARKS`), nothing parsed.
+        if (
+            block.find(b"complete") < 0
+            and block.find(b"failed") < 0
+            and block.find(b"error") < 0
+            and block.find(b"[DONE]") < 0
+        ):
+            return _NOTHING
+        return _acted_on(block)
 
     def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:
-        if not any(mark in event for mark in _USAGE_MARKS):
+        if not _holds(event, _USAGE_MARKS):
             return None, False
-        parsed = parsed_event(event)
+        kind, parsed, was_parsed = typed_event(event)
+        if not was_parsed:
+            if kind not in ENDS:
+                return None, False
+            # The end event repeats the whole response (output, instructions, tools):
+            # its usage comes last, so only that is parsed when it reads as one.
+            usage = last_usage(event)
+            if usage is not None and ("input_tokens" in usage or "output_tokens" in usage):
+                return usage, False
+            parsed = parsed_event(event)
         response = parsed.get("response") if _type(parsed) in ENDS else None
         usage = response.get("usage") if isinstance(response, dict) else None
         return (usage if isinstance(usage, dict) else None), False
 
     def first_answer_in(self, block: bytes) -> bool:
-        if not any(mark in block for mark in _ANSWER_MARKS):
+        if not _holds(block, _ANSWER_MARKS):
             return False
         for event in split_events(block):
-            parsed = parsed_event(event)
-            if DELTAS.get(_type(parsed) or "") == "answer" and parsed.get("delta"):
+            kind, parsed, was_parsed = typed_event(event)
+            if DELTAS.get(kind or "") != "answer":
+                continue
+            if not was_parsed:
+                parsed = parsed_event(event)
+            if isinstance(parsed, dict) and parsed.get("delta"):
                 return True
         return False
 

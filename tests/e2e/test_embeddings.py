@@ -82,6 +82,18 @@ def test_a_batch_comes_back_whole_in_order_and_priced(fleet: Fleet) -> None:
     assert delta(before, after, "firsttoken_cost_usd_total", **labels) == pytest.approx(tokens)
 
 
+def test_an_answer_goes_out_with_its_length_not_chunked(fleet: Fleet) -> None:
+    # A unary answer is relayed as the target wrote it, framed by Content-Length
+    # (chunked framing would cost the router a copy and a write more per answer).
+    r = httpx.post(
+        f"{fleet.router.base_url}/embeddings",
+        json={"model": "embed", "input": ["a", "b", "c"], "encoding_format": "float"},
+    )
+    assert r.status_code == 200 and len(r.json()["data"]) == 3
+    assert "transfer-encoding" not in r.headers
+    assert r.headers["content-length"] == str(len(r.content))
+
+
 def test_encoding_format_and_unknown_fields_pass_through(fleet: Fleet) -> None:
     c = sdk(fleet)
     floats = c.embeddings.create(model="embed", input="x", encoding_format="float", dimensions=8)

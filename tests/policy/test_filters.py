@@ -82,7 +82,13 @@ def test_keeps_litellm_targets_out_of_legacy_completions_turns() -> None:
     views = [replace(hosted("claude", 0.3), kind="litellm"), hosted("oai", 0.3)]
     survivors, rejected = filter_targets(replace(request(), endpoint="completions"), views)
     assert names(survivors) == ["oai"]
-    assert rejected == (("claude", "litellm targets serve only /v1/chat/completions"),)
+    assert rejected == (
+        (
+            "claude",
+            "litellm targets serve /v1/chat/completions, /v1/responses and /v1/embeddings, "
+            "not /v1/completions",
+        ),
+    )
     survivors, _ = filter_targets(request(), views)  # chat turns may use both
     assert names(survivors) == ["claude", "oai"]
 

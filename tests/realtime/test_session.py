@@ -151,6 +151,7 @@ async def test_breaker_opening_migrates(sims: tuple[RealtimeSim, RealtimeSim]) -
     ta, tb = make_target("a", a), make_target("b", b)
     async with running_session([ta, tb]) as run:
         await run.client.until("session.created")
+        await asyncio.sleep(0.1)  # the supervisor is waiting by now: the opening wakes it
         ta.signals.breaker.record_failure()  # breaker_failures is 1: it opens
         await asyncio.sleep(0.7)
         run.client.put({"type": "response.create"})

@@ -46,6 +46,22 @@ def test_an_embeddings_body_gives_its_usage() -> None:
     assert EMBEDDINGS.whole("a", no_usage).usage is None
 
 
+def test_an_embeddings_usage_is_found_wherever_and_however_the_target_writes_it() -> None:
+    usage = {"prompt_tokens": 9, "total_tokens": 9, "prompt_tokens_details": {"cached_tokens": 0}}
+    base64 = [{"object": "embedding", "index": 0, "embedding": "AAAAPwAAgD8="}]
+    floats = [{"object": "embedding", "index": 0, "embedding": [0.5, -1.25e-05]}]
+    for data in (base64, floats):
+        compact = json.dumps(
+            {"object": "list", "data": data, "model": "m", "usage": usage}, separators=(",", ":")
+        )
+        first = json.dumps({"usage": usage, "object": "list", "data": data})  # usage first
+        for body in (compact.encode(), first.encode(), b"\n " + compact.encode() + b"\n"):
+            assert EMBEDDINGS.whole("a", body).usage == usage
+    # a usage that is not an object is no usage (the turn falls back on its estimate)
+    assert EMBEDDINGS.whole("a", b'{"data": [], "usage": null}').usage is None
+    assert EMBEDDINGS.whole("a", b'{"data": [], "usage": {"prompt_tokens": }').usage is None
+
+
 @pytest.mark.parametrize("bad", [b"<html></html>", b'{"error": {"message": "x"}}', b""])
 def test_what_is_not_an_embeddings_list_fails_over(bad: bytes) -> None:
     with pytest.raises(MalformedFrame):

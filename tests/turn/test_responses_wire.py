@@ -16,7 +16,7 @@ from openai.types.responses import (
 )
 from pydantic import TypeAdapter
 
-from router.turn.responses_wire import RESPONSES, created_response, failure_events
+from router.turn.responses_wire import RESPONSES, created_response, failure_events, sniffed_type
 from router.turn.sse import Frame, MalformedFrame, split_events
 from tests.turn.fakes import CONFIG, FakeUpstream, RecordingSink, Reply, Rig
 
@@ -112,6 +112,127 @@ def test_after_the_commit_point_markers_are_found_and_text_that_mentions_them_is
     assert (found.has_error, found.has_done) == (True, False)  # response.failed may follow
     found = RESPONSES.scan(event("response.failed", 6, response=RESPONSE))
     assert (found.has_error, found.has_done) == (True, True)
+
+
+def compact(kind: str, seq: int, *, type_last: bool = False, **fields: Any) -> bytes:
+    """An event as OpenAI writes it (`type` first, no spaces) or as vLLM's pydantic
+    models do (fields in alphabetical order: `type` last)."""
+    payload = {**fields, "sequence_number": seq}
+    payload = {**payload, "type": kind} if type_last else {"type": kind, **payload}
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+@pytest.mark.parametrize("type_last", [False, True])
+def test_compact_events_are_typed_from_their_bytes_as_the_parser_would(type_last: bool) -> None:
+    tricky = '","type":"response.completed"} "usage":{ error failed [DONE] \\'
+    events = [
+        compact("response.created", 0, type_last=type_last, response=RESPONSE),
+        compact("response.output_text.delta", 4, type_last=type_last, delta=tricky),
+        compact("error", 5, type_last=type_last, code="x", message="y", param=None),
+        compact(
+            "response.completed", 9, type_last=type_last, response={**RESPONSE, "usage": USAGE}
+        ),
+    ]
+    for raw in events:
+        data = raw.split(b"data: ", 1)[1].rstrip(b"\n")
+        assert sniffed_type(data) == json.loads(data)["type"]  # read, never guessed
+    # what cannot be read from the bytes is parsed instead, never misread
+    for data in (
+        b'{"a":{"type":"response.completed"}}',
+        b'{"a\\"type":"x"}',
+        b'{"b":1,"a\\",\\"type":"x"}',
+        b'{"type":"x\\"y","a":1}',
+        b'{"type": "error"}',
+    ):
+        assert sniffed_type(data) in (None, json.loads(data).get("type")), data
+    # after the commit point: the delta that mentions every marker is just relayed
+    found = RESPONSES.scan(events[1])
+    assert (found.has_usage, found.has_error, found.has_done) == (False, False, False)
+    found = RESPONSES.scan(events[1] + events[3])
+    assert (found.has_usage, found.has_error, found.has_done) == (True, False, True)
+    assert RESPONSES.scan(events[2]).has_error
+    assert RESPONSES.usage_of(events[3]) == (USAGE, False)
+    # before it: in_progress commits nothing and is not parsed; created names the response
+    in_progress = compact("response.in_progress", 1, type_last=type_last, response=RESPONSE)
+    assert RESPONSES.classify(in_progress) == (Frame.OTHER, None, None)
+    _, _, parsed = RESPONSES.classify(events[0])
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_1"
+
+
+@pytest.mark.parametrize("type_last", [False, True])
+def test_the_usage_of_a_large_final_event_is_read_alone_and_right(
+    type_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import router.turn.responses_wire as wire
+    from router.turn.sse import parsed_event
+
+    parsed: list[bytes] = []
+
+    def counted(event: bytes) -> Any:
+        parsed.append(event)
+        return parsed_event(event)
+
+    monkeypatch.setattr(wire, "parsed_event", counted)
+    schema = {"type": "object", "properties": {"usage": {"type": "object"}}}
+    tool = {"type": "function", "name": "report", "parameters": schema}
+    # OpenAI's order (vLLM's alphabetical one too): the usage after output and tools
+    big = {k: v for k, v in RESPONSE.items() if k not in ("usage", "tools")}
+    big |= {
+        "status": "completed",
+        "instructions": 'say "usage": {"input_tokens": 1} ' * 500,
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "x" * 20000}]}],
+        "tools": [tool],
+        "usage": USAGE,
+        "user": None,
+        "metadata": {"k": "v"},
+    }
+    if type_last:
+        big = dict(sorted(big.items()))
+    final = compact("response.completed", 9, type_last=type_last, response=big)
+    assert RESPONSES.usage_of(final) == (USAGE, False)
+    assert parsed == []  # typed from its bytes, its usage parsed alone: not the 40 KB
+    # a target that writes its tools after the usage: that tail is no usage, so the
+    # event is parsed whole, and the usage is still the response's
+    reordered = {**{k: v for k, v in big.items() if k != "tools"}, "tools": [tool]}
+    assert list(reordered).index("usage") < list(reordered).index("tools")
+    final = compact("response.completed", 9, response=reordered)
+    assert RESPONSES.usage_of(final) == (USAGE, False) and len(parsed) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # OpenAI today, OpenAI before sequence numbers, vLLM (alphabetical fields)
+        b'{"type":"response.created","sequence_number":0,"response":{"id":"resp_9","tools":[]}}',
+        b'{"type":"response.created","response":{"id":"resp_9","tools":[]},"sequence_number":0}',
+        b'{"response":{"id":"resp_9","tools":[]},"sequence_number":0,"type":"response.created"}',
+    ],
+)
+def test_response_created_gives_its_id_without_parsing_what_it_repeats(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[Any] = []
+    real = json.loads
+
+    def counted(text: Any, **kw: Any) -> Any:
+        loads.append(text)
+        return real(text, **kw)
+
+    monkeypatch.setattr(json, "loads", counted)
+    frame, kind, parsed = RESPONSES.classify(b"event: response.created\ndata: " + data + b"\n\n")
+    assert (frame, kind) == (Frame.OTHER, None) and loads == []
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9"
+    # any other layout is parsed, and gives the same id
+    spaced = json.dumps(real(data)).encode()
+    _, _, parsed = RESPONSES.classify(b"data: " + spaced + b"\n\n")
+    assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9" and loads
+
+
+def test_a_chat_style_error_event_after_the_commit_point_is_an_error() -> None:
+    # what an OpenAI-compatible proxy may send on a Responses stream: no `type`
+    found = RESPONSES.scan(b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n')
+    assert found.has_error and not found.has_done
 
 
 def test_usage_comes_from_the_final_event_with_cached_and_reasoning_tokens() -> None:
