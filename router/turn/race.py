@@ -76,8 +76,11 @@ class Race:
         self._started_at: float | None = None
         self._hedge_at = math.inf
         #: the cancel scopes of the attempts still running (anyio formats a task's repr
-        #: on every cancel: only live ones are cancelled); over once a winner is out
-        self._scopes: set[anyio.CancelScope] = set()
+        #: on every cancel: only live ones are cancelled); over once a winner is out.
+        #: A dict, in launch order: a set of scopes iterates by object id, so the order
+        #: in which two losers were cancelled (and freed their engine slots) depended
+        #: on the process's allocation history, not on the run
+        self._scopes: dict[anyio.CancelScope, None] = {}
         self._over = False
         self._commit: Commit | None = None
         #: (attempts launched, the backup's index then): `_backup_index`, memoised
@@ -183,9 +186,9 @@ class Race:
     ) -> Primed | UpstreamError | None:
         """An attempt in this task: its outcome, or None if a hedge won meanwhile."""
         scope = anyio.CancelScope()
-        self._scopes.add(scope)
+        self._scopes[scope] = None
         outcome = await self._attempt(runtime, request, scope)
-        self._scopes.discard(scope)
+        self._scopes.pop(scope, None)
         return outcome
 
     def _settle(self, outcome: Primed | UpstreamError, scope: anyio.CancelScope | None) -> bool:
@@ -242,14 +245,14 @@ class Race:
             self._hedge_at = math.inf
             return
         scope = anyio.CancelScope()
-        self._scopes.add(scope)
+        self._scopes[scope] = None
         self._tg.start_soon(self._hedge, runtime, self._request, scope)
 
     async def _hedge(
         self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
     ) -> None:
         outcome = await self._attempt(runtime, request, scope)
-        self._scopes.discard(scope)
+        self._scopes.pop(scope, None)
         if outcome is None:  # cancelled: another attempt won
             return
         if self._settle(outcome, scope):
