@@ -961,8 +961,11 @@ def start_targets(
     starters["vllm-router"] = lambda: start_vllm_router(workdir, pair, Path(args.vllm_router_venv))
     starters["litellm"] = lambda: start_litellm(workdir, pair, Path(args.litellm_venv))
     variants: list[str] = []
-    for spec in args.variant:
-        vname, _, path = spec.partition("=")
+    # --variant NAME=DIR: another checkout's router; --gc-variant NAME=Y,M,O: this one
+    # with other GC thresholds
+    specs = [(spec, False) for spec in args.variant] + [(spec, True) for spec in args.gc_variant]
+    for spec, gc_only in specs:
+        vname, _, value = spec.partition("=")
         name = f"{args.variant_config}-{vname}"
         variants.append(name)
         starters[name] = functools.partial(
@@ -970,23 +973,9 @@ def start_targets(
             workdir,
             ports,
             name,
-            path,
+            None if gc_only else value,
             args.variant_config,
-            gc=args.gc,
-            gc_trace=trace,
-        )
-    for spec in args.gc_variant:
-        vname, _, thresholds = spec.partition("=")
-        name = f"{args.variant_config}-{vname}"
-        variants.append(name)
-        starters[name] = functools.partial(
-            start_firsttoken,
-            workdir,
-            ports,
-            name,
-            None,
-            args.variant_config,
-            gc=thresholds,
+            gc=value if gc_only else args.gc,
             gc_trace=trace,
         )
     for name in [*configs, *variants, *peers]:

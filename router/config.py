@@ -4,7 +4,7 @@ Every problem is reported as a `ConfigIssue` naming the file, the line of the
 offending YAML node and the field path (`routes[0].targets[1]`), so `firsttoken
 check` can print all of them at once (YAML and schema: `configfile.py`; the
 realtime route blocks: `router/realtime/settings.py`; speech and cascade blocks and
-their checks: `router/voice/settings.py`). Just over 400 lines: the models of every
+their checks: `router/voice/settings.py`). Over 400 lines (about 500): the models of every
 kind of target and route stay in one place, so one module shows the whole schema.
 """
 

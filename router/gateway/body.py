@@ -39,26 +39,14 @@ async def read_body(
     receive: Receive,
     limit: int,
     timeout_s: float,
-    screen: BodyScreen | None = None,
 ) -> bytes:
-    """The whole body, within `limit` bytes and `timeout_s` seconds."""
-    chunks = await read_chunks(scope, receive, limit, timeout_s, screen)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def read_chunks(
-    scope: Scope,
-    receive: Receive,
-    limit: int,
-    timeout_s: float,
-    screen: BodyScreen | None = None,
-) -> list[bytes]:
-    """The whole body as it arrived, in pieces (joined only by who needs it whole:
-    a large body goes to a parse worker piece by piece)."""
+    """The whole body, within `limit` bytes and `timeout_s` seconds (a turn's body is
+    read by `read_unbounded` inside the turn's own cancel scope)."""
     # a scope with a deadline rather than `anyio.fail_after` (a generator context
     # manager that looks up the backend twice more: ~8 microseconds a turn)
     with anyio.CancelScope(deadline=asyncio.get_running_loop().time() + timeout_s) as deadline:
-        return await read_unbounded(scope, receive, limit, screen)
+        chunks = await read_unbounded(scope, receive, limit)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     assert deadline.cancelled_caught
     raise body_timeout(timeout_s)
 

@@ -4,7 +4,7 @@ Client disconnect: the turn and a listener for `http.disconnect` run in one task
 group; when the client goes away the listener cancels the group, and the turn's
 `finally` closes the upstream connection at once.
 
-Just over 400 lines: the table of every HTTP endpoint and the checks all of them
+Over 400 lines (about 450): the table of every HTTP endpoint and the checks all of them
 pass (Host, Origin, methods, bodies) read best in one place; what an endpoint does
 lives elsewhere (`realtime.py`, `audio.py`, `admission.py`).
 """
