@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+from router.looplag import INTERVAL_S
 from router.sim.behaviour import Behaviour
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
 
@@ -216,9 +217,13 @@ def test_the_event_loop_lag_is_a_metric(fleet: Fleet) -> None:
         raise AssertionError("no firsttoken_event_loop_lag_seconds")
 
     before = lag_sum()
-    fleet.loop.call(lambda: time.sleep(0.3))  # the router's loop stalls
+    stall_s = 0.5
+    fleet.loop.call(lambda: time.sleep(stall_s))  # the router's loop stalls
+    # the sampler's timer was due somewhere in the stall's first INTERVAL_S, so the
+    # lag it records is between stall_s - INTERVAL_S and stall_s
+    shown = stall_s - INTERVAL_S - 0.05
     deadline = time.monotonic() + 5
-    while lag_sum() - before < 0.25:
+    while lag_sum() - before < shown:
         assert time.monotonic() < deadline, "the stall did not show in the lag metric"
         time.sleep(0.05)
 
