@@ -24,7 +24,12 @@ Stdout carries the protocol with the parent: `window-start` and `window-end` on
 their own lines at the edges of the measured window (so the parent can sample
 CPU counters of the proxy at the same instants), then one JSON line with the
 results. A sample belongs to the window when its request was *sent* inside it;
-a stream counts towards throughput when it *completed* inside it. Each sample's
+a stream counts towards throughput when it *completed* inside it. That count moves
+in steps: a closed loop of C workers whose requests all take the same time finishes
+them in waves (the workers start together), and a 10 s window holds 39 or 40 waves of
+a 250 ms request, 2.5 % apart. So each worker's completions in the window also give
+its own rate, (k - 1) / (last - first), which no phase moves; `rate_per_s` is their
+sum, the throughput a ratio against direct should use. Each sample's
 send time is in `sent_s` (perf_counter), and SIGUSR1 ends the window early: a
 driver can run one load through many phases and cut it by time (`hostile.py`).
 """
@@ -59,6 +64,9 @@ class Stats:
     sent_s: list[float] = field(default_factory=list)
     total_s: list[float] = field(default_factory=list)
     completed_in_window: int = 0
+    #: the workers' own completion rates, summed: (k - 1) / (last - first) over each
+    #: worker's k >= 2 completions in the window (see the module's docstring)
+    rate_per_s: float = 0.0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
@@ -127,9 +135,11 @@ class Run:
     sessions: bool = False
     #: chat, responses or embeddings
     endpoint: str = "chat"
+    #: per worker, the completion times inside the window
+    done_s: list[list[float]] = field(default_factory=list)
 
 
-def _count(run: Run, sent: float, first: float, done: float) -> None:
+def _count(run: Run, sent: float, first: float, done: float, worker: int) -> None:
     """A sample belongs to the window when its request was sent inside it; it counts
     towards throughput when it completed inside it."""
     start, end = run.window
@@ -139,9 +149,16 @@ def _count(run: Run, sent: float, first: float, done: float) -> None:
         run.stats.total_s.append(done - sent)
     if start <= done < end:
         run.stats.completed_in_window += 1
+        run.done_s[worker].append(done)
 
 
-async def _unary(run: Run, url: str, headers: dict[str, str]) -> None:
+def worker_rates(done_s: Sequence[Sequence[float]]) -> float:
+    """The sum of each worker's completion rate, (k - 1) / (last - first) over its k
+    completions (a worker with fewer than two adds nothing)."""
+    return sum((len(d) - 1) / (d[-1] - d[0]) for d in done_s if len(d) >= 2 and d[-1] > d[0])
+
+
+async def _unary(run: Run, url: str, headers: dict[str, str], worker: int) -> None:
     """One embeddings request: its latency is the time to the whole body."""
     stats = run.stats
     sent = time.perf_counter()
@@ -156,10 +173,10 @@ async def _unary(run: Run, url: str, headers: dict[str, str]) -> None:
     if not body.startswith(b'{"object":"list","data":[{"object":"embedding"'):
         stats.error(f"not an embeddings list: {body[:200]!r}")
         return
-    _count(run, sent, done, done)
+    _count(run, sent, done, done, worker)
 
 
-async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
+async def _one(run: Run, url: str, headers: dict[str, str], worker: int) -> None:
     stats = run.stats
     is_first = _has_text_delta if run.endpoint == "responses" else _has_content
     end_marker = END_OF[run.endpoint]
@@ -196,7 +213,7 @@ async def _one(run: Run, url: str, headers: dict[str, str]) -> None:
     if not ended:
         stats.error(f"stream ended without {end_marker.decode()}")
         return
-    _count(run, sent, first, done)
+    _count(run, sent, first, done, worker)
 
 
 async def _worker(index: int, run: Run) -> None:
@@ -209,7 +226,7 @@ async def _worker(index: int, run: Run) -> None:
         url = run.urls[n % len(run.urls)]
         n += 1
         try:
-            await send(run, url, headers)
+            await send(run, url, headers, index)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.stats.error(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.05)  # do not spin on a refused port
@@ -268,6 +285,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         window = (t0 + args.warmup, t0 + args.warmup + args.duration)
         shared = Run(session, urls, body, headers, stats, window, args.sessions, args.endpoint)
+        shared.done_s = [[] for _ in range(args.concurrency)]
         workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
 
         async def markers() -> None:
@@ -296,6 +314,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 stats.error(f"worker crashed: {task.exception()!r}")
+    stats.rate_per_s = worker_rates(shared.done_s)
     result: dict[str, Any] = asdict(stats)
     result["cancelled_at_end"] = len(pending)
     result["window_s"] = args.duration

@@ -620,6 +620,9 @@ def run_point(
         "statuses": result["statuses"],
         "window_s": round(window_s, 3),
         "streams_per_s": round(completed / args.duration, 2),
+        # the workers' own completion rates, summed: no window-phase steps (loadgen.py)
+        "rate_per_s": round(result.get("rate_per_s", 0.0), 2),
+        "ttft_mean_ms": _ms(sum(ttft) / len(ttft) if ttft else None),
         "ttft_p50_ms": _ms(percentile(ttft, 0.5)),
         "ttft_p90_ms": _ms(percentile(ttft, 0.9)),
         "ttft_p99_ms": _ms(percentile(ttft, 0.99)),
@@ -781,17 +784,60 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a and b else None
+
+
 def add_deltas(points: list[dict[str, Any]]) -> None:
-    direct = {p["concurrency"]: p for p in points if p["target"] == "direct"}
+    """Each proxy point against direct's at the same concurrency (and `--rounds` round).
+
+    `throughput_ratio` is of the workers' own rates (`rate_per_s`), which the window's
+    phase does not move; `window_ratio` of the completions counted in the window (in
+    steps of one wave of C requests); `latency_ratio`, direct's mean over the proxy's,
+    what a closed loop's throughput ratio should come to."""
+    direct = {(p["concurrency"], p.get("round", 0)): p for p in points if p["target"] == "direct"}
     for p in points:
-        d = direct.get(p["concurrency"])
+        d = direct.get((p["concurrency"], p.get("round", 0)))
         if d is None or p["target"] == "direct":
             continue
-        for q in ("p50", "p99"):
-            a, b = p[f"ttft_{q}_ms"], d[f"ttft_{q}_ms"]
+        for q in ("mean", "p50", "p99"):
+            a, b = p.get(f"ttft_{q}_ms"), d.get(f"ttft_{q}_ms")
             p[f"added_ttft_{q}_ms"] = None if a is None or b is None else round(a - b, 2)
-        ratio = p["streams_per_s"] / d["streams_per_s"] if d["streams_per_s"] else None
-        p["throughput_ratio"] = None if ratio is None else round(ratio, 3)
+        p["window_ratio"] = _ratio(p["streams_per_s"], d["streams_per_s"])
+        p["throughput_ratio"] = (
+            _ratio(p.get("rate_per_s"), d.get("rate_per_s")) or p["window_ratio"]
+        )
+        p["latency_ratio"] = _ratio(d.get("ttft_mean_ms"), p.get("ttft_mean_ms"))
+
+
+#: what `summarize` averages over the rounds of one (target, concurrency)
+ROUND_KEYS = (
+    "added_ttft_mean_ms",
+    "added_ttft_p50_ms",
+    "added_ttft_p99_ms",
+    "throughput_ratio",
+    "window_ratio",
+    "latency_ratio",
+    "proxy_cpu_ms_per_stream",
+)
+
+
+def summarize(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per (target, concurrency): its rounds' mean of each `ROUND_KEYS`
+    figure (a single round is itself). The bars read these."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["target"], p["concurrency"]), []).append(p)
+    out = []
+    for (target, c), group in groups.items():
+        merged: dict[str, Any] = {"target": target, "concurrency": c, "rounds": len(group)}
+        for key in ROUND_KEYS:
+            values = [p[key] for p in group if p.get(key) is not None]
+            merged[key] = round(sum(values) / len(values), 4) if values else None
+            if len(values) > 1:
+                merged[f"{key}_range"] = [min(values), max(values)]
+        out.append(merged)
+    return out
 
 
 P50, P99 = "added_ttft_p50_ms", "added_ttft_p99_ms"
@@ -841,7 +887,7 @@ def bars(points: list[dict[str, Any]], endpoint: str = "chat") -> list[dict[str,
     """Each bar whose points the run has: for chat issue 14's for the plain relay
     (`firsttoken`), issue 16's for the product (`ft-slo2`, `ft-slo8`) and round robin
     vs vllm-router; for responses and embeddings issue 19's."""
-    at = {(p["target"], p["concurrency"]): p for p in points}
+    at = {(p["target"], p["concurrency"]): p for p in summarize(points)}
     out = []
     for target, c, what, key, bar_spec, op in ENDPOINT_BARS[endpoint]:
         point = at.get((target, c))
@@ -877,27 +923,64 @@ def _fmt(v: Any, signed: bool = False) -> str:
     return str(v)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
 def markdown(points: list[dict[str, Any]]) -> str:
+    """One row per point. TTFT is send to the first token (embeddings: to the whole
+    answer); streams/s is counted in the window, rate/s the workers' own rates summed
+    (what "vs direct" compares; `add_deltas`)."""
     head = (
-        "| target | C | TTFT p50 / p99 (ms) | added p50 / p99 (ms) | streams/s | vs direct "
-        "| proxy CPU ms/stream | proxy CPU % | RSS MiB | errors | CPU wait % |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| target | C | TTFT mean / p50 / p99 (ms) | added mean / p50 / p99 (ms) "
+        "| streams/s | rate/s | vs direct (window) | proxy CPU ms/stream | proxy CPU % "
+        "| RSS MiB | errors | CPU wait % |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for p in points:
+        name = p["target"] + (f" (round {p['round'] + 1})" if "round" in p else "")
         added = (
             "-"
             if p["target"] == "direct"
-            else f"{_fmt(p.get('added_ttft_p50_ms'), True)} / "
-            f"{_fmt(p.get('added_ttft_p99_ms'), True)}"
+            else " / ".join(_fmt(p.get(f"added_ttft_{q}_ms"), True) for q in ("mean", "p50", "p99"))
         )
-        ratio = p.get("throughput_ratio")
+        ratio = (
+            "-"
+            if p["target"] == "direct"
+            else (f"{_pct(p.get('throughput_ratio'))} ({_pct(p.get('window_ratio'))})")
+        )
         rows.append(
-            f"| {p['target']} | {p['concurrency']} "
-            f"| {_fmt(p['ttft_p50_ms'])} / {_fmt(p['ttft_p99_ms'])} | {added} "
-            f"| {_fmt(p['streams_per_s'])} | {'-' if ratio is None else f'{ratio:.1%}'} "
+            f"| {name} | {p['concurrency']} "
+            f"| {_fmt(p.get('ttft_mean_ms'))} / {_fmt(p['ttft_p50_ms'])} "
+            f"/ {_fmt(p['ttft_p99_ms'])} "
+            f"| {added} | {_fmt(p['streams_per_s'])} | {_fmt(p.get('rate_per_s'))} | {ratio} "
             f"| {_fmt(p['proxy_cpu_ms_per_stream'])} | {_fmt(p['proxy_cpu_pct'])} "
             f"| {_fmt(p['proxy_rss_mib'])} | {p['errors']} | {_fmt(p['cpu_pressure_pct'])} |"
+        )
+    return "\n".join(rows)
+
+
+def summary_markdown(summary: list[dict[str, Any]]) -> str:
+    """Each proxy against direct, over its rounds (the mean; [min, max] when several):
+    what the bars read."""
+    rows = [
+        "| vs direct | C | rounds | added mean / p50 / p99 (ms) | throughput (rates) "
+        "| throughput (window count) | direct mean / proxy mean | proxy CPU ms/stream |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(p: dict[str, Any], key: str, fmt: Callable[[float | None], str]) -> str:
+        spread = p.get(f"{key}_range")
+        return fmt(p.get(key)) + (f" [{fmt(spread[0])}, {fmt(spread[1])}]" if spread else "")
+
+    signed: Callable[[float | None], str] = functools.partial(_fmt, signed=True)
+    for p in summary:
+        added = " / ".join(cell(p, f"added_ttft_{q}_ms", signed) for q in ("mean", "p50", "p99"))
+        rows.append(
+            f"| {p['target']} | {p['concurrency']} | {p['rounds']} | {added} "
+            f"| {cell(p, 'throughput_ratio', _pct)} | {cell(p, 'window_ratio', _pct)} "
+            f"| {cell(p, 'latency_ratio', _pct)} | {cell(p, 'proxy_cpu_ms_per_stream', _fmt)} |"
         )
     return "\n".join(rows)
 
@@ -1037,10 +1120,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for target in targets:
             target.urls = [url.replace(CHAT_PATH, path) for url in target.urls]
         # Interleaved: at each concurrency, direct first, then every proxy, so that
-        # each delta compares runs minutes apart at most.
+        # each delta compares runs minutes apart at most; with --rounds the pair is
+        # repeated in alternation, so a drift of the machine shows as a spread.
         for c in concurrencies:
-            for target in targets:
+            for r, target in ((r, t) for r in range(args.rounds) for t in targets):
                 point = run_point(target, c, args, upstream)
+                if args.rounds > 1:
+                    point["round"] = r
                 points.append(point)
                 seen = point.get("router") or {}
                 print(
@@ -1077,9 +1163,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "nice": args.nice,
             "endpoint": args.endpoint,
             "batch": args.batch if args.endpoint == "embeddings" else None,
+            "rounds": args.rounds,
         },
         "peers": {t.name: t.meta for t in targets},
         "points": points,
+        "summary": summarize([p for p in points if p["target"] != "direct"]),
         "bars": bars(points, args.endpoint),
         "profile": profile,
         "router_log_bytes": router_log_bytes,
@@ -1096,6 +1184,9 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(router_markdown(result["points"]))
     print()
+    if result.get("summary"):
+        print(summary_markdown(result["summary"]))
+        print()
     traced = [p for p in result["points"] if p.get("gc")]
     if traced:
         for clock in ("cpu", "wall"):
@@ -1197,6 +1288,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="embeddings: the upstream's time to answer a batch (default 250)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run direct and each proxy this many times in alternation at each "
+        "concurrency; the bars read the rounds' mean (default 1)",
+    )
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
     p.add_argument(
         "--configs",
