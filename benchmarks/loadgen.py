@@ -27,7 +27,8 @@ results. A sample belongs to the window when its request was *sent* inside it;
 a stream counts towards throughput when it *completed* inside it. That count moves
 in steps: a closed loop of C workers whose requests all take the same time finishes
 them in waves (the workers start together), and a 10 s window holds 39 or 40 waves of
-a 250 ms request, 2.5 % apart. So each worker's completions in the window also give
+a 250 ms request, 2.5 % apart (`--stagger` spreads the first sends over one request's
+length, so the waves never form). So each worker's completions in the window also give
 its own rate, (k - 1) / (last - first), which no phase moves; `rate_per_s` is their
 sum, the throughput a ratio against direct should use. Each sample's
 send time is in `sent_s` (perf_counter), and SIGUSR1 ends the window early: a
@@ -137,6 +138,8 @@ class Run:
     endpoint: str = "chat"
     #: per worker, the completion times inside the window
     done_s: list[list[float]] = field(default_factory=list)
+    #: the workers' first sends are spread evenly over this many seconds
+    stagger_s: float = 0.0
 
 
 def _count(run: Run, sent: float, first: float, done: float, worker: int) -> None:
@@ -222,6 +225,8 @@ async def _worker(index: int, run: Run) -> None:
     if run.sessions:
         headers["x-session-id"] = f"w{index}"
     send = _unary if run.endpoint == "embeddings" else _one
+    if run.stagger_s > 0:
+        await asyncio.sleep(run.stagger_s * index / len(run.done_s))
     while time.perf_counter() < run.window[1]:
         url = run.urls[n % len(run.urls)]
         n += 1
@@ -286,6 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         window = (t0 + args.warmup, t0 + args.warmup + args.duration)
         shared = Run(session, urls, body, headers, stats, window, args.sessions, args.endpoint)
         shared.done_s = [[] for _ in range(args.concurrency)]
+        shared.stagger_s = args.stagger
         workers = [asyncio.create_task(_worker(i, shared)) for i in range(args.concurrency)]
 
         async def markers() -> None:
@@ -334,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=20)
     p.add_argument("--endpoint", choices=("chat", "responses", "embeddings"), default="chat")
     p.add_argument("--batch", type=int, default=8, help="embeddings: inputs per request")
+    p.add_argument(
+        "--stagger",
+        type=float,
+        default=0.0,
+        help="spread the workers' first requests evenly over this many seconds (default 0: "
+        "all at once, and requests of a fixed length then stay in waves of C)",
+    )
     p.add_argument("--api-key", default=None)
     p.add_argument(
         "--sessions", action="store_true", help="each worker sends x-session-id: w<index>"

@@ -533,14 +533,8 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
 
-def run_point(
-    target: Target,
-    concurrency: int,
-    args: argparse.Namespace,
-    upstream: Proc,
-    on_window_start: Any = None,
-) -> dict[str, Any]:
-    """One closed-loop run; CPU of proxy, upstream and load generator over the window."""
+def loadgen_argv(target: Target, concurrency: int, args: argparse.Namespace) -> list[str]:
+    """The load generator's command line for one point."""
     argv = [
         sys.executable,
         str(LOADGEN),
@@ -561,10 +555,25 @@ def run_point(
     argv += ["--endpoint", endpoint]
     if endpoint == "embeddings":
         argv += ["--batch", str(args.batch)]
+    stagger_ms = getattr(args, "stagger_ms", None) or 0.0
+    if stagger_ms > 0:
+        argv += ["--stagger", str(stagger_ms / 1000)]
     for url in target.urls:
         argv += ["--url", url]
     if target.api_key:
         argv += ["--api-key", target.api_key]
+    return argv
+
+
+def run_point(
+    target: Target,
+    concurrency: int,
+    args: argparse.Namespace,
+    upstream: Proc,
+    on_window_start: Any = None,
+) -> dict[str, Any]:
+    """One closed-loop run; CPU of proxy, upstream and load generator over the window."""
+    argv = loadgen_argv(target, concurrency, args)
     proxy_pids = process_tree(target.proc.pid) if target.proc else []
     up_pids = process_tree(upstream.pid)
     seen_before = router_counters(target.metrics_url) if target.metrics_url else None
@@ -1099,6 +1108,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     if args.endpoint == "embeddings":
         args.ttft_ms = args.embed_ms  # the simulator answers a batch at its first-token time
+    if args.stagger_ms is None:
+        # Embeddings: 64 clients that do not all start at one instant. Requests of one
+        # fixed length keep the loop's workers in the waves they started in (a quarter
+        # of a cycle with no request, then 30 at once), and a proxy, one process, then
+        # serves each wave in a queue: burst service, not throughput.
+        args.stagger_ms = args.embed_ms if args.endpoint == "embeddings" else 0.0
     workdir = Path(tempfile.mkdtemp(prefix="ft-overhead-"))
     suffix = "" if args.endpoint == "chat" else f"-{args.endpoint}"
     out = Path(args.out or f"benchmarks/out/overhead{suffix}.json")
@@ -1164,6 +1179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "endpoint": args.endpoint,
             "batch": args.batch if args.endpoint == "embeddings" else None,
             "rounds": args.rounds,
+            "stagger_ms": args.stagger_ms,
         },
         "peers": {t.name: t.meta for t in targets},
         "points": points,
@@ -1288,6 +1304,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="embeddings: the upstream's time to answer a batch (default 250)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
+    p.add_argument(
+        "--stagger-ms",
+        type=float,
+        default=None,
+        help="spread the load workers' first requests over this long (default: --embed-ms "
+        "for embeddings, 0 for the others: all start at once)",
+    )
     p.add_argument(
         "--rounds",
         type=int,
