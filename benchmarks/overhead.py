@@ -14,11 +14,17 @@ upstream process). Peers (`--peers`): nginx, vllm-router 0.1.17 in its own venv
 One streaming workload (simulated OpenAI upstream: 50 ms TTFT, 10 ms between
 tokens, 20 tokens) is run direct and through each proxy at each concurrency:
 a closed loop of C streams, a warm-up, then a measured window. Reported per
-point: TTFT p50/p99 (send to the first non-empty `delta.content`, measured in the
-load generator), added TTFT (proxy minus direct at the same concurrency), streams
-per second and its ratio to direct, and the proxy's CPU time per streamed
-request (utime+stime from /proc of the proxy's process tree, sampled at the
-edges of the measured window).
+point: TTFT mean/p50/p99 (send to the first non-empty `delta.content`, measured in
+the load generator), added TTFT (proxy minus direct at the same concurrency),
+streams per second counted in the window, the workers' own rates summed (`rate/s`:
+a closed loop of fixed-length requests completes in waves of C, so the window count
+moves in steps of one wave, 2.5 % for 250 ms requests in 10 s; the rates do not),
+the ratio of rates to direct (the window counts' ratio beside it, and direct's mean
+latency over the proxy's, which a closed loop's ratio should equal), and the
+proxy's CPU time per streamed request (utime+stime from /proc of the proxy's
+process tree, sampled at the edges of the measured window). `--rounds N` runs
+direct and each proxy N times in alternation at each concurrency (a machine that
+drifts shows as a spread); the bars read the rounds' mean.
 
 Every party is its own process, because on a small machine they compete for the
 same cores: the upstream (two or eight `OpenAISim` ports in one uvloop process), the
@@ -35,7 +41,9 @@ to the write to the client (the second table).
 19: first token = first non-empty `response.output_text.delta`, end =
 `response.completed`); `--endpoint embeddings` on `/v1/embeddings`, unary batches
 of `--batch` inputs answered after `--embed-ms` (its "TTFT" is the time to the
-whole answer, its "streams/s" requests per second). `--embed-ms` defaults to the
+whole answer, its "streams/s" requests per second; the workers' first requests are
+spread over one request's length, `--stagger-ms`, or a fixed-length upstream keeps
+them in the waves they started in). `--embed-ms` defaults to the
 length of one chat stream of the default workload (50 + 20 x 10 = 250 ms), so that
 64 concurrent requests ask the router for as many turns per second as the chat
 bars at 64 streams; at 50 ms they ask five times as many (on 2 shared cores that
