@@ -927,9 +927,22 @@ def bars(points: list[dict[str, Any]], endpoint: str = "chat") -> list[dict[str,
                 "value": value,
                 "bar": f"{op} {round(bar, 3)}",
                 "met": met,
+                "context": _ratio_context(point) if key == RATIO else None,
             }
         )
     return out
+
+
+def _ratio_context(point: dict[str, Any]) -> str:
+    """What a throughput verdict rests on: the latency a closed loop's ratio follows,
+    and the other two ratios (each a mean over the rounds)."""
+    mean, p50 = point.get("added_ttft_mean_ms"), point.get("added_ttft_p50_ms")
+    rounds = point.get("rounds", 1)
+    return (
+        f"added mean {_fmt(mean, True)} / p50 {_fmt(p50, True)} ms; window count "
+        f"{_pct(point.get('window_ratio'))}, latency ratio {_pct(point.get('latency_ratio'))}"
+        + (f"; {rounds} rounds, rates {point.get('throughput_ratio_range')}" if rounds > 1 else "")
+    )
 
 
 def _fmt(v: Any, signed: bool = False) -> str:
@@ -1223,7 +1236,7 @@ def print_report(result: dict[str, Any]) -> None:
         mark = "met" if b["met"] else "MISSED"
         print(
             f"- {b['target']} c={b['concurrency']}: {b['check']} {b['value']} "
-            f"(bar {b['bar']}): {mark}"
+            f"(bar {b['bar']}): {mark}" + (f" ({b['context']})" if b.get("context") else "")
         )
     prof = result.get("profile")
     if prof and prof.get("samples"):
