@@ -517,7 +517,7 @@ def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     for event in ("started", "won", "lost", "cancelled"):
         view[f"hedges_{event}"] = int(d.get(f"hedge_{event}", 0))
     view["hedge_rate"] = round(d.get("hedge_started", 0) / turns, 4) if turns else None
-    for phase in ("pre_upstream", "first_token_relay", "answer_relay"):
+    for phase in ("pre_upstream", "first_token_relay"):
         n = d.get(f"{phase}count", 0)
         view[f"{phase}_mean_ms"] = round(1000 * d[f"{phase}sum"] / n, 3) if n else None
     return view
@@ -1019,8 +1019,7 @@ def router_markdown(points: list[dict[str, Any]]) -> str:
     """What each router saw of its own points (warm-up included)."""
     rows = [
         "| router | C | turns | hedges started / won / lost | hedge rate "
-        "| arrival -> upstream send (mean ms) | first token (unary: whole answer) -> "
-        "client write (mean ms) |",
+        "| arrival -> upstream send (mean ms) | first token -> client write (mean ms) |",
         "|---|---|---|---|---|---|---|",
     ]
     for p in points:
@@ -1031,7 +1030,7 @@ def router_markdown(points: list[dict[str, Any]]) -> str:
             f"| {p['target']} | {p['concurrency']} | {seen['turns']} "
             f"| {seen['hedges_started']} / {seen['hedges_won']} / {seen['hedges_lost']} "
             f"| {_fmt(seen['hedge_rate'])} | {_fmt(seen['pre_upstream_mean_ms'])} "
-            f"| {_fmt(seen['first_token_relay_mean_ms'] or seen.get('answer_relay_mean_ms'))} |"
+            f"| {_fmt(seen['first_token_relay_mean_ms'])} |"
         )
     return "\n".join(rows)
 

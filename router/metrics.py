@@ -157,8 +157,7 @@ class Metrics:
         self.overhead = Histogram(
             "firsttoken_router_overhead_seconds",
             "Time the router itself adds: arrival to upstream send (pre_upstream), "
-            "upstream first token to client write (first_token_relay), a unary answer "
-            "read whole to its client write (answer_relay)",
+            "upstream first token to client write (first_token_relay)",
             ["phase"],
             buckets=OVERHEAD_BUCKETS,
             registry=r,

@@ -18,9 +18,8 @@ Outcome = Literal["ok", "fell_back", "hedged_won", "hedged_lost", "client_cancel
 #: answered); `cancelled` (an attempt closed because another answered first)
 HedgeEvent = Literal["started", "won", "lost", "cancelled"]
 #: the time the router itself adds: arrival to the upstream send (`pre_upstream`),
-#: the upstream's first token to its write to the client (`first_token_relay`), a
-#: unary answer read whole to its write to the client (`answer_relay`)
-OverheadPhase = Literal["pre_upstream", "first_token_relay", "answer_relay"]
+#: the upstream's first token to its write to the client (`first_token_relay`)
+OverheadPhase = Literal["pre_upstream", "first_token_relay"]
 #: why a target said it cannot serve a request another target may serve (a 400/404/422
 #: whose body names the model, a parameter, the context length or the endpoint)
 RejectionReason = Literal["model_not_found", "unsupported_parameter", "context_length", "endpoint"]

@@ -252,9 +252,6 @@ class Turn:
                 length = (b"content-length", str(len(head)).encode())
                 await sink.start(200, [*self.headers(primed, b"application/json"), length])
                 await sink.write(head)
-                self._events.overhead_observed(
-                    "answer_relay", self._clock() - primed.first_token_at
-                )
                 self._account(primed, primed.usage, estimated_completion=0)
                 primed.attempt.finished(result.prompt_tokens, result.completion_tokens)
             await sink.finish()

@@ -268,10 +268,6 @@ async def test_a_whole_answer_is_relayed_with_its_usage() -> None:
     assert sink.body == body
     assert (result.prompt_tokens, result.completion_tokens) == (9, 2)
     assert rig.upstreams["a"].requests[0].body["stream"] is False
-    # The router's own time from the whole answer to its write is measured apart from
-    # a stream's first-token relay.
-    assert ("overhead", "answer_relay") in rig.events.seen
-    assert ("overhead", "first_token_relay") not in rig.events.seen
 
 
 # -- issue 14: after the commit point, per the SSE spec, and the two first-token figures ---
