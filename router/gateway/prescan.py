@@ -150,7 +150,8 @@ def too_many_messages(raw: bytes, limits: LimitsConfig, *, final: bool = True) -
     most, at = limits.max_messages, opening.end()
     # at most `most` items, whatever they are (counted on the first slice first: the
     # slice alone may have enough commas, and the rest is not counted)
-    if raw.count(b",", at, at + _FLAT_SLICE_BYTES) < most and raw.count(b",", at) < most:
+    commas = raw.count(b",", at, at + _FLAT_SLICE_BYTES)
+    if commas < most and commas + raw.count(b",", at + _FLAT_SLICE_BYTES) < most:
         return
     if not _flat_items_over(raw, at, most) and (
         not final
