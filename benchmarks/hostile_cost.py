@@ -1,7 +1,7 @@
 """What one hostile body costs the router: instructions (callgrind) or CPU seconds.
 
     .venv/bin/python benchmarks/hostile_cost.py --callgrind --count 10   # the A/B
-    .venv/bin/python benchmarks/hostile_cost.py --callgrind --firsttoken /other/checkout/.venv/bin/firsttoken
+    .venv/bin/python benchmarks/hostile_cost.py --callgrind --firsttoken OTHER/.venv/bin/firsttoken
     .venv/bin/python benchmarks/hostile_cost.py                 # CPU time, 40 bodies of each kind
 
 A real `firsttoken serve` in front of `hostile.py`'s simulators, no other traffic;
@@ -106,7 +106,7 @@ def send(client: httpx.Client, url: str, kind: str, index: int, body: bytes | No
             headers = {"content-type": "application/json", "content-length": str(size)}
             return client.post(url, content=declared(size), headers=headers).status_code
         if kind == "bad_http":
-            port = int(url.split(":")[2].split("/")[0])
+            port = httpx.URL(url).port or 80
             code = asyncio.run(bad_http(port, BAD_HTTP[index % len(BAD_HTTP)]))
             return int(code) if code.isdigit() else 0
         assert body is not None
@@ -126,6 +126,7 @@ def measure(
     router: int,
     kind: str,
     count: int,
+    *,
     dumps: Path | None = None,
     keep: Path | None = None,
 ) -> dict[str, Any]:
@@ -221,7 +222,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             keep = Path(args.callgrind_out) if args.callgrind_out else None
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
-            rows = [measure(client, url, router.pid, k, args.count, dumps, keep) for k in kinds]
+            rows = [
+                measure(client, url, router.pid, k, args.count, dumps=dumps, keep=keep)
+                for k in kinds
+            ]
     return {"machine": machine(), "firsttoken": exe, "callgrind": bool(dumps), "rows": rows}
 
 
