@@ -158,7 +158,12 @@ def _message() -> st.SearchStrategy[object]:
     flat = st.dictionaries(st.sampled_from(["role", "content", "name"]), text, max_size=3)
     parts = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": text}), max_size=2)
     nested = st.fixed_dictionaries({"role": st.just("user"), "content": parts})
-    return st.one_of(flat, nested, text, st.integers())
+    deep = st.recursive(
+        st.one_of(text, st.integers()),
+        lambda inner: st.lists(inner, max_size=2) | st.dictionaries(text, inner, max_size=2),
+        max_leaves=6,
+    )
+    return st.one_of(flat, nested, text, st.integers(), st.dictionaries(text, deep, max_size=2))
 
 
 @settings(max_examples=300, deadline=None)
