@@ -96,6 +96,10 @@ class TargetView:
     engine: EngineView | None = None
     #: the YAML prior, expected_ttft_ms in seconds
     prior_ttft_s: float = 0.5
+    #: vLLM: the router's own attempts in flight here, oldest first, as (seconds since
+    #: its first token, None before it; its max_tokens, None if the request set none):
+    #: what `predict.scheduled_wait_s` tells the queue's drain from
+    ours: tuple[tuple[float | None, int | None], ...] = ()
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q, interpolated between the sketch's points."""
