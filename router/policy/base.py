@@ -56,6 +56,9 @@ class EngineView:
     ttft_median_s: float | None = None
     #: requests in that window
     ttft_seen: float = 0.0
+    #: seconds per output token of a running sequence now (the batch's decode step),
+    #: from the engine's generated-token counter over the last interval; None unknown
+    tpot_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

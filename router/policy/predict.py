@@ -224,10 +224,12 @@ def _wait_spread(q: float) -> float:
 
 def scheduled_wait_s(view: TargetView) -> float | None:
     """The wait for a slot, told from when each sequence the engine holds should end,
-    or None where that cannot be told (batch size unknown, none of ours there).
+    or None where that cannot be told (batch size or decode pace unknown, none of
+    ours there).
 
     Each of our attempts holds its slot for its answer: `max_tokens` (else the mean
-    answer) at the measured time per token, counted from its first token; one still
+    answer) at the engine's decode pace now (else the measured time per token),
+    counted from its first token; one still
     before its first token also pays the unloaded TTFT, once a slot frees for it.
     Requests the scrape saw beyond ours (other clients') hold a slot for half an
     average answer, or wait for one and hold it for a whole one. The engine serves in
@@ -238,7 +240,12 @@ def scheduled_wait_s(view: TargetView) -> float | None:
     engine = view.engine
     if engine is None or engine.stale or engine.capacity is None or not view.ours:
         return None
-    tpot = view.tpot_s if view.tpot_s is not None else DEFAULT_TPOT_S
+    # The pace now (the engine's token counter): a finished turn's pace is that of
+    # the batch it ran in, and a fuller batch decodes slower, so a burst's answers
+    # would look further along than they are.
+    tpot = engine.tpot_s if engine.tpot_s is not None else view.tpot_s
+    if tpot is None:
+        return None
     mean_out = (
         view.mean_output_tokens if view.mean_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
     )
