@@ -72,7 +72,6 @@ SCRAPED = (
     "vllm:time_to_first_token_seconds_bucket",
     "vllm:time_to_first_token_seconds_sum",
     "vllm:time_to_first_token_seconds_count",
-    "vllm:generation_tokens_total",
 )
 
 Mode = Literal["open", "sequential"]

@@ -56,9 +56,6 @@ class EngineView:
     ttft_median_s: float | None = None
     #: requests in that window
     ttft_seen: float = 0.0
-    #: seconds per output token of a running sequence now (the batch's decode step),
-    #: from the engine's generated-token counter over the last interval; None unknown
-    tpot_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +96,6 @@ class TargetView:
     engine: EngineView | None = None
     #: the YAML prior, expected_ttft_ms in seconds
     prior_ttft_s: float = 0.5
-    #: vLLM: the router's own attempts in flight here, oldest first, as (seconds since
-    #: its first token, None before it; its max_tokens, None if the request set none):
-    #: what `predict.scheduled_wait_s` tells the queue's drain from
-    ours: tuple[tuple[float | None, int | None], ...] = ()
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q, interpolated between the sketch's points."""

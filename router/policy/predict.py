@@ -39,9 +39,7 @@ penalty, never infinity, so a fleet whose scrapes are all stale still routes.
 from __future__ import annotations
 
 import functools
-import heapq
 import math
-import statistics
 
 from router.policy.base import RoutingRequest, TargetView, interpolate
 
@@ -64,9 +62,6 @@ MIN_EVIDENCE = 0.25
 #: the quantile levels `attainment` searches between, and its bisection steps
 ATTAINMENT_RANGE = (0.01, 0.999)
 ATTAINMENT_STEPS = 10
-#: the log-spread of a scheduled wait (`scheduled_wait_s`): answers end around when
-#: their length says, give or take the batch's changing step time
-WAIT_SIGMA = 0.3
 #: below this rate-limit headroom a hosted target's TTFT is inflated ...
 RATELIMIT_KNEE = 0.2
 #: ... linearly, up to this factor at zero headroom
@@ -202,71 +197,13 @@ def expected_wait_s(view: TargetView) -> float:
 
 
 def wait_quantile_s(view: TargetView, q: float) -> float:
-    """Seconds a new turn waits for its slot, at quantile q: from our own attempts'
-    drain when it can be told (`scheduled_wait_s`), else Erlang(k, rate)."""
+    """Seconds a new turn waits for its slot, at quantile q: Erlang(k, rate)."""
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
         return 0.0
     if engine.stale:
         return expected_wait_s(view)
-    scheduled = scheduled_wait_s(view)
-    if scheduled is not None:
-        return scheduled * _wait_spread(q)
     return erlang_quantile(slots_needed(view), q) / completion_rate(view)
-
-
-@functools.lru_cache(maxsize=256)
-def _wait_spread(q: float) -> float:
-    """The factor a scheduled wait is taken by at quantile q (lognormal, `WAIT_SIGMA`)."""
-    q = min(max(q, 1e-6), 1.0 - 1e-6)
-    return math.exp(WAIT_SIGMA * statistics.NormalDist().inv_cdf(q))
-
-
-def scheduled_wait_s(view: TargetView) -> float | None:
-    """The wait for a slot, told from when each sequence the engine holds should end,
-    or None where that cannot be told (batch size or decode pace unknown, none of
-    ours there).
-
-    Each of our attempts holds its slot for its answer: `max_tokens` (else the mean
-    answer) at the engine's decode pace now (else the measured time per token),
-    counted from its first token; one still
-    before its first token also pays the unloaded TTFT, once a slot frees for it.
-    Requests the scrape saw beyond ours (other clients') hold a slot for half an
-    average answer, or wait for one and hold it for a whole one. The engine serves in
-    arrival order: the new turn takes the first slot left free after everyone ahead.
-    A burst's turns sent since the last scrape are ours, so they are counted at once,
-    and the drain is the answers' lengths, not an exponential guess at the rate.
-    """
-    engine = view.engine
-    if engine is None or engine.stale or engine.capacity is None or not view.ours:
-        return None
-    # The pace now (the engine's token counter): a finished turn's pace is that of
-    # the batch it ran in, and a fuller batch decodes slower, so a burst's answers
-    # would look further along than they are.
-    tpot = engine.tpot_s if engine.tpot_s is not None else view.tpot_s
-    if tpot is None:
-        return None
-    mean_out = (
-        view.mean_output_tokens if view.mean_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
-    )
-    whole = view.unloaded_ttft_s + mean_out * tpot
-    ends: list[float] = []  # when each busy slot frees, from now
-    queued: list[float] = []  # how long each waiting sequence will hold its slot
-    for since_first, tokens in view.ours:
-        out = float(tokens) if tokens is not None else mean_out
-        if since_first is None:
-            queued.append(view.unloaded_ttft_s + out * tpot)
-        else:
-            # one that has outrun its cap's estimate ends any moment now
-            ends.append(max(out * tpot - since_first, tpot))
-    others = max(engine.running + engine.waiting - len(view.ours), 0.0)
-    ends.extend([whole / 2.0] * math.ceil(others))
-    capacity = max(int(engine.capacity), len(ends), 1)
-    heapq.heapify(ends)
-    for hold in queued:
-        start = heapq.heappop(ends) if len(ends) >= capacity else 0.0
-        heapq.heappush(ends, start + hold)
-    return ends[0] if len(ends) >= capacity else 0.0
 
 
 def predict_ttft_s(view: TargetView, q: float) -> float:

@@ -38,7 +38,6 @@ class Attempt:
         "_verdict",
         "_warmup",
         "admitted",
-        "max_tokens",
         "prompt_tokens",
         "started_at",
     )
@@ -55,11 +54,8 @@ class Attempt:
         measures_ttft: bool = True,
         free: bool = False,
         warmup: bool = False,
-        max_tokens: int | None = None,
     ) -> None:
         self._owner = owner
-        #: the request's answer cap: how long this attempt holds an engine's slot
-        self.max_tokens = max_tokens
         #: the first turn on a probed engine: it warms the prefix cache, and its TTFT
         #: (the cold prefill) says nothing of the turns after it (see `TargetSignals.begin`)
         self._warmup = warmup
@@ -81,10 +77,6 @@ class Attempt:
     @property
     def target(self) -> str:
         return self._owner.name
-
-    @property
-    def first_token_at(self) -> float | None:
-        return self._first_token_at
 
     @property
     def ttft_s(self) -> float | None:
@@ -186,7 +178,6 @@ class Attempt:
         if self._lease.released:
             return
         self._lease.release()
-        self._owner._ours.pop(self, None)
         if self._probe and not self._verdict:
             self._owner.breaker.release_probe()
 

@@ -45,8 +45,7 @@ KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
 TTFT_SUM = "vllm:time_to_first_token_seconds_sum"
 TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
 TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
-GENERATED = "vllm:generation_tokens_total"
-_WANTED = frozenset({WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT, GENERATED})
+_WANTED = frozenset({WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT})
 #: the TTFT histogram's window: its bucket counts are read against a baseline this old
 HISTOGRAM_WINDOW_S = 60.0
 #: (upper bound, cumulative count) of each bucket, in increasing bound
@@ -64,8 +63,6 @@ class EngineSample:
     ttft_sum: float | None = None
     ttft_count: float | None = None
     ttft_buckets: Buckets = ()
-    #: tokens generated since the engine started (all requests, anyone's)
-    generated: float | None = None
 
 
 def _le(labels: str) -> float | None:
@@ -142,7 +139,6 @@ def parse_metrics(text: str) -> EngineSample:
         ttft_sum=found.get(TTFT_SUM),
         ttft_count=found.get(TTFT_COUNT),
         ttft_buckets=tuple(sorted(buckets.items())),
-        generated=found.get(GENERATED),
     )
 
 
@@ -158,7 +154,6 @@ class EngineTracker:
         "_last_at",
         "_learned",
         "_median",
-        "_pace",
         "_queued_at",
         "_recent",
         "capacity",
@@ -183,9 +178,6 @@ class EngineTracker:
         self._baseline: tuple[float, Buckets] | None = None
         #: (median TTFT, requests) over the window, when the histogram has any
         self._median: tuple[float, float] | None = None
-        #: seconds per output token of one running sequence over the last interval
-        #: that generated any (the batch's decode step now), from the token counter
-        self._pace: float | None = None
 
     @property
     def scraped(self) -> bool:
@@ -193,8 +185,7 @@ class EngineTracker:
 
     def update(self, sample: EngineSample) -> None:
         previous, self._last = self._last, sample
-        before, self._last_at = self._last_at, self._clock()
-        self._pace_from(previous, sample, self._last_at - before)
+        self._last_at = self._clock()
         if sample.waiting > 0:
             self._queued_at = self._last_at
         if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
@@ -217,16 +208,6 @@ class EngineTracker:
             self._recent = (total - base[0]) / (count - base[1])
             self._base = (total, count)
         # No new first tokens in this interval: the last interval's mean still stands.
-
-    def _pace_from(self, previous: EngineSample | None, sample: EngineSample, dt: float) -> None:
-        """Each running sequence gets a token per decode step: over an interval, the
-        tokens generated over the mean batch are the steps, and dt over them the pace."""
-        if previous is None or previous.generated is None or sample.generated is None:
-            return
-        tokens = sample.generated - previous.generated
-        batch = (previous.running + sample.running) / 2.0
-        if tokens > 0 and batch > 0 and dt > 0:
-            self._pace = dt * batch / tokens
 
     def _window(self, buckets: Buckets) -> None:
         """The TTFT histogram since the baseline (first sight: all of it); the baseline
@@ -271,7 +252,6 @@ class EngineTracker:
             capacity=float(self.capacity) if self.capacity is not None else self._learned,
             ttft_median_s=self._median[0] if self._median else None,
             ttft_seen=self._median[1] if self._median else 0.0,
-            tpot_s=self._pace,
         )
 
 

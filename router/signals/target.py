@@ -96,8 +96,6 @@ class TargetSignals:
         self.measured_at: float | None = None
         #: a turn (not a probe) has begun here: the warm-up is over
         self._turn_begun = False
-        #: vLLM: our attempts in flight, in the order they began (`TargetView.ours`)
-        self._ours: dict[Attempt, None] = {}
 
     @property
     def name(self) -> str:
@@ -164,12 +162,7 @@ class TargetSignals:
         self.engine.update(sample)
 
     def begin(
-        self,
-        prompt_tokens: int,
-        *,
-        measures_ttft: bool = True,
-        representative: bool = True,
-        max_tokens: int | None = None,
+        self, prompt_tokens: int, *, measures_ttft: bool = True, representative: bool = True
     ) -> Attempt:
         """Start measuring one attempt; the caller must `release()` it in `finally`.
 
@@ -178,8 +171,7 @@ class TargetSignals:
         `measures_ttft=False` (a unary turn): no TTFT sample, not even a censored one.
         An attempt that is not `representative` of a turn (an active probe's
         one-word prompt has no prefill to speak of) is not a sample of the unloaded
-        TTFT, only of the sketch. `max_tokens` (the request's answer cap) says how long
-        the attempt will hold a vLLM engine's slot (`predict.scheduled_wait_s`).
+        TTFT, only of the sketch.
 
         The first turn on a vLLM engine that a probe has measured is its warm-up: it
         pays the prefill of a prompt prefix the engine has not cached yet (a route's
@@ -206,7 +198,7 @@ class TargetSignals:
         self.local_limits.record(prompt_tokens)
         if admitted:
             self.provider_limits.sent()
-        attempt = Attempt(
+        return Attempt(
             self,
             prompt_tokens,
             self.in_flight.acquire(),
@@ -216,11 +208,7 @@ class TargetSignals:
             measures_ttft=measures_ttft,
             free=free,
             warmup=warmup,
-            max_tokens=max_tokens if representative else 1,
         )
-        if self.config.kind == "vllm":
-            self._ours[attempt] = None
-        return attempt
 
     def view(self, on: SloOn = "first_token") -> TargetView:
         """What policies see; with `on="first_answer"` its TTFT figures are the time to
@@ -264,14 +252,6 @@ class TargetSignals:
             max_context_tokens=config.max_context_tokens,
             engine=engine,
             prior_ttft_s=self.prior_ttft_s,
-            ours=self._ours_view() if self._ours else (),
-        )
-
-    def _ours_view(self) -> tuple[tuple[float | None, int | None], ...]:
-        now = self._clock()
-        return tuple(
-            (None if (at := a.first_token_at) is None else now - at, a.max_tokens)
-            for a in self._ours
         )
 
     def completion_rate(self) -> float | None:

@@ -148,11 +148,7 @@ async def attempt_to_commit(
         dict(request.forward_headers),
     )
     # A unary answer's latency is a whole generation, not a time to first token.
-    attempt = runtime.signals.begin(
-        request.routing.prompt_tokens,
-        measures_ttft=request.stream,
-        max_tokens=request.routing.max_output_tokens,
-    )
+    attempt = runtime.signals.begin(request.routing.prompt_tokens, measures_ttft=request.stream)
     if not attempt.admitted:
         # Its breaker opened (or its half-open probe was taken) since the plan was made.
         attempt.release()

@@ -18,7 +18,6 @@ from router.policy.predict import (
     optimistic_ttft_s,
     predict_ttft_s,
     ratelimit_factor,
-    scheduled_wait_s,
     slots_needed,
     wait_quantile_s,
 )
@@ -215,34 +214,3 @@ def test_doubt_grows_as_evidence_thins_and_stays_finite_when_it_has_all_but_deca
     # ... and a sample from hours ago (evidence 1e-12) is not a crash in the planner
     # (an OverflowError in exp): it counts as a quarter of a sample, 3.6x.
     assert doubt(hosted("a", 0.1, ttft_evidence=1e-12)) == pytest.approx(3.6, abs=0.01)
-
-
-def test_a_small_engines_wait_is_told_from_when_our_answers_end() -> None:
-    # A 2-slot engine holds two of our answers, 100 and 400 tokens at 10 ms a token,
-    # 0.5 s and 1 s into their decode: the next turn's slot frees in 0.5 s (the short
-    # answer's end), not at an exponential guess at the completion rate.
-    base = vllm("small", waiting=0, running=2, in_flight=2, rate=1.0, p50=0.05, p90=0.05)
-    assert base.engine is not None
-    view = replace(
-        base,
-        tpot_s=0.01,
-        engine=replace(base.engine, capacity=2.0),
-        ours=((0.5, 100), (1.0, 400)),
-    )
-    assert scheduled_wait_s(view) == pytest.approx(0.5)
-    assert predict_ttft_s(view, 0.5) == pytest.approx(0.05 + 0.5)
-    # Its spread is the answers' pace, not an exponential's: p99 about twice the median,
-    # where Erlang(1) at the measured rate (1/s) says 4.6 s.
-    assert predict_ttft_s(view, 0.99) < 0.1 + 0.5 * 2.1
-    assert erlang_quantile(1, 0.99) / 1.0 > 4.5
-    # A burst's turns sent since the scrape (no first token yet) queue ahead of it:
-    # the first takes the slot freed at 0.5 s and holds it 0.05 + 1 s, the second
-    # takes it at 1.55 s, and the new turn gets it at 2.6 s (the long answer ends at 3).
-    burst = replace(view, in_flight=4, ours=((0.5, 100), (1.0, 400), (None, 100), (None, 100)))
-    assert scheduled_wait_s(burst) == pytest.approx(2.6)
-    # With a slot free there is no wait; without ours there is nothing to tell it from.
-    roomy = replace(view, ours=((0.5, 100),), in_flight=1)
-    assert roomy.engine is not None
-    roomy = replace(roomy, engine=replace(roomy.engine, running=1.0))
-    assert scheduled_wait_s(roomy) == 0.0
-    assert scheduled_wait_s(replace(view, ours=())) is None

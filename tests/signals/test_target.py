@@ -584,26 +584,3 @@ def test_an_unprobed_engine_and_a_hosted_target_learn_from_their_first_turn(
             a.first_token()
             a.finished(200, 20)
         assert signals.view().ttft_samples == 1
-
-
-def test_our_attempts_on_an_engine_say_how_long_each_holds_its_slot(clock: FakeClock) -> None:
-    # Each of our attempts at a vLLM engine shows in the view, oldest first, with its
-    # max_tokens and how long it has decoded; it leaves when released. A hosted
-    # target's are not kept (no slots to tell a wait from).
-    engine = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", max_num_seqs=2)
-    first = engine.begin(100, max_tokens=300)
-    clock.advance(0.2)
-    first.first_token()
-    second = engine.begin(100, max_tokens=50)
-    probe = engine.begin(1, representative=False)
-    clock.advance(0.5)
-    assert engine.view().ours == ((0.5, 300), (None, 50), (None, 1))
-    probe.release()
-    first.finished(completion_tokens=300)
-    first.release()
-    assert engine.view().ours == ((None, 50),)
-    second.release()
-    assert engine.view().ours == ()
-    hosted = make(clock)
-    hosted.begin(100, max_tokens=300)
-    assert hosted.view().ours == ()
