@@ -114,7 +114,6 @@ class SloCostPolicy:
             q=slo.quantile,
             leads=cheaper_within(budget_s),
             ties=True,
-            cost_first=True,
         )
 
 
