@@ -168,22 +168,38 @@ def at_risk_s(view: TargetView, budget_s: float) -> float:
     return predict_ttft_s(view, 1.0 - miss / RISK)
 
 
-def choose_backup(views: Sequence[TargetView], slo: Slo | None) -> int:
-    """Which of the remaining targets a hedge starts (an index into `views`): the
-    cheapest of those predicted nearly as fast as the fastest (within
-    `BACKUP_SLACK`), at p90 (or the SLO's quantile, if lower); ties, the faster.
+def choose_backup(
+    views: Sequence[TargetView],
+    slo: Slo | None,
+    *,
+    primary: TargetView | None = None,
+    hedge: Hedge | None = None,
+    elapsed_s: float = 0.0,
+) -> int:
+    """Which of the remaining targets a hedge starts (an index into `views`).
+
+    Given the `primary` it would start beside and the route's `hedge` and `slo`: the
+    cheapest (ties, the faster) that, started at its own hedge delay, would still
+    answer within the SLO's time at p90 (or the SLO's quantile, if lower). A free
+    engine that makes it is as good a hedge as a priced API that makes it sooner, and
+    costs nothing: hedges that went to the priced API on fleets that are nearly all
+    local were a large share of a small bill (the cost bar of issue 17).
+
+    Else (none would make it, or no SLO): the cheapest of those predicted nearly as
+    fast as the fastest (within `BACKUP_SLACK`); ties, the faster.
 
     p90, not the SLO's quantile: a hedge needs a first token soon, which the body of
-    a target's distribution says; a p99 is mostly how it stalls. Nearly as fast: a
-    free engine that answers in 120 ms is as good a hedge as an API at 100 ms, and
-    costs nothing."""
+    a target's distribution says; a p99 is mostly how it stalls."""
     q = min(slo.quantile, BACKUP_QUANTILE) if slo is not None else BACKUP_QUANTILE
     preds = [predict_ttft_s(v, q) for v in views]
+    by_price = sorted(range(len(views)), key=lambda i: (_price(views[i]), preds[i]))
+    if primary is not None and hedge is not None and slo is not None:
+        budget_s = slo.ttft_ms / 1000.0 - elapsed_s
+        for i in by_price:
+            if hedge_delay_s(hedge, primary, views[i], slo, elapsed_s) + preds[i] <= budget_s:
+                return i
     fast_enough = min(preds) * (1.0 + BACKUP_SLACK)
-    return min(
-        (i for i, p in enumerate(preds) if p <= fast_enough),
-        key=lambda i: (_price(views[i]), preds[i]),
-    )
+    return next(i for i in by_price if preds[i] <= fast_enough)
 
 
 def _price(view: TargetView) -> float:

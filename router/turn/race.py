@@ -340,7 +340,12 @@ class Race:
             return self._backup[1]
         rest = range(self._launched, len(self._order))
         views = [self._views[self._order[i].config.name] for i in rest]
-        index = self._launched + choose_backup(views, self._route.slo)
+        primary = self._views[self._order[self._launched - 1].config.name]
+        elapsed = 0.0 if self._started_at is None else self._clock() - self._started_at
+        route = self._route
+        index = self._launched + choose_backup(
+            views, route.slo, primary=primary, hedge=route.hedge, elapsed_s=elapsed
+        )
         self._backup = (self._launched, index)
         return index
 

@@ -107,3 +107,31 @@ def test_equally_good_targets_share_the_load() -> None:
     # a clearly faster one is not a tie
     apart = [hosted("a", 0.1, price=FREE, in_flight=3), hosted("b", 0.2, price=FREE)]
     assert plan_turn(LatencyPolicy(), request(), apart, explore_ctx(rate=0.0)).order[0] == "a"
+
+
+def test_a_turn_predicted_to_miss_the_slo_explores_a_target_that_might_make_it_for_free() -> None:
+    # The engine's queue says 1.2 s, over the 352 ms SLO; the API was seen six times,
+    # once stalled, so its p90 is the stall (4 s), but at its optimistic p90 it would
+    # make the SLO. The turn goes to the API with no budget left to spend, every time
+    # the first choice would miss; once the engine is predicted within the SLO again,
+    # the (empty) budget rules.
+    thin = hosted(
+        "api",
+        4.0,
+        p50=0.2,
+        p99=4.0,
+        ttft_samples=6,
+        ttft_evidence=6.0,
+        ttft_optimistic=((0.5, 0.12), (0.9, 0.18), (0.99, 2.0)),
+    )
+    queued = vllm("gpu", waiting=8, running=4, rate=4.0)
+    c = explore_ctx(rate=0.02, slo_ms=352)
+    c.explore = ExplorationBudget(0.0)  # nothing to spend
+    plan = plan_turn(LatencyPolicy(), request(), [queued, thin], c)
+    assert plan.order == ("api", "gpu")
+    assert plan.reason.startswith("latency: explore api (evidence 6.0) instead of")
+    idle = vllm("gpu", waiting=0, running=1)
+    assert plan_turn(LatencyPolicy(), request(), [idle, thin], c).order[0] == "gpu"
+    # Without an SLO to miss, it stays within the budget.
+    c.slo = None
+    assert plan_turn(LatencyPolicy(), request(), [queued, thin], c).order[0] == "gpu"

@@ -178,3 +178,20 @@ def test_the_backup_is_the_cheapest_of_the_nearly_fastest() -> None:
     # judged at p90, not at the SLO's p99 (mostly how a target stalls)
     stalls = hosted("stalls", p50=0.05, p90=0.07, p99=3.0)
     assert choose_backup([api, stalls], slo) == 1
+
+
+def test_a_free_backup_that_would_still_make_the_slo_is_hedged_to_before_a_priced_one() -> None:
+    # The primary, an API at p50 0.2 s / p90 0.25 s, is hedged at its tail (about
+    # 0.35 s); a free engine predicted at 0.3 s still lands within the 700 ms SLO from
+    # there, so the hedge costs nothing, though a priced API would answer sooner.
+    primary = hosted("primary", p50=0.2, p90=0.25)
+    api = hosted("api", p50=0.08, p90=0.1)
+    engine = hosted("gpu", p50=0.2, p90=0.3, price=Price())
+    adaptive = Hedge(after_ms="adaptive")
+    roomy = Slo(ttft_ms=700, quantile=0.99)
+    assert choose_backup([api, engine], roomy, primary=primary, hedge=adaptive) == 1
+    # With 300 ms of the turn gone before the primary started, the engine would land
+    # too late: the fast API it is (the rule without a primary: nearly the fastest).
+    late = choose_backup([api, engine], roomy, primary=primary, hedge=adaptive, elapsed_s=0.3)
+    assert late == 0
+    assert choose_backup([api, engine], roomy) == 0
