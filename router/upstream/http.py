@@ -188,9 +188,10 @@ class HttpPool:
         method: str = "POST",
     ) -> aiohttp.ClientResponse:
         """Send the request (a POST unless `method` says otherwise) with the pool's
-        headers and `headers` (these win); return once the final status and headers are in. A pool a reload closed (a turn that outlived
-        `server.drain_s` trying its next target) is a connect error of that target,
-        never a new session nobody would close."""
+        headers and `headers` (these win); return once the final status and headers
+        are in. A pool a reload closed (a turn that outlived `server.drain_s` trying
+        its next target) is a connect error of that target, never a new session
+        nobody would close."""
         if self.closed:
             raise UpstreamConnectError(f"{self.target}: closed by a reload", target=self.target)
         session = self._get_session()
