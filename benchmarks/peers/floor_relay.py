@@ -57,7 +57,7 @@ class Floor:
             return
         if scope["path"] != "/v1/chat/completions":
             await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"{}"})
+            await send({"type": "http.response.body", "body": b""})  # /healthz, /metrics
             return
         body = b""
         while True:
