@@ -1,7 +1,7 @@
 """The floor: a minimal streaming relay, for benchmarks only (never the product).
 
-uvicorn (uvloop, httptools) + raw ASGI + aiohttp's client, as measured in
-/work/shared/notes/relay-floor.md (0.9-1.2 CPU-ms per stream at 64): POST
+uvicorn (uvloop, httptools) + raw ASGI + aiohttp's client, the bare relay measured
+on this kind of machine before the first wave (0.9-1.2 CPU-ms per stream at 64): POST
 /v1/chat/completions is sent to the upstreams in turn, the answer's status and
 headers go back, then its bytes as they arrive; a task waiting for
 `http.disconnect` cancels the relay (and closes the upstream) when the client
