@@ -16,7 +16,8 @@ turns at `--concurrency` (`--endpoint`: streamed chat, streamed `/v1/responses`,
 reads the total. The
 upstream is the benchmark's (50 ms TTFT, 20 tokens 10 ms apart) in its own process,
 not counted. Variants (`--variant NAME=DIR`, DIR holding another `router/`) and this
-checkout are measured in alternation, `--rounds` times.
+checkout are measured in alternation, `--rounds` times; `--floor` adds the minimal
+relay any Python relay pays (uvicorn + raw ASGI + aiohttp, `peers/floor_relay.py`).
 
 The router runs ~20-50x slower under callgrind, so timing-driven behaviour (adaptive
 hedges) can differ from a real run: the hedges each run saw are printed beside the
@@ -98,6 +99,7 @@ def measure(
     workdir: Path,
     *,
     gc: str | None = None,
+    floor: bool = False,
 ) -> dict[str, Any]:
     policy, n_targets = overhead.ROUTER_CONFIGS[args.config]
     cfg = workdir / f"{name}.yaml"
@@ -110,16 +112,14 @@ def measure(
         "--instr-atstart=no",
         f"--callgrind-out-file={out_file}",
         str(ROOT / ".venv" / "bin" / "python"),
-        "-m",
-        "router.tools.cli",
-        "serve",
-        "--config",
-        str(cfg),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
     ]
+    if floor:  # the minimal relay (peers/floor_relay.py) over the same upstreams
+        upstreams = ",".join(str(p) for p in ports[:n_targets])
+        argv += [str(HERE / "peers" / "floor_relay.py"), "--port", str(port)]
+        argv += ["--upstreams", upstreams]
+    else:
+        argv += ["-m", "router.tools.cli", "serve", "--config", str(cfg)]
+        argv += ["--port", str(port), "--log-level", "warning"]
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
@@ -180,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=Y,M,O",
         help="this checkout with these server.gc thresholds (young,middle,old)",
     )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also count the minimal relay (peers/floor_relay.py; chat only)",
+    )
     p.add_argument("--callgrind-out", default=None, help="keep the profiles in this folder")
     p.add_argument("--out", default="benchmarks/out/turncost.json")
     args = p.parse_args(argv)
@@ -193,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sources: list[tuple[str, str | None, str | None]] = [("this", None, None)]
     sources += [(spec.partition("=")[0], spec.partition("=")[2], None) for spec in args.variant]
     sources += [(spec.partition("=")[0], None, spec.partition("=")[2]) for spec in args.gc_variant]
+    if args.floor:
+        sources.append(("floor", None, None))
     n_ports = overhead.ROUTER_CONFIGS[args.config][1]
     ports = [overhead.free_port() for _ in range(max(n_ports, 2))]
     procs: list[overhead.Proc] = []
@@ -200,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs.append(overhead.start_upstream(workdir, ports, args))
         for round_ in range(args.rounds):
             for name, source, gc in sources:
-                run = measure(name, source, args, ports, workdir, gc=gc)
+                run = measure(name, source, args, ports, workdir, gc=gc, floor=name == "floor")
                 run["round"] = round_
                 runs.append(run)
                 print(

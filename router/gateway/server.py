@@ -69,6 +69,8 @@ _POST = ("POST", "OPTIONS")
 _GET = ("GET", "HEAD", "OPTIONS")
 #: the largest body an admin POST may have (`{}` is what it needs)
 _ADMIN_BODY_BYTES = 4096
+#: the request headers `Server._turn` reads
+_TURN_HEADERS = frozenset({b"authorization", b"x-request-id", b"x-session-id"})
 #: a client's x-request-id goes upstream only if it is this short and printable
 _REQUEST_ID_MAX = 128
 
@@ -120,6 +122,16 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
 
 def _allow(methods: Sequence[str]) -> Header:
     return (b"allow", ", ".join(methods).encode())
+
+
+def _turn_headers(scope: Scope) -> dict[str, str]:
+    """The request headers a turn reads, decoded (the last of a repeated one wins), not
+    every header the client sent: a turn's request carries a dozen it never reads."""
+    return {
+        low.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope["headers"]
+        if (low := key.lower()) in _TURN_HEADERS
+    }
 
 
 def _request_id(value: str | None) -> str | None:
@@ -310,7 +322,7 @@ class Server:
     async def _turn(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
     ) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = _turn_headers(scope)
         runtime = self.router.runtime
         client = runtime.auth.client(headers.get("authorization"))
         request_id = (

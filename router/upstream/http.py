@@ -133,8 +133,11 @@ class HttpPool:
         keepalive_s: float,
         ca_file: str | None = None,
         on_connection: Callable[[bool], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.target = target
+        #: sent with every request (a request's own headers of the same name win)
+        self._headers = dict(headers or {})
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._on_connection = on_connection
@@ -170,6 +173,9 @@ class HttpPool:
                 # targets set no cookies a relay should keep (and a jar costs per turn)
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),
+                # the target's fixed headers, merged by aiohttp's C multidict: a request
+                # brings only its own (a merged dict and a loop over it a turn less)
+                headers=self._headers,
             )
         return session
 
@@ -181,10 +187,11 @@ class HttpPool:
         limits: aiohttp.ClientTimeout,
         method: str = "POST",
     ) -> aiohttp.ClientResponse:
-        """Send the request (a POST unless `method` says otherwise); return once the
-        final status and headers are in. A pool a reload closed (a turn that outlived
-        `server.drain_s` trying its next target) is a connect error of that target,
-        never a new session nobody would close."""
+        """Send the request (a POST unless `method` says otherwise) with the pool's
+        headers and `headers` (these win); return once the final status and headers
+        are in. A pool a reload closed (a turn that outlived `server.drain_s` trying
+        its next target) is a connect error of that target, never a new session
+        nobody would close."""
         if self.closed:
             raise UpstreamConnectError(f"{self.target}: closed by a reload", target=self.target)
         session = self._get_session()

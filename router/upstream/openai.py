@@ -244,10 +244,11 @@ class OpenAIUpstream:
             keepalive_s=setup.keepalive_s,
             ca_file=config.ca_file,
             on_connection=setup.on_connection,
+            headers=headers,
         )
 
     async def send(self, request: UpstreamRequest) -> OpenAIResponse:
-        headers = {**self._headers, **request.headers} if request.headers else self._headers
+        headers = request.headers  # the pool adds the target's own (`self._headers`)
         if request.path is None:
             url = self._urls[request.endpoint]
             response = await self.pool.post(url, headers, wire_bytes(request.body), self._timeout)
