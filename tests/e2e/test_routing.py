@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -171,6 +171,13 @@ def test_hedge_budget_caps_the_share_of_hedged_turns(
     assert len(fleet.sim("b").records) == targets["b"]
 
 
+def engine_gauge(fleet: Fleet, name: str, target: str = "local") -> float:
+    """The router's own view of a vLLM target's engine, as `/metrics` exports it."""
+    line = f'firsttoken_engine_{name}{{target="{target}"}} '
+    scrape = httpx.get(f"{fleet.router.url}/metrics", timeout=10).text
+    return float(next(x for x in scrape.splitlines() if x.startswith(line))[len(line) :])
+
+
 def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     loop_thread: LoopThread, fleets: list[Fleet]
 ) -> None:
@@ -190,7 +197,8 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
         },
     )
     fleets.append(fleet)
-    time.sleep(0.2)  # first engine scrape
+    # Until its first engine scrape lands, the router counts the engine as saturated.
+    assert poll(lambda: engine_gauge(fleet, "stale") == 0.0)
     assert [turn(fleet)[0] for _ in range(3)] == ["local"] * 3
 
     # A burst: the engine runs 2 at a time, 8 tokens x 20 ms each; the queue grows.
@@ -212,5 +220,16 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     assert shares["local"] >= 2  # used while it had room
     assert shares["hosted"] >= 4  # spilled once the queue would break the SLO
 
-    time.sleep(1.0)  # the queue drains; the scrape sees it empty
+    # The queue drains; once a scrape has seen it empty, the free engine is back.
+    assert poll(lambda: engine_gauge(fleet, "waiting") + engine_gauge(fleet, "running") == 0.0)
     assert turn(fleet)[0] == "local"
+
+
+def poll(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Call `predicate` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
