@@ -114,7 +114,7 @@ def test_hedging_cuts_the_tail_and_cancels_the_stalled_upstream(
     assert ttft < 1.0  # against a 2 s stall: the hedge answered
     assert "hedged" in headers["x-firsttoken-reason"]
     assert headers["x-firsttoken-attempts"] == "2"
-    assert fleet.wait_for(lambda: fleet.sim("a").records[-1].cancelled_at is not None, timeout=2)
+    assert fleet.wait_for(lambda: fleet.sim("a").records[-1].cancelled_at is not None, timeout=15)
     scrape = httpx.get(f"{fleet.router.url}/metrics").text
     assert 'firsttoken_hedges_total{event="started",route="chat"} 1.0' in scrape
     assert 'firsttoken_hedges_total{event="won",route="chat"} 1.0' in scrape
@@ -152,7 +152,7 @@ def test_a_hedge_goes_to_the_fastest_remaining_target_in_time_to_meet_the_slo(
     (hedge,) = fleet.sim("fast").records
     started_after = hedge.received_at - primary.received_at
     assert 0.55 < started_after < 1.4  # by 600 ms (loopback slack), well before 1.5 s
-    assert fleet.wait_for(lambda: fleet.sim("a").records[-1].cancelled_at is not None, timeout=2)
+    assert fleet.wait_for(lambda: fleet.sim("a").records[-1].cancelled_at is not None, timeout=15)
 
 
 def test_hedge_budget_caps_the_share_of_hedged_turns(
