@@ -65,7 +65,7 @@ class LoopThread:
         self.loop.close()
 
 
-def wait_until(loop: LoopThread, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_until(loop: LoopThread, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
     """Poll `predicate` on the servers' loop until true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,7 +144,7 @@ class Fleet:
     def set_behaviour(self, name: str, behaviour: Behaviour) -> None:
         self.loop.run(self.sims[name].set_behaviour(behaviour))
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
         return wait_until(self.loop, predicate, timeout)
 
 
@@ -237,7 +237,7 @@ class MixedFleet:
         assert isinstance(server, kind)
         return server
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
         return wait_until(self.loop, predicate, timeout)
 
 

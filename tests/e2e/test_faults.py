@@ -343,15 +343,18 @@ def test_fault_before_first_token_falls_back_and_is_counted(
 
 
 def test_429_with_retry_after_keeps_the_target_off_until_then(rig: Rig) -> None:
-    rig.set("a", Behaviour(fault=Fault("rate_limited", retry_after_s=1)))
+    # 3 s: the second turn must be routed before a's Retry-After ends, and on a loaded
+    # machine the fallback turn alone can take over a second.
+    rig.set("a", Behaviour(fault=Fault("rate_limited", retry_after_s=3)))
     assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
+    answered = time.monotonic()  # after the 429, so a is off until before answered + 3
     seen_by_a = rig.records("a")
     second = post(rig.url, BODY, stream=True)
     assert second.headers["x-firsttoken-attempts"] == "1"  # a was not even tried
     assert second.headers["x-firsttoken-target"] == "b"
     assert rig.records("a") == seen_by_a
     rig.set("a", FAST)
-    time.sleep(1.1)
+    time.sleep(max(0.0, answered + 3.05 - time.monotonic()))
     assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "a"
 
 
@@ -566,20 +569,31 @@ def test_total_limit_ends_an_endless_stream_with_an_error_event(loop_thread: Loo
         stop_rig(rig)
 
 
-def test_a_target_that_slows_mid_stream_is_marked_degraded(rig: Rig) -> None:
-    # First a normal turn, so the router knows a's pace (about 2 ms per token) ...
-    assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "a"
-    # ... then 0.15 s per token: under idle_s (0.4 s) but 75x slower than its norm.
-    before = rig.scrape()
-    rig.set(
-        "a", Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6, fault=Fault("trickle", trickle_s=0.15))
-    )
-    seen = post(rig.url, BODY, stream=True)
-    assert ok_turn(seen, True) == TEXT  # slow, but whole
-    after = rig.scrape()
-    assert delta(before, after, "firsttoken_slow_streams_total", target="a") == 1
-    rig.set("a", FAST)
-    assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
+def test_a_target_that_slows_mid_stream_is_marked_degraded(loop_thread: LoopThread) -> None:
+    # The slow stream is 5 gaps of 0.15 s: 0.75 s of sleeps alone, so the rig's total_s
+    # (0.8 s) would leave a loaded machine 50 ms; this target's stream limits are wide
+    # (idle_s stays well above a gap), so only the pace can mark it.
+    relaxed = "timeouts: {first_token_s: 5.0, idle_s: 2.0, total_s: 10.0}"
+    rig = start_rig(loop_thread, {"a": FAST, "b": FAST, "c": CANARY}, target_extra={"a": relaxed})
+    canary = Canary(rig)
+    canary.start()
+    try:
+        # First a normal turn, so the router knows a's pace (about 2 ms per token) ...
+        assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "a"
+        # ... then 0.15 s per token: under idle_s but 75x slower than its norm.
+        before = rig.scrape()
+        trickle = Fault("trickle", trickle_s=0.15)
+        rig.set("a", Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6, fault=trickle))
+        seen = post(rig.url, BODY, stream=True)
+        assert ok_turn(seen, True) == TEXT  # slow, but whole
+        after = rig.scrape()
+        assert delta(before, after, "firsttoken_slow_streams_total", target="a") == 1
+        rig.set("a", FAST)
+        assert post(rig.url, BODY, stream=True).headers["x-firsttoken-target"] == "b"
+    finally:
+        results = canary.stop()
+        stop_rig(rig)
+    assert results and all(t == CANARY_TEXT for t in results), results
 
 
 def test_min_tokens_per_s_marks_a_target_degraded_without_history(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -151,10 +152,15 @@ async def test_unlimited_first_choices_cost_no_round_trip(
     async with running(state_config(redis_server.url, key_prefix), registry()) as state:
         redis_server.pause()
         try:
-            started = time.perf_counter()
+            took = []
             for _ in range(100):
+                started = time.perf_counter()
                 assert (await state.admit(plan("c", "a"), 10)).order == ("c", "a")
-            assert time.perf_counter() - started < 0.05
+                took.append(time.perf_counter() - started)
+            # A round trip to the paused Redis would cost each admit its 500 ms timeout;
+            # the median, not the sum, so a loaded machine's stalls do not count.
+            assert statistics.median(took) < 0.05
+            assert sum(state.link.fallbacks.values()) == 0
         finally:
             redis_server.resume()
 
@@ -170,12 +176,17 @@ async def test_a_hung_redis_costs_a_turn_at_most_the_timeout_then_nothing(
             for _ in range(10):
                 started = time.perf_counter()
                 assert (await state.admit(plan("a", "c"), 10)).order == ("a", "c")
-                assert time.perf_counter() - started < 0.1  # 5 ms, plus a loaded CI's jitter
+                # 5 ms, plus a loaded CI's jitter; a hung call would hold it for good
+                assert time.perf_counter() - started < 0.5
             assert not state.up  # ten timeouts in a row: down, logged once
-            started = time.perf_counter()
+            took = []
             for _ in range(50):
+                started = time.perf_counter()
                 await state.admit(plan("a", "c"), 10)
-            assert time.perf_counter() - started < 0.05  # no Redis call while down
+                took.append(time.perf_counter() - started)
+            # No Redis call while down: a call would cost each admit its 5 ms timeout
+            # (the median, so a loaded machine's stalls do not count).
+            assert statistics.median(took) < 0.004
             assert state.link.fallbacks["limit"] == 60
             # Local limits now hold this replica's share of the global one.
             assert targets["a"].local_limits.share == 1.0 / state.replicas

@@ -67,7 +67,7 @@ async def hang_up(writer: asyncio.StreamWriter) -> None:
     await writer.wait_closed()
 
 
-async def wait_for(predicate: Any, timeout_s: float = 2.0) -> None:
+async def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
