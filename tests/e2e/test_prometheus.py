@@ -325,7 +325,7 @@ def test_fallbacks_and_hedges_count_exactly_what_happened(
 @needs_prometheus
 @pytest.mark.prometheus
 def test_recording_rules_evaluate_and_every_rule_is_healthy(
-    prometheus: Prometheus, seen: Seen
+    prometheus: Prometheus, fleet: Fleet, seen: Seen
 ) -> None:
     p50 = prometheus.wait_for(
         'route:firsttoken_ttft_seconds:p50_rate5m{route="chat-fb"}',
@@ -335,7 +335,24 @@ def test_recording_rules_evaluate_and_every_rule_is_healthy(
     client_p50 = statistics.median(seen.ttft_s["chat-fb"])
     assert bucket_of(client_p50 - 0.015)[0] < float(p50[0]["value"][1]) <= bucket_of(client_p50)[1]
     slo = prometheus.wait_for("route:firsttoken_ttft_slo:ratio_rate5m", bool)
-    assert {r["metric"]["route"]: float(r["value"][1]) for r in slo}.get("chat-hedge") == 1.0
+    # the share the router itself counted within 0.5 s (on a quiet box all of them; a
+    # loaded one may push a turn past it, so the rule is held to the router's count)
+    within, answered = 0.0, 0.0
+    for family in text_string_to_metric_families(scrape(fleet)):
+        if family.name == "firsttoken_ttft_seconds":
+            for s in family.samples:
+                if s.labels.get("route") != "chat-hedge":
+                    continue
+                if s.name.endswith("_bucket") and s.labels.get("le") == "0.5":
+                    within += s.value
+                elif s.name.endswith("_count"):
+                    answered += s.value
+    assert answered >= TURNS
+    ratio = {r["metric"]["route"]: float(r["value"][1]) for r in slo}.get("chat-hedge")
+    if within == answered:
+        assert ratio == 1.0
+    else:  # (rate() extrapolates the two series from their own first samples)
+        assert ratio == pytest.approx(within / answered, abs=0.1)
     share = prometheus.wait_for(
         'route_target:firsttoken_requests:share_rate5m{route="local"}', bool
     )
