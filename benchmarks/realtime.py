@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -174,10 +175,15 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
     gc_pauses = None
     deadline = time.monotonic() + timeout_s
     assert gen.stdout is not None
+    lag: list[dict[float, float]] = []
     for line in gen.stdout:
         msg = json.loads(line)
+        if "window_start" in msg and target.name == "firsttoken":
+            lag.append(loop_lag_buckets(target))  # scraped outside the CPU window
         if "window_start" in msg or "window_end" in msg:
             cpu.append(cpu_seconds(pids))
+        if "window_end" in msg and target.name == "firsttoken":
+            lag.append(loop_lag_buckets(target))
             if target.gc_trace is not None and target.proc is not None:
                 gc_pauses = gctrace.mark(target.proc.pid, target.gc_trace)
         if "result" in msg:
@@ -190,8 +196,37 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
         raise RuntimeError(f"load generator failed against {target.name}:\n{err[-3000:]}")
     if len(cpu) == 2:
         result["proxy_cpu_s"] = cpu[1] - cpu[0]
+    if len(lag) == 2:
+        result["loop_lag"] = lag_summary(lag[0], lag[1])
     result["gc"] = gc_pauses
     return result
+
+
+def loop_lag_buckets(target: Target) -> dict[float, float]:
+    """The router's `firsttoken_event_loop_lag_seconds` buckets (cumulative counts)."""
+    base = target.urls[0].replace("ws://", "http://", 1).split("/v1/")[0]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    prefix = 'firsttoken_event_loop_lag_seconds_bucket{le="'
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, count = line[len(prefix) :].partition('"} ')
+            buckets[float(le)] = float(count)
+    return buckets
+
+
+def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """The window's loop-lag samples (every 0.1 s under load): how many, how many
+    over 1 and 5 ms, and the bucket bound the largest stayed under."""
+    window = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = window.get(float("inf"), 0.0)
+    return {
+        "samples": int(total),
+        "over_1ms": int(total - window.get(0.001, 0.0)),
+        "over_5ms": int(total - window.get(0.005, 0.0)),
+        "max_under_ms": next((le * 1000 for le, n in window.items() if n >= total), None),
+    }
 
 
 def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +253,7 @@ def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, 
         "errors": raw["errors"],
         "closed_early": raw["closed_early"],
         "gc": raw.get("gc"),  # the router's GC pauses in the window (--gc-trace)
+        "loop_lag": raw.get("loop_lag"),  # the router's own loop-lag samples in the window
     }
     if "proxy_cpu_s" in raw and frames:
         out["cpu_us_per_frame"] = round(raw["proxy_cpu_s"] / frames * 1e6, 1)
@@ -251,6 +287,18 @@ def markdown(points: list[dict[str, Any]], migration: dict[str, Any] | None) -> 
             f"| {p['party']} | {p['sessions']} | {p['ttfa_p50_ms']} | {p['ttfa_p99_ms']} "
             f"| {p.get('added_ttfa_p50_ms', '')} | {p.get('added_ttfa_p99_ms', '')} "
             f"| {p['frames_per_s']} | {p.get('cpu_us_per_frame', '')} | {p['errors']} |"
+        )
+    lags = [p for p in points if p.get("loop_lag")]
+    if lags:
+        rows.append(
+            "\nThe router's event-loop lag in each window (a sample every 0.1 s): "
+            + "; ".join(
+                f"{p['sessions']} sessions: {p['loop_lag']['samples']} samples, "
+                f"{p['loop_lag']['over_1ms']} over 1 ms, {p['loop_lag']['over_5ms']} over 5 ms, "
+                f"max < {p['loop_lag']['max_under_ms']} ms"
+                for p in lags
+            )
+            + "."
         )
     if migration is not None:
         rows.append(
