@@ -14,9 +14,11 @@ the work is split by what it costs:
   against the routes and the key's routes and request rate before anything parses
   the body: an unknown model, a route the key may not use or a key over its rate is
   answered at once, whatever the body's size.
-- A large chat body's `messages`, when they come first, are counted on its first
-  `COUNT_BYTES` while it arrives (at most `max_messages` + 1 items, about 1 ms on
-  the loop): over the limit, the 400 is answered and the connection closed there,
+- A large chat body's `messages`, when they come first, are bounded on its first
+  `EARLY_BYTES`, then at each doubling up to `COUNT_BYTES`, while it arrives
+  (`prescan.too_many_messages`: commas and brackets counted at C speed, a parse of
+  at most `max_messages` + 1 items only on the last look and only when those cannot
+  tell): over the limit, the 400 is answered and the connection closed there,
   without reading the rest (so such a body to an unknown model is a 400, not a 404:
   its shape is refused before its model is known).
 - A small body (at most `limits.inline_bytes`, and at most `limits.inline_values`
@@ -49,6 +51,7 @@ from router.errors import FirstTokenError, Overloaded
 from router.gateway.parse_worker import HEADER, frame
 from router.gateway.prescan import (
     COUNT_BYTES,
+    EARLY_BYTES,
     WINDOW_BYTES,
     leading_model,
     locate_model,
@@ -88,11 +91,13 @@ def is_small(raw: bytes, limits: LimitsConfig) -> bool:
 class BodyScreen:
     """Looks at a turn's body while it arrives (`feed` each chunk), for a large one:
     its `model` from the first and the last `WINDOW_BYTES`, checked by `precheck` as
-    soon as it is found, and for a chat body its `messages` counted on the first
-    `COUNT_BYTES` (`prescan.too_many_messages`: at most `max_messages` + 1 items,
-    about a millisecond on the loop, once). A refusal is raised from `feed`; raised
-    while more is to come, the body is not read on (`body.Unread`). Keeps a few
-    KiB, and the first `COUNT_BYTES` until they are counted, never the body."""
+    soon as it is found, and for a chat body its `messages` bounded on the first
+    `EARLY_BYTES` and at each doubling up to `COUNT_BYTES` (a body declared large;
+    others on `COUNT_BYTES` or their end), by `prescan.too_many_messages`: C-speed
+    counts, and a parse of at most `max_messages` + 1 items only on the last look
+    and only when those cannot tell. A refusal is raised from `feed`; raised while
+    more is to come, the body is not read on (`body.Unread`). Keeps a few KiB, and
+    the first `COUNT_BYTES` until they are counted, never the body."""
 
     def __init__(
         self,
@@ -112,6 +117,8 @@ class BodyScreen:
         #: the first `COUNT_BYTES` of a chat body, until its `messages` are counted
         self._counted: list[bytes] | None = [] if messages else None
         self._count_at = min(max(self._inline, WINDOW_BYTES), COUNT_BYTES)
+        #: how much must have arrived for the next early look at the count
+        self._look_at = EARLY_BYTES if (declared or 0) > self._inline else COUNT_BYTES
         #: the model found and checked, if any
         self.model: str | None = None
 
@@ -139,9 +146,13 @@ class BodyScreen:
         held = self._size - len(chunk)  # what came before this chunk
         if held < self._count_at:
             self._counted.append(chunk[: self._count_at - held])
-        if self._size >= self._count_at or not more:
+        final = self._size >= self._count_at or not more
+        if final:
             head, self._counted = b"".join(self._counted), None
             too_many_messages(head, self._limits)
+        elif self._size >= self._look_at:
+            self._look_at = 2 * self._size
+            too_many_messages(b"".join(self._counted), self._limits, final=False)
 
     def _found(self, model: str | None) -> None:
         if model is not None:

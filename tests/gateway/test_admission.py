@@ -11,8 +11,8 @@ import pytest
 
 from router.edge import LimitsConfig
 from router.errors import BadRequest, ModelNotFound, Overloaded
-from router.gateway.admission import BodyParser, is_small
-from router.gateway.prescan import locate_model
+from router.gateway.admission import BodyParser, BodyScreen, is_small
+from router.gateway.prescan import COUNT_BYTES, EARLY_BYTES, locate_model
 from router.vocabulary import ParsePlace
 
 pytestmark = pytest.mark.anyio
@@ -204,3 +204,27 @@ async def test_a_worker_that_dies_is_replaced(parser: tuple[BodyParser, Recorder
     with pytest.raises(Overloaded):
         await bodies.parse("chat", raw, None, offload, rec.precheck)
     assert (await bodies.parse("chat", raw, None, offload, rec.precheck)).model == "chat"
+
+
+def _fed_until_refused(screen: BodyScreen, body: bytes) -> int:
+    """Feed `body` in 16 KiB pieces until the screen refuses it; how much was fed."""
+    fed = 0
+    with pytest.raises(BadRequest, match="over 2048 items"):
+        while fed < len(body):
+            piece = body[fed : fed + 16384]
+            fed += len(piece)
+            screen.feed(piece, fed < len(body))
+    return fed
+
+
+def test_a_large_body_over_max_messages_is_refused_on_its_first_64_kib() -> None:
+    """4 MiB of tiny messages arriving in 16 KiB pieces: the 400 comes once 64 KiB
+    (over 2,048 of them) have arrived, not after `COUNT_BYTES` (256 KiB), so the
+    router stops reading the body there."""
+    body = tiny_messages(b"chat", 4 * 2**20)
+    seen: list[str] = []
+    fed = _fed_until_refused(BodyScreen(seen.append, LIMITS, len(body), messages=True), body)
+    assert EARLY_BYTES <= fed < 2 * EARLY_BYTES < COUNT_BYTES
+    # Declared small (or not declared): one look, on COUNT_BYTES, as before.
+    fed = _fed_until_refused(BodyScreen(seen.append, LIMITS, None, messages=True), body)
+    assert fed == COUNT_BYTES
