@@ -129,6 +129,16 @@ def start_firsttoken(
     return Target("firsttoken", [url], proc, gc_trace=trace)
 
 
+def start_floor(workdir: Path, ports: Sequence[int]) -> Target:
+    """`realtime_floor.py`: the router's stack relaying with nothing of the router."""
+    port = free_port()
+    upstream = f"ws://127.0.0.1:{ports[0]}/v1/realtime"
+    argv = [sys.executable, str(HERE / "realtime_floor.py"), "--upstream", upstream]
+    proc = Proc("floor", [*argv, "--port", str(port)], workdir, cwd=ROOT)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
+    return Target("floor", [f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"], proc)
+
+
 def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
     binary = venv / "bin" / "litellm"
     if not binary.exists():
@@ -330,6 +340,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert litellm.proc is not None
             procs.append(litellm.proc)
             parties.append(litellm)
+        if "floor" in peers:
+            floor = start_floor(workdir, ports)
+            assert floor.proc is not None
+            procs.append(floor.proc)
+            parties.append(floor)
         points = []
         for sessions in concurrencies:
             for party in parties:
@@ -430,7 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", default="1,16,64", help="comma-separated (default 1,16,64)")
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
-    p.add_argument("--peers", default="litellm", help="litellm, or '' for none")
+    p.add_argument(
+        "--peers",
+        default="litellm",
+        help="comma-separated: litellm (the LiteLLM proxy), floor (realtime_floor.py: the "
+        "router's stack with nothing of the router), or '' for none",
+    )
     p.add_argument("--ttfa-ms", type=float, default=50.0, help="the simulator's TTFA")
     p.add_argument("--migration-sessions", type=int, default=16)
     p.add_argument(
