@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,16 @@ def start_firsttoken(
     return Target("firsttoken", [url], proc, gc_trace=trace)
 
 
+def start_floor(workdir: Path, ports: Sequence[int]) -> Target:
+    """`realtime_floor.py`: the router's stack relaying with nothing of the router."""
+    port = free_port()
+    upstream = f"ws://127.0.0.1:{ports[0]}/v1/realtime"
+    argv = [sys.executable, str(HERE / "realtime_floor.py"), "--upstream", upstream]
+    proc = Proc("floor", [*argv, "--port", str(port)], workdir, cwd=ROOT)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
+    return Target("floor", [f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"], proc)
+
+
 def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
     binary = venv / "bin" / "litellm"
     if not binary.exists():
@@ -174,10 +185,15 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
     gc_pauses = None
     deadline = time.monotonic() + timeout_s
     assert gen.stdout is not None
+    lag: list[dict[float, float]] = []
     for line in gen.stdout:
         msg = json.loads(line)
+        if "window_start" in msg and target.name == "firsttoken":
+            lag.append(loop_lag_buckets(target))  # scraped outside the CPU window
         if "window_start" in msg or "window_end" in msg:
             cpu.append(cpu_seconds(pids))
+        if "window_end" in msg and target.name == "firsttoken":
+            lag.append(loop_lag_buckets(target))
             if target.gc_trace is not None and target.proc is not None:
                 gc_pauses = gctrace.mark(target.proc.pid, target.gc_trace)
         if "result" in msg:
@@ -190,8 +206,37 @@ def run_load(target: Target, extra: Sequence[str], timeout_s: float) -> dict[str
         raise RuntimeError(f"load generator failed against {target.name}:\n{err[-3000:]}")
     if len(cpu) == 2:
         result["proxy_cpu_s"] = cpu[1] - cpu[0]
+    if len(lag) == 2:
+        result["loop_lag"] = lag_summary(lag[0], lag[1])
     result["gc"] = gc_pauses
     return result
+
+
+def loop_lag_buckets(target: Target) -> dict[float, float]:
+    """The router's `firsttoken_event_loop_lag_seconds` buckets (cumulative counts)."""
+    base = target.urls[0].replace("ws://", "http://", 1).split("/v1/")[0]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    prefix = 'firsttoken_event_loop_lag_seconds_bucket{le="'
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, count = line[len(prefix) :].partition('"} ')
+            buckets[float(le)] = float(count)
+    return buckets
+
+
+def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """The window's loop-lag samples (every 0.1 s under load): how many, how many
+    over 1 and 5 ms, and the bucket bound the largest stayed under."""
+    window = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = window.get(float("inf"), 0.0)
+    return {
+        "samples": int(total),
+        "over_1ms": int(total - window.get(0.001, 0.0)),
+        "over_5ms": int(total - window.get(0.005, 0.0)),
+        "max_under_ms": next((le * 1000 for le, n in window.items() if n >= total), None),
+    }
 
 
 def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +263,7 @@ def point(target: Target, sessions: int, args: argparse.Namespace) -> dict[str, 
         "errors": raw["errors"],
         "closed_early": raw["closed_early"],
         "gc": raw.get("gc"),  # the router's GC pauses in the window (--gc-trace)
+        "loop_lag": raw.get("loop_lag"),  # the router's own loop-lag samples in the window
     }
     if "proxy_cpu_s" in raw and frames:
         out["cpu_us_per_frame"] = round(raw["proxy_cpu_s"] / frames * 1e6, 1)
@@ -252,6 +298,18 @@ def markdown(points: list[dict[str, Any]], migration: dict[str, Any] | None) -> 
             f"| {p.get('added_ttfa_p50_ms', '')} | {p.get('added_ttfa_p99_ms', '')} "
             f"| {p['frames_per_s']} | {p.get('cpu_us_per_frame', '')} | {p['errors']} |"
         )
+    lags = [p for p in points if p.get("loop_lag")]
+    if lags:
+        rows.append(
+            "\nThe router's event-loop lag in each window (a sample every 0.1 s): "
+            + "; ".join(
+                f"{p['sessions']} sessions: {p['loop_lag']['samples']} samples, "
+                f"{p['loop_lag']['over_1ms']} over 1 ms, {p['loop_lag']['over_5ms']} over 5 ms, "
+                f"max < {p['loop_lag']['max_under_ms']} ms"
+                for p in lags
+            )
+            + "."
+        )
     if migration is not None:
         rows.append(
             f"\nMigration through the router ({migration['sessions']} sessions x "
@@ -282,6 +340,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert litellm.proc is not None
             procs.append(litellm.proc)
             parties.append(litellm)
+        if "floor" in peers:
+            floor = start_floor(workdir, ports)
+            assert floor.proc is not None
+            procs.append(floor.proc)
+            parties.append(floor)
         points = []
         for sessions in concurrencies:
             for party in parties:
@@ -382,7 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", default="1,16,64", help="comma-separated (default 1,16,64)")
     p.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up before the window, s")
-    p.add_argument("--peers", default="litellm", help="litellm, or '' for none")
+    p.add_argument(
+        "--peers",
+        default="litellm",
+        help="comma-separated: litellm (the LiteLLM proxy), floor (realtime_floor.py: the "
+        "router's stack with nothing of the router), or '' for none",
+    )
     p.add_argument("--ttfa-ms", type=float, default=50.0, help="the simulator's TTFA")
     p.add_argument("--migration-sessions", type=int, default=16)
     p.add_argument(

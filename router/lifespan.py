@@ -6,6 +6,7 @@ rather than keep a live process that never turns ready again."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -46,8 +47,17 @@ async def warm_up(targets: Iterable[TargetRuntime]) -> None:
             log.warning("warm-up of %s took over %gs; going on", t.config.name, WARM_UP_S)
 
 
-async def every(interval_s: float, fn: Callable[[], Awaitable[object]]) -> None:
-    """`fn()` every `interval_s`, forever."""
+async def while_needed(
+    interval_s: float,
+    needed: Callable[[], bool],
+    wake: asyncio.Event,
+    fn: Callable[[], Awaitable[object]],
+) -> None:
+    """`fn()` every `interval_s` while `needed()`, forever; otherwise asleep until `wake`
+    is set (an idle router has no timer for it)."""
     while True:
-        await anyio.sleep(interval_s)
-        await fn()
+        await wake.wait()
+        wake.clear()
+        while needed():
+            await anyio.sleep(interval_s)
+            await fn()

@@ -282,8 +282,9 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "firsttoken_event_loop_lag_seconds",
-            "How late the router's event loop woke a task that asked to sleep (sampled "
-            "every 50 ms): time every stream on this replica waited for the router itself",
+            "How late the router's event loop ran a timer (sampled every 0.1 s with turns or "
+            "sessions in flight, every 1 s without): time every stream on this replica "
+            "waited for the router itself",
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )

@@ -14,6 +14,7 @@ wiring grows past that gets its own module, as `realtime/service.py` did.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -48,7 +49,7 @@ from router.errors import (
 )
 from router.gateway.auth import Authenticator, Client
 from router.gateway.request import ParsedRequest
-from router.lifespan import every, guarded, warm_up
+from router.lifespan import guarded, warm_up, while_needed
 from router.looplag import sample_loop_lag
 from router.metrics import Metrics
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
@@ -146,6 +147,8 @@ class Router:
         self.active_turns = 0
         self._retirer = Retirer(clock, self._upstreams, self.metrics.upstream_pools.set)
         self._retiring_realtime: list[RealtimeTarget] = []
+        #: set by a reload: the retirer sweeps only while something is retiring
+        self._retire_wake = asyncio.Event()
         #: realtime sessions open (the gateway counts them)
         self.active_sessions = 0
         #: called once, with the reason kept in `fatal`, if a background task dies
@@ -244,6 +247,7 @@ class Router:
         dropped = [t.upstream for t in previous.targets.values() if id(t.upstream) not in kept]
         self._retirer.retire(previous, dropped, config.server.drain_s)
         self._retiring_realtime.extend(self.runtime.realtime.retired)
+        self._retire_wake.set()
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
@@ -466,8 +470,9 @@ class Router:
             if settings is not None:
                 run = partial(self._probe, target, settings)
                 tg.start_soon(guarded, self.die, f"probe of {target.config.name}", run)
-        tg.start_soon(guarded, self.die, "upstream retirer", every, RETIRE_EVERY_S, self.retire)
-        lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed)
+        retire = partial(while_needed, RETIRE_EVERY_S, self._retiring, self._retire_wake)
+        tg.start_soon(guarded, self.die, "upstream retirer", retire, self.retire)
+        lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed, self._busy)
         tg.start_soon(guarded, self.die, "event-loop lag sampler", lag)
         if self.shared is not None:
             tg.start_soon(guarded, self.die, "shared state (Redis)", self.shared.run)
@@ -490,6 +495,13 @@ class Router:
 
     def _upstreams(self) -> Iterable[Upstream]:
         return (t.upstream for t in self.runtime.targets.values())
+
+    def _retiring(self) -> bool:
+        return bool(self._retirer.closing() or self._retiring_realtime)
+
+    def _busy(self) -> bool:
+        """Turns or realtime sessions in flight (the loop-lag sampler's pace)."""
+        return bool(self.active_turns or self.active_sessions)
 
     async def retire(self) -> None:
         """Close what reloads dropped, once idle (router/upstream/retiring.py)."""

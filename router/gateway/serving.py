@@ -35,17 +35,66 @@ from router.runtime import Router
 log = logging.getLogger("firsttoken")
 
 
+#: uvicorn's own tick: it refreshes the Date header once a second and looks for an exit
+#: every 0.1 s, 10 wake-ups a second of an idle router. Here it ticks once a second, at
+#: once when an exit is asked for (a signal, `should_exit` set), and every 0.1 s while
+#: draining (the drain's end is looked for on the tick).
+TICK_S = 1.0
+DRAIN_TICK_S = 0.1
+
+
 class DrainingServer(uvicorn.Server):
+    _tick_loop: asyncio.AbstractEventLoop | None = None
+    _tick_waiter: asyncio.Future[None] | None = None
+
     def __init__(self, config: uvicorn.Config, router: Router, drain_s: float) -> None:
         super().__init__(config)
         self._router = router
         self._drain_s = drain_s
         self._deadline: float | None = None
 
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value:
+            self._tick_soon()
+
+    def _tick_soon(self) -> None:
+        """Run the next tick now (safe from a signal handler or another thread)."""
+        if self._tick_loop is not None:
+            self._tick_loop.call_soon_threadsafe(self._tick_now)
+
+    def _tick_now(self) -> None:
+        waiter = self._tick_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop of ticks (`on_tick`), paced as `TICK_S` says."""
+        loop = self._tick_loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            draining = self._deadline is not None
+            counter = (counter + (1 if draining else 10)) % 864000  # Date at counter % 10 == 0
+            waiter = self._tick_waiter = loop.create_future()
+            timer = loop.call_later(DRAIN_TICK_S if draining else TICK_S, self._tick_now)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._tick_waiter = None
+            should_exit = await self.on_tick(counter)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._deadline is not None or self._drain_s <= 0:
             super().handle_exit(sig, frame)
             return
+        self._tick_soon()  # ticks at the drain's pace from now on
         self._router.draining = True
         self._deadline = time.monotonic() + self._drain_s
         log.info(

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from router.looplag import INTERVAL_S
+from router.looplag import IDLE_INTERVAL_S, INTERVAL_S
 from router.sim.behaviour import Behaviour
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
 
@@ -216,16 +216,32 @@ def test_the_event_loop_lag_is_a_metric(fleet: Fleet) -> None:
                 return next(s.value for s in family.samples if s.name.endswith("_sum"))
         raise AssertionError("no firsttoken_event_loop_lag_seconds")
 
-    before = lag_sum()
-    stall_s = 0.5
-    fleet.loop.call(lambda: time.sleep(stall_s))  # the router's loop stalls
-    # the sampler's timer was due somewhere in the stall's first INTERVAL_S, so the
-    # lag it records is between stall_s - INTERVAL_S and stall_s
-    shown = stall_s - INTERVAL_S - 0.05
-    deadline = time.monotonic() + 5
-    while lag_sum() - before < shown:
-        assert time.monotonic() < deadline, "the stall did not show in the lag metric"
-        time.sleep(0.05)
+    # a turn in flight: the sampler keeps its INTERVAL_S pace (idle, it samples every
+    # IDLE_INTERVAL_S and may miss a short stall)
+    fleet.set_behaviour("a", Behaviour(ttft_s=4.0, itl_s=0.001, tokens=3))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3}
+    slow = threading.Thread(
+        target=lambda: httpx.post(
+            f"{fleet.router.base_url}/chat/completions", json=body, timeout=30
+        )
+    )
+    slow.start()
+    try:
+        assert fleet.wait_for(lambda: fleet.router.router.active_turns > 0)
+        time.sleep(IDLE_INTERVAL_S + INTERVAL_S)  # the idle pace's last tick has run
+        before = lag_sum()
+        stall_s = 0.5
+        fleet.loop.call(lambda: time.sleep(stall_s))  # the router's loop stalls
+        # the sampler's timer was due somewhere in the stall's first INTERVAL_S, so the
+        # lag it records is between stall_s - INTERVAL_S and stall_s
+        shown = stall_s - INTERVAL_S - 0.05
+        deadline = time.monotonic() + 5
+        while lag_sum() - before < shown:
+            assert time.monotonic() < deadline, "the stall did not show in the lag metric"
+            time.sleep(0.05)
+    finally:
+        slow.join(30)
+        fleet.set_behaviour("a", Behaviour(ttft_s=0.005, itl_s=0.001, tokens=3))
 
 
 async def refusal(url: str, **options: Any) -> tuple[int, dict[str, Any]]:

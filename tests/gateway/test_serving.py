@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any, cast
 
 import httpx
 import pytest
+import uvicorn
 
 from router.config import parse_config
-from router.gateway.serving import HeadCoalescingTransport, MetricsApp
+from router.gateway.serving import TICK_S, DrainingServer, HeadCoalescingTransport, MetricsApp
 from router.runtime import Router
 
 pytestmark = pytest.mark.anyio
@@ -95,3 +97,51 @@ async def test_the_metrics_port_serves_only_allowed_hosts_and_no_web_page() -> N
     assert scraper.status_code == 200 and "firsttoken_requests" in scraper.text
     assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
     assert page.status_code == 403 and page.json()["error"]["code"] == "origin_not_allowed"
+
+
+CONFIG = (
+    "targets:\n  - {name: a, kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+    "routes:\n  - {name: chat, targets: [a]}\n"
+)
+
+
+def ticking(drain_s: float) -> tuple[DrainingServer, list[int], Router]:
+    router = Router(parse_config(CONFIG))
+    server = DrainingServer(uvicorn.Config(MetricsApp(router, "127.0.0.1")), router, drain_s)
+    server.config.load()
+    ticks: list[int] = []
+    tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        ticks.append(counter)
+        return await tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    return server, ticks, router
+
+
+async def test_an_idle_server_ticks_once_a_second_and_exits_at_once_when_asked() -> None:
+    server, ticks, router = ticking(drain_s=0)
+    loop = asyncio.ensure_future(server.main_loop())
+    try:
+        await asyncio.sleep(TICK_S / 2)
+        assert ticks == [0], "uvicorn's 0.1 s tick wakes an idle router"
+        server.should_exit = True
+        await asyncio.wait_for(loop, TICK_S * 0.4)  # not at the next tick
+    finally:
+        loop.cancel()
+        await router.aclose()
+    assert server.server_state.default_headers  # the Date header was set
+
+
+async def test_a_drain_signal_is_seen_at_once_and_an_idle_drain_ends_soon() -> None:
+    server, _, router = ticking(drain_s=30)
+    loop = asyncio.ensure_future(server.main_loop())
+    try:
+        await asyncio.sleep(TICK_S / 5)
+        server.handle_exit(signal.SIGTERM, None)
+        assert router.draining
+        await asyncio.wait_for(loop, TICK_S * 0.6)  # nothing in flight: drained
+    finally:
+        loop.cancel()
+        await router.aclose()
