@@ -7,7 +7,7 @@ Live signals outlive runtimes; a reload keeps those of targets that still exist.
 A reload's dropped upstreams close once its turns are done (router/upstream/
 retiring.py); a dead background task takes the process down (router/lifespan.py).
 
-Just over 400 lines, kept whole: it is where every room is wired (turns, realtime
+Over 400 lines (about 530), kept whole: it is where every room is wired (turns, realtime
 sessions, speech routes and cascades, replicas), a few lines each; a room whose
 wiring grows past that gets its own module, as `realtime/service.py` did.
 """

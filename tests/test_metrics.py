@@ -6,8 +6,7 @@ in tests/e2e/test_prometheus.py.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -20,7 +19,7 @@ from router.errors import TargetUnavailable, UpstreamConnectError, UpstreamStatu
 from router.metrics import OUTCOMES, Metrics, policy_type, status_class
 from router.policy.base import Candidate, Plan
 from router.sim.behaviour import Behaviour, Fault
-from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
+from tests.e2e.harness import Fleet, LoopThread, eventually, start_fleet, stop_fleet
 
 CONFIG = """
 targets:
@@ -230,16 +229,6 @@ def fleet(loop_thread: LoopThread) -> Iterator[Fleet]:
 
 def scrape(fleet: Fleet) -> str:
     return httpx.get(f"{fleet.router.url}/metrics", timeout=5).text
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll from the test's thread (the router's loop must stay free to answer)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def requests_total(fleet: Fleet, route: str, target: str, outcome: str) -> float | None:

@@ -65,6 +65,17 @@ class LoopThread:
         self.loop.close()
 
 
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll `check` from the test's thread (the servers' loop stays free to answer it,
+    e.g. a scrape of the router) until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def wait_until(loop: LoopThread, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
     """Poll `predicate` on the servers' loop until true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ import pytest
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.engine import EngineParams
 from router.sim.vllm import VllmSim
-from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
+from tests.e2e.harness import Fleet, LoopThread, eventually, start_fleet, stop_fleet
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "hello"}
@@ -201,7 +201,7 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     )
     fleets.append(fleet)
     # Until its first engine scrape lands, the router counts the engine as saturated.
-    assert poll(lambda: engine_gauge(fleet, "stale") == 0.0)
+    assert eventually(timeout=20, check=lambda: engine_gauge(fleet, "stale") == 0.0)
     assert [turn(fleet)[0] for _ in range(3)] == ["local"] * 3
 
     # A burst: the engine runs 2 at a time, 8 tokens x 20 ms each; the queue grows.
@@ -224,7 +224,10 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     assert shares["hosted"] >= 4  # spilled once the queue would break the SLO
 
     # The queue drains; once a scrape has seen it empty, the free engine is back.
-    assert poll(lambda: engine_gauge(fleet, "waiting") + engine_gauge(fleet, "running") == 0.0)
+    assert eventually(
+        timeout=20,
+        check=lambda: engine_gauge(fleet, "waiting") + engine_gauge(fleet, "running") == 0.0,
+    )
     assert turn(fleet)[0] == "local"
 
 
