@@ -13,7 +13,8 @@ Bounds: at most `workers` utterances decode at once and at most `max_queued` wai
 more is refused at once with `EngineBusy` (503 and Retry-After), which a router takes as
 "try the next target". A client that goes away takes its utterance out of the queue (the
 future is cancelled); one already decoding runs to its end, which `max_audio_s` bounds
-(about 0.45 s of one core per second of audio, measured).
+(about 0.45 s of one core per second of audio, measured). Closing does not wait for it:
+a worker still decoding a second after the close is terminated.
 
 The pool's failures (a worker that died, a model that did not load) become
 `EngineError` here, in `_run()`, and nowhere else.
@@ -24,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import multiprocessing.process
+import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -112,8 +116,27 @@ class Sphinx:
         return self._admitted
 
     async def aclose(self) -> None:
+        """Stop within about `CLOSE_GRACE_S`: queued utterances are dropped, idle workers
+        exit, and a worker still decoding is terminated (its caller is gone with the
+        server, and one utterance can take tens of seconds of CPU on a loaded machine)."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pool.shutdown(wait=True, cancel_futures=True)
-            )
+        if pool is None:
+            return
+        workers = list(pool._processes.values())  # no public handle before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, _stop, workers)
+
+
+#: how long a closing pool's workers get to finish before they are terminated
+CLOSE_GRACE_S = 1.0
+
+
+def _stop(workers: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Join the workers; terminate those still running after `CLOSE_GRACE_S`."""
+    deadline = time.monotonic() + CLOSE_GRACE_S
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+            worker.join(5.0)

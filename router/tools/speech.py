@@ -3,7 +3,8 @@
     firsttoken speech serve --host 127.0.0.1 --port 8090
 
 starts PocketSphinx at `/v1/audio/transcriptions` and eSpeak NG at `/v1/audio/speech`
-(`router.speech`), prints the targets a policy names them by, and serves until Ctrl-C.
+(`router.speech`), prints the targets a policy names them by, and serves until Ctrl-C
+or SIGTERM (both stop it within a few seconds, a decode in progress or not).
 When something is missing it says what, with the command that installs it, and exits 1.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from typing import TextIO
 
@@ -107,7 +109,20 @@ async def serve(
                 f"  - {{name: local-tts, kind: tts, base_url: {base}, model: {TTS_MODEL}}}"
             )
         print("as policy targets:\n" + "\n".join(lines), file=out, flush=True)
-        await asyncio.get_running_loop().create_future()  # until Ctrl-C cancels it
+        # Until Ctrl-C (asyncio.run cancels this task) or SIGTERM (`kill`, Kubernetes):
+        # either way the server closes, and a decode in progress is not waited for.
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, _set, stopped)
+        try:
+            await stopped
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
     finally:
         await server.stop()
     return 0
+
+
+def _set(stopped: asyncio.Future[None]) -> None:
+    if not stopped.done():
+        stopped.set_result(None)

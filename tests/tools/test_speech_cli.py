@@ -3,9 +3,12 @@ endpoints and prints the targets a policy names them by."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from router.speech.check import APT_FIX, missing
 from router.tools.cli import main
-from tests.speech.speaking import needs_engines
+from tests.speech.speaking import SENTENCES, needs_engines, say
 
 
 def test_a_missing_program_is_named_with_its_install_command(tmp_path: Path) -> None:
@@ -81,5 +84,52 @@ def test_serve_prints_the_targets_and_answers_until_interrupted(tmp_path: Path) 
         if process.poll() is None:
             process.kill()
         _, err = process.communicate()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.voice
+@needs_engines
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_the_server_without_waiting_for_a_decode(stop: signal.Signals) -> None:
+    """A minute of speech takes PocketSphinx ~25 s of CPU (more on a loaded machine): Ctrl-C
+    and SIGTERM (`kill`, Kubernetes) stop the server within seconds all the same, exit 0."""
+    speech = say(" ".join(SENTENCES * 7))  # about 57 s at 130 words a minute
+    assert 40 < (len(speech) - 44) / 2 / 22050 < 60  # under the engine's 60 s limit
+    process = subprocess.Popen(
+        [sys.executable, "-m", "router.tools.cli", "speech", "serve", "--port", "0", "--no-tts"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base = process.stdout.readline().split()[-1]
+        process.stdout.readline()  # "as policy targets:"
+        process.stdout.readline()
+
+        def transcribe() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the server goes away mid-decode
+                httpx.post(
+                    f"{base}/audio/transcriptions",
+                    files={"file": ("a.wav", speech, "audio/wav")},
+                    data={"model": "pocketsphinx-en-us"},
+                    timeout=120,
+                )
+
+        client = threading.Thread(target=transcribe)
+        client.start()
+        time.sleep(2.0)  # the upload is in, the worker decoding
+        process.send_signal(stop)
+        stopped_at = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(15)
+        waited = time.monotonic() - stopped_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, err = process.communicate()
+    client.join(30)
+    assert waited < 15, f"still running {waited:.0f} s after {stop.name}"
     assert process.returncode == 0, err
     assert "Traceback" not in err
