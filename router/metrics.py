@@ -434,14 +434,16 @@ class Metrics:
         cost_usd: float,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
+        streamed: bool = True,
     ) -> None:
-        """One turn that a target answered (`ttft_s` from arrival to response start)."""
+        """One turn that a target answered (`ttft_s` from arrival to response start); a
+        unary answer (`streamed` false) has no time per output token."""
         self._requests(route, target, outcome).inc()
         if first_answer_s is not None:
             self._first_answer(route, target).observe(first_answer_s)
         if ttft_s is not None:
             self._ttft(route, target).observe(ttft_s)
-            if completion_tokens > 1:
+            if streamed and completion_tokens > 1:
                 tpot = max(0.0, duration_s - ttft_s) / (completion_tokens - 1)
                 self._tpot(route, target).observe(tpot)
         self._duration(route, target).observe(duration_s)

@@ -327,3 +327,30 @@ def test_no_user_input_reaches_a_label(fleet: Fleet) -> None:
     assert not [s for s in secrets if s in text]
     labels = {(k, v) for _, lab, _ in samples(text) for k, v in lab.items()}
     assert ("status", "404") in labels and ("status", "400") in labels
+
+
+def test_a_unary_answer_books_its_time_to_first_byte_but_no_time_per_token() -> None:
+    """A non-streaming answer arrives whole: (duration - TTFT) is ~0 and would drag the
+    time-per-output-token histogram toward zero."""
+    m = Metrics()
+    for streamed in (True, False):
+        m.turn_done(
+            "chat",
+            "a" if streamed else "b",
+            "ok",
+            ttft_s=0.5,
+            duration_s=0.5,
+            prompt_tokens=3,
+            completion_tokens=40,
+            cost_usd=0.0,
+            streamed=streamed,
+        )
+    text = exposition(m)
+    for target in ("a", "b"):
+        assert value(text, "firsttoken_ttft_seconds_count", route="chat", target=target) == 1
+    assert (
+        value(text, "firsttoken_time_per_output_token_seconds_count", route="chat", target="a") == 1
+    )
+    assert not value(
+        text, "firsttoken_time_per_output_token_seconds_count", route="chat", target="b"
+    )

@@ -46,11 +46,13 @@ class TurnEvents(Protocol):
         cost_usd: float,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
+        streamed: bool = True,
     ) -> None:
         """A turn a target answered; `ttft_s` from arrival to the response start (its
         first token of any kind), `first_answer_s` to its first answer token; of its
         tokens, `cached_tokens` came from the target's prompt cache and
-        `reasoning_tokens` were spent reasoning."""
+        `reasoning_tokens` were spent reasoning. A unary answer (`streamed` false)
+        arrives whole: its response start is its end, so it has no time per token."""
         ...
 
     def turn_unanswered(self, route: str, *, cancelled: bool) -> None:

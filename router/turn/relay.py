@@ -114,6 +114,7 @@ class Turn:
         self._prompt_estimate = 0
         self._rename: ModelRename | None = None  # response_model: route
         self._dialect: Dialect = CHAT
+        self._streamed = True  # the request's `stream`, known once `_run` starts
         #: an error event came mid-stream (the relay then ends with the stream)
         self._errored = False
 
@@ -177,12 +178,14 @@ class Turn:
             cost_usd=r.cost_usd,
             cached_tokens=r.cached_tokens,
             reasoning_tokens=r.reasoning_tokens,
+            streamed=self._streamed,
         )
 
     async def _run(self, request: TurnRequest, sink: Sink) -> TurnResult:
         self._budget.record_turn()
         self._prompt_estimate = request.routing.prompt_tokens
         self._dialect = request.dialect
+        self._streamed = request.stream
         order = [self._targets[name] for name in self._plan.order]
         race = Race(
             route=self._route,

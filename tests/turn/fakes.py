@@ -182,6 +182,7 @@ class Done:
     cost_usd: float
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    streamed: bool = True
 
 
 @dataclass
@@ -220,6 +221,7 @@ class RecordingEvents:
         cost_usd: float,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
+        streamed: bool = True,
     ) -> None:
         self.seen.append(("turn_done", target, outcome))
         self.done.append(
@@ -234,6 +236,7 @@ class RecordingEvents:
                 cost_usd,
                 cached_tokens,
                 reasoning_tokens,
+                streamed,
             )
         )
 

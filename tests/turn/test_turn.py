@@ -268,6 +268,8 @@ async def test_a_whole_answer_is_relayed_with_its_usage() -> None:
     assert sink.body == body
     assert (result.prompt_tokens, result.completion_tokens) == (9, 2)
     assert rig.upstreams["a"].requests[0].body["stream"] is False
+    [done] = rig.events.done
+    assert done.streamed is False  # so the metrics book no time per token for it
 
 
 # -- issue 14: after the commit point, per the SSE spec, and the two first-token figures ---
