@@ -111,6 +111,19 @@ def completion_rate(view: TargetView) -> float:
     return max(measured, max(running, 1.0) / duration)
 
 
+def is_empty(view: TargetView) -> bool:
+    """A vLLM target whose fresh scrape saw nothing running or waiting, with none of
+    our turns in flight: a new turn is the engine's only sequence."""
+    engine = view.engine
+    return (
+        engine is not None
+        and not engine.stale
+        and engine.running == 0.0
+        and engine.waiting == 0.0
+        and view.in_flight == 0
+    )
+
+
 def waiting_ahead(view: TargetView) -> float:
     """Requests a new turn would queue behind on a vLLM target (0 for hosted ones).
 
@@ -216,11 +229,20 @@ def predict_ttft_s(view: TargetView, q: float) -> float:
 def free_slot_ttft_s(view: TargetView, q: float) -> float:
     """A vLLM target's TTFT at quantile q for a turn that finds a slot free: measured on
     such turns (prefill, and the step time of the batch it joins), else the unloaded
-    TTFT plus the spread of all samples (at most the unloaded TTFT again)."""
-    if view.free_ttft_quantiles:
-        return interpolate(view.free_ttft_quantiles, q, view.unloaded_ttft_s)
+    TTFT plus the spread of all samples (at most the unloaded TTFT again).
+
+    An empty engine (its last scrape saw nothing running or waiting, and none of our
+    turns is in flight) has no batch to join: the latter. The free-slot sketch only
+    learns from turns sent, so a burst's one slow "free" turn would otherwise keep a
+    drained engine above an SLO for as long as nothing is sent to it (for ever, with
+    exploration off): CI saw a free engine never win traffic back after a burst. So an
+    empty engine's prediction is the free-slot sketch's, at most the unloaded bound."""
     spread = max(view.ttft_quantile(q) - view.ttft_quantile(0.5), 0.0)
-    return view.unloaded_ttft_s + min(spread, view.unloaded_ttft_s)
+    bound = view.unloaded_ttft_s + min(spread, view.unloaded_ttft_s)
+    if not view.free_ttft_quantiles:
+        return bound
+    measured = interpolate(view.free_ttft_quantiles, q, view.unloaded_ttft_s)
+    return min(measured, bound) if is_empty(view) else measured
 
 
 def optimistic_ttft_s(view: TargetView, q: float) -> float:

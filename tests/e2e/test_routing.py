@@ -234,8 +234,9 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     sent: list[str] = []
 
     def back() -> bool:
-        sent.append(turn(fleet)[0])
-        return sent[-1] == "local"
+        t, _, h = turn(fleet)
+        sent.append(t + " " + h.get("x-firsttoken-reason", ""))
+        return t == "local"
 
     assert eventually(timeout=20, check=back), sent
 

@@ -214,3 +214,20 @@ def test_doubt_grows_as_evidence_thins_and_stays_finite_when_it_has_all_but_deca
     # ... and a sample from hours ago (evidence 1e-12) is not a crash in the planner
     # (an OverflowError in exp): it counts as a quarter of a sample, 3.6x.
     assert doubt(hosted("a", 0.1, ttft_evidence=1e-12)) == pytest.approx(3.6, abs=0.01)
+
+
+def test_an_empty_engine_is_not_held_back_by_one_slow_free_slot_turn() -> None:
+    # A burst left one 460 ms turn among four "free-slot" samples, so the free-slot
+    # p90 is 460 ms. Nothing runs or waits now and nothing of ours is in flight: a new
+    # turn is the engine's only sequence: the free-slot sketch, at most unloaded +
+    # spread (the spread capped at unloaded).
+    free = ((0.5, 0.023), (0.75, 0.46), (0.9, 0.46), (0.99, 0.46))
+    drained = vllm("gpu", waiting=0, running=0, unloaded=0.022, free_ttft_quantiles=free)
+    assert predict_ttft_s(drained, 0.9) == pytest.approx(0.022 + 0.022)
+    # While a batch runs, a free slot means joining it: the measured free-slot TTFT.
+    busy = vllm("gpu", waiting=0, running=1, unloaded=0.022, free_ttft_quantiles=free)
+    assert predict_ttft_s(busy, 0.9) == pytest.approx(0.46)
+    # ... and so while a turn of ours is in flight that the scrape has not seen yet
+    # (which, the batch size unknown, also counts as a queue to wait behind).
+    sent = replace(drained, in_flight=1)
+    assert predict_ttft_s(sent, 0.9) > 0.46
