@@ -71,6 +71,10 @@ def cmd_speech_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the signals that stop `speech serve` (Ctrl-C, `kill`)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 async def serve(
     host: str,
     port: int,
@@ -109,15 +113,19 @@ async def serve(
                 f"  - {{name: local-tts, kind: tts, base_url: {base}, model: {TTS_MODEL}}}"
             )
         print("as policy targets:\n" + "\n".join(lines), file=out, flush=True)
-        # Until Ctrl-C (asyncio.run cancels this task) or SIGTERM (`kill`, Kubernetes):
-        # either way the server closes, and a decode in progress is not waited for.
+        # Until Ctrl-C or SIGTERM (`kill`, Kubernetes): either way the server closes, and
+        # a decode in progress is not waited for. SIGINT is handled here too, as uvicorn
+        # (`firsttoken serve`) does: a process started in the background by a script
+        # inherits SIGINT ignored, and `kill -INT` would otherwise leave it running.
         loop = asyncio.get_running_loop()
         stopped = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, _set, stopped)
+        for stop in STOP_SIGNALS:
+            loop.add_signal_handler(stop, _set, stopped)
         try:
             await stopped
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for stop in STOP_SIGNALS:
+                loop.remove_signal_handler(stop)
     finally:
         await server.stop()
     return 0
