@@ -68,7 +68,6 @@ from overhead import (
     ROOT,
     Proc,
     cpu_seconds,
-    free_port,
     machine,
     managed,
     percentile,
@@ -76,6 +75,8 @@ from overhead import (
     rss_mib,
     wait_http,
 )
+
+from router.sim.ports import free_port
 
 BAR_P99_DELTA_MS = 5.0
 BAR_RSS_MIB = 150.0

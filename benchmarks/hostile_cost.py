@@ -44,7 +44,9 @@ from typing import Any
 
 import httpx
 from hostile import BAD_HTTP, TINY, bad_http, policy, tiny_messages
-from overhead import ROOT, Proc, cpu_seconds, free_port, machine, managed, process_tree, wait_http
+from overhead import ROOT, Proc, cpu_seconds, machine, managed, process_tree, wait_http
+
+from router.sim.ports import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KINDS = (

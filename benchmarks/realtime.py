@@ -50,12 +50,13 @@ from overhead import (
     Proc,
     Target,
     cpu_seconds,
-    free_port,
     managed,
     percentile,
     process_tree,
     wait_http,
 )
+
+from router.sim.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 LOAD = HERE / "realtime_load.py"

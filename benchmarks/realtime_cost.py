@@ -40,6 +40,8 @@ sys.path.insert(0, str(HERE))
 import overhead  # noqa: E402  (sibling scripts, not a package)
 import realtime  # noqa: E402
 
+from router.sim.ports import free_port  # noqa: E402
+
 ROOT = HERE.parent
 APPEND = json.dumps(
     {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(960)).decode()},
@@ -112,7 +114,7 @@ def measure(
 ) -> dict[str, Any]:
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(realtime.router_config(ports, gc))
-    port = overhead.free_port()
+    port = free_port()
     out_file = workdir / f"callgrind.{name}.{time.monotonic_ns()}"
     argv = [
         "valgrind",
@@ -191,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs: list[overhead.Proc] = []
     runs: list[dict[str, Any]] = []
     with overhead.managed(procs):
-        ports = [overhead.free_port(), overhead.free_port()]
-        procs.append(realtime.start_upstream(workdir, ports, overhead.free_port(), 50))
+        ports = [free_port(), free_port()]
+        procs.append(realtime.start_upstream(workdir, ports, free_port(), 50))
         for round_ in range(args.rounds):
             for name, source, gc in variants:
                 run = measure(name, source, args, ports, workdir, gc=gc)

@@ -27,8 +27,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import Proc, cpu_seconds, free_port, managed
+from overhead import Proc, cpu_seconds, managed
 from realtime import ROUTE, start_firsttoken, start_upstream
+
+from router.sim.ports import free_port
 
 
 async def silent(url: str, sessions: int, duration_s: float, pid: int) -> float:

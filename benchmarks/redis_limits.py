@@ -43,17 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # overhead.py is a script beside this one, not a package module
-from overhead import (
-    ROOT,
-    Proc,
-    Target,
-    free_port,
-    machine,
-    managed,
-    run_point,
-    start_upstream,
-    wait_http,
-)
+from overhead import ROOT, Proc, Target, machine, managed, run_point, start_upstream, wait_http
+
+from router.sim.ports import free_port
 
 MODEL = "bench"
 #: the bar from the issue: the Redis path adds at most this much TTFT at p50

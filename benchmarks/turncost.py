@@ -46,6 +46,8 @@ sys.path.insert(0, str(HERE))
 import loadgen  # noqa: E402  (sibling scripts, not a package)
 import overhead  # noqa: E402
 
+from router.sim.ports import free_port  # noqa: E402
+
 ROOT = HERE.parent
 
 
@@ -104,7 +106,7 @@ def measure(
     policy, n_targets = overhead.ROUTER_CONFIGS[args.config]
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(overhead.router_config(ports[:n_targets], policy, gc))
-    port = overhead.free_port()
+    port = free_port()
     out_file = workdir / f"callgrind.{name}.{time.monotonic_ns()}"
     argv = [
         "valgrind",
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.floor:
         sources.append(("floor", None, None))
     n_ports = overhead.ROUTER_CONFIGS[args.config][1]
-    ports = [overhead.free_port() for _ in range(max(n_ports, 2))]
+    ports = [free_port() for _ in range(max(n_ports, 2))]
     procs: list[overhead.Proc] = []
     with overhead.managed(procs):
         procs.append(overhead.start_upstream(workdir, ports, args))

@@ -52,7 +52,9 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # overhead.py is a script beside this one, not a package module
-from overhead import ROOT, Proc, cpu_seconds, free_port, managed, percentile, wait_http
+from overhead import ROOT, Proc, cpu_seconds, managed, percentile, wait_http
+
+from router.sim.ports import free_port
 
 FRAME_MS = 20
 STAGES = ("vad_hangover", "stt", "llm_ttft", "tts_first_audio", "overhead")

@@ -14,9 +14,10 @@ import pytest
 
 from router.sim.behaviour import Behaviour
 from router.sim.engine import EngineParams
+from router.sim.ports import free_port
 from router.sim.vllm import VllmSim
 from tests.e2e.harness import LoopThread, target_yaml
-from tests.e2e.test_serve import Served, free_port
+from tests.e2e.test_serve import Served
 
 SECRET = "sk-logs-test-0123456789abcdef"
 

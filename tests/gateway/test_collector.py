@@ -18,8 +18,9 @@ from router.config import GcConfig, parse_config
 from router.gateway.collector import SAVEALL_ENV, TRACE_ENV, PauseTrace, garbage_report
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
+from router.sim.ports import free_port
 from tests.e2e.harness import LoopThread, target_yaml
-from tests.e2e.test_serve import Served, free_port
+from tests.e2e.test_serve import Served
 
 TINY = b'{"role":"user","content":"a"},'
 JSON = {"content-type": "application/json"}
