@@ -53,6 +53,7 @@ from router.config import TargetConfig
 from router.sim.anthropic import AnthropicSim
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
+from router.sim.ports import free_port
 from router.upstream.base import UpstreamRequest
 from router.upstream.litellm import LitellmUpstream, load_litellm
 
@@ -260,15 +261,6 @@ routes:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _processes() -> Iterator[tuple[dict[str, str], str]]:
     python = sys.executable
@@ -283,7 +275,7 @@ def _processes() -> Iterator[tuple[dict[str, str], str]]:
     try:
         assert sims.stdout is not None
         urls: dict[str, str] = json.loads(sims.stdout.readline())
-        port = _free_port()
+        port = free_port()
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(CONFIG.format(port=port, model=MODEL, **urls))
         env = {**os.environ, "BENCH_ANTHROPIC_KEY": KEY}

@@ -75,7 +75,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -94,6 +93,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import gctrace  # noqa: E402  (a sibling script, not a package)
+
+from router.sim.ports import free_port  # noqa: E402
 
 PEERS_DIR = HERE / "peers"
 LOADGEN = HERE / "loadgen.py"
@@ -183,13 +184,6 @@ class Proc:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
         self._log.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, proc: Proc, timeout_s: float, headers: Mapping[str, str] = {}) -> None:

@@ -44,7 +44,6 @@ import os
 import platform
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.config import Price, load_config
+from router.sim.ports import free_port
 from router.sim.scenario import Scenario, load_scenario
 from router.sim.workload import turns
 from router.tools.driver import TurnOutcome, drive, percentile, summarise, watch_loop_lag
@@ -289,12 +289,6 @@ def real_name(name: str | None) -> str | None:
 
 
 # -- one run ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_s(pid: int) -> float:

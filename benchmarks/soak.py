@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
+from router.sim.ports import free_port
 from router.sim.replay import ReplayServer, load_recording, read_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,12 +310,6 @@ def requests_by_outcome(text: str) -> Counter[str]:
             if s.name == "firsttoken_requests_total":
                 out[s.labels["outcome"]] += int(s.value)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_processes(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:

@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from router.sim.ports import free_ports as pick_ports
 from router.speech.check import missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,17 +231,13 @@ PARALLEL = 6
 
 def free_ports() -> dict[int, int]:
     """README port -> a free one; 8001-8004 stay consecutive (`sim --base-port`)."""
-    out: dict[int, int] = {}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        out[8080] = s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        out[8090] = s.getsockname()[1]
     # Below Linux's ephemeral range (32768-60999), which every bind(0) and outgoing
     # connection of the sections running beside this one draws from: a block picked
     # there was seen taken again before the simulator bound it.
+    out = dict(zip((8080, 8090), pick_ports(2), strict=True))
     for base in range(12000 + os.getpid() % 600 * 31, 32700, 31):
+        if any(base <= p < base + 4 for p in out.values()):
+            continue
         socks: list[socket.socket] = []
         try:
             for i in range(4):

@@ -15,7 +15,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -34,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.metrics import TTFT_BUCKETS
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
+from router.sim.ports import free_port
 from router.sim.server import SimServer
 from router.sim.vllm import VllmSim
 from tests.e2e.harness import Fleet, LoopThread, start_router, stop_fleet, target_yaml
@@ -84,13 +84,6 @@ class Seen:
     ttft_s: dict[str, list[float]] = field(default_factory=dict)
     attempts: dict[str, list[int]] = field(default_factory=dict)
     targets: dict[str, list[str]] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- the fleet, Prometheus and the traffic (once per module) -----------------------------

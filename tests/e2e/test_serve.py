@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,10 @@ import pytest
 
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
+from router.sim.ports import free_port
 from tests.e2e.harness import LoopThread, target_yaml
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
