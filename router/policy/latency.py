@@ -114,6 +114,7 @@ class SloCostPolicy:
             q=slo.quantile,
             leads=cheaper_within(budget_s),
             ties=True,
+            cost_first=True,
         )
 
 

@@ -106,8 +106,11 @@ def apply_affinity(
     views: Mapping[str, TargetView],
     request: RoutingRequest,
     ctx: PlanContext,
+    *,
+    no_dearer: bool = False,
 ) -> tuple[str | None, bool]:
-    """Put the affinity target first if it is a candidate within the SLO.
+    """Put the affinity target first if it is a candidate within the SLO (and, with
+    `no_dearer`, no dearer than the first when the first meets the SLO too).
 
     Returns a reason fragment (None when the request has no affinity among the
     candidates) and whether the target now leads because of it.
@@ -118,6 +121,11 @@ def apply_affinity(
     ok, predicted = meets_slo(views[name], ctx.slo)
     if not ok and ctx.slo is not None:
         return f"affinity {name} dropped (pred {fmt_ms(predicted)} > {fmt_slo(ctx.slo)})", False
+    first = order[0]
+    if no_dearer and first.name != name and meets_slo(views[first.name], ctx.slo)[0]:
+        mine = next(c for c in order if c.name == name)
+        if mine.expected_cost_usd > first.expected_cost_usd * (1.0 + 1e-9):
+            return f"affinity {name} dropped (dearer than {first.name} within the SLO)", False
     _promote(order, name)
     within = f", within {fmt_slo(ctx.slo)}" if ctx.slo is not None else ""
     return f"affinity (pred {fmt_ms(predicted)}{within})", True
@@ -159,16 +167,20 @@ def finish_plan(
     q: float | None = None,
     leads: Leads = faster_than_first,
     ties: bool = False,
+    cost_first: bool = False,
 ) -> Plan:
     """Share ties (for rankings on predictions), apply affinity (optionally) and
     exploration, and write the reason.
 
     `q` is the quantile the policy ranked at (the SLO's, else p90); `leads` says
-    whether a candidate at an optimistic prediction would have led the ranking."""
+    whether a candidate at an optimistic prediction would have led the ranking;
+    `cost_first` (slo_cost) keeps affinity from moving a turn to a dearer target
+    than a first choice that meets the SLO: a conversation a hedge or a spill put on
+    a priced API returns to the free engine once that meets the SLO again."""
     views = {v.name: v for v in targets}
     order = share_ties(list(ranked), views, ctx) if ties else list(ranked)
     if affinity:
-        note, promoted = apply_affinity(order, views, request, ctx)
+        note, promoted = apply_affinity(order, views, request, ctx, no_dearer=cost_first)
         if promoted:
             body = note or body
         elif note:
