@@ -182,3 +182,20 @@ def test_affinity_to_a_filtered_target_is_ignored() -> None:
     plan = plan_turn(LatencyPolicy(), request(affinity="warm"), fleet, ctx(slo_ms=300))
     assert plan.order == ("fast",)
     assert "affinity" not in plan.reason
+
+
+def test_slo_cost_affinity_never_moves_a_turn_to_a_dearer_target_within_the_slo() -> None:
+    # A spill or a hedge put this conversation on a priced API; the free engine meets
+    # the SLO again: slo_cost sends the turn back (the cache a priced API may hold is
+    # not worth its price), where latency keeps the affinity.
+    local = vllm("local", waiting=0, running=0, in_flight=0)
+    api = hosted("api", 0.2, price=PRICEY)
+    plan = plan_turn(SloCostPolicy(), request(affinity="api"), [local, api], ctx(slo_ms=500))
+    assert plan.order == ("local", "api")
+    assert plan.reason.endswith("affinity api dropped (dearer than local within the SLO)")
+    plan = plan_turn(LatencyPolicy(), request(affinity="api"), [local, api], ctx(slo_ms=500))
+    assert plan.order == ("api", "local")
+    # When the free engine cannot promise the SLO, the affinity holds as before.
+    queued = vllm("local", waiting=8, running=2, in_flight=10)
+    plan = plan_turn(SloCostPolicy(), request(affinity="api"), [queued, api], ctx(slo_ms=500))
+    assert plan.order == ("api", "local")
