@@ -27,7 +27,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from router.sim.ports import free_block
 from router.sim.ports import free_ports as pick_ports
 from router.speech.check import missing
 
@@ -232,26 +232,11 @@ PARALLEL = 6
 def free_ports() -> dict[int, int]:
     """README port -> a free one; 8001-8004 stay consecutive (`sim --base-port`)."""
     # Below Linux's ephemeral range (32768-60999), which every bind(0) and outgoing
-    # connection of the sections running beside this one draws from: a block picked
-    # there was seen taken again before the simulator bound it.
+    # connection of the sections running beside this one draws from, and reserved
+    # against every other pick of ours (router/sim/ports.py).
     out = dict(zip((8080, 8090), pick_ports(2), strict=True))
-    for base in range(12000 + os.getpid() % 600 * 31, 32700, 31):
-        if any(base <= p < base + 4 for p in out.values()):
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for i in range(4):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + i))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        out.update({8001 + i: base + i for i in range(4)})
-        return out
-    raise AssertionError("no four consecutive free ports")
+    out.update({8001 + i: p for i, p in enumerate(free_block(4))})
+    return out
 
 
 def with_ports(text: str, ports: dict[int, int]) -> str:

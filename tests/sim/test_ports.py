@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from router.sim import ports
-from router.sim.ports import NoFreePort, ephemeral_low, free_port, free_ports
+from router.sim.ports import NoFreePort, ephemeral_low, free_block, free_port, free_ports
 
 
 def test_ports_come_from_below_the_ephemeral_range_and_can_be_bound() -> None:
@@ -59,3 +62,64 @@ def test_the_kernel_range_is_read_and_a_default_stands_in(tmp_path: Path) -> Non
     assert ephemeral_low(tmp_path / "missing") == ports.EPHEMERAL_DEFAULT
     custom.write_text("garbage")
     assert ephemeral_low(custom) == ports.EPHEMERAL_DEFAULT
+
+
+class _Offers(random.Random):
+    """A source of picks that offers the same port every time."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        return self.port
+
+
+def test_a_port_picked_a_moment_ago_is_not_handed_out_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first pick is still free (its server has not bound it yet), but another
+    # process of ours picking now must not get it: CI saw two README sections'
+    # servers race for one port.
+    monkeypatch.setattr(ports, "ATTEMPTS", 5)
+    registry = tmp_path / "ports.json"
+    first = free_ports(1, registry=registry)[0]
+    with pytest.raises(NoFreePort):
+        free_ports(1, rng=_Offers(first), registry=registry)
+    # Once the reservation is old, the port can be handed out again.
+    monkeypatch.setattr(ports, "RESERVE_S", 0.0)
+    assert free_ports(1, rng=_Offers(first), registry=registry) == [first]
+
+
+def test_processes_picking_at_once_never_share_a_port(tmp_path: Path) -> None:
+    registry = tmp_path / "ports.json"
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom router.sim.ports import free_ports\n"
+        "print(*free_ports(40, registry=Path(sys.argv[1])))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(registry)], stdout=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    picked = [int(p) for proc in procs for p in proc.communicate(timeout=60)[0].split()]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(picked) == 240
+    assert len(set(picked)) == 240
+    assert len(json.loads(registry.read_text())) == 240
+
+
+def test_a_block_is_consecutive_free_and_reserved(tmp_path: Path) -> None:
+    registry = tmp_path / "ports.json"
+    block = free_block(4, registry=registry)
+    assert block == list(range(block[0], block[0] + 4))
+    for p in block:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+    assert set(json.loads(registry.read_text())) == {str(p) for p in block}
+
+
+def test_a_broken_registry_is_started_afresh(tmp_path: Path) -> None:
+    registry = tmp_path / "ports.json"
+    registry.write_text("{not json")
+    assert len(free_ports(3, registry=registry)) == 3
+    assert len(json.loads(registry.read_text())) == 3
