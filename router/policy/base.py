@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -76,7 +76,8 @@ class TargetView:
     ttft_samples: int = 0
     #: the sketch's samples decayed to now (about those of the last minute): how sure
     ttft_evidence: float = 0.0
-    #: (quantile, seconds) optimistic bounds for QUANTILES given that evidence (0 unmeasured)
+    #: (quantile, seconds) optimistic bounds for QUANTILES given that evidence (0 unmeasured);
+    #: read them with `optimistic_points()`, which computes them from `optimistic_from`
     ttft_optimistic: tuple[tuple[float, float], ...] = ()
     #: TTFT seen when the target had nothing queued: the base of the queueing model
     unloaded_ttft_s: float = 0.5
@@ -96,14 +97,31 @@ class TargetView:
     engine: EngineView | None = None
     #: the YAML prior, expected_ttft_ms in seconds
     prior_ttft_s: float = 0.5
+    #: computes `ttft_optimistic` at its first use when the snapshot left it out. The
+    #: signals do: only exploration reads the bounds (a bound per quantile per target
+    #: per turn was ~2.5 % of a round-robin turn's instructions), and it reads them
+    #: within the plan that took the snapshot, so they are what they would have been.
+    optimistic_from: Callable[[], tuple[tuple[float, float], ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q, interpolated between the sketch's points."""
         return interpolate(self.ttft_quantiles, q, self.ttft_ewma_s)
 
+    def optimistic_points(self) -> tuple[tuple[float, float], ...]:
+        """`ttft_optimistic`, computed (once) if the snapshot left it to its first use."""
+        points = self.ttft_optimistic
+        if not points and self.optimistic_from is not None:
+            points = self.optimistic_from()
+            # A memo of a value the snapshot stands for, not a change of the snapshot.
+            object.__setattr__(self, "ttft_optimistic", points)
+            object.__setattr__(self, "optimistic_from", None)
+        return points
+
     def ttft_optimistic_quantile(self, q: float) -> float:
         """What TTFT at quantile q may well be, given how little was measured."""
-        return interpolate(self.ttft_optimistic, q, self.ttft_quantile(q))
+        return interpolate(self.optimistic_points(), q, self.ttft_quantile(q))
 
 
 def interpolate(points: tuple[tuple[float, float], ...], q: float, default: float) -> float:

@@ -28,6 +28,7 @@ import dataclasses
 import math
 import time
 from collections import deque
+from functools import partial
 
 from router.clock import Clock
 from router.config import SignalsConfig, SloOn, TargetConfig
@@ -222,7 +223,8 @@ class TargetSignals:
             ttft_quantiles=self.answer_sketch.quantiles(),
             ttft_samples=self.answer_sketch.count,
             ttft_evidence=(evidence := self.answer_sketch.evidence()),
-            ttft_optimistic=self.answer_sketch.lower_bounds(evidence),
+            ttft_optimistic=(),
+            optimistic_from=partial(self.answer_sketch.lower_bounds, evidence),
             unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch, None),
             free_ttft_quantiles=(),
         )
@@ -241,7 +243,7 @@ class TargetSignals:
             ttft_quantiles=self.ttft_sketch.quantiles(),
             ttft_samples=self.ttft_sketch.count,
             ttft_evidence=(evidence := self.ttft_sketch.evidence()),
-            ttft_optimistic=self.ttft_sketch.lower_bounds(evidence),
+            optimistic_from=partial(self.ttft_sketch.lower_bounds, evidence),
             unloaded_ttft_s=self._unloaded_s(self.unloaded_ttft, self.ttft_sketch, engine),
             free_ttft_quantiles=self.free_ttft.quantiles() if self.free_ttft.count else (),
             tpot_s=self.tpot.value,

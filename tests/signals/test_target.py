@@ -62,7 +62,6 @@ def test_an_unmeasured_target_shows_its_prior(clock: FakeClock) -> None:
         ttft_quantiles=tuple((q, 0.4) for q in QUANTILES),
         ttft_samples=0,
         ttft_evidence=0.0,
-        ttft_optimistic=tuple((q, 0.0) for q in QUANTILES),
         unloaded_ttft_s=0.4,
         tpot_s=None,
         completion_rate=None,
@@ -73,6 +72,10 @@ def test_an_unmeasured_target_shows_its_prior(clock: FakeClock) -> None:
         engine=None,
         prior_ttft_s=0.4,
     )
+    # The optimistic bounds are computed at their first use (only exploration reads them).
+    assert view.ttft_optimistic == ()
+    assert view.optimistic_points() == tuple((q, 0.0) for q in QUANTILES)
+    assert view.ttft_optimistic == view.optimistic_points()
 
 
 def test_a_full_turn_records_ttft_tpot_completion_and_output_length(clock: FakeClock) -> None:
@@ -100,6 +103,35 @@ def test_a_full_turn_records_ttft_tpot_completion_and_output_length(clock: FakeC
     assert view.completion_rate == 0.1  # one turn over the 10 s window
     clock.advance(10.0)
     assert signals.view().completion_rate is None
+
+
+def test_optimistic_bounds_taken_at_first_use_are_those_of_the_snapshot(
+    clock: FakeClock,
+) -> None:
+    # A view leaves its optimistic bounds to their first use; they must be the bounds
+    # for the evidence the view saw (the time to first token and, with `on:
+    # first_answer`, to the first answer), whatever the clock did since.
+    signals = make(clock)
+    for ttft in (0.2, 0.3, 0.25, 0.6):
+        attempt = signals.begin(100)
+        clock.advance(ttft)
+        attempt.first_token()
+        attempt.first_answer()
+        clock.advance(0.1)
+        attempt.finished(prompt_tokens=100, completion_tokens=5)
+        attempt.release()
+    clock.advance(5.0)
+    for on, sketch in (
+        ("first_token", signals.ttft_sketch),
+        ("first_answer", signals.answer_sketch),
+    ):
+        view = signals.view(on)  # type: ignore[arg-type]
+        expected = sketch.lower_bounds(view.ttft_evidence)
+        assert any(value > 0.0 for _, value in expected)
+        clock.advance(30.0)  # the evidence decays: bounds taken now would differ
+        assert sketch.lower_bounds() != expected
+        assert view.optimistic_points() == expected
+        assert view.ttft_optimistic_quantile(0.9) > 0.0
 
 
 def test_token_count_stands_in_for_missing_usage(clock: FakeClock) -> None:
