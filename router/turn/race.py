@@ -33,6 +33,7 @@ from router.clock import Clock
 from router.config import RouteConfig
 from router.errors import AllTargetsFailed, UpstreamError
 from router.policy.base import TargetView
+from router.policy.predict import predict_ttft_s
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.prime import attempt_to_commit
@@ -83,6 +84,10 @@ class Race:
         self._scopes: dict[anyio.CancelScope, None] = {}
         self._over = False
         self._commit: Commit | None = None
+        #: the turn streams (its first token has a deadline of its own)
+        self._streamed = True
+        #: fallbacks left out as doomed (`_drop_doomed`), for the failure's message
+        self._skipped: list[str] = []
         #: (attempts launched, the backup's index then): `_backup_index`, memoised
         self._backup: tuple[int, int] | None = None
         #: a hedged race: where hedges run, the timer that starts the next, the winner
@@ -112,6 +117,7 @@ class Race:
         are cancelled then and close in theirs, beside the winner's relay. Without
         `tg` the race has its own group and returns once the losers are closed."""
         self._commit = commit if tg is not None else None
+        self._streamed = request.stream
         if not self.hedges(request):
             winner = await self._one_by_one(request)
         elif tg is None:
@@ -275,7 +281,7 @@ class Race:
         failures = self._result.failures
         if not failures:
             return f"route '{self._route.name}': no attempt could be made"
-        parts = "; ".join(f.message for f in failures)
+        parts = "; ".join([*(f.message for f in failures), *self._skipped])
         return f"route '{self._route.name}': all {len(failures)} attempts failed ({parts})"
 
     async def _attempt(
@@ -311,6 +317,8 @@ class Race:
         takes a remaining target predicted fast (`hedge.choose_backup`): for a
         cost-ordered plan the next in line is often the twin engine queued by the
         same burst."""
+        if kind == "fallback" and self._streamed:  # a unary answer has `total_s`
+            self._drop_doomed()
         if self._launched >= len(self._order):
             return None
         if kind == "hedge":
@@ -332,6 +340,35 @@ class Race:
         result.attempts += 1
         self._schedule_hedge()
         return runtime
+
+    def _deadline_s(self, runtime: TargetRuntime) -> float:
+        return self._route.first_token_s or runtime.config.timeouts.first_token_s
+
+    def _drop_doomed(self) -> None:
+        """Leave out of the fallbacks every target whose median time to first token,
+        predicted now, is past its first-token deadline: the attempt would more likely
+        than not time out, after queueing a request that is then abandoned. On an
+        overloaded fleet such fallbacks chained one deadline after another (a turn
+        answered 504 after 15 s, three abandoned requests deep in three queues); now the
+        turn fails at once when nothing left can answer in time. Only fallbacks: the
+        plan's first choice is the policy's best bet, and a hedge has its own rules. A
+        target we have not measured yet is tried (its prediction is only the prior)."""
+        doomed = []
+        for runtime in self._order[self._launched :]:
+            view = runtime.signals.view()
+            if view.ttft_samples == 0:
+                continue  # a prior is no evidence: an unmeasured target is tried
+            predicted = predict_ttft_s(view, 0.5)
+            if predicted > self._deadline_s(runtime):
+                doomed.append((runtime, predicted))
+        for runtime, predicted in doomed:
+            self._order.remove(runtime)
+            self._skipped.append(
+                f"{runtime.config.name}: not tried, its predicted median time to first token "
+                f"{predicted:.1f}s is past its first_token_s {self._deadline_s(runtime):g}s"
+            )
+        if doomed:
+            self._backup = None  # indices moved
 
     def _backup_index(self) -> int:
         """Where in the plan the target a hedge would start is (`hedge.choose_backup`);

@@ -83,6 +83,39 @@ async def test_a_target_silent_past_its_first_token_deadline_falls_back() -> Non
     assert rig.upstreams["a"].cancelled == 1  # the slow target's request was closed
 
 
+@pytest.mark.parametrize(("b_ttft_s", "tried"), [(1.0, False), (0.01, True)])
+async def test_a_fallback_predicted_past_its_first_token_deadline_is_not_tried(
+    b_ttft_s: float, tried: bool
+) -> None:
+    # On an overloaded fleet a fallback into a target whose measured median is past
+    # the deadline times out too, after queueing a request that is then abandoned.
+    config = CONFIG.replace("timeouts: {first_token_s: 2.0}", "timeouts: {first_token_s: 0.05}")
+    clock = ManualClock(100.0)
+    rig = Rig(
+        FakeUpstream("a", Reply(hang=True)),
+        FakeUpstream("b", Reply(ANSWER)),
+        config=config,
+        clock=clock,
+    )
+    for _ in range(3):  # b, measured: three turns at b_ttft_s
+        attempt = rig.targets["b"].signals.begin(100)
+        clock.now += b_ttft_s
+        attempt.first_token()
+        attempt.finished(prompt_tokens=100, completion_tokens=5)
+        attempt.release()
+    with anyio.fail_after(5):
+        if tried:
+            primed = await rig.race().run(rig.request())
+            assert primed.target.config.name == "b"
+            return
+        with pytest.raises(AllTargetsFailed) as caught:
+            await rig.race().run(rig.request())
+    assert caught.value.status == 504  # what a tried b would have ended in, at once
+    assert "b: not tried, its predicted median time to first token 1.0s" in caught.value.message
+    assert rig.upstreams["b"].requests == []
+    assert rig.events.kinds("fell_back") == []
+
+
 async def test_a_request_the_target_rejects_as_bad_is_not_retried_elsewhere() -> None:
     bad = b'{"error": {"message": "messages: too long", "type": "invalid_request_error"}}'
     rig = Rig(FakeUpstream("a", Reply(status=400, body=bad)), FakeUpstream("b", Reply(ANSWER)))
