@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Final, TextIO
 
 import httpx
+
+from router.sim.ports import free_port
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 DEFAULT_PYTHON: Final = REPO_ROOT / ".venv-vllm" / "bin" / "python"
@@ -85,13 +86,6 @@ def build_model(python: str, out_dir: Path, shape: str = "tiny") -> Path:
         cwd=out_dir.parent,
     )
     return out_dir
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
