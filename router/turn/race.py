@@ -289,11 +289,10 @@ class Race:
     ) -> Primed | UpstreamError | None:
         """An attempt to its commit point; None if it was cancelled through `scope`
         (the race's handle on it, which also carries its deadline) by a winner."""
-        deadline = self._route.first_token_s or runtime.config.timeouts.first_token_s
         return await attempt_to_commit(
             runtime,
             request,
-            first_token_s=deadline,
+            first_token_s=self._deadline_s(runtime),
             clock=self._clock,
             max_event=self._max_event,
             scope=scope,
@@ -345,21 +344,15 @@ class Race:
         return self._route.first_token_s or runtime.config.timeouts.first_token_s
 
     def _drop_doomed(self) -> None:
-        """Leave out of the fallbacks every target whose median time to first token,
-        predicted now, is past its first-token deadline: the attempt would more likely
-        than not time out, after queueing a request that is then abandoned. On an
-        overloaded fleet such fallbacks chained one deadline after another (a turn
-        answered 504 after 15 s, three abandoned requests deep in three queues); now the
-        turn fails at once when nothing left can answer in time. Only fallbacks: the
-        plan's first choice is the policy's best bet, and a hedge has its own rules. A
-        target we have not measured yet is tried (its prediction is only the prior)."""
+        """Leave out of the fallbacks each measured target whose median TTFT, predicted
+        now, is past its deadline: it would more likely than not time out, leaving an
+        abandoned request in its queue (overloaded fleets chained 5 s timeouts into a
+        504 after 15 s). An unmeasured target is tried: its prediction is only a prior."""
         doomed = []
         for runtime in self._order[self._launched :]:
             view = runtime.signals.view()
-            if view.ttft_samples == 0:
-                continue  # a prior is no evidence: an unmeasured target is tried
             predicted = predict_ttft_s(view, 0.5)
-            if predicted > self._deadline_s(runtime):
+            if view.ttft_samples and predicted > self._deadline_s(runtime):
                 doomed.append((runtime, predicted))
         for runtime, predicted in doomed:
             self._order.remove(runtime)
