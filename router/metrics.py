@@ -186,6 +186,12 @@ class Metrics:
             ["route", "from_target", "to_target", "cause"],
             registry=r,
         )
+        self.fallbacks_skipped = Counter(
+            "firsttoken_fallbacks_skipped",
+            "Fallbacks not tried: the target was predicted past its first_token_s",
+            ["route", "target"],
+            registry=r,
+        )
         self.hedges = Counter(
             "firsttoken_hedges",
             "Hedged attempts: started, won, lost (primary won), cancelled",
@@ -414,6 +420,9 @@ class Metrics:
 
     def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
         self.fallbacks.labels(route, from_target, to_target, cause_label(cause)).inc()
+
+    def fallback_skipped(self, route: str, target: str) -> None:
+        self.fallbacks_skipped.labels(route, target).inc()
 
     def hedge(self, route: str, event: HedgeEvent) -> None:
         self._hedges(route, event).inc()

@@ -127,6 +127,15 @@ def test_a_target_filtered_out_loses_its_last_prediction() -> None:
     )
 
 
+def test_a_fallback_left_out_is_counted_per_route_and_target() -> None:
+    m = Metrics()
+    m.fallback_skipped("chat", "b")
+    m.fallback_skipped("chat", "b")
+    text = exposition(m)
+    assert value(text, "firsttoken_fallbacks_skipped_total", route="chat", target="b") == 2.0
+    assert value(text, "firsttoken_fallbacks_skipped_total", route="chat", target="a") is None
+
+
 def test_untyped_label_values_are_folded_into_their_vocabulary() -> None:
     m = Metrics()
     m.turn_done(

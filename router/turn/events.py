@@ -22,6 +22,11 @@ class TurnEvents(Protocol):
         """The turn moved to the next target of its plan before the first token."""
         ...
 
+    def fallback_skipped(self, route: str, target: str) -> None:
+        """A fallback was not tried: the target's predicted median time to first token
+        was past its first-token deadline."""
+        ...
+
     def hedge(self, route: str, event: HedgeEvent) -> None: ...
 
     def overhead_observed(self, phase: OverheadPhase, seconds: float) -> None:

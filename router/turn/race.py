@@ -356,6 +356,7 @@ class Race:
                 doomed.append((runtime, predicted))
         for runtime, predicted in doomed:
             self._order.remove(runtime)
+            self._events.fallback_skipped(self._route.name, runtime.config.name)
             self._skipped.append(
                 f"{runtime.config.name}: not tried, its predicted median time to first token "
                 f"{predicted:.1f}s is past its first_token_s {self._deadline_s(runtime):g}s"

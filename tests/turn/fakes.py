@@ -198,6 +198,9 @@ class RecordingEvents:
     def fell_back(self, route: str, from_target: str, to_target: str, cause: Cause) -> None:
         self.seen.append(("fell_back", from_target, to_target, cause))
 
+    def fallback_skipped(self, route: str, target: str) -> None:
+        self.seen.append(("fallback_skipped", target))
+
     def hedge(self, route: str, event: HedgeEvent) -> None:
         self.seen.append(("hedge", event))
 

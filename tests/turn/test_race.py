@@ -107,6 +107,7 @@ async def test_a_fallback_predicted_past_its_first_token_deadline_is_not_tried(
         if tried:
             primed = await rig.race().run(rig.request())
             assert primed.target.config.name == "b"
+            assert rig.events.kinds("fallback_skipped") == []
             return
         with pytest.raises(AllTargetsFailed) as caught:
             await rig.race().run(rig.request())
@@ -114,6 +115,7 @@ async def test_a_fallback_predicted_past_its_first_token_deadline_is_not_tried(
     assert "b: not tried, its predicted median time to first token 1.0s" in caught.value.message
     assert rig.upstreams["b"].requests == []
     assert rig.events.kinds("fell_back") == []
+    assert rig.events.kinds("fallback_skipped") == [("fallback_skipped", "b")]
 
 
 async def test_a_request_the_target_rejects_as_bad_is_not_retried_elsewhere() -> None:
