@@ -55,30 +55,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Ports below the ephemeral range, reserved against every other pick of ours
+# (router/sim/ports.py); the demo's servers take four consecutive ones from B.
 read -r ENGINE_PORT ROUTER_PORT < <("$FIRSTTOKEN_VENV/bin/python" - <<'EOF'
-import socket
+from router.sim.ports import free_block, free_port
 
-def block(n):
-    # n consecutive free ports: `sim --base-port` starts the demo's servers on B..B+3
-    for base in range(20000, 60000, 97):
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit("no free ports")
-
-engine = block(4)
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(engine, s.getsockname()[1])
+print(free_block(4)[0], free_port())
 EOF
 )
 
