@@ -100,25 +100,27 @@ class Attempt:
         at = self._first_answer_at
         return None if at is None else at - self.started_at
 
-    def first_token(self, *, answer: bool = True) -> None:
+    def first_token(self, *, answer: bool = True, at: float | None = None) -> None:
         """The first token the user sees arrived (reasoning, refusal, audio or, with
-        `answer`, content or a tool call): records TTFT from `begin()` (once)."""
+        `answer`, content or a tool call): records TTFT from `begin()` (once). `at`:
+        when it arrived, if that was before this call (the relay books it after the
+        token is on its way to the client)."""
         if self._first_token_at is not None or self._outcome is not None:
             return
-        now = self._owner._clock()
+        now = self._owner._clock() if at is None else at
         self._first_token_at = now
         if self._warmup:
             self._owner.measured_at = now
         elif self._measures:
             self._owner._record_ttft(now - self.started_at, self._unloaded, self._free)
         if answer:
-            self.first_answer()
+            self.first_answer(at=now)
 
-    def first_answer(self) -> None:
-        """The first answer token (content or a tool call) arrived (once)."""
+    def first_answer(self, at: float | None = None) -> None:
+        """The first answer token (content or a tool call) arrived (once), at `at` or now."""
         if self._first_answer_at is not None or self._outcome is not None:
             return
-        now = self._owner._clock()
+        now = self._owner._clock() if at is None else at
         self._first_answer_at = now
         if self._measures and not self._warmup:
             self._owner._record_answer(now - self.started_at, self._unloaded)

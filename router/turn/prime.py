@@ -189,8 +189,7 @@ async def attempt_to_commit(
                 attempt.cancelled()  # another attempt won the race
                 return None
             raise TimeoutError
-        if request.stream:
-            attempt.first_token(answer=primed.first_kind in ("answer", "finish"))
+        # The TTFT sample is booked by the commit, after the token is written.
         handed_over = True
         return primed
     except TimeoutError:

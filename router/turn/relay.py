@@ -28,11 +28,7 @@ import anyio
 
 from router.clock import Clock
 from router.config import RouteConfig, TargetConfig
-from router.errors import (
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-)
+from router.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from router.policy.base import Plan, TargetView
 from router.turn import sse
 from router.turn.dialect import CHAT, Dialect
@@ -243,8 +239,13 @@ class Turn:
         head = self._rename(primed.head) if self._rename else primed.head
         try:
             if request.stream:
-                await sink.start(200, self.headers(primed, b"text/event-stream"))
-                await sink.write(head)
+                try:
+                    await sink.start(200, self.headers(primed, b"text/event-stream"))
+                    await sink.write(head)
+                finally:  # the sample after the write: its bookkeeping is not in the TTFT
+                    primed.attempt.first_token(
+                        answer=primed.first_kind in ("answer", "finish"), at=primed.first_token_at
+                    )
                 self._events.overhead_observed(
                     "first_token_relay", self._clock() - primed.first_token_at
                 )

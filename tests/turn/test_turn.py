@@ -128,6 +128,32 @@ async def test_a_hedge_winners_first_token_is_written_before_the_loser_is_closed
     assert sink.body == head + DONE
 
 
+async def test_the_ttft_sample_is_booked_after_the_first_token_is_written_at_its_arrival() -> None:
+    # The target's TTFT sample (sketches, EWMA) is bookkeeping: it waits until the
+    # first token is on its way to the client, and still counts from when it came.
+    clock = ManualClock(100.0)
+
+    def later(i: int) -> None:
+        if i == 1:
+            clock.now = 100.25  # the first token comes 250 ms after the send
+
+    chunks = [role(), content("Hi"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, before_chunk=later)), FakeUpstream("b"), clock=clock)
+    signals = rig.targets["a"].signals
+    seen_at_write: list[int] = []
+
+    def on_write(data: bytes) -> None:
+        if not seen_at_write:
+            seen_at_write.append(signals.ttft_sketch.count)
+            clock.now += 1.0  # a slow write must not lengthen the sample
+
+    with anyio.fail_after(5):
+        await rig.turn(arrived=100.0).run(rig.request(), RecordingSink(on_write=on_write))
+    assert seen_at_write == [0]
+    assert signals.ttft_sketch.count == 1
+    assert signals.ttft.value == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     ("reply", "said"),
     [
