@@ -156,6 +156,7 @@ class EngineTracker:
         "_median",
         "_queued_at",
         "_recent",
+        "_unseen_until",
         "capacity",
         "stale_after_s",
     )
@@ -171,6 +172,8 @@ class EngineTracker:
         self._last_at = 0.0
         #: when a scrape last showed requests waiting; None: never
         self._queued_at: float | None = None
+        #: when the last gap of more than `stale_after_s` between scrapes ended; None: never
+        self._unseen_until: float | None = None
         #: (sum, count) of the TTFT histogram when it last moved
         self._base: tuple[float, float] | None = None
         self._recent: float | None = None
@@ -185,7 +188,10 @@ class EngineTracker:
 
     def update(self, sample: EngineSample) -> None:
         previous, self._last = self._last, sample
-        self._last_at = self._clock()
+        now = self._clock()
+        if previous is not None and now - self._last_at > self.stale_after_s:
+            self._unseen_until = now
+        self._last_at = now
         if sample.waiting > 0:
             self._queued_at = self._last_at
         if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
@@ -234,6 +240,14 @@ class EngineTracker:
     def queued_since(self, since: float) -> bool:
         """Whether a scrape at or after `since` showed requests waiting."""
         return self._queued_at is not None and self._queued_at >= since
+
+    def seen_since(self, since: float) -> bool:
+        """Whether the engine was in sight from `since` to now: scraped then, with no gap
+        longer than `stale_after_s` between scrapes since (a stalled API server, or a
+        router too starved to scrape), and fresh now."""
+        if self._last is None or self._clock() - self._last_at > self.stale_after_s:
+            return False
+        return self._unseen_until is None or self._unseen_until < since
 
     def view(self) -> EngineView:
         """The last stats; before any scrape, an empty view that is already stale."""

@@ -292,6 +292,16 @@ class TargetSignals:
         had not yet seen full would teach a drained engine the burst's wait."""
         return free and not self.engine.queued_since(started_at)
 
+    def _found_unloaded(self, unloaded: bool, started_at: float) -> bool:
+        """An attempt that began on an idle engine is an unloaded sample only if the
+        engine stayed in sight until its answer: across a gap in the scrapes (the
+        machine or the engine's API server stalled) its TTFT is the stall's, and one
+        4 s sample moved a 150 ms unloaded EWMA to 2.3 s on the real vLLM burst, which
+        then priced the fastest engine out for the rest of the burst."""
+        if not unloaded or self.config.kind != "vllm":
+            return unloaded
+        return self.engine.seen_since(started_at)
+
     def _unloaded_s(
         self, unloaded: Ewma, sketch: DecayingQuantiles, engine: EngineView | None
     ) -> float:
@@ -312,13 +322,13 @@ class TargetSignals:
         if self._found_free(free, self.measured_at - seconds):
             self.free_ttft.observe(seconds)
         self.ttft_sketch.observe(seconds)
-        if unloaded:
+        if self._found_unloaded(unloaded, self.measured_at - seconds):
             self.unloaded_ttft.observe(seconds)
 
     def _record_answer(self, seconds: float, unloaded: bool) -> None:
         self.answer.observe(seconds)
         self.answer_sketch.observe(seconds)
-        if unloaded:
+        if self._found_unloaded(unloaded, self._clock() - seconds):
             self.unloaded_answer.observe(seconds)
 
     def _record_censored_ttft(

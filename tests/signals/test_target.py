@@ -175,6 +175,39 @@ def test_unloaded_falls_back_to_the_median_when_never_alone(clock: FakeClock) ->
     assert signals.view().unloaded_ttft_s == 0.25  # min(prior 0.4, median 0.25)
 
 
+def test_vllm_unloaded_needs_the_engine_in_sight_until_the_answer(clock: FakeClock) -> None:
+    """A TTFT across a gap in the scrapes (stale_after_s 2 s) is the stall's, not the
+    unloaded engine's: the real vLLM burst saw one such 4 s sample lift a 60 ms EWMA
+    to 2.3 s and price the fastest engine out. Scraped on time, the same wait counts."""
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1")
+    idle = EngineSample(waiting=0.0, running=0.0, kv_usage=0.0)
+    signals.engine_update(idle)
+    with signals.begin(10) as a:
+        clock.advance(0.0625)
+        a.first_token()
+        a.finished()
+    assert signals.view().unloaded_ttft_s == 0.0625
+    with signals.begin(10) as a:
+        clock.advance(3.0)  # no scrape for 3 s: the engine (or the router) stalled
+        signals.engine_update(idle)
+        clock.advance(1.0)
+        a.first_token()
+        a.finished()
+    view = signals.view()
+    assert view.unloaded_ttft_s == 0.0625
+    assert view.ttft_samples == 2  # still a sample of the TTFT as the client saw it
+    for _ in range(4):  # scraped every second
+        clock.advance(1.0)
+        signals.engine_update(idle)
+    with signals.begin(10) as a:
+        for _ in range(4):  # the same 4 s wait, the engine in sight all along
+            clock.advance(1.0)
+            signals.engine_update(idle)
+        a.first_token()
+        a.finished()
+    assert signals.view().unloaded_ttft_s > 1.0
+
+
 def test_vllm_unloaded_needs_an_empty_fresh_queue(clock: FakeClock) -> None:
     signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1")
     assert signals.view().engine == EngineView(0.0, 0.0, 0.0, age_s=0.0, stale=True)
