@@ -58,6 +58,7 @@ def admin_view(router: Router) -> dict[str, object]:
                 if view.engine is None
                 else {
                     "capacity": view.engine.capacity,
+                    "proven_running": view.engine.proven_running,
                     "waiting": view.engine.waiting,
                     "running": view.engine.running,
                     "kv_cache_usage_perc": view.engine.kv_usage,

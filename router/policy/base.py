@@ -56,6 +56,8 @@ class EngineView:
     ttft_median_s: float | None = None
     #: requests in that window
     ttft_seen: float = 0.0
+    #: the most sequences a scrape has seen running (a lower bound on the batch size)
+    proven_running: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,8 +131,12 @@ def waiting_ahead(view: TargetView) -> float:
     is live: turns sent since the scrape beyond what the engine was running are
     counted as waiting too, whichever of the two says more. When the engine's batch
     size is known (YAML `max_num_seqs`, or learned from a scrape that showed a
-    queue), only what exceeds it waits. No scrape yet: unknown, counted as none. A
-    stale scrape: saturated.
+    queue), only what exceeds it waits. Unknown, the batch still holds at least the
+    most sequences a scrape has seen running: with no queue seen, turns of ours in
+    transit (sent, not yet in the gauges, which lag 0.3-0.6 s under load) wait only
+    beyond that many (a real 8-slot engine with 6 of ours in flight, 3 scraped
+    running, was priced as a queue of 3 while 5 slots were free). No scrape yet:
+    unknown, counted as none. A stale scrape: saturated.
     """
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
@@ -144,7 +148,8 @@ def waiting_ahead(view: TargetView) -> float:
         # the router's own turns if more were sent since), what does not fit waits.
         holding = max(engine.running + engine.waiting, float(view.in_flight))
         return max(engine.waiting, holding - engine.capacity, 0.0)
-    return max(engine.waiting, view.in_flight - engine.running, 0.0)
+    room = engine.running if engine.waiting > 0 else max(engine.running, engine.proven_running)
+    return max(engine.waiting, view.in_flight - room, 0.0)
 
 
 def slots_needed(view: TargetView) -> int:

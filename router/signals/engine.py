@@ -154,6 +154,7 @@ class EngineTracker:
         "_last_at",
         "_learned",
         "_median",
+        "_proven",
         "_queued_at",
         "_recent",
         "_unseen_until",
@@ -166,6 +167,8 @@ class EngineTracker:
         #: the engine's --max-num-seqs when configured; else learned (see `update`)
         self.capacity = capacity
         self._learned: float | None = None
+        #: the most sequences any scrape showed running: the batch holds at least that many
+        self._proven = 0.0
         self._clock = clock
         self._created = clock()
         self._last: EngineSample | None = None
@@ -192,6 +195,7 @@ class EngineTracker:
         if previous is not None and now - self._last_at > self.stale_after_s:
             self._unseen_until = now
         self._last_at = now
+        self._proven = max(self._proven, sample.running)
         if sample.waiting > 0:
             self._queued_at = self._last_at
         if sample.waiting > 0 and sample.running > 0 and previous and previous.waiting > 0:
@@ -249,6 +253,13 @@ class EngineTracker:
             return False
         return self._unseen_until is None or self._unseen_until < since
 
+    def _capacity(self) -> float | None:
+        """The configured batch size; else the learned one, at least what ran at once (a
+        slow scheduler step can show a queue beside free slots two scrapes running)."""
+        if self.capacity is not None:
+            return float(self.capacity)
+        return None if self._learned is None else max(self._learned, self._proven)
+
     def view(self) -> EngineView:
         """The last stats; before any scrape, an empty view that is already stale."""
         now = self._clock()
@@ -263,9 +274,10 @@ class EngineTracker:
             age_s=age,
             stale=age > self.stale_after_s,
             recent_ttft_s=self._recent,
-            capacity=float(self.capacity) if self.capacity is not None else self._learned,
+            capacity=self._capacity(),
             ttft_median_s=self._median[0] if self._median else None,
             ttft_seen=self._median[1] if self._median else 0.0,
+            proven_running=self._proven,
         )
 
 

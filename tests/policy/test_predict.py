@@ -110,6 +110,20 @@ def test_vllm_counts_the_routers_own_newer_turns_as_waiting() -> None:
     assert expected_wait_s(busy) == pytest.approx((8 + 1) / 10)
 
 
+def test_turns_in_transit_to_an_engine_of_unknown_batch_size_fit_the_room_it_proved() -> None:
+    # Scraped 3 running and none waiting, 6 of ours in flight: the gauges lag the three
+    # sent since. A scrape once saw 5 running, so 5 fit; only the sixth may wait.
+    seen = EngineView(waiting=0, running=3, kv_usage=0.3, age_s=0.1, stale=False)
+    lagging = vllm("large", in_flight=6, engine=replace(seen, proven_running=5.0))
+    assert slots_needed(lagging) == 2
+    assert expected_wait_s(lagging) == pytest.approx(2 / 10)
+    # Never more than 3 seen running: the three sent since may all be queued.
+    assert slots_needed(vllm("large", in_flight=6, engine=replace(seen, proven_running=3.0))) == 4
+    # A queue in the scrape says the batch is full now, whatever ran before.
+    queued = replace(seen, waiting=1, proven_running=5.0)
+    assert slots_needed(vllm("large", in_flight=6, engine=queued)) == 4
+
+
 def test_vllm_without_measured_rate_uses_littles_law() -> None:
     # 4 running turns each lasting 0.05 + 100 x 0.01 s complete at 4 / 1.05 per s
     view = vllm("local", waiting=2, running=4, rate=None, mean_output_tokens=100.0, tpot_s=0.01)

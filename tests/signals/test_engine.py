@@ -126,7 +126,14 @@ def test_tracker_reports_ttft_over_the_interval_and_ages_into_staleness(
     tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
     # requests waited beside a batch of 4: that is the engine's capacity, learned
     assert tracker.view() == EngineView(
-        3.0, 4.0, 0.5, age_s=0.0, stale=False, recent_ttft_s=0.5, capacity=4.0
+        3.0,
+        4.0,
+        0.5,
+        age_s=0.0,
+        stale=False,
+        recent_ttft_s=0.5,
+        capacity=4.0,
+        proven_running=4.0,
     )
     clock.advance(0.25)
     tracker.update(EngineSample(3.0, 4.0, 0.5, ttft_sum=11.5, ttft_count=43.0))
@@ -191,6 +198,18 @@ def test_capacity_is_learned_from_a_scrape_with_a_queue(clock: FakeClock) -> Non
     tracker.update(EngineSample(waiting=4, running=8, kv_usage=0.9))
     tracker.update(EngineSample(waiting=1, running=7, kv_usage=0.9))  # one leaving
     assert tracker.view().capacity == 8.0
+    # A slow scheduler step showed a queue beside free slots; the batch ran 10 since.
+    tracker.update(EngineSample(waiting=0, running=10, kv_usage=0.9))
+    assert tracker.view().capacity == 10.0
+
+
+def test_the_most_seen_running_is_the_room_the_engine_proved(clock: FakeClock) -> None:
+    tracker = EngineTracker(2.0, clock)
+    assert tracker.view().proven_running == 0.0
+    for running in (2, 5, 3, 0):
+        tracker.update(EngineSample(waiting=0, running=running, kv_usage=0.1))
+    assert tracker.view().proven_running == 5.0
+    assert tracker.view().running == 0.0
 
 
 def test_a_queue_in_one_scrape_only_teaches_nothing(clock: FakeClock) -> None:
