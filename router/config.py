@@ -288,6 +288,10 @@ class RouteConfig(_Model):
     exploration: float = Field(0.02, ge=0.0, le=0.5)
     #: active probes for this route's targets that do not say otherwise themselves
     probe: Probe | bool | None = None
+    #: move a streamed turn found waiting in a vLLM engine's queue, before its first token,
+    #: to a target predicted to answer sooner (`router/turn/requeue.py`); unset: on for
+    #: the policies that predict from the queue (latency, slo_cost, weighted)
+    move_queued: bool | None = None
     #: overrides every target's `timeouts.first_token_s` on this route (reasoning models)
     first_token_s: float | None = Field(None, gt=0.0)
     #: the `model` field of answers: the upstream's own (as OpenAI-compatible proxies

@@ -55,7 +55,7 @@ from router.redact import redact
 from router.vocabulary import RejectionReason
 
 #: why an attempt failed, as the breaker and the metrics call it
-Cause = Literal["connect", "timeout", "status", "protocol", "error", "breaker_open"]
+Cause = Literal["connect", "timeout", "status", "protocol", "error", "breaker_open", "queued"]
 #: which deadline an `UpstreamTimeout` missed
 TimeoutPhase = Literal["connect", "first_token", "idle", "total"]
 
@@ -333,6 +333,16 @@ class TargetUnavailable(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
     cause: ClassVar[Cause] = "protocol"
+
+
+class UpstreamQueued(UpstreamError):
+    """Not the target's fault: the turn waited in a vLLM engine's queue while another
+    target could answer sooner, so it was moved before its first token (see
+    `router.turn.requeue`). Never reaches a client unless nothing else could serve."""
+
+    status = 503
+    code = "upstream_queued"
+    cause: ClassVar[Cause] = "queued"
 
 
 def _is_client_error(err: UpstreamError) -> bool:

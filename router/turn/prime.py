@@ -21,6 +21,7 @@ from router.errors import (
     TargetUnavailable,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamQueued,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -130,6 +131,7 @@ async def attempt_to_commit(
     max_event: int,
     scope: anyio.CancelScope | None = None,
     superseded: Callable[[], bool] | None = None,
+    moved: Callable[[anyio.CancelScope], bool] | None = None,
 ) -> Primed | UpstreamError | None:
     """One attempt, up to its commit point: primed, or why it failed (never raised:
     only a cancel leaves it by an exception). `first_token_s` bounds a stream's wait
@@ -137,7 +139,9 @@ async def attempt_to_commit(
 
     A race passes the `scope` it cancels the attempt by when another wins: the
     deadline is set on it (one cancel scope per attempt, not two), and a cancel
-    while `superseded()` says the race is over returns None (the attempt cancelled)."""
+    while `superseded()` says the race is over returns None (the attempt cancelled).
+    A cancel for which `moved(scope)` is true returns `UpstreamQueued`: the race took
+    the turn out of an engine's queue (`requeue.py`), no fault of the target's."""
     cfg = runtime.config
     # Everything the router does before the send happens before the target's clock
     # starts: the router's own work is never charged to a target.
@@ -188,6 +192,12 @@ async def attempt_to_commit(
             if superseded is not None and superseded():
                 attempt.cancelled()  # another attempt won the race
                 return None
+            if moved is not None and moved(scope):
+                attempt.cancelled()  # a censored TTFT sample; not a failure
+                return UpstreamQueued(
+                    f"{cfg.name}: waited in the engine's queue; moved before its first token",
+                    target=cfg.name,
+                )
             raise TimeoutError
         # The TTFT sample is booked by the commit, after the token is written.
         handed_over = True

@@ -11,12 +11,20 @@ winner's own task at once; every other attempt is then cancelled (its connection
 closed, so the upstream sees the cancel) in its own task, beside the winner's relay.
 The first attempt and fallbacks run in the turn's task; only a hedge gets a task.
 
+A streamed attempt on a vLLM target that waits in the engine's queue while another
+target could answer sooner is moved there, once (`requeue.py`): a fallback whose
+cause is `queued`, with the engine it left kept as the last resort.
+
 A bad request ends the race only when no other attempt runs (a hedge's 400 never
 cancels a primary). Unary turns are hedged only with `hedge.unary`, bounded by
 `total_s` and never feed the TTFT estimators. Before the commit point each SSE event
 is parsed as JSON: a malformed frame, or one past `upstream.max_event_bytes`, fails over.
 How an event reads (chat chunks, Responses events, an embeddings body) is the
 request's `Dialect` (see `prime.py`).
+
+Past 400 lines: the race's state (launch order, running count, scopes, the hedge
+timer, the queue watch) is shared by every path through it, and split across modules
+each would reach into the others' fields.
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ from anyio.abc import TaskGroup
 
 from router.clock import Clock
 from router.config import RouteConfig
-from router.errors import AllTargetsFailed, UpstreamError
+from router.errors import AllTargetsFailed, UpstreamError, UpstreamQueued
 from router.policy.base import TargetView
 from router.policy.predict import predict_ttft_s
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.prime import attempt_to_commit
+from router.turn.requeue import QueueWatch, move_to, moves_queued, route_quantile
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
@@ -101,6 +110,9 @@ class Race:
         self._wake: anyio.Event | None = None
         #: what `commit` raised (in a child task it would reach the caller in a group)
         self.commit_error: Exception | None = None
+        #: the route moves queued turns (`requeue.py`), and the attempt it moved
+        self._moves = moves_queued(route)
+        self._moved: anyio.CancelScope | None = None
 
     def hedges(self, request: TurnRequest) -> bool:
         """Whether attempts of this turn may race (so `run` wants a task group)."""
@@ -149,7 +161,10 @@ class Race:
         task group, stream or extra task per turn: the common case is the cheap one)."""
         kind: AttemptKind = "first"
         while (runtime := self._next(kind)) is not None:
-            outcome = await self._attempt(runtime, request)
+            if self._watches(runtime):
+                outcome = await self._watched(runtime, request, anyio.CancelScope())
+            else:
+                outcome = await self._attempt(runtime, request)
             assert outcome is not None  # no race to lose
             self._running -= 1
             if isinstance(outcome, Primed):
@@ -193,9 +208,59 @@ class Race:
         """An attempt in this task: its outcome, or None if a hedge won meanwhile."""
         scope = anyio.CancelScope()
         self._scopes[scope] = None
-        outcome = await self._attempt(runtime, request, scope)
+        if self._watches(runtime):
+            outcome = await self._watched(runtime, request, scope)
+        else:
+            outcome = await self._attempt(runtime, request, scope)
         self._scopes.pop(scope, None)
         return outcome
+
+    def _watches(self, runtime: TargetRuntime) -> bool:
+        """Whether this attempt may be moved out of its engine's queue: a stream on a
+        vLLM target of a route that moves, not moved yet, with somewhere to go."""
+        return (
+            self._moves
+            and self._streamed
+            and self._moved is None
+            and runtime.config.kind == "vllm"
+            and self._launched < len(self._order)
+        )
+
+    async def _watched(
+        self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
+    ) -> Primed | UpstreamError | None:
+        """An attempt the queue watch may move: checked every `CHECK_EVERY_S` until it
+        primes, fails or is moved (see `requeue.move_to`)."""
+        sent = self._clock()
+        quantile = route_quantile(self._route)
+        planned = self._views.get(runtime.config.name)
+
+        def check() -> bool:
+            if self._over or self._running > 1:  # won, or a hedge runs beside it
+                return self._over
+            rest = self._order[self._launched :]
+            others = [r.signals.view() for r in rest]
+            expected = 0.0 if planned is None else predict_ttft_s(planned, quantile)
+            now = runtime.signals.view()
+            index = move_to(now, self._clock() - sent, others, quantile, expected)
+            if index is None:
+                return False
+            # The chosen target next; the engine left behind, last.
+            self._order.insert(self._launched, self._order.pop(self._launched + index))
+            self._order.append(runtime)
+            self._backup = None
+            self._moved = scope
+            scope.cancel()
+            return True
+
+        watch = QueueWatch(check)
+        try:
+            return await self._attempt(runtime, request, scope)
+        finally:
+            watch.cancel()
+
+    def _is_moved(self, scope: anyio.CancelScope) -> bool:
+        return scope is self._moved
 
     def _settle(self, outcome: Primed | UpstreamError, scope: anyio.CancelScope | None) -> bool:
         """Book an attempt's outcome where it happens; whether it won the race."""
@@ -297,6 +362,7 @@ class Race:
             max_event=self._max_event,
             scope=scope,
             superseded=self._is_over,
+            moved=self._is_moved,
         )
 
     def _is_over(self) -> bool:
@@ -305,7 +371,8 @@ class Race:
     def _failed(self, err: UpstreamError) -> bool:
         """Book a failed attempt; whether another target may still serve the turn."""
         self._result.failures.append(err)
-        self._events.attempt_failed(self._route.name, err)
+        if not isinstance(err, UpstreamQueued):  # moved: the target did nothing wrong
+            self._events.attempt_failed(self._route.name, err)
         return err.retryable  # not retryable: the request itself is bad
 
     def _next(self, kind: AttemptKind) -> TargetRuntime | None:
@@ -354,8 +421,12 @@ class Race:
             predicted = predict_ttft_s(view, 0.5)
             if view.ttft_samples and predicted > self._deadline_s(runtime):
                 doomed.append((runtime, predicted))
+        # Only from the rest: a target a turn was moved from is both launched and last.
+        dropped = {id(runtime) for runtime, _ in doomed}
+        launched = self._order[: self._launched]
+        rest = [r for r in self._order[self._launched :] if id(r) not in dropped]
+        self._order = launched + rest
         for runtime, predicted in doomed:
-            self._order.remove(runtime)
             self._events.fallback_skipped(self._route.name, runtime.config.name)
             self._skipped.append(
                 f"{runtime.config.name}: not tried, its predicted median time to first token "

@@ -241,6 +241,48 @@ def test_slo_cost_keeps_the_free_engine_spills_under_queue_and_comes_back(
     assert eventually(timeout=20, check=back), sent
 
 
+def test_a_turn_queued_behind_a_full_engine_moves_to_a_target_with_room(
+    loop_thread: LoopThread, fleets: list[Fleet]
+) -> None:
+    # One slot, 80 tokens x 50 ms: the turn holding it answers for 4 s. The router is
+    # not told the batch size, so "one running, none waiting" looks like room.
+    engine = VllmSim(
+        EngineParams(max_num_seqs=1, step_s=0.05, step_s_per_seq=0.0),
+        Behaviour(tokens=80),
+        model="local-model",
+    )
+    fleet = start_fleet(
+        loop_thread,
+        {"local": engine, "hosted": Behaviour(ttft_s=0.08, itl_s=0.002, tokens=8)},
+        "signals: {engine_scrape_interval_s: 0.05}\n"
+        "routes:\n  - name: chat\n    targets: [local, hosted]\n    policy: {type: ordered}\n"
+        "    move_queued: true\n    exploration: 0.0\n",
+        kinds={"local": "vllm"},
+        target_extra={"local": "expected_ttft_ms: 30"},
+    )
+    fleets.append(fleet)
+    assert eventually(timeout=20, check=lambda: engine_gauge(fleet, "stale") == 0.0)
+    held: list[str] = []
+    holder = threading.Thread(target=lambda: held.append(turn(fleet)[0]))
+    holder.start()
+    assert eventually(timeout=10, check=lambda: len(engine.engine.running) == 1)
+
+    target, _, headers = turn(fleet)  # ordered: sent to local first, where it queues
+
+    assert target == "hosted", headers.get("x-firsttoken-reason")
+    assert holder.is_alive()  # answered while the engine's only slot was still taken
+    assert not engine.engine.waiting  # the queued request was dropped at the engine
+    scrape = httpx.get(f"{fleet.router.url}/metrics", timeout=10).text
+    moved = (
+        'firsttoken_fallbacks_total{cause="queued",from_target="local",route="chat",'
+        'to_target="hosted"} 1.0'
+    )
+    assert moved in scrape
+    assert 'firsttoken_upstream_errors_total{status_class="queued"' not in scrape
+    holder.join(20)
+    assert held == ["local"]
+
+
 def poll(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     """Call `predicate` until it holds or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
