@@ -131,9 +131,14 @@ def running_router(config_text: str) -> Iterator[RouterRig]:
 
 @pytest.fixture(scope="module")
 def rig(vllm_engines: VllmEngines) -> Iterator[RouterRig]:
-    """One router over both session engines, ``latency`` on route ``chat``."""
+    """One router over both session engines, ``latency`` on route ``chat``. No cooldown for
+    a stream that slows mid-answer (as in ``run_burst``): a stall of the 2-core machine
+    during one test benched ``large`` for the next one (503 on ``only-large``)."""
     with running_router(
-        router_config({"small": vllm_engines.small, "large": vllm_engines.large})
+        router_config(
+            {"small": vllm_engines.small, "large": vllm_engines.large},
+            extra_signals="  degraded_cooldown_s: 0",
+        )
     ) as rig:
         yield rig
 
