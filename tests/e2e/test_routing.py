@@ -256,7 +256,7 @@ def test_a_turn_queued_behind_a_full_engine_moves_to_a_target_with_room(
         {"local": engine, "hosted": Behaviour(ttft_s=0.08, itl_s=0.002, tokens=8)},
         "signals: {engine_scrape_interval_s: 0.05}\n"
         "routes:\n  - name: chat\n    targets: [local, hosted]\n    policy: {type: ordered}\n"
-        "    move_queued: true\n    exploration: 0.0\n",
+        "    move_queued: true\n    exploration: 0.0\n    probe: false\n",
         kinds={"local": "vllm"},
         target_extra={"local": "expected_ttft_ms: 30"},
     )
@@ -265,13 +265,18 @@ def test_a_turn_queued_behind_a_full_engine_moves_to_a_target_with_room(
     held: list[str] = []
     holder = threading.Thread(target=lambda: held.append(turn(fleet)[0]))
     holder.start()
-    assert eventually(timeout=10, check=lambda: len(engine.engine.running) == 1)
+    # The holder's answer has the slot (no one-token probe of the engine competes for it).
+    assert eventually(timeout=10, check=lambda: any(q.n_tokens > 1 for q in engine.engine.running))
+    # ... and the router's scrape has seen it: planned as "one running, room for more"
+    # (a plan made before that prices the holder as queued and expects a long wait).
+    assert eventually(timeout=10, check=lambda: engine_gauge(fleet, "running") == 1.0)
 
     target, _, headers = turn(fleet)  # ordered: sent to local first, where it queues
 
     assert target == "hosted", headers.get("x-firsttoken-reason")
     assert holder.is_alive()  # answered while the engine's only slot was still taken
-    assert not engine.engine.waiting  # the queued request was dropped at the engine
+    # the queued request was dropped at the engine (its connection closed before the move)
+    assert eventually(timeout=5, check=lambda: not engine.engine.waiting)
     scrape = httpx.get(f"{fleet.router.url}/metrics", timeout=10).text
     moved = (
         'firsttoken_fallbacks_total{cause="queued",from_target="local",route="chat",'
