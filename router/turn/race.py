@@ -238,6 +238,8 @@ class Race:
         def check() -> bool:
             if self._over or self._running > 1:  # won, or a hedge runs beside it
                 return self._over
+            if not runtime.signals.engine.queued_since(sent):
+                return False  # the common tick: no queue seen since the send, no views made
             rest = self._order[self._launched :]
             others = [r.signals.view() for r in rest]
             expected = 0.0 if planned is None else predict_ttft_s(planned, quantile)
