@@ -9,7 +9,11 @@ plain relay of issue 14); `ft-slo2` and `ft-slo8`, the product as users run it
 one conversation, `x-session-id`) and exploration, Prometheus metrics and the
 per-turn explanation, over 2 and over 8 targets (8 upstream ports in the same
 upstream process). Peers (`--peers`): nginx, vllm-router 0.1.17 in its own venv
-(`.venv-vllm-router`), litellm. The bars of issues 14 and 16 are printed last.
+(`.venv-vllm-router`), litellm, and `floor`: the minimal Python relay on the router's
+own stack (`peers/floor_relay.py`: uvicorn + raw ASGI + aiohttp, no routing, a stream's
+head held to its first token as the commit point holds it), so what the stack costs
+and what the router's code adds show apart. The bars of issues 14 and 16 are printed
+last.
 
 One streaming workload (simulated OpenAI upstream: 50 ms TTFT, 10 ms between
 tokens, 20 tokens) is run direct and through each proxy at each concurrency:
@@ -302,7 +306,7 @@ def start_upstream(workdir: Path, ports: Sequence[int], args: argparse.Namespace
 #: others are the product as users run it (issue 16): `slo_cost` with an SLO, adaptive
 #: hedging, affinity (every load worker is one conversation) and exploration, with
 #: Prometheus metrics and the per-turn explanation (`x-firsttoken-reason`).
-PEERS = ("nginx", "vllm-router", "litellm")
+PEERS = ("nginx", "vllm-router", "litellm", "floor")
 ROUTER_CONFIGS: dict[str, tuple[str, int]] = {
     "firsttoken": ("round_robin", 2),
     "ft-slo2": ("slo_cost", 2),
@@ -397,6 +401,18 @@ def start_nginx(workdir: Path, ports: Sequence[int]) -> Target:
         proc,
         meta={"version": version.stderr.strip()},
     )
+
+
+def start_floor(workdir: Path, ports: Sequence[int]) -> Target:
+    """The minimal Python relay (`peers/floor_relay.py`: uvicorn + raw ASGI + aiohttp,
+    no routing), holding a stream's head until its first token as the router's commit
+    point does: what the stack itself costs, measured beside the router."""
+    port = free_port()
+    argv = [sys.executable, str(PEERS_DIR / "floor_relay.py"), "--port", str(port)]
+    argv += ["--upstreams", ",".join(map(str, ports)), "--hold-head"]
+    proc = Proc("floor", argv, workdir, cwd=workdir)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
+    return Target("floor", [f"http://127.0.0.1:{port}/v1/chat/completions"], proc)
 
 
 def start_vllm_router(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
@@ -1071,6 +1087,7 @@ def start_targets(
         for config in configs
     }
     starters["nginx"] = lambda: start_nginx(workdir, pair)
+    starters["floor"] = lambda: start_floor(workdir, pair)
     starters["vllm-router"] = lambda: start_vllm_router(workdir, pair, Path(args.vllm_router_venv))
     starters["litellm"] = lambda: start_litellm(workdir, pair, Path(args.litellm_venv))
     variants: list[str] = []

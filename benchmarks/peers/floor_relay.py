@@ -1,13 +1,15 @@
 """The floor: a minimal streaming relay, for benchmarks only (never the product).
 
 uvicorn (uvloop, httptools) + raw ASGI + aiohttp's client, the bare relay measured
-on this kind of machine before the first wave (0.9-1.2 CPU-ms per stream at 64): POST
-/v1/chat/completions is sent to the upstreams in turn, the answer's status and
-headers go back, then its bytes as they arrive; a task waiting for
-`http.disconnect` cancels the relay (and closes the upstream) when the client
-leaves. No routing, metrics, SSE framing or commit point: what any Python relay
-pays. `benchmarks/turncost.py --floor` counts its instructions per turn beside
-the router's.
+on this kind of machine before the first wave (0.9-1.2 CPU-ms per stream at 64): a POST
+to /v1/chat/completions, /v1/completions, /v1/responses or /v1/embeddings is sent to
+the same path of the upstreams in turn, the answer's status and headers go back, then
+its bytes as they arrive; a task waiting for `http.disconnect` cancels the relay (and
+closes the upstream) when the client leaves. No routing, metrics, SSE framing or
+commit point (`--hold-head` holds a stream's head until its first token, as a commit
+point does): what any Python relay pays. `benchmarks/turncost.py --floor` counts its
+instructions per turn beside the router's; `benchmarks/overhead.py --peers floor`
+measures its added latency beside the router's.
 
     .venv/bin/python benchmarks/peers/floor_relay.py --port 8100 --upstreams 8101,8102
 """
@@ -25,8 +27,11 @@ import aiohttp
 import uvicorn
 
 Scope = MutableMapping[str, Any]
-#: a non-empty content delta: the first token (`--hold-head`)
-_TOKEN = re.compile(rb'"content": ?"[^"]')
+#: a first token (`--hold-head`): a non-empty chat or completions delta, or a
+#: Responses text delta
+_TOKEN = re.compile(rb'"(?:content|text)": ?"[^"]|response\.output_text\.delta')
+#: the paths relayed, each to the same path upstream
+PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"})
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -34,7 +39,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 class Floor:
     def __init__(self, upstreams: list[str], hold_head: bool = False) -> None:
-        self._urls = itertools.cycle(upstreams)
+        self._bases = itertools.cycle(upstreams)
         self._hold_head = hold_head
         self._session: aiohttp.ClientSession | None = None
 
@@ -55,7 +60,7 @@ class Floor:
                     return
         if scope["type"] != "http":
             return
-        if scope["path"] != "/v1/chat/completions":
+        if scope["path"] not in PATHS:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b""})  # /healthz, /metrics
             return
@@ -65,7 +70,7 @@ class Floor:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        relay = asyncio.ensure_future(self._relay(body, send))
+        relay = asyncio.ensure_future(self._relay(scope["path"], body, send))
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(lambda _: relay.cancel())
         try:
@@ -75,16 +80,19 @@ class Floor:
         finally:
             watcher.cancel()
 
-    async def _relay(self, body: bytes, send: Send) -> None:
+    async def _relay(self, path: str, body: bytes, send: Send) -> None:
         assert self._session is not None
         headers = {"content-type": "application/json"}
-        async with self._session.post(next(self._urls), data=body, headers=headers) as resp:
+        url = next(self._bases) + path
+        async with self._session.post(url, data=body, headers=headers) as resp:
+            ctype = resp.headers["content-type"]
             start = {
                 "type": "http.response.start",
                 "status": resp.status,
-                "headers": [(b"content-type", resp.headers["content-type"].encode())],
+                "headers": [(b"content-type", ctype.encode())],
             }
-            held: list[bytes] | None = [] if self._hold_head else None
+            stream = ctype.startswith("text/event-stream")
+            held: list[bytes] | None = [] if self._hold_head and stream else None
             if held is None:
                 await send(start)
             async for chunk in resp.content.iter_any():
@@ -109,9 +117,9 @@ def main() -> None:
         help="send the response head with the first body bytes (as a commit point does)",
     )
     a = p.parse_args()
-    urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in a.upstreams.split(",")]
+    bases = [f"http://127.0.0.1:{port}" for port in a.upstreams.split(",")]
     uvicorn.run(
-        Floor(urls, a.hold_head),
+        Floor(bases, a.hold_head),
         host="127.0.0.1",
         port=a.port,
         loop="uvloop",
