@@ -934,6 +934,7 @@ def bars(points: list[dict[str, Any]], endpoint: str = "chat") -> list[dict[str,
             bar = bar_spec
         value = point.get(key)
         met = value is not None and (value <= bar if op == "<=" else value >= bar)
+        floor = at.get(("floor", c), {}).get(key)  # the stack alone, when the run has it
         out.append(
             {
                 "target": target,
@@ -943,6 +944,7 @@ def bars(points: list[dict[str, Any]], endpoint: str = "chat") -> list[dict[str,
                 "bar": f"{op} {round(bar, 3)}",
                 "met": met,
                 "context": _ratio_context(point) if key == RATIO else None,
+                "floor": floor,
             }
         )
     return out
@@ -1252,7 +1254,13 @@ def print_report(result: dict[str, Any]) -> None:
         mark = "met" if b["met"] else "MISSED"
         print(
             f"- {b['target']} c={b['concurrency']}: {b['check']} {b['value']} "
-            f"(bar {b['bar']}): {mark}" + (f" ({b['context']})" if b.get("context") else "")
+            f"(bar {b['bar']}): {mark}"
+            + (f" ({b['context']})" if b.get("context") else "")
+            + (
+                f"; the floor relay, the stack alone: {b['floor']}"
+                if b.get("floor") is not None
+                else ""
+            )
         )
     prof = result.get("profile")
     if prof and prof.get("samples"):
