@@ -28,6 +28,7 @@ from router.errors import (
 from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.dialect import Dialect
+from router.turn.scopes import cancel_scope
 from router.turn.types import Primed, TargetRuntime, TurnRequest, close_response
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
@@ -167,7 +168,7 @@ async def attempt_to_commit(
     # manager that looks the backend up twice more): ~8 microseconds a turn.
     due = asyncio.get_running_loop().time() + deadline
     if scope is None:
-        scope = anyio.CancelScope(deadline=due)
+        scope = cancel_scope(deadline=due)
     else:
         scope.deadline = due
     try:

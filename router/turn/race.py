@@ -46,6 +46,7 @@ from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.prime import attempt_to_commit
 from router.turn.requeue import QueueWatch, move_to, moves_queued, route_quantile
+from router.turn.scopes import cancel_scope
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
@@ -162,7 +163,7 @@ class Race:
         kind: AttemptKind = "first"
         while (runtime := self._next(kind)) is not None:
             if self._watches(runtime):
-                outcome = await self._watched(runtime, request, anyio.CancelScope())
+                outcome = await self._watched(runtime, request, cancel_scope())
             else:
                 outcome = await self._attempt(runtime, request)
             assert outcome is not None  # no race to lose
@@ -206,7 +207,7 @@ class Race:
         self, runtime: TargetRuntime, request: TurnRequest
     ) -> Primed | UpstreamError | None:
         """An attempt in this task: its outcome, or None if a hedge won meanwhile."""
-        scope = anyio.CancelScope()
+        scope = cancel_scope()
         self._scopes[scope] = None
         if self._watches(runtime):
             outcome = await self._watched(runtime, request, scope)
@@ -317,7 +318,7 @@ class Race:
         if runtime is None:
             self._hedge_at = math.inf
             return
-        scope = anyio.CancelScope()
+        scope = cancel_scope()
         self._scopes[scope] = None
         self._tg.start_soon(self._hedge, runtime, self._request, scope)
 

@@ -12,7 +12,8 @@ so both figures are reported. A stream that ended at `[DONE]` hands its connecti
 back to the pool.
 
 The turn is the only place that knows policy, signals and upstreams together; the
-race to the first token lives in `race.py`, the relay after it here. It never sees
+race to the first token lives in `race.py`, the relay after it here. Just over
+400 lines: the commit and the relay loop share the turn's state and stay together. It never sees
 ASGI (it writes to a `Sink`) and never imports Prometheus (it reports to
 `TurnEvents`, as things happen and once at its end).
 """
@@ -282,10 +283,13 @@ class Turn:
         # The whole stream's deadline, checked at each chunk (a cancel scope costs more
         # than a turn's chunks do); a silent upstream meets its idle timeout first.
         deadline_at = primed.started_at + total_s
-        # Per chunk: no coroutine besides the read and the write (`_inspect` is plain),
-        # and `__anext__` rather than `anext(chunks, None)` (no wrapper per chunk).
+        # Per chunk: no coroutine besides the read and the write, and `__anext__` rather
+        # than `anext(chunks, None)` (no wrapper per chunk); a block with no marker in it
+        # (most of them) costs a bytes count and the dialect's searches, nothing more.
         write = sink.write
         read = chunks.__anext__
+        scan = dialect.scan
+        clock = self._clock
         try:
             block = framer.feed(b"")  # complete events that came with the first token
             while True:
@@ -293,22 +297,32 @@ class Turn:
                     if not answered and dialect.first_answer_in(block):
                         answered = True
                         self._first_answer(primed)
-                    block, done, events_seen = self._inspect(primed, block, keep_usage, events_seen)
+                    events_seen += block.count(b"data:")
+                    found = scan(block)
+                    if found is not sse.NOTHING:  # usage, an error or the end: act on it
+                        block, done, events_seen = self._act(
+                            primed, block, found, keep_usage, events_seen
+                        )
                     if block:
                         await write(self._rename(block) if self._rename else block)
                     if done:
                         break
-                asked = self._clock() if guard is not None else 0.0
+                asked = clock() if guard is not None else 0.0
                 try:
                     chunk = await read()
                 except StopAsyncIteration:
                     break
-                now = self._clock()
+                now = clock()
                 if now > deadline_at:
                     raise UpstreamTimeout(
                         f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
                     )
-                if guard is not None and guard.observe(now - asked):
+                # the guard only when this wait was slow or the last ones were
+                if (
+                    guard is not None
+                    and (guard.slow or now - asked > guard.max_wait_s)
+                    and guard.observe(now - asked)
+                ):
                     self._degraded(primed, now - asked)
                 block = framer.feed(chunk)
         except UpstreamError as err:
@@ -318,9 +332,14 @@ class Turn:
             too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
             await self._interrupted(primed, sink, too_large, events_seen)
             return
+        await self._ended(primed, sink, done, events_seen)
+
+    async def _ended(self, primed: Primed, sink: Sink, done: bool, events_seen: int) -> None:
+        """The upstream's stream ended (at its end marker if `done`): book the turn."""
         if not done and not self._errored:
+            name = primed.target.config.name
             cut_short = UpstreamProtocolError(
-                f"{name}: stream ended without {dialect.end_marker}", target=name
+                f"{name}: stream ended without {self._dialect.end_marker}", target=name
             )
             await self._interrupted(primed, sink, cut_short, events_seen)
             return
@@ -334,14 +353,12 @@ class Turn:
         primed.attempt.first_answer()
         self.result.first_answer_s = self._clock() - self._arrived
 
-    def _inspect(
-        self, primed: Primed, block: bytes, keep_usage: bool, events_seen: int
+    def _act(
+        self, primed: Primed, block: bytes, found: sse.Scan, keep_usage: bool, events_seen: int
     ) -> tuple[bytes, bool, int]:
-        """One block of complete events: act on the rare ones. Returns what to write,
-        whether the stream is done, and the events seen so far."""
+        """One block of complete events that holds a marker (`found`): act on it. Returns
+        what to write, whether the stream is done, and the events seen so far."""
         dialect = self._dialect
-        found = dialect.scan(block)
-        events_seen += block.count(b"data:")
         if found.has_usage:
             kept = []
             for event in sse.split_events(block):

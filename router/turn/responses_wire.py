@@ -46,6 +46,7 @@ from typing import Any
 
 from router.turn.dialect import Classified, Tokens, Whole, count, detail_count, last_usage
 from router.turn.sse import (
+    NOTHING,
     Frame,
     MalformedFrame,
     Scan,
@@ -169,10 +170,6 @@ def _acted_on(block: bytes) -> Scan:
     return Scan(has_usage, has_error, has_done)
 
 
-#: what most blocks hold: nothing to act on (shared; a `Scan` is never changed)
-_NOTHING = Scan(has_usage=False, has_error=False, has_done=False)
-
-
 def _frame(kind: str, payload: Mapping[str, Any]) -> bytes:
     data = json.dumps(payload, separators=(",", ":")).encode()
     return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
@@ -263,7 +260,7 @@ class ResponsesDialect:
             and block.find(b"error") < 0
             and block.find(b"[DONE]") < 0
         ):
-            return _NOTHING
+            return NOTHING
         return _acted_on(block)
 
     def usage_of(self, event: bytes) -> tuple[dict[str, Any] | None, bool]:

@@ -5,7 +5,7 @@ The gateway's `AsgiSink` implements it over ASGI's `send`; tests record into a l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from router.clock import Clock
@@ -18,7 +18,10 @@ class Sink(Protocol):
 
     async def start(self, status: int, headers: Sequence[Header]) -> None: ...
 
-    async def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Awaited by the caller (a coroutine function fits, or one returning the
+        server's own awaitable)."""
+        ...
 
     async def finish(self) -> None: ...
 
@@ -38,7 +41,7 @@ class FirstByteClock:
         self._sink = sink
         self._clock = clock
         self.started_at: float | None = None
-        self.write: Callable[[bytes], Coroutine[Any, Any, None]] = sink.write
+        self.write: Callable[[bytes], Awaitable[None]] = sink.write
         self.finish: Callable[[], Coroutine[Any, Any, None]] = sink.finish
 
     async def start(self, status: int, headers: Sequence[Header]) -> None:

@@ -15,10 +15,13 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+#: one encoder for every body (`json.dumps` with options builds a new one per call)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 
 def dumps(value: Any) -> bytes:
     """Compact JSON; a non-finite number is a ValueError (JSON has none)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    return _COMPACT.encode(value).encode()
 
 
 def rest_of(body: Mapping[str, Any], stream: bool) -> bytes:
