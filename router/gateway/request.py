@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from router.edge import LimitsConfig
@@ -26,6 +25,7 @@ from router.gateway.prescan import too_many_messages
 from router.gateway.shapes import ResponsesFields, embeddings_tokens, responses_fields
 from router.upstream.base import Endpoint
 from router.upstream.body import ClientBody
+from router.values import value
 
 #: rough characters per token for estimates before the target counts for real
 CHARS_PER_TOKEN = 4
@@ -45,7 +45,7 @@ def _finite(text: str) -> float:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ParsedRequest:
     endpoint: Endpoint
     body: ClientBody

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from router.config import Price, Slo
 from router.upstream.base import Endpoint
+from router.values import value
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -22,7 +23,7 @@ BreakerState = Literal["closed", "open", "half_open"]
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RoutingRequest:
     """One conversational turn, as far as routing cares."""
 
@@ -38,7 +39,7 @@ class RoutingRequest:
     endpoint: Endpoint = "chat"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class EngineView:
     """The last scrape of a vLLM engine's /metrics."""
 
@@ -60,7 +61,7 @@ class EngineView:
     proven_running: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TargetView:
     """An immutable snapshot of one target's live signals."""
 
@@ -138,7 +139,7 @@ def interpolate(points: tuple[tuple[float, float], ...], q: float, default: floa
     return points[-1][1]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Candidate:
     """A target that passed the filters, with what the policy predicted for it."""
 
@@ -148,7 +149,7 @@ class Candidate:
     score: float
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Plan:
     """Targets best-first (the order of fallback and hedging), and why."""
 

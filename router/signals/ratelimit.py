@@ -25,11 +25,11 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from router.clock import Clock
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
+from router.values import value
 
 #: how long a window with no reset header is trusted
 DEFAULT_RESET_S = 60.0
@@ -98,7 +98,7 @@ def parse_rfc3339(text: str) -> float | None:
     return parsed.timestamp()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Window:
     fraction: float
     seen_at: float

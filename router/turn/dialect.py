@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from router.turn import sse
 from router.turn.sse import Frame, MalformedFrame, Scan
+from router.values import value
 from router.vocabulary import FirstTokenKind
 
 #: what `classify` says of one pre-commit event
 Classified = tuple[Frame, FirstTokenKind | None, dict[str, Any] | None]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Tokens:
     """Token counts of one answer, from the target's own usage."""
 
@@ -41,7 +41,7 @@ class Tokens:
     reasoning: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Whole:
     """What a unary answer's body says: its usage and, for Responses, its id."""
 

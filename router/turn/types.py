@@ -19,17 +19,18 @@ from router.turn.dialect import CHAT, Dialect
 from router.turn.sse import Framer
 from router.upstream.base import Endpoint, Upstream, UpstreamResponse
 from router.upstream.body import ClientBody
+from router.values import value
 from router.vocabulary import FirstTokenKind, Outcome
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TargetRuntime:
     config: TargetConfig
     upstream: Upstream
     signals: TargetSignals
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnRequest:
     endpoint: Endpoint
     #: the client's body, serialised once; each target's model goes in front

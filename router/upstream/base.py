@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from router.values import value
+
 #: the OpenAI endpoints a text target serves (a `Capability` each: router/capabilities.py)
 Endpoint = Literal["chat", "completions", "responses", "embeddings"]
 Method = Literal["POST", "GET", "DELETE"]
@@ -24,7 +26,7 @@ ENDPOINT_PATHS: dict[Endpoint, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpstreamRequest:
     """What to send: the client's body with `model` already set to the target's (a
     `body.TargetBody`, whose bytes are ready; any other mapping is serialised)."""
