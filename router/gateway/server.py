@@ -94,8 +94,8 @@ class AsgiSink:
         # The server's own coroutine, for the caller to await: no frame of ours per chunk.
         return self._send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def finish(self) -> None:
-        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+    async def finish(self, last: bytes = b"") -> None:
+        await self._send({"type": "http.response.body", "body": last, "more_body": False})
         self.finished = True
 
 

@@ -124,7 +124,8 @@ class TargetView:
 
     def ttft_optimistic_quantile(self, q: float) -> float:
         """What TTFT at quantile q may well be, given how little was measured."""
-        return interpolate(self.optimistic_points(), q, self.ttft_quantile(q))
+        points = self.optimistic_points()
+        return interpolate(points, q, 0.0) if points else self.ttft_quantile(q)
 
 
 def interpolate(points: tuple[tuple[float, float], ...], q: float, default: float) -> float:

@@ -7,7 +7,6 @@ keeps its state in its instance, so build one policy per route.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
@@ -86,4 +85,6 @@ def plan_turn(
     """
     survivors, rejected = eligible_targets(request, views)
     plan = policy.plan(request, survivors, ctx)
-    return replace(plan, rejected=rejected)
+    if rejected == plan.rejected:  # nothing filtered out (the usual turn): as it is
+        return plan
+    return Plan(plan.candidates, plan.reason, rejected)

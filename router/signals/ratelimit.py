@@ -145,6 +145,8 @@ class ProviderLimits:
         now = self._clock()
         if now < self._blocked_until:
             return 0.0
+        if not self._windows:  # no provider headers seen (yet)
+            return 1.0
         return min((self._window_headroom(w, now) for w in self._windows.values()), default=1.0)
 
     def _window_headroom(self, window: _Window, now: float) -> float:
@@ -292,6 +294,8 @@ class LocalLimits:
 
     def allow(self, tokens: int = 0) -> bool:
         """Would one more request of `tokens` tokens stay within the limits?"""
+        if self.rpm is None and self.tpm is None:  # none configured (most targets)
+            return True
         requests, used = self.usage()
         rpm, tpm = self.limits()
         if rpm is not None and requests + 1 > rpm:
@@ -301,6 +305,8 @@ class LocalLimits:
     @property
     def within(self) -> bool:
         """Some budget is left for another request (whatever its size)."""
+        if self.rpm is None and self.tpm is None:  # none configured (most targets)
+            return True
         requests, used = self.usage()
         rpm, tpm = self.limits()
         return (rpm is None or requests < rpm) and (tpm is None or used < tpm)

@@ -250,16 +250,18 @@ class Turn:
                 self._events.overhead_observed(
                     "first_token_relay", self._clock() - primed.first_token_at
                 )
-                await self._relay(primed, request, sink)
+                last = await self._relay(primed, request, sink)
             else:
                 # Its length, so the server writes the body as it is (not re-framed
                 # chunked, a copy and a write more: embeddings answers are large).
                 length = (b"content-length", str(len(head)).encode())
                 await sink.start(200, [*self.headers(primed, b"application/json"), length])
-                await sink.write(head)
                 self._account(primed, primed.usage, estimated_completion=0)
                 primed.attempt.finished(result.prompt_tokens, result.completion_tokens)
-            await sink.finish()
+                last = head
+            # The last bytes go with the response's end: one write (and one ASGI
+            # message) rather than two.
+            await sink.finish(last)
         except anyio.get_cancelled_exc_class():
             result.outcome = "client_cancelled"
             primed.attempt.cancelled()
@@ -269,7 +271,9 @@ class Turn:
             await primed.aclose()
         return result
 
-    async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> None:
+    async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> bytes:
+        """Relay the stream after its head; return the block that ended it (at its end
+        marker), unwritten, for the response's end to carry."""
         assert primed.chunks is not None and primed.framer is not None
         chunks, framer = primed.chunks, primed.framer
         name = primed.target.config.name
@@ -277,7 +281,7 @@ class Turn:
         dialect = self._dialect
         events_seen = 1
         answered = primed.first_kind in ("answer", "finish")
-        done = False
+        done, last = False, b""
         guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
         total_s = primed.target.config.timeouts.total_s
         # The whole stream's deadline, checked at each chunk (a cancel scope costs more
@@ -303,10 +307,11 @@ class Turn:
                         block, done, events_seen = self._act(
                             primed, block, found, keep_usage, events_seen
                         )
+                    if done:
+                        last = self._rename(block) if self._rename and block else block
+                        break
                     if block:
                         await write(self._rename(block) if self._rename else block)
-                    if done:
-                        break
                 asked = clock() if guard is not None else 0.0
                 try:
                     chunk = await read()
@@ -327,12 +332,13 @@ class Turn:
                 block = framer.feed(chunk)
         except UpstreamError as err:
             await self._interrupted(primed, sink, err, events_seen)
-            return
+            return b""
         except sse.EventTooLarge as exc:
             too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
             await self._interrupted(primed, sink, too_large, events_seen)
-            return
+            return b""
         await self._ended(primed, sink, done, events_seen)
+        return last
 
     async def _ended(self, primed: Primed, sink: Sink, done: bool, events_seen: int) -> None:
         """The upstream's stream ended (at its end marker if `done`): book the turn."""

@@ -5,8 +5,8 @@ The gateway's `AsgiSink` implements it over ASGI's `send`; tests record into a l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from router.clock import Clock
 
@@ -23,7 +23,9 @@ class Sink(Protocol):
         server's own awaitable)."""
         ...
 
-    async def finish(self) -> None: ...
+    async def finish(self, last: bytes = b"") -> None:
+        """The answer's last bytes (if any) and its end, in one write."""
+        ...
 
 
 class FirstByteClock:
@@ -42,7 +44,7 @@ class FirstByteClock:
         self._clock = clock
         self.started_at: float | None = None
         self.write: Callable[[bytes], Awaitable[None]] = sink.write
-        self.finish: Callable[[], Coroutine[Any, Any, None]] = sink.finish
+        self.finish = sink.finish
 
     async def start(self, status: int, headers: Sequence[Header]) -> None:
         self.started_at = self._clock()

@@ -56,7 +56,9 @@ class ChatSink:
                 if line.startswith(b"data:"):
                     await self._data(line[5:].strip())
 
-    async def finish(self) -> None:
+    async def finish(self, last: bytes = b"") -> None:
+        if last:
+            await self.write(last)
         self.text.close()
 
     async def _data(self, data: bytes) -> None:

@@ -262,6 +262,8 @@ class RecordingSink:
         self.headers: dict[bytes, bytes] = {}
         self.body = b""
         self.finished = False
+        #: what came with the response's end (`finish(last)`)
+        self.last: bytes | None = None
         self._on_start = on_start
         self._on_write = on_write
 
@@ -277,7 +279,10 @@ class RecordingSink:
         if self._on_write is not None:
             self._on_write(data)
 
-    async def finish(self) -> None:
+    async def finish(self, last: bytes = b"") -> None:
+        self.last = last
+        if last:
+            await self.write(last)
         self.finished = True
 
 

@@ -18,14 +18,14 @@ async def test_first_byte_clock_notes_the_response_start_and_passes_everything_o
         async def write(self, data: bytes) -> None:
             sent.append(data)
 
-        async def finish(self) -> None:
-            sent.append("finish")
+        async def finish(self, last: bytes = b"") -> None:
+            sent.append(("finish", last))
 
     now = iter([7.5])
     clock = FirstByteClock(Inner(), lambda: next(now))
     assert clock.started_at is None
     await clock.start(200, [])
     await clock.write(b"x")
-    await clock.finish()
+    await clock.finish(b"end")
     assert clock.started_at == 7.5
-    assert sent == [("start", 200), b"x", "finish"]
+    assert sent == [("start", 200), b"x", ("finish", b"end")]

@@ -40,7 +40,7 @@ class _Sink:
     async def write(self, data: bytes) -> None:
         return None
 
-    async def finish(self) -> None:
+    async def finish(self, last: bytes = b"") -> None:
         return None
 
 

@@ -47,6 +47,18 @@ async def test_a_stream_is_relayed_unchanged_and_recorded_as_the_client_saw_it()
     assert ("overhead", "first_token_relay") in rig.events.seen
 
 
+async def test_the_block_that_ends_a_stream_goes_out_with_the_response_end() -> None:
+    # One write with the end (the server's terminating chunk in the same segment),
+    # not the block and then an empty end; a unary answer likewise.
+    chunks = [role(), content("Hi"), content(" there"), DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks)), FakeUpstream("b"))
+    sink = RecordingSink()
+    with anyio.fail_after(5):
+        await rig.turn().run(rig.request(), sink)
+    assert sink.last == DONE
+    assert sink.body == b"".join(chunks)
+
+
 async def test_the_usage_chunk_reaches_a_client_that_asked_for_it() -> None:
     chunks = [role(), content("Hi"), usage(7, 3), DONE]
     rig = Rig(FakeUpstream("a", Reply(chunks)), FakeUpstream("b"))
@@ -292,6 +304,7 @@ async def test_a_whole_answer_is_relayed_with_its_usage() -> None:
         result = await rig.turn().run(rig.request(stream=False), sink)
     assert sink.headers[b"content-type"] == b"application/json"
     assert sink.body == body
+    assert sink.last == body  # the whole answer with the response's end
     assert (result.prompt_tokens, result.completion_tokens) == (9, 2)
     assert rig.upstreams["a"].requests[0].body["stream"] is False
     [done] = rig.events.done
