@@ -32,7 +32,7 @@ no evidence it is 0: an unmeasured or long-unmeasured target may be as fast as a
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate
@@ -59,7 +59,6 @@ class DecayingQuantiles:
         "_count",
         "_curve",
         "_flags",
-        "_keys",
         "_landmark",
         "_prior",
         "_quantiles",
@@ -88,11 +87,10 @@ class DecayingQuantiles:
         self._prior = prior
         self._clock = clock
         self._quantiles = tuple(quantiles)
-        #: (value, sequence number) in arrival order, for eviction
-        self._arrivals: deque[tuple[float, int]] = deque()
-        #: the same keys sorted by value, with their weights and censored flags alongside
-        self._keys: list[tuple[float, int]] = []
-        #: the keys' values alone (what `_distribution` returns, kept rather than rebuilt)
+        #: the samples in arrival order, for eviction
+        self._arrivals: deque[float] = deque()
+        #: the same samples sorted by value (equal ones in arrival order), with their
+        #: weights and censored flags alongside (what `_distribution` returns, kept)
         self._values: list[float] = []
         self._weights: list[float] = []
         self._flags: list[bool] = []
@@ -128,22 +126,23 @@ class DecayingQuantiles:
             self._weights = [w * factor for w in self._weights]
             self._total *= factor
             self._landmark, exponent = now, 0.0
+        values = self._values
+        # Equal values stay in arrival order: the oldest of a value is the first of
+        # its run, and a new sample goes after its run (what sorting by (value,
+        # arrival) would give, without a key tuple per sample to compare).
         if len(self._arrivals) == self._size:
-            oldest = self._arrivals.popleft()
-            i = bisect_left(self._keys, oldest)
+            i = bisect_left(values, self._arrivals.popleft())
             self._total -= self._weights[i]
             self._censored -= self._flags[i]
-            del self._keys[i], self._values[i], self._weights[i], self._flags[i]
-        key = (sample, self._count)
+            del values[i], self._weights[i], self._flags[i]
         weight = math.exp(exponent)
-        i = bisect_left(self._keys, key)
-        self._keys.insert(i, key)
-        self._values.insert(i, sample)
+        i = bisect_right(values, sample)
+        values.insert(i, sample)
         self._weights.insert(i, weight)
         self._flags.insert(i, censored)
         self._censored += censored
         self._total += weight
-        self._arrivals.append(key)
+        self._arrivals.append(sample)
         self._count += 1
         self._cache = None
         self._curve = None
@@ -182,14 +181,14 @@ class DecayingQuantiles:
         return self.quantile(level) * math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
 
     def quantile(self, q: float) -> float:
-        if not self._keys:
+        if not self._values:
             return self._prior
         values, reached, total = self._distribution()
         i = bisect_left(reached, q * total * (1.0 - 1e-12))  # rounding must not skip a value
         if i < len(values):
             return values[i]
         if self._censored:  # never reached: above the largest censoring time, unknown
-            return max(self._keys[-1][0], self._prior)
+            return max(self._values[-1], self._prior)
         return values[-1]
 
     def _distribution(self) -> tuple[list[float], list[float], float]:

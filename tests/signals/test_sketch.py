@@ -98,3 +98,15 @@ def test_the_optimistic_bound_tightens_with_evidence_and_widens_with_age(
     assert sketch.lower_bound(0.9) == 0.0
     # The point estimate itself does not move with time: only the confidence does.
     assert sketch.quantile(0.9) == pytest.approx(dict(sketch.quantiles())[0.9])
+
+
+def test_the_oldest_of_equal_samples_is_the_one_evicted(clock: FakeClock) -> None:
+    # Two samples kept; a censored 1.0 then an answer at 1.0, then 2.0: the censored
+    # one (the oldest) leaves, so nothing censored is left and the median is 1.0.
+    # Evicting the other 1.0 would leave the censored one and move the median to 2.0.
+    sketch = DecayingQuantiles(60.0, 0.5, clock, size=2, quantiles=(0.5,))
+    sketch.observe_censored(1.0)
+    sketch.observe(1.0)
+    sketch.observe(2.0)
+    assert sketch.quantile(0.5) == 1.0
+    assert sketch.quantile(0.99) == 2.0
