@@ -147,7 +147,7 @@ class ProviderLimits:
             return 0.0
         if not self._windows:  # no provider headers seen (yet)
             return 1.0
-        return min((self._window_headroom(w, now) for w in self._windows.values()), default=1.0)
+        return min(self._window_headroom(w, now) for w in self._windows.values())
 
     def _window_headroom(self, window: _Window, now: float) -> float:
         free = window.headroom(now)

@@ -12,23 +12,21 @@ so both figures are reported. A stream that ended at `[DONE]` hands its connecti
 back to the pool.
 
 The turn is the only place that knows policy, signals and upstreams together; the
-race to the first token lives in `race.py`, the relay after it here. Just over
-400 lines: the commit and the relay loop share the turn's state and stay together. It never sees
-ASGI (it writes to a `Sink`) and never imports Prometheus (it reports to
-`TurnEvents`, as things happen and once at its end).
+race to the first token lives in `race.py`, the relay after it here (its pace guard
+in `pace.py`). It never sees ASGI (it writes to a `Sink`) and never imports
+Prometheus (it reports to `TurnEvents`, as things happen and once at its end).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from router.clock import Clock
-from router.config import RouteConfig, TargetConfig
+from router.config import RouteConfig
 from router.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from router.policy.base import Plan, TargetView
 from router.turn import sse
@@ -36,46 +34,12 @@ from router.turn.dialect import CHAT, Dialect
 from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget
 from router.turn.model_name import ModelRename
+from router.turn.pace import PaceGuard
 from router.turn.race import Race
 from router.turn.sink import FirstByteClock, Header, Sink
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
-
-#: a wait for upstream bytes this many times the target's own time per token is slow
-SLOW_FACTOR = 20.0
-#: ... but never less than this
-SLOW_FLOOR_S = 0.1
-
-
-@dataclass(slots=True)
-class PaceGuard:
-    """Notices a stream that slows to a trickle after its first token.
-
-    Only the time spent waiting for upstream bytes counts (a slow client makes the
-    router read later, not the upstream answer later). Three waits in a row longer
-    than `max_wait_s` trip it, once.
-    """
-
-    max_wait_s: float
-    slow: int = 0
-    tripped: bool = False
-
-    @classmethod
-    def for_target(cls, config: TargetConfig, view: TargetView | None) -> PaceGuard | None:
-        if config.timeouts.min_tokens_per_s is not None:
-            return cls(1.0 / config.timeouts.min_tokens_per_s)
-        if view is not None and view.tpot_s is not None:
-            return cls(max(SLOW_FACTOR * view.tpot_s, SLOW_FLOOR_S))
-        return None  # no pace measured yet, none configured: nothing to compare with
-
-    def observe(self, waited_s: float) -> bool:
-        """True exactly once: when the stream has just turned out too slow."""
-        self.slow = self.slow + 1 if waited_s > self.max_wait_s else 0
-        if self.slow >= 3 and not self.tripped:
-            self.tripped = True
-            return True
-        return False
 
 
 class Turn:

@@ -78,9 +78,6 @@ class Framer:
             if len(buffer) > self.max_event:
                 self._overflow()
             return b""
-        if cut + 2 == len(buffer):  # most reads end at an event's end: no copies
-            self._buffer = b""
-            return buffer
         rest = self._buffer = buffer[cut + 2 :]
         if len(rest) > self.max_event:
             self._overflow()
