@@ -36,6 +36,7 @@ from router.config import Config
 from router.errors import Cause, UpstreamError, UpstreamStatusError
 from router.policy.base import Candidate, Plan, TargetView
 from router.policy.registry import FACTORIES
+from router.series import FastCounter, FastHistogram
 from router.signals.metrics import SignalsCollector
 from router.vocabulary import HedgeEvent, Outcome, OverheadPhase, ParsePlace
 
@@ -118,13 +119,13 @@ class Metrics:
 
     def __init__(self, views: Callable[[], Iterable[TargetView]] | None = None) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = FastCounter(
             "firsttoken_requests",
             "Turns by route, target that answered (none if no target did) and outcome",
             ["route", "target", "outcome"],
             registry=r,
         )
-        self.ttft = Histogram(
+        self.ttft = FastHistogram(
             "firsttoken_ttft_seconds",
             "Time to first token as the client sees it: arrival to response start "
             "(fallbacks and hedge delays included; a whole answer when not streaming)",
@@ -132,7 +133,7 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
-        self.first_answer = Histogram(
+        self.first_answer = FastHistogram(
             "firsttoken_time_to_first_answer_seconds",
             "Time to the first answer token (content or a tool call) as the client sees "
             "it, from arrival: after any reasoning (streams only)",
@@ -140,21 +141,21 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
-        self.tpot = Histogram(
+        self.tpot = FastHistogram(
             "firsttoken_time_per_output_token_seconds",
             "Seconds per output token after the first",
             ["route", "target"],
             buckets=TPOT_BUCKETS,
             registry=r,
         )
-        self.duration = Histogram(
+        self.duration = FastHistogram(
             "firsttoken_request_duration_seconds",
             "End-to-end turn duration",
             ["route", "target"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        self.overhead = Histogram(
+        self.overhead = FastHistogram(
             "firsttoken_router_overhead_seconds",
             "Time the router itself adds: arrival to upstream send (pre_upstream), "
             "upstream first token to client write (first_token_relay)",
@@ -174,7 +175,7 @@ class Metrics:
             ["route", "target"],
             registry=r,
         )
-        self.decisions = Counter(
+        self.decisions = FastCounter(
             "firsttoken_decisions",
             "First choice of each plan, by policy type",
             ["route", "target", "reason"],
@@ -204,7 +205,7 @@ class Metrics:
             ["target", "status_class"],
             registry=r,
         )
-        self.tokens = Counter(
+        self.tokens = FastCounter(
             "firsttoken_tokens",
             "Tokens by route, target and direction: input, output, and of those the input "
             "read from the target's prompt cache (cached_input) and the output spent "
@@ -212,7 +213,7 @@ class Metrics:
             ["route", "target", "direction"],
             registry=r,
         )
-        self.cost = Counter(
+        self.cost = FastCounter(
             "firsttoken_cost_usd",
             "Spend in US dollars from the targets' YAML prices",
             ["route", "target"],
@@ -225,7 +226,7 @@ class Metrics:
             ["target", "reason"],
             registry=r,
         )
-        self.upstream_connections = Counter(
+        self.upstream_connections = FastCounter(
             "firsttoken_upstream_connections",
             "Connections upstream requests got, by target: new or reused (keep-alive)",
             ["target", "kind"],
@@ -274,13 +275,13 @@ class Metrics:
             ["route", "target"],
             registry=r,
         )
-        self.client_tokens = Counter(
+        self.client_tokens = FastCounter(
             "firsttoken_client_tokens",
             "Tokens by client key name (never the key) and direction (input, output)",
             ["client", "direction"],
             registry=r,
         )
-        self.client_cost = Counter(
+        self.client_cost = FastCounter(
             "firsttoken_client_cost_usd",
             "Spend in US dollars by client key name (never the key)",
             ["client"],
@@ -294,7 +295,7 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
-        self.body_parses = Counter(
+        self.body_parses = FastCounter(
             "firsttoken_request_body_parses",
             "Request bodies parsed, by where: on the event loop (small) or in a worker "
             "process (large)",
@@ -305,20 +306,21 @@ class Metrics:
         #: each route's last plan's candidates, read by the last-decision gauges when
         #: scraped (a turn stores one tuple instead of setting two gauges per target)
         self._last_candidates: dict[str, tuple[Candidate, ...]] = {}
-        # the series a turn records, memoised (see `Children`)
-        self._requests = Children(self.requests)
-        self._ttft = Children(self.ttft)
-        self._first_answer = Children(self.first_answer)
-        self._tpot = Children(self.tpot)
-        self._duration = Children(self.duration)
-        self._tokens = Children(self.tokens)
-        self._cost = Children(self.cost)
+        # the series a turn records: their own children are a dict lookup away
+        # (`router.series`); the last-decision gauges are prometheus_client's, memoised
+        self._requests = self.requests.labels
+        self._ttft = self.ttft.labels
+        self._first_answer = self.first_answer.labels
+        self._tpot = self.tpot.labels
+        self._duration = self.duration.labels
+        self._tokens = self.tokens.labels
+        self._cost = self.cost.labels
         self._predicted = Children(self.predicted_ttft)
         self._score = Children(self.score)
-        self._decisions = Children(self.decisions)
-        self._overhead = Children(self.overhead)
+        self._decisions = self.decisions.labels
+        self._overhead = self.overhead.labels
         self._hedges = Children(self.hedges)
-        self._body_parses = Children(self.body_parses)
+        self._body_parses = self.body_parses.labels
         for phase in OVERHEAD_PHASES:
             self.overhead.labels(phase)
         for outcome in RELOAD_OUTCOMES:
