@@ -37,7 +37,7 @@ from router.errors import (
 from router.gateway import audio, realtime, responses
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
-from router.gateway.asgi import Message, Receive, Scope, Send, header
+from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
 from router.gateway.auth import Client
 from router.gateway.body import (
     ClientGone,
@@ -359,12 +359,9 @@ class Server:
         body_s = runtime.config.server.client_timeout_s
         turn_scope = cancel_scope(deadline=asyncio.get_running_loop().time() + body_s)
 
-        def on_message(done: asyncio.Future[Message]) -> None:
+        def on_gone() -> None:
             nonlocal gone
-            if done.cancelled() or done.exception() is not None:
-                return
-            # uvicorn also says so once a complete response is sent: not a cancel.
-            if done.result()["type"] == "http.disconnect" and not sink.finished:
+            if not sink.finished:  # a connection closed after a whole answer: no cancel
                 gone = True
                 turn_scope.cancel()
 
@@ -382,8 +379,7 @@ class Server:
                 checked=screen.model,
             )
             del chunks  # a large body is held once, as the bytes to forward
-            watcher = asyncio.ensure_future(receive())
-            watcher.add_done_callback(on_message)
+            unwatch = watch_disconnect(scope, receive, on_gone)
             try:
                 result = await self.router.handle(
                     parsed, sink, {"x-request-id": request_id}, arrived, client
@@ -396,7 +392,7 @@ class Server:
                 else:  # cannot happen before the commit point; say it loudly if it does
                     log.error("error after the response started: %s", err.message)
             finally:
-                watcher.cancel()
+                unwatch()
         if gone:
             log.info("client went away on route %s; upstream cancelled", parsed.model)
         elif turn_scope.cancelled_caught:  # only the body's deadline: lifted once it is read

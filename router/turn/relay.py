@@ -41,6 +41,15 @@ from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 log = logging.getLogger("firsttoken.turn")
 
+EVENT_STREAM = b"text/event-stream"
+
+
+def _ms(seconds: float) -> str:
+    """Seconds as whole milliseconds, as `f"{ms:.0f}"` writes them (half to even), for
+    a third of its cost; an infinite or NaN prediction as that formats it."""
+    ms = seconds * 1000
+    return str(round(ms)) if -1e15 < ms < 1e15 else f"{ms:.0f}"
+
 
 class Turn:
     """Runs one request against a plan. Made per request by the runtime.
@@ -82,33 +91,37 @@ class Turn:
     # -- after the commit point ---------------------------------------------------------
 
     def headers(self, primed: Primed, content_type: bytes) -> list[Header]:
+        """The answer's headers: the explanation (`x-firsttoken-reason`) is built here,
+        once per turn, in one f-string per part (float formatting is most of its cost)."""
+        result = self.result
+        name = primed.target.config.name
         reason = self._plan.reason
-        if self.result.fell_back:
+        if result.fell_back:
             reason += "; fell back"
-        if self.result.hedged:
+        if result.hedged:
             reason += "; hedged"
-        pred = next((c for c in self._plan.candidates if c.name == primed.target.config.name), None)
-        if pred is not None:
-            reason += (
-                f"; winner pred {pred.predicted_ttft_s * 1000:.0f}ms ${pred.expected_cost_usd:.6f}"
+        for c in self._plan.candidates:
+            if c.name == name:
+                reason += f"; winner pred {_ms(c.predicted_ttft_s)}ms ${c.expected_cost_usd:.6f}"
+                break
+        kind = primed.first_kind
+        if kind is not None:
+            ms = _ms(primed.first_token_at - self._arrived)
+            answered = (
+                f"first answer {ms}ms" if kind in ("answer", "finish") else "first answer pending"
             )
-        if primed.first_kind is not None:
-            token_ms = (primed.first_token_at - self._arrived) * 1000
-            reason += f"; first token ({primed.first_kind}) {token_ms:.0f}ms"
-            reason += (
-                f", first answer {token_ms:.0f}ms"
-                if primed.first_kind in ("answer", "finish")
-                else ", first answer pending"
-            )
+            reason += f"; first token ({kind}) {ms}ms, {answered}"
         self.result.reason = reason
         safe = reason.encode("ascii", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
-        return [
+        headers = [
             (b"content-type", content_type),
-            (b"cache-control", b"no-cache"),
-            (b"x-firsttoken-target", primed.target.config.name.encode("ascii", "replace")),
-            (b"x-firsttoken-attempts", str(self.result.attempts).encode()),
+            (b"x-firsttoken-target", name.encode("ascii", "replace")),
+            (b"x-firsttoken-attempts", str(result.attempts).encode()),
             (b"x-firsttoken-reason", safe[:512]),
         ]
+        if content_type == EVENT_STREAM:  # a unary answer is not an event stream
+            headers.insert(1, (b"cache-control", b"no-cache"))
+        return headers
 
     async def run(self, request: TurnRequest, sink: Sink) -> TurnResult:
         """Race, commit, relay, record. Raises AllTargetsFailed before the commit point."""
@@ -205,7 +218,7 @@ class Turn:
         try:
             if request.stream:
                 try:
-                    await sink.start(200, self.headers(primed, b"text/event-stream"))
+                    await sink.start(200, self.headers(primed, EVENT_STREAM))
                     await sink.write(head)
                 finally:  # the sample after the write: its bookkeeping is not in the TTFT
                     primed.attempt.first_token(

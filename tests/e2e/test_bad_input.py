@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import jsonschema
+import openai
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai.types.chat import ChatCompletionUserMessageParam
 
 from router.config import Config, parse_config
 from router.gateway.openapi import openapi_spec
@@ -28,7 +30,7 @@ from router.gateway.server import Server
 from router.gateway.serving import _config as serving_config
 from router.runtime import Router
 from router.sim.behaviour import Behaviour
-from tests.e2e.harness import LoopThread
+from tests.e2e.harness import LoopThread, wait_until
 from tests.e2e.test_faults import Rig, start_rig, stop_rig
 
 Task = asyncio.Task[None]
@@ -390,6 +392,38 @@ def raw_exchange(port: int, head: bytes, timeout: float = 5.0) -> bytes:
             return sock.recv(4096)
         except (ConnectionResetError, TimeoutError):
             return b""
+
+
+def test_a_client_leaving_cancels_the_upstream_on_the_served_router(
+    served: int, live: Rig, loop_thread: LoopThread
+) -> None:
+    """With `firsttoken serve`'s own protocol the turn learns of a lost connection from
+    the scope's `DisconnectWatch` (no task waits on `receive()`): mid-stream and before
+    the first token alike, the target sees the cancel."""
+    sim = live.sims["a"]
+    cancelled = lambda: sim.records[-1].cancelled_at is not None  # noqa: E731
+    messages: list[ChatCompletionUserMessageParam] = [{"role": "user", "content": "x"}]
+    try:
+        loop_thread.run(sim.set_behaviour(Behaviour(ttft_s=0.02, itl_s=0.05, tokens=200)))
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{served}/v1", api_key="unused", max_retries=0
+        )
+        stream = client.chat.completions.create(model="chat", messages=messages, stream=True)
+        for n, _ in enumerate(stream):
+            if n == 3:
+                break
+        stream.close()
+        assert wait_until(loop_thread, cancelled, timeout=5)
+        assert sim.records[-1].tokens_sent < 200
+
+        loop_thread.run(sim.set_behaviour(Behaviour(ttft_s=0.8, itl_s=0.01, tokens=5)))
+        body = {"model": "chat", "messages": messages, "stream": True}
+        with httpx.Client(timeout=0.2) as h, pytest.raises(httpx.ReadTimeout):
+            h.post(f"http://127.0.0.1:{served}/v1/chat/completions", json=body)
+        assert wait_until(loop_thread, cancelled, timeout=5)
+    finally:
+        loop_thread.run(sim.set_behaviour(Behaviour(ttft_s=0.0, itl_s=0.0, tokens=3)))
+    assert serves_others(served)
 
 
 def test_hundreds_of_headers_are_served_and_others_unaffected(served: int) -> None:

@@ -11,7 +11,8 @@ import pytest
 import uvicorn
 
 from router.config import parse_config
-from router.gateway.serving import TICK_S, DrainingServer, HeadCoalescingTransport, MetricsApp
+from router.gateway.protocol import HeadCoalescingTransport
+from router.gateway.serving import TICK_S, DrainingServer, MetricsApp
 from router.runtime import Router
 
 pytestmark = pytest.mark.anyio
