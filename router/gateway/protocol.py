@@ -98,6 +98,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(cast(asyncio.Transport, coalescing))
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        #: a request head has begun and is not complete
+        self._in_head = False
         self._lost = DisconnectWatch()
         self._extension: dict[object, object] = {"watch": self._lost}  # ASGI: a dict
         self._arm()
@@ -120,7 +122,12 @@ class GuardedHttpTools(HttpToolsProtocol):
         # each request's scope carries the connection's watch (`DisconnectWatch`)
         self.scope.setdefault("extensions", {})[DISCONNECT] = self._extension
         self._head_bytes = 0
-        self._arm()
+        self._in_head = True  # the deadline is armed only if the head spans reads
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self._head_timer is None:
+            self._arm()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -131,6 +138,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         super().on_headers_complete()
 

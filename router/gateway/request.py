@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from router import jsontext
 from router.edge import LimitsConfig
 from router.errors import BadRequest
 from router.gateway.prescan import too_many_messages
@@ -165,14 +166,14 @@ def _endpoint_fields(
 
 
 #: one decoder for every body (`json.loads` with options builds a new one per call);
-#: it decodes bytes as `json.loads` does (the encoding detected, UTF-8 by default)
+#: it decodes bytes as `json.loads` does (`jsontext.text_of`)
 _DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
 
 
 def decode(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a 400. C-speed: no walk of the tree here."""
     try:
-        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        body = _DECODER.decode(jsontext.text_of(raw))
     except RecursionError as exc:
         raise BadRequest("the request body nests too deeply") from exc
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too

@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from router import jsontext
 from router.turn import sse
 from router.turn.sse import Frame, MalformedFrame, Scan
 from router.values import value
@@ -118,7 +119,7 @@ class ChatDialect:
 
     def whole(self, target: str, body: bytes) -> Whole:
         try:
-            parsed = json.loads(body)
+            parsed = jsontext.loads(body)
         except ValueError as exc:
             raise MalformedFrame("response is not JSON") from exc
         if not isinstance(parsed, dict) or "choices" not in parsed:

@@ -44,6 +44,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from router import jsontext
 from router.turn.dialect import Classified, Tokens, Whole, count, detail_count, last_usage
 from router.turn.sse import (
     NOTHING,
@@ -143,7 +144,7 @@ def typed_event(event: bytes) -> tuple[str | None, Any, bool]:
     if kind is not None:
         return kind, None, False
     try:
-        parsed = json.loads(data)
+        parsed = jsontext.loads(data)
     except ValueError:
         return None, None, True
     return _type(parsed), parsed, True
@@ -227,7 +228,7 @@ class ResponsesDialect:
         if data.strip() == b"[DONE]":
             return Frame.DONE, None, None
         try:
-            parsed = json.loads(data)
+            parsed = jsontext.loads(data)
         except ValueError as exc:
             raise MalformedFrame(f"invalid JSON in an SSE frame: {data[:80]!r}") from exc
         kind = _type(parsed)
@@ -295,7 +296,7 @@ class ResponsesDialect:
 
     def whole(self, target: str, body: bytes) -> Whole:
         try:
-            parsed = json.loads(body)
+            parsed = jsontext.loads(body)
         except ValueError as exc:
             raise MalformedFrame("response is not JSON") from exc
         if not isinstance(parsed, dict) or not (

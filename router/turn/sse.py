@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from router import jsontext
 from router.vocabulary import FirstTokenKind
 
 DONE = b"data: [DONE]\n\n"
@@ -169,7 +170,7 @@ def classify(event: bytes) -> tuple[Frame, FirstTokenKind | None, dict[str, Any]
     if data.strip() == b"[DONE]":
         return Frame.DONE, None, None
     try:
-        chunk = json.loads(data)
+        chunk = jsontext.loads(data)
     except ValueError as exc:
         if _event_type(event) == b"error":
             return Frame.ERROR, None, {"error": {"message": data[:200].decode(errors="replace")}}
@@ -211,7 +212,7 @@ def parsed_event(event: bytes) -> Any:
     if data is None:
         return None
     try:
-        return json.loads(data)
+        return jsontext.loads(data)
     except ValueError:
         return None
 

@@ -509,7 +509,7 @@ def test_slowloris_connections_do_not_stop_others(served: int) -> None:
             s.close()
 
 
-@pytest.mark.parametrize("phase", ["head", "body"])
+@pytest.mark.parametrize("phase", ["head", "body", "second-head"])
 def test_a_client_that_never_finishes_its_request_is_timed_out(
     loop_thread: LoopThread, live: Rig, phase: str
 ) -> None:
@@ -525,10 +525,13 @@ def test_a_client_that_never_finishes_its_request_is_timed_out(
         head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         head += (
             b"x-slow: a"
-            if phase == "head"
+            if phase in ("head", "second-head")
             else b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{"
         )
         with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            if phase == "second-head":  # a kept-alive connection's next head dribbles
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
             sock.sendall(head)
             started = time.monotonic()
             answer = sock.recv(4096)  # a 408, or the connection closed

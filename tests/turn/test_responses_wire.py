@@ -16,6 +16,7 @@ from openai.types.responses import (
 )
 from pydantic import TypeAdapter
 
+from router import jsontext
 from router.turn.responses_wire import RESPONSES, created_response, failure_events, sniffed_type
 from router.turn.sse import Frame, MalformedFrame, split_events
 from tests.turn.fakes import CONFIG, FakeUpstream, RecordingSink, Reply, Rig
@@ -213,18 +214,18 @@ def test_response_created_gives_its_id_without_parsing_what_it_repeats(
     data: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[Any] = []
-    real = json.loads
+    real = jsontext.loads
 
-    def counted(text: Any, **kw: Any) -> Any:
+    def counted(text: bytes) -> Any:
         loads.append(text)
-        return real(text, **kw)
+        return real(text)
 
-    monkeypatch.setattr(json, "loads", counted)
+    monkeypatch.setattr(jsontext, "loads", counted)
     frame, kind, parsed = RESPONSES.classify(b"event: response.created\ndata: " + data + b"\n\n")
     assert (frame, kind) == (Frame.OTHER, None) and loads == []
     assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9"
     # any other layout is parsed, and gives the same id
-    spaced = json.dumps(real(data)).encode()
+    spaced = json.dumps(json.loads(data)).encode()
     _, _, parsed = RESPONSES.classify(b"data: " + spaced + b"\n\n")
     assert parsed is not None and RESPONSES.response_id(parsed) == "resp_9" and loads
 
