@@ -22,6 +22,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -72,7 +73,10 @@ class HistogramChild:
         self.sum += value
 
 
-class _Family(Collector):
+C = TypeVar("C", CounterChild, HistogramChild)
+
+
+class _Family(Collector, Generic[C]):
     """A labelled family registered as a collector; children made on first use."""
 
     def __init__(
@@ -82,49 +86,47 @@ class _Family(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._created = _created_series()
+        self._children: dict[tuple[str, ...], C] = {}
         registry.register(self)
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._empty()
-
-    def _empty(self) -> Metric:
-        raise NotImplementedError
-
-
-class FastCounter(_Family):
-    """A labelled counter family (the name without `_total`, as prometheus_client's)."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self._children: dict[tuple[str, ...], CounterChild] = {}
-        super().__init__(name, documentation, labelnames, registry)
-
-    def labels(self, *values: str) -> CounterChild:
+    def labels(self, *values: str) -> C:
         child = self._children.get(values)
         if child is None:
-            self._check(values)
-            child = self._children[values] = CounterChild()
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            child = self._children[values] = self._child()
         return child
 
     def remove(self, *values: str) -> None:
         self._children.pop(values, None)
 
-    def _empty(self) -> Metric:
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def _child(self) -> C:
+        raise NotImplementedError
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+
+class FastCounter(_Family[CounterChild]):
+    """A labelled counter family (the name without `_total`, as prometheus_client's)."""
+
+    def _child(self) -> CounterChild:
+        return CounterChild()
+
+    def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             family.add_metric(values, child.value, created=child.created if self._created else None)
         yield family
 
 
-class FastHistogram(_Family):
+class FastHistogram(_Family[HistogramChild]):
     """A labelled histogram family with fixed bucket bounds."""
 
     def __init__(
@@ -143,24 +145,16 @@ class FastHistogram(_Family):
             bounds = bounds[:-1]
         self._bounds = bounds
         self._le = (*(_go_float(b) for b in bounds), "+Inf")
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            self._check(values)
-            child = self._children[values] = HistogramChild(self._bounds)
-        return child
+    def _child(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
 
-    def remove(self, *values: str) -> None:
-        self._children.pop(values, None)
-
-    def _empty(self) -> Metric:
+    def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             counts = list(accumulate(child.counts))
             family.add_metric(values, list(zip(self._le, counts, strict=True)), child.sum)
