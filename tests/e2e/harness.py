@@ -19,7 +19,7 @@ import uvicorn
 
 from router.config import parse_config
 from router.gateway.server import Server
-from router.gateway.serving import WEBSOCKET_OPTIONS
+from router.gateway.serving import _config as serving_config
 from router.runtime import Router
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
@@ -108,18 +108,11 @@ async def start_router(
     config = parse_config(config_text, config_path or "<test>")
     router = Router(config, environ=environ or {}, config_path=config_path)
     app = Server(router, reload=router.reload_from_file)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            **WEBSOCKET_OPTIONS,
-        )
-    )
+    # `firsttoken serve`'s own uvicorn settings and HTTP protocol (gateway/serving.py,
+    # gateway/protocol.py), so every e2e test runs what users run
+    settings = serving_config(app, "127.0.0.1", 0, "warning", "on")
+    settings.timeout_graceful_shutdown = 1
+    server = uvicorn.Server(settings)
     task = asyncio.get_running_loop().create_task(server.serve())
     for _ in range(500):
         if server.started:
