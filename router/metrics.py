@@ -1,8 +1,9 @@
 """Prometheus metrics, one registry per app (no globals). The table is docs/metrics.md.
 
 Over 400 lines, kept whole: every series the router exports is declared here once,
-with its help text, in the order of the table it mirrors; most of the length is
-those declarations, not logic.
+with its help text, in the order of the table it mirrors (docs/metrics.md); most of
+the length is those declarations, and each method is a line or two naming what
+happened. The series a turn updates are `router.series`'s lock-free families.
 
 Labels carry only configured names (routes, targets, policy types) and small fixed
 vocabularies (outcome, cause, status class, event); never user input such as
@@ -18,9 +19,6 @@ at scrape time (`router.signals.metrics`), so it can never be stale or drift.
 publishes which targets serve which route and creates the series a route will
 have, at zero, so `rate()` sees a turn's first increase and dashboards show 0
 rather than no data.
-
-Over 400 lines, kept whole: it is the one table of every series the router exports
-(docs/metrics.md mirrors it), and each method is a line or two naming what happened.
 """
 
 from __future__ import annotations
