@@ -104,7 +104,8 @@ class TargetView:
     #: signals do: only exploration reads the bounds (a bound per quantile per target
     #: per turn was ~2.5 % of a round-robin turn's instructions), and it reads them
     #: within the plan that took the snapshot, so they are what they would have been.
-    optimistic_from: Callable[[], tuple[tuple[float, float], ...]] | None = field(
+    #: (Called with `ttft_evidence`, the evidence the bounds are for.)
+    optimistic_from: Callable[[float], tuple[tuple[float, float], ...]] | None = field(
         default=None, repr=False, compare=False
     )
 
@@ -116,7 +117,7 @@ class TargetView:
         """`ttft_optimistic`, computed (once) if the snapshot left it to its first use."""
         points = self.ttft_optimistic
         if not points and self.optimistic_from is not None:
-            points = self.optimistic_from()
+            points = self.optimistic_from(self.ttft_evidence)
             # A memo of a value the snapshot stands for, not a change of the snapshot.
             object.__setattr__(self, "ttft_optimistic", points)
             object.__setattr__(self, "optimistic_from", None)
@@ -182,7 +183,6 @@ class PlanContext:
     exploration: float = 0.0
     #: the route's exploration budget (kept across turns by the route's runtime)
     explore: Budget | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class Policy(Protocol):

@@ -83,7 +83,19 @@ def filter_targets(
     """Split targets into survivors (in listed order) and (name, reason) rejections."""
     survivors: list[TargetView] = []
     rejected: list[tuple[str, str]] = []
+    usual = filters is FILTERS
     for view in targets:
+        if (
+            usual
+            and view.available
+            and view.within_local_limits
+            and view.ratelimit_headroom > 0.0
+            and view.max_context_tokens is None
+            and view.kind != "litellm"
+        ):
+            # What passes every one of FILTERS at a glance (the usual turn): no calls.
+            survivors.append(view)
+            continue
         reasons = [r for f in filters if (r := f(request, view)) is not None]
         if reasons:
             rejected.append((view.name, "; ".join(reasons)))

@@ -84,7 +84,8 @@ def positional_candidates(
     """Candidates for a fixed order: score 1.0 for the first, falling by 1/n per place."""
     n = len(ordered)
     return [
-        make_candidate(v, request, predict_ttft_s(v, q), (n - i) / n) for i, v in enumerate(ordered)
+        Candidate(v.name, predict_ttft_s(v, q), expected_cost_usd(v, request), (n - i) / n)
+        for i, v in enumerate(ordered)
     ]
 
 

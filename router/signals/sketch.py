@@ -159,10 +159,25 @@ class DecayingQuantiles:
         return self._total * math.exp(-age / self.tau_s)
 
     def quantiles(self) -> tuple[tuple[float, float], ...]:
-        """(q, value) for each configured quantile, in increasing q."""
-        if self._cache is None:
-            self._cache = tuple((q, self.quantile(q)) for q in self._quantiles)
-        return self._cache
+        """(q, value) for each configured quantile, in increasing q; cached until the
+        next sample (a chat turn adds one, and the next plan reads them: one pass over
+        the distribution, not a `quantile` call per point)."""
+        cache = self._cache
+        if cache is None:
+            if not self._values:
+                cache = tuple((q, self._prior) for q in self._quantiles)
+            else:
+                values, reached, total = self._distribution()
+                cache = tuple((q, self._at(values, reached, q * total)) for q in self._quantiles)
+            self._cache = cache
+        return cache
+
+    def median(self) -> float:
+        """`quantile(0.5)`, from the cached quantiles when 0.5 is one of them."""
+        for q, v in self.quantiles():
+            if q == 0.5:
+                return v
+        return self.quantile(0.5)
 
     def lower_bounds(self, evidence: float | None = None) -> tuple[tuple[float, float], ...]:
         """(q, optimistic value) for each configured quantile, for today's evidence
@@ -184,7 +199,11 @@ class DecayingQuantiles:
         if not self._values:
             return self._prior
         values, reached, total = self._distribution()
-        i = bisect_left(reached, q * total * (1.0 - 1e-12))  # rounding must not skip a value
+        return self._at(values, reached, q * total)
+
+    def _at(self, values: list[float], reached: list[float], level: float) -> float:
+        """The first value whose distribution reaches `level` (of the total)."""
+        i = bisect_left(reached, level * (1.0 - 1e-12))  # rounding must not skip a value
         if i < len(values):
             return values[i]
         if self._censored:  # never reached: above the largest censoring time, unknown

@@ -78,6 +78,57 @@ def test_an_unmeasured_target_shows_its_prior(clock: FakeClock) -> None:
     assert view.ttft_optimistic == view.optimistic_points()
 
 
+def test_a_view_names_every_signal(clock: FakeClock) -> None:
+    # `_view` builds the snapshot by position (cheaper than by keyword): every field
+    # must get its own signal. Each signal gets a value no other one has.
+    signals = make(
+        clock,
+        kind="vllm",
+        base_url="http://gpu:8000/v1",
+        max_context_tokens=8192,
+        rpm=1,
+        max_num_seqs=6,
+    )
+    for ttft in (0.31, 0.32, 0.35):
+        signals.ttft_sketch.observe(ttft)
+    signals.ttft.observe(0.33)
+    signals.unloaded_ttft.observe(0.21)
+    signals.free_ttft.observe(0.055)
+    signals.tpot.observe(0.011)
+    signals.output_tokens.observe(17.0)
+    signals._completions.extend([clock(), clock(), clock()])
+    signals.provider_limits.update(
+        {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "40"}
+    )
+    signals.local_limits.record(5)
+    signals.engine_update(EngineSample(waiting=2.0, running=4.0, kv_usage=0.7))
+    leases = [signals.in_flight.acquire() for _ in range(2)]
+    signals.breaker.open_for(5.0)
+    view = signals.view()
+    sketch = signals.ttft_sketch
+    assert (view.name, view.kind, view.price) == ("hosted", "vllm", signals.config.price)
+    assert (view.breaker, view.available, view.in_flight) == ("open", False, 2)
+    assert view.ttft_ewma_s == 0.33
+    assert view.ttft_quantiles == sketch.quantiles()
+    assert [v for _, v in view.ttft_quantiles] != [0.4] * len(QUANTILES)
+    assert view.ttft_samples == 3
+    assert view.ttft_evidence == sketch.evidence() > 0.0
+    assert view.ttft_optimistic == ()
+    assert view.unloaded_ttft_s == 0.21
+    assert view.free_ttft_quantiles == tuple((q, 0.055) for q in QUANTILES)
+    assert view.tpot_s == 0.011
+    assert view.completion_rate == 0.3  # three in the 10 s window
+    assert view.mean_output_tokens == 17.0
+    assert view.ratelimit_headroom == 0.4
+    assert view.within_local_limits is False
+    assert view.max_context_tokens == 8192
+    assert view.engine == signals.engine.view()
+    assert view.engine is not None and view.engine.waiting == 2.0
+    assert view.prior_ttft_s == 0.4
+    assert view.optimistic_points() == sketch.lower_bounds(view.ttft_evidence)
+    del leases
+
+
 def test_a_full_turn_records_ttft_tpot_completion_and_output_length(clock: FakeClock) -> None:
     signals = make(clock)
     attempt = signals.begin(100)
