@@ -67,6 +67,7 @@ from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
 from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
 from router.turn.responses_wire import RESPONSES
+from router.turn.scopes import Deadlines
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Endpoint, Upstream, UpstreamSetup
@@ -137,6 +138,8 @@ class Router:
         self.reload_on_sighup = False
         self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
+        #: the deadlines of every turn's body and attempts, on one timer (turn/scopes.py)
+        self.deadlines = Deadlines()
         #: the realtime sessions' metrics, on the same registry
         self.realtime_metrics = RealtimeMetrics(self.metrics.registry)
         self.voice_metrics = VoiceMetrics(self.metrics.registry)
@@ -380,6 +383,7 @@ class Router:
             clock=self.clock,
             arrived=arrived,
             max_event_bytes=runtime.config.upstream.max_event_bytes,
+            deadlines=self.deadlines,
         )
         request = TurnRequest(
             endpoint=parsed.endpoint,

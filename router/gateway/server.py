@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -321,6 +320,24 @@ class Server:
         timeout = self.router.runtime.config.server.client_timeout_s
         return await read_body(scope, receive, limit, timeout)
 
+    async def _turn_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        screen: BodyScreen,
+        turn_scope: anyio.CancelScope,
+        body_s: float,
+    ) -> list[bytes]:
+        """The turn's body, `turn_scope` cancelled if it is not all in within `body_s`."""
+        deadlines = self.router.deadlines
+        due = deadlines.cancel_at(asyncio.get_running_loop().time() + body_s, turn_scope)
+        try:
+            return await read_unbounded(
+                scope, receive, self.router.runtime.config.server.max_body_bytes, screen
+            )
+        finally:
+            deadlines.drop(due)
+
     async def _turn(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, arrived: float
     ) -> None:
@@ -350,14 +367,14 @@ class Server:
         screen = BodyScreen(precheck, limits, content_length(scope), messages=endpoint == "chat")
         sink = AsgiSink(send)
         gone = False
-        # One cancel scope per turn (each costs ~35,000 instructions): it bounds the
-        # body's arrival with its deadline, which is then lifted, and the client's
-        # disconnect cancels it after (closing the upstream). The disconnect is
-        # watched by a plain asyncio task waiting for uvicorn's `http.disconnect`, not
-        # an anyio task group: entering one, spawning into it and cancelling it cost
-        # ~50 microseconds a turn, some of it before the upstream send.
+        # One cancel scope per turn: the body's deadline cancels it (kept by the
+        # router's `deadlines`, one timer for all turns, and dropped once the body is
+        # in), and the client's disconnect after (closing the upstream). The
+        # disconnect is watched by the connection (`watch_disconnect`), not an anyio
+        # task group: entering one, spawning into it and cancelling it cost ~50
+        # microseconds a turn, some of it before the upstream send.
         body_s = runtime.config.server.client_timeout_s
-        turn_scope = cancel_scope(deadline=asyncio.get_running_loop().time() + body_s)
+        turn_scope = cancel_scope()
 
         def on_gone() -> None:
             nonlocal gone
@@ -366,10 +383,7 @@ class Server:
                 turn_scope.cancel()
 
         with turn_scope:
-            chunks = await read_unbounded(
-                scope, receive, runtime.config.server.max_body_bytes, screen
-            )
-            turn_scope.deadline = math.inf
+            chunks = await self._turn_body(scope, receive, screen, turn_scope, body_s)
             parsed = await self.bodies.parse(
                 endpoint,
                 chunks,

@@ -28,7 +28,7 @@ from router.errors import (
 from router.signals.attempt import Attempt
 from router.turn import sse
 from router.turn.dialect import Dialect
-from router.turn.scopes import cancel_scope
+from router.turn.scopes import Deadlines, cancel_scope
 from router.turn.types import Primed, TargetRuntime, TurnRequest, close_response
 from router.upstream.base import UpstreamRequest, UpstreamResponse
 
@@ -130,6 +130,7 @@ async def attempt_to_commit(
     first_token_s: float,
     clock: Clock,
     max_event: int,
+    deadlines: Deadlines,
     scope: anyio.CancelScope | None = None,
     superseded: Callable[[], bool] | None = None,
     moved: Callable[[anyio.CancelScope], bool] | None = None,
@@ -164,13 +165,12 @@ async def attempt_to_commit(
     deadline = first_token_s
     if not request.stream:
         deadline = cfg.timeouts.total_s
-    # A cancel scope with a deadline, not `anyio.fail_after` (a generator context
-    # manager that looks the backend up twice more): ~8 microseconds a turn.
-    due = asyncio.get_running_loop().time() + deadline
+    # A cancel scope, not `anyio.fail_after` (a generator context manager that looks
+    # the backend up twice more), and its deadline kept by `deadlines` (one timer for
+    # every turn's, not one each: scopes.py).
     if scope is None:
-        scope = cancel_scope(deadline=due)
-    else:
-        scope.deadline = due
+        scope = cancel_scope()
+    due = deadlines.cancel_at(asyncio.get_running_loop().time() + deadline, scope)
     try:
         with scope:
             response = await runtime.upstream.send(upstream_request)
@@ -224,6 +224,7 @@ async def attempt_to_commit(
         attempt.cancelled()
         raise
     finally:
+        deadlines.drop(due)
         if not handed_over:
             attempt.release()
             if response is not None:

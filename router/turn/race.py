@@ -46,7 +46,7 @@ from router.turn.events import TurnEvents
 from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
 from router.turn.prime import attempt_to_commit
 from router.turn.requeue import QueueWatch, move_to, moves_queued, route_quantile
-from router.turn.scopes import cancel_scope
+from router.turn.scopes import Deadlines, cancel_scope
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
 #: how an attempt starts: the plan's first, a fallback after a failure, or a hedge
@@ -69,8 +69,10 @@ class Race:
         clock: Clock,
         result: TurnResult,
         max_event_bytes: int = 1024 * 1024,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._route = route
+        self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._max_event = max_event_bytes
         #: a failure that says the request is bad (not retried elsewhere)
         self._bad_request = False
@@ -363,6 +365,7 @@ class Race:
             first_token_s=self._deadline_s(runtime),
             clock=self._clock,
             max_event=self._max_event,
+            deadlines=self._deadlines,
             scope=scope,
             superseded=self._is_over,
             moved=self._is_moved,

@@ -15,6 +15,10 @@ The turn is the only place that knows policy, signals and upstreams together; th
 race to the first token lives in `race.py`, the relay after it here (its pace guard
 in `pace.py`). It never sees ASGI (it writes to a `Sink`) and never imports
 Prometheus (it reports to `TurnEvents`, as things happen and once at its end).
+
+Past 400 lines: the commit, the relay after it and the turn's accounting read and
+write one result and one primed attempt; split, each part would reach into the
+others' fields.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from router.turn.hedge import HedgeBudget
 from router.turn.model_name import ModelRename
 from router.turn.pace import PaceGuard
 from router.turn.race import Race
+from router.turn.scopes import Deadlines
 from router.turn.sink import FirstByteClock, Header, Sink
 from router.turn.types import Primed, TargetRuntime, TurnRequest, TurnResult
 
@@ -70,8 +75,10 @@ class Turn:
         clock: Clock,
         arrived: float,
         max_event_bytes: int = 1024 * 1024,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._route = route
+        self._deadlines = deadlines  # the attempts' (the router's, for all its turns)
         self._max_event = max_event_bytes
         self._plan = plan
         self._views = views
@@ -170,6 +177,7 @@ class Turn:
             clock=self._clock,
             result=self.result,
             max_event_bytes=self._max_event,
+            deadlines=self._deadlines,
         )
         if not race.hedges(request):
             return await self._commit(request, await race.run(request), sink)

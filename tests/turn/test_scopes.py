@@ -1,11 +1,11 @@
-"""The hot path's cancel scopes: anyio's own, for the running backend, with a deadline."""
+"""The hot path's cancel scopes: anyio's own, for the running backend, and their deadlines."""
 
 from __future__ import annotations
 
 import anyio
 import pytest
 
-from router.turn.scopes import cancel_scope
+from router.turn.scopes import Deadlines, cancel_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -30,3 +30,71 @@ async def test_a_scope_without_a_deadline_is_cancelled_by_hand() -> None:
         await anyio.sleep(0.01)
         scope.cancel()
     assert scope.cancelled_caught
+
+
+async def test_deadlines_cancel_each_scope_at_its_own_time_in_order() -> None:
+    deadlines = Deadlines()
+    now = anyio.current_time()
+    cancelled: list[tuple[str, float]] = []
+
+    async def waits(name: str, after: float) -> None:
+        with cancel_scope() as scope:
+            deadlines.cancel_at(now + after, scope)
+            await anyio.sleep(5)
+        assert scope.cancelled_caught
+        cancelled.append((name, anyio.current_time() - now))
+
+    async with anyio.create_task_group() as tg:
+        # added out of order: a nearer deadline after a later one re-arms the timer
+        tg.start_soon(waits, "late", 0.6)
+        tg.start_soon(waits, "early", 0.04)
+        tg.start_soon(waits, "middle", 0.08)
+    assert [name for name, _ in cancelled] == ["early", "middle", "late"]
+    for (_, at), due in zip(cancelled, (0.04, 0.08, 0.6), strict=True):
+        assert at >= due  # never before its time
+    assert cancelled[1][1] < 0.5  # and not kept for the later one's
+    assert len(deadlines) == 0
+
+
+async def test_a_dropped_deadline_cancels_nothing_and_a_pending_one_still_does() -> None:
+    deadlines = Deadlines()
+    now = anyio.current_time()
+    with cancel_scope() as kept:
+        # the usual turn: its deadline is dropped long before it is due, thousands of
+        # times (the heap is compacted); one left pending must still fire
+        for _ in range(Deadlines._COMPACT_AFTER * 2):
+            with cancel_scope() as done:
+                deadlines.drop(deadlines.cancel_at(now + 0.01, done))
+            assert not done.cancel_called
+        deadlines.cancel_at(now + 0.05, kept)
+        assert len(deadlines) == 1
+        assert len(deadlines._heap) < Deadlines._COMPACT_AFTER + 10
+        await anyio.sleep(5)
+    assert kept.cancelled_caught
+    assert anyio.current_time() - now < 4
+
+
+async def test_an_infinite_deadline_is_never_kept() -> None:
+    deadlines = Deadlines()
+    with cancel_scope() as scope:
+        entry = deadlines.cancel_at(float("inf"), scope)
+        assert len(deadlines) == 0
+        deadlines.drop(entry)
+        assert len(deadlines) == 0
+        await anyio.sleep(0.02)
+    assert not scope.cancel_called
+
+
+def test_deadlines_start_afresh_on_another_loop() -> None:
+    deadlines = Deadlines()
+
+    async def one() -> bool:
+        with cancel_scope() as scope:
+            deadlines.cancel_at(anyio.current_time() + 0.01, scope)
+            await anyio.sleep(5)
+        return scope.cancelled_caught
+
+    # Two loops one after the other (as tests run them): the first's timer and heap
+    # must not keep the second's scope from its deadline.
+    assert anyio.run(one)
+    assert anyio.run(one)
