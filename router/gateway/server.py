@@ -11,7 +11,6 @@ lives elsewhere (`realtime.py`, `audio.py`, `admission.py`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -330,7 +329,7 @@ class Server:
     ) -> list[bytes]:
         """The turn's body, `turn_scope` cancelled if it is not all in within `body_s`."""
         deadlines = self.router.deadlines
-        due = deadlines.cancel_at(asyncio.get_running_loop().time() + body_s, turn_scope)
+        due = deadlines.cancel_after(body_s, turn_scope)
         try:
             return await read_unbounded(
                 scope, receive, self.router.runtime.config.server.max_body_bytes, screen

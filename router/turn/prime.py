@@ -10,7 +10,6 @@ an `UpstreamError`, so the race moves the turn on. How an event or a body reads
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 
@@ -170,7 +169,7 @@ async def attempt_to_commit(
     # every turn's, not one each: scopes.py).
     if scope is None:
         scope = cancel_scope()
-    due = deadlines.cancel_at(asyncio.get_running_loop().time() + deadline, scope)
+    due = deadlines.cancel_after(deadline, scope)
     try:
         with scope:
             response = await runtime.upstream.send(upstream_request)

@@ -46,8 +46,8 @@ class Deadline:
 
 
 class Deadlines:
-    """Cancels each scope given to `cancel_at` at its deadline (the running loop's
-    time), by one timer for all of them: what `CancelScope(deadline=...)` does, as
+    """Cancels each scope given to `cancel_after` at its deadline, by one timer for
+    all of them: what `CancelScope(deadline=...)` does, as
     precisely (the timer is armed at the earliest deadline still pending)."""
 
     __slots__ = ("_armed_at", "_heap", "_live", "_loop", "_order", "_timer")
@@ -67,11 +67,16 @@ class Deadlines:
         """Deadlines pending (not dropped, not passed)."""
         return self._live
 
-    def cancel_at(self, when: float, scope: anyio.CancelScope) -> Deadline:
-        """Cancel `scope` at loop time `when`, unless the result is dropped first."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (tests run several): start afresh
+    def cancel_after(self, delay_s: float, scope: anyio.CancelScope) -> Deadline:
+        """Cancel `scope` `delay_s` seconds from now, unless the result is dropped first."""
+        loop = self._loop
+        # `asyncio.get_running_loop()` is a getpid() system call (a fork check) each
+        # time: the loop is asked for only when the one kept is not running (a router's
+        # first turn, or tests that run one loop after another).
+        if loop is None or not loop.is_running():
+            loop = asyncio.get_running_loop()
             self._reset(loop)
+        when = loop.time() + delay_s
         if when == math.inf:
             return Deadline(None)  # never due: nothing to keep
         entry = Deadline(scope)

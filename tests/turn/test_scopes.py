@@ -39,7 +39,7 @@ async def test_deadlines_cancel_each_scope_at_its_own_time_in_order() -> None:
 
     async def waits(name: str, after: float) -> None:
         with cancel_scope() as scope:
-            deadlines.cancel_at(now + after, scope)
+            deadlines.cancel_after(after, scope)
             await anyio.sleep(5)
         assert scope.cancelled_caught
         cancelled.append((name, anyio.current_time() - now))
@@ -64,9 +64,9 @@ async def test_a_dropped_deadline_cancels_nothing_and_a_pending_one_still_does()
         # times (the heap is compacted); one left pending must still fire
         for _ in range(Deadlines._COMPACT_AFTER * 2):
             with cancel_scope() as done:
-                deadlines.drop(deadlines.cancel_at(now + 0.01, done))
+                deadlines.drop(deadlines.cancel_after(0.01, done))
             assert not done.cancel_called
-        deadlines.cancel_at(now + 0.05, kept)
+        deadlines.cancel_after(0.05, kept)
         assert len(deadlines) == 1
         assert len(deadlines._heap) < Deadlines._COMPACT_AFTER + 10
         await anyio.sleep(5)
@@ -77,7 +77,7 @@ async def test_a_dropped_deadline_cancels_nothing_and_a_pending_one_still_does()
 async def test_an_infinite_deadline_is_never_kept() -> None:
     deadlines = Deadlines()
     with cancel_scope() as scope:
-        entry = deadlines.cancel_at(float("inf"), scope)
+        entry = deadlines.cancel_after(float("inf"), scope)
         assert len(deadlines) == 0
         deadlines.drop(entry)
         assert len(deadlines) == 0
@@ -90,7 +90,7 @@ def test_deadlines_start_afresh_on_another_loop() -> None:
 
     async def one() -> bool:
         with cancel_scope() as scope:
-            deadlines.cancel_at(anyio.current_time() + 0.01, scope)
+            deadlines.cancel_after(0.01, scope)
             await anyio.sleep(5)
         return scope.cancelled_caught
 
