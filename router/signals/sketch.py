@@ -183,7 +183,22 @@ class DecayingQuantiles:
         """(q, optimistic value) for each configured quantile, for today's evidence
         (`evidence`, when the caller just read it)."""
         n = self.evidence() if evidence is None else evidence
-        return tuple((q, self.lower_bound(q, n)) for q in self._quantiles)
+        if n <= 0.0:
+            return tuple((q, 0.0) for q in self._quantiles)
+        # `lower_bound` for each quantile, in one pass (exploration reads them a turn).
+        shrink = math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
+        curve = self._distribution() if self._values else None
+        bounds = []
+        for q in self._quantiles:
+            level = q - Z_90 * math.sqrt(q * (1.0 - q) / n)
+            if level <= 0.0:
+                bounds.append((q, 0.0))
+            elif curve is None:
+                bounds.append((q, self._prior * shrink))
+            else:
+                values, reached, total = curve
+                bounds.append((q, self._at(values, reached, level * total) * shrink))
+        return tuple(bounds)
 
     def lower_bound(self, q: float, evidence: float | None = None) -> float:
         """An optimistic q-quantile: what it may well be, given how little was seen."""

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from router.policy.base import QUANTILES
 from router.policy.predict import LOG_SPREAD, Z_90
 from router.signals.sketch import DecayingQuantiles
 from tests.signals.conftest import FakeClock
@@ -110,3 +111,25 @@ def test_the_oldest_of_equal_samples_is_the_one_evicted(clock: FakeClock) -> Non
     sketch.observe(2.0)
     assert sketch.quantile(0.5) == 1.0
     assert sketch.quantile(0.99) == 2.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantiles_and_bounds_in_one_pass_are_those_of_one_point_at_a_time(
+    clock: FakeClock, seed: int
+) -> None:
+    # `quantiles()` and `lower_bounds()` compute every point from one read of the
+    # distribution; each must be exactly what `quantile(q)` / `lower_bound(q)` give.
+    rng = random.Random(seed)
+    sketch = DecayingQuantiles(30.0, 0.4, clock, size=rng.choice((4, 16, 256)))
+    for _ in range(rng.randrange(0, 60)):
+        clock.advance(rng.random())
+        sample = rng.lognormvariate(-2.0, 0.8)
+        if rng.random() < 0.2:
+            sketch.observe_censored(sample)
+        else:
+            sketch.observe(sample)
+    assert sketch.quantiles() == tuple((q, sketch.quantile(q)) for q in QUANTILES)
+    assert sketch.median() == sketch.quantile(0.5)
+    for evidence in (None, 0.0, 0.3, 1.0, 7.5, 300.0):
+        expected = tuple((q, sketch.lower_bound(q, evidence)) for q in QUANTILES)
+        assert sketch.lower_bounds(evidence) == expected
