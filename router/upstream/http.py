@@ -146,7 +146,18 @@ class HttpPool:
         # made here, not on the first turn's path: loading the CA store takes ~20 ms
         self._ssl: ssl.SSLContext | bool = ssl_context(ca_file) if url.scheme == "https" else True
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the session runs on (a turn's timers go on it): kept when the
+        session is made, since `asyncio.get_running_loop()` is a `getpid()` system
+        call each time."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def proxy(self) -> URL | None:
@@ -155,6 +166,7 @@ class HttpPool:
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
+            self._loop = asyncio.get_running_loop()
             connector = _CountingConnector(
                 self._on_connection,
                 limit=self._max_connections,

@@ -83,6 +83,7 @@ class OpenAIResponse:
         "_content",
         "_expired",
         "_idle_s",
+        "_loop",
         "_max_body",
         "_response",
         "_target",
@@ -93,9 +94,15 @@ class OpenAIResponse:
     )
 
     def __init__(
-        self, response: aiohttp.ClientResponse, target: str, max_body: int, idle_s: float
+        self,
+        response: aiohttp.ClientResponse,
+        target: str,
+        max_body: int,
+        idle_s: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._response = response
+        self._loop = loop  # the session's (its timers: not a getpid() call to look up)
         self._content = response.content
         self._target = target
         self._max_body = max_body
@@ -109,7 +116,7 @@ class OpenAIResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         content = self._content
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._timer = loop.call_later(self._idle_s, self._watch, loop)
         try:
             while True:
@@ -176,7 +183,7 @@ class OpenAIResponse:
         # The terminal chunk is on its way; aiohttp hands the connection back to the
         # pool when it comes (the response releases itself at EOF). If it has not come
         # within DRAIN_S, close. Nothing waits here.
-        asyncio.get_running_loop().call_later(DRAIN_S, self._settle)
+        self._loop.call_later(DRAIN_S, self._settle)
 
     def _settle(self) -> None:
         """Back to the pool if the body was read to its end, else closed (idempotent)."""
@@ -257,7 +264,7 @@ class OpenAIUpstream:
             response = await self.pool.post(url, headers, None, self._timeout, request.method)
         if response.status >= 300:
             raise await self._status_error(response)
-        return OpenAIResponse(response, self.name, self._max_body, self._idle_s)
+        return OpenAIResponse(response, self.name, self._max_body, self._idle_s, self.pool.loop)
 
     async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamStatusError:
         """The error a non-2xx answer is: its first 64 KiB read, the connection closed
