@@ -181,34 +181,25 @@ class DecayingQuantiles:
 
     def lower_bounds(self, evidence: float | None = None) -> tuple[tuple[float, float], ...]:
         """(q, optimistic value) for each configured quantile, for today's evidence
-        (`evidence`, when the caller just read it)."""
+        (`evidence`, when the caller just read it). Exploration reads them every turn:
+        the shrink factor is computed once for all of them."""
         n = self.evidence() if evidence is None else evidence
         if n <= 0.0:
             return tuple((q, 0.0) for q in self._quantiles)
-        # `lower_bound` for each quantile, in one pass (exploration reads them a turn).
         shrink = math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
-        curve = self._distribution() if self._values else None
-        bounds = []
-        for q in self._quantiles:
-            level = q - Z_90 * math.sqrt(q * (1.0 - q) / n)
-            if level <= 0.0:
-                bounds.append((q, 0.0))
-            elif curve is None:
-                bounds.append((q, self._prior * shrink))
-            else:
-                values, reached, total = curve
-                bounds.append((q, self._at(values, reached, level * total) * shrink))
-        return tuple(bounds)
+        return tuple((q, self._bound(q, n, shrink)) for q in self._quantiles)
 
     def lower_bound(self, q: float, evidence: float | None = None) -> float:
         """An optimistic q-quantile: what it may well be, given how little was seen."""
         n = self.evidence() if evidence is None else evidence
         if n <= 0.0:
             return 0.0
+        return self._bound(q, n, math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n)))
+
+    def _bound(self, q: float, n: float, shrink: float) -> float:
+        """The quantile at the level `q - z sqrt(q(1-q)/n)`, times `shrink`."""
         level = q - Z_90 * math.sqrt(q * (1.0 - q) / n)
-        if level <= 0.0:
-            return 0.0
-        return self.quantile(level) * math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
+        return self.quantile(level) * shrink if level > 0.0 else 0.0
 
     def quantile(self, q: float) -> float:
         if not self._values:

@@ -37,7 +37,7 @@ def cancel_scope(deadline: float = math.inf) -> anyio.CancelScope:
 
 
 class Deadline:
-    """One scope's place in `Deadlines`; `drop()` once the scope is done."""
+    """One scope's place in `Deadlines`; `Deadlines.drop` it once the scope is done."""
 
     __slots__ = ("scope",)
 

@@ -151,9 +151,8 @@ class HttpPool:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop the session runs on (a turn's timers go on it): kept when the
-        session is made, since `asyncio.get_running_loop()` is a `getpid()` system
-        call each time."""
+        """The loop the pool runs on (a turn's timers go on it): asked for once, since
+        `asyncio.get_running_loop()` is a `getpid()` system call each time."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -166,7 +165,6 @@ class HttpPool:
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
-            self._loop = asyncio.get_running_loop()
             connector = _CountingConnector(
                 self._on_connection,
                 limit=self._max_connections,

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import product
 
 import pytest
 
 from router.errors import NoTargetAvailable
-from router.policy.base import TargetView
-from router.policy.filters import eligible_targets, filter_targets
+from router.policy.base import BreakerState, TargetView
+from router.policy.filters import FILTERS, eligible_targets, filter_targets
 from router.policy.registry import plan_turn
 from router.policy.simple import OrderedPolicy
 from tests.policy.views import ctx, hosted, request
@@ -99,3 +100,35 @@ def test_a_target_with_no_provider_headroom_left_is_filtered() -> None:
     kept, rejected = filter_targets(request(), [spent, nearly])
     assert [v.name for v in kept] == ["nearly"]  # low headroom only scores worse
     assert rejected == (("spent", "provider rate limit exhausted until its window resets"),)
+
+
+BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
+
+
+def test_the_usual_turns_shortcut_agrees_with_every_filter() -> None:
+    # `filter_targets` lets a target that plainly passes FILTERS through without calling
+    # them; with a copy of the tuple (not FILTERS itself) every filter runs. The two must
+    # agree on every mix of the signals the filters read.
+    views = [
+        replace(
+            hosted("t", 0.3),
+            kind=kind,
+            available=available,
+            breaker=breaker,
+            within_local_limits=within,
+            ratelimit_headroom=headroom,
+            max_context_tokens=context,
+        )
+        for kind, available, breaker, within, headroom, context in product(
+            ("openai", "litellm", "vllm"),
+            (True, False),
+            BREAKER_STATES,
+            (True, False),
+            (1.0, 0.2, 0.0, float("nan")),
+            (None, 100_000, 500),
+        )
+    ]
+    for endpoint in ("chat", "completions", "embeddings"):
+        turn = replace(request(prompt_tokens=1000), endpoint=endpoint)
+        for view in views:
+            assert filter_targets(turn, [view]) == filter_targets(turn, [view], tuple(FILTERS))
