@@ -19,19 +19,28 @@ each inflated chunk). What this module adds is what a relay needs around it:
   once more on a new connection: nothing reached the target's application.
 - Connections made and reused are counted (`on_connection`), so a pool that keeps
   reconnecting shows in the metrics.
+- aiohttp 3.14's reader asks its connection to resume reading after every read, paused
+  or not, which re-enters the parser with no bytes and resumes a transport that never
+  stopped: one more protocol round per streamed chunk, all of it a no-op unless flow
+  control had paused the connection (3.13 asked only then). Our connections skip the
+  call when nothing is paused (`_ResumeWhenPaused`); measured in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import inspect
 import logging
 import ssl
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -46,11 +55,41 @@ HAPPY_EYEBALLS_S = 0.25
 _reused: contextvars.ContextVar[bool] = contextvars.ContextVar("firsttoken_reused", default=False)
 
 
+class _ResumeWhenPaused(ResponseHandler):
+    """aiohttp's client protocol, resumed only when it was paused.
+
+    aiohttp 3.14's `StreamReader` calls `resume_reading()` after every read that leaves
+    its buffer under the low-water mark. Unless flow control paused the connection
+    (`pause_reading`, which sets `_reading_paused`; a buffer hold sets
+    `_buffer_paused`), that call feeds the parser zero bytes (it holds nothing back:
+    it stops mid-body only when `pause_reading` asked it to) and resumes a transport
+    that is reading already. So it is skipped then; a paused connection resumes as
+    aiohttp does it. Used only where aiohttp has that reader (`RESUMES_EVERY_READ`)."""
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
+
+#: aiohttp's reader resumes the connection after every read (3.14's protocol, whose
+#: `resume_reading` takes `resume_parser`, and its two pause flags)
+RESUMES_EVERY_READ = "resume_parser" in inspect.signature(
+    ResponseHandler.resume_reading
+).parameters and {"_reading_paused", "_buffer_paused"} <= set(
+    getattr(BaseProtocol, "__slots__", ())
+)
+
+
 class _CountingConnector(aiohttp.TCPConnector):
-    """A `TCPConnector` that tells new connections from reused ones."""
+    """A `TCPConnector` that tells new connections from reused ones (and makes them
+    `_ResumeWhenPaused`)."""
 
     def __init__(self, on_connection: Callable[[bool], None] | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if RESUMES_EVERY_READ:
+            # aiohttp's own protocol factory, with the subclass (the TLS path too)
+            factory = functools.partial(_ResumeWhenPaused, loop=self._loop)
+            self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
         self._on_connection = on_connection
 
