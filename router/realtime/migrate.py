@@ -130,7 +130,17 @@ async def _open_and_replay(
         try:
             new = await session.reopen(reason, old)
         except (AllTargetsFailed, NoTargetAvailable) as err:
-            log.warning("session on route %s cannot migrate: %s", session.route, err.message)
+            if reason in PROACTIVE:  # the session stays where it is: nothing is lost
+                # (every session on a target whose breaker opened asks, so at INFO)
+                log.info(
+                    "session on route %s stays on %s (%s): %s",
+                    session.route,
+                    old.target.name,
+                    reason,
+                    err.message,
+                )
+            else:
+                log.warning("session on route %s cannot migrate: %s", session.route, err.message)
             return None
         frames = []
         config = session.config.replay_event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -176,10 +177,11 @@ async def test_an_old_upstream_is_replaced_between_responses(
 
 
 async def test_a_proactive_move_with_nowhere_to_go_stays(
-    sims: tuple[RealtimeSim, RealtimeSim],
+    sims: tuple[RealtimeSim, RealtimeSim], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, _ = sims
     ta = make_target("a", a)
+    caplog.set_level(logging.INFO, logger="firsttoken.realtime")
     async with running_session([ta]) as run:
         await run.client.until("session.created")
         ta.signals.breaker.record_failure()  # open: but there is no other target
@@ -188,6 +190,10 @@ async def test_a_proactive_move_with_nowhere_to_go_stays(
         sent = await run.client.until("response.done")
     assert sent[-1]["response"]["status"] == "completed"
     assert run.events.migrations == [] and len(a.records) == 1
+    # Nothing was lost, so not a warning: every session on an opened breaker asks.
+    stays = [r for r in caplog.records if "stays on a (breaker_open)" in r.getMessage()]
+    assert stays and all(r.levelno == logging.INFO for r in stays)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_a_server_error_migrates_and_is_not_relayed(
