@@ -311,7 +311,12 @@ def markdown(points: list[dict[str, Any]], migration: dict[str, Any] | None) -> 
             )
             + "."
         )
-    if migration is not None:
+    if migration is not None and "error" in migration:
+        rows.append(
+            f"\nMigration through the router ({migration['sessions']} sessions x "
+            f"{migration['rounds']} rounds) FAILED:\n{migration['error']}"
+        )
+    elif migration is not None:
         rows.append(
             f"\nMigration through the router ({migration['sessions']} sessions x "
             f"{migration['rounds']} rounds): next response answered after "
@@ -354,6 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 points.append(p)
         add_deltas(points)
         migration = None
+        raw: dict[str, Any] | None = None
         if args.migration_rounds:
             extra = [
                 "--sessions",
@@ -365,7 +371,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--rounds",
                 str(args.migration_rounds),
             ]
-            raw = run_load(router, extra, 300)
+            try:
+                raw = run_load(router, extra, 300)
+            except RuntimeError as exc:  # a round that never answered: say which sessions
+                migration = {
+                    "sessions": args.migration_sessions,
+                    "rounds": args.migration_rounds,
+                    "error": str(exc)[-4000:],
+                }
+                print(json.dumps({"migration": migration}), flush=True)
+        if raw is not None:
             samples = raw["migration_s"]
             migration = {
                 "sessions": args.migration_sessions,

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,9 @@ class Client:
         self.asked_at: float | None = None
         self.first_audio = asyncio.Event()
         self.first_audio_at = 0.0
+        #: the last events received (time, type): what a stuck migration round prints
+        self.recent: deque[tuple[float, str]] = deque(maxlen=12)
+        self.closed_at: float | None = None
 
     async def read(self) -> None:
         counts, window = self.counts, self.window
@@ -73,6 +77,7 @@ class Client:
                 counts.received += 1
             m = _TYPE.match(msg.data)
             kind = m.group(1) if m else ""
+            self.recent.append((now, kind))
             if kind == "response.output_audio.delta":
                 if self.asked_at is not None:
                     if window.inside(self.asked_at):
@@ -84,7 +89,8 @@ class Client:
                 counts.errors += 1
             elif kind == "response.done" and '"status":"failed"' in msg.data:
                 counts.failed_responses += 1
-        if time.perf_counter() < self.window.end:
+        self.closed_at = time.perf_counter()
+        if self.closed_at < self.window.end:
             counts.closed_early += 1
 
     async def send(self, text: str) -> None:
@@ -114,6 +120,22 @@ class Client:
             await self.ask()
             due += every_s
             await asyncio.sleep(max(due - time.perf_counter(), 0.0))
+
+
+def stuck_round(clients: list[Client], dropped_at: float) -> str:
+    """What each session that got no audio after a drop saw last (ms after the drop)."""
+    lines = []
+    for i, c in enumerate(clients):
+        if c.first_audio.is_set():
+            continue
+        seen = ", ".join(f"{(t - dropped_at) * 1000:.0f} {kind}" for t, kind in c.recent)
+        closed = (
+            "open" if c.closed_at is None else f"closed at {(c.closed_at - dropped_at) * 1000:.0f}"
+        )
+        lines.append(f"session {i} ({closed}): {seen}")
+    return f"{len(lines)} of {len(clients)} sessions got no audio after the drop:\n" + "\n".join(
+        lines
+    )
 
 
 async def open_client(
@@ -158,9 +180,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     r.raise_for_status()
                 for c in clients:
                     await c.ask()
-                await asyncio.wait_for(
-                    asyncio.gather(*(c.first_audio.wait() for c in clients)), args.round_timeout
-                )
+                try:
+                    await asyncio.wait_for(
+                        asyncio.gather(*(c.first_audio.wait() for c in clients)),
+                        args.round_timeout,
+                    )
+                except TimeoutError:
+                    raise RuntimeError(stuck_round(clients, dropped_at)) from None
                 migrations += [c.first_audio_at - dropped_at for c in clients]
                 await asyncio.sleep(args.response_every)
         else:
