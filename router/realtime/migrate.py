@@ -62,7 +62,14 @@ async def migrate(session: Session, reason: MigrationReason) -> bool:
     the session; a proactive move that finds no target keeps the leg (True)."""
     old = session.leg
     started = session.clock()
-    session.migrating = True
+    if reason in PROACTIVE and (
+        session.response_id is not None or session.pending_create is not None
+    ):
+        # The supervisor saw a pause between responses, and the client asked for one
+        # since (it went to this leg): moving now would retire the leg with the response
+        # it is making and never ask the new one. Stay; the next pause is soon.
+        return True
+    session.migrating = True  # from here the client's frames wait for the new leg
     session.resumed.clear()
     try:
         if reason in PROACTIVE:

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.errors import AllTargetsFailed
-from router.realtime.limits import SessionLimits
+from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.quota import SessionQuota
+from router.realtime.session import Session
+from router.realtime.target import Leg
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from tests.realtime.harness import make_target, running_session
@@ -159,6 +161,36 @@ async def test_breaker_opening_migrates(sims: tuple[RealtimeSim, RealtimeSim]) -
         await run.client.until("response.done")
     assert [m[:3] for m in run.events.migrations] == [("a", "b", "breaker_open")]
     assert run.events.responses[0][0] == "b"
+
+
+async def test_a_response_asked_for_after_a_proactive_move_was_decided_is_not_left_behind(
+    sims: tuple[RealtimeSim, RealtimeSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of realtime.py's migration rounds: the supervisor saw a pause between
+    responses and decided to move (a breaker opened), and before the move began the
+    client's `response.create` went to the current upstream. Moving then would retire
+    that upstream with the response it is making and never ask the new one."""
+    a, b = sims
+    real = supervise
+    decided: list[bool] = []
+
+    async def late_decision(session: Session, leg: Leg) -> End | Migrate:
+        if decided:
+            return await real(session, leg)
+        for _ in range(3000):  # until the create is on its way to `a`
+            if session.pending_create is not None:
+                break
+            await asyncio.sleep(0.001)
+        decided.append(True)
+        return Migrate("breaker_open")
+
+    monkeypatch.setattr("router.realtime.session.supervise", late_decision)
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        await run.client.until("session.created")
+        run.client.put({"type": "response.create"})
+        done = await run.client.until("response.done")
+    assert decided and done[-1]["response"]["status"] == "completed"
+    assert run.events.responses[0][0] == "a" and run.events.migrations == []
 
 
 async def test_an_old_upstream_is_replaced_between_responses(
