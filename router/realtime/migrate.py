@@ -124,7 +124,12 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
         old.hold.no_audio(waited)
     again = session.pending_create
     if again is not None and again is session.holding:
-        again = None  # the client pump delivers it to the new leg itself
+        if session.forwarding:
+            again = None  # the client pump delivers it to the new leg itself
+        else:
+            # The pump's send to the dead leg has not returned (its writer waits), and
+            # may yet "succeed" into the closed socket: the migration sends it instead.
+            session.taken = again
     if again is None and interrupted is not None and session.limits.regenerate:
         again = session.create_frame or RESPONSE_CREATE
     return await _open_and_replay(session, reason, old, again)

@@ -115,6 +115,10 @@ class Session:
         self.migrating = False
         #: the client frame being delivered (a migration must not send it twice)
         self.holding: str | None = None
+        #: the client pump waits in `_forward`: it delivers `holding` to the new leg
+        self.forwarding = False
+        #: a held frame a migration took over (the pump's send went to a dying leg)
+        self.taken: str | None = None
         #: set except while a migration holds the client's frames
         self.resumed = asyncio.Event()
         self.resumed.set()
@@ -231,21 +235,26 @@ class Session:
                 try:  # the common case inline: one coroutine less per frame
                     await self.leg.conn.send(frame)
                 except UpstreamConnectError:
-                    await self._forward(frame)
-            self.holding = None
+                    if self.taken is not frame:  # else a migration sent it already
+                        await self._forward(frame)
+            self.holding = self.taken = None
 
     async def _forward(self, frame: str) -> None:
         """Send to the current upstream; across a migration, to the new one."""
-        while True:
-            leg = self.leg
-            if self.migrating:
-                await self.resumed.wait()
-                continue
-            try:
-                await leg.conn.send(frame)
-                break
-            except UpstreamConnectError:
-                await leg.replaced.wait()  # the upstream pump sees the close and migrates
+        self.forwarding = True
+        try:
+            while True:
+                leg = self.leg
+                if self.migrating:
+                    await self.resumed.wait()
+                    continue
+                try:
+                    await leg.conn.send(frame)
+                    break
+                except UpstreamConnectError:
+                    await leg.replaced.wait()  # the upstream pump sees the close, migrates
+        finally:
+            self.forwarding = False
 
     # -- upstream -> client -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from router.realtime.session import Session
 from router.realtime.target import Leg
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from router.upstream.realtime import RealtimeConnection
 from tests.realtime.harness import make_target, running_session
 
 pytestmark = pytest.mark.anyio
@@ -191,6 +192,37 @@ async def test_a_response_asked_for_after_a_proactive_move_was_decided_is_not_le
         done = await run.client.until("response.done")
     assert decided and done[-1]["response"]["status"] == "completed"
     assert run.events.responses[0][0] == "a" and run.events.migrations == []
+
+
+async def test_a_response_create_sent_into_a_dying_upstream_is_replayed_on_the_new_one(
+    sims: tuple[RealtimeSim, RealtimeSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's `response.create` is on its way to the upstream (the send has not
+    returned: its writer waits) when that upstream fails; the send then returns as if
+    delivered, into a socket that is gone. The migration must ask the new upstream."""
+    a, b = sims
+    real_send = RealtimeConnection.send
+    held: list[str] = []
+
+    async def send_into_failure(self: RealtimeConnection, text: str) -> None:
+        if self.target != "a" or '"response.create"' not in text or held:
+            return await real_send(self, text)
+        held.append(text)
+        await a.drop(1011)  # the upstream fails while this send is still waiting
+        for _ in range(3000):  # until the session has moved, then "delivered"
+            if run.events.migrations:
+                break
+            await asyncio.sleep(0.001)
+        return None
+
+    monkeypatch.setattr(RealtimeConnection, "send", send_into_failure)
+    async with running_session([make_target("a", a), make_target("b", b)]) as run:
+        await run.client.until("session.created")
+        run.client.put({"type": "response.create"})
+        done = await run.client.until("response.done")
+    assert held and done[-1]["response"]["status"] == "completed"
+    assert [m[:3] for m in run.events.migrations] == [("a", "b", "upstream_closed")]
+    assert run.events.responses[0][0] == "b" and len(run.events.responses) == 1
 
 
 async def test_an_old_upstream_is_replaced_between_responses(
