@@ -60,8 +60,6 @@ def reorder(
 async def migrate(session: Session, reason: MigrationReason) -> bool:
     """Replace the session's leg. False when the leg is dead and no target could take
     the session; a proactive move that finds no target keeps the leg (True)."""
-    old = session.leg
-    started = session.clock()
     if reason in PROACTIVE and (
         session.response_id is not None or session.pending_create is not None
     ):
@@ -69,6 +67,8 @@ async def migrate(session: Session, reason: MigrationReason) -> bool:
         # since (it went to this leg): moving now would retire the leg with the response
         # it is making and never ask the new one. Stay; the next pause is soon.
         return True
+    old = session.leg
+    started = session.clock()
     session.migrating = True  # from here the client's frames wait for the new leg
     session.resumed.clear()
     try:
