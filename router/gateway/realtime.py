@@ -33,10 +33,11 @@ from router.errors import (
 )
 from router.gateway.asgi import Receive, Scope, Send
 from router.gateway.auth import Client
+from router.realtime.client import ClientGone
 from router.realtime.events import MigrationReason
 from router.realtime.migrate import PROACTIVE, reorder
 from router.realtime.service import session_limits
-from router.realtime.session import ClientGone, Session
+from router.realtime.session import Session
 from router.realtime.target import Leg, open_leg
 from router.runtime import Router
 

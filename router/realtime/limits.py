@@ -7,9 +7,11 @@ shared by its open sessions: the deadline is the time left in its window over th
 sessions spending it, read afresh at least every `BREAKER_CHECK_S` while a key has
 an allowance, so a key that opens a second session brings the first one's end
 nearer. The two proactive moves, reaching `max_upstream_s` and the target's breaker
-opening, wait for a pause between responses (looked at every `BREAKER_CHECK_S`, or
-50 ms for the upstream's age), so no answer is cut for them; when one finds no
-better target, the session stays where it is and tries again later.
+opening, wait for a pause between responses with no user turn open (speech the
+server's VAD heard, or audio not yet committed with VAD off; `Session.calm`),
+looked at every `BREAKER_CHECK_S`, or 50 ms for the upstream's age, so no answer
+and no utterance is cut for them; when one finds no better target, the session
+stays where it is and tries again later.
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ async def supervise(session: Session, leg: Leg) -> End | Migrate:
                 return End("session_minutes", 1008, _minutes_error(limits.quota))
             # read afresh: another session of the key brings this one's end nearer
             wake = min(wake, left_s / max(limits.quota.open_sessions, 1), BREAKER_CHECK_S)
-        # Proactive moves wait for a pause between responses, and for a while after
-        # one found nowhere better to go.
-        calm = session.response_id is None and not session.pending_create
+        # Proactive moves wait for a pause between responses (and the user's turns),
+        # and for a while after one found nowhere better to go.
+        calm = session.calm(now)
         broken = breaker.state == "open"
         if calm and now >= session.proactive_after:
             if upstream_due is not None and now >= upstream_due:

@@ -60,12 +60,11 @@ def reorder(
 async def migrate(session: Session, reason: MigrationReason) -> bool:
     """Replace the session's leg. False when the leg is dead and no target could take
     the session; a proactive move that finds no target keeps the leg (True)."""
-    if reason in PROACTIVE and (
-        session.response_id is not None or session.pending_create is not None
-    ):
+    if reason in PROACTIVE and not session.calm(session.clock()):
         # The supervisor saw a pause between responses, and the client asked for one
         # since (it went to this leg): moving now would retire the leg with the response
-        # it is making and never ask the new one. Stay; the next pause is soon.
+        # it is making and never ask the new one (or the user began to speak: the move
+        # would drop that audio). Stay; the next pause is soon.
         return True
     old = session.leg
     started = session.clock()
@@ -86,6 +85,7 @@ async def migrate(session: Session, reason: MigrationReason) -> bool:
         session.resumed.set()
     session.leg = new
     session.create_frame = None
+    session.user_turn_at = None  # the new upstream's input buffer is empty
     seconds = session.clock() - started
     session.migrations.append((reason, old.target.name, new.target.name, seconds))
     session.events.migrated(session.route, old.target.name, new.target.name, reason, seconds)

@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from router.clock import Clock
 from router.errors import UpstreamConnectError
+from router.realtime.client import ClientGone, ClientSocket, quiet
 from router.realtime.clocks import ResponseClock
 from router.realtime.conversation import REPLAY_EVENT_PREFIX, Conversation
 from router.realtime.events import MigrationReason, SessionEnd, SessionEvents
@@ -54,24 +54,13 @@ log = logging.getLogger("firsttoken.realtime")
 
 #: upstream close codes that mean the upstream failed (the openai SDK's reconnect set)
 MIGRATE_ON_CLOSE: frozenset[int] = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1014, 1015})
-
-
-class ClientGone(Exception):
-    """The client's socket is closed: nothing more can be sent to it."""
-
-
-class ClientSocket(Protocol):
-    """The client's side of the session (the gateway implements it over ASGI)."""
-
-    async def receive(self) -> str | bytes | None:
-        """The next frame; None once the client has gone."""
-        ...
-
-    async def send(self, text: str) -> None:
-        """Send one text frame; raises `ClientGone` if the client has gone."""
-        ...
-
-    async def close(self, code: int, reason: str = "") -> None: ...
+#: a user's turn (speech, or uncommitted audio) holds a proactive move back this long
+#: at most: a VAD that never hears the end of speech (noise) must not pin a session
+#: to an old or failing upstream
+USER_TURN_MAX_S = 30.0
+APPEND = "input_audio_buffer.append"
+#: client events that end a turn whose audio the client commits itself
+_BUFFER_ENDS: frozenset[str] = frozenset({"input_audio_buffer.commit", "input_audio_buffer.clear"})
 
 
 Reopen = Callable[[MigrationReason, Leg], Awaitable[Leg]]
@@ -124,12 +113,24 @@ class Session:
         self.resumed.set()
         #: no proactive move (upstream age, breaker) before this time
         self.proactive_after = 0.0
+        #: since when the user's turn is open: speech the server's VAD heard start
+        #: (until the answer's `response.created`), or audio appended with VAD off and
+        #: not committed yet. A move would drop that audio: it is not carried over.
+        self.user_turn_at: float | None = None
         #: acknowledgements of a replay, not relayed
         self.swallow_items: set[str] = set()
         self.swallow_session_updated = 0
         self.last_client_frame = self.started_at
         #: closes of replaced upstream sessions, still waiting for the peer
         self.background: set[asyncio.Task[None]] = set()
+
+    def calm(self, now: float) -> bool:
+        """A pause a proactive move may take: no response asked for or in flight, and
+        no user turn open (for less than `USER_TURN_MAX_S`)."""
+        if self.response_id is not None or self.pending_create is not None:
+            return False
+        since = self.user_turn_at
+        return since is None or now - since >= USER_TURN_MAX_S
 
     # -- the whole session --------------------------------------------------------------
 
@@ -186,13 +187,13 @@ class Session:
 
     async def _finish(self, end: End) -> None:
         leg = self.leg
-        with _quiet():
+        with quiet():
             await leg.conn.close(1000)  # first: the upstream stops generating at once
         leg.hold.release()
         for task in self.background:
             task.cancel()
         if end.code is not None:
-            with _quiet():
+            with quiet():
                 if end.error is not None:
                     await self.client.send(end.error)
                 await self.client.close(end.code)
@@ -214,13 +215,16 @@ class Session:
             frame = await receive()
             if frame is None:
                 return End("client_closed")
-            self.last_client_frame = clock()
+            now = self.last_client_frame = clock()
             if type(frame) is not str:
                 return _bad_input("Binary frames are not supported: send JSON text events.")
             kind = sniff(frame)
             if kind is None:
                 return _bad_input("The frame is not a JSON object with a string 'type'.")
-            if kind in CLIENT_PARSED:
+            if kind == APPEND:
+                if self.user_turn_at is None and self.config.manual_turns:
+                    self.user_turn_at = now
+            elif kind in CLIENT_PARSED:
                 event = parse(frame)
                 session = event.get("session") if event is not None else None
                 if isinstance(session, dict):
@@ -228,6 +232,8 @@ class Session:
             elif kind == "response.create":
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
+            elif kind in _BUFFER_ENDS and self.config.manual_turns:
+                self.user_turn_at = None
             self.holding = frame
             if self.migrating:
                 await self._forward(frame)
@@ -276,6 +282,11 @@ class Session:
                     clock.text()
                 elif kind == "input_audio_buffer.committed":
                     clock.start()
+                    if self.config.manual_turns:
+                        self.user_turn_at = None
+                elif kind == "input_audio_buffer.speech_started":
+                    if self.user_turn_at is None:
+                        self.user_turn_at = self.clock()
                 elif kind in SERVER_PARSED:
                     verdict = self._server_event(leg, str(kind), frame)
                     if verdict is not None:
@@ -285,6 +296,8 @@ class Session:
                 elif kind == "session.updated" and self.swallow_session_updated:
                     self.swallow_session_updated -= 1
                     continue
+                elif kind == "input_audio_buffer.cleared":
+                    self.user_turn_at = None
                 await send(frame)
             elif isinstance(frame, Closed):
                 if frame.code in MIGRATE_ON_CLOSE:
@@ -325,6 +338,7 @@ class Session:
             if isinstance(response, dict):
                 self.response_id = _str(response.get("id"))
             self.create_frame, self.pending_create = self.pending_create, None
+            self.user_turn_at = None  # the user's turn is being answered
         elif kind == "response.done":
             self._response_done(leg, event)
         elif kind == "rate_limits.updated":
@@ -379,13 +393,3 @@ def _bad_input(message: str) -> End:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-class _quiet:
-    """Suppress what closing an already-broken socket may raise."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, ClientGone | OSError | RuntimeError | UpstreamConnectError)

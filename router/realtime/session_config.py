@@ -31,11 +31,14 @@ def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
 class SessionConfig:
     """The merged `session` of every `session.update` the client sent."""
 
-    __slots__ = ("_session", "updates")
+    __slots__ = ("_session", "manual_turns", "updates")
 
     def __init__(self) -> None:
         self._session: dict[str, Any] = {}
         self.updates = 0
+        #: the client turned server VAD off (`audio.input.turn_detection: null`): it
+        #: commits its input audio itself. Absent, a server's default (VAD) applies.
+        self.manual_turns = False
 
     @property
     def session(self) -> Mapping[str, Any]:
@@ -44,6 +47,10 @@ class SessionConfig:
     def update(self, session: Mapping[str, Any]) -> None:
         _merge(self._session, session)
         self.updates += 1
+        audio = self._session.get("audio")
+        given = audio.get("input") if isinstance(audio, Mapping) else None
+        if isinstance(given, Mapping) and "turn_detection" in given:
+            self.manual_turns = given["turn_detection"] is None
 
     def output_bytes_per_ms(self) -> float:
         """Bytes of output audio per millisecond (PCM16 at 24 kHz unless configured)."""

@@ -12,10 +12,11 @@ from typing import Any
 
 from router.config import SignalsConfig, TargetConfig
 from router.errors import UpstreamError
+from router.realtime.client import ClientGone
 from router.realtime.events import MigrationReason, SessionEnd
 from router.realtime.limits import SessionLimits
 from router.realtime.migrate import reorder
-from router.realtime.session import ClientGone, Session
+from router.realtime.session import Session
 from router.realtime.target import Leg, RealtimeTarget, open_leg
 from router.realtime.usage import RealtimeUsage
 from router.signals.target import TargetSignals

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from router.upstream.realtime import RealtimeConnection
 from tests.realtime.harness import make_target, running_session
+from tests.voice.audio import silence, tone
 
 pytestmark = pytest.mark.anyio
 
@@ -238,6 +241,86 @@ async def test_an_old_upstream_is_replaced_between_responses(
         await asyncio.sleep(0.15)
     assert sent[-1]["response"]["status"] == "completed"  # not cut at 0.1 s
     assert run.events.migrations[0][:3] == ("a", "a", "max_upstream")
+
+
+def _append(pcm: bytes) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+
+
+VAD_ON = {
+    "type": "session.update",
+    "session": {
+        "type": "realtime",
+        "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 100}}},
+    },
+}
+VAD_OFF = {
+    "type": "session.update",
+    "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+}
+
+
+async def test_a_proactive_move_waits_while_the_user_speaks(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    """An aged upstream is replaced between responses, but not while the server's VAD
+    hears the user: the move would drop the utterance (input audio is not carried
+    over). The utterance is answered on the old upstream; the move comes after."""
+    a, b = sims
+    async with running_session(
+        [make_target("a", a), make_target("b", b)], SessionLimits(max_upstream_s=0.1)
+    ) as run:
+        run.client.put(VAD_ON)
+        run.client.put(_append(tone(20)))
+        await run.client.until("input_audio_buffer.speech_started")
+        for _ in range(20):  # 0.4 s of speech, well past the upstream's age limit
+            run.client.put(_append(tone(20)))
+            await asyncio.sleep(0.02)
+        assert run.events.migrations == []
+        for _ in range(8):
+            run.client.put(_append(silence(20)))
+        done = await run.client.until("response.done")
+        await asyncio.sleep(0.2)
+    assert done[-1]["response"]["status"] == "completed"
+    assert run.events.responses[0][0] == "a"  # the utterance was answered where it was heard
+    assert [m[:2] for m in run.events.migrations][:1] == [("a", "a")]
+
+
+async def test_a_proactive_move_waits_for_uncommitted_audio_with_vad_off(
+    sims: tuple[RealtimeSim, RealtimeSim],
+) -> None:
+    a, b = sims
+    async with running_session(
+        [make_target("a", a), make_target("b", b)], SessionLimits(max_upstream_s=0.1)
+    ) as run:
+        run.client.put(VAD_OFF)
+        await run.client.until("session.updated")
+        run.client.put(_append(tone(200)))
+        await asyncio.sleep(0.3)
+        assert run.events.migrations == []  # the user's audio is still in a's buffer
+        run.client.put({"type": "input_audio_buffer.commit"})
+        await run.client.until("input_audio_buffer.committed")
+        await asyncio.sleep(0.2)
+    assert [m[:3] for m in run.events.migrations][:1] == [("a", "a", "max_upstream")]
+    assert a.records[0].events[-1]["type"] == "input_audio_buffer.commit"
+
+
+async def test_a_user_turn_that_never_ends_holds_a_move_back_only_so_long(
+    sims: tuple[RealtimeSim, RealtimeSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Noise a VAD takes for endless speech must not pin a session to its upstream."""
+    monkeypatch.setattr("router.realtime.session.USER_TURN_MAX_S", 0.3)
+    a, b = sims
+    async with running_session(
+        [make_target("a", a), make_target("b", b)], SessionLimits(max_upstream_s=0.05)
+    ) as run:
+        run.client.put(VAD_OFF)
+        run.client.put(_append(tone(200)))  # never committed
+        await run.client.until("session.updated")
+        await asyncio.sleep(0.15)
+        assert run.events.migrations == []
+        await asyncio.sleep(0.4)
+    assert [m[:3] for m in run.events.migrations][:1] == [("a", "a", "max_upstream")]
 
 
 async def test_a_proactive_move_with_nowhere_to_go_stays(

@@ -39,3 +39,16 @@ def test_output_audio_rate() -> None:
     assert config.output_bytes_per_ms() == 48.0
     config.update({"audio": {"output": {"format": {"type": "audio/pcmu"}}}})
     assert config.output_bytes_per_ms() == 8.0
+
+
+def test_manual_turns_only_when_the_client_turns_vad_off() -> None:
+    config = SessionConfig()
+    assert not config.manual_turns  # a server's default is VAD
+    config.update({"audio": {"input": {"transcription": {"model": "whisper-1"}}}})
+    assert not config.manual_turns
+    config.update({"audio": {"input": {"turn_detection": None}}})
+    assert config.manual_turns
+    config.update({"instructions": "be brief"})  # other updates leave it
+    assert config.manual_turns
+    config.update({"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+    assert not config.manual_turns
