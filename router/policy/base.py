@@ -108,6 +108,12 @@ class TargetView:
     optimistic_from: Callable[[float], tuple[tuple[float, float], ...]] | None = field(
         default=None, repr=False, compare=False
     )
+    #: predictions made from this snapshot, by quantile (`predict.predict_ttft_s`): a
+    #: plan, its hedge delay and its backup ask for the same few a dozen times a turn
+    #: (not an argument: a `dataclasses.replace` of a view starts with none)
+    predicted: dict[float, float] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def ttft_quantile(self, q: float) -> float:
         """TTFT at quantile q, interpolated between the sketch's points."""

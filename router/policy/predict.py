@@ -225,10 +225,16 @@ def wait_quantile_s(view: TargetView, q: float) -> float:
 
 
 def predict_ttft_s(view: TargetView, q: float) -> float:
-    """Predicted time to first token, in seconds, at quantile q."""
+    """Predicted time to first token, in seconds, at quantile q (once per snapshot)."""
+    known = view.predicted.get(q)
+    if known is not None:
+        return known
     if not is_queue_modelled(view):
-        return view.ttft_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
-    return free_slot_ttft_s(view, q) + wait_quantile_s(view, q)
+        made = view.ttft_quantile(q) * ratelimit_factor(view.ratelimit_headroom)
+    else:
+        made = free_slot_ttft_s(view, q) + wait_quantile_s(view, q)
+    view.predicted[q] = made
+    return made
 
 
 def free_slot_ttft_s(view: TargetView, q: float) -> float:

@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 import anyio
-from anyio.abc import TaskGroup
 
 from router.clock import Clock
 from router.config import RouteConfig
@@ -103,7 +102,7 @@ class Race:
         #: (attempts launched, the backup's index then): `_backup_index`, memoised
         self._backup: tuple[int, int] | None = None
         #: a hedged race: where hedges run, the timer that starts the next, the winner
-        self._tg: TaskGroup | None = None
+        self._tg: asyncio.TaskGroup | None = None
         self._request: TurnRequest | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -123,7 +122,10 @@ class Race:
         return hedge is not None and (request.stream or hedge.unary)
 
     async def run(
-        self, request: TurnRequest, tg: TaskGroup | None = None, commit: Commit | None = None
+        self,
+        request: TurnRequest,
+        tg: asyncio.TaskGroup | None = None,
+        commit: Commit | None = None,
     ) -> Primed:
         """The winner, or AllTargetsFailed.
 
@@ -136,7 +138,7 @@ class Race:
         if not self.hedges(request):
             winner = await self._one_by_one(request)
         elif tg is None:
-            async with anyio.create_task_group() as own:
+            async with asyncio.TaskGroup() as own:
                 winner = await self._hedged(request, own)
         else:
             winner = await self._hedged(request, tg)
@@ -177,7 +179,7 @@ class Race:
             kind = "fallback"
         return None
 
-    async def _hedged(self, request: TurnRequest, tg: TaskGroup) -> Primed | None:
+    async def _hedged(self, request: TurnRequest, tg: asyncio.TaskGroup) -> Primed | None:
         """The first attempt, and each fallback, runs in this task; only a hedge gets a
         task of its own (in `tg`), started by a timer when its delay passes. A turn
         whose first attempt primes before that costs no task, stream or cancel scope
@@ -322,7 +324,7 @@ class Race:
             return
         scope = cancel_scope()
         self._scopes[scope] = None
-        self._tg.start_soon(self._hedge, runtime, self._request, scope)
+        self._tg.create_task(self._hedge(runtime, self._request, scope))
 
     async def _hedge(
         self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope

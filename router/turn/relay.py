@@ -23,6 +23,7 @@ others' fields.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -184,12 +185,14 @@ class Turn:
 
         # The attempts race in a group that outlives the commit: the winner commits
         # and relays in its own task the moment it primes (no hand-over to this one),
-        # and the losers close beside it.
+        # and the losers close beside it. asyncio's group, not anyio's: a turn whose
+        # first attempt wins (most) spawns nothing, and anyio's costs a cancel scope and
+        # a checkpoint (a loop iteration) on every exit, 8 us against 0.75 per turn.
         async def commit(primed: Primed) -> TurnResult:
             return await self._commit(request, primed, sink)
 
         failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             try:
                 await race.run(request, tg, commit)
             except Exception as exc:  # raised as itself (not in a group) once they close

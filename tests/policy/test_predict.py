@@ -245,3 +245,21 @@ def test_an_empty_engine_is_not_held_back_by_one_slow_free_slot_turn() -> None:
     # (which, the batch size unknown, also counts as a queue to wait behind).
     sent = replace(drained, in_flight=1)
     assert predict_ttft_s(sent, 0.9) > 0.46
+
+
+def test_a_snapshot_predicts_each_quantile_once() -> None:
+    view = hosted("a", 0.4)
+    first = predict_ttft_s(view, 0.9)
+    assert view.predicted == {0.9: first}
+    view.predicted[0.9] = 123.0  # what a second ask returns is the memo's
+    assert predict_ttft_s(view, 0.9) == 123.0
+
+
+def test_a_view_made_from_another_predicts_afresh() -> None:
+    """A replaced view (a rate limit's headroom, a limit reached) stands for other
+    signals: it must not read the predictions of the snapshot it was made from."""
+    view = hosted("a", 0.4)
+    before = predict_ttft_s(view, 0.9)
+    slower = replace(view, ratelimit_headroom=0.0)
+    assert predict_ttft_s(slower, 0.9) > before
+    assert predict_ttft_s(slower, 0.9) == predict_ttft_s(replace(slower), 0.9)
