@@ -59,8 +59,6 @@ MIGRATE_ON_CLOSE: frozenset[int] = frozenset({1001, 1005, 1006, 1011, 1012, 1013
 #: to an old or failing upstream
 USER_TURN_MAX_S = 30.0
 APPEND = "input_audio_buffer.append"
-#: client events that end a turn whose audio the client commits itself
-_BUFFER_ENDS: frozenset[str] = frozenset({"input_audio_buffer.commit", "input_audio_buffer.clear"})
 
 
 Reopen = Callable[[MigrationReason, Leg], Awaitable[Leg]]
@@ -232,8 +230,6 @@ class Session:
             elif kind == "response.create":
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
-            elif kind in _BUFFER_ENDS and self.config.manual_turns:
-                self.user_turn_at = None
             self.holding = frame
             if self.migrating:
                 await self._forward(frame)
