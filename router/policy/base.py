@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -104,14 +104,16 @@ class TargetView:
     #: signals do: only exploration reads the bounds (a bound per quantile per target
     #: per turn was ~2.5 % of a round-robin turn's instructions), and it reads them
     #: within the plan that took the snapshot, so they are what they would have been.
-    #: (Called with `ttft_evidence`, the evidence the bounds are for.)
-    optimistic_from: Callable[[float], tuple[tuple[float, float], ...]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    #: (Asked with `ttft_evidence`, the evidence the bounds are for.)
+    optimistic_from: OptimisticBounds | None = field(default=None, repr=False, compare=False)
     #: predictions made from this snapshot, by quantile (`predict.predict_ttft_s`): a
     #: plan, its hedge delay and its backup ask for the same few a dozen times a turn
     #: (not an argument: a `dataclasses.replace` of a view starts with none)
     predicted: dict[float, float] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    #: optimistic TTFTs asked of `optimistic_from`, by quantile (the same kind of memo)
+    optimistic: dict[float, float] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -123,15 +125,23 @@ class TargetView:
         """`ttft_optimistic`, computed (once) if the snapshot left it to its first use."""
         points = self.ttft_optimistic
         if not points and self.optimistic_from is not None:
-            points = self.optimistic_from(self.ttft_evidence)
+            points = self.optimistic_from.lower_bounds(self.ttft_evidence)
             # A memo of a value the snapshot stands for, not a change of the snapshot.
             object.__setattr__(self, "ttft_optimistic", points)
             object.__setattr__(self, "optimistic_from", None)
         return points
 
     def ttft_optimistic_quantile(self, q: float) -> float:
-        """What TTFT at quantile q may well be, given how little was measured."""
-        points = self.optimistic_points()
+        """What TTFT at quantile q may well be, given how little was measured: from
+        the snapshot's points, or only the bounds that interpolation at q reads (the
+        two around it, not one per quantile: exploration asks for one q per target)."""
+        source = self.optimistic_from
+        if source is not None and not self.ttft_optimistic:
+            value = self.optimistic.get(q)
+            if value is None:
+                value = self.optimistic[q] = source.lower_bound_at(q, self.ttft_evidence)
+            return value
+        points = self.ttft_optimistic
         return interpolate(points, q, 0.0) if points else self.ttft_quantile(q)
 
 
@@ -169,6 +179,18 @@ class Plan:
     @property
     def order(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.candidates)
+
+
+class OptimisticBounds(Protocol):
+    """Where a view's optimistic TTFT bounds come from (the TTFT sketch)."""
+
+    def lower_bounds(self, evidence: float | None = None) -> tuple[tuple[float, float], ...]:
+        """(q, optimistic value) for each of the sketch's quantiles."""
+        ...
+
+    def lower_bound_at(self, q: float, evidence: float) -> float:
+        """`interpolate(self.lower_bounds(evidence), q, 0.0)`, exactly."""
+        ...
 
 
 class Budget(Protocol):

@@ -35,7 +35,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 from router.clock import Clock
 from router.policy.base import QUANTILES
@@ -188,6 +188,22 @@ class DecayingQuantiles:
             return tuple((q, 0.0) for q in self._quantiles)
         shrink = math.exp(-Z_90 * LOG_SPREAD / math.sqrt(n))
         return tuple((q, self._bound(q, n, shrink)) for q in self._quantiles)
+
+    def lower_bound_at(self, q: float, evidence: float) -> float:
+        """`interpolate(self.lower_bounds(evidence), q, 0.0)` (policy/base.py), to the
+        last bit, computing only the one or two bounds that interpolation reads."""
+        if evidence <= 0.0:
+            return 0.0
+        shrink = math.exp(-Z_90 * LOG_SPREAD / math.sqrt(evidence))
+        qs = self._quantiles
+        if q <= qs[0]:
+            return self._bound(qs[0], evidence, shrink)
+        for q0, q1 in pairwise(qs):
+            if q <= q1:
+                v0 = self._bound(q0, evidence, shrink)
+                v1 = self._bound(q1, evidence, shrink)
+                return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
+        return self._bound(qs[-1], evidence, shrink)
 
     def lower_bound(self, q: float, evidence: float | None = None) -> float:
         """An optimistic q-quantile: what it may well be, given how little was seen."""

@@ -225,7 +225,7 @@ class TargetSignals:
             ttft_samples=self.answer_sketch.count,
             ttft_evidence=self.answer_sketch.evidence(),
             ttft_optimistic=(),
-            optimistic_from=self.answer_sketch.lower_bounds,
+            optimistic_from=self.answer_sketch,
             unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch, None),
             free_ttft_quantiles=(),
         )
@@ -266,7 +266,7 @@ class TargetSignals:
             config.max_context_tokens,  # max_context_tokens
             engine,  # engine
             config.expected_ttft_ms / 1000.0,  # prior_ttft_s
-            sketch.lower_bounds,  # optimistic_from
+            sketch,  # optimistic_from
         )
 
     def completion_rate(self) -> float | None:

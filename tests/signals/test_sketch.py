@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from router.policy.base import QUANTILES
+from router.policy.base import QUANTILES, interpolate
 from router.policy.predict import LOG_SPREAD, Z_90
 from router.signals.sketch import DecayingQuantiles
 from tests.signals.conftest import FakeClock
@@ -133,3 +133,9 @@ def test_quantiles_and_bounds_in_one_pass_are_those_of_one_point_at_a_time(
     for evidence in (None, 0.0, 0.3, 1.0, 7.5, 300.0):
         expected = tuple((q, sketch.lower_bound(q, evidence)) for q in QUANTILES)
         assert sketch.lower_bounds(evidence) == expected
+    # one optimistic quantile from only the bounds around it: what interpolating all
+    # of them gives, to the last bit, at the grid's points, between them and outside
+    for evidence in (0.0, 0.3, 1.0, 7.5, 300.0):
+        points = sketch.lower_bounds(evidence)
+        for q in (0.0, *QUANTILES, 0.05, 0.7, 0.93, 0.995, 1.0, rng.random()):
+            assert sketch.lower_bound_at(q, evidence) == interpolate(points, q, 0.0)

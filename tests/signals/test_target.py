@@ -11,7 +11,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.policy.base import QUANTILES, EngineView, TargetView
+from router.policy.base import QUANTILES, EngineView, TargetView, interpolate
 from router.policy.predict import predict_ttft_s, promised_ttft_s
 from router.signals.engine import EngineSample
 from router.signals.target import TargetSignals
@@ -181,6 +181,12 @@ def test_optimistic_bounds_taken_at_first_use_are_those_of_the_snapshot(
         assert any(value > 0.0 for _, value in expected)
         clock.advance(30.0)  # the evidence decays: bounds taken now would differ
         assert sketch.lower_bounds() != expected
+        fresh = signals.view(on)  # type: ignore[arg-type]
+        clock.advance(30.0)
+        # a quantile asked before the points: the same value, for the snapshot's evidence
+        assert fresh.ttft_optimistic_quantile(0.7) == interpolate(
+            sketch.lower_bounds(fresh.ttft_evidence), 0.7, 0.0
+        )
         assert view.optimistic_points() == expected
         assert view.ttft_optimistic_quantile(0.9) > 0.0
 
