@@ -98,6 +98,7 @@ sys.path.insert(0, str(HERE))
 
 import gctrace  # noqa: E402  (a sibling script, not a package)
 
+from router import build  # noqa: E402
 from router.sim.ports import free_port  # noqa: E402
 
 PEERS_DIR = HERE / "peers"
@@ -367,6 +368,8 @@ def start_firsttoken(
     proc = Proc(name, argv, workdir, env=env, cwd=workdir)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
     meta = {"source": source or str(ROOT), "policy": policy, "targets": n_targets, "gc": gc}
+    # which build ran: the modules compiled by mypyc (make compile), none for a source tree
+    meta["compiled"] = len(build.inspect(Path(source or ROOT) / "router").compiled)
     return Target(
         name,
         [f"http://127.0.0.1:{port}/v1/chat/completions"],
@@ -1098,7 +1101,10 @@ def start_targets(
     specs = [(spec, False) for spec in args.variant] + [(spec, True) for spec in args.gc_variant]
     for spec, gc_only in specs:
         vname, _, value = spec.partition("=")
-        name = f"{args.variant_config}-{vname}"
+        config = args.variant_config
+        if not gc_only and "@" in value:  # NAME=DIR@CONFIG: this variant's own config
+            value, _, config = value.rpartition("@")
+        name = f"{config}-{vname}"
         variants.append(name)
         starters[name] = functools.partial(
             start_firsttoken,
@@ -1106,7 +1112,7 @@ def start_targets(
             ports,
             name,
             None if gc_only else value,
-            args.variant_config,
+            config,
             gc=value if gc_only else args.gc,
             gc_trace=trace,
         )
@@ -1410,8 +1416,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variant",
         action="append",
         default=[],
-        metavar="NAME=DIR",
-        help="also run the router from another checkout (DIR holds its router/), for A/B",
+        metavar="NAME=DIR[@CONFIG]",
+        help="also run the router from another checkout (DIR holds its router/; a compiled "
+        "one from make compile too), with --variant-config or CONFIG, for A/B",
     )
     p.add_argument(
         "--variant-config", default="ft-slo2", help="the configuration variants run with"

@@ -2,6 +2,7 @@
 
     FirstTokenError
     ├── ConfigError                  a policy file is invalid (carries file:line issues)
+    ├── StaleBuild                   a compiled module is older than its source (build.py)
     ├── RequestError                 the client's request is at fault (4xx, never retried)
     │   ├── BadRequest               400 invalid_request_error
     │   │   └── MalformedHttp        400: the HTTP parser refused the request itself
@@ -100,6 +101,13 @@ class ConfigError(FirstTokenError):
     def __init__(self, issues: Sequence[ConfigIssue]) -> None:
         self.issues = tuple(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class StaleBuild(FirstTokenError):
+    """A mypyc extension that was not built from the source beside it (`router/build.py`):
+    running it would run code that is no longer in the tree."""
+
+    code = "stale_build"
 
 
 class RequestError(FirstTokenError):

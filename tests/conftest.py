@@ -8,11 +8,31 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from router import build
+from router.errors import StaleBuild
 from router.speech.check import missing
 from tests.e2e.harness import LoopThread
 
 if TYPE_CHECKING:  # the engines' modules import the voice-local extra
     from router.speech.server import SpeechServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A compiled build (make compile) older than its sources would test the old code."""
+    try:
+        built = build.check()
+    except StaleBuild as err:
+        pytest.exit(err.message, returncode=pytest.ExitCode.USAGE_ERROR)
+    if built.compiled:
+        config.stash[COMPILED] = built.compiled
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    compiled = config.stash.get(COMPILED, ())
+    return f"router: {len(compiled)} modules compiled (mypyc)" if compiled else "router: source"
+
+
+COMPILED = pytest.StashKey[tuple[str, ...]]()
 
 
 @pytest.fixture

@@ -119,6 +119,10 @@ EXEMPT: dict[str, str] = {
     "make test": "the suite this test is part of",
     "bash .ci/run": "CI itself: installs Debian packages as root, then runs make test",
     "make test-vllm": "installs vLLM's CPU build (3.6 GiB); runs on its own",
+    "make test-compiled": "the suite this test is part of, compiled (~1 min of C first); "
+    "tests/test_build.py compiles a copy of the tree and runs the compiled rooms' tests",
+    "make compile": "~1 min of C compilation, and the copy would then run compiled; "
+    "tests/test_build.py compiles a copy of the tree",
     "pytest -m vllm": "what make test-vllm runs",
     "pip install firsttoken": "tests/test_packaging.py installs the built wheel in a fresh venv",
     "firsttoken demo": "tests/test_packaging.py runs it from an empty folder",

@@ -68,13 +68,15 @@ async def _first_token(response: UpstreamResponse, name: str) -> None:
     async for chunk in response.aiter_bytes():
         try:
             events = sse.split_events(framer.feed(chunk))
-        except sse.EventTooLarge as exc:
-            raise UpstreamProtocolError(f"{name}: probe: {exc}", target=name) from exc
+        except sse.EventTooLarge as too_large:  # one name per exception type: mypyc
+            raise UpstreamProtocolError(f"{name}: probe: {too_large}", target=name) from too_large
         for event in events:
             try:
                 frame, _, _ = sse.classify(event)
-            except sse.MalformedFrame as exc:
-                raise UpstreamProtocolError(f"{name}: probe: {exc}", target=name) from exc
+            except sse.MalformedFrame as malformed:
+                raise UpstreamProtocolError(
+                    f"{name}: probe: {malformed}", target=name
+                ) from malformed
             if frame in (sse.Frame.TOKEN, sse.Frame.FINISH):
                 return
             if frame in (sse.Frame.ERROR, sse.Frame.DONE):

@@ -12,8 +12,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from router import build
 from router.config import Config, load_config, missing_secrets
-from router.errors import ConfigError
+from router.errors import ConfigError, StaleBuild
 from router.logs import LOG_FORMATS, setup_logging
 
 
@@ -278,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # a compiled build (make compile) must be of the sources beside it
+        build.check()
+    except StaleBuild as err:
+        print(f"firsttoken: {err.message}", file=sys.stderr)
+        return 1
     code: int = args.func(args)
     return code
 

@@ -51,16 +51,16 @@ async def read_to_first_token(
     async for chunk in chunks:
         try:
             block = framer.feed(chunk)
-        except sse.EventTooLarge as exc:
-            raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
+        except sse.EventTooLarge as too_large:  # one name per exception type: mypyc
+            raise UpstreamProtocolError(f"{name}: {too_large}", target=name) from too_large
         if not block:
             continue
         events = sse.split_events(block)
         for i, event in enumerate(events):
             try:
                 frame, kind, parsed = dialect.classify(event)
-            except sse.MalformedFrame as exc:
-                raise UpstreamProtocolError(f"{name}: {exc}", target=name) from exc
+            except sse.MalformedFrame as malformed:
+                raise UpstreamProtocolError(f"{name}: {malformed}", target=name) from malformed
             if frame is sse.Frame.ERROR:
                 raise UpstreamStatusError(
                     f"{name}: error event before the first token",

@@ -22,8 +22,13 @@ import functools
 import heapq
 import itertools
 import math
+from typing import Final
 
 import anyio
+
+#: Deadlines rebuilds its heap when it holds this many more dropped deadlines than live
+#: ones (a module constant, not a class one: a compiled build's slotted class has none)
+COMPACT_AFTER: Final = 4096
 
 
 @functools.cache
@@ -51,9 +56,6 @@ class Deadlines:
     precisely (the timer is armed at the earliest deadline still pending)."""
 
     __slots__ = ("_armed_at", "_heap", "_live", "_loop", "_order", "_timer")
-
-    #: rebuild the heap when it holds this many more dropped deadlines than live ones
-    _COMPACT_AFTER = 4096
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,7 +87,7 @@ class Deadlines:
         self._live += 1
         if when < self._armed_at:
             self._arm(loop, when)
-        elif len(heap) > self._COMPACT_AFTER + 2 * self._live:
+        elif len(heap) > COMPACT_AFTER + 2 * self._live:
             self._compact()
         return entry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from router.turn.scopes import Deadlines, cancel_scope
+from router.turn.scopes import COMPACT_AFTER, Deadlines, cancel_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -62,13 +62,13 @@ async def test_a_dropped_deadline_cancels_nothing_and_a_pending_one_still_does()
     with cancel_scope() as kept:
         # the usual turn: its deadline is dropped long before it is due, thousands of
         # times (the heap is compacted); one left pending must still fire
-        for _ in range(Deadlines._COMPACT_AFTER * 2):
+        for _ in range(COMPACT_AFTER * 2):
             with cancel_scope() as done:
                 deadlines.drop(deadlines.cancel_after(0.01, done))
             assert not done.cancel_called
         deadlines.cancel_after(0.05, kept)
         assert len(deadlines) == 1
-        assert len(deadlines._heap) < Deadlines._COMPACT_AFTER + 10
+        assert len(deadlines._heap) < COMPACT_AFTER + 10
         await anyio.sleep(5)
     assert kept.cancelled_caught
     assert anyio.current_time() - now < 4
