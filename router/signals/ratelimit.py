@@ -161,7 +161,10 @@ class ProviderLimits:
             if t <= after:
                 break
             since += 1
-        return max(free - since / window.requests, 0.0)
+        left = free - since / window.requests
+        # A bucket holding less than one request answers the next with a 429: as the
+        # filter reads it, that is no headroom (not the sliver a second of refill adds).
+        return left if left * window.requests >= 1.0 - 1e-9 else 0.0
 
     def exhausted_for_s(self) -> float | None:
         """Seconds until every window now at zero has reset (None if none is at zero)."""

@@ -18,6 +18,8 @@ from router.sim.openai_server import OpenAISim
 from tests.e2e.harness import LoopThread, MixedFleet, Startable, start_mixed_fleet, stop_mixed_fleet
 
 LIMIT = 10
+#: the simulators' rate-limit window (their reset headers say it refills in a minute)
+WINDOW_S = 60.0
 TURNS = 2 * LIMIT + 5
 MESSAGES = [{"role": "user", "content": "hello there"}]
 SLOW_B = Behaviour(ttft_s=0.12, itl_s=0.001, tokens=4)
@@ -134,14 +136,20 @@ routes:
     )
     fleets.append(fleet)
     served: list[str] = []
+    started = time.monotonic()
     with httpx.Client(base_url=fleet.router.url, timeout=5.0) as h:
         for _ in range(TURNS):
             response = _turn(h)
             assert response.status_code == 200
             served.append(response.headers["x-firsttoken-target"])
+    elapsed = time.monotonic() - started
     statuses = _a_requests(fleet)
     assert 429 not in statuses
-    assert len(statuses) <= LIMIT  # A was never asked for more than its limit ...
+    # A was never asked for more than its limit, plus what its bucket gave back while the
+    # turns ran (the headers' window refills evenly: LIMIT requests a minute; the litellm
+    # path's 25 turns can take over the 6 s that give one back; the reset is in whole
+    # seconds, up to one early) ...
+    assert len(statuses) <= LIMIT + int(elapsed * LIMIT / (WINDOW_S - 1))
     assert served.count("a") >= LIMIT // 2  # ... though it was preferred
     assert served.count("b") >= TURNS - LIMIT  # and the rest went to B
 

@@ -203,3 +203,24 @@ def test_our_sends_since_the_answer_that_reported_a_window_count_against_it(
     assert limits.headroom() == 0.0  # the bucket is empty: the policy's filter says so
     clock.advance(120.0)  # past a whole refill the sends are given back
     assert limits.headroom() == pytest.approx(0.3 + 0.7 * 120.0 / 360.0, abs=1e-9)
+
+
+def test_a_requests_bucket_with_less_than_one_request_in_it_has_no_headroom(
+    clock: FakeClock,
+) -> None:
+    # Ten a minute, none left: a second later the bucket has refilled a sixth of a
+    # request, and the next one would be a 429; six seconds give one back.
+    limits = ProviderLimits(clock, clock)
+    limits.update(
+        {
+            "x-ratelimit-limit-requests": "10",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "60s",
+        }
+    )
+    clock.advance(1.0)
+    assert limits.headroom() == 0.0
+    clock.advance(5.0)
+    assert limits.headroom() == pytest.approx(0.1)
+    limits.sent()  # ours, sent on that one request: empty again
+    assert limits.headroom() == 0.0
