@@ -118,41 +118,28 @@ def test_the_compiled_build_compiles_and_passes_the_hot_paths_tests(tmp_path: Pa
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, tmp_path / name)
     env = {**os.environ, "FIRSTTOKEN_MYPYC": "1", "PYTHONPATH": str(tmp_path)}
-    built = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-        cwd=tmp_path,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *argv],
+            cwd=tmp_path,
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    built = run("setup.py", "-q", "build_ext", "--inplace")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     compiled = build.check(tmp_path / "router").compiled
     assert len(compiled) == len(_setup_module().compiled_paths())
     rooms = ["tests/turn", "tests/policy", "tests/signals", "tests/test_series.py"]
-    ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *rooms],
-        cwd=tmp_path,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    ran = run("-m", "pytest", "-p", "no:cacheprovider", *rooms)
     assert ran.returncode == 0, ran.stdout[-5000:]
     assert f"router: {len(compiled)} modules compiled (mypyc)" in ran.stdout
     # and the stale-build guard holds in the real thing: an edited source is refused
-    (tmp_path / "router" / "series.py").write_text(
-        (tmp_path / "router" / "series.py").read_text() + "\n# edited\n"
-    )
-    refused = subprocess.run(
-        [sys.executable, "-m", "router.tools.cli", "check", "router/tools/data/hybrid.yaml"],
-        cwd=tmp_path,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    series = tmp_path / "router" / "series.py"
+    series.write_text(series.read_text() + "\n# edited\n")
+    refused = run("-m", "router.tools.cli", "check", "router/tools/data/hybrid.yaml")
     assert refused.returncode == 1 and "router/series.py" in refused.stderr
