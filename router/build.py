@@ -4,7 +4,7 @@ A `FIRSTTOKEN_MYPYC=1` build (`make compile`, setup.py) puts a C extension besid
 module `compiled_modules.txt` names and records the hash of every source it compiled in
 `compiled_sources.json`. Python imports the extension before the source, so a source
 edited after the build would silently not run: `check()` refuses that, naming the files,
-at `firsttoken serve`/`demo` start-up and at the start of the test suite.
+at the start of every `firsttoken` command and of the test suite.
 """
 
 from __future__ import annotations

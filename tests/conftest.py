@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # the engines' modules import the voice-local extra
     from router.speech.server import SpeechServer
 
 
+#: the modules a compiled build (make compile) runs compiled, for the report header
+COMPILED = pytest.StashKey[tuple[str, ...]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """A compiled build (make compile) older than its sources would test the old code."""
     try:
@@ -30,9 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     compiled = config.stash.get(COMPILED, ())
     return f"router: {len(compiled)} modules compiled (mypyc)" if compiled else "router: source"
-
-
-COMPILED = pytest.StashKey[tuple[str, ...]]()
 
 
 @pytest.fixture
