@@ -291,8 +291,12 @@ class Router:
         route: RouteRuntime,
         request: RoutingRequest,
         names: Iterable[str] | None = None,
+        *,
+        book: bool = True,
     ) -> tuple[Plan, dict[str, TargetView]]:
-        """The plan over `names` (the route's targets serving the request's endpoint)."""
+        """The plan over `names` (the route's targets serving the request's endpoint).
+        `book=False` leaves `decided` (the admin's last plan, the decision metrics) to
+        the caller: a turn books it once its request is on its way upstream."""
         on = route.config.slo.on if route.config.slo is not None else "first_token"
         names = route.serving.get(request.endpoint, ()) if names is None else names
         views = {name: runtime.targets[name].signals.view(on) for name in names}
@@ -303,9 +307,14 @@ class Router:
             explore=route.explore,
         )
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
-        self.last_plans[route.config.name] = plan
-        self.metrics.decided(route.config.name, plan)
+        if book:
+            self.decided(route.config.name, plan)
         return plan, views
+
+    def decided(self, route: str, plan: Plan) -> None:
+        """Book a route's decision: the admin's last plan, the decision metrics."""
+        self.last_plans[route] = plan
+        self.metrics.decided(route, plan)
 
     def _route_for(self, runtime: Runtime, model: str, client: Client | None) -> RouteRuntime:
         """The route a client names, or a 404 that lists only the routes it may use."""
@@ -362,7 +371,9 @@ class Router:
         )
         runtime.auth.admit(client, route.config.name, parsed.prompt_tokens)
         try:
-            plan, views = self.plan(runtime, route, routing, names)
+            plan, views = self.plan(runtime, route, routing, names, book=False)
+            # Booked once the request is written upstream (`Deadlines.after_send`).
+            self.deadlines.after_send(self.decided, route.config.name, plan)
             if self.shared is not None:
                 quota = None
                 if client is not None and client.limits is not None:
@@ -395,7 +406,9 @@ class Router:
             dialect=DIALECTS[parsed.endpoint],
             on_commit=self._storing(parsed, route.config.name, pin),
         )
-        self.metrics.overhead_observed("pre_upstream", self.clock() - arrived)
+        self.deadlines.after_send(
+            self.metrics.overhead_observed, "pre_upstream", self.clock() - arrived
+        )
         self.active_turns += 1
         runtime.active += 1
         try:
@@ -441,8 +454,7 @@ class Router:
     def plan_session(self, runtime: Runtime, route: RouteRuntime) -> list[RealtimeTarget]:
         """A realtime route's targets, best first, by its policy (NoTargetAvailable)."""
         plan = runtime.realtime.plan(route.config, route.policy, self.rng)
-        self.last_plans[route.config.name] = plan
-        self.metrics.decided(route.config.name, plan)
+        self.decided(route.config.name, plan)
         return runtime.realtime.ranked(plan)
 
     # -- lifespan ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ One attempt runs at first. A retryable failure with nothing else running starts 
 next target of the plan (fall back, charged to the route's budget); a hedge delay
 passing with no first token starts the fastest remaining target beside the running
 ones (hedge), within the route's `max_extra` and budget. The delay is counted from
-the start of the latest attempt (see `hedge.hedge_delay_s`). The first attempt to
+the start of the latest attempt (see `hedge.hedge_delay_s`), and set once that
+attempt's request is written upstream (`Deadlines.after_send`). The first attempt to
 produce a token the user sees (content, reasoning, a refusal, audio, a tool or
 function call delta, or a finished empty answer) wins, and the turn commits in the
 winner's own task at once; every other attempt is then cancelled (its connection
@@ -412,7 +413,11 @@ class Race:
         self._launched += 1
         self._running += 1
         result.attempts += 1
-        self._schedule_hedge()
+        now = self._clock()
+        if self._started_at is None:
+            self._started_at = now
+        if self._loop is not None:  # a hedged race: its next hedge, once the send is out
+            self._deadlines.after_send(self._schedule_hedge, now)
         return runtime
 
     def _deadline_s(self, runtime: TargetRuntime) -> float:
@@ -459,19 +464,23 @@ class Race:
         self._backup = (self._launched, index)
         return index
 
-    def _schedule_hedge(self) -> None:
-        """Set when the next hedge is due, counted from the attempt just launched."""
-        now = self._clock()
-        if self._started_at is None:
-            self._started_at = now
+    def _schedule_hedge(self, launched_at: float) -> None:
+        """Set when the next hedge is due, counted from the latest attempt's launch at
+        `launched_at`. `_next` has it run once the request is written upstream
+        (`Deadlines.after_send`): choosing the backup and its delay is planning work
+        the first bytes upstream need not wait for. When two attempts launched in one
+        step (a fallback after a failure found at once), the later call wins."""
+        if self._over or self._bad_request:
+            return  # won or failed meanwhile; a bad request starts no more hedges
         hedge = self._route.hedge
         if hedge is None or self._extra >= hedge.max_extra or self._launched >= len(self._order):
             self._hedge_at = math.inf
         else:
             latest = self._views[self._order[self._launched - 1].config.name]
             backup = self._views[self._order[self._backup_index()].config.name]
-            delay = hedge_delay_s(hedge, latest, backup, self._route.slo, now - self._started_at)
-            self._hedge_at = now + delay
+            started = launched_at if self._started_at is None else self._started_at
+            delay = hedge_delay_s(hedge, latest, backup, self._route.slo, launched_at - started)
+            self._hedge_at = launched_at + delay
         self._arm()
 
     # -- one attempt ---------------------------------------------------------------------

@@ -13,6 +13,12 @@ for a deadline (a body's arrival, a first token's) that almost never passes.
 `Deadlines` gives all of them one timer: a heap of (deadline, scope), the timer
 armed at the earliest, a scope that is done dropped from it lazily. Adding a
 deadline later than the earliest (the usual case: they share timeouts) arms nothing.
+
+`Deadlines.after_send` runs a callback two loop iterations on: a turn's bookkeeping
+that need not delay its request (decision metrics, the hedge timer) runs once the
+request is written upstream, while the target works. Two, because on Python 3.11
+aiohttp writes a request's body in a task of its own, started when the turn's task
+yields: a callback queued by the turn before that would run first.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import functools
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -69,8 +76,7 @@ class Deadlines:
         """Deadlines pending (not dropped, not passed)."""
         return self._live
 
-    def cancel_after(self, delay_s: float, scope: anyio.CancelScope) -> Deadline:
-        """Cancel `scope` `delay_s` seconds from now, unless the result is dropped first."""
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
         # `asyncio.get_running_loop()` is a getpid() system call (a fork check) each
         # time: the loop is asked for only when the one kept is not running (a router's
@@ -78,6 +84,17 @@ class Deadlines:
         if loop is None or not loop.is_running():
             loop = asyncio.get_running_loop()
             self._reset(loop)
+        return loop
+
+    def after_send(self, callback: Callable[..., object], *args: object) -> None:
+        """Run `callback(*args)` once the calling task has yielded and the tasks it
+        started have taken a step (a turn: once its request is written upstream)."""
+        loop = self._running_loop()
+        loop.call_soon(loop.call_soon, callback, *args)
+
+    def cancel_after(self, delay_s: float, scope: anyio.CancelScope) -> Deadline:
+        """Cancel `scope` `delay_s` seconds from now, unless the result is dropped first."""
+        loop = self._running_loop()
         when = loop.time() + delay_s
         if when == math.inf:
             return Deadline(None)  # never due: nothing to keep

@@ -317,6 +317,22 @@ def test_fallbacks_and_hedges_count_exactly_what_happened(
 
 @needs_prometheus
 @pytest.mark.prometheus
+def test_each_turn_books_its_decision_and_its_time_to_the_send(
+    prometheus: Prometheus, seen: Seen
+) -> None:
+    """Both are booked once the turn's request is written upstream, off its path
+    (`Deadlines.after_send`): once per turn all the same, the warm-up turn included."""
+    assert all(len(seen.targets[route]) == TURNS for route in ("chat-fb", "chat-hedge", "local"))
+    total = 3 * TURNS + 1
+    assert prometheus.value("sum(firsttoken_decisions_total)") == total
+    for route, turns in (("chat-fb", TURNS), ("chat-hedge", TURNS), ("local", TURNS + 1)):
+        assert prometheus.value(f'sum(firsttoken_decisions_total{{route="{route}"}})') == turns
+    pre_upstream = 'firsttoken_router_overhead_seconds_count{phase="pre_upstream"}'
+    assert prometheus.value(f"sum({pre_upstream})") == total
+
+
+@needs_prometheus
+@pytest.mark.prometheus
 def test_recording_rules_evaluate_and_every_rule_is_healthy(
     prometheus: Prometheus, fleet: Fleet, seen: Seen
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 
@@ -98,3 +100,22 @@ def test_deadlines_start_afresh_on_another_loop() -> None:
     # must not keep the second's scope from its deadline.
     assert anyio.run(one)
     assert anyio.run(one)
+
+
+async def test_after_send_waits_for_the_tasks_the_caller_started() -> None:
+    """A turn defers its bookkeeping to after its request's write, which aiohttp (on
+    Python 3.11) makes in a task of its own, started after the bookkeeping was deferred
+    and before the turn's task yields: the deferred call runs after that task's step."""
+    deadlines = Deadlines()
+    order: list[str] = []
+    deadlines.after_send(order.append, "bookkeeping")
+
+    async def write() -> None:
+        order.append("request written")
+
+    writer = asyncio.get_running_loop().create_task(write())
+    await asyncio.sleep(0)  # the turn waits for the answer's head
+    await writer
+    assert order == ["request written"]
+    await asyncio.sleep(0)
+    assert order == ["request written", "bookkeeping"]
