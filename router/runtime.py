@@ -291,12 +291,9 @@ class Router:
         route: RouteRuntime,
         request: RoutingRequest,
         names: Iterable[str] | None = None,
-        *,
-        book: bool = True,
     ) -> tuple[Plan, dict[str, TargetView]]:
         """The plan over `names` (the route's targets serving the request's endpoint).
-        `book=False` leaves `decided` (the admin's last plan, the decision metrics) to
-        the caller: a turn books it once its request is on its way upstream."""
+        The caller books it (`decided`): a turn, once its request is written upstream."""
         on = route.config.slo.on if route.config.slo is not None else "first_token"
         names = route.serving.get(request.endpoint, ()) if names is None else names
         views = {name: runtime.targets[name].signals.view(on) for name in names}
@@ -307,8 +304,6 @@ class Router:
             explore=route.explore,
         )
         plan = plan_turn(route.policy, request, list(views.values()), ctx)
-        if book:
-            self.decided(route.config.name, plan)
         return plan, views
 
     def decided(self, route: str, plan: Plan) -> None:
@@ -371,7 +366,7 @@ class Router:
         )
         runtime.auth.admit(client, route.config.name, parsed.prompt_tokens)
         try:
-            plan, views = self.plan(runtime, route, routing, names, book=False)
+            plan, views = self.plan(runtime, route, routing, names)
             # Booked once the request is written upstream (`Deadlines.after_send`).
             self.deadlines.after_send(self.decided, route.config.name, plan)
             if self.shared is not None:
