@@ -95,6 +95,8 @@ class Turn:
         self._streamed = True  # the request's `stream`, known once `_run` starts
         #: an error event came mid-stream (the relay then ends with the stream)
         self._errored = False
+        #: SSE events relayed so far (the relay's loop leaves its count here)
+        self._events_seen = 1
 
     # -- after the commit point ---------------------------------------------------------
 
@@ -261,44 +263,63 @@ class Turn:
     async def _relay(self, primed: Primed, request: TurnRequest, sink: Sink) -> bytes:
         """Relay the stream after its head; return the block that ended it (at its end
         marker), unwritten, for the response's end to carry."""
-        assert primed.chunks is not None and primed.framer is not None
-        chunks, framer = primed.chunks, primed.framer
         name = primed.target.config.name
-        keep_usage = request.client_wants_usage
+        try:
+            last, done = await self._pump(primed, request, sink)
+        except UpstreamError as err:
+            await self._interrupted(primed, sink, err, self._events_seen)
+            return b""
+        except sse.EventTooLarge as exc:
+            too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
+            await self._interrupted(primed, sink, too_large, self._events_seen)
+            return b""
+        await self._ended(primed, sink, done, self._events_seen)
+        return last
+
+    async def _pump(self, primed: Primed, request: TurnRequest, sink: Sink) -> tuple[bytes, bool]:
+        """The relay's loop: each block of complete events to the client as it comes.
+        Returns the block that ended the stream and whether it held the end marker; the
+        events seen so far are in `_events_seen`, also when it raises."""
+        assert primed.chunks is not None and primed.framer is not None
+        config = primed.target.config
         dialect = self._dialect
         events_seen = 1
         answered = primed.first_kind in ("answer", "finish")
         done, last = False, b""
-        guard = PaceGuard.for_target(primed.target.config, self._views.get(name))
-        total_s = primed.target.config.timeouts.total_s
+        guard = PaceGuard.for_target(config, self._views.get(config.name))
         # The whole stream's deadline, checked at each chunk (a cancel scope costs more
         # than a turn's chunks do); a silent upstream meets its idle timeout first.
-        deadline_at = primed.started_at + total_s
+        deadline_at = primed.started_at + config.timeouts.total_s
         # Per chunk: no coroutine besides the read and the write, and `__anext__` rather
         # than `anext(chunks, None)` (no wrapper per chunk); a block with no marker in it
         # (most of them) costs a bytes count and the dialect's searches, nothing more.
-        write = sink.write
-        read = chunks.__anext__
-        scan = dialect.scan
-        clock = self._clock
+        read, framer, write = primed.chunks.__anext__, primed.framer, sink.write
+        scan, clock = dialect.scan, self._clock
         try:
             block = framer.feed(b"")  # complete events that came with the first token
             while True:
                 if block:
+                    answer_at = None  # the first answer after reasoning: booked after its write
                     if not answered and dialect.first_answer_in(block):
                         answered = True
-                        self._first_answer(primed)
+                        answer_at = clock()
                     events_seen += block.count(b"data:")
                     found = scan(block)
                     if found is not sse.NOTHING:  # usage, an error or the end: act on it
+                        if answer_at is not None:  # before an error event fails the attempt
+                            self._first_answer(primed, answer_at)
                         block, done, events_seen = self._act(
-                            primed, block, found, keep_usage, events_seen
+                            primed, block, found, request.client_wants_usage, events_seen
                         )
                     if done:
                         last = self._rename(block) if self._rename and block else block
                         break
-                    if block:
-                        await write(self._rename(block) if self._rename else block)
+                    try:
+                        if block:
+                            await write(self._rename(block) if self._rename else block)
+                    finally:  # (booking twice is harmless: the attempt books once)
+                        if answer_at is not None:
+                            self._first_answer(primed, answer_at)
                 asked = clock() if guard is not None else 0.0
                 try:
                     chunk = await read()
@@ -306,6 +327,7 @@ class Turn:
                     break
                 now = clock()
                 if now > deadline_at:
+                    total_s, name = config.timeouts.total_s, config.name
                     raise UpstreamTimeout(
                         f"{name}: stream exceeded total_s={total_s:g}s", target=name, phase="total"
                     )
@@ -317,15 +339,9 @@ class Turn:
                 ):
                     self._degraded(primed, now - asked)
                 block = framer.feed(chunk)
-        except UpstreamError as err:
-            await self._interrupted(primed, sink, err, events_seen)
-            return b""
-        except sse.EventTooLarge as exc:
-            too_large = UpstreamProtocolError(f"{name}: {exc}", target=name)
-            await self._interrupted(primed, sink, too_large, events_seen)
-            return b""
-        await self._ended(primed, sink, done, events_seen)
-        return last
+        finally:
+            self._events_seen = events_seen
+        return last, done
 
     async def _ended(self, primed: Primed, sink: Sink, done: bool, events_seen: int) -> None:
         """The upstream's stream ended (at its end marker if `done`): book the turn."""
@@ -341,10 +357,11 @@ class Turn:
         self._account(primed, primed.usage, estimated_completion=events_seen)
         primed.attempt.finished(self.result.prompt_tokens, self.result.completion_tokens)
 
-    def _first_answer(self, primed: Primed) -> None:
-        """The first answer token after reasoning (or a refusal, or audio) came."""
-        primed.attempt.first_answer()
-        self.result.first_answer_s = self._clock() - self._arrived
+    def _first_answer(self, primed: Primed, at: float) -> None:
+        """The first answer token after reasoning (or a refusal, or audio) came at `at`
+        (booked once it is on its way to the client, as the first token is)."""
+        primed.attempt.first_answer(at=at)
+        self.result.first_answer_s = at - self._arrived
 
     def _act(
         self, primed: Primed, block: bytes, found: sse.Scan, keep_usage: bool, events_seen: int

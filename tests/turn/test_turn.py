@@ -340,6 +340,34 @@ async def test_a_reasoning_stream_reports_its_first_token_and_its_first_answer()
     assert signals.answer.value > signals.ttft.value
 
 
+async def test_the_first_answer_after_reasoning_is_written_before_its_sample_is_booked() -> None:
+    # As for the first token: the answer's sample (sketch, EWMA) waits until the first
+    # answer token is on its way to the client, and counts from when it came.
+    clock = ManualClock(100.0)
+
+    def later(i: int) -> None:
+        clock.now = 100.0 + 0.1 * i  # one chunk every 100 ms
+
+    thinking = chunk({"reasoning_content": "hmm"})
+    answer = content("Paris")
+    chunks = [role(), thinking, thinking, answer, DONE]
+    rig = Rig(FakeUpstream("a", Reply(chunks, before_chunk=later)), FakeUpstream("b"), clock=clock)
+    signals = rig.targets["a"].signals
+    seen_at_write: list[int] = []
+
+    def on_write(data: bytes) -> None:
+        if answer in data:
+            seen_at_write.append(signals.answer_sketch.count)
+            clock.now += 1.0  # a slow write must not lengthen the sample
+
+    with anyio.fail_after(5):
+        result = await rig.turn(arrived=100.0).run(rig.request(), RecordingSink(on_write=on_write))
+    assert seen_at_write == [0]
+    assert signals.answer_sketch.count == 1
+    assert signals.answer.value == pytest.approx(0.3)
+    assert result.first_answer_s == pytest.approx(0.3)
+
+
 @pytest.mark.parametrize(
     "done", [b"data:[DONE]\n\n", b"data: [DONE]\r\n\r\n", b"data:[DONE]\r\r"], ids=repr
 )
