@@ -25,6 +25,7 @@ from router.gateway.asgi import Message, Receive, Scope, Send, header
 from router.gateway.protocol import GuardedHttpTools
 from router.gateway.server import Server
 from router.runtime import Router
+from router.upstream import eager
 
 log = logging.getLogger("firsttoken")
 
@@ -98,6 +99,7 @@ class DrainingServer(uvicorn.Server):
         )
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        eager.install(asyncio.get_running_loop())  # upstream request bytes leave at once
         await super().startup(sockets)
         collector.freeze_after_start()
 

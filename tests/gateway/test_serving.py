@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from typing import Any, cast
 
 import httpx
@@ -145,4 +146,24 @@ async def test_a_drain_signal_is_seen_at_once_and_an_idle_drain_ends_soon() -> N
         await asyncio.wait_for(loop, TICK_S * 0.6)  # nothing in flight: drained
     finally:
         loop.cancel()
+        await router.aclose()
+
+
+async def test_the_serving_loop_writes_upstream_requests_in_the_sending_step() -> None:
+    """`firsttoken serve` installs router/upstream/eager.py's task factory at start-up
+    (what it does is tested in tests/upstream/test_eager.py)."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    server, _, router = ticking(drain_s=0)
+    server.lifespan = server.config.lifespan_class(server.config)  # as uvicorn's `serve`
+    sock = socket.create_server(("127.0.0.1", 0))
+    try:
+        await server.startup(sockets=[sock])
+        factory = loop.get_task_factory()
+        assert factory is not None and factory is not previous
+        assert factory.__module__ == "router.upstream.eager"
+        await server.shutdown(sockets=[sock])
+    finally:
+        loop.set_task_factory(previous)
+        sock.close()
         await router.aclose()
