@@ -14,9 +14,10 @@ only, what `eager_start` does: run its first step at once, in a context of its o
 and return a finished future when the step finishes it (aiohttp then drops it, as
 it drops an eagerly finished task), or a task that carries on from where it
 yielded (a paused transport, `100-continue`). Every other coroutine gets the loop's
-usual task. The coroutine is recognised by its code object, so an aiohttp whose
-`write_bytes` changed simply goes back to the plain task (a test pins the version
-we ship with). Nothing is installed on 3.12 or later, where aiohttp does it
+usual task. The coroutine is recognised by its code object (an identity check per
+task created), so an aiohttp whose `write_bytes` moved simply goes back to the
+plain task, and tests/upstream/test_eager.py, which sends through the aiohttp we
+ship with, fails. Nothing is installed on 3.12 or later, where aiohttp does it
 itself.
 """
 
@@ -30,8 +31,9 @@ from typing import Any
 
 from aiohttp.client_reqrep import ClientRequest
 
-#: the coroutines started eagerly: aiohttp's request write
-EAGER_CODES = frozenset({ClientRequest.write_bytes.__code__})
+#: the coroutine started eagerly: aiohttp's request write (None if aiohttp has none)
+_write_bytes = getattr(ClientRequest, "write_bytes", None)
+WRITE_CODE: object = getattr(_write_bytes, "__code__", None)
 
 Factory = Callable[..., "asyncio.Future[Any]"]
 #: what a task factory is given: a coroutine (or, on 3.11, a generator-based one)
@@ -102,8 +104,8 @@ def _started(
     return asyncio.Task(_carry_on(_Rest(coro, pending)), loop=loop, context=ctx)
 
 
-def eager_factory(previous: Factory | None, codes: frozenset[object] = EAGER_CODES) -> Factory:
-    """A task factory that starts the coroutines of `codes` eagerly and leaves every
+def eager_factory(previous: Factory | None, code: object = WRITE_CODE) -> Factory:
+    """A task factory that starts the coroutines of `code` eagerly and leaves every
     other one to `previous` (or the plain task)."""
 
     def factory(
@@ -111,7 +113,7 @@ def eager_factory(previous: Factory | None, codes: frozenset[object] = EAGER_COD
         coro: Startable,
         context: contextvars.Context | None = None,
     ) -> asyncio.Future[Any]:
-        if getattr(coro, "cr_code", None) in codes:
+        if code is not None and getattr(coro, "cr_code", None) is code:
             return _started(loop, coro, context)
         if previous is not None:
             if context is None:
@@ -124,8 +126,9 @@ def eager_factory(previous: Factory | None, codes: frozenset[object] = EAGER_COD
 
 def install(loop: asyncio.AbstractEventLoop) -> bool:
     """Start aiohttp's request writes eagerly on `loop`; whether anything was
-    installed (not on Python 3.12+, where aiohttp starts them eagerly itself)."""
-    if sys.version_info >= (3, 12):
+    installed (not on Python 3.12+, where aiohttp starts them eagerly itself, nor
+    with an aiohttp without `ClientRequest.write_bytes`)."""
+    if sys.version_info >= (3, 12) or WRITE_CODE is None:
         return False
     loop.set_task_factory(eager_factory(loop.get_task_factory()))
     return True

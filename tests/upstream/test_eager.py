@@ -64,7 +64,7 @@ async def test_a_request_is_on_the_upstreams_socket_before_its_sender_yields() -
 
 
 def _factory(fn: Any) -> eager.Factory:
-    return eager.eager_factory(None, codes=frozenset({fn.__code__}))
+    return eager.eager_factory(None, code=fn.__code__)
 
 
 async def test_a_coroutine_that_ends_in_its_first_step_is_a_finished_future() -> None:
@@ -147,7 +147,7 @@ async def test_other_coroutines_get_the_usual_task_or_the_previous_factory() -> 
         handed.append(coro)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
-    chained = eager.eager_factory(previous, codes=frozenset({write.__code__}))
+    chained = eager.eager_factory(previous, code=write.__code__)
     coro = other()
     await chained(loop, coro)
     assert handed == [coro]
