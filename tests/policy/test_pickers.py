@@ -8,7 +8,7 @@ import pytest
 
 from router.policy.latency import LatencyPolicy, SloCostPolicy
 from router.policy.p2c import PowerOfTwoChoicesPolicy
-from router.policy.predict import predict_ttft_s
+from router.policy.predict import attainment, predict_ttft_s
 from router.policy.registry import plan_turn
 from router.policy.simple import OrderedPolicy, RandomPolicy, RoundRobinPolicy
 from tests.policy.views import FREE, PRICEY, ctx, hosted, request, vllm
@@ -147,6 +147,33 @@ def test_slo_cost_when_none_meets_takes_the_likeliest_to_make_it() -> None:
     plan = plan_turn(SloCostPolicy(), request(), [full, stalls], ctx(slo_ms=300, quantile=0.99))
     assert plan.order == ("api", "gpu")
     assert predict_ttft_s(stalls, 0.99) > predict_ttft_s(full, 0.99)
+
+
+def test_slo_cost_sends_a_lost_turn_where_it_is_answered_soonest() -> None:
+    # A queued engine (2 waiting, 8 running) answers within 300 ms 8 % of the time, at
+    # p90 in 1.43 s; an API never under 300 ms answers at p90 in 0.9 s. Neither is
+    # likely to make the SLO, so the turn goes to the sooner, not to the engine's slim
+    # chance (whose queue it would deepen for the turns behind it).
+    queued = vllm("gpu", waiting=2, running=8, rate=4.0)
+    api = hosted("api", 0.9, p50=0.6, p99=1.2)
+    assert attainment(queued, 0.3) == pytest.approx(0.08, abs=0.01)
+    assert attainment(api, 0.3) == 0.0
+    plan = plan_turn(SloCostPolicy(), request(), [queued, api], ctx(slo_ms=300))
+    assert plan.order == ("api", "gpu")
+    assert plan.reason == (
+        "slo_cost: none meets p90<=300ms or is likely within 300ms (best 8%),"
+        " soonest at p90 (pred 900ms)"
+    )
+    # Soonest, whatever its kind: an API slower at p90 than the queue leaves the engine first.
+    slow_api = hosted("api", 3.0, p50=2.0, p99=4.0)
+    plan = plan_turn(SloCostPolicy(), request(), [slow_api, queued], ctx(slo_ms=300))
+    assert plan.order == ("gpu", "api")
+    assert plan.reason.endswith("(best 8%), soonest at p90 (pred 1431ms)")
+    # A target likely to make it (here 58 %) still goes first: the turn is not lost.
+    likely = hosted("api2", 0.5, p50=0.25)
+    plan = plan_turn(SloCostPolicy(), request(), [queued, api, likely], ctx(slo_ms=300))
+    assert plan.order[0] == "api2"
+    assert "likeliest within 300ms (58%" in plan.reason
 
 
 def test_slo_cost_without_slo_behaves_like_latency_and_says_so() -> None:
