@@ -69,7 +69,7 @@ class SloCostPolicy:
     odds they shared (2-10 %), and the queue they made sank the turns behind them
     that could still have made it (issue 17's tuning fleets whose engines ran full
     lost 9-25 points of attainment to it; 93.9 -> 94.7 % pooled over seeds 0-99 with
-    adaptive hedging, at the same cost). The soonest is often a hosted API, with no
+    adaptive hedging, for 0.5 % more cost). The soonest is often a hosted API, with no
     queue to add to."""
 
     def plan(
