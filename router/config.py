@@ -268,6 +268,11 @@ class Hedge(_Model):
     max_ms: float = Field(5000.0, gt=0.0)
     #: hedge non-streamed turns too (they pay a whole answer per extra request)
     unary: bool = False
+    #: hedges to priced targets may add at most this share to the route's spend over
+    #: the last 200 turns (expected costs: hedges' against first attempts'); hedges to
+    #: free targets are not limited by it; unset: no limit. Turns only (chat,
+    #: completions, Responses, embeddings), not speech routes
+    max_cost_share: float | None = Field(None, ge=0.0)
 
 
 class Affinity(_Model):

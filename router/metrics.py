@@ -193,7 +193,8 @@ class Metrics:
         )
         self.hedges = Counter(
             "firsttoken_hedges",
-            "Hedged attempts: started, won, lost (primary won), cancelled",
+            "Hedged attempts: started, won, lost (primary won), cancelled; capped (held back"
+            " by the route's max_cost_share)",
             ["route", "event"],
             registry=r,
         )

@@ -206,7 +206,7 @@ class Router:
                 routes[r.name] = RouteRuntime(
                     r,
                     build_policy(r.policy),
-                    HedgeBudget(r.hedge.max_rate if r.hedge else 0.0),
+                    HedgeBudget.of(r.hedge),
                     ExplorationBudget(r.exploration),
                     serving,
                 )

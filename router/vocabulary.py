@@ -15,8 +15,9 @@ from typing import Literal
 #: broke after its first token)
 Outcome = Literal["ok", "fell_back", "hedged_won", "hedged_lost", "client_cancelled", "error"]
 #: what happened to a hedge: `started`; `won` (a hedge answered); `lost` (the primary
-#: answered); `cancelled` (an attempt closed because another answered first)
-HedgeEvent = Literal["started", "won", "lost", "cancelled"]
+#: answered); `cancelled` (an attempt closed because another answered first); `capped`
+#: (a hedge that was due, to a priced target, held back by `hedge.max_cost_share`)
+HedgeEvent = Literal["started", "won", "lost", "cancelled", "capped"]
 #: the time the router itself adds: arrival to the upstream send (`pre_upstream`),
 #: the upstream's first token to its write to the client (`first_token_relay`)
 OverheadPhase = Literal["pre_upstream", "first_token_relay"]

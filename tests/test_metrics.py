@@ -273,7 +273,7 @@ def test_every_outcome_is_counted(fleet: Fleet) -> None:
         for n, lab, v in samples(text)
         if n == "firsttoken_hedges_total" and lab["route"] == "hedged"
     }
-    assert events == {"started": 2, "won": 1, "lost": 1, "cancelled": 2}
+    assert events == {"started": 2, "won": 1, "lost": 1, "cancelled": 2, "capped": 0}
     # TTFT is what the client waited: the hedge delay is in it, not just the winner's 20 ms.
     ttft_sum = value(text, "firsttoken_ttft_seconds_sum", route="hedged", target="q")
     assert ttft_sum is not None and ttft_sum > 0.03

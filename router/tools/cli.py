@@ -41,7 +41,13 @@ def summary(cfg: Config, path: str) -> str:
         if r.hedge:
             extra.append(
                 f"hedge after {r.hedge.after_ms}{'' if r.hedge.after_ms == 'adaptive' else 'ms'}"
-                f" (max {r.hedge.max_rate:.0%} of turns)"
+                f" (max {r.hedge.max_rate:.0%} of turns"
+                + (
+                    ""
+                    if r.hedge.max_cost_share is None
+                    else f", +{r.hedge.max_cost_share:.0%} of spend"
+                )
+                + ")"
             )
         lines.append(
             f"  {r.name:<16} {r.policy.type:<11} -> {', '.join(r.targets)}"

@@ -52,6 +52,48 @@ BACKUP_SLACK = 0.25
 
 
 @dataclass(slots=True)
+class HedgeSpend:
+    """`hedge.max_cost_share`: hedges to priced targets add at most `share` to what the
+    route's turns cost, over the same sliding window of turns as the count.
+
+    Each turn's slot holds the expected cost of its first attempt and of the hedges
+    it started (the plan's `expected_cost_usd`: a whole answer's, an upper bound for
+    a hedge, whose loser pays only what it streamed). A hedge to a priced target is
+    refused when it would take the window's hedge spend past `share` of its first
+    attempts' spend; a hedge to a free target costs nothing and is never refused by
+    it. So a route whose turns start on free engines does not hedge to a priced API
+    at all under this cap: that is what the cap says (unset, the default, it may)."""
+
+    share: float
+    window: int = 200
+    #: per turn: [first attempt's expected cost, hedges' expected cost]
+    _slots: deque[list[float]] = field(default_factory=deque)
+    _first: float = 0.0
+    _hedges: float = 0.0
+
+    def record_turn(self) -> None:
+        self._slots.append([0.0, 0.0])
+        if len(self._slots) > self.window:
+            first, hedges = self._slots.popleft()
+            self._first = max(self._first - first, 0.0)
+            self._hedges = max(self._hedges - hedges, 0.0)
+
+    def first_attempt(self, cost_usd: float) -> None:
+        if self._slots:
+            self._slots[-1][0] += cost_usd
+            self._first += cost_usd
+
+    def allows(self, cost_usd: float) -> bool:
+        """Whether a hedge expected to cost `cost_usd` stays within the share."""
+        return cost_usd <= 0.0 or self._hedges + cost_usd <= self.share * self._first
+
+    def hedged(self, cost_usd: float) -> None:
+        if self._slots:
+            self._slots[-1][1] += cost_usd
+            self._hedges += cost_usd
+
+
+@dataclass(slots=True)
 class HedgeBudget:
     """At most `max_rate` extra upstream requests per turn over the last `window` turns:
     a hard cap, counted exactly over a sliding window of turns.
@@ -67,17 +109,29 @@ class HedgeBudget:
 
     max_rate: float
     window: int = 200
+    #: the route's cap on what hedges to priced targets spend (`hedge.max_cost_share`)
+    spend: HedgeSpend | None = None
     #: extra requests counted while each of the last `window` turns was the newest
     _slots: deque[int] = field(default_factory=deque)
     _extra: int = 0
     #: extra requests counted before the first turn (they join its slot)
     _early: int = 0
 
+    @classmethod
+    def of(cls, hedge: Hedge | None) -> HedgeBudget:
+        """The budget of a route with this `hedge:` block (none: nothing to spend)."""
+        if hedge is None:
+            return cls(0.0)
+        share = hedge.max_cost_share
+        return cls(hedge.max_rate, spend=None if share is None else HedgeSpend(share))
+
     def record_turn(self) -> None:
         self._slots.append(self._early)
         self._early = 0
         if len(self._slots) > self.window:
             self._extra -= self._slots.popleft()
+        if self.spend is not None:
+            self.spend.record_turn()
 
     def try_spend(self) -> bool:
         """Take one hedge from the budget, if it allows one."""

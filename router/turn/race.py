@@ -70,8 +70,12 @@ class Race:
         result: TurnResult,
         max_event_bytes: int = 1024 * 1024,
         deadlines: Deadlines | None = None,
+        costs: Mapping[str, float] | None = None,
     ) -> None:
         self._route = route
+        #: the plan's expected cost per target, for a route whose hedges have a spend
+        #: cap (`budget.spend`); None otherwise
+        self._costs = costs if budget.spend is not None else None
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._max_event = max_event_bytes
         #: a failure that says the request is bad (not retried elsewhere)
@@ -315,7 +319,10 @@ class Race:
         """The hedge delay passed with no first token: start the next target too."""
         if self._over or self._tg is None or self._request is None:
             return
-        if self._bad_request or not self._budget.try_spend():
+        cost = self._hedge_cost()
+        if cost is None:
+            self._events.hedge(self._route.name, "capped")
+        if self._bad_request or cost is None or not self._budget.try_spend():
             self._extra = len(self._order)  # budget spent: no more hedges this turn
             self._hedge_at = math.inf
             return
@@ -323,9 +330,21 @@ class Race:
         if runtime is None:
             self._hedge_at = math.inf
             return
+        if cost and self._budget.spend is not None:
+            self._budget.spend.hedged(cost)
         scope = cancel_scope()
         self._scopes[scope] = None
         self._tg.create_task(self._hedge(runtime, self._request, scope))
+
+    def _hedge_cost(self) -> float | None:
+        """The expected cost of the hedge due now (0 without a spend cap), or None if
+        the route's `max_cost_share` has no room for it: then no hedge starts, and no
+        extra request is taken from the count."""
+        spend, costs = self._budget.spend, self._costs
+        if spend is None or costs is None or self._launched >= len(self._order):
+            return 0.0
+        cost = costs.get(self._order[self._backup_index()].config.name, 0.0)
+        return cost if spend.allows(cost) else None
 
     async def _hedge(
         self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
@@ -400,6 +419,8 @@ class Race:
             backup = self._backup_index()
             self._order.insert(self._launched, self._order.pop(backup))
         runtime = self._order[self._launched]
+        if kind == "first" and self._costs is not None and self._budget.spend is not None:
+            self._budget.spend.first_attempt(self._costs.get(runtime.config.name, 0.0))
         route, result = self._route.name, self._result
         if kind == "fallback":
             last = result.failures[-1]

@@ -165,6 +165,12 @@ class Turn:
             streamed=self._streamed,
         )
 
+    def _costs(self) -> dict[str, float] | None:
+        """The plan's expected cost per target, when the route caps hedges' spend."""
+        if self._budget.spend is None:
+            return None
+        return {c.name: c.expected_cost_usd for c in self._plan.candidates}
+
     async def _run(self, request: TurnRequest, sink: Sink) -> TurnResult:
         self._budget.record_turn()
         self._prompt_estimate = request.routing.prompt_tokens
@@ -181,6 +187,7 @@ class Turn:
             result=self.result,
             max_event_bytes=self._max_event,
             deadlines=self._deadlines,
+            costs=self._costs(),
         )
         if not race.hedges(request):
             return await self._commit(request, await race.run(request), sink)

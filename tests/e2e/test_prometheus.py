@@ -308,7 +308,7 @@ def test_fallbacks_and_hedges_count_exactly_what_happened(
         r["metric"]["event"]: float(r["value"][1])
         for r in prometheus.query('firsttoken_hedges_total{route="chat-hedge"}')
     }
-    assert hedges == {"started": TURNS, "won": TURNS, "lost": 0, "cancelled": TURNS}
+    assert hedges == {"started": TURNS, "won": TURNS, "lost": 0, "cancelled": TURNS, "capped": 0}
     assert (
         prometheus.value('sum(firsttoken_requests_total{route="chat-hedge", outcome="hedged_won"})')
         == TURNS

@@ -46,6 +46,10 @@ routes:
     targets: [a, b]
     policy: {type: ordered}
     hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0}
+  - name: hedged-capped
+    targets: [a, b]
+    policy: {type: ordered}
+    hedge: {after_ms: 20, max_extra: 1, max_rate: 1.0, max_cost_share: 0.5}
   - name: hedged-unary
     targets: [a, b]
     policy: {type: ordered}
@@ -313,7 +317,7 @@ class Rig:
         self.plan = Plan(
             tuple(Candidate(n, 0.1, 0.0001, 1.0) for n in self.route.targets), "ordered: as listed"
         )
-        self.budget = HedgeBudget(self.route.hedge.max_rate if self.route.hedge else 0.0)
+        self.budget = HedgeBudget.of(self.route.hedge)
         self.events = RecordingEvents()
 
     def race(self, result: TurnResult | None = None) -> Race:
@@ -326,6 +330,7 @@ class Rig:
             events=events,
             clock=self.clock,
             result=result or TurnResult(route=self.route.name),
+            costs={c.name: c.expected_cost_usd for c in self.plan.candidates},
         )
 
     def turn(self, arrived: float = 0.0) -> Turn:

@@ -11,7 +11,7 @@ import pytest
 from router.config import Hedge, Price, Slo
 from router.policy.base import EngineView, TargetView
 from router.policy.predict import LOG_SPREAD, Z_90
-from router.turn.hedge import HedgeBudget, choose_backup, hedge_delay_s
+from router.turn.hedge import HedgeBudget, HedgeSpend, choose_backup, hedge_delay_s
 from tests.policy.views import hosted
 
 
@@ -73,6 +73,39 @@ def test_a_slot_leaves_the_window_and_frees_its_hedges() -> None:
     for _ in range(3):
         budget.record_turn()  # the slot that held both hedges leaves
     assert budget.try_spend() and budget.try_spend()
+
+
+def test_a_spend_cap_holds_priced_hedges_to_its_share_of_the_window_and_never_free_ones() -> None:
+    spend = HedgeSpend(share=0.1, window=4)
+    budget = HedgeBudget(max_rate=1.0, window=4, spend=spend)
+    for _ in range(4):
+        budget.record_turn()
+        spend.first_attempt(1.0)  # four turns: 4.0 spent, 0.4 left for hedges
+    assert spend.allows(0.3)
+    spend.hedged(0.3)
+    assert not spend.allows(0.2)  # 0.5 > 0.4
+    assert spend.allows(0.1)
+    assert spend.allows(0.0)  # a free target's hedge is never refused
+    # The hedge's turn leaves the window after four more, and its spend with it.
+    for _ in range(4):
+        budget.record_turn()
+        spend.first_attempt(1.0)
+    assert spend.allows(0.4)
+    assert not spend.allows(0.41)
+    # A route whose first attempts are all free never hedges to a priced target.
+    free = HedgeSpend(share=0.5)
+    free.record_turn()
+    free.first_attempt(0.0)
+    assert not free.allows(1e-9)
+    assert free.allows(0.0)
+
+
+def test_the_budget_of_a_hedge_block_has_a_spend_cap_only_if_it_asks() -> None:
+    assert HedgeBudget.of(None).max_rate == 0.0
+    assert HedgeBudget.of(Hedge()).spend is None
+    capped = HedgeBudget.of(Hedge(max_rate=0.2, max_cost_share=0.05))
+    assert capped.max_rate == 0.2
+    assert capped.spend is not None and capped.spend.share == 0.05
 
 
 def test_the_delay_is_fixed_or_late_against_the_body_of_the_targets_distribution() -> None:

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from router.errors import AllTargetsFailed
+from router.policy.base import Candidate, Plan
 from router.turn.types import TurnResult
 from router.upstream.body import ClientBody, TargetBody
 from tests.turn.chunks import DONE, chunk, content, error, role, tool_call
@@ -190,6 +191,37 @@ async def test_with_its_budget_spent_a_route_does_not_hedge() -> None:
     assert primed.target.config.name == "a"
     assert b.requests == []
     assert rig.events.kinds("hedge") == []
+
+
+@pytest.mark.parametrize(("b_cost", "hedged"), [(0.0001, False), (0.0, True)])
+async def test_a_spend_cap_keeps_a_priced_hedge_back_and_lets_a_free_one_go(
+    b_cost: float, hedged: bool
+) -> None:
+    # `max_cost_share: 0.5`: a hedge may add half of what the first attempts cost. The
+    # turn's first attempt is expected to cost 0.0001; a hedge to b at as much would
+    # double it, a hedge to a free b adds nothing.
+    release = anyio.Event()
+    a = FakeUpstream("a", Reply(ANSWER, gate=release))
+    b = FakeUpstream("b", Reply([role()], then="hang"))
+    rig = Rig(a, b, route="hedged-capped")
+    rig.plan = Plan((Candidate("a", 0.1, 0.0001, 1.0), Candidate("b", 0.1, b_cost, 0.5)), "x")
+    rig.budget.record_turn()  # the turn's slot (`Turn` opens it before the race)
+    result = TurnResult(route="hedged-capped")
+
+    async def answer_late() -> None:
+        await anyio.sleep(0.1)  # five hedge delays
+        release.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_late)
+            primed = await rig.race(result).run(rig.request())
+    assert primed.target.config.name == "a"
+    assert result.hedged is hedged
+    assert len(b.requests) == int(hedged)
+    assert [e for _, e in rig.events.kinds("hedge")][:1] == (["started"] if hedged else ["capped"])
+    # A refused hedge takes nothing from the count: the route could still hedge.
+    assert rig.budget.try_spend() is not hedged
 
 
 class SlowToPrepare:
