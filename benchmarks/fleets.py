@@ -250,6 +250,7 @@ def policy_yaml(
     *,
     hedge: bool,
     targets: tuple[str, ...] | None = None,
+    cost_share: float | None = None,
 ) -> dict[str, Any]:
     """The policy file a user would write for this fleet: the route's targets (engines
     first), the SLO, prices, the engines' `max_num_seqs` (the SRE deployed them with
@@ -285,4 +286,6 @@ def policy_yaml(
     }
     if hedge:
         route["hedge"] = {"after_ms": "adaptive", "max_extra": 1, "max_rate": 0.1}
+        if cost_share is not None:
+            route["hedge"]["max_cost_share"] = cost_share
     return {"targets": entries, "routes": [route]}

@@ -83,6 +83,8 @@ class RunConfig:
     #: a policy type, or "oracle" or "informed"
     policy: str
     hedge: bool = False
+    #: the hedge's `max_cost_share` (None: no spend cap)
+    hedge_cost_share: float | None = None
     #: "open": the workload's open-loop sessions; "sequential": `turns` one-turn
     #: sessions, each sent when the previous one ended (the cold-start test)
     mode: Mode = "open"
@@ -355,7 +357,9 @@ async def _run(spec: FleetSpec, config: RunConfig) -> RunResult:
         if config.policy in ("oracle", "informed"):
             result.turns = await _drive(fleet, None, config)
         else:
-            data = policy_yaml(spec, config.policy, hedge=config.hedge)
+            data = policy_yaml(
+                spec, config.policy, hedge=config.hedge, cost_share=config.hedge_cost_share
+            )
             router = Router(
                 Config.model_validate(data),
                 clock=loop.time,
