@@ -12,7 +12,7 @@ import pytest
 
 from router.errors import AllTargetsFailed
 from router.policy.base import Candidate, Plan
-from router.turn.types import TurnResult
+from router.turn.types import Primed, TurnResult
 from router.upstream.body import ClientBody, TargetBody
 from tests.turn.chunks import DONE, chunk, content, error, role, tool_call
 from tests.turn.fakes import CONFIG, FakeUpstream, ManualClock, Reply, Rig
@@ -179,18 +179,26 @@ async def test_with_its_budget_spent_a_route_does_not_hedge() -> None:
     rig = Rig(a, b, route="hedged")
     rig.budget.max_rate = 0.0
     rig.budget.charge()  # the one hedge a quiet route may spend is gone
+    primed = await race_as_a_answers_late(rig, release)
+    assert primed.target.config.name == "a"
+    assert b.requests == []
+    assert rig.events.kinds("hedge") == []
+
+
+async def race_as_a_answers_late(
+    rig: Rig, release: anyio.Event, result: TurnResult | None = None
+) -> Primed:
+    """Race the rig's turn while `a` (gated on `release`) answers five hedge delays late."""
 
     async def answer_late() -> None:
-        await anyio.sleep(0.1)  # five hedge delays
+        await anyio.sleep(0.1)
         release.set()
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(answer_late)
-            primed = await rig.race().run(rig.request())
-    assert primed.target.config.name == "a"
-    assert b.requests == []
-    assert rig.events.kinds("hedge") == []
+            primed = await rig.race(result).run(rig.request())
+    return primed
 
 
 @pytest.mark.parametrize(("b_cost", "hedged"), [(0.0001, False), (0.0, True)])
@@ -207,15 +215,7 @@ async def test_a_spend_cap_keeps_a_priced_hedge_back_and_lets_a_free_one_go(
     rig.plan = Plan((Candidate("a", 0.1, 0.0001, 1.0), Candidate("b", 0.1, b_cost, 0.5)), "x")
     rig.budget.record_turn()  # the turn's slot (`Turn` opens it before the race)
     result = TurnResult(route="hedged-capped")
-
-    async def answer_late() -> None:
-        await anyio.sleep(0.1)  # five hedge delays
-        release.set()
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(answer_late)
-            primed = await rig.race(result).run(rig.request())
+    primed = await race_as_a_answers_late(rig, release, result)
     assert primed.target.config.name == "a"
     assert result.hedged is hedged
     assert len(b.requests) == int(hedged)
