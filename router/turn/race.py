@@ -322,6 +322,7 @@ class Race:
         cost = self._hedge_cost()
         if cost is None:
             self._events.hedge(self._route.name, "capped")
+            self._result.hedge_capped = True
         if self._bad_request or cost is None or not self._budget.try_spend():
             self._extra = len(self._order)  # budget spent: no more hedges this turn
             self._hedge_at = math.inf

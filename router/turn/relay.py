@@ -110,6 +110,8 @@ class Turn:
             reason += "; fell back"
         if result.hedged:
             reason += "; hedged"
+        elif result.hedge_capped:
+            reason += "; hedge held back by max_cost_share"
         for c in self._plan.candidates:
             if c.name == name:
                 reason += f"; winner pred {_ms(c.predicted_ttft_s)}ms ${c.expected_cost_usd:.6f}"

@@ -95,6 +95,8 @@ class TurnResult:
     outcome: Outcome = "error"
     hedged: bool = False
     fell_back: bool = False
+    #: a hedge was due but the route's `max_cost_share` held it back
+    hedge_capped: bool = False
     ttft_s: float | None = None
     #: what the first token was, and the time to the first answer token (content or
     #: a tool call) from the attempt's start, when the stream had one

@@ -218,6 +218,7 @@ async def test_a_spend_cap_keeps_a_priced_hedge_back_and_lets_a_free_one_go(
     primed = await race_as_a_answers_late(rig, release, result)
     assert primed.target.config.name == "a"
     assert result.hedged is hedged
+    assert result.hedge_capped is not hedged
     assert len(b.requests) == int(hedged)
     assert [e for _, e in rig.events.kinds("hedge")][:1] == (["started"] if hedged else ["capped"])
     # A refused hedge takes nothing from the count: the route could still hedge.

@@ -110,6 +110,27 @@ async def test_a_hedge_that_wins_is_what_the_client_gets() -> None:
     assert a.cancelled == 1
 
 
+async def test_a_hedge_the_spend_cap_held_back_is_said_in_the_explanation() -> None:
+    release = anyio.Event()
+    a = FakeUpstream("a", Reply([role(), content("Hi"), DONE], gate=release))
+    b = FakeUpstream("b", Reply([role("from-b"), content("Hi", "from-b"), DONE]))
+    rig = Rig(a, b, route="hedged-capped")  # both priced alike: a hedge would double the cost
+    sink = RecordingSink()
+
+    async def answer_late() -> None:
+        await anyio.sleep(0.1)  # five hedge delays
+        release.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_late)
+            result = await rig.turn().run(rig.request(), sink)
+    assert sink.headers[b"x-firsttoken-target"] == b"a"
+    assert b"; hedge held back by max_cost_share" in sink.headers[b"x-firsttoken-reason"]
+    assert (result.outcome, result.hedged, result.hedge_capped) == ("ok", False, True)
+    assert b.requests == []
+
+
 async def test_a_hedge_winners_first_token_is_written_before_the_loser_is_closed() -> None:
     # The primary sent its role chunk and went quiet: cancelling it closes an open
     # response. That close waits (up to a second) for the winner's first write; a turn
