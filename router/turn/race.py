@@ -73,9 +73,10 @@ class Race:
         costs: Mapping[str, float] | None = None,
     ) -> None:
         self._route = route
-        #: the plan's expected cost per target, for a route whose hedges have a spend
-        #: cap (`budget.spend`); None otherwise
-        self._costs = costs if budget.spend is not None else None
+        #: the route's hedge spend cap (`hedge.max_cost_share`), with the plan's expected
+        #: cost per target to book against it; None when the route has no cap
+        self._spend = budget.spend if costs is not None else None
+        self._costs: Mapping[str, float] = costs or {}
         self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._max_event = max_event_bytes
         #: a failure that says the request is bad (not retried elsewhere)
@@ -331,8 +332,8 @@ class Race:
         if runtime is None:
             self._hedge_at = math.inf
             return
-        if cost and self._budget.spend is not None:
-            self._budget.spend.hedged(cost)
+        if cost and self._spend is not None:
+            self._spend.hedged(cost)
         scope = cancel_scope()
         self._scopes[scope] = None
         self._tg.create_task(self._hedge(runtime, self._request, scope))
@@ -341,11 +342,10 @@ class Race:
         """The expected cost of the hedge due now (0 without a spend cap), or None if
         the route's `max_cost_share` has no room for it: then no hedge starts, and no
         extra request is taken from the count."""
-        spend, costs = self._budget.spend, self._costs
-        if spend is None or costs is None or self._launched >= len(self._order):
+        if self._spend is None or self._launched >= len(self._order):
             return 0.0
-        cost = costs.get(self._order[self._backup_index()].config.name, 0.0)
-        return cost if spend.allows(cost) else None
+        cost = self._costs.get(self._order[self._backup_index()].config.name, 0.0)
+        return cost if self._spend.allows(cost) else None
 
     async def _hedge(
         self, runtime: TargetRuntime, request: TurnRequest, scope: anyio.CancelScope
@@ -420,8 +420,8 @@ class Race:
             backup = self._backup_index()
             self._order.insert(self._launched, self._order.pop(backup))
         runtime = self._order[self._launched]
-        if kind == "first" and self._costs is not None and self._budget.spend is not None:
-            self._budget.spend.first_attempt(self._costs.get(runtime.config.name, 0.0))
+        if kind == "first" and self._spend is not None:
+            self._spend.first_attempt(self._costs.get(runtime.config.name, 0.0))
         route, result = self._route.name, self._result
         if kind == "fallback":
             last = result.failures[-1]
