@@ -1,4 +1,5 @@
-"""`Router`: wiring, runtimes, reload and lifespan. No singletons: everything hangs off it.
+"""`Router`: the current runtime and its swap, a turn's entry, and lifespan. No singletons:
+everything hangs off it.
 
 `Router` holds the current `Runtime` (config, compiled routes, upstreams) as one
 reference that a reload swaps atomically: a turn takes the runtime once at its
@@ -7,9 +8,11 @@ Live signals outlive runtimes; a reload keeps those of targets that still exist.
 A reload's dropped upstreams close once its turns are done (router/upstream/
 retiring.py); a dead background task takes the process down (router/lifespan.py).
 
-Over 400 lines (about 530), kept whole: it is where every room is wired (turns, realtime
-sessions, speech routes and cascades, replicas), a few lines each; a room whose
-wiring grows past that gets its own module, as `realtime/service.py` did.
+What a config compiles to (`Runtime`, `RouteRuntime`, and what a reload carries over)
+is `wiring.py`. Over 400 lines (about 460), kept whole: the state every room shares (the
+runtime, the drain and the turns and sessions in flight, the retirer, Redis) and the
+tasks that keep it, a few lines each; a room whose wiring grows past that gets its own
+module, as `realtime/service.py` did.
 """
 
 from __future__ import annotations
@@ -22,22 +25,19 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from router.capabilities import ORDER, Capability, not_served, ordered
+from router.capabilities import not_served
 from router.clock import Clock
 from router.config import (
     Config,
     Probe,
-    RouteConfig,
     TargetConfig,
     load_config,
-    missing_secrets,
 )
 from router.errors import (
     AllTargetsFailed,
@@ -47,15 +47,13 @@ from router.errors import (
     ModelNotFound,
     NoTargetAvailable,
 )
-from router.gateway.auth import Authenticator, Client
+from router.gateway.auth import Client
 from router.gateway.request import ParsedRequest
 from router.lifespan import guarded, warm_up, while_needed
 from router.looplag import sample_loop_lag
 from router.metrics import Metrics
-from router.policy.base import Plan, PlanContext, Policy, RoutingRequest, TargetView
-from router.policy.explore import ExplorationBudget
-from router.policy.registry import build_policy, plan_turn
-from router.realtime.service import RealtimeService
+from router.policy.base import Plan, PlanContext, RoutingRequest, TargetView
+from router.policy.registry import plan_turn
 from router.realtime.target import RealtimeTarget
 from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
@@ -64,22 +62,27 @@ from router.responses.pinning import Pin, find_pin, pinned_targets
 from router.signals import engine, probe
 from router.signals.registry import SignalsRegistry
 from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
-from router.turn.hedge import HedgeBudget
 from router.turn.relay import Turn
 from router.turn.responses_wire import RESPONSES
 from router.turn.scopes import Deadlines
 from router.turn.sink import Sink
 from router.turn.types import TargetRuntime, TurnRequest, TurnResult
-from router.upstream.base import Endpoint, Upstream, UpstreamSetup
-from router.upstream.factory import default_upstream, import_litellm_upstream, setup_for
+from router.upstream.base import Endpoint, Upstream
+from router.upstream.factory import default_upstream, import_litellm_upstream
 from router.upstream.retiring import Retirer
-from router.voice.stages import SpeechService
 from router.voice.wiring import cascades
 from router.voice_metrics import VoiceMetrics
+from router.wiring import (
+    RouteRuntime,
+    Runtime,
+    UpstreamFactory,
+    Wiring,
+    check_secrets,
+    compile_runtime,
+)
 
 log = logging.getLogger("firsttoken")
 
-UpstreamFactory = Callable[[TargetConfig, UpstreamSetup], Upstream]
 RETIRE_EVERY_S = 0.5  # how often retiring upstreams are checked for turns on them
 #: how each endpoint's answers read
 DIALECTS: Mapping[Endpoint, Dialect] = {
@@ -88,33 +91,6 @@ DIALECTS: Mapping[Endpoint, Dialect] = {
     "responses": RESPONSES,
     "embeddings": EMBEDDINGS,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RouteRuntime:
-    config: RouteConfig
-    policy: Policy
-    budget: HedgeBudget
-    explore: ExplorationBudget
-    #: per capability, the route's targets that serve it (in the route's order)
-    serving: Mapping[Capability, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def capabilities(self) -> list[Capability]:
-        return ordered(c for c, names in self.serving.items() if names)
-
-
-@dataclass(slots=True, eq=False)
-class Runtime:
-    config: Config
-    routes: Mapping[str, RouteRuntime]
-    targets: Mapping[str, TargetRuntime]
-    signals: SignalsRegistry
-    auth: Authenticator
-    realtime: RealtimeService
-    speech: SpeechService
-    #: turns running on this runtime (a reload retires its upstreams when 0)
-    active: int = field(default=0)
 
 
 class Router:
@@ -136,7 +112,6 @@ class Router:
         self.config_path = config_path
         #: `firsttoken serve` listens for SIGHUP (only a main thread can)
         self.reload_on_sighup = False
-        self._upstream_factory = upstream_factory
         self.metrics = Metrics(views=self.views)
         #: the deadlines of every turn's body and attempts, on one timer (turn/scopes.py)
         self.deadlines = Deadlines()
@@ -157,6 +132,14 @@ class Router:
         #: called once, with the reason kept in `fatal`, if a background task dies
         self.on_fatal: Callable[[str], None] | None = None
         self.fatal: str | None = None
+        self._wiring = Wiring(
+            self.environ,
+            clock,
+            upstream_factory,
+            self.metrics.connection_counter,
+            cascades(self),
+            config_path,
+        )
         self.runtime = self._compile(config, SignalsRegistry(config, clock), previous=None)
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
@@ -175,71 +158,16 @@ class Router:
     def _compile(
         self, config: Config, signals: SignalsRegistry, previous: Runtime | None
     ) -> Runtime:
-        missing = missing_secrets(config, self.environ)
-        if missing:
-            raise ConfigError(
-                [ConfigIssue(self.config_path or "<config>", None, "", m) for m in missing]
-            )
-        targets: dict[str, TargetRuntime] = {}
-        for t in config.targets:
-            if t.kind in ("realtime", "cascade", "stt", "tts"):
-                continue  # sessions and speech, not turns: the services below
-            old = previous.targets.get(t.name) if previous else None
-            if old is not None and old.config == t and old.upstream not in self._retirer.closing():
-                upstream = old.upstream  # unchanged target: keep its warm connection pool
-            else:
-                setup = setup_for(config, t, self.environ, self.metrics.connection_counter(t.name))
-                upstream = self._upstream_factory(t, setup)
-            targets[t.name] = TargetRuntime(t, upstream, signals[t.name])
-        routes = {}
-        for r in config.routes:
-            old_route = previous.routes.get(r.name) if previous else None
-            keep = old_route is not None and old_route.config == r
-            served = [config.target(n) for n in r.targets]
-            # a target's `serves` may change while its route does not
-            serving = {c: tuple(t.name for t in served if c in t.serves) for c in ORDER}
-            if keep and old_route:
-                routes[r.name] = RouteRuntime(
-                    r, old_route.policy, old_route.budget, old_route.explore, serving
-                )
-            else:
-                routes[r.name] = RouteRuntime(
-                    r,
-                    build_policy(r.policy),
-                    HedgeBudget.of(r.hedge),
-                    ExplorationBudget(r.exploration),
-                    serving,
-                )
-        auth = Authenticator(
-            config.auth, self.environ, self.clock, previous.auth if previous else None
-        )
-        realtime = RealtimeService(
-            config,
-            signals,
-            self.environ,
-            self.clock,
-            previous.realtime if previous else None,
-            cascade=cascades(self),
-        )
-        speech = SpeechService(
-            config,
-            signals,
-            self.environ,
-            self.clock,
-            previous.speech if previous else None,
-            connections=self.metrics.connection_counter,
-        )
-        return Runtime(config, routes, targets, signals, auth, realtime, speech)
+        return compile_runtime(config, signals, previous, self._wiring, self._retirer.closing())
 
     def reload(self, config: Config) -> None:
         """Swap in a new config atomically; turns in flight keep the runtime they took."""
         previous = self.runtime
-        missing = missing_secrets(config, self.environ)
-        if missing:
+        try:
+            check_secrets(config, self._wiring)
+        except ConfigError:
             self.metrics.reloaded("invalid")
-            raise ConfigError(
-                [ConfigIssue(self.config_path or "<config>", None, "", m) for m in missing]
-            )
+            raise
         self.runtime = self._compile(config, previous.signals.rebuilt(config), previous)
         if self.shared is not None:
             self.shared.attach(self.runtime.signals)

@@ -24,9 +24,10 @@ from typing import Any
 from router.errors import BadRequest, ModelNotFound
 from router.gateway.asgi import Send
 from router.gateway.auth import Client
-from router.runtime import Router, RouteRuntime
+from router.runtime import Router
 from router.voice.codec import PCM_RATE
 from router.voice.resample import SPEECH_QUALITY, Resampler
+from router.wiring import RouteRuntime
 
 
 def _route(router: Router, model: object, kind: str, client: Client | None) -> RouteRuntime:
