@@ -1,8 +1,10 @@
 """Provider shapes end to end: the official `openai` SDK -> the router -> a replay of what
 a real provider sends (tests/providers/recordings/*.yaml, served byte for byte by
 router/sim/replay.py): OpenAI, Azure OpenAI, Groq, OpenRouter, vLLM and DeepSeek
-reasoning, Anthropic with thinking through litellm, CRLF and CR-only framing, and a
-vLLM error frame after the first token."""
+reasoning, Anthropic with thinking through litellm, CRLF and CR-only framing, a vLLM
+error frame after the first token, and `/v1/responses` streams: OpenAI's (text, a
+reasoning model's function call, an error before any token) and vLLM's (reasoning text,
+its fields in pydantic's order)."""
 
 from __future__ import annotations
 
@@ -286,3 +288,153 @@ def test_a_vllm_error_frame_after_the_first_token_ends_the_stream_with_an_error(
             seen.append(chunk)
     assert text_of(seen) == "Once upon"
     assert metric(fleet, "firsttoken_requests_total", outcome="error") == 1
+
+
+# -- /v1/responses ------------------------------------------------------------------------
+
+
+def test_openai_responses_stream_arrives_whole_with_usage_and_no_done(run: Any) -> None:
+    server = replay("openai_responses_text")
+    fleet = run({"oai": server}, single("oai"))
+    with sdk(fleet) as client:
+        with client.responses.with_streaming_response.create(
+            model="chat", input="hello", stream=True
+        ) as response:
+            assert response.headers["x-firsttoken-target"] == "oai"
+            assert "first token (answer)" in response.headers["x-firsttoken-reason"]
+            events = list(response.parse())
+        with client.responses.stream(model="chat", input="hello") as helper:
+            final = helper.get_final_response()
+    types = [e.type for e in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "The capital of France is Paris."
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == text
+    assert final.output_text == text and final.usage is not None
+    assert final.usage.output_tokens == 8
+    assert server.requests[0].line.startswith("POST /v1/responses ")
+    assert server.requests[0].body["model"] == "oai-model"
+    # Two turns of 8 output tokens: the usage of each response.completed, read once.
+    assert metric(fleet, "firsttoken_tokens_total", target="oai", direction="output") == 16
+    assert metric(fleet, "firsttoken_requests_total", target="oai", outcome="ok") == 2
+
+
+def test_openai_responses_reasoning_then_a_function_call_commits_on_its_arguments(
+    run: Any,
+) -> None:
+    # response.created, in_progress, a reasoning item added and done (no delta: hidden
+    # reasoning), the call's item added, then its arguments: the first token is the first
+    # arguments delta, six writes 30 ms apart in.
+    fleet = run({"o4": replay("openai_responses_reasoning_tool")}, single("o4"))
+    with (
+        sdk(fleet) as client,
+        client.responses.with_streaming_response.create(
+            model="chat", input="weather in Lyon?", stream=True
+        ) as response,
+    ):
+        assert "first token (answer)" in response.headers["x-firsttoken-reason"]
+        events = list(response.parse())
+    args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert args == '{"city":"Lyon"}'
+    done = events[-1]
+    assert done.type == "response.completed" and done.response.usage is not None
+    assert done.response.usage.output_tokens_details.reasoning_tokens == 192
+    ttft = metric(fleet, "firsttoken_ttft_seconds_sum", route="chat")
+    assert metric(fleet, "firsttoken_ttft_seconds_count", route="chat") == 1
+    assert ttft >= 5 * 0.03  # not at response.created or any *.added event
+    # Reasoning tokens are inside output_tokens: counted once.
+    assert metric(fleet, "firsttoken_tokens_total", target="o4", direction="output") == 211
+
+
+def test_openai_responses_error_before_any_token_moves_the_turn_on(run: Any) -> None:
+    def config(servers: Mapping[str, Startable]) -> str:
+        return (
+            f"targets:\n{target('bad', servers['bad'])}\n{target('good', servers['good'])}\n"
+            f"routes:\n{route('chat', ['bad', 'good'])}\n"
+        )
+
+    bad = replay("openai_responses_error_before_token")
+    fleet = run({"bad": bad, "good": replay("openai_responses_text")}, config)
+    with (
+        sdk(fleet) as client,
+        client.responses.with_streaming_response.create(
+            model="chat", input="hello", stream=True
+        ) as response,
+    ):
+        assert response.headers["x-firsttoken-target"] == "good"
+        events: list[Any] = list(response.parse())
+    types = [e.type for e in events]
+    # The client sees one response, good's: nothing of bad's (created, error, failed).
+    assert "error" not in types and "response.failed" not in types
+    assert types.count("response.created") == 1
+    assert events[0].response.id == events[-1].response.id
+    assert events[-1].response.id.startswith("resp_6915a3c0")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert len(bad.requests) == 1
+    assert metric(fleet, "firsttoken_requests_total", target="good", outcome="fell_back") == 1
+    # the error event's code (server_error) counts as the target's 5xx
+    assert metric(fleet, "firsttoken_upstream_errors_total", target="bad", status_class="5xx") == 1
+
+
+def test_vllm_responses_reasoning_then_text_and_follow_ups_pinned_on_either_shape(
+    run: Any,
+) -> None:
+    # vLLM writes `type` last and its response's id first; OpenAI the other way round:
+    # the router must read each response's id to pin its follow-ups, whatever the order.
+    # (`kind: openai`: the replay answers every path, so no engine /metrics to scrape.)
+    def config(servers: Mapping[str, Startable]) -> str:
+        return (
+            f"targets:\n{target('vllm', servers['vllm'])}\n{target('oai', servers['oai'])}\n"
+            f"routes:\n{route('chat', ['vllm', 'oai']).replace('ordered', 'round_robin')}\n"
+        )
+
+    servers = {"vllm": replay("vllm_responses_reasoning"), "oai": replay("openai_responses_text")}
+    fleet = run(servers, config)
+    answered: dict[str, str] = {}
+    with sdk(fleet) as client:
+        for _ in range(2):  # round robin: one fresh turn on each
+            with client.responses.with_streaming_response.create(
+                model="chat", input="hi", stream=True
+            ) as response:
+                target_name = response.headers["x-firsttoken-target"]
+                reason = response.headers["x-firsttoken-reason"]
+                events = list(response.parse())
+            done = events[-1]
+            assert done.type == "response.completed"
+            answered[target_name] = done.response.id
+            if target_name == "vllm":
+                assert "first token (reasoning)" in reason
+                thinking = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+                assert "".join(thinking) == "Okay, the user greets me."
+                assert done.response.output_text == "Hello! How can I help?"
+        # Each follow-up goes where its previous response is stored, twice in a row
+        # (round robin alone would send one of each two to the other target).
+        for target_name, response_id in [item for item in answered.items() for _ in (1, 2)]:
+            followed = client.responses.with_raw_response.create(
+                model="chat", input="and then?", previous_response_id=response_id, stream=True
+            )
+            assert followed.headers["x-firsttoken-target"] == target_name
+            list(followed.parse())
+    assert set(answered) == {"vllm", "oai"}
+    assert answered["vllm"] == "resp_9b2f6c1e8d4a4f0e9c7b5a3d2e1f0a9b"
+    for server in servers.values():
+        follow_ups = [r for r in server.requests if r.body.get("previous_response_id")]
+        assert follow_ups and all(
+            r.body["previous_response_id"] in answered.values() for r in follow_ups
+        )
+    # vLLM's reasoning tokens are inside its output tokens (13), counted once
+    vllm_turns = len(servers["vllm"].requests)
+    assert metric(fleet, "firsttoken_tokens_total", target="vllm", direction="output") == (
+        13 * vllm_turns
+    )
