@@ -320,11 +320,14 @@ class Race:
         """The hedge delay passed with no first token: start the next target too."""
         if self._over or self._tg is None or self._request is None:
             return
-        cost = self._hedge_cost()
-        if cost is None:
-            self._events.hedge(self._route.name, "capped")
-            self._result.hedge_capped = True
-        if self._bad_request or cost is None or not self._budget.try_spend():
+        if self._bad_request:  # not hedged, and not for want of spend
+            cost = None
+        else:
+            cost = self._hedge_cost()
+            if cost is None:
+                self._events.hedge(self._route.name, "capped")
+                self._result.hedge_capped = True
+        if cost is None or not self._budget.try_spend():
             self._extra = len(self._order)  # budget spent: no more hedges this turn
             self._hedge_at = math.inf
             return
