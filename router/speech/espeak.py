@@ -165,6 +165,8 @@ class Espeak:
         self.started = 0
         self.killed = 0
         self.running = 0
+        #: reaps of killed processes still reading their pipes to the end
+        self.reaping: set[asyncio.Future[tuple[bytes, bytes]]] = set()
 
     async def start(self) -> None:
         """Check the program runs, and learn its voices (raises `EngineMissing`)."""
@@ -250,4 +252,9 @@ class Espeak:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         self.killed += 1
-        await process.communicate()
+        # Shielded: aiohttp may cancel a handler again while this `finally` runs, and a
+        # reap cut short leaves a paused stdout that never sees its end (an unclosed pipe).
+        reap = asyncio.ensure_future(process.communicate())
+        self.reaping.add(reap)
+        reap.add_done_callback(self.reaping.discard)
+        await asyncio.shield(reap)

@@ -6,6 +6,7 @@ answering while PocketSphinx decodes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -271,3 +272,35 @@ def test_a_cancelled_wait_leaves_no_process(
     assert tts.killed == killed + 1
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(pids[0], 0)
+
+
+def test_a_second_cancel_while_killing_still_reaps_the_process(
+    speech_server: SpeechServer, loop_thread: LoopThread
+) -> None:
+    """aiohttp may cancel a handler again while its `finally` kills eSpeak NG: the process
+    is still reaped and its pipes closed (else a ResourceWarning when it is collected)."""
+    tts = speech_server.tts
+    assert tts is not None
+    pids: list[int] = []
+
+    async def cancel_twice() -> None:
+        async def listen() -> None:
+            async with tts.speak("One two three four five six. " * 200) as audio:
+                pids.append(audio.pid)
+                async for _ in audio:
+                    await asyncio.sleep(3600)
+
+        task = asyncio.create_task(listen())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        for _ in range(1):  # into the kill's reap, then cancelled again
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop_thread.run(cancel_twice())
+    assert wait_until(loop_thread, lambda: tts.running == 0 and not tts.reaping)
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pids[0], 0)
+    gc.collect()  # an unclosed pipe would warn here, and the warning fails the test
