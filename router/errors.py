@@ -169,6 +169,13 @@ class RequestTimeout(RequestError):
     code = "request_timeout"
 
 
+class UpgradeRequired(RequestError):
+    """A plain HTTP request at a WebSocket endpoint (`/v1/realtime`)."""
+
+    status = 426
+    code = "websocket_required"
+
+
 class StateConflict(RequestError):
     """The Responses state a request builds on is stored where its route cannot go."""
 

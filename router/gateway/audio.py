@@ -2,6 +2,9 @@
 
     POST /v1/audio/transcriptions   multipart (`file`, `model` = an stt route, and any other
                                     field, passed on); the chosen target's answer as it is
+    POST /v1/audio/translations     the same form, to the same stt routes; the targets are
+                                    asked at their `/audio/translations` (speech in any
+                                    language, its text in English: Whisper's)
     POST /v1/audio/speech           JSON (`model` = a tts route, `input`, `voice`, `speed`);
                                     streamed 16-bit mono PCM at 24 kHz, OpenAI's `pcm`
 
@@ -47,7 +50,9 @@ def _route(router: Router, model: object, kind: str, client: Client | None) -> R
 def _form(raw: bytes, content_type: str) -> tuple[dict[str, str], tuple[bytes, str, str] | None]:
     """The fields of a multipart form, and its `file` (bytes, filename, content type)."""
     if not content_type.startswith("multipart/form-data"):
-        raise BadRequest("a transcription is a multipart/form-data request")
+        raise BadRequest(
+            "a transcription or translation is a multipart/form-data request with a 'file'"
+        )
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     message = message_from_bytes(head + raw, policy=HTTP)
     if not message.is_multipart():
@@ -68,11 +73,19 @@ def _form(raw: bytes, content_type: str) -> tuple[dict[str, str], tuple[bytes, s
 
 
 async def transcription(
-    router: Router, raw: bytes, headers: Mapping[str, str], send: Send, client: Client | None
+    router: Router,
+    raw: bytes,
+    headers: Mapping[str, str],
+    send: Send,
+    client: Client | None,
+    *,
+    translation: bool = False,
 ) -> None:
     fields, upload = _form(raw, headers.get("content-type", ""))
     if upload is None:
-        raise BadRequest("'file' is required: the audio to transcribe")
+        raise BadRequest(
+            f"'file' is required: the audio to {'translate' if translation else 'transcribe'}"
+        )
     route = _route(router, fields.pop("model", None), "stt", client)
     audio, filename, content_type = upload
     heard = await router.runtime.speech.transcribe(
@@ -84,6 +97,7 @@ async def transcription(
         filename=filename,
         content_type=content_type,
         budget=route.budget,
+        translation=translation,
     )
     body = heard.transcript.body
     await send(

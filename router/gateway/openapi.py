@@ -13,135 +13,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from router.gateway.openapi_schemas import SCHEMAS, ref
+
 JSON = "application/json"
 SSE = "text/event-stream"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+_ref = ref
 
 
 def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
 
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "code"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "code": {"type": "string", "nullable": True},
-                    "param": {"type": "string", "nullable": True},
-                },
-            }
-        },
-    },
-    "Message": {
-        "type": "object",
-        "required": ["role"],
-        "properties": {
-            "role": {"type": "string"},
-            "content": {
-                "nullable": True,
-                "oneOf": [
-                    {"type": "string"},
-                    {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
-                        },
-                    },
-                ],
-            },
-        },
-        "additionalProperties": True,
-    },
-    "StreamOptions": {
-        "type": "object",
-        "properties": {"include_usage": {"type": "boolean"}},
-        "additionalProperties": True,
-    },
-    "ChatCompletionRequest": {
-        "type": "object",
-        "required": ["model", "messages"],
-        "properties": {
-            "model": {"type": "string", "minLength": 1, "description": "a route name"},
-            "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
-            "stream": {"type": "boolean", "default": False},
-            "stream_options": _ref("StreamOptions"),
-            "max_tokens": {"type": "integer", "minimum": 0},
-            "max_completion_tokens": {"type": "integer", "minimum": 0},
-            "user": {"type": "string"},
-        },
-        "additionalProperties": True,
-    },
-    "CompletionRequest": {
-        "type": "object",
-        "required": ["model", "prompt"],
-        "properties": {
-            "model": {"type": "string", "minLength": 1, "description": "a route name"},
-            "prompt": {
-                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-            },
-            "stream": {"type": "boolean", "default": False},
-            "stream_options": _ref("StreamOptions"),
-            "max_tokens": {"type": "integer", "minimum": 0},
-        },
-        "additionalProperties": True,
-    },
-    "Completion": {
-        "type": "object",
-        "description": "the target's answer, relayed unchanged (OpenAI's completion object)",
-        "required": ["choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string"},
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": {"type": "object", "nullable": True},
-        },
-    },
-    "ModelList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "object": {"type": "string"},
-                        "created": {"type": "integer"},
-                        "owned_by": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-    "AdminTargets": {
-        "type": "object",
-        "required": ["targets", "routes"],
-        "properties": {
-            "targets": {"type": "array", "items": {"type": "object"}},
-            "routes": {"type": "object"},
-        },
-    },
-}
 
 _ROUTING_HEADERS = {
     "x-firsttoken-target": {"schema": {"type": "string"}, "description": "the target chosen"},
@@ -158,7 +41,25 @@ _WRONG_METHOD = "wrong method; Allow lists the methods the endpoint takes"
 _NOT_JSON = "the body is not sent as Content-Type: application/json"
 
 
-def _turn(summary: str, request_schema: str) -> dict[str, Any]:
+_TURN_ANSWER = (
+    "the answer: a JSON completion, or an SSE stream of chunks ending in `data: [DONE]`; a "
+    "failure after the first token ends the stream with an SSE event in the Error shape "
+    "instead"
+)
+
+
+def _turn(
+    summary: str,
+    request_schema: str,
+    answer: str = "Completion",
+    description: str = _TURN_ANSWER,
+    *,
+    streams: bool = True,
+    content_type: str = JSON,
+) -> dict[str, Any]:
+    answers: dict[str, Any] = {JSON: {"schema": _ref(answer)}}
+    if streams:
+        answers[SSE] = {"schema": {"type": "string"}}
     return {
         "post": {
             "summary": summary,
@@ -174,18 +75,13 @@ def _turn(summary: str, request_schema: str) -> dict[str, Any]:
             ],
             "requestBody": {
                 "required": True,
-                "content": {JSON: {"schema": _ref(request_schema)}},
+                "content": {content_type: {"schema": _ref(request_schema)}},
             },
             "responses": {
                 "200": {
-                    "description": "the answer: a JSON completion, or an SSE stream of "
-                    "chunks ending in `data: [DONE]`; a failure after the first token "
-                    "ends the stream with an SSE event in the Error shape instead",
+                    "description": description,
                     "headers": _ROUTING_HEADERS,
-                    "content": {
-                        JSON: {"schema": _ref("Completion")},
-                        SSE: {"schema": {"type": "string"}},
-                    },
+                    "content": answers,
                 },
                 "400": _error("invalid request (or a target rejected it as invalid)"),
                 "401": _error("missing or unknown client key"),
@@ -244,12 +140,119 @@ def _admin(operation: dict[str, Any]) -> dict[str, Any]:
     return operation
 
 
+def _audio_form(verb: str) -> dict[str, Any]:
+    operation = _turn(
+        f"{verb} an upload, routed over a route of stt targets (the form passed on)",
+        "AudioForm",
+        "Transcript",
+        "the chosen target's answer as it sent it",
+        streams=False,
+        content_type="multipart/form-data",
+    )
+    ok = operation["post"]["responses"]["200"]
+    ok["content"]["text/plain"] = {"schema": {"type": "string"}}
+    operation["post"]["responses"]["400"] = _error(
+        "not a multipart form with a 'file', not a route of stt targets, or a target "
+        "rejected the request as invalid"
+    )
+    del operation["post"]["responses"]["415"]  # a form, not JSON
+    return operation
+
+
+def _stored_responses() -> dict[str, Any]:
+    """A stored response's calls, answered by the target that stored it."""
+    path_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def call(summary: str, answer: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "security": [{}, {"bearer": []}],
+            "responses": {
+                "200": {"description": "the owner's answer", "content": {JSON: answer}},
+                "401": _error("missing or unknown client key"),
+                "403": _error(_FORBIDDEN + "; or the key may not use the route it was made on"),
+                "404": _error("no such response (as the owner, or the router, says)"),
+                "405": _error(_WRONG_METHOD),
+                "502": _error("the owner failed"),
+                "503": _error("the owner is not available"),
+                "504": _error("the owner timed out"),
+            },
+        }
+
+    response = {"schema": _ref("Response")}
+    return {
+        "/v1/responses/{id}": {
+            "parameters": [path_id],
+            "get": call("a stored response (`?stream=true` replays its events)", response),
+            "delete": call("delete it (the router forgets its owner too)", response),
+            **_options(),
+        },
+        "/v1/responses/{id}/cancel": {
+            "parameters": [path_id],
+            "post": call("cancel a background response", response),
+            **_options(),
+        },
+        "/v1/responses/{id}/input_items": {
+            "parameters": [path_id],
+            "get": call("the items it was made from", {"schema": _ref("ItemList")}),
+            **_options(),
+        },
+    }
+
+
+def _realtime() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "a Realtime session: a WebSocket upgrade (`?model=ROUTE`); the "
+            "subprotocols `realtime` and `openai-insecure-api-key.<key>` carry a browser's key",
+            "security": [{}, {"bearer": []}],
+            "parameters": [
+                {"name": "model", "in": "query", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "101": {"description": "the WebSocket; events in OpenAI's Realtime shape"},
+                "400": _error("no `model`, or a bad upgrade"),
+                "401": _error("missing or unknown client key"),
+                "403": _error(_FORBIDDEN + "; or the client key may not use this route"),
+                "404": _error("no such realtime route"),
+                "405": _error(_WRONG_METHOD),
+                "426": _error("a plain HTTP request: this endpoint is a WebSocket"),
+                "429": _error("the client key is over its session limit"),
+                "502": _error("every target failed to open a session"),
+                "503": _error("no target is available, or the router is draining"),
+                "504": _error("every target timed out"),
+            },
+        },
+        **_options(),
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the router's endpoints (a fresh dict each call)."""
     readyz = _get("ready to take turns (503 while starting or draining)", _ref("Status"))
     readyz["get"]["responses"]["503"] = {
         "description": "not ready",
         "content": {JSON: {"schema": _ref("Status")}},
+    }
+    responses = _turn(
+        "one Responses turn, routed; a follow-up goes to the target that stored its state",
+        "ResponsesRequest",
+        "Response",
+        "the answer: a JSON response object, or an SSE stream of its events; a failure "
+        "after the first token ends the stream with `response.failed` or `error`",
+    )
+    responses["post"]["responses"]["409"] = _error(
+        "the response or conversation this follow-up continues is stored at a target this "
+        "route cannot reach now (code response_state_elsewhere)"
+    )
+    speech = _turn(
+        "speech from text, routed over a route of tts targets",
+        "SpeechRequest",
+        description="16-bit mono PCM at 24 kHz, streamed",
+        streams=False,
+    )
+    speech["post"]["responses"]["200"]["content"] = {
+        "audio/pcm": {"schema": {"type": "string", "format": "binary"}}
     }
     models = _get("the routes the client key may use, as OpenAI models", _ref("ModelList"))
     models["get"]["security"] = [{}, {"bearer": []}]
@@ -298,6 +301,19 @@ def openapi_spec() -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
+            "/v1/responses": responses,
+            **_stored_responses(),
+            "/v1/embeddings": _turn(
+                "embeddings of a batch of inputs, routed",
+                "EmbeddingsRequest",
+                "EmbeddingList",
+                "the target's embeddings",
+                streams=False,
+            ),
+            "/v1/audio/transcriptions": _audio_form("transcribe"),
+            "/v1/audio/translations": _audio_form("translate into English"),
+            "/v1/audio/speech": speech,
+            "/v1/realtime": _realtime(),
             "/v1/models": models,
             "/health": {
                 "get": {
@@ -322,7 +338,7 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/reload": _admin(reload),
         },
         "components": {
-            "schemas": copy.deepcopy(_SCHEMAS),
+            "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -31,6 +31,7 @@ from router.errors import (
     NoTargetAvailable,
     NotFound,
     Overloaded,
+    UpgradeRequired,
 )
 from router.gateway import audio, realtime, responses
 from router.gateway.admin import admin_view
@@ -63,7 +64,9 @@ _TURN_PATHS: dict[str, Endpoint] = {
     "/v1/responses": "responses",
     "/v1/embeddings": "embeddings",
 }
-_AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech"})
+_AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech"})
+#: the audio endpoints that take a multipart form, not JSON
+_FORM_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 _POST = ("POST", "OPTIONS")
 _GET = ("GET", "HEAD", "OPTIONS")
 #: the largest body an admin POST may have (`{}` is what it needs)
@@ -117,6 +120,8 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
         return [(b"retry-after", b"1")]
     if isinstance(err, MethodNotAllowed) and err.allow:
         return [_allow(err.allow)]
+    if isinstance(err, UpgradeRequired):
+        return [(b"upgrade", b"websocket")]
     return []
 
 
@@ -254,6 +259,8 @@ class Server:
             return _POST
         if path in _AUDIO_PATHS:
             return _POST
+        if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
+            return _GET
         if path.startswith(responses.PREFIX):  # a stored response: GET, DELETE, cancel
             return responses.methods(path)
         if path in PAGES and self.guard().playground:
@@ -287,7 +294,7 @@ class Server:
             runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
-        if methods is _POST and path != "/v1/audio/transcriptions":  # a multipart form
+        if methods is _POST and path not in _FORM_PATHS:
             require_json(header(scope, b"content-type"))
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
@@ -296,6 +303,12 @@ class Server:
             await self._stored_response(scope, receive, send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
+        elif path == realtime.REALTIME_PATH:
+            raise UpgradeRequired(
+                f"{path} is a WebSocket endpoint: connect with a WebSocket upgrade "
+                "(GET /v1/realtime?model=ROUTE, Upgrade: websocket), as the openai SDK's "
+                "client.realtime.connect() does"
+            )
         elif path == "/admin/reload" and self._reload is not None:
             raw = await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
             try:
@@ -416,8 +429,11 @@ class Server:
         runtime = self.router.runtime
         client = runtime.auth.client(headers.get("authorization"))
         raw = await self._read_body(scope, receive, runtime.config.server.max_body_bytes)
-        if path.endswith("/transcriptions"):
-            await audio.transcription(self.router, raw, headers, send, client)
+        if path in _FORM_PATHS:
+            translation = path.endswith("/translations")
+            await audio.transcription(
+                self.router, raw, headers, send, client, translation=translation
+            )
         else:
             await audio.speech(self.router, raw, send, client)
 

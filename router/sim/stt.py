@@ -1,5 +1,6 @@
 """A speech-to-text server like OpenAI's, vLLM's (Whisper) or speaches':
-`POST /v1/audio/transcriptions`.
+`POST /v1/audio/transcriptions` and `POST /v1/audio/translations` (the same form
+without `language`; its transcript stands for the English translation).
 
 The request is OpenAI's multipart form: `file` (a WAV is measured; other formats
 are taken as they are), `model`, optional `language`, `prompt`, `temperature` and
@@ -33,6 +34,7 @@ from router.sim.speech import BadSpeechRequest, SpeechRecord, SpeechSim
 from router.sim.wire import MALFORMED_FRAME, error_body
 
 FORMATS = ("json", "text", "verbose_json")
+TRANSLATIONS_PATH = "/v1/audio/translations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,8 @@ class SttParams:
     transcript: str | None = None
     seconds_per_audio_s: float = 0.0
     language: str = "english"
+    #: False: `/v1/audio/translations` answers aiohttp's own 404, as a server without it
+    translates: bool = True
 
 
 def wav_ms(data: bytes) -> float:
@@ -67,7 +71,14 @@ class SttSim(SpeechSim):
     def set_params(self, **changes: Any) -> None:
         self.params = replace(self.params, **changes)
 
+    def _add_route(self, app: web.Application) -> None:
+        super()._add_route(app)
+        app.router.add_post(TRANSLATIONS_PATH, self._audio)
+
     async def _parse(self, request: web.Request, record: SpeechRecord) -> None:
+        if record.path == TRANSLATIONS_PATH and not self.params.translates:
+            record.status = 404
+            raise web.HTTPNotFound()
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
@@ -111,9 +122,12 @@ class SttSim(SpeechSim):
             return web.Response(text=text, content_type="text/plain")
         usage = {"type": "duration", "seconds": round(audio_s, 3)}
         if response_format == "verbose_json":
+            translated = record.path == TRANSLATIONS_PATH
             body = {
-                "task": "transcribe",
-                "language": fields.get("language") or self.params.language,
+                "task": "translate" if translated else "transcribe",
+                "language": "english"
+                if translated
+                else fields.get("language") or self.params.language,
                 "duration": round(audio_s, 3),
                 "text": text,
                 "segments": [_segment(text, audio_s)],

@@ -1,6 +1,7 @@
 """Speech targets over aiohttp's client: `kind: stt` and `kind: tts`.
 
-    SttUpstream.transcribe()   POST <base>/audio/transcriptions  (OpenAI's multipart form)
+    SttUpstream.transcribe()   POST <base>/audio/transcriptions  (OpenAI's multipart form;
+                               <base>/audio/translations with `translation=True`)
     TtsUpstream.speak()        POST <base>/audio/speech          (JSON; streamed `pcm` back)
 
 Both speak OpenAI's audio API, which vLLM (Whisper), speaches, Kokoro-FastAPI,
@@ -50,6 +51,7 @@ from router.errors import (
 from router.targetsettings import AuthHeader, key_headers
 from router.upstream import http
 from router.upstream.openai import retry_after_s
+from router.upstream.rejections import rejection_reason
 
 Phase = Literal["connect", "stream", "body"]
 #: bytes of an error body kept for the client and the logs
@@ -130,13 +132,18 @@ class _SpeechTarget:
         if self._key and self._key in data:  # some APIs echo the key they rejected
             data = data.replace(self._key, b"[redacted]")
         headers_in = {k.lower(): v for k, v in response.headers.items()}
+        status = response.status
+        # A 404/405 at a speech path is a target without that endpoint (a server that
+        # does not translate, say), whatever its body says: another target may serve it.
+        rejection = rejection_reason(status, data) or ("endpoint" if status in (404, 405) else None)
         raise UpstreamStatusError(
-            f"{self.name}: upstream answered {response.status}",
+            f"{self.name}: upstream answered {status}",
             target=self.name,
-            upstream_status=response.status,
+            upstream_status=status,
             body=data,
             retry_after_s=retry_after_s(headers_in, data, wall_now=self._wall()),
             headers=headers_in,
+            rejection=rejection,
         )
 
     async def warm_up(self) -> None:
@@ -157,9 +164,11 @@ class SttUpstream(_SpeechTarget):
         content_type: str = "audio/wav",
         fields: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        translation: bool = False,
     ) -> Transcript:
         """`fields` are the form's other fields (`language`, `prompt`, `response_format`,
-        `temperature` ...); `model` is the target's."""
+        `temperature` ...); `model` is the target's. `translation`: into English, at the
+        target's `/audio/translations` (Whisper's; a target without it answers 4xx)."""
         form = aiohttp.FormData()
         form.add_field("file", audio, filename=filename, content_type=content_type)
         for key, value in (fields or {}).items():
@@ -168,9 +177,8 @@ class SttUpstream(_SpeechTarget):
         form.add_field("model", self.model)
         payload = form()
         data = await payload.as_bytes()
-        response = await self._post(
-            "/audio/transcriptions", headers or {}, data, str(payload.content_type)
-        )
+        path = "/audio/translations" if translation else "/audio/transcriptions"
+        response = await self._post(path, headers or {}, data, str(payload.content_type))
         try:
             body = await response.read()
         except http.ERRORS as exc:

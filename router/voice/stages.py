@@ -164,9 +164,10 @@ class SpeechService:
         filename: str = "audio.wav",
         content_type: str = "audio/wav",
         budget: HedgeBudget | None = None,
+        translation: bool = False,
     ) -> RoutedTranscript:
         """The first transcript among the route's targets (fallback, and hedging with the
-        route's `hedge:` and `budget`)."""
+        route's `hedge:` and `budget`); with `translation`, its English translation."""
 
         async def at(name: str) -> RoutedTranscript | None:
             cfg, upstream = self.configs[name], self.upstreams[name]
@@ -177,7 +178,11 @@ class SpeechService:
                 try:
                     with anyio.fail_after(cfg.timeouts.first_token_s):
                         transcript = await upstream.transcribe(
-                            audio, filename=filename, content_type=content_type, fields=fields
+                            audio,
+                            filename=filename,
+                            content_type=content_type,
+                            fields=fields,
+                            translation=translation,
                         )
                 except (TimeoutError, UpstreamError) as exc:
                     err = exc if isinstance(exc, UpstreamError) else _late(cfg)

@@ -23,6 +23,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionUserMessageParam
+from openapi_spec_validator import validate
 
 from router.config import Config, parse_config
 from router.gateway.openapi import openapi_spec
@@ -236,6 +237,8 @@ def check_against_spec(path: str, method: str, response: httpx.Response) -> None
 TURNS = {
     "/v1/chat/completions": resolve(SPEC["components"]["schemas"]["ChatCompletionRequest"]),
     "/v1/completions": resolve(SPEC["components"]["schemas"]["CompletionRequest"]),
+    "/v1/responses": resolve(SPEC["components"]["schemas"]["ResponsesRequest"]),
+    "/v1/embeddings": resolve(SPEC["components"]["schemas"]["EmbeddingsRequest"]),
 }
 
 
@@ -261,14 +264,28 @@ def test_every_endpoint_and_method_answers_as_documented(client: httpx.Client) -
     for path in SPEC["paths"]:
         if path == "/admin/reload":
             continue  # the fixture's router has no policy file to reload
+        url = path.replace("{id}", "resp_nobody_stored")
         for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
-            check_against_spec(path, method, client.request(method, path))
+            check_against_spec(path, method, client.request(method, url))
+
+
+def test_plain_http_at_the_realtime_endpoint_is_told_to_upgrade(client: httpx.Client) -> None:
+    answer = client.get("/v1/realtime", params={"model": "chat"})
+    assert answer.status_code == 426
+    assert answer.headers["upgrade"] == "websocket"
+    assert assert_error_shape(answer)["code"] == "websocket_required"
+    wrong = client.post("/v1/realtime", json={})
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"].startswith("GET")
 
 
 def test_spec_is_openapi_3_and_every_error_is_the_error_shape() -> None:
     assert SPEC["openapi"].startswith("3.0")
+    validate(SPEC)  # OpenAPI 3.0's own schema, $refs resolved (raises on any violation)
     for path, item in SPEC["paths"].items():
-        for operation in item.values():
+        for method, operation in item.items():
+            if method == "parameters":  # a path's own, shared by its operations
+                continue
             for status, response in operation["responses"].items():
                 if int(status) >= 400 and path != "/readyz":
                     schema = response["content"]["application/json"]["schema"]

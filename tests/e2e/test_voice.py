@@ -350,6 +350,39 @@ async def test_speech_routes_are_served_at_openais_audio_endpoints(stack: Stack)
     await client.close()
 
 
+async def test_translations_are_asked_at_each_targets_translations_endpoint(
+    stack: Stack,
+) -> None:
+    """`client.audio.translations` reaches an stt route's targets at their own
+    `/audio/translations`; one without that endpoint (a 404) is passed over."""
+    stack.stt[0].set_params(translates=False)
+    client = stack.sdk()
+    upload = ("a.wav", wav(speech_24k(), 24_000), "audio/wav")
+    raw = await client.audio.translations.with_raw_response.create(
+        model="stt", file=upload, prompt="a restaurant"
+    )
+    assert raw.parse().text == TRANSCRIPT
+    assert raw.headers["x-firsttoken-target"] == "stt-1"
+    refused, served = stack.stt[0].calls[-1], stack.stt[1].calls[-1]
+    assert (refused.path, refused.status) == ("/v1/audio/translations", 404)
+    assert served.path == "/v1/audio/translations"
+    assert served.body["prompt"] == "a restaurant"
+    assert served.body["model"] == "whisper-1"
+    verbose = await client.audio.translations.create(
+        model="stt", file=upload, response_format="verbose_json"
+    )
+    assert (verbose.text, verbose.language) == (TRANSCRIPT, "english")
+    assert stack.stt[1].calls[-1].body["response_format"] == "verbose_json"
+    # a transcription on the same route still goes to the transcriptions endpoint
+    await client.audio.transcriptions.create(model="stt", file=upload)
+    assert stack.stt[0].calls[-1].path == "/v1/audio/transcriptions"
+    with pytest.raises(openai.BadRequestError, match="not a route of stt targets"):
+        await client.audio.translations.create(model="tts", file=upload)
+    with pytest.raises(openai.BadRequestError, match="multipart"):
+        await client.post("/audio/translations", body={"model": "stt"}, cast_to=object)
+    await client.close()
+
+
 async def test_a_failing_llm_target_falls_back_before_the_first_token(stack: Stack) -> None:
     async with OpenAISim(Behaviour(fault=Fault("status", status=503))) as broken:
         text = config(stack.stt, stack.llm, stack.tts)
