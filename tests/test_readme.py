@@ -100,6 +100,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "benchmarks/unseen.py --seeds 5 --configs oracle,slo_cost+hedge --workers 1",
         "one tuning fleet, two configurations (the report is seeds 1000-1029, every config)",
     ),
+    (
+        r"benchmarks/speech_formats\.py$",
+        "benchmarks/speech_formats.py --seconds 2 --rounds 1",
+        "two seconds of speech, once per format",
+    ),
     (r"benchmarks/litellm_path\.py$", "benchmarks/litellm_path.py --n 5 --concurrency 1", "5"),
     (
         r"benchmarks/redis_limits\.py$",

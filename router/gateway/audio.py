@@ -5,14 +5,16 @@
     POST /v1/audio/translations     the same form, to the same stt routes; the targets are
                                     asked at their `/audio/translations` (speech in any
                                     language, its text in English: Whisper's)
-    POST /v1/audio/speech           JSON (`model` = a tts route, `input`, `voice`, `speed`);
-                                    streamed 16-bit mono PCM at 24 kHz, OpenAI's `pcm`
+    POST /v1/audio/speech           JSON (`model` = a tts route, `input`, `voice`, `speed`,
+                                    `response_format`): OpenAI's formats, streamed
 
 The route's targets are tried as `router.voice.stages` does for a cascade (policy,
-fallback before the first byte, breaker). Speech answers only `response_format:
-pcm` (the default here): targets are asked for PCM and resampled to 24 kHz when they
-speak another rate. The multipart form is parsed by the standard library's `email`
-package. Answers carry `x-firsttoken-target` (and a transcription `x-firsttoken-cost-usd`).
+fallback before the first byte, breaker). Targets are asked for PCM and resampled to
+24 kHz when they speak another rate; `pcm` goes out as it is, and `mp3` (OpenAI's
+default, so also when no format is asked for), `opus`, `aac`, `flac` and `wav` are encoded
+as the audio comes (`router.voice.encode`). The multipart form is parsed by the standard
+library's `email` package. Answers carry `x-firsttoken-target` (and a transcription
+`x-firsttoken-cost-usd`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from router.gateway.asgi import Send
 from router.gateway.auth import Client
 from router.runtime import Router
 from router.voice.codec import PCM_RATE
+from router.voice.encode import PCM_CONTENT_TYPE, SpeechEncoder, speech_format
 from router.voice.resample import SPEECH_QUALITY, Resampler
 from router.wiring import RouteRuntime
 
@@ -126,8 +129,7 @@ async def speech(router: Router, raw: bytes, send: Send, client: Client | None) 
     text, voice = body.get("input"), body.get("voice")
     if not isinstance(text, str) or not text.strip() or not isinstance(voice, str):
         raise BadRequest("'input' (text) and 'voice' are required")
-    if body.get("response_format", "pcm") != "pcm":
-        raise BadRequest("FirstToken streams response_format 'pcm' (24 kHz, 16-bit mono)")
+    response_format = speech_format(body.get("response_format"))
     speed = body.get("speed")
     source = await router.runtime.speech.speak(
         route.config,
@@ -138,13 +140,15 @@ async def speech(router: Router, raw: bytes, send: Send, client: Client | None) 
         speed=float(speed) if isinstance(speed, int | float) else None,
         budget=route.budget,
     )
+    encoder = SpeechEncoder(response_format, PCM_RATE) if response_format != "pcm" else None
     try:
+        content_type = encoder.content_type if encoder is not None else PCM_CONTENT_TYPE
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    (b"content-type", b"audio/pcm"),
+                    (b"content-type", content_type.encode()),
                     (b"x-firsttoken-target", source.target.encode()),
                 ],
             }
@@ -152,8 +156,15 @@ async def speech(router: Router, raw: bytes, send: Send, client: Client | None) 
         to_24k = Resampler(source.sample_rate, PCM_RATE, SPEECH_QUALITY)
         async for chunk in source.aiter_bytes():
             out = to_24k.push(chunk)
+            if encoder is not None and out:
+                out = await encoder.apush(out)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        await send({"type": "http.response.body", "body": to_24k.flush()})
+        tail = to_24k.flush()
+        if encoder is not None:
+            tail = await encoder.apush(tail) + await encoder.aflush()
+        await send({"type": "http.response.body", "body": tail})
     finally:
+        if encoder is not None:
+            encoder.close()
         await source.aclose()

@@ -248,11 +248,13 @@ def openapi_spec() -> dict[str, Any]:
     speech = _turn(
         "speech from text, routed over a route of tts targets",
         "SpeechRequest",
-        description="16-bit mono PCM at 24 kHz, streamed",
+        description="the audio in the format asked for, streamed as it is made (`pcm`: "
+        "16-bit mono at 24 kHz)",
         streams=False,
     )
     speech["post"]["responses"]["200"]["content"] = {
-        "audio/pcm": {"schema": {"type": "string", "format": "binary"}}
+        kind: {"schema": {"type": "string", "format": "binary"}}
+        for kind in ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")
     }
     models = _get("the routes the client key may use, as OpenAI models", _ref("ModelList"))
     models["get"]["security"] = [{}, {"bearer": []}]

@@ -220,7 +220,11 @@ SCHEMAS: dict[str, Any] = {
             "input": {"type": "string", "minLength": 1},
             "voice": {"type": "string"},
             "speed": {"type": "number"},
-            "response_format": {"type": "string", "enum": ["pcm"]},
+            "response_format": {
+                "type": "string",
+                "enum": ["mp3", "opus", "aac", "flac", "wav", "pcm"],
+                "default": "mp3",
+            },
         },
         "additionalProperties": True,
     },

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import av
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -110,6 +112,13 @@ async def speak(conn: AsyncRealtimeConnection, pcm: bytes, pace_s: float = 0.0) 
         await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
         if pace_s:
             await asyncio.sleep(pace_s)
+
+
+def decoded_seconds(data: bytes) -> float:
+    """The length of encoded audio, as FFmpeg's demuxer and decoder read it."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        frames = list(container.decode(audio=0))
+    return sum(f.samples for f in frames) / frames[0].sample_rate
 
 
 async def until(conn: AsyncRealtimeConnection, kind: str, timeout_s: float = 10) -> list[Any]:
@@ -380,6 +389,38 @@ async def test_translations_are_asked_at_each_targets_translations_endpoint(
         await client.audio.translations.create(model="tts", file=upload)
     with pytest.raises(openai.BadRequestError, match="multipart"):
         await client.post("/audio/translations", body={"model": "stt"}, cast_to=object)
+    await client.close()
+
+
+async def test_speech_comes_in_every_openai_format_mp3_by_default(stack: Stack) -> None:
+    """`client.audio.speech.create()` as apps call it against OpenAI: no format is mp3;
+    each other format streams with its content type and decodes to the words' length."""
+    client = stack.sdk()
+    text = "Two people, seven tonight."
+    seconds = len(text) * 0.060  # the simulator speaks 60 ms per character
+    default = await client.audio.speech.create(model="tts", input=text, voice="af_heart")
+    assert default.response.headers["content-type"] == "audio/mpeg"
+    assert abs(decoded_seconds(default.content) - seconds) < 0.1
+    formats: tuple[tuple[Literal["opus", "aac", "flac", "wav"], str], ...] = (
+        ("opus", "audio/ogg"),
+        ("aac", "audio/aac"),
+        ("flac", "audio/flac"),
+        ("wav", "audio/wav"),
+    )
+    for response_format, content_type in formats:
+        async with client.audio.speech.with_streaming_response.create(
+            model="tts", input=text, voice="af_heart", response_format=response_format
+        ) as response:
+            assert response.headers["content-type"] == content_type
+            data = b"".join([chunk async for chunk in response.iter_bytes()])
+        assert abs(decoded_seconds(data) - seconds) < 0.1, response_format
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        await client.audio.speech.create(
+            model="tts",
+            input=text,
+            voice="v",
+            response_format="ogg",  # type: ignore[arg-type]
+        )
     await client.close()
 
 
