@@ -259,6 +259,15 @@ def openapi_spec() -> dict[str, Any]:
     models = _get("the routes the client key may use, as OpenAI models", _ref("ModelList"))
     models["get"]["security"] = [{}, {"bearer": []}]
     models["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
+    model = _get("one route the client key may use, as an OpenAI model", _ref("Model"))
+    model["parameters"] = [
+        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    model["get"]["security"] = [{}, {"bearer": []}]
+    model["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
+    model["get"]["responses"]["404"] = _error(
+        "no such route, or one the key may not use (code model_not_found)"
+    )
     reload = {
         "post": {
             "summary": "re-read the policy file; an invalid one is refused and the "
@@ -317,6 +326,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/audio/speech": speech,
             "/v1/realtime": _realtime(),
             "/v1/models": models,
+            "/v1/models/{model}": model,
             "/health": {
                 "get": {
                     "summary": "the process is alive, answered as vLLM does (200, empty body)",

@@ -228,6 +228,17 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": True,
     },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["model"]},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            "capabilities": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "ModelList": {
         "type": "object",
         "required": ["object", "data"],

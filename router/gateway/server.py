@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import unquote
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +29,7 @@ from router.errors import (
     Draining,
     FirstTokenError,
     MethodNotAllowed,
+    ModelNotFound,
     NoTargetAvailable,
     NotFound,
     Overloaded,
@@ -67,6 +69,8 @@ _TURN_PATHS: dict[str, Endpoint] = {
 _AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech"})
 #: the audio endpoints that take a multipart form, not JSON
 _FORM_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
+#: one model (route) by name: `GET /v1/models/{model}`
+_MODEL_PREFIX = "/v1/models/"
 _POST = ("POST", "OPTIONS")
 _GET = ("GET", "HEAD", "OPTIONS")
 #: the largest body an admin POST may have (`{}` is what it needs)
@@ -261,6 +265,8 @@ class Server:
             return _POST
         if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
             return _GET
+        if path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
+            return _GET  # client.models.retrieve(): one route
         if path.startswith(responses.PREFIX):  # a stored response: GET, DELETE, cancel
             return responses.methods(path)
         if path in PAGES and self.guard().playground:
@@ -319,6 +325,9 @@ class Server:
                 raise BadRequest("an admin POST takes a JSON object as its body, e.g. {}")
             await self._reload()
             await _respond(send, 200, b'{"reloaded": true}')
+        elif path.startswith(_MODEL_PREFIX):
+            status, body, ctype = await self._model(scope, unquote(path[len(_MODEL_PREFIX) :]))
+            await _respond(send, status, body, content_type=ctype)
         elif path in PAGES:
             body, ctype = page(path)
             await _respond(send, 200, body, PAGE_HEADERS, content_type=ctype)
@@ -455,21 +464,34 @@ class Server:
 
     # -- plain endpoints -----------------------------------------------------------------
 
+    def _model_object(self, name: str) -> dict[str, object]:
+        """OpenAI's model object for a route, and what it serves (router/capabilities.py)."""
+        route = self.router.runtime.routes[name]
+        return {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "firsttoken",
+            "capabilities": route.capabilities,
+        }
+
     async def _models(self, scope: Scope) -> tuple[int, bytes, bytes]:
         client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
-        routes = self.router.runtime.routes
-        # OpenAI's model object, and what the route serves (router/capabilities.py)
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "firsttoken",
-                "capabilities": routes[name].capabilities,
-            }
-            for name in self.router.models(client)
-        ]
+        data = [self._model_object(name) for name in self.router.models(client)]
         return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
+
+    async def _model(self, scope: Scope, name: str) -> tuple[int, bytes, bytes]:
+        """One route, as `GET /v1/models/{model}` answers: a 404 in OpenAI's shape for a
+        route that does not exist or that the client key may not use (alike: a key learns
+        nothing of the routes it cannot use)."""
+        client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
+        usable = self.router.models(client)
+        if name not in usable:
+            raise ModelNotFound(
+                f"the model '{name[:200]}' does not exist; routes here: "
+                f"{', '.join(usable) or '(none for this key)'}"
+            )
+        return 200, json.dumps(self._model_object(name)).encode(), b"application/json"
 
     async def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
         # vLLM's shape (200, no body, no content type): load tools that probe a vLLM
