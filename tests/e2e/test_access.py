@@ -83,11 +83,11 @@ def test_the_model_list_needs_a_key_and_shows_only_the_keys_routes(fleet: Fleet)
     for key, routes in ((TEAM_KEY, ["chat"]), (OTHER_KEY, ["other"])):
         listed = httpx.get(url, headers={"authorization": f"Bearer {key}"})
         assert [m["id"] for m in listed.json()["data"]] == routes
-    c = openai.OpenAI(base_url=fleet.router.base_url, api_key=TEAM_KEY, max_retries=0)
-    assert [m.id for m in c.models.list()] == ["chat"]
-    assert c.models.retrieve("chat").id == "chat"
-    with pytest.raises(openai.NotFoundError):  # another key's route: as if it did not exist
-        c.models.retrieve("other")
+    with openai.OpenAI(base_url=fleet.router.base_url, api_key=TEAM_KEY, max_retries=0) as c:
+        assert [m.id for m in c.models.list()] == ["chat"]
+        assert c.models.retrieve("chat").id == "chat"
+        with pytest.raises(openai.NotFoundError):  # another key's route: as if none
+            c.models.retrieve("other")
     assert httpx.get(f"{url}/chat").status_code == 401
 
 

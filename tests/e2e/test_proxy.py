@@ -131,12 +131,14 @@ def test_legacy_completions_stream_and_not(fleet: Fleet) -> None:
 
 def test_models_and_health(fleet: Fleet) -> None:
     assert [m.id for m in client(fleet).models.list()] == ["chat"]
-    # client.models.retrieve(), as frameworks call it to check a model before using it
-    model = client(fleet).models.retrieve("chat")
-    assert (model.id, model.object) == ("chat", "model")
-    assert model.model_extra is not None and "chat" in model.model_extra["capabilities"]
-    with pytest.raises(openai.NotFoundError) as missing:
-        client(fleet).models.retrieve("gpt-5")
+    # client.models.retrieve(), as frameworks call it to check a model before using it;
+    # closed, not left to the collector (an error's traceback puts a client in a cycle)
+    with client(fleet) as c:
+        model = c.models.retrieve("chat")
+        assert (model.id, model.object) == ("chat", "model")
+        assert model.model_extra is not None and "chat" in model.model_extra["capabilities"]
+        with pytest.raises(openai.NotFoundError) as missing:
+            c.models.retrieve("gpt-5")
     assert missing.value.code == "model_not_found"
     assert "routes here: chat" in missing.value.message
     with httpx.Client(base_url=fleet.router.url) as h:
