@@ -145,8 +145,8 @@ def test_each_request_goes_only_to_targets_that_serve_its_endpoint(fleet: Fleet)
 
 
 def test_a_route_that_serves_nothing_for_an_endpoint_is_a_400_naming_both(fleet: Fleet) -> None:
-    with pytest.raises(openai.BadRequestError) as err:
-        sdk(fleet).embeddings.create(model="chat-only", input="x")
+    with sdk(fleet) as c, pytest.raises(openai.BadRequestError) as err:
+        c.embeddings.create(model="chat-only", input="x")
     message = err.value.message
     assert "'chat-only'" in message and "/v1/embeddings" in message
     assert "/v1/chat/completions" in message  # what it does serve

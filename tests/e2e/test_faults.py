@@ -449,10 +449,8 @@ def test_failure_after_first_token_is_an_error_event_and_counted(
     rig.set("a", Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6, fault=fault))
     rig.set("b", Behaviour(ttft_s=0.01, itl_s=0.002, tokens=6, fault=fault))
     got = []
-    with pytest.raises(openai.APIError):
-        for ch in rig.client().chat.completions.create(
-            model="chat", messages=MESSAGES, stream=True
-        ):
+    with rig.client() as c, pytest.raises(openai.APIError):
+        for ch in c.chat.completions.create(model="chat", messages=MESSAGES, stream=True):
             got.append(ch.choices[0].delta.content or "" if ch.choices else "")
     assert TEXT.startswith("".join(got))
 

@@ -211,10 +211,8 @@ def test_failure_before_first_token_falls_back(fleet: Fleet, stream: bool, fault
 def test_failure_after_first_token_ends_with_an_error_event(fleet: Fleet, fault: Fault) -> None:
     fleet.set_behaviour("a", Behaviour(ttft_s=0.02, itl_s=0.005, tokens=8, fault=fault))
     got: list[str] = []
-    with pytest.raises(openai.APIError):
-        for ch in client(fleet).chat.completions.create(
-            model="chat", messages=MESSAGES, stream=True
-        ):
+    with client(fleet) as c, pytest.raises(openai.APIError):
+        for ch in c.chat.completions.create(model="chat", messages=MESSAGES, stream=True):
             if ch.choices and ch.choices[0].delta.content:
                 got.append(ch.choices[0].delta.content)
     assert got == EXPECTED[:3]

@@ -195,8 +195,8 @@ def test_a_follow_up_on_a_route_that_cannot_reach_the_owner_is_a_409(fleet: Flee
 
 
 def test_an_unknown_id_routes_freely_and_the_targets_own_error_comes_back(fleet: Fleet) -> None:
-    with pytest.raises(openai.BadRequestError) as err:
-        sdk(fleet).responses.create(model="ordered", input="x", previous_response_id="resp_nope")
+    with sdk(fleet) as c, pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(model="ordered", input="x", previous_response_id="resp_nope")
     assert err.value.code == "previous_response_not_found"
 
 
