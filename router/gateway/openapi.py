@@ -19,11 +19,8 @@ JSON = "application/json"
 SSE = "text/event-stream"
 
 
-_ref = ref
-
-
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+    return {"description": description, "content": {JSON: {"schema": ref("Error")}}}
 
 
 _ROUTING_HEADERS = {
@@ -57,7 +54,7 @@ def _turn(
     streams: bool = True,
     content_type: str = JSON,
 ) -> dict[str, Any]:
-    answers: dict[str, Any] = {JSON: {"schema": _ref(answer)}}
+    answers: dict[str, Any] = {JSON: {"schema": ref(answer)}}
     if streams:
         answers[SSE] = {"schema": {"type": "string"}}
     return {
@@ -75,7 +72,7 @@ def _turn(
             ],
             "requestBody": {
                 "required": True,
-                "content": {content_type: {"schema": _ref(request_schema)}},
+                "content": {content_type: {"schema": ref(request_schema)}},
             },
             "responses": {
                 "200": {
@@ -179,7 +176,7 @@ def _stored_responses() -> dict[str, Any]:
             },
         }
 
-    response = {"schema": _ref("Response")}
+    response = {"schema": ref("Response")}
     return {
         "/v1/responses/{id}": {
             "parameters": [path_id],
@@ -194,7 +191,7 @@ def _stored_responses() -> dict[str, Any]:
         },
         "/v1/responses/{id}/input_items": {
             "parameters": [path_id],
-            "get": call("the items it was made from", {"schema": _ref("ItemList")}),
+            "get": call("the items it was made from", {"schema": ref("ItemList")}),
             **_options(),
         },
     }
@@ -229,10 +226,10 @@ def _realtime() -> dict[str, Any]:
 
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the router's endpoints (a fresh dict each call)."""
-    readyz = _get("ready to take turns (503 while starting or draining)", _ref("Status"))
+    readyz = _get("ready to take turns (503 while starting or draining)", ref("Status"))
     readyz["get"]["responses"]["503"] = {
         "description": "not ready",
-        "content": {JSON: {"schema": _ref("Status")}},
+        "content": {JSON: {"schema": ref("Status")}},
     }
     responses = _turn(
         "one Responses turn, routed; a follow-up goes to the target that stored its state",
@@ -256,10 +253,10 @@ def openapi_spec() -> dict[str, Any]:
         kind: {"schema": {"type": "string", "format": "binary"}}
         for kind in ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")
     }
-    models = _get("the routes the client key may use, as OpenAI models", _ref("ModelList"))
+    models = _get("the routes the client key may use, as OpenAI models", ref("ModelList"))
     models["get"]["security"] = [{}, {"bearer": []}]
     models["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
-    model = _get("one route the client key may use, as an OpenAI model", _ref("Model"))
+    model = _get("one route the client key may use, as an OpenAI model", ref("Model"))
     model["parameters"] = [
         {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
     ]
@@ -338,13 +335,13 @@ def openapi_spec() -> dict[str, Any]:
                 },
                 **_options(),
             },
-            "/healthz": _get("the process is alive", _ref("Status")),
+            "/healthz": _get("the process is alive", ref("Status")),
             "/readyz": readyz,
             "/metrics": _get("Prometheus metrics", {"type": "string"}, "text/plain; version=0.0.4"),
             "/admin/targets": _admin(
                 _get(
                     "every target's live signals and each route's last decision",
-                    _ref("AdminTargets"),
+                    ref("AdminTargets"),
                 )
             ),
             "/admin/reload": _admin(reload),

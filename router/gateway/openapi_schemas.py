@@ -11,8 +11,6 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_ref = ref
-
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -61,9 +59,9 @@ SCHEMAS: dict[str, Any] = {
         "required": ["model", "messages"],
         "properties": {
             "model": {"type": "string", "minLength": 1, "description": "a route name"},
-            "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+            "messages": {"type": "array", "minItems": 1, "items": ref("Message")},
             "stream": {"type": "boolean", "default": False},
-            "stream_options": _ref("StreamOptions"),
+            "stream_options": ref("StreamOptions"),
             "max_tokens": {"type": "integer", "minimum": 0},
             "max_completion_tokens": {"type": "integer", "minimum": 0},
             "user": {"type": "string"},
@@ -79,7 +77,7 @@ SCHEMAS: dict[str, Any] = {
                 "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
             },
             "stream": {"type": "boolean", "default": False},
-            "stream_options": _ref("StreamOptions"),
+            "stream_options": ref("StreamOptions"),
             "max_tokens": {"type": "integer", "minimum": 0},
         },
         "additionalProperties": True,
@@ -104,7 +102,7 @@ SCHEMAS: dict[str, Any] = {
             "input": {
                 "oneOf": [
                     {"type": "string"},
-                    {"type": "array", "items": _ref("ResponseItem")},
+                    {"type": "array", "items": ref("ResponseItem")},
                 ]
             },
             "instructions": {"type": "string"},
@@ -244,19 +242,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["object", "data"],
         "properties": {
             "object": {"type": "string", "enum": ["list"]},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "object": {"type": "string"},
-                        "created": {"type": "integer"},
-                        "owned_by": {"type": "string"},
-                    },
-                },
-            },
+            "data": {"type": "array", "items": ref("Model")},
         },
     },
     "Status": {

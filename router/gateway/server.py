@@ -4,9 +4,9 @@ Client disconnect: the turn and a listener for `http.disconnect` run in one task
 group; when the client goes away the listener cancels the group, and the turn's
 `finally` closes the upstream connection at once.
 
-Over 400 lines (about 450): the table of every HTTP endpoint and the checks all of them
+Over 400 lines (about 500): the table of every HTTP endpoint and the checks all of them
 pass (Host, Origin, methods, bodies) read best in one place; what an endpoint does
-lives elsewhere (`realtime.py`, `audio.py`, `admission.py`).
+lives elsewhere (`realtime.py`, `audio.py`, `models.py`, `admission.py`).
 """
 
 from __future__ import annotations
@@ -29,17 +29,15 @@ from router.errors import (
     Draining,
     FirstTokenError,
     MethodNotAllowed,
-    ModelNotFound,
     NoTargetAvailable,
     NotFound,
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, realtime, responses
+from router.gateway import audio, models, realtime, responses
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
-from router.gateway.auth import Client
 from router.gateway.body import (
     ClientGone,
     Unread,
@@ -464,34 +462,13 @@ class Server:
 
     # -- plain endpoints -----------------------------------------------------------------
 
-    def _model_object(self, name: str) -> dict[str, object]:
-        """OpenAI's model object for a route, and what it serves (router/capabilities.py)."""
-        route = self.router.runtime.routes[name]
-        return {
-            "id": name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "firsttoken",
-            "capabilities": route.capabilities,
-        }
-
     async def _models(self, scope: Scope) -> tuple[int, bytes, bytes]:
-        client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
-        data = [self._model_object(name) for name in self.router.models(client)]
-        return 200, json.dumps({"object": "list", "data": data}).encode(), b"application/json"
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        return models.model_list(self.router, client)
 
     async def _model(self, scope: Scope, name: str) -> tuple[int, bytes, bytes]:
-        """One route, as `GET /v1/models/{model}` answers: a 404 in OpenAI's shape for a
-        route that does not exist or that the client key may not use (alike: a key learns
-        nothing of the routes it cannot use)."""
-        client: Client | None = self.router.runtime.auth.client(header(scope, b"authorization"))
-        usable = self.router.models(client)
-        if name not in usable:
-            raise ModelNotFound(
-                f"the model '{name[:200]}' does not exist; routes here: "
-                f"{', '.join(usable) or '(none for this key)'}"
-            )
-        return 200, json.dumps(self._model_object(name)).encode(), b"application/json"
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        return models.one_model(self.router, client, name)
 
     async def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
         # vLLM's shape (200, no body, no content type): load tools that probe a vLLM

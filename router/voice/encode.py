@@ -87,7 +87,6 @@ class SpeechEncoder:
     """16-bit mono PCM at `rate` in, the chosen format's bytes out, streamed."""
 
     def __init__(self, response_format: str, rate: int) -> None:
-        self.format = response_format
         codec = CODECS[response_format]
         self.content_type = codec.content_type
         self._rate = rate

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import av
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -25,7 +23,7 @@ from router.sim.tts import TtsParams, TtsSim
 from router.voice.codec import AudioFormat, wav
 from router.voice.resample import Resampler
 from tests.e2e.harness import RunningRouter, start_router, stop_router
-from tests.voice.audio import frames, silence, speech_24k
+from tests.voice.audio import decoded, frames, silence, speech_24k
 
 pytestmark = pytest.mark.anyio
 
@@ -116,9 +114,8 @@ async def speak(conn: AsyncRealtimeConnection, pcm: bytes, pace_s: float = 0.0) 
 
 def decoded_seconds(data: bytes) -> float:
     """The length of encoded audio, as FFmpeg's demuxer and decoder read it."""
-    with av.open(io.BytesIO(data), mode="r") as container:
-        frames = list(container.decode(audio=0))
-    return sum(f.samples for f in frames) / frames[0].sample_rate
+    samples, rate = decoded(data)
+    return len(samples) / rate
 
 
 async def until(conn: AsyncRealtimeConnection, kind: str, timeout_s: float = 10) -> list[Any]:

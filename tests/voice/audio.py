@@ -3,10 +3,14 @@ silence and tones."""
 
 from __future__ import annotations
 
+import io
 import math
 import wave
 from array import array
 from pathlib import Path
+
+import av
+import numpy as np
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech-24k.wav"
 
@@ -33,3 +37,13 @@ def frames(pcm: bytes, ms: int = 20, rate: int = 24_000) -> list[bytes]:
     """Split PCM16 into appends of `ms` each, as a real-time client sends them."""
     size = rate * ms // 1000 * 2
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+
+def decoded(data: bytes) -> tuple[np.ndarray, int]:
+    """Mono float samples and their rate, as FFmpeg's demuxer and decoder read them."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        frames = list(container.decode(audio=0))
+    samples = np.concatenate([f.to_ndarray().reshape(-1, f.samples)[0] for f in frames])
+    if samples.dtype.kind == "i":
+        samples = samples / 32768.0
+    return samples.astype(np.float64), frames[0].sample_rate
