@@ -13,29 +13,23 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from router.gateway.openapi_parts import (
+    FORBIDDEN,
+    JSON,
+    NOT_JSON,
+    SSE,
+    WRONG_METHOD,
+    error,
+    options,
+)
 from router.gateway.openapi_schemas import SCHEMAS, ref
-
-JSON = "application/json"
-SSE = "text/event-stream"
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": ref("Error")}}}
-
+from router.gateway.openapi_state import stored_state
 
 _ROUTING_HEADERS = {
     "x-firsttoken-target": {"schema": {"type": "string"}, "description": "the target chosen"},
     "x-firsttoken-attempts": {"schema": {"type": "string"}, "description": "attempts made"},
     "x-firsttoken-reason": {"schema": {"type": "string"}, "description": "why that target"},
 }
-
-
-_FORBIDDEN = (
-    "the Host is not in server.allowed_hosts (host_not_allowed), or the request comes "
-    "from a web page whose Origin server.cors does not allow (origin_not_allowed)"
-)
-_WRONG_METHOD = "wrong method; Allow lists the methods the endpoint takes"
-_NOT_JSON = "the body is not sent as Content-Type: application/json"
 
 
 _TURN_ANSWER = (
@@ -80,23 +74,23 @@ def _turn(
                     "headers": _ROUTING_HEADERS,
                     "content": answers,
                 },
-                "400": _error("invalid request (or a target rejected it as invalid)"),
-                "401": _error("missing or unknown client key"),
-                "403": _error(_FORBIDDEN + "; or the client key may not use this route"),
-                "404": _error("no such route (model); lists the routes the key may use"),
-                "405": _error(_WRONG_METHOD),
-                "413": _error("request body over server.max_body_bytes"),
-                "415": _error(_NOT_JSON),
-                "429": _error("the client key is over its rate limit"),
-                "502": _error("every target failed"),
-                "503": _error(
+                "400": error("invalid request (or a target rejected it as invalid)"),
+                "401": error("missing or unknown client key"),
+                "403": error(FORBIDDEN + "; or the client key may not use this route"),
+                "404": error("no such route (model); lists the routes the key may use"),
+                "405": error(WRONG_METHOD),
+                "413": error("request body over server.max_body_bytes"),
+                "415": error(NOT_JSON),
+                "429": error("the client key is over its rate limit"),
+                "502": error("every target failed"),
+                "503": error(
                     "no target is available, the router is draining, or too many large "
                     "bodies wait to be parsed (code overloaded)"
                 ),
-                "504": _error("every target timed out"),
+                "504": error("every target timed out"),
             },
         },
-        **_options(),
+        **options(),
     }
 
 
@@ -106,24 +100,11 @@ def _get(summary: str, schema: dict[str, Any], ctype: str = JSON) -> dict[str, A
             "summary": summary,
             "responses": {
                 "200": {"description": "OK", "content": {ctype: {"schema": schema}}},
-                "403": _error(_FORBIDDEN),
-                "405": _error(_WRONG_METHOD),
+                "403": error(FORBIDDEN),
+                "405": error(WRONG_METHOD),
             },
         },
-        **_options(),
-    }
-
-
-def _options() -> dict[str, Any]:
-    return {
-        "options": {
-            "summary": "a CORS preflight (answered for origins in server.cors), or the "
-            "methods the endpoint takes (Allow)",
-            "responses": {
-                "204": {"description": "the methods (Allow; Access-Control-* on a preflight)"},
-                "403": _error(_FORBIDDEN),
-            },
-        }
+        **options(),
     }
 
 
@@ -132,8 +113,8 @@ def _admin(operation: dict[str, Any]) -> dict[str, Any]:
         if method == "options":
             continue
         op["security"] = [{"bearer": []}]
-        op["responses"]["401"] = _error("the admin key is required")
-        op["responses"]["403"] = _error(_FORBIDDEN + "; or /admin is closed without an admin key")
+        op["responses"]["401"] = error("the admin key is required")
+        op["responses"]["403"] = error(FORBIDDEN + "; or /admin is closed without an admin key")
     return operation
 
 
@@ -148,53 +129,12 @@ def _audio_form(verb: str) -> dict[str, Any]:
     )
     ok = operation["post"]["responses"]["200"]
     ok["content"]["text/plain"] = {"schema": {"type": "string"}}
-    operation["post"]["responses"]["400"] = _error(
+    operation["post"]["responses"]["400"] = error(
         "not a multipart form with a 'file', not a route of stt targets, or a target "
         "rejected the request as invalid"
     )
     del operation["post"]["responses"]["415"]  # a form, not JSON
     return operation
-
-
-def _stored_responses() -> dict[str, Any]:
-    """A stored response's calls, answered by the target that stored it."""
-    path_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-
-    def call(summary: str, answer: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "summary": summary,
-            "security": [{}, {"bearer": []}],
-            "responses": {
-                "200": {"description": "the owner's answer", "content": {JSON: answer}},
-                "401": _error("missing or unknown client key"),
-                "403": _error(_FORBIDDEN + "; or the key may not use the route it was made on"),
-                "404": _error("no such response (as the owner, or the router, says)"),
-                "405": _error(_WRONG_METHOD),
-                "502": _error("the owner failed"),
-                "503": _error("the owner is not available"),
-                "504": _error("the owner timed out"),
-            },
-        }
-
-    response = {"schema": ref("Response")}
-    return {
-        "/v1/responses/{id}": {
-            "parameters": [path_id],
-            "get": call("a stored response (`?stream=true` replays its events)", response),
-            "delete": call("delete it (the router forgets its owner too)", response),
-            **_options(),
-        },
-        "/v1/responses/{id}/cancel": {
-            "parameters": [path_id],
-            "post": call("cancel a background response", response),
-            **_options(),
-        },
-        "/v1/responses/{id}/input_items": {
-            "parameters": [path_id],
-            "get": call("the items it was made from", {"schema": ref("ItemList")}),
-            **_options(),
-        },
-    }
 
 
 def _realtime() -> dict[str, Any]:
@@ -208,19 +148,19 @@ def _realtime() -> dict[str, Any]:
             ],
             "responses": {
                 "101": {"description": "the WebSocket; events in OpenAI's Realtime shape"},
-                "400": _error("no `model`, or a bad upgrade"),
-                "401": _error("missing or unknown client key"),
-                "403": _error(_FORBIDDEN + "; or the client key may not use this route"),
-                "404": _error("no such realtime route"),
-                "405": _error(_WRONG_METHOD),
-                "426": _error("a plain HTTP request: this endpoint is a WebSocket"),
-                "429": _error("the client key is over its session limit"),
-                "502": _error("every target failed to open a session"),
-                "503": _error("no target is available, or the router is draining"),
-                "504": _error("every target timed out"),
+                "400": error("no `model`, or a bad upgrade"),
+                "401": error("missing or unknown client key"),
+                "403": error(FORBIDDEN + "; or the client key may not use this route"),
+                "404": error("no such realtime route"),
+                "405": error(WRONG_METHOD),
+                "426": error("a plain HTTP request: this endpoint is a WebSocket"),
+                "429": error("the client key is over its session limit"),
+                "502": error("every target failed to open a session"),
+                "503": error("no target is available, or the router is draining"),
+                "504": error("every target timed out"),
             },
         },
-        **_options(),
+        **options(),
     }
 
 
@@ -238,7 +178,7 @@ def openapi_spec() -> dict[str, Any]:
         "the answer: a JSON response object, or an SSE stream of its events; a failure "
         "after the first token ends the stream with `response.failed` or `error`",
     )
-    responses["post"]["responses"]["409"] = _error(
+    responses["post"]["responses"]["409"] = error(
         "the response or conversation this follow-up continues is stored at a target this "
         "route cannot reach now (code response_state_elsewhere)"
     )
@@ -255,14 +195,14 @@ def openapi_spec() -> dict[str, Any]:
     }
     models = _get("the routes the client key may use, as OpenAI models", ref("ModelList"))
     models["get"]["security"] = [{}, {"bearer": []}]
-    models["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
+    models["get"]["responses"]["401"] = error("missing or unknown client key (with auth)")
     model = _get("one route the client key may use, as an OpenAI model", ref("Model"))
     model["parameters"] = [
         {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
     ]
     model["get"]["security"] = [{}, {"bearer": []}]
-    model["get"]["responses"]["401"] = _error("missing or unknown client key (with auth)")
-    model["get"]["responses"]["404"] = _error(
+    model["get"]["responses"]["401"] = error("missing or unknown client key (with auth)")
+    model["get"]["responses"]["404"] = error(
         "no such route, or one the key may not use (code model_not_found)"
     )
     reload = {
@@ -287,16 +227,16 @@ def openapi_spec() -> dict[str, Any]:
                         }
                     },
                 },
-                "400": _error(
+                "400": error(
                     "the policy file is invalid (code invalid_config), or the body is not "
                     "a JSON object"
                 ),
-                "403": _error(_FORBIDDEN),
-                "405": _error(_WRONG_METHOD),
-                "415": _error(_NOT_JSON),
+                "403": error(FORBIDDEN),
+                "405": error(WRONG_METHOD),
+                "415": error(NOT_JSON),
             },
         },
-        **_options(),
+        **options(),
     }
     return {
         "openapi": "3.0.3",
@@ -310,7 +250,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
             "/v1/responses": responses,
-            **_stored_responses(),
+            **stored_state(),
             "/v1/embeddings": _turn(
                 "embeddings of a batch of inputs, routed",
                 "EmbeddingsRequest",
@@ -329,11 +269,11 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "the process is alive, answered as vLLM does (200, empty body)",
                     "responses": {
                         "200": {"description": "OK"},
-                        "403": _error(_FORBIDDEN),
-                        "405": _error(_WRONG_METHOD),
+                        "403": error(FORBIDDEN),
+                        "405": error(WRONG_METHOD),
                     },
                 },
-                **_options(),
+                **options(),
             },
             "/healthz": _get("the process is alive", ref("Status")),
             "/readyz": readyz,

@@ -193,6 +193,66 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": "array", "items": {"type": "object"}},
         },
     },
+    "Object": {"type": "object", "additionalProperties": True},
+    "ResponsesCall": {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "a route name"},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {}}]},
+            "previous_response_id": {"type": "string", "minLength": 1},
+        },
+        "additionalProperties": True,
+    },
+    "InputTokens": {
+        "type": "object",
+        "required": ["object", "input_tokens"],
+        "properties": {
+            "object": {"type": "string", "enum": ["response.input_tokens"]},
+            "input_tokens": {"type": "integer"},
+        },
+    },
+    "Compaction": {
+        "type": "object",
+        "required": ["id", "object", "output"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response.compaction"]},
+            "output": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "ConversationCreate": {
+        "type": "object",
+        "properties": {
+            "model": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the route to keep it on (not sent upstream); optional where "
+                "one route serves /v1/responses to the key",
+            },
+            "items": {"type": "array", "items": {"type": "object"}},
+            "metadata": {"type": "object"},
+        },
+        "additionalProperties": True,
+    },
+    "Conversation": {
+        "type": "object",
+        "required": ["id", "object"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["conversation"]},
+            "created_at": {"type": "integer"},
+            "metadata": {"type": "object"},
+        },
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string"},
+            "deleted": {"type": "boolean"},
+        },
+    },
     "AudioForm": {
         "type": "object",
         "required": ["file", "model"],

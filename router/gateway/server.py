@@ -34,7 +34,7 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, models, realtime, responses
+from router.gateway import audio, conversations, models, realtime, responses
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -129,6 +129,12 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
 
 def _allow(methods: Sequence[str]) -> Header:
     return (b"allow", ", ".join(methods).encode())
+
+
+def _request_headers(scope: Scope) -> dict[str, str]:
+    """What a call on stored state passes on: the client's request id, if plain."""
+    request_id = _request_id(header(scope, b"x-request-id"))
+    return {"x-request-id": request_id} if request_id else {}
 
 
 def _turn_headers(scope: Scope) -> dict[str, str]:
@@ -265,8 +271,10 @@ class Server:
             return _GET
         if path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
             return _GET  # client.models.retrieve(): one route
-        if path.startswith(responses.PREFIX):  # a stored response: GET, DELETE, cancel
+        if path.startswith(responses.PREFIX):  # a stored response; a token count, compact
             return responses.methods(path)
+        if path.startswith(conversations.PATH):
+            return conversations.methods(path)
         if path in PAGES and self.guard().playground:
             return _GET
         return _GET if path in self._getters() else None
@@ -298,13 +306,20 @@ class Server:
             runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
-        if methods is _POST and path not in _FORM_PATHS:
+        if (methods is _POST and path not in _FORM_PATHS) or (
+            method == "POST"
+            and (path in responses.MODEL_CALLS or path.startswith(conversations.PATH))
+        ):
             require_json(header(scope, b"content-type"))
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
             await self._turn(scope, receive, send, endpoint, arrived)
+        elif path in responses.MODEL_CALLS:
+            await self._responses_call(scope, receive, send)
         elif path.startswith(responses.PREFIX):
             await self._stored_response(scope, receive, send)
+        elif path.startswith(conversations.PATH):
+            await self._conversation(scope, receive, send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
         elif path == realtime.REALTIME_PATH:
@@ -448,7 +463,6 @@ class Server:
         client = self.router.runtime.auth.client(header(scope, b"authorization"))
         if scope["method"] == "POST":  # a cancel takes no body; drain whatever came
             await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
-        request_id = _request_id(header(scope, b"x-request-id"))
         query = scope.get("query_string", b"").decode("latin-1")
         await responses.stored(
             self.router,
@@ -457,8 +471,47 @@ class Server:
             query=query,
             send=send,
             client=client,
-            forward_headers={"x-request-id": request_id} if request_id else {},
+            forward_headers=_request_headers(scope),
         )
+
+    async def _responses_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        raw = await self._read_body(scope, receive, self._state_body_limit())
+        await responses.model_call(
+            self.router,
+            path=scope["path"],
+            raw=raw,
+            send=send,
+            client=client,
+            forward_headers=_request_headers(scope),
+        )
+
+    async def _conversation(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        method = scope["method"]
+        raw = await self._read_body(scope, receive, self._state_body_limit())
+        if scope["path"] == conversations.PATH:
+            await conversations.create(
+                self.router,
+                raw=raw,
+                send=send,
+                client=client,
+                forward_headers=_request_headers(scope),
+            )
+            return
+        await conversations.owned(
+            self.router,
+            path=scope["path"],
+            method=method,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            raw=raw if method == "POST" else b"",
+            send=send,
+            client=client,
+            forward_headers=_request_headers(scope),
+        )
+
+    def _state_body_limit(self) -> int:
+        return self.router.runtime.config.server.max_body_bytes
 
     # -- plain endpoints -----------------------------------------------------------------
 

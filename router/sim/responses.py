@@ -19,6 +19,7 @@ OpenAI answers.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -29,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim.wire import FinishReason, SimRequest, completion_text, error_body
+from router.sim.conversations import ConversationStore
+from router.sim.wire import FinishReason, SimRequest, completion_text, error_body, estimate_tokens
 
 #: stored responses kept per server (the oldest go first)
 MAX_STORED = 10_000
@@ -52,6 +54,8 @@ class ResponseStore:
         self._prefix = os.urandom(4).hex()  # ids unique across simulators
         self._ids = itertools.count(1)
         self._stored: OrderedDict[str, tuple[dict[str, Any], list[Any]]] = OrderedDict()
+        self.conversations = ConversationStore()
+        self._compactions = itertools.count(1)
 
     def new_id(self) -> str:
         return f"resp_{self._prefix}{next(self._ids):06d}"
@@ -80,6 +84,9 @@ class ResponseStore:
         app.router.add_delete("/v1/responses/{id}", self._delete)
         app.router.add_post("/v1/responses/{id}/cancel", self._cancel)
         app.router.add_get("/v1/responses/{id}/input_items", self._input_items)
+        app.router.add_post("/v1/responses/input_tokens", self._input_tokens)
+        app.router.add_post("/v1/responses/compact", self._compact)
+        self.conversations.add_routes(app)
 
     async def _get(self, request: web.Request) -> web.Response:
         found = self.get(request.match_info["id"])
@@ -104,6 +111,57 @@ class ResponseStore:
             return _not_found(request)
         return web.json_response({"object": "list", "data": items, "has_more": False})
 
+    async def _input_tokens(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        if body is None:
+            return _invalid("the body must be a JSON object")
+        missing = unknown_previous_id(body, self)
+        if missing is not None:
+            return web.json_response(missing, status=400)
+        answer = {"object": "response.input_tokens", "input_tokens": _tokens(body)}
+        return web.json_response(answer)
+
+    async def _compact(self, request: web.Request) -> web.Response:
+        """The user messages of the input, then one compaction item (its "encrypted"
+        content is the rest, base64'd: nothing a test should read)."""
+        body = await _body(request)
+        if body is None or not isinstance(body.get("model"), str):
+            return _invalid("`model` is required")
+        missing = unknown_previous_id(body, self)
+        if missing is not None:
+            return web.json_response(missing, status=400)
+        n = next(self._compactions)
+        users = [i for i in input_items(body) if i.get("role") == "user"]
+        compaction = {
+            "id": f"cmp_{self._prefix}{n:06d}",
+            "type": "compaction",
+            "encrypted_content": base64.b64encode(json.dumps(body).encode()).decode(),
+        }
+        answer = {
+            "id": f"resp_cmp_{self._prefix}{n:06d}",
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [*users, compaction],
+            "usage": _usage(_tokens(body), 1),
+        }
+        return web.json_response(answer)
+
+
+async def _body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _tokens(body: Mapping[str, Any]) -> int:
+    return estimate_tokens(json.dumps([body.get("instructions"), body.get("input")]))
+
+
+def _invalid(message: str) -> web.Response:
+    return web.json_response(error_body(message, "invalid_request_error"), status=400)
+
 
 def _not_found(request: web.Request) -> web.Response:
     message = f"Response with id '{request.match_info['id']}' not found."
@@ -112,7 +170,11 @@ def _not_found(request: web.Request) -> web.Response:
 
 def unknown_previous(sim: SimRequest, store: ResponseStore) -> dict[str, Any] | None:
     """OpenAI's 400 for a `previous_response_id` this server did not store, or None."""
-    previous = sim.body.get("previous_response_id")
+    return unknown_previous_id(sim.body, store)
+
+
+def unknown_previous_id(body: Mapping[str, Any], store: ResponseStore) -> dict[str, Any] | None:
+    previous = body.get("previous_response_id")
     if previous is None or previous in store:
         return None
     body = error_body(
@@ -225,6 +287,11 @@ class ResponsesEncoder:
         }
         if response["store"]:
             self._store.put(response, input_items(self._sim.body))
+        conversation = self._response.get("conversation")
+        if conversation is not None:
+            conversations = self._store.conversations
+            added = conversations.items_of(input_items(self._sim.body))
+            conversations.extend(conversation["id"], [*added, *response["output"]])
         return response
 
     def finish(self, reason: FinishReason) -> bytes:

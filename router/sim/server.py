@@ -35,6 +35,7 @@ from aiohttp import web
 from router.clock import Clock
 from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
+from router.sim.conversations import unknown_conversation
 from router.sim.embeddings import Embedder
 from router.sim.records import RequestRecord
 from router.sim.responses import ResponsesEncoder, ResponseStore, unknown_previous
@@ -256,9 +257,13 @@ class SimServer:
                 record, Rejection(400, error_body(str(exc), "invalid_request_error"))
             )
         record.fault = fault.kind
-        missing = unknown_previous(sim_request, self.stored) if endpoint == "responses" else None
-        if missing is not None:
-            return self._reject(record, Rejection(400, missing))
+        if endpoint == "responses":
+            missing = unknown_previous(sim_request, self.stored)
+            if missing is not None:
+                return self._reject(record, Rejection(400, missing))
+            unknown = unknown_conversation(sim_request.body, self.stored.conversations)
+            if unknown is not None:
+                return self._reject(record, Rejection(404, unknown))
         early = await self._early_fault(request, record, fault)
         if early is not None:
             return early

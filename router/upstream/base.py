@@ -33,6 +33,7 @@ class UpstreamRequest:
 
     endpoint: Endpoint
     #: empty (and not sent) for a stored response's own calls, which have a `path`
+    #: (unless `has_body`)
     body: Mapping[str, Any]
     stream: bool
     #: headers to pass along (request id, ...); never the client's own API key
@@ -42,6 +43,9 @@ class UpstreamRequest:
     method: Method = "POST"
     path: str | None = None
     query: str = ""
+    #: a call with a `path`: whether `body` is sent as its JSON body (a conversation's
+    #: POSTs), rather than nothing (a cancel, a GET, a DELETE)
+    has_body: bool = False
 
 
 @dataclass(frozen=True, slots=True)

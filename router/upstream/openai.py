@@ -259,9 +259,10 @@ class OpenAIUpstream:
         if request.path is None:
             url = self._urls[request.endpoint]
             response = await self.pool.post(url, headers, wire_bytes(request.body), self._timeout)
-        else:  # a stored response's own call: GET, DELETE, or a bodiless POST
+        else:  # a call on stored state: GET, DELETE, or a POST with or without a body
             url = _url(self._base_url, request.path, request.query)
-            response = await self.pool.post(url, headers, None, self._timeout, request.method)
+            data = wire_bytes(request.body) if request.has_body else None
+            response = await self.pool.post(url, headers, data, self._timeout, request.method)
         if response.status >= 300:
             raise await self._status_error(response)
         return OpenAIResponse(response, self.name, self._max_body, self._idle_s, self.pool.loop)

@@ -148,12 +148,16 @@ def test_a_follow_up_goes_to_the_target_that_stored_its_previous_response(fleet:
     assert len(responses_seen(fleet, other)) == 1
 
 
-def test_a_conversation_stays_on_the_target_that_holds_it(fleet: Fleet) -> None:
+def test_a_conversation_made_elsewhere_stays_where_its_first_turn_was_answered(
+    fleet: Fleet,
+) -> None:
+    # Made on a directly (not through the router), so no replica knows its owner yet.
+    made = httpx.post(f"{fleet.sim('a').base_url}/conversations", json={}).json()["id"]
     c = sdk(fleet)
-    for _ in range(4):
-        c.responses.create(model="rr", input="hi", conversation="conv_abc")
-    counts = sorted([len(responses_seen(fleet, "a")), len(responses_seen(fleet, "b"))])
-    assert counts == [0, 4]
+    c.responses.create(model="ordered", input="hi", conversation=made)  # a answers
+    for _ in range(4):  # round robin would alternate; the router learned the owner
+        c.responses.create(model="rr", input="hi", conversation=made)
+    assert len(responses_seen(fleet, "a")) == 5 and responses_seen(fleet, "b") == []
 
 
 def test_when_the_owner_is_down_the_follow_up_is_a_503_never_another_target(fleet: Fleet) -> None:

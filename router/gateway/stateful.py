@@ -1,0 +1,256 @@
+"""Calls on state stored upstream (a response, a conversation), and the unary calls
+of the Responses family that make or read such state without a turn.
+
+Two kinds of call:
+
+- **owned**: the id names state one target holds (router/responses/owners.py): the
+  call goes to that target only. A key may reach it only through a route it may use:
+  the route the state was made on. An id no replica remembers goes to the only target
+  that serves `/v1/responses` to this client, if there is exactly one (a router
+  restarted without Redis still reaches a single backend); otherwise it is a 404 that
+  says so. The owner down is a 503 `response_state_unavailable` (never another target,
+  which lacks the state).
+- **fresh**: nothing is stored yet (`POST /v1/conversations`, a token count, a
+  compaction): the route's targets that serve `/v1/responses`, in its policy's order;
+  a target that cannot be reached, answers 5xx or 429, or has no such endpoint (404,
+  405) passes the call to the next, since nothing was made there.
+
+The target's answer is relayed as it comes (its status, its JSON body, or its event
+stream); its errors keep their status with only their OpenAI error fields, redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from router import capabilities
+from router.errors import (
+    BadRequest,
+    FirstTokenError,
+    NoTargetAvailable,
+    NotFound,
+    StateConflict,
+    UpstreamError,
+    UpstreamStatusError,
+    upstream_error_fields,
+)
+from router.gateway.asgi import Send
+from router.gateway.auth import Client
+from router.policy.base import RoutingRequest
+from router.responses.owners import IdKind, Owner
+from router.responses.pinning import Pin, find_pin
+from router.runtime import Router
+from router.turn.types import TargetRuntime
+from router.upstream.base import UpstreamRequest, UpstreamResponse
+from router.wiring import RouteRuntime
+
+log = logging.getLogger("firsttoken.responses")
+
+#: an id in a path: what OpenAI's ids are made of, bounded
+ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: a client's query string is passed on if it is this short and plain
+_QUERY = re.compile(r"^[A-Za-z0-9_.~%=&+\-\[\]]{0,1024}$")
+_WHAT: dict[IdKind, str] = {"response": "response", "conversation": "conversation"}
+#: a fresh call's answers that say "not here" (no such endpoint): the next target may
+_NOT_HERE = (404, 405)
+
+
+def plain_query(query: str) -> str:
+    """The client's query string if it is short and plain, else none."""
+    return query if _QUERY.match(query) else ""
+
+
+def _only_target(router: Router, client: Client | None) -> Owner | None:
+    """The one target serving /v1/responses to this client, if there is exactly one."""
+    runtime = router.runtime
+    found: dict[str, str] = {}
+    for name, route in runtime.routes.items():
+        if runtime.auth.may_use(client, name):
+            for target in route.serving.get("responses", ()):
+                found.setdefault(target, name)
+    if len(found) != 1:
+        return None
+    ((target, route_name),) = found.items()
+    return Owner(target, route_name)
+
+
+async def owner_of(router: Router, kind: IdKind, value: str, client: Client | None) -> Pin:
+    """The target holding an id, for this client (404 unknown, 409 target removed)."""
+    pin = await find_pin(
+        router.owners,
+        value if kind == "response" else None,
+        value if kind == "conversation" else None,
+    )  # a 503 if Redis cannot say
+    owner = pin.owner if pin is not None else _only_target(router, client)
+    if owner is None or not router.runtime.auth.may_use(client, owner.route):
+        ttl_days = router.runtime.config.responses.owner_ttl_s / 86400
+        raise NotFound(
+            f"no {_WHAT[kind]} '{value}' is known to this router (it remembers the "
+            f"target of each {_WHAT[kind]} it relayed for {ttl_days:g} days)"
+        )
+    if owner.target not in router.runtime.targets:
+        raise StateConflict(
+            f"the {_WHAT[kind]} '{value}' is stored on target '{owner.target}', "
+            "which is no longer configured"
+        )
+    return Pin(kind, value, owner)
+
+
+async def owned(
+    router: Router, pin: Pin, request: UpstreamRequest, send: Send, *, head_only: bool = False
+) -> None:
+    """Relay one call to the target holding `pin`'s state."""
+    target = router.runtime.targets[pin.owner.target]
+    timeouts = target.config.timeouts
+    try:
+        with anyio.fail_after(timeouts.total_s):
+            answer = await target.upstream.send(request)
+            try:
+                await relay(answer, send, head_only=head_only)
+            finally:
+                await answer.aclose()
+    except UpstreamStatusError as err:
+        if err.upstream_status >= 500 or err.upstream_status == 429:
+            raise pin.unavailable(err.message) from err
+        await upstream_error(send, err)
+    except UpstreamError as err:
+        raise pin.unavailable(err.message) from err
+    except TimeoutError as exc:
+        raise pin.unavailable(f"no answer within {timeouts.total_s:g}s") from exc
+
+
+def default_route(router: Router, client: Client | None, what: str) -> str:
+    """The route of a call that names none: the only one serving /v1/responses to
+    this client (400 if there are several or none)."""
+    runtime = router.runtime
+    names = [n for n in router.models(client) if runtime.routes[n].serving.get("responses")]
+    if len(names) == 1:
+        return names[0]
+    listed = ", ".join(names) or "none for this key"
+    raise BadRequest(
+        f"{what} names no route, and {len(names)} routes serve /v1/responses here "
+        f"({listed}): name one with 'model' in the body (with the openai SDK: "
+        "extra_body={'model': ROUTE})"
+    )
+
+
+def not_served(route: RouteRuntime) -> BadRequest:
+    return capabilities.not_served(route.config.name, "responses", route.capabilities)
+
+
+def ranked(router: Router, route: RouteRuntime) -> list[TargetRuntime]:
+    """The route's targets serving /v1/responses, in its policy's order (503 if none
+    is eligible). Nothing is booked: no turn runs."""
+    runtime = router.runtime
+    names = route.serving.get("responses", ())
+    request = RoutingRequest(
+        route=route.config.name, prompt_tokens=0, stream=False, endpoint="responses"
+    )
+    plan, _ = router.plan(runtime, route, request, names)
+    return [runtime.targets[name] for name in plan.order]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole JSON answer from one target."""
+
+    target: str
+    status: int
+    body: bytes
+    content_type: str
+
+
+async def fresh(
+    targets: Sequence[TargetRuntime], request_for: Callable[[TargetRuntime], UpstreamRequest]
+) -> Answer:
+    """The first whole answer from a target that did not fail itself: a 2xx, or a 4xx
+    of the client's own (its OpenAI error fields only, redacted); a 404/405 if every
+    target had no such endpoint; otherwise, with no answer, a 503."""
+    failures: list[str] = []
+    missing: UpstreamStatusError | None = None
+    not_here = 0
+    for target in targets:
+        timeouts = target.config.timeouts
+        try:
+            with anyio.fail_after(timeouts.total_s):
+                answer = await target.upstream.send(request_for(target))
+                try:
+                    body = await answer.aread()
+                finally:
+                    await answer.aclose()
+        except UpstreamStatusError as err:
+            status = err.upstream_status
+            if status < 500 and status not in _NOT_HERE and status != 429:
+                return _client_error(err)
+            if status in _NOT_HERE:
+                missing, not_here = err, not_here + 1
+            failures.append(err.message)
+            continue
+        except UpstreamError as err:
+            failures.append(err.message)
+            continue
+        except TimeoutError:
+            failures.append(f"{target.config.name}: no answer within {timeouts.total_s:g}s")
+            continue
+        ctype = answer.headers.get("content-type", "application/json")
+        return Answer(target.config.name, answer.status, body, ctype)
+    if missing is not None and not_here == len(targets):
+        return _client_error(missing)
+    raise NoTargetAvailable("no target could answer: " + "; ".join(failures))
+
+
+async def relay(response: UpstreamResponse, send: Send, *, head_only: bool) -> None:
+    ctype = response.headers.get("content-type", "application/json")
+    streaming = ctype.startswith("text/event-stream")
+    head = [(b"content-type", ctype.encode("latin-1", "replace"))]
+    if not streaming:
+        body = b"" if head_only else await response.aread()
+        head.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+        return
+    head.append((b"cache-control", b"no-cache"))
+    await send({"type": "http.response.start", "status": response.status, "headers": head})
+    if not head_only:
+        async for chunk in response.aiter_bytes():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+    head = [
+        (b"content-type", content_type.encode("latin-1", "replace")),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def upstream_error(send: Send, err: UpstreamStatusError) -> None:
+    """The target's 4xx, with its OpenAI error fields only (redacted)."""
+    answer = _client_error(err)
+    await respond(send, answer.status, answer.body, answer.content_type)
+
+
+def _client_error(err: UpstreamStatusError) -> Answer:
+    fields = upstream_error_fields(err.body) or FirstTokenError(err.message).to_dict()["error"]
+    body = json.dumps({"error": fields}).encode()
+    log.info("%s answered %s", err.target, err.upstream_status)
+    return Answer(err.target, err.upstream_status, body, "application/json")
+
+
+def json_object(raw: bytes, what: str) -> dict[str, object]:
+    """A request body that must be a JSON object (400 otherwise)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise BadRequest(f"{what} takes a JSON object as its body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} takes a JSON object as its body")
+    return body
