@@ -126,6 +126,9 @@ class AuthConfig(_Model):
     #: /admin/* needs this key (by env var or SHA-256); without one, /admin is closed
     admin_key_env: str | None = None
     admin_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    #: signs the ephemeral keys of `POST /v1/realtime/client_secrets`, so that every
+    #: replica accepts them; without it each process signs with a random key of its own
+    client_secret_key_env: str | None = None
 
 
 class Price(_Model):
@@ -500,6 +503,7 @@ def missing_secrets(cfg: Config, environ: Mapping[str, str]) -> list[str]:
     if cfg.auth is not None:
         wanted += [(f"client key '{k.name}'", "key_env", k.key_env) for k in cfg.auth.keys]
         wanted.append(("auth", "admin_key_env", cfg.auth.admin_key_env))
+        wanted.append(("auth", "client_secret_key_env", cfg.auth.client_secret_key_env))
     problems = [
         f"{who}: environment variable {var} ({field}) is not set"
         for who, field, var in wanted

@@ -3,13 +3,16 @@
 Keys are held only as SHA-256 digests; a presented key is hashed and compared
 against every digest with `hmac.compare_digest`, all of them every time, so
 neither the comparison nor the loop leaks which key (or how much of one) matched.
-Key names, never keys, appear in logs and metrics.
+Key names, never keys, appear in logs and metrics. An ephemeral key (`ek_...`,
+router/realtime/secrets.py) opens realtime sessions only, as the client key that
+asked for it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ from router.clock import Clock
 from router.config import AuthConfig
 from router.errors import ClientRateLimited, Forbidden, Unauthorized
 from router.realtime.quota import SessionQuota
+from router.realtime.secrets import EphemeralKeys, Grant, is_ephemeral
 from router.signals.ratelimit import LocalLimits
 
 
@@ -53,6 +57,15 @@ class Authenticator:
         self.enabled = auth is not None and bool(auth.keys)
         self._keys: list[tuple[bytes, Client]] = []
         self._admin: bytes | None = None
+        #: the environment variable the signing key came from (None: a random one)
+        self.secret_key_env = auth.client_secret_key_env if auth is not None else None
+        if self.secret_key_env is not None:
+            signing_key = digest(environ[self.secret_key_env])
+        elif previous is not None and previous.secret_key_env is None:
+            signing_key = previous.ephemeral.signing_key  # keys made before a reload stay good
+        else:
+            signing_key = os.urandom(32)
+        self.ephemeral: EphemeralKeys = EphemeralKeys(signing_key)
         if auth is None:
             return
         kept = {c.name: c.limits for _, c in previous._keys} if previous else {}
@@ -92,6 +105,8 @@ class Authenticator:
         token = _bearer(authorization)
         if token is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        if is_ephemeral(token):
+            raise Unauthorized("an ephemeral key (ek_...) opens realtime sessions only")
         presented = digest(token)
         found: Client | None = None
         for secret, client in self._keys:  # no early exit: constant work per request
@@ -100,6 +115,21 @@ class Authenticator:
         if found is None:
             raise Unauthorized("invalid API key")
         return found
+
+    def ephemeral_client(self, authorization: str | None) -> tuple[Grant, Client | None] | None:
+        """For an ephemeral key: its grant and the client key that asked for it (401 if
+        the key is invalid, expired, or its client key is no longer configured); None
+        for any other credential."""
+        token = _bearer(authorization)
+        if token is None or not is_ephemeral(token):
+            return None
+        grant = self.ephemeral.verify(token)
+        if not self.enabled:
+            return grant, None
+        for _, client in self._keys:
+            if client.name == grant.client:
+                return grant, client
+        raise Unauthorized("the client key that asked for this ephemeral key is gone")
 
     def check_admin(self, authorization: str | None) -> None:
         """Admin endpoints need the admin key when one is set, and are closed when

@@ -141,16 +141,20 @@ def _realtime() -> dict[str, Any]:
     return {
         "get": {
             "summary": "a Realtime session: a WebSocket upgrade (`?model=ROUTE`); the "
-            "subprotocols `realtime` and `openai-insecure-api-key.<key>` carry a browser's key",
+            "subprotocols `realtime` and `openai-insecure-api-key.<key>` carry a browser's key "
+            "(best an ephemeral one, from /v1/realtime/client_secrets, which names its route)",
             "security": [{}, {"bearer": []}],
             "parameters": [
-                {"name": "model", "in": "query", "required": True, "schema": {"type": "string"}}
+                {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}
             ],
             "responses": {
                 "101": {"description": "the WebSocket; events in OpenAI's Realtime shape"},
                 "400": error("no `model`, or a bad upgrade"),
-                "401": error("missing or unknown client key"),
-                "403": error(FORBIDDEN + "; or the client key may not use this route"),
+                "401": error("missing or unknown client key; an ephemeral key invalid or expired"),
+                "403": error(
+                    FORBIDDEN + "; or the client key may not use this route; or an ephemeral "
+                    "key made for another route"
+                ),
                 "404": error("no such realtime route"),
                 "405": error(WRONG_METHOD),
                 "426": error("a plain HTTP request: this endpoint is a WebSocket"),
@@ -158,6 +162,36 @@ def _realtime() -> dict[str, Any]:
                 "502": error("every target failed to open a session"),
                 "503": error("no target is available, or the router is draining"),
                 "504": error("every target timed out"),
+            },
+        },
+        **options(),
+    }
+
+
+def _client_secrets() -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": "an ephemeral key (`ek_...`) for one realtime route, acting as the "
+            "caller's client key, with the session configuration it starts with",
+            "security": [{}, {"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("ClientSecretRequest")}},
+            },
+            "responses": {
+                "200": {
+                    "description": "the key (Cache-Control: no-store)",
+                    "content": {JSON: {"schema": ref("ClientSecret")}},
+                },
+                "400": error(
+                    "not a JSON object; a session type other than realtime; seconds out of "
+                    "10-7200; no session.model where several realtime routes could be meant"
+                ),
+                "401": error("missing or unknown client key"),
+                "403": error(FORBIDDEN + "; or the client key may not use this route"),
+                "404": error("no such realtime route (code model_not_found)"),
+                "405": error(WRONG_METHOD),
+                "415": error(NOT_JSON),
             },
         },
         **options(),
@@ -262,6 +296,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/audio/translations": _audio_form("translate into English"),
             "/v1/audio/speech": speech,
             "/v1/realtime": _realtime(),
+            "/v1/realtime/client_secrets": _client_secrets(),
             "/v1/models": models,
             "/v1/models/{model}": model,
             "/health": {

@@ -253,6 +253,34 @@ SCHEMAS: dict[str, Any] = {
             "deleted": {"type": "boolean"},
         },
     },
+    "ClientSecretRequest": {
+        "type": "object",
+        "properties": {
+            "expires_after": {
+                "type": "object",
+                "properties": {
+                    "anchor": {"type": "string", "enum": ["created_at"]},
+                    "seconds": {"type": "integer", "minimum": 10, "maximum": 7200},
+                },
+            },
+            "session": {
+                "type": "object",
+                "description": "`type: realtime`, `model` (a realtime route), and the "
+                "configuration the session starts with",
+                "additionalProperties": True,
+            },
+        },
+        "additionalProperties": True,
+    },
+    "ClientSecret": {
+        "type": "object",
+        "required": ["value", "expires_at", "session"],
+        "properties": {
+            "value": {"type": "string"},
+            "expires_at": {"type": "integer"},
+            "session": {"type": "object"},
+        },
+    },
     "AudioForm": {
         "type": "object",
         "required": ["file", "model"],

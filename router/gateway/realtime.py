@@ -10,6 +10,10 @@ allowed, 404 unknown route, 429 over the key's session limits, 503 no eligible
 target (502/504 when every target failed). The accepted subprotocol is `realtime`,
 never the entry that carries the key.
 
+An ephemeral key (`ek_...`, from `POST /v1/realtime/client_secrets`) opens a session
+on its own route (`?model=` may be left out; another route is a 403) as the client
+key that asked for it, with the configuration it carries applied first.
+
 uvicorn runs the socket (`websockets-sansio`, per-message deflate off, 16 MiB
 frames: a larger one is closed 1009 by uvicorn itself); `AsgiClientSocket` is the
 session's view of it.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 from router.errors import (
@@ -27,6 +33,7 @@ from router.errors import (
     ClientRateLimited,
     Draining,
     FirstTokenError,
+    Forbidden,
     ModelNotFound,
     NoTargetAvailable,
     NotFound,
@@ -107,12 +114,27 @@ def credentials(scope: Scope) -> tuple[str | None, bool]:
     return authorization, SUBPROTOCOL in offered
 
 
-def route_name(scope: Scope) -> str:
+def _model(scope: Scope) -> str | None:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     models = query.get("model")
-    if not models or not models[0]:
+    return str(models[0]) if models and models[0] else None
+
+
+def route_name(scope: Scope) -> str:
+    model = _model(scope)
+    if model is None:
         raise BadRequest("missing required query parameter: model (the route's name)")
-    return str(models[0])
+    return model
+
+
+def ephemeral_route(scope: Scope, granted: str) -> str:
+    """An ephemeral key's route: the one it was made for, which `?model=` may repeat."""
+    model = _model(scope)
+    if model is not None and model != granted:
+        raise Forbidden(
+            f"this ephemeral key opens sessions on route '{granted}', not '{model[:200]}'"
+        )
+    return granted
 
 
 async def refuse(send: Send, err: FirstTokenError) -> None:
@@ -139,7 +161,11 @@ async def refuse(send: Send, err: FirstTokenError) -> None:
 
 
 async def open_session(
-    router: Router, route_name: str, socket: AsgiClientSocket, client: Client | None
+    router: Router,
+    route_name: str,
+    socket: AsgiClientSocket,
+    client: Client | None,
+    initial: Mapping[str, Any] | None = None,
 ) -> Session:
     """A session on the best target that opens one (failover included). Raises 404 (no
     such realtime route), 403/429 (the key), 503 (no target), 502/504 (all failed)."""
@@ -185,6 +211,7 @@ async def open_session(
         limits=session_limits(route.config, client.sessions if client else None),
         clock=router.clock,
         client_name=client.name if client else None,
+        initial=initial,
     )
 
 
@@ -197,8 +224,15 @@ async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> N
         if scope["path"] != REALTIME_PATH:
             raise NotFound(f"no WebSocket endpoint {scope['path']}")
         authorization, offered = credentials(scope)
-        client = router.runtime.auth.client(authorization)
-        session = await open_session(router, route_name(scope), socket, client)
+        auth = router.runtime.auth
+        ephemeral = auth.ephemeral_client(authorization)
+        if ephemeral is None:
+            client = auth.client(authorization)
+            name, initial = route_name(scope), None
+        else:
+            grant, client = ephemeral
+            name, initial = ephemeral_route(scope, grant.route), grant.session
+        session = await open_session(router, name, socket, client, initial)
     except FirstTokenError as err:
         router.metrics.rejected(err.status)
         log.log(

@@ -34,7 +34,7 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, conversations, models, realtime, responses
+from router.gateway import audio, client_secrets, conversations, models, realtime, responses
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -269,6 +269,8 @@ class Server:
             return _POST
         if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
             return _GET
+        if path == client_secrets.PATH:
+            return _POST
         if path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
             return _GET  # client.models.retrieve(): one route
         if path.startswith(responses.PREFIX):  # a stored response; a token count, compact
@@ -322,6 +324,8 @@ class Server:
             await self._conversation(scope, receive, send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
+        elif path == client_secrets.PATH:
+            await self._client_secret(scope, receive, send)
         elif path == realtime.REALTIME_PATH:
             raise UpgradeRequired(
                 f"{path} is a WebSocket endpoint: connect with a WebSocket upgrade "
@@ -509,6 +513,11 @@ class Server:
             client=client,
             forward_headers=_request_headers(scope),
         )
+
+    async def _client_secret(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        raw = await self._read_body(scope, receive, self._state_body_limit())
+        await client_secrets.create(self.router, raw, send, client)
 
     def _state_body_limit(self) -> int:
         return self.router.runtime.config.server.max_body_bytes

@@ -223,10 +223,17 @@ async def relay(response: UpstreamResponse, send: Send, *, head_only: bool) -> N
     await send({"type": "http.response.body", "body": b""})
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     head = [
         (b"content-type", content_type.encode("latin-1", "replace")),
         (b"content-length", str(len(body)).encode()),
+        *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})

@@ -23,8 +23,10 @@ an upstream's own close that is not a failure is passed on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from router.clock import Clock
 from router.errors import UpstreamConnectError
@@ -76,6 +78,7 @@ class Session:
         limits: SessionLimits,
         clock: Clock,
         client_name: str | None = None,
+        initial: Mapping[str, Any] | None = None,
     ) -> None:
         self.route = route
         self.client = client
@@ -86,7 +89,7 @@ class Session:
         self.clock = clock
         self.client_name = client_name
         self.started_at = clock()
-        self.config = SessionConfig()
+        self.config = SessionConfig(initial)  # an ephemeral key's: before the client's
         self.conversation = Conversation()
         self.response_clock = ResponseClock(clock)
         self.usage = RealtimeUsage()
@@ -139,7 +142,12 @@ class Session:
         try:
             # before the first send: session_closed, in `finally`, pairs with it
             self.events.session_opened(self.route, self.leg.target.name)
-            await self.client.send(self.leg.conn.created)
+            configured = self.config.replay_event()
+            if configured is not None:  # upstream first; a dead leg migrates
+                with contextlib.suppress(UpstreamConnectError):
+                    await self.leg.conn.send(configured)
+                    self.swallow_session_updated += 1
+            await self.client.send(self.config.applied_to(self.leg.conn.created))
             client_task = asyncio.ensure_future(self._client_pump())
             while True:
                 outcome = await self._relay_leg(client_task)

@@ -9,6 +9,7 @@ out of the replay: every target has its own, named in the URL it was opened with
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,12 +34,14 @@ class SessionConfig:
 
     __slots__ = ("_session", "manual_turns", "updates")
 
-    def __init__(self) -> None:
+    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
         self._session: dict[str, Any] = {}
         self.updates = 0
         #: the client turned server VAD off (`audio.input.turn_detection: null`): it
         #: commits its input audio itself. Absent, a server's default (VAD) applies.
         self.manual_turns = False
+        if initial:  # what an ephemeral key carries: as if the client had sent it first
+            self.update(initial)
 
     @property
     def session(self) -> Mapping[str, Any]:
@@ -59,6 +62,21 @@ class SessionConfig:
         fmt = output.get("format") if isinstance(output, Mapping) else None
         kind = fmt.get("type") if isinstance(fmt, Mapping) else None
         return _BYTES_PER_MS.get(str(kind), 48.0)
+
+    def applied_to(self, created: str) -> str:
+        """A `session.created` event as it would read had the upstream session begun
+        with this configuration (unchanged without one, or if it cannot be read)."""
+        if not self.updates:
+            return created
+        try:
+            event = json.loads(created)
+        except ValueError:
+            return created
+        session = event.get("session") if isinstance(event, dict) else None
+        if not isinstance(session, dict):
+            return created
+        _merge(session, {k: v for k, v in self._session.items() if k != "model"})
+        return dumps(event)
 
     def replay_event(self) -> str | None:
         """One `session.update` carrying the whole configuration, or None if none was set."""

@@ -52,3 +52,26 @@ def test_manual_turns_only_when_the_client_turns_vad_off() -> None:
     assert config.manual_turns
     config.update({"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
     assert not config.manual_turns
+
+
+def test_an_initial_configuration_shows_in_the_session_created_the_client_sees() -> None:
+    created = json.dumps(
+        {
+            "type": "session.created",
+            "session": {
+                "model": "gpt-realtime",
+                "instructions": "",
+                "audio": {"output": {"voice": "alloy", "speed": 1.0}},
+            },
+        }
+    )
+    assert SessionConfig().applied_to(created) == created  # nothing configured: as sent
+    config = SessionConfig(
+        {"model": "voice", "instructions": "Be brief.", "audio": {"output": {"voice": "marin"}}}
+    )
+    assert config.updates == 1 and config.replay_event() is not None
+    session = json.loads(config.applied_to(created))["session"]
+    assert session["instructions"] == "Be brief."
+    assert session["audio"]["output"] == {"voice": "marin", "speed": 1.0}  # merged
+    assert session["model"] == "gpt-realtime"  # the upstream's own, not the route
+    assert config.applied_to("not json") == "not json"
