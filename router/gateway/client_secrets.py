@@ -22,7 +22,7 @@ from typing import Any
 from router.errors import BadRequest, Forbidden, ModelNotFound
 from router.gateway.asgi import Send
 from router.gateway.auth import Client
-from router.gateway.stateful import json_object, respond
+from router.gateway.stateful import Call, json_object, respond
 from router.realtime.secrets import DEFAULT_TTL_S, MAX_TTL_S, MIN_TTL_S
 from router.runtime import Router
 
@@ -78,8 +78,8 @@ def _route(router: Router, session: dict[str, Any], client: Client | None) -> st
     return model
 
 
-async def create(router: Router, raw: bytes, send: Send, client: Client | None) -> None:
-    body = json_object(raw, PATH)
+async def create(router: Router, call: Call, send: Send) -> None:
+    body, client = json_object(call.raw, PATH), call.client
     ttl_s = _ttl(body)
     session = body.get("session", {})
     if not isinstance(session, dict):

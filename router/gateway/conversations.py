@@ -27,11 +27,10 @@ from collections.abc import Mapping
 from router.errors import BadRequest
 from router.gateway import stateful
 from router.gateway.asgi import Send
-from router.gateway.auth import Client
 from router.responses.owners import Owner
 from router.runtime import Router
 from router.turn.types import TargetRuntime
-from router.upstream.base import Method, UpstreamRequest
+from router.upstream.base import UpstreamRequest
 
 PATH = "/v1/conversations"
 PREFIX = PATH + "/"
@@ -70,16 +69,9 @@ def methods(path: str) -> tuple[str, ...] | None:
     return ACTIONS[parts[1]] if parts is not None else None
 
 
-async def create(
-    router: Router,
-    *,
-    raw: bytes,
-    send: Send,
-    client: Client | None,
-    forward_headers: Mapping[str, str],
-) -> None:
+async def create(router: Router, call: stateful.Call, send: Send) -> None:
     """Make a conversation on a route's target; remember which."""
-    body = stateful.json_object(raw, PATH)
+    body, client = stateful.json_object(call.raw, PATH), call.client
     model = body.pop("model", None)
     if model is None:
         model = stateful.default_route(router, client, f"POST {PATH}")
@@ -95,7 +87,7 @@ async def create(
             "responses",
             body,
             stream=False,
-            headers=forward_headers,
+            headers=call.headers,
             path="/conversations",
             has_body=True,
         )
@@ -107,36 +99,25 @@ async def create(
     await stateful.respond(send, answer.status, answer.body, answer.content_type)
 
 
-async def owned(
-    router: Router,
-    *,
-    path: str,
-    method: str,
-    query: str,
-    raw: bytes,
-    send: Send,
-    client: Client | None,
-    forward_headers: Mapping[str, str],
-) -> None:
+async def owned(router: Router, call: stateful.Call, send: Send) -> None:
     """Relay one call on a conversation to the target holding it."""
-    parts = split(path)
+    parts = split(call.path)
     assert parts is not None, "dispatched on `methods`"
     conversation_id, _, suffix = parts
-    pin = await stateful.owner_of(router, "conversation", conversation_id, client)
-    verb: Method = "DELETE" if method == "DELETE" else ("POST" if method == "POST" else "GET")
-    body = stateful.json_object(raw, path) if verb == "POST" else {}
+    pin = await stateful.owner_of(router, "conversation", conversation_id, call.client)
+    posts = call.verb == "POST"
     request = UpstreamRequest(
         "responses",
-        body,
+        stateful.json_object(call.raw, call.path) if posts else {},
         stream=False,
-        headers=forward_headers,
-        method=verb,
+        headers=call.headers,
+        method=call.verb,
         path=f"/conversations/{conversation_id}{suffix}",
-        query=stateful.plain_query(query),
-        has_body=verb == "POST",
+        query=call.query,
+        has_body=posts,
     )
-    await stateful.owned(router, pin, request, send, head_only=method == "HEAD")
-    if verb == "DELETE" and not suffix:
+    await stateful.owned(router, pin, request, send, head_only=call.method == "HEAD")
+    if call.verb == "DELETE" and not suffix:
         router.owners.forget("conversation", conversation_id)
 
 

@@ -25,12 +25,11 @@ from collections.abc import Mapping
 from router.errors import BadRequest
 from router.gateway import stateful
 from router.gateway.asgi import Send
-from router.gateway.auth import Client
 from router.gateway.shapes import responses_fields
 from router.responses.pinning import find_pin, pinned_targets
 from router.runtime import Router
 from router.turn.types import TargetRuntime
-from router.upstream.base import Method, UpstreamRequest
+from router.upstream.base import UpstreamRequest
 
 PREFIX = "/v1/responses/"
 #: the calls on one stored response: path suffix -> methods
@@ -66,49 +65,32 @@ def methods(path: str) -> tuple[str, ...] | None:
     return ACTIONS[parts[1]] if parts is not None else None
 
 
-async def stored(
-    router: Router,
-    *,
-    path: str,
-    method: str,
-    query: str,
-    send: Send,
-    client: Client | None,
-    forward_headers: Mapping[str, str],
-) -> None:
+async def stored(router: Router, call: stateful.Call, send: Send) -> None:
     """Relay one call on a stored response to its owner."""
-    parts = split(path)
+    parts = split(call.path)
     assert parts is not None, "dispatched on `methods`"
     response_id, action = parts
-    pin = await stateful.owner_of(router, "response", response_id, client)
-    verb: Method = "DELETE" if method == "DELETE" else ("POST" if method == "POST" else "GET")
+    pin = await stateful.owner_of(router, "response", response_id, call.client)
     request = UpstreamRequest(
         "responses",
         {},
         stream=False,
-        headers=forward_headers,
-        method=verb,
+        headers=call.headers,
+        method=call.verb,
         path=f"/responses/{response_id}{action}",
-        query=stateful.plain_query(query),
+        query=call.query,
     )
-    await stateful.owned(router, pin, request, send, head_only=method == "HEAD")
-    if verb == "DELETE":
+    await stateful.owned(router, pin, request, send, head_only=call.method == "HEAD")
+    if call.verb == "DELETE":
         router.owners.forget("response", response_id)
 
 
-async def model_call(
-    router: Router,
-    *,
-    path: str,
-    raw: bytes,
-    send: Send,
-    client: Client | None,
-    forward_headers: Mapping[str, str],
-) -> None:
+async def model_call(router: Router, call: stateful.Call, send: Send) -> None:
     """`POST /v1/responses/input_tokens` or `/compact`: to the target holding the state
     it builds on, else the route's first target that answers."""
+    path, client = call.path, call.client
     what = MODEL_CALLS[path]
-    body = stateful.json_object(raw, path)
+    body = stateful.json_object(call.raw, path)
     model = body.get("model")
     if model is None and what == "input_tokens":  # optional there: the only route
         model = stateful.default_route(router, client, path)
@@ -129,7 +111,7 @@ async def model_call(
             "responses",
             sent,
             stream=False,
-            headers=forward_headers,
+            headers=call.headers,
             path=upstream_path,
             has_body=True,
         )

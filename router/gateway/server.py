@@ -34,7 +34,15 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, client_secrets, conversations, models, realtime, responses
+from router.gateway import (
+    audio,
+    client_secrets,
+    conversations,
+    models,
+    realtime,
+    responses,
+    stateful,
+)
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -129,6 +137,28 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
 
 def _allow(methods: Sequence[str]) -> Header:
     return (b"allow", ", ".join(methods).encode())
+
+
+#: the calls on stored state (or that make some), by `_state_kind`
+_STATE_CALLS: dict[str, Callable[[Router, stateful.Call, Send], Awaitable[None]]] = {
+    "responses.model": responses.model_call,
+    "responses.stored": responses.stored,
+    "conversations.create": conversations.create,
+    "conversations.owned": conversations.owned,
+    "realtime.client_secrets": client_secrets.create,
+}
+
+
+def _state_kind(path: str) -> str:
+    if path in responses.MODEL_CALLS:
+        return "responses.model"
+    if path.startswith(responses.PREFIX):
+        return "responses.stored"
+    if path == conversations.PATH:
+        return "conversations.create"
+    if path.startswith(conversations.PREFIX):
+        return "conversations.owned"
+    return "realtime.client_secrets" if path == client_secrets.PATH else ""
 
 
 def _request_headers(scope: Scope) -> dict[str, str]:
@@ -316,16 +346,10 @@ class Server:
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
             await self._turn(scope, receive, send, endpoint, arrived)
-        elif path in responses.MODEL_CALLS:
-            await self._responses_call(scope, receive, send)
-        elif path.startswith(responses.PREFIX):
-            await self._stored_response(scope, receive, send)
-        elif path.startswith(conversations.PATH):
-            await self._conversation(scope, receive, send)
+        elif (stateful_call := _STATE_CALLS.get(_state_kind(path))) is not None:
+            await stateful_call(self.router, await self._state_call(scope, receive), send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
-        elif path == client_secrets.PATH:
-            await self._client_secret(scope, receive, send)
         elif path == realtime.REALTIME_PATH:
             raise UpgradeRequired(
                 f"{path} is a WebSocket endpoint: connect with a WebSocket upgrade "
@@ -463,61 +487,21 @@ class Server:
         else:
             await audio.speech(self.router, raw, send, client)
 
-    async def _stored_response(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = self.router.runtime.auth.client(header(scope, b"authorization"))
-        if scope["method"] == "POST":  # a cancel takes no body; drain whatever came
-            await self._read_body(scope, receive, _ADMIN_BODY_BYTES)
-        query = scope.get("query_string", b"").decode("latin-1")
-        await responses.stored(
-            self.router,
-            path=scope["path"],
+    async def _state_call(self, scope: Scope, receive: Receive) -> stateful.Call:
+        """A call on stored state, or one that makes some, read whole (a bodiless call's
+        body, a cancel's say, is drained)."""
+        path: str = scope["path"]
+        bodiless = path.startswith(responses.PREFIX) and path not in responses.MODEL_CALLS
+        limit = _ADMIN_BODY_BYTES if bodiless else self._state_body_limit()
+        raw = await self._read_body(scope, receive, limit)
+        return stateful.Call(
+            path=path,
             method=scope["method"],
-            query=query,
-            send=send,
-            client=client,
-            forward_headers=_request_headers(scope),
+            query=stateful.plain_query(scope.get("query_string", b"").decode("latin-1")),
+            raw=b"" if bodiless or scope["method"] != "POST" else raw,
+            client=self.router.runtime.auth.client(header(scope, b"authorization")),
+            headers=_request_headers(scope),
         )
-
-    async def _responses_call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = self.router.runtime.auth.client(header(scope, b"authorization"))
-        raw = await self._read_body(scope, receive, self._state_body_limit())
-        await responses.model_call(
-            self.router,
-            path=scope["path"],
-            raw=raw,
-            send=send,
-            client=client,
-            forward_headers=_request_headers(scope),
-        )
-
-    async def _conversation(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = self.router.runtime.auth.client(header(scope, b"authorization"))
-        method = scope["method"]
-        raw = await self._read_body(scope, receive, self._state_body_limit())
-        if scope["path"] == conversations.PATH:
-            await conversations.create(
-                self.router,
-                raw=raw,
-                send=send,
-                client=client,
-                forward_headers=_request_headers(scope),
-            )
-            return
-        await conversations.owned(
-            self.router,
-            path=scope["path"],
-            method=method,
-            query=scope.get("query_string", b"").decode("latin-1"),
-            raw=raw if method == "POST" else b"",
-            send=send,
-            client=client,
-            forward_headers=_request_headers(scope),
-        )
-
-    async def _client_secret(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = self.router.runtime.auth.client(header(scope, b"authorization"))
-        raw = await self._read_body(scope, receive, self._state_body_limit())
-        await client_secrets.create(self.router, raw, send, client)
 
     def _state_body_limit(self) -> int:
         return self.router.runtime.config.server.max_body_bytes

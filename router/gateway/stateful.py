@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -47,7 +47,7 @@ from router.responses.owners import IdKind, Owner
 from router.responses.pinning import Pin, find_pin
 from router.runtime import Router
 from router.turn.types import TargetRuntime
-from router.upstream.base import UpstreamRequest, UpstreamResponse
+from router.upstream.base import Method, UpstreamRequest, UpstreamResponse
 from router.wiring import RouteRuntime
 
 log = logging.getLogger("firsttoken.responses")
@@ -59,6 +59,25 @@ _QUERY = re.compile(r"^[A-Za-z0-9_.~%=&+\-\[\]]{0,1024}$")
 _WHAT: dict[IdKind, str] = {"response": "response", "conversation": "conversation"}
 #: a fresh call's answers that say "not here" (no such endpoint): the next target may
 _NOT_HERE = (404, 405)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One HTTP call on stored state (or one that makes some), as the gateway read it."""
+
+    path: str
+    method: str
+    #: the client's query string, if short and plain (else none)
+    query: str
+    #: the body as it came (empty for a GET or DELETE)
+    raw: bytes
+    client: Client | None
+    #: what is passed on: the client's request id
+    headers: Mapping[str, str]
+
+    @property
+    def verb(self) -> Method:
+        return "DELETE" if self.method == "DELETE" else ("POST" if self.method == "POST" else "GET")
 
 
 def plain_query(query: str) -> str:

@@ -12,24 +12,8 @@ import httpx
 import openai
 import pytest
 
-from router.sim.behaviour import Behaviour
 from tests.e2e.harness import Fleet, LoopThread, start_fleet, stop_fleet
-
-FAST = Behaviour(ttft_s=0.01, itl_s=0.002, tokens=5)
-TIMEOUTS = "timeouts: {connect_s: 0.5, first_token_s: 0.5, idle_s: 1.0, total_s: 2.0}"
-ROUTES = """
-routes:
-  - name: rr
-    targets: [a, b]
-    policy: {type: round_robin}
-    exploration: 0
-  - name: ordered
-    targets: [a, b]
-    policy: {type: ordered}
-    exploration: 0
-  - name: only-c
-    targets: [c]
-"""
+from tests.e2e.test_responses import FAST, ROUTES, TIMEOUTS, sdk
 
 
 @pytest.fixture
@@ -42,13 +26,6 @@ def fleet(loop_thread: LoopThread) -> Iterator[Fleet]:
     )
     yield f
     stop_fleet(f)
-
-
-def sdk(fleet: Fleet) -> openai.OpenAI:
-    http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
-    return openai.OpenAI(
-        base_url=fleet.router.base_url, api_key="unused", max_retries=0, http_client=http
-    )
 
 
 def holder(fleet: Fleet, conversation_id: str) -> list[str]:
@@ -150,7 +127,7 @@ def test_a_create_that_names_no_route_needs_one_when_several_serve_responses(
     with sdk(fleet) as c:
         with pytest.raises(openai.BadRequestError) as err:
             c.conversations.create()
-        assert "'model'" in err.value.message and "rr, ordered, only-c" in err.value.message
+        assert "'model'" in err.value.message and "rr, ordered, only-c, hedged" in err.value.message
         with pytest.raises(openai.NotFoundError) as missing:
             c.conversations.create(extra_body={"model": "nope"})
         assert missing.value.code == "model_not_found"

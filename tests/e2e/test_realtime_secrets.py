@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from openai import (
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from tests.e2e.harness import start_router, stop_router
-from tests.e2e.test_realtime import (
+from tests.e2e.realtime_stack import (
     ENVIRON,
     KEY,
     LIMITED,
@@ -34,8 +33,8 @@ from tests.e2e.test_realtime import (
     USER,
     Stack,
     config,
-    refused,
 )
+from tests.e2e.test_realtime import refused
 from tests.sim.test_realtime import until
 
 pytestmark = pytest.mark.anyio
@@ -46,20 +45,6 @@ SESSION = {
     "instructions": "Be brief.",
     "output_modalities": ["text"],
 }
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
-    async with (
-        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
-        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
-    ):
-        router = await start_router(config(a, b), environ=ENVIRON)
-        try:
-            yield Stack(a, b, router)
-        finally:
-            await stop_router(router)
 
 
 async def mint(stack: Stack, key: str = KEY, **params: Any) -> Any:
