@@ -36,7 +36,14 @@ from router.policy.base import Candidate, Plan, TargetView
 from router.policy.registry import FACTORIES
 from router.series import FastCounter, FastHistogram
 from router.signals.metrics import SignalsCollector
-from router.vocabulary import HedgeEvent, Outcome, OverheadPhase, ParsePlace
+from router.vocabulary import (
+    HedgeEvent,
+    Outcome,
+    OverheadPhase,
+    ParsePlace,
+    RelayedCall,
+    RelayedCallOutcome,
+)
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -241,6 +248,14 @@ class Metrics:
             "firsttoken_rejected_requests",
             "Requests answered with an error status before or instead of a turn",
             ["status"],
+            registry=r,
+        )
+        self.relayed_calls = Counter(
+            "firsttoken_relayed_calls",
+            "Calls relayed to one target without a turn (no hedge, no TTFT sample): on "
+            "Responses state stored upstream, and the unary calls around it, by target, "
+            "call and outcome",
+            ["target", "call", "outcome"],
             registry=r,
         )
         self.reloads = Counter(
@@ -482,6 +497,9 @@ class Metrics:
 
     def body_parsed(self, place: ParsePlace) -> None:
         self._body_parses(place).inc()
+
+    def relayed_call(self, target: str, call: RelayedCall, outcome: RelayedCallOutcome) -> None:
+        self.relayed_calls.labels(target, call, outcome).inc()
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()

@@ -27,6 +27,16 @@ RejectionReason = Literal["model_not_found", "unsupported_parameter", "context_l
 #: the first token of a stream: an answer (content, a tool or function call, completion
 #: text) or something the user sees before it (reasoning, a refusal, audio)
 FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
+#: a call relayed to one target without a turn: on state stored upstream, or one that
+#: makes or reads some: on a stored
+#: response (`response`: GET, DELETE, cancel, input items), on a conversation
+#: (`conversation`), making one (`conversation_create`), a token count
+#: (`input_tokens`), a compaction (`compact`)
+RelayedCall = Literal["response", "conversation", "conversation_create", "input_tokens", "compact"]
+#: how a target answered such a call: `ok` (2xx), `client_error` (a 4xx of the
+#: request's own, relayed), `not_here` (it cannot serve the call: passed on),
+#: `failed` (unreachable, 5xx, 429 or too slow)
+RelayedCallOutcome = Literal["ok", "client_error", "not_here", "failed"]
 #: where a request body was parsed: on the event loop (small) or in a worker process
 ParsePlace = Literal["loop", "worker"]
 #: what a route's SLO measures: the first token of any kind (reasoning included), or

@@ -7,6 +7,7 @@ in tests/e2e/test_prometheus.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -363,3 +364,19 @@ def test_a_unary_answer_books_its_time_to_first_byte_but_no_time_per_token() -> 
     assert not value(
         text, "firsttoken_time_per_output_token_seconds_count", route="chat", target="b"
     )
+
+
+def test_every_metric_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    registry = Metrics().registry
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{name}`" in text, f"{name} is not in docs/metrics.md"
+
+
+def test_a_relayed_call_is_counted_by_target_call_and_outcome() -> None:
+    m = Metrics()
+    m.relayed_call("a", "conversation_create", "not_here")
+    m.relayed_call("a", "conversation_create", "not_here")
+    labels = {"target": "a", "call": "conversation_create", "outcome": "not_here"}
+    assert m.registry.get_sample_value("firsttoken_relayed_calls_total", labels) == 2

@@ -92,7 +92,8 @@ async def create(router: Router, call: stateful.Call, send: Send) -> None:
             has_body=True,
         )
 
-    answer = await stateful.fresh(stateful.ranked(router, route), request_for)
+    ranked = stateful.ranked(router, route)
+    answer = await stateful.fresh(router, ranked, request_for, "conversation_create")
     conversation_id = _id_of(answer.body)
     if conversation_id is not None:
         router.owners.remember("conversation", conversation_id, Owner(answer.target, model))
@@ -116,7 +117,8 @@ async def owned(router: Router, call: stateful.Call, send: Send) -> None:
         query=call.query,
         has_body=posts,
     )
-    await stateful.owned(router, pin, request, send, head_only=call.method == "HEAD")
+    head = call.method == "HEAD"
+    await stateful.owned(router, pin, request, send, "conversation", head_only=head)
     if call.verb == "DELETE" and not suffix:
         router.owners.forget("conversation", conversation_id)
 

@@ -30,6 +30,7 @@ from router.responses.pinning import find_pin, pinned_targets
 from router.runtime import Router
 from router.turn.types import TargetRuntime
 from router.upstream.base import UpstreamRequest
+from router.vocabulary import RelayedCall
 
 PREFIX = "/v1/responses/"
 #: the calls on one stored response: path suffix -> methods
@@ -39,7 +40,7 @@ ACTIONS: Mapping[str, tuple[str, ...]] = {
     "/input_items": ("GET", "HEAD", "OPTIONS"),
 }
 #: the unary calls that name a route: path -> what the route must name in `model`
-MODEL_CALLS: Mapping[str, str] = {
+MODEL_CALLS: Mapping[str, RelayedCall] = {
     PREFIX + "input_tokens": "input_tokens",
     PREFIX + "compact": "compact",
 }
@@ -80,7 +81,7 @@ async def stored(router: Router, call: stateful.Call, send: Send) -> None:
         path=f"/responses/{response_id}{action}",
         query=call.query,
     )
-    await stateful.owned(router, pin, request, send, head_only=call.method == "HEAD")
+    await stateful.owned(router, pin, request, send, "response", head_only=call.method == "HEAD")
     if call.verb == "DELETE":
         router.owners.forget("response", response_id)
 
@@ -118,7 +119,8 @@ async def model_call(router: Router, call: stateful.Call, send: Send) -> None:
 
     if pin is not None:
         (owner,) = pinned_targets(pin, model, names)  # 409 if the route cannot reach it
-        await stateful.owned(router, pin, request_for(router.runtime.targets[owner]), send)
+        target = router.runtime.targets[owner]
+        await stateful.owned(router, pin, request_for(target), send, what)
         return
-    answer = await stateful.fresh(stateful.ranked(router, route), request_for)
+    answer = await stateful.fresh(router, stateful.ranked(router, route), request_for, what)
     await stateful.respond(send, answer.status, answer.body, answer.content_type)

@@ -12,8 +12,9 @@ Two kinds of call:
   which lacks the state).
 - **fresh**: nothing is stored yet (`POST /v1/conversations`, a token count, a
   compaction): the route's targets that serve `/v1/responses`, in its policy's order;
-  a target that cannot be reached, answers 5xx or 429, or has no such endpoint (404,
-  405) passes the call to the next, since nothing was made there.
+  a target that cannot be reached, answers 5xx or 429, or says it cannot serve the
+  call (404, 405, or a 4xx naming the endpoint or model: a litellm target has no
+  Conversations API) passes it to the next, since nothing was made there.
 
 The target's answer is relayed as it comes (its status, its JSON body, or its event
 stream); its errors keep their status with only their OpenAI error fields, redacted.
@@ -48,6 +49,8 @@ from router.responses.pinning import Pin, find_pin
 from router.runtime import Router
 from router.turn.types import TargetRuntime
 from router.upstream.base import Method, UpstreamRequest, UpstreamResponse
+from router.upstream.rejections import rejection_reason
+from router.vocabulary import RelayedCall, RelayedCallOutcome
 from router.wiring import RouteRuntime
 
 log = logging.getLogger("firsttoken.responses")
@@ -122,26 +125,37 @@ async def owner_of(router: Router, kind: IdKind, value: str, client: Client | No
 
 
 async def owned(
-    router: Router, pin: Pin, request: UpstreamRequest, send: Send, *, head_only: bool = False
+    router: Router,
+    pin: Pin,
+    request: UpstreamRequest,
+    send: Send,
+    call: RelayedCall,
+    *,
+    head_only: bool = False,
 ) -> None:
     """Relay one call to the target holding `pin`'s state."""
     target = router.runtime.targets[pin.owner.target]
     timeouts = target.config.timeouts
+    outcome: RelayedCallOutcome = "failed"
     try:
         with anyio.fail_after(timeouts.total_s):
             answer = await target.upstream.send(request)
             try:
                 await relay(answer, send, head_only=head_only)
+                outcome = "ok"
             finally:
                 await answer.aclose()
     except UpstreamStatusError as err:
         if err.upstream_status >= 500 or err.upstream_status == 429:
             raise pin.unavailable(err.message) from err
+        outcome = "client_error"
         await upstream_error(send, err)
     except UpstreamError as err:
         raise pin.unavailable(err.message) from err
     except TimeoutError as exc:
         raise pin.unavailable(f"no answer within {timeouts.total_s:g}s") from exc
+    finally:
+        router.metrics.relayed_call(target.config.name, call, outcome)
 
 
 def default_route(router: Router, client: Client | None, what: str) -> str:
@@ -186,16 +200,22 @@ class Answer:
 
 
 async def fresh(
-    targets: Sequence[TargetRuntime], request_for: Callable[[TargetRuntime], UpstreamRequest]
+    router: Router,
+    targets: Sequence[TargetRuntime],
+    request_for: Callable[[TargetRuntime], UpstreamRequest],
+    call: RelayedCall,
 ) -> Answer:
     """The first whole answer from a target that did not fail itself: a 2xx, or a 4xx
-    of the client's own (its OpenAI error fields only, redacted); a 404/405 if every
-    target had no such endpoint; otherwise, with no answer, a 503."""
+    of the client's own (its OpenAI error fields only, redacted). A 404, a 405 or a
+    4xx that says the target cannot serve this (router/upstream/rejections.py: no such
+    endpoint, an unknown model, ...) passes the call on; if every target said so, the
+    last one's answer; otherwise, with no answer, a 503."""
     failures: list[str] = []
     missing: UpstreamStatusError | None = None
     not_here = 0
     for target in targets:
-        timeouts = target.config.timeouts
+        name, timeouts = target.config.name, target.config.timeouts
+        outcome: RelayedCallOutcome = "failed"
         try:
             with anyio.fail_after(timeouts.total_s):
                 answer = await target.upstream.send(request_for(target))
@@ -203,22 +223,24 @@ async def fresh(
                     body = await answer.aread()
                 finally:
                     await answer.aclose()
+            outcome = "ok"
+            ctype = answer.headers.get("content-type", "application/json")
+            return Answer(name, answer.status, body, ctype)
         except UpstreamStatusError as err:
             status = err.upstream_status
-            if status < 500 and status not in _NOT_HERE and status != 429:
+            here = status not in _NOT_HERE and rejection_reason(status, err.body) is None
+            if status < 500 and status != 429 and here:
+                outcome = "client_error"
                 return _client_error(err)
-            if status in _NOT_HERE:
-                missing, not_here = err, not_here + 1
+            if not here:
+                outcome, missing, not_here = "not_here", err, not_here + 1
             failures.append(err.message)
-            continue
         except UpstreamError as err:
             failures.append(err.message)
-            continue
         except TimeoutError:
-            failures.append(f"{target.config.name}: no answer within {timeouts.total_s:g}s")
-            continue
-        ctype = answer.headers.get("content-type", "application/json")
-        return Answer(target.config.name, answer.status, body, ctype)
+            failures.append(f"{name}: no answer within {timeouts.total_s:g}s")
+        finally:
+            router.metrics.relayed_call(name, call, outcome)
     if missing is not None and not_here == len(targets):
         return _client_error(missing)
     raise NoTargetAvailable("no target could answer: " + "; ".join(failures))

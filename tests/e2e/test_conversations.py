@@ -110,6 +110,14 @@ def test_a_target_that_cannot_be_reached_passes_the_create_on_and_its_loss_is_a_
         with pytest.raises(openai.InternalServerError) as err:
             c.responses.create(model="ordered", input="hi", conversation=conversation.id)
         assert err.value.code == "response_state_unavailable"
+    calls = fleet.router.router.metrics.registry.get_sample_value
+    assert calls("firsttoken_relayed_calls_total", _call("a", "conversation_create", "failed")) == 1
+    assert calls("firsttoken_relayed_calls_total", _call("b", "conversation_create", "ok")) == 1
+    assert calls("firsttoken_relayed_calls_total", _call("b", "conversation", "failed")) == 1
+
+
+def _call(target: str, call: str, outcome: str) -> dict[str, str]:
+    return {"target": target, "call": call, "outcome": outcome}
 
 
 def test_a_turn_in_a_conversation_on_a_route_that_cannot_reach_it_is_a_409(fleet: Fleet) -> None:

@@ -88,6 +88,7 @@ routes:
   - {{name: b-first, targets: [b, lx], policy: {{type: ordered}}, exploration: 0}}
   - {{name: bridged, targets: [claude, b], policy: {{type: ordered}}, exploration: 0}}
   - {{name: embed, targets: [lxe, b], policy: {{type: ordered}}, exploration: 0}}
+  - {{name: lx-only, targets: [lx]}}
 """
 
 
@@ -237,6 +238,23 @@ def test_a_stored_responses_own_calls_reach_the_litellm_target_that_made_it(
         sdk.responses.retrieve(mine.id)  # forgotten by the router as well
     assert sdk.responses.retrieve(made.id).id == made.id
     assert httpx.get(at_provider).status_code == 404  # deleted at the provider
+
+
+def test_a_conversation_passes_over_a_litellm_target_to_one_that_keeps_conversations(
+    fleet: MixedFleet, sdk: openai.OpenAI
+) -> None:
+    # `ordered` tries lx first: litellm serves no Conversations API (400 unsupported_endpoint)
+    conversation = sdk.conversations.create(extra_body={"model": "ordered"})
+    b = fleet.server("b", OpenAISim)
+    assert fleet.loop.call(lambda: conversation.id in b.stored.conversations)
+    sdk.responses.create(model="ordered", input="hi", conversation=conversation.id)
+    assert len(seen(fleet, "b")) == 1 and seen(fleet, "lx") == []
+    calls = fleet.router.router.metrics.registry.get_sample_value
+    labels = {"target": "lx", "call": "conversation_create", "outcome": "not_here"}
+    assert calls("firsttoken_relayed_calls_total", labels) == 1
+    with pytest.raises(openai.BadRequestError) as err:  # a route of litellm targets only
+        sdk.conversations.create(extra_body={"model": "lx-only"})
+    assert err.value.code == "unsupported_endpoint"
 
 
 def test_when_the_litellm_owner_is_down_the_follow_up_is_a_503(
