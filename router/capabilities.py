@@ -14,9 +14,10 @@ serves it is a 400 that names the route and the endpoint (`not_served`), and
 
 Defaults, and why:
 
-- `openai` (OpenAI, Azure, Groq, OpenRouter, ...): chat, completions, responses and
-  embeddings: OpenAI serves all four; a provider that lacks one answers 404 or 400,
-  which a fallback passes over. Declare fewer to keep such turns from being tried.
+- `openai` (OpenAI, Azure, Groq, OpenRouter, ...): chat, completions, responses,
+  embeddings and moderations: OpenAI serves all five; a provider that lacks one
+  answers 404 or 400, which a fallback passes over. Declare fewer to keep such
+  requests from being tried. Only this kind serves moderations.
 - `vllm`: chat, completions, responses. A vLLM server runs one model: one that
   generates, or one that embeds (declare `[embeddings]` for that one).
 - `litellm`: chat and responses. litellm serves the Responses API for every
@@ -39,7 +40,9 @@ from typing import Literal
 
 from router.errors import BadRequest
 
-Capability = Literal["chat", "completions", "responses", "embeddings", "realtime", "stt", "tts"]
+Capability = Literal[
+    "chat", "completions", "responses", "embeddings", "moderations", "realtime", "stt", "tts"
+]
 
 #: the order capabilities are listed in (YAML, /v1/models, messages)
 ORDER: tuple[Capability, ...] = (
@@ -47,6 +50,7 @@ ORDER: tuple[Capability, ...] = (
     "completions",
     "responses",
     "embeddings",
+    "moderations",
     "realtime",
     "stt",
     "tts",
@@ -58,13 +62,14 @@ PATHS: Mapping[Capability, str] = {
     "completions": "/v1/completions",
     "responses": "/v1/responses",
     "embeddings": "/v1/embeddings",
+    "moderations": "/v1/moderations",
     "realtime": "/v1/realtime",
     "stt": "/v1/audio/transcriptions",
     "tts": "/v1/audio/speech",
 }
 
 DEFAULTS: Mapping[str, tuple[Capability, ...]] = {
-    "openai": ("chat", "completions", "responses", "embeddings"),
+    "openai": ("chat", "completions", "responses", "embeddings", "moderations"),
     "vllm": ("chat", "completions", "responses"),
     "litellm": ("chat", "responses"),
     "realtime": ("realtime",),
@@ -74,7 +79,7 @@ DEFAULTS: Mapping[str, tuple[Capability, ...]] = {
 }
 
 ALLOWED: Mapping[str, frozenset[Capability]] = {
-    "openai": frozenset({"chat", "completions", "responses", "embeddings"}),
+    "openai": frozenset({"chat", "completions", "responses", "embeddings", "moderations"}),
     "vllm": frozenset({"chat", "completions", "responses", "embeddings"}),
     "litellm": frozenset({"chat", "responses", "embeddings"}),
     "realtime": frozenset({"realtime"}),

@@ -31,8 +31,10 @@ FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
 #: makes or reads some: on a stored
 #: response (`response`: GET, DELETE, cancel, input items), on a conversation
 #: (`conversation`), making one (`conversation_create`), a token count
-#: (`input_tokens`), a compaction (`compact`)
-RelayedCall = Literal["response", "conversation", "conversation_create", "input_tokens", "compact"]
+#: (`input_tokens`), a compaction (`compact`), a moderation (`moderation`)
+RelayedCall = Literal[
+    "response", "conversation", "conversation_create", "input_tokens", "compact", "moderation"
+]
 #: how a target answered such a call: `ok` (2xx), `client_error` (a 4xx of the
 #: request's own, relayed), `not_here` (it cannot serve the call: passed on),
 #: `failed` (unreachable, 5xx, 429 or too slow)

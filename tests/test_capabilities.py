@@ -27,7 +27,7 @@ def test_each_kind_serves_its_defaults_and_a_declaration_replaces_them() -> None
     config = parse_config(FILE)
     serves = {t.name: t.serves for t in config.targets}
     assert serves == {
-        "hosted": ("chat", "completions", "responses", "embeddings"),
+        "hosted": ("chat", "completions", "responses", "embeddings", "moderations"),
         "engine": ("chat", "completions", "responses"),
         "embedder": ("embeddings",),
         "bridged": ("chat", "responses"),

@@ -203,6 +203,20 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": True,
     },
+    "ModerationRequest": {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "a route name"},
+            "input": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {}},
+                ]
+            },
+        },
+        "additionalProperties": True,
+    },
     "InputTokens": {
         "type": "object",
         "required": ["object", "input_tokens"],

@@ -99,6 +99,13 @@ def stored_state() -> dict[str, Any]:
             "Compaction",
             pinned=True,
         ),
+        "/v1/moderations": _fresh(
+            "a moderation, at the first of a route's targets that answers (`model`, or a "
+            "route named omni-moderation-latest, or the only route serving moderations)",
+            "ModerationRequest",
+            "Object",
+            pinned=False,
+        ),
         "/v1/conversations": _fresh(
             "make a conversation on a target of the route named in `model` (or the only "
             "route serving /v1/responses); the router remembers where",

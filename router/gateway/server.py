@@ -39,6 +39,7 @@ from router.gateway import (
     client_secrets,
     conversations,
     models,
+    moderations,
     realtime,
     responses,
     stateful,
@@ -146,6 +147,7 @@ _STATE_CALLS: dict[str, Callable[[Router, stateful.Call, Send], Awaitable[None]]
     "conversations.create": conversations.create,
     "conversations.owned": conversations.owned,
     "realtime.client_secrets": client_secrets.create,
+    "moderations": moderations.create,
 }
 
 
@@ -158,6 +160,8 @@ def _state_kind(path: str) -> str:
         return "conversations.create"
     if path.startswith(conversations.PREFIX):
         return "conversations.owned"
+    if path == moderations.PATH:
+        return "moderations"
     return "realtime.client_secrets" if path == client_secrets.PATH else ""
 
 
@@ -299,7 +303,7 @@ class Server:
             return _POST
         if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
             return _GET
-        if path == client_secrets.PATH:
+        if path in (client_secrets.PATH, moderations.PATH):
             return _POST
         if path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
             return _GET  # client.models.retrieve(): one route

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import anyio
 
 from router import capabilities
+from router.capabilities import Capability
 from router.errors import (
     BadRequest,
     FirstTokenError,
@@ -48,7 +49,7 @@ from router.responses.owners import IdKind, Owner
 from router.responses.pinning import Pin, find_pin
 from router.runtime import Router
 from router.turn.types import TargetRuntime
-from router.upstream.base import Method, UpstreamRequest, UpstreamResponse
+from router.upstream.base import Endpoint, Method, UpstreamRequest, UpstreamResponse
 from router.upstream.rejections import rejection_reason
 from router.vocabulary import RelayedCall, RelayedCallOutcome
 from router.wiring import RouteRuntime
@@ -173,17 +174,20 @@ def default_route(router: Router, client: Client | None, what: str) -> str:
     )
 
 
-def not_served(route: RouteRuntime) -> BadRequest:
-    return capabilities.not_served(route.config.name, "responses", route.capabilities)
+def not_served(route: RouteRuntime, capability: Capability = "responses") -> BadRequest:
+    return capabilities.not_served(route.config.name, capability, route.capabilities)
 
 
-def ranked(router: Router, route: RouteRuntime) -> list[TargetRuntime]:
-    """The route's targets serving /v1/responses, in its policy's order (503 if none
-    is eligible). Nothing is booked: no turn runs."""
+def ranked(
+    router: Router, route: RouteRuntime, capability: Capability = "responses"
+) -> list[TargetRuntime]:
+    """The route's targets serving `capability`, in its policy's order (503 if none is
+    eligible), planned as a unary request. Nothing is booked: no turn runs."""
     runtime = router.runtime
-    names = route.serving.get("responses", ())
+    names = route.serving.get(capability, ())
+    endpoint: Endpoint = "responses" if capability == "responses" else "embeddings"  # unary
     request = RoutingRequest(
-        route=route.config.name, prompt_tokens=0, stream=False, endpoint="responses"
+        route=route.config.name, prompt_tokens=0, stream=False, endpoint=endpoint
     )
     plan, _ = router.plan(runtime, route, request, names)
     return [runtime.targets[name] for name in plan.order]

@@ -37,6 +37,7 @@ from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
 from router.sim.conversations import unknown_conversation
 from router.sim.embeddings import Embedder
+from router.sim.moderations import moderate
 from router.sim.records import RequestRecord
 from router.sim.responses import ResponsesEncoder, ResponseStore, unknown_previous
 from router.sim.wire import (
@@ -110,6 +111,7 @@ class SimServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/moderations", moderate)
         self.stored.add_routes(app)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)

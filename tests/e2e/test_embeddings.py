@@ -157,6 +157,6 @@ def test_models_list_what_each_route_serves_in_openais_shape(fleet: Fleet) -> No
     models = {m.id: m for m in sdk(fleet).models.list()}
     assert models["embed"].object == "model" and models["embed"].owned_by == "firsttoken"
     served = {name: m.model_dump()["capabilities"] for name, m in models.items()}
-    assert served["embed"] == ["chat", "completions", "responses", "embeddings"]
-    assert served["mixed"] == ["chat", "completions", "responses", "embeddings"]
+    assert served["embed"] == ["chat", "completions", "responses", "embeddings", "moderations"]
+    assert served["mixed"] == ["chat", "completions", "responses", "embeddings"]  # vLLM only
     assert served["chat-only"] == ["chat", "completions", "responses"]
