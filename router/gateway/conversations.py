@@ -127,7 +127,7 @@ def _id_of(body: bytes) -> str | None:
     """The id of the conversation a target made (None if its answer has none)."""
     try:
         made = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     found = made.get("id") if isinstance(made, dict) else None
     return found if isinstance(found, str) and stateful.ID.match(found) else None

@@ -44,6 +44,7 @@ from router.errors import (
 )
 from router.gateway.asgi import Send
 from router.gateway.auth import Client
+from router.gateway.request import decode
 from router.policy.base import RoutingRequest
 from router.responses.owners import IdKind, Owner
 from router.responses.pinning import Pin, find_pin
@@ -298,11 +299,9 @@ def _client_error(err: UpstreamStatusError) -> Answer:
 
 
 def json_object(raw: bytes, what: str) -> dict[str, object]:
-    """A request body that must be a JSON object (400 otherwise)."""
+    """A request body that must be a JSON object (400 otherwise, as a turn's: not JSON,
+    nested too deeply, or a NaN or an infinity, which no target could be sent)."""
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise BadRequest(f"{what} takes a JSON object as its body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest(f"{what} takes a JSON object as its body")
-    return body
+        return decode(raw or b"{}")
+    except BadRequest as exc:
+        raise BadRequest(f"{what}: {exc.message}") from exc

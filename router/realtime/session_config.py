@@ -70,7 +70,7 @@ class SessionConfig:
             return created
         try:
             event = json.loads(created)
-        except ValueError:
+        except (ValueError, RecursionError):
             return created
         session = event.get("session") if isinstance(event, dict) else None
         if not isinstance(session, dict):

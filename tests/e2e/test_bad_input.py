@@ -260,6 +260,35 @@ def test_spec_valid_turns_get_documented_answers(
     check_against_spec(path, "POST", client.post(path, json=body))
 
 
+#: the calls relayed to one target without a turn, and the schemas of their bodies
+RELAYED = {
+    "/v1/conversations": resolve(SPEC["components"]["schemas"]["ConversationCreate"]),
+    "/v1/responses/input_tokens": resolve(SPEC["components"]["schemas"]["ResponsesCall"]),
+    "/v1/responses/compact": resolve(SPEC["components"]["schemas"]["ResponsesCall"]),
+    "/v1/moderations": resolve(SPEC["components"]["schemas"]["ModerationRequest"]),
+    "/v1/realtime/client_secrets": resolve(SPEC["components"]["schemas"]["ClientSecretRequest"]),
+}
+
+
+@st.composite
+def relayed_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    path = draw(st.sampled_from(sorted(RELAYED)))
+    body = draw(from_schema(RELAYED[path]))
+    if "model" in body and draw(st.booleans()):  # the route that exists, half the time
+        body["model"] = "chat"
+    return path, body
+
+
+@settings(SETTINGS, max_examples=50)
+@given(request=relayed_requests())
+def test_spec_valid_relayed_calls_get_documented_answers(
+    client: httpx.Client, request: tuple[str, dict[str, Any]]
+) -> None:
+    path, body = request
+    content = json.dumps(body).encode()  # lone surrogates escaped, as JSON allows
+    check_against_spec(path, "POST", client.post(path, content=content, headers=JSON))
+
+
 def test_every_endpoint_and_method_answers_as_documented(client: httpx.Client) -> None:
     for path in SPEC["paths"]:
         if path == "/admin/reload":
@@ -337,6 +366,30 @@ def test_oversized_bodies_are_413_with_or_without_content_length(client: httpx.C
 def test_deep_json_is_a_400(client: httpx.Client, content: bytes) -> None:
     response = client.post("/v1/chat/completions", content=content, headers=JSON)
     assert response.status_code == 400
+    assert assert_error_shape(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/conversations",
+        "/v1/conversations/conv_x/items",
+        "/v1/responses/input_tokens",
+        "/v1/responses/compact",
+        "/v1/moderations",
+        "/v1/realtime/client_secrets",
+    ],
+)
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 30_000 + b"]" * 30_000, b'{"model": "chat", "input": NaN, "items": [Infinity]}'],
+    ids=["deep", "not-a-number"],
+)
+def test_json_the_relayed_endpoints_cannot_pass_on_is_a_400(
+    client: httpx.Client, path: str, content: bytes
+) -> None:
+    response = client.post(path, content=content, headers=JSON)
+    assert response.status_code == 400, response.text
     assert assert_error_shape(response)["code"] == "invalid_request"
 
 
