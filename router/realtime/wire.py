@@ -74,11 +74,22 @@ def sniff(text: str) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: strict JSON: no NaN or Infinity (not JSON: a configuration carrying one is not
+#: recorded, so never replayed to another target)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def parse(text: str) -> dict[str, Any] | None:
-    """The whole event as a dict, or None if it is not a JSON object."""
+    """The whole event as a dict, or None if it is not a JSON object the router can
+    use (not JSON, a NaN or an infinity, or nested past the decoder's depth guard): the
+    frame still passes, unread, and the upstream answers it."""
     try:
-        event = json.loads(text)
-    except ValueError:
+        event = _DECODER.decode(text)
+    except (ValueError, RecursionError):
         return None
     return event if isinstance(event, dict) else None
 

@@ -249,6 +249,6 @@ class RealtimeSim:
 def _event(text: str) -> dict[str, Any] | None:
     try:
         event = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a frame too deep to read is not an event
         return None
     return event if isinstance(event, dict) else None

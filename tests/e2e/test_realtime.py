@@ -318,6 +318,30 @@ async def test_unknown_event_types_pass_through(stack: Stack) -> None:
     assert stack.a.records[-1].event_types() == ["some.future.event"]
 
 
+@pytest.mark.parametrize(
+    "session_field",
+    ["[" * 50_000 + "]" * 50_000, '{"instructions": NaN}'],
+    ids=["nested-too-deep", "not-a-number"],
+)
+async def test_a_session_update_the_router_cannot_read_passes_and_the_session_goes_on(
+    stack: Stack, session_field: str
+) -> None:
+    ws = await session(stack)
+    await ws.send('{"type":"session.update","session":' + session_field + "}")
+    await ws.send(json.dumps({"type": "response.create"}))
+    done = (await raw_until(ws, "response.done"))[-1]
+    assert done["response"]["status"] == "completed"
+    assert stack.a.records[-1].event_types()[-1] == "response.create"
+    await stack.a.drop(1011)  # a migration replays only what the router could read
+    await asyncio.sleep(0.05)
+    await ws.send(json.dumps({"type": "response.create"}))
+    done = (await raw_until(ws, "response.done"))[-1]
+    await ws.close()
+    assert done["response"]["status"] == "completed"
+    replayed = stack.b.records[-1].event_types()
+    assert "session.update" not in replayed and replayed[-1] == "response.create"
+
+
 async def test_an_idle_session_is_closed_with_an_error(stack: Stack) -> None:
     text = config(stack.a, stack.b).replace("session: {idle_s: 5}", "session: {idle_s: 0.2}")
     router = await start_router(text, environ=ENVIRON)
