@@ -19,8 +19,6 @@ from router.gateway import stateful
 from router.gateway.asgi import Send
 from router.gateway.auth import Client
 from router.runtime import Router
-from router.turn.types import TargetRuntime
-from router.upstream.base import UpstreamRequest
 
 PATH = "/v1/moderations"
 #: OpenAI's model when a request names none: a route may carry this name
@@ -55,17 +53,7 @@ async def create(router: Router, call: stateful.Call, send: Send) -> None:
     if not route.serving.get("moderations"):
         raise stateful.not_served(route, "moderations")
 
-    def request_for(target: TargetRuntime) -> UpstreamRequest:
-        sent = {**body, "model": target.config.model or name}
-        return UpstreamRequest(
-            "embeddings",
-            sent,
-            stream=False,
-            headers=call.headers,
-            path="/moderations",
-            has_body=True,
-        )
-
+    request_for = stateful.with_model("embeddings", body, name, call, "/moderations")
     ranked = stateful.ranked(router, route, "moderations")
     answer = await stateful.fresh(router, ranked, request_for, "moderation")
     await stateful.respond(send, answer.status, answer.body, answer.content_type)

@@ -28,7 +28,6 @@ from router.gateway.asgi import Send
 from router.gateway.shapes import responses_fields
 from router.responses.pinning import find_pin, pinned_targets
 from router.runtime import Router
-from router.turn.types import TargetRuntime
 from router.upstream.base import UpstreamRequest
 from router.vocabulary import RelayedCall
 
@@ -104,18 +103,9 @@ async def model_call(router: Router, call: stateful.Call, send: Send) -> None:
         raise stateful.not_served(route)
     fields = responses_fields(body, router.runtime.config.server.limits)
     pin = await find_pin(router.owners, fields.previous_response_id, fields.conversation)
-    upstream_path = "/" + path.removeprefix("/v1/")
-
-    def request_for(target: TargetRuntime) -> UpstreamRequest:
-        sent = {**body, "model": target.config.model or model}
-        return UpstreamRequest(
-            "responses",
-            sent,
-            stream=False,
-            headers=call.headers,
-            path=upstream_path,
-            has_body=True,
-        )
+    request_for = stateful.with_model(
+        "responses", body, model, call, "/" + path.removeprefix("/v1/")
+    )
 
     if pin is not None:
         (owner,) = pinned_targets(pin, model, names)  # 409 if the route cannot reach it

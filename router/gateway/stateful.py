@@ -175,6 +175,21 @@ def default_route(router: Router, client: Client | None, what: str) -> str:
     )
 
 
+def with_model(
+    endpoint: Endpoint, body: Mapping[str, object], route: str, call: Call, path: str
+) -> Callable[[TargetRuntime], UpstreamRequest]:
+    """The request for each target: `body` as the client sent it, but with the target's
+    own model name in `model` (the route's name if it configures none)."""
+
+    def request_for(target: TargetRuntime) -> UpstreamRequest:
+        sent = {**body, "model": target.config.model or route}
+        return UpstreamRequest(
+            endpoint, sent, stream=False, headers=call.headers, path=path, has_body=True
+        )
+
+    return request_for
+
+
 def not_served(route: RouteRuntime, capability: Capability = "responses") -> BadRequest:
     return capabilities.not_served(route.config.name, capability, route.capabilities)
 

@@ -243,10 +243,12 @@ TURNS = {
 
 
 @st.composite
-def spec_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    path = draw(st.sampled_from(sorted(TURNS)))
-    body = draw(from_schema(TURNS[path]))
-    if draw(st.booleans()):  # the route that exists, most of the time
+def spec_requests(draw: st.DrawFn, schemas: dict[str, Any] = TURNS) -> tuple[str, dict[str, Any]]:
+    """A path of `schemas` and a body its schema allows, naming the route that exists
+    half the time."""
+    path = draw(st.sampled_from(sorted(schemas)))
+    body = draw(from_schema(schemas[path]))
+    if draw(st.booleans()):
         body["model"] = "chat"
     return path, body
 
@@ -270,17 +272,8 @@ RELAYED = {
 }
 
 
-@st.composite
-def relayed_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    path = draw(st.sampled_from(sorted(RELAYED)))
-    body = draw(from_schema(RELAYED[path]))
-    if "model" in body and draw(st.booleans()):  # the route that exists, half the time
-        body["model"] = "chat"
-    return path, body
-
-
 @settings(SETTINGS, max_examples=50)
-@given(request=relayed_requests())
+@given(request=spec_requests(RELAYED))
 def test_spec_valid_relayed_calls_get_documented_answers(
     client: httpx.Client, request: tuple[str, dict[str, Any]]
 ) -> None:
