@@ -34,16 +34,7 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import (
-    audio,
-    client_secrets,
-    conversations,
-    models,
-    moderations,
-    realtime,
-    responses,
-    stateful,
-)
+from router.gateway import audio, models, realtime, relayed
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -58,6 +49,7 @@ from router.gateway.body import (
 from router.gateway.browser import BrowserGuard, require_json
 from router.gateway.openapi import openapi_spec
 from router.gateway.pages import PAGE_HEADERS, PAGES, page
+from router.gateway.stateful import Call
 from router.logs import log_turn
 from router.runtime import Router
 from router.turn.scopes import cancel_scope
@@ -138,31 +130,6 @@ def _error_headers(err: FirstTokenError) -> list[Header]:
 
 def _allow(methods: Sequence[str]) -> Header:
     return (b"allow", ", ".join(methods).encode())
-
-
-#: the calls on stored state (or that make some), by `_state_kind`
-_STATE_CALLS: dict[str, Callable[[Router, stateful.Call, Send], Awaitable[None]]] = {
-    "responses.model": responses.model_call,
-    "responses.stored": responses.stored,
-    "conversations.create": conversations.create,
-    "conversations.owned": conversations.owned,
-    "realtime.client_secrets": client_secrets.create,
-    "moderations": moderations.create,
-}
-
-
-def _state_kind(path: str) -> str:
-    if path in responses.MODEL_CALLS:
-        return "responses.model"
-    if path.startswith(responses.PREFIX):
-        return "responses.stored"
-    if path == conversations.PATH:
-        return "conversations.create"
-    if path.startswith(conversations.PREFIX):
-        return "conversations.owned"
-    if path == moderations.PATH:
-        return "moderations"
-    return "realtime.client_secrets" if path == client_secrets.PATH else ""
 
 
 def _request_headers(scope: Scope) -> dict[str, str]:
@@ -303,14 +270,11 @@ class Server:
             return _POST
         if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
             return _GET
-        if path in (client_secrets.PATH, moderations.PATH):
-            return _POST
+        relayed_methods = relayed.methods(path)  # stored responses, conversations, ...
+        if relayed_methods is not None:
+            return relayed_methods
         if path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
             return _GET  # client.models.retrieve(): one route
-        if path.startswith(responses.PREFIX):  # a stored response; a token count, compact
-            return responses.methods(path)
-        if path.startswith(conversations.PATH):
-            return conversations.methods(path)
         if path in PAGES and self.guard().playground:
             return _GET
         return _GET if path in self._getters() else None
@@ -342,16 +306,13 @@ class Server:
             runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
-        if (methods is _POST and path not in _FORM_PATHS) or (
-            method == "POST"
-            and (path in responses.MODEL_CALLS or path.startswith(conversations.PATH))
-        ):
+        if (methods is _POST and path not in _FORM_PATHS) or relayed.takes_json(path, method):
             require_json(header(scope, b"content-type"))
         endpoint = _TURN_PATHS.get(path)
         if endpoint is not None:
             await self._turn(scope, receive, send, endpoint, arrived)
-        elif (stateful_call := _STATE_CALLS.get(_state_kind(path))) is not None:
-            await stateful_call(self.router, await self._state_call(scope, receive), send)
+        elif (relay := relayed.handler_for(path)) is not None:
+            await relay(self.router, await self._relayed_call(scope, receive), send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
         elif path == realtime.REALTIME_PATH:
@@ -491,24 +452,14 @@ class Server:
         else:
             await audio.speech(self.router, raw, send, client)
 
-    async def _state_call(self, scope: Scope, receive: Receive) -> stateful.Call:
-        """A call on stored state, or one that makes some, read whole (a bodiless call's
-        body, a cancel's say, is drained)."""
-        path: str = scope["path"]
-        bodiless = path.startswith(responses.PREFIX) and path not in responses.MODEL_CALLS
-        limit = _ADMIN_BODY_BYTES if bodiless else self._state_body_limit()
-        raw = await self._read_body(scope, receive, limit)
-        return stateful.Call(
-            path=path,
-            method=scope["method"],
-            query=stateful.plain_query(scope.get("query_string", b"").decode("latin-1")),
-            raw=b"" if bodiless or scope["method"] != "POST" else raw,
-            client=self.router.runtime.auth.client(header(scope, b"authorization")),
-            headers=_request_headers(scope),
+    async def _relayed_call(self, scope: Scope, receive: Receive) -> Call:
+        """A call relayed without a turn, read whole (a bodiless one's body is drained)."""
+        limit = self.router.runtime.config.server.max_body_bytes
+        raw = await self._read_body(
+            scope, receive, _ADMIN_BODY_BYTES if relayed.bodiless(scope["path"]) else limit
         )
-
-    def _state_body_limit(self) -> int:
-        return self.router.runtime.config.server.max_body_bytes
+        client = self.router.runtime.auth.client(header(scope, b"authorization"))
+        return relayed.call_of(scope, raw, client, _request_headers(scope))
 
     # -- plain endpoints -----------------------------------------------------------------
 

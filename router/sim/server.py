@@ -12,7 +12,7 @@ transport reports the connection lost, even while the handler sleeps before the
 first token. The record's `cancelled_at` is set there, and the backend's
 generation is closed (a vLLM-like engine drops the sequence from its batch).
 
-Just over 400 lines, kept whole: every fault mode acts on the same request, stream
+Over 400 lines (about 520), kept whole: every fault mode acts on the same request, stream
 and record, so splitting them would pass that state around; the timing lives in
 the backends, the bytes in `wire`, the fault grammar in `behaviour`.
 """
