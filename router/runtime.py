@@ -359,7 +359,15 @@ class Router:
         self, parsed: ParsedRequest, route: str, pin: Pin | None
     ) -> Callable[[str, str | None], None] | None:
         """For a Responses turn: remember, at its commit point, which target stores its
-        answer (and its conversation), so follow-ups, GETs and DELETEs go there."""
+        answer (and its conversation), so follow-ups, GETs and DELETEs go there; for a
+        chat turn with `store: true`, which target stored the completion."""
+        if parsed.endpoint == "chat" and parsed.store:
+
+            def stored_chat(target: str, completion_id: str | None) -> None:
+                if completion_id is not None:
+                    self.owners.remember("chat_completion", completion_id, Owner(target, route))
+
+            return stored_chat
         if parsed.endpoint != "responses":
             return None
 

@@ -31,9 +31,18 @@ FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
 #: makes or reads some: on a stored
 #: response (`response`: GET, DELETE, cancel, input items), on a conversation
 #: (`conversation`), making one (`conversation_create`), a token count
-#: (`input_tokens`), a compaction (`compact`), a moderation (`moderation`)
+#: (`input_tokens`), a compaction (`compact`), a moderation (`moderation`), on a
+#: stored chat completion (`chat_completion`: GET, update, DELETE, messages), and
+#: their list (`chat_completion_list`)
 RelayedCall = Literal[
-    "response", "conversation", "conversation_create", "input_tokens", "compact", "moderation"
+    "response",
+    "conversation",
+    "conversation_create",
+    "input_tokens",
+    "compact",
+    "moderation",
+    "chat_completion",
+    "chat_completion_list",
 ]
 #: how a target answered such a call: `ok` (2xx), `client_error` (a 4xx of the
 #: request's own, relayed), `not_here` (it cannot serve the call: passed on),

@@ -23,7 +23,7 @@ from router.gateway.openapi_parts import (
     options,
 )
 from router.gateway.openapi_schemas import SCHEMAS, ref
-from router.gateway.openapi_state import stored_state
+from router.gateway.openapi_state import stored_chat_list, stored_state
 
 _ROUTING_HEADERS = {
     "x-firsttoken-target": {"schema": {"type": "string"}, "description": "the target chosen"},
@@ -281,7 +281,10 @@ def openapi_spec() -> dict[str, Any]:
         },
         "servers": [{"url": "http://127.0.0.1:8080"}],
         "paths": {
-            "/v1/chat/completions": _turn("one chat turn, routed", "ChatCompletionRequest"),
+            "/v1/chat/completions": {
+                **_turn("one chat turn, routed", "ChatCompletionRequest"),
+                "get": stored_chat_list(),
+            },
             "/v1/completions": _turn("one legacy completion, routed", "CompletionRequest"),
             "/v1/responses": responses,
             **stored_state(),

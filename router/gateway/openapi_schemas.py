@@ -65,6 +65,11 @@ SCHEMAS: dict[str, Any] = {
             "max_tokens": {"type": "integer", "minimum": 0},
             "max_completion_tokens": {"type": "integer", "minimum": 0},
             "user": {"type": "string"},
+            "store": {
+                "type": "boolean",
+                "default": False,
+                "description": "stored by the target that answers; the router remembers which",
+            },
         },
         "additionalProperties": True,
     },

@@ -1,5 +1,5 @@
-"""The OpenAPI paths of stored state (`openapi.py`): stored responses and conversations,
-answered by the target holding each, and the Responses family's unary calls."""
+"""The OpenAPI paths of stored state (`openapi.py`): stored responses, conversations and
+chat completions, answered by the target holding each, and the unary calls around them."""
 
 from __future__ import annotations
 
@@ -60,6 +60,26 @@ def _fresh(summary: str, request: str, answer: str, *, pinned: bool) -> dict[str
             "cannot reach (code response_state_elsewhere)"
         )
     return {"post": operation, **options()}
+
+
+def stored_chat_list() -> dict[str, Any]:
+    """`GET /v1/chat/completions`: one target's stored chat completions."""
+    operation = _owned(
+        "the stored chat completions of the first of a route's targets that answers "
+        "(`model`: the route, sent as each target's own model; or the only route serving "
+        "chat)",
+        "ItemList",
+        "route (code model_not_found)",
+    )
+    operation["parameters"] = [
+        {"name": name, "in": "query", "schema": {"type": kind}}
+        for name, kind in (("model", "string"), ("after", "string"), ("limit", "integer"))
+    ]
+    operation["responses"]["400"] = error(
+        "names no route where several serve chat, or the route serves no chat"
+    )
+    operation["responses"]["503"] = error("no target could answer")
+    return operation
 
 
 def stored_state() -> dict[str, Any]:
@@ -126,6 +146,20 @@ def stored_state() -> dict[str, Any]:
             "parameters": [path_id],
             "get": _owned("its items", items, "conversation"),
             "post": _owned("add items", items, "conversation", body="Object"),
+            **options(),
+        },
+        "/v1/chat/completions/{id}": {
+            "parameters": [path_id],
+            "get": _owned("a stored chat completion", "Completion", "chat completion"),
+            "post": _owned("update its metadata", "Completion", "chat completion", body="Object"),
+            "delete": _owned(
+                "delete it (the router forgets its owner too)", "Deleted", "chat completion"
+            ),
+            **options(),
+        },
+        "/v1/chat/completions/{id}/messages": {
+            "parameters": [path_id],
+            "get": _owned("the messages it was made from", items, "chat completion"),
             **options(),
         },
         "/v1/conversations/{id}/items/{item_id}": {

@@ -7,13 +7,15 @@ module answers each path, the methods it takes, and the call as read from a requ
     /v1/conversations/{id}[/items[/{item_id}]]        conversations.owned
     /v1/moderations                                   moderations.create
     /v1/realtime/client_secrets                       client_secrets.create
+    /v1/chat/completions/{id}[/messages]              chat_store.stored
+    (GET /v1/chat/completions, the list, is dispatched beside the turn's POST)
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from router.gateway import client_secrets, conversations, moderations, responses
+from router.gateway import chat_store, client_secrets, conversations, moderations, responses
 from router.gateway.asgi import Scope, Send
 from router.gateway.auth import Client
 from router.gateway.stateful import Call, plain_query
@@ -36,6 +38,8 @@ def handler_for(path: str) -> Handler | None:
         return found
     if path.startswith(responses.PREFIX):
         return responses.stored
+    if path.startswith(chat_store.PREFIX):
+        return chat_store.stored
     return conversations.owned if path.startswith(conversations.PREFIX) else None
 
 
@@ -45,11 +49,16 @@ def methods(path: str) -> tuple[str, ...] | None:
         return _POST
     if path.startswith(responses.PREFIX):
         return responses.methods(path)
+    if path.startswith(chat_store.PREFIX):
+        return chat_store.methods(path)
     return conversations.methods(path) if path.startswith(conversations.PREFIX) else None
 
 
 def bodiless(path: str) -> bool:
-    """A stored response's calls take no body (a cancel's is drained, not sent)."""
+    """A stored response's calls take no body (a cancel's is drained, not sent), nor
+    does the list of stored chat completions."""
+    if path == chat_store.PATH:
+        return True
     return path.startswith(responses.PREFIX) and path not in responses.MODEL_CALLS
 
 

@@ -57,7 +57,8 @@ class ParsedRequest:
     max_output_tokens: int | None
     session_key: str | None
     #: Responses: the stored state the request builds on (it lives on one target), and
-    #: whether the answer is to be stored (`store`, true unless false)
+    #: whether the answer is to be stored (`store`: true unless false for Responses,
+    #: false unless true for chat)
     previous_response_id: str | None = None
     conversation: str | None = None
     store: bool = True
@@ -223,8 +224,18 @@ def validate(
         session_key=_session_key(endpoint, body, session_header),
         previous_response_id=responses.previous_response_id if responses else None,
         conversation=responses.conversation if responses else None,
-        store=responses.store if responses else True,
+        store=responses.store if responses else _chat_store(endpoint, body),
     )
+
+
+def _chat_store(endpoint: Endpoint, body: Mapping[str, Any]) -> bool:
+    """A chat request's `store` (a boolean; false unless given)."""
+    store = body.get("store") if endpoint == "chat" else None
+    if store is None:
+        return False
+    if not isinstance(store, bool):
+        raise BadRequest("'store' must be a boolean")
+    return store
 
 
 def parse_request(

@@ -34,7 +34,7 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, models, realtime, relayed
+from router.gateway import audio, chat_store, models, realtime, relayed
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -72,6 +72,8 @@ _FORM_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 _MODEL_PREFIX = "/v1/models/"
 _POST = ("POST", "OPTIONS")
 _GET = ("GET", "HEAD", "OPTIONS")
+#: chat's path: the turn's POST, and the list of stored chat completions
+_CHAT = ("POST", *chat_store.LIST_METHODS, "OPTIONS")
 #: the largest body an admin POST may have (`{}` is what it needs)
 _ADMIN_BODY_BYTES = 4096
 #: the request headers `Server._turn` reads
@@ -264,7 +266,9 @@ class Server:
 
     def _methods(self, path: str) -> tuple[str, ...] | None:
         """The methods an endpoint takes, or None for no such endpoint."""
-        if path in _TURN_PATHS or (path == "/admin/reload" and self._reload is not None):
+        if path in _TURN_PATHS:
+            return _CHAT if path == chat_store.PATH else _POST
+        if path == "/admin/reload" and self._reload is not None:
             return _POST
         if path in _AUDIO_PATHS:
             return _POST
@@ -306,11 +310,16 @@ class Server:
             runtime.auth.check_admin(header(scope, b"authorization"))
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
-        if (methods is _POST and path not in _FORM_PATHS) or relayed.takes_json(path, method):
+        posts = method == "POST"
+        if (posts and path not in _FORM_PATHS and (methods is _POST or methods is _CHAT)) or (
+            relayed.takes_json(path, method)
+        ):
             require_json(header(scope, b"content-type"))
         endpoint = _TURN_PATHS.get(path)
-        if endpoint is not None:
+        if endpoint is not None and posts:
             await self._turn(scope, receive, send, endpoint, arrived)
+        elif endpoint is not None:  # GET /v1/chat/completions: the stored ones
+            await chat_store.listing(self.router, await self._relayed_call(scope, receive), send)
         elif (relay := relayed.handler_for(path)) is not None:
             await relay(self.router, await self._relayed_call(scope, receive), send)
         elif path in _AUDIO_PATHS:

@@ -1,17 +1,19 @@
-"""Calls on state stored upstream (a response, a conversation), and the unary calls
-of the Responses family that make or read such state without a turn.
+"""Calls on state stored upstream (a response, a conversation, a stored chat
+completion), and the unary calls that make or read such state without a turn.
 
 Two kinds of call:
 
 - **owned**: the id names state one target holds (router/responses/owners.py): the
   call goes to that target only. A key may reach it only through a route it may use:
   the route the state was made on. An id no replica remembers goes to the only target
-  that serves `/v1/responses` to this client, if there is exactly one (a router
+  that serves its endpoint (`/v1/responses`, or `/v1/chat/completions` for a stored
+  chat completion) to this client, if there is exactly one (a router
   restarted without Redis still reaches a single backend); otherwise it is a 404 that
   says so. The owner down is a 503 `response_state_unavailable` (never another target,
   which lacks the state).
 - **fresh**: nothing is stored yet (`POST /v1/conversations`, a token count, a
-  compaction): the route's targets that serve `/v1/responses`, in its policy's order;
+  compaction), or the call reads a list (stored chat completions): the route's
+  targets that serve the endpoint, in its policy's order;
   a target that cannot be reached, answers 5xx or 429, or says it cannot serve the
   call (404, 405, or a 4xx naming the endpoint or model: a litellm target has no
   Conversations API) passes it to the next, since nothing was made there.
@@ -47,7 +49,7 @@ from router.gateway.auth import Client
 from router.gateway.request import decode
 from router.policy.base import RoutingRequest
 from router.responses.owners import IdKind, Owner
-from router.responses.pinning import Pin, find_pin
+from router.responses.pinning import Pin, lookup_pin
 from router.runtime import Router
 from router.turn.types import TargetRuntime
 from router.upstream.base import Endpoint, Method, UpstreamRequest, UpstreamResponse
@@ -61,7 +63,19 @@ log = logging.getLogger("firsttoken.responses")
 ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 #: a client's query string is passed on if it is this short and plain
 _QUERY = re.compile(r"^[A-Za-z0-9_.~%=&+\-\[\]]{0,1024}$")
-_WHAT: dict[IdKind, str] = {"response": "response", "conversation": "conversation"}
+_WHAT: dict[IdKind, str] = {
+    "response": "response",
+    "conversation": "conversation",
+    "chat_completion": "chat completion",
+}
+#: the endpoint a call is planned as, by the capability it needs (else a unary one)
+_PLANNED_AS: dict[Capability, Endpoint] = {"responses": "responses", "chat": "chat"}
+#: the endpoint whose targets may hold each kind of id
+_SERVED_BY: dict[IdKind, Capability] = {
+    "response": "responses",
+    "conversation": "responses",
+    "chat_completion": "chat",
+}
 #: a fresh call's answers that say "not here" (no such endpoint): the next target may
 _NOT_HERE = (404, 405)
 
@@ -90,13 +104,13 @@ def plain_query(query: str) -> str:
     return query if _QUERY.match(query) else ""
 
 
-def _only_target(router: Router, client: Client | None) -> Owner | None:
-    """The one target serving /v1/responses to this client, if there is exactly one."""
+def _only_target(router: Router, client: Client | None, capability: Capability) -> Owner | None:
+    """The one target serving `capability` to this client, if there is exactly one."""
     runtime = router.runtime
     found: dict[str, str] = {}
     for name, route in runtime.routes.items():
         if runtime.auth.may_use(client, name):
-            for target in route.serving.get("responses", ()):
+            for target in route.serving.get(capability, ()):
                 found.setdefault(target, name)
     if len(found) != 1:
         return None
@@ -106,12 +120,8 @@ def _only_target(router: Router, client: Client | None) -> Owner | None:
 
 async def owner_of(router: Router, kind: IdKind, value: str, client: Client | None) -> Pin:
     """The target holding an id, for this client (404 unknown, 409 target removed)."""
-    pin = await find_pin(
-        router.owners,
-        value if kind == "response" else None,
-        value if kind == "conversation" else None,
-    )  # a 503 if Redis cannot say
-    owner = pin.owner if pin is not None else _only_target(router, client)
+    pin = await lookup_pin(router.owners, kind, value)  # a 503 if Redis cannot say
+    owner = pin.owner if pin is not None else _only_target(router, client, _SERVED_BY[kind])
     if owner is None or not router.runtime.auth.may_use(client, owner.route):
         ttl_days = router.runtime.config.responses.owner_ttl_s / 86400
         raise NotFound(
@@ -160,18 +170,23 @@ async def owned(
         router.metrics.relayed_call(target.config.name, call, outcome)
 
 
-def default_route(router: Router, client: Client | None, what: str) -> str:
-    """The route of a call that names none: the only one serving /v1/responses to
+def default_route(
+    router: Router,
+    client: Client | None,
+    what: str,
+    capability: Capability = "responses",
+    how: str = "with 'model' in the body (with the openai SDK: extra_body={'model': ROUTE})",
+) -> str:
+    """The route of a call that names none: the only one serving `capability` to
     this client (400 if there are several or none)."""
     runtime = router.runtime
-    names = [n for n in router.models(client) if runtime.routes[n].serving.get("responses")]
+    names = [n for n in router.models(client) if runtime.routes[n].serving.get(capability)]
     if len(names) == 1:
         return names[0]
     listed = ", ".join(names) or "none for this key"
     raise BadRequest(
-        f"{what} names no route, and {len(names)} routes serve /v1/responses here "
-        f"({listed}): name one with 'model' in the body (with the openai SDK: "
-        "extra_body={'model': ROUTE})"
+        f"{what} names no route, and {len(names)} routes serve "
+        f"{capabilities.PATHS[capability]} here ({listed}): name one {how}"
     )
 
 
@@ -201,7 +216,7 @@ def ranked(
     eligible), planned as a unary request. Nothing is booked: no turn runs."""
     runtime = router.runtime
     names = route.serving.get(capability, ())
-    endpoint: Endpoint = "responses" if capability == "responses" else "embeddings"  # unary
+    endpoint = _PLANNED_AS.get(capability, "embeddings")  # unary
     request = RoutingRequest(
         route=route.config.name, prompt_tokens=0, stream=False, endpoint=endpoint
     )

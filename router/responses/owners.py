@@ -22,8 +22,11 @@ from typing import Literal, Protocol
 from router.clock import Clock
 from router.config import ResponsesConfig
 
-#: what an id names: a response (`resp_...`), or a conversation (`conv_...`)
-IdKind = Literal["response", "conversation"]
+#: what an id names: a response (`resp_...`), a conversation (`conv_...`), or a
+#: stored chat completion (`chatcmpl-...`, made with `store: true`)
+IdKind = Literal["response", "conversation", "chat_completion"]
+#: each kind's prefix in the keys of the stores (memory, Redis)
+_KEY_PREFIX: dict[IdKind, str] = {"response": "r:", "conversation": "c:", "chat_completion": "h:"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class SharedOwnerStore(Protocol):
 
 
 def key_of(kind: IdKind, value: str) -> str:
-    return ("r:" if kind == "response" else "c:") + value
+    return _KEY_PREFIX[kind] + value
 
 
 class LocalOwners:

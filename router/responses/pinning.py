@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from router.errors import StateConflict, StateUnavailable
 from router.responses.owners import IdKind, Owner, OwnerLookupFailed, ResponseOwners
 
-_NAMES: dict[IdKind, str] = {"response": "response", "conversation": "conversation"}
+_NAMES: dict[IdKind, str] = {
+    "response": "response",
+    "conversation": "conversation",
+    "chat_completion": "chat completion",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ async def find_pin(
     if previous_response_id is None and conversation is None:
         return None
     kind, value = state_of(previous_response_id, conversation)
+    return await lookup_pin(owners, kind, value)
+
+
+async def lookup_pin(owners: ResponseOwners, kind: IdKind, value: str) -> Pin | None:
+    """The owner of one id; None if no replica remembers it (a 503 if Redis cannot say)."""
     try:
         owner = await owners.lookup(kind, value)
     except OwnerLookupFailed as exc:

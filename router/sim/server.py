@@ -23,18 +23,20 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import struct
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
 from router.clock import Clock
 from router.sim.backend import Backend, Generation, Rejection
 from router.sim.behaviour import FAULT_HEADER, Behaviour, Fault, FaultSyntaxError
+from router.sim.chat_store import ChatStore
 from router.sim.conversations import unknown_conversation
 from router.sim.embeddings import Embedder
 from router.sim.moderations import moderate
@@ -82,6 +84,10 @@ class SimServer:
         self._ids = itertools.count(1)
         #: stored Responses (GET, DELETE, `previous_response_id`), and embeddings
         self.stored = ResponseStore()
+        #: stored chat completions (`store: true`)
+        self.chats = ChatStore()
+        #: chat ids unique across simulators, so a test can tell which stored one
+        self._chat_prefix = os.urandom(3).hex()
         self._embedder = Embedder()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -113,6 +119,7 @@ class SimServer:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/moderations", moderate)
         self.stored.add_routes(app)
+        self.chats.add_routes(app)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self.backend.add_routes(app)
@@ -214,7 +221,9 @@ class SimServer:
     def _record_id(self, endpoint: Endpoint) -> str:
         if endpoint == "responses":
             return self.stored.new_id()
-        prefix = {"chat": "chatcmpl-sim", "completions": "cmpl-sim"}.get(endpoint, "emb-sim")
+        if endpoint == "chat":
+            return f"chatcmpl-sim{self._chat_prefix}{next(self._ids)}"
+        prefix = "cmpl-sim" if endpoint == "completions" else "emb-sim"
         return f"{prefix}{next(self._ids)}"
 
     async def _completion(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
@@ -415,9 +424,12 @@ class SimServer:
         if fault.kind == "error_event_after":
             await response.write(encoder.error_event(fault.message))
         else:
-            await response.write(encoder.finish(_finish_reason(sim, behaviour, n)))
+            reason = _finish_reason(sim, behaviour, n)
+            await response.write(encoder.finish(reason))
             if sim.include_usage:
                 await response.write(encoder.usage(sim.prompt_tokens, n))
+            if isinstance(encoder, Encoder):
+                self._store_chat(sim, encoder.full(n, reason, sim.prompt_tokens))
         if encoder.done:
             await response.write(encoder.done)
         await response.write_eof()
@@ -471,7 +483,13 @@ class SimServer:
         body = self._encoder(record, sim).full(
             n, _finish_reason(sim, behaviour, n), sim.prompt_tokens
         )
+        self._store_chat(sim, body)
         return web.json_response(body, headers=dict(gen.headers))
+
+    def _store_chat(self, sim: SimRequest, completion: dict[str, Any]) -> None:
+        """A chat completion asked to be stored (`store: true`) is kept."""
+        if sim.endpoint == "chat" and sim.body.get("store") is True:
+            self.chats.put(completion, sim.body)
 
     def _encoder(
         self, record: RequestRecord, sim: SimRequest, reply: str | None = None

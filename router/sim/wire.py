@@ -255,9 +255,15 @@ class Encoder:
     def error_event(self, message: str) -> bytes:
         return self._frame(error_body(message))
 
+    def text(self, n: int) -> str:
+        """The whole text of `n` tokens, as `content` sends them."""
+        if self._words:
+            return "".join(json.loads(self._words[i % len(self._words)]) for i in range(n))
+        return completion_text(n)
+
     def full(self, n: int, reason: FinishReason, prompt_tokens: int) -> dict[str, Any]:
         """A non-streaming response body with `n` tokens."""
-        text = completion_text(n)
+        text = self.text(n)
         if self._endpoint == "chat":
             choice: dict[str, Any] = {
                 "index": 0,

@@ -96,6 +96,15 @@ def detail_count(usage: Mapping[str, Any], details: str, name: str) -> int:
     return (count(block.get(name)) or 0) if isinstance(block, dict) else 0
 
 
+#: a completion id the router may remember (what stored ids are made of, bounded)
+_ID_MAX = 256
+
+
+def _stored_id(parsed: Mapping[str, Any]) -> str | None:
+    found = parsed.get("id")
+    return found if type(found) is str and 0 < len(found) <= _ID_MAX else None
+
+
 class ChatDialect:
     """Chat and legacy completions: OpenAI's chunk stream (router/turn/sse.py)."""
 
@@ -106,7 +115,8 @@ class ChatDialect:
         return sse.classify(event)
 
     def response_id(self, parsed: dict[str, Any]) -> str | None:
-        return None
+        """A chunk's `id`: the completion's, which a `store: true` turn stored."""
+        return _stored_id(parsed)
 
     #: the function itself: no method frame per relayed block
     scan = staticmethod(sse.scan)
@@ -125,7 +135,7 @@ class ChatDialect:
         if not isinstance(parsed, dict) or "choices" not in parsed:
             raise MalformedFrame("response has no choices")
         usage = parsed.get("usage")
-        return Whole(usage if isinstance(usage, dict) else None)
+        return Whole(usage if isinstance(usage, dict) else None, _stored_id(parsed))
 
     def tokens(self, usage: Mapping[str, Any]) -> Tokens:
         return Tokens(

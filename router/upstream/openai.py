@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from urllib.parse import parse_qsl
 
 import aiohttp
 from yarl import URL
@@ -201,7 +202,8 @@ def _url(base_url: str, path: str, query: str = "") -> URL:
     joined = joined.with_query(base.query) if base.query_string else joined
     if query:
         both = f"{base.query_string}&{query}" if base.query_string else query
-        joined = joined.with_query(both)
+        # as pairs: yarl would encode a string's `%` again (`metadata%5Bk%5D` -> `%255B`)
+        joined = joined.with_query(parse_qsl(both, keep_blank_values=True))
     return joined
 
 

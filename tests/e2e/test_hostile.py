@@ -110,7 +110,7 @@ def test_an_allowed_origin_gets_proper_cors_answers(fleet: Fleet) -> None:
 
 def test_every_405_says_which_methods_the_endpoint_takes(fleet: Fleet) -> None:
     cases = {
-        "/v1/chat/completions": ("GET", "POST, OPTIONS"),
+        "/v1/chat/completions": ("PUT", "POST, GET, HEAD, OPTIONS"),  # GET: stored ones
         "/v1/completions": ("PUT", "POST, OPTIONS"),
         "/v1/models": ("POST", "GET, HEAD, OPTIONS"),
         "/healthz": ("DELETE", "GET, HEAD, OPTIONS"),

@@ -282,7 +282,7 @@ def _error(response: httpx.Response) -> dict[str, object]:
             404,
             "model_not_found",
         ),
-        ("GET", "/v1/chat/completions", b"", 405, "method_not_allowed"),
+        ("PUT", "/v1/chat/completions", b"", 405, "method_not_allowed"),
         ("POST", "/v1/models", b"", 405, "method_not_allowed"),
         ("GET", "/v1/nowhere", b"", 404, "not_found"),
         (
@@ -366,6 +366,6 @@ def test_bad_clients_do_not_disturb_a_stream_in_flight(fleet: Fleet) -> None:
         for _ in range(20):
             broken = h.post("/v1/chat/completions", content=b"{broken", headers=JSON)
             assert broken.status_code == 400
-            assert h.get("/v1/chat/completions").status_code == 405
+            assert h.put("/v1/chat/completions").status_code == 405
     worker.join(10)
     assert result == [f"t{i} " for i in range(30)]

@@ -12,7 +12,7 @@ from router.config import TargetConfig
 from router.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 from router.retry_after import MAX_RETRY_AFTER_S
 from router.upstream.base import UpstreamRequest, UpstreamSetup
-from router.upstream.openai import OpenAIUpstream, retry_after_s
+from router.upstream.openai import OpenAIUpstream, _url, retry_after_s
 from router.upstream.rejections import rejection_reason
 from tests.upstream.rawserver import SSE_HEAD, chunked, serving
 
@@ -199,3 +199,13 @@ def test_rejections_that_another_target_may_serve_are_told_from_bad_requests(
     status: int, body: bytes, reason: str | None
 ) -> None:
     assert rejection_reason(status, body) == reason
+
+
+def test_a_clients_encoded_query_is_sent_as_it_came_not_encoded_twice() -> None:
+    # The SDK sends `metadata={"k": "v"}` as `metadata%5Bk%5D=v` and `include=[...]` as
+    # `include%5B%5D=...`; a `%` encoded again would name another parameter upstream.
+    url = _url("https://h/v1?api-version=2025-01", "/chat/completions", "metadata%5Bk%5D=v&model=m")
+    assert str(url) == "https://h/v1/chat/completions?api-version=2025-01&metadata%5Bk%5D=v&model=m"
+    url = _url("http://h:1/v1/", "/responses/r1/input_items", "include%5B%5D=a.b&limit=2")
+    assert str(url) == "http://h:1/v1/responses/r1/input_items?include%5B%5D=a.b&limit=2"
+    assert url.query.getall("include[]") == ["a.b"]
