@@ -42,6 +42,7 @@ from router.errors import (
     StateConflict,
     UpstreamError,
     UpstreamStatusError,
+    UpstreamTimeout,
     upstream_error_fields,
 )
 from router.gateway.asgi import Send
@@ -145,29 +146,39 @@ async def owned(
     *,
     head_only: bool = False,
 ) -> None:
-    """Relay one call to the target holding `pin`'s state."""
+    """Relay one call to the target holding `pin`'s state (a 503 at once while its
+    breaker is open; the call's verdict feeds the breaker, as a turn's does)."""
     target = router.runtime.targets[pin.owner.target]
+    signals, name = target.signals, target.config.name
+    if not signals.breaker.available:
+        remaining = signals.breaker.open_remaining_s()
+        raise pin.unavailable(f"its circuit breaker is open for {remaining:.0f}s more")
     timeouts = target.config.timeouts
     outcome: RelayedCallOutcome = "failed"
     try:
         with anyio.fail_after(timeouts.total_s):
             answer = await target.upstream.send(request)
+            signals.relayed(None)
             try:
                 await relay(answer, send, head_only=head_only)
                 outcome = "ok"
             finally:
                 await answer.aclose()
     except UpstreamStatusError as err:
+        signals.relayed(err)
         if err.upstream_status >= 500 or err.upstream_status == 429:
             raise pin.unavailable(err.message) from err
         outcome = "client_error"
         await upstream_error(send, err)
     except UpstreamError as err:
+        signals.relayed(err)
         raise pin.unavailable(err.message) from err
     except TimeoutError as exc:
-        raise pin.unavailable(f"no answer within {timeouts.total_s:g}s") from exc
+        late = f"no answer within {timeouts.total_s:g}s"
+        signals.relayed(UpstreamTimeout(f"{name}: {late}", target=name, phase="total"))
+        raise pin.unavailable(late) from exc
     finally:
-        router.metrics.relayed_call(target.config.name, call, outcome)
+        router.metrics.relayed_call(name, call, outcome)
 
 
 def default_route(
@@ -249,11 +260,15 @@ async def fresh(
     missing: UpstreamStatusError | None = None
     not_here = 0
     for target in targets:
-        name, timeouts = target.config.name, target.config.timeouts
+        name, timeouts, signals = target.config.name, target.config.timeouts, target.signals
+        if not signals.breaker.available:  # opened since the plan: passed over
+            failures.append(f"{name}: its circuit breaker is open")
+            continue
         outcome: RelayedCallOutcome = "failed"
         try:
             with anyio.fail_after(timeouts.total_s):
                 answer = await target.upstream.send(request_for(target))
+                signals.relayed(None)
                 try:
                     body = await answer.aread()
                 finally:
@@ -262,6 +277,7 @@ async def fresh(
             ctype = answer.headers.get("content-type", "application/json")
             return Answer(name, answer.status, body, ctype)
         except UpstreamStatusError as err:
+            signals.relayed(err)
             status = err.upstream_status
             here = status not in _NOT_HERE and rejection_reason(status, err.body) is None
             if status < 500 and status != 429 and here:
@@ -271,9 +287,12 @@ async def fresh(
                 outcome, missing, not_here = "not_here", err, not_here + 1
             failures.append(err.message)
         except UpstreamError as err:
+            signals.relayed(err)
             failures.append(err.message)
         except TimeoutError:
-            failures.append(f"{name}: no answer within {timeouts.total_s:g}s")
+            late = f"{name}: no answer within {timeouts.total_s:g}s"
+            signals.relayed(UpstreamTimeout(late, target=name, phase="total"))
+            failures.append(late)
         finally:
             router.metrics.relayed_call(name, call, outcome)
     if missing is not None and not_here == len(targets):

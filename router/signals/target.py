@@ -20,6 +20,11 @@ Who is at fault decides what is recorded:
   wait is a censored sample (TTFT > the time waited) for the sketch's Kaplan-Meier
   estimate, so a target that keeps losing hedges does not keep looking fast
   (survivorship bias), and one that wins its races does not look slow.
+
+A call relayed without a turn (`relayed()`: a stored response's GET, a moderation)
+gives the breaker its verdict the same way, and nothing else. The module is kept
+whole past 400 lines: every verdict on a target is booked here, on one set of
+estimators.
 """
 
 from __future__ import annotations
@@ -275,6 +280,14 @@ class TargetSignals:
         if not self._completions:
             return None
         return len(self._completions) / self.completion_window_s
+
+    def relayed(self, error: UpstreamError | None) -> None:
+        """A call relayed without a turn ended (router/gateway/stateful.py): its
+        verdict for the breaker, as a turn's; no TTFT, no completion."""
+        if error is None:
+            self.breaker.record_success()
+        else:
+            self._record_failure(error)
 
     # -- what an Attempt reports --------------------------------------------------------
 

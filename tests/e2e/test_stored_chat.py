@@ -156,3 +156,26 @@ def test_a_list_reads_the_routes_first_target_that_answers_under_its_model_name(
             c.chat.completions.list(model="no-such-route")
     seen = fleet.loop.call(lambda: list(fleet.sim("b").chats.calls))
     assert any(p.startswith("GET /v1/chat/completions?") and "model=b-model" in p for p in seen)
+
+
+def test_an_owner_that_fails_its_relayed_calls_opens_its_breaker_for_turns_too(
+    fleet: Fleet,
+) -> None:
+    with sdk(fleet) as c:
+        made = c.chat.completions.create(model="ordered", messages=MESSAGES, store=True)
+        assert holder(fleet, made.id) == ["a"]
+        fleet.loop.run(fleet.sim("a").stop())
+        for _ in range(3):  # signals.breaker_failures: 3 refused connections
+            with pytest.raises(openai.InternalServerError) as err:
+                c.chat.completions.retrieve(made.id)
+            assert "circuit breaker" not in err.value.message
+        # Open now: the next call is answered at once, without trying a again.
+        with pytest.raises(openai.InternalServerError) as err:
+            c.chat.completions.retrieve(made.id)
+        assert err.value.code == "response_state_unavailable"
+        assert "its circuit breaker is open" in err.value.message
+    router = fleet.router.router
+    # The breaker is the one turns read: `ordered` now plans b first.
+    assert router.runtime.targets["a"].signals.breaker.state == "open"
+    labels = {"target": "a", "call": "chat_completion", "outcome": "failed"}
+    assert router.metrics.registry.get_sample_value("firsttoken_relayed_calls_total", labels) == 3
