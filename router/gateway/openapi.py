@@ -145,11 +145,22 @@ def _realtime() -> dict[str, Any]:
             "(best an ephemeral one, from /v1/realtime/client_secrets, which names its route)",
             "security": [{}, {"bearer": []}],
             "parameters": [
-                {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}
+                {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
+                {
+                    "name": "intent",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["transcription"]},
+                    "description": "a transcription session (model optional: the only "
+                    "realtime route)",
+                },
             ],
             "responses": {
                 "101": {"description": "the WebSocket; events in OpenAI's Realtime shape"},
-                "400": error("no `model`, or a bad upgrade"),
+                "400": error(
+                    "no `model` (or, for a transcription session, several realtime routes), "
+                    "an unknown intent, a route of cascades asked to transcribe, or a bad upgrade"
+                ),
                 "401": error("missing or unknown client key; an ephemeral key invalid or expired"),
                 "403": error(
                     FORBIDDEN + "; or the client key may not use this route; or an ephemeral "

@@ -14,6 +14,13 @@ An ephemeral key (`ek_...`, from `POST /v1/realtime/client_secrets`) opens a ses
 on its own route (`?model=` may be left out; another route is a 403) as the client
 key that asked for it, with the configuration it carries applied first.
 
+`?intent=transcription` opens a transcription session (live speech to text, no
+answers), as OpenAI's URL does: on the route `?model=` names, or without it the only
+realtime route the key may use; upstream, on the route's targets that open such
+sessions (`kind: realtime`, not a cascade), with `?intent=transcription` and no model.
+It fails over and migrates as a conversation does, its configuration replayed; there
+is no conversation to carry over.
+
 uvicorn runs the socket (`websockets-sansio`, per-message deflate off, 16 MiB
 frames: a larger one is closed 1009 by uvicorn itself); `AsgiClientSocket` is the
 session's view of it.
@@ -24,10 +31,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from router.config import RouteConfig
 from router.errors import (
     BadRequest,
     ClientRateLimited,
@@ -45,8 +53,9 @@ from router.realtime.events import MigrationReason
 from router.realtime.migrate import PROACTIVE, reorder
 from router.realtime.service import session_limits
 from router.realtime.session import Session
-from router.realtime.target import Leg, open_leg
+from router.realtime.target import Leg, RealtimeTarget, open_leg
 from router.runtime import Router
+from router.wiring import Runtime
 
 log = logging.getLogger("firsttoken.realtime")
 
@@ -114,17 +123,50 @@ def credentials(scope: Scope) -> tuple[str | None, bool]:
     return authorization, SUBPROTOCOL in offered
 
 
+def _query(scope: Scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return str(values[0]) if values and values[0] else None
+
+
 def _model(scope: Scope) -> str | None:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    models = query.get("model")
-    return str(models[0]) if models and models[0] else None
+    return _query(scope, "model")
 
 
-def route_name(scope: Scope) -> str:
+def transcribing(scope: Scope) -> bool:
+    """Whether the client asks for a transcription session (`?intent=transcription`)."""
+    intent = _query(scope, "intent")
+    if intent is not None and intent != "transcription":
+        raise BadRequest(f"unknown intent '{intent[:100]}': the one served is 'transcription'")
+    return intent is not None
+
+
+def route_name(scope: Scope, router: Router, client: Client | None, transcription: bool) -> str:
     model = _model(scope)
-    if model is None:
+    if model is not None:
+        return model
+    if not transcription:
         raise BadRequest("missing required query parameter: model (the route's name)")
-    return model
+    runtime = router.runtime
+    names = [n for n in router.models(client) if runtime.realtime.serves(runtime.routes[n].config)]
+    if len(names) != 1:
+        raise BadRequest(
+            f"a transcription session names no route, and {len(names)} realtime routes "
+            f"serve this key ({', '.join(names) or 'none'}): name one with ?model=ROUTE"
+        )
+    return names[0]
+
+
+def transcribers(
+    route: str, planned: list[RealtimeTarget], every: Iterable[RealtimeTarget]
+) -> list[RealtimeTarget]:
+    """Of `planned`, the targets that open transcription sessions (a 400 if none of the
+    route's targets, `every`, does: a route of cascades)."""
+    if not any(t.connector.transcribes for t in every):
+        raise BadRequest(
+            f"route '{route}' opens no transcription sessions: its targets are cascades "
+            "(a kind: realtime target opens them)"
+        )
+    return [t for t in planned if t.connector.transcribes]
 
 
 def ephemeral_route(scope: Scope, granted: str) -> str:
@@ -165,7 +207,9 @@ async def open_session(
     route_name: str,
     socket: AsgiClientSocket,
     client: Client | None,
+    *,
     initial: Mapping[str, Any] | None = None,
+    transcription: bool = False,
 ) -> Session:
     """A session on the best target that opens one (failover included). Raises 404 (no
     such realtime route), 403/429 (the key), 503 (no target), 502/504 (all failed)."""
@@ -180,8 +224,16 @@ async def open_session(
         )
     runtime.auth.admit_session(client, route_name)
     events = router.realtime_metrics
+
+    def route_targets(now: Runtime, config: RouteConfig) -> list[RealtimeTarget]:
+        return [now.realtime.targets[n] for n in config.targets]
+
     candidates = router.plan_session(runtime, route)
-    leg = await open_leg(candidates, route=route_name, events=events, now=router.clock())
+    if transcription:
+        candidates = transcribers(route_name, candidates, route_targets(runtime, route.config))
+    leg = await open_leg(
+        candidates, route=route_name, events=events, now=router.clock(), transcription=transcription
+    )
 
     async def reopen(reason: MigrationReason, old: Leg) -> Leg:
         now = router.runtime  # a reload since the session began: its targets now
@@ -189,17 +241,33 @@ async def open_session(
         if current is None or not now.realtime.serves(current.config):
             raise NoTargetAvailable(f"the route '{route_name}' is gone")
         try:
-            ranked = reorder(router.plan_session(now, current), old.target.name, reason)
-            return await open_leg(ranked, route=route_name, events=events, now=router.clock())
+            planned = router.plan_session(now, current)
+            if transcription:
+                planned = transcribers(route_name, planned, route_targets(now, current.config))
+            ranked = reorder(planned, old.target.name, reason)
+            return await open_leg(
+                ranked,
+                route=route_name,
+                events=events,
+                now=router.clock(),
+                transcription=transcription,
+            )
         except NoTargetAvailable:
             if reason in PROACTIVE:
                 raise  # the old upstream still works: stay on it
             # Every breaker says no (many sessions failed at once): a live conversation
             # is worth trying them anyway, the failed target last.
-            everyone = [now.realtime.targets[n] for n in current.config.targets]
+            everyone = route_targets(now, current.config)
+            if transcription:
+                everyone = transcribers(route_name, everyone, everyone)
             ranked = reorder(everyone, old.target.name, reason)
             return await open_leg(
-                ranked, route=route_name, events=events, now=router.clock(), force=True
+                ranked,
+                route=route_name,
+                events=events,
+                now=router.clock(),
+                force=True,
+                transcription=transcription,
             )
 
     return Session(
@@ -212,6 +280,7 @@ async def open_session(
         clock=router.clock,
         client_name=client.name if client else None,
         initial=initial,
+        transcription=transcription,
     )
 
 
@@ -226,13 +295,18 @@ async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> N
         authorization, offered = credentials(scope)
         auth = router.runtime.auth
         ephemeral = auth.ephemeral_client(authorization)
+        transcription = transcribing(scope)
         if ephemeral is None:
             client = auth.client(authorization)
-            name, initial = route_name(scope), None
+            name, initial = route_name(scope, router, client, transcription), None
         else:
             grant, client = ephemeral
+            if transcription:
+                raise BadRequest("an ephemeral key opens realtime sessions, not transcription")
             name, initial = ephemeral_route(scope, grant.route), grant.session
-        session = await open_session(router, name, socket, client, initial)
+        session = await open_session(
+            router, name, socket, client, initial=initial, transcription=transcription
+        )
     except FirstTokenError as err:
         router.metrics.rejected(err.status)
         log.log(

@@ -158,7 +158,8 @@ async def _open_and_replay(
         config = session.config.replay_event()
         if config is not None:
             frames.append(config)
-        frames.extend(session.conversation.replay_events())
+        if not session.transcription:  # a transcription session has no conversation
+            frames.extend(session.conversation.replay_events())
         if again is not None:
             frames.append(again)
         try:
@@ -169,7 +170,8 @@ async def _open_and_replay(
             new.hold.release()
             continue
         session.swallow_session_updated = 1 if config is not None else 0
-        session.swallow_items = set(session.conversation.replayable_ids())
+        if not session.transcription:
+            session.swallow_items = set(session.conversation.replayable_ids())
         if again is not None:
             session.pending_create = again
             session.response_clock.start()

@@ -18,6 +18,10 @@ Close codes to the client: 1000 when the session ends normally or idles out (aft
 an `error` event saying so), 1008 past `max_duration_s`, 1003 after an `error` event
 for a binary or non-JSON frame, 1011 when no target could take the session over;
 an upstream's own close that is not a failure is passed on.
+
+A transcription session (`transcription`) is relayed the same way; it has no
+answers to time and no conversation to replay. The module is kept whole past
+400 lines: the two pumps and the supervisor share one session's state.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class Session:
         clock: Clock,
         client_name: str | None = None,
         initial: Mapping[str, Any] | None = None,
+        transcription: bool = False,
     ) -> None:
         self.route = route
         self.client = client
@@ -88,6 +93,8 @@ class Session:
         self.limits = limits
         self.clock = clock
         self.client_name = client_name
+        #: a transcription session: no answers to time, no conversation to replay
+        self.transcription = transcription
         self.started_at = clock()
         self.config = SessionConfig(initial)  # an ephemeral key's: before the client's
         self.conversation = Conversation()
@@ -285,8 +292,9 @@ class Session:
                 elif kind in TEXT_DELTAS:
                     clock.text()
                 elif kind == "input_audio_buffer.committed":
-                    clock.start()
-                    if self.config.manual_turns:
+                    if not self.transcription:  # a transcript is no answer to time
+                        clock.start()
+                    if self.config.manual_turns or self.transcription:
                         self.user_turn_at = None
                 elif kind == "input_audio_buffer.speech_started":
                     if self.user_turn_at is None:

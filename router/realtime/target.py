@@ -102,8 +102,10 @@ class BreakerWatch:
 
 class Connector(Protocol):
     name: str
+    #: whether it opens transcription sessions (`?intent=transcription`)
+    transcribes: bool
 
-    async def connect(self) -> SessionConnection: ...
+    async def connect(self, transcription: bool = False) -> SessionConnection: ...
 
     async def aclose(self) -> None: ...
 
@@ -201,6 +203,7 @@ async def open_leg(
     events: SessionEvents,
     now: float,
     force: bool = False,
+    transcription: bool = False,
 ) -> Leg:
     """A session at the first candidate that opens one. Raises `NoTargetAvailable`
     when none could be tried, `AllTargetsFailed` when all that were tried failed.
@@ -216,7 +219,7 @@ async def open_leg(
             hold.release()
             continue
         try:
-            conn = await target.connector.connect()
+            conn = await target.connector.connect(transcription)
         except UpstreamError as err:
             hold.connect_failed(err)
             hold.release()

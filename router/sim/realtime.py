@@ -199,6 +199,7 @@ class RealtimeSim:
             close=lambda code, reason: self._close(live, code, reason),
             clock=self._clock,
             model=request.query.get("model", request.query.get("deployment", self.model)),
+            transcription=request.query.get("intent") == "transcription",
         )
         live = _Live(ws, session)
         self._live[session_id] = live

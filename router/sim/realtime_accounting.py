@@ -60,6 +60,30 @@ def default_session(session_id: str, model: str) -> Event:
     }
 
 
+def transcription_session(session_id: str) -> Event:
+    """A transcription session as `?intent=transcription` opens it (no model: its
+    `session.update` names the transcription model)."""
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session_id,
+        "include": None,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.5,
+                    "prefix_padding_ms": 300,
+                    "silence_duration_ms": 500,
+                },
+            },
+        },
+    }
+
+
 def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):

@@ -9,6 +9,11 @@ responses (text, audio with transcript, or a function call) with usage.
 A response runs in its own task, so `response.cancel` and a barge-in (speech
 starting while it runs, with `interrupt_response`) end it as OpenAI does: the
 item is left `incomplete` and `response.done` says `cancelled` with the reason.
+
+A transcription session (`?intent=transcription`) keeps the type it opened with,
+answers each committed turn with transcription deltas and a completed transcript,
+and refuses `response.create`. The module is kept whole past 400 lines: one
+protocol's state machine, whose handlers share the session's state.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from router.clock import Clock
-from router.sim.realtime_accounting import default_session, item_text, merge, response_usage
+from router.sim.realtime_accounting import (
+    default_session,
+    item_text,
+    merge,
+    response_usage,
+    transcription_session,
+)
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.realtime_records import CancelRecord, RealtimeRecord, ResponseRecord
 from router.sim.realtime_response import SimResponse
@@ -42,6 +53,7 @@ class SimRealtimeSession:
         close: Close,
         clock: Clock,
         model: str,
+        transcription: bool = False,
     ) -> None:
         self.record = record
         self._behaviour = behaviour
@@ -49,9 +61,13 @@ class SimRealtimeSession:
         self._close = close
         self._clock = clock
         self._ids = itertools.count(1)
-        record.session = default_session(record.id, model)
+        record.session = (
+            transcription_session(record.id) if transcription else default_session(record.id, model)
+        )
         self.session = record.session
         self.items = record.items
+        #: opened with `?intent=transcription`: transcripts, no responses
+        self.transcription = transcription
         self._audio_ms: dict[str, float] = {}
         self._vad = EnergyVad(VadConfig())
         self._buffer_ms = 0.0
@@ -126,10 +142,18 @@ class SimRealtimeSession:
 
     async def _session_update(self, event: Event) -> None:
         session = event.get("session")
-        if not isinstance(session, dict) or session.get("type") != "realtime":
+        if not isinstance(session, dict) or "type" not in session:
             await self.error(
                 "Missing required parameter: 'session.type'.",
                 code="missing_required_parameter",
+                event=event,
+            )
+            return
+        if session["type"] != self.session["type"]:  # a session keeps the type it opened with
+            await self.error(
+                f"Invalid value: '{session['type']}'. This session is a "
+                f"'{self.session['type']}' session.",
+                code="invalid_value",
                 event=event,
             )
             return
@@ -191,6 +215,8 @@ class SimRealtimeSession:
             )
             started = asyncio.get_running_loop().time()
             await self._commit()
+            if self.transcription:
+                return
             if td.get("create_response", True) and not self._active:
                 self._start_response({}, started)
 
@@ -226,6 +252,13 @@ class SimRealtimeSession:
         if self._audio_input().get("transcription"):
             transcript = self._behaviour().transcript
             part["transcript"] = transcript
+            for word in transcript.split(" "):
+                await self.emit(
+                    "conversation.item.input_audio_transcription.delta",
+                    item_id=item_id,
+                    content_index=0,
+                    delta=word + " ",
+                )
             await self.emit(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item_id,
@@ -320,6 +353,13 @@ class SimRealtimeSession:
         return self._task is not None and not self._task.done()
 
     async def _response_create(self, event: Event) -> None:
+        if self.transcription:
+            await self.error(
+                "Responses are not supported in transcription sessions.",
+                code="invalid_value",
+                event=event,
+            )
+            return
         if self._active:
             await self.error(
                 "Conversation already has an active response in progress.",

@@ -73,15 +73,20 @@ class Closed:
 _WS_SCHEMES = {"https": "wss", "http": "ws"}
 
 
-def realtime_url(base_url: str, model: str) -> str:
+def realtime_url(base_url: str, model: str, *, transcription: bool = False) -> str:
     """`<base>/realtime?model=M`, with http(s) mapped to ws(s) as the openai SDK does and
-    the base URL's own query kept; a base that names Azure's `deployment` gets no `model`."""
+    the base URL's own query kept; a base that names Azure's `deployment` gets no `model`.
+    A transcription session is `?intent=transcription` with no model: its
+    `session.update` names the transcription model (OpenAI: a model in the URL makes a
+    conversation session, which refuses the transcription type)."""
     base = URL(base_url)
     url = (
         base.with_scheme(_WS_SCHEMES.get(base.scheme, base.scheme))
         .with_path(base.path.rstrip("/") + "/realtime", encoded=False)
         .with_query(base.query)
     )
+    if transcription:
+        return str(url.update_query(intent="transcription"))
     if "deployment" in base.query:
         return str(url)
     return str(url.update_query(model=model))
@@ -151,6 +156,7 @@ class RealtimeUpstream:
         self.name = name
         self.model = model
         self.url = realtime_url(base_url, model)
+        self.transcription_url = realtime_url(base_url, model, transcription=True)
         self.connect_s = connect_s
         self._headers = {**(headers or {}), **key_headers(auth_header, api_key)}
         self._max_frame_bytes = max_frame_bytes
@@ -166,14 +172,18 @@ class RealtimeUpstream:
             )
         return self._session
 
-    async def connect(self) -> RealtimeConnection:
-        """Open a session; returns once the target's `session.created` arrived."""
+    #: it opens transcription sessions too (`?intent=transcription`)
+    transcribes = True
+
+    async def connect(self, transcription: bool = False) -> RealtimeConnection:
+        """Open a session (a transcription session); returns once the target's
+        `session.created` arrived."""
         started = self._clock()
         ws: aiohttp.ClientWebSocketResponse | None = None
         try:
             async with asyncio.timeout(self.connect_s):
                 ws = await self._client().ws_connect(
-                    self.url,
+                    self.transcription_url if transcription else self.url,
                     headers=self._headers,
                     compress=0,
                     max_msg_size=self._max_frame_bytes,

@@ -79,7 +79,10 @@ class CascadeConnector:
         self._observer = observer
         self._sessions = itertools.count(1)
 
-    async def connect(self) -> CascadeConnection:
+    #: a cascade answers conversations only: a transcription session is not planned here
+    transcribes = False
+
+    async def connect(self, transcription: bool = False) -> CascadeConnection:
         session_id = f"sess_ft_{self.name}_{next(self._sessions)}"
         return CascadeConnection(
             target=self.name,

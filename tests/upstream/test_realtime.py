@@ -51,6 +51,13 @@ def test_urls_map_http_to_ws() -> None:
     assert realtime_url("wss://h/v1", "m") == "wss://h/v1/realtime?model=m"
 
 
+def test_a_transcription_session_names_its_intent_and_no_model() -> None:
+    # OpenAI: a model in the URL makes a conversation session, which refuses the
+    # transcription type; the session.update names the transcription model instead.
+    url = realtime_url("https://api.openai.com/v1", "gpt-realtime", transcription=True)
+    assert url == "wss://api.openai.com/v1/realtime?intent=transcription"
+
+
 def test_azure_urls_keep_their_query() -> None:
     azure = "https://res.openai.azure.com/openai"
     assert (

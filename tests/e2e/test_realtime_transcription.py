@@ -1,0 +1,89 @@
+"""Realtime transcription sessions (`/v1/realtime?intent=transcription`) through the
+router, with the official `openai` SDK as the client and Realtime simulators behind
+it: the upstream session is opened with the intent and no model, the transcript
+events arrive, and the session fails over and migrates with its configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from router.sim.realtime_behaviour import RealtimeFault
+from tests.e2e.realtime_stack import KEY, Stack
+from tests.sim.test_realtime import silence, tone, until
+
+pytestmark = pytest.mark.anyio
+TRANSCRIBE: Any = {
+    "type": "transcription",
+    "audio": {
+        "input": {
+            "transcription": {"model": "gpt-live-transcribe"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 100},
+        }
+    },
+}
+SPEECH = [tone(20)] * 10 + [silence(20)] * 6
+
+
+async def transcribe_one_turn(conn: Any) -> list[Any]:
+    for chunk in SPEECH:
+        await conn.input_audio_buffer.append(audio=chunk)
+    return await until(conn, "conversation.item.input_audio_transcription.completed")
+
+
+async def test_the_sdk_opens_a_transcription_session_on_the_only_realtime_route(
+    stack: Stack,
+) -> None:
+    # As OpenAI's guide says: no model in the URL, the intent, then the session's type.
+    async with stack.sdk().realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        created = await until(conn, "session.created")
+        assert created[-1].session.type == "transcription"
+        await conn.session.update(session=TRANSCRIBE)
+        events = await transcribe_one_turn(conn)
+    kinds = [e.type for e in events]
+    assert "conversation.item.input_audio_transcription.delta" in kinds
+    assert "response.created" not in kinds  # a transcript, no answer
+    record = stack.a.records[-1]
+    assert record.query == {"intent": "transcription"}  # no model upstream
+    assert record.session["type"] == "transcription"
+    assert record.session["audio"]["input"]["transcription"]["model"] == "gpt-live-transcribe"
+    assert not record.responses
+    # no answer was asked for: nothing is timed as one
+    assert stack.metric("firsttoken_realtime_ttfa_seconds_count", route="voice", target="rt-a") == 0
+
+
+async def test_a_transcription_session_fails_over_and_migrates_with_its_configuration(
+    stack: Stack,
+) -> None:
+    stack.a.set_fault(RealtimeFault("close_before_created"))
+    intent = {"intent": "transcription"}
+    async with stack.sdk().realtime.connect(model="voice", extra_query=intent) as conn:
+        await conn.session.update(session=TRANSCRIBE)
+        await transcribe_one_turn(conn)
+        assert len(stack.b.records) == 1  # a refused before session.created: b took it
+        stack.a.set_fault(RealtimeFault("none"))
+        await stack.b.drop(1011)
+        await asyncio.sleep(0.05)
+        events = await transcribe_one_turn(conn)  # answered on the new upstream
+    assert events[-1].transcript
+    moved = stack.a.records[-1]
+    assert moved.query == {"intent": "transcription"}
+    assert moved.session["type"] == "transcription"  # the configuration was replayed
+    assert moved.session["audio"]["input"]["transcription"]["model"] == "gpt-live-transcribe"
+    assert "conversation.item.create" not in moved.event_types()  # nothing to carry
+    assert stack.metric(
+        "firsttoken_realtime_migrations_total", route="voice", reason="upstream_closed"
+    )
+
+
+async def test_an_unknown_intent_is_a_400_at_the_upgrade(stack: Stack) -> None:
+    url = f"ws://127.0.0.1:{stack.router.port}/v1/realtime?intent=translation"
+    with pytest.raises(InvalidStatus) as err:
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}):
+            pass
+    assert err.value.response.status_code == 400
+    assert b"unknown intent 'translation'" in err.value.response.body
