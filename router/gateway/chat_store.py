@@ -63,20 +63,15 @@ async def stored(router: Router, call: stateful.Call, send: Send) -> None:
     parts = split(call.path)
     assert parts is not None, "dispatched on `methods`"
     completion_id, action = parts
-    pin = await stateful.owner_of(router, "chat_completion", completion_id, call.client)
-    posts = call.verb == "POST"
-    request = UpstreamRequest(
-        "chat",
-        stateful.json_object(call.raw, call.path) if posts else {},
-        stream=False,
-        headers=call.headers,
-        method=call.verb,
+    await stateful.call_owner(
+        router,
+        call,
+        send,
+        ("chat_completion", completion_id),
+        endpoint="chat",
         path=f"/chat/completions/{completion_id}{action}",
-        query=call.query,
-        has_body=posts,
+        relayed="chat_completion",
     )
-    head = call.method == "HEAD"
-    await stateful.owned(router, pin, request, send, "chat_completion", head_only=head)
     if call.verb == "DELETE":
         router.owners.forget("chat_completion", completion_id)
 

@@ -105,20 +105,15 @@ async def owned(router: Router, call: stateful.Call, send: Send) -> None:
     parts = split(call.path)
     assert parts is not None, "dispatched on `methods`"
     conversation_id, _, suffix = parts
-    pin = await stateful.owner_of(router, "conversation", conversation_id, call.client)
-    posts = call.verb == "POST"
-    request = UpstreamRequest(
-        "responses",
-        stateful.json_object(call.raw, call.path) if posts else {},
-        stream=False,
-        headers=call.headers,
-        method=call.verb,
+    await stateful.call_owner(
+        router,
+        call,
+        send,
+        ("conversation", conversation_id),
+        endpoint="responses",
         path=f"/conversations/{conversation_id}{suffix}",
-        query=call.query,
-        has_body=posts,
+        relayed="conversation",
     )
-    head = call.method == "HEAD"
-    await stateful.owned(router, pin, request, send, "conversation", head_only=head)
     if call.verb == "DELETE" and not suffix:
         router.owners.forget("conversation", conversation_id)
 

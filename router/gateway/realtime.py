@@ -225,15 +225,24 @@ async def open_session(
     runtime.auth.admit_session(client, route_name)
     events = router.realtime_metrics
 
-    def route_targets(now: Runtime, config: RouteConfig) -> list[RealtimeTarget]:
-        return [now.realtime.targets[n] for n in config.targets]
+    def eligible(
+        now: Runtime, config: RouteConfig, planned: list[RealtimeTarget]
+    ) -> list[RealtimeTarget]:
+        if not transcription:
+            return planned
+        return transcribers(route_name, planned, (now.realtime.targets[n] for n in config.targets))
 
-    candidates = router.plan_session(runtime, route)
-    if transcription:
-        candidates = transcribers(route_name, candidates, route_targets(runtime, route.config))
-    leg = await open_leg(
-        candidates, route=route_name, events=events, now=router.clock(), transcription=transcription
-    )
+    async def open_on(ranked: list[RealtimeTarget], force: bool = False) -> Leg:
+        return await open_leg(
+            ranked,
+            route=route_name,
+            events=events,
+            now=router.clock(),
+            force=force,
+            transcription=transcription,
+        )
+
+    leg = await open_on(eligible(runtime, route.config, router.plan_session(runtime, route)))
 
     async def reopen(reason: MigrationReason, old: Leg) -> Leg:
         now = router.runtime  # a reload since the session began: its targets now
@@ -241,34 +250,16 @@ async def open_session(
         if current is None or not now.realtime.serves(current.config):
             raise NoTargetAvailable(f"the route '{route_name}' is gone")
         try:
-            planned = router.plan_session(now, current)
-            if transcription:
-                planned = transcribers(route_name, planned, route_targets(now, current.config))
-            ranked = reorder(planned, old.target.name, reason)
-            return await open_leg(
-                ranked,
-                route=route_name,
-                events=events,
-                now=router.clock(),
-                transcription=transcription,
-            )
+            planned = eligible(now, current.config, router.plan_session(now, current))
+            return await open_on(reorder(planned, old.target.name, reason))
         except NoTargetAvailable:
             if reason in PROACTIVE:
                 raise  # the old upstream still works: stay on it
             # Every breaker says no (many sessions failed at once): a live conversation
             # is worth trying them anyway, the failed target last.
-            everyone = route_targets(now, current.config)
-            if transcription:
-                everyone = transcribers(route_name, everyone, everyone)
-            ranked = reorder(everyone, old.target.name, reason)
-            return await open_leg(
-                ranked,
-                route=route_name,
-                events=events,
-                now=router.clock(),
-                force=True,
-                transcription=transcription,
-            )
+            everyone = [now.realtime.targets[n] for n in current.config.targets]
+            ranked = reorder(eligible(now, current.config, everyone), old.target.name, reason)
+            return await open_on(ranked, force=True)
 
     return Session(
         route=route_name,

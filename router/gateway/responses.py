@@ -28,7 +28,6 @@ from router.gateway.asgi import Send
 from router.gateway.shapes import responses_fields
 from router.responses.pinning import find_pin, pinned_targets
 from router.runtime import Router
-from router.upstream.base import UpstreamRequest
 from router.vocabulary import RelayedCall
 
 PREFIX = "/v1/responses/"
@@ -70,17 +69,16 @@ async def stored(router: Router, call: stateful.Call, send: Send) -> None:
     parts = split(call.path)
     assert parts is not None, "dispatched on `methods`"
     response_id, action = parts
-    pin = await stateful.owner_of(router, "response", response_id, call.client)
-    request = UpstreamRequest(
-        "responses",
-        {},
-        stream=False,
-        headers=call.headers,
-        method=call.verb,
+    await stateful.call_owner(
+        router,
+        call,
+        send,
+        ("response", response_id),
+        endpoint="responses",
         path=f"/responses/{response_id}{action}",
-        query=call.query,
+        relayed="response",
+        with_body=False,  # a cancel's body is drained, not sent
     )
-    await stateful.owned(router, pin, request, send, "response", head_only=call.method == "HEAD")
     if call.verb == "DELETE":
         router.owners.forget("response", response_id)
 

@@ -181,6 +181,35 @@ async def owned(
         router.metrics.relayed_call(name, call, outcome)
 
 
+async def call_owner(
+    router: Router,
+    call: Call,
+    send: Send,
+    pin_of: tuple[IdKind, str],
+    *,
+    endpoint: Endpoint,
+    path: str,
+    relayed: RelayedCall,
+    with_body: bool = True,
+) -> None:
+    """Relay `call` on an id's state to the target holding it, at `path` there; a
+    POST's JSON body goes along (`with_body`)."""
+    kind, value = pin_of
+    pin = await owner_of(router, kind, value, call.client)
+    sends = with_body and call.verb == "POST"
+    request = UpstreamRequest(
+        endpoint,
+        json_object(call.raw, call.path) if sends else {},
+        stream=False,
+        headers=call.headers,
+        method=call.verb,
+        path=path,
+        query=call.query,
+        has_body=sends,
+    )
+    await owned(router, pin, request, send, relayed, head_only=call.method == "HEAD")
+
+
 def default_route(
     router: Router,
     client: Client | None,

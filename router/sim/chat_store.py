@@ -16,13 +16,13 @@ test can tell which server a router sent it to.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from router.sim.conversations import update_metadata
 from router.sim.wire import error_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -98,15 +98,7 @@ class ChatStore:
         found = self._stored.get(request.match_info["id"])
         if found is None:
             return _not_found(request)
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
-            message = "`metadata` (an object) is required"
-            return web.json_response(error_body(message, "invalid_request_error"), status=400)
-        found[0]["metadata"] = body["metadata"]
-        return web.json_response(found[0])
+        return await update_metadata(request, found[0])
 
     async def _delete(self, request: web.Request) -> web.Response:
         completion_id = request.match_info["id"]

@@ -114,11 +114,7 @@ class ConversationStore:
         found = self._stored.get(request.match_info["id"])
         if found is None:
             return _not_found(request)
-        body = await _json_object(request)
-        if body is None or not isinstance(body.get("metadata"), dict):
-            return _bad("`metadata` (an object) is required")
-        found[0]["metadata"] = body["metadata"]
-        return web.json_response(found[0])
+        return await update_metadata(request, found[0])
 
     async def _delete(self, request: web.Request) -> web.Response:
         conversation_id = request.match_info["id"]
@@ -174,6 +170,15 @@ def _page(items: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
         "last_id": items[-1]["id"] if items else "",
         "has_more": has_more,
     }
+
+
+async def update_metadata(request: web.Request, stored: dict[str, Any]) -> web.Response:
+    """A stored object's `metadata` replaced by the request's (a 400 without one)."""
+    body = await _json_object(request)
+    if body is None or not isinstance(body.get("metadata"), dict):
+        return _bad("`metadata` (an object) is required")
+    stored["metadata"] = body["metadata"]
+    return web.json_response(stored)
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | None:

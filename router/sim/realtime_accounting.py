@@ -24,6 +24,23 @@ def _text_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def _audio_input(**turn_detection: Any) -> Event:
+    """A new session's input audio: 24 kHz PCM, server VAD (and `turn_detection`'s
+    fields), no transcription."""
+    return {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": None,
+        "noise_reduction": None,
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
+            **turn_detection,
+        },
+    }
+
+
 def default_session(session_id: str, model: str) -> Event:
     fmt = {"type": "audio/pcm", "rate": 24000}
     return {
@@ -41,20 +58,9 @@ def default_session(session_id: str, model: str) -> Event:
         "prompt": None,
         "include": None,
         "audio": {
-            "input": {
-                "format": fmt,
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 500,
-                    "idle_timeout_ms": None,
-                    "create_response": True,
-                    "interrupt_response": True,
-                },
-            },
+            "input": _audio_input(
+                idle_timeout_ms=None, create_response=True, interrupt_response=True
+            ),
             "output": {"format": dict(fmt), "voice": "marin", "speed": 1.0},
         },
     }
@@ -68,19 +74,7 @@ def transcription_session(session_id: str) -> Event:
         "object": "realtime.transcription_session",
         "id": session_id,
         "include": None,
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 500,
-                },
-            },
-        },
+        "audio": {"input": _audio_input()},
     }
 
 
