@@ -47,6 +47,14 @@ class RealtimeMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.transcript = Histogram(
+            "firsttoken_realtime_transcript_seconds",
+            "Time to transcript: a user turn's commit to the first text of its input "
+            "transcription (a delta, or the completed transcript), as the router relays it",
+            ["route", "target"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.migrations = Counter(
             "firsttoken_realtime_migrations",
             "Live sessions moved to a new upstream session, by reason",
@@ -176,6 +184,9 @@ class RealtimeMetrics:
 
     def ttfa_observed(self, route: str, target: str, seconds: float) -> None:
         self._ttfa(route, target).observe(seconds)
+
+    def transcript_observed(self, route: str, target: str, seconds: float) -> None:
+        self.transcript.labels(route, target).observe(seconds)
 
     def realtime_response_done(
         self,

@@ -6,7 +6,9 @@ What `client.realtime.client_secrets.create(expires_after=..., session=...)` sen
      "session": {"type": "realtime", "model": ROUTE, "instructions": ..., ...}}
 
 `session.model` names a realtime route (or, absent, the only one the caller's key may
-use); the rest of `session` is the configuration the session starts with. The caller
+use); the rest of `session` is the configuration the session starts with. A
+`session.type` of `transcription` makes a key for a transcription session: the page's
+session is opened as one (`?intent=transcription` upstream) whatever URL it uses. The caller
 needs a client key that may use the route (with `auth`); the key it gets acts as that
 client key, on that route only, for `seconds` (10 to 7200, 600 by default). The answer
 is OpenAI's shape: `{"value": "ek_...", "expires_at": ..., "session": {...}}`.
@@ -85,12 +87,15 @@ async def create(router: Router, call: Call, send: Send) -> None:
     if not isinstance(session, dict):
         raise BadRequest("'session' must be an object")
     kind = session.get("type", "realtime")
-    if kind != "realtime":
+    if kind not in ("realtime", "transcription"):
         raise BadRequest(
-            f"'session.type' {str(kind)[:40]!r} is not served here: only 'realtime' sessions"
+            f"'session.type' {str(kind)[:40]!r} is not served here: 'realtime' or "
+            "'transcription' sessions"
         )
     route = _route(router, session, client)
     config = {k: v for k, v in session.items() if k not in _NOT_CONFIG}
+    if kind == "transcription":  # replayed as such, and it says what to open
+        config["type"] = kind
     try:
         value, expires_at = router.runtime.auth.ephemeral.mint(
             route, client.name if client else None, config, ttl_s
@@ -108,8 +113,10 @@ async def create(router: Router, call: Call, send: Send) -> None:
         "expires_at": expires_at,
         "session": {
             "id": "sess_" + secrets.token_hex(12),
-            "object": "realtime.session",
-            "type": "realtime",
+            "object": "realtime.session"
+            if kind == "realtime"
+            else "realtime.transcription_session",
+            "type": kind,
             "model": route,
             "expires_at": expires_at,
             **config,

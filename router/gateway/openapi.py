@@ -159,7 +159,7 @@ def _realtime() -> dict[str, Any]:
                 "101": {"description": "the WebSocket; events in OpenAI's Realtime shape"},
                 "400": error(
                     "no `model` (or, for a transcription session, several realtime routes), "
-                    "an unknown intent, a route of cascades asked to transcribe, or a bad upgrade"
+                    "an unknown intent, or a bad upgrade"
                 ),
                 "401": error("missing or unknown client key; an ephemeral key invalid or expired"),
                 "403": error(

@@ -284,8 +284,8 @@ SCHEMAS: dict[str, Any] = {
             },
             "session": {
                 "type": "object",
-                "description": "`type: realtime`, `model` (a realtime route), and the "
-                "configuration the session starts with",
+                "description": "`type: realtime` or `transcription`, `model` (a realtime "
+                "route), and the configuration the session starts with",
                 "additionalProperties": True,
             },
         },

@@ -16,10 +16,9 @@ key that asked for it, with the configuration it carries applied first.
 
 `?intent=transcription` opens a transcription session (live speech to text, no
 answers), as OpenAI's URL does: on the route `?model=` names, or without it the only
-realtime route the key may use; upstream, on the route's targets that open such
-sessions (`kind: realtime`, not a cascade), with `?intent=transcription` and no model.
-It fails over and migrates as a conversation does, its configuration replayed; there
-is no conversation to carry over.
+realtime route the key may use; upstream, with `?intent=transcription` and no model
+(a cascade runs its VAD and speech-to-text stage only). It fails over and migrates as
+a conversation does, its configuration replayed; there is no conversation to carry.
 
 uvicorn runs the socket (`websockets-sansio`, per-message deflate off, 16 MiB
 frames: a larger one is closed 1009 by uvicorn itself); `AsgiClientSocket` is the
@@ -31,11 +30,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from router.config import RouteConfig
 from router.errors import (
     BadRequest,
     ClientRateLimited,
@@ -55,7 +53,6 @@ from router.realtime.service import session_limits
 from router.realtime.session import Session
 from router.realtime.target import Leg, RealtimeTarget, open_leg
 from router.runtime import Router
-from router.wiring import Runtime
 
 log = logging.getLogger("firsttoken.realtime")
 
@@ -156,19 +153,6 @@ def route_name(scope: Scope, router: Router, client: Client | None, transcriptio
     return names[0]
 
 
-def transcribers(
-    route: str, planned: list[RealtimeTarget], every: Iterable[RealtimeTarget]
-) -> list[RealtimeTarget]:
-    """Of `planned`, the targets that open transcription sessions (a 400 if none of the
-    route's targets, `every`, does: a route of cascades)."""
-    if not any(t.connector.transcribes for t in every):
-        raise BadRequest(
-            f"route '{route}' opens no transcription sessions: its targets are cascades "
-            "(a kind: realtime target opens them)"
-        )
-    return [t for t in planned if t.connector.transcribes]
-
-
 def ephemeral_route(scope: Scope, granted: str) -> str:
     """An ephemeral key's route: the one it was made for, which `?model=` may repeat."""
     model = _model(scope)
@@ -225,13 +209,6 @@ async def open_session(
     runtime.auth.admit_session(client, route_name)
     events = router.realtime_metrics
 
-    def eligible(
-        now: Runtime, config: RouteConfig, planned: list[RealtimeTarget]
-    ) -> list[RealtimeTarget]:
-        if not transcription:
-            return planned
-        return transcribers(route_name, planned, (now.realtime.targets[n] for n in config.targets))
-
     async def open_on(ranked: list[RealtimeTarget], force: bool = False) -> Leg:
         return await open_leg(
             ranked,
@@ -242,7 +219,7 @@ async def open_session(
             transcription=transcription,
         )
 
-    leg = await open_on(eligible(runtime, route.config, router.plan_session(runtime, route)))
+    leg = await open_on(router.plan_session(runtime, route))
 
     async def reopen(reason: MigrationReason, old: Leg) -> Leg:
         now = router.runtime  # a reload since the session began: its targets now
@@ -250,7 +227,7 @@ async def open_session(
         if current is None or not now.realtime.serves(current.config):
             raise NoTargetAvailable(f"the route '{route_name}' is gone")
         try:
-            planned = eligible(now, current.config, router.plan_session(now, current))
+            planned = router.plan_session(now, current)
             return await open_on(reorder(planned, old.target.name, reason))
         except NoTargetAvailable:
             if reason in PROACTIVE:
@@ -258,7 +235,7 @@ async def open_session(
             # Every breaker says no (many sessions failed at once): a live conversation
             # is worth trying them anyway, the failed target last.
             everyone = [now.realtime.targets[n] for n in current.config.targets]
-            ranked = reorder(eligible(now, current.config, everyone), old.target.name, reason)
+            ranked = reorder(everyone, old.target.name, reason)
             return await open_on(ranked, force=True)
 
     return Session(
@@ -292,8 +269,10 @@ async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> N
             name, initial = route_name(scope, router, client, transcription), None
         else:
             grant, client = ephemeral
-            if transcription:
-                raise BadRequest("an ephemeral key opens realtime sessions, not transcription")
+            made_for = grant.session.get("type") == "transcription"
+            if transcription and not made_for:
+                raise BadRequest("this ephemeral key was made for a realtime session")
+            transcription = made_for
             name, initial = ephemeral_route(scope, grant.route), grant.session
         session = await open_session(
             router, name, socket, client, initial=initial, transcription=transcription

@@ -60,6 +60,10 @@ class SessionEvents(Protocol):
         """Time to first audio of one response, as the router saw it."""
         ...
 
+    def transcript_observed(self, route: str, target: str, seconds: float) -> None:
+        """Time to transcript of one user turn: its commit to its transcript's first text."""
+        ...
+
     def realtime_response_done(
         self,
         route: str,

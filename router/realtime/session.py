@@ -48,6 +48,7 @@ from router.realtime.wire import (
     CLIENT_PARSED,
     SERVER_PARSED,
     TEXT_DELTAS,
+    TRANSCRIPT_DELTA,
     b64_bytes,
     delta_b64_chars,
     error_event,
@@ -129,6 +130,8 @@ class Session:
         self.swallow_items: set[str] = set()
         self.swallow_session_updated = 0
         self.last_client_frame = self.started_at
+        #: when the last user turn was committed, until its transcript's first text
+        self.committed_at: float | None = None
         #: closes of replaced upstream sessions, still waiting for the peer
         self.background: set[asyncio.Task[None]] = set()
 
@@ -291,7 +294,10 @@ class Session:
                         conversation.audio_sent(self.audio_item, b64_bytes(delta_b64_chars(frame)))
                 elif kind in TEXT_DELTAS:
                     clock.text()
+                elif kind == TRANSCRIPT_DELTA:
+                    self._transcribed(leg)
                 elif kind == "input_audio_buffer.committed":
+                    self.committed_at = self.clock()
                     if not self.transcription:  # a transcript is no answer to time
                         clock.start()
                     if self.config.manual_turns or self.transcription:
@@ -337,6 +343,7 @@ class Session:
             if item.get("role") == "assistant" and isinstance(item_id, str):
                 self.audio_item = item_id
         elif kind == "conversation.item.input_audio_transcription.completed":
+            self._transcribed(leg)  # a model that sends no deltas: its transcript is first
             self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
         elif kind == "conversation.item.deleted":
             self.conversation.delete(str(event.get("item_id")))
@@ -358,6 +365,13 @@ class Session:
         elif kind == "error":
             return self._error(event)
         return None
+
+    def _transcribed(self, leg: Leg) -> None:
+        """The first text of a committed turn's transcript: its time to transcript."""
+        if self.committed_at is not None:
+            waited = self.clock() - self.committed_at
+            self.committed_at = None
+            self.events.transcript_observed(self.route, leg.target.name, waited)
 
     def _response_done(self, leg: Leg, event: dict[str, object]) -> None:
         response = event.get("response")

@@ -102,10 +102,11 @@ class BreakerWatch:
 
 class Connector(Protocol):
     name: str
-    #: whether it opens transcription sessions (`?intent=transcription`)
-    transcribes: bool
 
-    async def connect(self, transcription: bool = False) -> SessionConnection: ...
+    async def connect(self, transcription: bool = False) -> SessionConnection:
+        """A new session at the target (a transcription session: `?intent=transcription`
+        upstream; a cascade's VAD and speech to text)."""
+        ...
 
     async def aclose(self) -> None: ...
 

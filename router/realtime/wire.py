@@ -47,6 +47,8 @@ SERVER_PARSED: frozenset[str] = frozenset(
 )
 
 AUDIO_DELTA = "response.output_audio.delta"
+#: the first text of a committed turn's transcript (timed, not decoded)
+TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 #: deltas that count as the first text of a response
 TEXT_DELTAS: frozenset[str] = frozenset(
     {"response.output_text.delta", "response.output_audio_transcript.delta"}

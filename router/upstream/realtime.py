@@ -172,9 +172,6 @@ class RealtimeUpstream:
             )
         return self._session
 
-    #: it opens transcription sessions too (`?intent=transcription`)
-    transcribes = True
-
     async def connect(self, transcription: bool = False) -> RealtimeConnection:
         """Open a session (a transcription session); returns once the target's
         `session.created` arrived."""

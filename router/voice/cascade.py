@@ -52,7 +52,7 @@ from router.voice.context import chat_body
 from router.voice.input_buffer import Committed, InputAudioBuffer, Utterance
 from router.voice.items import ConversationItems
 from router.voice.respond import Response, Stages
-from router.voice.settings import CascadeSettings, default_session
+from router.voice.settings import CascadeSettings, default_session, transcription_session
 from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
 
 log = logging.getLogger("firsttoken.voice")
@@ -87,8 +87,11 @@ class CascadeConnection(ConversationItems):
         clock: Clock,
         session_id: str,
         observer: VoiceObserver | None = None,
+        transcription: bool = False,
     ) -> None:
         self.target = target
+        #: a transcription session: VAD and speech to text, no answers
+        self.transcription = transcription
         self.connect_s = 0.0
         self._settings = settings
         self._stages = stages
@@ -97,7 +100,11 @@ class CascadeConnection(ConversationItems):
         self._ids = itertools.count(1)
         self._session_id = session_id
         self.config = SessionConfig()
-        self.config.update(default_session(session_id, target, settings))
+        self.config.update(
+            transcription_session(session_id, settings)
+            if transcription
+            else default_session(session_id, target, settings)
+        )
         self.created = dumps(
             {"type": "session.created", "event_id": "event_0", "session": self.config.session}
         )
@@ -207,6 +214,10 @@ class CascadeConnection(ConversationItems):
             await self._error("session.update needs a session object", "invalid_value", event)
             return
         session = {k: v for k, v in session.items() if k not in ("id", "object", "model")}
+        kind = self.config.session.get("type")
+        if session.get("type", kind) != kind:  # a session keeps the type it opened with
+            await self._error(f"this session is a {kind} session", "invalid_value", event)
+            return
         self.config.update(session)
         self._apply_audio()
         await self.emit("session.updated", session=self.config.session)
@@ -238,7 +249,8 @@ class CascadeConnection(ConversationItems):
                 )
             elif isinstance(change, Committed):
                 vad = self.buffer.vad
-                await self._commit(change.utterance, vad is not None and vad.create_response)
+                respond = vad is not None and vad.create_response and not self.transcription
+                await self._commit(change.utterance, respond)
 
     async def _commit_event(self, event: dict[str, Any]) -> None:
         utterance = self.buffer.commit()
@@ -310,6 +322,9 @@ class CascadeConnection(ConversationItems):
     # -- responses -------------------------------------------------------------------------
 
     async def _response_create(self, event: dict[str, Any]) -> None:
+        if self.transcription:
+            await self._error("a transcription session has no responses", "invalid_value", event)
+            return
         if self._response is not None and not self._response.done():
             await self._error(
                 "Conversation already has an active response",

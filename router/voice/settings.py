@@ -102,6 +102,31 @@ def default_session(session_id: str, target: str, settings: CascadeSettings) -> 
     }
 
 
+def transcription_session(session_id: str, settings: CascadeSettings) -> dict[str, Any]:
+    """A transcription session as a cascade opens one: its VAD and its STT stage only
+    (the `transcription.model` a client names is not used: the `stt` route decides)."""
+    vad = settings.vad
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session_id,
+        "include": None,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": vad.threshold,
+                    "prefix_padding_ms": vad.prefix_padding_ms,
+                    "silence_duration_ms": vad.silence_duration_ms,
+                },
+            },
+        },
+    }
+
+
 def cascade_issues(
     cascades: Sequence[tuple[int, dict[str, Any]]],
     route_kinds: Mapping[str, set[str]],

@@ -79,9 +79,6 @@ class CascadeConnector:
         self._observer = observer
         self._sessions = itertools.count(1)
 
-    #: a cascade answers conversations only: a transcription session is not planned here
-    transcribes = False
-
     async def connect(self, transcription: bool = False) -> CascadeConnection:
         session_id = f"sess_ft_{self.name}_{next(self._sessions)}"
         return CascadeConnection(
@@ -91,6 +88,7 @@ class CascadeConnector:
             clock=self._clock,
             session_id=session_id,
             observer=self._observer,
+            transcription=transcription,
         )
 
     async def aclose(self) -> None:

@@ -115,8 +115,8 @@ async def test_minting_needs_a_key_that_may_use_a_realtime_route(stack: Stack) -
         await mint(stack, session={"type": "realtime", "model": "chat"})  # not realtime
     assert "realtime routes here: voice" in missing.value.message
     with pytest.raises(BadRequestError) as bad:
-        await mint(stack, session={"type": "transcription"})
-    assert "only 'realtime' sessions" in bad.value.message
+        await mint(stack, session={"type": "translation"})
+    assert "'realtime' or 'transcription' sessions" in bad.value.message
     with pytest.raises(BadRequestError) as bad:
         await mint(stack, expires_after={"anchor": "created_at", "seconds": 5})
     assert "10 to 7200" in bad.value.message

@@ -6,6 +6,7 @@ events arrive, and the session fails over and migrates with its configuration.""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -52,8 +53,10 @@ async def test_the_sdk_opens_a_transcription_session_on_the_only_realtime_route(
     assert record.session["type"] == "transcription"
     assert record.session["audio"]["input"]["transcription"]["model"] == "gpt-live-transcribe"
     assert not record.responses
-    # no answer was asked for: nothing is timed as one
+    # no answer was asked for: nothing is timed as one; the transcript is timed
     assert stack.metric("firsttoken_realtime_ttfa_seconds_count", route="voice", target="rt-a") == 0
+    labels = {"route": "voice", "target": "rt-a"}
+    assert stack.metric("firsttoken_realtime_transcript_seconds_count", **labels) == 1
 
 
 async def test_a_transcription_session_fails_over_and_migrates_with_its_configuration(
@@ -87,3 +90,38 @@ async def test_an_unknown_intent_is_a_400_at_the_upgrade(stack: Stack) -> None:
             pass
     assert err.value.response.status_code == 400
     assert b"unknown intent 'translation'" in err.value.response.body
+
+
+async def test_an_ephemeral_key_for_transcription_opens_a_transcription_session(
+    stack: Stack,
+) -> None:
+    async with stack.sdk() as client:
+        secret = await client.realtime.client_secrets.create(session=TRANSCRIBE)
+    assert secret.session.type == "transcription"
+    # A page: the key in a subprotocol, the URL with no model and no intent.
+    url = f"ws://127.0.0.1:{stack.router.port}/v1/realtime"
+    protocols: Any = ["realtime", f"openai-insecure-api-key.{secret.value}"]
+    async with websockets.connect(url, subprotocols=protocols) as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "session.created"
+        assert created["session"]["type"] == "transcription"
+        for chunk in SPEECH:
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        kinds: list[str] = []
+        async with asyncio.timeout(5):
+            while "conversation.item.input_audio_transcription.completed" not in kinds:
+                kinds.append(json.loads(await ws.recv())["type"])
+    record = stack.a.records[-1]
+    assert record.query == {"intent": "transcription"}
+    assert record.event_types()[0] == "session.update"  # the key's configuration, first
+    assert record.session["audio"]["input"]["transcription"]["model"] == "gpt-live-transcribe"
+    # a key made for a conversation is not a transcription session's
+    async with stack.sdk() as client:
+        plain = await client.realtime.client_secrets.create(
+            session={"type": "realtime", "model": "voice"}
+        )
+    protocols = ["realtime", f"openai-insecure-api-key.{plain.value}"]
+    with pytest.raises(InvalidStatus) as err:
+        async with websockets.connect(f"{url}?intent=transcription", subprotocols=protocols):
+            pass
+    assert err.value.response.status_code == 400

@@ -196,6 +196,30 @@ async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack)
     )
 
 
+async def test_a_transcription_session_runs_the_vad_and_stt_stages_only(stack: Stack) -> None:
+    intent = {"intent": "transcription"}
+    async with stack.sdk().realtime.connect(model="voice", extra_query=intent) as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        assert created.session.type == "transcription"
+        update: Any = {"type": "transcription", "audio": {"input": {"noise_reduction": None}}}
+        await conn.session.update(session=update)
+        await speak(conn, silence(400) + speech_24k() + silence(600))
+        events = await until(conn, "conversation.item.input_audio_transcription.completed")
+        await conn.response.create()  # no answers in a transcription session
+        refused = await until(conn, "error")
+        # a session keeps its type
+        await conn.session.update(session={"type": "realtime", "instructions": "x"})
+        mismatch = await until(conn, "error")
+    assert events[-1].transcript == TRANSCRIPT
+    assert "response.created" not in _types(events + refused)
+    assert "no responses" in refused[-1].error.message
+    assert "transcription session" in mismatch[-1].error.message
+    assert not stack.llm.records and not stack.tts[0].calls  # no LLM, no TTS
+    labels = {"route": "voice", "target": "local-voice"}
+    assert stack.metric("firsttoken_realtime_transcript_seconds_count", **labels) == 1
+
+
 async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack: Stack) -> None:
     await stack.stt[0].set_fault(Fault("status", status=503))
     await stack.tts[0].set_fault(Fault("hang_before_first_token"))

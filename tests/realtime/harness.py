@@ -42,6 +42,7 @@ class Recorder:
     failed: list[UpstreamError] = field(default_factory=list)
     closed: list[tuple[str, SessionEnd, float]] = field(default_factory=list)
     ttfa: list[tuple[str, float]] = field(default_factory=list)
+    transcripts: list[tuple[str, float]] = field(default_factory=list)
     responses: list[tuple[str, str, RealtimeUsage | None, float]] = field(default_factory=list)
     migrations: list[tuple[str, str, MigrationReason, float]] = field(default_factory=list)
 
@@ -69,6 +70,9 @@ class Recorder:
 
     def ttfa_observed(self, route: str, target: str, seconds: float) -> None:
         self.ttfa.append((target, seconds))
+
+    def transcript_observed(self, route: str, target: str, seconds: float) -> None:
+        self.transcripts.append((target, seconds))
 
     def realtime_response_done(
         self,
