@@ -69,9 +69,26 @@ class CascadeSettings(_Model):
     clauses: ClauseBlock = ClauseBlock()
 
 
+def _audio_input(settings: CascadeSettings, **turn_detection: Any) -> dict[str, Any]:
+    """A new session's input audio: 24 kHz PCM, the cascade's VAD (and
+    `turn_detection`'s fields), no transcription model."""
+    vad = settings.vad
+    return {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": None,
+        "noise_reduction": None,
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": vad.threshold,
+            "prefix_padding_ms": vad.prefix_padding_ms,
+            "silence_duration_ms": vad.silence_duration_ms,
+            **turn_detection,
+        },
+    }
+
+
 def default_session(session_id: str, target: str, settings: CascadeSettings) -> dict[str, Any]:
     vad = settings.vad
-    fmt = {"type": "audio/pcm", "rate": 24000}
     return {
         "type": "realtime",
         "object": "realtime.session",
@@ -83,21 +100,17 @@ def default_session(session_id: str, target: str, settings: CascadeSettings) -> 
         "tool_choice": "auto",
         "max_output_tokens": "inf",
         "audio": {
-            "input": {
-                "format": fmt,
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": vad.threshold,
-                    "prefix_padding_ms": vad.prefix_padding_ms,
-                    "silence_duration_ms": vad.silence_duration_ms,
-                    "idle_timeout_ms": None,
-                    "create_response": vad.create_response,
-                    "interrupt_response": vad.interrupt_response,
-                },
+            "input": _audio_input(
+                settings,
+                idle_timeout_ms=None,
+                create_response=vad.create_response,
+                interrupt_response=vad.interrupt_response,
+            ),
+            "output": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "voice": settings.voice,
+                "speed": 1.0,
             },
-            "output": {"format": dict(fmt), "voice": settings.voice, "speed": 1.0},
         },
     }
 
@@ -105,25 +118,12 @@ def default_session(session_id: str, target: str, settings: CascadeSettings) -> 
 def transcription_session(session_id: str, settings: CascadeSettings) -> dict[str, Any]:
     """A transcription session as a cascade opens one: its VAD and its STT stage only
     (the `transcription.model` a client names is not used: the `stt` route decides)."""
-    vad = settings.vad
     return {
         "type": "transcription",
         "object": "realtime.transcription_session",
         "id": session_id,
         "include": None,
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": vad.threshold,
-                    "prefix_padding_ms": vad.prefix_padding_ms,
-                    "silence_duration_ms": vad.silence_duration_ms,
-                },
-            },
-        },
+        "audio": {"input": _audio_input(settings)},
     }
 
 
