@@ -97,7 +97,8 @@ class Session:
         #: a transcription session: no answers to time, no conversation to replay
         self.transcription = transcription
         self.started_at = clock()
-        self.config = SessionConfig(initial)  # an ephemeral key's: before the client's
+        # an ephemeral key's configuration comes before the client's
+        self.config = SessionConfig(initial, "transcription" if transcription else "realtime")
         self.conversation = Conversation()
         self.response_clock = ResponseClock(clock)
         self.usage = RealtimeUsage()

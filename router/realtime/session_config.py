@@ -32,10 +32,12 @@ def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
 class SessionConfig:
     """The merged `session` of every `session.update` the client sent."""
 
-    __slots__ = ("_session", "manual_turns", "updates")
+    __slots__ = ("_session", "kind", "manual_turns", "updates")
 
-    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, initial: Mapping[str, Any] | None = None, kind: str = "realtime") -> None:
         self._session: dict[str, Any] = {}
+        #: the session's type, replayed when no update named it (a server requires it)
+        self.kind = kind
         self.updates = 0
         #: the client turned server VAD off (`audio.input.turn_detection: null`): it
         #: commits its input audio itself. Absent, a server's default (VAD) applies.
@@ -83,7 +85,7 @@ class SessionConfig:
         if not self.updates:
             return None
         session = {k: v for k, v in self._session.items() if k != "model"}
-        session.setdefault("type", "realtime")
+        session.setdefault("type", self.kind)
         return dumps(
             {"type": "session.update", "event_id": REPLAY_SESSION_EVENT_ID, "session": session}
         )

@@ -75,3 +75,16 @@ def test_an_initial_configuration_shows_in_the_session_created_the_client_sees()
     assert session["audio"]["output"] == {"voice": "marin", "speed": 1.0}  # merged
     assert session["model"] == "gpt-realtime"  # the upstream's own, not the route
     assert config.applied_to("not json") == "not json"
+
+
+def test_a_transcription_sessions_replay_names_its_own_type() -> None:
+    # A partial update that names no type is replayed as the session's type: a
+    # transcription session's new upstream refuses a `realtime` session.update.
+    config = SessionConfig(kind="transcription")
+    config.update({"audio": {"input": {"transcription": {"model": "gpt-live-transcribe"}}}})
+    event = json.loads(config.replay_event() or "")
+    assert event["session"]["type"] == "transcription"
+    assert (
+        json.loads(SessionConfig({"instructions": "x"}).replay_event() or "")["session"]["type"]
+        == "realtime"
+    )
