@@ -382,9 +382,14 @@ class Router:
 
     # -- realtime sessions -------------------------------------------------------------
 
-    def plan_session(self, runtime: Runtime, route: RouteRuntime) -> list[RealtimeTarget]:
-        """A realtime route's targets, best first, by its policy (NoTargetAvailable)."""
-        plan = runtime.realtime.plan(route.config, route.policy, self.rng)
+    def plan_session(
+        self, runtime: Runtime, route: RouteRuntime, *, transcription: bool = False
+    ) -> list[RealtimeTarget]:
+        """A realtime route's targets, best first, by its policy (NoTargetAvailable);
+        a transcription session's on their time to transcript."""
+        plan = runtime.realtime.plan(
+            route.config, route.policy, self.rng, transcription=transcription
+        )
         self.decided(route.config.name, plan)
         return runtime.realtime.ranked(plan)
 

@@ -219,7 +219,7 @@ async def open_session(
             transcription=transcription,
         )
 
-    leg = await open_on(router.plan_session(runtime, route))
+    leg = await open_on(router.plan_session(runtime, route, transcription=transcription))
 
     async def reopen(reason: MigrationReason, old: Leg) -> Leg:
         now = router.runtime  # a reload since the session began: its targets now
@@ -227,7 +227,7 @@ async def open_session(
         if current is None or not now.realtime.serves(current.config):
             raise NoTargetAvailable(f"the route '{route_name}' is gone")
         try:
-            planned = router.plan_session(now, current)
+            planned = router.plan_session(now, current, transcription=transcription)
             return await open_on(reorder(planned, old.target.name, reason))
         except NoTargetAvailable:
             if reason in PROACTIVE:

@@ -9,7 +9,9 @@ come from the signals registry, which outlives configs.
 turn, on views whose signals are the realtime ones (time to first audio where
 TTFT goes, plus the target's connect time, which a new session waits first; sessions
 open as in-flight, `rate_limits.updated` as headroom), and a target at its
-`max_sessions` filtered out as over its local limits.
+`max_sessions` filtered out as over its local limits. A transcription session's
+views carry the target's time to transcript where TTFT goes instead
+(`transcript_time.py`): it asks for no answer, only its user's words as text.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class RealtimeService:
             )
             if kept is not None and kept.connector is conn:
                 target.connect_time = kept.connect_time
+            if kept is not None:  # measured on the same target: kept, as its signals are
+                target.transcript = kept.transcript
+                target.transcript.set_prior(signals[t.name].prior_ttft_s)
             self.targets[t.name] = target
             self._configs[t.name] = t
         kept_connectors = {id(t.connector) for t in self.targets.values()}
@@ -115,12 +120,23 @@ class RealtimeService:
     def serves(self, route: RouteConfig) -> bool:
         return bool(route.targets) and all(n in self.targets for n in route.targets)
 
-    def plan(self, route: RouteConfig, policy: Policy, rng: random.Random) -> Plan:
-        """The route's targets best first; raises NoTargetAvailable if none is eligible."""
+    def plan(
+        self,
+        route: RouteConfig,
+        policy: Policy,
+        rng: random.Random,
+        *,
+        transcription: bool = False,
+    ) -> Plan:
+        """The route's targets best first; raises NoTargetAvailable if none is eligible.
+        A `transcription` session's targets are ranked on their time to transcript."""
         views = []
         for name in route.targets:
             target = self.targets[name]
-            view = with_connect_time(target.signals.view(), target.connect_time.value)
+            view = target.signals.view()
+            if transcription:
+                view = target.transcript.over(view)
+            view = with_connect_time(view, target.connect_time.value)
             if not target.has_room:
                 view = dataclasses.replace(view, within_local_limits=False)
             views.append(view)

@@ -372,6 +372,7 @@ class Session:
         if self.committed_at is not None:
             waited = self.clock() - self.committed_at
             self.committed_at = None
+            leg.hold.transcript(waited)
             self.events.transcript_observed(self.route, leg.target.name, waited)
 
     def _response_done(self, leg: Leg, event: dict[str, object]) -> None:

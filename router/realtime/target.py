@@ -3,8 +3,9 @@
 A `RealtimeTarget` joins how to reach a target (`Connector`), what it costs and its
 live `TargetSignals`, whose estimators serve realtime sessions as they serve turns:
 time to first audio goes where TTFT goes (so every policy ranks realtime targets
-on it), sessions open count as in-flight, `rate_limits.updated` feeds the
-provider's headroom, and failures feed the breaker.
+on it; a transcription session's targets on their time to transcript), sessions
+open count as in-flight, `rate_limits.updated` feeds the provider's headroom, and
+failures feed the breaker.
 
 `open_leg` walks a plan's targets in order until one gives a `session.created`:
 a target without room (`max_sessions`), with its breaker open, refusing the
@@ -23,6 +24,7 @@ from typing import Protocol
 from router.clock import Clock
 from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamError
 from router.realtime.events import SessionEvents
+from router.realtime.transcript_time import TranscriptTime
 from router.realtime.usage import RealtimePrice
 from router.realtime.wire import rate_limit_headers
 from router.signals.breaker import Breaker
@@ -129,6 +131,8 @@ class RealtimeTarget:
         self.max_sessions = max_sessions
         #: upgrade to `session.created`, seconds (an EWMA)
         self.connect_time = Ewma(signals.completion_window_s, clock)
+        #: commit to the transcript's first text, in transcription sessions
+        self.transcript = TranscriptTime(signals.completion_window_s, signals.prior_ttft_s, clock)
         self.breaker_watch = BreakerWatch(signals.breaker)
 
     @property
@@ -170,6 +174,10 @@ class Hold:
         signals = self.target.signals
         signals.ttft.observe(seconds)
         signals.ttft_sketch.observe(seconds)
+
+    def transcript(self, seconds: float) -> None:
+        """A committed turn's first transcript text, `seconds` after the commit."""
+        self.target.transcript.observe(seconds)
 
     def no_audio(self, waited_s: float) -> None:
         """A response ended without audio after `waited_s`: TTFA is at least that."""

@@ -68,6 +68,9 @@ class RealtimeBehaviour:
     reply: str = "You said: {last}"
     #: what input-audio transcription "hears" in every utterance (when enabled)
     transcript: str = "hello from the microphone"
+    #: from the commit to the transcript's first delta (the session reads no further
+    #: client events meanwhile, as a busy transcriber's socket would lag)
+    transcript_s: float = 0.0
     #: the provider's cap on a session's length (None: no cap)
     session_max_s: float | None = None
     #: the rate limits announced in `rate_limits.updated`

@@ -250,7 +250,10 @@ class SimRealtimeSession:
         await self.emit("conversation.item.added", previous_item_id=previous, item=item)
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)
         if self._audio_input().get("transcription"):
-            transcript = self._behaviour().transcript
+            behaviour = self._behaviour()
+            if behaviour.transcript_s > 0:
+                await asyncio.sleep(behaviour.transcript_s)
+            transcript = behaviour.transcript
             part["transcript"] = transcript
             for word in transcript.split(" "):
                 await self.emit(

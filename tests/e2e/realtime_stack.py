@@ -72,13 +72,13 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack() -> AsyncIterator[Stack]:
+async def running_stack(extra_route: str = "") -> AsyncIterator[Stack]:
     behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
     async with (
         RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
         RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
     ):
-        router = await start_router(config(a, b), environ=ENVIRON)
+        router = await start_router(config(a, b, extra_route), environ=ENVIRON)
         try:
             yield Stack(a, b, router)
         finally:

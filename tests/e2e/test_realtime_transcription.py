@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from router.sim.realtime_behaviour import RealtimeFault
-from tests.e2e.realtime_stack import KEY, Stack
+from tests.e2e.realtime_stack import KEY, Stack, running_stack
 from tests.sim.test_realtime import silence, tone, until
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +58,9 @@ async def test_the_sdk_opens_a_transcription_session_on_the_only_realtime_route(
     assert stack.metric("firsttoken_realtime_ttfa_seconds_count", route="voice", target="rt-a") == 0
     labels = {"route": "voice", "target": "rt-a"}
     assert stack.metric("firsttoken_realtime_transcript_seconds_count", **labels) == 1
+    rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
+    assert rt_a.transcript.samples == 1  # what the route's policy ranks it on next time
+    assert rt_a.signals.ttft_sketch.count == 0
 
 
 async def test_a_transcription_session_fails_over_and_migrates_with_its_configuration(
@@ -125,3 +129,22 @@ async def test_an_ephemeral_key_for_transcription_opens_a_transcription_session(
         async with websockets.connect(f"{url}?intent=transcription", subprotocols=protocols):
             pass
     assert err.value.response.status_code == 400
+
+
+LISTEN = "  - {name: listen, targets: [rt-a, rt-b], policy: {type: latency}}"
+
+
+async def test_transcription_sessions_go_to_the_target_that_transcribes_soonest() -> None:
+    async with running_stack(extra_route=LISTEN) as stack:
+        stack.a.behaviour = replace(stack.a.behaviour, transcript_s=0.3)  # rt-a first in order
+        intent = {"intent": "transcription", "model": "listen"}
+        for _ in range(6):
+            async with stack.sdk().realtime.connect(extra_query=intent) as conn:
+                await conn.session.update(session=TRANSCRIBE)
+                await transcribe_one_turn(conn)
+        # both were tried (an unmeasured target is explored), then rt-b kept every session
+        a, b = list(stack.a.records), list(stack.b.records)
+        assert a and len(b) >= 4
+        assert all(r.query == {"intent": "transcription"} for r in a + b)
+        last_three = sorted(a + b, key=lambda r: r.opened_at)[-3:]
+        assert all(r in b for r in last_three)
