@@ -32,8 +32,9 @@ FirstTokenKind = Literal["answer", "reasoning", "refusal", "audio", "finish"]
 #: response (`response`: GET, DELETE, cancel, input items), on a conversation
 #: (`conversation`), making one (`conversation_create`), a token count
 #: (`input_tokens`), a compaction (`compact`), a moderation (`moderation`), on a
-#: stored chat completion (`chat_completion`: GET, update, DELETE, messages), and
-#: their list (`chat_completion_list`)
+#: stored chat completion (`chat_completion`: GET, update, DELETE, messages),
+#: their list (`chat_completion_list`), and a WebRTC call's offer or actions
+#: (`realtime_call`)
 RelayedCall = Literal[
     "response",
     "conversation",
@@ -43,6 +44,7 @@ RelayedCall = Literal[
     "moderation",
     "chat_completion",
     "chat_completion_list",
+    "realtime_call",
 ]
 #: how a target answered such a call: `ok` (2xx), `client_error` (a 4xx of the
 #: request's own, relayed), `not_here` (it cannot serve the call: passed on),

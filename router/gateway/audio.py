@@ -13,7 +13,7 @@ fallback before the first byte, breaker). Targets are asked for PCM and resample
 24 kHz when they speak another rate; `pcm` goes out as it is, and `mp3` (OpenAI's
 default, so also when no format is asked for), `opus`, `aac`, `flac` and `wav` are encoded
 as the audio comes (`router.voice.encode`). The multipart form is parsed by the standard
-library's `email` package. Answers carry `x-firsttoken-target` (and a transcription
+library's `email` package (`forms.py`). Answers carry `x-firsttoken-target` (and a transcription
 `x-firsttoken-cost-usd`).
 """
 
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from email import message_from_bytes
-from email.message import Message as MimeMessage
-from email.policy import HTTP
 from typing import Any
 
 from router.errors import BadRequest, ModelNotFound
 from router.gateway.asgi import Send
 from router.gateway.auth import Client
+from router.gateway.forms import multipart_parts
 from router.runtime import Router
 from router.voice.codec import PCM_RATE
 from router.voice.encode import PCM_CONTENT_TYPE, SpeechEncoder, speech_format
@@ -52,27 +50,12 @@ def _route(router: Router, model: object, kind: str, client: Client | None) -> R
 
 def _form(raw: bytes, content_type: str) -> tuple[dict[str, str], tuple[bytes, str, str] | None]:
     """The fields of a multipart form, and its `file` (bytes, filename, content type)."""
-    if not content_type.startswith("multipart/form-data"):
-        raise BadRequest(
-            "a transcription or translation is a multipart/form-data request with a 'file'"
-        )
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = message_from_bytes(head + raw, policy=HTTP)
-    if not message.is_multipart():
-        raise BadRequest("the multipart body could not be read")
-    fields: dict[str, str] = {}
-    upload = None
-    for part in message.iter_parts():
-        assert isinstance(part, MimeMessage)
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if not isinstance(name, str) or not isinstance(payload, bytes):
-            continue
-        if name == "file":
-            upload = (payload, part.get_filename() or "audio.wav", part.get_content_type())
-        else:
-            fields[name] = payload.decode("utf-8", "replace")
-    return fields, upload
+    parts = multipart_parts(raw, content_type, "a transcription or translation (with a 'file')")
+    file = parts.pop("file", None)
+    upload = (
+        None if file is None else (file.payload, file.filename or "audio.wav", file.content_type)
+    )
+    return {name: part.text for name, part in parts.items()}, upload
 
 
 async def transcription(

@@ -52,7 +52,8 @@ def _ttl(body: dict[str, object]) -> int:
     return seconds
 
 
-def _route(router: Router, session: dict[str, Any], client: Client | None) -> str:
+def realtime_route(router: Router, session: dict[str, Any], client: Client | None) -> str:
+    """The realtime route `session.model` names (or the key's only one), for this key."""
     runtime = router.runtime
     served = [
         name
@@ -92,7 +93,7 @@ async def create(router: Router, call: Call, send: Send) -> None:
             f"'session.type' {str(kind)[:40]!r} is not served here: 'realtime' or "
             "'transcription' sessions"
         )
-    route = _route(router, session, client)
+    route = realtime_route(router, session, client)
     config = {k: v for k, v in session.items() if k not in _NOT_CONFIG}
     if kind == "transcription":  # replayed as such, and it says what to open
         config["type"] = kind

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from router.gateway import openapi_calls
 from router.gateway.openapi_parts import (
     FORBIDDEN,
     JSON,
@@ -311,6 +312,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/audio/speech": speech,
             "/v1/realtime": _realtime(),
             "/v1/realtime/client_secrets": _client_secrets(),
+            **openapi_calls.paths(),
             "/v1/models": models,
             "/v1/models/{model}": model,
             "/health": {

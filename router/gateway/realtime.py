@@ -14,6 +14,9 @@ An ephemeral key (`ek_...`, from `POST /v1/realtime/client_secrets`) opens a ses
 on its own route (`?model=` may be left out; another route is a 403) as the client
 key that asked for it, with the configuration it carries applied first.
 
+`?call_id=ID` joins the session of a WebRTC call the router placed
+(`POST /v1/realtime/calls`), at the target that holds it, and never moves.
+
 `?intent=transcription` opens a transcription session (live speech to text, no
 answers), as OpenAI's URL does: on the route `?model=` names, or without it the only
 realtime route the key may use; upstream, with `?intent=transcription` and no model
@@ -35,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from router.errors import (
+    AllTargetsFailed,
     BadRequest,
     ClientRateLimited,
     Draining,
@@ -43,15 +47,19 @@ from router.errors import (
     ModelNotFound,
     NoTargetAvailable,
     NotFound,
+    UpstreamError,
+    UpstreamStatusError,
 )
 from router.gateway.asgi import Receive, Scope, Send
 from router.gateway.auth import Client
+from router.gateway.realtime_calls import call_owner
 from router.realtime.client import ClientGone
 from router.realtime.events import MigrationReason
 from router.realtime.migrate import PROACTIVE, reorder
 from router.realtime.service import session_limits
 from router.realtime.session import Session
-from router.realtime.target import Leg, RealtimeTarget, open_leg
+from router.realtime.target import Hold, Leg, RealtimeTarget, open_leg
+from router.responses.pinning import Pin
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken.realtime")
@@ -252,6 +260,77 @@ async def open_session(
     )
 
 
+async def open_sideband(
+    router: Router, call_id: str, socket: AsgiClientSocket, client: Client | None
+) -> Session:
+    """`?call_id=ID`: the session of a WebRTC call (router/gateway/realtime_calls.py), at
+    the target that holds it: a server's own channel to the call (its events, tool
+    results, `session.update`). It cannot move: the call's media is on that target, so
+    a failure ends it (an `error` event, then the close)."""
+    if router.draining:
+        raise Draining("this replica is shutting down; retry on another")
+    owner, target, upstream = await call_owner(router, call_id, client)
+    router.runtime.auth.admit_session(client, owner.route)
+    events = router.realtime_metrics
+    hold = Hold(target)
+    if not hold.admitted:
+        hold.release()
+        raise Pin("realtime_call", call_id, owner).unavailable("its circuit breaker is open")
+    try:
+        conn = await upstream.attach(call_id)
+    except UpstreamError as err:
+        hold.connect_failed(err)
+        hold.release()
+        if isinstance(err, UpstreamStatusError) and err.upstream_status == 404:
+            raise NotFound(
+                f"the call '{call_id}' has ended, or its target does not know it"
+            ) from err
+        raise AllTargetsFailed("the call's target did not open its session", [err]) from err
+    except BaseException:
+        hold.release()
+        raise
+    hold.connected(conn.connect_s)
+    events.upstream_connected(owner.route, target.name, conn.connect_s)
+
+    async def reopen(reason: MigrationReason, old: Leg) -> Leg:
+        raise NoTargetAvailable(f"a call's session stays on '{target.name}', with its media")
+
+    route = router.runtime.routes[owner.route]
+    return Session(
+        route=owner.route,
+        client=socket,
+        leg=Leg(target, conn, hold, router.clock()),
+        reopen=reopen,
+        events=events,
+        limits=session_limits(route.config, client.sessions if client else None),
+        clock=router.clock,
+        client_name=client.name if client else None,
+    )
+
+
+async def _open_asked(
+    router: Router, scope: Scope, socket: AsgiClientSocket, authorization: str | None
+) -> tuple[Session, Client | None]:
+    """A new session on the route the URL (or the ephemeral key) names."""
+    auth = router.runtime.auth
+    ephemeral = auth.ephemeral_client(authorization)
+    transcription = transcribing(scope)
+    if ephemeral is None:
+        client = auth.client(authorization)
+        name, initial = route_name(scope, router, client, transcription), None
+    else:
+        grant, client = ephemeral
+        made_for = grant.session.get("type") == "transcription"
+        if transcription and not made_for:
+            raise BadRequest("this ephemeral key was made for a realtime session")
+        transcription = made_for
+        name, initial = ephemeral_route(scope, grant.route), grant.session
+    session = await open_session(
+        router, name, socket, client, initial=initial, transcription=transcription
+    )
+    return session, client
+
+
 async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> None:
     """One WebSocket connection, from its upgrade to its close."""
     if (await receive())["type"] != "websocket.connect":
@@ -261,22 +340,16 @@ async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> N
         if scope["path"] != REALTIME_PATH:
             raise NotFound(f"no WebSocket endpoint {scope['path']}")
         authorization, offered = credentials(scope)
-        auth = router.runtime.auth
-        ephemeral = auth.ephemeral_client(authorization)
-        transcription = transcribing(scope)
-        if ephemeral is None:
-            client = auth.client(authorization)
-            name, initial = route_name(scope, router, client, transcription), None
+        call_id = _query(scope, "call_id")
+        if call_id is None:
+            session, client = await _open_asked(router, scope, socket, authorization)
         else:
-            grant, client = ephemeral
-            made_for = grant.session.get("type") == "transcription"
-            if transcription and not made_for:
-                raise BadRequest("this ephemeral key was made for a realtime session")
-            transcription = made_for
-            name, initial = ephemeral_route(scope, grant.route), grant.session
-        session = await open_session(
-            router, name, socket, client, initial=initial, transcription=transcription
-        )
+            if router.runtime.auth.ephemeral_client(authorization) is not None:
+                raise BadRequest(
+                    "a call's session is joined with a client key, not an ephemeral key"
+                )
+            client = router.runtime.auth.client(authorization)
+            session = await open_sideband(router, call_id, socket, client)
     except FirstTokenError as err:
         router.metrics.rejected(err.status)
         log.log(

@@ -34,7 +34,7 @@ from router.errors import (
     Overloaded,
     UpgradeRequired,
 )
-from router.gateway import audio, chat_store, models, realtime, relayed
+from router.gateway import audio, chat_store, models, realtime, realtime_calls, relayed
 from router.gateway.admin import admin_view
 from router.gateway.admission import BodyParser, BodyScreen
 from router.gateway.asgi import Receive, Scope, Send, header, watch_disconnect
@@ -68,6 +68,8 @@ _TURN_PATHS: dict[str, Endpoint] = {
 _AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech"})
 #: the audio endpoints that take a multipart form, not JSON
 _FORM_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
+#: the POSTs whose body may be other than JSON (a WebRTC offer may be a form or bare SDP)
+_NOT_JSON = _FORM_PATHS | {realtime_calls.PATH}
 #: one model (route) by name: `GET /v1/models/{model}`
 _MODEL_PREFIX = "/v1/models/"
 _POST = ("POST", "OPTIONS")
@@ -274,6 +276,8 @@ class Server:
             return _POST
         if path == realtime.REALTIME_PATH:  # a WebSocket; over plain HTTP, a 426 that says so
             return _GET
+        if path == realtime_calls.PATH or realtime_calls.action_of(path) is not None:
+            return _POST
         relayed_methods = relayed.methods(path)  # stored responses, conversations, ...
         if relayed_methods is not None:
             return relayed_methods
@@ -311,7 +315,7 @@ class Server:
         if method not in methods:
             raise MethodNotAllowed(f"{path} takes {methods[0]}, not {method}", methods)
         posts = method == "POST"
-        if (posts and path not in _FORM_PATHS and (methods is _POST or methods is _CHAT)) or (
+        if (posts and path not in _NOT_JSON and (methods is _POST or methods is _CHAT)) or (
             relayed.takes_json(path, method)
         ):
             require_json(header(scope, b"content-type"))
@@ -324,6 +328,8 @@ class Server:
             await relay(self.router, await self._relayed_call(scope, receive), send)
         elif path in _AUDIO_PATHS:
             await self._audio(scope, receive, send, path)
+        elif path == realtime_calls.PATH or path.startswith(realtime_calls.PREFIX):
+            await self._realtime_call(scope, receive, send, path)
         elif path == realtime.REALTIME_PATH:
             raise UpgradeRequired(
                 f"{path} is a WebSocket endpoint: connect with a WebSocket upgrade "
@@ -460,6 +466,22 @@ class Server:
             )
         else:
             await audio.speech(self.router, raw, send, client)
+
+    async def _realtime_call(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """A WebRTC call's offer, or one of its actions (router/gateway/realtime_calls.py)."""
+        raw = await self._read_body(scope, receive, realtime_calls.MAX_OFFER_BYTES)
+        authorization = header(scope, b"authorization")
+        if path != realtime_calls.PATH:
+            await realtime_calls.act(self.router, path, raw, authorization=authorization, send=send)
+            return
+        await realtime_calls.create(
+            self.router,
+            raw,
+            content_type=header(scope, b"content-type") or "",
+            authorization=authorization,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            send=send,
+        )
 
     async def _relayed_call(self, scope: Scope, receive: Receive) -> Call:
         """A call relayed without a turn, read whole (a bodiless one's body is drained)."""

@@ -22,11 +22,17 @@ from typing import Literal, Protocol
 from router.clock import Clock
 from router.config import ResponsesConfig
 
-#: what an id names: a response (`resp_...`), a conversation (`conv_...`), or a
-#: stored chat completion (`chatcmpl-...`, made with `store: true`)
-IdKind = Literal["response", "conversation", "chat_completion"]
+#: what an id names: a response (`resp_...`), a conversation (`conv_...`), a stored
+#: chat completion (`chatcmpl-...`, made with `store: true`), or a WebRTC call
+#: (`rtc_...`, router/gateway/realtime_calls.py)
+IdKind = Literal["response", "conversation", "chat_completion", "realtime_call"]
 #: each kind's prefix in the keys of the stores (memory, Redis)
-_KEY_PREFIX: dict[IdKind, str] = {"response": "r:", "conversation": "c:", "chat_completion": "h:"}
+_KEY_PREFIX: dict[IdKind, str] = {
+    "response": "r:",
+    "conversation": "c:",
+    "chat_completion": "h:",
+    "realtime_call": "w:",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ _NAMES: dict[IdKind, str] = {
     "response": "response",
     "conversation": "conversation",
     "chat_completion": "chat completion",
+    "realtime_call": "call",
 }
 
 

@@ -10,6 +10,10 @@ Bearer` or the browser subprotocols `realtime` and `openai-insecure-api-key.<key
 OpenAI does since 2026. The protocol itself is `router.sim.realtime_session`;
 timing and faults are `router.sim.realtime_behaviour`.
 
+WebRTC calls (`POST /v1/realtime/calls`, the SDP exchange and the call's actions) are
+`router.sim.realtime_calls`, recorded in `calls`; `/v1/realtime?call_id=ID` joins a
+call's session (its sideband), a 404 for a call it never answered.
+
 Tests act on live sessions through `drop(code)` (the server closes every open
 session, 1011 by default) and `expire()` (`session_expired`, then 1001), and read
 what the server saw in `records`.
@@ -29,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from router.clock import Clock
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from router.sim.realtime_calls import SimCalls
 from router.sim.realtime_records import RealtimeRecord
 from router.sim.realtime_session import SimRealtimeSession
 
@@ -74,6 +79,8 @@ class RealtimeSim:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: WebRTC calls (`POST /v1/realtime/calls`) and what was done to them
+        self.calls = SimCalls(lambda: self.behaviour, self._authorised, max_records)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class RealtimeSim:
         for path in ("/v1/realtime", "/openai/v1/realtime", "/openai/realtime"):
             app.router.add_get(path, self._realtime)
         app.router.add_get("/health", self._health)
+        self.calls.add_routes(app)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
@@ -188,6 +196,14 @@ class RealtimeSim:
                 "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
             )
             return web.Response(status=401, text=body, content_type="application/json")
+        model = request.query.get("model", request.query.get("deployment", self.model))
+        call_id = request.query.get("call_id")
+        if call_id is not None:  # a WebRTC call's sideband: the call's session
+            call = self.calls.find(call_id)
+            if call is None:
+                body = _error_body("Call not found.", "invalid_request_error", "call_not_found")
+                return web.Response(status=404, text=body, content_type="application/json")
+            model = str(call.session.get("model"))
         ws = web.WebSocketResponse(
             protocols=("realtime",), compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True
         )
@@ -198,7 +214,7 @@ class RealtimeSim:
             send=lambda event: ws.send_str(json.dumps(event)),
             close=lambda code, reason: self._close(live, code, reason),
             clock=self._clock,
-            model=request.query.get("model", request.query.get("deployment", self.model)),
+            model=model,
             transcription=request.query.get("intent") == "transcription",
         )
         live = _Live(ws, session)

@@ -31,6 +31,10 @@ Failures are translated here, once, into `router.errors`:
 A `RealtimeConnection` then sends and receives text frames unchanged. `receive()`
 returns the frame's text (or bytes), or a `Closed` with the peer's close code once
 the socket is gone; it never raises for a close.
+
+`call()` is the target's WebRTC side over HTTP(S) on the same pool: an SDP offer
+POSTed to `<base>/realtime/calls` (the answer is the SDP and the call's `Location`),
+or one of a call's actions (`/realtime/calls/{id}/accept|reject|refer|hangup`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from router.errors import (
 from router.realtime.wire import sniff
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.targetsettings import AuthHeader, key_headers
+from router.upstream.openai import MAX_ERROR_BODY_BYTES, read_bounded, retry_after_s
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: how long a close waits for the peer's close frame before dropping the socket
@@ -71,6 +76,7 @@ class Closed:
 
 
 _WS_SCHEMES = {"https": "wss", "http": "ws"}
+_HTTP_SCHEMES = {"wss": "https", "ws": "http"}
 
 
 def realtime_url(base_url: str, model: str, *, transcription: bool = False) -> str:
@@ -90,6 +96,38 @@ def realtime_url(base_url: str, model: str, *, transcription: bool = False) -> s
     if "deployment" in base.query:
         return str(url)
     return str(url.update_query(model=model))
+
+
+#: a WebRTC call's SDP exchange or one of its actions, whole (OpenAI answers an offer in
+#: about a second)
+CALL_TIMEOUT_S = 15.0
+#: an SDP answer is a few KiB
+MAX_CALL_ANSWER_BYTES = 1024 * 1024
+
+
+def calls_url(base_url: str, suffix: str = "") -> str:
+    """`<base>/realtime/calls<suffix>` over HTTP(S) (a ws(s) base URL maps back, as the
+    SDK's HTTP calls go), the base URL's own query kept."""
+    base = URL(base_url)
+    return str(
+        base.with_scheme(_HTTP_SCHEMES.get(base.scheme, base.scheme))
+        .with_path(base.path.rstrip("/") + "/realtime/calls" + suffix, encoded=False)
+        .with_query(base.query)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """A target's 2xx answer to a WebRTC call request."""
+
+    status: int
+    #: names lower-cased
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
 
 
 class RealtimeConnection:
@@ -155,6 +193,8 @@ class RealtimeUpstream:
     ) -> None:
         self.name = name
         self.model = model
+        self.base_url = base_url
+        self._key = api_key
         self.url = realtime_url(base_url, model)
         self.transcription_url = realtime_url(base_url, model, transcription=True)
         self.connect_s = connect_s
@@ -175,12 +215,21 @@ class RealtimeUpstream:
     async def connect(self, transcription: bool = False) -> RealtimeConnection:
         """Open a session (a transcription session); returns once the target's
         `session.created` arrived."""
+        return await self._open(self.transcription_url if transcription else self.url)
+
+    async def attach(self, call_id: str) -> RealtimeConnection:
+        """Join the session of a WebRTC call this target holds (its sideband:
+        `<base>/realtime?call_id=ID`, no model), as `connect` opens one."""
+        url = URL(self.url).without_query_params("model", "deployment")
+        return await self._open(str(url.update_query(call_id=call_id)))
+
+    async def _open(self, url: str) -> RealtimeConnection:
         started = self._clock()
         ws: aiohttp.ClientWebSocketResponse | None = None
         try:
             async with asyncio.timeout(self.connect_s):
                 ws = await self._client().ws_connect(
-                    self.transcription_url if transcription else self.url,
+                    url,
                     headers=self._headers,
                     compress=0,
                     max_msg_size=self._max_frame_bytes,
@@ -201,6 +250,41 @@ class RealtimeUpstream:
                 target=self.name,
             )
         return RealtimeConnection(ws, self.name, first.data, self._clock() - started)
+
+    async def call(self, payload: Mapping[str, Any], suffix: str = "") -> CallAnswer:
+        """POST a WebRTC call request as JSON: the offer (`/realtime/calls`), or one of a
+        call's actions (`suffix` `/{call_id}/{action}`). A non-2xx is an
+        `UpstreamStatusError` (its body's first 64 KiB, the target's key redacted)."""
+        url = calls_url(self.base_url, suffix)
+        timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S, sock_connect=self.connect_s)
+        try:
+            async with self._client().post(
+                url, json=payload, headers=self._headers, timeout=timeout
+            ) as response:
+                body, whole = await read_bounded(response.content, MAX_CALL_ANSWER_BYTES)
+                status = response.status
+                headers = {k.lower(): v for k, v in response.headers.items()}
+        except TimeoutError as exc:
+            late = f"{self.name}: no answer to the call within {CALL_TIMEOUT_S:g}s"
+            raise UpstreamTimeout(late, target=self.name, phase="total") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._translate(exc) from exc
+        if self._key and self._key.encode() in body:  # some APIs echo the key they rejected
+            body = body.replace(self._key.encode(), b"[redacted]")
+        if status >= 300:
+            raise UpstreamStatusError(
+                f"{self.name}: upstream answered {status}",
+                target=self.name,
+                upstream_status=status,
+                body=body[:MAX_ERROR_BODY_BYTES],
+                retry_after_s=retry_after_s(headers, body, wall_now=self._wall_clock()),
+                headers=headers,
+            )
+        if not whole:
+            raise UpstreamProtocolError(
+                f"{self.name}: a call's answer over {MAX_CALL_ANSWER_BYTES} bytes", target=self.name
+            )
+        return CallAnswer(status, headers, body)
 
     def _translate(self, exc: Exception) -> UpstreamError:
         name = self.name

@@ -288,6 +288,7 @@ def test_every_endpoint_and_method_answers_as_documented(client: httpx.Client) -
             continue  # the fixture's router has no policy file to reload
         url = path.replace("{id}", "resp_nobody_stored").replace("{model}", "chat")
         url = url.replace("{item_id}", "msg_nobody_stored")
+        url = url.replace("{call_id}", "rtc_nobody_placed")
         for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
             check_against_spec(path, method, client.request(method, url))
 

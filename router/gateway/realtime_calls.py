@@ -1,0 +1,303 @@
+"""WebRTC calls (`client.realtime.calls`): the SDP exchange routed, the media direct.
+
+    POST /v1/realtime/calls                                 an SDP offer -> the answer
+    POST /v1/realtime/calls/{call_id}/accept|reject|refer|hangup    to the call's target
+
+A browser opens a WebRTC call to a Realtime API by posting its SDP offer; the media
+then flows between the browser and the provider, not through the router. So the
+router does what can be done before the call exists: it ranks the route's targets by
+its policy (on the realtime signals a WebSocket session is ranked on), passes the
+offer on with the target's own model and key, and moves to the next target when one
+cannot be reached, answers 5xx or 429, or is too slow (a failover the caller does not
+see); a 4xx of the offer's own comes back as the target wrote it. The answer is
+OpenAI's: 201, the SDP answer (`application/sdp`), `Location:
+/v1/realtime/calls/{call_id}`. The router remembers which target holds each call (as
+it does a stored response's, Redis included), so the call's actions go there; an id
+it never saw (a SIP call the provider announced by webhook) goes to the key's only
+realtime target, if it has exactly one (else a 404 that says so).
+
+The offer comes in any of OpenAI's three shapes: JSON `{"sdp", "session"}` (the SDK's
+`client.realtime.calls.create(sdp=..., session=...)`), a multipart form with the
+fields `sdp` and `session` (OpenAI's WebRTC guide, from a server), or the bare SDP
+(`application/sdp`) with an ephemeral key (`ek_...`, from
+`/v1/realtime/client_secrets`), whose route and session configuration the key holds.
+The route is `session.model`, else `?model=`, else the key's only realtime route.
+
+What the router cannot do for a call: move it (the media is bound to the provider
+that answered), time its audio, or count it against a key's `max_sessions` or
+`session_minutes` (it never sees the call end): a key with either limit is refused
+WebRTC calls (403), so the limit holds. Cascades answer over the WebSocket only: a
+route without a `kind: realtime` target is a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from router.errors import (
+    BadRequest,
+    Forbidden,
+    NoTargetAvailable,
+    NotFound,
+    StateConflict,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from router.gateway import client_secrets
+from router.gateway.asgi import Send
+from router.gateway.auth import Client
+from router.gateway.forms import multipart_parts
+from router.gateway.request import decode
+from router.gateway.stateful import ID, respond, upstream_error
+from router.realtime.target import RealtimeTarget
+from router.responses.owners import Owner
+from router.responses.pinning import Pin, lookup_pin
+from router.runtime import Router
+from router.upstream.realtime import CallAnswer, RealtimeUpstream
+from router.vocabulary import RelayedCallOutcome
+
+log = logging.getLogger("firsttoken.realtime")
+
+PATH = "/v1/realtime/calls"
+PREFIX = PATH + "/"
+ACTIONS = frozenset({"accept", "reject", "refer", "hangup"})
+#: an SDP offer is a few KiB; a form or JSON around it, a few more
+MAX_OFFER_BYTES = 256 * 1024
+_CALL_ID = re.compile(r"/realtime/calls/([A-Za-z0-9_-]{1,256})/?$")
+
+
+def action_of(path: str) -> tuple[str, str] | None:
+    """(call id, action) of a call's action path, or None."""
+    if not path.startswith(PREFIX):
+        return None
+    call_id, slash, action = path[len(PREFIX) :].partition("/")
+    if not slash or action not in ACTIONS or not ID.match(call_id):
+        return None
+    return call_id, action
+
+
+def _offer(raw: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
+    """The SDP offer and the session configuration sent with it (may be empty)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/sdp":
+        return raw.decode("utf-8", "replace"), {}
+    if kind == "application/json":
+        body = decode(raw or b"{}")
+        sdp, session = body.get("sdp"), body.get("session", {})
+    elif kind == "multipart/form-data":
+        parts = multipart_parts(raw, content_type, "a call's offer as a form")
+        sdp = parts["sdp"].text if "sdp" in parts else None
+        text = parts["session"].text if "session" in parts else None
+        try:
+            session = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise BadRequest("the form's 'session' field is not JSON") from exc
+    else:
+        raise BadRequest(
+            "a call's offer is JSON {sdp, session}, a multipart form with 'sdp' and "
+            "'session', or the bare SDP (application/sdp)"
+        )
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadRequest("'sdp' is required: the caller's SDP offer")
+    if not isinstance(session, dict):
+        raise BadRequest("'session' must be an object")
+    return sdp, session
+
+
+def _targets(router: Router, route_name: str) -> list[tuple[RealtimeTarget, RealtimeUpstream]]:
+    runtime = router.runtime
+    route = runtime.routes[route_name]
+    callable_ = [
+        (t, t.connector)
+        for t in router.plan_session(runtime, route)
+        if isinstance(t.connector, RealtimeUpstream)
+    ]
+    if not callable_ and not any(
+        isinstance(runtime.realtime.targets[n].connector, RealtimeUpstream)
+        for n in route.config.targets
+    ):
+        raise BadRequest(
+            f"the route '{route_name}' has no kind: realtime target to take a WebRTC call "
+            "(a cascade answers over the WebSocket: GET /v1/realtime)"
+        )
+    return callable_
+
+
+def _caller(
+    router: Router, session: dict[str, Any], authorization: str | None, query: str
+) -> tuple[Client | None, str, dict[str, Any]]:
+    """Who calls, on which route, with which session configuration (an ephemeral key's
+    route and configuration, under what the offer itself says)."""
+    auth = router.runtime.auth
+    ephemeral = auth.ephemeral_client(authorization)
+    client: Client | None
+    if ephemeral is not None:
+        grant, client = ephemeral
+        route_name, session = grant.route, {**grant.session, **session}
+    else:
+        client = auth.client(authorization)
+        named = [v for k, v in parse_qsl(query) if k == "model"]
+        if "model" not in session and named:
+            session = {**session, "model": named[-1]}
+        route_name = client_secrets.realtime_route(router, session, client)
+    if session.get("type", "realtime") != "realtime":
+        raise BadRequest("a WebRTC call is a 'realtime' session ('session.type')")
+    auth.admit(client, route_name, 0)
+    if client is not None and client.sessions is not None:
+        raise Forbidden(
+            f"the key '{client.name}' has session limits, which the router cannot keep on "
+            "a WebRTC call (its media does not pass through the router): use the WebSocket"
+        )
+    return client, route_name, session
+
+
+async def create(
+    router: Router,
+    raw: bytes,
+    *,
+    content_type: str,
+    authorization: str | None,
+    query: str,
+    send: Send,
+) -> None:
+    """`POST /v1/realtime/calls`: the offer to the route's first target that answers."""
+    sdp, session = _offer(raw, content_type)
+    _, route_name, session = _caller(router, session, authorization, query)
+    failures: list[str] = []
+    for target, upstream in _targets(router, route_name):
+        if not target.signals.breaker.available:
+            failures.append(f"{target.name}: its circuit breaker is open")
+            continue
+        payload = {"sdp": sdp, "session": {**session, "type": "realtime", "model": upstream.model}}
+        answered = await _offer_to(router, route_name, target, upstream, payload, send=send)
+        if answered is None:
+            return
+        failures.append(answered)
+    raise NoTargetAvailable("no realtime target took the call: " + "; ".join(failures))
+
+
+async def _offer_to(
+    router: Router,
+    route_name: str,
+    target: RealtimeTarget,
+    upstream: RealtimeUpstream,
+    payload: Mapping[str, Any],
+    *,
+    send: Send,
+) -> str | None:
+    """Offer the call to one target: None once the client has its answer (the SDP, or
+    the target's 4xx about the offer), else why the next target should be asked."""
+    signals = target.signals
+    outcome: RelayedCallOutcome = "failed"
+    try:
+        answer = await upstream.call(payload)
+        signals.relayed(None)
+        outcome = "ok"
+    except UpstreamStatusError as err:
+        signals.relayed(err)
+        if err.upstream_status >= 500 or err.upstream_status in (401, 403, 408, 429):
+            return err.message
+        outcome = "client_error"
+        await upstream_error(send, err)
+        return None
+    except UpstreamError as err:
+        signals.relayed(err)
+        return err.message
+    finally:
+        router.metrics.relayed_call(target.name, "realtime_call", outcome)
+    call_id = _call_id(answer)
+    extra = [(b"x-firsttoken-target", target.name.encode())]
+    if call_id is not None:
+        router.owners.remember("realtime_call", call_id, Owner(target.name, route_name))
+        extra.append((b"location", f"{PATH}/{call_id}".encode()))
+    log.info("WebRTC call %s on %s (route %s)", call_id, target.name, route_name)
+    ctype = answer.content_type or "application/sdp"
+    await respond(send, answer.status, answer.body, ctype, extra)
+    return None
+
+
+def _call_id(answer: CallAnswer) -> str | None:
+    """The call's id, from the answer's Location (an absolute URL or a path)."""
+    found = _CALL_ID.search(answer.headers.get("location", ""))
+    return found.group(1) if found else None
+
+
+async def act(
+    router: Router, path: str, raw: bytes, *, authorization: str | None, send: Send
+) -> None:
+    """`POST /v1/realtime/calls/{id}/{action}`: to the target that holds the call."""
+    parts = action_of(path)
+    assert parts is not None, "dispatched on `action_of`"
+    call_id, action = parts
+    client = router.runtime.auth.client(authorization)
+    body: dict[str, Any] = decode(raw or b"{}")
+    _, target, upstream = await call_owner(router, call_id, client)
+    if "model" in body:  # accepting a call names its model: the target's own
+        body = {**body, "model": upstream.model}
+    signals = target.signals
+    pin = Pin("realtime_call", call_id, Owner(target.name, ""))
+    if not signals.breaker.available:
+        remaining = signals.breaker.open_remaining_s()
+        raise pin.unavailable(f"its circuit breaker is open for {remaining:.0f}s more")
+    outcome: RelayedCallOutcome = "failed"
+    try:
+        answer = await upstream.call(body, f"/{call_id}/{action}")
+        signals.relayed(None)
+        outcome = "ok"
+        await respond(send, answer.status, answer.body, answer.content_type or "application/json")
+    except UpstreamStatusError as err:
+        signals.relayed(err)
+        if err.upstream_status >= 500 or err.upstream_status == 429:
+            raise pin.unavailable(err.message) from err
+        outcome = "client_error"
+        await upstream_error(send, err)
+    except UpstreamError as err:
+        signals.relayed(err)
+        raise pin.unavailable(err.message) from err
+    finally:
+        router.metrics.relayed_call(target.name, "realtime_call", outcome)
+    if action == "hangup" and outcome == "ok":
+        router.owners.forget("realtime_call", call_id)
+
+
+async def call_owner(
+    router: Router, call_id: str, client: Client | None
+) -> tuple[Owner, RealtimeTarget, RealtimeUpstream]:
+    """The target holding a call, for this client (404 unknown, 409 target removed)."""
+    runtime = router.runtime
+    pin = await lookup_pin(router.owners, "realtime_call", call_id)
+    owner = pin.owner if pin is not None else _only_target(router, client)
+    if owner is None or not runtime.auth.may_use(client, owner.route):
+        raise NotFound(f"no call '{call_id}' is known to this router")
+    target = runtime.realtime.targets.get(owner.target)
+    if (
+        target is None
+        or not isinstance(target.connector, RealtimeUpstream)
+        or owner.route not in runtime.routes
+    ):
+        raise StateConflict(
+            f"the call '{call_id}' is on target '{owner.target}' (route '{owner.route}'), "
+            "which is no longer configured"
+        )
+    return owner, target, target.connector
+
+
+def _only_target(router: Router, client: Client | None) -> Owner | None:
+    """The one `kind: realtime` target this client may reach, if there is exactly one."""
+    runtime = router.runtime
+    found: dict[str, str] = {}
+    for name in router.models(client):
+        route = runtime.routes[name]
+        if runtime.realtime.serves(route.config):
+            for target in route.config.targets:
+                if isinstance(runtime.realtime.targets[target].connector, RealtimeUpstream):
+                    found.setdefault(target, name)
+    if len(found) != 1:
+        return None
+    ((target, route_name),) = found.items()
+    return Owner(target, route_name)
