@@ -131,6 +131,18 @@ class AuthConfig(_Model):
     client_secret_key_env: str | None = None
 
 
+class TranscriptionPrice(_Model):
+    """What a realtime target bills for transcribing a session's input audio, at its
+    transcription model's prices (not the session model's): per million tokens for a
+    model that reports tokens, per minute of audio for one that reports a duration
+    (`whisper-1`)."""
+
+    audio_input: float = Field(0.0, ge=0.0)
+    text_input: float = Field(0.0, ge=0.0)
+    text_output: float = Field(0.0, ge=0.0)
+    per_minute: float = Field(0.0, ge=0.0)
+
+
 class Price(_Model):
     """US dollars per million tokens: `input/output_per_mtok` for text targets; by kind
     of token for realtime targets (cached input tokens are billed once, at
@@ -150,6 +162,8 @@ class Price(_Model):
     #: text targets: input tokens the provider read from its prompt cache (the usage's
     #: `cached_tokens`), per million; without it they cost `input_per_mtok`
     cached_input_per_mtok: float | None = Field(None, ge=0.0)
+    #: realtime targets: transcribing the sessions' input audio (unset: not counted)
+    transcription: TranscriptionPrice | None = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """US dollars for one turn (`cached_tokens` are part of `prompt_tokens`)."""

@@ -188,6 +188,9 @@ class RealtimeMetrics:
     def transcript_observed(self, route: str, target: str, seconds: float) -> None:
         self.transcript.labels(route, target).observe(seconds)
 
+    def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
+        self.cost.labels(route, target).inc(cost_usd)
+
     def realtime_response_done(
         self,
         route: str,

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -302,7 +303,11 @@ async def open_sideband(
         leg=Leg(target, conn, hold, router.clock()),
         reopen=reopen,
         events=events,
-        limits=session_limits(route.config, client.sessions if client else None),
+        # no move to wait for: a call's session is not replaced at an age
+        limits=replace(
+            session_limits(route.config, client.sessions if client else None),
+            max_upstream_s=None,
+        ),
         clock=router.clock,
         client_name=client.name if client else None,
     )

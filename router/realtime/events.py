@@ -64,6 +64,10 @@ class SessionEvents(Protocol):
         """Time to transcript of one user turn: its commit to its transcript's first text."""
         ...
 
+    def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
+        """One transcript of the session's input audio cost `cost_usd`."""
+        ...
+
     def realtime_response_done(
         self,
         route: str,

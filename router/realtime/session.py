@@ -42,7 +42,7 @@ from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.session_config import SessionConfig
 from router.realtime.target import Leg
-from router.realtime.usage import RealtimeUsage
+from router.realtime.usage import RealtimeUsage, transcription_cost
 from router.realtime.wire import (
     AUDIO_DELTA,
     CLIENT_PARSED,
@@ -345,6 +345,7 @@ class Session:
                 self.audio_item = item_id
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcribed(leg)  # a model that sends no deltas: its transcript is first
+            self._bill_transcript(leg, event)
             self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
         elif kind == "conversation.item.deleted":
             self.conversation.delete(str(event.get("item_id")))
@@ -375,6 +376,16 @@ class Session:
             leg.hold.transcript(waited)
             self.events.transcript_observed(self.route, leg.target.name, waited)
 
+    def _bill_transcript(self, leg: Leg, event: dict[str, object]) -> None:
+        """A transcript's cost: its usage at the target's transcription prices, or a
+        cascade's own account of its speech-to-text stage."""
+        cost = _own_cost(event)
+        if cost is None:
+            cost = transcription_cost(event.get("usage"), leg.target.price.transcription)
+        if cost > 0.0:
+            self.cost_usd += cost
+            self.events.transcription_billed(self.route, leg.target.name, cost)
+
     def _response_done(self, leg: Leg, event: dict[str, object]) -> None:
         response = event.get("response")
         if not isinstance(response, dict):
@@ -386,9 +397,9 @@ class Session:
             leg.hold.no_audio(waited)
         usage = RealtimeUsage.from_response(response)
         cost = usage.cost(leg.target.price) if usage is not None else 0.0
-        own = response.get("firsttoken")  # a cascade's account of its stages' cost
-        if isinstance(own, dict) and isinstance(own.get("cost_usd"), int | float):
-            cost = float(own["cost_usd"])
+        own = _own_cost(response)
+        if own is not None:
+            cost = own
         if usage is not None:
             self.usage = self.usage + usage
             self.cost_usd += cost
@@ -417,6 +428,14 @@ class Session:
 
 def _bad_input(message: str) -> End:
     return End("bad_input", 1003, error_event(message, code="invalid_event"))
+
+
+def _own_cost(event: dict[str, object]) -> float | None:
+    """A cascade's account of what its stages cost (`firsttoken.cost_usd`), if given."""
+    own = event.get("firsttoken")
+    if isinstance(own, dict) and isinstance(own.get("cost_usd"), int | float):
+        return float(own["cost_usd"])
+    return None
 
 
 def _str(value: object) -> str | None:

@@ -11,6 +11,9 @@ tokens: they are counted once, as text output.
 When the cached split by modality is missing, the cached tokens are shared out in
 proportion to the text and audio input. When the details are missing altogether,
 input and output tokens are billed as text.
+
+Transcribing the input audio is billed apart, at the transcription model's prices
+(`transcription_cost`), from the `usage` of each completed transcript.
 """
 
 from __future__ import annotations
@@ -18,6 +21,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+class TranscriptionPrice(Protocol):
+    """US dollars for transcribing input audio: per million tokens by kind, or per
+    minute of audio (a target's `price.transcription` block)."""
+
+    @property
+    def audio_input(self) -> float: ...
+    @property
+    def text_input(self) -> float: ...
+    @property
+    def text_output(self) -> float: ...
+    @property
+    def per_minute(self) -> float: ...
 
 
 class RealtimePrice(Protocol):
@@ -33,10 +50,32 @@ class RealtimePrice(Protocol):
     def text_output(self) -> float: ...
     @property
     def cached_input(self) -> float: ...
+    @property
+    def transcription(self) -> TranscriptionPrice | None: ...
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def transcription_cost(usage: object, price: TranscriptionPrice | None) -> float:
+    """US dollars for one transcript, from the `usage` of its
+    `conversation.item.input_audio_transcription.completed`: `{"type": "tokens",
+    "input_tokens", "output_tokens", "input_token_details": {"text_tokens",
+    "audio_tokens"}}` or `{"type": "duration", "seconds"}`. Nothing without a price."""
+    if price is None or not isinstance(usage, Mapping):
+        return 0.0
+    if usage.get("type") == "duration":
+        seconds = usage.get("seconds")
+        if not isinstance(seconds, int | float) or not 0.0 < seconds < 86_400.0:
+            return 0.0
+        return float(seconds) / 60.0 * price.per_minute
+    tokens = RealtimeUsage.from_usage(usage)
+    return (
+        (tokens.text_input + tokens.cached_text_input) * price.text_input
+        + (tokens.audio_input + tokens.cached_audio_input) * price.audio_input
+        + tokens.output_tokens * price.text_output
+    ) / 1e6
 
 
 def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -308,15 +308,19 @@ class CascadeConnection(ConversationItems):
             clock.mark("stt_done")
             item["content"][0]["transcript"] = text
             seconds = audio_s if audio_s is not None else utterance.duration_s
+            # no words heard (a cough, a door): nothing for the LLM to answer
+            answer = respond and not self.closed and bool(text.strip())
+            # the stage's cost is told once: in the answer it starts, or else here
+            told = {} if answer else {"firsttoken": {"cost_usd": cost, "stt_target": target}}
             await self.emit(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item["id"],
                 content_index=0,
                 transcript=text,
                 usage={"type": "duration", "seconds": round(seconds, 3)},
+                **told,
             )
-            # no words heard (a cough, a door): nothing for the LLM to answer
-            if respond and not self.closed and text.strip():
+            if answer and not self.closed:
                 await self._start_response({}, clock, stt=(target, cost))
 
     # -- responses -------------------------------------------------------------------------

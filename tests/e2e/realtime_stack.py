@@ -22,7 +22,10 @@ USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "t
 
 
 def config(a: RealtimeSim, b: RealtimeSim, extra_route: str = "") -> str:
-    price = "{audio_input: 32, audio_output: 64, text_input: 4, text_output: 24, cached_input: 0.4}"
+    price = (
+        "{audio_input: 32, audio_output: 64, text_input: 4, text_output: 24, cached_input: 0.4,"
+        " transcription: {per_minute: 0.006}}"
+    )
     return f"""
 auth:
   admin_key_env: KEY_ADMIN

@@ -58,6 +58,11 @@ async def test_the_sdk_opens_a_transcription_session_on_the_only_realtime_route(
     assert stack.metric("firsttoken_realtime_ttfa_seconds_count", route="voice", target="rt-a") == 0
     labels = {"route": "voice", "target": "rt-a"}
     assert stack.metric("firsttoken_realtime_transcript_seconds_count", **labels) == 1
+    # transcribing is billed at the target's transcription price, by the minute here
+    seconds = events[-1].usage.seconds
+    assert stack.metric("firsttoken_realtime_cost_usd_total", **labels) == pytest.approx(
+        seconds / 60 * 0.006
+    )
     rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
     assert rt_a.transcript.samples == 1  # what the route's policy ranks it on next time
     assert rt_a.signals.ttft_sketch.count == 0

@@ -168,6 +168,7 @@ async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack)
     ]
     heard = next(e for e in events if e.type.endswith("transcription.completed"))
     assert heard.transcript == TRANSCRIPT
+    assert "firsttoken" not in (heard.model_extra or {})  # its cost is told in the answer
     audio = b"".join(
         base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
     )
@@ -218,6 +219,10 @@ async def test_a_transcription_session_runs_the_vad_and_stt_stages_only(stack: S
     assert not stack.llm.records and not stack.tts[0].calls  # no LLM, no TTS
     labels = {"route": "voice", "target": "local-voice"}
     assert stack.metric("firsttoken_realtime_transcript_seconds_count", **labels) == 1
+    # with no answer to tell it in, the speech-to-text stage's cost rides on the transcript
+    told = events[-1].model_extra["firsttoken"]
+    assert told["stt_target"] == "stt-0" and told["cost_usd"] > 0
+    assert stack.metric("firsttoken_realtime_cost_usd_total", **labels) == told["cost_usd"]
 
 
 async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack: Stack) -> None:

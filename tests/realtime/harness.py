@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.config import SignalsConfig, TargetConfig
+from router.config import SignalsConfig, TargetConfig, TranscriptionPrice
 from router.errors import UpstreamError
 from router.realtime.client import ClientGone
 from router.realtime.events import MigrationReason, SessionEnd
@@ -31,6 +31,7 @@ class Price:
     text_input: float = 4.0
     text_output: float = 24.0
     cached_input: float = 0.4
+    transcription: TranscriptionPrice | None = None
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Recorder:
     closed: list[tuple[str, SessionEnd, float]] = field(default_factory=list)
     ttfa: list[tuple[str, float]] = field(default_factory=list)
     transcripts: list[tuple[str, float]] = field(default_factory=list)
+    #: (target, cost) of each transcript billed
+    billed: list[tuple[str, float]] = field(default_factory=list)
     responses: list[tuple[str, str, RealtimeUsage | None, float]] = field(default_factory=list)
     migrations: list[tuple[str, str, MigrationReason, float]] = field(default_factory=list)
 
@@ -73,6 +76,9 @@ class Recorder:
 
     def transcript_observed(self, route: str, target: str, seconds: float) -> None:
         self.transcripts.append((target, seconds))
+
+    def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
+        self.billed.append((target, cost_usd))
 
     def realtime_response_done(
         self,

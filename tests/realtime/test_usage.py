@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.realtime.usage import RealtimeUsage
+from router.config import TranscriptionPrice
+from router.realtime.usage import RealtimeUsage, transcription_cost
 from tests.realtime.harness import Price
 
 
@@ -47,3 +48,20 @@ def test_without_details_everything_is_text() -> None:
 def test_usage_adds_up() -> None:
     one = RealtimeUsage(text_input=1, audio_output=2)
     assert (one + one).audio_output == 4 and (one + one).input_tokens == 2
+
+
+def test_a_transcript_is_billed_at_the_transcription_models_prices() -> None:
+    price = TranscriptionPrice(audio_input=6.0, text_input=2.5, text_output=10.0, per_minute=0.006)
+    tokens = {
+        "type": "tokens",
+        "input_tokens": 1000,
+        "output_tokens": 50,
+        "input_token_details": {"text_tokens": 100, "audio_tokens": 900},
+    }
+    assert transcription_cost(tokens, price) == pytest.approx((100 * 2.5 + 900 * 6 + 50 * 10) / 1e6)
+    duration = {"type": "duration", "seconds": 30}
+    assert transcription_cost(duration, price) == pytest.approx(0.003)
+    # no price, no usage, or a duration no transcript has: nothing
+    assert transcription_cost(tokens, None) == 0.0
+    assert transcription_cost("30 s", price) == 0.0
+    assert transcription_cost({"type": "duration", "seconds": float("inf")}, price) == 0.0
