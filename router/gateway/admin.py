@@ -4,8 +4,8 @@ What an SRE reads when asking "why did that turn go there": the numbers the
 policies saw (TTFT estimates, queue, breaker, headroom) and the scores of the
 last plan of every route, rounded for people. For a realtime target the TTFT
 fields hold its time to first audio and `in_flight` its sessions open; its
-`realtime` block adds `max_sessions` and the connect time (upgrade to
-`session.created`).
+`realtime` block adds `max_sessions`, the connect time (upgrade to
+`session.created`) and the time to transcript transcription sessions are ranked on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from router.runtime import Router
 #: the price fields that apply, by whether the target is a realtime one
 _PRICES = {
     False: {"input_per_mtok", "output_per_mtok"},
-    True: {"audio_input", "audio_output", "text_input", "text_output", "cached_input"},
+    True: {
+        "audio_input",
+        "audio_output",
+        "text_input",
+        "text_output",
+        "cached_input",
+        "transcription",
+    },
 }
 
 
@@ -53,6 +60,11 @@ def admin_view(router: Router) -> dict[str, object]:
                     "connect_ms": None
                     if live.connect_time.value is None
                     else round(live.connect_time.value * 1000, 2),
+                    # what a transcription session is ranked on (commit -> transcript)
+                    "transcript_ewma_ms": round(live.transcript.ewma.value * 1000, 2)
+                    if live.transcript.samples
+                    else None,
+                    "transcript_samples": live.transcript.samples,
                 },
                 "engine": None
                 if view.engine is None

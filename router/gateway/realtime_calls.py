@@ -53,7 +53,7 @@ from router.gateway.asgi import Send
 from router.gateway.auth import Client
 from router.gateway.forms import multipart_parts
 from router.gateway.request import decode
-from router.gateway.stateful import ID, respond, upstream_error
+from router.gateway.stateful import ID, on_owner, respond, upstream_error
 from router.realtime.target import RealtimeTarget
 from router.responses.owners import Owner
 from router.responses.pinning import Pin, lookup_pin
@@ -236,32 +236,19 @@ async def act(
     call_id, action = parts
     client = router.runtime.auth.client(authorization)
     body: dict[str, Any] = decode(raw or b"{}")
-    _, target, upstream = await call_owner(router, call_id, client)
+    owner, target, upstream = await call_owner(router, call_id, client)
     if "model" in body:  # accepting a call names its model: the target's own
         body = {**body, "model": upstream.model}
-    signals = target.signals
-    pin = Pin("realtime_call", call_id, Owner(target.name, ""))
-    if not signals.breaker.available:
-        remaining = signals.breaker.open_remaining_s()
-        raise pin.unavailable(f"its circuit breaker is open for {remaining:.0f}s more")
-    outcome: RelayedCallOutcome = "failed"
-    try:
+
+    async def attempt() -> None:
         answer = await upstream.call(body, f"/{call_id}/{action}")
-        signals.relayed(None)
-        outcome = "ok"
         await respond(send, answer.status, answer.body, answer.content_type or "application/json")
-    except UpstreamStatusError as err:
-        signals.relayed(err)
-        if err.upstream_status >= 500 or err.upstream_status == 429:
-            raise pin.unavailable(err.message) from err
-        outcome = "client_error"
-        await upstream_error(send, err)
-    except UpstreamError as err:
-        signals.relayed(err)
-        raise pin.unavailable(err.message) from err
-    finally:
-        router.metrics.relayed_call(target.name, "realtime_call", outcome)
-    if action == "hangup" and outcome == "ok":
+
+    pin = Pin("realtime_call", call_id, owner)
+    done = await on_owner(
+        router, pin, target.signals, "realtime_call", attempt, send=send, total_s=None
+    )
+    if action == "hangup" and done:
         router.owners.forget("realtime_call", call_id)
 
 

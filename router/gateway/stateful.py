@@ -20,6 +20,9 @@ Two kinds of call:
 
 The target's answer is relayed as it comes (its status, its JSON body, or its event
 stream); its errors keep their status with only their OpenAI error fields, redacted.
+`on_owner` is the owned call's verdicts for any transport (a WebRTC call's actions use
+it too). Kept whole past 400 lines: both kinds of call share their verdicts, answers and
+the owner lookup, and a split would pass them back and forth.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -52,6 +55,7 @@ from router.policy.base import RoutingRequest
 from router.responses.owners import IdKind, Owner
 from router.responses.pinning import Pin, lookup_pin
 from router.runtime import Router
+from router.signals.target import TargetSignals
 from router.turn.types import TargetRuntime
 from router.upstream.base import Endpoint, Method, UpstreamRequest, UpstreamResponse
 from router.upstream.rejections import rejection_reason
@@ -149,21 +153,42 @@ async def owned(
     """Relay one call to the target holding `pin`'s state (a 503 at once while its
     breaker is open; the call's verdict feeds the breaker, as a turn's does)."""
     target = router.runtime.targets[pin.owner.target]
-    signals, name = target.signals, target.config.name
+
+    async def attempt() -> None:
+        answer = await target.upstream.send(request)
+        try:
+            await relay(answer, send, head_only=head_only)
+        finally:
+            await answer.aclose()
+
+    total_s = target.config.timeouts.total_s
+    await on_owner(router, pin, target.signals, call, attempt, send=send, total_s=total_s)
+
+
+async def on_owner(
+    router: Router,
+    pin: Pin,
+    signals: TargetSignals,
+    call: RelayedCall,
+    attempt: Callable[[], Awaitable[None]],
+    *,
+    send: Send,
+    total_s: float | None,
+) -> bool:
+    """Run `attempt` (one call to the target holding `pin`'s state, its answer relayed)
+    under that target's verdicts: a 503 at once while its breaker is open; a 5xx, a
+    429, no connection or no answer within `total_s` a 503 (no other target holds the
+    state); its other 4xx relayed as its own. Returns whether it answered 2xx."""
+    name = pin.owner.target
     if not signals.breaker.available:
         remaining = signals.breaker.open_remaining_s()
         raise pin.unavailable(f"its circuit breaker is open for {remaining:.0f}s more")
-    timeouts = target.config.timeouts
     outcome: RelayedCallOutcome = "failed"
     try:
-        with anyio.fail_after(timeouts.total_s):
-            answer = await target.upstream.send(request)
-            signals.relayed(None)
-            try:
-                await relay(answer, send, head_only=head_only)
-                outcome = "ok"
-            finally:
-                await answer.aclose()
+        with anyio.fail_after(total_s):
+            await attempt()
+        signals.relayed(None)
+        outcome = "ok"
     except UpstreamStatusError as err:
         signals.relayed(err)
         if err.upstream_status >= 500 or err.upstream_status == 429:
@@ -174,11 +199,12 @@ async def owned(
         signals.relayed(err)
         raise pin.unavailable(err.message) from err
     except TimeoutError as exc:
-        late = f"no answer within {timeouts.total_s:g}s"
+        late = f"no answer within {total_s:g}s"
         signals.relayed(UpstreamTimeout(f"{name}: {late}", target=name, phase="total"))
         raise pin.unavailable(late) from exc
     finally:
         router.metrics.relayed_call(name, call, outcome)
+    return outcome == "ok"
 
 
 async def call_owner(

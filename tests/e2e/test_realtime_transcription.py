@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from router.sim.realtime_behaviour import RealtimeFault
 from tests.e2e.realtime_stack import KEY, Stack, running_stack
+from tests.e2e.test_realtime import admin_targets
 from tests.sim.test_realtime import silence, tone, until
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +67,10 @@ async def test_the_sdk_opens_a_transcription_session_on_the_only_realtime_route(
     rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
     assert rt_a.transcript.samples == 1  # what the route's policy ranks it on next time
     assert rt_a.signals.ttft_sketch.count == 0
+    shown = next(t for t in (await admin_targets(stack))["targets"] if t["name"] == "rt-a")
+    assert shown["realtime"]["transcript_samples"] == 1
+    assert shown["realtime"]["transcript_ewma_ms"] > 0
+    assert shown["price"]["transcription"]["per_minute"] == 0.006
 
 
 async def test_a_transcription_session_fails_over_and_migrates_with_its_configuration(
