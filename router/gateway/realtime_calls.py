@@ -84,9 +84,11 @@ def action_of(path: str) -> tuple[str, str] | None:
 def _offer(raw: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
     """The SDP offer and the session configuration sent with it (may be empty)."""
     kind = content_type.split(";", 1)[0].strip().lower()
+    sdp: object
+    session: object = {}
     if kind == "application/sdp":
-        return raw.decode("utf-8", "replace"), {}
-    if kind == "application/json":
+        sdp = raw.decode("utf-8", "replace")
+    elif kind == "application/json":
         body = decode(raw or b"{}")
         sdp, session = body.get("sdp"), body.get("session", {})
     elif kind == "multipart/form-data":

@@ -112,6 +112,13 @@ async def test_calls_the_router_cannot_keep_or_find(stack: Stack) -> None:
         with pytest.raises(BadRequestError) as bad:
             await client.realtime.calls.create(sdp="", session=SESSION)
     assert "'sdp' is required" in bad.value.message
+    async with httpx.AsyncClient() as http:
+        bare = await http.post(
+            f"{stack.router.base_url}/realtime/calls?model=voice",
+            content=b"  ",
+            headers={"authorization": f"Bearer {KEY}", "content-type": "application/sdp"},
+        )
+    assert bare.status_code == 400 and "'sdp' is required" in bare.json()["error"]["message"]
     assert not stack.a.calls.records and not stack.b.calls.records
 
 
