@@ -12,15 +12,17 @@ cannot be reached, answers 5xx or 429, or is too slow (a failover the caller doe
 see); a 4xx of the offer's own comes back as the target wrote it. The answer is
 OpenAI's: 201, the SDP answer (`application/sdp`), `Location:
 /v1/realtime/calls/{call_id}`. The router remembers which target holds each call (as
-it does a stored response's, Redis included), so the call's actions go there; an id
-it never saw (a SIP call the provider announced by webhook) goes to the key's only
-realtime target, if it has exactly one (else a 404 that says so).
+it does a stored response's, Redis included), so the call's actions go there. An action on a
+call it never saw (an incoming SIP call the provider announced to the app by webhook)
+is asked of the route's targets in turn until one knows the call, which is then
+remembered, so the call's sideband finds it too.
 
-The offer comes in any of OpenAI's three shapes: JSON `{"sdp", "session"}` (the SDK's
-`client.realtime.calls.create(sdp=..., session=...)`), a multipart form with the
-fields `sdp` and `session` (OpenAI's WebRTC guide, from a server), or the bare SDP
-(`application/sdp`) with an ephemeral key (`ek_...`, from
-`/v1/realtime/client_secrets`), whose route and session configuration the key holds.
+The offer comes as a multipart form with the fields `sdp` and `session` (JSON): what
+the SDK's `client.realtime.calls.create(sdp=..., session=...)` sends and OpenAI's
+WebRTC guide posts from a server; as the bare SDP (`application/sdp`) with an
+ephemeral key (`ek_...`, from `/v1/realtime/client_secrets`), whose route and session
+configuration the key holds, as the guide posts from a browser; or as a JSON body
+`{"sdp", "session"}`. The target is sent the SDK's form, whatever came.
 The route is `session.model`, else `?model=`, else the key's only realtime route.
 
 What the router cannot do for a call: move it (the media is bound to the provider
@@ -101,8 +103,8 @@ def _offer(raw: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
             raise BadRequest("the form's 'session' field is not JSON") from exc
     else:
         raise BadRequest(
-            "a call's offer is JSON {sdp, session}, a multipart form with 'sdp' and "
-            "'session', or the bare SDP (application/sdp)"
+            "a call's offer is a multipart form with 'sdp' and 'session', the bare SDP "
+            "(application/sdp), or JSON {sdp, session}"
         )
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadRequest("'sdp' is required: the caller's SDP offer")
@@ -175,8 +177,8 @@ async def create(
         if not target.signals.breaker.available:
             failures.append(f"{target.name}: its circuit breaker is open")
             continue
-        payload = {"sdp": sdp, "session": {**session, "type": "realtime", "model": upstream.model}}
-        answered = await _offer_to(router, route_name, target, upstream, payload, send=send)
+        sent = {**session, "type": "realtime", "model": upstream.model}
+        answered = await _offer_to(router, route_name, target, upstream, (sdp, sent), send=send)
         if answered is None:
             return
         failures.append(answered)
@@ -188,7 +190,7 @@ async def _offer_to(
     route_name: str,
     target: RealtimeTarget,
     upstream: RealtimeUpstream,
-    payload: Mapping[str, Any],
+    offer: tuple[str, Mapping[str, Any]],
     *,
     send: Send,
 ) -> str | None:
@@ -197,7 +199,7 @@ async def _offer_to(
     signals = target.signals
     outcome: RelayedCallOutcome = "failed"
     try:
-        answer = await upstream.call(payload)
+        answer = await upstream.offer(*offer)
         signals.relayed(None)
         outcome = "ok"
     except UpstreamStatusError as err:
@@ -238,7 +240,12 @@ async def act(
     call_id, action = parts
     client = router.runtime.auth.client(authorization)
     body: dict[str, Any] = decode(raw or b"{}")
-    owner, target, upstream = await call_owner(router, call_id, client)
+    known = await lookup_pin(router.owners, "realtime_call", call_id)
+    if known is None:
+        await _act_where_found(router, client, call_id, action, body, send=send)
+        return
+    owner = known.owner
+    target, upstream = _holder(router, owner, call_id, client)
     if "model" in body:  # accepting a call names its model: the target's own
         body = {**body, "model": upstream.model}
 
@@ -258,10 +265,19 @@ async def call_owner(
     router: Router, call_id: str, client: Client | None
 ) -> tuple[Owner, RealtimeTarget, RealtimeUpstream]:
     """The target holding a call, for this client (404 unknown, 409 target removed)."""
-    runtime = router.runtime
     pin = await lookup_pin(router.owners, "realtime_call", call_id)
     owner = pin.owner if pin is not None else _only_target(router, client)
-    if owner is None or not runtime.auth.may_use(client, owner.route):
+    if owner is None:
+        raise NotFound(f"no call '{call_id}' is known to this router")
+    return (owner, *_holder(router, owner, call_id, client))
+
+
+def _holder(
+    router: Router, owner: Owner, call_id: str, client: Client | None
+) -> tuple[RealtimeTarget, RealtimeUpstream]:
+    """The target `owner` names, for this client (404 not its route, 409 removed)."""
+    runtime = router.runtime
+    if not runtime.auth.may_use(client, owner.route):
         raise NotFound(f"no call '{call_id}' is known to this router")
     target = runtime.realtime.targets.get(owner.target)
     if (
@@ -273,7 +289,62 @@ async def call_owner(
             f"the call '{call_id}' is on target '{owner.target}' (route '{owner.route}'), "
             "which is no longer configured"
         )
-    return owner, target, target.connector
+    return target, target.connector
+
+
+async def _act_where_found(
+    router: Router,
+    client: Client | None,
+    call_id: str,
+    action: str,
+    body: dict[str, Any],
+    *,
+    send: Send,
+) -> None:
+    """An action on a call the router did not place: an incoming SIP call the provider
+    announced to the app by webhook (or one placed before a restart without Redis). The
+    route's realtime targets (the route `model` names in the body, else the key's only
+    realtime route) in its policy's order; the first that knows the call answers (a 404
+    passes it on), and the call is remembered there, so its sideband finds it."""
+    named = body.get("model")
+    session = {"model": named} if isinstance(named, str) else {}
+    route_name = client_secrets.realtime_route(router, session, client)
+    failures: list[str] = []
+    for target, upstream in _targets(router, route_name):
+        if not target.signals.breaker.available:
+            failures.append(f"{target.name}: its circuit breaker is open")
+            continue
+        payload = {**body, "model": upstream.model} if "model" in body else body
+        outcome: RelayedCallOutcome = "failed"
+        try:
+            answer = await upstream.call(payload, f"/{call_id}/{action}")
+            target.signals.relayed(None)
+            outcome = "ok"
+        except UpstreamStatusError as err:
+            target.signals.relayed(err)
+            status = err.upstream_status
+            if status == 404:
+                outcome = "not_here"
+                continue
+            if status < 500 and status not in (401, 403, 408, 429):
+                outcome = "client_error"
+                await upstream_error(send, err)
+                return
+            failures.append(err.message)
+            continue
+        except UpstreamError as err:
+            target.signals.relayed(err)
+            failures.append(err.message)
+            continue
+        finally:
+            router.metrics.relayed_call(target.name, "realtime_call", outcome)
+        if action != "hangup":
+            router.owners.remember("realtime_call", call_id, Owner(target.name, route_name))
+        await respond(send, answer.status, answer.body, answer.content_type or "application/json")
+        return
+    if failures:
+        raise NoTargetAvailable("no realtime target could answer: " + "; ".join(failures))
+    raise NotFound(f"no target of the route '{route_name}' knows the call '{call_id}'")
 
 
 def _only_target(router: Router, client: Client | None) -> Owner | None:

@@ -1,8 +1,8 @@
 """WebRTC calls on the simulated Realtime server: the SDP exchange and the call's actions.
 
-    POST /v1/realtime/calls                         JSON {sdp, session}, a multipart form
-                                                    (sdp, session) or application/sdp
-                                                    -> 201, an SDP answer, Location
+    POST /v1/realtime/calls                         a multipart form (sdp, session) or
+                                                    application/sdp -> 201, an SDP
+                                                    answer, Location
     POST /v1/realtime/calls/{call_id}/{action}      accept | reject | refer | hangup -> 200
 
 As OpenAI's (its WebRTC guide and the SDK's `realtime.calls`): the answer is
@@ -10,7 +10,10 @@ As OpenAI's (its WebRTC guide and the SDK's `realtime.calls`): the answer is
 (`session.model`, or `?model=` with the bare SDP) and an offer that is SDP (`v=0`
 first). No media flows: the simulator answers the offer, records the call and what was
 done to it (`calls`), and applies the server's fault (`refuse`, `slow_upgrade`) to the
-exchange as it does to an upgrade. The forms are read by aiohttp.
+exchange as it does to an upgrade. The forms are read by aiohttp. Only the two shapes
+OpenAI documents are taken (the SDK's form, whose parts are `application/sdp` and
+`application/json`, and the guide's bare SDP): a JSON body is refused, so a client that
+would only work against a lenient server fails here first.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,7 +100,7 @@ class SimCalls:
             return _error(400, "Missing required parameter: 'session.model'.", "missing_model")
         n = next(self._ids)
         record = CallRecord(
-            id=f"rtc_sim{n}",
+            id=f"rtc_sim{n}{secrets.token_hex(4)}",  # unique across simulators, as a provider's
             content_type=request.content_type,
             sdp=sdp,
             session=session,
@@ -130,21 +134,21 @@ async def _offer(request: web.Request) -> tuple[str, dict[str, Any]] | web.Respo
     kind = request.content_type
     if kind == "application/sdp":
         return await request.text(), {"model": request.query.get("model", "")}
-    if kind == "application/json":
+    if kind == "multipart/form-data":
+        form = await request.post()  # a part that is not text/* comes as bytes
+        sdp, text = _text(form.get("sdp")), _text(form.get("session"))
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "The body is not JSON.", "invalid_json")
-        sdp, session = body.get("sdp"), body.get("session") or {}
-    elif kind == "multipart/form-data":
-        form = await request.post()
-        sdp, text = form.get("sdp"), form.get("session")
-        try:
-            session = json.loads(text) if isinstance(text, str) and text else {}
+            session = json.loads(text) if text else {}
         except ValueError:
             return _error(400, "'session' is not JSON.", "invalid_json")
     else:
         return _error(400, f"Unsupported content type {kind}.", "unsupported_content_type")
-    if not isinstance(sdp, str) or not isinstance(session, dict):
+    if sdp is None or not isinstance(session, dict):
         return _error(400, "Missing required parameter: 'sdp'.", "missing_sdp")
     return sdp, session
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) else None

@@ -32,14 +32,16 @@ A `RealtimeConnection` then sends and receives text frames unchanged. `receive()
 returns the frame's text (or bytes), or a `Closed` with the peer's close code once
 the socket is gone; it never raises for a close.
 
-`call()` is the target's WebRTC side over HTTP(S) on the same pool: an SDP offer
-POSTed to `<base>/realtime/calls` (the answer is the SDP and the call's `Location`),
-or one of a call's actions (`/realtime/calls/{id}/accept|reject|refer|hangup`).
+`offer()` and `call()` are the target's WebRTC side over HTTP(S) on the same pool: an
+SDP offer POSTed to `<base>/realtime/calls` in the openai SDK's shape (a multipart form
+of `sdp` and a JSON `session`; the answer is the SDP and the call's `Location`), or one
+of a call's actions (`/realtime/calls/{id}/accept|reject|refer|hangup`, JSON).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -251,15 +253,25 @@ class RealtimeUpstream:
             )
         return RealtimeConnection(ws, self.name, first.data, self._clock() - started)
 
-    async def call(self, payload: Mapping[str, Any], suffix: str = "") -> CallAnswer:
-        """POST a WebRTC call request as JSON: the offer (`/realtime/calls`), or one of a
-        call's actions (`suffix` `/{call_id}/{action}`). A non-2xx is an
-        `UpstreamStatusError` (its body's first 64 KiB, the target's key redacted)."""
-        url = calls_url(self.base_url, suffix)
+    async def offer(self, sdp: str, session: Mapping[str, Any]) -> CallAnswer:
+        """POST a WebRTC call's SDP offer to `<base>/realtime/calls` as the openai SDK
+        does: a multipart form of `sdp` (`application/sdp`) and `session` (JSON)."""
+        form = aiohttp.FormData()
+        form.add_field("sdp", sdp, content_type="application/sdp")
+        form.add_field("session", json.dumps(session), content_type="application/json")
+        return await self._post(calls_url(self.base_url), data=form)
+
+    async def call(self, payload: Mapping[str, Any], suffix: str) -> CallAnswer:
+        """POST one of a call's actions (`suffix` `/{call_id}/{action}`) as JSON."""
+        return await self._post(calls_url(self.base_url, suffix), json=payload)
+
+    async def _post(self, url: str, **content: Any) -> CallAnswer:
+        """A non-2xx is an `UpstreamStatusError` (its body's first 64 KiB, the target's
+        key redacted)."""
         timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S, sock_connect=self.connect_s)
         try:
             async with self._client().post(
-                url, json=payload, headers=self._headers, timeout=timeout
+                url, headers=self._headers, timeout=timeout, **content
             ) as response:
                 body, whole = await read_bounded(response.content, MAX_CALL_ANSWER_BYTES)
                 status = response.status

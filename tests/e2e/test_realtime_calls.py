@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import BadRequestError, NotFoundError, PermissionDeniedError
+from openai import AsyncOpenAI, BadRequestError, NotFoundError, PermissionDeniedError
 from websockets.exceptions import InvalidStatus
 
 from router.sim.realtime_behaviour import RealtimeFault
-from tests.e2e.realtime_stack import KEY, LIMITED, Stack
+from tests.e2e.realtime_stack import KEY, LIMITED, UPSTREAM_KEY, Stack
 from tests.sim.test_realtime import until
 
 pytestmark = pytest.mark.anyio
@@ -38,6 +38,7 @@ async def test_the_sdk_creates_a_call_and_hangs_it_up_on_the_target_that_holds_i
     record = stack.a.calls.records[-1]
     assert record.id == call_id
     assert record.sdp == OFFER
+    assert record.content_type == "multipart/form-data"
     # the target's own model and key; the rest of the configuration as the client sent it
     assert record.session == {**SESSION, "model": "gpt-realtime"}
     assert record.headers["authorization"] == "Bearer sk-upstream"
@@ -96,7 +97,7 @@ async def test_a_form_with_the_route_in_the_query_and_a_bare_offer_with_an_ephem
         )
         assert answer.status_code == 201, answer.text
     record = stack.a.calls.records[-1]
-    assert record.content_type == "application/json"  # passed on in the SDK's shape
+    assert record.content_type == "multipart/form-data"  # passed on in the SDK's shape
     assert record.session["instructions"] == "be brief"  # the key's configuration
     assert record.session["model"] == "gpt-realtime"
 
@@ -142,3 +143,21 @@ async def test_a_calls_sideband_joins_it_on_the_target_that_holds_it(stack: Stac
     assert not stack.a.records
     assert gone.value.response.status_code == 404
     assert b"no call 'rtc_never_made' is known to this router" in gone.value.response.body
+
+
+async def test_an_action_on_a_call_placed_elsewhere_finds_its_target(stack: Stack) -> None:
+    # an incoming SIP call: the provider placed it (here rt-b, asked directly) and told
+    # the app by webhook; the router never saw it
+    async with AsyncOpenAI(base_url=stack.b.base_url, api_key=UPSTREAM_KEY) as direct:
+        placed = await direct.realtime.calls.create(sdp=OFFER, session=SESSION)
+    call_id = placed.response.headers["location"].rsplit("/", 1)[-1]
+    async with stack.sdk() as client:
+        await client.realtime.calls.accept(call_id, type="realtime", model="voice")
+        async with client.realtime.connect(call_id=call_id) as conn:  # remembered: rt-b
+            await until(conn, "session.created")
+    found = stack.b.calls.find(call_id)
+    assert found is not None and found.actions[0][0] == "accept"
+    assert stack.b.records[-1].query == {"call_id": call_id}
+    assert not stack.a.records
+    not_here = {"target": "rt-a", "call": "realtime_call", "outcome": "not_here"}
+    assert stack.metric("firsttoken_relayed_calls_total", **not_here) == 1
