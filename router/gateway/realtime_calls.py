@@ -34,7 +34,6 @@ route without a `kind: realtime` target is a 400.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -96,11 +95,11 @@ def _offer(raw: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
     elif kind == "multipart/form-data":
         parts = multipart_parts(raw, content_type, "a call's offer as a form")
         sdp = parts["sdp"].text if "sdp" in parts else None
-        text = parts["session"].text if "session" in parts else None
-        try:
-            session = json.loads(text) if text else {}
-        except ValueError as exc:
-            raise BadRequest("the form's 'session' field is not JSON") from exc
+        text = parts["session"].payload if "session" in parts else b""
+        try:  # the request decoder's limits: a nesting too deep is a 400, not a crash
+            session = decode(text) if text.strip() else {}
+        except BadRequest as exc:
+            raise BadRequest(f"the form's 'session' field: {exc.message}") from exc
     else:
         raise BadRequest(
             "a call's offer is a multipart form with 'sdp' and 'session', the bare SDP "
@@ -204,7 +203,7 @@ async def _offer_to(
         outcome = "ok"
     except UpstreamStatusError as err:
         signals.relayed(err)
-        if err.upstream_status >= 500 or err.upstream_status in (401, 403, 408, 429):
+        if err.retryable:  # 5xx, 429, our key refused, a model it lacks: the next target
             return err.message
         outcome = "client_error"
         await upstream_error(send, err)
@@ -322,11 +321,10 @@ async def _act_where_found(
             outcome = "ok"
         except UpstreamStatusError as err:
             target.signals.relayed(err)
-            status = err.upstream_status
-            if status == 404:
+            if err.upstream_status == 404:
                 outcome = "not_here"
                 continue
-            if status < 500 and status not in (401, 403, 408, 429):
+            if not err.retryable:
                 outcome = "client_error"
                 await upstream_error(send, err)
                 return

@@ -14,12 +14,10 @@ same exploration of targets not measured yet.
 
 from __future__ import annotations
 
-import dataclasses
-
 from router.clock import Clock
 from router.policy.base import TargetView
 from router.signals.sketch import DecayingQuantiles
-from router.signals.target import QUANTILE_SIZE, QUANTILE_TAU_S
+from router.signals.target import QUANTILE_SIZE, QUANTILE_TAU_S, timed_on
 from router.signals.ttft import PeakEwma
 
 
@@ -50,14 +48,4 @@ class TranscriptTime:
         breaker, limits and price stay the target's)."""
         sketch = self.sketch
         unloaded = min(view.prior_ttft_s, sketch.median()) if sketch.count else view.prior_ttft_s
-        return dataclasses.replace(
-            view,
-            ttft_ewma_s=self.ewma.value,
-            ttft_quantiles=sketch.quantiles(),
-            ttft_samples=sketch.count,
-            ttft_evidence=sketch.evidence(),
-            ttft_optimistic=(),
-            optimistic_from=sketch,
-            unloaded_ttft_s=unloaded,
-            free_ttft_quantiles=(),
-        )
+        return timed_on(view, self.ewma.value, sketch, unloaded)

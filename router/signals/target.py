@@ -54,6 +54,25 @@ QUANTILE_TAU_S = 60.0
 QUANTILE_SIZE = 256
 
 
+def timed_on(
+    view: TargetView, ewma_s: float, sketch: DecayingQuantiles, unloaded_s: float
+) -> TargetView:
+    """`view` with its TTFT figures taken from another latency of the same target (the
+    time to first answer, a realtime target's time to transcript): its EWMA, sketch and
+    unloaded figure; load, breaker, limits and price stay the target's."""
+    return dataclasses.replace(
+        view,
+        ttft_ewma_s=ewma_s,
+        ttft_quantiles=sketch.quantiles(),
+        ttft_samples=sketch.count,
+        ttft_evidence=sketch.evidence(),
+        ttft_optimistic=(),
+        optimistic_from=sketch,
+        unloaded_ttft_s=unloaded_s,
+        free_ttft_quantiles=(),
+    )
+
+
 class TargetSignals:
     """Measures one target; `view()` is what policies see."""
 
@@ -223,17 +242,8 @@ class TargetSignals:
         view = self._view()
         if on == "first_token":
             return view
-        return dataclasses.replace(
-            view,
-            ttft_ewma_s=self.answer.value,
-            ttft_quantiles=self.answer_sketch.quantiles(),
-            ttft_samples=self.answer_sketch.count,
-            ttft_evidence=self.answer_sketch.evidence(),
-            ttft_optimistic=(),
-            optimistic_from=self.answer_sketch,
-            unloaded_ttft_s=self._unloaded_s(self.unloaded_answer, self.answer_sketch, None),
-            free_ttft_quantiles=(),
-        )
+        unloaded_s = self._unloaded_s(self.unloaded_answer, self.answer_sketch, None)
+        return timed_on(view, self.answer.value, self.answer_sketch, unloaded_s)
 
     def _view(self) -> TargetView:
         # A plan makes one per target per turn: each signal is read once, and the

@@ -63,6 +63,7 @@ from router.realtime.wire import sniff
 from router.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from router.targetsettings import AuthHeader, key_headers
 from router.upstream.openai import MAX_ERROR_BODY_BYTES, read_bounded, retry_after_s
+from router.upstream.rejections import rejection_reason
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: how long a close waits for the peer's close frame before dropping the socket
@@ -291,6 +292,7 @@ class RealtimeUpstream:
                 body=body[:MAX_ERROR_BODY_BYTES],
                 retry_after_s=retry_after_s(headers, body, wall_now=self._wall_clock()),
                 headers=headers,
+                rejection=rejection_reason(status, body),
             )
         if not whole:
             raise UpstreamProtocolError(

@@ -119,7 +119,14 @@ async def test_calls_the_router_cannot_keep_or_find(stack: Stack) -> None:
             content=b"  ",
             headers={"authorization": f"Bearer {KEY}", "content-type": "application/sdp"},
         )
+        deep = await http.post(  # a session nested past the request decoder's limit
+            f"{stack.router.base_url}/realtime/calls?model=voice",
+            files={"sdp": (None, OFFER), "session": (None, '{"a":' * 20_000)},
+            headers={"authorization": f"Bearer {KEY}"},
+        )
     assert bare.status_code == 400 and "'sdp' is required" in bare.json()["error"]["message"]
+    assert deep.status_code == 400, deep.text
+    assert "the form's 'session' field" in deep.json()["error"]["message"]
     assert not stack.a.calls.records and not stack.b.calls.records
 
 
