@@ -138,20 +138,27 @@ class SloCostPolicy:
             ctx,
             body=body,
             q=slo.quantile,
-            leads=cheaper_within(budget_s),
+            leads=cheaper_within(budget_s, first_meets=bool(meeting)),
             ties=True,
             cost_first=True,
         )
 
 
-def cheaper_within(budget_s: float) -> Leads:
+def cheaper_within(budget_s: float, first_meets: bool) -> Leads:
     """`Leads` for slo_cost: a candidate that, at its optimistic prediction, would meet
     the SLO and be cheaper than the first (or as cheap and faster); when the first
-    does not meet the SLO, one that would meet it, or be faster."""
+    does not meet the SLO, one that would meet it, or be faster.
+
+    Whether the first meets it is the plan's own verdict (`first_meets`: its
+    prediction within the SLO as far as its evidence can be trusted), not its
+    prediction alone: a cheap API seen once at 353 ms under a 376 ms SLO does not
+    promise it, and led by it, a pricier API never measured was not explored for
+    a hundred turns on tuning fleet 96 (issue 17) while the first missed a turn in
+    five."""
 
     def leads(candidate: Candidate, optimistic_s: float, first: Candidate) -> bool:
         meets = optimistic_s <= budget_s
-        if first.predicted_ttft_s > budget_s:
+        if not first_meets or first.predicted_ttft_s > budget_s:
             return meets or optimistic_s < first.predicted_ttft_s
         if not meets:
             return False

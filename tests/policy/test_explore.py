@@ -91,6 +91,28 @@ def test_slo_cost_explores_a_target_that_might_be_cheaper_never_a_pricier_one() 
     assert plan.order[0] == "api"
 
 
+def test_slo_cost_explores_a_pricier_target_when_its_first_choice_does_not_promise_the_slo() -> (
+    None
+):
+    # Issue 17, tuning fleet 96: the cheap API was seen once, at 353 ms: within the
+    # 376 ms SLO, but one sample cannot promise its p99, so no target meets the SLO
+    # and the first choice is only the likeliest. A pricier API never measured might
+    # meet it: it is explored, though it costs more than the first.
+    once = ((0.5, 0.353), (0.9, 0.353), (0.99, 0.353))
+    cheap = hosted("cheap", 0.353, ttft_quantiles=once, ttft_samples=1, ttft_evidence=1.0)
+    pricey = hosted(
+        "pricey", 0.5, price=PRICEY, ttft_samples=0, ttft_evidence=0.0, ttft_optimistic=UNMEASURED
+    )
+    c = explore_ctx(slo_ms=376)
+    c.explore = ExplorationBudget(0.0)  # free: never measured
+    plan = plan_turn(SloCostPolicy(), request(), [cheap, pricey], c)
+    assert plan.order[0] == "pricey"
+    assert plan.reason.startswith("slo_cost: explore pricey (never measured) instead of none meets")
+    # Once the cheap one promises the SLO (measured often), the pricier one is not tried.
+    known = hosted("cheap", 0.2, p99=0.3)
+    assert plan_turn(SloCostPolicy(), request(), [known, pricey], c).order[0] == "cheap"
+
+
 def test_equally_good_targets_share_the_load() -> None:
     # issue 16: two identical free targets; the first attempt must not always go to one
     twins = [hosted("a", 0.1, price=FREE), hosted("b", 0.1, price=FREE)]
