@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from router.config import Config
 from router.errors import UpstreamError
 from router.metrics import TTFT_BUCKETS, Children, status_class
-from router.realtime.events import MigrationReason, SessionEnd
+from router.realtime.events import MigrationReason, SessionEnd, TranscriptionFailure
 from router.realtime.usage import RealtimeUsage
 
 MIGRATION_REASONS: tuple[MigrationReason, ...] = get_args(MigrationReason)
@@ -53,6 +53,13 @@ class RealtimeMetrics:
             "transcription (a delta, or the completed transcript), as the router relays it",
             ["route", "target"],
             buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.transcription_failures = Counter(
+            "firsttoken_realtime_transcription_failures",
+            "Committed user turns whose input transcription failed, by cause (server_error:"
+            " the target's own, counted by its breaker; other: the audio refused, say)",
+            ["route", "target", "cause"],
             registry=r,
         )
         self.migrations = Counter(
@@ -190,6 +197,9 @@ class RealtimeMetrics:
 
     def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
         self.cost.labels(route, target).inc(cost_usd)
+
+    def transcription_failed(self, route: str, target: str, cause: TranscriptionFailure) -> None:
+        self.transcription_failures.labels(route, target, cause).inc()
 
     def realtime_response_done(
         self,

@@ -16,6 +16,9 @@ from router.realtime.usage import RealtimeUsage
 MigrationReason = Literal[
     "upstream_closed", "server_error", "session_expired", "max_upstream", "breaker_open"
 ]
+#: why a transcription failed: the upstream's own error (`server_error`, counted by its
+#: breaker), or any other (the audio refused, say: the client's, not the target's)
+TranscriptionFailure = Literal["server_error", "other"]
 #: how a session ended
 SessionEnd = Literal[
     "client_closed",
@@ -66,6 +69,10 @@ class SessionEvents(Protocol):
 
     def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
         """One transcript of the session's input audio cost `cost_usd`."""
+        ...
+
+    def transcription_failed(self, route: str, target: str, cause: TranscriptionFailure) -> None:
+        """A committed turn's transcription failed (`...input_audio_transcription.failed`)."""
         ...
 
     def realtime_response_done(

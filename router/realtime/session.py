@@ -37,7 +37,12 @@ from router.errors import UpstreamConnectError
 from router.realtime.client import ClientGone, ClientSocket, quiet
 from router.realtime.clocks import ResponseClock
 from router.realtime.conversation import REPLAY_EVENT_PREFIX, Conversation
-from router.realtime.events import MigrationReason, SessionEnd, SessionEvents
+from router.realtime.events import (
+    MigrationReason,
+    SessionEnd,
+    SessionEvents,
+    TranscriptionFailure,
+)
 from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.session_config import SessionConfig
@@ -347,6 +352,8 @@ class Session:
             self._transcribed(leg)  # a model that sends no deltas: its transcript is first
             self._bill_transcript(leg, event)
             self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
+        elif kind == "conversation.item.input_audio_transcription.failed":
+            self._transcription_failed(leg, event)
         elif kind == "conversation.item.deleted":
             self.conversation.delete(str(event.get("item_id")))
         elif kind == "conversation.item.truncated":
@@ -375,6 +382,18 @@ class Session:
             self.committed_at = None
             leg.hold.transcript(waited)
             self.events.transcript_observed(self.route, leg.target.name, waited)
+
+    def _transcription_failed(self, leg: Leg, event: dict[str, object]) -> None:
+        """A committed turn that will have no transcript (the event is relayed as is)."""
+        error = event.get("error")
+        by_target = isinstance(error, dict) and error.get("type") == "server_error"
+        waited = None
+        if self.committed_at is not None:
+            waited = self.clock() - self.committed_at
+            self.committed_at = None
+        leg.hold.transcript_failed(waited, by_target=by_target)
+        cause: TranscriptionFailure = "server_error" if by_target else "other"
+        self.events.transcription_failed(self.route, leg.target.name, cause)
 
     def _bill_transcript(self, leg: Leg, event: dict[str, object]) -> None:
         """A transcript's cost: its usage at the target's transcription prices, or a

@@ -179,6 +179,17 @@ class Hold:
         """A committed turn's first transcript text, `seconds` after the commit."""
         self.target.transcript.observe(seconds)
 
+    def transcript_failed(self, waited_s: float | None, *, by_target: bool) -> None:
+        """A committed turn's transcription failed, `waited_s` after the commit (None:
+        not timed). The target's own error (`by_target`) counts against its breaker,
+        so a target failing every transcript is left (live sessions move when it
+        opens); a refusal of the audio does not: one client's audio must not open a
+        target's breaker for every other session."""
+        if waited_s is not None:
+            self.target.transcript.failed(waited_s)
+        if by_target:
+            self.target.signals.breaker.record_failure()
+
     def no_audio(self, waited_s: float) -> None:
         """A response ended without audio after `waited_s`: TTFA is at least that."""
         signals = self.target.signals

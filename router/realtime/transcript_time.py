@@ -38,6 +38,12 @@ class TranscriptTime:
         self.ewma.observe(seconds)
         self.sketch.observe(seconds)
 
+    def failed(self, waited_s: float) -> None:
+        """A turn whose transcript failed `waited_s` after its commit: it never came, so
+        its time to transcript is at least that (a censored sample)."""
+        self.ewma.observe_lower_bound(waited_s)
+        self.sketch.observe_censored(waited_s)
+
     def set_prior(self, prior_s: float) -> None:
         """A reloaded `expected_ttft_ms`; what was measured is kept."""
         self.ewma.set_prior(prior_s)

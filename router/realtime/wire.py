@@ -39,6 +39,7 @@ SERVER_PARSED: frozenset[str] = frozenset(
         "conversation.item.deleted",
         "conversation.item.truncated",
         "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
         "response.created",
         "response.done",
         "rate_limits.updated",

@@ -71,6 +71,9 @@ class RealtimeBehaviour:
     #: from the commit to the transcript's first delta (the session reads no further
     #: client events meanwhile, as a busy transcriber's socket would lag)
     transcript_s: float = 0.0
+    #: fail every transcription with an error of this `type` (`server_error`, or
+    #: `invalid_request_error` as for audio it cannot hear) instead of transcribing
+    transcript_error: str | None = None
     #: the provider's cap on a session's length (None: no cap)
     session_max_s: float | None = None
     #: the rate limits announced in `rate_limits.updated`

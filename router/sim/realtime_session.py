@@ -253,6 +253,19 @@ class SimRealtimeSession:
             behaviour = self._behaviour()
             if behaviour.transcript_s > 0:
                 await asyncio.sleep(behaviour.transcript_s)
+            if behaviour.transcript_error is not None:
+                await self.emit(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item_id,
+                    content_index=0,
+                    error={
+                        "type": behaviour.transcript_error,
+                        "code": None,
+                        "message": "The simulator was told to fail this transcription.",
+                        "param": None,
+                    },
+                )
+                return
             transcript = behaviour.transcript
             part["transcript"] = transcript
             for word in transcript.split(" "):

@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from router.sim.realtime_behaviour import RealtimeFault
 from tests.e2e.realtime_stack import KEY, Stack, running_stack
 from tests.e2e.test_realtime import admin_targets
+from tests.replicas.helpers import wait_until
 from tests.sim.test_realtime import silence, tone, until
 
 pytestmark = pytest.mark.anyio
@@ -158,3 +159,61 @@ async def test_transcription_sessions_go_to_the_target_that_transcribes_soonest(
         assert all(r.query == {"intent": "transcription"} for r in a + b)
         last_three = sorted(a + b, key=lambda r: r.opened_at)[-3:]
         assert all(r in b for r in last_three)
+
+
+async def speak_and_fail(conn: Any) -> Any:
+    for chunk in SPEECH:
+        await conn.input_audio_buffer.append(audio=chunk)
+    return (await until(conn, "conversation.item.input_audio_transcription.failed"))[-1]
+
+
+async def test_a_target_that_fails_every_transcription_is_left_by_its_live_session(
+    stack: Stack,
+) -> None:
+    # rt-a fails each transcription with its own server_error: the event reaches the
+    # client as sent, is counted, and counts against rt-a's breaker; at the third
+    # (breaker_failures: 3) it opens and the live session moves to rt-b, which
+    # transcribes the next turn.
+    stack.a.behaviour = replace(stack.a.behaviour, transcript_error="server_error")
+    intent = {"intent": "transcription"}
+    async with stack.sdk().realtime.connect(model="voice", extra_query=intent) as conn:
+        await conn.session.update(session=TRANSCRIBE)
+        for _ in range(3):
+            failed = await speak_and_fail(conn)
+            assert failed.error.type == "server_error"
+        assert await wait_until(lambda: bool(stack.b.records), within=5.0)  # moved
+        events = await transcribe_one_turn(conn)
+    assert events[-1].transcript == "hello from the microphone"
+    labels = {"route": "voice", "target": "rt-a"}
+    assert (
+        stack.metric(
+            "firsttoken_realtime_transcription_failures_total", **labels, cause="server_error"
+        )
+        == 3
+    )
+    assert (
+        stack.metric("firsttoken_realtime_migrations_total", route="voice", reason="breaker_open")
+        == 1
+    )
+    rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
+    assert rt_a.signals.breaker.state == "open"
+    assert rt_a.transcript.samples == 3  # three censored samples: no transcript by then
+
+
+async def test_a_transcription_refused_for_its_audio_leaves_the_breaker_alone(
+    stack: Stack,
+) -> None:
+    # The upstream refuses the audio (not its own failure): one client's input must not
+    # open a target's breaker for every other session.
+    stack.a.behaviour = replace(stack.a.behaviour, transcript_error="invalid_request_error")
+    intent = {"intent": "transcription"}
+    async with stack.sdk().realtime.connect(model="voice", extra_query=intent) as conn:
+        await conn.session.update(session=TRANSCRIBE)
+        for _ in range(4):
+            failed = await speak_and_fail(conn)
+            assert failed.error.type == "invalid_request_error"
+    labels = {"route": "voice", "target": "rt-a", "cause": "other"}
+    assert stack.metric("firsttoken_realtime_transcription_failures_total", **labels) == 4
+    rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
+    assert rt_a.signals.breaker.state == "closed"
+    assert not stack.b.records

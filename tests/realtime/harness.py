@@ -13,7 +13,7 @@ from typing import Any
 from router.config import SignalsConfig, TargetConfig, TranscriptionPrice
 from router.errors import UpstreamError
 from router.realtime.client import ClientGone
-from router.realtime.events import MigrationReason, SessionEnd
+from router.realtime.events import MigrationReason, SessionEnd, TranscriptionFailure
 from router.realtime.limits import SessionLimits
 from router.realtime.migrate import reorder
 from router.realtime.session import Session
@@ -44,6 +44,7 @@ class Recorder:
     closed: list[tuple[str, SessionEnd, float]] = field(default_factory=list)
     ttfa: list[tuple[str, float]] = field(default_factory=list)
     transcripts: list[tuple[str, float]] = field(default_factory=list)
+    transcription_failures: list[tuple[str, str]] = field(default_factory=list)
     #: (target, cost) of each transcript billed
     billed: list[tuple[str, float]] = field(default_factory=list)
     responses: list[tuple[str, str, RealtimeUsage | None, float]] = field(default_factory=list)
@@ -79,6 +80,9 @@ class Recorder:
 
     def transcription_billed(self, route: str, target: str, cost_usd: float) -> None:
         self.billed.append((target, cost_usd))
+
+    def transcription_failed(self, route: str, target: str, cause: TranscriptionFailure) -> None:
+        self.transcription_failures.append((target, cause))
 
     def realtime_response_done(
         self,

@@ -69,3 +69,16 @@ def test_the_time_to_transcript_survives_a_reload() -> None:
     new = service(CONFIG.replace("expected_ttft_ms: 400}", "expected_ttft_ms: 300}"), old)
     assert new.targets["hears-fast"].transcript.samples == 30
     assert first(new, transcription=True) == "hears-fast"
+
+
+def test_transcripts_that_fail_late_count_as_that_late_at_least() -> None:
+    # hears-fast transcribes in 100 ms, but a third of its turns fail 1.5 s after the
+    # commit: no transcript by then is a censored sample, so its time to transcript at
+    # the p90 is past speaks-fast's 900 ms, and transcription sessions go there.
+    svc = service()
+    measure(svc)
+    hears = svc.targets["hears-fast"].transcript
+    for _ in range(15):
+        hears.failed(1.5)
+    assert hears.sketch.quantile(0.9) >= 1.5
+    assert first(svc, transcription=True) == "speaks-fast"
