@@ -14,8 +14,8 @@ An ephemeral key (`ek_...`, from `POST /v1/realtime/client_secrets`) opens a ses
 on its own route (`?model=` may be left out; another route is a 403) as the client
 key that asked for it, with the configuration it carries applied first.
 
-`?call_id=ID` joins the session of a WebRTC call the router placed
-(`POST /v1/realtime/calls`), at the target that holds it, and never moves.
+`?call_id=ID` joins the session of a WebRTC call at the target that holds it, and never
+moves (`router/gateway/realtime_sideband.py`).
 
 `?intent=transcription` opens a transcription session (live speech to text, no
 answers), as OpenAI's URL does: on the route `?model=` names, or without it the only
@@ -34,12 +34,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
 from router.errors import (
-    AllTargetsFailed,
     BadRequest,
     ClientRateLimited,
     Draining,
@@ -48,19 +46,16 @@ from router.errors import (
     ModelNotFound,
     NoTargetAvailable,
     NotFound,
-    UpstreamError,
-    UpstreamStatusError,
 )
 from router.gateway.asgi import Receive, Scope, Send
 from router.gateway.auth import Client
-from router.gateway.realtime_calls import call_owner
+from router.gateway.realtime_sideband import open_sideband
 from router.realtime.client import ClientGone
 from router.realtime.events import MigrationReason
 from router.realtime.migrate import PROACTIVE, reorder
 from router.realtime.service import session_limits
 from router.realtime.session import Session
-from router.realtime.target import Hold, Leg, RealtimeTarget, open_leg
-from router.responses.pinning import Pin
+from router.realtime.target import Leg, RealtimeTarget, open_leg
 from router.runtime import Router
 
 log = logging.getLogger("firsttoken.realtime")
@@ -261,58 +256,6 @@ async def open_session(
     )
 
 
-async def open_sideband(
-    router: Router, call_id: str, socket: AsgiClientSocket, client: Client | None
-) -> Session:
-    """`?call_id=ID`: the session of a WebRTC call (router/gateway/realtime_calls.py), at
-    the target that holds it: a server's own channel to the call (its events, tool
-    results, `session.update`). It cannot move: the call's media is on that target, so
-    a failure ends it (an `error` event, then the close)."""
-    if router.draining:
-        raise Draining("this replica is shutting down; retry on another")
-    owner, target, upstream = await call_owner(router, call_id, client)
-    router.runtime.auth.admit_session(client, owner.route)
-    events = router.realtime_metrics
-    hold = Hold(target)
-    if not hold.admitted:
-        hold.release()
-        raise Pin("realtime_call", call_id, owner).unavailable("its circuit breaker is open")
-    try:
-        conn = await upstream.attach(call_id)
-    except UpstreamError as err:
-        hold.connect_failed(err)
-        hold.release()
-        if isinstance(err, UpstreamStatusError) and err.upstream_status == 404:
-            raise NotFound(
-                f"the call '{call_id}' has ended, or its target does not know it"
-            ) from err
-        raise AllTargetsFailed("the call's target did not open its session", [err]) from err
-    except BaseException:
-        hold.release()
-        raise
-    hold.connected(conn.connect_s)
-    events.upstream_connected(owner.route, target.name, conn.connect_s)
-
-    async def reopen(reason: MigrationReason, old: Leg) -> Leg:
-        raise NoTargetAvailable(f"a call's session stays on '{target.name}', with its media")
-
-    route = router.runtime.routes[owner.route]
-    return Session(
-        route=owner.route,
-        client=socket,
-        leg=Leg(target, conn, hold, router.clock()),
-        reopen=reopen,
-        events=events,
-        # no move to wait for: a call's session is not replaced at an age
-        limits=replace(
-            session_limits(route.config, client.sessions if client else None),
-            max_upstream_s=None,
-        ),
-        clock=router.clock,
-        client_name=client.name if client else None,
-    )
-
-
 async def _open_asked(
     router: Router, scope: Scope, socket: AsgiClientSocket, authorization: str | None
 ) -> tuple[Session, Client | None]:
@@ -354,7 +297,8 @@ async def serve(router: Router, scope: Scope, receive: Receive, send: Send) -> N
                     "a call's session is joined with a client key, not an ephemeral key"
                 )
             client = router.runtime.auth.client(authorization)
-            session = await open_sideband(router, call_id, socket, client)
+            model = _query(scope, "model")
+            session = await open_sideband(router, call_id, socket, client, model)
     except FirstTokenError as err:
         router.metrics.rejected(err.status)
         log.log(

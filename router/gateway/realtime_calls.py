@@ -15,7 +15,8 @@ OpenAI's: 201, the SDP answer (`application/sdp`), `Location:
 it does a stored response's, Redis included), so the call's actions go there. An action on a
 call it never saw (an incoming SIP call the provider announced to the app by webhook)
 is asked of the route's targets in turn until one knows the call, which is then
-remembered, so the call's sideband finds it too.
+remembered; so is the call's sideband (`GET /v1/realtime?call_id=`, `?model=` naming
+the route if the key has several), where the router's own server joins it first.
 
 The offer comes as a multipart form with the fields `sdp` and `session` (JSON): what
 the SDK's `client.realtime.calls.create(sdp=..., session=...)` sends and OpenAI's
@@ -260,15 +261,31 @@ async def act(
         router.owners.forget("realtime_call", call_id)
 
 
-async def call_owner(
-    router: Router, call_id: str, client: Client | None
-) -> tuple[Owner, RealtimeTarget, RealtimeUpstream]:
-    """The target holding a call, for this client (404 unknown, 409 target removed)."""
+#: where a call's session may be: (the owner to remember, its target, the connector)
+Holder = tuple[Owner, RealtimeTarget, RealtimeUpstream]
+
+
+async def call_holders(
+    router: Router, call_id: str, client: Client | None, model: str | None
+) -> tuple[bool, list[Holder]]:
+    """Where a call's sideband is, for this client: the target holding it (True: known;
+    404 not its route, 409 target removed), or, for a call the router never saw (an
+    incoming SIP call, one placed before a restart without Redis), every `kind:
+    realtime` target of the route `model` names (else the key's only realtime route),
+    in its policy's order (False: to be searched, as an action on such a call is)."""
     pin = await lookup_pin(router.owners, "realtime_call", call_id)
-    owner = pin.owner if pin is not None else _only_target(router, client)
-    if owner is None:
-        raise NotFound(f"no call '{call_id}' is known to this router")
-    return (owner, *_holder(router, owner, call_id, client))
+    if pin is not None:
+        return True, [(pin.owner, *_holder(router, pin.owner, call_id, client))]
+    try:
+        route_name = client_secrets.realtime_route(
+            router, {"model": model} if model else {}, client
+        )
+    except BadRequest as err:
+        raise NotFound(
+            f"no call '{call_id}' is known to this router; to look for it at a route's"
+            " targets, name the route with ?model="
+        ) from err
+    return False, [(Owner(t.name, route_name), t, u) for t, u in _targets(router, route_name)]
 
 
 def _holder(
@@ -343,19 +360,3 @@ async def _act_where_found(
     if failures:
         raise NoTargetAvailable("no realtime target could answer: " + "; ".join(failures))
     raise NotFound(f"no target of the route '{route_name}' knows the call '{call_id}'")
-
-
-def _only_target(router: Router, client: Client | None) -> Owner | None:
-    """The one `kind: realtime` target this client may reach, if there is exactly one."""
-    runtime = router.runtime
-    found: dict[str, str] = {}
-    for name in router.models(client):
-        route = runtime.routes[name]
-        if runtime.realtime.serves(route.config):
-            for target in route.config.targets:
-                if isinstance(runtime.realtime.targets[target].connector, RealtimeUpstream):
-                    found.setdefault(target, name)
-    if len(found) != 1:
-        return None
-    ((target, route_name),) = found.items()
-    return Owner(target, route_name)

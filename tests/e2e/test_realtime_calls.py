@@ -144,12 +144,36 @@ async def test_a_calls_sideband_joins_it_on_the_target_that_holds_it(stack: Stac
         with pytest.raises(InvalidStatus) as gone:
             async with client.realtime.connect(call_id="rtc_never_made") as conn:
                 await until(conn, "session.created")
-    record = stack.b.records[-1]
+    record = stack.b.records[0]
     assert record.query == {"call_id": call_id}  # joined, not a new session: no model
     assert record.session["instructions"] == "shorter"
-    assert not stack.a.records
+    # the call no one placed was looked for at both targets (the route's policy order)
+    never = {"call_id": "rtc_never_made"}
+    assert [r.query for r in stack.a.records] == [never]
+    assert [r.query for r in stack.b.records] == [{"call_id": call_id}, never]
     assert gone.value.response.status_code == 404
-    assert b"no call 'rtc_never_made' is known to this router" in gone.value.response.body
+    assert (
+        b"no target of the route 'voice' knows the call 'rtc_never_made'"
+        in gone.value.response.body
+    )
+
+
+async def test_a_sideband_to_a_call_placed_elsewhere_finds_its_target(stack: Stack) -> None:
+    # An incoming SIP call the app's server joins at once, before any action: the router
+    # never saw it, so the route's targets are asked in its policy's order (rt-a: 404,
+    # not a failure), and where the session opens the call is remembered.
+    async with AsyncOpenAI(base_url=stack.b.base_url, api_key=UPSTREAM_KEY) as direct:
+        placed = await direct.realtime.calls.create(sdp=OFFER, session=SESSION)
+    call_id = placed.response.headers["location"].rsplit("/", 1)[-1]
+    async with stack.sdk() as client:
+        for _ in range(2):
+            async with client.realtime.connect(call_id=call_id) as conn:
+                created = await until(conn, "session.created")
+                assert created[-1].session.type == "realtime"
+    assert [r.query for r in stack.b.records] == [{"call_id": call_id}] * 2
+    assert len(stack.a.records) == 1  # asked once; the second went straight to rt-b
+    rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
+    assert rt_a.signals.breaker.state == "closed"
 
 
 async def test_an_action_on_a_call_placed_elsewhere_finds_its_target(stack: Stack) -> None:
