@@ -113,14 +113,25 @@ def _offer(raw: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
     return sdp, session
 
 
-def _targets(router: Router, route_name: str) -> list[tuple[RealtimeTarget, RealtimeUpstream]]:
+def _targets(
+    router: Router, route_name: str, *, everywhere: bool = False
+) -> list[tuple[RealtimeTarget, RealtimeUpstream]]:
+    """The route's `kind: realtime` targets in its policy's order: the ones a new call
+    may go to, or, `everywhere` (looking for a call that exists), those first and then
+    the rest (a breaker open, sessions full: the call may still be there)."""
     runtime = router.runtime
     route = runtime.routes[route_name]
-    callable_ = [
-        (t, t.connector)
-        for t in router.plan_session(runtime, route)
-        if isinstance(t.connector, RealtimeUpstream)
-    ]
+    try:
+        ranked = router.plan_session(runtime, route)
+    except NoTargetAvailable:
+        if not everywhere:
+            raise
+        ranked = []
+    if everywhere:
+        planned = {t.name for t in ranked}
+        targets = runtime.realtime.targets
+        ranked += [targets[n] for n in route.config.targets if n not in planned]
+    callable_ = [(t, t.connector) for t in ranked if isinstance(t.connector, RealtimeUpstream)]
     if not callable_ and not any(
         isinstance(runtime.realtime.targets[n].connector, RealtimeUpstream)
         for n in route.config.targets
@@ -285,7 +296,8 @@ async def call_holders(
             f"no call '{call_id}' is known to this router; to look for it at a route's"
             " targets, name the route with ?model="
         ) from err
-    return False, [(Owner(t.name, route_name), t, u) for t, u in _targets(router, route_name)]
+    holders = _targets(router, route_name, everywhere=True)
+    return False, [(Owner(t.name, route_name), t, u) for t, u in holders]
 
 
 def _holder(
@@ -326,7 +338,7 @@ async def _act_where_found(
     session = {"model": named} if isinstance(named, str) else {}
     route_name = client_secrets.realtime_route(router, session, client)
     failures: list[str] = []
-    for target, upstream in _targets(router, route_name):
+    for target, upstream in _targets(router, route_name, everywhere=True):
         if not target.signals.breaker.available:
             failures.append(f"{target.name}: its circuit breaker is open")
             continue

@@ -59,6 +59,7 @@ async def open_sideband(
     router.runtime.auth.admit_session(client, route_name)
     events = router.realtime_metrics
     failures: list[UpstreamError] = []
+    unasked: list[str] = []  # breaker open: the call may be there
     for owner, target, upstream in holders:
         hold = Hold(target)
         if not hold.admitted:
@@ -67,6 +68,7 @@ async def open_sideband(
                 raise Pin("realtime_call", call_id, owner).unavailable(
                     "its circuit breaker is open"
                 )
+            unasked.append(target.name)
             continue
         try:
             conn = await upstream.attach(call_id)
@@ -93,6 +95,11 @@ async def open_sideband(
     else:
         if failures:
             raise AllTargetsFailed("no target opened the call's session", failures)
+        if unasked:  # not a 404: the call may be on a target that could not be asked
+            raise NoTargetAvailable(
+                f"no target that could be asked knows the call '{call_id}'; not asked, their"
+                f" circuit breakers open: {', '.join(unasked)}"
+            )
         raise NotFound(f"no target of the route '{route_name}' knows the call '{call_id}'")
     hold.connected(conn.connect_s)
     events.upstream_connected(owner.route, target.name, conn.connect_s)

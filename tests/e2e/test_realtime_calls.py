@@ -10,7 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, BadRequestError, NotFoundError, PermissionDeniedError
+from openai import (
+    AsyncOpenAI,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from websockets.exceptions import InvalidStatus
 
 from router.sim.realtime_behaviour import RealtimeFault
@@ -192,3 +198,28 @@ async def test_an_action_on_a_call_placed_elsewhere_finds_its_target(stack: Stac
     assert not stack.a.records
     not_here = {"target": "rt-a", "call": "realtime_call", "outcome": "not_here"}
     assert stack.metric("firsttoken_relayed_calls_total", **not_here) == 1
+
+
+async def test_a_sideband_search_that_could_not_ask_every_target_is_not_a_404(
+    stack: Stack,
+) -> None:
+    # The call may be on rt-b, whose breaker is open: "unknown" would be a guess.
+    rt_b = stack.router.router.runtime.realtime.targets["rt-b"]
+    for _ in range(3):
+        rt_b.signals.breaker.record_failure()
+    async with stack.sdk() as client:
+        with pytest.raises(InvalidStatus) as err:
+            async with client.realtime.connect(call_id="rtc_elsewhere") as conn:
+                await until(conn, "session.created")
+        # ... and so is an action on it (asked of rt-a only; no SDK retry, which would
+        # wait long enough for the breaker to let a probe through)
+        with pytest.raises(InternalServerError) as action:
+            await client.with_options(max_retries=0).realtime.calls.accept(
+                "rtc_elsewhere", type="realtime", model="voice"
+            )
+    assert err.value.response.status_code == 503
+    assert b"circuit breakers open: rt-b" in err.value.response.body
+    assert [r.query for r in stack.a.records] == [{"call_id": "rtc_elsewhere"}]
+    assert action.value.status_code == 503
+    assert "rt-b: its circuit breaker is open" in action.value.message
+    assert not stack.b.calls.records
