@@ -43,13 +43,9 @@ async def open_sideband(
     client: Client | None,
     model: str | None = None,
 ) -> Session:
-    """`?call_id=ID`: the session of a WebRTC call (router/gateway/realtime_calls.py), at
-    the target that holds it: a server's own channel to the call (its events, tool
-    results, `session.update`). It cannot move: the call's media is on that target, so
-    a failure ends it (an `error` event, then the close). A call the router never saw
-    is looked for at the route's targets (`?model=`, else the key's only realtime
-    route) in its policy's order: a 404 passes it on, and where it opens, it is
-    remembered."""
+    """The call's session (see the module): at its known target, where any failure is
+    the answer, or searched for at the route's targets (`?model=`, else the key's only
+    realtime route; `realtime_calls.call_holders`)."""
     if router.draining:
         raise Draining("this replica is shutting down; retry on another")
     known, holders = await call_holders(router, call_id, client, model)
