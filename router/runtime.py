@@ -383,14 +383,21 @@ class Router:
     # -- realtime sessions -------------------------------------------------------------
 
     def plan_session(
-        self, runtime: Runtime, route: RouteRuntime, *, transcription: bool = False
+        self,
+        runtime: Runtime,
+        route: RouteRuntime,
+        *,
+        transcription: bool = False,
+        book: bool = True,
     ) -> list[RealtimeTarget]:
         """A realtime route's targets, best first, by its policy (NoTargetAvailable);
-        a transcription session's on their time to transcript."""
+        a transcription session's on their time to transcript. Not `book`: an order to
+        search in (for a call that exists), not a decision where to send one."""
         plan = runtime.realtime.plan(
             route.config, route.policy, self.rng, transcription=transcription
         )
-        self.decided(route.config.name, plan)
+        if book:
+            self.decided(route.config.name, plan)
         return runtime.realtime.ranked(plan)
 
     # -- lifespan ----------------------------------------------------------------------

@@ -122,7 +122,7 @@ def _targets(
     runtime = router.runtime
     route = runtime.routes[route_name]
     try:
-        ranked = router.plan_session(runtime, route)
+        ranked = router.plan_session(runtime, route, book=not everywhere)
     except NoTargetAvailable:
         if not everywhere:
             raise

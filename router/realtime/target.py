@@ -148,11 +148,14 @@ class Hold:
     """One upstream session's hold on its target: a share of its sessions, and what
     it measures there. `release()` in `finally`."""
 
-    __slots__ = ("_attempt", "target")
+    __slots__ = ("_attempt", "_failure_told", "target")
 
     def __init__(self, target: RealtimeTarget) -> None:
         self.target = target
         self._attempt: Attempt = target.signals.begin(0)
+        #: a failure of the target already counted by its breaker since the last
+        #: thing the upstream did right: the migration it causes is the same incident
+        self._failure_told = False
 
     @property
     def admitted(self) -> bool:
@@ -167,16 +170,24 @@ class Hold:
         self._attempt.failed(err)
 
     def failed(self) -> None:
-        """The upstream session broke after it opened."""
+        """The upstream session broke after it opened. A failure it already told (a
+        transcription failed with its own `server_error`, then the `server_error` that
+        ends the session, as a cascade's failing speech-to-text stage sends) is one
+        incident: counted once."""
+        if self._failure_told:
+            self._failure_told = False
+            return
         self.target.signals.breaker.record_failure()
 
     def ttfa(self, seconds: float) -> None:
+        self._failure_told = False
         signals = self.target.signals
         signals.ttft.observe(seconds)
         signals.ttft_sketch.observe(seconds)
 
     def transcript(self, seconds: float) -> None:
         """A committed turn's first transcript text, `seconds` after the commit."""
+        self._failure_told = False
         self.target.transcript.observe(seconds)
 
     def transcript_failed(self, waited_s: float | None, *, by_target: bool) -> None:
@@ -189,9 +200,11 @@ class Hold:
             self.target.transcript.failed(waited_s)
         if by_target:
             self.target.signals.breaker.record_failure()
+            self._failure_told = True
 
     def no_audio(self, waited_s: float) -> None:
         """A response ended without audio after `waited_s`: TTFA is at least that."""
+        self._failure_told = False
         signals = self.target.signals
         if waited_s > signals.ttft.value:
             signals.ttft_sketch.observe(waited_s)

@@ -301,7 +301,7 @@ class CascadeConnection(ConversationItems):
                     "conversation.item.input_audio_transcription.failed",
                     item_id=item["id"],
                     content_index=0,
-                    error={"type": exc.type, "code": exc.code, "message": exc.message},
+                    error={"type": _wire_type(exc), "code": exc.code, "message": exc.message},
                 )
                 await self._unavailable("stt", exc)
                 return
@@ -425,3 +425,10 @@ def _format(fmt: object) -> AudioFormat:
     """A session's `{type: audio/pcm | audio/pcmu | audio/pcma}` (PCM when unknown)."""
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     return AudioFormat(kind) if kind in AUDIO_TYPES else AudioFormat()
+
+
+def _wire_type(exc: FirstTokenError) -> str:
+    """A stage's failure as the protocol's error type: the upstreams' side failing
+    (a 5xx) is the session's server failing (`server_error`, as the `error` that
+    follows it says), which the router counts against the cascade target."""
+    return "server_error" if exc.status >= 500 else exc.type

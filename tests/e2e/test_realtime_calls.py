@@ -198,6 +198,14 @@ async def test_an_action_on_a_call_placed_elsewhere_finds_its_target(stack: Stac
     assert not stack.a.records
     not_here = {"target": "rt-a", "call": "realtime_call", "outcome": "not_here"}
     assert stack.metric("firsttoken_relayed_calls_total", **not_here) == 1
+    # searching is not deciding: no routing decision booked for the route
+    decided = sum(
+        sample.value
+        for family in stack.router.router.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "firsttoken_decisions_total" and sample.labels["route"] == "voice"
+    )
+    assert decided == 0
 
 
 async def test_a_sideband_search_that_could_not_ask_every_target_is_not_a_404(

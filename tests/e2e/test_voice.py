@@ -700,3 +700,38 @@ async def test_a_cascade_whose_stages_all_fail_hands_the_session_over() -> None:
         "firsttoken_realtime_migrations_total", {"route": "voice", "reason": "server_error"}
     )
     assert migrations == 1
+
+
+async def test_a_failing_speech_to_text_stage_counts_once_against_the_cascade() -> None:
+    # The cascade's STT stage fails (503): the client sees the transcription fail
+    # (`server_error`), then the session moves to the hosted target. That is one
+    # incident of the cascade's: its breaker counts one failure, not one per event.
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(fault=Fault("status", status=503))) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        text = hosted_and_cascade(hosted, stt, llm, tts).replace(
+            "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
+        )
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                assert (await conn.recv()).type == "session.created"
+                await speak(conn, silence(400) + speech_24k() + silence(600))
+                heard = await until(conn, "conversation.item.input_audio_transcription.failed")
+                await asyncio.sleep(0.2)
+                answered = await ask(conn, "table for two")
+        finally:
+            await stop_router(router)
+    assert heard[-1].error.type == "server_error"
+    assert answered[-1].response.status == "completed"
+    registry = router.router.metrics.registry
+    migrated = registry.get_sample_value(
+        "firsttoken_realtime_migrations_total", {"route": "voice", "reason": "server_error"}
+    )
+    assert migrated == 1 and hosted.records
+    cascade = router.router.runtime.realtime.targets["local-voice"]
+    assert cascade.signals.breaker.consecutive_failures == 1
