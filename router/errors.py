@@ -126,6 +126,13 @@ class Unauthorized(RequestError):
     code = "invalid_api_key"
 
 
+class InvalidValue(BadRequest):
+    """A field of a Realtime client event that cannot be honoured (its `error` event's
+    code, as OpenAI's)."""
+
+    code = "invalid_value"
+
+
 class MalformedHttp(BadRequest):
     code = "malformed_http_request"
 

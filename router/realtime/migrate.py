@@ -10,14 +10,16 @@ stops reading behind it), so nothing is lost or reordered:
 3. the configuration (one `session.update`) and the conversation (one
    `conversation.item.create` per item, under the ids the client knows) are sent;
    the new upstream's acknowledgements of them are not relayed;
-4. a `response.create` that no response answered yet is sent again; with
+4. a `response.create` that no response answered yet is sent again (out-of-band
+   ones too); with
    `migrate: {regenerate: true}` the interrupted response is asked for again too;
 5. the relay resumes on the new leg, and the old upstream socket is closed.
 
 What does not carry over: the voice (a new session may speak with another), audio
 itself (user audio that was never transcribed, the uncommitted input buffer), the
 partial text of the interrupted response, and server-side state such as
-out-of-band responses.
+out-of-band responses (`conversation: none`): one in flight ends failed, and is not
+asked again (`router.realtime.out_of_band`).
 """
 
 from __future__ import annotations
@@ -109,14 +111,10 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
     if reason in FAILURES:
         old.hold.failed()
     interrupted = session.response_id
-    if interrupted is not None:
-        await session.client.send(
-            failed_response_done(
-                interrupted,
-                "upstream_migrated",
-                f"The upstream session ended ({reason}); the conversation continues on a new one.",
-            )
-        )
+    why = f"The upstream session ended ({reason}); the conversation continues on a new one."
+    for response_id in (*session.out_of_band.interrupted(), interrupted):
+        if response_id is not None:
+            await session.client.send(failed_response_done(response_id, "upstream_migrated", why))
     session.response_id = None
     session.audio_item = None
     waited = session.response_clock.done()
@@ -132,11 +130,17 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
             session.taken = again
     if again is None and interrupted is not None and session.limits.regenerate:
         again = session.create_frame or RESPONSE_CREATE
-    return await _open_and_replay(session, reason, old, again)
+    # out-of-band requests not answered yet (the one the client pump holds, it delivers)
+    asked = [f for f in session.out_of_band.asked if f is not session.holding]
+    return await _open_and_replay(session, reason, old, again, asked)
 
 
 async def _open_and_replay(
-    session: Session, reason: MigrationReason, old: Leg, again: str | None
+    session: Session,
+    reason: MigrationReason,
+    old: Leg,
+    again: str | None,
+    asked: Sequence[str] = (),
 ) -> Leg | None:
     for _ in range(REPLAY_TRIES):
         try:
@@ -162,6 +166,7 @@ async def _open_and_replay(
             frames.extend(session.conversation.replay_events())
         if again is not None:
             frames.append(again)
+        frames.extend(asked)
         try:
             for frame in frames:
                 await new.conn.send(frame)

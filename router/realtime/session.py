@@ -45,6 +45,7 @@ from router.realtime.events import (
 )
 from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
+from router.realtime.out_of_band import OutOfBand
 from router.realtime.session_config import SessionConfig
 from router.realtime.target import Leg
 from router.realtime.usage import RealtimeUsage, transcription_cost
@@ -109,8 +110,10 @@ class Session:
         self.usage = RealtimeUsage()
         self.cost_usd = 0.0
         self.migrations: list[tuple[MigrationReason, str, str, float]] = []
-        #: the response in flight (between response.created and response.done)
+        #: the conversation's response in flight (response.created to response.done)
         self.response_id: str | None = None
+        #: out-of-band responses (`conversation: none`) asked for and in flight
+        self.out_of_band = OutOfBand()
         #: the last response.create sent that no response.created answered yet
         self.pending_create: str | None = None
         #: the response.create behind the response in flight (for regenerate)
@@ -145,6 +148,8 @@ class Session:
         """A pause a proactive move may take: no response asked for or in flight, and
         no user turn open (for less than `USER_TURN_MAX_S`)."""
         if self.response_id is not None or self.pending_create is not None:
+            return False
+        if not self.out_of_band.idle:
             return False
         since = self.user_turn_at
         return since is None or now - since >= USER_TURN_MAX_S
@@ -251,7 +256,7 @@ class Session:
                 session = event.get("session") if event is not None else None
                 if isinstance(session, dict):
                     self.config.update(session)
-            elif kind == "response.create":
+            elif kind == "response.create" and not self.out_of_band.ask(frame):
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
             self.holding = frame
@@ -364,6 +369,8 @@ class Session:
         elif kind == "response.created":
             response = event.get("response")
             if isinstance(response, dict):
+                if self.out_of_band.created(response):
+                    return None
                 self.response_id = _str(response.get("id"))
             self.create_frame, self.pending_create = self.pending_create, None
             self.user_turn_at = None  # the user's turn is being answered
@@ -409,11 +416,14 @@ class Session:
         response = event.get("response")
         if not isinstance(response, dict):
             return
-        if _str(response.get("id")) == self.response_id:
-            self.response_id = self.create_frame = None
-        waited = self.response_clock.done()
-        if waited is not None and response.get("status") == "completed":
-            leg.hold.no_audio(waited)
+        if self.out_of_band.done(response.get("id")):
+            pass  # not the conversation's: its clock and create frame are not this one's
+        else:
+            if _str(response.get("id")) == self.response_id:
+                self.response_id = self.create_frame = None
+            waited = self.response_clock.done()
+            if waited is not None and response.get("status") == "completed":
+                leg.hold.no_audio(waited)
         usage = RealtimeUsage.from_response(response)
         cost = usage.cost(leg.target.price) if usage is not None else 0.0
         own = _own_cost(response)

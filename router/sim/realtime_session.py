@@ -73,6 +73,8 @@ class SimRealtimeSession:
         self._buffer_ms = 0.0
         self._buffer_item: str | None = None
         self._task: asyncio.Task[None] | None = None
+        #: out-of-band responses (`conversation: none`), running beside the conversation's
+        self._beside: set[asyncio.Task[None]] = set()
         self._cancel_reason: str | None = None
         self._previous_input = (0, 0)
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
@@ -114,9 +116,10 @@ class SimRealtimeSession:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        running = [t for t in (task, *self._beside) if t is not None and not t.done()]
+        for t in running:
+            t.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def handle_binary(self) -> None:
         self.record.bad_frames += 1
@@ -376,17 +379,16 @@ class SimRealtimeSession:
                 event=event,
             )
             return
-        if self._active:
+        params = event.get("response")
+        params = params if isinstance(params, dict) else {}
+        if self._active and params.get("conversation") != "none":
             await self.error(
                 "Conversation already has an active response in progress.",
                 code="conversation_already_has_active_response",
                 event=event,
             )
             return
-        params = event.get("response")
-        self._start_response(
-            params if isinstance(params, dict) else {}, asyncio.get_running_loop().time()
-        )
+        self._start_response(params, asyncio.get_running_loop().time())
 
     async def _response_cancel(self, event: Event) -> None:
         running = self.record.responses[-1].id if self._active and self.record.responses else None
@@ -413,7 +415,12 @@ class SimRealtimeSession:
         rec = ResponseRecord(self._id("resp"), self._clock())
         self.record.responses.append(rec)
         response = SimResponse(self, rec, params, started)
-        self._task = asyncio.get_running_loop().create_task(response.run())
+        task = asyncio.get_running_loop().create_task(response.run())
+        if response.in_conversation:
+            self._task = task
+        else:  # out of band: beside the conversation's
+            self._beside.add(task)
+            task.add_done_callback(self._beside.discard)
 
     # -- what a response needs ---------------------------------------------------------
 

@@ -24,8 +24,11 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
 Frames out wait in a bounded queue: a slow client slows the answer, not memory.
 A few lines over 400 lines: the protocol's server side of one session, whose parts
 (input buffer, items, responses, stages) already live in their own modules.
-Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, out-of-band
-responses (`conversation: none`), images.
+Out-of-band responses (`response.create` with `conversation: "none"`) run beside
+the conversation's, on their own context when `input` gives one (`item_reference`
+names a conversation item); their items never join the conversation, and only a
+`response.cancel` naming them stops them.
+Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, images.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from router.upstream.realtime import Closed
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
 from router.voice.codec import AUDIO_TYPES, AudioFormat, wav
-from router.voice.context import chat_body
+from router.voice.context import chat_body, response_input
 from router.voice.input_buffer import Committed, InputAudioBuffer, Utterance
 from router.voice.items import ConversationItems
 from router.voice.respond import Response, Stages
@@ -115,6 +118,9 @@ class CascadeConnection(ConversationItems):
         self._responses: dict[str, Response] = {}
         self._response: asyncio.Task[None] | None = None
         self._current: Response | None = None
+        #: out-of-band responses in progress (`conversation: none`): id -> response, task
+        self._out_of_band: dict[str, tuple[Response, asyncio.Task[None]]] = {}
+        self._conversation_id = "conv_" + session_id.removeprefix("sess_")
         self._tasks: set[asyncio.Task[None]] = set()
         self._turns = asyncio.Lock()
         self._buffer_item: str | None = None
@@ -329,25 +335,29 @@ class CascadeConnection(ConversationItems):
         if self.transcription:
             await self._error("a transcription session has no responses", "invalid_value", event)
             return
-        if self._response is not None and not self._response.done():
+        overrides = event.get("response")
+        out_of_band = isinstance(overrides, dict) and overrides.get("conversation") == "none"
+        if not out_of_band and self._response is not None and not self._response.done():
             await self._error(
                 "Conversation already has an active response",
                 "conversation_already_has_active_response",
                 event,
             )
             return
-        overrides = event.get("response")
-        await self._start_response(
-            overrides if isinstance(overrides, dict) else {}, VoiceClock(self._clock), None
-        )
+        overrides = overrides if isinstance(overrides, dict) else {}
+        # its own context, or the conversation's (InvalidValue: an error event)
+        items = response_input(overrides["input"], self.items) if "input" in overrides else None
+        await self._start_response(overrides, VoiceClock(self._clock), None, items)
 
     async def _start_response(
         self,
         overrides: Mapping[str, Any],
         clock: VoiceClock,
         stt: tuple[str, float] | None,
+        items: list[Any] | None = None,
     ) -> None:
-        if self._response is not None and not self._response.done():
+        out_of_band = overrides.get("conversation") == "none"
+        if not out_of_band and self._response is not None and not self._response.done():
             await self._response  # under server VAD the previous one finishes first
         session = self.config.session
         modalities = overrides.get("output_modalities") or session.get("output_modalities")
@@ -359,7 +369,9 @@ class CascadeConnection(ConversationItems):
             new_id=self._new_id,
             emit=self.emit,
             stages=self._stages,
-            body=chat_body(self._settings.llm, session, self.items, overrides),
+            body=chat_body(
+                self._settings.llm, session, self.items if items is None else items, overrides
+            ),
             audio=audio,
             voice=voice,
             out_format=_format(output.get("format")),
@@ -368,15 +380,23 @@ class CascadeConnection(ConversationItems):
             clock=clock,
             session_echo=output and {"output": output},
             add_item=self._add_item,
+            conversation_id=None if out_of_band else self._conversation_id,
+            metadata=metadata if isinstance(metadata := overrides.get("metadata"), dict) else None,
         )
         if stt is not None:
             response.cost.targets["stt"], response.cost.stt_usd = stt
         self._responses = {response.id: response, **dict(list(self._responses.items())[-7:])}
-        self._current = response
-        self._response = self._spawn(self._respond(response))
+        task = self._spawn(self._respond(response))
+        if out_of_band:  # beside the conversation's, cancelled only by its id
+            self._out_of_band[response.id] = (response, task)
+        else:
+            self._current, self._response = response, task
 
     async def _respond(self, response: Response) -> None:
-        await response.run()
+        try:
+            await response.run()
+        finally:
+            self._out_of_band.pop(response.id, None)
         if response.failure is not None:
             await self._unavailable("llm or tts", response.failure)
         if self._observer is not None and response.status == "completed":
@@ -389,11 +409,26 @@ class CascadeConnection(ConversationItems):
             await self._out.put(error_event(why, type="server_error", code="cascade_unavailable"))
 
     async def _cancel_event(self, event: dict[str, Any]) -> None:
-        if not await self._cancel("client_cancelled"):
+        """`response_id` names the response (an out-of-band one too); without it, the
+        conversation's response in progress."""
+        wanted = event.get("response_id")
+        if wanted in self._out_of_band:
+            response, task = self._out_of_band[str(wanted)]
+            stopped = await self._stop(task, response, "client_cancelled")
+        elif wanted is None or (self._current is not None and wanted == self._current.id):
+            stopped = await self._cancel("client_cancelled")
+        else:
+            stopped = False
+        if not stopped:
             await self._error("no response to cancel", "response_cancel_not_active", event)
 
     async def _cancel(self, reason: str) -> bool:
-        task, response = self._response, self._current
+        """Cancel the conversation's response in progress (barge-in, `response.cancel`)."""
+        return await self._stop(self._response, self._current, reason)
+
+    async def _stop(
+        self, task: asyncio.Task[None] | None, response: Response | None, reason: str
+    ) -> bool:
         if task is None or task.done() or response is None:
             return False
         response.cancel_reason = reason

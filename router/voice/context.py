@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from router.errors import InvalidValue
 from router.realtime.conversation import message_text
 
 
@@ -81,3 +82,25 @@ def chat_body(
     if isinstance(limit, int):
         body["max_tokens"] = limit
     return body
+
+
+def response_input(given: object, conversation: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """A `response.create`'s own context (`response.input`): its items, an
+    `item_reference` standing for the conversation's item of that id."""
+    if not isinstance(given, list):
+        raise InvalidValue("'response.input' must be an array of items")
+    items = []
+    for entry in given:
+        if not isinstance(entry, Mapping):
+            raise InvalidValue("each 'response.input' entry must be an item")
+        if entry.get("type") != "item_reference":
+            items.append(entry)
+            continue
+        found = next((it for it in conversation if it["id"] == entry.get("id")), None)
+        if found is None:
+            raise InvalidValue(
+                "'response.input' refers to an item not in the conversation: "
+                f"{str(entry.get('id'))[:100]!r}"
+            )
+        items.append(found)
+    return items

@@ -12,6 +12,9 @@
                        conversation.item.done
     response.done      status completed | cancelled | failed, usage and cost
 
+An out-of-band response (`conversation: "none"`) sends no `conversation.item.*`
+events: its items are in its output only, and `conversation_id` is null.
+
 The LLM turn and the spoken answer run in one task group: cancelling the task
 that runs `Response.run` (barge-in, `response.cancel`) cancels the LLM request and
 every TTS request at once, then the response ends `cancelled`.
@@ -86,8 +89,14 @@ class Response:
         clock: VoiceClock,
         session_echo: Mapping[str, Any],
         add_item: Callable[[dict[str, Any]], str | None],
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = response_id
+        #: the conversation its items join; None: out of band (`conversation: none`),
+        #: its items are the response's only, never the session's
+        self.conversation_id = conversation_id
+        self._metadata = metadata
         self._new_id = new_id
         self._emit = emit
         self._stages = stages
@@ -279,14 +288,16 @@ class Response:
     async def _open(self, item: dict[str, Any]) -> Output:
         out = Output(item)
         self.outputs.append(out)
-        previous = self._add_item(item)
+        joins = self.conversation_id is not None
+        previous = self._add_item(item) if joins else None
         await self._emit(
             "response.output_item.added",
             response_id=self.id,
             output_index=len(self.outputs) - 1,
             item=item,
         )
-        await self._emit("conversation.item.added", previous_item_id=previous, item=item)
+        if joins:
+            await self._emit("conversation.item.added", previous_item_id=previous, item=item)
         return out
 
     async def _close(self, out: Output, status: Status) -> None:
@@ -323,7 +334,8 @@ class Response:
         await self._emit(
             "response.output_item.done", response_id=self.id, output_index=index, item=item
         )
-        await self._emit("conversation.item.done", previous_item_id=None, item=item)
+        if self.conversation_id is not None:
+            await self._emit("conversation.item.done", previous_item_id=None, item=item)
 
     async def _finish(self, status: Status, details: dict[str, Any] | None) -> None:
         self.status = status
@@ -358,12 +370,12 @@ class Response:
             "status": status,
             "status_details": None,
             "output": [o.item for o in self.outputs],
-            "conversation_id": None,
+            "conversation_id": self.conversation_id,
             "output_modalities": ["audio"] if self._audio else ["text"],
             "max_output_tokens": "inf",
             "audio": {"output": self._echo.get("output")},
             "usage": None,
-            "metadata": None,
+            "metadata": self._metadata,
             # FirstToken's own account of the stages: cost, targets, latency
             "firsttoken": account(self.cost, self.clock),
             **extra,

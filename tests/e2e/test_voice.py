@@ -735,3 +735,65 @@ async def test_a_failing_speech_to_text_stage_counts_once_against_the_cascade() 
     assert migrated == 1 and hosted.records
     cascade = router.router.runtime.realtime.targets["local-voice"]
     assert cascade.signals.breaker.consecutive_failures == 1
+
+
+ASIDE = {"conversation": "none", "output_modalities": ["text"], "metadata": {"topic": "intent"}}
+
+
+async def test_an_out_of_band_response_runs_on_its_own_context_and_stays_out(
+    stack: Stack,
+) -> None:
+    # `conversation: none` with `input`: the LLM sees that context (a referenced item,
+    # a new one), the answer's item joins no conversation (no conversation.item.*
+    # events), and the next turn's context does not carry it.
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        first = await ask(conn, "table for two")
+        said = next(e.item for e in first if e.type == "conversation.item.added")
+        question = {**USER, "content": [{"type": "input_text", "text": "the intent?"}]}
+        given = [{"type": "item_reference", "id": said.id}, question]
+        await conn.response.create(response={**ASIDE, "input": given})  # type: ignore[arg-type]
+        aside = await until(conn, "response.done")
+        aside_llm = stack.llm.records[-1].body["messages"]
+        await ask(conn, "at seven")
+        next_llm = stack.llm.records[-1].body["messages"]
+        bad = {**ASIDE, "input": [{"type": "item_reference", "id": "item_nope"}]}
+        await conn.response.create(response=bad)  # type: ignore[arg-type]
+        refused = await until(conn, "error")
+    created = next(e.response for e in aside if e.type == "response.created")
+    done = aside[-1].response
+    assert created.conversation_id is None and done.status == "completed"
+    assert done.metadata == {"topic": "intent"} and len(done.output or []) == 1
+    assert not [e for e in aside if e.type.startswith("conversation.item.")]
+    assert next(e for e in first if e.type == "response.created").response.conversation_id
+    assert [m["content"] for m in aside_llm if m["role"] == "user"] == [
+        "table for two",
+        "the intent?",
+    ]
+    assert [m["role"] for m in next_llm if m["role"] != "system"] == [
+        "user",
+        "assistant",
+        "user",
+    ]  # table for two, its answer, at seven: not the aside
+    assert refused[-1].error.code == "invalid_value" and "item_nope" in refused[-1].error.message
+
+
+async def test_an_out_of_band_response_runs_beside_the_conversations_and_is_cancelled_by_id(
+    stack: Stack,
+) -> None:
+    await stack.llm.set_behaviour(Behaviour(ttft_s=0.03, itl_s=0.2, tokens=12))  # 2.4 s
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        in_band = (await until(conn, "response.created"))[-1].response
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        aside = (await until(conn, "response.created"))[-1].response  # not refused
+        await conn.response.cancel(response_id=aside.id)
+        cancelled = (await until(conn, "response.done"))[-1].response
+        await conn.response.cancel()  # no id: the conversation's
+        stopped = (await until(conn, "response.done"))[-1].response
+    assert cancelled.id == aside.id and cancelled.status == "cancelled"
+    assert stopped.id == in_band.id and stopped.status == "cancelled"

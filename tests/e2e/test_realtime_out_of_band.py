@@ -1,0 +1,75 @@
+"""Out-of-band responses (`response.create` with `conversation: "none"`) relayed to a
+hosted target: the official SDK -> the router -> Realtime simulators."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from router.sim.realtime_behaviour import RealtimeFault
+from tests.e2e.realtime_stack import USER, Stack
+from tests.sim.test_realtime import until
+
+pytestmark = pytest.mark.anyio
+
+ASIDE = {"conversation": "none", "output_modalities": ["text"], "metadata": {"topic": "intent"}}
+
+
+async def created(conn: Any) -> Any:
+    return (await until(conn, "response.created"))[-1].response
+
+
+async def test_a_migration_ends_every_response_in_flight_and_replays_only_the_conversation(
+    stack: Stack,
+) -> None:
+    # The conversation's response and an out-of-band one run side by side on rt-a (both
+    # stall before their output); rt-a dies. Each ends `failed` for the client (the
+    # out-of-band one too: its response.created did not replace the conversation's in
+    # the router's books), and the conversation carries on on rt-b.
+    stack.a.set_fault(RealtimeFault("stall_before_audio"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        in_band = await created(conn)
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        aside = await created(conn)
+        await stack.a.drop(1011)
+        ended = [(await until(conn, "response.done"))[-1].response for _ in range(2)]
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        answered = (await until(conn, "response.done"))[-1].response
+    assert in_band.conversation_id is not None and aside.conversation_id is None
+    assert {r.id for r in ended} == {in_band.id, aside.id}
+    assert {r.status for r in ended} == {"failed"}
+    assert answered.status == "completed"
+    moved = stack.b.records[-1]
+    assert moved.item_texts()[0] == ("user", "hello")
+    assert len(moved.responses) == 1  # the aside was not asked again
+    reason = {"route": "voice", "reason": "upstream_closed"}
+    assert stack.metric("firsttoken_realtime_migrations_total", **reason) == 1
+
+
+async def test_an_aside_answered_while_the_conversations_response_runs(stack: Stack) -> None:
+    # An out-of-band response ends while the conversation's runs: the conversation's is
+    # still the router's to end when the upstream dies.
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        stack.a.set_fault(RealtimeFault("stall_before_audio"))
+        await conn.response.create()
+        in_band = await created(conn)  # stalls
+        stack.a.set_fault(RealtimeFault("none"))
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        aside = (await until(conn, "response.done"))[-1].response
+        await stack.a.drop(1011)
+        ended = (await until(conn, "response.done"))[-1].response
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        answered = (await until(conn, "response.done"))[-1].response
+    assert aside.status == "completed" and aside.conversation_id is None
+    assert aside.metadata == {"topic": "intent"}
+    assert ended.id == in_band.id and ended.status == "failed"
+    assert answered.status == "completed"
+    # the aside's item never joined the conversation the router replays
+    assert [role for role, _ in stack.b.records[-1].item_texts()] == ["user", "assistant"]

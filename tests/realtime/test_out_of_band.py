@@ -1,0 +1,42 @@
+"""The relay's books of out-of-band responses (`router.realtime.out_of_band`)."""
+
+from __future__ import annotations
+
+import json
+
+from router.realtime.out_of_band import OutOfBand
+
+
+def create(**response: object) -> str:
+    return json.dumps({"type": "response.create", "response": response})
+
+
+def test_only_a_create_asking_for_no_conversation_is_out_of_band() -> None:
+    books = OutOfBand()
+    assert not books.ask(json.dumps({"type": "response.create"}))
+    assert not books.ask(create(conversation="auto", instructions="none"))
+    assert not books.ask(create(instructions='say "conversation": "none"'))
+    aside = create(conversation="none")
+    assert books.ask(aside)
+    assert list(books.asked) == [aside] and not books.idle
+
+
+def test_a_created_response_is_out_of_band_only_when_one_was_asked_and_it_joins_nothing() -> None:
+    books = OutOfBand()
+    assert not books.created({"id": "resp_1", "conversation_id": None})  # none asked
+    books.ask(create(conversation="none"))
+    assert not books.created({"id": "resp_2", "conversation_id": "conv_1"})  # the VAD's
+    assert books.created({"id": "resp_3", "conversation_id": None})
+    assert books.live == ["resp_3"] and not books.asked
+    assert not books.done("resp_2")
+    assert books.done("resp_3") and books.idle
+
+
+def test_a_dead_upstream_ends_what_was_in_flight_and_keeps_what_was_asked() -> None:
+    books = OutOfBand()
+    books.ask(create(conversation="none"))
+    books.created({"id": "resp_1", "conversation_id": None})
+    pending = create(conversation="none", metadata={"n": "2"})
+    books.ask(pending)
+    assert books.interrupted() == ["resp_1"]
+    assert books.live == [] and list(books.asked) == [pending]
