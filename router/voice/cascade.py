@@ -9,7 +9,8 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   commits the utterance (`speech_stopped`, `committed`, the user item), which goes
   to the `stt` route; its transcript completes the item
   (`conversation.item.input_audio_transcription.completed`) and, with
-  `create_response`, starts a response (not for an empty transcript: no words heard);
+  `create_response`, starts a response (not for an empty transcript: no words heard;
+  `router.voice.user_turns`);
 - a response is one chat turn on the `llm` route and, for audio, TTS turns on the
   `tts` route clause by clause (`router.voice.respond`);
 - barge-in: `speech_started` during a response (with `interrupt_response`), or
@@ -22,20 +23,19 @@ the relay, limits and migration work unchanged. Inside, it speaks the protocol:
   hosted target.
 
 Frames out wait in a bounded queue: a slow client slows the answer, not memory.
-A few lines over 400 lines: the protocol's server side of one session, whose parts
-(input buffer, items, responses, stages) already live in their own modules.
 Out-of-band responses (`response.create` with `conversation: "none"`) run beside
 the conversation's, on their own context when `input` gives one (`item_reference`
 names a conversation item); their items never join the conversation, and only a
 `response.cancel` naming them stops them.
-Not done: `semantic_vad` (treated as server VAD), `idle_timeout_ms`, images.
+Under server VAD, `idle_timeout_ms` of streamed audio with no speech since the last
+answer was heard (`response.done` plus its audio's length) commits an empty user
+turn and answers it (`input_audio_buffer.timeout_triggered`), as OpenAI does.
+Not done: `semantic_vad` (treated as server VAD), images.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import itertools
 import json
@@ -50,22 +50,16 @@ from router.realtime.wire import dumps, error_event
 from router.upstream.realtime import Closed
 from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
-from router.voice.codec import AUDIO_TYPES, AudioFormat, wav
+from router.voice.codec import AUDIO_TYPES, AudioFormat
 from router.voice.context import chat_body, response_input
-from router.voice.input_buffer import Committed, InputAudioBuffer, Utterance
-from router.voice.items import ConversationItems
-from router.voice.respond import Response, Stages
+from router.voice.input_buffer import InputAudioBuffer
+from router.voice.respond import Response
 from router.voice.settings import CascadeSettings, default_session, transcription_session
-from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
+from router.voice.user_turns import CascadeStages, UserTurns
+from router.voice.vad import VadSettings
 
 log = logging.getLogger("firsttoken.voice")
 OUTBOX = 256
-
-
-class CascadeStages(Stages, Protocol):
-    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
-        """Text, the target that heard it, its cost, seconds of audio billed."""
-        ...
 
 
 class VoiceObserver(Protocol):
@@ -80,7 +74,7 @@ class VoiceObserver(Protocol):
         ...
 
 
-class CascadeConnection(ConversationItems):
+class CascadeConnection(UserTurns):
     def __init__(
         self,
         *,
@@ -211,6 +205,7 @@ class CascadeConnection(ConversationItems):
                 silence_duration_ms=int(td.get("silence_duration_ms", base.silence_duration_ms)),
                 create_response=bool(td.get("create_response", True)),
                 interrupt_response=bool(td.get("interrupt_response", True)),
+                idle_timeout_ms=_idle_timeout(td, self.transcription),
             )
         self.buffer.configure(_format(fmt), vad)
 
@@ -227,107 +222,6 @@ class CascadeConnection(ConversationItems):
         self.config.update(session)
         self._apply_audio()
         await self.emit("session.updated", session=self.config.session)
-
-    # -- input audio -----------------------------------------------------------------------
-
-    async def _append(self, event: dict[str, Any]) -> None:
-        try:
-            data = base64.b64decode(str(event.get("audio") or ""), validate=True)
-        except (binascii.Error, ValueError):
-            await self._error("audio must be base64", "invalid_value", event)
-            return
-        for change in self.buffer.append(data):
-            if isinstance(change, SpeechStarted):
-                self._buffer_item = self._new_id("item")
-                await self.emit(
-                    "input_audio_buffer.speech_started",
-                    audio_start_ms=change.audio_start_ms,
-                    item_id=self._buffer_item,
-                )
-                vad = self.buffer.vad
-                if vad is not None and vad.interrupt_response:
-                    await self._cancel("turn_detected")
-            elif isinstance(change, SpeechStopped):
-                await self.emit(
-                    "input_audio_buffer.speech_stopped",
-                    audio_end_ms=change.audio_end_ms,
-                    item_id=self._buffer_item or self._new_id("item"),
-                )
-            elif isinstance(change, Committed):
-                vad = self.buffer.vad
-                respond = vad is not None and vad.create_response and not self.transcription
-                await self._commit(change.utterance, respond)
-
-    async def _commit_event(self, event: dict[str, Any]) -> None:
-        utterance = self.buffer.commit()
-        if utterance is None or utterance.duration_s < 0.1:
-            await self._error(
-                "Error committing input audio buffer: buffer too small.",
-                "input_audio_buffer_commit_empty",
-                event,
-            )
-            return
-        await self._commit(utterance, respond=False)
-
-    async def _clear(self, event: dict[str, Any]) -> None:
-        self.buffer.clear()
-        self._buffer_item = None
-        await self.emit("input_audio_buffer.cleared")
-
-    async def _commit(self, utterance: Utterance, respond: bool) -> None:
-        item_id = self._buffer_item or self._new_id("item")
-        self._buffer_item = None
-        clock = VoiceClock(self._clock, utterance.speech_end_at)
-        clock.mark("committed", utterance.committed_at)
-        item = {
-            "id": item_id,
-            "type": "message",
-            "object": "realtime.item",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        previous = self._add_item(item)
-        await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
-        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
-        self._spawn(self._hear(item, utterance, clock, respond))
-
-    async def _hear(
-        self, item: dict[str, Any], utterance: Utterance, clock: VoiceClock, respond: bool
-    ) -> None:
-        async with self._turns:  # one utterance at a time, in order
-            clock.mark("stt_sent")
-            try:
-                text, target, cost, audio_s = await self._stages.transcribe(
-                    wav(utterance.pcm16, utterance.rate)
-                )
-            except FirstTokenError as exc:
-                await self.emit(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=item["id"],
-                    content_index=0,
-                    error={"type": _wire_type(exc), "code": exc.code, "message": exc.message},
-                )
-                await self._unavailable("stt", exc)
-                return
-            clock.mark("stt_done")
-            item["content"][0]["transcript"] = text
-            seconds = audio_s if audio_s is not None else utterance.duration_s
-            # no words heard (a cough, a door): nothing for the LLM to answer
-            answer = respond and not self.closed and bool(text.strip())
-            # the stage's cost is told once: in the answer it starts, or else here
-            told = {} if answer else {"firsttoken": {"cost_usd": cost, "stt_target": target}}
-            await self.emit(
-                "conversation.item.input_audio_transcription.completed",
-                item_id=item["id"],
-                content_index=0,
-                transcript=text,
-                usage={"type": "duration", "seconds": round(seconds, 3)},
-                **told,
-            )
-            if answer and not self.closed:
-                await self._start_response({}, clock, stt=(target, cost))
 
     # -- responses -------------------------------------------------------------------------
 
@@ -391,12 +285,15 @@ class CascadeConnection(ConversationItems):
             self._out_of_band[response.id] = (response, task)
         else:
             self._current, self._response = response, task
+            self.buffer.idle(None)  # the caller listens: no idle timeout meanwhile
 
     async def _respond(self, response: Response) -> None:
         try:
             await response.run()
         finally:
-            self._out_of_band.pop(response.id, None)
+            if self._out_of_band.pop(response.id, None) is None and response is self._current:
+                # the idle timeout counts from its end plus its audio's length
+                self.buffer.idle(self.buffer.position_ms + _playing_ms(response))
         if response.failure is not None:
             await self._unavailable("llm or tts", response.failure)
         if self._observer is not None and response.status == "completed":
@@ -462,8 +359,16 @@ def _format(fmt: object) -> AudioFormat:
     return AudioFormat(kind) if kind in AUDIO_TYPES else AudioFormat()
 
 
-def _wire_type(exc: FirstTokenError) -> str:
-    """A stage's failure as the protocol's error type: the upstreams' side failing
-    (a 5xx) is the session's server failing (`server_error`, as the `error` that
-    follows it says), which the router counts against the cascade target."""
-    return "server_error" if exc.status >= 500 else exc.type
+def _playing_ms(response: Response) -> float:
+    """The playback OpenAI adds to `response.done` before an idle timeout counts: the
+    whole of its audio (none for a response cut short: the caller spoke)."""
+    return response.audio_ms if response.status == "completed" else 0.0
+
+
+def _idle_timeout(td: Mapping[str, Any], transcription: bool) -> int | None:
+    """`turn_detection.idle_timeout_ms`, for `server_vad` only, as OpenAI (none in a
+    transcription session: no answers)."""
+    value = td.get("idle_timeout_ms")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    return value if td.get("type") == "server_vad" and not transcription else None

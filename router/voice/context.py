@@ -4,7 +4,9 @@ Realtime items become chat messages: user and system messages (text, or the
 transcript of input audio), assistant messages (text, or the transcript of what
 was said, cut to what was heard after a truncation), function calls as assistant
 `tool_calls` and their outputs as `tool` messages. Realtime tools
-(`{type: function, name, description, parameters}`) become chat tools.
+(`{type: function, name, description, parameters}`) become chat tools. A user's
+turn with no words, last (an idle timeout's), reads `(silence)`: a text model
+would hear nothing else, and an LLM request with no messages is refused.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ def item_text(item: Mapping[str, Any]) -> str:
     return message_text(item.get("content"))
 
 
+#: the text of a last user turn with no words
+SILENCE = "(silence)"
+
+
 def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
+    items = list(items)
     for item in items:
         kind = item.get("type")
         if kind == "message":
@@ -46,7 +53,22 @@ def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list
                     "content": str(item.get("output") or ""),
                 }
             )
+    if items and _silent(items[-1]):
+        messages.append({"role": "user", "content": SILENCE})
     return messages
+
+
+def _silent(item: Mapping[str, Any]) -> bool:
+    """A user's audio turn heard with no words (its transcript empty, not pending)."""
+    content = item.get("content")
+    return (
+        item.get("role") == "user"
+        and isinstance(content, list)
+        and len(content) == 1
+        and isinstance(content[0], Mapping)
+        and content[0].get("type") == "input_audio"
+        and content[0].get("transcript") == ""
+    )
 
 
 def chat_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:

@@ -7,6 +7,12 @@ stop (the audio from `audio_start_ms` to `audio_end_ms`, as OpenAI commits it).
 With `turn_detection: null` nothing is detected and `commit()` takes the whole
 buffer. `clear()` drops it.
 
+`idle_timeout_ms` (server VAD): once that much audio has passed with no speech since
+the timer was armed (`idle(from_ms)`: at `response.done` plus its audio's length, as
+OpenAI counts it, or when speech stopped), `append()` returns `TimedOut` for the
+silent segment. It is counted in the session's audio, as every position is: a
+client that stops streaming audio gets no timeout.
+
 The buffer holds PCM16 at the format's own rate (G.711 is decoded on the way in),
 which is what goes to speech-to-text, wrapped as WAV. The VAD hears 16 kHz (24 kHz
 PCM is resampled, `QQ`) or G.711's 8 kHz as is. Positions are milliseconds of
@@ -61,7 +67,15 @@ class Committed:
     utterance: Utterance
 
 
-BufferEvent = SpeechStarted | SpeechStopped | Committed
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """No speech in [audio_start_ms, audio_end_ms): the idle timeout's segment."""
+
+    audio_start_ms: int
+    audio_end_ms: int
+
+
+BufferEvent = SpeechStarted | SpeechStopped | Committed | TimedOut
 
 
 class InputAudioBuffer:
@@ -85,6 +99,8 @@ class InputAudioBuffer:
         self._detector: TurnDetector | None = None
         self._to_vad: Resampler | None = None
         self._speech_start_ms = 0
+        #: the idle timeout counts from here (ms of session audio); None: not armed
+        self._idle_from: float | None = None
         self._configure_detector()
 
     # -- configuration ------------------------------------------------------------------
@@ -107,6 +123,7 @@ class InputAudioBuffer:
         rate = self.format.rate if self.format.rate in VAD_RATES else 16_000
         self._detector = TurnDetector(self.vad, rate, self._classifier)
         self._detector.reset(int(self.position_ms))
+        self._idle_from = self.position_ms
         self._to_vad = Resampler(self.format.rate, rate, quality="QQ")
 
     # -- positions ----------------------------------------------------------------------
@@ -138,15 +155,25 @@ class InputAudioBuffer:
             events.append(event)
             if isinstance(event, SpeechStarted):
                 self._speech_start_ms = event.audio_start_ms
+                self._idle_from = None
             else:
                 utterance = self._take(
                     self._speech_start_ms, event.audio_end_ms, event.speech_end_at, now
                 )
                 events.append(Committed(utterance))
+                self._idle_from = event.audio_end_ms
         if not self._detector.speaking:
             assert self.vad is not None
             self._bound(self.vad.prefix_padding_ms + FRAME_MS * (START_WINDOW + 1))
+            timeout, since, end = self.vad.idle_timeout_ms, self._idle_from, self.position_ms
+            if timeout and since is not None and end - since >= timeout:
+                events.append(TimedOut(round(since), round(end)))
+                self._idle_from = None
         return events
+
+    def idle(self, from_ms: float | None) -> None:
+        """Arm the idle timeout from `from_ms` of session audio, or disarm it (None)."""
+        self._idle_from = from_ms
 
     def commit(self) -> Utterance | None:
         """A manual commit: the whole buffer, or None when it is empty."""

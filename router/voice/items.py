@@ -1,6 +1,8 @@
 """A cascade session's conversation items, and the client events that act on them.
 
-`conversation.item.create|retrieve|delete|truncate`, as OpenAI answers them; a
+`conversation.item.create|retrieve|delete|truncate`, as OpenAI answers them (an
+item after `previous_item_id`, first for `root`; an unknown one, or an id already
+taken, is an error and adds nothing); a
 truncation cuts an assistant item's text to what was heard (`truncate.heard_text`
 over the pieces its response spoke), so the next chat turn carries only that.
 """
@@ -12,6 +14,9 @@ from typing import Any
 
 from router.voice.respond import Response
 from router.voice.truncate import heard_text, spoken_ms
+
+#: `previous_item_id` that puts an item first
+ROOT = "root"
 
 
 class ConversationItems:
@@ -30,7 +35,11 @@ class ConversationItems:
         raise NotImplementedError
 
     def _add_item(self, item: dict[str, Any], after: str | None = None) -> str | None:
-        """Append (or insert after `after`); returns the previous item's id."""
+        """Append (or insert after `after`, first for `root`); returns the previous
+        item's id."""
+        if after == ROOT:
+            self.items.insert(0, item)
+            return None
         if after is not None:
             index = next((i for i, it in enumerate(self.items) if it["id"] == after), None)
             if index is not None:
@@ -54,7 +63,20 @@ class ConversationItems:
             return
         item = {**item, "id": item.get("id") or self._new_id("item"), "object": "realtime.item"}
         item.setdefault("status", "completed")
+        if self._find(item["id"]) is not None:
+            await self._error(
+                f"Duplicate item id: {str(item['id'])[:100]!r}", "item_id_conflict", event
+            )
+            return
         previous_id = event.get("previous_item_id")
+        if isinstance(previous_id, str) and previous_id != ROOT and self._find(previous_id) is None:
+            # as OpenAI: an item to follow that is not there is an error, not an append
+            await self._error(
+                f"previous_item_id {previous_id[:100]!r} is not in the conversation",
+                "item_not_found",
+                event,
+            )
+            return
         previous = self._add_item(item, previous_id if isinstance(previous_id, str) else None)
         await self.emit("conversation.item.added", previous_item_id=previous, item=item)
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)

@@ -125,6 +125,11 @@ class Response:
         #: when a cancelled response had closed its LLM and TTS requests
         self.upstreams_closed_at: float | None = None
 
+    @property
+    def audio_ms(self) -> float:
+        """Milliseconds of audio it sent the client."""
+        return sum(self._format.duration_ms(o.audio_bytes) for o in self.outputs)
+
     # -- the whole response --------------------------------------------------------------
 
     async def run(self) -> None:

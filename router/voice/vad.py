@@ -49,6 +49,8 @@ class VadSettings:
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    #: no speech for this long after the last response: `timeout_triggered`
+    idle_timeout_ms: int | None = None
 
     @property
     def aggressiveness(self) -> int:

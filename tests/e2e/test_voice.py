@@ -797,3 +797,68 @@ async def test_an_out_of_band_response_runs_beside_the_conversations_and_is_canc
         stopped = (await until(conn, "response.done"))[-1].response
     assert cancelled.id == aside.id and cancelled.status == "cancelled"
     assert stopped.id == in_band.id and stopped.status == "cancelled"
+
+
+async def test_silence_past_the_idle_timeout_is_answered_as_openai_does(stack: Stack) -> None:
+    # `idle_timeout_ms`: no speech for that long (of streamed audio) is committed as an
+    # empty user turn and answered, with no speech-to-text; the timer then counts again
+    # from the answer's end plus the length of its audio (what the caller hears).
+    turn_detection = {"type": "server_vad", "idle_timeout_ms": 1500}
+    update = {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session=update)  # type: ignore[arg-type]
+        await until(conn, "session.updated")
+        await speak(conn, silence(2000))
+        events = await until(conn, "response.done")
+        spoken = [e for e in events if e.type == "response.output_audio.delta"]
+        heard_ms = sum(len(base64.b64decode(e.delta)) for e in spoken) / 48  # 24 kHz PCM16
+        await speak(conn, silence(round(heard_ms) + 2000))
+        again = (await until(conn, "input_audio_buffer.timeout_triggered"))[-1]
+    kinds = _types(events)
+    assert kinds[:5] == [
+        "input_audio_buffer.timeout_triggered",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+    ]
+    timed_out = events[0]
+    assert timed_out.audio_start_ms == 0 and 1500 <= timed_out.audio_end_ms <= 1520
+    assert timed_out.item_id == events[1].item_id
+    assert events[-1].response.status == "completed", events[-1].response.status_details
+    assert heard_ms > 100
+    assert not stack.stt[0].calls and not stack.stt[1].calls  # nothing to transcribe
+    assert stack.llm.records[0].body["messages"] == [{"role": "user", "content": "(silence)"}]
+    # armed at the answer's end (all 2 s of audio were in by then) plus its audio
+    assert abs(again.audio_start_ms - (2000 + heard_ms)) <= 25
+
+
+async def test_items_go_where_previous_item_id_says_and_a_bad_one_adds_nothing(
+    stack: Stack,
+) -> None:
+    def said(text: str, item_id: str) -> Any:
+        return {**USER, "id": item_id, "content": [{"type": "input_text", "text": text}]}
+
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await until(conn, "session.updated")
+        for text, item_id in (("second", "item_b"), ("third", "item_c")):
+            await conn.conversation.item.create(item=said(text, item_id))
+            await until(conn, "conversation.item.done")
+        await conn.conversation.item.create(item=said("first", "item_a"), previous_item_id="root")
+        first = (await until(conn, "conversation.item.added"))[-1]
+        await conn.conversation.item.create(
+            item=said("lost", "item_x"), previous_item_id="item_nope"
+        )
+        unknown = (await until(conn, "error"))[-1]
+        await conn.conversation.item.create(item=said("again", "item_b"))
+        taken = (await until(conn, "error"))[-1]
+        await conn.response.create()
+        await until(conn, "response.done")
+    assert first.previous_item_id is None
+    assert unknown.error.code == "item_not_found"
+    assert taken.error.code == "item_id_conflict"
+    asked = [m["content"] for m in stack.llm.records[-1].body["messages"] if m["role"] == "user"]
+    assert asked == ["first", "second", "third"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.voice.codec import AudioFormat
-from router.voice.input_buffer import Committed, InputAudioBuffer
+from router.voice.input_buffer import Committed, InputAudioBuffer, TimedOut
 from router.voice.resample import Resampler
 from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
 from tests.voice.audio import frames, silence, speech_24k
@@ -125,3 +125,31 @@ def test_a_new_format_or_vad_setting_applies_to_what_follows() -> None:
     events = _stream(buffer, clock, SPEECH + silence(800))
     assert [type(e) for e in events] == [SpeechStarted, SpeechStopped, Committed]
     assert abs(events[0].audio_start_ms - 500) <= 20
+
+
+def test_the_idle_timeout_marks_silence_after_the_last_turn_and_not_during_speech() -> None:
+    clock = FakeClock()
+    vad = VadSettings(silence_duration_ms=500, idle_timeout_ms=2000)
+    buffer = InputAudioBuffer(vad=vad, clock=clock)
+    # armed from the start: 1 s of silence, speech, then silence until the timeout
+    events = _stream(buffer, clock, silence(1000) + SPEECH + silence(3000))
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechStopped, Committed, TimedOut]
+    stopped, timed_out = events[1], events[3]
+    assert timed_out.audio_start_ms == stopped.audio_end_ms  # counted from the stop
+    assert 2000 <= timed_out.audio_end_ms - timed_out.audio_start_ms <= 2020
+    # once: disarmed until the next response or speech
+    assert _stream(buffer, clock, silence(3000)) == []
+    buffer.idle(buffer.position_ms + 1000)  # a response whose audio plays 1 s more
+    later = _stream(buffer, clock, silence(2900))
+    assert later == []
+    [again] = _stream(buffer, clock, silence(200))
+    assert isinstance(again, TimedOut) and again.audio_end_ms - again.audio_start_ms == 2000
+    buffer.idle(None)  # a response in progress: the caller listens
+    assert _stream(buffer, clock, silence(5000)) == []
+
+
+def test_without_an_idle_timeout_silence_is_only_silence() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=VadSettings(), clock=clock)
+    assert _stream(buffer, clock, silence(10_000)) == []

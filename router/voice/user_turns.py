@@ -1,0 +1,206 @@
+"""A cascade session's user turns: the input audio buffer's events, and each
+committed utterance heard by the `stt` route.
+
+Mixed into `CascadeConnection` (router/voice/cascade.py), which provides the output
+side and the responses. `input_audio_buffer.append` feeds the buffer and its server
+VAD (`router.voice.input_buffer`): a start sends `speech_started` (and, with
+`interrupt_response`, cancels the response in progress), a stop `speech_stopped`
+and the commit (`committed`, the user item), whose transcript completes the item and,
+with `create_response`, starts the answer (none for an empty transcript: no words
+heard); utterances are heard one at a time, in order. An idle timeout commits an
+empty turn and answers it without speech-to-text. A stage failing on the
+upstreams' side (a 5xx) fails the transcription with `server_error`, as the `error`
+that follows it says, so the incident counts once against the cascade target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+from router.clock import Clock
+from router.errors import FirstTokenError
+from router.voice.clock import VoiceClock
+from router.voice.codec import wav
+from router.voice.input_buffer import Committed, InputAudioBuffer, TimedOut, Utterance
+from router.voice.items import ConversationItems
+from router.voice.respond import Stages
+from router.voice.vad import SpeechStarted, SpeechStopped
+
+
+class CascadeStages(Stages, Protocol):
+    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
+        """Text, the target that heard it, its cost, seconds of audio billed."""
+        ...
+
+
+class UserTurns(ConversationItems):
+    buffer: InputAudioBuffer
+    transcription: bool
+    closed: bool
+    _buffer_item: str | None
+    _turns: asyncio.Lock
+    _stages: CascadeStages
+    _clock: Clock
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        raise NotImplementedError
+
+    async def _cancel(self, reason: str) -> bool:
+        raise NotImplementedError
+
+    async def _start_response(
+        self,
+        overrides: Mapping[str, Any],
+        clock: VoiceClock,
+        stt: tuple[str, float] | None,
+        items: list[Any] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def _unavailable(self, stage: str, exc: FirstTokenError) -> None:
+        raise NotImplementedError
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        try:
+            data = base64.b64decode(str(event.get("audio") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            await self._error("audio must be base64", "invalid_value", event)
+            return
+        for change in self.buffer.append(data):
+            if isinstance(change, SpeechStarted):
+                self._buffer_item = self._new_id("item")
+                await self.emit(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=change.audio_start_ms,
+                    item_id=self._buffer_item,
+                )
+                vad = self.buffer.vad
+                if vad is not None and vad.interrupt_response:
+                    await self._cancel("turn_detected")
+            elif isinstance(change, SpeechStopped):
+                await self.emit(
+                    "input_audio_buffer.speech_stopped",
+                    audio_end_ms=change.audio_end_ms,
+                    item_id=self._buffer_item or self._new_id("item"),
+                )
+            elif isinstance(change, Committed):
+                vad = self.buffer.vad
+                respond = vad is not None and vad.create_response and not self.transcription
+                await self._commit(change.utterance, respond)
+            elif isinstance(change, TimedOut):
+                await self._timed_out(change)
+
+    async def _timed_out(self, change: TimedOut) -> None:
+        """No speech for `idle_timeout_ms` since the last response was heard: as OpenAI,
+        `timeout_triggered`, the silence committed as an empty user turn, and (with
+        `create_response`) a response, on the conversation as it is (no speech to
+        transcribe: the VAD heard none)."""
+        item_id = self._new_id("item")
+        await self.emit(
+            "input_audio_buffer.timeout_triggered",
+            audio_start_ms=change.audio_start_ms,
+            audio_end_ms=change.audio_end_ms,
+            item_id=item_id,
+        )
+        item = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": ""}],
+        }
+        previous = self._add_item(item)
+        await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
+        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
+        vad = self.buffer.vad
+        if vad is not None and vad.create_response:
+            self._spawn(self._answer_silence(VoiceClock(self._clock)))
+
+    async def _answer_silence(self, clock: VoiceClock) -> None:
+        async with self._turns:  # after any utterance still being heard
+            if not self.closed:
+                await self._start_response({}, clock, None)
+
+    async def _commit_event(self, event: dict[str, Any]) -> None:
+        utterance = self.buffer.commit()
+        if utterance is None or utterance.duration_s < 0.1:
+            await self._error(
+                "Error committing input audio buffer: buffer too small.",
+                "input_audio_buffer_commit_empty",
+                event,
+            )
+            return
+        await self._commit(utterance, respond=False)
+
+    async def _clear(self, event: dict[str, Any]) -> None:
+        self.buffer.clear()
+        self._buffer_item = None
+        await self.emit("input_audio_buffer.cleared")
+
+    async def _commit(self, utterance: Utterance, respond: bool) -> None:
+        item_id = self._buffer_item or self._new_id("item")
+        self._buffer_item = None
+        clock = VoiceClock(self._clock, utterance.speech_end_at)
+        clock.mark("committed", utterance.committed_at)
+        item = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        previous = self._add_item(item)
+        await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
+        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
+        self._spawn(self._hear(item, utterance, clock, respond))
+
+    async def _hear(
+        self, item: dict[str, Any], utterance: Utterance, clock: VoiceClock, respond: bool
+    ) -> None:
+        async with self._turns:  # one utterance at a time, in order
+            clock.mark("stt_sent")
+            try:
+                text, target, cost, audio_s = await self._stages.transcribe(
+                    wav(utterance.pcm16, utterance.rate)
+                )
+            except FirstTokenError as exc:
+                await self.emit(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item["id"],
+                    content_index=0,
+                    error={"type": _wire_type(exc), "code": exc.code, "message": exc.message},
+                )
+                await self._unavailable("stt", exc)
+                return
+            clock.mark("stt_done")
+            item["content"][0]["transcript"] = text
+            seconds = audio_s if audio_s is not None else utterance.duration_s
+            # no words heard (a cough, a door): nothing for the LLM to answer
+            answer = respond and not self.closed and bool(text.strip())
+            # the stage's cost is told once: in the answer it starts, or else here
+            told = {} if answer else {"firsttoken": {"cost_usd": cost, "stt_target": target}}
+            await self.emit(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item["id"],
+                content_index=0,
+                transcript=text,
+                usage={"type": "duration", "seconds": round(seconds, 3)},
+                **told,
+            )
+            if answer and not self.closed:
+                await self._start_response({}, clock, stt=(target, cost))
+
+
+def _wire_type(exc: FirstTokenError) -> str:
+    """A stage's failure as the protocol's error type: the upstreams' side failing
+    (a 5xx) is the session's server failing (`server_error`, as the `error` that
+    follows it says), which the router counts against the cascade target."""
+    return "server_error" if exc.status >= 500 else exc.type
