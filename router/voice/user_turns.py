@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from router.clock import Clock
 from router.errors import FirstTokenError
+from router.realtime.session_config import SessionConfig
 from router.voice.clock import VoiceClock
 from router.voice.codec import wav
 from router.voice.input_buffer import Committed, InputAudioBuffer, TimedOut, Utterance
@@ -32,8 +33,11 @@ from router.voice.vad import SpeechStarted, SpeechStopped
 
 
 class CascadeStages(Stages, Protocol):
-    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
-        """Text, the target that heard it, its cost, seconds of audio billed."""
+    async def transcribe(
+        self, audio: bytes, fields: Mapping[str, str] | None = None
+    ) -> tuple[str, str, float, float | None]:
+        """Text, the target that heard it, its cost, seconds of audio billed (`fields`:
+        the form's `language` and `prompt`)."""
         ...
 
 
@@ -45,6 +49,7 @@ class UserTurns(ConversationItems):
     _turns: asyncio.Lock
     _stages: CascadeStages
     _clock: Clock
+    config: SessionConfig
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         raise NotImplementedError
@@ -162,6 +167,9 @@ class UserTurns(ConversationItems):
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)
         self._spawn(self._hear(item, utterance, clock, respond))
 
+    def _hints(self) -> dict[str, str]:
+        return transcription_hints(self.config.session)
+
     async def _hear(
         self, item: dict[str, Any], utterance: Utterance, clock: VoiceClock, respond: bool
     ) -> None:
@@ -169,7 +177,7 @@ class UserTurns(ConversationItems):
             clock.mark("stt_sent")
             try:
                 text, target, cost, audio_s = await self._stages.transcribe(
-                    wav(utterance.pcm16, utterance.rate)
+                    wav(utterance.pcm16, utterance.rate), self._hints()
                 )
             except FirstTokenError as exc:
                 await self.emit(
@@ -197,6 +205,17 @@ class UserTurns(ConversationItems):
             )
             if answer and not self.closed:
                 await self._start_response({}, clock, stt=(target, cost))
+
+
+def transcription_hints(session: Mapping[str, Any]) -> dict[str, str]:
+    """The session's `audio.input.transcription` `language` and `prompt`, as the
+    speech-to-text form's fields (its `model` is the `stt` route's to choose)."""
+    audio = session.get("audio")
+    heard = audio.get("input") if isinstance(audio, Mapping) else None
+    config = heard.get("transcription") if isinstance(heard, Mapping) else None
+    if not isinstance(config, Mapping):
+        return {}
+    return {k: v for k in ("language", "prompt") if isinstance(v := config.get(k), str) and v}
 
 
 def _wire_type(exc: FirstTokenError) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from router.clock import Clock
@@ -33,12 +33,14 @@ class RouterStages:
         self._settings = settings
         self._session_key = session_key
 
-    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
+    async def transcribe(
+        self, audio: bytes, fields: Mapping[str, str] | None = None
+    ) -> tuple[str, str, float, float | None]:
         router = self._router
         runtime = router.runtime
         route = runtime.routes[self._settings.stt]
         heard = await runtime.speech.transcribe(
-            route.config, route.policy, router.rng, audio, budget=route.budget
+            route.config, route.policy, router.rng, audio, fields, budget=route.budget
         )
         return heard.transcript.text, heard.target, heard.cost_usd, heard.transcript.audio_s
 

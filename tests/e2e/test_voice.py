@@ -862,3 +862,19 @@ async def test_items_go_where_previous_item_id_says_and_a_bad_one_adds_nothing(
     assert taken.error.code == "item_id_conflict"
     asked = [m["content"] for m in stack.llm.records[-1].body["messages"] if m["role"] == "user"]
     assert asked == ["first", "second", "third"]
+
+
+async def test_the_sessions_transcription_language_and_prompt_reach_speech_to_text(
+    stack: Stack,
+) -> None:
+    hints = {"model": "gpt-4o-transcribe", "language": "fr", "prompt": "Réservation, Paris"}
+    update = {"type": "realtime", "audio": {"input": {"transcription": hints}}}
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session=update)  # type: ignore[arg-type]
+        await until(conn, "session.updated")
+        await speak(conn, silence(400) + speech_24k() + silence(600))
+        await until(conn, "conversation.item.input_audio_transcription.completed")
+    body = stack.stt[0].calls[-1].body
+    assert body["language"] == "fr" and body["prompt"] == "Réservation, Paris"
+    assert body["model"] == "whisper-1"  # the stt route's target's own model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -72,7 +73,9 @@ class FakeStages:
     def speech_cost(self, source: PcmSource, text: str) -> tuple[str, float, float]:
         raise AssertionError("a text session never speaks")
 
-    async def transcribe(self, audio: bytes) -> tuple[str, str, float, float | None]:
+    async def transcribe(
+        self, audio: bytes, fields: Mapping[str, str] | None = None
+    ) -> tuple[str, str, float, float | None]:
         return "hello", "stt-a", 0.0, 1.0
 
 
