@@ -30,7 +30,8 @@ names a conversation item); their items never join the conversation, and only a
 Under server VAD, `idle_timeout_ms` of streamed audio with no speech since the last
 answer was heard (`response.done` plus its audio's length) commits an empty user
 turn and answers it (`input_audio_buffer.timeout_triggered`), as OpenAI does.
-Not done: `semantic_vad` (treated as server VAD), images.
+A user item's `input_image` parts reach the LLM as `image_url` parts.
+Not done: `semantic_vad` (treated as server VAD).
 """
 
 from __future__ import annotations

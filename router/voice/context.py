@@ -3,7 +3,8 @@
 Realtime items become chat messages: user and system messages (text, or the
 transcript of input audio), assistant messages (text, or the transcript of what
 was said, cut to what was heard after a truncation), function calls as assistant
-`tool_calls` and their outputs as `tool` messages. Realtime tools
+`tool_calls` and their outputs as `tool` messages; a user's `input_image` parts
+become `image_url` parts (for an `llm` route whose model takes images). Realtime tools
 (`{type: function, name, description, parameters}`) become chat tools. A user's
 turn with no words, last (an idle timeout's), reads `(silence)`: a text model
 would hear nothing else, and an LLM request with no messages is refused.
@@ -36,7 +37,11 @@ def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list
         if kind == "message":
             role = item.get("role")
             text = item_text(item)
-            if role in ("user", "assistant", "system") and text:
+            images = _images(item) if role == "user" else []
+            if images:  # the llm route's model must take images
+                parts = [{"type": "text", "text": text}] if text else []
+                messages.append({"role": role, "content": parts + images})
+            elif role in ("user", "assistant", "system") and text:
                 messages.append({"role": role, "content": text})
         elif kind == "function_call":
             call = {
@@ -56,6 +61,21 @@ def chat_messages(instructions: str, items: Iterable[Mapping[str, Any]]) -> list
     if items and _silent(items[-1]):
         messages.append({"role": "user", "content": SILENCE})
     return messages
+
+
+def _images(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A user item's `input_image` parts as chat `image_url` parts (data URIs as given)."""
+    content = item.get("content")
+    images = []
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, Mapping) and part.get("type") == "input_image":
+            url = part.get("image_url")
+            if isinstance(url, str) and url:
+                image: dict[str, Any] = {"url": url}
+                if part.get("detail") in ("auto", "low", "high"):
+                    image["detail"] = part["detail"]
+                images.append({"type": "image_url", "image_url": image})
+    return images
 
 
 def _silent(item: Mapping[str, Any]) -> bool:

@@ -878,3 +878,25 @@ async def test_the_sessions_transcription_language_and_prompt_reach_speech_to_te
     body = stack.stt[0].calls[-1].body
     assert body["language"] == "fr" and body["prompt"] == "Réservation, Paris"
     assert body["model"] == "whisper-1"  # the stt route's target's own model
+
+
+async def test_a_user_image_reaches_the_llm_as_an_image_part(stack: Stack) -> None:
+    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n one pixel").decode()
+    content = [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": image, "detail": "low"},
+    ]
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(item={**USER, "content": content})  # type: ignore[arg-type]
+        await conn.response.create()
+        done = (await until(conn, "response.done"))[-1].response
+    assert done.status == "completed"
+    assert stack.llm.records[-1].body["messages"][-1] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+        ],
+    }
