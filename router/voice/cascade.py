@@ -257,7 +257,8 @@ class CascadeConnection(UserTurns):
         session = self.config.session
         modalities = overrides.get("output_modalities") or session.get("output_modalities")
         audio = "audio" in (modalities or ["audio"])
-        output = self._audio("output")
+        # the response's own `audio.output` (voice, format) over the session's
+        output = {**self._audio("output"), **_output(overrides)}
         voice = str(output.get("voice") or self._settings.voice)
         response = Response(
             response_id=self._new_id("resp"),
@@ -352,6 +353,13 @@ _HANDLERS: dict[str, Handler] = {
     "response.create": CascadeConnection._response_create,
     "response.cancel": CascadeConnection._cancel_event,
 }
+
+
+def _output(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A `response.create`'s `audio.output`, if it gives one."""
+    audio = overrides.get("audio")
+    output = audio.get("output") if isinstance(audio, Mapping) else None
+    return output if isinstance(output, Mapping) else {}
 
 
 def _format(fmt: object) -> AudioFormat:

@@ -900,3 +900,28 @@ async def test_a_user_image_reaches_the_llm_as_an_image_part(stack: Stack) -> No
             {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
         ],
     }
+
+
+async def test_a_response_speaks_with_its_own_voice_and_format(stack: Stack) -> None:
+    # `response.create`'s `audio.output` (voice, format) is the response's; the next
+    # response speaks as the session says again.
+    own = {"audio": {"output": {"voice": "marin", "format": {"type": "audio/pcmu"}}}}
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create(response=own)  # type: ignore[arg-type]
+        first = await until(conn, "response.done")
+        first_voice = stack.tts[0].calls[-1].body["voice"]
+        await conn.response.create()
+        second = await until(conn, "response.done")
+    assert first_voice == "marin" and stack.tts[0].calls[-1].body["voice"] == "af_heart"
+    done = first[-1].response
+    assert done.audio.output.voice == "marin" and done.audio.output.format.type == "audio/pcmu"
+
+    def audio_ms(events: list[Any], bytes_per_ms: int) -> float:
+        spoken = [e for e in events if e.type == "response.output_audio.delta"]
+        return sum(len(base64.b64decode(e.delta)) for e in spoken) / bytes_per_ms
+
+    # G.711 at 8 kHz (a byte a sample) for the first, PCM16 at 24 kHz for the second:
+    # the same words, so about the same length of audio
+    assert abs(audio_ms(first, 8) - audio_ms(second, 48)) < 0.2 * audio_ms(second, 48)
