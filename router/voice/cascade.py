@@ -271,6 +271,7 @@ class CascadeConnection(UserTurns):
             audio=audio,
             voice=voice,
             out_format=_format(output.get("format")),
+            speed=_speed(output.get("speed")),
             prefetch=self._settings.prefetch,
             splitter=ClauseSplitter(**self._settings.clauses.model_dump()),
             clock=clock,
@@ -360,6 +361,15 @@ def _output(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
     audio = overrides.get("audio")
     output = audio.get("output") if isinstance(audio, Mapping) else None
     return output if isinstance(output, Mapping) else {}
+
+
+def _speed(value: object) -> float | None:
+    """`audio.output.speed` for the TTS request: OpenAI's range (0.25-1.5), and none
+    at 1.0, so a TTS server without the field is not sent it."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    speed = min(1.5, max(0.25, float(value)))
+    return None if speed == 1.0 else speed
 
 
 def _format(fmt: object) -> AudioFormat:

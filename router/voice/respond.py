@@ -55,7 +55,7 @@ class Stages(Protocol):
         """Run the turn into `sink`; returns the target that answered and its cost."""
         ...
 
-    async def speak(self, text: str, voice: str) -> PcmSource: ...
+    async def speak(self, text: str, voice: str, speed: float | None = None) -> PcmSource: ...
 
     def speech_cost(self, source: PcmSource, text: str) -> tuple[str, float, float]:
         """The target that spoke `text`, its cost and the seconds of audio."""
@@ -84,6 +84,7 @@ class Response:
         audio: bool,
         voice: str,
         out_format: AudioFormat,
+        speed: float | None = None,
         prefetch: int,
         splitter: ClauseSplitter,
         clock: VoiceClock,
@@ -105,6 +106,7 @@ class Response:
         #: the client's output format: PCM at 24 kHz, or G.711 at 8 kHz
         self._format = out_format
         self._voice = voice
+        self._speed = speed
         self._prefetch = prefetch
         self._splitter = splitter
         self.clock = clock
@@ -190,7 +192,7 @@ class Response:
         self.cost.llm_usd += cost
 
     async def _speak(self, text: str) -> PcmSource:
-        source = await self._stages.speak(text, self._voice)
+        source = await self._stages.speak(text, self._voice, self._speed)
         self._sources.append((source, text))
         return source
 

@@ -50,12 +50,18 @@ class RouterStages:
         result = await router.handle(parsed, sink, {}, router.clock())
         return result.target, result.cost_usd
 
-    async def speak(self, text: str, voice: str) -> PcmSource:
+    async def speak(self, text: str, voice: str, speed: float | None = None) -> PcmSource:
         router = self._router
         runtime = router.runtime
         route = runtime.routes[self._settings.tts]
         return await runtime.speech.speak(
-            route.config, route.policy, router.rng, text, voice=voice, budget=route.budget
+            route.config,
+            route.policy,
+            router.rng,
+            text,
+            voice=voice,
+            speed=speed,
+            budget=route.budget,
         )
 
     def speech_cost(self, source: PcmSource, text: str) -> tuple[str, float, float]:

@@ -925,3 +925,19 @@ async def test_a_response_speaks_with_its_own_voice_and_format(stack: Stack) -> 
     # G.711 at 8 kHz (a byte a sample) for the first, PCM16 at 24 kHz for the second:
     # the same words, so about the same length of audio
     assert abs(audio_ms(first, 8) - audio_ms(second, 48)) < 0.2 * audio_ms(second, 48)
+
+
+async def test_the_sessions_output_speed_reaches_text_to_speech(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        usual = stack.tts[0].calls[-1].body
+        faster = {"type": "realtime", "audio": {"output": {"speed": 1.25}}}
+        await conn.session.update(session=faster)  # type: ignore[arg-type]
+        await until(conn, "session.updated")
+        await conn.response.create()
+        await until(conn, "response.done")
+    assert "speed" not in usual  # 1.0: not sent
+    assert stack.tts[0].calls[-1].body["speed"] == 1.25

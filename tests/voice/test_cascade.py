@@ -67,7 +67,7 @@ class FakeStages:
         await sink.finish()
         return "llm-a", 0.001
 
-    async def speak(self, text: str, voice: str) -> PcmSource:
+    async def speak(self, text: str, voice: str, speed: float | None = None) -> PcmSource:
         raise AssertionError("a text session never speaks")
 
     def speech_cost(self, source: PcmSource, text: str) -> tuple[str, float, float]:
