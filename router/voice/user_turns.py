@@ -195,6 +195,13 @@ class UserTurns(ConversationItems):
             answer = respond and not self.closed and bool(text.strip())
             # the stage's cost is told once: in the answer it starts, or else here
             told = {} if answer else {"firsttoken": {"cost_usd": cost, "stt_target": target}}
+            if text:  # one delta with the whole text, as OpenAI's whisper-1 sends it
+                await self.emit(
+                    "conversation.item.input_audio_transcription.delta",
+                    item_id=item["id"],
+                    content_index=0,
+                    delta=text,
+                )
             await self.emit(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item["id"],

@@ -143,15 +143,16 @@ async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack)
         await speak(conn, silence(400) + speech_24k() + silence(600))
         events = await until(conn, "response.done")
     kinds = _types(events)
-    assert kinds[:6] == [
+    assert kinds[:7] == [
         "input_audio_buffer.speech_started",
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.added",
         "conversation.item.done",
+        "conversation.item.input_audio_transcription.delta",  # live captions read these
         "conversation.item.input_audio_transcription.completed",
     ]
-    rest = kinds[6:]
+    rest = kinds[7:]
     assert rest[:4] == [
         "response.created",
         "response.output_item.added",
@@ -213,6 +214,7 @@ async def test_a_transcription_session_runs_the_vad_and_stt_stages_only(stack: S
         await conn.session.update(session={"type": "realtime", "instructions": "x"})
         mismatch = await until(conn, "error")
     assert events[-1].transcript == TRANSCRIPT
+    assert [e.delta for e in events if e.type.endswith("transcription.delta")] == [TRANSCRIPT]
     assert "response.created" not in _types(events + refused)
     assert "no responses" in refused[-1].error.message
     assert "transcription session" in mismatch[-1].error.message
