@@ -111,18 +111,7 @@ class UserTurns(ConversationItems):
             audio_end_ms=change.audio_end_ms,
             item_id=item_id,
         )
-        item = {
-            "id": item_id,
-            "type": "message",
-            "object": "realtime.item",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": ""}],
-        }
-        previous = self._add_item(item)
-        await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        await self.emit("conversation.item.added", previous_item_id=previous, item=item)
-        await self.emit("conversation.item.done", previous_item_id=previous, item=item)
+        await self._committed(item_id, transcript="")
         vad = self.buffer.vad
         if vad is not None and vad.create_response:
             self._spawn(self._answer_silence(VoiceClock(self._clock)))
@@ -148,23 +137,29 @@ class UserTurns(ConversationItems):
         self._buffer_item = None
         await self.emit("input_audio_buffer.cleared")
 
-    async def _commit(self, utterance: Utterance, respond: bool) -> None:
-        item_id = self._buffer_item or self._new_id("item")
-        self._buffer_item = None
-        clock = VoiceClock(self._clock, utterance.speech_end_at)
-        clock.mark("committed", utterance.committed_at)
+    async def _committed(self, item_id: str, transcript: str | None) -> dict[str, Any]:
+        """The buffer committed as a user audio item (`transcript`: None until heard),
+        in OpenAI's order: `committed`, then the item added and done."""
         item = {
             "id": item_id,
             "type": "message",
             "object": "realtime.item",
             "status": "completed",
             "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
+            "content": [{"type": "input_audio", "transcript": transcript}],
         }
         previous = self._add_item(item)
         await self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
         await self.emit("conversation.item.added", previous_item_id=previous, item=item)
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)
+        return item
+
+    async def _commit(self, utterance: Utterance, respond: bool) -> None:
+        item_id = self._buffer_item or self._new_id("item")
+        self._buffer_item = None
+        clock = VoiceClock(self._clock, utterance.speech_end_at)
+        clock.mark("committed", utterance.committed_at)
+        item = await self._committed(item_id, transcript=None)
         self._spawn(self._hear(item, utterance, clock, respond))
 
     def _hints(self) -> dict[str, str]:
