@@ -4,10 +4,12 @@ Realtime items become chat messages: user and system messages (text, or the
 transcript of input audio), assistant messages (text, or the transcript of what
 was said, cut to what was heard after a truncation), function calls as assistant
 `tool_calls` and their outputs as `tool` messages; a user's `input_image` parts
-become `image_url` parts (for an `llm` route whose model takes images). Realtime tools
-(`{type: function, name, description, parameters}`) become chat tools. A user's
-turn with no words, last (an idle timeout's), reads `(silence)`: a text model
-would hear nothing else, and an LLM request with no messages is refused.
+become `image_url` parts (for an `llm` route whose model takes images). Realtime
+tools (`{type: function, name, description, parameters}`) become chat tools, with
+`tool_choice` (a mode or a named function), `parallel_tool_calls`, and
+`reasoning.effort` as `reasoning_effort`. A user's turn with no words, last (an idle
+timeout's), reads `(silence)`: a text model would hear nothing else, and an LLM
+request with no messages is refused.
 """
 
 from __future__ import annotations
@@ -117,13 +119,32 @@ def chat_body(
     tools = chat_tools(config.get("tools") or ())
     if tools:
         body["tools"] = tools
-        choice = config.get("tool_choice")
-        if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        choice = chat_tool_choice(config.get("tool_choice"))
+        if choice is not None:
             body["tool_choice"] = choice
+        if isinstance(config.get("parallel_tool_calls"), bool):
+            body["parallel_tool_calls"] = config["parallel_tool_calls"]
     limit = config.get("max_output_tokens")
     if isinstance(limit, int):
         body["max_tokens"] = limit
+    reasoning = config.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
+    if isinstance(effort, str) and effort:
+        body["reasoning_effort"] = effort
     return body
+
+
+def chat_tool_choice(choice: object) -> object:
+    """A Realtime `tool_choice` as chat's: a mode, or a named function
+    (`{type: function, name}` -> `{type: function, function: {name}}`); None for
+    anything else (an MCP tool: the cascade has none)."""
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, Mapping) and choice.get("type") == "function":
+        name = choice.get("name")
+        if isinstance(name, str) and name:
+            return {"type": "function", "function": {"name": name}}
+    return None
 
 
 def response_input(given: object, conversation: Sequence[Mapping[str, Any]]) -> list[Any]:

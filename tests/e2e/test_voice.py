@@ -943,3 +943,25 @@ async def test_the_sessions_output_speed_reaches_text_to_speech(stack: Stack) ->
         await until(conn, "response.done")
     assert "speed" not in usual  # 1.0: not sent
     assert stack.tts[0].calls[-1].body["speed"] == 1.25
+
+
+async def test_a_forced_tool_and_reasoning_effort_reach_the_llm_in_chats_shape(
+    stack: Stack,
+) -> None:
+    tool = {"type": "function", "name": "book", "parameters": {"type": "object"}}
+    asked = {
+        "output_modalities": ["text"],
+        "tools": [tool],
+        "tool_choice": {"type": "function", "name": "book"},
+        "parallel_tool_calls": False,
+        "reasoning": {"effort": "low"},
+    }
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create(response=asked)  # type: ignore[arg-type]
+        await until(conn, "response.done")
+    body = stack.llm.records[-1].body
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "book"}}
+    assert body["parallel_tool_calls"] is False and body["reasoning_effort"] == "low"
+    assert body["tools"][0]["function"]["name"] == "book"
