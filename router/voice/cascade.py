@@ -30,7 +30,8 @@ names a conversation item); their items never join the conversation, and only a
 Under server VAD, `idle_timeout_ms` of streamed audio with no speech since the last
 answer was heard (`response.done` plus its audio's length) commits an empty user
 turn and answers it (`input_audio_buffer.timeout_triggered`), as OpenAI does.
-A user item's `input_image` parts reach the LLM as `image_url` parts.
+A user item's `input_image` parts reach the LLM as `image_url` parts. A turn too long
+for the LLM is asked again with its oldest turns dropped (`router.voice.fit`).
 Not done: `semantic_vad` (treated as server VAD).
 """
 
@@ -53,6 +54,7 @@ from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
 from router.voice.codec import AUDIO_TYPES, AudioFormat
 from router.voice.context import chat_body, response_input
+from router.voice.fit import Fitted
 from router.voice.input_buffer import InputAudioBuffer
 from router.voice.respond import Response
 from router.voice.settings import CascadeSettings, default_session, transcription_session
@@ -264,7 +266,10 @@ class CascadeConnection(UserTurns):
             response_id=self._new_id("resp"),
             new_id=self._new_id,
             emit=self.emit,
-            stages=self._stages,
+            # `truncation: auto` (the default): a turn too long is asked again shorter
+            stages=self._stages
+            if session.get("truncation") == "disabled"
+            else Fitted(self._stages),
             body=chat_body(
                 self._settings.llm, session, self.items if items is None else items, overrides
             ),

@@ -15,11 +15,13 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from router.sim.behaviour import Behaviour, Fault
+from router.sim.engine import EngineParams
 from router.sim.openai_server import OpenAISim
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.stt import SttSim
 from router.sim.tts import TtsParams, TtsSim
+from router.sim.vllm import VllmSim
 from router.voice.codec import AudioFormat, wav
 from router.voice.resample import Resampler
 from tests.e2e.harness import RunningRouter, start_router, stop_router
@@ -965,3 +967,35 @@ async def test_a_forced_tool_and_reasoning_effort_reach_the_llm_in_chats_shape(
     assert body["tool_choice"] == {"type": "function", "function": {"name": "book"}}
     assert body["parallel_tool_calls"] is False and body["reasoning_effort"] == "low"
     assert body["tools"][0]["function"]["name"] == "book"
+
+
+@pytest.mark.parametrize("truncation", ["auto", "disabled"])
+async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(truncation: str) -> None:
+    # The llm route's only target is a vLLM-like engine with a 200-token context; ten
+    # turns of ~50 tokens are refused (context_length), so the turn is asked again with
+    # the older half dropped (truncation: auto, as OpenAI's default), or fails (disabled).
+    async with (
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        VllmSim(EngineParams(max_model_len=200), Behaviour(ttft_s=0.01, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        router = await start_router(config([stt], llm, [tts]))  # type: ignore[arg-type]
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                assert (await conn.recv()).type == "session.created"
+                update = {"type": "realtime", "output_modalities": ["text"]}
+                await conn.session.update(session={**update, "truncation": truncation})  # type: ignore[arg-type]
+                for n in range(10):
+                    said = {**USER, "content": [{"type": "input_text", "text": f"{n} " * 100}]}
+                    await conn.conversation.item.create(item=said)  # type: ignore[arg-type]
+                await conn.response.create()
+                done = (await until(conn, "response.done"))[-1].response
+        finally:
+            await stop_router(router)
+    if truncation == "disabled":
+        assert done.status == "failed"
+        return
+    assert done.status == "completed"
+    asked = [m["content"] for m in llm.records[-1].body["messages"]]
+    assert 0 < len(asked) < 10 and asked[-1] == "9 " * 100  # the newest turns kept
