@@ -100,8 +100,10 @@ async def test_sends_open_loop_at_arrival_times() -> None:
     outcomes = await run(client, [turn(0.0), turn(0.1, 1), turn(0.2, 2)])
     sent = [o.sent_s for o in outcomes]
     assert all(s is not None for s in sent)
-    # Each is sent on time, without waiting for the previous (0.2 s) answer.
-    assert [round(s or 0, 1) for s in sent] == [0.0, 0.1, 0.2]
+    # Each is sent at its arrival time (within a busy machine's scheduling delay), so
+    # before the previous turn's answer (0.2 s) could have come back.
+    for at, s in zip([0.0, 0.1, 0.2], sent, strict=True):
+        assert s is not None and at <= s + 0.005 and s - at < 0.09
 
 
 async def test_a_full_cap_drops_instead_of_queueing() -> None:
