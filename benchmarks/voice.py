@@ -18,6 +18,12 @@ the caller. With probability `--barge-in` the caller speaks again 300 ms into th
 answer's audio: the router cancels the answer, and the barge-in utterance is a turn
 of its own.
 
+`--turn-detection '{"type": "semantic_vad", "eagerness": "high"}'` sends that
+`session.update` first (default: the cascade's server VAD, 300 ms of silence), and
+`--transcript` sets what the STT simulator hears (semantic VAD reads it at the pause:
+a finished sentence ends the turn there, "book a table for two" with no full stop
+waits a quarter of the eagerness's timeout).
+
 From the router's own histograms (`/metrics` after each point): the stage
 breakdown (`firsttoken_voice_stage_seconds`; quantiles interpolated within buckets,
 whose bounds include 15 and 40 ms so the bars are read exactly) and barge-in time
@@ -87,7 +93,7 @@ def append(frame: bytes) -> str:
 # -- the upstreams' process --------------------------------------------------------------
 
 
-def upstreams_main(port_file: str) -> int:
+def upstreams_main(port_file: str, transcript: str) -> int:
     import uvloop
 
     from router.sim.behaviour import Behaviour
@@ -105,7 +111,7 @@ def upstreams_main(port_file: str) -> int:
                 max_records=100_000,
             ) as tts,
         ):
-            stt.set_params(transcript="book a table for two")
+            stt.set_params(transcript=transcript)
             ports = {"stt": stt.port, "llm": llm.port, "tts": tts.port}
             app_port = free_port()
 
@@ -256,7 +262,9 @@ async def _receive(
             raise RuntimeError(f"error event: {text[:300]}")
 
 
-async def run_caller(url: str, caller: Caller, session: aiohttp.ClientSession) -> None:
+async def run_caller(
+    url: str, caller: Caller, session: aiohttp.ClientSession, update: str | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     speech = [append(frame) for frame in tone_frames(1200)]  # encoded once: a light client
     silence = append(SILENCE)
@@ -266,6 +274,8 @@ async def run_caller(url: str, caller: Caller, session: aiohttp.ClientSession) -
             done = asyncio.Queue[str]()
 
             reader = asyncio.ensure_future(_receive(ws, state, done, caller))
+            if update:
+                await ws.send_str(update)
             due = loop.time()
 
             async def send(frame: str) -> None:
@@ -311,10 +321,16 @@ async def run_point(url: str, sessions: int, args: argparse.Namespace) -> list[C
         Caller(i, args.turns, args.barge_in, random.Random(f"{args.seed}:{sessions}:{i}"))
         for i in range(sessions)
     ]
+    update = None
+    if args.turn_detection:
+        td = json.loads(args.turn_detection)
+        update = json.dumps(
+            {"type": "session.update", "session": {"audio": {"input": {"turn_detection": td}}}}
+        )
     async with aiohttp.ClientSession() as session:
         tasks = []
         for caller in callers:
-            tasks.append(asyncio.ensure_future(run_caller(url, caller, session)))
+            tasks.append(asyncio.ensure_future(run_caller(url, caller, session, update)))
             await asyncio.sleep(0.7 / max(1, sessions))  # spread the starts over one turn
         await asyncio.gather(*tasks)
     return callers
@@ -332,7 +348,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     port_file = workdir / "ports.json"
     upstreams = Proc(
         "upstreams",
-        [sys.executable, __file__, "--upstreams", str(port_file)],
+        [sys.executable, __file__, "--upstreams", str(port_file), "--transcript", args.transcript],
         workdir,
         cwd=ROOT,
     )
@@ -380,7 +396,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "upstreams": records,
                 }
             )
-    return {"machine": platform.node(), "points": points}
+    return {
+        "machine": platform.node(),
+        "turn_detection": args.turn_detection,
+        "transcript": args.transcript,
+        "points": points,
+    }
 
 
 def _num(v: float | None) -> float | None:
@@ -437,10 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--barge-in", type=float, default=0.25, help="share of turns barged into")
     parser.add_argument("--seed", default="voice")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--turn-detection", help="a turn_detection object (JSON) to set first")
+    parser.add_argument("--transcript", default="book a table for two")
     parser.add_argument("--upstreams", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.upstreams:
-        return upstreams_main(args.upstreams)
+        return upstreams_main(args.upstreams, args.transcript)
     result = measure(args)
     table, ok = report(result)
     print(table)

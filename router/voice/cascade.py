@@ -32,7 +32,8 @@ answer was heard (`response.done` plus its audio's length) commits an empty user
 turn and answers it (`input_audio_buffer.timeout_triggered`), as OpenAI does.
 A user item's `input_image` parts reach the LLM as `image_url` parts. A turn too long
 for the LLM is asked again with its oldest turns dropped (`router.voice.fit`).
-Not done: `semantic_vad` (treated as server VAD).
+`semantic_vad` reads the words heard at each pause to decide how long the turn
+waits (`router.voice.turn_end`).
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ from router.voice.context import chat_body, response_input
 from router.voice.fit import Fitted
 from router.voice.input_buffer import InputAudioBuffer
 from router.voice.respond import Response
-from router.voice.settings import CascadeSettings, default_session, transcription_session
+from router.voice.settings import (
+    CascadeSettings,
+    default_session,
+    session_vad,
+    transcription_session,
+)
 from router.voice.user_turns import CascadeStages, UserTurns
-from router.voice.vad import VadSettings
 
 log = logging.getLogger("firsttoken.voice")
 OUTBOX = 256
@@ -118,8 +123,11 @@ class CascadeConnection(UserTurns):
         #: out-of-band responses in progress (`conversation: none`): id -> response, task
         self._out_of_band: dict[str, tuple[Response, asyncio.Task[None]]] = {}
         self._conversation_id = "conv_" + session_id.removeprefix("sess_")
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._turns = asyncio.Lock()
+        self._changing = asyncio.Lock()
+        self._guess = None
+        self._guess_spent = 0.0
         self._buffer_item: str | None = None
         self.closed = False
 
@@ -177,16 +185,20 @@ class CascadeConnection(UserTurns):
             )
         )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a cascade task failed", exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        # a stage's failure is the awaiting side's to tell (a guess at a pause's words)
+        if exc is not None and not isinstance(exc, FirstTokenError):
+            log.error("a cascade task failed", exc_info=exc)
 
     # -- session ---------------------------------------------------------------------------
 
@@ -198,18 +210,7 @@ class CascadeConnection(UserTurns):
     def _apply_audio(self) -> None:
         inp = self._audio("input")
         fmt = inp.get("format")
-        td = inp.get("turn_detection")
-        vad = None
-        if isinstance(td, Mapping):
-            base = self._settings.vad
-            vad = VadSettings(
-                threshold=float(td.get("threshold", base.threshold)),
-                prefix_padding_ms=int(td.get("prefix_padding_ms", base.prefix_padding_ms)),
-                silence_duration_ms=int(td.get("silence_duration_ms", base.silence_duration_ms)),
-                create_response=bool(td.get("create_response", True)),
-                interrupt_response=bool(td.get("interrupt_response", True)),
-                idle_timeout_ms=_idle_timeout(td, self.transcription),
-            )
+        vad = session_vad(inp.get("turn_detection"), self._settings.vad, self.transcription)
         self.buffer.configure(_format(fmt), vad)
 
     async def _session_update(self, event: dict[str, Any]) -> None:
@@ -387,12 +388,3 @@ def _playing_ms(response: Response) -> float:
     """The playback OpenAI adds to `response.done` before an idle timeout counts: the
     whole of its audio (none for a response cut short: the caller spoke)."""
     return response.audio_ms if response.status == "completed" else 0.0
-
-
-def _idle_timeout(td: Mapping[str, Any], transcription: bool) -> int | None:
-    """`turn_detection.idle_timeout_ms`, for `server_vad` only, as OpenAI (none in a
-    transcription session: no answers)."""
-    value = td.get("idle_timeout_ms")
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        return None
-    return value if td.get("type") == "server_vad" and not transcription else None

@@ -7,6 +7,14 @@ stop (the audio from `audio_start_ms` to `audio_end_ms`, as OpenAI commits it).
 With `turn_detection: null` nothing is detected and `commit()` takes the whole
 buffer. `clear()` drops it.
 
+Under semantic VAD (`vad.eagerness`) a stop is only a pause: `append()` returns
+`Paused` with the speech so far (kept in the buffer) and a pause number, for the
+words to be read (`router.voice.turn_end`), and waits. `end_turn_after(pause, ms)`
+then says how much silence after the last word ends the turn; with no answer it ends
+at the eagerness's timeout. Speech before that is `Resumed`: the same turn goes on (no
+second `SpeechStarted`). The turn's end is a `SpeechStopped` and the `Committed`
+utterance up to that moment, as under server VAD.
+
 `idle_timeout_ms` (server VAD): once that much audio has passed with no speech since
 the timer was armed (`idle(from_ms)`: at `response.done` plus its audio's length, as
 OpenAI counts it, or when speech stopped), `append()` returns `TimedOut` for the
@@ -30,6 +38,7 @@ from dataclasses import dataclass
 from router.clock import Clock
 from router.voice.codec import AudioFormat
 from router.voice.resample import Resampler
+from router.voice.turn_end import TIMEOUT_MS
 from router.voice.vad import (
     FRAME_MS,
     START_WINDOW,
@@ -75,7 +84,31 @@ class TimedOut:
     audio_end_ms: int
 
 
-BufferEvent = SpeechStarted | SpeechStopped | Committed | TimedOut
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """Semantic VAD: the caller paused. `utterance` is the speech so far (still in the
+    buffer); `pause` names this pause to `end_turn_after`."""
+
+    utterance: Utterance
+    pause: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Semantic VAD: speech again after a pause, before the turn ended: the same turn."""
+
+
+@dataclass(slots=True)
+class _Pause:
+    number: int
+    #: the last word's end, in ms of session audio, and on the router's clock
+    speech_end_ms: int
+    speech_end_at: float
+    #: the turn ends here unless speech resumes first
+    end_ms: int
+
+
+BufferEvent = SpeechStarted | SpeechStopped | Committed | TimedOut | Paused | Resumed
 
 
 class InputAudioBuffer:
@@ -101,6 +134,9 @@ class InputAudioBuffer:
         self._speech_start_ms = 0
         #: the idle timeout counts from here (ms of session audio); None: not armed
         self._idle_from: float | None = None
+        #: semantic VAD: the pause the turn may end in
+        self._pause: _Pause | None = None
+        self._pauses = 0
         self._configure_detector()
 
     # -- configuration ------------------------------------------------------------------
@@ -117,6 +153,7 @@ class InputAudioBuffer:
             self._configure_detector()
 
     def _configure_detector(self) -> None:
+        self._pause = None
         if self.vad is None:
             self._detector = self._to_vad = None
             return
@@ -150,26 +187,49 @@ class InputAudioBuffer:
         if self._detector is None or self._to_vad is None:
             self._bound(self._max_buffer_s * 1000.0)
             return []
+        assert self.vad is not None
         events: list[BufferEvent] = []
         for event in self._detector.feed(self._to_vad.push(pcm16), now):
-            events.append(event)
             if isinstance(event, SpeechStarted):
+                pause = self._pause
+                if pause is not None:
+                    voiced_ms = event.audio_start_ms + self.vad.prefix_padding_ms
+                    if voiced_ms < pause.end_ms:  # within the pause: the turn goes on
+                        self._pause = None
+                        events.append(Resumed())
+                        continue
+                    events += self._end_turn(now)  # it had ended before this speech
+                events.append(event)
                 self._speech_start_ms = event.audio_start_ms
                 self._idle_from = None
+            elif self.vad.eagerness is not None:
+                events.append(self._paused(event, now))
             else:
+                events.append(event)
                 utterance = self._take(
                     self._speech_start_ms, event.audio_end_ms, event.speech_end_at, now
                 )
                 events.append(Committed(utterance))
                 self._idle_from = event.audio_end_ms
-        if not self._detector.speaking:
-            assert self.vad is not None
+        events += self._due(now)
+        if not self._detector.speaking and self._pause is None:
             self._bound(self.vad.prefix_padding_ms + FRAME_MS * (START_WINDOW + 1))
             timeout, since, end = self.vad.idle_timeout_ms, self._idle_from, self.position_ms
             if timeout and since is not None and end - since >= timeout:
                 events.append(TimedOut(round(since), round(end)))
                 self._idle_from = None
         return events
+
+    def end_turn_after(self, pause: int, wait_ms: int) -> list[BufferEvent]:
+        """Semantic VAD: the turn paused as `pause` ends after `wait_ms` of silence from
+        its last word (sooner than the timeout, never before the pause was heard). Returns
+        the turn's end if that moment has passed; nothing for a pause already over."""
+        current = self._pause
+        if current is None or current.number != pause or self.vad is None:
+            return []
+        wait_ms = max(wait_ms, self.vad.stop_ms)
+        current.end_ms = min(current.end_ms, current.speech_end_ms + wait_ms)
+        return self._due(self._clock())
 
     def idle(self, from_ms: float | None) -> None:
         """Arm the idle timeout from `from_ms` of session audio, or disarm it (None)."""
@@ -184,6 +244,7 @@ class InputAudioBuffer:
         start_ms = self._base * 1000 // rate
         end_ms = round(self.position_ms)
         utterance = self._cut(len(self._pcm) // 2, start_ms, end_ms, now, now)
+        self._pause = None
         if self._detector is not None:
             self._detector.reset(end_ms)
         return utterance
@@ -191,10 +252,55 @@ class InputAudioBuffer:
     def clear(self) -> None:
         self._base += len(self._pcm) // 2
         self._pcm.clear()
+        self._pause = None
         if self._detector is not None:
             self._detector.reset(int(self.position_ms))
 
     # -- internals ----------------------------------------------------------------------
+
+    def _paused(self, stop: SpeechStopped, now: float) -> Paused:
+        """Semantic VAD: a pause, not yet the turn's end; the speech so far is lent out
+        (copied), and the turn ends at the timeout unless told sooner."""
+        assert self.vad is not None and self.vad.eagerness is not None
+        self._pauses += 1
+        speech_end_ms = stop.audio_end_ms - self.vad.stop_ms
+        timeout = TIMEOUT_MS[self.vad.eagerness]
+        self._pause = _Pause(
+            self._pauses, speech_end_ms, stop.speech_end_at, speech_end_ms + timeout
+        )
+        rate = self.format.rate
+        start = max(0, self._samples_at(self._speech_start_ms, rate) - self._base)
+        end = max(
+            start, min(len(self._pcm) // 2, self._samples_at(stop.audio_end_ms, rate) - self._base)
+        )
+        utterance = Utterance(
+            pcm16=bytes(self._pcm[start * 2 : end * 2]),
+            rate=rate,
+            audio_start_ms=self._speech_start_ms,
+            audio_end_ms=stop.audio_end_ms,
+            speech_end_at=stop.speech_end_at,
+            committed_at=now,
+        )
+        return Paused(utterance, self._pauses)
+
+    def _due(self, now: float) -> list[BufferEvent]:
+        pause = self._pause
+        if pause is None or self._detector is None:
+            return []
+        if self._detector.position_ms < pause.end_ms:
+            return []
+        return self._end_turn(now)
+
+    def _end_turn(self, now: float) -> list[BufferEvent]:
+        """Semantic VAD: the paused turn ends at its end: stopped and committed."""
+        pause = self._pause
+        assert pause is not None
+        self._pause = None
+        end = pause.end_ms
+        utterance = self._take(self._speech_start_ms, end, pause.speech_end_at, now)
+        self._idle_from = end
+        stopped = SpeechStopped(audio_end_ms=end, speech_end_at=pause.speech_end_at, at=now)
+        return [stopped, Committed(utterance)]
 
     def _take(self, start_ms: int, end_ms: int, speech_end_at: float, now: float) -> Utterance:
         """Cut [start_ms, end_ms) out of the buffer; what came before it is dropped."""

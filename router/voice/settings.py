@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from router.voice.turn_end import eagerness_of
 from router.voice.vad import VadSettings
 
 
@@ -140,3 +141,39 @@ def cascade_issues(
                 issue(("targets", i, "cascade", stage), f"unknown route '{route}'")
             elif isinstance(route, str) and route_kinds[route] != {kind}:
                 issue(("targets", i, "cascade", stage), f"route '{route}' is not a {kind} route")
+
+
+def session_vad(turn_detection: object, base: VadBlock, transcription: bool) -> VadSettings | None:
+    """The session's `audio.input.turn_detection` over the cascade's own VAD settings:
+    `server_vad` with its fields; `semantic_vad` with its `eagerness` (the VAD's own
+    threshold and padding; the turn's end is read from the words); none for null."""
+    td = turn_detection
+    if not isinstance(td, Mapping):
+        return None
+    create = bool(td.get("create_response", True))
+    interrupt = bool(td.get("interrupt_response", True))
+    if td.get("type") == "semantic_vad":
+        return VadSettings(
+            threshold=base.threshold,
+            prefix_padding_ms=base.prefix_padding_ms,
+            create_response=create,
+            interrupt_response=interrupt,
+            eagerness=eagerness_of(td.get("eagerness")),
+        )
+    return VadSettings(
+        threshold=float(td.get("threshold", base.threshold)),
+        prefix_padding_ms=int(td.get("prefix_padding_ms", base.prefix_padding_ms)),
+        silence_duration_ms=int(td.get("silence_duration_ms", base.silence_duration_ms)),
+        create_response=create,
+        interrupt_response=interrupt,
+        idle_timeout_ms=_idle_timeout(td, transcription),
+    )
+
+
+def _idle_timeout(td: Mapping[str, Any], transcription: bool) -> int | None:
+    """`turn_detection.idle_timeout_ms`, for `server_vad` only, as OpenAI (none in a
+    transcription session: no answers)."""
+    value = td.get("idle_timeout_ms")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    return value if td.get("type") == "server_vad" and not transcription else None

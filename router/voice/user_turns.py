@@ -8,7 +8,11 @@ VAD (`router.voice.input_buffer`): a start sends `speech_started` (and, with
 and the commit (`committed`, the user item), whose transcript completes the item and,
 with `create_response`, starts the answer (none for an empty transcript: no words
 heard); utterances are heard one at a time, in order. An idle timeout commits an
-empty turn and answers it without speech-to-text. A stage failing on the
+empty turn and answers it without speech-to-text. Under semantic VAD the words are
+read at each pause, while the caller is silent (a guess at the transcript: a `Paused`
+buffer), and how finished they sound sets how long the turn waits
+(`router.voice.turn_end`); the turn that ends reuses that transcript, so a finished
+sentence is answered without waiting for speech-to-text again. A stage failing on the
 upstreams' side (a 5xx) fails the transcription with `server_error`, as the `error`
 that follows it says, so the incident counts once against the cascade target.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
@@ -26,16 +31,26 @@ from router.errors import FirstTokenError
 from router.realtime.session_config import SessionConfig
 from router.voice.clock import VoiceClock
 from router.voice.codec import wav
-from router.voice.input_buffer import Committed, InputAudioBuffer, TimedOut, Utterance
+from router.voice.input_buffer import (
+    BufferEvent,
+    Committed,
+    InputAudioBuffer,
+    Paused,
+    Resumed,
+    TimedOut,
+    Utterance,
+)
 from router.voice.items import ConversationItems
 from router.voice.respond import Stages
+from router.voice.turn_end import turn_end_wait_ms
 from router.voice.vad import SpeechStarted, SpeechStopped
+
+#: what the `stt` route heard: text, the target, its cost, seconds of audio billed
+Heard = tuple[str, str, float, float | None]
 
 
 class CascadeStages(Stages, Protocol):
-    async def transcribe(
-        self, audio: bytes, fields: Mapping[str, str] | None = None
-    ) -> tuple[str, str, float, float | None]:
+    async def transcribe(self, audio: bytes, fields: Mapping[str, str] | None = None) -> Heard:
         """Text, the target that heard it, its cost, seconds of audio billed (`fields`:
         the form's `language` and `prompt`)."""
         ...
@@ -47,11 +62,16 @@ class UserTurns(ConversationItems):
     closed: bool
     _buffer_item: str | None
     _turns: asyncio.Lock
+    _changing: asyncio.Lock
     _stages: CascadeStages
+    #: semantic VAD: the words being read at the latest pause, and what guesses the
+    #: caller talked over cost (told with the turn's transcript)
+    _guess: asyncio.Task[Heard] | None
+    _guess_spent: float
     _clock: Clock
     config: SessionConfig
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         raise NotImplementedError
 
     async def _cancel(self, reason: str) -> bool:
@@ -75,29 +95,75 @@ class UserTurns(ConversationItems):
         except (binascii.Error, ValueError):
             await self._error("audio must be base64", "invalid_value", event)
             return
-        for change in self.buffer.append(data):
-            if isinstance(change, SpeechStarted):
-                self._buffer_item = self._new_id("item")
-                await self.emit(
-                    "input_audio_buffer.speech_started",
-                    audio_start_ms=change.audio_start_ms,
-                    item_id=self._buffer_item,
-                )
-                vad = self.buffer.vad
-                if vad is not None and vad.interrupt_response:
-                    await self._cancel("turn_detected")
-            elif isinstance(change, SpeechStopped):
-                await self.emit(
-                    "input_audio_buffer.speech_stopped",
-                    audio_end_ms=change.audio_end_ms,
-                    item_id=self._buffer_item or self._new_id("item"),
-                )
-            elif isinstance(change, Committed):
-                vad = self.buffer.vad
-                respond = vad is not None and vad.create_response and not self.transcription
-                await self._commit(change.utterance, respond)
-            elif isinstance(change, TimedOut):
-                await self._timed_out(change)
+        await self._changes(self.buffer.append(data))
+
+    async def _changes(self, changes: list[BufferEvent]) -> None:
+        # one list at a time: a turn ended by its words (`_end_turn_after`) is told whole
+        # before what the next append caused, and the other way round
+        async with self._changing:
+            for change in changes:
+                await self._change(change)
+
+    async def _change(self, change: BufferEvent) -> None:
+        if isinstance(change, SpeechStarted):
+            self._buffer_item = self._new_id("item")
+            await self.emit(
+                "input_audio_buffer.speech_started",
+                audio_start_ms=change.audio_start_ms,
+                item_id=self._buffer_item,
+            )
+            vad = self.buffer.vad
+            if vad is not None and vad.interrupt_response:
+                await self._cancel("turn_detected")
+        elif isinstance(change, SpeechStopped):
+            await self.emit(
+                "input_audio_buffer.speech_stopped",
+                audio_end_ms=change.audio_end_ms,
+                item_id=self._buffer_item or self._new_id("item"),
+            )
+        elif isinstance(change, Committed):
+            vad = self.buffer.vad
+            respond = vad is not None and vad.create_response and not self.transcription
+            guess, self._guess = self._guess, None
+            await self._commit(change.utterance, respond, guess)
+        elif isinstance(change, TimedOut):
+            await self._timed_out(change)
+        elif isinstance(change, Paused):
+            self._read_pause(change)
+        elif isinstance(change, Resumed):
+            self._drop_guess()
+
+    def _read_pause(self, paused: Paused) -> None:
+        """Semantic VAD: hear the words so far while the caller is silent; how finished
+        they sound tells the buffer when the turn ends."""
+        self._drop_guess()
+        audio = wav(paused.utterance.pcm16, paused.utterance.rate)
+        guess = self._spawn(self._stages.transcribe(audio, self._hints()))
+        self._guess = guess
+        self._spawn(self._end_turn_after(paused.pause, guess))
+
+    async def _end_turn_after(self, pause: int, guess: asyncio.Task[Heard]) -> None:
+        try:
+            text = (await asyncio.shield(guess))[0]
+        except FirstTokenError:
+            return  # the turn ends at the timeout; its words are asked for again then
+        vad = self.buffer.vad
+        if vad is None or vad.eagerness is None or self.closed:
+            return
+        await self._changes(
+            self.buffer.end_turn_after(pause, turn_end_wait_ms(text, vad.eagerness))
+        )
+
+    def _drop_guess(self) -> None:
+        """The caller spoke on (or the buffer was taken another way): the words read at
+        the pause are not the turn's; a reading still under way is cancelled."""
+        guess, self._guess = self._guess, None
+        if guess is None:
+            return
+        if not guess.done():
+            guess.cancel()
+        elif not guess.cancelled() and guess.exception() is None:
+            self._guess_spent += guess.result()[2]
 
     async def _timed_out(self, change: TimedOut) -> None:
         """No speech for `idle_timeout_ms` since the last response was heard: as OpenAI,
@@ -130,10 +196,12 @@ class UserTurns(ConversationItems):
                 event,
             )
             return
+        self._drop_guess()
         await self._commit(utterance, respond=False)
 
     async def _clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
+        self._drop_guess()
         self._buffer_item = None
         await self.emit("input_audio_buffer.cleared")
 
@@ -154,26 +222,38 @@ class UserTurns(ConversationItems):
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)
         return item
 
-    async def _commit(self, utterance: Utterance, respond: bool) -> None:
+    async def _commit(
+        self, utterance: Utterance, respond: bool, guess: asyncio.Task[Heard] | None = None
+    ) -> None:
         item_id = self._buffer_item or self._new_id("item")
         self._buffer_item = None
         clock = VoiceClock(self._clock, utterance.speech_end_at)
         clock.mark("committed", utterance.committed_at)
         item = await self._committed(item_id, transcript=None)
-        self._spawn(self._hear(item, utterance, clock, respond))
+        self._spawn(self._hear(item, utterance, clock, respond, guess))
 
     def _hints(self) -> dict[str, str]:
         return transcription_hints(self.config.session)
 
     async def _hear(
-        self, item: dict[str, Any], utterance: Utterance, clock: VoiceClock, respond: bool
+        self,
+        item: dict[str, Any],
+        utterance: Utterance,
+        clock: VoiceClock,
+        respond: bool,
+        guess: asyncio.Task[Heard] | None = None,
     ) -> None:
         async with self._turns:  # one utterance at a time, in order
             clock.mark("stt_sent")
+            heard: Heard | None = None
+            if guess is not None:  # semantic VAD: the words read at the pause it ended in
+                with contextlib.suppress(FirstTokenError):
+                    heard = await guess
             try:
-                text, target, cost, audio_s = await self._stages.transcribe(
-                    wav(utterance.pcm16, utterance.rate), self._hints()
-                )
+                if heard is None:
+                    heard = await self._stages.transcribe(
+                        wav(utterance.pcm16, utterance.rate), self._hints()
+                    )
             except FirstTokenError as exc:
                 await self.emit(
                     "conversation.item.input_audio_transcription.failed",
@@ -184,6 +264,8 @@ class UserTurns(ConversationItems):
                 await self._unavailable("stt", exc)
                 return
             clock.mark("stt_done")
+            text, target, cost, audio_s = heard
+            cost, self._guess_spent = cost + self._guess_spent, 0.0
             item["content"][0]["transcript"] = text
             seconds = audio_s if audio_s is not None else utterance.duration_s
             # no words heard (a cough, a door): nothing for the LLM to answer

@@ -20,6 +20,9 @@ The Realtime API's `server_vad` settings, mapped onto it:
   is that moment, so it includes the silence, as OpenAI's does. `speech_end_at`
   is when the last voiced frame arrived (the end of the user's speech on the
   router's clock: where a voice-to-voice latency starts).
+- `semantic_vad` (`eagerness` set): the stop is a pause of the eagerness's
+  `PAUSE_MS` (`router.voice.turn_end`), at which the buffer has the words read
+  before it decides whether the turn ended (`router.voice.input_buffer`).
 - `create_response` and `interrupt_response` are carried for the session to act on.
 """
 
@@ -30,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import webrtcvad
+
+from router.voice.turn_end import PAUSE_MS, Eagerness
 
 FRAME_MS = 20
 START_WINDOW = 3
@@ -51,10 +56,18 @@ class VadSettings:
     interrupt_response: bool = True
     #: no speech for this long after the last response: `timeout_triggered`
     idle_timeout_ms: int | None = None
+    #: `semantic_vad`: how soon a turn may end (None: `server_vad`)
+    eagerness: Eagerness | None = None
 
     @property
     def aggressiveness(self) -> int:
         return min(3, max(0, int(self.threshold * 4)))
+
+    @property
+    def stop_ms(self) -> int:
+        """The silence that stops speech: the turn's end for server VAD, a pause at
+        which the words are read for semantic VAD."""
+        return self.silence_duration_ms if self.eagerness is None else PAUSE_MS[self.eagerness]
 
 
 def webrtc_classifier(rate: int, aggressiveness: int) -> FrameClassifier:
@@ -157,7 +170,7 @@ class TurnDetector:
             return None
         if self.speaking:
             self._silence_ms += FRAME_MS
-            if self._silence_ms >= self.settings.silence_duration_ms:
+            if self._silence_ms >= self.settings.stop_ms:
                 self.speaking = False
                 self._silence_ms = 0
                 self._window.clear()

@@ -999,3 +999,64 @@ async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(trunca
     assert done.status == "completed"
     asked = [m["content"] for m in llm.records[-1].body["messages"]]
     assert 0 < len(asked) < 10 and asked[-1] == "9 " * 100  # the newest turns kept
+
+
+async def _semantic_session(conn: AsyncRealtimeConnection, eagerness: str) -> None:
+    turn_detection = {"type": "semantic_vad", "eagerness": eagerness}
+    update = {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}
+    assert (await conn.recv()).type == "session.created"
+    await conn.session.update(session=update)  # type: ignore[arg-type]
+    await until(conn, "session.updated")
+
+
+async def test_semantic_vad_waits_out_an_unfinished_sentence_and_ends_a_finished_one_at_once(
+    stack: Stack,
+) -> None:
+    # `semantic_vad`: the words are read at each pause (300 ms for `medium`); "for" leaves
+    # the sentence open, so the turn waits (2.6 s) and the caller goes on within it; the
+    # finished sentence ends the turn at its pause, and its words are the transcript
+    stack.stt[0].say("book a table for", "book a table for two.")
+    speech = speech_24k()
+    clip_ms = len(speech) // 48
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await _semantic_session(conn, "medium")
+        await speak(conn, silence(300) + speech + silence(700), pace_s=0.005)
+        await speak(conn, speech + silence(1000), pace_s=0.005)
+        events = await until(conn, "response.done")
+    kinds = [e.type for e in events]
+    for kind in ("speech_started", "speech_stopped", "committed"):
+        assert kinds.count(f"input_audio_buffer.{kind}") == 1, kinds
+    heard = next(e for e in events if e.type.endswith("transcription.completed"))
+    assert heard.transcript == "book a table for two."
+    # two readings, one per pause; none more once the turn ended
+    assert [c.text for c in stack.stt[0].calls] == ["book a table for", "book a table for two."]
+    assert stack.llm.records[0].body["messages"][-1]["content"] == "book a table for two."
+    # ended about 300 ms after the last word (the clip ends in ~240 ms of quiet), long
+    # before the 1 s of silence sent
+    second_clip_end = 300 + clip_ms + 700 + clip_ms
+    stopped = next(e for e in events if e.type == "input_audio_buffer.speech_stopped")
+    assert -100 <= stopped.audio_end_ms - second_clip_end <= 200
+    done = events[-1].response
+    assert done.status == "completed"
+    # both readings are billed with the turn: the first was talked over, not free
+    first, second = (c.audio_ms / 60_000 * 0.006 for c in stack.stt[0].calls)
+    stt_cost = done.model_extra["firsttoken"]["stages"]["stt"]["cost_usd"]
+    assert stt_cost == pytest.approx(first + second, rel=0.05)
+
+
+async def test_semantic_vad_a_trailing_filler_waits_most_of_the_timeout(stack: Stack) -> None:
+    # "um" at the pause: `high` (2 s at most) waits 2 s x (1 - 0.1)^2 = 1.62 s of silence
+    # after the last word, then the turn ends with the words already read
+    stack.stt[0].say("so um")
+    speech = speech_24k()
+    clip_end = 300 + len(speech) // 48
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await _semantic_session(conn, "high")
+        await speak(conn, silence(300) + speech + silence(2500), pace_s=0.005)
+        events = await until(conn, "response.done")
+    stopped = next(e for e in events if e.type == "input_audio_buffer.speech_stopped")
+    last_word = clip_end - 240  # the clip ends in ~240 ms of quiet
+    assert abs(stopped.audio_end_ms - (last_word + 1620)) <= 80
+    heard = next(e for e in events if e.type.endswith("transcription.completed"))
+    assert heard.transcript == "so um"
+    assert len(stack.stt[0].calls) == 1  # read once, at the pause

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from router.voice.codec import AudioFormat
-from router.voice.input_buffer import Committed, InputAudioBuffer, TimedOut
+from router.voice.input_buffer import Committed, InputAudioBuffer, Paused, Resumed, TimedOut
 from router.voice.resample import Resampler
+from router.voice.turn_end import Eagerness
 from router.voice.vad import SpeechStarted, SpeechStopped, VadSettings
 from tests.voice.audio import frames, silence, speech_24k
 
@@ -153,3 +154,85 @@ def test_without_an_idle_timeout_silence_is_only_silence() -> None:
     clock = FakeClock()
     buffer = InputAudioBuffer(vad=VadSettings(), clock=clock)
     assert _stream(buffer, clock, silence(10_000)) == []
+
+
+# -- semantic VAD: a stop is a pause; the words read at it say when the turn ends ------------
+
+
+def _semantic(eagerness: Eagerness) -> VadSettings:
+    return VadSettings(prefix_padding_ms=0, eagerness=eagerness)
+
+
+def test_semantic_vad_pauses_and_ends_the_turn_at_the_eagerness_timeout() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=_semantic("high"), clock=clock)  # a 200 ms pause, 2 s at most
+    events = _stream(buffer, clock, silence(500) + SPEECH + silence(5000))
+    assert [type(e) for e in events] == [SpeechStarted, Paused, SpeechStopped, Committed]
+    _, paused, stopped, committed = events
+    # the words so far are lent out at the pause; the buffer still holds them
+    assert SPEECH[: len(SPEECH) // 2] in paused.utterance.pcm16
+    assert paused.utterance.audio_end_ms - paused.utterance.audio_start_ms < SPEECH_MS + 200
+    # nobody said when: the turn ends 2 s after the last word, with every sample of it
+    last_word_ms = paused.utterance.audio_end_ms - 200
+    assert stopped.audio_end_ms == last_word_ms + 2000
+    assert committed.utterance.audio_end_ms == stopped.audio_end_ms
+    assert SPEECH in committed.utterance.pcm16
+    assert committed.utterance.speech_end_at == paused.utterance.speech_end_at
+
+
+def test_semantic_vad_speech_within_the_pause_goes_on_as_the_same_turn() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=_semantic("medium"), clock=clock)  # a 300 ms pause, 4 s at most
+    pcm = silence(300) + SPEECH + silence(700) + SPEECH + silence(5000)
+    events = _stream(buffer, clock, pcm)
+    kinds = [type(e) for e in events]
+    assert kinds[:3] == [SpeechStarted, Paused, Resumed]
+    assert kinds.count(SpeechStarted) == kinds.count(SpeechStopped) == kinds.count(Committed) == 1
+    [committed] = [e for e in events if isinstance(e, Committed)]
+    assert committed.utterance.pcm16.count(SPEECH) == 2  # both, as one turn
+
+
+def test_semantic_vad_ends_the_turn_when_told_the_words_sound_finished() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=_semantic("low"), clock=clock)  # a 500 ms pause, 8 s at most
+    events = _stream(buffer, clock, silence(300) + SPEECH + silence(900))
+    assert [type(e) for e in events] == [SpeechStarted, Paused]
+    paused = events[1]
+    last_word_ms = paused.utterance.audio_end_ms - 500
+    # told after the moment: the turn ends at once, at the pause (never sooner)
+    stopped, committed = buffer.end_turn_after(paused.pause, 0)
+    assert isinstance(stopped, SpeechStopped) and isinstance(committed, Committed)
+    assert stopped.audio_end_ms == last_word_ms + 500
+    assert SPEECH in committed.utterance.pcm16
+    # the silence after the turn's end stays for what follows; a stale answer does nothing
+    assert buffer.end_turn_after(paused.pause, 0) == []
+    assert _stream(buffer, clock, silence(10_000)) == []
+
+
+def test_semantic_vad_a_later_end_waits_and_a_stale_pause_is_ignored() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=_semantic("medium"), clock=clock)
+    first = _stream(buffer, clock, silence(300) + SPEECH + silence(400))
+    paused = first[1]
+    assert isinstance(paused, Paused)
+    last_word_ms = paused.utterance.audio_end_ms - 300
+    assert buffer.end_turn_after(paused.pause, 1500) == []  # not yet: 1.5 s of silence
+    events = _stream(buffer, clock, silence(2000))
+    assert [type(e) for e in events] == [SpeechStopped, Committed]
+    assert events[0].audio_end_ms == last_word_ms + 1500
+    # the next turn: an answer meant for the previous pause changes nothing
+    again = _stream(buffer, clock, SPEECH + silence(400))
+    assert [type(e) for e in again] == [SpeechStarted, Paused]
+    assert buffer.end_turn_after(paused.pause, 0) == []
+
+
+def test_semantic_vad_speech_after_the_turn_ended_within_one_append_starts_a_new_turn() -> None:
+    clock = FakeClock()
+    buffer = InputAudioBuffer(vad=_semantic("high"), clock=clock)
+    # one large append: speech, 2.5 s of silence (past the 2 s timeout), speech again
+    events = buffer.append(silence(300) + SPEECH + silence(2500) + SPEECH)
+    kinds = [type(e) for e in events]
+    # (the clip's own ~240 ms of quiet at its end is a pause of the new turn)
+    assert kinds == [SpeechStarted, Paused, SpeechStopped, Committed, SpeechStarted, Paused]
+    committed = events[3]
+    assert isinstance(committed, Committed) and committed.utterance.pcm16.count(SPEECH) == 1
