@@ -55,7 +55,7 @@ from router.voice.clauses import ClauseSplitter
 from router.voice.clock import VoiceClock
 from router.voice.codec import AUDIO_TYPES, AudioFormat
 from router.voice.context import chat_body, response_input
-from router.voice.fit import Fitted
+from router.voice.fit import Fitted, retention_ratio
 from router.voice.input_buffer import InputAudioBuffer
 from router.voice.respond import Response
 from router.voice.settings import (
@@ -270,7 +270,7 @@ class CascadeConnection(UserTurns):
             # `truncation: auto` (the default): a turn too long is asked again shorter
             stages=self._stages
             if session.get("truncation") == "disabled"
-            else Fitted(self._stages),
+            else Fitted(self._stages, retention_ratio(session.get("truncation"))),
             body=chat_body(
                 self._settings.llm, session, self.items if items is None else items, overrides
             ),

@@ -969,8 +969,13 @@ async def test_a_forced_tool_and_reasoning_effort_reach_the_llm_in_chats_shape(
     assert body["tools"][0]["function"]["name"] == "book"
 
 
-@pytest.mark.parametrize("truncation", ["auto", "disabled"])
-async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(truncation: str) -> None:
+RETAIN = {"type": "retention_ratio", "retention_ratio": 0.8}
+
+
+@pytest.mark.parametrize("truncation", ["auto", "disabled", RETAIN])
+async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(
+    truncation: str | dict[str, Any],
+) -> None:
     # The llm route's only target is a vLLM-like engine with a 200-token context; ten
     # turns of ~50 tokens are refused (context_length), so the turn is asked again with
     # the older half dropped (truncation: auto, as OpenAI's default), or fails (disabled).
@@ -999,6 +1004,9 @@ async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(trunca
     assert done.status == "completed"
     asked = [m["content"] for m in llm.records[-1].body["messages"]]
     assert 0 < len(asked) < 10 and asked[-1] == "9 " * 100  # the newest turns kept
+    # the first retry: half the turns (auto), or the newest 80 % of the text
+    retried = llm.records[1].body["messages"]
+    assert len(retried) == (8 if truncation == RETAIN else 5)
 
 
 async def _semantic_session(conn: AsyncRealtimeConnection, eagerness: str) -> None:
