@@ -6,6 +6,9 @@ and the first audio frame went.
     firsttoken_voice_to_voice_seconds{target}       end of speech -> first audio sent
     firsttoken_voice_barge_in_seconds{target}       barge-in decision -> every upstream
                                                     request of the response closed
+    firsttoken_voice_turn_readings_total{target, outcome}
+                                                    semantic VAD's readings of the words
+                                                    at a pause: ended | talked_over | failed
 
 It lives beside `router/metrics.py`, on the same registry; `router/voice/` never
 imports it (a cascade reports each answered turn's `VoiceClock` to `observe`).
@@ -13,9 +16,9 @@ imports it (a cascade reports each answered turn's `VoiceClock` to `observe`).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from router.voice.clock import STAGES, VoiceClock
+from router.voice.clock import STAGES, Reading, VoiceClock
 
 VOICE_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
@@ -49,6 +52,16 @@ class VoiceMetrics:
             buckets=VOICE_BUCKETS,
             registry=registry,
         )
+        self.readings = Counter(
+            "firsttoken_voice_turn_readings",
+            "Semantic VAD's readings of the words at a pause (a speech-to-text request each): "
+            "ended the turn (its transcript), talked over by the caller, or failed",
+            ["target", "outcome"],
+            registry=registry,
+        )
+
+    def reading(self, target: str, outcome: Reading) -> None:
+        self.readings.labels(target, outcome).inc()
 
     def barge_in(self, target: str, seconds: float) -> None:
         self.barge_in_seconds.labels(target).observe(seconds)

@@ -44,7 +44,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from router.clock import Clock
 from router.errors import FirstTokenError
@@ -52,7 +52,7 @@ from router.realtime.session_config import SessionConfig
 from router.realtime.wire import dumps, error_event
 from router.upstream.realtime import Closed
 from router.voice.clauses import ClauseSplitter
-from router.voice.clock import VoiceClock
+from router.voice.clock import VoiceClock, VoiceObserver
 from router.voice.codec import AUDIO_TYPES, AudioFormat
 from router.voice.context import chat_body, response_input
 from router.voice.fit import Fitted, retention_ratio
@@ -68,18 +68,6 @@ from router.voice.user_turns import CascadeStages, UserTurns
 
 log = logging.getLogger("firsttoken.voice")
 OUTBOX = 256
-
-
-class VoiceObserver(Protocol):
-    """What a cascade reports (`router.voice_metrics.VoiceMetrics` implements it)."""
-
-    def observe(self, target: str, clock: VoiceClock) -> None:
-        """A voice turn answered: its clock, with every stage marked."""
-        ...
-
-    def barge_in(self, target: str, seconds: float) -> None:
-        """A response cut by the caller: from the decision to every upstream closed."""
-        ...
 
 
 class CascadeConnection(UserTurns):
@@ -115,6 +103,8 @@ class CascadeConnection(UserTurns):
         )
         self._out: asyncio.Queue[str | Closed] = asyncio.Queue(OUTBOX)
         self.buffer = InputAudioBuffer(clock=clock)
+        self._guess = None
+        self._guess_spent = 0.0
         self._apply_audio()
         self.items: list[dict[str, Any]] = []
         self._responses: dict[str, Response] = {}
@@ -126,8 +116,6 @@ class CascadeConnection(UserTurns):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._turns = asyncio.Lock()
         self._changing = asyncio.Lock()
-        self._guess = None
-        self._guess_spent = 0.0
         self._buffer_item: str | None = None
         self.closed = False
 
@@ -211,7 +199,8 @@ class CascadeConnection(UserTurns):
         inp = self._audio("input")
         fmt = inp.get("format")
         vad = session_vad(inp.get("turn_detection"), self._settings.vad, self.transcription)
-        self.buffer.configure(_format(fmt), vad)
+        if self.buffer.configure(_format(fmt), vad):
+            self._drop_guess()  # a restarted buffer has no pause: its words are no turn's
 
     async def _session_update(self, event: dict[str, Any]) -> None:
         session = event.get("session")

@@ -16,8 +16,9 @@ fallback or a hedge counts from its first attempt):
 
 and the stages are the spans between them:
 
-    vad_hangover     speech_end -> committed (the silence window, mostly)
-    stt              stt_sent -> stt_done
+    vad_hangover     speech_end -> committed (the silence window, mostly; under semantic
+                     VAD the pause, the reading of the words and the wait they asked for)
+    stt              stt_sent -> stt_done (~0 under semantic VAD: the reading is reused)
     llm_ttft         llm_sent -> llm_first_clause (for a text-only answer, to the first
                      token): the LLM's own time to something the TTS can speak
     tts_first_audio  tts_sent -> tts_first_audio
@@ -30,7 +31,7 @@ whose marks are missing (no STT for a text item, no TTS for a text answer) is 0.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from router.clock import Clock
 
@@ -97,3 +98,24 @@ class VoiceClock:
             out[stage] = self.span(a, b if spoken else "llm_first_token")
         out["overhead"] = max(0.0, total - sum(out.values()))
         return out
+
+
+#: what became of the words read at a semantic VAD pause: the turn's transcript, talked
+#: over (the caller went on, or the buffer was committed or cleared by hand), or failed
+Reading = Literal["ended", "talked_over", "failed"]
+
+
+class VoiceObserver(Protocol):
+    """What a cascade reports (`router.voice_metrics.VoiceMetrics` implements it)."""
+
+    def observe(self, target: str, clock: VoiceClock) -> None:
+        """A voice turn answered: its clock, with every stage marked."""
+        ...
+
+    def barge_in(self, target: str, seconds: float) -> None:
+        """A response cut by the caller: from the decision to every upstream closed."""
+        ...
+
+    def reading(self, target: str, outcome: Reading) -> None:
+        """Semantic VAD read the words at a pause; this became of them."""
+        ...

@@ -141,8 +141,9 @@ class InputAudioBuffer:
 
     # -- configuration ------------------------------------------------------------------
 
-    def configure(self, fmt: AudioFormat, vad: VadSettings | None) -> None:
-        """`session.update`: a new format drops the buffer; new VAD settings restart it."""
+    def configure(self, fmt: AudioFormat, vad: VadSettings | None) -> bool:
+        """`session.update`: a new format drops the buffer; new VAD settings restart it
+        (True: either happened, and any pause is forgotten)."""
         new_format = fmt != self.format
         if new_format:
             self._base = self._samples_at(self.position_ms, fmt.rate)
@@ -151,6 +152,8 @@ class InputAudioBuffer:
         if new_format or vad != self.vad:
             self.vad = vad
             self._configure_detector()
+            return True
+        return False
 
     def _configure_detector(self) -> None:
         self._pause = None

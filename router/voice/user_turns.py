@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from router.clock import Clock
 from router.errors import FirstTokenError
 from router.realtime.session_config import SessionConfig
-from router.voice.clock import VoiceClock
+from router.voice.clock import Reading, VoiceClock, VoiceObserver
 from router.voice.codec import wav
 from router.voice.input_buffer import (
     BufferEvent,
@@ -68,6 +68,8 @@ class UserTurns(ConversationItems):
     #: caller talked over cost (told with the turn's transcript)
     _guess: asyncio.Task[Heard] | None
     _guess_spent: float
+    target: str
+    _observer: VoiceObserver | None
     _clock: Clock
     config: SessionConfig
 
@@ -125,6 +127,8 @@ class UserTurns(ConversationItems):
             vad = self.buffer.vad
             respond = vad is not None and vad.create_response and not self.transcription
             guess, self._guess = self._guess, None
+            if guess is not None:
+                self._tell("ended")
             await self._commit(change.utterance, respond, guess)
         elif isinstance(change, TimedOut):
             await self._timed_out(change)
@@ -146,6 +150,7 @@ class UserTurns(ConversationItems):
         try:
             text = (await asyncio.shield(guess))[0]
         except FirstTokenError:
+            self._tell("failed")
             return  # the turn ends at the timeout; its words are asked for again then
         vad = self.buffer.vad
         if vad is None or vad.eagerness is None or self.closed:
@@ -160,10 +165,15 @@ class UserTurns(ConversationItems):
         guess, self._guess = self._guess, None
         if guess is None:
             return
+        self._tell("talked_over")
         if not guess.done():
             guess.cancel()
         elif not guess.cancelled() and guess.exception() is None:
             self._guess_spent += guess.result()[2]
+
+    def _tell(self, reading: Reading) -> None:
+        if self._observer is not None:
+            self._observer.reading(self.target, reading)
 
     async def _timed_out(self, change: TimedOut) -> None:
         """No speech for `idle_timeout_ms` since the last response was heard: as OpenAI,

@@ -18,7 +18,8 @@ from router.clock import Clock
 from router.config import TargetConfig
 from router.gateway.request import parse_request
 from router.turn.sink import Sink
-from router.voice.cascade import CascadeConnection, VoiceObserver
+from router.voice.cascade import CascadeConnection
+from router.voice.clock import VoiceObserver
 from router.voice.settings import CascadeSettings
 from router.voice.speak import PcmSource
 from router.voice.stages import RoutedSpeech, tts_cost

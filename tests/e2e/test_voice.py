@@ -1050,6 +1050,9 @@ async def test_semantic_vad_waits_out_an_unfinished_sentence_and_ends_a_finished
     first, second = (c.audio_ms / 60_000 * 0.006 for c in stack.stt[0].calls)
     stt_cost = done.model_extra["firsttoken"]["stages"]["stt"]["cost_usd"]
     assert stt_cost == pytest.approx(first + second, rel=0.05)
+    readings = "firsttoken_voice_turn_readings_total"
+    assert stack.metric(readings, target="local-voice", outcome="talked_over") == 1
+    assert stack.metric(readings, target="local-voice", outcome="ended") == 1
 
 
 async def test_semantic_vad_a_trailing_filler_waits_most_of_the_timeout(stack: Stack) -> None:
@@ -1068,3 +1071,26 @@ async def test_semantic_vad_a_trailing_filler_waits_most_of_the_timeout(stack: S
     heard = next(e for e in events if e.type.endswith("transcription.completed"))
     assert heard.transcript == "so um"
     assert len(stack.stt[0].calls) == 1  # read once, at the pause
+
+
+async def test_semantic_vad_words_read_before_a_switch_to_server_vad_are_no_turns(
+    stack: Stack,
+) -> None:
+    # read at a semantic pause, then the session moves to server VAD: the next turn is
+    # heard anew, not given the words of a pause that no longer exists
+    stack.stt[0].say("book a table for", "for two people")
+    speech = speech_24k()
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await _semantic_session(conn, "low")  # an 8 s timeout: the pause outlives the switch
+        await speak(conn, silence(300) + speech + silence(700), pace_s=0.005)
+        await asyncio.sleep(0.1)  # the reading is back
+        server = {"type": "server_vad", "silence_duration_ms": 500}
+        update = {"type": "realtime", "audio": {"input": {"turn_detection": server}}}
+        await conn.session.update(session=update)  # type: ignore[arg-type]
+        await speak(conn, speech + silence(800))
+        events = await until(conn, "response.done")
+    heard = [e.transcript for e in events if e.type.endswith("transcription.completed")]
+    assert heard == ["for two people"]
+    assert [c.text for c in stack.stt[0].calls] == ["book a table for", "for two people"]
+    readings = "firsttoken_voice_turn_readings_total"
+    assert stack.metric(readings, target="local-voice", outcome="talked_over") == 1
