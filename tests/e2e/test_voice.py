@@ -25,6 +25,7 @@ from router.sim.vllm import VllmSim
 from router.voice.codec import AudioFormat, wav
 from router.voice.resample import Resampler
 from tests.e2e.harness import RunningRouter, start_router, stop_router
+from tests.sim.conftest import wait_for
 from tests.voice.audio import decoded, frames, silence, speech_24k
 
 pytestmark = pytest.mark.anyio
@@ -1009,6 +1010,14 @@ async def test_a_conversation_too_long_for_the_llm_drops_its_oldest_turns(
     assert len(retried) == (8 if truncation == RETAIN else 5)
 
 
+async def _answered(stt: SttSim, calls: int) -> None:
+    def done() -> bool:
+        return len(stt.calls) >= calls and stt.calls[calls - 1].finished_at is not None
+
+    await wait_for(done, timeout_s=5.0)
+    await asyncio.sleep(0.05)  # and read by the router
+
+
 async def _semantic_session(conn: AsyncRealtimeConnection, eagerness: str) -> None:
     turn_detection = {"type": "semantic_vad", "eagerness": eagerness}
     update = {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}
@@ -1028,7 +1037,8 @@ async def test_semantic_vad_waits_out_an_unfinished_sentence_and_ends_a_finished
     clip_ms = len(speech) // 48
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await _semantic_session(conn, "medium")
-        await speak(conn, silence(300) + speech + silence(700), pace_s=0.005)
+        await speak(conn, silence(300) + speech, pace_s=0.005)
+        await speak(conn, silence(700), pace_s=0.02)  # in real time: the reading comes back
         await speak(conn, speech + silence(1000), pace_s=0.005)
         events = await until(conn, "response.done")
     kinds = [e.type for e in events]
@@ -1063,7 +1073,8 @@ async def test_semantic_vad_a_trailing_filler_waits_most_of_the_timeout(stack: S
     clip_end = 300 + len(speech) // 48
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await _semantic_session(conn, "high")
-        await speak(conn, silence(300) + speech + silence(2500), pace_s=0.005)
+        await speak(conn, silence(300) + speech, pace_s=0.005)
+        await speak(conn, silence(2500), pace_s=0.01)  # the reading is back well before 1.6 s
         events = await until(conn, "response.done")
     stopped = next(e for e in events if e.type == "input_audio_buffer.speech_stopped")
     last_word = clip_end - 240  # the clip ends in ~240 ms of quiet
@@ -1083,7 +1094,7 @@ async def test_semantic_vad_words_read_before_a_switch_to_server_vad_are_no_turn
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await _semantic_session(conn, "low")  # an 8 s timeout: the pause outlives the switch
         await speak(conn, silence(300) + speech + silence(700), pace_s=0.005)
-        await asyncio.sleep(0.1)  # the reading is back
+        await _answered(stack.stt[0], 1)  # the reading is back
         server = {"type": "server_vad", "silence_duration_ms": 500}
         update = {"type": "realtime", "audio": {"input": {"turn_detection": server}}}
         await conn.session.update(session=update)  # type: ignore[arg-type]
