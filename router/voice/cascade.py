@@ -63,6 +63,7 @@ from router.voice.settings import (
     default_session,
     session_vad,
     transcription_session,
+    turn_detection_error,
 )
 from router.voice.user_turns import CascadeStages, UserTurns
 
@@ -211,6 +212,10 @@ class CascadeConnection(UserTurns):
         kind = self.config.session.get("type")
         if session.get("type", kind) != kind:  # a session keeps the type it opened with
             await self._error(f"this session is a {kind} session", "invalid_value", event)
+            return
+        wrong = turn_detection_error(session)
+        if wrong is not None:  # refused whole, as OpenAI: the session stays as it was
+            await self._error(wrong, "invalid_value", event)
             return
         self.config.update(session)
         self._apply_audio()

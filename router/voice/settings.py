@@ -177,3 +177,29 @@ def _idle_timeout(td: Mapping[str, Any], transcription: bool) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         return None
     return value if td.get("type") == "server_vad" and not transcription else None
+
+
+TURN_DETECTION_TYPES = ("server_vad", "semantic_vad")
+EAGERNESS = ("low", "medium", "high", "auto")
+
+
+def turn_detection_error(session: Mapping[str, Any]) -> str | None:
+    """What is wrong with a `session.update`'s `audio.input.turn_detection`, in OpenAI's
+    words, or None (absent or null is fine: null turns detection off)."""
+    audio = session.get("audio")
+    heard = audio.get("input") if isinstance(audio, Mapping) else None
+    if not isinstance(heard, Mapping) or heard.get("turn_detection") is None:
+        return None
+    td = heard["turn_detection"]
+    if not isinstance(td, Mapping):
+        return "Invalid type for 'session.audio.input.turn_detection': expected an object."
+    kind = td.get("type")
+    if kind not in TURN_DETECTION_TYPES:
+        return f"Invalid value: {kind!r}. Supported values are: 'server_vad' and 'semantic_vad'."
+    eagerness = td.get("eagerness", "auto")
+    if kind == "semantic_vad" and eagerness not in EAGERNESS:
+        return (
+            f"Invalid value: {eagerness!r}. Supported values are: 'low', 'medium', 'high', "
+            "and 'auto'."
+        )
+    return None

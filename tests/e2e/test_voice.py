@@ -1105,3 +1105,38 @@ async def test_semantic_vad_words_read_before_a_switch_to_server_vad_are_no_turn
     assert [c.text for c in stack.stt[0].calls] == ["book a table for", "for two people"]
     readings = "firsttoken_voice_turn_readings_total"
     assert stack.metric(readings, target="local-voice", outcome="talked_over") == 1
+
+
+async def test_semantic_vad_carries_over_when_a_hosted_session_moves_to_the_cascade() -> None:
+    # the session's turn detection is replayed with the rest of its configuration: after
+    # the hosted upstream dies, the cascade ends the caller's next turn on its words
+    semantic = {"type": "semantic_vad", "eagerness": "medium"}
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        stt.say("Book a table for two, please.")
+        router = await start_router(hosted_and_cascade(hosted, stt, llm, tts))
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                update = {"type": "realtime", "audio": {"input": {"turn_detection": semantic}}}
+                await conn.session.update(session=update)  # type: ignore[arg-type]
+                first = await ask(conn, "table for two")  # on the hosted target
+                await hosted.drop(1011)  # on to the cascade
+                await asyncio.sleep(0.05)
+                await speak(conn, silence(300) + speech_24k(), pace_s=0.005)
+                await speak(conn, silence(1000), pace_s=0.02)
+                second = await until(conn, "response.done")
+        finally:
+            await stop_router(router)
+    assert first[-1].response.status == "completed"
+    assert second[-1].response.status == "completed"
+    heard = next(e for e in second if e.type.endswith("transcription.completed"))
+    assert heard.transcript == "Book a table for two, please."
+    assert len(stt.calls) == 1  # read at the pause, and that reading was the turn's
+    readings = "firsttoken_voice_turn_readings_total"
+    registry = router.router.metrics.registry
+    assert registry.get_sample_value(readings, {"target": "local-voice", "outcome": "ended"}) == 1

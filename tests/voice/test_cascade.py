@@ -193,5 +193,18 @@ async def test_bad_input_gets_an_error_event_and_the_session_goes_on() -> None:
     ]
     await _send(conn, type="input_audio_buffer.clear")
     assert json.loads(str(await conn.receive()))["type"] == "input_audio_buffer.cleared"
+    # a turn detection OpenAI would refuse is refused whole; the session stays as it was
+    for td in ({"type": "magic_vad"}, {"type": "semantic_vad", "eagerness": "extreme"}, "on"):
+        update = {"type": "realtime", "audio": {"input": {"turn_detection": td}}}
+        await _send(conn, type="session.update", session=update)
+        refused = json.loads(str(await conn.receive()))
+        assert refused["type"] == "error" and refused["error"]["code"] == "invalid_value"
+    assert conn.buffer.vad is not None and conn.buffer.vad.eagerness is None  # server VAD
+    semantic = {"type": "semantic_vad", "eagerness": "auto"}
+    await _send(
+        conn, type="session.update", session={"audio": {"input": {"turn_detection": semantic}}}
+    )
+    assert json.loads(str(await conn.receive()))["type"] == "session.updated"
+    assert conn.buffer.vad is not None and conn.buffer.vad.eagerness == "medium"
     await conn.close(1000)
     assert await conn.receive() == Closed(1000, "")
