@@ -41,6 +41,8 @@ class SessionLimits:
     max_upstream_s: float | None = None
     #: a response cut by a migration is asked for again on the new target
     regenerate: bool = False
+    #: the transcription model asked for the router's own copy (`migrate.transcribe`)
+    transcribe: str | None = None
     #: the client key's allowance (its `session_minutes`), spent while the session runs
     quota: SessionQuota | None = None
 

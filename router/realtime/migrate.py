@@ -159,7 +159,7 @@ async def _open_and_replay(
                 log.warning("session on route %s cannot migrate: %s", session.route, err.message)
             return None
         frames = []
-        config = session.config.replay_event()
+        config = session.config.replay_event(session.limits.transcribe)
         if config is not None:
             frames.append(config)
         if not session.transcription:  # a transcription session has no conversation

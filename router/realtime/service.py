@@ -57,6 +57,7 @@ def session_limits(route: RouteConfig, quota: SessionQuota | None) -> SessionLim
         max_duration_s=settings.max_duration_s,
         max_upstream_s=settings.max_upstream_s,
         regenerate=route.migrate.regenerate,
+        transcribe=route.migrate.transcribe,
         quota=quota,
     )
 

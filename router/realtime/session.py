@@ -57,6 +57,7 @@ from router.realtime.wire import (
     TRANSCRIPT_DELTA,
     b64_bytes,
     delta_b64_chars,
+    dumps,
     error_event,
     parse,
     sniff,
@@ -144,6 +145,10 @@ class Session:
         #: closes of replaced upstream sessions, still waiting for the peer
         self.background: set[asyncio.Task[None]] = set()
 
+    def _own_transcripts(self) -> bool:
+        """Input transcripts are the router's (`migrate.transcribe`), not the client's."""
+        return self.config.needs_transcription(self.limits.transcribe)
+
     def calm(self, now: float) -> bool:
         """A pause a proactive move may take: no response asked for or in flight, and
         no user turn open (for less than `USER_TURN_MAX_S`)."""
@@ -163,7 +168,7 @@ class Session:
         try:
             # before the first send: session_closed, in `finally`, pairs with it
             self.events.session_opened(self.route, self.leg.target.name)
-            configured = self.config.replay_event()
+            configured = self.config.replay_event(self.limits.transcribe)
             if configured is not None:  # upstream first; a dead leg migrates
                 with contextlib.suppress(UpstreamConnectError):
                     await self.leg.conn.send(configured)
@@ -256,6 +261,10 @@ class Session:
                 session = event.get("session") if event is not None else None
                 if isinstance(session, dict):
                     self.config.update(session)
+                    model = self.limits.transcribe
+                    if model is not None and self.config.needs_transcription(model):
+                        asked = self.config.transcribing(session, model)
+                        frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
             elif kind == "response.create" and not self.out_of_band.ask(frame):
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
@@ -307,6 +316,8 @@ class Session:
                     clock.text()
                 elif kind == TRANSCRIPT_DELTA:
                     self._transcribed(leg)
+                    if self._own_transcripts():
+                        continue  # asked for by the router, not the client
                 elif kind == "input_audio_buffer.committed":
                     self.committed_at = self.clock()
                     if not self.transcription:  # a transcript is no answer to time
@@ -325,6 +336,8 @@ class Session:
                 elif kind == "session.updated" and self.swallow_session_updated:
                     self.swallow_session_updated -= 1
                     continue
+                elif kind == "session.updated" and self._own_transcripts():
+                    frame = self.config.as_client_sees(frame)
                 elif kind == "input_audio_buffer.cleared":
                     self.user_turn_at = None
                 await send(frame)
@@ -357,8 +370,10 @@ class Session:
             self._transcribed(leg)  # a model that sends no deltas: its transcript is first
             self._bill_transcript(leg, event)
             self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
+            return True if self._own_transcripts() else None
         elif kind == "conversation.item.input_audio_transcription.failed":
             self._transcription_failed(leg, event)
+            return True if self._own_transcripts() else None
         elif kind == "conversation.item.deleted":
             self.conversation.delete(str(event.get("item_id")))
         elif kind == "conversation.item.truncated":

@@ -4,6 +4,10 @@ Each `session.update` the client sends is merged into one configuration (objects
 merged key by key, anything else replaced, as the server applies a partial
 update). Replay is one `session.update` with the merged result. `model` is left
 out of the replay: every target has its own, named in the URL it was opened with.
+
+With a route's `migrate.transcribe`, what goes upstream also asks for input
+transcription when the client did not (`transcribing`), and the `session.updated`
+coming back is shown to the client without it (`as_client_sees`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,39 @@ class SessionConfig:
         if isinstance(given, Mapping) and "turn_detection" in given:
             self.manual_turns = given["turn_detection"] is None
 
+    def hears(self) -> bool:
+        """The client asked for input transcripts (`audio.input.transcription` set)."""
+        audio = self._session.get("audio")
+        given = audio.get("input") if isinstance(audio, Mapping) else None
+        return isinstance(given, Mapping) and given.get("transcription") is not None
+
+    def needs_transcription(self, model: str | None) -> bool:
+        """The router must ask for transcription itself: a model is named, this is a
+        conversation (a transcription session always transcribes) and the client did not."""
+        return model is not None and self.kind == "realtime" and not self.hears()
+
+    def transcribing(self, session: Mapping[str, Any], model: str) -> dict[str, Any]:
+        """`session` (an update, or the whole configuration) also asking `model` to
+        transcribe the input (a copy: the client's configuration is left as it is)."""
+        out = copy.deepcopy(dict(session))
+        _merge(out, {"audio": {"input": {"transcription": {"model": model}}}})
+        return out
+
+    def as_client_sees(self, updated: str) -> str:
+        """A `session.updated` without the transcription the router asked for (the
+        client's own setting instead); unchanged if it cannot be read."""
+        try:
+            event = json.loads(updated)
+        except (ValueError, RecursionError):
+            return updated
+        session = event.get("session") if isinstance(event, dict) else None
+        audio = session.get("audio") if isinstance(session, dict) else None
+        heard = audio.get("input") if isinstance(audio, dict) else None
+        if not isinstance(heard, dict) or "transcription" not in heard:
+            return updated
+        heard["transcription"] = None
+        return dumps(event)
+
     def output_bytes_per_ms(self) -> float:
         """Bytes of output audio per millisecond (PCM16 at 24 kHz unless configured)."""
         audio = self._session.get("audio")
@@ -80,11 +117,15 @@ class SessionConfig:
         _merge(session, {k: v for k, v in self._session.items() if k != "model"})
         return dumps(event)
 
-    def replay_event(self) -> str | None:
-        """One `session.update` carrying the whole configuration, or None if none was set."""
-        if not self.updates:
+    def replay_event(self, transcribe: str | None = None) -> str | None:
+        """One `session.update` carrying the whole configuration, or None if none was set
+        and no transcription must be asked for (`transcribe`: `needs_transcription`)."""
+        inject = transcribe is not None and self.needs_transcription(transcribe)
+        if not self.updates and not inject:
             return None
         session = {k: v for k, v in self._session.items() if k != "model"}
+        if inject and transcribe is not None:
+            session = self.transcribing(session, transcribe)
         session.setdefault("type", self.kind)
         return dumps(
             {"type": "session.update", "event_id": REPLAY_SESSION_EVENT_ID, "session": session}

@@ -4,11 +4,17 @@
       - name: voice
         targets: [openai-rt, azure-rt]
         session: {max_duration_s: 7200, max_upstream_s: 3300, idle_s: 120}
-        migrate: {regenerate: false}
+        migrate: {regenerate: false, transcribe: gpt-4o-mini-transcribe}
 
 `max_upstream_s` keeps each upstream session under a provider's cap (OpenAI ends a
 session after 60 minutes), so the router moves the conversation between two
 responses instead of being cut mid-answer.
+
+`transcribe` names a transcription model the router asks each upstream to run when
+the client asked for no input transcription: the router's copy of the conversation
+then has the caller's words, so a migration can replay the user's audio turns as
+text. Its events are the router's own (the client, which did not ask, never sees
+them); the provider bills the transcription as usual.
 """
 
 from __future__ import annotations
@@ -32,3 +38,6 @@ class SessionSettings(_Model):
 class MigrateSettings(_Model):
     #: ask the new target again for a response that a migration cut (else it ends failed)
     regenerate: bool = False
+    #: transcribe the caller's audio upstream with this model when the client did not ask
+    #: for it, so user audio turns can be replayed as text (None: only what the client asks)
+    transcribe: str | None = Field(None, min_length=1)

@@ -27,6 +27,7 @@ from tests.e2e.realtime_stack import (
     USER,
     Stack,
     config,
+    running_stack,
 )
 from tests.sim.conftest import wait_for
 from tests.sim.test_realtime import silence, tone, until
@@ -480,3 +481,44 @@ async def test_a_key_past_its_session_minutes_is_closed_then_refused(stack: Stac
     assert 3590 <= int(response.headers["retry-after"]) <= 3600
     ended = {"route": "voice", "end": "session_minutes"}
     assert stack.metric("firsttoken_realtime_sessions_ended_total", **ended) == 1
+
+
+HEARD_ROUTE = (
+    "  - {name: heard, targets: [rt-a, rt-b], policy: {type: ordered},"
+    " migrate: {transcribe: whisper-1}}"
+)
+
+
+async def test_a_route_transcribes_for_its_own_copy_so_spoken_turns_migrate() -> None:
+    # The client asks for no input transcripts. `migrate.transcribe` has each upstream
+    # transcribe anyway, out of the client's sight, so the caller's spoken turn is in the
+    # router's copy and reaches the next target when the first dies.
+    vad = {"type": "server_vad", "silence_duration_ms": 100}
+    async with (
+        running_stack(HEARD_ROUTE) as stack,
+        stack.sdk().realtime.connect(model="heard") as conn,
+    ):
+        created = await conn.recv()
+        update = {"type": "realtime", "audio": {"input": {"turn_detection": vad}}}
+        await conn.session.update(session=update)  # type: ignore[arg-type]
+        for chunk in [tone(20)] * 10 + [silence(20)] * 6:
+            await conn.input_audio_buffer.append(audio=chunk)
+        first = await until(conn, "response.done")
+        await stack.a.drop(1011)
+        await asyncio.sleep(0.05)
+        await conn.response.create()
+        second = await until(conn, "response.done")
+    kinds = [e.type for e in first + second]
+    assert second[-1].response.status == "completed"
+    assert not [k for k in kinds if "input_audio_transcription" in k]  # not asked, not shown
+    updated = next(e for e in first if e.type == "session.updated")
+    assert created.type == "session.created"
+    assert created.session.audio.input.transcription is None  # type: ignore[union-attr]
+    assert updated.session.audio.input.transcription is None
+    # each upstream was asked to transcribe, the client's settings beside it
+    for record in (stack.a.records[0], stack.b.records[-1]):
+        heard = record.session["audio"]["input"]
+        assert heard["transcription"] == {"model": "whisper-1"}
+        assert heard["turn_detection"]["silence_duration_ms"] == 100
+    said = RealtimeBehaviour().transcript
+    assert stack.b.records[-1].item_texts()[0] == ("user", said)

@@ -88,3 +88,33 @@ def test_a_transcription_sessions_replay_names_its_own_type() -> None:
         json.loads(SessionConfig({"instructions": "x"}).replay_event() or "")["session"]["type"]
         == "realtime"
     )
+
+
+def test_a_transcription_the_client_did_not_ask_for_is_asked_upstream_and_hidden_back() -> None:
+    config = SessionConfig()
+    assert config.needs_transcription("whisper-1")
+    assert not config.needs_transcription(None)  # the route asks for none
+    replay = json.loads(config.replay_event("whisper-1") or "")
+    assert replay["session"] == {
+        "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+        "type": "realtime",
+    }
+    update = {"audio": {"input": {"turn_detection": None}}}
+    config.update(update)
+    asked = config.transcribing(update, "whisper-1")
+    assert asked["audio"]["input"] == {
+        "turn_detection": None,
+        "transcription": {"model": "whisper-1"},
+    }
+    assert config.session == {"audio": {"input": {"turn_detection": None}}}  # left as it was
+    echo = {"type": "session.updated", "session": {"audio": {"input": asked["audio"]["input"]}}}
+    shown = json.loads(config.as_client_sees(json.dumps(echo)))
+    assert shown["session"]["audio"]["input"] == {"turn_detection": None, "transcription": None}
+    # a client that asks for transcripts gets its own, shown as they are
+    config.update({"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}})
+    assert not config.needs_transcription("whisper-1")
+    assert json.loads(config.replay_event("whisper-1") or "")["session"]["audio"]["input"][
+        "transcription"
+    ] == {"model": "gpt-4o-transcribe"}
+    # a transcription session transcribes anyway
+    assert not SessionConfig(kind="transcription").needs_transcription("whisper-1")
