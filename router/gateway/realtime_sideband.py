@@ -110,10 +110,12 @@ async def open_sideband(
         leg=Leg(target, conn, hold, router.clock()),
         reopen=reopen,
         events=events,
-        # no move to wait for: a call's session is not replaced at an age
+        # no move to wait for: a call's session is not replaced at an age; nor moved at
+        # all, so nothing of ours is transcribed (the browser's data channel would see it)
         limits=replace(
             session_limits(route.config, client.sessions if client else None),
             max_upstream_s=None,
+            transcribe=None,
         ),
         clock=router.clock,
         client_name=client.name if client else None,

@@ -20,7 +20,8 @@ from openai import (
 from websockets.exceptions import InvalidStatus
 
 from router.sim.realtime_behaviour import RealtimeFault
-from tests.e2e.realtime_stack import KEY, LIMITED, UPSTREAM_KEY, Stack
+from tests.e2e.realtime_stack import KEY, LIMITED, UPSTREAM_KEY, Stack, running_stack
+from tests.e2e.test_realtime import HEARD_ROUTE
 from tests.sim.test_realtime import until
 
 pytestmark = pytest.mark.anyio
@@ -231,3 +232,21 @@ async def test_a_sideband_search_that_could_not_ask_every_target_is_not_a_404(
     assert action.value.status_code == 503
     assert "rt-b: its circuit breaker is open" in action.value.message
     assert not stack.b.calls.records
+
+
+async def test_a_calls_sideband_asks_for_no_transcription_of_the_routers_own() -> None:
+    # `migrate.transcribe` is for sessions the router may move; a call stays with its
+    # media, and the browser would see what the router asked for on its data channel
+    async with running_stack(HEARD_ROUTE) as stack, stack.sdk() as client:
+        session: Any = {**SESSION, "model": "heard"}
+        answer = await client.realtime.calls.create(sdp=OFFER, session=session)
+        call_id = answer.response.headers["location"].rsplit("/", 1)[-1]
+        async with client.realtime.connect(call_id=call_id) as conn:
+            await until(conn, "session.created")
+            await conn.session.update(session={"type": "realtime", "instructions": "shorter"})
+            await until(conn, "session.updated")
+    record = stack.a.records[0]
+    assert record.query == {"call_id": call_id}
+    assert record.session["instructions"] == "shorter"
+    heard = record.session.get("audio", {}).get("input", {})
+    assert heard.get("transcription") is None
