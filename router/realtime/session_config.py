@@ -120,12 +120,12 @@ class SessionConfig:
     def replay_event(self, transcribe: str | None = None) -> str | None:
         """One `session.update` carrying the whole configuration, or None if none was set
         and no transcription must be asked for (`transcribe`: `needs_transcription`)."""
-        inject = transcribe is not None and self.needs_transcription(transcribe)
-        if not self.updates and not inject:
+        inject = transcribe if self.needs_transcription(transcribe) else None
+        if not self.updates and inject is None:
             return None
         session = {k: v for k, v in self._session.items() if k != "model"}
-        if inject and transcribe is not None:
-            session = self.transcribing(session, transcribe)
+        if inject is not None:
+            session = self.transcribing(session, inject)
         session.setdefault("type", self.kind)
         return dumps(
             {"type": "session.update", "event_id": REPLAY_SESSION_EVENT_ID, "session": session}

@@ -271,14 +271,10 @@ class InputAudioBuffer:
         self._pause = _Pause(
             self._pauses, speech_end_ms, stop.speech_end_at, speech_end_ms + timeout
         )
-        rate = self.format.rate
-        start = max(0, self._samples_at(self._speech_start_ms, rate) - self._base)
-        end = max(
-            start, min(len(self._pcm) // 2, self._samples_at(stop.audio_end_ms, rate) - self._base)
-        )
+        start, end = self._span(self._speech_start_ms, stop.audio_end_ms)
         utterance = Utterance(
             pcm16=bytes(self._pcm[start * 2 : end * 2]),
-            rate=rate,
+            rate=self.format.rate,
             audio_start_ms=self._speech_start_ms,
             audio_end_ms=stop.audio_end_ms,
             speech_end_at=stop.speech_end_at,
@@ -307,12 +303,17 @@ class InputAudioBuffer:
 
     def _take(self, start_ms: int, end_ms: int, speech_end_at: float, now: float) -> Utterance:
         """Cut [start_ms, end_ms) out of the buffer; what came before it is dropped."""
-        rate = self.format.rate
-        start = max(0, self._samples_at(start_ms, rate) - self._base)
-        end = max(start, min(len(self._pcm) // 2, self._samples_at(end_ms, rate) - self._base))
+        start, end = self._span(start_ms, end_ms)
         del self._pcm[: start * 2]
         self._base += start
         return self._cut(end - start, start_ms, end_ms, speech_end_at, now)
+
+    def _span(self, start_ms: int, end_ms: int) -> tuple[int, int]:
+        """[start_ms, end_ms) as sample offsets into the buffer, clipped to what it holds."""
+        rate = self.format.rate
+        start = max(0, self._samples_at(start_ms, rate) - self._base)
+        end = max(start, min(len(self._pcm) // 2, self._samples_at(end_ms, rate) - self._base))
+        return start, end
 
     def _cut(
         self, samples: int, start_ms: int, end_ms: int, speech_end_at: float, now: float
