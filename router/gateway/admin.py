@@ -71,6 +71,7 @@ def admin_view(router: Router) -> dict[str, object]:
                 else {
                     "capacity": view.engine.capacity,
                     "proven_running": view.engine.proven_running,
+                    "queue_seen": view.engine.queue_seen,
                     "waiting": view.engine.waiting,
                     "running": view.engine.running,
                     "kv_cache_usage_perc": view.engine.kv_usage,

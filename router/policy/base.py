@@ -59,6 +59,10 @@ class EngineView:
     ttft_seen: float = 0.0
     #: the most sequences a scrape has seen running (a lower bound on the batch size)
     proven_running: float = 0.0
+    #: whether any scrape has shown requests waiting (or the router moved a turn out
+    #: of the engine's queue); False: the batch is believed to have room, as vLLM's
+    #: default `--max-num-seqs` (256) does, until the engine shows otherwise
+    queue_seen: bool = True
 
 
 @value

@@ -102,9 +102,20 @@ def completion_rate(view: TargetView) -> float:
     A batch of `running` turns (at least one) each lasting unloaded TTFT + mean
     output x time per token completes at running / duration. A measured rate only
     says how fast turns arrived on a quiet engine, so it never lowers that bound.
+    A stale engine's batch is the most it has shown it holds (its capacity, or the
+    most seen running): stale engines are ranked by our turns there over this rate,
+    and when the router itself stalls (2 s on a busy 2-core machine) every engine is
+    stale at once; ranked by turns alone, the seven turns that had queued up in the
+    stall all went to the 2-slot engine beside an 8-slot one with 8 (`make test-vllm`).
     """
     measured = view.completion_rate or 0.0
-    running = view.engine.running if view.engine is not None and not view.engine.stale else 0.0
+    engine = view.engine
+    if engine is None:
+        running = 0.0
+    elif engine.stale:
+        running = max(engine.capacity or 0.0, engine.proven_running)
+    else:
+        running = engine.running
     out = view.mean_output_tokens if view.mean_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
     tpot = view.tpot_s if view.tpot_s is not None else DEFAULT_TPOT_S
     duration = max(view.unloaded_ttft_s + out * tpot, 1e-3)
@@ -137,6 +148,16 @@ def waiting_ahead(view: TargetView) -> float:
     beyond that many (a real 8-slot engine with 6 of ours in flight, 3 scraped
     running, was priced as a queue of 3 while 5 slots were free). No scrape yet:
     unknown, counted as none. A stale scrape: saturated.
+
+    Until the engine has shown a queue at all, its batch is believed to have room
+    (vLLM's default batch is 256; `EngineView.queue_seen`): the most a fresh router has
+    seen running is only what its first turns made run, and counting our turns beyond
+    it as queued priced an idle 8-slot engine, two turns in transit and its scrape
+    0.5 s old, at 13 s (one at a time, its turns had lasted 3.3 s), so a burst went to
+    the 2-slot engine's real queue (`make test-vllm`, 12-07: p90 7.2 s against round
+    robin's 6.4). If the belief is wrong, the turn it sends waits, the scrape shows
+    the queue, and the race moves the turn (`router.turn.requeue`), which teaches
+    the batch size at once (`EngineTracker.held_a_turn`).
     """
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
@@ -148,6 +169,8 @@ def waiting_ahead(view: TargetView) -> float:
         # the router's own turns if more were sent since), what does not fit waits.
         holding = max(engine.running + engine.waiting, float(view.in_flight))
         return max(engine.waiting, holding - engine.capacity, 0.0)
+    if not engine.queue_seen:
+        return max(engine.waiting, 0.0)
     room = engine.running if engine.waiting > 0 else max(engine.running, engine.proven_running)
     return max(engine.waiting, view.in_flight - room, 0.0)
 

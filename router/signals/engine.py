@@ -241,6 +241,19 @@ class EngineTracker:
         if median is not None:
             self._median = (median, delta[-1][1])
 
+    def held_a_turn(self) -> None:
+        """A turn of the router's sat in the engine's queue (the race moved it out:
+        `router.turn.requeue`): the batch was full at what the last scrape saw running.
+        That is the capacity, learned at once (a queue that held a turn of ours past a
+        free slot's TTFT is no scheduler step's transient, which the two-scrape rule
+        in `update` guards against), and moving the turn cancels the request, so the
+        second scrape that rule waits for would never see it."""
+        last = self._last
+        if last is None or last.running <= 0 or last.waiting <= 0:
+            return
+        self._queued_at = self._last_at
+        self._learned = max(self._learned or 0.0, last.running)
+
     def queued_since(self, since: float) -> bool:
         """Whether a scrape at or after `since` showed requests waiting."""
         return self._queued_at is not None and self._queued_at >= since
@@ -278,6 +291,7 @@ class EngineTracker:
             ttft_median_s=self._median[0] if self._median else None,
             ttft_seen=self._median[1] if self._median else 0.0,
             proven_running=self._proven,
+            queue_seen=self._queued_at is not None,
         )
 
 

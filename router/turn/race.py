@@ -258,6 +258,7 @@ class Race:
             index = move_to(now, self._clock() - sent, others, quantile, expected)
             if index is None:
                 return False
+            runtime.signals.engine.held_a_turn()
             # The chosen target next; the engine left behind, last.
             self._order.insert(self._launched, self._order.pop(self._launched + index))
             self._order.append(runtime)

@@ -20,6 +20,7 @@ from router.policy.predict import (
     ratelimit_factor,
     slots_needed,
     wait_quantile_s,
+    waiting_ahead,
 )
 from tests.policy.views import CHEAP, hosted, request, vllm
 
@@ -122,6 +123,35 @@ def test_turns_in_transit_to_an_engine_of_unknown_batch_size_fit_the_room_it_pro
     # A queue in the scrape says the batch is full now, whatever ran before.
     queued = replace(seen, waiting=1, proven_running=5.0)
     assert slots_needed(vllm("large", in_flight=6, engine=queued)) == 4
+
+
+def test_stale_engines_are_ranked_by_our_turns_per_slot_they_proved() -> None:
+    # The router stalled: both scrapes are old. The 8-slot engine holds 8 of ours, the
+    # 2-slot one 3: the latter's turns wait for slots longer (3 per 2 slots vs 8 per 8).
+    old = EngineView(waiting=0, running=2, kv_usage=0.1, age_s=2.1, stale=True)
+    big = vllm("large", in_flight=8, rate=0.3, engine=replace(old, proven_running=8.0))
+    small = vllm("small", in_flight=3, rate=0.3, engine=replace(old, proven_running=2.0))
+    assert STALE_PENALTY_S < expected_wait_s(big) < expected_wait_s(small)
+    # A learned capacity counts as proven room too.
+    known = vllm("small", in_flight=3, rate=0.3, engine=replace(old, capacity=8.0))
+    assert expected_wait_s(known) < expected_wait_s(small)
+
+
+def test_an_engine_that_never_showed_a_queue_is_believed_to_have_room() -> None:
+    # A fresh router saw this engine run 1 at a time (its first turns); 2 of ours are in
+    # transit and its scrape shows it idle. Never a queue: both are running, a third fits.
+    fresh = EngineView(waiting=0, running=0, kv_usage=0.0, age_s=0.5, stale=False)
+    unseen = replace(fresh, proven_running=1.0, queue_seen=False)
+    view = vllm("large", in_flight=2, rate=0.3, engine=unseen)
+    assert (waiting_ahead(view), slots_needed(view), wait_quantile_s(view, 0.9)) == (0.0, 0, 0.0)
+    # Once a queue was seen, the turns beyond the proven room may be queued (as above):
+    # one ahead, and its own slot, at 0.3 turns/s.
+    seen = vllm("large", in_flight=2, rate=0.3, engine=replace(unseen, queue_seen=True))
+    assert slots_needed(seen) == 2
+    assert wait_quantile_s(seen, 0.9) == pytest.approx(erlang_quantile(2, 0.9) / 0.3)
+    # A queue in this very scrape counts, seen before or not.
+    waiting = vllm("large", in_flight=2, engine=replace(unseen, waiting=3.0))
+    assert waiting_ahead(waiting) == 3.0
 
 
 def test_vllm_without_measured_rate_uses_littles_law() -> None:

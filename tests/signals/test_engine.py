@@ -221,6 +221,22 @@ def test_a_queue_in_one_scrape_only_teaches_nothing(clock: FakeClock) -> None:
     assert tracker.view().capacity is None
 
 
+def test_a_queue_that_held_a_turn_of_ours_teaches_the_capacity_at_once(
+    clock: FakeClock,
+) -> None:
+    tracker = EngineTracker(2.0, clock)
+    tracker.held_a_turn()  # nothing scraped: nothing to learn from
+    tracker.update(EngineSample(waiting=0, running=2, kv_usage=0.1))
+    assert not tracker.view().queue_seen  # never a queue: the batch is believed to have room
+    tracker.held_a_turn()  # no queue in the last scrape: the move was not about this engine
+    assert (tracker.view().capacity, tracker.view().queue_seen) == (None, False)
+    tracker.update(EngineSample(waiting=1, running=2, kv_usage=0.2))
+    assert tracker.view().queue_seen
+    assert tracker.view().capacity is None  # one scrape alone: a scheduler step, maybe
+    tracker.held_a_turn()
+    assert tracker.view().capacity == 2.0
+
+
 def test_a_configured_capacity_wins(clock: FakeClock) -> None:
     tracker = EngineTracker(2.0, clock, capacity=16)
     tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))

@@ -117,6 +117,10 @@ async def test_the_race_moves_a_queued_attempt_and_keeps_the_engine_as_last_reso
     assert (result.attempts, result.fell_back) == (2, True)
     assert [f.cause for f in result.failures] == ["queued"]
     assert rig.targets["a"].signals.breaker.state == "closed"
+    # The queue held a turn of ours: the batch was full at the 2 the scrape saw running,
+    # learned from this one scrape (the cancelled request leaves no second to confirm it).
+    engine = rig.targets["a"].signals.view().engine
+    assert engine is not None and engine.capacity == 2.0
 
 
 @pytest.mark.anyio
