@@ -60,8 +60,8 @@ class EngineView:
     #: the most sequences a scrape has seen running (a lower bound on the batch size)
     proven_running: float = 0.0
     #: whether any scrape has shown requests waiting (or the router moved a turn out
-    #: of the engine's queue); False: the batch is believed to have room, as vLLM's
-    #: default `--max-num-seqs` (256) does, until the engine shows otherwise
+    #: of the engine's queue); False: the batch is believed to hold twice the most
+    #: seen running (a slow start: `predict.waiting_ahead`) until the engine shows a queue
     queue_seen: bool = True
 
 

@@ -149,15 +149,17 @@ def waiting_ahead(view: TargetView) -> float:
     running, was priced as a queue of 3 while 5 slots were free). No scrape yet:
     unknown, counted as none. A stale scrape: saturated.
 
-    Until the engine has shown a queue at all, its batch is believed to have room
-    (vLLM's default batch is 256; `EngineView.queue_seen`): the most a fresh router has
-    seen running is only what its first turns made run, and counting our turns beyond
-    it as queued priced an idle 8-slot engine, two turns in transit and its scrape
-    0.5 s old, at 13 s (one at a time, its turns had lasted 3.3 s), so a burst went to
-    the 2-slot engine's real queue (`make test-vllm`, 12-07: p90 7.2 s against round
-    robin's 6.4). If the belief is wrong, the turn it sends waits, the scrape shows
-    the queue, and the race moves the turn (`router.turn.requeue`), which teaches
-    the batch size at once (`EngineTracker.held_a_turn`).
+    Until the engine has shown a queue at all (`EngineView.queue_seen`), it is believed
+    to hold twice the most it has shown running (at least two): a slow start, as TCP
+    grows its window. The most a fresh router has seen running is only what its first
+    turns made run, and counting our turns beyond it as queued priced an idle 8-slot
+    engine, two turns in transit and its scrape 0.5 s old, at 13 s (one at a time, its
+    turns had lasted 3.3 s), so a burst went to the 2-slot engine's real queue (`make
+    test-vllm`, 12-07: p90 7.2 s against round robin's 6.4). Believing in room without
+    bound instead sent the four turns that piled up in a 1.4 s stall of the router all
+    to the 2-slot engine. If the belief is wrong, the turn it sends waits, the scrape
+    shows the queue, and the race moves the turn (`router.turn.requeue`), which
+    teaches the batch size at once (`EngineTracker.held_a_turn`).
     """
     engine = view.engine
     if not is_queue_modelled(view) or engine is None:
@@ -170,7 +172,9 @@ def waiting_ahead(view: TargetView) -> float:
         holding = max(engine.running + engine.waiting, float(view.in_flight))
         return max(engine.waiting, holding - engine.capacity, 0.0)
     if not engine.queue_seen:
-        return max(engine.waiting, 0.0)
+        # Slow start: room for twice what it has shown it runs, as TCP grows its window.
+        room = 2.0 * max(engine.running, engine.proven_running, 1.0)
+        return max(engine.waiting, view.in_flight - room, 0.0)
     room = engine.running if engine.waiting > 0 else max(engine.running, engine.proven_running)
     return max(engine.waiting, view.in_flight - room, 0.0)
 

@@ -137,13 +137,17 @@ def test_stale_engines_are_ranked_by_our_turns_per_slot_they_proved() -> None:
     assert expected_wait_s(known) < expected_wait_s(small)
 
 
-def test_an_engine_that_never_showed_a_queue_is_believed_to_have_room() -> None:
+def test_an_engine_that_never_showed_a_queue_is_believed_to_have_twice_the_room_it_proved() -> None:
     # A fresh router saw this engine run 1 at a time (its first turns); 2 of ours are in
-    # transit and its scrape shows it idle. Never a queue: both are running, a third fits.
+    # transit and its scrape shows it idle. Never a queue: both are believed running.
     fresh = EngineView(waiting=0, running=0, kv_usage=0.0, age_s=0.5, stale=False)
     unseen = replace(fresh, proven_running=1.0, queue_seen=False)
     view = vllm("large", in_flight=2, rate=0.3, engine=unseen)
     assert (waiting_ahead(view), slots_needed(view), wait_quantile_s(view, 0.9)) == (0.0, 0, 0.0)
+    # Slow start: room for twice the proven 1; of 5 in flight (a stall bunched them), 3 wait.
+    bunched = vllm("large", in_flight=5, rate=0.3, engine=unseen)
+    assert (waiting_ahead(bunched), slots_needed(bunched)) == (3.0, 4)
+    assert waiting_ahead(vllm("large", in_flight=5, engine=replace(unseen, running=3))) == 0.0
     # Once a queue was seen, the turns beyond the proven room may be queued (as above):
     # one ahead, and its own slot, at 0.3 turns/s.
     seen = vllm("large", in_flight=2, rate=0.3, engine=replace(unseen, queue_seen=True))
