@@ -72,6 +72,8 @@ SCRAPED = (
     "vllm:time_to_first_token_seconds_bucket",
     "vllm:time_to_first_token_seconds_sum",
     "vllm:time_to_first_token_seconds_count",
+    "vllm:inter_token_latency_seconds_sum",
+    "vllm:inter_token_latency_seconds_count",
 )
 
 Mode = Literal["open", "sequential"]

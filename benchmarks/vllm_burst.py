@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ from router.policy import latency, predict  # noqa: E402
 from router.policy.base import Plan, TargetView  # noqa: E402
 from tests.vllm import test_router_vllm as burst  # noqa: E402
 from tests.vllm.engines import VllmEngines, engine_python, running_engines  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Turn:
-    index: int
-    target: str
-    ttft_s: float
-    reason: str
-
 
 PLANS: list[str] = []
 
@@ -67,7 +57,12 @@ def _describe(view: TargetView, q: float) -> str:
         f"{' STALE' if engine.stale else ''} cap {engine.capacity} proven"
         f" {engine.proven_running:.0f} queue seen {engine.queue_seen}"
         f" rate {predict.completion_rate(view):.2f}/s"
+        f" (tpot {_ms(view.tpot_s)}, decode now {_ms(engine.decode_s)})"
     )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
 
 
 def _watch_plans() -> None:
@@ -84,23 +79,7 @@ def _watch_plans() -> None:
     setattr(latency.LatencyPolicy, "plan", plan)  # noqa: B010 (a method, replaced)
 
 
-async def _turn(client: httpx.AsyncClient, index: int, turns: list[Turn]) -> burst.TurnSample:
-    await asyncio.sleep(index * burst.BURST_SPACING_S)
-    body = burst._body("chat", burst.BURST_TOKENS, f"Caller {index} says hello.")
-    began = time.perf_counter()
-    first: float | None = None
-    async with client.stream("POST", "/chat/completions", json=body) as response:
-        response.raise_for_status()
-        target = response.headers["x-firsttoken-target"]
-        async for line in response.aiter_lines():
-            if first is None and line.startswith("data: {"):
-                first = time.perf_counter()
-    assert first is not None, "a turn without content"
-    turns.append(Turn(index, target, first - began, response.headers["x-firsttoken-reason"]))
-    return burst.TurnSample(target, first - began, time.perf_counter() - began)
-
-
-async def _warm_and_burst(base_url: str, turns: list[Turn]) -> list[burst.TurnSample]:
+async def _warm_and_burst(base_url: str) -> list[burst.TurnSample]:
     limits = httpx.Limits(max_connections=burst.BURST_TURNS + 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as client:
         for _ in range(burst.WARM_UP_ROUNDS):
@@ -109,20 +88,21 @@ async def _warm_and_burst(base_url: str, turns: list[Turn]) -> list[burst.TurnSa
                 burst._one_turn(client, "only-large", 1, delay=False),
             )
         PLANS.clear()  # the warm-up's plans are of the pinned routes
-        return await asyncio.gather(*(_turn(client, i, turns) for i in range(burst.BURST_TURNS)))
+        return await asyncio.gather(
+            *(burst._one_turn(client, "chat", i) for i in range(burst.BURST_TURNS))
+        )
 
 
-def _one_burst(engines: VllmEngines, policy: str) -> tuple[burst.BurstResult, list[Turn]]:
+def _one_burst(engines: VllmEngines, policy: str) -> burst.BurstResult:
     burst._idle(engines)
     config = burst.router_config(
         {"small": engines.small, "large": engines.large},
         policy=policy,
         extra_signals="  degraded_cooldown_s: 0",
     )
-    turns: list[Turn] = []
     with burst.running_router(config) as rig:
-        samples = asyncio.run(_warm_and_burst(rig.base_url, turns))
-    return burst.BurstResult(policy, samples), turns
+        samples = asyncio.run(_warm_and_burst(rig.base_url))
+    return burst.BurstResult(policy, samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         aware = burst.BurstResult("latency", [])
         for pair in range(args.pairs):
             for pooled in (rr, aware):
-                result, turns = _one_burst(engines, pooled.policy)
+                result = _one_burst(engines, pooled.policy)
                 pooled.samples.extend(result.samples)
                 print(f"pair {pair} {result.line()}", flush=True)
                 if pooled is aware:
-                    for t in sorted(turns, key=lambda t: t.index):
+                    for t in sorted(result.samples, key=lambda t: t.index):
                         print(
                             f"  turn {t.index:2d} {t.target:5s}"
                             f" {t.ttft_s * 1000:5.0f} ms: {t.reason}"

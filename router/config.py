@@ -202,6 +202,16 @@ class Probe(_Model):
 
     interval_s: float = Field(30.0, gt=0.0)
     max_tokens: int = Field(1, ge=1, le=16)
+    #: the longest wait between probes: each probe that answers as the last one did
+    #: doubles the wait, up to this (None: 8 x interval_s; set it to interval_s for a
+    #: steady pace)
+    max_interval_s: float | None = Field(None, gt=0.0)
+
+    @property
+    def longest_wait_s(self) -> float:
+        """The wait the backoff stops at: never shorter than the interval itself."""
+        longest = 8.0 * self.interval_s if self.max_interval_s is None else self.max_interval_s
+        return max(longest, self.interval_s)
 
 
 class TargetConfig(_Model):

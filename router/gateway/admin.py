@@ -80,6 +80,9 @@ def admin_view(router: Router) -> dict[str, object]:
                     "recent_ttft_ms": None
                     if view.engine.recent_ttft_s is None
                     else round(view.engine.recent_ttft_s * 1000, 2),
+                    "decode_ms_per_token": None
+                    if view.engine.decode_s is None
+                    else round(view.engine.decode_s * 1000, 3),
                 },
             }
         )

@@ -107,6 +107,12 @@ def completion_rate(view: TargetView) -> float:
     and when the router itself stalls (2 s on a busy 2-core machine) every engine is
     stale at once; ranked by turns alone, the seven turns that had queued up in the
     stall all went to the 2-slot engine beside an 8-slot one with 8 (`make test-vllm`).
+
+    The time per token is the engine's decode pace now (its inter-token latency over
+    the last scrape interval: `EngineView.decode_s`) when its page shows one, else the
+    router's own measure, which is what its turns saw when they finished: a batch that
+    grew since decodes slower than that (a CPU engine's turns took 5-9 s at 8 running
+    against 3.3 s alone), and the queue behind it drains slower too.
     """
     measured = view.completion_rate or 0.0
     engine = view.engine
@@ -117,7 +123,10 @@ def completion_rate(view: TargetView) -> float:
     else:
         running = engine.running
     out = view.mean_output_tokens if view.mean_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
-    tpot = view.tpot_s if view.tpot_s is not None else DEFAULT_TPOT_S
+    if engine is not None and engine.decode_s is not None:
+        tpot = engine.decode_s
+    else:
+        tpot = view.tpot_s if view.tpot_s is not None else DEFAULT_TPOT_S
     duration = max(view.unloaded_ttft_s + out * tpot, 1e-3)
     return max(measured, max(running, 1.0) / duration)
 

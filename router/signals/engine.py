@@ -9,7 +9,12 @@ the engine's own mean TTFT over the interval. Its buckets are evidence too: the
 median of the engine's TTFTs over the last minute or so (the whole histogram at
 first sight, so an engine that served others before the router started is known
 before any turn of ours), interpolated within a bucket as Prometheus's
-`histogram_quantile` does.
+`histogram_quantile` does. The `_sum`/`_count` deltas of
+`vllm:inter_token_latency_seconds` (one observation per token decoded;
+`vllm:time_per_output_token_seconds` in releases before V1) give the engine's decode
+pace over the interval: the batch's step time as it is now, which slows as the batch
+grows (on a CPU engine, 8 running took 5-9 s a turn against 3.3 s alone), where the
+router's own time per token is what its turns saw when they finished.
 
 Parsing is a line scan of the text exposition format (prometheus.io/docs/
 instrumenting/exposition_formats) that looks only at the few names needed, since
@@ -45,7 +50,19 @@ KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
 TTFT_SUM = "vllm:time_to_first_token_seconds_sum"
 TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
 TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
-_WANTED = frozenset({WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT})
+ITL_SUM = "vllm:inter_token_latency_seconds_sum"
+ITL_COUNT = "vllm:inter_token_latency_seconds_count"
+ITL_SUM_OLD = "vllm:time_per_output_token_seconds_sum"
+ITL_COUNT_OLD = "vllm:time_per_output_token_seconds_count"
+_ITL = (ITL_SUM, ITL_COUNT, ITL_SUM_OLD, ITL_COUNT_OLD)
+_WANTED = frozenset((WAITING, RUNNING, KV_USAGE, KV_USAGE_OLD, TTFT_SUM, TTFT_COUNT, *_ITL))
+#: tokens an interval must have decoded, and how long it must last, for its mean gap to
+#: be the decode pace (shorter ones run on into the next scrape). On a real CPU engine
+#: with 8 running, 250 ms intervals read 36-107 ms a token, as prefills of arriving
+#: turns fell into one interval or the next (benchmarks/vllm_burst.py); a second holds
+#: several of them and tracks a batch that grows within a turn's first seconds.
+MIN_ITL_TOKENS = 4
+DECODE_WINDOW_S = 1.0
 #: the TTFT histogram's window: its bucket counts are read against a baseline this old
 HISTOGRAM_WINDOW_S = 60.0
 #: (upper bound, cumulative count) of each bucket, in increasing bound
@@ -63,6 +80,9 @@ class EngineSample:
     ttft_sum: float | None = None
     ttft_count: float | None = None
     ttft_buckets: Buckets = ()
+    #: the inter-token latency histogram's _sum and _count (None: not on the page)
+    itl_sum: float | None = None
+    itl_count: float | None = None
 
 
 def _le(labels: str) -> float | None:
@@ -139,6 +159,8 @@ def parse_metrics(text: str) -> EngineSample:
         ttft_sum=found.get(TTFT_SUM),
         ttft_count=found.get(TTFT_COUNT),
         ttft_buckets=tuple(sorted(buckets.items())),
+        itl_sum=found.get(ITL_SUM, found.get(ITL_SUM_OLD)),
+        itl_count=found.get(ITL_COUNT, found.get(ITL_COUNT_OLD)),
     )
 
 
@@ -150,6 +172,8 @@ class EngineTracker:
         "_baseline",
         "_clock",
         "_created",
+        "_decode",
+        "_itl_base",
         "_last",
         "_last_at",
         "_learned",
@@ -184,6 +208,10 @@ class EngineTracker:
         self._baseline: tuple[float, Buckets] | None = None
         #: (median TTFT, requests) over the window, when the histogram has any
         self._median: tuple[float, float] | None = None
+        #: (sum, count, when) of the inter-token histogram where the interval began
+        self._itl_base: tuple[float, float, float] | None = None
+        #: mean seconds between tokens over the last interval that decoded any
+        self._decode: float | None = None
 
     @property
     def scraped(self) -> bool:
@@ -206,6 +234,7 @@ class EngineTracker:
             # it once kept an engine half idle in benchmarks/routing.py.
             self._learned = max(self._learned or 0.0, sample.running, previous.running)
         self._window(sample.ttft_buckets)
+        self._pace(sample.itl_sum, sample.itl_count)
         total, count = sample.ttft_sum, sample.ttft_count
         if total is None or count is None:
             self._base, self._recent = None, None
@@ -218,6 +247,23 @@ class EngineTracker:
             self._recent = (total - base[0]) / (count - base[1])
             self._base = (total, count)
         # No new first tokens in this interval: the last interval's mean still stands.
+
+    def _pace(self, total: float | None, count: float | None) -> None:
+        """The decode pace: the mean inter-token gap since the interval began, once it
+        holds `MIN_ITL_TOKENS` tokens over `DECODE_WINDOW_S` (then the next interval
+        begins). An engine that decodes nothing keeps its last pace; one whose
+        counters went back restarted."""
+        if total is None or count is None:
+            self._itl_base, self._decode = None, None
+            return
+        now = self._clock()
+        base = self._itl_base
+        if base is None or count < base[1] or total < base[0]:
+            self._itl_base = (total, count, now)
+            return
+        if count - base[1] >= MIN_ITL_TOKENS and now - base[2] >= DECODE_WINDOW_S:
+            self._decode = (total - base[0]) / (count - base[1])
+            self._itl_base = (total, count, now)
 
     def _window(self, buckets: Buckets) -> None:
         """The TTFT histogram since the baseline (first sight: all of it); the baseline
@@ -292,6 +338,7 @@ class EngineTracker:
             ttft_seen=self._median[1] if self._median else 0.0,
             proven_running=self._proven,
             queue_seen=self._queued_at is not None,
+            decode_s=self._decode,
         )
 
 

@@ -6,7 +6,15 @@ probe is a streamed chat completion of `max_tokens` (1) tokens to the target, ti
 to its first token through the same `Attempt` a turn uses, so its TTFT, a failure
 (breaker) or a timeout (a censored sample) feed the target's signals like any other
 answer. One is sent when the router starts, then every `interval_s`, skipped while
-real turns have measured the target within the interval. Probes are on by default
+real turns have measured the target within the wait. The wait grows while probes
+tell nothing new: each probe whose TTFT is within a factor of two of the last
+probe's (the same one-token request, so like is compared with like) doubles it, up
+to `max_interval_s` (8 x `interval_s` unless set); a probe that finds the target
+changed, or fails, brings it back to `interval_s`. At a steady 30 s, an engine that
+turns reached only now and then, minutes apart, was sent 51 probes in an hour beside
+239 turns on one of issue 17's tuning fleets (`benchmarks/unseen.py`, seed 96): a
+fifth more upstream requests than turns, each answering as the one before.
+Probes are on by default
 for local engines (`kind: vllm`: they cost nothing to ask) and off for the rest,
 priced APIs (`probe:` on a target or a route; `probe_for`). A target that serves no
 chat completions (an embedding model: `capabilities: [embeddings]`) is never probed.
@@ -30,6 +38,10 @@ from router.upstream.base import Upstream, UpstreamRequest, UpstreamResponse
 log = logging.getLogger(__name__)
 
 PROMPT = "ping"
+#: the shortest sleep of the prober (a due time met to within float rounding)
+MIN_SLEEP_S = 1e-3
+#: a probe within this factor of the last probe's TTFT tells nothing new: the wait grows
+AGREE = 2.0
 #: the longest SSE event a probe reads (a one-token answer is far below it)
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -123,13 +135,34 @@ async def run(
     clock: Clock,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> NoReturn:
-    """Probe at once, then every `interval_s` unless turns measured the target since."""
+    """Probe at once, then whenever nothing measured the target for the wait: the
+    interval, doubled after each probe that answered as the last one did (up to
+    `Probe.longest_wait_s`), back to the interval after one that did not."""
+    wait = probe.interval_s
+    #: the last probe's TTFT (None: none yet, or it failed)
+    reference: float | None = None
     while True:
         last = signals.measured_at
-        if last is None or clock() - last >= probe.interval_s:
-            try:
-                await probe_once(upstream, signals, config, probe)
-            except Exception:
-                # An upstream's surprise must not end the prober; it is a bug to see.
-                log.warning("probe of %s failed unexpectedly", config.name, exc_info=True)
+        now = clock()
+        if last is not None and now - last < wait:
+            # measured within the wait: sleep until it is due (at most an interval,
+            # since a turn may measure it meanwhile and move the due time)
+            await sleep(min(max(last + wait - now, MIN_SLEEP_S), probe.interval_s))
+            continue
+        ttft: float | None = None
+        try:
+            ttft = await probe_once(upstream, signals, config, probe)
+        except Exception:
+            # An upstream's surprise must not end the prober; it is a bug to see.
+            log.warning("probe of %s failed unexpectedly", config.name, exc_info=True)
+        if ttft is not None and reference is not None and _agrees(ttft, reference):
+            wait = min(wait * 2.0, probe.longest_wait_s)
+        else:
+            wait = probe.interval_s  # the first answer, a changed one, or none
+        reference = ttft
         await sleep(probe.interval_s)
+
+
+def _agrees(ttft: float, reference: float) -> bool:
+    """Whether a probe answered as the last one did: within a factor of `AGREE`."""
+    return reference / AGREE <= ttft <= reference * AGREE

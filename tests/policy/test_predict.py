@@ -164,6 +164,20 @@ def test_vllm_without_measured_rate_uses_littles_law() -> None:
     assert expected_wait_s(view) == pytest.approx((2 + 1) * 1.05 / 4)
 
 
+def test_a_queue_drains_at_the_engines_decode_pace_now() -> None:
+    # The router's turns saw 10 ms a token when they finished (a small batch); the
+    # engine's page says its batch of 4 now steps every 40 ms: each turn lasts
+    # 0.05 + 100 x 0.04 s, and the two waiting plus this turn's slot drain at 4 / 4.05.
+    view = vllm("local", waiting=2, running=4, rate=None, mean_output_tokens=100.0, tpot_s=0.01)
+    assert view.engine is not None
+    slow = replace(view, engine=replace(view.engine, decode_s=0.04))
+    assert expected_wait_s(slow) == pytest.approx((2 + 1) * 4.05 / 4)
+    assert predict_ttft_s(slow, 0.9) > predict_ttft_s(view, 0.9)
+    # a batch that shrank steps faster than the turns measured: the queue drains sooner
+    fast = replace(view, engine=replace(view.engine, decode_s=0.005))
+    assert expected_wait_s(fast) == pytest.approx((2 + 1) * 0.55 / 4)
+
+
 def test_stale_engine_counts_as_saturated_but_finite() -> None:
     stale = vllm("local", waiting=0, stale=True)
     predicted = predict_ttft_s(stale, 0.9)

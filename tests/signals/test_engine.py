@@ -26,7 +26,13 @@ URL = "http://gpu-a:8000/metrics"
 def test_parses_a_vllm_metrics_page_summing_label_sets() -> None:
     sample = parse_metrics(metrics_page())
     assert replace(sample, ttft_buckets=()) == EngineSample(
-        waiting=5.0, running=5.0, kv_usage=0.42, ttft_sum=15.0, ttft_count=75.0
+        waiting=5.0,
+        running=5.0,
+        kv_usage=0.42,
+        ttft_sum=15.0,
+        ttft_count=75.0,
+        itl_sum=40.5,
+        itl_count=1200.0,
     )
     # both engines' TTFT histograms, bucket by bucket: 7 requests within 10 ms, ...
     buckets = dict(sample.ttft_buckets)
@@ -85,6 +91,14 @@ def test_agrees_with_prometheus_client_parser() -> None:
     assert sample.kv_usage == totals["vllm:kv_cache_usage_perc"] == 0.93
     assert sample.ttft_sum == totals["vllm:time_to_first_token_seconds_sum"]
     assert sample.ttft_count == totals["vllm:time_to_first_token_seconds_count"]
+    assert sample.itl_sum == totals["vllm:inter_token_latency_seconds_sum"]
+    assert sample.itl_count == totals["vllm:inter_token_latency_seconds_count"]
+
+
+def test_reads_the_decode_pace_under_its_pre_v1_name() -> None:
+    # vLLM before V1 called the per-token histogram vllm:time_per_output_token_seconds
+    sample = parse_metrics(metrics_page(itl_name="vllm:time_per_output_token_seconds"))
+    assert (sample.itl_sum, sample.itl_count) == (40.5, 1200.0)
 
 
 def test_accepts_the_old_kv_cache_name() -> None:
@@ -145,6 +159,38 @@ def test_tracker_reports_ttft_over_the_interval_and_ages_into_staleness(
     assert tracker.view().stale
     tracker.update(EngineSample(0.0, 0.0, 0.0, ttft_sum=0.2, ttft_count=1.0))
     assert tracker.view().recent_ttft_s is None  # counters went back: the engine restarted
+
+
+def test_the_decode_pace_is_the_mean_gap_between_tokens_over_the_last_second(
+    clock: FakeClock,
+) -> None:
+    tracker = EngineTracker(stale_after_s=2.0, clock=clock)
+
+    def scrape(itl_sum: float, itl_count: float, after_s: float = 1.0) -> float | None:
+        clock.advance(after_s)
+        tracker.update(EngineSample(0.0, 2.0, 0.1, itl_sum=itl_sum, itl_count=itl_count))
+        return tracker.view().decode_s
+
+    assert scrape(10.0, 400.0) is None  # first sight: nothing to take a delta against
+    assert scrape(10.4, 420.0) == pytest.approx(0.02)  # 20 tokens in 0.4 s
+    # the batch grew: its steps slowed, and the pace follows in one interval
+    assert scrape(11.6, 440.0) == pytest.approx(0.06)
+    # a quarter of a second is too short to say (a prefill may fall in it): the pace
+    # stands, and its tokens count in the next interval
+    assert scrape(12.6, 450.0, after_s=0.25) == pytest.approx(0.06)
+    assert scrape(12.7, 452.0) == pytest.approx(1.1 / 12)
+    # two tokens are too few to say
+    assert scrape(12.75, 454.0) == pytest.approx(1.1 / 12)
+    assert scrape(13.05, 458.0) == pytest.approx(0.35 / 6)
+    # nothing decoded (idle, or stalled): the last pace stands
+    assert scrape(13.05, 458.0) == pytest.approx(0.35 / 6)
+    # the engine restarted (its counters went back): no delta until the next interval
+    assert scrape(0.1, 5.0) == pytest.approx(0.35 / 6)
+    assert scrape(0.3, 15.0) == pytest.approx(0.02)
+    # a page without the histogram: no pace
+    clock.advance(1.0)
+    tracker.update(EngineSample(0.0, 2.0, 0.1))
+    assert tracker.view().decode_s is None
 
 
 @pytest.mark.anyio

@@ -35,8 +35,12 @@ def metrics_page(
         (0, 0, 2, 3, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0),
     ),
     kv_name: str = "vllm:kv_cache_usage_perc",
+    itl_sum: tuple[float, float] = (31.5, 9.0),
+    itl_count: tuple[float, float] = (900.0, 300.0),
+    itl_name: str = "vllm:inter_token_latency_seconds",
 ) -> str:
-    """Engine 0 and 1; the TTFT histograms count 60 and 15 requests by default."""
+    """Engine 0 and 1; the TTFT histograms count 60 and 15 requests by default, the
+    inter-token histograms 900 and 300 tokens."""
     m = f'model_name="{MODEL}"'
     return f"""\
 # HELP python_gc_objects_collected_total Objects collected during gc
@@ -84,4 +88,14 @@ vllm:e2e_request_latency_seconds_bucket{{engine="0",le="1.0",{m}}} 40.0
 vllm:e2e_request_latency_seconds_bucket{{engine="0",le="+Inf",{m}}} 58.0
 vllm:e2e_request_latency_seconds_count{{engine="0",{m}}} 58.0
 vllm:e2e_request_latency_seconds_sum{{engine="0",{m}}} 61.25
+# HELP {itl_name} Histogram of inter-token latency in seconds.
+# TYPE {itl_name} histogram
+{itl_name}_bucket{{engine="0",le="0.05",{m}}} {itl_count[0]}
+{itl_name}_bucket{{engine="0",le="+Inf",{m}}} {itl_count[0]}
+{itl_name}_count{{engine="0",{m}}} {itl_count[0]}
+{itl_name}_sum{{engine="0",{m}}} {itl_sum[0]}
+{itl_name}_bucket{{engine="1",le="0.05",{m}}} {itl_count[1]}
+{itl_name}_bucket{{engine="1",le="+Inf",{m}}} {itl_count[1]}
+{itl_name}_count{{engine="1",{m}}} {itl_count[1]}
+{itl_name}_sum{{engine="1",{m}}} {itl_sum[1]}
 """

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from router.signals.engine import parse_metrics
 from tests.vllm.engines import Engine, VllmEngines, metric_value
 
 # The first test also pays for building the model and starting both engines.
@@ -124,6 +125,11 @@ def test_metrics_expose_the_load_signals(vllm_engines: VllmEngines, name: str) -
     ttft_count = values["vllm:time_to_first_token_seconds_count"]
     assert ttft_count is not None
     assert ttft_count >= 1
+    # the router's parser reads the engine's decode pace off the real page: a gap per
+    # token after the first (four tokens asked, three gaps at least in this test)
+    sample = parse_metrics(text)
+    assert sample.itl_count is not None and sample.itl_count >= 3
+    assert sample.itl_sum is not None and 0.0 < sample.itl_sum / sample.itl_count < 5.0
 
 
 def test_small_engine_runs_two_and_queues_the_rest(vllm_engines: VllmEngines) -> None:

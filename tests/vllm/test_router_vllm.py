@@ -362,6 +362,9 @@ class TurnSample:
     target: str
     ttft_s: float
     e2e_s: float
+    #: the router's reason (`x-firsttoken-reason`: the plan's verdict and predictions)
+    reason: str = ""
+    index: int = 0
 
 
 async def _one_turn(
@@ -383,7 +386,8 @@ async def _one_turn(
                 if any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
                     first = time.perf_counter()
     assert first is not None, "a turn without content"
-    return TurnSample(target, first - began, time.perf_counter() - began)
+    reason = r.headers.get("x-firsttoken-reason", "")
+    return TurnSample(target, first - began, time.perf_counter() - began, reason, index)
 
 
 async def _warm_and_burst(base_url: str) -> list[TurnSample]:
@@ -454,6 +458,12 @@ def test_load_aware_policy_beats_round_robin_on_a_burst(
         for pooled in (rr, aware):
             result = run_burst(vllm_engines, pooled.policy)
             vllm_report.append(f"  {result.line()}")
+            if pooled is aware:
+                # each turn's target, TTFT and the plan's reason: what a missed run is read by
+                vllm_report.extend(
+                    f"    turn {t.index:2d} {t.target:5s} {t.ttft_s * 1000:5.0f} ms: {t.reason}"
+                    for t in sorted(result.samples, key=lambda t: t.index)
+                )
             pooled.samples.extend(result.samples)
     ratio = aware.ttft_p90 / rr.ttft_p90
     vllm_report.extend(
