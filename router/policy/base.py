@@ -63,8 +63,8 @@ class EngineView:
     #: of the engine's queue); False: the batch is believed to hold twice the most
     #: seen running (a slow start: `predict.waiting_ahead`) until the engine shows a queue
     queue_seen: bool = True
-    #: seconds between tokens over the last scrape interval that decoded any (the
-    #: engine's inter-token latency histogram): the batch's decode pace now
+    #: seconds between tokens over the last second that decoded any (the engine's
+    #: inter-token latency histogram, `signals.engine`): the batch's decode pace now
     decode_s: float | None = None
 
 

@@ -109,7 +109,7 @@ def completion_rate(view: TargetView) -> float:
     stall all went to the 2-slot engine beside an 8-slot one with 8 (`make test-vllm`).
 
     The time per token is the engine's decode pace now (its inter-token latency over
-    the last scrape interval: `EngineView.decode_s`) when its page shows one, else the
+    the last second: `EngineView.decode_s`) when its page shows one, else the
     router's own measure, which is what its turns saw when they finished: a batch that
     grew since decodes slower than that (a CPU engine's turns took 5-9 s at 8 running
     against 3.3 s alone), and the queue behind it drains slower too.

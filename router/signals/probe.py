@@ -145,9 +145,9 @@ async def run(
         last = signals.measured_at
         now = clock()
         if last is not None and now - last < wait:
-            # measured within the wait: sleep until it is due (at most an interval,
-            # since a turn may measure it meanwhile and move the due time)
-            await sleep(min(max(last + wait - now, MIN_SLEEP_S), probe.interval_s))
+            # measured within the wait: sleep until it is due (a turn measuring it
+            # meanwhile only moves that later, which the next look sees)
+            await sleep(max(last + wait - now, MIN_SLEEP_S))
             continue
         ttft: float | None = None
         try:

@@ -363,8 +363,8 @@ class TurnSample:
     ttft_s: float
     e2e_s: float
     #: the router's reason (`x-firsttoken-reason`: the plan's verdict and predictions)
-    reason: str = ""
-    index: int = 0
+    reason: str
+    index: int
 
 
 async def _one_turn(
