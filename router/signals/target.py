@@ -272,7 +272,7 @@ class TargetSignals:
             sketch.evidence(),  # ttft_evidence
             (),  # ttft_optimistic: computed from optimistic_from, if read
             self._unloaded_s(self.unloaded_ttft, sketch, engine),  # unloaded_ttft_s
-            free.quantiles() if free.count else (),  # free_ttft_quantiles
+            free.placed_quantiles() if free.count else (),  # free_ttft_quantiles
             self.tpot.value,  # tpot_s
             self.completion_rate(),  # completion_rate
             self.output_tokens.value,  # mean_output_tokens

@@ -139,3 +139,45 @@ def test_quantiles_and_bounds_in_one_pass_are_those_of_one_point_at_a_time(
         points = sketch.lower_bounds(evidence)
         for q in (0.0, *QUANTILES, 0.05, 0.7, 0.93, 0.995, 1.0, rng.random()):
             assert sketch.lower_bound_at(q, evidence) == interpolate(points, q, 0.0)
+
+
+def test_one_outlier_among_a_few_samples_does_not_set_the_placed_tail(clock: FakeClock) -> None:
+    # Three warm-up turns on an engine, one of them during a stall of the machine: the
+    # empirical p90 (and p99) is that stall alone; placed, it is a lognormal's around
+    # the median. The median and the lower quantiles are the samples'.
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    for ttft in (0.030, 0.040, 0.837):
+        sketch.observe(ttft)
+    raw, placed = dict(sketch.quantiles()), dict(sketch.placed_quantiles())
+    assert raw[0.75] == raw[0.9] == raw[0.99] == 0.837
+    assert placed[0.75] == pytest.approx(0.040 * math.exp(0.6745 * LOG_SPREAD), rel=1e-4)
+    assert placed[0.9] == pytest.approx(0.040 * math.exp(Z_90 * LOG_SPREAD), rel=1e-4)
+    assert placed[0.99] == pytest.approx(0.040 * math.exp(2.3263 * LOG_SPREAD), rel=1e-4)
+    assert {q: placed[q] for q in QUANTILES if q <= 0.5} == {
+        q: raw[q] for q in QUANTILES if q <= 0.5
+    }
+
+
+def test_the_placed_tail_is_the_samples_once_they_place_it(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.5, clock)
+    for ttft in [0.030] * 19 + [0.837]:
+        sketch.observe(ttft)
+    raw, placed = dict(sketch.quantiles()), dict(sketch.placed_quantiles())
+    # Twenty samples place p90 (two expected above it): the samples' own.
+    assert placed[0.9] == raw[0.9]
+    # p99 needs a hundred: the lone outlier still does not set it.
+    assert raw[0.99] == 0.837
+    assert placed[0.99] == pytest.approx(0.030 * math.exp(2.3263 * LOG_SPREAD), rel=1e-4)
+
+
+def test_a_target_slow_on_every_sample_stays_slow_when_placed(clock: FakeClock) -> None:
+    sketch = DecayingQuantiles(60.0, 0.05, clock)
+    for ttft in (0.80, 0.85, 0.90):
+        sketch.observe(ttft)
+    assert sketch.placed_quantiles() == sketch.quantiles()
+    # Samples long ago are little evidence: the tail is held to the median's lognormal,
+    # never raised above the samples.
+    clock.advance(600.0)
+    assert all(
+        p <= r for (_, p), (_, r) in zip(sketch.placed_quantiles(), sketch.quantiles(), strict=True)
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -706,3 +707,26 @@ def test_an_unprobed_engine_and_a_hosted_target_learn_from_their_first_turn(
             a.first_token()
             a.finished(200, 20)
         assert signals.view().ttft_samples == 1
+
+
+def test_one_slow_warm_up_turn_does_not_price_an_engine_s_free_slot_at_its_stall(
+    clock: FakeClock,
+) -> None:
+    # A fresh router's three warm-up turns on an 8-slot engine, one of them while the
+    # machine stalled (837 ms): its free slot is priced around the median, with a
+    # lognormal's spread, not at that one turn (the real engines' burst, 12-07).
+    signals = make(clock, kind="vllm", base_url="http://gpu-a:8000/v1", expected_ttft_ms=30)
+    signals.engine_update(EngineSample(waiting=0.0, running=1.0, kv_usage=0.1))
+    for ttft in (0.030, 0.837, 0.040):
+        with signals.begin(10) as a:
+            clock.advance(ttft)
+            signals.engine_update(EngineSample(waiting=0.0, running=1.0, kv_usage=0.1))
+            a.first_token()
+            a.finished()
+    view = signals.view()
+    placed = dict(view.free_ttft_quantiles)
+    assert placed[0.5] == pytest.approx(0.040)
+    assert placed[0.9] == pytest.approx(0.040 * math.exp(1.2816 * 0.5), rel=1e-3)
+    assert predict_ttft_s(view, 0.9) == pytest.approx(placed[0.9])
+    # The stall is still in the sketch of all its turns, as measured.
+    assert dict(view.ttft_quantiles)[0.9] == pytest.approx(0.837)
