@@ -32,7 +32,15 @@ MODEL_NAME: Final = "tiny-llama"
 TINYMODEL_SCRIPT: Final = Path(__file__).resolve().parent / "tinymodel.py"
 HEALTH_TIMEOUT_S: Final = 180.0
 STOP_GRACE_S: Final = 10.0
-KV_CACHE_BYTES: Final = 64 * 1024 * 1024
+# Long enough that a held stream outlasts the tests that wait for it: 960 tokens (at 1,024)
+# decoded in 1.3-2.7 s on the EPYC VM of 12-07, and the tests that hold two long streams on
+# a 2-slot engine and then queue more saw them end first in eight of fifteen runs (the
+# engine showed two running and none waiting, or nothing at all). A test stops its holds
+# when it is done, so on a slow host they cost no time.
+MAX_MODEL_LEN: Final = 4096
+# Room for two full-length sequences of the slow model on an engine (36 KiB a token:
+# 2 x 6 layers x 768 x 4 bytes), with some to spare.
+KV_CACHE_BYTES: Final = 320 * 1024 * 1024
 # The engines run `nice`r than the router and the test that drive them. On 2 cores two busy
 # CPU engines (API server, engine core and their threads: a run queue of 20-30) starved the
 # in-process router and client for up to 2.4 s at a time, and the burst test measured that
@@ -180,7 +188,7 @@ def engine_command(python: str, model_dir: Path, spec: EngineSpec, port: int) ->
         "--dtype",
         "float32",
         "--max-model-len",
-        "1024",
+        str(MAX_MODEL_LEN),
         "--enforce-eager",
         "--kv-cache-memory-bytes",
         str(KV_CACHE_BYTES),

@@ -18,8 +18,9 @@ from tests.vllm.engines import Engine, VllmEngines, metric_value
 # The first test also pays for building the model and starting both engines.
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(480)]
 
-# As much as --max-model-len 1024 leaves after the short prompt: seconds of decoding.
-LONG_TOKENS = 960
+# Nearly as much as --max-model-len (`engines.MAX_MODEL_LEN`) leaves after the short prompt:
+# seconds of decoding (see there).
+LONG_TOKENS = 4000
 LOAD_METRICS = (
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
@@ -160,11 +161,14 @@ def test_small_engine_runs_two_and_queues_the_rest(vllm_engines: VllmEngines) ->
         cleanup.callback(stop.set)
         for thread in threads:
             thread.start()
-        _wait_for(
-            engine,
-            {"vllm:num_requests_running": 2, "vllm:num_requests_waiting": 2},
-            timeout_s=15.0,
-        )
+        try:
+            _wait_for(
+                engine,
+                {"vllm:num_requests_running": 2, "vllm:num_requests_waiting": 2},
+                timeout_s=15.0,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the streams' errors: {errors}") from exc
     assert not errors
     _wait_for(
         engine, {"vllm:num_requests_running": 0, "vllm:num_requests_waiting": 0}, timeout_s=5.0

@@ -40,8 +40,9 @@ from tests.vllm.engines import (
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(480)]
 
-# As much as --max-model-len 1024 leaves after the short prompt: seconds of decoding.
-LONG_TOKENS = 960
+# Nearly as much as --max-model-len (`engines.MAX_MODEL_LEN`) leaves after the short prompt:
+# seconds of decoding (see there).
+LONG_TOKENS = 4000
 
 # The burst: turns arriving BURST_SPACING_S apart, each BURST_TOKENS long (~2.5 s on the slow
 # test model), so about 8 are in flight at the peak: more than the small engine's 2 slots,
@@ -177,13 +178,17 @@ def _wait_engine(
     )
 
 
-def _wait_for(what: str, predicate: Callable[[], bool], timeout_s: float) -> float:
+def _wait_for(
+    what: str | Callable[[], str], predicate: Callable[[], bool], timeout_s: float
+) -> float:
+    """Seconds until `predicate` held; `what` (or what it returns, asked only on a miss,
+    so it can show the last state the predicate saw) names it in the failure."""
     began = time.monotonic()
     while time.monotonic() - began < timeout_s:
         if predicate():
             return time.monotonic() - began
         time.sleep(0.05)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    raise AssertionError(f"not within {timeout_s} s: {what if isinstance(what, str) else what()}")
 
 
 def _body(route: str, max_tokens: int, content: str = "Say something.") -> dict[str, object]:
@@ -296,7 +301,11 @@ def test_scraper_reads_both_engines_and_admin_shows_the_load(
         cleanup.callback(stop.set)
         for thread in threads:
             thread.start()
-        took = _wait_for(f"admin to show small 2+2 and large 1 (last {seen})", loaded, 20.0)
+        took = _wait_for(
+            lambda: f"admin to show small 2+2 and large 1 (last {seen}; errors {errors})",
+            loaded,
+            20.0,
+        )
         vllm_report.append(f"admin view showed the load {took:.2f} s after the turns started")
         for name in ("small", "large"):
             engine = seen[name]["engine"]
@@ -314,7 +323,7 @@ def test_scraper_reads_both_engines_and_admin_shows_the_load(
             for t in seen.values()
         )
 
-    _wait_for(f"admin to show both engines idle (last {seen})", drained, 10.0)
+    _wait_for(lambda: f"admin to show both engines idle (last {seen})", drained, 10.0)
     for name in ("small", "large"):
         # The engine's own mean TTFT between scrapes, from its TTFT histogram.
         recent = seen[name]["engine"]["recent_ttft_ms"]
@@ -560,7 +569,14 @@ def test_a_killed_engine_opens_its_breaker_and_turns_fail_over(
         turn = threading.Thread(target=routed_turn, daemon=True)
         turn.start()
         cleanup.callback(turn.join, 30.0)
-        _wait_engine(doomed_engine, 2, 1, timeout_s=15.0)  # the routed turn waits, no token yet
+        try:
+            _wait_engine(doomed_engine, 2, 1, timeout_s=15.0)  # the routed turn waits, no token yet
+        except AssertionError as exc:
+            turn.join(5.0)  # what became of it says why it never waited there
+            raise AssertionError(
+                f"{exc}; the routed turn: {outcome};"
+                f" the router's doomed: {rig.admin_targets()['doomed']}"
+            ) from exc
         os.killpg(doomed_engine.pid, signal.SIGKILL)  # the server and its engine processes
         killed_at = time.monotonic()
         turn.join(30.0)

@@ -48,7 +48,7 @@ TINY: Final = Shape(hidden=128, heads=4, layers=2, intermediate=256)
 SLOW: Final = Shape(hidden=768, heads=12, layers=6, intermediate=2048)
 SHAPES: Final = {"tiny": TINY, "slow": SLOW}
 VOCAB: Final = 2048
-MAX_POSITIONS: Final = 1024
+MAX_POSITIONS: Final = 4096
 SEED: Final = 1234
 
 BOS: Final = "<|begin_of_text|>"
