@@ -275,8 +275,9 @@ def predict_ttft_s(view: TargetView, q: float) -> float:
 
 def free_slot_ttft_s(view: TargetView, q: float) -> float:
     """A vLLM target's TTFT at quantile q for a turn that finds a slot free: measured on
-    such turns (prefill, and the step time of the batch it joins), else the unloaded
-    TTFT plus the spread of all samples (at most the unloaded TTFT again).
+    such turns (prefill, and the step time of the batch it joins; each quantile only as
+    high as their number can place it: `DecayingQuantiles.placed_quantiles`), else the
+    unloaded TTFT plus the spread of all samples (at most the unloaded TTFT again).
 
     An empty engine (its last scrape saw nothing running or waiting, and none of our
     turns is in flight) has no batch to join: the latter. The free-slot sketch only

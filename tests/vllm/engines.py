@@ -33,9 +33,10 @@ TINYMODEL_SCRIPT: Final = Path(__file__).resolve().parent / "tinymodel.py"
 HEALTH_TIMEOUT_S: Final = 180.0
 STOP_GRACE_S: Final = 10.0
 # Long enough that a held stream outlasts the tests that wait for it: 960 tokens (at 1,024)
-# decoded in 1.3-2.7 s on the EPYC VM of 12-07, and the tests that hold two long streams on
-# a 2-slot engine and then queue more saw them end first in eight of fifteen runs (the
-# engine showed two running and none waiting, or nothing at all). A test stops its holds
+# decoded in 1.3-2.7 s alone on the EPYC VM of 12-07, where the tests that hold two long
+# streams on a 2-slot engine and then queue more failed in eight of fifteen runs (the
+# engine showed two running and none waiting, or nothing at all); with 4,000-token holds,
+# once in five (benchmarks/RESULTS.md, "A free slot priced ..."). A test stops its holds
 # when it is done, so on a slow host they cost no time.
 MAX_MODEL_LEN: Final = 4096
 # Room for two full-length sequences of the slow model on an engine (36 KiB a token:
