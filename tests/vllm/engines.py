@@ -33,7 +33,7 @@ TINYMODEL_SCRIPT: Final = Path(__file__).resolve().parent / "tinymodel.py"
 HEALTH_TIMEOUT_S: Final = 180.0
 STOP_GRACE_S: Final = 10.0
 # Long enough that a held stream outlasts the tests that wait for it: 960 tokens (at 1,024)
-# decoded in 1.3-2.7 s alone on the EPYC VM of 12-07, where the tests that hold two long
+# decoded in 2.1-2.7 s two at a time on the EPYC VM of 12-07, where the tests that hold two long
 # streams on a 2-slot engine and then queue more failed in eight of fifteen runs (the
 # engine showed two running and none waiting, or nothing at all); with 4,000-token holds,
 # once in five (benchmarks/RESULTS.md, "A free slot priced ..."). A test stops its holds
