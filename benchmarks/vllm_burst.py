@@ -82,11 +82,8 @@ def _watch_plans() -> None:
 async def _warm_and_burst(base_url: str) -> list[burst.TurnSample]:
     limits = httpx.Limits(max_connections=burst.BURST_TURNS + 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as client:
-        for _ in range(burst.WARM_UP_ROUNDS):
-            await asyncio.gather(
-                burst._one_turn(client, "only-small", 0, delay=False),
-                burst._one_turn(client, "only-large", 1, delay=False),
-            )
+        for turn in await burst.warm_up(client):
+            print(f"  warm-up {turn.target:5s} {turn.ttft_s * 1000:5.0f} ms")
         PLANS.clear()  # the warm-up's plans are of the pinned routes
         return await asyncio.gather(
             *(burst._one_turn(client, "chat", i) for i in range(burst.BURST_TURNS))

@@ -400,17 +400,26 @@ async def _one_turn(
 
 
 async def _warm_and_burst(base_url: str) -> list[TurnSample]:
-    """WARM_UP_ROUNDS of one turn per engine (in parallel, on the pinned routes, as long as
-    the burst's, so the router has measured each engine's unloaded TTFT, time per token and
-    answer length), then the burst on route ``chat``."""
+    """``warm_up``, then the burst on route ``chat``."""
     limits = httpx.Limits(max_connections=BURST_TURNS + 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as client:
-        for _ in range(WARM_UP_ROUNDS):
+        await warm_up(client)
+        return await asyncio.gather(*(_one_turn(client, "chat", i) for i in range(BURST_TURNS)))
+
+
+async def warm_up(client: httpx.AsyncClient) -> list[TurnSample]:
+    """WARM_UP_ROUNDS of one turn per engine (in parallel, on the pinned routes, as long as
+    the burst's, so the router has measured each engine's unloaded TTFT, time per token and
+    answer length); their samples, small's first in each round."""
+    turns: list[TurnSample] = []
+    for _ in range(WARM_UP_ROUNDS):
+        turns.extend(
             await asyncio.gather(
                 _one_turn(client, "only-small", 0, delay=False),
                 _one_turn(client, "only-large", 1, delay=False),
             )
-        return await asyncio.gather(*(_one_turn(client, "chat", i) for i in range(BURST_TURNS)))
+        )
+    return turns
 
 
 @dataclass(frozen=True)
