@@ -146,8 +146,11 @@ class Session:
         self.background: set[asyncio.Task[None]] = set()
 
     def _own_transcripts(self) -> bool:
-        """Input transcripts are the router's (`migrate.transcribe`), not the client's."""
-        return self.config.needs_transcription(self.limits.transcribe)
+        """Input transcripts the client did not ask for (`audio.input.transcription`
+        unset) are not the client's: the router's (`migrate.transcribe`), or a
+        cascade's, which transcribes every turn to answer it. OpenAI sends none then."""
+        config = self.config
+        return config.kind == "realtime" and not config.hears()
 
     def calm(self, now: float) -> bool:
         """A pause a proactive move may take: no response asked for or in flight, and

@@ -35,12 +35,14 @@ SESSION = {
     "type": "realtime",
     "audio": {
         "input": {
+            # the caller's words (a turn with none gets no answer: counted apart)
+            "transcription": {"model": "gpt-4o-transcribe"},
             "turn_detection": {
                 "type": "server_vad",
                 "threshold": 0.3,
                 "prefix_padding_ms": 300,
                 "silence_duration_ms": 600,
-            }
+            },
         }
     },
 }

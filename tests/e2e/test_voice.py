@@ -32,6 +32,9 @@ pytestmark = pytest.mark.anyio
 
 TRANSCRIPT = "book a table for two"
 USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+#: what a client asking for its callers' words sets (`audio.input.transcription`); the
+#: cascade transcribes every turn, and tells the client only when asked, as OpenAI does
+HEAR: dict[str, Any] = {"transcription": {"model": "gpt-4o-transcribe"}}
 
 
 @dataclass
@@ -131,6 +134,13 @@ async def until(conn: AsyncRealtimeConnection, kind: str, timeout_s: float = 10)
     raise AssertionError(f"closed before {kind}")
 
 
+async def hear(conn: AsyncRealtimeConnection, **audio_input: Any) -> None:
+    """Ask for input transcripts (and set `audio_input` beside them)."""
+    update = {"type": "realtime", "audio": {"input": {**HEAR, **audio_input}}}
+    await conn.session.update(session=update)  # type: ignore[arg-type]
+    await until(conn, "session.updated")
+
+
 def _types(events: list[Any]) -> list[str]:
     out: list[str] = []
     for e in events:
@@ -143,6 +153,7 @@ async def test_a_spoken_turn_in_protocol_order_with_usage_and_cost(stack: Stack)
     async with stack.sdk().realtime.connect(model="voice") as conn:
         created = await conn.recv()
         assert created.type == "session.created"
+        await hear(conn)
         await speak(conn, silence(400) + speech_24k() + silence(600))
         events = await until(conn, "response.done")
     kinds = _types(events)
@@ -246,6 +257,7 @@ async def test_failing_stt_and_tts_targets_fall_back_before_the_first_byte(stack
 async def test_an_utterance_with_no_words_gets_no_answer(stack: Stack) -> None:
     stack.stt[0].say("", TRANSCRIPT)  # a cough, then words
     async with stack.sdk().realtime.connect(model="voice") as conn:
+        await hear(conn)
         await speak(conn, silence(300) + speech_24k() + silence(600))
         heard = await until(conn, "conversation.item.input_audio_transcription.completed")
         await speak(conn, silence(300) + speech_24k() + silence(600))
@@ -584,6 +596,41 @@ async def test_a_session_moves_between_a_hosted_target_and_a_cascade() -> None:
     assert registry.get_sample_value(migrations, {"route": "voice", "reason": "breaker_open"}) == 1
 
 
+async def test_a_client_that_did_not_ask_for_transcripts_gets_none_and_its_words_still_move() -> (
+    None
+):
+    # OpenAI sends input transcripts only when `audio.input.transcription` is set. The
+    # cascade transcribes every turn to answer it; a client that did not ask is told
+    # nothing of it, and the words still reach the LLM and, when the session moves to
+    # the hosted target, the conversation it is given.
+    async with (
+        RealtimeSim(RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=40)) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        stt.say(TRANSCRIPT)
+        text = hosted_and_cascade(hosted, stt, llm, tts).replace(
+            "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
+        )
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                assert (await conn.recv()).type == "session.created"
+                await speak(conn, silence(400) + speech_24k() + silence(600))
+                spoken = await until(conn, "response.done")  # answered by the cascade
+                router.router.runtime.signals["local-voice"].breaker.open_for(60)
+                await asyncio.sleep(0.7)  # the supervisor looks every 0.5 s: on to hosted
+                typed = await ask(conn, "thanks")
+        finally:
+            await stop_router(router)
+    assert spoken[-1].response.status == typed[-1].response.status == "completed"
+    assert not [e.type for e in spoken + typed if "input_audio_transcription" in e.type]
+    assert llm.records[0].body["messages"][-1] == {"role": "user", "content": TRANSCRIPT}
+    assert hosted.records[-1].item_texts()[0] == ("user", TRANSCRIPT)
+
+
 async def test_speech_targets_use_the_chat_targets_client_and_key_settings() -> None:
     async with SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt, TtsSim() as tts:
         stt.set_params(transcript=TRANSCRIPT)
@@ -725,6 +772,7 @@ async def test_a_failing_speech_to_text_stage_counts_once_against_the_cascade() 
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             async with client.realtime.connect(model="voice") as conn:
                 assert (await conn.recv()).type == "session.created"
+                await hear(conn)
                 await speak(conn, silence(400) + speech_24k() + silence(600))
                 heard = await until(conn, "conversation.item.input_audio_transcription.failed")
                 await asyncio.sleep(0.2)
@@ -1020,10 +1068,8 @@ async def _answered(stt: SttSim, calls: int) -> None:
 
 async def _semantic_session(conn: AsyncRealtimeConnection, eagerness: str) -> None:
     turn_detection = {"type": "semantic_vad", "eagerness": eagerness}
-    update = {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}
     assert (await conn.recv()).type == "session.created"
-    await conn.session.update(session=update)  # type: ignore[arg-type]
-    await until(conn, "session.updated")
+    await hear(conn, turn_detection=turn_detection)
 
 
 async def test_semantic_vad_waits_out_an_unfinished_sentence_and_ends_a_finished_one_at_once(
@@ -1122,7 +1168,8 @@ async def test_semantic_vad_carries_over_when_a_hosted_session_moves_to_the_casc
         try:
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             async with client.realtime.connect(model="voice") as conn:
-                update = {"type": "realtime", "audio": {"input": {"turn_detection": semantic}}}
+                audio_input = {**HEAR, "turn_detection": semantic}
+                update = {"type": "realtime", "audio": {"input": audio_input}}
                 await conn.session.update(session=update)  # type: ignore[arg-type]
                 first = await ask(conn, "table for two")  # on the hosted target
                 await hosted.drop(1011)  # on to the cascade

@@ -61,6 +61,10 @@ async def round_trip(speech: SpeechServer, said: str) -> tuple[list[Any], OpenAI
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             events = []
             async with client.realtime.connect(model="voice") as conn:
+                # the caller's words come back only when asked for, as from OpenAI
+                heard = {"transcription": {"model": "pocketsphinx-en-us"}}
+                update = {"type": "realtime", "audio": {"input": heard}}
+                await conn.session.update(session=update)  # type: ignore[arg-type]
                 for frame in frames(silence(300) + pcm24(say(said)) + silence(900)):
                     await conn.input_audio_buffer.append(audio=base64.b64encode(frame).decode())
                 async for event in conn:

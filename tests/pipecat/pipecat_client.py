@@ -31,6 +31,12 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import PipelineRunner
 from pipecat.pipeline.task import PipelineParams, PipelineTask
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.openai.realtime.events import (
+    AudioConfiguration,
+    AudioInput,
+    InputAudioTranscription,
+    SessionProperties,
+)
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 
 RATE = 24_000
@@ -63,7 +69,13 @@ async def main(url: str, model: str, audio: bytes, timeout_s: float) -> dict[str
     llm = OpenAIRealtimeLLMService(
         api_key="unused",
         base_url=url,
-        settings=OpenAIRealtimeLLMService.Settings(model=model),
+        # the user's words come back only when asked for, as from OpenAI
+        settings=OpenAIRealtimeLLMService.Settings(
+            model=model,
+            session_properties=SessionProperties(
+                audio=AudioConfiguration(input=AudioInput(transcription=InputAudioTranscription()))
+            ),
+        ),
     )
     collector = Collector()
     before = Collector()  # the user's transcript travels upstream, to the context
