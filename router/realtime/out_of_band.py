@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from router.realtime.wire import parse
+from router.realtime.wire import parse, response_id_of
 
 
 class OutOfBand:
@@ -55,6 +55,12 @@ class OutOfBand:
             self.live.remove(str(response_id))
             return True
         return False
+
+    def owns(self, frame: str) -> bool:
+        """Whether a delta belongs to an out-of-band response in flight: its audio and
+        text are not the conversation's (its first audio is no TTFA of the response the
+        conversation waits for, its bytes no part of the assistant item it truncates)."""
+        return bool(self.live) and response_id_of(frame) in self.live
 
     @property
     def idle(self) -> bool:

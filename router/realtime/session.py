@@ -52,6 +52,7 @@ from router.realtime.usage import RealtimeUsage, transcription_cost
 from router.realtime.wire import (
     AUDIO_DELTA,
     CLIENT_PARSED,
+    OUTPUT_DELTAS,
     SERVER_PARSED,
     TEXT_DELTAS,
     TRANSCRIPT_DELTA,
@@ -304,11 +305,14 @@ class Session:
     async def _upstream_pump(self, leg: Leg) -> End | Migrate:
         receive, send = leg.conn.receive, self.client.send
         conversation, clock = self.conversation, self.response_clock
+        out_of_band = self.out_of_band
         while True:
             frame = await receive()
             if type(frame) is str:
                 kind = sniff(frame)
-                if kind == AUDIO_DELTA:
+                if out_of_band.live and kind in OUTPUT_DELTAS and out_of_band.owns(frame):
+                    pass  # an out-of-band response's: not the conversation's to time
+                elif kind == AUDIO_DELTA:
                     ttfa = clock.audio() if clock.pending else None
                     if ttfa is not None:
                         leg.hold.ttfa(ttfa)

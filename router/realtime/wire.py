@@ -24,6 +24,9 @@ from typing import Any
 
 _TYPE_AT_START = re.compile(r'\s*\{\s*"type"\s*:\s*"([^"\\]{1,200})"')
 _DELTA_KEY = '"delta":'
+#: a delta event's `response_id` (a string value cannot hold an unescaped quote, so the
+#: key is found only where it is one)
+_RESPONSE_ID = re.compile(r'"response_id"\s*:\s*"([^"\\]{1,256})"')
 _COMPACT = '{"type":"'
 _SPACED = '{"type": "'
 
@@ -54,6 +57,8 @@ TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 TEXT_DELTAS: frozenset[str] = frozenset(
     {"response.output_text.delta", "response.output_audio_transcript.delta"}
 )
+#: the deltas of a response's output that the relay times or counts
+OUTPUT_DELTAS: frozenset[str] = TEXT_DELTAS | {AUDIO_DELTA}
 
 
 def sniff(text: str) -> str | None:
@@ -110,6 +115,12 @@ def delta_b64_chars(text: str) -> int:
         return 0
     end = text.find('"', start + 1)
     return max(end - start - 1, 0)
+
+
+def response_id_of(text: str) -> str | None:
+    """The `response_id` of a delta event, found without decoding it (None: none)."""
+    match = _RESPONSE_ID.search(text)
+    return match.group(1) if match is not None else None
 
 
 def b64_bytes(chars: int) -> int:

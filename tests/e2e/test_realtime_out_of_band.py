@@ -4,6 +4,7 @@ hosted target: the official SDK -> the router -> Realtime simulators."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -73,3 +74,21 @@ async def test_an_aside_answered_while_the_conversations_response_runs(stack: St
     assert answered.status == "completed"
     # the aside's item never joined the conversation the router replays
     assert [role for role, _ in stack.b.records[-1].item_texts()] == ["user", "assistant"]
+
+
+async def test_an_aside_s_audio_is_not_the_conversation_s_first_audio(stack: Stack) -> None:
+    # An aside with audio asked 0.25 s before the conversation's response: its first audio
+    # comes while the conversation's waits, and is not that response's TTFA (0.4 s), nor
+    # part of the conversation's assistant audio.
+    stack.a.behaviour = replace(stack.a.behaviour, ttfa_s=0.4)
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        aside = {**ASIDE, "output_modalities": ["audio"]}
+        await conn.response.create(response=aside)  # type: ignore[arg-type]
+        await asyncio.sleep(0.25)
+        await conn.response.create()
+        done = [(await until(conn, "response.done"))[-1].response for _ in range(2)]
+    assert [r.status for r in done] == ["completed", "completed"]
+    labels = {"route": "voice", "target": "rt-a"}
+    assert stack.metric("firsttoken_realtime_ttfa_seconds_count", **labels) == 1
+    assert stack.metric("firsttoken_realtime_ttfa_seconds_sum", **labels) >= 0.35

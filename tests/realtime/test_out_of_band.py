@@ -40,3 +40,16 @@ def test_a_dead_upstream_ends_what_was_in_flight_and_keeps_what_was_asked() -> N
     books.ask(pending)
     assert books.interrupted() == ["resp_1"]
     assert books.live == [] and list(books.asked) == [pending]
+
+
+def test_a_delta_is_owned_by_the_out_of_band_response_it_names() -> None:
+    books = OutOfBand()
+    delta = {"type": "response.output_audio.delta", "delta": "AAAA"}
+    assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
+    assert books.ask(create(conversation="none"))
+    assert books.created({"id": "resp_aside", "conversation_id": None})
+    assert books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
+    assert not books.owns(json.dumps({**delta, "response_id": "resp_conversation"}))
+    assert not books.owns(json.dumps(delta))
+    assert books.done("resp_aside")
+    assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))

@@ -8,6 +8,7 @@ from router.realtime.wire import (
     delta_b64_chars,
     error_event,
     failed_response_done,
+    response_id_of,
     sniff,
 )
 
@@ -69,3 +70,17 @@ def test_rate_limits_read_as_openai_headers() -> None:
         "x-ratelimit-reset-tokens": "1.5s",
     }
     assert rate_limit_headers(None) == {}
+
+
+def test_response_id_of_a_delta_is_read_in_any_field_order_and_never_from_a_value() -> None:
+    audio = base64.b64encode(bytes(960)).decode()
+    first = json.dumps(
+        {"type": "response.output_audio.delta", "response_id": "resp_1", "delta": audio}
+    )
+    last = json.dumps(
+        {"type": "response.output_audio.delta", "delta": audio, "response_id": "resp_2"}
+    )
+    spaced = '{"type": "response.output_text.delta", "response_id" : "resp_3", "delta": "hi"}'
+    assert [response_id_of(f) for f in (first, last, spaced)] == ["resp_1", "resp_2", "resp_3"]
+    quoted = json.dumps({"type": "response.output_text.delta", "delta": '"response_id": "resp_4"'})
+    assert response_id_of(quoted) is None
