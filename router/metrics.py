@@ -43,6 +43,7 @@ from router.vocabulary import (
     ParsePlace,
     RelayedCall,
     RelayedCallOutcome,
+    ScrapeFailure,
 )
 
 M = TypeVar("M", Counter, Gauge, Histogram)
@@ -282,6 +283,13 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.engine_scrape_failures = Counter(
+            "firsttoken_engine_scrape_failures",
+            "Failed scrapes of a vLLM engine's /metrics, by reason (timeout, connect,"
+            " status, page, transport, unexpected)",
+            ["target", "reason"],
+            registry=r,
+        )
         self.slow_streams = Counter(
             "firsttoken_slow_streams",
             "Streams that slowed to a trickle after their first token; the target was "
@@ -335,14 +343,18 @@ class Metrics:
         self._overhead = self.overhead.labels
         self._hedges = Children(self.hedges)
         self._body_parses = self.body_parses.labels
+        self._zero_fixed_series()
+        if views is not None:
+            r.register(SignalsCollector(views))
+
+    def _zero_fixed_series(self) -> None:
+        """The series whose labels are a fixed vocabulary, created at zero."""
         for phase in OVERHEAD_PHASES:
             self.overhead.labels(phase)
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
         for place in PARSE_PLACES:
             self.body_parses.labels(place)
-        if views is not None:
-            r.register(SignalsCollector(views))
 
     # -- the running config ------------------------------------------------------------
 
@@ -503,6 +515,9 @@ class Metrics:
 
     def rejected(self, status: int) -> None:
         self.rejections.labels(str(status) if 100 <= status <= 599 else "other").inc()
+
+    def engine_scrape_failed(self, target: str, reason: ScrapeFailure) -> None:
+        self.engine_scrape_failures.labels(target, reason).inc()
 
     def stream_degraded(self, route: str, target: str) -> None:
         self.slow_streams.labels(route, target).inc()

@@ -59,7 +59,7 @@ from router.realtime_metrics import RealtimeMetrics
 from router.replicas import ClientQuota, SharedState, SharedStateCollector
 from router.responses.owners import Owner, ResponseOwners
 from router.responses.pinning import Pin, find_pin, pinned_targets
-from router.signals import engine, probe
+from router.signals import probe, scraper
 from router.signals.registry import SignalsRegistry
 from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
 from router.turn.relay import Turn
@@ -70,6 +70,7 @@ from router.turn.types import TargetRuntime, TurnRequest, TurnResult
 from router.upstream.base import Endpoint, Upstream
 from router.upstream.factory import default_upstream, import_litellm_upstream
 from router.upstream.retiring import Retirer
+from router.vocabulary import ScrapeFailure
 from router.voice.wiring import cascades
 from router.voice_metrics import VoiceMetrics
 from router.wiring import (
@@ -402,6 +403,14 @@ class Router:
 
     # -- lifespan ----------------------------------------------------------------------
 
+    def _scrape_failed(self, target: str, reason: ScrapeFailure) -> None:
+        """A scrape of `target`'s engine failed: counted, and told to its signals (the
+        admin view then says why its stats are stale)."""
+        self.metrics.engine_scrape_failed(target, reason)
+        signals = self.runtime.signals.get(target)
+        if signals is not None:
+            signals.engine.scrape_failed(reason)
+
     def engine_targets(self) -> Iterable[TargetConfig]:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
 
@@ -421,7 +430,8 @@ class Router:
             url = t.engine_metrics_url()
             assert url is not None
             update = self.runtime.signals[t.name].engine_update
-            scrape = partial(engine.run, client, url, interval, update)
+            failed = partial(self._scrape_failed, t.name)
+            scrape = partial(scraper.run, client, url, interval, update, failed=failed)
             tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
         await warm_up(self.runtime.targets.values())
         for target in self.runtime.targets.values():

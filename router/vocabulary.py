@@ -55,3 +55,8 @@ ParsePlace = Literal["loop", "worker"]
 #: what a route's SLO measures: the first token of any kind (reasoning included), or
 #: the first answer token (content or a tool call)
 SloOn = Literal["first_token", "first_answer"]
+
+#: why an engine's /metrics scrape failed (`firsttoken_engine_scrape_failures_total`):
+#: no answer within the scrape's timeout, no connection, a non-2xx status, a page that
+#: is not a metrics page (or too large), any other transport error, anything else
+ScrapeFailure = Literal["timeout", "connect", "status", "page", "transport", "unexpected"]

@@ -83,6 +83,9 @@ def admin_view(router: Router) -> dict[str, object]:
                     "decode_ms_per_token": None
                     if view.engine.decode_s is None
                     else round(view.engine.decode_s * 1000, 3),
+                    # why stale stats are stale: scrapes failed since the last good one
+                    "scrape_failures": view.engine.scrape_failures,
+                    "last_scrape_failure": view.engine.last_scrape_failure,
                 },
             }
         )

@@ -66,6 +66,10 @@ class EngineView:
     #: seconds between tokens over the last second that decoded any (the engine's
     #: inter-token latency histogram, `signals.engine`): the batch's decode pace now
     decode_s: float | None = None
+    #: scrapes failed since the last good one, and the kind of the last failure
+    #: (`router.vocabulary.ScrapeFailure`): why a stale engine is stale
+    scrape_failures: int = 0
+    last_scrape_failure: str | None = None
 
 
 @value

@@ -29,19 +29,12 @@ then age into staleness, which policies treat as saturation.
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn
-
-import anyio
-import httpx
 
 from router.clock import Clock
 from router.policy.base import EngineView
-
-log = logging.getLogger(__name__)
+from router.vocabulary import ScrapeFailure
 
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
@@ -173,9 +166,11 @@ class EngineTracker:
         "_clock",
         "_created",
         "_decode",
+        "_failures",
         "_itl_base",
         "_last",
         "_last_at",
+        "_last_failure",
         "_learned",
         "_median",
         "_proven",
@@ -212,12 +207,21 @@ class EngineTracker:
         self._itl_base: tuple[float, float, float] | None = None
         #: mean seconds between tokens over the last interval that decoded any
         self._decode: float | None = None
+        #: scrapes failed since the last good one, and why the last one failed
+        self._failures = 0
+        self._last_failure: ScrapeFailure | None = None
 
     @property
     def scraped(self) -> bool:
         return self._last is not None
 
+    def scrape_failed(self, reason: ScrapeFailure) -> None:
+        """A scrape failed: the stats age on, and the view says why."""
+        self._failures += 1
+        self._last_failure = reason
+
     def update(self, sample: EngineSample) -> None:
+        self._failures, self._last_failure = 0, None
         previous, self._last = self._last, sample
         now = self._clock()
         if previous is not None and now - self._last_at > self.stale_after_s:
@@ -324,7 +328,15 @@ class EngineTracker:
         now = self._clock()
         last = self._last
         if last is None:
-            return EngineView(0.0, 0.0, 0.0, age_s=max(now - self._created, 0.0), stale=True)
+            return EngineView(
+                0.0,
+                0.0,
+                0.0,
+                age_s=max(now - self._created, 0.0),
+                stale=True,
+                scrape_failures=self._failures,
+                last_scrape_failure=self._last_failure,
+            )
         age = max(now - self._last_at, 0.0)
         return EngineView(
             waiting=last.waiting,
@@ -339,51 +351,6 @@ class EngineTracker:
             proven_running=self._proven,
             queue_seen=self._queued_at is not None,
             decode_s=self._decode,
+            scrape_failures=self._failures,
+            last_scrape_failure=self._last_failure,
         )
-
-
-#: the largest /metrics page read (vLLM's is tens of KiB; histograms per LoRA grow it)
-MAX_SCRAPE_BYTES = 8 * 1024 * 1024
-
-
-async def scrape(client: httpx.AsyncClient, url: str, *, timeout_s: float = 1.0) -> EngineSample:
-    """Fetch and parse one /metrics page (at most `MAX_SCRAPE_BYTES`); raises
-    httpx.HTTPError or ValueError."""
-    async with client.stream("GET", url, timeout=timeout_s) as response:
-        response.raise_for_status()
-        parts: list[bytes] = []
-        size = 0
-        async for part in response.aiter_bytes():
-            size += len(part)
-            if size > MAX_SCRAPE_BYTES:
-                raise ValueError(f"a /metrics page larger than {MAX_SCRAPE_BYTES} bytes")
-            parts.append(part)
-    return parse_metrics(b"".join(parts).decode("utf-8", errors="replace"))
-
-
-async def run(
-    client: httpx.AsyncClient,
-    url: str,
-    interval_s: float,
-    sink: Callable[[EngineSample], None],
-    *,
-    timeout_s: float = 1.0,
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-) -> NoReturn:
-    """Scrape `url` every `interval_s` forever, pushing each good sample into `sink`.
-
-    Meant for an anyio task group (`tg.start_soon(run, client, url, 0.25,
-    signals.engine_update)`). A failed scrape is logged at debug and leaves the old
-    stats to age into staleness; only cancellation ends the loop.
-    """
-    while True:
-        try:
-            sample = await scrape(client, url, timeout_s=timeout_s)
-        except (httpx.HTTPError, ValueError) as exc:
-            log.debug("scrape of %s failed: %r", url, exc)
-        except Exception:
-            # Any transport's surprise must not end the scraper; it is a bug to see.
-            log.warning("scrape of %s failed unexpectedly", url, exc_info=True)
-        else:
-            sink(sample)
-        await sleep(interval_s)

@@ -15,8 +15,8 @@ from router.signals.engine import (
     EngineTracker,
     histogram_quantile,
     parse_metrics,
-    run,
 )
+from router.signals.scraper import failure_of, run
 from tests.signals.conftest import FakeClock
 from tests.signals.vllm_metrics import metrics_page
 
@@ -216,7 +216,7 @@ async def test_scraper_pushes_good_scrapes_and_survives_bad_ones(
     samples: list[EngineSample] = []
     sleeps: list[float] = []
 
-    caplog.set_level(logging.DEBUG, logger="router.signals.engine")
+    caplog.set_level(logging.DEBUG, logger="router.signals.scraper")
     async with (
         httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
         anyio.create_task_group() as tg,
@@ -288,3 +288,49 @@ def test_a_configured_capacity_wins(clock: FakeClock) -> None:
     tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))
     tracker.update(EngineSample(waiting=2, running=4, kv_usage=0.9))
     assert tracker.view().capacity == 16.0
+
+
+@pytest.mark.anyio
+async def test_each_failed_scrape_is_told_by_its_kind() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        failure = failures[len(told)]
+        if isinstance(failure, Exception):
+            raise failure
+        return failure
+
+    failures: list[Exception | httpx.Response] = [
+        httpx.ReadTimeout("slow", request=httpx.Request("GET", URL)),
+        httpx.ConnectError("refused", request=httpx.Request("GET", URL)),
+        httpx.Response(503, text="busy"),
+        httpx.Response(200, text="<html>not metrics</html>"),
+        httpx.RemoteProtocolError("reset", request=httpx.Request("GET", URL)),
+    ]
+    told: list[str] = []
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def sleep(_: float) -> None:
+            if len(told) == len(failures):
+                tg.cancel_scope.cancel()
+            await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(
+            lambda: run(client, URL, 0.25, lambda _: None, sleep=sleep, failed=told.append)
+        )
+    assert told == ["timeout", "connect", "status", "page", "transport"]
+    assert failure_of(RuntimeError("?")) == "unexpected"
+
+
+def test_the_view_says_how_many_scrapes_failed_since_the_last_good_one(clock: FakeClock) -> None:
+    tracker = EngineTracker(2.0, clock)
+    tracker.scrape_failed("connect")
+    assert (tracker.view().scrape_failures, tracker.view().last_scrape_failure) == (1, "connect")
+    tracker.update(EngineSample(waiting=0, running=1, kv_usage=0.1))
+    tracker.scrape_failed("timeout")
+    tracker.scrape_failed("timeout")
+    view = tracker.view()
+    assert (view.scrape_failures, view.last_scrape_failure, view.running) == (2, "timeout", 1.0)
+    tracker.update(EngineSample(waiting=0, running=2, kv_usage=0.1))
+    assert (tracker.view().scrape_failures, tracker.view().last_scrape_failure) == (0, None)
