@@ -532,6 +532,13 @@ def hosted_and_cascade(hosted: RealtimeSim, stt: SttSim, llm: OpenAISim, tts: Tt
     )
 
 
+def cascade_first(hosted: RealtimeSim, stt: SttSim, llm: OpenAISim, tts: TtsSim) -> str:
+    """`hosted_and_cascade`, the cascade listed first."""
+    return hosted_and_cascade(hosted, stt, llm, tts).replace(
+        "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
+    )
+
+
 async def ask(conn: AsyncRealtimeConnection, text: str) -> list[Any]:
     item = {**USER, "content": [{"type": "input_text", "text": text}]}
     await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
@@ -610,10 +617,7 @@ async def test_a_client_that_did_not_ask_for_transcripts_gets_none_and_its_words
         TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
     ):
         stt.say(TRANSCRIPT)
-        text = hosted_and_cascade(hosted, stt, llm, tts).replace(
-            "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
-        )
-        router = await start_router(text)
+        router = await start_router(cascade_first(hosted, stt, llm, tts))
         try:
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             async with client.realtime.connect(model="voice") as conn:
@@ -764,10 +768,7 @@ async def test_a_failing_speech_to_text_stage_counts_once_against_the_cascade() 
         OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
         TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
     ):
-        text = hosted_and_cascade(hosted, stt, llm, tts).replace(
-            "targets: [gpt-realtime, local-voice]", "targets: [local-voice, gpt-realtime]"
-        )
-        router = await start_router(text)
+        router = await start_router(cascade_first(hosted, stt, llm, tts))
         try:
             client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
             async with client.realtime.connect(model="voice") as conn:
