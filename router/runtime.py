@@ -9,9 +9,10 @@ A reload's dropped upstreams close once its turns are done (router/upstream/
 retiring.py); a dead background task takes the process down (router/lifespan.py).
 
 What a config compiles to (`Runtime`, `RouteRuntime`, and what a reload carries over)
-is `wiring.py`. Over 400 lines (about 460), kept whole: the state every room shares (the
+is `wiring.py`. Over 400 lines (about 520), kept whole: the state every room shares (the
 runtime, the drain and the turns and sessions in flight, the retirer, Redis) and the
-tasks that keep it, a few lines each; a room whose wiring grows past that gets its own
+tasks that keep it, a few lines each (the per-target ones kept in step with reloads by
+`keepers.py`); a room whose wiring grows past that gets its own
 module, as `realtime/service.py` did.
 """
 
@@ -24,7 +25,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 
 import anyio
@@ -49,6 +50,7 @@ from router.errors import (
 )
 from router.gateway.auth import Client
 from router.gateway.request import ParsedRequest
+from router.keepers import TargetTasks
 from router.lifespan import guarded, warm_up, while_needed
 from router.looplag import sample_loop_lag
 from router.metrics import Metrics
@@ -61,6 +63,7 @@ from router.responses.owners import Owner, ResponseOwners
 from router.responses.pinning import Pin, find_pin, pinned_targets
 from router.signals import probe, scraper
 from router.signals.registry import SignalsRegistry
+from router.signals.target import TargetSignals
 from router.turn.dialect import CHAT, EMBEDDINGS, Dialect
 from router.turn.relay import Turn
 from router.turn.responses_wire import RESPONSES
@@ -180,6 +183,7 @@ class Router:
         self._retirer.retire(previous, dropped, config.server.drain_s)
         self._retiring_realtime.extend(self.runtime.realtime.retired)
         self._retire_wake.set()
+        self._sync_target_tasks()
         self.metrics.configure(config)
         self.realtime_metrics.configure(config)
         self.metrics.reloaded("ok")
@@ -403,13 +407,39 @@ class Router:
 
     # -- lifespan ----------------------------------------------------------------------
 
-    def _scrape_failed(self, target: str, reason: ScrapeFailure) -> None:
-        """A scrape of `target`'s engine failed: counted, and told to its signals (the
+    def _scrape_failed(self, signals: TargetSignals, reason: ScrapeFailure) -> None:
+        """A scrape of a target's engine failed: counted, and told to its signals (the
         admin view then says why its stats are stale)."""
-        self.metrics.engine_scrape_failed(target, reason)
-        signals = self.runtime.signals.get(target)
-        if signals is not None:
-            signals.engine.scrape_failed(reason)
+        self.metrics.engine_scrape_failed(signals.name, reason)
+        signals.engine.scrape_failed(reason)
+
+    def _sync_target_tasks(self, *, probes: bool = True) -> None:
+        """One engine scraper per vLLM target and one probe per target that has them,
+        for the running config (`keepers.TargetTasks`: at start, and after a reload)."""
+        scrapers = getattr(self, "_scrapers", None)
+        if scrapers is None:
+            return  # not started: run_background syncs them
+        runtime, client = self.runtime, self._scrape_client
+        interval = runtime.config.signals.engine_scrape_interval_s
+        wanted: dict[str, tuple[object, Callable[[], Awaitable[object]]]] = {}
+        for t in self.engine_targets():
+            url, signals = t.engine_metrics_url(), runtime.signals[t.name]
+            assert url is not None
+            failed = partial(self._scrape_failed, signals)
+            run = partial(scraper.run, client, url, interval, signals.engine_update, failed=failed)
+            wanted[t.name] = ((url, signals, interval), run)
+        scrapers.sync(wanted)
+        if probes:
+            self._probes.sync(
+                {
+                    name: (
+                        (target.upstream, target.signals, settings),
+                        partial(self._probe, target, settings),
+                    )
+                    for name, target in runtime.targets.items()
+                    if (settings := probe.probe_for(runtime.config, target.config)) is not None
+                }
+            )
 
     def engine_targets(self) -> Iterable[TargetConfig]:
         return (t for t in self.runtime.config.targets if t.kind == "vllm")
@@ -423,22 +453,12 @@ class Router:
 
         `scrape_client` replaces the scrapers' own HTTP client (a simulation serves
         the engines' /metrics in-process through an `httpx.MockTransport`)."""
-        interval = self.runtime.config.signals.engine_scrape_interval_s
-        client = scrape_client or httpx.AsyncClient(timeout=httpx.Timeout(1.0))
-        self._scrape_client = client
-        for t in self.engine_targets():
-            url = t.engine_metrics_url()
-            assert url is not None
-            update = self.runtime.signals[t.name].engine_update
-            failed = partial(self._scrape_failed, t.name)
-            scrape = partial(scraper.run, client, url, interval, update, failed=failed)
-            tg.start_soon(guarded, self.die, f"engine scraper of {t.name}", scrape)
+        self._scrape_client = scrape_client or httpx.AsyncClient(timeout=httpx.Timeout(1.0))
+        self._scrapers = TargetTasks(tg, self.die, "engine scraper")
+        self._probes = TargetTasks(tg, self.die, "probe")
+        self._sync_target_tasks(probes=False)
         await warm_up(self.runtime.targets.values())
-        for target in self.runtime.targets.values():
-            settings = probe.probe_for(self.runtime.config, target.config)
-            if settings is not None:
-                run = partial(self._probe, target, settings)
-                tg.start_soon(guarded, self.die, f"probe of {target.config.name}", run)
+        self._sync_target_tasks()
         retire = partial(while_needed, RETIRE_EVERY_S, self._retiring, self._retire_wake)
         tg.start_soon(guarded, self.die, "upstream retirer", retire, self.retire)
         lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed, self._busy)

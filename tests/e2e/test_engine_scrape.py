@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from router.config import parse_config
 from router.sim.vllm import VllmSim
 from tests.e2e.harness import RunningRouter, start_router, stop_router
 
@@ -93,3 +94,41 @@ async def test_failed_scrapes_say_why_an_engine_is_stale() -> None:
         finally:
             await stop_router(router)
             await runner.cleanup()
+
+
+async def test_a_reload_scrapes_the_engines_it_adds_and_the_urls_it_changes() -> None:
+    # A reload adds a vLLM engine and moves another's /metrics: both are scraped from then
+    # on (their stats fresh), not left stale, which the policies read as saturated.
+    async with VllmSim(model="m") as first, VllmSim(model="m") as second:
+        root = first.base_url.removesuffix("/v1")
+
+        def config(*targets: str) -> str:
+            return (
+                "signals: {engine_scrape_interval_s: 0.05}\ntargets:\n"
+                + "".join(f"  - {t}\n" for t in targets)
+                + "routes:\n  - {name: chat, targets: [a]}\n"
+            )
+
+        a = f"{{name: a, kind: vllm, base_url: '{first.base_url}', model: m"
+        router = await start_router(
+            config(f"{a}, metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}")
+        )
+        try:
+            router.router.reload(
+                parse_config(
+                    config(
+                        f"{a}, metrics_url: '{root}/metrics'}}",
+                        f"{{name: b, kind: vllm, base_url: '{second.base_url}', model: m}}",
+                    ),
+                    "<reloaded>",
+                )
+            )
+            for _ in range(200):
+                seen = await engines(router)
+                if not seen["a"]["stale"] and not seen["b"]["stale"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen["a"]["stale"] is False and seen["b"]["stale"] is False, seen
+            assert seen["a"]["scrape_failures"] == 0
+        finally:
+            await stop_router(router)
