@@ -131,6 +131,10 @@ class Router:
         self._retiring_realtime: list[RealtimeTarget] = []
         #: set by a reload: the retirer sweeps only while something is retiring
         self._retire_wake = asyncio.Event()
+        # the engine scrapers' HTTP client and the per-target tasks (run_background)
+        self._scrape_client: httpx.AsyncClient | None = None
+        self._scrapers: TargetTasks | None = None
+        self._probes: TargetTasks | None = None
         #: realtime sessions open (the gateway counts them)
         self.active_sessions = 0
         #: called once, with the reason kept in `fatal`, if a background task dies
@@ -413,13 +417,13 @@ class Router:
         self.metrics.engine_scrape_failed(signals.name, reason)
         signals.engine.scrape_failed(reason)
 
-    def _sync_target_tasks(self, *, probes: bool = True) -> None:
+    def _sync_target_tasks(self, *, with_probes: bool = True) -> None:
         """One engine scraper per vLLM target and one probe per target that has them,
         for the running config (`keepers.TargetTasks`: at start, and after a reload)."""
-        scrapers = getattr(self, "_scrapers", None)
-        if scrapers is None:
+        scrapers, probes, client = self._scrapers, self._probes, self._scrape_client
+        if scrapers is None or probes is None or client is None:
             return  # not started: run_background syncs them
-        runtime, client = self.runtime, self._scrape_client
+        runtime = self.runtime
         interval = runtime.config.signals.engine_scrape_interval_s
         wanted: dict[str, tuple[object, Callable[[], Awaitable[object]]]] = {}
         for t in self.engine_targets():
@@ -429,8 +433,8 @@ class Router:
             run = partial(scraper.run, client, url, interval, signals.engine_update, failed=failed)
             wanted[t.name] = ((url, signals, interval), run)
         scrapers.sync(wanted)
-        if probes:
-            self._probes.sync(
+        if with_probes:
+            probes.sync(
                 {
                     name: (
                         (target.upstream, target.signals, settings),
@@ -456,7 +460,7 @@ class Router:
         self._scrape_client = scrape_client or httpx.AsyncClient(timeout=httpx.Timeout(1.0))
         self._scrapers = TargetTasks(tg, self.die, "engine scraper")
         self._probes = TargetTasks(tg, self.die, "probe")
-        self._sync_target_tasks(probes=False)
+        self._sync_target_tasks(with_probes=False)
         await warm_up(self.runtime.targets.values())
         self._sync_target_tasks()
         retire = partial(while_needed, RETIRE_EVERY_S, self._retiring, self._retire_wake)
@@ -511,7 +515,7 @@ class Router:
             await self.runtime.speech.aclose()  # and the pools its reloads retired
             for gone in self._retiring_realtime:
                 await gone.connector.aclose()
-            client = getattr(self, "_scrape_client", None)
+            client = self._scrape_client
             if client is not None:
                 await client.aclose()
             if self.shared is not None:
