@@ -50,6 +50,18 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 
+    @property
+    def ident(self) -> int:
+        """The loop thread's id (`threading.get_ident()` inside it)."""
+        assert self._thread.ident is not None
+        return self._thread.ident
+
+    @property
+    def native_id(self) -> int:
+        """The loop thread's id in the kernel (/proc/self/task/ID)."""
+        assert self._thread.native_id is not None
+        return self._thread.native_id
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 

@@ -62,7 +62,7 @@ def vllm_engines(
         shutil.rmtree(engine.workdir / "tmp", ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def vllm_report(pytestconfig: pytest.Config) -> list[str]:
     """Lines a test wants shown in the "vllm engines" section of the terminal summary."""
     return pytestconfig.stash.setdefault(_TIMINGS, [])

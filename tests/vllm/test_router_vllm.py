@@ -37,6 +37,7 @@ from tests.vllm.engines import (
     stop_engine,
     wait_healthy,
 )
+from tests.vllm.stallwatch import StallWatch
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(480)]
 
@@ -67,6 +68,8 @@ P90_MARGIN = 0.8
 class RouterRig:
     loop: LoopThread
     running: RunningRouter
+    #: stalls of the router's loop while the rig ran (`tests/vllm/stallwatch.py`)
+    watch: StallWatch
 
     @property
     def url(self) -> str:
@@ -118,20 +121,44 @@ routes:
 
 
 @contextmanager
-def running_router(config_text: str) -> Iterator[RouterRig]:
+def running_router(config_text: str, report: list[str] | None = None) -> Iterator[RouterRig]:
+    """The router on a loop thread of its own, watched for stalls; `report` gets the
+    stalls of 0.5 s or more when it stops."""
     loop = LoopThread()
     try:
         running = loop.run(start_router(config_text))
+        watch = StallWatch(loop.loop, loop.ident, loop.native_id)
         try:
-            yield RouterRig(loop, running)
+            with watch:
+                yield RouterRig(loop, running, watch)
         finally:
             loop.run(stop_router(running))
+            if report is not None and watch.stalls:
+                report.extend(watch.lines(at_least_s=0.5))
     finally:
         loop.close()
 
 
+def task_stacks(rig: RouterRig, module: str) -> list[str]:
+    """Where each of the router's tasks with a frame in `module` (a file name) is
+    suspended: what a silent background task waits on."""
+
+    def stacks() -> list[str]:
+        out: list[str] = []
+        for task in asyncio.all_tasks():
+            frames = task.get_stack()
+            if any(f.f_code.co_filename.endswith(module) for f in frames):
+                where = " <- ".join(
+                    f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames[-4:])
+                )
+                out.append(f"{task.get_name()}: {where}")
+        return out or [f"no task in {module}"]
+
+    return rig.loop.call(stacks)
+
+
 @pytest.fixture(scope="module")
-def rig(vllm_engines: VllmEngines) -> Iterator[RouterRig]:
+def rig(vllm_engines: VllmEngines, vllm_report: list[str]) -> Iterator[RouterRig]:
     """One router over both session engines, ``latency`` on route ``chat``. No cooldown for
     a stream that slows mid-answer (as in ``run_burst``): a stall of the 2-core machine
     during one test benched ``large`` for the next one (503 on ``only-large``)."""
@@ -139,7 +166,8 @@ def rig(vllm_engines: VllmEngines) -> Iterator[RouterRig]:
         router_config(
             {"small": vllm_engines.small, "large": vllm_engines.large},
             extra_signals="  degraded_cooldown_s: 0",
-        )
+        ),
+        vllm_report,
     ) as rig:
         yield rig
 
@@ -302,7 +330,10 @@ def test_scraper_reads_both_engines_and_admin_shows_the_load(
         for thread in threads:
             thread.start()
         took = _wait_for(
-            lambda: f"admin to show small 2+2 and large 1 (last {seen}; errors {errors})",
+            lambda: (
+                f"admin to show small 2+2 and large 1 (last {seen}; errors {errors});"
+                f" scrapers: {task_stacks(rig, 'scraper.py')}; {rig.watch.lines()}"
+            ),
             loaded,
             20.0,
         )
@@ -446,7 +477,7 @@ class BurstResult:
         )
 
 
-def run_burst(engines: VllmEngines, policy: str) -> BurstResult:
+def run_burst(engines: VllmEngines, policy: str, report: list[str]) -> BurstResult:
     """A fresh router with ``policy`` on route ``chat`` (small listed first), warmed up,
     then the burst."""
     _idle(engines)
@@ -457,7 +488,7 @@ def run_burst(engines: VllmEngines, policy: str) -> BurstResult:
         # servers sometimes stall for a second, which would take an engine out of either run.
         extra_signals="  degraded_cooldown_s: 0",
     )
-    with running_router(config) as rig:
+    with running_router(config, report) as rig:
         samples = asyncio.run(_warm_and_burst(rig.base_url))
     return BurstResult(policy, samples)
 
@@ -474,7 +505,7 @@ def test_load_aware_policy_beats_round_robin_on_a_burst(
     aware = BurstResult("latency", [])
     for _ in range(BURST_PAIRS):
         for pooled in (rr, aware):
-            result = run_burst(vllm_engines, pooled.policy)
+            result = run_burst(vllm_engines, pooled.policy, vllm_report)
             vllm_report.append(f"  {result.line()}")
             if pooled is aware:
                 # each turn's target, TTFT and the plan's reason: what a missed run is read by
