@@ -47,6 +47,13 @@ KV_CACHE_BYTES: Final = 320 * 1024 * 1024
 # in-process router and client for up to 2.4 s at a time, and the burst test measured that
 # starvation as TTFT. A GPU engine does not take the router's CPU; this keeps the test
 # measuring routing.
+# The engines stay in the test's session (a process group of their own, not a session):
+# where the kernel groups tasks by session (CONFIG_SCHED_AUTOGROUP, on by default on
+# desktop and many cloud kernels) the CPU is shared fairly between sessions, and a nice
+# value counts only inside its own. Each engine in a session of its own
+# (`start_new_session`) weighed as much as the whole test process, whatever its nice:
+# the in-process router's loop thread then waited 0.6-0.9 s at a time, runnable, for a
+# CPU (its /proc schedstat) in the burst test (2026-12-07, tests/vllm/stallwatch.py).
 ENGINE_NICE: Final = 10
 _DIST_FILE_RE: Final = re.compile(r"file://(\S*/vllm_dist_[0-9a-f]+)")
 
@@ -216,7 +223,9 @@ def start_engine(python: str, model_dir: Path, spec: EngineSpec, root: Path) -> 
         stderr=subprocess.STDOUT,
         cwd=workdir,
         env=engine_env(workdir, spec.cpu_bind),
-        start_new_session=True,  # its own process group, so stragglers can be reaped by pgid
+        # Its own process group, so stragglers can be reaped by pgid, but the test's
+        # session: see ENGINE_NICE.
+        process_group=0,
     )
     return Engine(spec, port, process, log_path, workdir, time.monotonic(), _log=log)
 
