@@ -498,8 +498,9 @@ def start_litellm(workdir: Path, ports: Sequence[int], venv: Path) -> Target:
 
 
 def router_counters(url: str) -> dict[str, float]:
-    """Hedges by event, turns by outcome, and the router's overhead histogram (sum and
-    count per phase), from its /metrics."""
+    """Hedges by event, turns by outcome, the router's overhead histogram (sum and
+    count per phase) and its event loop thread's time on a CPU and waiting for one,
+    from its /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url, timeout=5) as resp:
@@ -516,6 +517,10 @@ def router_counters(url: str) -> dict[str, float]:
                 sample.name.endswith(("_sum", "_count"))
             ):
                 key = f"{labels['phase']}{sample.name.rsplit('_', 1)[1]}"
+            elif sample.name == "firsttoken_event_loop_cpu_seconds_total":
+                key = "loop_cpu"
+            elif sample.name == "firsttoken_event_loop_cpu_wait_seconds_total":
+                key = "loop_cpu_wait"
             else:
                 continue
             out[key] = out.get(key, 0.0) + sample.value
@@ -524,7 +529,9 @@ def router_counters(url: str) -> dict[str, float]:
 
 def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """What the router saw during one point (warm-up included): hedges per turn, and its
-    own mean time from arrival to upstream send and from first token to client write."""
+    own mean time from arrival to upstream send and from first token to client write, and
+    its event loop thread's milliseconds on a CPU and runnable waiting for one (the host
+    starving the router, where the kernel counts it)."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     turns = sum(v for k, v in d.items() if k.startswith("turns_"))
     view: dict[str, Any] = {"turns": int(turns)}
@@ -534,6 +541,8 @@ def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     for phase in ("pre_upstream", "first_token_relay"):
         n = d.get(f"{phase}count", 0)
         view[f"{phase}_mean_ms"] = round(1000 * d[f"{phase}sum"] / n, 3) if n else None
+    for key in ("loop_cpu", "loop_cpu_wait"):
+        view[f"{key}_ms"] = round(1000 * d[key], 1) if key in d else None
     return view
 
 
@@ -1040,8 +1049,9 @@ def router_markdown(points: list[dict[str, Any]]) -> str:
     """What each router saw of its own points (warm-up included)."""
     rows = [
         "| router | C | turns | hedges started / won / lost | hedge rate "
-        "| arrival -> upstream send (mean ms) | first token -> client write (mean ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| arrival -> upstream send (mean ms) | first token -> client write (mean ms) "
+        "| loop thread on a CPU / waiting for one (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         seen = p.get("router")
@@ -1051,7 +1061,8 @@ def router_markdown(points: list[dict[str, Any]]) -> str:
             f"| {p['target']} | {p['concurrency']} | {seen['turns']} "
             f"| {seen['hedges_started']} / {seen['hedges_won']} / {seen['hedges_lost']} "
             f"| {_fmt(seen['hedge_rate'])} | {_fmt(seen['pre_upstream_mean_ms'])} "
-            f"| {_fmt(seen['first_token_relay_mean_ms'])} |"
+            f"| {_fmt(seen['first_token_relay_mean_ms'])} "
+            f"| {_fmt(seen.get('loop_cpu_ms'))} / {_fmt(seen.get('loop_cpu_wait_ms'))} |"
         )
     return "\n".join(rows)
 
@@ -1198,6 +1209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"cpu-wait {point['cpu_pressure_pct']}%"
                     + (
                         f" hedges {seen['hedge_rate']} relay {seen['first_token_relay_mean_ms']} ms"
+                        f" loop waited {seen.get('loop_cpu_wait_ms')} ms for a CPU"
                         if seen
                         else ""
                     ),

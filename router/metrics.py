@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from router.config import Config
 from router.errors import Cause, UpstreamError, UpstreamStatusError
+from router.loopcpu import register_process_collectors
 from router.policy.base import Candidate, Plan, TargetView
 from router.policy.registry import FACTORIES
 from router.series import FastCounter, FastHistogram
@@ -346,6 +347,7 @@ class Metrics:
         self._zero_fixed_series()
         if views is not None:
             r.register(SignalsCollector(views))
+        self.loop_cpu = register_process_collectors(r)
 
     def _zero_fixed_series(self) -> None:
         """The series whose labels are a fixed vocabulary, created at zero."""

@@ -466,6 +466,7 @@ class Router:
         retire = partial(while_needed, RETIRE_EVERY_S, self._retiring, self._retire_wake)
         tg.start_soon(guarded, self.die, "upstream retirer", retire, self.retire)
         lag = partial(sample_loop_lag, self.clock, self.metrics.loop_lag_observed, self._busy)
+        self.metrics.loop_cpu.bind()  # this is the event loop's thread
         tg.start_soon(guarded, self.die, "event-loop lag sampler", lag)
         if self.shared is not None:
             tg.start_soon(guarded, self.die, "shared state (Redis)", self.shared.run)

@@ -333,6 +333,23 @@ def test_each_turn_books_its_decision_and_its_time_to_the_send(
 
 @needs_prometheus
 @pytest.mark.prometheus
+def test_the_event_loop_threads_cpu_and_the_process_reach_prometheus(
+    prometheus: Prometheus, fleet: Fleet, seen: Seen
+) -> None:
+    """The loop thread's time on a CPU and waiting for one (router/loopcpu.py), and
+    the process metrics every Prometheus client exports, scraped for real. The loop's
+    own CPU is at most the process's (this one runs the test's simulators too)."""
+    prometheus.wait_for("firsttoken_event_loop_cpu_seconds_total", bool)
+    on_cpu = prometheus.value("firsttoken_event_loop_cpu_seconds_total")
+    assert on_cpu > 0.0
+    assert prometheus.value("firsttoken_event_loop_cpu_wait_seconds_total") >= 0.0
+    assert prometheus.value("process_cpu_seconds_total") >= on_cpu
+    assert prometheus.value("process_resident_memory_bytes") > 10 * 1024 * 1024
+    assert prometheus.value('python_gc_collections_total{generation="0"}') > 0
+
+
+@needs_prometheus
+@pytest.mark.prometheus
 def test_recording_rules_evaluate_and_every_rule_is_healthy(
     prometheus: Prometheus, fleet: Fleet, seen: Seen
 ) -> None:
