@@ -70,6 +70,7 @@ from overhead import (
     cpu_seconds,
     machine,
     managed,
+    nice_session,
     percentile,
     process_tree,
     rss_mib,
@@ -383,7 +384,13 @@ def run_window(
             ],
             stdout=subprocess.PIPE,
             cwd=ROOT,
+            # niced, a session of their own with that nice (`nice_session`): under the
+            # kernel's autogroup a nice counts only inside its session, where the
+            # router's is not
+            start_new_session=bool(args.hostile_nice),
         )
+        if args.hostile_nice:
+            nice_session(hostile.pid, args.hostile_nice)
     until = started + args.settle + args.duration
     rss_router = rss_workers = 0.0
     opened: set[str] = set()
