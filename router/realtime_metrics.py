@@ -47,6 +47,14 @@ class RealtimeMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.out_of_band_first_delta = Histogram(
+            "firsttoken_realtime_out_of_band_first_delta_seconds",
+            "Out-of-band responses (conversation: none): their response.create to their "
+            "first output delta (audio or text), as the router relays it",
+            ["route", "target"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.transcript = Histogram(
             "firsttoken_realtime_transcript_seconds",
             "Time to transcript: a user turn's commit to the first text of its input "
@@ -152,6 +160,7 @@ class RealtimeMetrics:
             for target in targets:
                 self.sessions.labels(route.name, target)
                 self.ttfa.labels(route.name, target)
+                self.out_of_band_first_delta.labels(route.name, target)
                 self.cost.labels(route.name, target)
                 for status in RESPONSE_STATUSES:
                     self.responses.labels(route.name, target, status)
@@ -191,6 +200,9 @@ class RealtimeMetrics:
 
     def ttfa_observed(self, route: str, target: str, seconds: float) -> None:
         self._ttfa(route, target).observe(seconds)
+
+    def out_of_band_delta_observed(self, route: str, target: str, seconds: float) -> None:
+        self.out_of_band_first_delta.labels(route, target).observe(seconds)
 
     def transcript_observed(self, route: str, target: str, seconds: float) -> None:
         self.transcript.labels(route, target).observe(seconds)

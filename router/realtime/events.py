@@ -63,6 +63,10 @@ class SessionEvents(Protocol):
         """Time to first audio of one response, as the router saw it."""
         ...
 
+    def out_of_band_delta_observed(self, route: str, target: str, seconds: float) -> None:
+        """An out-of-band response's request to its first output delta."""
+        ...
+
     def transcript_observed(self, route: str, target: str, seconds: float) -> None:
         """Time to transcript of one user turn: its commit to its transcript's first text."""
         ...

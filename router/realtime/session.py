@@ -269,7 +269,7 @@ class Session:
                     if model is not None and self.config.needs_transcription(model):
                         asked = self.config.transcribing(session, model)
                         frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
-            elif kind == "response.create" and not self.out_of_band.ask(frame):
+            elif kind == "response.create" and not self.out_of_band.ask(frame, self.clock()):
                 self.response_clock.start()
                 self.pending_create = frame  # before the send: the answer may come first
             self.holding = frame
@@ -310,8 +310,18 @@ class Session:
             frame = await receive()
             if type(frame) is str:
                 kind = sniff(frame)
-                if out_of_band.live and kind in OUTPUT_DELTAS and out_of_band.owns(frame):
-                    pass  # an out-of-band response's: not the conversation's to time
+                if (
+                    out_of_band.live
+                    and kind in OUTPUT_DELTAS
+                    and (aside := out_of_band.owner(frame)) is not None
+                ):
+                    # an out-of-band response's: not the conversation's to time
+                    if out_of_band.waiting:
+                        waited = out_of_band.first_delta(aside, self.clock())
+                        if waited is not None:
+                            self.events.out_of_band_delta_observed(
+                                self.route, leg.target.name, waited
+                            )
                 elif kind == AUDIO_DELTA:
                     ttfa = clock.audio() if clock.pending else None
                     if ttfa is not None:

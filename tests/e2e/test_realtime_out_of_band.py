@@ -74,6 +74,9 @@ async def test_an_aside_answered_while_the_conversations_response_runs(stack: St
     assert answered.status == "completed"
     # the aside's item never joined the conversation the router replays
     assert [role for role, _ in stack.b.records[-1].item_texts()] == ["user", "assistant"]
+    # its first text delta was timed as an aside's (the stalled response's never came)
+    labels = {"route": "voice", "target": "rt-a"}
+    assert stack.metric("firsttoken_realtime_out_of_band_first_delta_seconds_count", **labels) == 1
 
 
 async def test_an_aside_s_audio_is_not_the_conversation_s_first_audio(stack: Stack) -> None:
@@ -92,3 +95,7 @@ async def test_an_aside_s_audio_is_not_the_conversation_s_first_audio(stack: Sta
     labels = {"route": "voice", "target": "rt-a"}
     assert stack.metric("firsttoken_realtime_ttfa_seconds_count", **labels) == 1
     assert stack.metric("firsttoken_realtime_ttfa_seconds_sum", **labels) >= 0.35
+    # the aside's own first delta, from its own response.create (its audio takes 0.4 s too)
+    aside_timed = "firsttoken_realtime_out_of_band_first_delta_seconds"
+    assert stack.metric(f"{aside_timed}_count", **labels) == 1
+    assert 0.35 <= stack.metric(f"{aside_timed}_sum", **labels) < 0.6

@@ -43,6 +43,7 @@ class Recorder:
     failed: list[UpstreamError] = field(default_factory=list)
     closed: list[tuple[str, SessionEnd, float]] = field(default_factory=list)
     ttfa: list[tuple[str, float]] = field(default_factory=list)
+    out_of_band: list[tuple[str, float]] = field(default_factory=list)
     transcripts: list[tuple[str, float]] = field(default_factory=list)
     transcription_failures: list[tuple[str, str]] = field(default_factory=list)
     #: (target, cost) of each transcript billed
@@ -74,6 +75,9 @@ class Recorder:
 
     def ttfa_observed(self, route: str, target: str, seconds: float) -> None:
         self.ttfa.append((target, seconds))
+
+    def out_of_band_delta_observed(self, route: str, target: str, seconds: float) -> None:
+        self.out_of_band.append((target, seconds))
 
     def transcript_observed(self, route: str, target: str, seconds: float) -> None:
         self.transcripts.append((target, seconds))

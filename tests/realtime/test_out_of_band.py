@@ -13,18 +13,18 @@ def create(**response: object) -> str:
 
 def test_only_a_create_asking_for_no_conversation_is_out_of_band() -> None:
     books = OutOfBand()
-    assert not books.ask(json.dumps({"type": "response.create"}))
-    assert not books.ask(create(conversation="auto", instructions="none"))
-    assert not books.ask(create(instructions='say "conversation": "none"'))
+    assert not books.ask(json.dumps({"type": "response.create"}), 0.0)
+    assert not books.ask(create(conversation="auto", instructions="none"), 0.0)
+    assert not books.ask(create(instructions='say "conversation": "none"'), 0.0)
     aside = create(conversation="none")
-    assert books.ask(aside)
+    assert books.ask(aside, 0.0)
     assert list(books.asked) == [aside] and not books.idle
 
 
 def test_a_created_response_is_out_of_band_only_when_one_was_asked_and_it_joins_nothing() -> None:
     books = OutOfBand()
     assert not books.created({"id": "resp_1", "conversation_id": None})  # none asked
-    books.ask(create(conversation="none"))
+    books.ask(create(conversation="none"), 0.0)
     assert not books.created({"id": "resp_2", "conversation_id": "conv_1"})  # the VAD's
     assert books.created({"id": "resp_3", "conversation_id": None})
     assert books.live == ["resp_3"] and not books.asked
@@ -34,10 +34,10 @@ def test_a_created_response_is_out_of_band_only_when_one_was_asked_and_it_joins_
 
 def test_a_dead_upstream_ends_what_was_in_flight_and_keeps_what_was_asked() -> None:
     books = OutOfBand()
-    books.ask(create(conversation="none"))
+    books.ask(create(conversation="none"), 0.0)
     books.created({"id": "resp_1", "conversation_id": None})
     pending = create(conversation="none", metadata={"n": "2"})
-    books.ask(pending)
+    books.ask(pending, 0.0)
     assert books.interrupted() == ["resp_1"]
     assert books.live == [] and list(books.asked) == [pending]
 
@@ -46,10 +46,27 @@ def test_a_delta_is_owned_by_the_out_of_band_response_it_names() -> None:
     books = OutOfBand()
     delta = {"type": "response.output_audio.delta", "delta": "AAAA"}
     assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
-    assert books.ask(create(conversation="none"))
+    assert books.ask(create(conversation="none"), 0.0)
     assert books.created({"id": "resp_aside", "conversation_id": None})
     assert books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
     assert not books.owns(json.dumps({**delta, "response_id": "resp_conversation"}))
     assert not books.owns(json.dumps(delta))
     assert books.done("resp_aside")
     assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
+
+
+def test_an_aside_is_timed_from_its_request_to_its_first_delta_only() -> None:
+    books = OutOfBand()
+    books.ask(create(conversation="none"), 10.0)
+    books.ask(create(conversation="none"), 10.5)
+    books.created({"id": "resp_1", "conversation_id": None})
+    books.created({"id": "resp_2", "conversation_id": None})
+    assert books.first_delta("resp_2", 11.0) == 0.5
+    assert books.first_delta("resp_2", 11.2) is None  # the first only
+    assert books.first_delta("resp_other", 11.2) is None
+    assert books.interrupted() == ["resp_1", "resp_2"]
+    assert books.first_delta("resp_1", 12.0) is None  # ended by the migration: not timed
+    books.ask(create(conversation="none"), 20.0)
+    books.created({"id": "resp_3", "conversation_id": None})
+    assert books.done("resp_3")
+    assert books.first_delta("resp_3", 21.0) is None and not books.waiting
