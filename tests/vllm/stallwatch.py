@@ -62,7 +62,7 @@ class StallWatch:
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
         self._loop_clock = time.pthread_getcpuclockid(thread_id)
         self._schedstat = Path(f"/proc/self/task/{native_id}/schedstat")
-        #: every collection: (generation, began, ended) in time.monotonic()
+        #: the collections (full, or of 1 ms or more): (generation, began, ended)
         self.collections: list[tuple[int, float, float]] = []
         self._gc_began = 0.0
 
@@ -79,8 +79,12 @@ class StallWatch:
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._gc_began = time.monotonic()
-        else:
-            self.collections.append((info["generation"], self._gc_began, time.monotonic()))
+            return
+        ended = time.monotonic()
+        # the full ones, and any other long enough to matter (a busy process runs
+        # hundreds of young collections a second: not kept)
+        if info["generation"] == 2 or ended - self._gc_began >= 0.001:
+            self.collections.append((info["generation"], self._gc_began, ended))
 
     def _runqueue_s(self) -> float:
         """The loop thread's time spent runnable but not running, so far (0 where
