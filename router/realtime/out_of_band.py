@@ -79,9 +79,6 @@ class OutOfBand:
         response_id = response_id_of(frame)
         return response_id if response_id in self.live else None
 
-    def owns(self, frame: str) -> bool:
-        return self.owner(frame) is not None
-
     def first_delta(self, response_id: str, now: float) -> float | None:
         """Seconds from the request to this output delta of `response_id` when it is
         the response's first; None for the ones after."""

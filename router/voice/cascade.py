@@ -294,12 +294,15 @@ class CascadeConnection(UserTurns):
         try:
             await response.run()
         finally:
-            if self._out_of_band.pop(response.id, None) is None and response is self._current:
+            aside = self._out_of_band.pop(response.id, None) is not None
+            if not aside and response is self._current:
                 # the idle timeout counts from its end plus its audio's length
                 self.buffer.idle(self.buffer.position_ms + _playing_ms(response))
         if response.failure is not None:
             await self._unavailable("llm or tts", response.failure)
-        if self._observer is not None and response.status == "completed":
+        # An aside's first audio answers no turn of the caller's: the relay times it as
+        # an out-of-band response (`firsttoken_realtime_out_of_band_first_delta_seconds`).
+        if self._observer is not None and response.status == "completed" and not aside:
             self._observer.observe(self.target, response.clock)
 
     async def _unavailable(self, stage: str, exc: FirstTokenError) -> None:

@@ -853,6 +853,29 @@ async def test_an_out_of_band_response_runs_beside_the_conversations_and_is_canc
     assert stopped.id == in_band.id and stopped.status == "cancelled"
 
 
+async def test_a_spoken_aside_is_timed_as_an_aside_not_as_a_voice_turn(stack: Stack) -> None:
+    # An out-of-band response with audio: its first audio is no answer to the caller's
+    # turn, so it stays out of the voice-to-voice latency and its stages (the turn's
+    # figures), and is timed from its own response.create as an aside, as a hosted
+    # target's is.
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await ask(conn, "table for two")
+        spoken = {**ASIDE, "output_modalities": ["audio"]}
+        await conn.response.create(response=spoken)  # type: ignore[arg-type]
+        aside = await until(conn, "response.done")
+    assert aside[-1].response.status == "completed"
+    assert any(e.type == "response.output_audio.delta" for e in aside)
+    turns = stack.metric("firsttoken_voice_to_voice_seconds_count", target="local-voice")
+    assert turns == 1  # the conversation's turn only
+    stages = stack.metric(
+        "firsttoken_voice_stage_seconds_count", target="local-voice", stage="overhead"
+    )
+    assert stages == 1
+    asides = "firsttoken_realtime_out_of_band_first_delta_seconds_count"
+    assert stack.metric(asides, route="voice", target="local-voice") == 1
+
+
 async def test_silence_past_the_idle_timeout_is_answered_as_openai_does(stack: Stack) -> None:
     # `idle_timeout_ms`: no speech for that long (of streamed audio) is committed as an
     # empty user turn and answered, with no speech-to-text; the timer then counts again

@@ -45,14 +45,14 @@ def test_a_dead_upstream_ends_what_was_in_flight_and_keeps_what_was_asked() -> N
 def test_a_delta_is_owned_by_the_out_of_band_response_it_names() -> None:
     books = OutOfBand()
     delta = {"type": "response.output_audio.delta", "delta": "AAAA"}
-    assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
+    assert books.owner(json.dumps({**delta, "response_id": "resp_aside"})) is None
     assert books.ask(create(conversation="none"), 0.0)
     assert books.created({"id": "resp_aside", "conversation_id": None})
-    assert books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
-    assert not books.owns(json.dumps({**delta, "response_id": "resp_conversation"}))
-    assert not books.owns(json.dumps(delta))
+    assert books.owner(json.dumps({**delta, "response_id": "resp_aside"})) == "resp_aside"
+    assert books.owner(json.dumps({**delta, "response_id": "resp_conversation"})) is None
+    assert books.owner(json.dumps(delta)) is None
     assert books.done("resp_aside")
-    assert not books.owns(json.dumps({**delta, "response_id": "resp_aside"}))
+    assert books.owner(json.dumps({**delta, "response_id": "resp_aside"})) is None
 
 
 def test_an_aside_is_timed_from_its_request_to_its_first_delta_only() -> None:
