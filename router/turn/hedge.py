@@ -18,6 +18,14 @@ The hedge starts at the earlier of the two, within the route's `min_ms` and
 `max_ms`: a hedge towards a fast target may wait, one towards a slow target must
 start early or not help.
 
+A turn no hedge can save (the backup would land too late) is hedged when its
+primary is late for itself, not at the SLO's own deadline. Hedges at the deadline
+cut no miss: on issue 17's tuning fleets they were half of all extra requests, spent
+the budget and the APIs' rate limits on turns already lost (the turns an API could
+still have answered in time queued at an engine instead), and cost 0.3-0.5 points of
+attainment, with the same p99 on the stalling fleets (a stall is late for its target
+anyway; RESULTS.md, 12-07).
+
 The tail, not a quantile like p90, is what makes the budget last. A delay at the
 primary's own p90 hedges about one turn in ten by construction, whether or not it
 is in danger: with `max_rate: 0.1` that spent the budget on turns that would have
@@ -168,19 +176,17 @@ def hedge_delay_s(
     """Seconds after the `primary` attempt started before `backup` is started beside it.
 
     Fixed, or adaptive: when the primary is late against its own tail (`late_s`),
-    or earlier when the turn is at risk of missing the SLO: from the moment a turn
-    still waiting is more likely than not to miss it (`at_risk_s`), and from the
-    last moment a hedge can still land in time if the turn is that likely to miss
-    by then (the SLO minus the backup's predicted p90, counting the `elapsed_s` of
-    the turn before the primary started). Bounded by `min_ms` and `max_ms`.
+    or earlier when the turn is at risk of missing the SLO and a hedge can still
+    save it: at the last moment a hedge can land in time (the SLO minus the
+    backup's predicted p90, counting the `elapsed_s` of the turn before the primary
+    started) if a turn still waiting by then is more likely than not to miss
+    (`at_risk_s`). Bounded by `min_ms` and `max_ms`.
     """
     if hedge.after_ms != "adaptive":
         return hedge.after_ms / 1000.0
     delay_s = late_s(primary)
     if slo is not None:
         budget_s = slo.ttft_ms / 1000.0 - elapsed_s
-        # A turn that has missed its SLO gets help: the user is waiting already.
-        delay_s = min(delay_s, max(budget_s, 0.0))
         if backup is not None:
             last_useful_s = budget_s - predict_ttft_s(backup, min(slo.quantile, BACKUP_QUANTILE))
             if at_risk_s(primary, budget_s) <= last_useful_s:

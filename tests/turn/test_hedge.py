@@ -157,7 +157,7 @@ def test_a_target_whose_ttft_does_not_vary_is_not_hedged() -> None:
         assert hedge_delay_s(adaptive, steady, backup) == pytest.approx(0.06)
 
 
-def test_a_turn_at_risk_is_hedged_while_a_hedge_can_land_and_helped_once_it_missed() -> None:
+def test_a_turn_at_risk_is_hedged_while_a_hedge_can_land_else_when_late_for_its_target() -> None:
     adaptive = Hedge(after_ms="adaptive", min_ms=50, max_ms=5000)
     slo = Slo(ttft_ms=500, quantile=0.99)
     # p50 300 ms, p90 600 ms: within 500 ms 76.7 % of the time, so a turn waiting for
@@ -169,9 +169,13 @@ def test_a_turn_at_risk_is_hedged_while_a_hedge_can_land_and_helped_once_it_miss
     # A turn that started 50 ms late (after a fallback) has 50 ms less.
     assert hedge_delay_s(adaptive, primary, fast, slo, elapsed_s=0.05) == pytest.approx(0.39)
     # A slow backup (p90 300 ms) would have to start by 200 ms, before the turn is at
-    # risk: no hedge can save this SLO, so the turn is helped once it has missed it.
+    # risk: no hedge can save this SLO, so the turn is hedged when the primary is late
+    # for itself (p90 600 ms plus twice the body's width: 1.2 s), not at the SLO's
+    # deadline, where a hedge saves no miss and spends the budget (issue 17).
     slow = hosted("slow", p90=0.3)
-    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(0.5)
+    assert hedge_delay_s(adaptive, primary, slow, slo) == pytest.approx(1.2)
+    # So is a turn whose earlier attempts took it past the SLO already.
+    assert hedge_delay_s(adaptive, primary, fast, slo, elapsed_s=0.6) == pytest.approx(1.2)
     # A primary that meets the SLO comfortably is hedged only when late for itself.
     comfortable = hosted("api", p50=0.1, p90=0.15, p99=0.2)
     assert hedge_delay_s(adaptive, comfortable, fast, slo) == pytest.approx(0.15 + 2 * 0.05)
