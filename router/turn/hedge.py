@@ -19,14 +19,12 @@ The hedge starts at the earlier of the two, within the route's `min_ms` and
 start early or not help.
 
 A turn no hedge can save (the backup would land too late) is hedged when its
-primary is late for itself, or at the SLO's deadline only if the backup would
-likely answer before the primary does: before the median of what is left of the
-primary's wait, given it is still waiting (`left_s`). Every turn that missed used to
-be hedged at the deadline; on issue 17's tuning fleets those hedges were most of all
-extra requests, lost to the primary two times in three, spent the budget and the
-APIs' rate limits on turns already lost (the turns an API could still have
-answered in time queued at an engine instead), and cost 0.3-0.5 points of
-attainment (RESULTS.md, 12-07).
+primary is late for itself, not at the SLO's own deadline. Hedges at the deadline
+cut no miss: on issue 17's tuning fleets they were half of all extra requests, spent
+the budget and the APIs' rate limits on turns already lost (the turns an API could
+still have answered in time queued at an engine instead), and cost 0.3-0.5 points of
+attainment, with the same p99 on the stalling fleets (a stall is late for its target
+anyway; RESULTS.md, 12-07).
 
 The tail, not a quantile like p90, is what makes the budget last. A delay at the
 primary's own p90 hedges about one turn in ten by construction, whether or not it
@@ -45,7 +43,7 @@ from dataclasses import dataclass, field
 
 from router.config import Hedge, Slo
 from router.policy.base import TargetView
-from router.policy.predict import ATTAINMENT_RANGE, attainment, doubt, predict_ttft_s
+from router.policy.predict import attainment, doubt, predict_ttft_s
 
 #: the end of a distribution's body: a first token is late past it by ...
 BODY_QUANTILE = 0.9
@@ -182,9 +180,7 @@ def hedge_delay_s(
     save it: at the last moment a hedge can land in time (the SLO minus the
     backup's predicted p90, counting the `elapsed_s` of the turn before the primary
     started) if a turn still waiting by then is more likely than not to miss
-    (`at_risk_s`). When no hedge can save it: at the SLO's deadline if the backup's
-    median is within what is likely left of the primary's wait then (`left_s`).
-    Bounded by `min_ms` and `max_ms`.
+    (`at_risk_s`). Bounded by `min_ms` and `max_ms`.
     """
     if hedge.after_ms != "adaptive":
         return hedge.after_ms / 1000.0
@@ -195,20 +191,7 @@ def hedge_delay_s(
             last_useful_s = budget_s - predict_ttft_s(backup, min(slo.quantile, BACKUP_QUANTILE))
             if at_risk_s(primary, budget_s) <= last_useful_s:
                 delay_s = min(delay_s, last_useful_s)
-            elif budget_s > 0.0 and predict_ttft_s(backup, 0.5) < left_s(primary, budget_s):
-                delay_s = min(delay_s, budget_s)
     return min(max(delay_s, hedge.min_ms / 1000.0), hedge.max_ms / 1000.0)
-
-
-def left_s(view: TargetView, waited_s: float) -> float:
-    """The median of what is left of a wait for this target's first token that has
-    lasted `waited_s`: its predicted quantile halfway between the share of first
-    tokens it expects by then and all of them, less `waited_s`. A slow draw from a
-    wide distribution has little left at the SLO (a hedge there mostly loses to the
-    primary); a stall, or a tail as wide as one, has much."""
-    by_then = attainment(view, waited_s)
-    q = min((1.0 + by_then) / 2.0, ATTAINMENT_RANGE[1])
-    return predict_ttft_s(view, q) - waited_s
 
 
 def late_s(view: TargetView) -> float:
