@@ -91,6 +91,10 @@ class RunConfig:
     #: sessions, each sent when the previous one ended (the cold-start test)
     mode: Mode = "open"
     turns: int = 40
+    #: a suffix to the seed of the router's own random generator (ties between equally
+    #: good targets, p2c's draws): the same fleet, draws and load with other ties, to
+    #: see how far chance alone moves a result ("": the fleet's seed alone)
+    rng_salt: str = ""
 
 
 @dataclass(slots=True)
@@ -365,7 +369,9 @@ async def _run(spec: FleetSpec, config: RunConfig) -> RunResult:
             router = Router(
                 Config.model_validate(data),
                 clock=loop.time,
-                rng=random.Random(spec.seed),
+                rng=random.Random(
+                    f"{spec.seed}{config.rng_salt}" if config.rng_salt else spec.seed
+                ),
                 environ={},
                 upstream_factory=fleet.upstream,
             )

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/unseen.py                  # the report: seeds 1000-1029
     .venv/bin/python benchmarks/unseen.py --seeds 0-99     # tuning fleets (never 1000+)
+    .venv/bin/python benchmarks/unseen.py --seeds 0-99 --rng-salt a   # other tie-breaks
     .venv/bin/python benchmarks/unseen.py --seeds 3,7 --configs slo_cost+hedge,oracle
     .venv/bin/python benchmarks/unseen.py --merge a/unseen.json,b/unseen.json --out c
 
@@ -27,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,10 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def job(args: tuple[int, str]) -> dict[str, Any]:
-    seed, name = args
+def job(args: tuple[int, str, str]) -> dict[str, Any]:
+    seed, name, salt = args
     spec = generate(seed)
-    config = CONFIGS[name]
+    config = replace(CONFIGS[name], rng_salt=salt)
     started = time.process_time()
     result = run(spec, config)
     summary = summarise(spec, result)
@@ -102,7 +103,7 @@ def job(args: tuple[int, str]) -> dict[str, Any]:
 
 
 def run_jobs(
-    jobs: Sequence[tuple[int, str]], workers: int, partial: Path | None = None
+    jobs: Sequence[tuple[int, str, str]], workers: int, partial: Path | None = None
 ) -> list[dict[str, Any]]:
     """Every job's summary; each one is also appended to `partial` (JSON lines) as it
     ends, so a run cut short keeps what it did (`--merge` reads it)."""
@@ -310,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated unseen.json (or unseen.partial.jsonl) files of runs made in"
         " parts (seeds or configs split over processes): their union's report, no runs",
     )
+    parser.add_argument(
+        "--rng-salt",
+        default="",
+        help="run with the router's tie-breaks drawn from another seed (the same fleets,"
+        " draws and load): how far chance alone moves a result; a variant is worth"
+        " keeping when it beats the base under two salts",
+    )
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     configs = args.configs.split(",")
@@ -328,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         partial = out / "unseen.partial.jsonl"
         partial.unlink(missing_ok=True)
-        results = run_jobs([(s, c) for s in seeds for c in configs], args.workers, partial)
+        jobs = [(s, c, args.rng_salt) for s in seeds for c in configs]
+        results = run_jobs(jobs, args.workers, partial)
     runs = _index(results)
     wall = time.monotonic() - t0
     text = "\n".join(

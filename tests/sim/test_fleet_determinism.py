@@ -28,7 +28,7 @@ from fleetsim import run
 from unseen import CONFIGS
 spec = generate(18)
 spec = dataclasses.replace(spec, workload=spec.workload.model_copy(update={"duration_s": 120.0}))
-result = run(spec, CONFIGS["slo_cost+hedge"])
+result = run(spec, dataclasses.replace(CONFIGS["slo_cost+hedge"], rng_salt=os.environ["SALT"]))
 turns = [(t.index, t.target, t.ttft_s, t.attempts, t.hedged, t.fell_back) for t in result.turns]
 attempts = sorted(
     (a.key or "", a.target, a.started_at, a.status, a.first_token_at, a.cancelled)
@@ -39,8 +39,8 @@ print(hashlib.sha256(json.dumps([turns, attempts]).encode()).hexdigest())
 """
 
 
-def _run(hash_seed: str, junk: int) -> list[str]:
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "JUNK": str(junk)}
+def _run(hash_seed: str, junk: int, salt: str = "") -> list[str]:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "JUNK": str(junk), "SALT": salt}
     out = subprocess.run(
         [sys.executable, "-c", RUN, str(ROOT)],
         env=env,
@@ -57,3 +57,8 @@ def test_a_fleet_run_gives_one_result_whatever_the_process() -> None:
     second = _run("12345", 30011)
     assert int(first[0]) > 0  # the run raced attempts: the orders that could differ exist
     assert first == second
+    # `unseen.py --rng-salt`: the same fleet with the router's ties drawn from another
+    # seed is another run (how far chance alone moves a result), and one run again
+    salted = _run("0", 1, salt="a")
+    assert salted[1] != first[1]
+    assert _run("12345", 30011, salt="a") == salted
