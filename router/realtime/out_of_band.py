@@ -24,13 +24,12 @@ from router.realtime.wire import parse, response_id_of
 
 
 class OutOfBand:
-    __slots__ = ("asked", "asked_at", "live", "waiting")
+    __slots__ = ("_asked", "live", "waiting")
 
     def __init__(self) -> None:
-        #: out-of-band `response.create`s sent that no `response.created` answered yet
-        self.asked: deque[str] = deque()
-        #: when each of `asked` came from the client, in step with it
-        self.asked_at: deque[float] = deque()
+        #: out-of-band `response.create`s sent that no `response.created` answered
+        #: yet, each with when it came from the client
+        self._asked: deque[tuple[str, float]] = deque()
         #: ids of out-of-band responses in flight, oldest first
         self.live: list[str] = []
         #: responses in flight with no output delta yet: when they were asked for
@@ -45,17 +44,21 @@ class OutOfBand:
         response = event.get("response") if event is not None else None
         if not isinstance(response, dict) or response.get("conversation") != "none":
             return False
-        self.asked.append(frame)
-        self.asked_at.append(now)
+        self._asked.append((frame, now))
         return True
+
+    @property
+    def asked(self) -> list[str]:
+        """The out-of-band `response.create` frames no `response.created` answered
+        yet, oldest first (a migration sends them again)."""
+        return [frame for frame, _ in self._asked]
 
     def created(self, response: dict[str, object]) -> bool:
         """A `response.created`: True when it answers an out-of-band request (one is
         outstanding and the response joins no conversation)."""
-        if not self.asked or response.get("conversation_id") is not None:
+        if not self._asked or response.get("conversation_id") is not None:
             return False
-        self.asked.popleft()
-        asked_at = self.asked_at.popleft()
+        _, asked_at = self._asked.popleft()
         response_id = response.get("id")
         if isinstance(response_id, str):
             self.live.append(response_id)
@@ -87,7 +90,7 @@ class OutOfBand:
 
     @property
     def idle(self) -> bool:
-        return not self.asked and not self.live
+        return not self._asked and not self.live
 
     def interrupted(self) -> list[str]:
         """The responses a dead upstream leaves unfinished (forgotten). What was asked
