@@ -23,6 +23,13 @@ numbers), and the hindsight oracle can read the draws in advance:
   queues (as above) and each hosted API's true TTFT distribution (ties: the sooner
   expected); no hedging. The gap between it and `oracle` is what foresight of the
   hosted APIs' randomness is worth; no router can close it without extra requests.
+- `informed race` (`informed` with `hedge=True`): `informed`, and a turn also goes
+  to its second likeliest target from the start, first token wins, the other
+  cancelled, when that adds at least `RACE_GAIN` to its chance within the SLO and
+  the router's own hedge budget (`HedgeBudget`, 10 % of turns) allows one more
+  request. What racing buys a router that knows the odds: not a strict ceiling (a
+  hedge that waits to see the primary late saves more turns per extra request), but
+  the turns a race from the start loses, a later hedge to the same target loses too.
 
 `run(fleet, config)` returns a `RunResult`: one `TurnRecord` per turn and one
 `AttemptRecord` per upstream request (hedge losers, fallbacks, 429s and probes
@@ -57,11 +64,14 @@ from router.sim.virtual import VirtualTimeLoop
 from router.sim.vllm import VllmBackend
 from router.sim.wire import parse_request as sim_parse_request
 from router.sim.workload import Turn, turns
+from router.turn.hedge import HedgeBudget
 from router.turn.sink import Header
 from router.upstream.base import UpstreamRequest, UpstreamSetup
 
 #: how long turns still in flight at the end of the workload get to finish
 DRAIN_S = 30.0
+#: `informed race`: the least gain in a turn's chance within the SLO a race is worth
+RACE_GAIN = 0.01
 #: the answer length cap of every simulated server (max_tokens decides)
 MAX_TOKENS = 4096
 #: the series of a vLLM engine's /metrics the router reads (router.signals.engine)
@@ -272,29 +282,64 @@ async def _routed_turn(router: Router, turn: Turn, record: TurnRecord, loop: Any
 
 
 async def _oracle_turn(
-    fleet: SimFleet, turn: Turn, record: TurnRecord, loop: Any, informed: bool
+    fleet: SimFleet,
+    turn: Turn,
+    record: TurnRecord,
+    loop: Any,
+    *,
+    informed: bool,
+    budget: HedgeBudget | None = None,
 ) -> None:
     body = _body(turn)
     key = str(record.index)
     arrived = loop.time()
+    names = list(fleet.upstreams)
     if informed:
-        best = max(fleet.upstreams, key=lambda name: fleet.chance_in_time(name, body))
+        names.sort(key=lambda name: fleet.chance_in_time(name, body), reverse=True)
     else:
-        best = min(fleet.upstreams, key=lambda name: fleet.answers_at(name, body, key))
-    record.target = best
-    record.attempts = 1
+        names.sort(key=lambda name: fleet.answers_at(name, body, key))
+    chosen = names[:1]
+    if budget is not None:
+        budget.record_turn()
+        if len(names) > 1:
+            first, second = (fleet.chance_in_time(n, body)[0] for n in names[:2])
+            if (1.0 - first) * second >= RACE_GAIN and budget.try_spend():
+                chosen = names[:2]
+                record.hedged = True
+    record.target = names[0]  # a turn no attempt answered keeps the first choice
+    record.attempts = len(chosen)
     record.reason = "informed" if informed else "oracle"
     request = UpstreamRequest("chat", body, True, {DRAW_KEY_HEADER: key})
-    try:
-        response = await fleet.upstreams[best].send(request)
-    except FirstTokenError as exc:
-        record.error = type(exc).__name__
+    won: list[tuple[str, Any, Any]] = []
+
+    async def attempt(name: str, scope: anyio.CancelScope) -> None:
+        response = None
+        try:
+            response = await fleet.upstreams[name].send(request)
+            chunks = response.aiter_bytes()
+            await chunks.__anext__()
+        except (FirstTokenError, StopAsyncIteration) as exc:
+            if isinstance(exc, FirstTokenError) and not won:
+                record.error = type(exc).__name__
+        else:
+            if not won:
+                won.append((name, response, chunks))
+                scope.cancel()
+        finally:
+            if response is not None and not (won and won[0][1] is response):
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+
+    async with anyio.create_task_group() as tg:
+        for name in chosen:
+            tg.start_soon(attempt, name, tg.cancel_scope)
+    if not won:
         return
-    first = True
-    async for _ in response.aiter_bytes():
-        if first:
-            record.ttft_s = loop.time() - arrived
-            first = False
+    record.error = None
+    record.ttft_s = loop.time() - arrived
+    record.target, response, chunks = won[0]
+    async for _ in chunks:
+        pass
     record.end_s = loop.time()
     await response.aclose()
 
@@ -308,11 +353,15 @@ async def _drive(fleet: SimFleet, router: Router | None, config: RunConfig) -> l
     drained = anyio.Event()  # set when the last turn ends after the arrivals stopped
     arriving = True
 
+    # the same budget as a route with `hedge: {max_rate: 0.1}` (`fleets.policy_yaml`)
+    budget = HedgeBudget(0.1) if config.hedge and router is None else None
+
     async def one(turn: Turn, record: TurnRecord) -> None:
         nonlocal pending
         try:
             if router is None:
-                await _oracle_turn(fleet, turn, record, loop, config.policy == "informed")
+                informed = config.policy == "informed"
+                await _oracle_turn(fleet, turn, record, loop, informed=informed, budget=budget)
             else:
                 await _routed_turn(router, turn, record, loop)
         finally:

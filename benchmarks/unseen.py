@@ -10,7 +10,10 @@ Each seed is a fleet of `benchmarks/fleets.py`; each configuration runs on it in
 `benchmarks/fleetsim.py` (in-process, virtual clock), in `--workers` processes.
 Configurations: the policies without hedging (`round_robin`, `ordered`, `p2c`,
 `latency`, `slo_cost`), `latency+hedge` and `slo_cost+hedge` (adaptive, max_rate
-0.1), the per-turn hindsight `oracle`, and two cold-start runs (`latency cold`,
+0.1), the per-turn hindsight `oracle`, two references that know every queue and
+distribution (`informed`, and `informed race`, which also races within the same
+budget; their bars are printed, and they are no policy the cost bar compares
+against), and two cold-start runs (`latency cold`,
 `slo_cost cold`: 40 independent turns one after another, every target unmeasured at
 the default prior). Prints one row per fleet, the bars, and the SLO misses of every
 configuration by cause (`benchmarks/fleetstats.py`); writes everything to
@@ -56,6 +59,7 @@ CONFIGS: dict[str, RunConfig] = {
         RunConfig("slo_cost+hedge cap5", "slo_cost", hedge=True, hedge_cost_share=0.05),
         RunConfig("oracle", "oracle"),
         RunConfig("informed", "informed"),
+        RunConfig("informed race", "informed", hedge=True),
         RunConfig("latency cold", "latency", mode="sequential"),
         RunConfig("slo_cost cold", "slo_cost", mode="sequential"),
     )
@@ -64,6 +68,9 @@ SUBJECT = "slo_cost+hedge"
 #: the subject with one setting changed (`hedge.max_cost_share: 0.05`): judged by the
 #: same bars, and not a policy the cost bar compares against
 VARIANTS = ("slo_cost+hedge cap5",)
+#: what a router could do that knew every queue and distribution, without and with
+#: races (`fleetsim`): the same bars, to say which are in reach at all; not policies
+REFERENCES = ("informed", "informed race")
 BAR_COLD = 0.85
 BAR_WITHIN_POINTS = 0.01
 BAR_WITHIN_FLEETS = 27
@@ -172,7 +179,7 @@ def cheapest_meeting(
         r["cost_per_1k"]
         for (s, name), r in runs.items()
         if s == seed
-        and name not in ("oracle", "informed", *VARIANTS)
+        and name not in ("oracle", *REFERENCES, *VARIANTS)
         and "cold" not in name
         and meets_slo(r, quantile)
     ]
@@ -351,6 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for v in VARIANTS
                 if v in configs
                 for line in ["", f"The same bars for {v}:", *bars(seeds, runs, v)]
+            ),
+            *(
+                line
+                for v in REFERENCES
+                if v in configs
+                for line in [
+                    "",
+                    f"The same bars for {v} (a reference that knows the odds, not a policy):",
+                    *bars(seeds, runs, v),
+                ]
             ),
             "",
             "SLO misses by cause (all fleets):",
