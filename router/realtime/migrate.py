@@ -115,6 +115,16 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
     for response_id in (*session.out_of_band.interrupted(), interrupted):
         if response_id is not None:
             await session.client.send(failed_response_done(response_id, "upstream_migrated", why))
+            # booked as the client saw it (`firsttoken_realtime_responses_total`, failed):
+            # the dead upstream never sends its own `response.done`
+            session.events.realtime_response_done(
+                session.route,
+                old.target.name,
+                "failed",
+                usage=None,
+                cost_usd=0.0,
+                client=session.client_name,
+            )
     session.response_id = None
     session.audio_item = None
     waited = session.response_clock.done()

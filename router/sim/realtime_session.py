@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import itertools
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -61,6 +62,10 @@ class SimRealtimeSession:
         self._close = close
         self._clock = clock
         self._ids = itertools.count(1)
+        # ids unique across sessions and servers, as OpenAI's are: a migrated session's
+        # items keep the ids the old upstream gave them, and a counter of this session's
+        # own would give a new item one of those (`item_id_conflict`, found by the soak)
+        self._id_stem = secrets.token_hex(4)
         record.session = (
             transcription_session(record.id) if transcription else default_session(record.id, model)
         )
@@ -75,6 +80,8 @@ class SimRealtimeSession:
         self._task: asyncio.Task[None] | None = None
         #: out-of-band responses (`conversation: none`), running beside the conversation's
         self._beside: set[asyncio.Task[None]] = set()
+        #: every response running, by id (a `response.cancel` may name any of them)
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_reason: str | None = None
         self._previous_input = (0, 0)
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
@@ -91,7 +98,7 @@ class SimRealtimeSession:
         }
 
     def _id(self, prefix: str) -> str:
-        return f"{prefix}_sim{next(self._ids)}"
+        return f"{prefix}_sim{self._id_stem}{next(self._ids)}"
 
     async def emit(self, type_: str, **fields: Any) -> None:
         await self._send({"type": type_, "event_id": self._id("event"), **fields})
@@ -391,20 +398,32 @@ class SimRealtimeSession:
         self._start_response(params, asyncio.get_running_loop().time())
 
     async def _response_cancel(self, event: Event) -> None:
-        running = self.record.responses[-1].id if self._active and self.record.responses else None
+        """Cancel the response named by `response_id` (any running one, out-of-band
+        too), or without it the conversation's in-progress response, as OpenAI does."""
+        wanted = event.get("response_id")
+        if wanted is None:
+            task = self._task if self._active else None
+            wanted = next((rid for rid, t in self._running.items() if t is task), None)
+        else:
+            task = self._running.get(str(wanted))
+        running = wanted if task is not None and not task.done() else None
         self.record.cancels.append(CancelRecord(self._clock(), running))
-        if running is None:
+        if task is None or running is None:
             await self.error(
                 "Cancellation failed: no active response found.",
                 code="response_cancel_not_active",
                 event=event,
             )
             return
-        await self._cancel("client_cancelled")
+        await self._cancel_task(task, "client_cancelled")
 
     async def _cancel(self, reason: str) -> None:
-        task = self._task
-        if task is None or task.done():
+        """Cancel the conversation's response, if one runs."""
+        if self._task is not None:
+            await self._cancel_task(self._task, reason)
+
+    async def _cancel_task(self, task: asyncio.Task[None], reason: str) -> None:
+        if task.done():
             return
         self._cancel_reason = reason
         task.cancel()
@@ -416,6 +435,8 @@ class SimRealtimeSession:
         self.record.responses.append(rec)
         response = SimResponse(self, rec, params, started)
         task = asyncio.get_running_loop().create_task(response.run())
+        self._running[rec.id] = task
+        task.add_done_callback(lambda _: self._running.pop(rec.id, None))
         if response.in_conversation:
             self._task = task
         else:  # out of band: beside the conversation's

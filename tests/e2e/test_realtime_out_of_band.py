@@ -50,6 +50,10 @@ async def test_a_migration_ends_every_response_in_flight_and_replays_only_the_co
     assert len(moved.responses) == 1  # the aside was not asked again
     reason = {"route": "voice", "reason": "upstream_closed"}
     assert stack.metric("firsttoken_realtime_migrations_total", **reason) == 1
+    # booked as the client saw them: two responses failed on rt-a, one completed on rt-b
+    booked = "firsttoken_realtime_responses_total"
+    assert stack.metric(booked, route="voice", target="rt-a", status="failed") == 2
+    assert stack.metric(booked, route="voice", target="rt-b", status="completed") == 1
 
 
 async def test_an_aside_answered_while_the_conversations_response_runs(stack: Stack) -> None:

@@ -129,6 +129,37 @@ async def test_cancel_ends_the_response_and_is_recorded(sim: RealtimeSim) -> Non
     assert [c.response_id for c in record.cancels] == [record.responses[0].id]
 
 
+async def test_item_ids_are_unique_across_sessions_and_servers(sim: RealtimeSim) -> None:
+    # A migrated conversation keeps the ids its first upstream gave; the next upstream's
+    # own ids must not meet them (a per-session counter did: `item_id_conflict`).
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
+    ids = []
+    async with RealtimeSim() as other:
+        for server in (sim, other, sim):
+            client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+            async with client.realtime.connect(model="m") as conn:
+                await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
+                ids.append((await until(conn, "conversation.item.added"))[-1].item.id)
+    assert len(set(ids)) == 3, ids
+
+
+async def test_an_out_of_band_response_is_cancelled_by_its_id_only(sim: RealtimeSim) -> None:
+    # As OpenAI's: a bare response.cancel means the conversation's in-progress response,
+    # so an out-of-band one (none running in the conversation) is cancelled by its id.
+    sim.set_fault(RealtimeFault("stall_before_audio"))
+    client = AsyncOpenAI(base_url=sim.base_url, api_key="k")
+    async with client.realtime.connect(model="m") as conn:
+        await conn.response.create(response={"conversation": "none"})
+        aside = (await until(conn, "response.created"))[-1].response.id
+        await conn.response.cancel()
+        refused = (await until(conn, "error"))[-1].error
+        await conn.response.cancel(response_id=aside)
+        done = (await until(conn, "response.done"))[-1].response
+    assert refused.code == "response_cancel_not_active"
+    assert done.id == aside and done.status == "cancelled"
+    assert [c.response_id for c in sim.records[-1].cancels] == [None, aside]
+
+
 async def test_refused_upgrade_is_an_http_error(sim: RealtimeSim) -> None:
     sim.set_fault(RealtimeFault("refuse", status=503))
     with pytest.raises(InvalidStatus) as info:
