@@ -62,9 +62,13 @@ from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from soak import fds, rss_mb, write_text
 
+from router.sim.behaviour import Behaviour
+from router.sim.openai_server import OpenAISim
 from router.sim.ports import free_port
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from router.sim.stt import SttSim
+from router.sim.tts import TtsParams, TtsSim
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTE = "voice"
@@ -102,6 +106,14 @@ async def serve_sims(port_file: Path) -> None:
     sims = {name: RealtimeSim(behaviour) for name in ("rt-flaky", "rt-a", "rt-b")}
     for sim in sims.values():
         await sim.start()
+    # the cascade's stages (`--cascade`): speech-to-text, the LLM turn, text-to-speech
+    stages = {
+        "stt": SttSim(behaviour=Behaviour(ttft_s=0.05)),
+        "llm": OpenAISim(Behaviour(ttft_s=0.05, itl_s=0.01, tokens=16)),
+        "tts": TtsSim(TtsParams(sample_rate=24_000), behaviour=Behaviour(ttft_s=0.03, itl_s=0.02)),
+    }
+    for stage in stages.values():
+        await stage.start()
 
     async def open_sessions(request: web.Request) -> web.Response:
         counts = {name: len(sim.open_sessions) for name, sim in sims.items()}
@@ -116,7 +128,8 @@ async def serve_sims(port_file: Path) -> None:
     await site.start()
     control = int(runner.addresses[0][1])
     urls = {name: sim.base_url for name, sim in sims.items()}
-    write_text(port_file, json.dumps({"sims": urls, "control": control}))
+    stage_urls = {name: stage.base_url for name, stage in stages.items()}
+    write_text(port_file, json.dumps({"sims": urls, "stages": stage_urls, "control": control}))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     flaky = sims["rt-flaky"]
@@ -134,22 +147,40 @@ async def serve_sims(port_file: Path) -> None:
     await runner.cleanup()
     for sim in sims.values():
         await sim.stop()
+    for stage in stages.values():
+        await stage.stop()
 
 
-def policy(sims: dict[str, str], port: int) -> str:
+def policy(sims: dict[str, str], stages: dict[str, str], port: int, cascade: bool) -> str:
     targets = "".join(
         f"  - {{name: {name}, kind: realtime, base_url: '{url}', model: gpt-realtime,"
         f" timeouts: {{connect_s: 1.0}}}}\n"
         for name, url in sims.items()
     )
+    voice = "[rt-flaky, rt-a, rt-b]"
+    routes = ""
+    if cascade:  # the open cascade second: sessions fail over and migrate to it
+        targets += (
+            f"  - {{name: stt, kind: stt, base_url: '{stages['stt']}', model: whisper-1}}\n"
+            f"  - {{name: tts, kind: tts, base_url: '{stages['tts']}', model: kokoro,"
+            " sample_rate: 24000}\n"
+            f"  - {{name: llm, kind: openai, base_url: '{stages['llm']}', model: sim}}\n"
+            "  - name: local-voice\n    kind: cascade\n"
+            "    cascade: {stt: stt, llm: chat, tts: tts, voice: af_heart}\n"
+        )
+        voice = "[rt-flaky, local-voice, rt-a, rt-b]"
+        routes = (
+            "  - {name: stt, targets: [stt]}\n  - {name: tts, targets: [tts]}\n"
+            "  - {name: chat, targets: [llm]}\n"
+        )
     return (
         f"server: {{port: {port}, drain_s: 1}}\n"
         "signals: {breaker_failures: 3, breaker_base_s: 0.5, breaker_max_s: 2}\n"
         "auth:\n  admin_key_env: SOAK_ADMIN_KEY\n"
         "  keys:\n    - {name: soak, key_env: SOAK_CLIENT_KEY}\n"
         f"targets:\n{targets}"
-        f"routes:\n  - name: {ROUTE}\n    targets: [rt-flaky, rt-a, rt-b]\n"
-        "    policy: {type: ordered}\n    session: {idle_s: 30}\n"
+        f"routes:\n  - name: {ROUTE}\n    targets: {voice}\n"
+        f"    policy: {{type: ordered}}\n    session: {{idle_s: 30}}\n{routes}"
     )
 
 
@@ -297,7 +328,10 @@ class Session:
                 response={"conversation": "none", "metadata": {"marker": self.marker}}
             )
         status, text = await self.response(kind, barge_in=kind == "barge_in")
-        if kind == "text" and status == "completed" and said not in text:
+        # the Realtime simulator echoes the conversation's last user text; the
+        # cascade's LLM simulator answers words of its own
+        echoed = text.startswith("You said:")
+        if kind == "text" and status == "completed" and echoed and said not in text:
             self.tally.end(kind, "crossed", f"{said!r} not in {text[:200]!r}")
             return
         self.tally.end(kind, status)
@@ -422,6 +456,7 @@ async def drive(args: argparse.Namespace, pid: int, port: int, control: int) -> 
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "minutes": args.minutes,
         "sessions_per_s": args.rate,
+        "cascade": args.cascade,
         "sessions_opened": opened,
         "sessions": dict(tally.sessions),
         "turns": dict(tally.turns),
@@ -458,7 +493,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         started = json.loads(port_file.read_text())
         port = free_port()
         config = work / "policy.yaml"
-        config.write_text(policy(started["sims"], port))
+        config.write_text(policy(started["sims"], started["stages"], port, args.cascade))
         log = (work / "router.log").open("wb")
         binary = str(ROOT / ".venv/bin/firsttoken")
         router = subprocess.Popen(
@@ -491,6 +526,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--log-level", default="warning", help="the router's")
+    parser.add_argument(
+        "--cascade",
+        action="store_true",
+        help="an open cascade (STT, LLM, TTS simulators) second in the route",
+    )
     args = parser.parse_args()
     if args.command == "sims":
         asyncio.run(serve_sims(args.port_file))

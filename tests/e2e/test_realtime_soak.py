@@ -1,5 +1,5 @@
 """A 40-second realtime soak in the test suite (`pytest -m soak`): `benchmarks/realtime_soak.py`,
-shortened.
+shortened, as is and with the open cascade second in the route.
 
 A real `firsttoken serve` process, three Realtime simulators in another process (the
 first cycling through refusals, closes, deaths mid-response, `session_expired` and
@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.soak
 @pytest.mark.timeout(240)
-def test_forty_seconds_of_voice_sessions_through_faults_lose_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cascade", [False, True], ids=["realtime", "with-cascade"])
+def test_forty_seconds_of_voice_sessions_through_faults_lose_nothing(
+    tmp_path: Path, cascade: bool
+) -> None:
+    # with-cascade: the open cascade second in the route, so sessions fail over and
+    # migrate from the Realtime simulator to it
     out = tmp_path / "realtime-soak.json"
     done = subprocess.run(
         [
@@ -35,6 +40,7 @@ def test_forty_seconds_of_voice_sessions_through_faults_lose_nothing(tmp_path: P
             "2",
             "--json",
             str(out),
+            *(["--cascade"] if cascade else []),
         ],
         cwd=ROOT,
         capture_output=True,
