@@ -54,13 +54,14 @@ import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from aiohttp import web
 from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
-from soak import fds, rss_mb, write_text
+from soak import Tally as TurnTally
+from soak import fds, report, rss_mb, soak_parser, start_router, start_sims, stop, write_text
 
 from router.sim.behaviour import Behaviour
 from router.sim.openai_server import OpenAISim
@@ -197,18 +198,13 @@ class Sample:
 
 
 @dataclass
-class Tally:
-    sessions: Counter[str] = field(default_factory=Counter)
-    turns: Counter[str] = field(default_factory=Counter)
-    endings: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    lost: list[str] = field(default_factory=list)
+class Tally(TurnTally):
+    """The chat soak's tally of turns, a stray `response.done` lost too; and how sessions ended,
+    and the `error` events clients got."""
 
-    def end(self, kind: str, ending: str, detail: str = "") -> None:
-        self.turns[kind] += 1
-        self.endings[ending] += 1
-        if ending in ("lost", "crossed", "stray"):
-            self.lost.append(f"{kind} {ending}: {detail}"[:1500])
+    LOST: ClassVar[tuple[str, ...]] = ("lost", "crossed", "stray")
+    sessions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 class Lost(Exception):
@@ -459,7 +455,7 @@ async def drive(args: argparse.Namespace, pid: int, port: int, control: int) -> 
         "cascade": args.cascade,
         "sessions_opened": opened,
         "sessions": dict(tally.sessions),
-        "turns": dict(tally.turns),
+        "turns": dict(tally.kinds),
         "endings": dict(tally.endings),
         "error_events": dict(tally.errors),
         "lost": len(tally.lost),
@@ -480,51 +476,23 @@ async def drive(args: argparse.Namespace, pid: int, port: int, control: int) -> 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="firsttoken-rtsoak-"))
-    port_file = work / "sims.json"
-    sims = subprocess.Popen(
-        [sys.executable, __file__, "sims", "--port-file", str(port_file)], cwd=ROOT
-    )
+    sims, started = start_sims(__file__, work)
     router: subprocess.Popen[bytes] | None = None
     try:
-        for _ in range(400):
-            if port_file.exists() and port_file.read_text():
-                break
-            time.sleep(0.05)
-        started = json.loads(port_file.read_text())
         port = free_port()
         config = work / "policy.yaml"
         config.write_text(policy(started["sims"], started["stages"], port, args.cascade))
-        log = (work / "router.log").open("wb")
-        binary = str(ROOT / ".venv/bin/firsttoken")
-        router = subprocess.Popen(
-            [binary, "serve", "--config", str(config), "--log-level", args.log_level],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SOAK_CLIENT_KEY": CLIENT_KEY, "SOAK_ADMIN_KEY": ADMIN_KEY},
-        )
+        keys = {"SOAK_CLIENT_KEY": CLIENT_KEY, "SOAK_ADMIN_KEY": ADMIN_KEY}
+        router = start_router(work, config, args.log_level, keys)
         summary = asyncio.run(drive(args, router.pid, port, int(started["control"])))
         summary["router_log"] = str(work / "router.log")
         return summary
     finally:
-        for proc in (router, sims):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(router, sims)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    sims = sub.add_parser("sims", help="(internal) run the simulators")
-    sims.add_argument("--port-file", type=Path, required=True)
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=2.0, help="sessions opened per second")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser = soak_parser(__doc__.split("\n\n")[0], minutes=10.0, rate=2.0, per="sessions")
     parser.add_argument("--log-level", default="warning", help="the router's")
     parser.add_argument(
         "--cascade",
@@ -536,11 +504,7 @@ def main() -> int:
         asyncio.run(serve_sims(args.port_file))
         return 0
     summary = soak(args)
-    short = {k: v for k, v in summary.items() if k != "samples"}
-    print(json.dumps(short, indent=2), file=sys.stderr)
-    if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(short))
+    report(summary, args.json)
     left_open = summary["router_sessions_open_at_end"] or any(
         summary["upstream_open_at_end"].values()
     )

@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -209,6 +209,10 @@ class Sample:
 
 @dataclass
 class Tally:
+    """How each turn of a kind ended; the endings that are failures of the router's
+    (`LOST`), with what was seen of them."""
+
+    LOST: ClassVar[tuple[str, ...]] = ("lost", "crossed")
     kinds: Counter[str] = field(default_factory=Counter)
     endings: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
@@ -216,8 +220,8 @@ class Tally:
     def end(self, kind: str, ending: str, detail: str = "") -> None:
         self.kinds[kind] += 1
         self.endings[ending] += 1
-        if ending in ("lost", "crossed"):
-            self.lost.append(f"{kind} {ending}: {detail}"[:300])
+        if ending in self.LOST:
+            self.lost.append(f"{kind} {ending}: {detail}"[:1500])
 
 
 def is_error_shape(body: bytes) -> bool:
@@ -312,11 +316,12 @@ def requests_by_outcome(text: str) -> Counter[str]:
     return out
 
 
-def start_processes(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """The simulators' process; returns it and their base URLs once they listen."""
+def start_sims(script: str, work: Path) -> tuple[subprocess.Popen[bytes], Any]:
+    """`script sims --port-file F` in its own process; returns it and what it wrote to F
+    (its simulators' addresses) once they listen."""
     port_file = work / "sims.json"
     sims = subprocess.Popen(
-        [sys.executable, __file__, "sims", "--port-file", str(port_file)], cwd=ROOT
+        [sys.executable, script, "sims", "--port-file", str(port_file)], cwd=ROOT
     )
     for _ in range(400):
         if port_file.exists() and port_file.read_text():
@@ -326,26 +331,38 @@ def start_processes(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]
     raise RuntimeError("the simulators did not start")
 
 
-def start_router(work: Path, config: Path) -> subprocess.Popen[bytes]:
+def start_router(
+    work: Path,
+    config: Path,
+    log_level: str = "warning",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`firsttoken serve` with `config`, its output in `work`/router.log."""
     log = (work / "router.log").open("wb")
+    binary = str(ROOT / ".venv/bin/firsttoken")
     return subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/firsttoken"),
-            "serve",
-            "--config",
-            str(config),
-            "--log-level",
-            "warning",
-        ],
+        [binary, "serve", "--config", str(config), "--log-level", log_level],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
+
+
+def stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM each (a graceful drain), SIGKILL what is still up 10 s later."""
+    for proc in procs:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="firsttoken-soak-"))
-    sims, urls = start_processes(work)
+    sims, urls = start_sims(__file__, work)
     router: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
@@ -355,13 +372,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         run = Run(args, router.pid, config, urls, port, work)
         return asyncio.run(run.drive())
     finally:
-        for proc in (router, sims):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(router, sims)
 
 
 @dataclass
@@ -465,25 +476,40 @@ class Run:
         }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def soak_parser(
+    description: str, *, minutes: float, rate: float, per: str
+) -> argparse.ArgumentParser:
+    """A soak's command line: `sims --port-file F` (internal: its simulators' process),
+    `--minutes`, `--rate` (`per` second), `--seed`, `--json`."""
+    parser = argparse.ArgumentParser(description=description)
     sub = parser.add_subparsers(dest="command")
     sims = sub.add_parser("sims", help="(internal) run the simulators")
     sims.add_argument("--port-file", type=Path, required=True)
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--rate", type=float, default=20.0, help="turns per second offered")
+    parser.add_argument("--minutes", type=float, default=minutes)
+    parser.add_argument("--rate", type=float, default=rate, help=f"{per} per second offered")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    return parser
+
+
+def report(summary: dict[str, Any], path: Path | None) -> None:
+    """The summary without its samples, on stderr readably and as stdout's last line; all
+    of it to `path`."""
+    short = {k: v for k, v in summary.items() if k != "samples"}
+    print(json.dumps(short, indent=2), file=sys.stderr)
+    if path is not None:
+        path.write_text(json.dumps(summary, indent=2))
+    print(json.dumps(short))
+
+
+def main() -> int:
+    parser = soak_parser(__doc__.split("\n\n")[0], minutes=30.0, rate=20.0, per="turns")
     args = parser.parse_args()
     if args.command == "sims":
         asyncio.run(serve_sims(args.port_file))
         return 0
     summary = soak(args)
-    short = {k: v for k, v in summary.items() if k != "samples"}
-    print(json.dumps(short, indent=2), file=sys.stderr)
-    if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(short))
+    report(summary, args.json)
     pools = summary["upstream_pools"]
     # a 500 is the router's own failure (an unhandled error), whatever the upstreams did
     internal = summary["endings"].get("http_500", 0)
