@@ -43,6 +43,9 @@ class SessionLimits:
     regenerate: bool = False
     #: the transcription model asked for the router's own copy (`migrate.transcribe`)
     transcribe: str | None = None
+    #: how much of the caller's uncommitted audio a migration appends again (bytes of
+    #: append frames, `migrate.input_audio_kib`)
+    input_audio_bytes: int = 0
     #: the client key's allowance (its `session_minutes`), spent while the session runs
     quota: SessionQuota | None = None
 

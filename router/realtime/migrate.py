@@ -9,17 +9,18 @@ stops reading behind it), so nothing is lost or reordered:
    failure the failed target is tried last);
 3. the configuration (one `session.update`) and the conversation (one
    `conversation.item.create` per item, under the ids the client knows) are sent;
-   the new upstream's acknowledgements of them are not relayed;
+   the new upstream's acknowledgements of them are not relayed; then the caller's
+   audio the old upstream held uncommitted (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
    ones too); with
    `migrate: {regenerate: true}` the interrupted response is asked for again too;
 5. the relay resumes on the new leg, and the old upstream socket is closed.
 
 What does not carry over: the voice (a new session may speak with another), audio
-itself (user audio that was never transcribed, the uncommitted input buffer), the
-partial text of the interrupted response, and server-side state such as
-out-of-band responses (`conversation: none`): one in flight ends failed, and is not
-asked again (`router.realtime.out_of_band`).
+itself (user audio that was never transcribed; of the uncommitted input buffer, what
+is past `migrate.input_audio_kib`), the partial text of the interrupted response,
+and server-side state such as out-of-band responses (`conversation: none`): one in
+flight ends failed, and is not asked again (`router.realtime.out_of_band`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ async def _open_and_replay(
     again: str | None,
     asked: Sequence[str] = (),
 ) -> Leg | None:
+    audio = _uncommitted_audio(session)
     for _ in range(REPLAY_TRIES):
         try:
             new = await session.reopen(reason, old)
@@ -174,6 +176,7 @@ async def _open_and_replay(
             frames.append(config)
         if not session.transcription:  # a transcription session has no conversation
             frames.extend(session.conversation.replay_events())
+        frames.extend(audio)
         if again is not None:
             frames.append(again)
         frames.extend(asked)
@@ -192,6 +195,20 @@ async def _open_and_replay(
             session.response_clock.start()
         return new
     return None
+
+
+def _uncommitted_audio(session: Session) -> list[str]:
+    """The append frames to send the new upstream. One the client pump holds goes once:
+    by the pump if it waits to forward it to the new leg, else here (its send went to
+    the dying leg, and may yet "succeed" into the closed socket), the pump told so."""
+    frames = session.input_audio.frames()
+    held = session.holding
+    if held is None or not any(frame is held for frame in frames):
+        return frames
+    if session.forwarding:
+        return [frame for frame in frames if frame is not held]
+    session.taken = held
+    return frames
 
 
 async def _retire(old: Leg) -> None:

@@ -58,6 +58,7 @@ def session_limits(route: RouteConfig, quota: SessionQuota | None) -> SessionLim
         max_upstream_s=settings.max_upstream_s,
         regenerate=route.migrate.regenerate,
         transcribe=route.migrate.transcribe,
+        input_audio_bytes=route.migrate.input_audio_kib * 1024,
         quota=quota,
     )
 

@@ -43,6 +43,7 @@ from router.realtime.events import (
     SessionEvents,
     TranscriptionFailure,
 )
+from router.realtime.input_audio import InputAudio
 from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.out_of_band import OutOfBand
@@ -135,8 +136,11 @@ class Session:
         self.proactive_after = 0.0
         #: since when the user's turn is open: speech the server's VAD heard start
         #: (until the answer's `response.created`), or audio appended with VAD off and
-        #: not committed yet. A move would drop that audio: it is not carried over.
+        #: not committed yet. A proactive move waits for it to close: its audio would
+        #: be carried over (`input_audio`), but the turn is answered where it was heard.
         self.user_turn_at: float | None = None
+        #: the append frames the upstream holds uncommitted, appended again after a move
+        self.input_audio = InputAudio(limits.input_audio_bytes)
         #: acknowledgements of a replay, not relayed
         self.swallow_items: set[str] = set()
         self.swallow_session_updated = 0
@@ -260,6 +264,7 @@ class Session:
             if kind == APPEND:
                 if self.user_turn_at is None and self.config.manual_turns:
                     self.user_turn_at = now
+                self.input_audio.appended(frame)
             elif kind in CLIENT_PARSED:
                 event = parse(frame)
                 session = event.get("session") if event is not None else None
@@ -336,11 +341,7 @@ class Session:
                     if self._own_transcripts():
                         continue  # asked for by the router, not the client
                 elif kind == "input_audio_buffer.committed":
-                    self.committed_at = self.clock()
-                    if not self.transcription:  # a transcript is no answer to time
-                        clock.start()
-                    if self.config.manual_turns or self.transcription:
-                        self.user_turn_at = None
+                    self._input_committed()
                 elif kind == "input_audio_buffer.speech_started":
                     if self.user_turn_at is None:
                         self.user_turn_at = self.clock()
@@ -356,6 +357,7 @@ class Session:
                 elif kind == "session.updated" and self._own_transcripts():
                     frame = self.config.as_client_sees(frame)
                 elif kind == "input_audio_buffer.cleared":
+                    self.input_audio.consumed()
                     self.user_turn_at = None
                 await send(frame)
             elif isinstance(frame, Closed):
@@ -364,6 +366,15 @@ class Session:
                 code = frame.code if frame.code not in (1005, 1006, 1015) else 1011
                 return End("upstream_closed", code)
             # an upstream binary frame is not part of the protocol: dropped
+
+    def _input_committed(self) -> None:
+        """The upstream committed its input buffer: a user turn to answer (and time)."""
+        self.input_audio.consumed()
+        self.committed_at = self.clock()
+        if not self.transcription:  # a transcript is no answer to time
+            self.response_clock.start()
+        if self.config.manual_turns or self.transcription:
+            self.user_turn_at = None
 
     def _server_event(self, leg: Leg, kind: str, frame: str) -> Migrate | bool | None:
         """Learn from one decoded server event. Returns a migration, True to swallow

@@ -4,7 +4,7 @@
       - name: voice
         targets: [openai-rt, azure-rt]
         session: {max_duration_s: 7200, max_upstream_s: 3300, idle_s: 120}
-        migrate: {regenerate: false, transcribe: gpt-4o-mini-transcribe}
+        migrate: {regenerate: false, transcribe: gpt-4o-mini-transcribe, input_audio_kib: 320}
 
 `max_upstream_s` keeps each upstream session under a provider's cap (OpenAI ends a
 session after 60 minutes), so the router moves the conversation between two
@@ -41,3 +41,8 @@ class MigrateSettings(_Model):
     #: transcribe the caller's audio upstream with this model when the client did not ask
     #: for it, so user audio turns can be replayed as text (None: only what the client asks)
     transcribe: str | None = Field(None, min_length=1)
+    #: the caller's audio appended since the upstream last committed or cleared its input
+    #: buffer, kept up to this many KiB of `input_audio_buffer.append` frames (320: about
+    #: 5 s of 24 kHz PCM16) and appended again to the new upstream after a migration, so
+    #: a turn the user was speaking is heard whole; 0 keeps none
+    input_audio_kib: int = Field(320, ge=0, le=16_384)
