@@ -264,7 +264,7 @@ class Session:
             if kind == APPEND:
                 if self.user_turn_at is None and self.config.manual_turns:
                     self.user_turn_at = now
-                self.input_audio.appended(frame)
+                self.input_audio.appended(frame, self.user_turn_at is not None)
             elif kind in CLIENT_PARSED:
                 event = parse(frame)
                 session = event.get("session") if event is not None else None
