@@ -27,17 +27,26 @@ async def speak(conn: Any, chunks: list[str]) -> None:
         await conn.input_audio_buffer.append(audio=chunk)
 
 
+async def manual_turns(conn: Any) -> None:
+    await conn.session.update(session=MANUAL)
+    await until(conn, "session.updated")
+
+
+async def dies_after(stack: Stack, conn: Any, chunks: list[str], heard: int) -> None:
+    """`chunks` appended; once rt-a has had `heard` bytes of audio in all, it dies."""
+    await speak(conn, chunks)
+    first = stack.a.records[-1]
+    await wait_for(lambda: first.audio_bytes_in == heard)
+    await stack.a.drop(1011)
+    await asyncio.sleep(0.05)
+
+
 async def test_audio_the_user_was_speaking_when_the_upstream_died_reaches_the_next(
     stack: Stack,
 ) -> None:
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=MANUAL)  # type: ignore[arg-type]
-        await until(conn, "session.updated")
-        await speak(conn, SPOKEN)
-        first = stack.a.records[-1]
-        await wait_for(lambda: first.audio_bytes_in == SPOKEN_BYTES)
-        await stack.a.drop(1011)
-        await asyncio.sleep(0.05)
+        await manual_turns(conn)
+        await dies_after(stack, conn, SPOKEN, SPOKEN_BYTES)
         await conn.input_audio_buffer.commit()
         await conn.response.create()
         events = await until(conn, "response.done")
@@ -51,16 +60,12 @@ async def test_audio_the_user_was_speaking_when_the_upstream_died_reaches_the_ne
 
 async def test_committed_audio_is_not_appended_again(stack: Stack) -> None:
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=MANUAL)  # type: ignore[arg-type]
-        await until(conn, "session.updated")
+        await manual_turns(conn)
         await speak(conn, SPOKEN)
         await conn.input_audio_buffer.commit()
         await until(conn, "input_audio_buffer.committed")
-        await speak(conn, [silence(20)] * 3)  # the next turn has begun
-        first = stack.a.records[-1]
-        await wait_for(lambda: first.audio_bytes_in == SPOKEN_BYTES + 3 * 960)
-        await stack.a.drop(1011)
-        await asyncio.sleep(0.05)
+        # the next turn has begun
+        await dies_after(stack, conn, [silence(20)] * 3, SPOKEN_BYTES + 3 * 960)
         await conn.response.create()
         await until(conn, "response.done")
     assert stack.b.records[-1].audio_bytes_in == 3 * 960
@@ -73,13 +78,8 @@ async def test_a_route_with_input_audio_kib_0_carries_none() -> None:
     )
     async with running_stack(bare) as stack:
         async with stack.sdk().realtime.connect(model="voice-bare") as conn:
-            await conn.session.update(session=MANUAL)  # type: ignore[arg-type]
-            await until(conn, "session.updated")
-            await speak(conn, SPOKEN)
-            first = stack.a.records[-1]
-            await wait_for(lambda: first.audio_bytes_in == SPOKEN_BYTES)
-            await stack.a.drop(1011)
-            await asyncio.sleep(0.05)
+            await manual_turns(conn)
+            await dies_after(stack, conn, SPOKEN, SPOKEN_BYTES)
             await conn.input_audio_buffer.commit()
             refused = (await until(conn, "error"))[-1].error
         assert refused.code == "input_audio_buffer_commit_empty"
