@@ -12,8 +12,10 @@ serve`), and this driver, whose every session is the official `openai` SDK's
 `rt-flaky` leads the route (`ordered`) and changes every `FAULT_PERIOD_S` to the next
 of `FAULT_CYCLE`: upgrades refused (503) or too slow for `connect_s`, closes before
 `session.created`, a death mid-response (1011), `server_error` mid-response, a stall
-before the first audio, the provider's `session_expired` for every open session, a
-drop of every open session (1011), and plain service. `rt-a` and `rt-b` are healthy:
+before the first audio (the router moves the response after `FIRST_OUTPUT_S`, its
+`timeouts.first_token_s`, before the client's patience runs out), the provider's
+`session_expired` for every open session, a drop of every open session (1011), and
+plain service. `rt-a` and `rt-b` are healthy:
 sessions fail over to them before they exist and migrate to them after.
 
 Each session sends `session.update` (manual turns: no server VAD) and 2-6 turns, each
@@ -26,7 +28,9 @@ session in ten ends mid-response: half close the socket (`conn.close()`), half
 vanish (the TCP connection aborted, no close frame).
 
 Every response asked for must end in `response.done` (completed, cancelled, or
-failed when its upstream died under it) within `RESPONSE_TIMEOUT_S`; a completed
+failed when its upstream died under it; one that failed by a migration before any
+output is asked again by the router, and that one is the turn's answer) within
+`RESPONSE_TIMEOUT_S`; a completed
 text turn's transcript must carry the session's own marker (`crossed` otherwise: the
 simulator answers "You said: <the last user text>", and a migrated session replays
 its own conversation); the router must not close a socket under a client. Anything
@@ -93,6 +97,9 @@ FAULT_CYCLE: list[RealtimeFault | str] = [
 FAULT_PERIOD_S = 3.0
 #: a response with no first delta by then is cancelled (the user talks over it)
 PATIENCE_S = 2.0
+#: a response with no first output by then is moved by the router (`stalled`),
+#: before the user talks over it
+FIRST_OUTPUT_S = 1.0
 #: a response asked for must be done by then
 RESPONSE_TIMEOUT_S = 10.0
 FRAME = base64.b64encode(bytes(960)).decode()  # 20 ms of 24 kHz PCM16 silence
@@ -155,7 +162,7 @@ async def serve_sims(port_file: Path) -> None:
 def policy(sims: dict[str, str], stages: dict[str, str], port: int, cascade: bool) -> str:
     targets = "".join(
         f"  - {{name: {name}, kind: realtime, base_url: '{url}', model: gpt-realtime,"
-        f" timeouts: {{connect_s: 1.0}}}}\n"
+        f" timeouts: {{connect_s: 1.0, first_token_s: {FIRST_OUTPUT_S}}}}}\n"
         for name, url in sims.items()
     )
     voice = "[rt-flaky, rt-a, rt-b]"
@@ -205,6 +212,13 @@ class Tally(TurnTally):
     LOST: ClassVar[tuple[str, ...]] = ("lost", "crossed", "stray")
     sessions: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+
+
+def moved(response: Any) -> bool:
+    """A response a migration ended (`failed`, code `upstream_migrated`)."""
+    details = getattr(response, "status_details", None)
+    error = getattr(details, "error", None)
+    return response.status == "failed" and getattr(error, "code", None) == "upstream_migrated"
 
 
 class Lost(Exception):
@@ -280,6 +294,12 @@ class Session:
                     if event.response.id in self.done:
                         raise Lost(f"a second response.done for {mine}")
                     self.done.add(mine)
+                    if not delta and not cancelled and moved(event.response):
+                        # the user heard nothing of it: the router asks the new upstream
+                        # for it again, and that response is this turn's answer
+                        self.tally.endings["asked_again"] += 1
+                        mine, text = None, []
+                        continue
                     return str(event.response.status), "".join(text)
                 self.tally.end(kind, "stray", f"response.done for {event.response.id}, not {mine}")
             elif getattr(event, "response_id", None) == mine and mine is not None:

@@ -14,7 +14,7 @@ from router.realtime.usage import RealtimeUsage
 
 #: why a live session moved to another upstream session
 MigrationReason = Literal[
-    "upstream_closed", "server_error", "session_expired", "max_upstream", "breaker_open"
+    "upstream_closed", "server_error", "session_expired", "max_upstream", "breaker_open", "stalled"
 ]
 #: why a transcription failed: the upstream's own error (`server_error`, counted by its
 #: breaker), or any other (the audio refused, say: the client's, not the target's)

@@ -46,6 +46,8 @@ class SessionLimits:
     #: how much of the caller's uncommitted audio a migration appends again (bytes of
     #: append frames, `migrate.input_audio_kib`)
     input_audio_bytes: int = 0
+    #: the route's `first_token_s`: over its targets' own first-output bound
+    first_output_s: float | None = None
     #: the client key's allowance (its `session_minutes`), spent while the session runs
     quota: SessionQuota | None = None
 

@@ -12,8 +12,10 @@ stops reading behind it), so nothing is lost or reordered:
    the new upstream's acknowledgements of them are not relayed; then the caller's
    audio the old upstream held uncommitted (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
-   ones too); with
-   `migrate: {regenerate: true}` the interrupted response is asked for again too;
+   ones too), and so is a server VAD's ask (a commit no response answered yet); the
+   interrupted response is asked for again when the user heard nothing of it (no
+   output yet: a late or dead target's turn goes to the next one), or with
+   `migrate: {regenerate: true}`;
 5. the relay resumes on the new leg, and the old upstream socket is closed.
 
 What does not carry over: the voice (a new session may speak with another), audio
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("firsttoken.realtime")
 
 #: reasons that count against the old target (its breaker hears of them)
-FAILURES: frozenset[MigrationReason] = frozenset({"upstream_closed", "server_error"})
+FAILURES: frozenset[MigrationReason] = frozenset({"upstream_closed", "server_error", "stalled"})
 #: moves made while the old upstream session still works (between responses)
 PROACTIVE: frozenset[MigrationReason] = frozenset({"max_upstream", "breaker_open"})
 #: after a proactive move found no target, the next try waits this long
@@ -126,12 +128,15 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
                 cost_usd=0.0,
                 client=session.client_name,
             )
+    progress = session.progress
+    unheard = progress.unheard
+    asked_by_vad = unheard and interrupted is None and session.pending_create is None
     session.response_id = None
     session.audio_item = None
     waited = session.response_clock.done()
     if waited is not None:
         old.hold.no_audio(waited)
-    again = session.pending_create
+    again = session.pending_create if not progress.cancelled else None
     if again is not None and again is session.holding:
         if session.forwarding:
             again = None  # the client pump delivers it to the new leg itself
@@ -139,11 +144,22 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
             # The pump's send to the dead leg has not returned (its writer waits), and
             # may yet "succeed" into the closed socket: the migration sends it instead.
             session.taken = again
-    if again is None and interrupted is not None and session.limits.regenerate:
+    wanted = not progress.cancelled  # the client did not talk over it
+    if (
+        again is None
+        and interrupted is not None
+        and wanted
+        and (session.limits.regenerate or unheard)
+    ):
+        # the user heard nothing of it: asked again whatever `regenerate` says
         again = session.create_frame or RESPONSE_CREATE
+    elif again is None and asked_by_vad:  # a commit asked for it; nothing answered yet
+        again = RESPONSE_CREATE
+    retried = progress.retried or reason == "stalled"
+    progress.done()
     # out-of-band requests not answered yet (the one the client pump holds, it delivers)
     asked = [f for f in session.out_of_band.asked if f is not session.holding]
-    return await _open_and_replay(session, reason, old, again, asked)
+    return await _open_and_replay(session, reason, old, again, asked, retried=retried)
 
 
 async def _open_and_replay(
@@ -152,6 +168,8 @@ async def _open_and_replay(
     old: Leg,
     again: str | None,
     asked: Sequence[str] = (),
+    *,
+    retried: bool = False,
 ) -> Leg | None:
     audio = _uncommitted_audio(session)
     for _ in range(REPLAY_TRIES):
@@ -193,6 +211,8 @@ async def _open_and_replay(
         if again is not None:
             session.pending_create = again
             session.response_clock.start()
+            # moved once for being late: its second try is not moved for that again
+            session.progress.asked(session.clock(), retried=retried)
         return new
     return None
 

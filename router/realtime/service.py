@@ -59,6 +59,7 @@ def session_limits(route: RouteConfig, quota: SessionQuota | None) -> SessionLim
         regenerate=route.migrate.regenerate,
         transcribe=route.migrate.transcribe,
         input_audio_bytes=route.migrate.input_audio_kib * 1024,
+        first_output_s=route.first_token_s,
         quota=quota,
     )
 
@@ -103,8 +104,16 @@ class RealtimeService:
                 conn = cascade(t)  # served in process (router/voice/)
             else:
                 conn = connector(setup_for(config, t, environ), t, clock)
+            watched = t.kind == "realtime"  # a cascade's stages keep their own deadlines
             target = RealtimeTarget(
-                t.name, conn, signals[t.name], t.price, clock=clock, max_sessions=t.max_sessions
+                t.name,
+                conn,
+                signals[t.name],
+                t.price,
+                clock=clock,
+                max_sessions=t.max_sessions,
+                first_output_s=t.timeouts.first_token_s if watched else None,
+                silence_s=t.timeouts.idle_s if watched else None,
             )
             if kept is not None and kept.connector is conn:
                 target.connect_time = kept.connect_time

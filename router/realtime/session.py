@@ -1,18 +1,19 @@
 """One client's realtime session: the relay, its limits, and migration.
 
-Three tasks run per session: the client pump (client -> upstream), the upstream
-pump (upstream -> client) and a supervisor (idle, duration and upstream-age
-limits, the target's breaker). Frames pass unchanged; each is sniffed for its
-type (`router.realtime.wire`) and only the few the router needs are decoded.
-Back-pressure is the sockets': a pump awaits each send, and uvicorn stops reading
-the client while an event waits, so nothing is buffered without bound.
+Four tasks run per session: the client pump (client -> upstream), the upstream
+pump (upstream -> client), a supervisor (idle, duration and upstream-age limits,
+the target's breaker) and a watchdog (a response late for its first output, or an
+upstream silent in one: `router.realtime.stall`). Frames pass unchanged; each is
+sniffed for its type (`router.realtime.wire`) and only the few the router needs are
+decoded. Back-pressure is the sockets': a pump awaits each send, and uvicorn stops
+reading the client while an event waits, so nothing is buffered without bound.
 
 When the upstream session breaks (an abnormal close, a `server_error`, the
-provider's `session_expired`), reaches `max_upstream_s`, or its target's breaker
-opens, the session migrates (`router.realtime.migrate`): the client pump holds
-the client's next frame, a new upstream session is opened on the best eligible
-target, the configuration and conversation are replayed, and the relay resumes,
-without the client reconnecting.
+provider's `session_expired`, a stall), reaches `max_upstream_s`, or its target's
+breaker opens, the session migrates (`router.realtime.migrate`): the client pump
+holds the client's next frame, a new upstream session is opened on the best
+eligible target, the configuration and conversation are replayed, and the relay
+resumes, without the client reconnecting.
 
 Close codes to the client: 1000 when the session ends normally or idles out (after
 an `error` event saying so), 1008 past `max_duration_s`, 1003 after an `error` event
@@ -48,9 +49,11 @@ from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.out_of_band import OutOfBand
 from router.realtime.session_config import SessionConfig
+from router.realtime.stall import Progress, watch
 from router.realtime.target import Leg
 from router.realtime.usage import RealtimeUsage, transcription_cost
 from router.realtime.wire import (
+    ARGUMENTS_DELTA,
     AUDIO_DELTA,
     CLIENT_PARSED,
     OUTPUT_DELTAS,
@@ -110,6 +113,8 @@ class Session:
         self.config = SessionConfig(initial, "transcription" if transcription else "realtime")
         self.conversation = Conversation()
         self.response_clock = ResponseClock(clock)
+        #: the conversation's response as the stall watchdog sees it
+        self.progress = Progress()
         self.usage = RealtimeUsage()
         self.cost_usd = 0.0
         self.migrations: list[tuple[MigrationReason, str, str, float]] = []
@@ -211,16 +216,19 @@ class Session:
         leg = self.leg
         upstream_task = asyncio.ensure_future(self._upstream_pump(leg))
         supervisor = asyncio.ensure_future(supervise(self, leg))
+        watchdog = asyncio.ensure_future(watch(self, leg))
         try:
             done, _ = await asyncio.wait(
-                (client_task, upstream_task, supervisor), return_when=asyncio.FIRST_COMPLETED
+                (client_task, upstream_task, supervisor, watchdog),
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             upstream_task.cancel()
             supervisor.cancel()
+            watchdog.cancel()
         # The client's own end wins: a close seen together with an upstream failure
         # needs no migration.
-        for task in (client_task, upstream_task, supervisor):
+        for task in (client_task, upstream_task, supervisor, watchdog):
             if task in done:
                 return task.result()
         raise AssertionError("asyncio.wait returned nothing done")
@@ -274,9 +282,15 @@ class Session:
                     if model is not None and self.config.needs_transcription(model):
                         asked = self.config.transcribing(session, model)
                         frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
-            elif kind == "response.create" and not self.out_of_band.ask(frame, self.clock()):
-                self.response_clock.start()
-                self.pending_create = frame  # before the send: the answer may come first
+            elif kind == "response.cancel":
+                self._cancelling(frame)
+            elif kind == "response.create":
+                if self.out_of_band.ask(frame, now):
+                    self.progress.wake.set()
+                else:
+                    self.response_clock.start()
+                    self.progress.asked(now)
+                    self.pending_create = frame  # before the send: the answer may come first
             self.holding = frame
             if self.migrating:
                 await self._forward(frame)
@@ -287,6 +301,15 @@ class Session:
                     if self.taken is not frame:  # else a migration sent it already
                         await self._forward(frame)
             self.holding = self.taken = None
+
+    def _cancelling(self, frame: str) -> None:
+        """The client cancels a response. The conversation's (no id: the one in
+        progress or about to be; or its id) is then neither late nor asked again by a
+        migration; an out-of-band one's is not the conversation's business."""
+        event = parse(frame)
+        wanted = event.get("response_id") if event is not None else None
+        if wanted is None or wanted == self.response_id:
+            self.progress.cancelled = True
 
     async def _forward(self, frame: str) -> None:
         """Send to the current upstream; across a migration, to the new one."""
@@ -310,9 +333,10 @@ class Session:
     async def _upstream_pump(self, leg: Leg) -> End | Migrate:
         receive, send = leg.conn.receive, self.client.send
         conversation, clock = self.conversation, self.response_clock
-        out_of_band = self.out_of_band
+        out_of_band, progress = self.out_of_band, self.progress
         while True:
             frame = await receive()
+            progress.frames += 1
             if type(frame) is str:
                 kind = sniff(frame)
                 if (
@@ -320,14 +344,10 @@ class Session:
                     and kind in OUTPUT_DELTAS
                     and (aside := out_of_band.owner(frame)) is not None
                 ):
-                    # an out-of-band response's: not the conversation's to time
-                    if out_of_band.waiting:
-                        waited = out_of_band.first_delta(aside, self.clock())
-                        if waited is not None:
-                            self.events.out_of_band_delta_observed(
-                                self.route, leg.target.name, waited
-                            )
+                    if out_of_band.waiting:  # not the conversation's to time
+                        self._aside_delta(leg, aside)
                 elif kind == AUDIO_DELTA:
+                    progress.first_output = True
                     ttfa = clock.audio() if clock.pending else None
                     if ttfa is not None:
                         leg.hold.ttfa(ttfa)
@@ -335,11 +355,14 @@ class Session:
                     if self.audio_item is not None:
                         conversation.audio_sent(self.audio_item, b64_bytes(delta_b64_chars(frame)))
                 elif kind in TEXT_DELTAS:
+                    progress.first_output = True
                     clock.text()
                 elif kind == TRANSCRIPT_DELTA:
                     self._transcribed(leg)
                     if self._own_transcripts():
                         continue  # asked for by the router, not the client
+                elif kind == ARGUMENTS_DELTA:
+                    progress.first_output = True
                 elif kind == "input_audio_buffer.committed":
                     self._input_committed()
                 elif kind == "input_audio_buffer.speech_started":
@@ -367,12 +390,20 @@ class Session:
                 return End("upstream_closed", code)
             # an upstream binary frame is not part of the protocol: dropped
 
+    def _aside_delta(self, leg: Leg, aside: str) -> None:
+        """An out-of-band response's delta: its time to first delta if it is the first."""
+        waited = self.out_of_band.first_delta(aside, self.clock())
+        if waited is not None:
+            self.events.out_of_band_delta_observed(self.route, leg.target.name, waited)
+
     def _input_committed(self) -> None:
         """The upstream committed its input buffer: a user turn to answer (and time)."""
         self.input_audio.consumed()
         self.committed_at = self.clock()
         if not self.transcription:  # a transcript is no answer to time
             self.response_clock.start()
+            if self.config.auto_responses:
+                self.progress.asked(self.committed_at)
         if self.config.manual_turns or self.transcription:
             self.user_turn_at = None
 
@@ -464,6 +495,7 @@ class Session:
         else:
             if _str(response.get("id")) == self.response_id:
                 self.response_id = self.create_frame = None
+            self.progress.done()
             waited = self.response_clock.done()
             if waited is not None and response.get("status") == "completed":
                 leg.hold.no_audio(waited)
@@ -492,10 +524,23 @@ class Session:
             return Migrate("session_expired")
         if error.get("type") == "server_error":
             return Migrate("server_error")
-        if str(error.get("event_id") or "").startswith(REPLAY_EVENT_PREFIX):
+        about = error.get("event_id")
+        if isinstance(about, str) and about.startswith(REPLAY_EVENT_PREFIX):
             log.info("a replayed event was refused on %s: %s", self.leg.target.name, error)
             return True
+        if self.pending_create is not None and (
+            not isinstance(about, str) or about in self.pending_create
+        ):
+            self._create_refused()
         return None
+
+    def _create_refused(self) -> None:
+        """A `response.create` no response answered was refused (an `error` came first,
+        naming it or no event): no response is coming for it, nothing is late."""
+        self.pending_create = None
+        if self.response_id is None:  # else the response in flight is still out
+            self.response_clock.done()
+            self.progress.done()
 
 
 def _bad_input(message: str) -> End:

@@ -36,7 +36,7 @@ def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
 class SessionConfig:
     """The merged `session` of every `session.update` the client sent."""
 
-    __slots__ = ("_session", "kind", "manual_turns", "updates")
+    __slots__ = ("_session", "auto_responses", "kind", "manual_turns", "updates")
 
     def __init__(self, initial: Mapping[str, Any] | None = None, kind: str = "realtime") -> None:
         self._session: dict[str, Any] = {}
@@ -46,6 +46,9 @@ class SessionConfig:
         #: the client turned server VAD off (`audio.input.turn_detection: null`): it
         #: commits its input audio itself. Absent, a server's default (VAD) applies.
         self.manual_turns = False
+        #: the server's VAD asks for a response at each commit (its `create_response`,
+        #: true by default; false with `turn_detection: null`)
+        self.auto_responses = True
         if initial:  # what an ephemeral key carries: as if the client had sent it first
             self.update(initial)
 
@@ -59,7 +62,11 @@ class SessionConfig:
         audio = self._session.get("audio")
         given = audio.get("input") if isinstance(audio, Mapping) else None
         if isinstance(given, Mapping) and "turn_detection" in given:
-            self.manual_turns = given["turn_detection"] is None
+            detection = given["turn_detection"]
+            self.manual_turns = detection is None
+            self.auto_responses = (
+                isinstance(detection, Mapping) and detection.get("create_response") is not False
+            )
 
     def hears(self) -> bool:
         """The client asked for input transcripts (`audio.input.transcription` set)."""

@@ -123,12 +123,19 @@ class RealtimeTarget:
         *,
         clock: Clock,
         max_sessions: int | None = None,
+        first_output_s: float | None = None,
+        silence_s: float | None = None,
     ) -> None:
         self.name = name
         self.connector = connector
         self.signals = signals
         self.price = price
         self.max_sessions = max_sessions
+        #: a response's start to its first output, at most (None: not watched;
+        #: `router.realtime.stall`)
+        self.first_output_s = first_output_s
+        #: the longest silence of the upstream in a response (None: not watched)
+        self.silence_s = silence_s
         #: upgrade to `session.created`, seconds (an EWMA)
         self.connect_time = Ewma(signals.completion_window_s, clock)
         #: commit to the transcript's first text, in transcription sessions

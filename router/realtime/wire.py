@@ -51,6 +51,8 @@ SERVER_PARSED: frozenset[str] = frozenset(
 )
 
 AUDIO_DELTA = "response.output_audio.delta"
+#: a function call's arguments: a response's output, not timed
+ARGUMENTS_DELTA = "response.function_call_arguments.delta"
 #: the first text of a committed turn's transcript (timed, not decoded)
 TRANSCRIPT_DELTA = "conversation.item.input_audio_transcription.delta"
 #: deltas that count as the first text of a response

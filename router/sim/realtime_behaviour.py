@@ -16,6 +16,9 @@ connection arrives; faults that act on a response are read when it starts.
     error_mid_response    after `after_deltas` deltas: an `error` event of type
                           `server_error`, and the response ends `failed`
     stall_before_audio    `response.created`, then nothing until cancelled
+    stall_mid_response    after `after_deltas` deltas, nothing until cancelled
+    hang_before_response  a response is asked for, and nothing comes (not even
+                          `response.created`) until it is cancelled
 
 A slow time to first audio is not a fault: set `ttfa_s`. The provider's session
 cap is `session_max_s`: past it, an `error` with code `session_expired`, then
@@ -36,6 +39,8 @@ RealtimeFaultKind = Literal[
     "die_mid_response",
     "error_mid_response",
     "stall_before_audio",
+    "stall_mid_response",
+    "hang_before_response",
 ]
 
 
@@ -48,9 +53,12 @@ class RealtimeFault:
     delay_s: float = 5.0
     #: `close_before_created` / `die_mid_response`: the close code
     code: int = 1011
-    #: `die_mid_response` / `error_mid_response`: deltas sent before the fault
+    #: `die_mid_response` / `error_mid_response` / `stall_mid_response`: deltas sent
+    #: before the fault
     after_deltas: int = 2
     message: str = "simulated failure"
+    #: `response.cancel` is never answered (a hung server reads nothing)
+    deaf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,8 @@ class SimResponse:
     async def run(self) -> None:
         s, b = self.s, self.behaviour
         try:
+            if b.fault.kind == "hang_before_response":
+                await asyncio.get_running_loop().create_future()
             await s.emit("response.created", response=self._response("in_progress"))
             self.rec.created_at = s._clock()
             await s.emit(
@@ -136,6 +138,8 @@ class SimResponse:
                 raise ResponseDied
             await self.s.error(fault.message, code="server_error", type_="server_error")
             raise _Failed
+        if self.deltas == fault.after_deltas and fault.kind == "stall_mid_response":
+            await asyncio.get_running_loop().create_future()  # until cancelled
         if self.deltas == 0:
             self.rec.first_delta_at = self.s._clock()
         self.deltas += 1

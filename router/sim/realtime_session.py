@@ -388,6 +388,13 @@ class SimRealtimeSession:
             return
         params = event.get("response")
         params = params if isinstance(params, dict) else {}
+        if params.get("conversation", "auto") not in ("auto", "none"):
+            await self.error(
+                "Invalid value for 'response.conversation': expected 'auto' or 'none'.",
+                code="invalid_value",
+                event=event,
+            )
+            return
         if self._active and params.get("conversation") != "none":
             await self.error(
                 "Conversation already has an active response in progress.",
@@ -408,6 +415,8 @@ class SimRealtimeSession:
             task = self._running.get(str(wanted))
         running = wanted if task is not None and not task.done() else None
         self.record.cancels.append(CancelRecord(self._clock(), running))
+        if self._behaviour().fault.deaf:
+            return  # a hung server: the cancel is never answered
         if task is None or running is None:
             await self.error(
                 "Cancellation failed: no active response found.",

@@ -118,3 +118,15 @@ def test_a_transcription_the_client_did_not_ask_for_is_asked_upstream_and_hidden
     ] == {"model": "gpt-4o-transcribe"}
     # a transcription session transcribes anyway
     assert not SessionConfig(kind="transcription").needs_transcription("whisper-1")
+
+
+def test_auto_responses_follow_the_vad_and_its_create_response() -> None:
+    config = SessionConfig()
+    assert config.auto_responses  # a server's default VAD answers each commit
+    config.update({"audio": {"input": {"turn_detection": None}}})
+    assert not config.auto_responses  # the client commits and asks itself
+    vad = {"type": "server_vad", "create_response": False}
+    config.update({"audio": {"input": {"turn_detection": vad}}})
+    assert not config.auto_responses
+    config.update({"audio": {"input": {"turn_detection": {"create_response": True}}}})
+    assert config.auto_responses

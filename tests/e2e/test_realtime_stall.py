@@ -1,0 +1,246 @@
+"""A realtime upstream late for a response's first output, or silent in one, is left
+for another target (`router.realtime.stall`): the official SDK as the client, the
+router under uvicorn, two Realtime simulators, one of them stalling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
+from tests.e2e.harness import start_router, stop_router
+from tests.e2e.realtime_stack import ENVIRON, UPSTREAM_KEY, USER, Stack
+from tests.sim.conftest import wait_for
+from tests.sim.test_realtime import silence, tone, until
+
+pytestmark = pytest.mark.anyio
+
+FIRST_S = 0.4
+SILENCE_S = 1.0
+TEXT = {"type": "realtime", "output_modalities": ["text"]}
+
+
+def config(a: RealtimeSim, b: RealtimeSim, route: str = "") -> str:
+    watched = f"timeouts: {{connect_s: 1.0, first_token_s: {FIRST_S}, idle_s: {SILENCE_S}}}"
+    return f"""
+auth:
+  admin_key_env: KEY_ADMIN
+  keys: [{{name: voice, key_env: KEY_VOICE}}]
+targets:
+  - {{name: rt-a, kind: realtime, base_url: '{a.base_url}', model: gpt-realtime,
+      api_key_env: UPSTREAM, {watched}}}
+  - {{name: rt-b, kind: realtime, base_url: '{b.base_url}', model: gpt-realtime,
+      api_key_env: UPSTREAM, {watched}}}
+routes:
+  - {{name: voice, targets: [rt-a, rt-b], policy: {{type: ordered}}, {route}}}
+"""
+
+
+async def _stack(route: str = "") -> AsyncIterator[Stack]:
+    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
+    async with (
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
+        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
+    ):
+        router = await start_router(config(a, b, route), environ=ENVIRON)
+        try:
+            yield Stack(a, b, router)
+        finally:
+            await stop_router(router)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    async for running in _stack():
+        yield running
+
+
+@pytest.fixture
+async def regenerating() -> AsyncIterator[Stack]:
+    async for running in _stack("migrate: {regenerate: true}"):
+        yield running
+
+
+def texts(events: list[Any]) -> str:
+    return "".join(e.delta for e in events if e.type == "response.output_text.delta")
+
+
+def stalled(stack: Stack) -> float:
+    return stack.metric("firsttoken_realtime_migrations_total", route="voice", reason="stalled")
+
+
+async def test_a_response_late_for_its_first_output_is_answered_by_the_next_target(
+    stack: Stack,
+) -> None:
+    stack.a.set_fault(RealtimeFault("stall_before_audio"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        first = await until(conn, "response.done")  # the late one ends: nothing was heard
+        events = await until(conn, "response.done")  # and is asked again on rt-b
+    assert first[-1].response.status == "failed"
+    assert first[-1].response.status_details.error.code == "upstream_migrated"
+    created = [e for e in first + events if e.type == "response.created"]
+    assert len(created) == 2 and created[0].response.id == first[-1].response.id
+    assert events[-1].response.status == "completed" and texts(events) == "You said: hello"
+    assert "error" not in [e.type for e in first + events]
+    assert stalled(stack) == 1
+    moved = stack.b.records[-1]
+    assert moved.item_texts()[:1] == [("user", "hello")]  # the conversation went along
+    await wait_for(lambda: not stack.a.open_sessions)  # the stalled upstream is closed
+    rt_a = stack.router.router.runtime.realtime.targets["rt-a"]
+    assert rt_a.signals.breaker.consecutive_failures == 1  # a stall is the target's failure
+
+
+async def test_a_response_never_created_moves_before_the_client_sees_it(stack: Stack) -> None:
+    stack.a.set_fault(RealtimeFault("hang_before_response"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert [e.type for e in events].count("response.created") == 1  # invisible: one response
+    assert events[-1].response.status == "completed" and texts(events) == "You said: hello"
+    assert stalled(stack) == 1 and stack.b.records[-1].responses[-1].status == "completed"
+
+
+async def test_a_server_vad_turn_whose_answer_never_starts_is_answered_elsewhere(
+    stack: Stack,
+) -> None:
+    stack.a.set_fault(RealtimeFault("hang_before_response"))
+    vad = {
+        "type": "realtime",
+        "output_modalities": ["text"],
+        "audio": {
+            "input": {
+                "transcription": {"model": "whisper-1"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 100},
+            }
+        },
+    }
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=vad)  # type: ignore[arg-type]
+        for chunk in [tone(20)] * 10 + [silence(20)] * 6:
+            await conn.input_audio_buffer.append(audio=chunk)
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert texts(events) == f"You said: {stack.a.behaviour.transcript}"  # the user's words
+    assert stalled(stack) == 1
+    asked = stack.b.records[-1].responses
+    assert len(asked) == 1 and asked[0].status == "completed"
+
+
+async def test_an_upstream_silent_mid_response_is_left_and_the_response_ends_failed(
+    stack: Stack,
+) -> None:
+    stack.a.set_fault(RealtimeFault("stall_mid_response", after_deltas=2))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+        # the user heard part of it: not asked again without `regenerate`
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        after = await until(conn, "response.done")
+    assert texts(events) and events[-1].response.status == "failed"
+    assert stalled(stack) == 1
+    assert after[-1].response.status == "completed"
+    assert len(stack.b.records[-1].responses) == 1  # only the second turn's
+
+
+async def test_regenerate_asks_again_for_a_response_cut_by_a_silence(
+    regenerating: Stack,
+) -> None:
+    stack = regenerating
+    stack.a.set_fault(RealtimeFault("stall_mid_response", after_deltas=2))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        again = await until(conn, "response.done")
+    assert again[-1].response.status == "completed" and texts(again) == "You said: hello"
+
+
+async def test_a_second_try_is_not_moved_for_being_late_again(stack: Stack) -> None:
+    late = RealtimeBehaviour(ttfa_s=FIRST_S + 0.3, response_audio_ms=60)
+    stack.a.set_fault(RealtimeFault("hang_before_response"))
+    stack.b.behaviour = late  # past the bound, within SILENCE_S
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert stalled(stack) == 1  # moved once, then waited for rt-b
+
+
+async def test_a_refused_response_create_is_not_taken_for_a_stall(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.response.create(response={"conversation": "bogus"})
+        events = await until(conn, "error")
+        await asyncio.sleep(FIRST_S + SILENCE_S)
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        after = await until(conn, "response.done")
+    assert events[-1].error.code == "invalid_value"
+    assert after[-1].response.status == "completed"
+    assert stalled(stack) == 0 and len(stack.a.records) == 1
+
+
+async def test_a_healthy_session_idle_between_responses_is_not_moved(stack: Stack) -> None:
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        await asyncio.sleep(2 * SILENCE_S)  # no response out: silence is no stall
+        await conn.response.create()
+        after = await until(conn, "response.done")
+    assert after[-1].response.status == "completed"
+    assert stalled(stack) == 0 and len(stack.a.records) == 1
+
+
+async def test_a_response_longer_than_the_silence_bound_is_not_cut(stack: Stack) -> None:
+    # 2 s of audio paced in real time: the upstream talks all along, never silent
+    stack.a.behaviour = RealtimeBehaviour(
+        ttfa_s=0.01, response_audio_ms=2000, frame_interval_s=0.02
+    )
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert stalled(stack) == 0 and len(stack.a.records) == 1
+
+
+async def test_a_response_the_client_cancelled_is_neither_late_nor_asked_again(
+    stack: Stack,
+) -> None:
+    # A hung upstream: nothing comes, not even the cancel's answer. The user talked
+    # over the response: it is not late, and the migration when the upstream dies does
+    # not ask for it again.
+    stack.a.set_fault(RealtimeFault("hang_before_response", deaf=True))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await conn.response.cancel()
+        await asyncio.sleep(FIRST_S + 0.3)
+        assert stalled(stack) == 0
+        await stack.a.drop(1011)
+        await wait_for(lambda: bool(stack.b.records))
+        await asyncio.sleep(0.2)
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert len(stack.b.records[-1].responses) == 1  # the cancelled one not asked again
+    reason = {"route": "voice", "reason": "upstream_closed"}
+    assert stack.metric("firsttoken_realtime_migrations_total", **reason) == 1
