@@ -17,7 +17,8 @@ The copy is bounded by item count and by characters: the oldest items go first
 (`dropped` counts them), as a provider truncates a long context.
 
 What replay cannot carry: audio (voice continuity, server-side input audio that
-was never transcribed), images, MCP items, and a response still in flight.
+was never transcribed, but for the last committed turn, whose audio the relay keeps:
+`replay_events(audio)`), images, MCP items, and a response still in flight.
 """
 
 from __future__ import annotations
@@ -228,25 +229,41 @@ class Conversation:
 
     # -- replay -------------------------------------------------------------------------
 
-    def replay_events(self) -> list[str]:
+    def replay_events(self, audio: Mapping[str, str] | None = None) -> list[str]:
         """`conversation.item.create` events that rebuild the copy, oldest first.
 
-        Items with nothing to replay (user audio never transcribed) are left out.
-        Event ids start with `REPLAY_EVENT_PREFIX`, so errors they cause are known.
+        A user item with no text whose audio is given (`audio`: item id -> base64, the
+        last committed turn `router.realtime.input_audio` kept) goes as that audio;
+        other items with nothing to replay (user audio never transcribed) are left
+        out. Event ids start with `REPLAY_EVENT_PREFIX`, so errors they cause are known.
         """
-        return [
-            dumps(
-                {
-                    "type": "conversation.item.create",
-                    "event_id": f"{REPLAY_EVENT_PREFIX}{n}",
-                    "item": item.as_item(),
+        heard = audio or {}
+        events: list[str] = []
+        for item in self._items.values():
+            if item.replayable:
+                body = item.as_item()
+            elif item.role == "user" and item.id in heard:
+                body = {
+                    "id": item.id,
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_audio", "audio": heard[item.id]}],
                 }
+            else:
+                continue
+            event_id = f"{REPLAY_EVENT_PREFIX}{len(events)}"
+            events.append(
+                dumps({"type": "conversation.item.create", "event_id": event_id, "item": body})
             )
-            for n, item in enumerate(i for i in self._items.values() if i.replayable)
-        ]
+        return events
 
-    def replayable_ids(self) -> frozenset[str]:
-        return frozenset(i.id for i in self._items.values() if i.replayable)
+    def replayable_ids(self, audio: Mapping[str, str] | None = None) -> frozenset[str]:
+        heard = audio or {}
+        return frozenset(
+            i.id
+            for i in self._items.values()
+            if i.replayable or (i.role == "user" and i.id in heard)
+        )
 
     # -- bounds -------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ stops reading behind it), so nothing is lost or reordered:
    failure the failed target is tried last);
 3. the configuration (one `session.update`) and the conversation (one
    `conversation.item.create` per item, under the ids the client knows) are sent;
-   the new upstream's acknowledgements of them are not relayed; then the caller's
-   audio the old upstream held uncommitted (`router.realtime.input_audio`);
+   the new upstream's acknowledgements of them are not relayed; the last committed
+   user turn whose words are not known as text goes as its audio (an `input_audio`
+   item); then the caller's audio the old upstream held uncommitted
+   (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
    ones too), and so is a server VAD's ask (a commit no response answered yet); the
    interrupted response is asked for again when the user heard nothing of it (no
@@ -19,10 +21,11 @@ stops reading behind it), so nothing is lost or reordered:
 5. the relay resumes on the new leg, and the old upstream socket is closed.
 
 What does not carry over: the voice (a new session may speak with another), audio
-itself (user audio that was never transcribed; of the uncommitted input buffer, what
-is past `migrate.input_audio_kib`), the partial text of the interrupted response,
-and server-side state such as out-of-band responses (`conversation: none`): one in
-flight ends failed, and is not asked again (`router.realtime.out_of_band`).
+itself (user audio that was never transcribed, but for the last committed turn; of
+the uncommitted input buffer, what is past `migrate.input_audio_kib`), the partial
+text of the interrupted response, and server-side state such as out-of-band
+responses (`conversation: none`): one in flight ends failed, and is not asked again
+(`router.realtime.out_of_band`).
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ async def _open_and_replay(
     retried: bool = False,
 ) -> Leg | None:
     audio = _uncommitted_audio(session)
+    turn = {} if session.transcription else session.input_audio.turn_audio()
     for _ in range(REPLAY_TRIES):
         try:
             new = await session.reopen(reason, old)
@@ -193,7 +197,7 @@ async def _open_and_replay(
         if config is not None:
             frames.append(config)
         if not session.transcription:  # a transcription session has no conversation
-            frames.extend(session.conversation.replay_events())
+            frames.extend(session.conversation.replay_events(turn))
         frames.extend(audio)
         if again is not None:
             frames.append(again)
@@ -207,7 +211,7 @@ async def _open_and_replay(
             continue
         session.swallow_session_updated = 1 if config is not None else 0
         if not session.transcription:
-            session.swallow_items = set(session.conversation.replayable_ids())
+            session.swallow_items = set(session.conversation.replayable_ids(turn))
         if again is not None:
             session.pending_create = again
             session.response_clock.start()

@@ -364,7 +364,7 @@ class Session:
                 elif kind == ARGUMENTS_DELTA:
                     progress.first_output = True
                 elif kind == "input_audio_buffer.committed":
-                    self._input_committed()
+                    self._input_committed(frame)
                 elif kind == "input_audio_buffer.speech_started":
                     if self.user_turn_at is None:
                         self.user_turn_at = self.clock()
@@ -396,9 +396,11 @@ class Session:
         if waited is not None:
             self.events.out_of_band_delta_observed(self.route, leg.target.name, waited)
 
-    def _input_committed(self) -> None:
+    def _input_committed(self, frame: str) -> None:
         """The upstream committed its input buffer: a user turn to answer (and time)."""
-        self.input_audio.consumed()
+        event = parse(frame)
+        item_id = event.get("item_id") if event is not None else None
+        self.input_audio.committed(item_id if isinstance(item_id, str) else None)
         self.committed_at = self.clock()
         if not self.transcription:  # a transcript is no answer to time
             self.response_clock.start()
@@ -428,7 +430,10 @@ class Session:
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcribed(leg)  # a model that sends no deltas: its transcript is first
             self._bill_transcript(leg, event)
-            self.conversation.transcript(str(event.get("item_id")), str(event.get("transcript")))
+            item_id, transcript = str(event.get("item_id")), str(event.get("transcript"))
+            self.conversation.transcript(item_id, transcript)
+            if transcript:
+                self.input_audio.transcribed(item_id)
             return True if self._own_transcripts() else None
         elif kind == "conversation.item.input_audio_transcription.failed":
             self._transcription_failed(leg, event)

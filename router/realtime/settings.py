@@ -44,5 +44,7 @@ class MigrateSettings(_Model):
     #: the caller's audio appended since the upstream last committed or cleared its input
     #: buffer, kept up to this many KiB of `input_audio_buffer.append` frames (320: about
     #: 5 s of 24 kHz PCM16) and appended again to the new upstream after a migration, so
-    #: a turn the user was speaking is heard whole; 0 keeps none
+    #: a turn the user was speaking is heard whole; the last committed turn is kept as
+    #: much, until its transcript, to be replayed as audio if its words are not known;
+    #: 0 keeps none
     input_audio_kib: int = Field(320, ge=0, le=16_384)

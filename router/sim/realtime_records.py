@@ -60,6 +60,8 @@ class RealtimeRecord:
     #: client frames that were binary or not JSON
     bad_frames: int = 0
     audio_bytes_in: int = 0
+    #: user items created with their audio (`input_audio` with `audio`): id -> bytes
+    audio_items: dict[str, int] = field(default_factory=dict)
 
     def event_types(self) -> list[str]:
         return [str(e.get("type")) for e in self.events]

@@ -320,6 +320,16 @@ class SimRealtimeSession:
         if self._find(item["id"]) is not None:
             await self.error("Duplicate item id.", code="item_id_conflict", event=event)
             return
+        heard = self._heard_audio(item)
+        if heard is None:
+            await self.error("Invalid 'audio': not base64.", code="invalid_value", event=event)
+            return
+        if heard:  # the model hears it; the item as echoed carries no audio, as OpenAI's
+            self.record.audio_items[item["id"]] = heard
+            self._audio_ms[item["id"]] = heard / (48.0 if self._input_is_pcm() else 8.0)
+            item["content"] = [
+                {k: v for k, v in part.items() if k != "audio"} for part in item["content"]
+            ]
         after = event.get("previous_item_id")
         at = self._find(after) if after is not None else None
         if at is None:
@@ -468,12 +478,32 @@ class SimRealtimeSession:
         self._audio_ms[item_id] = ms
 
     def last_user_text(self) -> str:
+        """The last user words: text, a transcript, or audio created as an item (which
+        the simulator "hears" as `behaviour.transcript`)."""
         for item in reversed(self.items):
             if item.get("type") == "message" and item.get("role") == "user":
                 text = item_text(item)
                 if text:
                     return text
+                if item.get("id") in self.record.audio_items:
+                    return self._behaviour().transcript
         return ""
+
+    @staticmethod
+    def _heard_audio(item: Mapping[str, Any]) -> int | None:
+        """Bytes of audio in a user item's `input_audio` parts (None: not base64)."""
+        content = item.get("content")
+        if item.get("role") != "user" or not isinstance(content, list):
+            return 0
+        total = 0
+        for part in content:
+            audio = part.get("audio") if isinstance(part, dict) else None
+            if isinstance(audio, str) and audio:
+                try:
+                    total += len(base64.b64decode(audio, validate=True))
+                except (binascii.Error, ValueError):
+                    return None
+        return total
 
     def usage(self, reply: str, output_audio_ms: float, output_id: str | None) -> dict[str, Any]:
         """Token counts for a response; what the previous one read counts as cached."""

@@ -133,6 +133,36 @@ async def test_a_server_vad_turn_whose_answer_never_starts_is_answered_elsewhere
     assert stalled(stack) == 1
     asked = stack.b.records[-1].responses
     assert len(asked) == 1 and asked[0].status == "completed"
+    assert not stack.b.records[-1].audio_items  # its transcript had come: replayed as text
+
+
+@pytest.mark.parametrize("vad", [True, False], ids=["server-vad", "manual-turns"])
+async def test_a_turn_not_transcribed_yet_is_replayed_as_its_audio(stack: Stack, vad: bool) -> None:
+    # No transcription asked for: the user's words exist only as the audio the router
+    # relayed. The upstream hangs after the commit; the new one must hear that audio.
+    stack.a.set_fault(RealtimeFault("hang_before_response"))
+    detection = {"type": "server_vad", "silence_duration_ms": 100} if vad else None
+    session = {
+        "type": "realtime",
+        "output_modalities": ["text"],
+        "audio": {"input": {"turn_detection": detection}},
+    }
+    speech = [tone(20)] * 10 + [silence(20)] * 6
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=session)  # type: ignore[arg-type]
+        for chunk in speech:
+            await conn.input_audio_buffer.append(audio=chunk)
+        if not vad:
+            await conn.input_audio_buffer.commit()
+            await conn.response.create()
+        events = await until(conn, "response.done")
+    committed = next(e for e in events if e.type == "input_audio_buffer.committed")
+    assert events[-1].response.status == "completed"
+    assert texts(events) == f"You said: {stack.b.behaviour.transcript}"  # heard on rt-b
+    moved = stack.b.records[-1]
+    assert list(moved.audio_items) == [committed.item_id]  # under the id the client knows
+    assert moved.audio_items[committed.item_id] >= 10 * 960  # the speech, at least
+    assert stalled(stack) == 1
 
 
 async def test_an_upstream_silent_mid_response_is_left_and_the_response_ends_failed(

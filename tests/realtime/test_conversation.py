@@ -65,6 +65,22 @@ def test_user_audio_replays_only_once_transcribed() -> None:
     assert replayed(conv)[0]["content"] == [{"type": "input_text", "text": "what time is it"}]
 
 
+def test_a_user_turn_without_words_replays_as_its_kept_audio() -> None:
+    conv = Conversation()
+    conv.observe(user("u0", "hi"))
+    heard = {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio"}]}
+    conv.observe(heard)
+    conv.observe({"id": "a1", "type": "message", "role": "assistant", "content": []})
+    audio = {"u1": "AAAA", "a1": "BBBB"}  # audio is only ever a user's
+    events = [json.loads(e) for e in conv.replay_events(audio)]
+    assert [e["item"]["id"] for e in events] == ["u0", "u1"]
+    assert events[1]["item"]["content"] == [{"type": "input_audio", "audio": "AAAA"}]
+    assert len({e["event_id"] for e in events}) == 2
+    assert conv.replayable_ids(audio) == {"u0", "u1"} and conv.replayable_ids() == {"u0"}
+    conv.transcript("u1", "what time is it")  # words win over audio
+    assert json.loads(conv.replay_events(audio)[1])["item"]["content"][0]["type"] == "input_text"
+
+
 def test_a_refresh_without_text_keeps_the_text() -> None:
     conv = Conversation()
     conv.observe(assistant_audio("a1", "full answer"))

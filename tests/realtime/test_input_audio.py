@@ -3,6 +3,9 @@ appends again, within the route's budget."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 from router.realtime.input_audio import IDLE_BYTES, InputAudio
 
 
@@ -42,3 +45,39 @@ def test_between_turns_only_the_last_idle_bytes_are_kept() -> None:
     for _ in range(8):  # the user speaks: the route's whole budget
         kept.appended(frame, True)
     assert len(kept.frames()) == 12
+
+
+def append(pcm: bytes) -> str:
+    return json.dumps(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+    )
+
+
+def test_the_last_committed_turn_is_kept_as_one_audio_until_its_transcript() -> None:
+    kept = InputAudio(10_000)
+    kept.appended(append(b"\x01" * 5), True)  # 5 bytes: base64 with padding
+    kept.appended(append(b"\x02" * 7), True)
+    kept.committed("item_1")
+    assert kept.frames() == []  # the buffer is empty upstream now
+    audio = kept.turn_audio()
+    assert base64.b64decode(audio["item_1"]) == b"\x01" * 5 + b"\x02" * 7  # joined whole
+    kept.transcribed("item_other")
+    assert kept.turn_audio()  # another item's words
+    kept.transcribed("item_1")
+    assert kept.turn_audio() == {}
+
+
+def test_a_turn_cut_by_the_budget_or_unreadable_is_not_replayed_as_audio() -> None:
+    kept = InputAudio(200)
+    for _ in range(4):
+        kept.appended(append(b"\x03" * 60), True)  # past the budget: the oldest go
+    kept.committed("item_1")
+    assert kept.turn_audio() == {}
+    kept.appended('{"type":"input_audio_buffer.append","audio":"not base64!"}', True)
+    kept.committed("item_2")
+    assert kept.turn_audio() == {}
+    kept.appended(append(b"\x04" * 9), True)
+    kept.committed("item_3")  # the next commit replaces the turn
+    assert list(kept.turn_audio()) == ["item_3"]
+    kept.consumed()  # a clear empties the buffer, not the committed turn
+    assert list(kept.turn_audio()) == ["item_3"]
