@@ -186,6 +186,10 @@ class Timeouts(_Model):
     idle_s: float = Field(30.0, gt=0.0)
     #: the whole answer: a stream from its start to its end, a unary answer entirely
     total_s: float = Field(600.0, gt=0.0)
+    #: realtime targets: the upstream WebSocket is pinged after this long without a frame
+    #: from it, and no pong within half of it is an abnormal close (1006): the session
+    #: migrates (None: no pings)
+    ping_s: float | None = Field(15.0, gt=0.0)
     #: a stream slower than this (output tokens per second, after its first token) marks
     #: the target degraded; by default the bar is relative to its own measured pace
     min_tokens_per_s: float | None = Field(None, gt=0.0)

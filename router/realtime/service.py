@@ -45,6 +45,7 @@ def connector(setup: UpstreamSetup, config: TargetConfig, clock: Clock) -> Conne
         headers=setup.headers,
         auth_header=config.auth_header,
         connect_s=config.timeouts.connect_s,
+        heartbeat_s=config.timeouts.ping_s,
         clock=clock,
     )
 

@@ -48,10 +48,16 @@ def _error_body(message: str, type_: str, code: str) -> str:
 class _Live:
     """One open session: its socket, protocol state and expiry timer."""
 
-    def __init__(self, ws: web.WebSocketResponse, session: SimRealtimeSession) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        session: SimRealtimeSession,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
         self.session = session
         self.expiry: asyncio.TimerHandle | None = None
+        self.transport = transport
 
 
 class RealtimeSim:
@@ -141,6 +147,13 @@ class RealtimeSim:
         for live in list(self._live.values()):
             await self._close(live, code, reason)
 
+    def freeze(self) -> None:
+        """Every open session's server stops reading its socket, as a hung process or a
+        lost network does: nothing is answered, not even a WebSocket ping."""
+        for live in self._live.values():
+            if live.transport is not None:
+                live.transport.pause_reading()
+
     async def expire(self) -> None:
         """End every open session as OpenAI's 60-minute cap does."""
         for live in list(self._live.values()):
@@ -217,7 +230,7 @@ class RealtimeSim:
             model=model,
             transcription=request.query.get("intent") == "transcription",
         )
-        live = _Live(ws, session)
+        live = _Live(ws, session, request.transport)
         self._live[session_id] = live
         try:
             await self._serve(request, live, fault)

@@ -17,7 +17,9 @@ WebSockets"; openai-python's `AzureOpenAI._configure_realtime`):
               (no `model`: the deployment names it, as the SDK sends it) Per-message
 deflate is off (base64 audio barely compresses; it cost 35-60 % more CPU in the
 relay of a 2-core machine, measured with the same uvicorn and aiohttp stack) and
-frames are capped at 16 MiB.
+frames are capped at 16 MiB. A session quiet for the target's `timeouts.ping_s` is
+pinged (aiohttp's heartbeat); no pong within half of it drops the socket as 1006, so a
+hung upstream or a lost network moves the session instead of holding it in silence.
 
 Failures are translated here, once, into `router.errors`:
 
@@ -190,6 +192,7 @@ class RealtimeUpstream:
         headers: Mapping[str, str] | None = None,
         auth_header: AuthHeader = "authorization",
         connect_s: float = 2.0,
+        heartbeat_s: float | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
@@ -201,6 +204,9 @@ class RealtimeUpstream:
         self.url = realtime_url(base_url, model)
         self.transcription_url = realtime_url(base_url, model, transcription=True)
         self.connect_s = connect_s
+        #: ping the upstream after this long without a frame (aiohttp's heartbeat; no
+        #: pong within half of it closes the socket as 1006: the session migrates)
+        self.heartbeat_s = heartbeat_s
         self._headers = {**(headers or {}), **key_headers(auth_header, api_key)}
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
@@ -237,6 +243,7 @@ class RealtimeUpstream:
                     compress=0,
                     max_msg_size=self._max_frame_bytes,
                     autoping=True,
+                    heartbeat=self.heartbeat_s,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_WAIT_S),
                 )
                 first = await ws.receive()

@@ -116,6 +116,8 @@ class CascadeConnection(UserTurns):
         self._conversation_id = "conv_" + session_id.removeprefix("sess_")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._turns = asyncio.Lock()
+        #: committed turns whose words are being heard (a response waits for them)
+        self._hearing: set[asyncio.Task[None]] = set()
         self._changing = asyncio.Lock()
         self._buffer_item: str | None = None
         self.closed = False
@@ -237,6 +239,10 @@ class CascadeConnection(UserTurns):
             )
             return
         overrides = overrides if isinstance(overrides, dict) else {}
+        if self._hearing:  # a turn just committed (push to talk): answer its words
+            await asyncio.wait(set(self._hearing))
+            if self.closed:
+                return
         # its own context, or the conversation's (InvalidValue: an error event)
         items = response_input(overrides["input"], self.items) if "input" in overrides else None
         await self._start_response(overrides, VoiceClock(self._clock), None, items)

@@ -34,6 +34,9 @@ class ConversationItems:
     def _new_id(self, prefix: str) -> str:
         raise NotImplementedError
 
+    def _hear_item(self, item: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def _add_item(self, item: dict[str, Any], after: str | None = None) -> str | None:
         """Append (or insert after `after`, first for `root`); returns the previous
         item's id."""
@@ -77,6 +80,7 @@ class ConversationItems:
                 event,
             )
             return
+        self._hear_item(item)  # a user's audio with no words: heard by speech to text
         previous = self._add_item(item, previous_id if isinstance(previous_id, str) else None)
         await self.emit("conversation.item.added", previous_item_id=previous, item=item)
         await self.emit("conversation.item.done", previous_item_id=previous, item=item)

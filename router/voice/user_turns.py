@@ -7,7 +7,9 @@ VAD (`router.voice.input_buffer`): a start sends `speech_started` (and, with
 `interrupt_response`, cancels the response in progress), a stop `speech_stopped`
 and the commit (`committed`, the user item), whose transcript completes the item and,
 with `create_response`, starts the answer (none for an empty transcript: no words
-heard); utterances are heard one at a time, in order. An idle timeout commits an
+heard); utterances are heard one at a time, in order, and a client's
+`response.create` waits for the words of the turns still being heard (push to talk
+commits and asks at once: the answer is to what was just said). An idle timeout commits an
 empty turn and answers it without speech-to-text. Under semantic VAD the words are
 read at each pause, while the caller is silent (a guess at the transcript: a `Paused`
 buffer), and how finished they sound sets how long the turn waits
@@ -62,6 +64,7 @@ class UserTurns(ConversationItems):
     closed: bool
     _buffer_item: str | None
     _turns: asyncio.Lock
+    _hearing: set[asyncio.Task[None]]
     _changing: asyncio.Lock
     _stages: CascadeStages
     #: semantic VAD: the words being read at the latest pause, and what guesses the
@@ -240,7 +243,35 @@ class UserTurns(ConversationItems):
         clock = VoiceClock(self._clock, utterance.speech_end_at)
         clock.mark("committed", utterance.committed_at)
         item = await self._committed(item_id, transcript=None)
-        self._spawn(self._hear(item, utterance, clock, respond, guess))
+        hearing = self._spawn(self._hear(item, utterance, clock, respond, guess))
+        self._hearing.add(hearing)  # a `response.create` now waits for these words
+        hearing.add_done_callback(self._hearing.discard)
+
+    def _hear_item(self, item: dict[str, Any]) -> None:
+        """A user item created with its audio and no transcript (a migration replays a
+        turn the router had no words for so; a client may too): heard by the `stt`
+        route like a committed turn, its transcript filled in, not answered (the client
+        asks). The item keeps the words, not the audio; a `response.create` waits."""
+        content = item.get("content")
+        if item.get("role") != "user" or not isinstance(content, list) or len(content) != 1:
+            return
+        part = content[0]
+        audio = part.get("audio") if isinstance(part, dict) else None
+        if not isinstance(audio, str) or part.get("transcript") is not None:
+            return
+        try:
+            pcm16 = self.buffer.format.decode(base64.b64decode(audio, validate=True))
+        except (binascii.Error, ValueError):
+            return  # kept as it came: nothing to hear
+        if not pcm16:
+            return
+        item["content"] = [{"type": "input_audio", "transcript": None}]
+        rate, now = self.buffer.format.rate, self._clock()
+        end_ms = len(pcm16) * 1000 // (2 * rate)
+        utterance = Utterance(pcm16, rate, 0, end_ms, now, now)
+        hearing = self._spawn(self._hear(item, utterance, VoiceClock(self._clock, now), False))
+        self._hearing.add(hearing)
+        hearing.add_done_callback(self._hearing.discard)
 
     def _hints(self) -> dict[str, str]:
         return transcription_hints(self.config.session)

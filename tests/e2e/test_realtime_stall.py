@@ -21,11 +21,15 @@ pytestmark = pytest.mark.anyio
 
 FIRST_S = 0.4
 SILENCE_S = 1.0
+PING_S = 0.3
 TEXT = {"type": "realtime", "output_modalities": ["text"]}
 
 
 def config(a: RealtimeSim, b: RealtimeSim, route: str = "") -> str:
-    watched = f"timeouts: {{connect_s: 1.0, first_token_s: {FIRST_S}, idle_s: {SILENCE_S}}}"
+    watched = (
+        f"timeouts: {{connect_s: 1.0, first_token_s: {FIRST_S}, idle_s: {SILENCE_S},"
+        f" ping_s: {PING_S}}}"
+    )
     return f"""
 auth:
   admin_key_env: KEY_ADMIN
@@ -274,3 +278,29 @@ async def test_a_response_the_client_cancelled_is_neither_late_nor_asked_again(
     assert len(stack.b.records[-1].responses) == 1  # the cancelled one not asked again
     reason = {"route": "voice", "reason": "upstream_closed"}
     assert stack.metric("firsttoken_realtime_migrations_total", **reason) == 1
+
+
+async def test_an_upstream_that_stops_answering_pings_is_left_between_responses(
+    stack: Stack,
+) -> None:
+    # No response is out, so nothing is late; the upstream's process hangs (or the
+    # network goes): its WebSocket answers no ping, and the session moves.
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        stack.a.freeze()
+        closed = {"route": "voice", "reason": "upstream_closed"}
+        await wait_for(
+            lambda: stack.metric("firsttoken_realtime_migrations_total", **closed) == 1,
+            timeout_s=5 * PING_S + 2,
+        )
+        await conn.response.create()
+        after = await until(conn, "response.done")
+    assert after[-1].response.status == "completed"
+    assert stack.b.records[-1].item_texts()[:2] == [
+        ("user", "hello"),
+        ("assistant", "You said: hello"),
+    ]
+    assert stalled(stack) == 0

@@ -18,7 +18,7 @@ from router.sim.behaviour import Behaviour, Fault
 from router.sim.engine import EngineParams
 from router.sim.openai_server import OpenAISim
 from router.sim.realtime import RealtimeSim
-from router.sim.realtime_behaviour import RealtimeBehaviour
+from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
 from router.sim.stt import SttSim
 from router.sim.tts import TtsParams, TtsSim
 from router.sim.vllm import VllmSim
@@ -1211,3 +1211,57 @@ async def test_semantic_vad_carries_over_when_a_hosted_session_moves_to_the_casc
     readings = "firsttoken_voice_turn_readings_total"
     registry = router.router.metrics.registry
     assert registry.get_sample_value(readings, {"target": "local-voice", "outcome": "ended"}) == 1
+
+
+async def test_push_to_talk_the_answer_hears_the_turn_just_committed(stack: Stack) -> None:
+    # turn_detection null: the client commits and asks at once, as a push-to-talk
+    # button does; the answer must wait for the words of the turn it answers
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(
+            session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+        )
+        await speak(conn, speech_24k())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert stack.llm.records[-1].body["messages"][-1] == {"role": "user", "content": TRANSCRIPT}
+
+
+async def test_a_turn_a_stalled_hosted_target_never_answered_is_heard_by_the_cascade() -> None:
+    # Push to talk, no transcripts asked for: the user's words exist only as audio.
+    # The hosted target takes the turn and never answers; the router moves the session
+    # to the cascade with that turn as its audio, which the cascade hears and answers.
+    async with (
+        RealtimeSim(RealtimeBehaviour(fault=RealtimeFault("hang_before_response"))) as hosted,
+        SttSim(behaviour=Behaviour(ttft_s=0.01)) as stt,
+        OpenAISim(Behaviour(ttft_s=0.01, itl_s=0.001, tokens=3)) as llm,
+        TtsSim(behaviour=Behaviour(ttft_s=0.01, itl_s=0.001)) as tts,
+    ):
+        stt.set_params(transcript=TRANSCRIPT)
+        text = hosted_and_cascade(hosted, stt, llm, tts).replace(
+            "model: gpt-realtime}", "model: gpt-realtime, timeouts: {first_token_s: 0.4}}"
+        )
+        router = await start_router(text)
+        try:
+            client = AsyncOpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+            async with client.realtime.connect(model="voice") as conn:
+                manual: dict[str, Any] = {"type": "realtime", "output_modalities": ["text"]}
+                manual["audio"] = {"input": {"turn_detection": None}}
+                await conn.session.update(session=manual)  # type: ignore[arg-type]
+                await speak(conn, speech_24k())
+                await conn.input_audio_buffer.commit()
+                await conn.response.create()
+                events = await until(conn, "response.done")
+            stalled = router.router.metrics.registry.get_sample_value(
+                "firsttoken_realtime_migrations_total", {"route": "voice", "reason": "stalled"}
+            )
+        finally:
+            await stop_router(router)
+    assert events[-1].response.status == "completed"
+    assert [e.type for e in events].count("response.created") == 1  # moved before it began
+    assert llm.records[-1].body["messages"][-1] == {"role": "user", "content": TRANSCRIPT}
+    assert stt.calls[-1].audio_ms > 500  # the turn's audio, heard on the cascade
+    assert stalled == 1
+    # the client asked for no transcripts: the cascade's stay the router's
+    assert not any("transcription" in e.type for e in events)
