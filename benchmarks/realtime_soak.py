@@ -234,8 +234,6 @@ class Session:
         self.marker = marker
         self.tally = tally
         self.events: asyncio.Queue[Any] = asyncio.Queue()
-        #: the responses this session saw done
-        self.done: set[str] = set()
         #: the last events seen, for the report of a lost session
         self.trail: deque[str] = deque(maxlen=12)
 
@@ -267,8 +265,8 @@ class Session:
 
         It is the first `response.created` after the ask; its `response.done` ends
         it. A `response.done` for any other response (a second one for a response
-        already done, or one never created) is a stray: the router broke the
-        protocol, and it is counted as lost."""
+        already done, seen by the next turn, or one never created) is a stray: the
+        router broke the protocol, and it is counted as lost."""
         deadline = time.monotonic() + RESPONSE_TIMEOUT_S
         patience = time.monotonic() + PATIENCE_S
         text: list[str] = []
@@ -292,9 +290,6 @@ class Session:
                 mine = event.response.id
             elif kind_of == "response.done":
                 if mine is not None and event.response.id == mine:
-                    if event.response.id in self.done:
-                        raise Lost(f"a second response.done for {mine}")
-                    self.done.add(mine)
                     if (
                         kind != "out_of_band"
                         and not delta

@@ -105,6 +105,8 @@ class SimResponse:
             await self._finish("failed", failed)
         except ResponseDied:
             return
+        except ConnectionResetError:  # the socket closed under it: the session is ending
+            return
 
     # -- the output item ----------------------------------------------------------------
 

@@ -423,7 +423,7 @@ class SimRealtimeSession:
             wanted = next((rid for rid, t in self._running.items() if t is task), None)
         else:
             task = self._running.get(str(wanted))
-        running = wanted if task is not None and not task.done() else None
+        running = str(wanted) if task is not None and not task.done() else None
         self.record.cancels.append(CancelRecord(self._clock(), running))
         if self._behaviour().fault.deaf:
             return  # a hung server: the cancel is never answered

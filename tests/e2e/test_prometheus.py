@@ -10,6 +10,7 @@ real scrape of that router, so a typo in a metric name fails here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -34,6 +35,8 @@ from router.metrics import TTFT_BUCKETS
 from router.sim.behaviour import Behaviour, Fault
 from router.sim.openai_server import OpenAISim
 from router.sim.ports import free_port
+from router.sim.realtime import RealtimeSim
+from router.sim.realtime_behaviour import RealtimeBehaviour
 from router.sim.server import SimServer
 from router.sim.vllm import VllmSim
 from tests.e2e.harness import Fleet, LoopThread, start_router, stop_fleet, target_yaml
@@ -70,7 +73,12 @@ routes:
   - name: local
     targets: [engine]
     policy: {{type: ordered}}
+  - name: voice
+    targets: [rt-a, rt-b]
+    policy: {{type: ordered}}
 """
+RT_PRICE = "price: {audio_input: 32, audio_output: 64, text_input: 4, text_output: 24}"
+USER = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
 PRICE = "price: {input_per_mtok: 1.0, output_per_mtok: 4.0}"
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "hello there"}
@@ -90,7 +98,25 @@ class Seen:
 
 
 @pytest.fixture(scope="module")
-def fleet(loop_thread: LoopThread) -> Iterator[Fleet]:
+def voice_sims(loop_thread: LoopThread) -> Iterator[dict[str, RealtimeSim]]:
+    """Two Realtime simulators: a session on the first migrates to the second."""
+    sims = {name: RealtimeSim(RealtimeBehaviour(ttfa_s=0.01)) for name in ("rt-a", "rt-b")}
+
+    async def up() -> None:
+        for sim in sims.values():
+            await sim.start()
+
+    async def down() -> None:
+        for sim in sims.values():
+            await sim.stop()
+
+    loop_thread.run(up())
+    yield sims
+    loop_thread.run(down())
+
+
+@pytest.fixture(scope="module")
+def fleet(loop_thread: LoopThread, voice_sims: dict[str, RealtimeSim]) -> Iterator[Fleet]:
     fleet = Fleet(loop_thread)
 
     async def up() -> None:
@@ -109,6 +135,10 @@ def fleet(loop_thread: LoopThread) -> Iterator[Fleet]:
                 f"{PRICE}\ntimeouts: {{first_token_s: 2.0}}",
             )
             for name, sim in sims.items()
+        )
+        targets += "".join(
+            "\n" + target_yaml(name, sim.base_url, "realtime", RT_PRICE)
+            for name, sim in voice_sims.items()
         )
         fleet.running = await start_router(f"targets:\n{targets}\n{ROUTES}")
 
@@ -232,8 +262,15 @@ def seen(fleet: Fleet, request: pytest.FixtureRequest) -> Seen:
     with ThreadPoolExecutor(3) as pool:  # one conversation per route, side by side
         list(pool.map(turns, ("chat-fb", "chat-hedge", "local")))
     c.close()
+    voice = request.getfixturevalue("voice_sims")
+    fleet.loop.run(realtime_session(fleet.router.base_url, voice["rt-a"]))
     if prometheus is None:
         return seen
+    # a realtime session's two responses, one on each target (a migration between)
+    prometheus.wait_for(
+        "sum(firsttoken_realtime_responses_total)",
+        lambda r: r and float(r[0]["value"][1]) == 2,
+    )
     # Wait until Prometheus has scraped the end of the traffic.
     total = 3 * TURNS + 1
     got = prometheus.wait_for(
@@ -241,6 +278,23 @@ def seen(fleet: Fleet, request: pytest.FixtureRequest) -> Seen:
     )
     assert got and float(got[0]["value"][1]) == total, got
     return seen
+
+
+async def realtime_session(base_url: str, first: RealtimeSim) -> None:
+    """One voice session through the SDK: an answer, the upstream dies, another answer
+    from the next target (TTFA, sessions, a migration, responses and spend to scrape)."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    async with client.realtime.connect(model="voice") as conn:
+        for turn in range(2):
+            await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+            await conn.response.create()
+            async with asyncio.timeout(10):
+                async for event in conn:
+                    if event.type == "response.done":
+                        break
+            if turn == 0:
+                await first.drop(1011)
+                await asyncio.sleep(0.1)
 
 
 # -- what Prometheus says against what the client saw -----------------------------------
@@ -324,7 +378,9 @@ def test_each_turn_books_its_decision_and_its_time_to_the_send(
     (`Deadlines.after_send`): once per turn all the same, the warm-up turn included."""
     assert all(len(seen.targets[route]) == TURNS for route in ("chat-fb", "chat-hedge", "local"))
     total = 3 * TURNS + 1
-    assert prometheus.value("sum(firsttoken_decisions_total)") == total
+    assert prometheus.value('sum(firsttoken_decisions_total{route!="voice"})') == total
+    # the realtime session's plans: at its open and at its migration
+    assert prometheus.value('sum(firsttoken_decisions_total{route="voice"})') == 2
     for route, turns in (("chat-fb", TURNS), ("chat-hedge", TURNS), ("local", TURNS + 1)):
         assert prometheus.value(f'sum(firsttoken_decisions_total{{route="{route}"}})') == turns
     pre_upstream = 'firsttoken_router_overhead_seconds_count{phase="pre_upstream"}'
@@ -508,5 +564,7 @@ def test_dashboard_is_valid_and_takes_its_datasource_from_a_variable() -> None:
         "queue",
         "breaker",
         "overhead",
+        "time to first audio",
+        "migrations",
     ):
         assert topic in titles, topic
