@@ -3,7 +3,7 @@ keys (`config`), as the `stack` fixture (tests/e2e/conftest.py) starts it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -75,13 +75,17 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(extra_route: str = "") -> AsyncIterator[Stack]:
+async def running_stack(
+    extra_route: str = "", config_text: Callable[[RealtimeSim, RealtimeSim], str] | None = None
+) -> AsyncIterator[Stack]:
+    """The two simulators and a router; `config_text` builds its YAML (default: `config`)."""
     behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
     async with (
         RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
         RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
     ):
-        router = await start_router(config(a, b, extra_route), environ=ENVIRON)
+        text = config(a, b, extra_route) if config_text is None else config_text(a, b)
+        router = await start_router(text, environ=ENVIRON)
         try:
             yield Stack(a, b, router)
         finally:

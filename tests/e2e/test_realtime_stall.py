@@ -12,8 +12,7 @@ import pytest
 
 from router.sim.realtime import RealtimeSim
 from router.sim.realtime_behaviour import RealtimeBehaviour, RealtimeFault
-from tests.e2e.harness import start_router, stop_router
-from tests.e2e.realtime_stack import ENVIRON, UPSTREAM_KEY, USER, Stack
+from tests.e2e.realtime_stack import USER, Stack, running_stack
 from tests.sim.conftest import wait_for
 from tests.sim.test_realtime import silence, tone, until
 
@@ -45,16 +44,8 @@ routes:
 
 
 async def _stack(route: str = "") -> AsyncIterator[Stack]:
-    behaviour = RealtimeBehaviour(ttfa_s=0.01, response_audio_ms=60)
-    async with (
-        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as a,
-        RealtimeSim(behaviour, api_key=UPSTREAM_KEY) as b,
-    ):
-        router = await start_router(config(a, b, route), environ=ENVIRON)
-        try:
-            yield Stack(a, b, router)
-        finally:
-            await stop_router(router)
+    async with running_stack(config_text=lambda a, b: config(a, b, route)) as stack:
+        yield stack
 
 
 @pytest.fixture
