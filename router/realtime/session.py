@@ -22,7 +22,7 @@ an upstream's own close that is not a failure is passed on.
 
 A transcription session (`transcription`) is relayed the same way; it has no
 answers to time and no conversation to replay. The module is kept whole past
-400 lines: the two pumps and the supervisor share one session's state.
+400 lines: the two pumps, the supervisor and the watchdog share one session's state.
 """
 
 from __future__ import annotations

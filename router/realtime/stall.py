@@ -10,8 +10,8 @@ session migrates (reason `stalled`, counted against the target's breaker), and t
 response, which the user has heard nothing of, is asked again on the new target
 (one that had begun speaking ends `failed`, or is asked again under
 `migrate: {regenerate: true}`; one the client cancelled is neither late nor asked
-again). A response is moved once for being late: its second
-try waits for its first output as long as it takes, within the silence bound.
+again). A response is moved once for being late: its second try waits for its
+first output as long as it takes, within the silence bound.
 
 A cascade (`kind: cascade`) is not watched: its stages have their own deadlines
 and fall back within the session (`router.voice`).

@@ -9,8 +9,8 @@ and the commit (`committed`, the user item), whose transcript completes the item
 with `create_response`, starts the answer (none for an empty transcript: no words
 heard); utterances are heard one at a time, in order, and a client's
 `response.create` waits for the words of the turns still being heard (push to talk
-commits and asks at once: the answer is to what was just said). An idle timeout commits an
-empty turn and answers it without speech-to-text. Under semantic VAD the words are
+commits and asks at once: the answer is to what was just said). An idle timeout
+commits an empty turn and answers it without speech-to-text. Under semantic VAD the words are
 read at each pause, while the caller is silent (a guess at the transcript: a `Paused`
 buffer), and how finished they sound sets how long the turn waits
 (`router.voice.turn_end`); the turn that ends reuses that transcript, so a finished
