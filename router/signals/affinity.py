@@ -44,12 +44,25 @@ class AffinityMap:
         return target
 
     def put(self, key: str, target: str, *, ttl_s: float | None = None) -> None:
-        """Remember that `target` served `key` now (for `ttl_s`, or the default)."""
+        """Remember that `target` served `key` now (for `ttl_s`, or the default).
+
+        Entries expired at the least recently used end go too: the map holds the
+        conversations of the last TTL, not `max_size` of every one ever seen (a
+        voice cascade puts a key per turn). Each entry is dropped once: O(1)
+        amortized. An expired entry behind a live one waits for the live one's turn
+        (routes with different TTLs), or for its own `get`."""
         ttl = self.ttl_s if ttl_s is None else ttl_s
-        self._entries[key] = (target, self._clock() + ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
+        now = self._clock()
+        entries = self._entries
+        entries[key] = (target, now + ttl)
+        entries.move_to_end(key)
+        while len(entries) > self.max_size:
+            entries.popitem(last=False)
+        while len(entries) > 1:
+            _, expires = entries[next(iter(entries))]
+            if expires > now:
+                break
+            entries.popitem(last=False)
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)

@@ -24,6 +24,30 @@ def test_per_entry_ttl(clock: FakeClock) -> None:
     assert m.get("short") is None
 
 
+def test_expired_entries_go_as_new_ones_come(clock: FakeClock) -> None:
+    # a key per turn (a voice cascade's) for longer than the TTL: the map holds the
+    # last TTL's keys, not every key up to max_size
+    m = AffinityMap(clock, ttl_s=10.0)
+    for turn in range(1000):
+        m.put(f"turn-{turn}", "gpu-a")
+        clock.advance(1.0)
+    assert len(m) == 10
+    assert m.get("turn-999") == "gpu-a" and m.get("turn-989") is None
+
+
+def test_an_expired_entry_behind_a_live_one_waits_for_it(clock: FakeClock) -> None:
+    m = AffinityMap(clock, ttl_s=10.0)
+    m.put("long", "gpu-a", ttl_s=100.0)
+    m.put("short", "gpu-b", ttl_s=1.0)
+    clock.advance(5.0)
+    m.put("new", "gpu-a")
+    assert len(m) == 3  # "short" waits behind "long"
+    assert m.get("short") is None and len(m) == 2
+    clock.advance(100.0)
+    m.put("newest", "gpu-a")
+    assert len(m) == 1 and m.get("newest") == "gpu-a"
+
+
 def test_evicts_the_least_recently_used(clock: FakeClock) -> None:
     m = AffinityMap(clock, max_size=2)
     m.put("a", "t1")
