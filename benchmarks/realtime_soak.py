@@ -28,8 +28,8 @@ session in ten ends mid-response: half close the socket (`conn.close()`), half
 vanish (the TCP connection aborted, no close frame).
 
 Every response asked for must end in `response.done` (completed, cancelled, or
-failed when its upstream died under it; one of the conversation's that failed by a
-migration before any output is asked again by the router, and that one is the turn's
+failed when its upstream died under it; one that failed by a migration before any
+output, out-of-band ones too, is asked again by the router, and that one is the turn's
 answer) within
 `RESPONSE_TIMEOUT_S`; a completed
 text turn's transcript must carry the session's own marker (`crossed` otherwise: the
@@ -290,15 +290,10 @@ class Session:
                 mine = event.response.id
             elif kind_of == "response.done":
                 if mine is not None and event.response.id == mine:
-                    if (
-                        kind != "out_of_band"
-                        and not delta
-                        and not cancelled
-                        and moved(event.response)
-                    ):
+                    if not delta and not cancelled and moved(event.response):
                         # the user heard nothing of it: the router asks the new upstream
-                        # for it again, and that response is this turn's answer (not an
-                        # out-of-band one: it ends failed, as documented)
+                        # for it again (an out-of-band one too), and that response is
+                        # this turn's answer
                         self.tally.endings["asked_again"] += 1
                         mine, text = None, []
                         continue

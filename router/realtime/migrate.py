@@ -11,7 +11,9 @@ stops reading behind it), so nothing is lost or reordered:
    `conversation.item.create` per item, under the ids the client knows) are sent;
    the new upstream's acknowledgements of them are not relayed; the last committed
    user turn whose words are not known as text goes as its audio (an `input_audio`
-   item); then the caller's audio the old upstream held uncommitted
+   item); then the items the client created that the old upstream never confirmed
+   (`router.realtime.pending_items`: their acknowledgements are relayed, the client
+   never had them), and the caller's audio the old upstream held uncommitted
    (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
    ones too), and so is a server VAD's ask (a commit no response answered yet); the
@@ -23,9 +25,11 @@ stops reading behind it), so nothing is lost or reordered:
 What does not carry over: the voice (a new session may speak with another), audio
 itself (user audio that was never transcribed, but for the last committed turn; of
 the uncommitted input buffer, what is past `migrate.input_audio_kib`), the partial
-text of the interrupted response, and server-side state such as out-of-band
-responses (`conversation: none`): one in flight ends failed, and is not asked again
-(`router.realtime.out_of_band`).
+text of the interrupted response, and other server-side state. Out-of-band
+responses (`conversation: none`) are not part of the replayed conversation: one in
+flight ends failed, and is asked again as the conversation's is (when the client had
+none of its output and did not cancel it, or under `regenerate`); one asked for and
+not begun is asked again (`router.realtime.out_of_band`).
 """
 
 from __future__ import annotations
@@ -118,7 +122,10 @@ async def _replace_dead_leg(session: Session, reason: MigrationReason, old: Leg)
         old.hold.failed()
     interrupted = session.response_id
     why = f"The upstream session ended ({reason}); the conversation continues on a new one."
-    for response_id in (*session.out_of_band.interrupted(), interrupted):
+    asides = session.out_of_band.interrupted(
+        regenerate=session.limits.regenerate, retried=reason == "stalled"
+    )
+    for response_id in (*asides, interrupted):
         if response_id is not None:
             await session.client.send(failed_response_done(response_id, "upstream_migrated", why))
             # booked as the client saw it (`firsttoken_realtime_responses_total`, failed):
@@ -174,7 +181,8 @@ async def _open_and_replay(
     *,
     retried: bool = False,
 ) -> Leg | None:
-    audio = _uncommitted_audio(session)
+    audio = _held_once(session, session.input_audio.frames())
+    items = _held_once(session, session.pending_items.frames)
     turn = {} if session.transcription else session.input_audio.turn_audio()
     for _ in range(REPLAY_TRIES):
         try:
@@ -198,6 +206,7 @@ async def _open_and_replay(
             frames.append(config)
         if not session.transcription:  # a transcription session has no conversation
             frames.extend(session.conversation.replay_events(turn))
+            frames.extend(items)
         frames.extend(audio)
         if again is not None:
             frames.append(again)
@@ -221,11 +230,11 @@ async def _open_and_replay(
     return None
 
 
-def _uncommitted_audio(session: Session) -> list[str]:
-    """The append frames to send the new upstream. One the client pump holds goes once:
-    by the pump if it waits to forward it to the new leg, else here (its send went to
-    the dying leg, and may yet "succeed" into the closed socket), the pump told so."""
-    frames = session.input_audio.frames()
+def _held_once(session: Session, frames: list[str]) -> list[str]:
+    """Client frames to send the new upstream (uncommitted appends, unconfirmed item
+    creates). One the client pump holds goes once: by the pump if it waits to forward it
+    to the new leg, else here (its send went to the dying leg, and may yet "succeed"
+    into the closed socket), the pump told so."""
     held = session.holding
     if held is None or not any(frame is held for frame in frames):
         return frames

@@ -48,6 +48,7 @@ from router.realtime.input_audio import InputAudio
 from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.out_of_band import OutOfBand
+from router.realtime.pending_items import PendingItems
 from router.realtime.session_config import SessionConfig
 from router.realtime.stall import Progress, watch
 from router.realtime.target import Leg
@@ -112,6 +113,8 @@ class Session:
         # an ephemeral key's configuration comes before the client's
         self.config = SessionConfig(initial, "transcription" if transcription else "realtime")
         self.conversation = Conversation()
+        #: the client's item creates no upstream confirmed yet (a migration resends them)
+        self.pending_items = PendingItems()
         self.response_clock = ResponseClock(clock)
         #: the conversation's response as the stall watchdog sees it
         self.progress = Progress()
@@ -282,6 +285,10 @@ class Session:
                     if model is not None and self.config.needs_transcription(model):
                         asked = self.config.transcribing(session, model)
                         frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
+            elif kind == "conversation.item.create" and not self.transcription:
+                event = parse(frame)
+                if event is not None:
+                    frame = self.pending_items.created(frame, event)
             elif kind == "response.cancel":
                 self._cancelling(frame)
             elif kind == "response.create":
@@ -310,6 +317,8 @@ class Session:
         wanted = event.get("response_id") if event is not None else None
         if wanted is None or wanted == self.response_id:
             self.progress.cancelled = True
+        elif isinstance(wanted, str):
+            self.out_of_band.cancelled(wanted)
 
     async def _forward(self, frame: str) -> None:
         """Send to the current upstream; across a migration, to the new one."""
@@ -420,6 +429,7 @@ class Session:
             if not isinstance(item, dict):
                 return None
             item_id = item.get("id")
+            self.pending_items.added(item_id)
             if item_id in self.swallow_items:
                 if kind == "conversation.item.done":
                     self.swallow_items.discard(str(item_id))
@@ -533,6 +543,10 @@ class Session:
         if isinstance(about, str) and about.startswith(REPLAY_EVENT_PREFIX):
             log.info("a replayed event was refused on %s: %s", self.leg.target.name, error)
             return True
+        if isinstance(about, str) and (
+            self.out_of_band.refused(about) or self.pending_items.refused(about)
+        ):
+            return None  # an out-of-band request or an item: nothing is coming for it
         if self.pending_create is not None and (
             not isinstance(about, str) or about in self.pending_create
         ):

@@ -11,7 +11,9 @@ response, which the user has heard nothing of, is asked again on the new target
 (one that had begun speaking ends `failed`, or is asked again under
 `migrate: {regenerate: true}`; one the client cancelled is neither late nor asked
 again). A response is moved once for being late: its second try waits for its
-first output as long as it takes, within the silence bound.
+first output as long as it takes, within the silence bound. Out-of-band responses
+(`conversation: "none"`) are watched alike, each from its own `response.create`
+(`router.realtime.out_of_band`).
 
 A cascade (`kind: cascade`) is not watched: its stages have their own deadlines
 and fall back within the session (`router.voice`).
@@ -105,11 +107,15 @@ async def watch(session: Session, leg: Leg) -> Migrate:
             if now - heard_at >= idle_s:
                 return Migrate("stalled")
             nap = idle_s / SILENCE_LOOKS
-        opened = progress.opened_at
-        if first_s is not None and opened is not None and progress.unheard and not progress.retried:
-            if now - opened >= first_s:
-                return Migrate("stalled")
-            nap = min(nap, opened + first_s - now)
+        if first_s is not None:
+            since = out_of_band.late_since()
+            opened = progress.opened_at
+            if opened is not None and progress.unheard and not progress.retried:
+                since = opened if since is None else min(since, opened)
+            if since is not None:
+                if now - since >= first_s:
+                    return Migrate("stalled")
+                nap = min(nap, since + first_s - now)
         await _nap(progress.wake, nap)
 
 

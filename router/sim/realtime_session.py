@@ -405,6 +405,14 @@ class SimRealtimeSession:
                 event=event,
             )
             return
+        modalities = params.get("output_modalities", ["audio"])
+        if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}:
+            await self.error(
+                "Invalid value for 'response.output_modalities': expected 'text' or 'audio'.",
+                code="invalid_value",
+                event=event,
+            )
+            return
         if self._active and params.get("conversation") != "none":
             await self.error(
                 "Conversation already has an active response in progress.",

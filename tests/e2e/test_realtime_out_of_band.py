@@ -28,8 +28,9 @@ async def test_a_migration_ends_every_response_in_flight_and_replays_only_the_co
     # The conversation's response and an out-of-band one run side by side on rt-a (both
     # stall before their output); rt-a dies. Each ends `failed` for the client (the
     # out-of-band one too: its response.created did not replace the conversation's in
-    # the router's books), and the conversation carries on on rt-b, where its response,
-    # of which the user heard nothing, is asked again; the aside is not.
+    # the router's books), and the conversation carries on on rt-b, where both, of
+    # which the user heard nothing, are asked again; the aside's own request, not as
+    # part of the conversation.
     stack.a.set_fault(RealtimeFault("stall_before_audio"))
     async with stack.sdk().realtime.connect(model="voice") as conn:
         await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
@@ -39,20 +40,23 @@ async def test_a_migration_ends_every_response_in_flight_and_replays_only_the_co
         aside = await created(conn)
         await stack.a.drop(1011)
         ended = [(await until(conn, "response.done"))[-1].response for _ in range(2)]
-        answered = (await until(conn, "response.done"))[-1].response
+        answered = [(await until(conn, "response.done"))[-1].response for _ in range(2)]
     assert in_band.conversation_id is not None and aside.conversation_id is None
     assert {r.id for r in ended} == {in_band.id, aside.id}
     assert {r.status for r in ended} == {"failed"}
-    assert answered.status == "completed"
+    assert {r.status for r in answered} == {"completed"}
+    assert sorted(str(r.metadata) for r in answered) == ["None", "{'topic': 'intent'}"]
     moved = stack.b.records[-1]
     assert moved.item_texts()[0] == ("user", "hello")
-    assert len(moved.responses) == 1  # the conversation's again; the aside was not
+    assert len(moved.responses) == 2  # the conversation's and the aside, asked again
+    # the aside's item joined no conversation
+    assert [role for role, _ in moved.item_texts()] == ["user", "assistant"]
     reason = {"route": "voice", "reason": "upstream_closed"}
     assert stack.metric("firsttoken_realtime_migrations_total", **reason) == 1
-    # booked as the client saw them: two responses failed on rt-a, one completed on rt-b
+    # booked as the client saw them: two responses failed on rt-a, two completed on rt-b
     booked = "firsttoken_realtime_responses_total"
     assert stack.metric(booked, route="voice", target="rt-a", status="failed") == 2
-    assert stack.metric(booked, route="voice", target="rt-b", status="completed") == 1
+    assert stack.metric(booked, route="voice", target="rt-b", status="completed") == 2
 
 
 async def test_an_aside_answered_while_the_conversations_response_runs(stack: Stack) -> None:

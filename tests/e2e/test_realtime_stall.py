@@ -24,9 +24,9 @@ PING_S = 0.3
 TEXT = {"type": "realtime", "output_modalities": ["text"]}
 
 
-def config(a: RealtimeSim, b: RealtimeSim, route: str = "") -> str:
+def config(a: RealtimeSim, b: RealtimeSim, route: str = "", silence_s: float = SILENCE_S) -> str:
     watched = (
-        f"timeouts: {{connect_s: 1.0, first_token_s: {FIRST_S}, idle_s: {SILENCE_S},"
+        f"timeouts: {{connect_s: 1.0, first_token_s: {FIRST_S}, idle_s: {silence_s},"
         f" ping_s: {PING_S}}}"
     )
     return f"""
@@ -43,14 +43,21 @@ routes:
 """
 
 
-async def _stack(route: str = "") -> AsyncIterator[Stack]:
-    async with running_stack(config_text=lambda a, b: config(a, b, route)) as stack:
+async def _stack(route: str = "", silence_s: float = SILENCE_S) -> AsyncIterator[Stack]:
+    async with running_stack(config_text=lambda a, b: config(a, b, route, silence_s)) as stack:
         yield stack
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
     async for running in _stack():
+        yield running
+
+
+@pytest.fixture
+async def patient() -> AsyncIterator[Stack]:
+    """Silences are not looked for within a test: only lateness moves a session."""
+    async for running in _stack(silence_s=60.0):
         yield running
 
 
@@ -295,3 +302,138 @@ async def test_an_upstream_that_stops_answering_pings_is_left_between_responses(
         ("assistant", "You said: hello"),
     ]
     assert stalled(stack) == 0
+
+
+ASIDE = {"conversation": "none", "output_modalities": ["text"], "metadata": {"topic": "intent"}}
+
+
+async def test_an_out_of_band_response_late_for_its_output_is_asked_of_the_next_target(
+    patient: Stack,
+) -> None:
+    # A classification beside the conversation: rt-a creates it and says nothing more.
+    # It is late as the conversation's would be; the client, which had none of it, gets
+    # it from rt-b (the same request: its metadata comes back).
+    stack = patient
+    stack.a.set_fault(RealtimeFault("stall_before_audio"))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        first = await until(conn, "response.done")
+        events = await until(conn, "response.done")
+    assert first[-1].response.status == "failed"
+    assert first[-1].response.status_details.error.code == "upstream_migrated"
+    created = [e.response for e in first + events if e.type == "response.created"]
+    assert len(created) == 2 and created[0].id == first[-1].response.id
+    assert [r.conversation_id for r in created] == [None, None]
+    answer = events[-1].response
+    assert answer.status == "completed" and answer.metadata == {"topic": "intent"}
+    assert texts(events) == "You said: hello"
+    assert stalled(stack) == 1
+    assert [r.status for r in stack.b.records[-1].responses] == ["completed"]
+    # the aside joined no conversation: rt-b was given the user's item only
+    assert stack.b.records[-1].item_texts() == [("user", "hello")]
+
+
+async def test_an_out_of_band_response_the_client_cancelled_is_not_late(stack: Stack) -> None:
+    # A hung upstream answers not even the cancel; the client stopped waiting for the
+    # aside (by its id): nothing is late, and a later move does not ask for it again.
+    stack.a.set_fault(RealtimeFault("stall_before_audio", deaf=True))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        aside = (await until(conn, "response.created"))[-1].response
+        await conn.response.cancel(response_id=aside.id)
+        await asyncio.sleep(FIRST_S + 0.3)
+        assert stalled(stack) == 0
+        await stack.a.drop(1011)
+        ended = (await until(conn, "response.done"))[-1].response
+        await wait_for(lambda: bool(stack.b.records))
+        await asyncio.sleep(0.2)
+        assert ended.id == aside.id and ended.status == "failed"
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert events[-1].response.status == "completed"
+    assert len(stack.b.records[-1].responses) == 1  # the conversation's; not the aside
+
+
+async def _aside_cut_after_its_output(stack: Stack, regenerate: bool) -> None:
+    stack.a.set_fault(RealtimeFault("stall_mid_response", after_deltas=2))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        cut = await until(conn, "response.done")
+        if regenerate:
+            again = await until(conn, "response.done")
+            assert again[-1].response.status == "completed"
+            assert again[-1].response.metadata == {"topic": "intent"}
+            assert texts(again) == "You said: hello"
+        else:
+            await conn.response.create()  # the client's next turn is the next response
+            after = await until(conn, "response.done")
+            assert after[-1].response.metadata is None  # the conversation's
+    assert texts(cut) and cut[-1].response.status == "failed"
+    assert stalled(stack) == 1
+    assert len(stack.b.records[-1].responses) == 1
+
+
+async def test_an_out_of_band_response_cut_after_its_output_ends_failed(stack: Stack) -> None:
+    await _aside_cut_after_its_output(stack, regenerate=False)
+
+
+async def test_regenerate_asks_again_for_an_out_of_band_response_cut_after_its_output(
+    regenerating: Stack,
+) -> None:
+    await _aside_cut_after_its_output(regenerating, regenerate=True)
+
+
+async def test_a_refused_out_of_band_request_is_not_taken_for_a_stall(stack: Stack) -> None:
+    # rt-a refuses the request (an `error` naming its event): no response is coming for
+    # it, so nothing is late, and the session stays.
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        bad = {**ASIDE, "output_modalities": ["smell"]}
+        await conn.response.create(response=bad, event_id="evt_aside_1")  # type: ignore[arg-type]
+        error = (await until(conn, "error"))[-1].error
+        await asyncio.sleep(FIRST_S + 0.3)
+        await conn.response.create(response=ASIDE)  # type: ignore[arg-type]
+        answered = await until(conn, "response.done")
+    assert error.code == "invalid_value" and error.event_id == "evt_aside_1"
+    assert answered[-1].response.status == "completed" and texts(answered) == "You said: nothing"
+    assert stalled(stack) == 0 and not stack.b.records
+
+
+@pytest.mark.parametrize("item_id", [None, "item_client_2"])
+async def test_an_item_the_dead_upstream_never_confirmed_is_carried_to_the_next(
+    patient: Stack, item_id: str | None
+) -> None:
+    # The client adds its next turn and asks for the answer; the upstream dies without
+    # having read either. The new target must hear that turn, not answer the one before
+    # (the item is known by the id the client gave, or by one the router gave it).
+    stack = patient
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        stack.a.freeze()
+        second = {**USER, "content": [{"type": "input_text", "text": "and again"}]}
+        if item_id is not None:
+            second["id"] = item_id
+        await conn.conversation.item.create(item=second)  # type: ignore[arg-type]
+        await conn.response.create()
+        await asyncio.sleep(0.1)
+        await stack.a.drop(1011)
+        events = await until(conn, "response.done")
+    added = [e.item for e in events if e.type == "conversation.item.added"]
+    assert [a.role for a in added][:1] == ["user"]  # the client hears of its item once
+    assert added[0].id == (item_id or added[0].id) and len(added[0].id) <= 32
+    assert events[-1].response.status == "completed"
+    assert texts(events) == "You said: and again"
+    assert stack.b.records[-1].item_texts()[-3:] == [
+        ("assistant", "You said: hello"),
+        ("user", "and again"),
+        ("assistant", "You said: and again"),
+    ]
