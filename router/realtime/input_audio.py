@@ -24,6 +24,14 @@ commit: a migration before its words are known as text (no transcription asked f
 or a transcript still on its way, as when the upstream stalls right after the
 commit) replays it as a user `input_audio` item, so the new target hears what the
 user just said. A session so holds at most twice the budget.
+
+The client's own `input_audio_buffer.commit` and `clear` are kept in the same order
+among the appends until the upstream answers them (`committed`, `cleared`, or an
+error naming them or saying the buffer was empty): one the old upstream never read
+(it hung, or died with it in its socket) is sent to the new one where it came, so a
+push-to-talk turn is committed and answered there, not lost behind the turn before.
+An upstream's answer ends the appends up to the oldest such frame (the ones after it
+stay uncommitted); with none (server VAD) it ends them all.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ IDLE_BYTES = 32 * 1024
 
 
 class InputAudio:
-    __slots__ = ("_budget", "_bytes", "_cut", "_frames", "_turn")
+    __slots__ = ("_budget", "_bytes", "_cut", "_frames", "_marks", "_turn")
 
     def __init__(self, budget_bytes: int) -> None:
         self._budget = budget_bytes
@@ -50,6 +58,8 @@ class InputAudio:
         self._cut = False
         #: the last committed turn: its item id and append frames
         self._turn: tuple[str, tuple[str, ...]] | None = None
+        #: the client's commits and clears in `_frames` no upstream answered, oldest first
+        self._marks: deque[str] = deque()
 
     def appended(self, frame: str, turn_open: bool) -> None:
         """An append frame on its way upstream, `turn_open` if the user has the turn."""
@@ -59,21 +69,65 @@ class InputAudio:
         self._bytes += len(frame)
         budget = self._budget if turn_open else min(self._budget, IDLE_BYTES)
         while self._bytes > budget:
-            self._bytes -= len(self._frames.popleft())
+            dropped = self._frames.popleft()
+            self._bytes -= len(dropped)
             self._cut = self._cut or turn_open
+            if self._marks and dropped is self._marks[0]:
+                self._marks.popleft()
+
+    def marked(self, frame: str) -> None:
+        """The client's `input_audio_buffer.commit` or `clear`, on its way upstream."""
+        if not self._budget:
+            return
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._marks.append(frame)
 
     def consumed(self) -> None:
-        """The upstream cleared its buffer: nothing of it is left to carry."""
-        self._frames.clear()
-        self._bytes = 0
-        self._cut = False
+        """The upstream cleared its buffer: what was appended before the client's clear
+        (all of it, if no clear of the client's is out) is not to carry."""
+        self._answered()
 
     def committed(self, item_id: str | None) -> None:
-        """The upstream committed its buffer as the user item `item_id`: those frames
-        are the last committed turn now (if whole), the buffer empty."""
-        whole = item_id is not None and bool(self._frames) and not self._cut
-        self._turn = (item_id, tuple(self._frames)) if whole and item_id else None
-        self.consumed()
+        """The upstream committed its buffer as the user item `item_id`: the frames
+        before the client's commit (all of them, if none is out) are the last committed
+        turn now (if whole)."""
+        cut = self._cut
+        audio = self._answered()
+        whole = item_id is not None and bool(audio) and not cut
+        self._turn = (item_id, tuple(audio)) if whole and item_id else None
+
+    def refused(self, event_id: str | None) -> bool:
+        """An error naming the client event `event_id` (None: one saying the buffer was
+        empty): True when it answers a commit or clear still out (it is not sent again)."""
+        if not self._marks:
+            return False
+        mark = self._marks[0]
+        if event_id is not None:
+            quoted = f'"{event_id}"'
+            found = next((m for m in self._marks if quoted in m), None)
+            if found is None:
+                return False
+            mark = found
+        self._marks.remove(mark)
+        self._frames.remove(mark)
+        self._bytes -= len(mark)
+        return True
+
+    def _answered(self) -> list[str]:
+        """The upstream answered the oldest commit or clear out (or, with none out, its
+        own: server VAD): the appends up to it leave the buffer; returns them."""
+        audio = []
+        mark = self._marks.popleft() if self._marks else None
+        while self._frames:
+            frame = self._frames.popleft()
+            self._bytes -= len(frame)
+            if frame is mark:
+                break
+            audio.append(frame)
+        if not self._frames:
+            self._cut = False
+        return audio
 
     def transcribed(self, item_id: str) -> None:
         """The turn's words arrived as text: a replay carries them, not its audio."""
@@ -99,5 +153,6 @@ class InputAudio:
         return {item_id: base64.b64encode(b"".join(pcm)).decode("ascii")}
 
     def frames(self) -> list[str]:
-        """The append frames whose audio the upstream holds uncommitted, oldest first."""
+        """The append frames whose audio the upstream holds uncommitted, and the
+        client's commits and clears among them it did not answer, oldest first."""
         return list(self._frames)

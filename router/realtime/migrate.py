@@ -13,7 +13,8 @@ stops reading behind it), so nothing is lost or reordered:
    user turn whose words are not known as text goes as its audio (an `input_audio`
    item); then the items the client created that the old upstream never confirmed
    (`router.realtime.pending_items`: their acknowledgements are relayed, the client
-   never had them), and the caller's audio the old upstream held uncommitted
+   never had them), and the caller's audio the old upstream held uncommitted, with
+   the client's commits and clears among it that it never answered
    (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
    ones too), and so is a server VAD's ask (a commit no response answered yet); the

@@ -56,6 +56,7 @@ from router.realtime.usage import RealtimeUsage, transcription_cost
 from router.realtime.wire import (
     ARGUMENTS_DELTA,
     AUDIO_DELTA,
+    BUFFER_ENDS,
     CLIENT_PARSED,
     OUTPUT_DELTAS,
     SERVER_PARSED,
@@ -285,6 +286,8 @@ class Session:
                     if model is not None and self.config.needs_transcription(model):
                         asked = self.config.transcribing(session, model)
                         frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
+            elif kind in BUFFER_ENDS:
+                self.input_audio.marked(frame)
             elif kind == "conversation.item.create" and not self.transcription:
                 event = parse(frame)
                 if event is not None:
@@ -544,9 +547,13 @@ class Session:
             log.info("a replayed event was refused on %s: %s", self.leg.target.name, error)
             return True
         if isinstance(about, str) and (
-            self.out_of_band.refused(about) or self.pending_items.refused(about)
+            self.out_of_band.refused(about)
+            or self.pending_items.refused(about)
+            or self.input_audio.refused(about)
         ):
-            return None  # an out-of-band request or an item: nothing is coming for it
+            return None  # nothing is coming for that request: it is not sent again
+        if error.get("code") == "input_audio_buffer_commit_empty":
+            self.input_audio.refused(None)
         if self.pending_create is not None and (
             not isinstance(about, str) or about in self.pending_create
         ):

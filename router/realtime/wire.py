@@ -33,6 +33,8 @@ _SPACED = '{"type": "'
 #: client events the router decodes: only the configuration (items, truncations and
 #: deletions are learned from the server's acknowledgements, which carry them whole)
 CLIENT_PARSED: frozenset[str] = frozenset({"session.update"})
+#: client events that end what the input buffer holds (kept until the upstream answers)
+BUFFER_ENDS: frozenset[str] = frozenset({"input_audio_buffer.commit", "input_audio_buffer.clear"})
 
 #: server events the router decodes: items, usage, errors, rate limits
 SERVER_PARSED: frozenset[str] = frozenset(

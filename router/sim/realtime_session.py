@@ -486,14 +486,15 @@ class SimRealtimeSession:
         self._audio_ms[item_id] = ms
 
     def last_user_text(self) -> str:
-        """The last user words: text, a transcript, or audio created as an item (which
-        the simulator "hears" as `behaviour.transcript`)."""
+        """The last user words: text, a transcript, or audio, committed from the input
+        buffer or created as an item (which the model "hears" as
+        `behaviour.transcript`, transcribed or not)."""
         for item in reversed(self.items):
             if item.get("type") == "message" and item.get("role") == "user":
                 text = item_text(item)
                 if text:
                     return text
-                if item.get("id") in self.record.audio_items:
+                if item.get("id") in self.record.audio_items or item.get("id") in self._audio_ms:
                     return self._behaviour().transcript
         return ""
 

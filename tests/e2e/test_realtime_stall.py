@@ -437,3 +437,60 @@ async def test_an_item_the_dead_upstream_never_confirmed_is_carried_to_the_next(
         ("user", "and again"),
         ("assistant", "You said: and again"),
     ]
+
+
+async def test_a_commit_the_dead_upstream_never_read_is_carried_to_the_next(
+    patient: Stack,
+) -> None:
+    # Push to talk: the caller's audio, the commit and the ask for an answer; the
+    # upstream dies having read the audio but neither the commit nor the ask. The new
+    # target must commit that audio and answer it, not the turn before.
+    stack = patient
+    manual = {
+        "type": "realtime",
+        "output_modalities": ["text"],
+        "audio": {"input": {"turn_detection": None}},
+    }
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=manual)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        await until(conn, "response.done")
+        for chunk in [tone(20)] * 10 + [silence(20)] * 2:
+            await conn.input_audio_buffer.append(audio=chunk)
+        await wait_for(lambda: stack.a.records[-1].audio_bytes_in >= 12 * 960)
+        stack.a.freeze()
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        await asyncio.sleep(0.1)
+        await stack.a.drop(1011)
+        events = await until(conn, "response.done")
+    types = [e.type for e in events]
+    assert types.count("input_audio_buffer.committed") == 1  # the client's commit, once
+    assert events[-1].response.status == "completed"
+    assert texts(events) == f"You said: {stack.b.behaviour.transcript}"  # the audio turn
+    assert stack.b.records[-1].audio_bytes_in >= 10 * 960
+
+
+async def test_a_refused_commit_is_not_sent_again_by_a_move(patient: Stack) -> None:
+    # rt-a refuses the commit (too little audio: `input_audio_buffer_commit_empty`,
+    # naming no event); a move later must not send it to rt-b for a second refusal.
+    stack = patient
+    manual = {
+        "type": "realtime",
+        "output_modalities": ["text"],
+        "audio": {"input": {"turn_detection": None}},
+    }
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=manual)  # type: ignore[arg-type]
+        await conn.input_audio_buffer.append(audio=tone(20))
+        await conn.input_audio_buffer.commit()
+        refused = await until(conn, "error")
+        await stack.a.drop(1011)
+        await wait_for(lambda: bool(stack.b.records))
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert refused[-1].error.code == "input_audio_buffer_commit_empty"
+    assert "error" not in [e.type for e in events]
+    assert events[-1].response.status == "completed" and texts(events) == "You said: hello"

@@ -81,3 +81,41 @@ def test_a_turn_cut_by_the_budget_or_unreadable_is_not_replayed_as_audio() -> No
     assert list(kept.turn_audio()) == ["item_3"]
     kept.consumed()  # a clear empties the buffer, not the committed turn
     assert list(kept.turn_audio()) == ["item_3"]
+
+
+COMMIT = '{"type":"input_audio_buffer.commit","event_id":"evt_c1"}'
+CLEAR = '{"type":"input_audio_buffer.clear"}'
+
+
+def test_the_clients_commit_is_kept_where_it_came_until_the_upstream_answers() -> None:
+    kept = InputAudio(10_000)
+    first, second = append(b"\x01" * 5), append(b"\x02" * 5)
+    kept.appended(first, True)
+    kept.marked(COMMIT)
+    kept.appended(second, True)  # the next turn, after the commit
+    assert kept.frames() == [first, COMMIT, second]  # a move sends them so
+    kept.committed("item_1")  # the commit's answer: what came before it is committed
+    assert kept.frames() == [second]
+    assert base64.b64decode(kept.turn_audio()["item_1"]) == b"\x01" * 5
+    kept.marked(CLEAR)
+    kept.appended(first, True)
+    kept.consumed()  # the clear's answer: the appends after it stay
+    assert kept.frames() == [first]
+    kept.committed("item_2")  # a server VAD's commit (none of the client's out): all
+    assert kept.frames() == [] and list(kept.turn_audio()) == ["item_2"]
+
+
+def test_a_refused_commit_is_not_sent_again() -> None:
+    kept = InputAudio(10_000)
+    kept.marked(COMMIT)
+    assert not kept.refused("evt_c")  # another event
+    assert kept.refused("evt_c1") and kept.frames() == []
+    kept.marked(CLEAR)
+    kept.marked(COMMIT)
+    assert kept.refused(None)  # "the buffer was empty", naming no event: the oldest
+    assert kept.frames() == [COMMIT] and not InputAudio(10).refused(None)
+    kept.appended("a" * 20_000, True)  # past the budget: the commit goes with the oldest
+    assert kept.frames() == [] and not kept.refused(None)
+    zero = InputAudio(0)
+    zero.marked(COMMIT)  # nothing kept, nothing sent again
+    assert zero.frames() == []
