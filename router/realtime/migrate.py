@@ -11,9 +11,10 @@ stops reading behind it), so nothing is lost or reordered:
    `conversation.item.create` per item, under the ids the client knows) are sent;
    the new upstream's acknowledgements of them are not relayed; the last committed
    user turn whose words are not known as text goes as its audio (an `input_audio`
-   item); then the items the client created that the old upstream never confirmed
-   (`router.realtime.pending_items`: their acknowledgements are relayed, the client
-   never had them), and the caller's audio the old upstream held uncommitted, with
+   item); then the items the client created or deleted that the old upstream never
+   confirmed (`router.realtime.pending_items`: their acknowledgements are relayed, the
+   client never had them; a truncation is made in the copy before the replay), and the
+   caller's audio the old upstream held uncommitted, with
    the client's commits and clears among it that it never answered
    (`router.realtime.input_audio`);
 4. a `response.create` that no response answered yet is sent again (out-of-band
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from router.errors import AllTargetsFailed, NoTargetAvailable, UpstreamConnectError
 from router.realtime.events import MigrationReason
-from router.realtime.wire import failed_response_done
+from router.realtime.wire import failed_response_done, truncated_event
 
 if TYPE_CHECKING:
     from router.realtime.session import Session
@@ -201,6 +202,7 @@ async def _open_and_replay(
             else:
                 log.warning("session on route %s cannot migrate: %s", session.route, err.message)
             return None
+        await _truncate_as_asked(session)
         frames = []
         config = session.config.replay_event(session.limits.transcribe)
         if config is not None:
@@ -229,6 +231,21 @@ async def _open_and_replay(
             session.progress.asked(session.clock(), retried=retried)
         return new
     return None
+
+
+async def _truncate_as_asked(session: Session) -> None:
+    """The client's truncations the old upstream never answered: made in the copy the
+    new target is given, and answered to the client as the old upstream owed it. One
+    the client pump holds is the pump's to deliver if it waits to forward it, else taken
+    here (as `_held_once` does)."""
+    held = session.holding
+    keep = held if session.forwarding else None
+    for frame, item_id, end_ms, event in session.pending_items.take_truncations(keep):
+        if frame is held:
+            session.taken = held
+        session.conversation.truncate(item_id, end_ms, session.config.output_bytes_per_ms())
+        index = event.get("content_index", 0)
+        await session.client.send(truncated_event(item_id, index, end_ms))
 
 
 def _held_once(session: Session, frames: list[str]) -> list[str]:

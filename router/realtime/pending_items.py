@@ -1,27 +1,52 @@
-"""Items the client created that the upstream has not confirmed yet.
+"""Client edits of the conversation the upstream has not answered yet.
 
 The conversation copy a migration replays (`router.realtime.conversation`) learns
-items from the server's `conversation.item.added`. A client's
-`conversation.item.create` the old upstream never read (it hung, or died with the
-frame in its socket) is in neither: the new target would answer the turn before it.
-So the relay keeps each client item create until the upstream adds that item (or
-one created after it: the upstream reads in order, so the earlier one was added or
-refused), and a migration sends those frames again, after the replayed conversation.
+items, deletions and truncations from the server's `conversation.item.added`,
+`deleted` and `truncated`. A client's `conversation.item.create`, `delete` or
+`truncate` the old upstream never read (it hung, or died with the frame in its
+socket) is in none: the new target would answer the turn before a new item, keep an
+item the client deleted, or read the whole of an answer the user cut short. So the
+relay keeps each until the upstream answers it (or answers one sent after it: the
+upstream reads in order, so the earlier one was answered or refused), and a
+migration carries them: creates and deletes are sent again after the replayed
+conversation, in the order they came; a truncation is made in the copy before the
+replay (the new target holds the answer as text, with no audio to truncate), and the
+client is sent the `conversation.item.truncated` the old upstream owed it.
 
-An item is matched by its id. The client may leave the id to the server; the relay
-then gives the item one (`item_ft_` and 24 hex digits: 32 characters, OpenAI's
+An item is matched by its id. The client may leave a new item's id to the server; the
+relay then gives the item one (`item_ft_` and 24 hex digits: 32 characters, OpenAI's
 limit), as any client may, so that the upstream's `conversation.item.added` names
-it.
+it; but not in a create over `MAX_REWRITE_CHARS` (an image: writing 4 MB of JSON again
+holds the event loop for 10-15 ms), which is then not kept: a client that gives such
+items ids has them carried too.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 
 from router.realtime.wire import dumps
 
-#: creates kept at most (the oldest go first); more than any upstream leaves unread
+Edit = Literal["create", "delete", "truncate"]
+
+#: client events kept, and the server event that answers each
+EDITS: dict[str, Edit] = {
+    "conversation.item.create": "create",
+    "conversation.item.delete": "delete",
+    "conversation.item.truncate": "truncate",
+}
+ANSWERS: dict[str, Edit] = {
+    "conversation.item.added": "create",
+    "conversation.item.done": "create",
+    "conversation.item.deleted": "delete",
+    "conversation.item.truncated": "truncate",
+}
+
+#: edits kept at most (the oldest go first); more than any upstream leaves unread
 MAX_PENDING = 64
+#: the largest create the relay writes again to give its item an id
+MAX_REWRITE_CHARS = 64 * 1024
 
 
 def new_item_id() -> str:
@@ -29,49 +54,80 @@ def new_item_id() -> str:
 
 
 class PendingItems:
-    __slots__ = ("_frames",)
+    __slots__ = ("_edits",)
 
     def __init__(self) -> None:
-        #: item id -> the create frame as sent, oldest first
-        self._frames: dict[str, str] = {}
+        #: (edit, item id) -> the client's frame and event as sent, oldest first
+        self._edits: dict[tuple[Edit, str], tuple[str, dict[str, object]]] = {}
 
-    def created(self, frame: str, event: dict[str, object]) -> str:
-        """Note a client `conversation.item.create` (`event`, decoded from `frame`);
-        returns the frame to send: `frame`, or, when its item has no id, one with an id
-        the relay gave it."""
+    def sent(self, kind: str, frame: str, event: dict[str, object]) -> str:
+        """Note a client event of `EDITS` (`event`, decoded from `frame`); returns the
+        frame to send: `frame`, or, for a new item with no id, one with an id the relay
+        gave it."""
+        edit = EDITS[kind]
+        if edit != "create":
+            item_id = event.get("item_id")
+            if isinstance(item_id, str):
+                self._keep((edit, item_id), frame, event)
+            return frame
         item = event.get("item")
         if not isinstance(item, dict):
             return frame  # the upstream refuses it
-        item_id = item.get("id")
-        if not isinstance(item_id, str) or not item_id:
-            item_id = new_item_id()
-            frame = dumps({**event, "item": {**item, "id": item_id}})
-        self._frames.pop(item_id, None)
-        self._frames[item_id] = frame
-        while len(self._frames) > MAX_PENDING:
-            del self._frames[next(iter(self._frames))]
+        new_id = item.get("id")
+        if not isinstance(new_id, str) or not new_id:
+            if len(frame) > MAX_REWRITE_CHARS:
+                return frame  # not kept: see the module's docstring
+            new_id = new_item_id()
+            event = {**event, "item": {**item, "id": new_id}}
+            frame = dumps(event)
+        self._keep(("create", new_id), frame, event)
         return frame
 
-    def added(self, item_id: object) -> None:
-        """The upstream added `item_id`: it and every create sent before it are done."""
-        if not isinstance(item_id, str) or item_id not in self._frames:
+    def _keep(self, key: tuple[Edit, str], frame: str, event: dict[str, object]) -> None:
+        self._edits.pop(key, None)
+        self._edits[key] = (frame, event)
+        while len(self._edits) > MAX_PENDING:
+            del self._edits[next(iter(self._edits))]
+
+    def answered(self, kind: str, item_id: object) -> None:
+        """The upstream's event `kind` (of `ANSWERS`) about `item_id`: that edit and
+        every one sent before it are done."""
+        key = (ANSWERS[kind], item_id)
+        if key not in self._edits:
             return
-        for key in list(self._frames):
-            del self._frames[key]
-            if key == item_id:
+        for kept in list(self._edits):
+            del self._edits[kept]
+            if kept == key:
                 return
 
     def refused(self, event_id: str) -> bool:
         """An `error` naming the client event `event_id`: True when it was one of these
-        creates (no item is coming for it)."""
+        (nothing is coming for it)."""
         quoted = f'"{event_id}"'
-        for key, frame in self._frames.items():
+        for key, (frame, _) in self._edits.items():
             if quoted in frame:
-                del self._frames[key]
+                del self._edits[key]
                 return True
         return False
 
     @property
     def frames(self) -> list[str]:
-        """The creates no upstream confirmed, oldest first (a migration sends them)."""
-        return list(self._frames.values())
+        """The creates and deletes no upstream answered, oldest first (a migration sends
+        them again)."""
+        return [frame for (edit, _), (frame, _) in self._edits.items() if edit != "truncate"]
+
+    def take_truncations(
+        self, keep: str | None = None
+    ) -> list[tuple[str, str, int, dict[str, object]]]:
+        """The truncations no upstream answered but the frame `keep`, as (frame, item
+        id, `audio_end_ms`, the client's event), oldest first; forgotten (a migration
+        makes them itself)."""
+        taken = []
+        for key, (frame, event) in list(self._edits.items()):
+            if key[0] != "truncate" or frame is keep:
+                continue
+            del self._edits[key]
+            end_ms = event.get("audio_end_ms")
+            if isinstance(end_ms, int) and not isinstance(end_ms, bool):
+                taken.append((frame, key[1], end_ms, event))
+        return taken

@@ -48,7 +48,7 @@ from router.realtime.input_audio import InputAudio
 from router.realtime.limits import End, Migrate, SessionLimits, supervise
 from router.realtime.migrate import migrate
 from router.realtime.out_of_band import OutOfBand
-from router.realtime.pending_items import PendingItems
+from router.realtime.pending_items import EDITS, PendingItems
 from router.realtime.session_config import SessionConfig
 from router.realtime.stall import Progress, watch
 from router.realtime.target import Leg
@@ -114,7 +114,7 @@ class Session:
         # an ephemeral key's configuration comes before the client's
         self.config = SessionConfig(initial, "transcription" if transcription else "realtime")
         self.conversation = Conversation()
-        #: the client's item creates no upstream confirmed yet (a migration resends them)
+        #: the client's item creates, deletes and truncates no upstream answered yet
         self.pending_items = PendingItems()
         self.response_clock = ResponseClock(clock)
         #: the conversation's response as the stall watchdog sees it
@@ -288,10 +288,10 @@ class Session:
                         frame = dumps({**event, "session": asked})  # type: ignore[dict-item]
             elif kind in BUFFER_ENDS:
                 self.input_audio.marked(frame)
-            elif kind == "conversation.item.create" and not self.transcription:
+            elif kind in EDITS and not self.transcription:
                 event = parse(frame)
                 if event is not None:
-                    frame = self.pending_items.created(frame, event)
+                    frame = self.pending_items.sent(kind, frame, event)
             elif kind == "response.cancel":
                 self._cancelling(frame)
             elif kind == "response.create":
@@ -432,7 +432,7 @@ class Session:
             if not isinstance(item, dict):
                 return None
             item_id = item.get("id")
-            self.pending_items.added(item_id)
+            self.pending_items.answered(kind, item_id)
             if item_id in self.swallow_items:
                 if kind == "conversation.item.done":
                     self.swallow_items.discard(str(item_id))
@@ -452,8 +452,10 @@ class Session:
             self._transcription_failed(leg, event)
             return True if self._own_transcripts() else None
         elif kind == "conversation.item.deleted":
+            self.pending_items.answered(kind, event.get("item_id"))
             self.conversation.delete(str(event.get("item_id")))
         elif kind == "conversation.item.truncated":
+            self.pending_items.answered(kind, event.get("item_id"))
             end_ms = event.get("audio_end_ms")
             if isinstance(end_ms, int):
                 item_id = str(event.get("item_id"))

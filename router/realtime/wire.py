@@ -181,3 +181,16 @@ def failed_response_done(response_id: str | None, code: str, message: str) -> st
         "usage": None,
     }
     return dumps({"type": "response.done", "event_id": "event_ft_failed", "response": response})
+
+
+def truncated_event(item_id: str, content_index: object, audio_end_ms: int) -> str:
+    """A `conversation.item.truncated`, as the upstream answers a client's truncate."""
+    return dumps(
+        {
+            "type": "conversation.item.truncated",
+            "event_id": "event_ft_truncated",
+            "item_id": item_id,
+            "content_index": content_index,
+            "audio_end_ms": audio_end_ms,
+        }
+    )

@@ -494,3 +494,56 @@ async def test_a_refused_commit_is_not_sent_again_by_a_move(patient: Stack) -> N
     assert refused[-1].error.code == "input_audio_buffer_commit_empty"
     assert "error" not in [e.type for e in events]
     assert events[-1].response.status == "completed" and texts(events) == "You said: hello"
+
+
+async def _frozen_then_dropped(stack: Stack, conn: Any, *edits: Any) -> list[Any]:
+    """rt-a stops reading; the client's `edits` and a `response.create` go unread;
+    rt-a dies: the answer comes from rt-b."""
+    stack.a.freeze()
+    for send in edits:
+        await send
+    await conn.response.create()
+    await asyncio.sleep(0.1)
+    await stack.a.drop(1011)
+    return await until(conn, "response.done")
+
+
+async def test_a_delete_the_dead_upstream_never_read_is_carried(patient: Stack) -> None:
+    stack = patient
+    second = {**USER, "id": "item_second", "content": [{"type": "input_text", "text": "again"}]}
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.conversation.item.create(item=second)  # type: ignore[arg-type]
+        await until(conn, "conversation.item.done")
+        await until(conn, "conversation.item.done")
+        events = await _frozen_then_dropped(
+            stack, conn, conn.conversation.item.delete(item_id="item_second")
+        )
+    deleted = [e.item_id for e in events if e.type == "conversation.item.deleted"]
+    assert deleted == ["item_second"]  # the client's delete answered, by rt-b
+    assert texts(events) == "You said: hello"  # not "again": it is gone
+    assert ("user", "again") not in stack.b.records[-1].item_texts()
+
+
+async def test_a_truncation_the_dead_upstream_never_read_is_made_in_the_replay(
+    patient: Stack,
+) -> None:
+    # The user cut the spoken answer short (a barge-in's truncate); rt-a never read it.
+    # rt-b is given the answer as far as it was heard, and the client its answer.
+    stack = patient
+    stack.a.behaviour = RealtimeBehaviour(response_audio_ms=600)
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        done = (await until(conn, "response.done"))[-1].response
+        answer = done.output[0].id
+        events = await _frozen_then_dropped(
+            stack,
+            conn,
+            conn.conversation.item.truncate(item_id=answer, content_index=0, audio_end_ms=250),
+        )
+    truncated = [e for e in events if e.type == "conversation.item.truncated"]
+    assert [(e.item_id, e.audio_end_ms) for e in truncated] == [(answer, 250)]
+    assert events[-1].response.status == "completed"
+    assert stack.b.records[-1].item_texts()[:2] == [("user", "hello"), ("assistant", "You")]
