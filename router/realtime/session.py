@@ -13,7 +13,10 @@ provider's `session_expired`, a stall), reaches `max_upstream_s`, or its target'
 breaker opens, the session migrates (`router.realtime.migrate`): the client pump
 holds the client's next frame, a new upstream session is opened on the best
 eligible target, the configuration and conversation are replayed, and the relay
-resumes, without the client reconnecting.
+resumes, without the client reconnecting. What the client sent that the old
+upstream never answered goes along: item creates, deletes and truncations
+(`router.realtime.pending_items`), buffer commits and clears among the uncommitted
+audio (`router.realtime.input_audio`), response requests.
 
 Close codes to the client: 1000 when the session ends normally or idles out (after
 an `error` event saying so), 1008 past `max_duration_s`, 1003 after an `error` event

@@ -71,6 +71,13 @@ def texts(events: list[Any]) -> str:
     return "".join(e.delta for e in events if e.type == "response.output_text.delta")
 
 
+async def ask(conn: Any, session: dict[str, Any]) -> None:
+    """Configure the session, say hello, and ask for the answer."""
+    await conn.session.update(session=session)
+    await conn.conversation.item.create(item=USER)
+    await conn.response.create()
+
+
 def stalled(stack: Stack) -> float:
     return stack.metric("firsttoken_realtime_migrations_total", route="voice", reason="stalled")
 
@@ -80,9 +87,7 @@ async def test_a_response_late_for_its_first_output_is_answered_by_the_next_targ
 ) -> None:
     stack.a.set_fault(RealtimeFault("stall_before_audio"))
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         first = await until(conn, "response.done")  # the late one ends: nothing was heard
         events = await until(conn, "response.done")  # and is asked again on rt-b
     assert first[-1].response.status == "failed"
@@ -102,9 +107,7 @@ async def test_a_response_late_for_its_first_output_is_answered_by_the_next_targ
 async def test_a_response_never_created_moves_before_the_client_sees_it(stack: Stack) -> None:
     stack.a.set_fault(RealtimeFault("hang_before_response"))
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         events = await until(conn, "response.done")
     assert [e.type for e in events].count("response.created") == 1  # invisible: one response
     assert events[-1].response.status == "completed" and texts(events) == "You said: hello"
@@ -172,9 +175,7 @@ async def test_an_upstream_silent_mid_response_is_left_and_the_response_ends_fai
 ) -> None:
     stack.a.set_fault(RealtimeFault("stall_mid_response", after_deltas=2))
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         events = await until(conn, "response.done")
         # the user heard part of it: not asked again without `regenerate`
         await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
@@ -192,9 +193,7 @@ async def test_regenerate_asks_again_for_a_response_cut_by_a_silence(
     stack = regenerating
     stack.a.set_fault(RealtimeFault("stall_mid_response", after_deltas=2))
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         await until(conn, "response.done")
         again = await until(conn, "response.done")
     assert again[-1].response.status == "completed" and texts(again) == "You said: hello"
@@ -205,9 +204,7 @@ async def test_a_second_try_is_not_moved_for_being_late_again(stack: Stack) -> N
     stack.a.set_fault(RealtimeFault("hang_before_response"))
     stack.b.behaviour = late  # past the bound, within SILENCE_S
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         events = await until(conn, "response.done")
     assert events[-1].response.status == "completed"
     assert stalled(stack) == 1  # moved once, then waited for rt-b
@@ -229,9 +226,7 @@ async def test_a_refused_response_create_is_not_taken_for_a_stall(stack: Stack) 
 
 async def test_a_healthy_session_idle_between_responses_is_not_moved(stack: Stack) -> None:
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         await until(conn, "response.done")
         await asyncio.sleep(2 * SILENCE_S)  # no response out: silence is no stall
         await conn.response.create()
@@ -261,9 +256,7 @@ async def test_a_response_the_client_cancelled_is_neither_late_nor_asked_again(
     # not ask for it again.
     stack.a.set_fault(RealtimeFault("hang_before_response", deaf=True))
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         await conn.response.cancel()
         await asyncio.sleep(FIRST_S + 0.3)
         assert stalled(stack) == 0
@@ -284,9 +277,7 @@ async def test_an_upstream_that_stops_answering_pings_is_left_between_responses(
     # No response is out, so nothing is late; the upstream's process hangs (or the
     # network goes): its WebSocket answers no ping, and the session moves.
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         await until(conn, "response.done")
         stack.a.freeze()
         closed = {"route": "voice", "reason": "upstream_closed"}
@@ -405,6 +396,25 @@ async def test_a_refused_out_of_band_request_is_not_taken_for_a_stall(stack: Sta
     assert stalled(stack) == 0 and not stack.b.records
 
 
+MANUAL = {
+    "type": "realtime",
+    "output_modalities": ["text"],
+    "audio": {"input": {"turn_detection": None}},
+}
+
+
+async def _frozen_then_dropped(stack: Stack, conn: Any, *edits: Any) -> list[Any]:
+    """rt-a stops reading; the client's `edits` and a `response.create` go unread;
+    rt-a dies: the answer comes from rt-b."""
+    stack.a.freeze()
+    for send in edits:
+        await send
+    await conn.response.create()
+    await asyncio.sleep(0.1)
+    await stack.a.drop(1011)
+    return await until(conn, "response.done")
+
+
 @pytest.mark.parametrize("item_id", [None, "item_client_2"])
 async def test_an_item_the_dead_upstream_never_confirmed_is_carried_to_the_next(
     patient: Stack, item_id: str | None
@@ -414,19 +424,13 @@ async def test_an_item_the_dead_upstream_never_confirmed_is_carried_to_the_next(
     # (the item is known by the id the client gave, or by one the router gave it).
     stack = patient
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=TEXT)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, TEXT)
         await until(conn, "response.done")
-        stack.a.freeze()
         second = {**USER, "content": [{"type": "input_text", "text": "and again"}]}
         if item_id is not None:
             second["id"] = item_id
-        await conn.conversation.item.create(item=second)  # type: ignore[arg-type]
-        await conn.response.create()
-        await asyncio.sleep(0.1)
-        await stack.a.drop(1011)
-        events = await until(conn, "response.done")
+        create = conn.conversation.item.create(item=second)  # type: ignore[arg-type]
+        events = await _frozen_then_dropped(stack, conn, create)
     added = [e.item for e in events if e.type == "conversation.item.added"]
     assert [a.role for a in added][:1] == ["user"]  # the client hears of its item once
     assert added[0].id == (item_id or added[0].id) and len(added[0].id) <= 32
@@ -446,25 +450,13 @@ async def test_a_commit_the_dead_upstream_never_read_is_carried_to_the_next(
     # upstream dies having read the audio but neither the commit nor the ask. The new
     # target must commit that audio and answer it, not the turn before.
     stack = patient
-    manual = {
-        "type": "realtime",
-        "output_modalities": ["text"],
-        "audio": {"input": {"turn_detection": None}},
-    }
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=manual)  # type: ignore[arg-type]
-        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
-        await conn.response.create()
+        await ask(conn, MANUAL)
         await until(conn, "response.done")
         for chunk in [tone(20)] * 10 + [silence(20)] * 2:
             await conn.input_audio_buffer.append(audio=chunk)
         await wait_for(lambda: stack.a.records[-1].audio_bytes_in >= 12 * 960)
-        stack.a.freeze()
-        await conn.input_audio_buffer.commit()
-        await conn.response.create()
-        await asyncio.sleep(0.1)
-        await stack.a.drop(1011)
-        events = await until(conn, "response.done")
+        events = await _frozen_then_dropped(stack, conn, conn.input_audio_buffer.commit())
     types = [e.type for e in events]
     assert types.count("input_audio_buffer.committed") == 1  # the client's commit, once
     assert events[-1].response.status == "completed"
@@ -476,13 +468,8 @@ async def test_a_refused_commit_is_not_sent_again_by_a_move(patient: Stack) -> N
     # rt-a refuses the commit (too little audio: `input_audio_buffer_commit_empty`,
     # naming no event); a move later must not send it to rt-b for a second refusal.
     stack = patient
-    manual = {
-        "type": "realtime",
-        "output_modalities": ["text"],
-        "audio": {"input": {"turn_detection": None}},
-    }
     async with stack.sdk().realtime.connect(model="voice") as conn:
-        await conn.session.update(session=manual)  # type: ignore[arg-type]
+        await conn.session.update(session=MANUAL)  # type: ignore[arg-type]
         await conn.input_audio_buffer.append(audio=tone(20))
         await conn.input_audio_buffer.commit()
         refused = await until(conn, "error")
@@ -494,18 +481,6 @@ async def test_a_refused_commit_is_not_sent_again_by_a_move(patient: Stack) -> N
     assert refused[-1].error.code == "input_audio_buffer_commit_empty"
     assert "error" not in [e.type for e in events]
     assert events[-1].response.status == "completed" and texts(events) == "You said: hello"
-
-
-async def _frozen_then_dropped(stack: Stack, conn: Any, *edits: Any) -> list[Any]:
-    """rt-a stops reading; the client's `edits` and a `response.create` go unread;
-    rt-a dies: the answer comes from rt-b."""
-    stack.a.freeze()
-    for send in edits:
-        await send
-    await conn.response.create()
-    await asyncio.sleep(0.1)
-    await stack.a.drop(1011)
-    return await until(conn, "response.done")
 
 
 async def test_a_delete_the_dead_upstream_never_read_is_carried(patient: Stack) -> None:
