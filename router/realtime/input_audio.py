@@ -40,7 +40,7 @@ import base64
 import binascii
 from collections import deque
 
-from router.realtime.wire import parse
+from router.realtime.wire import names_event, parse
 
 #: kept while no user turn is open: about 0.5 s of 24 kHz PCM16 in base64, more than a
 #: server VAD's prefix padding (300 ms by default) before the speech it detects
@@ -104,8 +104,7 @@ class InputAudio:
             return False
         mark = self._marks[0]
         if event_id is not None:
-            quoted = f'"{event_id}"'
-            found = next((m for m in self._marks if quoted in m), None)
+            found = next((m for m in self._marks if names_event(m, event_id)), None)
             if found is None:
                 return False
             mark = found

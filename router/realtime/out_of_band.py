@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from router.realtime.wire import parse, response_id_of
+from router.realtime.wire import names_event, parse, response_id_of
 
 
 class Request:
@@ -91,9 +91,8 @@ class OutOfBand:
     def refused(self, event_id: str) -> bool:
         """An `error` naming the client event `event_id`: True when that was an
         out-of-band request no response answered (none is coming for it)."""
-        quoted = f'"{event_id}"'
         for request in self._asked:
-            if quoted in request.frame:
+            if names_event(request.frame, event_id):
                 self._asked.remove(request)
                 return True
         return False

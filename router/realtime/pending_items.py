@@ -26,7 +26,7 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from router.realtime.wire import dumps
+from router.realtime.wire import dumps, names_event
 
 Edit = Literal["create", "delete", "truncate"]
 
@@ -103,9 +103,8 @@ class PendingItems:
     def refused(self, event_id: str) -> bool:
         """An `error` naming the client event `event_id`: True when it was one of these
         (nothing is coming for it)."""
-        quoted = f'"{event_id}"'
         for key, (frame, _) in self._edits.items():
-            if quoted in frame:
+            if names_event(frame, event_id):
                 del self._edits[key]
                 return True
         return False

@@ -69,6 +69,7 @@ from router.realtime.wire import (
     delta_b64_chars,
     dumps,
     error_event,
+    names_event,
     parse,
     sniff,
 )
@@ -560,7 +561,7 @@ class Session:
         if error.get("code") == "input_audio_buffer_commit_empty":
             self.input_audio.refused(None)
         if self.pending_create is not None and (
-            not isinstance(about, str) or about in self.pending_create
+            not isinstance(about, str) or names_event(self.pending_create, about)
         ):
             self._create_refused()
         return None

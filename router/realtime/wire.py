@@ -183,6 +183,12 @@ def failed_response_done(response_id: str | None, code: str, message: str) -> st
     return dumps({"type": "response.done", "event_id": "event_ft_failed", "response": response})
 
 
+def names_event(frame: str, event_id: str) -> bool:
+    """Whether the client event `frame` carries `event_id` (an `error`'s `event_id`
+    names the client event it refuses; a quoted match, not a prefix of another id)."""
+    return f'"{event_id}"' in frame
+
+
 def truncated_event(item_id: str, content_index: object, audio_end_ms: int) -> str:
     """A `conversation.item.truncated`, as the upstream answers a client's truncate."""
     return dumps(

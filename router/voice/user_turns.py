@@ -243,9 +243,7 @@ class UserTurns(ConversationItems):
         clock = VoiceClock(self._clock, utterance.speech_end_at)
         clock.mark("committed", utterance.committed_at)
         item = await self._committed(item_id, transcript=None)
-        hearing = self._spawn(self._hear(item, utterance, clock, respond, guess))
-        self._hearing.add(hearing)  # a `response.create` now waits for these words
-        hearing.add_done_callback(self._hearing.discard)
+        self._spawn_hearing(self._hear(item, utterance, clock, respond, guess))
 
     def _hear_item(self, item: dict[str, Any]) -> None:
         """A user item created with its audio and no transcript (a migration replays a
@@ -269,9 +267,14 @@ class UserTurns(ConversationItems):
         rate, now = self.buffer.format.rate, self._clock()
         end_ms = len(pcm16) * 1000 // (2 * rate)
         utterance = Utterance(pcm16, rate, 0, end_ms, now, now)
-        hearing = self._spawn(self._hear(item, utterance, VoiceClock(self._clock, now), False))
-        self._hearing.add(hearing)
-        hearing.add_done_callback(self._hearing.discard)
+        self._spawn_hearing(self._hear(item, utterance, VoiceClock(self._clock, now), False))
+
+    def _spawn_hearing(self, hearing: Coroutine[Any, Any, None]) -> None:
+        """Hear a committed turn's words off the event path; a `response.create` waits
+        for them meanwhile."""
+        task = self._spawn(hearing)
+        self._hearing.add(task)
+        task.add_done_callback(self._hearing.discard)
 
     def _hints(self) -> dict[str, str]:
         return transcription_hints(self.config.session)
