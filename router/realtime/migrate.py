@@ -11,9 +11,10 @@ stops reading behind it), so nothing is lost or reordered:
    `conversation.item.create` per item, under the ids the client knows) are sent;
    the new upstream's acknowledgements of them are not relayed; the last committed
    user turn whose words are not known as text goes as its audio (an `input_audio`
-   item); then the items the client created or deleted that the old upstream never
-   confirmed (`router.realtime.pending_items`: their acknowledgements are relayed, the
-   client never had them; a truncation is made in the copy before the replay), and the
+   item); then the items the client created, deleted or asked for that the old
+   upstream never answered (`router.realtime.pending_items`: their answers are
+   relayed, the client never had them; a truncation is made in the copy before the
+   replay, the one the client pump holds too), and the
    caller's audio the old upstream held uncommitted, with
    the client's commits and clears among it that it never answered
    (`router.realtime.input_audio`);
@@ -236,11 +237,10 @@ async def _open_and_replay(
 async def _truncate_as_asked(session: Session) -> None:
     """The client's truncations the old upstream never answered: made in the copy the
     new target is given, and answered to the client as the old upstream owed it. One
-    the client pump holds is the pump's to deliver if it waits to forward it, else taken
-    here (as `_held_once` does)."""
+    the client pump holds is taken too, even while the pump waits to forward it: the new
+    target holds the answer as text, and would refuse to truncate its audio."""
     held = session.holding
-    keep = held if session.forwarding else None
-    for frame, item_id, end_ms, event in session.pending_items.take_truncations(keep):
+    for frame, item_id, end_ms, event in session.pending_items.take_truncations():
         if frame is held:
             session.taken = held
         session.conversation.truncate(item_id, end_ms, session.config.output_bytes_per_ms())

@@ -5,13 +5,15 @@ items, deletions and truncations from the server's `conversation.item.added`,
 `deleted` and `truncated`. A client's `conversation.item.create`, `delete` or
 `truncate` the old upstream never read (it hung, or died with the frame in its
 socket) is in none: the new target would answer the turn before a new item, keep an
-item the client deleted, or read the whole of an answer the user cut short. So the
-relay keeps each until the upstream answers it (or answers one sent after it: the
-upstream reads in order, so the earlier one was answered or refused), and a
-migration carries them: creates and deletes are sent again after the replayed
-conversation, in the order they came; a truncation is made in the copy before the
-replay (the new target holds the answer as text, with no audio to truncate), and the
-client is sent the `conversation.item.truncated` the old upstream owed it.
+item the client deleted, or read the whole of an answer the user cut short; and a
+`conversation.item.retrieve` it never read would never be answered. So the relay
+keeps each until the upstream answers it (or answers one sent after it: the upstream
+reads in order, so the earlier one was answered or refused), and a migration carries
+them: creates, deletes and retrieves are sent again after the replayed conversation,
+in the order they came (the replay keeps the items' ids: a retrieve is answered with
+the new target's copy, as text); a truncation is made in the copy before the replay
+(the new target holds the answer as text, with no audio to truncate), and the client
+is sent the `conversation.item.truncated` the old upstream owed it.
 
 An item is matched by its id. The client may leave a new item's id to the server; the
 relay then gives the item one (`item_ft_` and 24 hex digits: 32 characters, OpenAI's
@@ -28,18 +30,20 @@ from typing import Literal
 
 from router.realtime.wire import dumps, names_event
 
-Edit = Literal["create", "delete", "truncate"]
+Edit = Literal["create", "delete", "retrieve", "truncate"]
 
 #: client events kept, and the server event that answers each
 EDITS: dict[str, Edit] = {
     "conversation.item.create": "create",
     "conversation.item.delete": "delete",
+    "conversation.item.retrieve": "retrieve",
     "conversation.item.truncate": "truncate",
 }
 ANSWERS: dict[str, Edit] = {
     "conversation.item.added": "create",
     "conversation.item.done": "create",
     "conversation.item.deleted": "delete",
+    "conversation.item.retrieved": "retrieve",
     "conversation.item.truncated": "truncate",
 }
 
@@ -111,19 +115,16 @@ class PendingItems:
 
     @property
     def frames(self) -> list[str]:
-        """The creates and deletes no upstream answered, oldest first (a migration sends
-        them again)."""
+        """The creates, deletes and retrieves no upstream answered, oldest first (a
+        migration sends them again)."""
         return [frame for (edit, _), (frame, _) in self._edits.items() if edit != "truncate"]
 
-    def take_truncations(
-        self, keep: str | None = None
-    ) -> list[tuple[str, str, int, dict[str, object]]]:
-        """The truncations no upstream answered but the frame `keep`, as (frame, item
-        id, `audio_end_ms`, the client's event), oldest first; forgotten (a migration
-        makes them itself)."""
+    def take_truncations(self) -> list[tuple[str, str, int, dict[str, object]]]:
+        """The truncations no upstream answered, as (frame, item id, `audio_end_ms`, the
+        client's event), oldest first; forgotten (a migration makes them itself)."""
         taken = []
         for key, (frame, event) in list(self._edits.items()):
-            if key[0] != "truncate" or frame is keep:
+            if key[0] != "truncate":
                 continue
             del self._edits[key]
             end_ms = event.get("audio_end_ms")

@@ -331,7 +331,7 @@ class Session:
         """Send to the current upstream; across a migration, to the new one."""
         self.forwarding = True
         try:
-            while True:
+            while self.taken is not frame:  # else a migration made it (a truncation)
                 leg = self.leg
                 if self.migrating:
                     await self.resumed.wait()
@@ -455,6 +455,10 @@ class Session:
         elif kind == "conversation.item.input_audio_transcription.failed":
             self._transcription_failed(leg, event)
             return True if self._own_transcripts() else None
+        elif kind == "conversation.item.retrieved":
+            item = event.get("item")
+            if isinstance(item, dict):
+                self.pending_items.answered(kind, item.get("id"))
         elif kind == "conversation.item.deleted":
             self.pending_items.answered(kind, event.get("item_id"))
             self.conversation.delete(str(event.get("item_id")))

@@ -42,6 +42,7 @@ SERVER_PARSED: frozenset[str] = frozenset(
         "conversation.item.added",
         "conversation.item.done",
         "conversation.item.deleted",
+        "conversation.item.retrieved",
         "conversation.item.truncated",
         "conversation.item.input_audio_transcription.completed",
         "conversation.item.input_audio_transcription.failed",

@@ -523,3 +523,48 @@ async def test_a_truncation_the_dead_upstream_never_read_is_made_in_the_replay(
     assert [(e.item_id, e.audio_end_ms) for e in truncated] == [(answer, 250)]
     assert events[-1].response.status == "completed"
     assert stack.b.records[-1].item_texts()[:2] == [("user", "hello"), ("assistant", "You")]
+
+
+async def test_a_retrieve_the_dead_upstream_never_read_is_answered_by_the_next(
+    patient: Stack,
+) -> None:
+    # The client asks for an item; rt-a dies without having read the ask. rt-b, given
+    # the conversation under the same ids, answers it with its copy.
+    stack = patient
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await ask(conn, TEXT)
+        answer = (await until(conn, "response.done"))[-1].response.output[0].id
+        events = await _frozen_then_dropped(
+            stack, conn, conn.conversation.item.retrieve(item_id=answer)
+        )
+    retrieved = [e.item for e in events if e.type == "conversation.item.retrieved"]
+    assert [(r.id, r.role) for r in retrieved] == [(answer, "assistant")]
+    assert "error" not in [e.type for e in events]
+    assert events[-1].response.status == "completed"
+
+
+async def test_a_truncation_sent_while_the_session_moves_is_made_in_the_replay(
+    patient: Stack,
+) -> None:
+    # The user cuts the answer short while the router is opening rt-b (slow to
+    # upgrade): the client pump holds the truncate for the new leg. rt-b holds the
+    # answer as text and would refuse it; the router cuts its copy instead and answers.
+    stack = patient
+    stack.a.behaviour = RealtimeBehaviour(response_audio_ms=600)
+    stack.b.behaviour = RealtimeBehaviour(fault=RealtimeFault("slow_upgrade", delay_s=0.4))
+    async with stack.sdk().realtime.connect(model="voice") as conn:
+        await conn.conversation.item.create(item=USER)  # type: ignore[arg-type]
+        await conn.response.create()
+        answer = (await until(conn, "response.done"))[-1].response.output[0].id
+        await stack.a.drop(1011)
+        await asyncio.sleep(0.15)  # the router saw the close and is connecting to rt-b
+        await conn.conversation.item.truncate(item_id=answer, content_index=0, audio_end_ms=250)
+        truncated = await until(conn, "conversation.item.truncated")
+        stack.b.behaviour = RealtimeBehaviour()
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert [(e.item_id, e.audio_end_ms) for e in truncated[-1:]] == [(answer, 250)]
+    assert "error" not in [e.type for e in truncated + events]
+    assert stack.b.records[-1].truncates == []
+    assert stack.b.records[-1].item_texts()[:2] == [("user", "hello"), ("assistant", "You")]
+    assert events[-1].response.status == "completed"

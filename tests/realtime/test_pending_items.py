@@ -95,7 +95,6 @@ def test_deletes_are_sent_again_in_order_and_truncations_taken_apart() -> None:
     kind, bad, event = edit("truncate", "item_b", audio_end_ms="soon")
     pending.sent(kind, bad, event)
     assert pending.frames == [frame, delete]  # truncations are not sent again
-    assert pending.take_truncations(keep=truncate) == []  # the one held back stays
     taken = pending.take_truncations()
     assert [(item_id, end_ms) for _, item_id, end_ms, _ in taken] == [("item_a", 1200)]
     assert taken[0][0] is truncate
@@ -106,3 +105,13 @@ def test_deletes_are_sent_again_in_order_and_truncations_taken_apart() -> None:
     pending.sent(kind, truncate, event)
     pending.answered("conversation.item.truncated", "item_c")
     assert pending.take_truncations() == []
+
+
+def test_a_retrieve_is_sent_again_until_its_item_is_retrieved() -> None:
+    pending = PendingItems()
+    kind, retrieve, event = edit("retrieve", "item_a")
+    assert pending.sent(kind, retrieve, event) is retrieve
+    pending.answered("conversation.item.retrieved", "item_b")  # not the one asked for
+    assert pending.frames == [retrieve]
+    pending.answered("conversation.item.retrieved", "item_a")
+    assert pending.frames == []
