@@ -22,7 +22,10 @@ Each session sends `session.update` (manual turns: no server VAD) and 2-6 turns,
 one of: a text turn (a user item carrying the session's marker, `response.create`),
 an audio turn (200 ms of 24 kHz PCM appended in 20 ms frames, paced, a commit,
 `response.create`), a barge-in (`response.cancel` at the first audio delta), an
-out-of-band response (`conversation: "none"`). A response that has no first delta
+out-of-band response (`conversation: "none"`). Every other text turn's item carries
+the client's own id and is asked for back once answered (`conversation.item.retrieve`):
+its `conversation.item.retrieved` must come, also when the upstream died before reading
+the ask. A response that has no first delta
 after `PATIENCE_S` is cancelled, as a voice agent's user would talk over it. One
 session in ten ends mid-response: half close the socket (`conn.close()`), half
 vanish (the TCP connection aborted, no close frame).
@@ -320,12 +323,16 @@ class Session:
     async def turn(self, kind: str, index: int) -> None:
         conn = self.conn
         said = f"{self.marker} turn {index}"
+        # every other text turn's item has the client's id, and is asked for back
+        item_id = f"item_{self.marker[5:]}_{index}" if kind == "text" and index % 2 else None
         if kind == "text":
             item = {
                 "type": "message",
                 "role": "user",
                 "content": [{"type": "input_text", "text": said}],
             }
+            if item_id is not None:
+                item["id"] = item_id
             await conn.conversation.item.create(item=item)
             await conn.response.create()
         elif kind == "audio":
@@ -348,6 +355,29 @@ class Session:
             self.tally.end(kind, "crossed", f"{said!r} not in {text[:200]!r}")
             return
         self.tally.end(kind, status)
+        if item_id is not None and status == "completed":
+            await self.retrieve(item_id, index)
+
+    async def retrieve(self, item_id: str, index: int) -> None:
+        """Ask for the turn's item back: its `conversation.item.retrieved` must come,
+        whatever upstream dies meanwhile (the router asks the next one again)."""
+        event_id = f"event_{self.marker[5:]}_{index}"
+        await self.conn.conversation.item.retrieve(item_id=item_id, event_id=event_id)
+        deadline = time.monotonic() + RESPONSE_TIMEOUT_S
+        while True:
+            try:
+                event = await self.next_event(deadline)
+            except TimeoutError:
+                self.tally.end("retrieve", "lost", f"no conversation.item.retrieved {item_id}")
+                return
+            if event.type == "conversation.item.retrieved" and event.item.id == item_id:
+                self.tally.end("retrieve", "retrieved")
+                return
+            if event.type == "error" and event.error.event_id == event_id:
+                self.tally.end("retrieve", "lost", f"{item_id}: {event.error.message}")
+                return
+            if event.type == "response.done":  # no response is in flight
+                self.tally.end("retrieve", "stray", f"response.done {event.response.id}")
 
 
 async def one_session(client: AsyncOpenAI, rng: random.Random, tally: Tally) -> None:
