@@ -25,10 +25,10 @@ an audio turn (200 ms of 24 kHz PCM appended in 20 ms frames, paced, a commit,
 out-of-band response (`conversation: "none"`). Every other text turn's item carries
 the client's own id and is asked for back once answered (`conversation.item.retrieve`):
 its `conversation.item.retrieved` must come, also when the upstream died before reading
-the ask. A response that has no first delta
-after `PATIENCE_S` is cancelled, as a voice agent's user would talk over it. One
-session in ten ends mid-response: half close the socket (`conn.close()`), half
-vanish (the TCP connection aborted, no close frame).
+the ask. A response that has no first delta after `PATIENCE_S` is cancelled, as a
+voice agent's user would talk over it. One session in ten ends mid-response: half
+close the socket (`conn.close()`), half vanish (the TCP connection aborted, no close
+frame).
 
 Every response asked for must end in `response.done` (completed, cancelled, or
 failed when its upstream died under it; one that failed by a migration before any
