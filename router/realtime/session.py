@@ -14,8 +14,8 @@ breaker opens, the session migrates (`router.realtime.migrate`): the client pump
 holds the client's next frame, a new upstream session is opened on the best
 eligible target, the configuration and conversation are replayed, and the relay
 resumes, without the client reconnecting. What the client sent that the old
-upstream never answered goes along: item creates, deletes and truncations
-(`router.realtime.pending_items`), buffer commits and clears among the uncommitted
+upstream never answered goes along: item creates, deletes, retrieves and
+truncations (`router.realtime.pending_items`), buffer commits and clears among the uncommitted
 audio (`router.realtime.input_audio`), response requests.
 
 Close codes to the client: 1000 when the session ends normally or idles out (after
@@ -118,7 +118,7 @@ class Session:
         # an ephemeral key's configuration comes before the client's
         self.config = SessionConfig(initial, "transcription" if transcription else "realtime")
         self.conversation = Conversation()
-        #: the client's item creates, deletes and truncates no upstream answered yet
+        #: the client's item creates, deletes, retrieves and truncates no upstream answered
         self.pending_items = PendingItems()
         self.response_clock = ResponseClock(clock)
         #: the conversation's response as the stall watchdog sees it
